@@ -1,0 +1,5 @@
+"""Run trialdiff as `python -m trialdiff`."""
+
+from .cli import main
+
+main()

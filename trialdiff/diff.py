@@ -1,0 +1,140 @@
+"""Turn two snapshots of a study into field-path changes (pure).
+
+Fields are compared by their canonical JSON, so an unchanged field costs one string comparison.
+DeepDiff runs only inside a field that did change, to say how it changed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from deepdiff import DeepDiff
+from deepdiff.helper import NotPresent
+
+from .fields import FIELD_BY_PATH, LOCATION_PREFIX, order_key
+from .model import ChangeKind, FieldChange, Snapshot
+
+_REPORT_OPS = {
+    "values_changed": "changed",
+    "type_changes": "changed",
+    "dictionary_item_added": "added",
+    "dictionary_item_removed": "removed",
+    "iterable_item_added": "added",
+    "iterable_item_removed": "removed",
+    "set_item_added": "added",
+    "set_item_removed": "removed",
+}
+
+
+def changed_paths(old: Mapping[str, str], new: Mapping[str, str]) -> list[tuple[str, ChangeKind]]:
+    """Return (path, kind) for every field that differs, in rule 7's order."""
+    found: list[tuple[str, ChangeKind]] = []
+    for path, text in new.items():
+        before = old.get(path)
+        if before is None:
+            found.append((path, "added"))
+        elif before != text:
+            found.append((path, "changed"))
+    found.extend((path, "removed") for path in old if path not in new)
+    found.sort(key=lambda item: order_key(item[0]))
+    return found
+
+
+def diff_snapshots(old: Snapshot | None, new: Snapshot) -> list[FieldChange]:
+    """Return the changes from one snapshot to the next; a first snapshot has none (rule 4)."""
+    if old is None:
+        return []
+    changes = []
+    for path, kind in changed_paths(old.fields, new.fields):
+        before = json.loads(old.fields[path]) if kind != "added" else None
+        after = json.loads(new.fields[path]) if kind != "removed" else None
+        changes.append(
+            FieldChange(
+                nct_id=new.nct_id,
+                path=path,
+                kind=kind,
+                detected_at=new.observed_at,
+                old=before,
+                new=after,
+                detail=describe(path, before, after),
+            )
+        )
+    return changes
+
+
+def _item_label(item: Any, key: str) -> str:
+    """Return the name a report gives one item of a list field."""
+    if isinstance(item, dict):
+        label = item.get(key) if key else None
+        if isinstance(label, str):
+            return label
+        return json.dumps(item, sort_keys=True, ensure_ascii=False)
+    return item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
+
+
+def _dotted(parts: list[Any]) -> str:
+    """Return a DeepDiff path list as `a.b[0].c`."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def inner_edits(before: Any, after: Any) -> list[dict[str, Any]]:
+    """Return what changed inside one value, as sorted {at, op, old, new} edits."""
+    edits = []
+    report = DeepDiff(before, after, ignore_order=True, view="tree")
+    for report_type, levels in report.items():
+        op = _REPORT_OPS.get(report_type, "changed")
+        for level in levels:
+            edit: dict[str, Any] = {"at": _dotted(level.path(output_format="list")), "op": op}
+            if not isinstance(level.t1, NotPresent):
+                edit["old"] = level.t1
+            if not isinstance(level.t2, NotPresent):
+                edit["new"] = level.t2
+            edits.append(edit)
+    edits.sort(key=lambda e: (e["at"], e["op"], json.dumps(e, sort_keys=True, default=str)))
+    return edits
+
+
+def _list_detail(key: str, before: list[Any], after: list[Any]) -> dict[str, Any]:
+    """Say which items of a list field were added, removed or edited, and how."""
+    old_texts = {json.dumps(i, sort_keys=True, ensure_ascii=False): i for i in before}
+    new_texts = {json.dumps(i, sort_keys=True, ensure_ascii=False): i for i in after}
+    gone = [item for text, item in old_texts.items() if text not in new_texts]
+    came = [item for text, item in new_texts.items() if text not in old_texts]
+    came_by_label: dict[str, list[Any]] = {}
+    for item in came:
+        came_by_label.setdefault(_item_label(item, key), []).append(item)
+    removed, edited = [], []
+    for item in gone:
+        label = _item_label(item, key)
+        partners = came_by_label.get(label)
+        if key and partners:
+            edited.append({"item": label, "edits": inner_edits(item, partners.pop(0))})
+        else:
+            removed.append(label)
+    added = [label for label, items in came_by_label.items() for _ in items]
+    return {
+        "items_added": sorted(added),
+        "items_removed": sorted(removed),
+        "items_changed": sorted(edited, key=lambda e: e["item"]),
+        "count_before": len(before),
+        "count_after": len(after),
+    }
+
+
+def describe(path: str, before: Any, after: Any) -> dict[str, Any]:
+    """Return the detail stored with a change: what moved inside the field."""
+    if before is None or after is None:
+        return {}
+    field = FIELD_BY_PATH.get(path)
+    if field is not None and field.kind == "list" and isinstance(before, list) and isinstance(
+        after, list
+    ):
+        return _list_detail(field.item_key, before, after)
+    if path.startswith(LOCATION_PREFIX) or isinstance(before, dict | list):
+        return {"edits": inner_edits(before, after)}
+    return {}

@@ -1,0 +1,61 @@
+"""Exceptions trialdiff raises; the CLI turns each into one clear line and an exit code.
+
+    TrialdiffError              anything trialdiff reports to a user
+    ├── UsageError              bad arguments: a malformed NCT id, an unreadable timestamp (exit 2)
+    ├── InputError              one input could not be read as studies; the others go on (exit 1)
+    │   └── OutOfOrderError     an observation older than the study's latest snapshot
+    ├── DatabaseError           the database cannot be opened, read or written
+    │   └── BusyError           another process is writing to the database (exit 75)
+    └── FetchError              the registry could not be reached or answered wrongly
+        ├── ForbiddenError      403: the registry's edge refused the request
+        ├── InvalidResponse     a 200 whose body is not a valid page of studies
+        └── ShapeError          an undocumented endpoint changed shape; nothing was stored
+"""
+
+from __future__ import annotations
+
+
+class TrialdiffError(Exception):
+    """Base of every error trialdiff reports to a user."""
+
+    exit_code = 1
+
+
+class UsageError(TrialdiffError):
+    """Arguments a command cannot act on."""
+
+    exit_code = 2
+
+
+class InputError(TrialdiffError):
+    """One input (a file, a record) that could not be taken in."""
+
+
+class OutOfOrderError(InputError):
+    """An observation older than the study's latest snapshot."""
+
+
+class DatabaseError(TrialdiffError):
+    """The database cannot be opened, read or written."""
+
+
+class BusyError(DatabaseError):
+    """Another process holds the write lock."""
+
+    exit_code = 75
+
+
+class FetchError(TrialdiffError):
+    """The registry could not be reached, or did not answer as its API says."""
+
+
+class ForbiddenError(FetchError):
+    """The registry's edge answered 403."""
+
+
+class InvalidResponse(FetchError):
+    """A response whose body is not what the endpoint returns."""
+
+
+class ShapeError(FetchError):
+    """An undocumented endpoint answered in a shape trialdiff does not know."""

@@ -1,0 +1,72 @@
+"""One writer at a time: an advisory lock file beside the database, naming its holder.
+
+The kernel drops a flock when its process dies, SIGKILL included, so a stale lock file never
+blocks the next run; the pid and time written in it only tell a waiting user who holds it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from types import TracebackType
+
+from .errors import BusyError, DatabaseError
+from .model import utc_timestamp
+
+
+class WriteLock:
+    """Hold the write lock of a database for the length of a `with` block."""
+
+    def __init__(self, db_path: str, wait: float = 0.0, command: str = "") -> None:
+        self.path = db_path + ".lock"
+        self.wait = wait
+        self.command = command
+        self._fd: int | None = None
+
+    def _holder(self) -> str:
+        """Return who holds the lock, as the holder wrote it."""
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                info = json.loads(handle.read() or "{}")
+            return f"pid {info['pid']} ({info.get('command') or 'trialdiff'}) since {info['since']}"
+        except (OSError, ValueError, KeyError):
+            return "another trialdiff process"
+
+    def __enter__(self) -> WriteLock:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise DatabaseError(f"cannot create lock file {self.path}: {exc.strerror}") from exc
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = self._holder()
+                    os.close(fd)
+                    raise BusyError(
+                        f"database {self.path[:-5]} is busy: {holder} is writing to it "
+                        "(use --wait SECONDS to wait)"
+                    ) from None
+                time.sleep(0.1)
+        info = {"pid": os.getpid(), "since": utc_timestamp(), "command": self.command}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

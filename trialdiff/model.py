@@ -1,0 +1,86 @@
+"""The two values every stage passes along: a Snapshot of a study and a FieldChange."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from json.encoder import encode_basestring
+from typing import Any, Literal
+
+ChangeKind = Literal["added", "removed", "changed"]
+CHANGE_KINDS: tuple[ChangeKind, ...] = ("added", "removed", "changed")
+
+
+def fields_json(fields: Mapping[str, str]) -> str:
+    """Return the canonical JSON of a {path: canonical JSON} mapping."""
+    body = ",".join(encode_basestring(path) + ":" + fields[path] for path in sorted(fields))
+    return "{" + body + "}"
+
+
+def content_hash(fields: Mapping[str, str]) -> str:
+    """Return the SHA-256 of a snapshot's tracked fields in canonical JSON."""
+    return hashlib.sha256(fields_json(fields).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The tracked fields of one study as observed at one time."""
+
+    nct_id: str
+    observed_at: str  # ISO 8601 UTC, e.g. 2026-05-12T07:21:49.285Z
+    fields: Mapping[str, str]  # path -> canonical JSON; absent fields are left out
+    source: str = "import"  # import, sync or backfill
+    source_version: int | None = None  # the registry's version number, for backfills
+
+    @property
+    def content_hash(self) -> str:
+        """Return the hash that identifies this snapshot's content."""
+        return content_hash(self.fields)
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One field of one study that differs between two consecutive snapshots."""
+
+    nct_id: str
+    path: str
+    kind: ChangeKind
+    detected_at: str  # ISO 8601 UTC: when the snapshot that first showed it was observed
+    old: Any = None  # canonical value before; None when added
+    new: Any = None  # canonical value after; None when removed
+    detail: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the change as the JSON object every export carries."""
+        return {
+            "nct_id": self.nct_id,
+            "path": self.path,
+            "kind": self.kind,
+            "detected_at": self.detected_at,
+            "old": self.old,
+            "new": self.new,
+            "detail": dict(self.detail),
+        }
+
+
+def utc_timestamp(text: str | None = None) -> str:
+    """Return an ISO 8601 UTC timestamp with milliseconds, from text or from now.
+
+    Accepts a date (`2026-05-12`, taken as midnight UTC) or a date-time with or without an
+    offset (a naive one is taken as UTC). Raises ValueError for anything else.
+    """
+    if text is None:
+        moment = datetime.now(UTC)
+    else:
+        moment = datetime.fromisoformat(text.strip())
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def utc_day(text: str | None = None) -> date:
+    """Return the UTC day of a timestamp or date (today when None)."""
+    return date.fromisoformat(utc_timestamp(text)[:10])

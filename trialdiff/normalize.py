@@ -1,0 +1,267 @@
+"""Turn an API v2 study record into its tracked fields, in canonical JSON (pure).
+
+A record is cut into *units* (one per protocol module, results module, and so on) so that the
+store can gate on a cheap hash of each unit's raw bytes and canonicalise only the units whose
+bytes changed. Every unit maps to field paths by the registry in `fields`, with rule 6's
+fallback paths for anything the registry does not name.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from json.encoder import encode_basestring
+from typing import Any
+
+from .fields import (
+    FIELDS,
+    IGNORED_SOURCES,
+    LOCATION_DROPPED_KEY,
+    LOCATION_PREFIX,
+    LOCATIONS_SOURCE,
+    expand_source,
+)
+
+# A coverage tree: nested dicts of record keys whose leaves say what a key is.
+_LOCATIONS = "\0locations"
+_IGNORED = "\0ignored"
+# Sections whose second level is modules; a unit is one module of these, else one top-level key.
+_MODULE_SECTIONS = frozenset(
+    {"protocolSection", "resultsSection", "documentSection", "annotationSection", "derivedSection"}
+)
+# How deep the fallback path reaches into each section (rule 6), counting the section.
+_FALLBACK_DEPTH = {"protocolSection": 3, "resultsSection": 2, "documentSection": 3,
+                   "annotationSection": 3}
+_ABSENT_JSON = frozenset({"null", '""', "[]", "{}"})
+_NCT_ID = re.compile(r"NCT\d{8}")
+
+Tree = dict[str, Any]
+
+
+def _build_tree(ignored: tuple[str, ...]) -> Tree:
+    """Return the coverage tree for the registry and an ignore list."""
+    tree: Tree = {}
+    leaves = [(expand_source(f.source), f.path) for f in FIELDS]
+    leaves.append((expand_source(LOCATIONS_SOURCE), _LOCATIONS))
+    leaves.extend((expand_source(source), _IGNORED) for source in ignored)
+    for keys, leaf in leaves:
+        node = tree
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = leaf
+    return tree
+
+
+DEFAULT_TREE = _build_tree(IGNORED_SOURCES)
+
+
+def coverage_tree(ignored: tuple[str, ...] = IGNORED_SOURCES) -> Tree:
+    """Return the coverage tree for an ignore list (the default one is prebuilt)."""
+    return DEFAULT_TREE if ignored == IGNORED_SOURCES else _build_tree(ignored)
+
+
+def fold_whitespace(text: str) -> str:
+    """Fold runs of whitespace to one space and strip the ends (rule 3)."""
+    return " ".join(text.split())
+
+
+def canonical_pair(value: Any) -> tuple[Any, str] | None:
+    """Return a value's canonical form and canonical JSON, or None when it is absent."""
+    # Building the JSON text bottom-up computes each node's JSON once, where sorting list items
+    # by json.dumps of each item would serialise every subtree once per level above it.
+    if isinstance(value, str):
+        value = fold_whitespace(value)
+        if not value:
+            return None
+        return value, encode_basestring(value)
+    if isinstance(value, dict):
+        items = []
+        for key in sorted(value):
+            pair = canonical_pair(value[key])
+            if pair is not None:
+                items.append((key, pair))
+        if not items:
+            return None
+        text = ",".join(encode_basestring(k) + ":" + p[1] for k, p in items)
+        return {k: p[0] for k, p in items}, "{" + text + "}"
+    if isinstance(value, list):
+        pairs = [p for p in map(canonical_pair, value) if p is not None]
+        if not pairs:
+            return None
+        pairs.sort(key=lambda p: p[1])
+        return [p[0] for p in pairs], "[" + ",".join(p[1] for p in pairs) + "]"
+    if value is None:
+        return None
+    if value is True or value is False:
+        return value, "true" if value else "false"
+    if type(value) is int:
+        return value, int.__repr__(value)
+    return value, json.dumps(value)
+
+
+def canonical_json(value: Any) -> str | None:
+    """Return a value's canonical JSON (the spec's definition), or None when it is absent."""
+    pair = canonical_pair(value)
+    return None if pair is None else pair[1]
+
+
+def is_absent(value: Any) -> bool:
+    """Tell whether a value counts as absent (rule 2), after canonicalisation."""
+    return canonical_pair(value) is None
+
+
+def unit_name(keys: tuple[str, ...]) -> str:
+    """Return the gating unit a record key path falls in."""
+    return ".".join(keys[:2] if keys[0] in _MODULE_SECTIONS else keys[:1])
+
+
+def split_units(study: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """Yield (unit name, raw value) for every unit of a record, ignored ones included."""
+    for key, value in study.items():
+        if key in _MODULE_SECTIONS and isinstance(value, dict):
+            for module, content in value.items():
+                yield f"{key}.{module}", content
+        else:
+            yield key, value
+
+
+def fallback_path(keys: tuple[str, ...]) -> str:
+    """Return rule 6's fallback path for a key path cut at its section's fallback depth."""
+    section, rest = keys[0], keys[1:]
+    if not rest:
+        return section
+    module = rest[0].removesuffix("Module") if rest[0].endswith("Module") else rest[0]
+    if section == "protocolSection":
+        return ".".join((module, *rest[1:]))
+    if section == "resultsSection":
+        return ".".join(("results", module, *rest[1:]))
+    if section == "documentSection":
+        return ".".join(("documents", *rest[1:])) if len(rest) > 1 else "documents." + module
+    if section == "annotationSection":
+        if rest[0] == "annotationModule" and len(rest) > 1:
+            return ".".join(("annotations", *rest[1:]))
+        return ".".join(("annotations", module, *rest[1:]))
+    return ".".join(keys)
+
+
+def location_key(site: Mapping[str, Any]) -> str:
+    """Return rule 5's key for a site: facility|city|state|country, folded and lower-cased."""
+    parts = []
+    for name in ("facility", "city", "state", "country"):
+        part = site.get(name)
+        parts.append(fold_whitespace(part).lower() if isinstance(part, str) else "")
+    return "|".join(parts)
+
+
+def _location_fields(sites: list[Any], out: dict[str, str]) -> None:
+    """Add one field per site, numbering sites whose key repeats (rule 5)."""
+    by_key: dict[str, list[str]] = {}
+    for site in sites:
+        if isinstance(site, dict):
+            key = location_key(site)
+            content = {k: v for k, v in site.items() if k != LOCATION_DROPPED_KEY}
+        else:
+            # Not an object: keep it, keyed by nothing, rather than lose it.
+            key, content = "|||", site
+        text = canonical_json(content)
+        if text is not None:
+            by_key.setdefault(key, []).append(text)
+    for key, texts in by_key.items():
+        texts.sort()
+        for number, text in enumerate(texts, start=1):
+            suffix = "" if number == 1 else f" #{number}"
+            out[LOCATION_PREFIX + key + suffix] = text
+
+
+def _add_residual(residuals: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
+    """Keep uncovered content under its fallback path, nested below the fallback depth."""
+    depth = _FALLBACK_DEPTH.get(keys[0], 1)
+    anchor, below = keys[:depth], keys[depth:]
+    path = fallback_path(anchor)
+    if not below:
+        residuals[path] = value
+        return
+    node = residuals.setdefault(path, {})
+    if not isinstance(node, dict):  # defensive: the anchor itself was a scalar
+        return
+    for key in below[:-1]:
+        node = node.setdefault(key, {})
+    node[below[-1]] = value
+
+
+def _walk(value: Any, tree: Tree, keys: tuple[str, ...], out: dict[str, str],
+          residuals: dict[str, Any]) -> None:
+    """Map one record node onto field paths, collecting what the tree does not cover."""
+    for key, child in value.items():
+        here = (*keys, key)
+        cover = tree.get(key)
+        if cover == _IGNORED:
+            continue
+        if cover == _LOCATIONS and isinstance(child, list):
+            _location_fields(child, out)
+        elif isinstance(cover, str) and cover != _LOCATIONS:
+            text = canonical_json(child)
+            if text is not None:
+                out[cover] = text
+        elif isinstance(child, dict) and (
+            isinstance(cover, dict) or len(here) < _FALLBACK_DEPTH.get(here[0], 1)
+        ):
+            _walk(child, cover if isinstance(cover, dict) else {}, here, out, residuals)
+        else:
+            _add_residual(residuals, here, child)
+
+
+def unit_fields(unit: str, value: Any, tree: Tree = DEFAULT_TREE) -> dict[str, str]:
+    """Return {path: canonical JSON} for one unit of a record, absent fields left out."""
+    keys = tuple(unit.split("."))
+    out: dict[str, str] = {}
+    parent = node_parent(tree, keys)
+    if parent is None:
+        return out
+    residuals: dict[str, Any] = {}
+    _walk({keys[-1]: value}, parent, keys[:-1], out, residuals)
+    for path, residual in residuals.items():
+        text = canonical_json(residual)
+        if text is not None:
+            out[path] = text
+    return out
+
+
+def node_parent(tree: Tree, keys: tuple[str, ...]) -> Tree | None:
+    """Return the coverage node that holds the last of `keys`, or None if they are ignored."""
+    node: Any = tree
+    for key in keys[:-1]:
+        node = node.get(key, {})
+        if node == _IGNORED:
+            return None
+        if not isinstance(node, dict):
+            return {}
+    parent: Tree = node
+    return parent
+
+
+def extract_fields(study: Mapping[str, Any], tree: Tree = DEFAULT_TREE) -> dict[str, str]:
+    """Return {path: canonical JSON} for every tracked field a record holds."""
+    out: dict[str, str] = {}
+    for unit, value in split_units(study):
+        out.update(unit_fields(unit, value, tree))
+    return out
+
+
+def study_id(study: Any) -> str | None:
+    """Return a record's NCT id, or None when it is not a study object."""
+    if not isinstance(study, dict):
+        return None
+    try:
+        nct_id = study["protocolSection"]["identificationModule"]["nctId"]
+    except (KeyError, TypeError):
+        return None
+    if isinstance(nct_id, str) and _NCT_ID.fullmatch(nct_id):
+        return nct_id
+    return None
+
+
+def is_nct_id(text: str) -> bool:
+    """Tell whether a string is a well-formed NCT id."""
+    return _NCT_ID.fullmatch(text) is not None

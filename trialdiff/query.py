@@ -1,0 +1,147 @@
+"""Read snapshots and changes back (sqlite3 only, so read commands start fast).
+
+Readers never take the write lock: in WAL mode they see the last committed state while a
+writer works.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import DatabaseError
+from .model import FieldChange, Snapshot
+
+KNOWN_SCHEMA_VERSIONS = frozenset({1})
+Connection = sqlite3.Connection | Any  # a sqlite3 connection, or sqlite-utils' Database
+
+
+def connect_readonly(path: str) -> sqlite3.Connection:
+    """Open an existing database for reading, checking its schema version."""
+    if path != ":memory:" and not Path(path).is_file():
+        raise DatabaseError(f"no database at {path}: run `trialdiff import` or `trialdiff sync`")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        row = conn.execute("select value from meta where key = 'schema_version'").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"cannot read database {path}: {exc}") from exc
+    if row is None or int(row[0]) not in KNOWN_SCHEMA_VERSIONS:
+        raise DatabaseError(f"{path}: unknown schema version {row[0] if row else None}")
+    return conn
+
+
+def apply_delta(fields: dict[str, str], delta: str) -> None:
+    """Apply one stored delta to a {path: canonical JSON} mapping in place."""
+    for path, value in json.loads(delta).items():
+        if value is None:
+            fields.pop(path, None)
+        else:
+            fields[path] = json.dumps(value, sort_keys=True, ensure_ascii=False,
+                                      separators=(",", ":"))
+
+
+def study_fields(conn: Connection, nct_id: str, upto_seq: int | None = None) -> dict[str, str]:
+    """Rebuild a study's fields as of a snapshot (default: the latest) by folding deltas."""
+    sql = "select delta from snapshots where nct_id = ?"
+    params: list[Any] = [nct_id]
+    if upto_seq is not None:
+        sql += " and seq <= ?"
+        params.append(upto_seq)
+    fields: dict[str, str] = {}
+    for (delta,) in conn.execute(sql + " order by seq", params):
+        apply_delta(fields, delta)
+    return fields
+
+
+def row_to_change(row: Mapping[str, Any]) -> FieldChange:
+    """Return the FieldChange a stored row holds."""
+    return FieldChange(
+        nct_id=row["nct_id"],
+        path=row["path"],
+        kind=row["kind"],
+        detected_at=row["detected_at"],
+        old=json.loads(row["old"]) if row["old"] is not None else None,
+        new=json.loads(row["new"]) if row["new"] is not None else None,
+        detail=json.loads(row["detail"]) if row["detail"] else {},
+    )
+
+
+@dataclass(frozen=True)
+class ChangeFilter:
+    """Which stored changes a query returns; every field given narrows the result."""
+
+    nct_ids: tuple[str, ...] = ()
+    since: str | None = None  # inclusive, ISO 8601 UTC
+    until: str | None = None  # exclusive
+    path_prefix: str | None = None
+    kinds: tuple[str, ...] = ()
+    limit: int | None = None
+
+
+def query_changes(conn: Connection, where: ChangeFilter) -> Iterator[FieldChange]:
+    """Yield stored changes, oldest first; ties by study, then in stored order."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if where.nct_ids:
+        clauses.append(f"nct_id in ({','.join('?' * len(where.nct_ids))})")
+        params.extend(where.nct_ids)
+    if where.since:
+        clauses.append("detected_at >= ?")
+        params.append(where.since)
+    if where.until:
+        clauses.append("detected_at < ?")
+        params.append(where.until)
+    if where.path_prefix:
+        # A prefix matches the path itself or anything below it: `status` finds status.*.
+        escaped = where.path_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        clauses.append("(path = ? or path like ? escape '\\')")
+        params.extend([where.path_prefix, escaped.rstrip(".") + ".%"])
+    if where.kinds:
+        clauses.append(f"kind in ({','.join('?' * len(where.kinds))})")
+        params.extend(where.kinds)
+    sql = "select nct_id, path, kind, detected_at, old, new, detail from changes"
+    if clauses:
+        sql += " where " + " and ".join(clauses)
+    sql += " order by detected_at, nct_id, id"
+    if where.limit is not None:
+        sql += f" limit {int(where.limit)}"
+    cursor = conn.execute(sql, params)
+    names = [d[0] for d in cursor.description]
+    for values in cursor:
+        yield row_to_change(dict(zip(names, values, strict=True)))
+
+
+def snapshots_of(conn: Connection, nct_id: str) -> list[dict[str, Any]]:
+    """Return a study's stored snapshots, oldest first, without their deltas."""
+    cursor = conn.execute(
+        "select seq, observed_at, content_hash, source, source_version, "
+        "(select count(*) from changes c where c.snapshot_id = s.id) as changes "
+        "from snapshots s where nct_id = ? order by seq",
+        [nct_id],
+    )
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor]
+
+
+def snapshot_at(conn: Connection, nct_id: str, seq: int) -> Snapshot | None:
+    """Return a study's snapshot by number, with its fields rebuilt."""
+    row = conn.execute(
+        "select observed_at, source, source_version from snapshots where nct_id = ? and seq = ?",
+        [nct_id, seq],
+    ).fetchone()
+    if row is None:
+        return None
+    return Snapshot(nct_id, row[0], study_fields(conn, nct_id, seq), row[1], row[2])
+
+
+def study_row(conn: Connection, nct_id: str) -> dict[str, Any] | None:
+    """Return a study's row from the studies table, or None when it is unknown."""
+    cursor = conn.execute("select * from studies where nct_id = ?", [nct_id])
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    return dict(zip([d[0] for d in cursor.description], row, strict=True))

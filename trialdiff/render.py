@@ -1,0 +1,81 @@
+"""Render changes as text: the Recent Field Changes section and the plain diff (pure)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import date, timedelta
+from typing import Any
+
+from .fields import order_key
+from .model import FieldChange
+
+
+def recent_window(as_of: date, days: int) -> tuple[str, str]:
+    """Return the [since, until) timestamps of the `days` UTC days ending on `as_of`."""
+    first = as_of - timedelta(days=days - 1)
+    after = as_of + timedelta(days=1)
+    return f"{first.isoformat()}T00:00:00.000Z", f"{after.isoformat()}T00:00:00.000Z"
+
+
+def recent_order(changes: Iterable[FieldChange]) -> list[FieldChange]:
+    """Order changes newest day first, then by rule 7 within a day."""
+    ordered = sorted(changes, key=lambda c: (order_key(c.path), c.detected_at))
+    return sorted(ordered, key=lambda c: c.detected_at[:10], reverse=True)
+
+
+def recent_section(changes: Sequence[FieldChange], days: int, limit: int | None = None) -> str:
+    """Return the Recent Field Changes section exactly as a trial page shows it."""
+    heading = f"## Recent Field Changes (last {days} days)\n\n"
+    lines = [
+        f"- `{c.path}` \u2014 {c.kind} _({c.detected_at[:10]})_\n" for c in recent_order(changes)
+    ]
+    if limit is not None:
+        lines = lines[:limit]
+    if not lines:
+        return heading + f"_No field changes in the last {days} days._\n"
+    return heading + "".join(lines)
+
+
+def short_value(value: Any, width: int = 80) -> str:
+    """Return a value as one line of JSON, cut to `width` characters."""
+    if value is None:
+        return "\u2205"
+    if not isinstance(value, str):
+        value = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    text: str = value
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "\u2026"
+
+
+def plain_diff(nct_id: str, changes: Sequence[FieldChange], header: str) -> str:
+    """Return a plain-text diff report: one line per change, old \u2192 new."""
+    lines = [header]
+    if not changes:
+        lines.append(f"{nct_id}: no field changes")
+    for change in sorted(changes, key=lambda c: order_key(c.path)):
+        lines.append(
+            f"{change.path} \u2014 {change.kind}: "
+            f"{short_value(change.old)} \u2192 {short_value(change.new)}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def history_table(nct_id: str, rows: Sequence[dict[str, Any]]) -> str:
+    """Return a study's stored snapshots as a plain table."""
+    if not rows:
+        return f"{nct_id}: no snapshots stored\n"
+    out = [f"{'#':>3}  {'observed_at':<24}  {'source':<8}  {'changes':>7}  content_hash"]
+    for row in rows:
+        version = f" v{row['source_version']}" if row.get("source_version") is not None else ""
+        out.append(
+            f"{row['seq']:>3}  {row['observed_at']:<24}  {row['source'] + version:<8}  "
+            f"{row['changes']:>7}  {row['content_hash'][:16]}"
+        )
+    return "\n".join(out) + "\n"
+
+
+def changes_json(changes: Iterable[FieldChange]) -> str:
+    """Return changes as a JSON array (sorted keys, stable)."""
+    items = [change.as_dict() for change in changes]
+    return json.dumps(items, ensure_ascii=False, sort_keys=True, indent=2) + "\n"

@@ -1,0 +1,258 @@
+"""Read study records from files, streaming: JSON, API pages, lists, NDJSON, zips, folders.
+
+`read_studies` yields one `SourceItem` per record or per broken input, so one bad file never
+stops the others, and memory is bounded by the largest record, not by the input.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from .normalize import study_id
+
+SUFFIXES = (".json", ".ndjson", ".jsonl", ".zip")
+# Files up to this size parse in one go (fast); larger ones stream record by record.
+WHOLE_FILE_LIMIT = 64 * 1024 * 1024
+# No real record is near this; a larger one is a broken input, not a study.
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+_CHUNK = 1 << 20
+NOT_A_STUDY = "not a study: no protocolSection.identificationModule.nctId like NCT01234567"
+_DATED_DIR = re.compile(r"\d{4}-\d{2}-\d{2}([T ][0-9:.]+Z?)?")
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One record read from an input, or the reason an input could not be read."""
+
+    label: str  # file, file:line, or zip!member, for messages
+    study: dict[str, Any] | None = None
+    nct_id: str | None = None
+    error: str | None = None
+
+
+def _records(label: str, value: Any) -> Iterator[SourceItem]:
+    """Yield the studies in a parsed JSON value: a study, a page or a list of studies."""
+    if isinstance(value, dict) and "studies" in value and "protocolSection" not in value:
+        value = value["studies"]
+        if not isinstance(value, list):
+            yield SourceItem(label, error="'studies' is not a list")
+            return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            yield _checked(f"{label}[{index}]", item)
+    else:
+        yield _checked(label, value)
+
+
+def _checked(label: str, value: Any) -> SourceItem:
+    """Return a record as an item, or an error when it is not a study object."""
+    nct_id = study_id(value)
+    if nct_id is None:
+        return SourceItem(label, error=NOT_A_STUDY)
+    return SourceItem(label, value, nct_id)
+
+
+def _parse_error(exc: BaseException) -> str:
+    """Return a short reason a JSON text could not be parsed."""
+    if isinstance(exc, RecursionError):
+        return "not valid JSON: nested too deep"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"not valid JSON: {text}"
+
+
+def _stream_json(label: str, stream: IO[bytes]) -> Iterator[SourceItem]:
+    """Yield the records of a large JSON file one at a time, without loading it whole."""
+    reader = io.TextIOWrapper(stream, encoding="utf-8")
+    decoder = json.JSONDecoder()
+    buffer = ""
+    pos = 0
+
+    def fill() -> bool:
+        nonlocal buffer, pos
+        chunk = reader.read(_CHUNK)
+        buffer = buffer[pos:] + chunk
+        pos = 0
+        return bool(chunk)
+
+    def skip(chars: str) -> str:
+        nonlocal pos
+        while True:
+            while pos < len(buffer) and buffer[pos] in chars:
+                pos += 1
+            if pos < len(buffer) or not fill():
+                return buffer[pos : pos + 1]
+
+    def value() -> Any:
+        nonlocal pos
+        skip(" \t\r\n")
+        while True:
+            try:
+                result, end = decoder.raw_decode(buffer, pos)
+            except json.JSONDecodeError:
+                if len(buffer) - pos > MAX_RECORD_BYTES:
+                    raise ValueError(f"a record is larger than {MAX_RECORD_BYTES} bytes") from None
+                if not fill():
+                    raise
+                continue
+            # A number at the buffer's end may be cut short: make sure something follows.
+            if end == len(buffer) and fill():
+                continue
+            pos = end
+            return result
+
+    def array(where: str) -> Iterator[SourceItem]:
+        nonlocal pos
+        pos += 1  # the [
+        index = 0
+        while skip(" \t\r\n,") not in ("]", ""):
+            yield _checked(f"{where}[{index}]", value())
+            index += 1
+        pos += 1
+
+    try:
+        fill()
+        first = skip(" \t\r\n\ufeff")
+        if first == "[":
+            yield from array(label)
+            return
+        if first != "{":
+            raise ValueError("expected a JSON object or list")
+        # A large object is an API page: stream its "studies", take other keys whole.
+        pos += 1
+        found = False
+        while skip(" \t\r\n,") not in ("}", ""):
+            key = value()
+            if skip(" \t\r\n") != ":":
+                raise ValueError("expected ':' after an object key")
+            pos += 1
+            if key == "studies" and skip(" \t\r\n") == "[":
+                found = True
+                yield from array(label)
+            else:
+                value()
+        if not found:
+            raise ValueError("a large JSON object must be an API page with 'studies'")
+    except (ValueError, RecursionError, UnicodeDecodeError) as exc:
+        yield SourceItem(label, error=_parse_error(exc) if not isinstance(exc, UnicodeDecodeError)
+                         else "not UTF-8 text")
+
+
+def _read_json(label: str, opener: Any, size: int) -> Iterator[SourceItem]:
+    """Yield the records of one JSON input, whole if small, streamed if large."""
+    if size > WHOLE_FILE_LIMIT:
+        with opener() as stream:
+            yield from _stream_json(label, stream)
+        return
+    with opener() as stream:
+        data = stream.read()
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if "recursion" in str(exc).lower():
+            yield SourceItem(label, error="not valid JSON: nested too deep")
+            return
+        try:  # orjson's messages are terse; Python's name the spot
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            yield SourceItem(label, error="not UTF-8 text")
+            return
+        yield SourceItem(label, error=f"not valid JSON: {exc}")
+        return
+    yield from _records(label, value)
+
+
+def _read_ndjson(label: str, stream: IO[bytes]) -> Iterator[SourceItem]:
+    """Yield one record per line of an NDJSON input; blank lines are skipped."""
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        where = f"{label}:{number}"
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            yield SourceItem(where, error=f"not valid JSON: {exc}")
+            continue
+        yield _checked(where, value)
+
+
+def _read_zip(path: Path) -> Iterator[SourceItem]:
+    """Yield the records of every JSON or NDJSON member of a zip (the registry's bulk dump)."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        yield SourceItem(str(path), error=f"not a readable zip: {exc}")
+        return
+    with archive:
+        for info in sorted(archive.infolist(), key=lambda i: i.filename):
+            name = info.filename
+            label = f"{path}!{name}"
+            if info.is_dir() or not name.endswith(SUFFIXES[:3]):
+                continue
+            if name.endswith(".json"):
+                yield from _read_json(label, lambda n=name: archive.open(n), info.file_size)
+            else:
+                with archive.open(name) as stream:
+                    yield from _read_ndjson(label, stream)
+
+
+def read_file(path: Path) -> Iterator[SourceItem]:
+    """Yield the records of one file, by its kind."""
+    name = path.name.lower()
+    try:
+        if name.endswith(".zip"):
+            yield from _read_zip(path)
+        elif name.endswith((".ndjson", ".jsonl")):
+            with path.open("rb") as stream:
+                yield from _read_ndjson(str(path), stream)
+        else:
+            yield from _read_json(str(path), lambda: path.open("rb"), path.stat().st_size)
+    except OSError as exc:
+        yield SourceItem(str(path), error=f"cannot read: {exc.strerror or exc}")
+
+
+def expand_paths(paths: Iterable[str]) -> Iterator[Path]:
+    """Yield the input files a list of paths names, folders searched recursively, sorted."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    if name.lower().endswith(SUFFIXES):
+                        yield Path(root) / name
+        else:
+            yield path
+
+
+def read_studies(paths: Iterable[str]) -> Iterator[SourceItem]:
+    """Yield every record (or input error) found under the given paths."""
+    for path in expand_paths(paths):
+        if not path.exists():
+            yield SourceItem(str(path), error="no such file or directory")
+            continue
+        yield from read_file(path)
+
+
+def dated_folders(path: str) -> list[tuple[str, Path]] | None:
+    """Return (date, folder) for an archive of dated folders, oldest first, else None.
+
+    An archive such as `snapshots/sample/` holds one folder per observation day
+    (`2024-06-14/`, `2025-07-07/`), so replaying it rebuilds history day by day.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        return None
+    children = [child for child in root.iterdir() if not child.name.startswith(".")]
+    if not children or not all(c.is_dir() and _DATED_DIR.fullmatch(c.name) for c in children):
+        return None
+    return sorted((child.name, child) for child in children)

@@ -1,0 +1,392 @@
+"""Keep snapshots and changes in SQLite (sqlite-utils).
+
+A study gets a new snapshot only when its tracked content hash changes, git-history style; the
+snapshot stores only the fields that changed since the one before (the first stores them all),
+so any stored version's fields are rebuilt by folding deltas. Each change row carries its old
+and new values, so the changelog is readable straight from the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import sqlite_utils
+
+from .diff import diff_snapshots
+from .errors import DatabaseError, InputError, OutOfOrderError
+from .model import FieldChange, Snapshot, content_hash, fields_json
+from .normalize import extract_fields, split_units
+from .query import study_fields
+from .sources import SourceItem
+
+SCHEMA_VERSION = 1
+
+# The schema, declared once: table -> (columns, primary key, indexes). README is tested on it.
+SCHEMA: dict[str, tuple[dict[str, type], str, tuple[tuple[str, ...], ...]]] = {
+    "meta": ({"key": str, "value": str}, "key", ()),
+    "studies": (
+        {
+            "nct_id": str,  # the study
+            "first_seen_at": str,  # first observation, ISO 8601 UTC
+            "last_seen_at": str,  # latest observation, changed or not
+            "last_changed_at": str,  # observation time of the latest snapshot
+            "snapshot_count": int,
+            "content_hash": str,  # SHA-256 of the latest snapshot's canonical fields
+            "unit_hashes": str,  # JSON {unit: hash of its raw bytes}: the cheap gate
+            "brief_title": str,
+            "overall_status": str,
+            "last_update_post_date": str,
+        },
+        "nct_id",
+        (),
+    ),
+    "snapshots": (
+        {
+            "id": int,
+            "nct_id": str,
+            "seq": int,  # 1, 2, ... per study, in observation order
+            "observed_at": str,
+            "content_hash": str,  # SHA-256 of the fields as rebuilt at this snapshot
+            "source": str,  # import, sync or backfill
+            "source_version": int,  # the registry's version number (backfill)
+            "run_id": int,
+            "delta": str,  # JSON {path: canonical value, or null when removed}
+        },
+        "id",
+        (("nct_id", "seq"),),
+    ),
+    "changes": (
+        {
+            "id": int,
+            "nct_id": str,
+            "snapshot_id": int,  # the snapshot that first showed the change
+            "path": str,
+            "kind": str,  # added, removed or changed
+            "detected_at": str,
+            "old": str,  # JSON
+            "new": str,  # JSON
+            "detail": str,  # JSON: items added/removed/edited, inner edits
+        },
+        "id",
+        (("nct_id", "detected_at"), ("detected_at",), ("path",)),
+    ),
+    "runs": (
+        {
+            "id": int,
+            "command": str,
+            "started_at": str,
+            "ended_at": str,
+            "status": str,  # running, ok, partial or failed
+            "data_timestamp": str,
+            "checked": int,
+            "changed": int,
+            "changes": int,
+            "failed": int,
+            "errors": str,  # JSON list of {input, error}
+        },
+        "id",
+        (),
+    ),
+}
+
+# Upgrades from each older schema version; a function takes the database one version up.
+MIGRATIONS: dict[int, Any] = {}
+
+_IGNORED_UNITS = ("derivedSection",)
+
+
+def open_db(path: str) -> sqlite_utils.Database:
+    """Open (creating if new) and migrate the database at a path."""
+    try:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL is durable across process crashes, which is what a cron tool meets.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        db = sqlite_utils.Database(conn)
+        migrate(db)
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"cannot open database {path}: {exc}") from exc
+    return db
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    """Return the schema version a database holds (0 when it is new)."""
+    if not db["meta"].exists():
+        return 0
+    row = db.execute("select value from meta where key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(db: sqlite_utils.Database) -> None:
+    """Create missing tables and indexes, and upgrade an older schema in place."""
+    version = schema_version(db)
+    if version > SCHEMA_VERSION:
+        raise DatabaseError(
+            f"database schema version {version} is newer than this trialdiff knows "
+            f"({SCHEMA_VERSION}); upgrade trialdiff"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    with db.conn:
+        for old in range(version, SCHEMA_VERSION) if version else ():
+            MIGRATIONS[old](db)
+        for table, (columns, pk, indexes) in SCHEMA.items():
+            db[table].create(columns, pk=pk, if_not_exists=True)  # type: ignore[union-attr]
+            for index in indexes:
+                db[table].create_index(  # type: ignore[union-attr]
+                    index, unique=table == "snapshots", if_not_exists=True
+                )
+        db["meta"].upsert(  # type: ignore[union-attr]
+            {"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key"
+        )
+
+
+def unit_hashes(study: Mapping[str, Any]) -> str:
+    """Return the gate: JSON {unit: short hash of its raw bytes}, ignored units left out."""
+    hashes = {}
+    for unit, value in split_units(study):
+        if unit.startswith(_IGNORED_UNITS):
+            continue
+        raw = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+        hashes[unit] = hashlib.blake2b(raw, digest_size=8).hexdigest()
+    return json.dumps(hashes, sort_keys=True)
+
+
+def make_delta(old: Mapping[str, str], new: Mapping[str, str]) -> str:
+    """Return the stored delta from one field mapping to the next."""
+    delta = {path: text for path, text in new.items() if old.get(path) != text}
+    delta.update({path: "null" for path in old if path not in new})
+    return fields_json(delta)
+
+
+def _summary(study: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the study columns that make a changelog readable without the record."""
+    protocol = study.get("protocolSection") or {}
+    ident = protocol.get("identificationModule") or {}
+    status = protocol.get("statusModule") or {}
+    post = status.get("lastUpdatePostDateStruct") or {}
+    return {
+        "brief_title": ident.get("briefTitle") if isinstance(ident, dict) else None,
+        "overall_status": status.get("overallStatus") if isinstance(status, dict) else None,
+        "last_update_post_date": post.get("date") if isinstance(post, dict) else None,
+    }
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What saving one record did: whether a snapshot was stored, and its changes."""
+
+    nct_id: str
+    stored: bool
+    changes: tuple[FieldChange, ...]
+
+
+def save_study(
+    db: sqlite_utils.Database,
+    nct_id: str,
+    study: Mapping[str, Any],
+    observed_at: str,
+    source: str = "import",
+    run_id: int | None = None,
+    source_version: int | None = None,
+) -> Observation:
+    """Record one observation of a study; store a snapshot and changes if its content moved.
+
+    The caller holds the transaction, so a snapshot and its changes commit together.
+    """
+    gate = unit_hashes(study)
+    row = db.execute(
+        "select unit_hashes, content_hash, snapshot_count, last_seen_at, last_changed_at "
+        "from studies "
+        "where nct_id = ?",
+        [nct_id],
+    ).fetchone()
+    summary = _summary(study)
+    if row is not None and observed_at < row[4]:
+        raise OutOfOrderError(
+            f"{nct_id}: observation at {observed_at} is older than its latest snapshot "
+            f"({row[4]}); history is appended in time order (backfill adds the past)"
+        )
+    if row is not None and row[0] == gate:
+        _touch(db, nct_id, observed_at, row[3])
+        return Observation(nct_id, False, ())
+    fields = extract_fields(study)
+    digest = content_hash(fields)
+    if row is not None and row[1] == digest:
+        # Same content in different bytes (reordered lists, whitespace): remember the new gate.
+        db.execute("update studies set unit_hashes = ? where nct_id = ?", [gate, nct_id])
+        _touch(db, nct_id, observed_at, row[3])
+        return Observation(nct_id, False, ())
+    old_fields = study_fields(db, nct_id) if row is not None else {}
+    seq = (row[2] if row is not None else 0) + 1
+    snapshot = Snapshot(nct_id, observed_at, fields, source)
+    previous = Snapshot(nct_id, row[3], old_fields) if row is not None else None
+    changes = diff_snapshots(previous, snapshot)
+    snapshot_id = _insert(
+        db,
+        "snapshots",
+        {
+            "nct_id": nct_id,
+            "seq": seq,
+            "observed_at": observed_at,
+            "content_hash": digest,
+            "source": source,
+            "source_version": source_version,
+            "run_id": run_id,
+            "delta": make_delta(old_fields, fields),
+        },
+    )
+    for change in changes:
+        _insert(db, "changes", change_row(change, snapshot_id))
+    study = {
+        "last_seen_at": observed_at if row is None else max(observed_at, row[3]),
+        "last_changed_at": observed_at,
+        "snapshot_count": seq,
+        "content_hash": digest,
+        "unit_hashes": gate,
+        **summary,
+    }
+    if row is None:
+        _insert(db, "studies", {"nct_id": nct_id, "first_seen_at": observed_at, **study})
+    else:
+        assignments = ", ".join(f"{column} = ?" for column in study)
+        db.execute(f"update studies set {assignments} where nct_id = ?", [*study.values(), nct_id])
+    return Observation(nct_id, True, tuple(changes))
+
+
+def _insert(db: sqlite_utils.Database, table: str, row: Mapping[str, Any]) -> int:
+    """Insert one row with plain SQL, inside the caller's transaction; return its rowid."""
+    # sqlite-utils' insert() commits on its own, which would split a study's write in two.
+    columns = ", ".join(row)
+    marks = ", ".join("?" * len(row))
+    cursor = db.execute(f"insert into {table} ({columns}) values ({marks})", list(row.values()))
+    return int(cursor.lastrowid or 0)
+
+
+def _touch(db: sqlite_utils.Database, nct_id: str, observed_at: str, last_seen: str) -> None:
+    """Move a study's last-seen time forward."""
+    if observed_at > last_seen:
+        db.execute("update studies set last_seen_at = ? where nct_id = ?", [observed_at, nct_id])
+
+
+def change_row(change: FieldChange, snapshot_id: int | None) -> dict[str, Any]:
+    """Return the row that stores a change."""
+    return {
+        "nct_id": change.nct_id,
+        "snapshot_id": snapshot_id,
+        "path": change.path,
+        "kind": change.kind,
+        "detected_at": change.detected_at,
+        "old": _to_json(change.old),
+        "new": _to_json(change.new),
+        "detail": _to_json(dict(change.detail)),
+    }
+
+
+def _to_json(value: Any) -> str | None:
+    """Return a value as stored JSON text (None stays NULL)."""
+    if value is None:
+        return None
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass
+class RunTotals:
+    """What one run did, for its summary line and the run log."""
+
+    checked: int = 0
+    changed: int = 0
+    changes: int = 0
+    failed: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    def count(self, observation: Observation) -> None:
+        """Add one study's observation."""
+        self.checked += 1
+        if observation.stored and observation.changes:
+            self.changed += 1
+        self.changes += len(observation.changes)
+        for change in observation.changes:
+            self.by_kind[change.kind] = self.by_kind.get(change.kind, 0) + 1
+
+    def fail(self, where: str, error: str) -> None:
+        """Add one input that failed."""
+        self.failed += 1
+        self.errors.append({"input": where, "error": error})
+
+
+def start_run(db: sqlite_utils.Database, command: str, started_at: str) -> int:
+    """Record the start of a run and return its id."""
+    return _insert(db, "runs", {"command": command, "started_at": started_at, "status": "running"})
+
+
+def finish_run(
+    db: sqlite_utils.Database,
+    run_id: int,
+    totals: RunTotals,
+    ended_at: str,
+    data_timestamp: str | None = None,
+) -> None:
+    """Record how a run ended."""
+    status = "ok" if not totals.failed else ("partial" if totals.checked else "failed")
+    db.execute(
+        "update runs set ended_at = ?, status = ?, data_timestamp = ?, checked = ?, changed = ?, "
+        "changes = ?, failed = ?, errors = ? where id = ?",
+        [ended_at, status, data_timestamp, totals.checked, totals.changed, totals.changes,
+         totals.failed, json.dumps(totals.errors[:1000], ensure_ascii=False), run_id],
+    )
+
+
+def save_studies(
+    db: sqlite_utils.Database,
+    items: Iterable[SourceItem],
+    observed_at: str,
+    totals: RunTotals,
+    source: str = "import",
+    run_id: int | None = None,
+    batch_size: int = 500,
+) -> Iterator[SourceItem | Observation]:
+    """Save a stream of records, committing every `batch_size`; yield what each one did.
+
+    A batch is one transaction, so a killed run loses at most the batch under way, and
+    running it again redoes exactly that batch (a saved observation is not stored twice).
+    """
+    pending = 0
+    db.execute("begin immediate")
+    try:
+        for item in items:
+            if item.study is None or item.nct_id is None:
+                totals.fail(item.label, item.error or "unreadable")
+                yield item
+                continue
+            db.execute("savepoint study")
+            try:
+                observation = save_study(
+                    db, item.nct_id, item.study, observed_at, source=source, run_id=run_id
+                )
+            except InputError as exc:
+                db.execute("rollback to study")
+                totals.fail(item.label, str(exc))
+                yield SourceItem(item.label, error=str(exc))
+                continue
+            finally:
+                db.execute("release study")
+            totals.count(observation)
+            yield observation
+            pending += 1
+            if pending >= batch_size:
+                db.execute("commit")
+                db.execute("begin immediate")
+                pending = 0
+        db.execute("commit")
+    except BaseException:
+        if db.conn.in_transaction:
+            db.execute("rollback")
+        raise
