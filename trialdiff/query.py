@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 from .errors import DatabaseError
 from .model import FieldChange, Snapshot
 
-KNOWN_SCHEMA_VERSIONS = frozenset({1})
+KNOWN_SCHEMA_VERSIONS = frozenset({1, 2})
 Connection = sqlite3.Connection | Any  # a sqlite3 connection, or sqlite-utils' Database
 
 
@@ -145,3 +146,12 @@ def study_row(conn: Connection, nct_id: str) -> dict[str, Any] | None:
     if row is None:
         return None
     return dict(zip([d[0] for d in cursor.description], row, strict=True))
+
+
+def latest_record(conn: Connection, nct_id: str) -> dict[str, Any] | None:
+    """Return the latest raw record stored for a study, or None."""
+    row = conn.execute("select record from records where nct_id = ?", [nct_id]).fetchone()
+    if row is None:
+        return None
+    record: dict[str, Any] = json.loads(zlib.decompress(row[0]))
+    return record

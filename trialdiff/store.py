@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ from .normalize import extract_fields, split_units
 from .query import study_fields
 from .sources import SourceItem
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # The schema, declared once: table -> (columns, primary key, indexes). README is tested on it.
 SCHEMA: dict[str, tuple[dict[str, type], str, tuple[tuple[str, ...], ...]]] = {
@@ -76,6 +77,15 @@ SCHEMA: dict[str, tuple[dict[str, type], str, tuple[tuple[str, ...], ...]]] = {
         "id",
         (("nct_id", "detected_at"), ("detected_at",), ("path",)),
     ),
+    "records": (
+        {
+            "nct_id": str,
+            "observed_at": str,  # when this record was last stored
+            "record": bytes,  # zlib of the latest raw record's JSON, derivedSection left out
+        },
+        "nct_id",
+        (),
+    ),
     "runs": (
         {
             "id": int,
@@ -95,8 +105,25 @@ SCHEMA: dict[str, tuple[dict[str, type], str, tuple[tuple[str, ...], ...]]] = {
     ),
 }
 
-# Upgrades from each older schema version; a function takes the database one version up.
-MIGRATIONS: dict[int, Any] = {}
+# Views for reading the file without trialdiff (Datasette, `sqlite-utils query`).
+VIEWS: dict[str, str] = {
+    "change_log": """
+        select c.detected_at, c.nct_id, s.brief_title, s.overall_status, c.path, c.kind,
+               c.old, c.new, c.detail, c.id as change_id
+        from changes c join studies s on s.nct_id = c.nct_id
+        order by c.detected_at desc, c.nct_id, c.id
+    """,
+}
+
+
+def _v1_to_v2(db: sqlite_utils.Database) -> None:
+    """Add the latest raw record of each study (pages need its line breaks)."""
+    columns, pk, _ = SCHEMA["records"]
+    db["records"].create(columns, pk=pk, if_not_exists=True)  # type: ignore[union-attr]
+
+
+# Upgrades from each older schema version; each function takes the database one version up.
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1_to_v2}
 
 _IGNORED_UNITS = ("derivedSection",)
 
@@ -142,9 +169,21 @@ def migrate(db: sqlite_utils.Database) -> None:
                 db[table].create_index(  # type: ignore[union-attr]
                     index, unique=table == "snapshots", if_not_exists=True
                 )
+        for name, sql in VIEWS.items():
+            db.execute(f"drop view if exists {name}")
+            db.execute(f"create view {name} as {sql.strip()}")
         db["meta"].upsert(  # type: ignore[union-attr]
             {"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key"
         )
+
+
+def raw_json(value: Any) -> bytes:
+    """Return a parsed value as JSON bytes, in its own key order (orjson, else json)."""
+    try:
+        return orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):
+        # orjson refuses integers past 64 bits and lone surrogates; json takes both.
+        return json.dumps(value, ensure_ascii=True).encode("ascii")
 
 
 def unit_hashes(study: Mapping[str, Any]) -> str:
@@ -153,7 +192,7 @@ def unit_hashes(study: Mapping[str, Any]) -> str:
     for unit, value in split_units(study):
         if unit.startswith(_IGNORED_UNITS):
             continue
-        raw = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+        raw = raw_json(value)
         hashes[unit] = hashlib.blake2b(raw, digest_size=8).hexdigest()
     return json.dumps(hashes, sort_keys=True)
 
@@ -216,6 +255,7 @@ def save_study(
     if row is not None and row[0] == gate:
         _touch(db, nct_id, observed_at, row[3])
         return Observation(nct_id, False, ())
+    _save_record(db, nct_id, study, observed_at)
     fields = extract_fields(study)
     digest = content_hash(fields)
     if row is not None and row[1] == digest:
@@ -267,6 +307,17 @@ def _insert(db: sqlite_utils.Database, table: str, row: Mapping[str, Any]) -> in
     marks = ", ".join("?" * len(row))
     cursor = db.execute(f"insert into {table} ({columns}) values ({marks})", list(row.values()))
     return int(cursor.lastrowid or 0)
+
+
+def _save_record(
+    db: sqlite_utils.Database, nct_id: str, study: Mapping[str, Any], observed_at: str
+) -> None:
+    """Keep the latest raw record of a study, compressed, for rendering its page."""
+    raw = raw_json({k: v for k, v in study.items() if k != "derivedSection"})
+    db.execute(
+        "insert or replace into records (nct_id, observed_at, record) values (?, ?, ?)",
+        [nct_id, observed_at, zlib.compress(raw, 6)],
+    )
 
 
 def _touch(db: sqlite_utils.Database, nct_id: str, observed_at: str, last_seen: str) -> None:

@@ -1,0 +1,129 @@
+"""The diff turns real version pairs into exactly their real field changes."""
+
+from __future__ import annotations
+
+from conftest import load, version_pair
+
+from trialdiff.diff import changed_paths, diff_snapshots, inner_edits
+from trialdiff.model import Snapshot
+from trialdiff.normalize import extract_fields
+from test_normalize import DERIVED_ONLY_RERELEASES
+
+
+def snapshots(nct_id: str) -> tuple[Snapshot, Snapshot]:
+    """Return the real older and newer versions of a study as snapshots."""
+    older, newer = version_pair(nct_id)
+    return (
+        Snapshot(nct_id, "2024-06-14T00:00:00.000Z", extract_fields(older)),
+        Snapshot(nct_id, "2025-07-07T00:00:00.000Z", extract_fields(newer)),
+    )
+
+
+def test_first_snapshot_is_a_silent_baseline() -> None:
+    _, newer = snapshots("NCT06060392")
+    assert diff_snapshots(None, newer) == []
+
+
+def test_rereleases_differing_only_in_derived_data_report_nothing() -> None:
+    for nct_id in DERIVED_ONLY_RERELEASES:
+        old, new = snapshots(nct_id)
+        assert diff_snapshots(old, new) == []
+
+
+def test_nct06060392_reports_its_real_changes() -> None:
+    old, new = snapshots("NCT06060392")
+    changes = diff_snapshots(old, new)
+    assert [(c.path, c.kind) for c in changes] == [
+        ("status.completionDate", "changed"),
+        ("status.lastUpdatePostDate", "changed"),
+        ("status.primaryCompletionDate", "changed"),
+        ("status.statusVerifiedDate", "changed"),
+        ("oversight.isUsExport", "added"),
+        ("references.references", "changed"),
+    ]
+    by_path = {c.path: c for c in changes}
+    completion = by_path["status.completionDate"]
+    assert completion.old == {"date": "2025-03-01", "type": "ESTIMATED"}
+    assert completion.new == {"date": "2025-11-01", "type": "ESTIMATED"}
+    assert completion.detail == {
+        "edits": [{"at": "date", "op": "changed", "old": "2025-03-01", "new": "2025-11-01"}]
+    }
+    assert by_path["oversight.isUsExport"].new is False
+    assert all(c.detected_at == "2025-07-07T00:00:00.000Z" for c in changes)
+    references = by_path["references.references"].detail
+    assert references["count_after"] >= references["count_before"]
+
+
+def test_nct05827016_reports_its_real_changes() -> None:
+    old, new = snapshots("NCT05827016")
+    changes = diff_snapshots(old, new)
+    head = [(c.path, c.kind) for c in changes if not c.path.startswith("locations.")]
+    assert head == [
+        ("status.lastUpdatePostDate", "changed"),
+        ("status.overallStatus", "changed"),
+        ("status.startDate", "changed"),
+        ("status.statusVerifiedDate", "changed"),
+        ("eligibility.criteria", "changed"),
+        ("outcomes.secondary", "changed"),
+        ("conditions.keywords", "changed"),
+        ("contacts.central", "changed"),
+        ("references.seeAlsoLinks", "changed"),
+        ("contactsLocations.locations_nested", "removed"),
+    ]
+    status = next(c for c in changes if c.path == "status.overallStatus")
+    assert (status.old, status.new) == ("NOT_YET_RECRUITING", "RECRUITING")
+    keywords = next(c for c in changes if c.path == "conditions.keywords").detail
+    assert keywords["items_added"] == ["ASCT", "CELMoD", "Cereblon Modulators"]
+    assert keywords["items_removed"] == ["ASCTm"]
+    assert (keywords["count_before"], keywords["count_after"]) == (9, 11)
+    sites = [c for c in changes if c.path.startswith("locations.")]
+    assert len(sites) == 512
+    assert [c.path for c in sites] == sorted(c.path for c in sites)
+    kinds = {k: sum(c.kind == k for c in sites) for k in ("added", "removed", "changed")}
+    assert kinds == {"added": 234, "removed": 230, "changed": 48}
+
+
+def test_real_estimated_to_actual_flips_are_reported() -> None:
+    for nct_id in ("NCT05923112", "NCT05923281"):
+        old, new = snapshots(nct_id)
+        changes = diff_snapshots(old, new)
+        assert [(c.path, c.kind) for c in changes] == [
+            ("status.lastUpdatePostDate", "changed"),
+            ("status.studyFirstPostDate", "changed"),
+        ]
+        assert changes[0].detail["edits"] == [
+            {"at": "type", "op": "changed", "old": "ESTIMATED", "new": "ACTUAL"}
+        ]
+
+
+def test_list_detail_names_items_added_removed_and_edited() -> None:
+    record = load("v2/NCT04857515.json")
+    fields = extract_fields(record)
+    outcomes = record["protocolSection"]["outcomesModule"]["primaryOutcomes"]
+    edited_outcomes = [dict(o) for o in outcomes]
+    edited_outcomes[0]["timeFrame"] = "52 weeks"
+    edited_outcomes.append({"measure": "A new outcome", "timeFrame": "1 year"})
+    record["protocolSection"]["outcomesModule"]["primaryOutcomes"] = edited_outcomes
+    old = Snapshot("NCT04857515", "2026-01-01T00:00:00.000Z", fields)
+    new = Snapshot("NCT04857515", "2026-01-02T00:00:00.000Z", extract_fields(record))
+    (change,) = diff_snapshots(old, new)
+    assert change.path == "outcomes.primary"
+    assert change.detail["items_added"] == ["A new outcome"]
+    assert change.detail["items_removed"] == []
+    (edited,) = change.detail["items_changed"]
+    assert edited["item"] == outcomes[0]["measure"]
+    assert edited["edits"] == [
+        {"at": "timeFrame", "op": "changed", "old": outcomes[0]["timeFrame"], "new": "52 weeks"}
+    ]
+
+
+def test_changed_paths_compares_canonical_text_only() -> None:
+    assert changed_paths({"a.b": "1", "c.d": "2"}, {"a.b": "1", "c.d": "3", "e.f": "4"}) == [
+        ("c.d", "changed"),
+        ("e.f", "added"),
+    ]
+    assert changed_paths({"x.y": "1"}, {}) == [("x.y", "removed")]
+
+
+def test_inner_edits_ignores_order() -> None:
+    assert inner_edits({"a": [1, 2]}, {"a": [2, 1]}) == []

@@ -1,0 +1,199 @@
+"""The store keeps a snapshot only when content changes, atomically, and rebuilds any version."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from conftest import load, real_records, version_pair
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from trialdiff.errors import DatabaseError
+from trialdiff.model import content_hash
+from trialdiff.normalize import extract_fields, study_id
+from trialdiff.query import (
+    ChangeFilter,
+    latest_record,
+    query_changes,
+    snapshot_at,
+    snapshots_of,
+    study_fields,
+)
+from trialdiff.sources import SourceItem
+from trialdiff.store import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    RunTotals,
+    open_db,
+    save_studies,
+    save_study,
+    schema_version,
+)
+
+T1, T2, T3 = "2024-06-14T00:00:00.000Z", "2025-07-07T00:00:00.000Z", "2025-07-08T00:00:00.000Z"
+
+
+def save(db_path: str, records: list[dict], at: str) -> RunTotals:
+    """Save records as one observation and return the run's totals."""
+    db = open_db(db_path)
+    totals = RunTotals()
+    items = [SourceItem("test", r, study_id(r)) for r in records]
+    list(save_studies(db, items, at, totals))
+    return totals
+
+
+def test_schema_is_created_and_versioned(db_path: str) -> None:
+    db = open_db(db_path)
+    assert schema_version(db) == SCHEMA_VERSION
+    for table, (columns, _, _) in SCHEMA.items():
+        assert set(db[table].columns_dict) == set(columns)
+    assert db.execute("pragma journal_mode").fetchone()[0] == "wal"
+    assert "change_log" in db.view_names()
+
+
+def test_a_v1_database_is_upgraded_in_place(db_path: str) -> None:
+    older, newer = version_pair("NCT06060392")
+    save(db_path, [older], T1)
+    conn = sqlite3.connect(db_path)
+    conn.execute("drop table records")  # what a version 1 database lacked
+    conn.execute("update meta set value = '1' where key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    totals = save(db_path, [newer], T2)
+    assert totals.changes == 6
+    db = open_db(db_path)
+    assert schema_version(db) == SCHEMA_VERSION
+    assert latest_record(db.conn, "NCT06060392") is not None
+
+
+def test_a_newer_schema_is_refused(db_path: str) -> None:
+    open_db(db_path).execute("update meta set value = '99' where key = 'schema_version'")
+    with pytest.raises(DatabaseError, match="newer"):
+        open_db(db_path)
+
+
+def test_snapshots_only_when_content_changes_and_last_seen_always_moves(db_path: str) -> None:
+    older, newer = version_pair("NCT06060392")
+    save(db_path, [older], T1)
+    save(db_path, [older], T2)  # the same record seen again: no snapshot
+    db = open_db(db_path)
+    assert [r["seq"] for r in snapshots_of(db.conn, "NCT06060392")] == [1]
+    row = db["studies"].get("NCT06060392")
+    assert (row["first_seen_at"], row["last_seen_at"], row["last_changed_at"]) == (T1, T2, T1)
+    totals = save(db_path, [newer], T3)
+    assert (totals.checked, totals.changed, totals.changes) == (1, 1, 6)
+    assert [r["seq"] for r in snapshots_of(db.conn, "NCT06060392")] == [1, 2]
+    assert db["studies"].get("NCT06060392")["last_seen_at"] == T3
+
+
+def test_reordered_or_respaced_bytes_store_nothing(db_path: str) -> None:
+    record = load("v2/NCT04857515.json")
+    save(db_path, [record], T1)
+    shuffled = copy.deepcopy(record)
+    shuffled["protocolSection"]["conditionsModule"]["conditions"].reverse()
+    shuffled["protocolSection"]["descriptionModule"]["briefSummary"] += "   \n"
+    totals = save(db_path, [shuffled], T2)
+    assert totals.changes == 0
+    assert len(snapshots_of(open_db(db_path).conn, "NCT04857515")) == 1
+
+
+def test_every_stored_version_is_rebuilt_exactly(db_path: str) -> None:
+    older, newer = version_pair("NCT05827016")
+    save(db_path, [older], T1)
+    save(db_path, [newer], T2)
+    conn = open_db(db_path).conn
+    for seq, record in ((1, older), (2, newer)):
+        snapshot = snapshot_at(conn, "NCT05827016", seq)
+        assert snapshot is not None
+        assert dict(snapshot.fields) == extract_fields(record)
+        stored = snapshots_of(conn, "NCT05827016")[seq - 1]["content_hash"]
+        assert content_hash(snapshot.fields) == stored
+    assert study_fields(conn, "NCT05827016") == extract_fields(newer)
+
+
+def test_changes_are_stored_with_their_detail(db_path: str) -> None:
+    older, newer = version_pair("NCT06060392")
+    save(db_path, [older], T1)
+    save(db_path, [newer], T2)
+    conn = open_db(db_path).conn
+    changes = list(query_changes(conn, ChangeFilter(path_prefix="status.completionDate")))
+    assert len(changes) == 1
+    assert changes[0].old == {"date": "2025-03-01", "type": "ESTIMATED"}
+    assert changes[0].detail["edits"][0]["new"] == "2025-11-01"
+    assert [c.path for c in query_changes(conn, ChangeFilter(kinds=("added",)))] == [
+        "oversight.isUsExport"
+    ]
+    assert list(query_changes(conn, ChangeFilter(since=T3))) == []
+    assert len(list(query_changes(conn, ChangeFilter(path_prefix="status")))) == 4
+    assert list(query_changes(conn, ChangeFilter(path_prefix="stat"))) == []
+
+
+def test_a_snapshot_and_its_changes_commit_together(db_path: str, monkeypatch) -> None:
+    older, newer = version_pair("NCT06060392")
+    save(db_path, [older], T1)
+    import trialdiff.store as store
+
+    calls = {"n": 0}
+    real_insert = store._insert
+
+    def failing_insert(db, table, row):  # type: ignore[no-untyped-def]
+        if table == "changes":
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise sqlite3.OperationalError("disk I/O error")
+        return real_insert(db, table, row)
+
+    monkeypatch.setattr(store, "_insert", failing_insert)
+    with pytest.raises(sqlite3.OperationalError):
+        save(db_path, [newer], T2)
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("select count(*) from snapshots").fetchone()[0] == 1
+    assert conn.execute("select count(*) from changes").fetchone()[0] == 0
+
+
+def test_an_observation_older_than_the_latest_snapshot_is_refused(db_path: str) -> None:
+    older, newer = version_pair("NCT06060392")
+    save(db_path, [newer], T2)
+    totals = save(db_path, [older], T1)
+    assert totals.failed == 1
+    assert "older than its latest snapshot" in totals.errors[0]["error"]
+
+
+def test_real_records_all_import_and_reimport_stores_nothing(db_path: str) -> None:
+    records = real_records()
+    first = save(db_path, records, T1)
+    assert (first.checked, first.changes, first.failed) == (len(records), 0, 0)
+    again = save(db_path, records, T2)
+    assert (again.checked, again.changed, again.changes) == (len(records), 0, 0)
+    conn = open_db(db_path).conn
+    assert conn.execute("select count(*) from snapshots").fetchone()[0] == len(records)
+
+
+RECORDS = real_records()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+          HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(RECORDS), min_size=1, max_size=4, unique_by=id))
+def test_property_reimporting_the_same_data_stores_nothing(tmp_path: Path, records) -> None:
+    path = str(tmp_path / f"p{abs(hash(tuple(id(r) for r in records)))}.db")
+    save(path, records, T1)
+    conn = sqlite3.connect(path)
+    before = conn.execute("select count(*), (select count(*) from changes) from snapshots")
+    counts = before.fetchone()
+    save(path, json.loads(json.dumps(records)), T2)
+    after = conn.execute("select count(*), (select count(*) from changes) from snapshots")
+    assert after.fetchone() == counts
+
+
+def test_save_study_returns_what_it_did(db_path: str) -> None:
+    older, newer = version_pair("NCT06060392")
+    db = open_db(db_path)
+    first = save_study(db, "NCT06060392", older, T1)
+    assert first.stored and first.changes == ()
+    second = save_study(db, "NCT06060392", newer, T2)
+    assert second.stored and len(second.changes) == 6
