@@ -66,6 +66,8 @@ def _parse_error(exc: BaseException) -> str:
     """Return a short reason a JSON text could not be parsed."""
     if isinstance(exc, RecursionError):
         return "not valid JSON: nested too deep"
+    if not isinstance(exc, json.JSONDecodeError):
+        return str(exc)
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return f"not valid JSON: {text}"
 
@@ -107,6 +109,8 @@ def _stream_json(label: str, stream: IO[bytes]) -> Iterator[SourceItem]:
             # A number at the buffer's end may be cut short: make sure something follows.
             if end == len(buffer) and fill():
                 continue
+            if end - pos > MAX_RECORD_BYTES:
+                raise ValueError(f"a record is larger than {MAX_RECORD_BYTES} bytes")
             pos = end
             return result
 
@@ -158,7 +162,7 @@ def _read_json(label: str, opener: Any, size: int) -> Iterator[SourceItem]:
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        if "recursion" in str(exc).lower():
+        if "recursion" in str(exc).lower() or "depth limit" in str(exc):
             yield SourceItem(label, error="not valid JSON: nested too deep")
             return
         try:  # orjson's messages are terse; Python's name the spot

@@ -1,0 +1,145 @@
+"""The command line, through click's CliRunner: stdout, stderr and exit codes apart."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import FIXTURES, ROOT
+
+from trialdiff.cli import cli
+
+SAMPLE = ROOT / "snapshots" / "sample"
+GOLDEN = FIXTURES / "NCT05085444"
+
+
+def run(db_path: str, *args: str) -> tuple[int, str, str]:
+    """Run trialdiff with a database and return (exit code, stdout, stderr)."""
+    result = CliRunner().invoke(cli, ["--db", db_path, *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_golden_recent_field_changes_section(db_path: str) -> None:
+    code, _, _ = run(db_path, "import", "--at", "2026-04-20T09:00:00Z",
+                     str(GOLDEN / "partial.json"))
+    assert code == 0
+    code, out, err = run(db_path, "import", "--at", "2026-05-12T07:21:49.285Z",
+                         str(GOLDEN / "full.json"))
+    assert (code, err) == (0, "")
+    assert out.endswith("import: 1 studies checked, 1 changed, 16 changes (16 added), 0 failed\n")
+    code, out, err = run(db_path, "recent", "NCT05085444", "--as-of", "2026-05-12")
+    assert (code, err) == (0, "")
+    assert out == (GOLDEN / "expected-section.md").read_text(encoding="utf-8")
+
+
+def test_recent_says_so_in_one_line_when_nothing_changed(db_path: str) -> None:
+    run(db_path, "import", "--at", "2026-04-20", str(GOLDEN / "partial.json"))
+    code, out, _ = run(db_path, "recent", "NCT05085444", "--days", "7", "--as-of", "2026-04-21")
+    assert code == 0
+    assert out.splitlines()[-1] == "_No field changes in the last 7 days._"
+
+
+def test_recent_limit_and_window(db_path: str) -> None:
+    run(db_path, "import", "--at", "2026-04-20", str(GOLDEN / "partial.json"))
+    run(db_path, "import", "--at", "2026-05-12T07:21:49.285Z", str(GOLDEN / "full.json"))
+    _, out, _ = run(db_path, "recent", "NCT05085444", "--limit", "2", "--as-of", "2026-05-30")
+    assert out.count("\n- ") == 2
+    _, out, _ = run(db_path, "recent", "NCT05085444", "--days", "5", "--as-of", "2026-05-30")
+    assert "_No field changes" in out
+
+
+def test_quickstart_archive_import_reports_real_changes(db_path: str) -> None:
+    code, out, err = run(db_path, "import", str(SAMPLE))
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[-1] == (
+        "import: 6 studies checked, 2 changed, 528 changes (235 added, 62 changed, 231 removed), "
+        "0 failed"
+    )
+    assert any(
+        line.startswith("NCT05827016  status.overallStatus \u2014 changed: NOT_YET_RECRUITING")
+        for line in lines
+    )
+    code, out, _ = run(db_path, "history", "NCT05827016")
+    assert code == 0 and "2024-06-14T00:00:00.000Z" in out and "2025-07-07T00:00:00.000Z" in out
+
+
+def test_changes_json_filters(db_path: str) -> None:
+    run(db_path, "import", "--summary", str(SAMPLE))
+    code, out, err = run(db_path, "changes", "NCT06060392", "--format", "json")
+    assert (code, err) == (0, "")
+    items = json.loads(out)
+    assert [i["path"] for i in items] == [
+        "status.completionDate", "status.lastUpdatePostDate", "status.primaryCompletionDate",
+        "status.statusVerifiedDate", "oversight.isUsExport", "references.references",
+    ]
+    assert set(items[0]) >= {"nct_id", "path", "kind", "detected_at", "old", "new"}
+    assert all(i["detected_at"] == "2025-07-07T00:00:00.000Z" for i in items)
+    _, out, _ = run(db_path, "changes", "--path", "status", "--kind", "changed")
+    assert {i["path"].split(".")[0] for i in json.loads(out)} == {"status"}
+    _, out, _ = run(db_path, "changes", "--since", "2025-07-08")
+    assert json.loads(out) == []
+    _, out, _ = run(db_path, "changes", "--days", "1", "--as-of", "2025-07-07")
+    assert len(json.loads(out)) == 528
+    _, out, _ = run(db_path, "changes")
+    assert len(json.loads(out)) == 528
+
+
+def test_diff_prints_the_last_two_snapshots(db_path: str) -> None:
+    run(db_path, "import", "--summary", str(SAMPLE))
+    code, out, _ = run(db_path, "diff", "NCT06060392")
+    assert code == 0
+    assert "status.completionDate" in out and "2025-11-01" in out
+
+
+def test_malformed_nct_id_is_a_usage_error(db_path: str) -> None:
+    code, out, err = run(db_path, "recent", "NCT123")
+    assert code == 2 and out == ""
+    assert "'NCT123' is not an NCT id" in err
+
+
+def test_bad_timestamp_is_a_usage_error(db_path: str) -> None:
+    code, _, err = run(db_path, "import", "--at", "yesterday", str(SAMPLE))
+    assert code == 2 and "'yesterday' is not an ISO 8601" in err
+
+
+def test_broken_inputs_exit_1_and_the_good_ones_are_done(db_path: str, tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(GOLDEN / "full.json", inputs / "good.json")
+    (inputs / "cut.json").write_text('{"protocolSection": {')
+    (inputs / "other.json").write_text('{"hello": 1}')
+    code, out, err = run(db_path, "import", str(inputs))
+    assert code == 1
+    assert "Traceback" not in err + out
+    assert f"trialdiff: {inputs / 'cut.json'}: not valid JSON" in err
+    assert f"trialdiff: {inputs / 'other.json'}: not a study" in err
+    assert out.endswith("1 studies checked, 0 changed, 0 changes, 2 failed\n")
+
+
+def test_reader_on_a_missing_database_is_a_clear_error(tmp_path: Path) -> None:
+    code, out, err = run(str(tmp_path / "none.db"), "recent", "NCT05085444")
+    assert code == 1 and out == ""
+    assert err.startswith("trialdiff: error: no database at")
+
+
+def test_missing_directory_for_the_database_is_a_clear_error(tmp_path: Path) -> None:
+    code, _, err = run(str(tmp_path / "no" / "such" / "x.db"), "import", str(SAMPLE))
+    assert code == 1 and "Traceback" not in err
+    assert err.startswith("trialdiff: error:")
+
+
+def test_db_from_the_environment(tmp_path: Path) -> None:
+    db = tmp_path / "env.db"
+    result = CliRunner().invoke(cli, ["import", "--summary", str(GOLDEN / "full.json")],
+                                env={"TRIALDIFF_DB": str(db)})
+    assert result.exit_code == 0 and db.exists()
+
+
+@pytest.mark.parametrize("command", ["import", "recent", "changes", "history", "diff"])
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0 and "Example:" in result.stdout

@@ -1,0 +1,125 @@
+"""Every input shape is read, streaming, and each broken input is named with its reason."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, real_records
+
+import trialdiff.sources as sources
+from trialdiff.sources import dated_folders, read_studies
+
+RECORDS = real_records()[:5]
+IDS = [r["protocolSection"]["identificationModule"]["nctId"] for r in RECORDS]
+
+
+def ids(paths: list[Path]) -> list[str | None]:
+    """Return the NCT ids (None for errors) read from paths."""
+    return [item.nct_id for item in read_studies([str(p) for p in paths])]
+
+
+def test_one_study_per_file(tmp_path: Path) -> None:
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps(RECORDS[0]))
+    assert ids([path]) == IDS[:1]
+
+
+def test_api_page_and_list(tmp_path: Path) -> None:
+    page = tmp_path / "page.json"
+    page.write_text(json.dumps({"studies": RECORDS, "nextPageToken": "abc"}))
+    listed = tmp_path / "list.json"
+    listed.write_text(json.dumps(RECORDS))
+    assert ids([page]) == IDS
+    assert ids([listed]) == IDS
+
+
+def test_real_api_page_response_is_read() -> None:
+    # A real /api/v2/studies page, as saved by a peer project (see fixtures/README.md).
+    assert ids([FIXTURES / "history" / "NCT04280705_v0.json"]) == [None]  # a history envelope
+
+
+def test_ndjson_and_jsonl(tmp_path: Path) -> None:
+    path = tmp_path / "dump.ndjson"
+    path.write_text("\n".join(json.dumps(r) for r in RECORDS) + "\n\n{broken\n")
+    items = list(read_studies([str(path)]))
+    assert [i.nct_id for i in items] == [*IDS, None]
+    assert items[-1].label.endswith(":7") and "not valid JSON" in (items[-1].error or "")
+
+
+def test_zip_bulk_dump_with_one_json_per_study(tmp_path: Path) -> None:
+    path = tmp_path / "ctg-studies.json.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for record in RECORDS:
+            name = record["protocolSection"]["identificationModule"]["nctId"]
+            archive.writestr(f"{name}.json", json.dumps(record))
+        archive.writestr("README.txt", "not a study")
+    assert ids([path]) == sorted(IDS)
+
+
+def test_directory_is_searched_recursively_in_sorted_order(tmp_path: Path) -> None:
+    (tmp_path / "b" / "c").mkdir(parents=True)
+    (tmp_path / "b" / "c" / "x.json").write_text(json.dumps(RECORDS[1]))
+    (tmp_path / "a.json").write_text(json.dumps(RECORDS[0]))
+    (tmp_path / "notes.txt").write_text("skip me")
+    assert ids([tmp_path]) == IDS[:2]
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b'{"protocolSection": {"identificationModule"', "not valid JSON"),
+        (b'{"hello": "world"}', "not a study"),
+        (bytes(range(256)) * 4, "not"),
+        ('{"a": "caf\u00e9"}'.encode("latin-1"), "not UTF-8"),
+        (b"[" * 10_000 + b"]" * 10_000, "nested too deep"),
+        (b"", "not valid JSON"),
+    ],
+)
+def test_broken_files_are_named_with_a_reason(tmp_path: Path, content: bytes, reason: str) -> None:
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(RECORDS[0]))
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(content)
+    items = list(read_studies([str(bad), str(good)]))
+    assert items[-1].nct_id == IDS[0]
+    assert all(i.error and reason in i.error for i in items[:-1])
+    assert items[0].label.startswith(str(bad))
+
+
+def test_large_files_stream_record_by_record(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sources, "WHOLE_FILE_LIMIT", 100)
+    monkeypatch.setattr(sources, "_CHUNK", 997)  # records straddle chunk edges
+    page = tmp_path / "page.json"
+    page.write_text(json.dumps({"nextPageToken": "x", "studies": RECORDS, "totalCount": 5},
+                               indent=2))
+    listed = tmp_path / "list.json"
+    listed.write_text(json.dumps([*RECORDS, {"not": "a study"}]))
+    assert ids([page]) == IDS
+    items = list(read_studies([str(listed)]))
+    assert [i.nct_id for i in items] == [*IDS, None]
+    assert items[0].study == RECORDS[0]
+
+
+def test_one_huge_string_is_an_error_not_a_crash(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sources, "WHOLE_FILE_LIMIT", 1000)
+    monkeypatch.setattr(sources, "MAX_RECORD_BYTES", 100_000)
+    path = tmp_path / "huge.json"
+    path.write_text('["' + "x" * 300_000 + '"]')
+    (item,) = read_studies([str(path)])
+    assert item.error and "larger than" in item.error
+
+
+def test_missing_path_is_named(tmp_path: Path) -> None:
+    (item,) = read_studies([str(tmp_path / "nope.json")])
+    assert item.error == "no such file or directory"
+
+
+def test_dated_folders_make_an_archive(tmp_path: Path) -> None:
+    for day in ("2025-07-07", "2024-06-14"):
+        (tmp_path / day).mkdir()
+    assert [d for d, _ in dated_folders(str(tmp_path)) or []] == ["2024-06-14", "2025-07-07"]
+    (tmp_path / "other").mkdir()
+    assert dated_folders(str(tmp_path)) is None
