@@ -47,14 +47,11 @@ DATE_AREAS = {
     "StudyFirstSubmitDate": ("studyFirstSubmitDate",),
 }
 STUDIES_PARAMS = frozenset(
-    "query.term query.cond filter.ids filter.advanced filter.overallStatus"
-    " pageSize pageToken countTotal format markupFormat".split()
+    ["query.term", "query.cond", "filter.ids", "filter.advanced", "filter.overallStatus", "pageSize", "pageToken", "countTotal", "format", "markupFormat"]
 )
 # Real /studies parameters from the spec that the stand-in cannot honour: rejected, not ignored.
 STUDIES_SPEC_ONLY = frozenset(
-    "query.locn query.titles query.intr query.outc query.spons query.lead query.id query.patient"
-    " filter.geo filter.synonyms postFilter.overallStatus postFilter.geo postFilter.ids"
-    " postFilter.advanced postFilter.synonyms aggFilters geoDecay fields sort".split()
+    ["query.locn", "query.titles", "query.intr", "query.outc", "query.spons", "query.lead", "query.id", "query.patient", "filter.geo", "filter.synonyms", "postFilter.overallStatus", "postFilter.geo", "postFilter.ids", "postFilter.advanced", "postFilter.synonyms", "aggFilters", "geoDecay", "fields", "sort"]
 )
 # The spec lets these differ between pages, so the page token does not cover them.
 PAGE_FREE_PARAMS = frozenset({"pageToken", "pageSize", "countTotal"})
@@ -138,7 +135,9 @@ def normalize_nct_id(raw: str) -> str | None:
 
 def load_records(directory: str | Path) -> list[Study]:
     """Load every ``*.json`` study record in ``directory``, sorted by file name."""
-    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(directory).glob("*.json"))]
+    return [
+        json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(directory).glob("*.json"))
+    ]
 
 
 def _dumps(obj: object) -> bytes:
@@ -157,7 +156,9 @@ def _entry(study: Study) -> _Entry:
     return _Entry(nct_id, copy, _dumps(copy), json.dumps(copy, ensure_ascii=False).lower())
 
 
-def _check_params(query: Mapping[str, str], allowed: Iterable[str], spec_only: Iterable[str]) -> str:
+def _check_params(
+    query: Mapping[str, str], allowed: Iterable[str], spec_only: Iterable[str]
+) -> str:
     for name in query:
         if name in spec_only:
             return f"`{name}` is not implemented by the stand-in API"
@@ -269,7 +270,7 @@ class _Handler(BaseHTTPRequestHandler):
         fault = api._take_fault(parts.path)
         try:
             if fault and (
-                fault.kind == "drop" or fault.kind == "slow" and api._stopping.wait(fault.seconds)
+                fault.kind == "drop" or (fault.kind == "slow" and api._stopping.wait(fault.seconds))
             ):
                 self.close_connection = True  # no answer at all; the client sees a dead socket
                 return
@@ -378,7 +379,10 @@ class StandinAPI:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         """Stop serving."""
         self.stop()
@@ -642,7 +646,9 @@ class StandinAPI:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve the JSON records of a directory until interrupted."""
-    parser = argparse.ArgumentParser(description="Stand-in ClinicalTrials.gov API for manual tests.")
+    parser = argparse.ArgumentParser(
+        description="Stand-in ClinicalTrials.gov API for manual tests."
+    )
     parser.add_argument("directory", type=Path, help="directory of <NCTID>.json study records")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
@@ -656,7 +662,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         verbose=True,
     )
     with api:
-        print(f"serving {len(api.study_ids())} studies at {api.base_url}", file=sys.stderr, flush=True)
+        print(
+            f"serving {len(api.study_ids())} studies at {api.base_url}", file=sys.stderr, flush=True
+        )
         try:
             threading.Event().wait()
         except KeyboardInterrupt:

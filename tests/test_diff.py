@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from conftest import load, version_pair
+from test_normalize import DERIVED_ONLY_RERELEASES
 
 from trialdiff.diff import changed_paths, diff_snapshots, inner_edits
 from trialdiff.model import Snapshot
 from trialdiff.normalize import extract_fields
-from test_normalize import DERIVED_ONLY_RERELEASES
 
 
 def snapshots(nct_id: str) -> tuple[Snapshot, Snapshot]:

@@ -1,0 +1,99 @@
+"""The README's tables are the code's tables: field paths, schema, settings and commands.
+
+Run `TRIALDIFF_UPDATE_README=1 python -m pytest tests/test_readme.py` to rewrite the generated
+blocks after changing a table in the code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from click.testing import CliRunner
+from conftest import ROOT
+
+from trialdiff.cli import cli
+from trialdiff.fields import FIELDS, IGNORED_SOURCES, LOCATIONS_SOURCE
+from trialdiff.settings import SETTINGS
+from trialdiff.store import SCHEMA, VIEWS
+
+README = ROOT / "README.md"
+
+
+def field_paths_block() -> str:
+    """Return the README's table of field paths, from the registry."""
+    rows = ["| # | path | source in the API v2 record | shown as |", "|---|---|---|---|"]
+    for number, field in enumerate(FIELDS, start=1):
+        rows.append(f"| {number} | `{field.path}` | `{field.source}` | {field.kind} |")
+    rows.append(f"| {len(FIELDS) + 1} | `locations.<facility>\\|<city>\\|<state>\\|<country>` "
+                f"| `{LOCATIONS_SOURCE}[i]` without `geoPoint` | value |")
+    ignored = ", ".join(f"`{source}`" for source in IGNORED_SOURCES)
+    return "\n".join(rows) + f"\n\nIgnored by default: {ignored}, and `geoPoint` of each site.\n"
+
+
+def schema_block() -> str:
+    """Return the README's description of the database schema, from the schema table."""
+    lines = []
+    for table, (columns, pk, indexes) in SCHEMA.items():
+        cols = ", ".join(f"`{name}` {kind.__name__}" for name, kind in columns.items())
+        extra = "".join(f"; index ({', '.join(index)})" for index in indexes)
+        lines.append(f"- **{table}** (primary key `{pk}`{extra}): {cols}")
+    for view in VIEWS:
+        lines.append(f"- view **{view}**: each change with its study's title and status")
+    return "\n".join(lines) + "\n"
+
+
+def settings_block() -> str:
+    """Return the README's table of settings, from the settings table."""
+    rows = ["| option | environment | default | meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        rows.append(f"| `{s.option}` | `{s.envvar}` | `{s.default}` | {s.help} |")
+    return "\n".join(rows) + "\n"
+
+
+BLOCKS = {"field-paths": field_paths_block, "schema": schema_block, "settings": settings_block}
+
+
+def _block(text: str, name: str) -> str:
+    """Return the generated block `name` of the README."""
+    match = re.search(rf"<!-- {name}:start -->\n(.*?)<!-- {name}:end -->", text, flags=re.S)
+    assert match, f"README has no {name} block"
+    return match.group(1)
+
+
+def test_generated_blocks_match_the_code() -> None:
+    text = README.read_text(encoding="utf-8")
+    if os.environ.get("TRIALDIFF_UPDATE_README"):
+        for name, build in BLOCKS.items():
+            text = re.sub(
+                rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)",
+                lambda m, block=build(): m.group(1) + block + m.group(2),
+                text,
+                flags=re.S,
+            )
+        README.write_text(text, encoding="utf-8")
+    for name, build in BLOCKS.items():
+        assert _block(text, name) == build(), f"README block {name} is stale"
+
+
+def test_every_command_is_documented_with_an_example() -> None:
+    text = README.read_text(encoding="utf-8")
+    for name in cli.commands:  # type: ignore[attr-defined]
+        assert f"### `trialdiff {name}" in text, f"README lacks a section for {name}"
+        help_text = CliRunner().invoke(cli, [name, "--help"]).stdout
+        example = help_text.split("Example:")[1].strip().splitlines()[0].strip()
+        assert example in text, f"README lacks the example of {name}: {example}"
+
+
+def test_exit_codes_are_documented() -> None:
+    text = README.read_text(encoding="utf-8")
+    for code in ("| 0 |", "| 1 |", "| 2 |", "| 75 |"):
+        assert code in text
+
+
+def test_the_two_commands_are_what_ci_runs() -> None:
+    text = README.read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    test_command = ci.split("# The README's test command:\n")[1].strip()
+    assert f"\n{test_command}\n" in text
+    assert "\npython3 -m pip install . && python3 -m trialdiff import snapshots/sample\n" in text
