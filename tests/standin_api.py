@@ -1,18 +1,17 @@
-"""Serve a stand-in ClinicalTrials.gov API (v2 plus the internal history API) over real HTTP.
+"""Serve a stand-in ClinicalTrials.gov API (v2 and the internal history API) over real HTTP.
 
-Tests use it as ``with StandinAPI(load_records(DIR)) as api: httpx.get(api.base_url + "/studies")``;
-manual use is ``python tests/standin_api.py --port 8765 DIR_OF_JSON``.
-
-Behaviour follows the official OpenAPI spec (ctg-oas-v2 2.0.5) and recorded real responses:
-errors are ``text/plain``, page tokens are opaque and only valid for the query that produced them,
-alias ids answer 301. Parameters the stand-in does not implement are rejected with 400 rather than
-ignored, so a client test can never pass because a filter was silently dropped.
+Use ``with StandinAPI(load_records(DIR)) as api:`` in tests, or run
+``python tests/standin_api.py --port 8765 DIR_OF_JSON`` by hand. It follows the official spec
+(ctg-oas-v2 2.0.5) and recorded responses: text/plain errors, opaque page tokens bound to their
+query, 301 for alias ids. Parameters it does not implement get a 400 instead of being ignored,
+so a client test cannot pass because a filter was silently dropped.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -21,41 +20,28 @@ import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from http import HTTPStatus
+from http.client import responses
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, NamedTuple, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 Study = dict[str, Any]
-FaultKind = Literal["status", "slow", "truncate", "html", "oversize", "drop"]
+Ranges = list[tuple[str, str | None, str | None]]
 
 API_VERSION = "2.0.5"
-DEFAULT_DATA_TIMESTAMP = "2025-01-02T09:00:00"  # spec: UTC, yyyy-MM-dd'T'HH:mm:ss, no zone
-DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 10, 1000
-# The spec's nctId pattern: prefix in any case, leading zeros optional (NCT1234 == NCT00001234).
+DEFAULT_DATA_TIMESTAMP = "2025-01-02T09:00:00"  # spec: UTC yyyy-MM-dd'T'HH:mm:ss, no zone
+# The spec's nctId pattern: any-case prefix, leading zeros optional (NCT1234 is NCT00001234).
 NCT_PATTERN = re.compile(r"[Nn][Cc][Tt]0*([1-9]\d{0,7})")
 DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
 RANGE_CLAUSE = re.compile(r"AREA\[(\w+)\]\s*RANGE\[\s*([^,\]]+?)\s*,\s*([^\]]+?)\s*\]")
-# Essie date areas the stand-in can evaluate, as key paths inside protocolSection.statusModule.
-DATE_AREAS = {
-    "LastUpdatePostDate": ("lastUpdatePostDateStruct", "date"),
-    "StudyFirstPostDate": ("studyFirstPostDateStruct", "date"),
-    "ResultsFirstPostDate": ("resultsFirstPostDateStruct", "date"),
-    "LastUpdateSubmitDate": ("lastUpdateSubmitDate",),
-    "StudyFirstSubmitDate": ("studyFirstSubmitDate",),
-}
-STUDIES_PARAMS = frozenset(
-    ["query.term", "query.cond", "filter.ids", "filter.advanced", "filter.overallStatus", "pageSize", "pageToken", "countTotal", "format", "markupFormat"]
-)
-# Real /studies parameters from the spec that the stand-in cannot honour: rejected, not ignored.
-STUDIES_SPEC_ONLY = frozenset(
-    ["query.locn", "query.titles", "query.intr", "query.outc", "query.spons", "query.lead", "query.id", "query.patient", "filter.geo", "filter.synonyms", "postFilter.overallStatus", "postFilter.geo", "postFilter.ids", "postFilter.advanced", "postFilter.synonyms", "aggFilters", "geoDecay", "fields", "sort"]
-)
-# The spec lets these differ between pages, so the page token does not cover them.
-PAGE_FREE_PARAMS = frozenset({"pageToken", "pageSize", "countTotal"})
-# History-list labels as the website shows them (approximation: taken from published captures).
+# Essie areas stored as statusModule.<area>Struct.date; enough for incremental syncs.
+DATE_AREAS = ("LastUpdatePostDate", "StudyFirstPostDate", "ResultsFirstPostDate")
+STUDIES_PARAMS = "query.term query.cond filter.ids filter.advanced filter.overallStatus pageSize"
+STUDIES_PARAMS += " pageToken countTotal format markupFormat"
+PAGE_FREE_PARAMS = ("pageToken", "pageSize", "countTotal")  # spec: may differ between pages
+# Labels as the website's history list names modules (from published captures); others fall
+# back to the module key.
 MODULE_LABELS = {
     "identificationModule": "Study Identification",
     "statusModule": "Study Status",
@@ -70,36 +56,31 @@ MODULE_LABELS = {
     "contactsLocationsModule": "Contacts/Locations",
     "referencesModule": "References",
     "ipdSharingStatementModule": "IPD Sharing Statement",
-    "participantFlowModule": "Participant Flow",
-    "baselineCharacteristicsModule": "Baseline Characteristics",
-    "outcomeMeasuresModule": "Outcome Measures",
-    "adverseEventsModule": "Adverse Events",
-    "moreInfoModule": "More Information",
-    "largeDocumentModule": "Documents",
 }
 PROXY_PAGE = (
-    "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1>"
-    "</center><hr><center>nginx</center></body></html>"
+    "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway"
+    "</h1></center><hr><center>nginx</center></body></html>"
 )
 
 
 @dataclass
 class Fault:
-    """Describe one scripted misbehaviour, applied to the next matching request(s)."""
+    """Describe a scripted misbehaviour for the next ``times`` requests under ``path_prefix``.
 
-    kind: FaultKind
-    status: int | None = None  # "status": default 503; "html": default 200
+    Kinds: "status" (status, default 503, text body), "slow" (answer after ``seconds``),
+    "truncate" (half the body, Content-Length of the cut body), "html" (proxy error page,
+    default 200), "oversize" (valid JSON padded with blanks to ``size`` bytes), "drop"
+    (close the connection without answering).
+    """
+
+    kind: Literal["status", "slow", "truncate", "html", "oversize", "drop"]
+    status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    body: str | None = None  # "status"/"html": replaces the default body
-    seconds: float = 5.0  # "slow": delay before answering normally
-    size: int = 8 * 1024 * 1024  # "oversize": total body bytes (valid JSON + trailing blanks)
-    path_prefix: str = ""  # only requests whose path starts with this match
+    body: str | None = None
+    seconds: float = 5.0
+    size: int = 8 * 1024 * 1024
+    path_prefix: str = ""
     times: int = 1
-
-    def __post_init__(self) -> None:
-        """Reject typos in ``kind`` early; a misspelt fault would otherwise never fire."""
-        if self.kind not in {"status", "slow", "truncate", "html", "oversize", "drop"}:
-            raise ValueError(f"unknown fault kind {self.kind!r}")
 
 
 class LoggedRequest(NamedTuple):
@@ -111,7 +92,7 @@ class LoggedRequest(NamedTuple):
 
 
 class Reply(NamedTuple):
-    """Hold one HTTP answer before faults are applied to it."""
+    """Hold one HTTP answer before faults are applied."""
 
     status: int
     body: bytes = b""
@@ -124,78 +105,73 @@ class _Entry:
     nct_id: str
     study: Study
     body: bytes  # serialised once, so pages are cheap to assemble
-    text: str  # lower-cased JSON text for query.term
+    text: str  # lower-cased JSON text, for query.term
+    status: str
+    conditions: str  # lower-cased conditions and keywords, one per line, for query.cond
 
 
 def normalize_nct_id(raw: str) -> str | None:
-    """Return the canonical ``NCT`` + 8 digits form of ``raw``, or None if it is malformed."""
+    """Return ``raw`` as ``NCT`` + 8 digits, or None if the spec's pattern rejects it."""
     match = NCT_PATTERN.fullmatch(raw.strip())
     return f"NCT{int(match.group(1)):08d}" if match else None
 
 
 def load_records(directory: str | Path) -> list[Study]:
-    """Load every ``*.json`` study record in ``directory``, sorted by file name."""
-    return [
-        json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(directory).glob("*.json"))
-    ]
+    """Load every ``*.json`` study record in ``directory``, in file-name order."""
+    paths = sorted(Path(directory).glob("*.json"))
+    return [json.loads(p.read_text(encoding="utf-8")) for p in paths]
 
 
 def _dumps(obj: object) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _text(status: int, message: str) -> Reply:
-    return Reply(status, message.encode(), "text/plain; charset=utf-8")
+def _text(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    return Reply(status, message.encode(), "text/plain; charset=utf-8", headers)
 
 
 def _entry(study: Study) -> _Entry:
     copy = json.loads(_dumps(study))  # detach from the caller's dict and prove it is JSON
     nct_id = normalize_nct_id(str(copy["protocolSection"]["identificationModule"]["nctId"]))
     if nct_id is None:
-        raise ValueError("study has a malformed protocolSection.identificationModule.nctId")
-    return _Entry(nct_id, copy, _dumps(copy), json.dumps(copy, ensure_ascii=False).lower())
+        raise ValueError("study has a malformed identificationModule.nctId")
+    protocol = copy["protocolSection"]
+    module = protocol.get("conditionsModule", {})
+    terms = "\n".join(module.get("conditions", []) + module.get("keywords", [])).lower()
+    status = str(protocol.get("statusModule", {}).get("overallStatus"))
+    text = json.dumps(copy, ensure_ascii=False).lower()
+    return _Entry(nct_id, copy, _dumps(copy), text, status, terms)
 
 
-def _check_params(
-    query: Mapping[str, str], allowed: Iterable[str], spec_only: Iterable[str]
-) -> str:
+def _bad_params(query: Mapping[str, str], allowed: str) -> str:
     for name in query:
-        if name in spec_only:
-            return f"`{name}` is not implemented by the stand-in API"
-        if name not in allowed:
-            return f"`{name}` is unknown parameter"  # wording of the real API's 400
-    if query.get("format", "json") != "json":
-        return "the stand-in API serves format=json only"
-    if query.get("markupFormat", "markdown") != "markdown":
-        return "the stand-in API serves markupFormat=markdown only"
+        if name not in allowed.split():  # the real API's wording, plus what the stand-in lacks
+            return f"`{name}` is unknown parameter (stand-in implements: {allowed or 'none'})"
+    if query.get("format", "json") != "json" or query.get("markupFormat", "markdown") != "markdown":
+        return "the stand-in API serves only format=json and markupFormat=markdown"
     return ""
 
 
-def _parse_ranges(expr: str) -> list[tuple[tuple[str, ...], str | None, str | None]]:
-    """Parse ``AREA[X]RANGE[a,b] AND ...``; raise ValueError for anything else."""
-    clauses: list[tuple[tuple[str, ...], str | None, str | None]] = []
+def _parse_ranges(expr: str) -> Ranges:
+    """Parse ``AREA[X]RANGE[a,b] AND ...``; raise ValueError for any other Essie."""
+    clauses: Ranges = []
     for part in re.split(r"\s+AND\s+", expr.strip()):
         match = RANGE_CLAUSE.fullmatch(part.strip())
         if not match or match.group(1) not in DATE_AREAS:
             raise ValueError(f"the stand-in API cannot evaluate Essie expression {part!r}")
-        bounds: list[str | None] = []
-        for value in (match.group(2), match.group(3)):
-            if value.upper() in {"MIN", "MAX"}:
-                bounds.append(None)
-            elif DATE_PATTERN.fullmatch(value):
-                bounds.append(value)
-            else:
-                raise ValueError(f"unsupported RANGE bound {value!r} (use YYYY-MM-DD, MIN, MAX)")
-        clauses.append((DATE_AREAS[match.group(1)], bounds[0], bounds[1]))
+        low, high = (None if v.upper() in ("MIN", "MAX") else v for v in match.group(2, 3))
+        if not all(DATE_PATTERN.fullmatch(v) for v in (low, high) if v is not None):
+            raise ValueError(f"unsupported RANGE bounds in {part!r} (use YYYY-MM-DD, MIN, MAX)")
+        area = match.group(1)
+        clauses.append((area[0].lower() + area[1:] + "Struct", low, high))
     return clauses
 
 
-def _in_ranges(study: Study, clauses: list[tuple[tuple[str, ...], str | None, str | None]]) -> bool:
-    for path, low, high in clauses:
-        value: Any = study.get("protocolSection", {}).get("statusModule", {})
-        for key in path:
-            value = value.get(key) if isinstance(value, dict) else None
-        # Studies missing the field never match a range, as in Essie.
+def _in_ranges(study: Study, clauses: Ranges) -> bool:
+    status = study["protocolSection"].get("statusModule", {})
+    for struct, low, high in clauses:
+        value = status.get(struct, {}).get("date")
+        # A study without the date never matches a range, as in Essie.
         if not isinstance(value, str) or (low and value < low) or (high and value > high):
             return False
     return True
@@ -206,14 +182,10 @@ def _fingerprint(query: Mapping[str, str]) -> str:
     return hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:16]
 
 
-def _encode_token(fingerprint: str, after: str) -> str:
-    return base64.urlsafe_b64encode(f"{fingerprint}:{after}".encode()).decode().rstrip("=")
-
-
 def _decode_token(token: str) -> tuple[str, str] | None:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except ValueError:  # binascii.Error and UnicodeDecodeError are both ValueErrors
+    except ValueError:  # covers binascii.Error and UnicodeDecodeError
         return None
     fingerprint, sep, after = raw.partition(":")
     return (fingerprint, after) if sep and normalize_nct_id(after) == after else None
@@ -236,47 +208,43 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], api: StandinAPI) -> None:
         super().__init__(address, _Handler)
         self.api = api
-        self.connections: set[socket.socket] = set()  # closed on stop so keep-alives end at once
-        self.connections_lock = threading.Lock()
+        self.connections: set[socket.socket] = set()  # shut down on stop to end keep-alives
 
 
 class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, like the real API, so client pooling is exercised
+    protocol_version = "HTTP/1.1"  # keep-alive like the real API, so client pooling is exercised
     server: _Server
 
     def setup(self) -> None:
-        """Register the connection so shutdown can close it."""
+        """Register the connection so that stop() can close it."""
         super().setup()
-        with self.server.connections_lock:
-            self.server.connections.add(self.connection)
+        self.server.connections.add(self.connection)
 
     def finish(self) -> None:
         """Unregister the connection."""
-        with self.server.connections_lock:
-            self.server.connections.discard(self.connection)
+        self.server.connections.discard(self.connection)
         super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:
-        """Stay quiet in tests; print access lines only when serving manually."""
+        """Print access lines only when serving by hand; tests stay quiet."""
         if self.server.api.verbose:
             super().log_message(format, *args)
 
     def do_GET(self) -> None:
-        """Log the request, apply any scripted fault, then answer it."""
+        """Log the request, apply any scripted fault, and answer."""
         api = self.server.api
         parts = urlsplit(self.path)
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         api._log(LoggedRequest("GET", parts.path, query))
         fault = api._take_fault(parts.path)
+        kind = fault.kind if fault else ""
         try:
-            if fault and (
-                fault.kind == "drop" or (fault.kind == "slow" and api._stopping.wait(fault.seconds))
-            ):
-                self.close_connection = True  # no answer at all; the client sees a dead socket
+            if kind == "drop" or (fault and kind == "slow" and api._stopping.wait(fault.seconds)):
+                self.close_connection = True  # no answer: the client sees the socket close
                 return
             self._send(self._reply(api, fault, parts.path, parts.query, query), fault)
         except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client gave up (timeout or size limit): fine
+            self.close_connection = True  # the client gave up (timeout or size limit)
 
     def _reply(
         self, api: StandinAPI, fault: Fault | None, path: str, raw_query: str, query: dict[str, str]
@@ -284,13 +252,13 @@ class _Handler(BaseHTTPRequestHandler):
         extra = tuple(fault.headers.items()) if fault else ()
         if fault and fault.kind == "status":
             status = fault.status or 503
-            return _text(status, fault.body or HTTPStatus(status).phrase)._replace(headers=extra)
+            return _text(status, fault.body or responses.get(status, "Error"), extra)
         if fault and fault.kind == "html":
             page = (fault.body or PROXY_PAGE).encode()
             return Reply(fault.status or 200, page, "text/html; charset=utf-8", extra)
         try:
             reply = api.respond(path, raw_query, query)
-        except Exception as exc:  # a stand-in bug must surface in the test, not hang the client
+        except Exception as exc:  # a stand-in bug must fail the test, not hang the client
             api.errors.append(f"{path}?{raw_query}: {exc!r}")
             reply = _text(500, "stand-in API internal error")
         return reply._replace(headers=reply.headers + extra)
@@ -308,10 +276,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
-        chunk = b" " * 65536
-        while padding > 0:
-            self.wfile.write(chunk[:padding])
-            padding -= len(chunk)
+        for start in range(0, padding, 1 << 16):  # stream, so huge sizes cost no memory
+            self.wfile.write(b" " * min(1 << 16, padding - start))
 
 
 class StandinAPI:
@@ -327,89 +293,67 @@ class StandinAPI:
         data_timestamp: str = DEFAULT_DATA_TIMESTAMP,
         verbose: bool = False,
     ) -> None:
-        """Prepare the server; ``start()`` or ``with`` binds the socket (port 0 = ephemeral)."""
+        """Hold the initial state; start() or ``with`` binds the port (0 picks a free one)."""
         self._address = (host, port)
         self._lock = threading.Lock()
         self._studies: dict[str, _Entry] = {}
         self._aliases: dict[str, str] = {}
         self._histories: dict[str, tuple[list[dict[str, Any]], list[bytes]]] = {}
-        self._faults: list[Fault] = []  # private copies; .times counts the uses left
+        self._faults: list[Fault] = []  # private copies whose .times counts the uses left
         self._requests: list[LoggedRequest] = []
         self._data_timestamp = data_timestamp
         self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self.errors: list[str] = []  # internal errors turned into 500s; tests may assert empty
+        self.errors: list[str] = []  # internal errors answered as 500; tests may assert empty
         self.verbose = verbose
         self.set_studies(studies)
         self.set_aliases(aliases or {})
 
-    # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> Self:
-        """Bind the socket and serve from a daemon thread."""
+        """Bind the port and serve from a daemon thread."""
         if self._httpd is None:
             self._stopping = threading.Event()
             self._httpd = _Server(self._address, self)
-            # A short poll interval is what makes shutdown() return quickly.
-            self._thread = threading.Thread(
-                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-            )
-            self._thread.start()
+            # A short poll interval is what lets shutdown() return quickly.
+            threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
     def stop(self) -> None:
-        """Stop serving: wake slow faults, close live connections, release the port."""
+        """Stop serving: wake slow faults, close open connections, release the port."""
         httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        self._stopping.set()
-        httpd.shutdown()
-        with httpd.connections_lock:
+        if httpd is not None:
+            self._stopping.set()
+            httpd.shutdown()
             for conn in list(httpd.connections):
-                try:
+                with contextlib.suppress(OSError):  # the peer may have closed it already
                     conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass  # already closed by the peer
-        httpd.server_close()
-        if self._thread:
-            self._thread.join(timeout=5)
+            httpd.server_close()
 
     def __enter__(self) -> Self:
         """Start serving."""
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         """Stop serving."""
         self.stop()
 
     @property
-    def port(self) -> int:
-        """Return the bound port."""
+    def root_url(self) -> str:
+        """Return ``http://HOST:PORT``."""
         if self._httpd is None:
             raise RuntimeError("StandinAPI is not running; use start() or a with-block")
-        return int(self._httpd.server_address[1])
-
-    @property
-    def root_url(self) -> str:
-        """Return ``http://127.0.0.1:PORT``."""
-        return f"http://{self._address[0]}:{self.port}"
+        return f"http://{self._address[0]}:{self._httpd.server_address[1]}"
 
     @property
     def base_url(self) -> str:
-        """Return the public API base, like ``https://clinicaltrials.gov/api/v2``."""
-        return f"{self.root_url}/api/v2"
+        """Return the v2 API base, the stand-in for ``https://clinicaltrials.gov/api/v2``."""
+        return self.root_url + "/api/v2"
 
     @property
     def int_base_url(self) -> str:
-        """Return the internal (history) API base, like ``https://clinicaltrials.gov/api/int``."""
-        return f"{self.root_url}/api/int"
+        """Return the internal API base, the stand-in for ``https://clinicaltrials.gov/api/int``."""
+        return self.root_url + "/api/int"
 
-    # -- state a test changes between syncs --------------------------------------------------
     def set_studies(self, studies: Iterable[Study]) -> None:
         """Replace every served study."""
         entries = {e.nct_id: e for e in map(_entry, studies)}
@@ -417,7 +361,7 @@ class StandinAPI:
             self._studies = entries
 
     def put_study(self, study: Study) -> None:
-        """Add or replace one study (e.g. an edited record on a new day)."""
+        """Add or replace one study, e.g. a record edited on a new day."""
         entry = _entry(study)
         with self._lock:
             self._studies[entry.nct_id] = entry
@@ -433,47 +377,42 @@ class StandinAPI:
             return sorted(self._studies)
 
     def set_aliases(self, aliases: Mapping[str, str]) -> None:
-        """Replace the explicit alias map (old id -> current id); records' nctIdAliases also apply."""
-        normalized: dict[str, str] = {}
-        for old, new in aliases.items():
-            old_id, new_id = normalize_nct_id(old), normalize_nct_id(new)
-            if old_id is None or new_id is None:
-                raise ValueError(f"malformed NCT id in alias {old!r} -> {new!r}")
-            normalized[old_id] = new_id
+        """Replace the alias map (old id -> current id); records' nctIdAliases apply as well."""
+        normalized = {normalize_nct_id(k): normalize_nct_id(v) for k, v in aliases.items()}
+        clean = {k: v for k, v in normalized.items() if k and v}
+        if len(clean) != len(aliases):
+            raise ValueError(f"malformed NCT id in aliases {dict(aliases)!r}")
         with self._lock:
-            self._aliases = normalized
+            self._aliases = clean
 
     def set_data_timestamp(self, timestamp: str) -> None:
-        """Set the ``dataTimestamp`` reported by /version."""
+        """Set the ``dataTimestamp`` that /version reports."""
         with self._lock:
             self._data_timestamp = timestamp
 
     def set_history(self, nct_id: str, versions: Sequence[tuple[str, Study]]) -> None:
         """Set a study's history as (YYYY-MM-DD, study) pairs, version 0 first."""
         key = normalize_nct_id(nct_id)
-        if key is None:
-            raise ValueError(f"malformed NCT id {nct_id!r}")
+        if key is None or not all(DATE_PATTERN.fullmatch(day) for day, _ in versions):
+            raise ValueError(f"malformed NCT id or date in history of {nct_id!r}")
         changes: list[dict[str, Any]] = []
-        bodies: list[bytes] = []
-        previous: Study | None = None
         for number, (day, study) in enumerate(versions):
-            if not DATE_PATTERN.fullmatch(day):
-                raise ValueError(f"history date {day!r} is not YYYY-MM-DD")
             protocol = study.get("protocolSection", {})
-            change: dict[str, Any] = {"version": number, "date": day}
-            change["status"] = protocol.get("statusModule", {}).get("overallStatus")
-            change["studyType"] = protocol.get("designModule", {}).get("studyType")
-            change["moduleLabels"] = [] if previous is None else _changed_labels(previous, study)
-            change["lastUpdateSubmitQcDate"] = day
+            change = {
+                "version": number,
+                "date": day,
+                "status": protocol.get("statusModule", {}).get("overallStatus"),
+                "studyType": protocol.get("designModule", {}).get("studyType"),
+                # Version 0 lists no labels on the real site; later ones name changed modules.
+                "moduleLabels": _changed_labels(versions[number - 1][1], study) if number else [],
+                "lastUpdateSubmitQcDate": day,
+            }
             changes.append({k: v for k, v in change.items() if v is not None})
-            bodies.append(_dumps(study))
-            previous = study
         with self._lock:
-            self._histories[key] = (changes, bodies)
+            self._histories[key] = (changes, [_dumps(study) for _, study in versions])
 
-    # -- faults and request log --------------------------------------------------------------
     def add_fault(self, fault: Fault) -> None:
-        """Queue a fault; it fires on the next ``fault.times`` requests matching its prefix."""
+        """Queue a fault for the next ``fault.times`` requests whose path matches its prefix."""
         with self._lock:
             self._faults.append(replace(fault))
 
@@ -513,15 +452,13 @@ class StandinAPI:
                     return fault
         return None
 
-    # -- endpoints ---------------------------------------------------------------------------
     def respond(self, path: str, raw_query: str, query: dict[str, str]) -> Reply:
-        """Answer one GET without faults (the routing table)."""
+        """Answer one GET as the real API would, without faults."""
         path = path.rstrip("/")
         if path == "/api/v2/version":
-            problem = _check_params(query, (), ())
             with self._lock:
                 version = {"apiVersion": API_VERSION, "dataTimestamp": self._data_timestamp}
-            return _text(400, problem) if problem else Reply(200, _dumps(version))
+            return Reply(200, _dumps(version))
         if path == "/api/v2/studies":
             return self._list_studies(query)
         if match := re.fullmatch(r"/api/v2/studies/([^/]+)", path):
@@ -531,34 +468,30 @@ class StandinAPI:
         return _text(404, "Not Found")
 
     def _list_studies(self, query: dict[str, str]) -> Reply:
-        if problem := _check_params(query, STUDIES_PARAMS, STUDIES_SPEC_ONLY):
+        if problem := _bad_params(query, STUDIES_PARAMS):
             return _text(400, problem)
-        raw_size = query.get("pageSize", "0")
-        if not raw_size.isdigit():
-            return _text(400, f"invalid pageSize {raw_size!r}: must be an integer >= 0")
-        size = min(int(raw_size) or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)  # spec: 0 = default, clamp
-        count_total = query.get("countTotal", "false").lower()
-        if count_total not in {"true", "false"}:
-            return _text(400, f"invalid countTotal {query['countTotal']!r}: must be true or false")
+        size, count_total = query.get("pageSize", "0"), query.get("countTotal", "false")
+        if not size.isdigit() or count_total not in ("true", "false"):
+            return _text(400, "pageSize must be an integer >= 0 and countTotal true or false")
+        page_size = min(int(size) or 10, 1000)  # spec: 0 means the default, above 1000 clamps
         fingerprint, after = _fingerprint(query), ""
         if "pageToken" in query:
             token = _decode_token(query["pageToken"])
-            if token is None:
-                return _text(400, "invalid pageToken")
-            if token[0] != fingerprint:
-                return _text(400, "pageToken does not match the parameters of the first page")
+            if token is None or token[0] != fingerprint:
+                return _text(400, "invalid pageToken or parameters differ from the first page")
             after = token[1]  # a cursor, so edits between pages neither skip nor repeat studies
         try:
             selected = self._select(query)
         except ValueError as exc:
             return _text(400, str(exc))
         rest = [e for e in selected if e.nct_id > after]
-        page = rest[:size]
+        page = rest[:page_size]
         parts = [b'"studies":[' + b",".join(e.body for e in page) + b"]"]
-        if count_total == "true" and "pageToken" not in query:  # spec: first page only
+        if count_total == "true" and not after:  # spec: only the first page carries it
             parts.insert(0, b'"totalCount":%d' % len(selected))
-        if len(rest) > size:
-            parts.append(b'"nextPageToken":' + _dumps(_encode_token(fingerprint, page[-1].nct_id)))
+        if len(rest) > page_size:
+            token_text = base64.urlsafe_b64encode(f"{fingerprint}:{page[-1].nct_id}".encode())
+            parts.append(b'"nextPageToken":"' + token_text.rstrip(b"=") + b'"')
         return Reply(200, b"{" + b",".join(parts) + b"}")
 
     def _alias_map(self) -> dict[str, str]:
@@ -574,71 +507,52 @@ class StandinAPI:
             entries = sorted(self._studies.values(), key=lambda e: e.nct_id)
             aliases = self._alias_map()
         if "filter.ids" in query:
-            wanted: set[str] = set()
-            for raw in filter(None, re.split(r"[,|\s]+", query["filter.ids"])):
-                nct_id = normalize_nct_id(raw)
-                if nct_id is None:
-                    raise ValueError(f"invalid NCT ID {raw!r} in filter.ids")
-                wanted.add(aliases.get(nct_id, nct_id))  # spec: ids also match NCTIdAlias
-            if not wanted:
-                raise ValueError("filter.ids is empty")
+            raw_ids = [r for r in re.split(r"[,|\s]+", query["filter.ids"]) if r]
+            ids = [normalize_nct_id(r) for r in raw_ids]
+            if not ids or None in ids:
+                raise ValueError(f"filter.ids must be NCT ids separated by , or |: {raw_ids!r}")
+            wanted = {aliases.get(i, i) for i in ids if i}  # spec: ids match NCTIdAlias too
             entries = [e for e in entries if e.nct_id in wanted]
-        if statuses := query.get("filter.overallStatus"):
-            wanted_statuses = set(re.split(r"[,|]", statuses.upper()))
-            entries = [e for e in entries if self._status(e) in wanted_statuses]
-        if expr := query.get("filter.advanced", "").strip():
-            clauses = _parse_ranges(expr)
-            entries = [e for e in entries if _in_ranges(e.study, clauses)]
-        if term := query.get("query.term", "").strip():
-            if "AREA[" in term:  # the spec's own example puts a RANGE expression in query.term
-                clauses = _parse_ranges(term)
+        if statuses := query.get("filter.overallStatus", "").upper():
+            wanted = set(re.split(r"[,|]", statuses))
+            entries = [e for e in entries if e.status in wanted]
+        term = query.get("query.term", "").strip()
+        # The spec's own query.term example is a RANGE expression, so accept Essie there too.
+        for expr in (query.get("filter.advanced", ""), term if "AREA[" in term else ""):
+            if expr.strip():
+                clauses = _parse_ranges(expr)
                 entries = [e for e in entries if _in_ranges(e.study, clauses)]
-            else:
-                entries = [e for e in entries if term.lower() in e.text]
+        if term and "AREA[" not in term:
+            entries = [e for e in entries if term.lower() in e.text]
         if cond := query.get("query.cond", "").strip().lower():
-            entries = [e for e in entries if any(cond in c.lower() for c in self._conditions(e))]
+            entries = [e for e in entries if cond in e.conditions]
         return entries
-
-    @staticmethod
-    def _status(entry: _Entry) -> str:
-        return str(entry.study["protocolSection"].get("statusModule", {}).get("overallStatus"))
-
-    @staticmethod
-    def _conditions(entry: _Entry) -> list[str]:
-        module = entry.study["protocolSection"].get("conditionsModule", {})
-        return [str(c) for c in module.get("conditions", []) + module.get("keywords", [])]
 
     def _get_study(self, raw_id: str, raw_query: str, query: dict[str, str]) -> Reply:
         nct_id = normalize_nct_id(raw_id)
         if nct_id is None:
-            return _text(400, f"invalid NCT ID {raw_id!r}: must match NCT followed by digits")
-        if problem := _check_params(query, {"format", "markupFormat"}, {"fields"}):
+            return _text(400, f"invalid NCT number {raw_id!r}")
+        if problem := _bad_params(query, "format markupFormat"):
             return _text(400, problem)
         with self._lock:
-            entry = self._studies.get(nct_id)
-            target = self._alias_map().get(nct_id)
+            entry, target = self._studies.get(nct_id), self._alias_map().get(nct_id)
         if entry is not None:
             return Reply(200, entry.body)
-        if target is not None:  # spec: alias ids answer 301 to the actual study
+        if target is not None:  # spec: an NCTIdAlias answers 301 to the actual study
             location = f"/api/v2/studies/{target}" + (f"?{raw_query}" if raw_query else "")
-            return Reply(301, b"", "text/plain; charset=utf-8", (("Location", location),))
+            return _text(301, "", (("Location", location),))
         return _text(404, f"study {nct_id} not found")
 
     def _history(self, raw_id: str, version: str | None, query: dict[str, str]) -> Reply:
         nct_id = normalize_nct_id(raw_id)
-        if nct_id is None:
-            return _text(400, f"invalid NCT ID {raw_id!r}")
-        if problem := _check_params(query, (), {"patchToVersion"}):
+        if nct_id is None or (version is not None and not version.isdigit()):
+            return _text(400, f"invalid NCT number {raw_id!r} or version {version!r}")
+        if problem := _bad_params(query, ""):  # e.g. patchToVersion: not implemented
             return _text(400, problem)
         with self._lock:
-            history = self._histories.get(nct_id)
-        if history is None:
-            return _text(404, f"no history for study {nct_id}")
-        changes, bodies = history
+            changes, bodies = self._histories.get(nct_id, ([], []))
         if version is None:
-            return Reply(200, _dumps({"changes": changes}))
-        if not version.isdigit():
-            return _text(400, f"invalid version {version!r}")
+            return Reply(200, _dumps({"changes": changes})) if changes else _text(404, "Not Found")
         if int(version) >= len(bodies):
             return _text(404, f"study {nct_id} has no version {version}")
         return Reply(200, b'{"studyVersion":%d,"study":%s}' % (int(version), bodies[int(version)]))
@@ -646,29 +560,19 @@ class StandinAPI:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve the JSON records of a directory until interrupted."""
-    parser = argparse.ArgumentParser(
-        description="Stand-in ClinicalTrials.gov API for manual tests."
-    )
+    parser = argparse.ArgumentParser(description="Stand-in ClinicalTrials.gov API.")
     parser.add_argument("directory", type=Path, help="directory of <NCTID>.json study records")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     parser.add_argument("--data-timestamp", default=DEFAULT_DATA_TIMESTAMP)
     args = parser.parse_args(argv)
-    api = StandinAPI(
-        load_records(args.directory),
-        host=args.host,
-        port=args.port,
-        data_timestamp=args.data_timestamp,
-        verbose=True,
-    )
+    records = load_records(args.directory)
+    api = StandinAPI(records, host=args.host, port=args.port, data_timestamp=args.data_timestamp)
+    api.verbose = True
     with api:
-        print(
-            f"serving {len(api.study_ids())} studies at {api.base_url}", file=sys.stderr, flush=True
-        )
-        try:
+        print(f"serving {len(records)} studies at {api.base_url}", file=sys.stderr, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 

@@ -14,8 +14,8 @@ from conftest import ROOT
 
 from trialdiff.cli import cli
 from trialdiff.fields import FIELDS, IGNORED_SOURCES, LOCATIONS_SOURCE
+from trialdiff.schema import SCHEMA, VIEW_DOCS
 from trialdiff.settings import SETTINGS
-from trialdiff.store import SCHEMA, VIEWS
 
 README = ROOT / "README.md"
 
@@ -33,13 +33,17 @@ def field_paths_block() -> str:
 
 def schema_block() -> str:
     """Return the README's description of the database schema, from the schema table."""
+    sql_types = {str: "TEXT", int: "INTEGER", bytes: "BLOB"}
     lines = []
-    for table, (columns, pk, indexes) in SCHEMA.items():
-        cols = ", ".join(f"`{name}` {kind.__name__}" for name, kind in columns.items())
-        extra = "".join(f"; index ({', '.join(index)})" for index in indexes)
-        lines.append(f"- **{table}** (primary key `{pk}`{extra}): {cols}")
-    for view in VIEWS:
-        lines.append(f"- view **{view}**: each change with its study's title and status")
+    for table in SCHEMA:
+        keys = [f"primary key `{table.pk}`"]
+        keys += [f"unique ({', '.join(i)})" for i in table.unique]
+        keys += [f"index ({', '.join(i)})" for i in table.indexes]
+        lines += [f"**{table.name}** ({'; '.join(keys)})", "", "| column | type | meaning |",
+                  "|---|---|---|"]
+        lines += [f"| `{name}` | {sql_types[kind]} | {doc} |" for name, kind, doc in table.columns]
+        lines.append("")
+    lines += [f"View **{name}**: {doc}." for name, doc in VIEW_DOCS.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -65,12 +69,9 @@ def test_generated_blocks_match_the_code() -> None:
     text = README.read_text(encoding="utf-8")
     if os.environ.get("TRIALDIFF_UPDATE_README"):
         for name, build in BLOCKS.items():
-            text = re.sub(
-                rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)",
-                lambda m, block=build(): m.group(1) + block + m.group(2),
-                text,
-                flags=re.S,
-            )
+            start, end = f"<!-- {name}:start -->\n", f"<!-- {name}:end -->"
+            head, rest = text.split(start)
+            text = head + start + build() + end + rest.split(end)[1]
         README.write_text(text, encoding="utf-8")
     for name, build in BLOCKS.items():
         assert _block(text, name) == build(), f"README block {name} is stale"

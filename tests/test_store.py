@@ -23,16 +23,9 @@ from trialdiff.query import (
     snapshots_of,
     study_fields,
 )
+from trialdiff.schema import SCHEMA, SCHEMA_VERSION, open_db, schema_version
 from trialdiff.sources import SourceItem
-from trialdiff.store import (
-    SCHEMA,
-    SCHEMA_VERSION,
-    RunTotals,
-    open_db,
-    save_studies,
-    save_study,
-    schema_version,
-)
+from trialdiff.store import RunTotals, save_studies, save_study
 
 T1, T2, T3 = "2024-06-14T00:00:00.000Z", "2025-07-07T00:00:00.000Z", "2025-07-08T00:00:00.000Z"
 
@@ -49,8 +42,8 @@ def save(db_path: str, records: list[dict], at: str) -> RunTotals:
 def test_schema_is_created_and_versioned(db_path: str) -> None:
     db = open_db(db_path)
     assert schema_version(db) == SCHEMA_VERSION
-    for table, (columns, _, _) in SCHEMA.items():
-        assert set(db[table].columns_dict) == set(columns)
+    for table in SCHEMA:
+        assert [c.name for c in db[table.name].columns] == [c[0] for c in table.columns]
     assert db.execute("pragma journal_mode").fetchone()[0] == "wal"
     assert "change_log" in db.view_names()
 

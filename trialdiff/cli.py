@@ -171,8 +171,9 @@ def import_command(
       trialdiff import --at 2026-05-12T07:00:00Z ctg-studies.json.zip
     """
     from .lock import WriteLock
+    from .schema import open_db
     from .sources import SourceItem, dated_folders, read_studies
-    from .store import RunTotals, finish_run, open_db, save_studies, start_run
+    from .store import RunTotals, finish_run, save_studies, start_run
 
     batches: list[tuple[str, list[str]]] = []
     for path in paths:

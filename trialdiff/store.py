@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,161 +19,16 @@ import orjson
 import sqlite_utils
 
 from .diff import diff_snapshots
-from .errors import DatabaseError, InputError, OutOfOrderError
+from .errors import InputError, OutOfOrderError
 from .model import FieldChange, Snapshot, content_hash, fields_json
 from .normalize import extract_fields, split_units
 from .query import study_fields
+from .schema import open_db
 from .sources import SourceItem
-
-SCHEMA_VERSION = 2
-
-# The schema, declared once: table -> (columns, primary key, indexes). README is tested on it.
-SCHEMA: dict[str, tuple[dict[str, type], str, tuple[tuple[str, ...], ...]]] = {
-    "meta": ({"key": str, "value": str}, "key", ()),
-    "studies": (
-        {
-            "nct_id": str,  # the study
-            "first_seen_at": str,  # first observation, ISO 8601 UTC
-            "last_seen_at": str,  # latest observation, changed or not
-            "last_changed_at": str,  # observation time of the latest snapshot
-            "snapshot_count": int,
-            "content_hash": str,  # SHA-256 of the latest snapshot's canonical fields
-            "unit_hashes": str,  # JSON {unit: hash of its raw bytes}: the cheap gate
-            "brief_title": str,
-            "overall_status": str,
-            "last_update_post_date": str,
-        },
-        "nct_id",
-        (),
-    ),
-    "snapshots": (
-        {
-            "id": int,
-            "nct_id": str,
-            "seq": int,  # 1, 2, ... per study, in observation order
-            "observed_at": str,
-            "content_hash": str,  # SHA-256 of the fields as rebuilt at this snapshot
-            "source": str,  # import, sync or backfill
-            "source_version": int,  # the registry's version number (backfill)
-            "run_id": int,
-            "delta": str,  # JSON {path: canonical value, or null when removed}
-        },
-        "id",
-        (("nct_id", "seq"),),
-    ),
-    "changes": (
-        {
-            "id": int,
-            "nct_id": str,
-            "snapshot_id": int,  # the snapshot that first showed the change
-            "path": str,
-            "kind": str,  # added, removed or changed
-            "detected_at": str,
-            "old": str,  # JSON
-            "new": str,  # JSON
-            "detail": str,  # JSON: items added/removed/edited, inner edits
-        },
-        "id",
-        (("nct_id", "detected_at"), ("detected_at",), ("path",)),
-    ),
-    "records": (
-        {
-            "nct_id": str,
-            "observed_at": str,  # when this record was last stored
-            "record": bytes,  # zlib of the latest raw record's JSON, derivedSection left out
-        },
-        "nct_id",
-        (),
-    ),
-    "runs": (
-        {
-            "id": int,
-            "command": str,
-            "started_at": str,
-            "ended_at": str,
-            "status": str,  # running, ok, partial or failed
-            "data_timestamp": str,
-            "checked": int,
-            "changed": int,
-            "changes": int,
-            "failed": int,
-            "errors": str,  # JSON list of {input, error}
-        },
-        "id",
-        (),
-    ),
-}
-
-# Views for reading the file without trialdiff (Datasette, `sqlite-utils query`).
-VIEWS: dict[str, str] = {
-    "change_log": """
-        select c.detected_at, c.nct_id, s.brief_title, s.overall_status, c.path, c.kind,
-               c.old, c.new, c.detail, c.id as change_id
-        from changes c join studies s on s.nct_id = c.nct_id
-        order by c.detected_at desc, c.nct_id, c.id
-    """,
-}
-
-
-def _v1_to_v2(db: sqlite_utils.Database) -> None:
-    """Add the latest raw record of each study (pages need its line breaks)."""
-    columns, pk, _ = SCHEMA["records"]
-    db["records"].create(columns, pk=pk, if_not_exists=True)  # type: ignore[union-attr]
-
-
-# Upgrades from each older schema version; each function takes the database one version up.
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1_to_v2}
 
 _IGNORED_UNITS = ("derivedSection",)
 
-
-def open_db(path: str) -> sqlite_utils.Database:
-    """Open (creating if new) and migrate the database at a path."""
-    try:
-        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        # WAL + NORMAL is durable across process crashes, which is what a cron tool meets.
-        conn.execute("PRAGMA synchronous=NORMAL")
-        db = sqlite_utils.Database(conn)
-        migrate(db)
-    except sqlite3.DatabaseError as exc:
-        raise DatabaseError(f"cannot open database {path}: {exc}") from exc
-    return db
-
-
-def schema_version(db: sqlite_utils.Database) -> int:
-    """Return the schema version a database holds (0 when it is new)."""
-    if not db["meta"].exists():
-        return 0
-    row = db.execute("select value from meta where key = 'schema_version'").fetchone()
-    return int(row[0]) if row else 0
-
-
-def migrate(db: sqlite_utils.Database) -> None:
-    """Create missing tables and indexes, and upgrade an older schema in place."""
-    version = schema_version(db)
-    if version > SCHEMA_VERSION:
-        raise DatabaseError(
-            f"database schema version {version} is newer than this trialdiff knows "
-            f"({SCHEMA_VERSION}); upgrade trialdiff"
-        )
-    if version == SCHEMA_VERSION:
-        return
-    with db.conn:
-        for old in range(version, SCHEMA_VERSION) if version else ():
-            MIGRATIONS[old](db)
-        for table, (columns, pk, indexes) in SCHEMA.items():
-            db[table].create(columns, pk=pk, if_not_exists=True)  # type: ignore[union-attr]
-            for index in indexes:
-                db[table].create_index(  # type: ignore[union-attr]
-                    index, unique=table == "snapshots", if_not_exists=True
-                )
-        for name, sql in VIEWS.items():
-            db.execute(f"drop view if exists {name}")
-            db.execute(f"create view {name} as {sql.strip()}")
-        db["meta"].upsert(  # type: ignore[union-attr]
-            {"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key"
-        )
+__all__ = ["RunTotals", "open_db", "save_studies", "save_study"]
 
 
 def raw_json(value: Any) -> bytes:

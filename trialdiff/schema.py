@@ -1,0 +1,164 @@
+"""The database schema, declared once, and the migrations that bring an older file up to it."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import NamedTuple
+
+import sqlite_utils
+
+from .errors import DatabaseError
+
+SCHEMA_VERSION = 2
+
+
+class Table(NamedTuple):
+    """One table: its columns as (name, type, meaning), primary key and indexes."""
+
+    name: str
+    pk: str
+    columns: tuple[tuple[str, type, str], ...]
+    indexes: tuple[tuple[str, ...], ...] = ()
+    unique: tuple[tuple[str, ...], ...] = ()
+
+
+# The README's schema section is generated from this table and tested against it.
+SCHEMA: tuple[Table, ...] = (
+    Table("meta", "key", (("key", str, "setting name, e.g. schema_version"),
+                          ("value", str, "its value"))),
+    Table("studies", "nct_id", (
+        ("nct_id", str, "the study"),
+        ("first_seen_at", str, "first observation, ISO 8601 UTC"),
+        ("last_seen_at", str, "latest observation, whether or not anything changed"),
+        ("last_changed_at", str, "observation time of the latest snapshot"),
+        ("snapshot_count", int, "number of stored snapshots"),
+        ("content_hash", str, "SHA-256 of the latest snapshot's fields in canonical JSON"),
+        ("unit_hashes", str, "JSON {module: hash of its raw bytes}: the cheap gate"),
+        ("brief_title", str, "from the latest record, for readable changelogs"),
+        ("overall_status", str, "from the latest record"),
+        ("last_update_post_date", str, "the registry's last update post date"),
+    )),
+    Table("snapshots", "id", (
+        ("id", int, "row id"),
+        ("nct_id", str, "the study"),
+        ("seq", int, "1, 2, ... per study, in observation order"),
+        ("observed_at", str, "when this version was observed (backfill: the version's date)"),
+        ("content_hash", str, "SHA-256 of the fields as rebuilt at this snapshot"),
+        ("source", str, "import, sync or backfill"),
+        ("source_version", int, "the registry's version number, for backfilled versions"),
+        ("run_id", int, "the run that stored it"),
+        ("delta", str, "JSON {path: canonical value, or null when removed} since the previous"),
+    ), unique=(("nct_id", "seq"),)),
+    Table("changes", "id", (
+        ("id", int, "row id"),
+        ("nct_id", str, "the study"),
+        ("snapshot_id", int, "the snapshot that first showed the change"),
+        ("path", str, "the field path"),
+        ("kind", str, "added, removed or changed"),
+        ("detected_at", str, "observation time of that snapshot"),
+        ("old", str, "JSON value before (NULL when added)"),
+        ("new", str, "JSON value after (NULL when removed)"),
+        ("detail", str, "JSON: list items added, removed and edited; edits inside a value"),
+    ), indexes=(("nct_id", "detected_at"), ("detected_at",), ("path",))),
+    Table("records", "nct_id", (
+        ("nct_id", str, "the study"),
+        ("observed_at", str, "when this record was stored"),
+        ("record", bytes, "zlib of the latest raw record's JSON, derivedSection left out"),
+    )),
+    Table("runs", "id", (
+        ("id", int, "row id"),
+        ("command", str, "import, sync or backfill"),
+        ("started_at", str, "ISO 8601 UTC"),
+        ("ended_at", str, "ISO 8601 UTC; NULL while running or if the run was killed"),
+        ("status", str, "running, ok, partial or failed"),
+        ("data_timestamp", str, "the registry's data release (GET /version) for syncs"),
+        ("checked", int, "studies checked"),
+        ("changed", int, "studies with changes"),
+        ("changes", int, "changes stored"),
+        ("failed", int, "inputs that failed"),
+        ("errors", str, "JSON list of {input, error}"),
+    )),
+)
+
+# Views for reading the file without trialdiff (Datasette, `sqlite-utils query`).
+VIEWS: dict[str, str] = {
+    "change_log": """
+        select c.detected_at, c.nct_id, s.brief_title, s.overall_status, c.path, c.kind,
+               c.old, c.new, c.detail, c.id as change_id
+        from changes c join studies s on s.nct_id = c.nct_id
+        order by c.detected_at desc, c.nct_id, c.id
+    """,
+}
+VIEW_DOCS: dict[str, str] = {"change_log": "each change with its study's title and status"}
+
+
+def _v1_to_v2(db: sqlite_utils.Database) -> None:
+    """Add the latest raw record of each study (pages need its line breaks)."""
+    create_table(db, next(t for t in SCHEMA if t.name == "records"))
+
+
+# Upgrades from each older schema version; each function takes the database one version up.
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1_to_v2}
+
+
+def create_table(db: sqlite_utils.Database, table: Table) -> None:
+    """Create a table and its indexes if they are missing."""
+    db[table.name].create(  # type: ignore[union-attr]
+        {name: kind for name, kind, _ in table.columns}, pk=table.pk, if_not_exists=True
+    )
+    for index in table.indexes:
+        db[table.name].create_index(index, if_not_exists=True)  # type: ignore[union-attr]
+    for index in table.unique:
+        db[table.name].create_index(  # type: ignore[union-attr]
+            index, unique=True, if_not_exists=True
+        )
+
+
+def open_db(path: str) -> sqlite_utils.Database:
+    """Open (creating if new) and migrate the database at a path, for writing."""
+    try:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # WAL with synchronous=NORMAL survives a killed process, which is what cron meets.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        db = sqlite_utils.Database(conn)
+        migrate(db)
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"cannot open database {path}: {exc}") from exc
+    return db
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    """Return the schema version a database holds (0 when it is new)."""
+    if not db["meta"].exists():
+        return 0
+    row = db.execute("select value from meta where key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(db: sqlite_utils.Database) -> None:
+    """Create missing tables, indexes and views, and upgrade an older schema in place.
+
+    Every step is idempotent and the version is written last, so a migration killed half way
+    simply runs again.
+    """
+    version = schema_version(db)
+    if version > SCHEMA_VERSION:
+        raise DatabaseError(
+            f"database schema version {version} is newer than this trialdiff knows "
+            f"({SCHEMA_VERSION}); upgrade trialdiff"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    for old in range(version, SCHEMA_VERSION) if version else ():
+        MIGRATIONS[old](db)
+    for table in SCHEMA:
+        create_table(db, table)
+    for name, sql in VIEWS.items():
+        db.execute(f"drop view if exists {name}")
+        db.execute(f"create view {name} as {sql.strip()}")
+    db.execute(
+        "insert or replace into meta (key, value) values ('schema_version', ?)",
+        [str(SCHEMA_VERSION)],
+    )
