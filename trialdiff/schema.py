@@ -79,6 +79,27 @@ SCHEMA: tuple[Table, ...] = (
         ("failed", int, "inputs that failed"),
         ("errors", str, "JSON list of {input, error}"),
     )),
+    Table("watchlist", "nct_id", (
+        ("nct_id", str, "a study `sync` fetches every run"),
+        ("added_at", str, "when it was tracked"),
+        ("state", str, "tracked; missing (the API stopped returning it); moved (now an alias)"),
+        ("moved_to", str, "the id a moved study now answers as"),
+    )),
+    Table("queries", "id", (
+        ("id", int, "row id"),
+        ("expr", str, "API v2 query.* / filter.* parameters, as a query string"),
+        ("added_at", str, "when it was saved"),
+        ("last_synced_at", str, "start of the last run that fetched it whole; the next run asks "
+                                "only for studies updated since the day before"),
+    ), unique=(("expr",),)),
+    Table("events", "id", (
+        ("id", int, "row id"),
+        ("nct_id", str, "the study"),
+        ("kind", str, "left_scope, returned or moved"),
+        ("detected_at", str, "when the run saw it"),
+        ("detail", str, "JSON, e.g. {\"moved_to\": \"NCT...\"}"),
+        ("run_id", int, "the run that saw it"),
+    ), indexes=(("nct_id",),)),
 )
 
 # Views for reading the file without trialdiff (Datasette, `sqlite-utils query`).

@@ -18,6 +18,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("--db", "TRIALDIFF_DB", "snapshots/trialdiff.db", "SQLite database file"),
     Setting("--api", "TRIALDIFF_API", "https://clinicaltrials.gov/api/v2",
             "ClinicalTrials.gov API v2 base URL"),
+    Setting("--page-size", "TRIALDIFF_PAGE_SIZE", "1000",
+            "studies per API request (tracked ids per batch; page size of queries)"),
     Setting("--delay", "TRIALDIFF_DELAY", "1.0", "seconds to wait between API requests"),
     Setting("--timeout", "TRIALDIFF_TIMEOUT", "60", "seconds before one API request times out"),
     Setting("--retries", "TRIALDIFF_RETRIES", "5", "retries of one API request after a fault"),

@@ -12,6 +12,7 @@ import hashlib
 import json
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ from .sources import SourceItem
 
 _IGNORED_UNITS = ("derivedSection",)
 
-__all__ = ["RunTotals", "open_db", "save_studies", "save_study"]
+__all__ = ["RunTotals", "open_db", "save_studies", "save_study", "transaction"]
 
 
 def raw_json(value: Any) -> bytes:
@@ -152,6 +153,18 @@ def save_study(
         assignments = ", ".join(f"{column} = ?" for column in study)
         db.execute(f"update studies set {assignments} where nct_id = ?", [*study.values(), nct_id])
     return Observation(nct_id, True, tuple(changes))
+
+
+@contextmanager
+def transaction(db: sqlite_utils.Database) -> Iterator[None]:
+    """Run a block as one write transaction: all of it commits, or none of it."""
+    db.execute("begin immediate")
+    try:
+        yield
+    except BaseException:
+        db.execute("rollback")
+        raise
+    db.execute("commit")
 
 
 def _insert(db: sqlite_utils.Database, table: str, row: Mapping[str, Any]) -> int:

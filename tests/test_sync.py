@@ -1,0 +1,226 @@
+"""`trialdiff sync` against the stand-in API: exact change sets per day, faults, resumption."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from conftest import ROOT, real_records
+from standin_api import Fault, StandinAPI
+
+from trialdiff.cli import cli
+from trialdiff.diff import changed_paths
+from trialdiff.normalize import extract_fields
+
+RECORDS = real_records()
+IDS = sorted(r["protocolSection"]["identificationModule"]["nctId"] for r in RECORDS)
+DAY1, DAY2, DAY3 = "2026-05-11T06:00:00Z", "2026-05-12T06:00:00Z", "2026-05-13T06:00:00Z"
+
+
+@pytest.fixture
+def api() -> Iterator[StandinAPI]:
+    with StandinAPI(copy.deepcopy(RECORDS)) as server:
+        yield server
+
+
+def run(db: str, *args: str) -> tuple[int, str, str]:
+    """Run trialdiff and return (exit code, stdout, stderr)."""
+    result = CliRunner().invoke(cli, ["--db", db, *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def sync(db: str, api: StandinAPI, *args: str) -> tuple[int, str, str]:
+    """Run `trialdiff sync` against the stand-in with no politeness delay."""
+    return run(db, "sync", "--api", api.base_url, "--delay", "0", "--retries", "2",
+               "--timeout", "2", *args)
+
+
+def problems(err: str) -> list[str]:
+    """Return the error lines of stderr (progress log lines are not problems)."""
+    return [line for line in err.splitlines() if line.startswith("trialdiff:") or
+            "Traceback" in line]
+
+
+def stored_changes(db: str) -> list[tuple[str, str, str, str]]:
+    """Return every stored change as (nct_id, path, kind, detected_at), sorted."""
+    conn = sqlite3.connect(db)
+    return sorted(conn.execute("select nct_id, path, kind, detected_at from changes"))
+
+
+def original(nct_id: str) -> dict[str, Any]:
+    """Return the real record of a study."""
+    return next(r for r in RECORDS if r["protocolSection"]["identificationModule"]["nctId"]
+                == nct_id)
+
+
+def edited(nct_id: str) -> dict[str, Any]:
+    """Return a real record with a realistic day's edit: status moves, completion slips."""
+    record = copy.deepcopy(original(nct_id))
+    status = record["protocolSection"]["statusModule"]
+    status["overallStatus"] = "TERMINATED"
+    status["whyStopped"] = "Sponsor decision"
+    status.setdefault("completionDateStruct", {})["date"] = "2030-01-31"
+    status["lastUpdatePostDateStruct"] = {"date": "2026-05-12", "type": "ACTUAL"}
+    record["derivedSection"] = {"miscInfoModule": {"versionHolder": "2026-05-12"}}
+    return record
+
+
+def test_days_of_edits_give_exact_change_sets(db_path: str, api: StandinAPI) -> None:
+    assert run(db_path, "track", *IDS[:20])[0] == 0
+    code, out, err = sync(db_path, api, "--at", DAY1)
+    assert (code, problems(err)) == (0, [])
+    assert "sync: saved a page of 20 (tracked studies)" in err  # not a terminal: log lines
+    assert out.strip() == "sync: 20 studies checked, 0 changed, 0 changes, 0 failed"
+    # /version, then one filter.ids request for 20 tracked studies.
+    assert [r.path for r in api.requests] == ["/api/v2/version", "/api/v2/studies"]
+
+    target = IDS[3]
+    api.put_study(edited(target))
+    for record in copy.deepcopy(RECORDS):  # a new data release re-stamps every record
+        if record["protocolSection"]["identificationModule"]["nctId"] != target:
+            record["derivedSection"]["miscInfoModule"]["versionHolder"] = "2026-05-12"
+            api.put_study(record)
+    api.clear_requests()
+    code, out, _ = sync(db_path, api, "--at", DAY2)
+    assert code == 0
+    assert out.splitlines()[-1] == (
+        "sync: 20 studies checked, 1 changed, 4 changes (1 added, 3 changed), 0 failed"
+    )
+    assert stored_changes(db_path) == [
+        (target, "status.completionDate", "changed", "2026-05-12T06:00:00.000Z"),
+        (target, "status.lastUpdatePostDate", "changed", "2026-05-12T06:00:00.000Z"),
+        (target, "status.overallStatus", "changed", "2026-05-12T06:00:00.000Z"),
+        (target, "status.whyStopped", "added", "2026-05-12T06:00:00.000Z"),
+    ]
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("select data_timestamp from runs order by id desc").fetchone()[0]
+
+
+def test_quiet_prints_only_news(db_path: str, api: StandinAPI) -> None:
+    run(db_path, "track", *IDS[:5])
+    for day in (DAY1, DAY2):
+        code, out, err = sync(db_path, api, "--quiet", "--at", day)
+        assert (code, out, problems(err)) == (0, "", [])
+    api.put_study(edited(IDS[2]))
+    code, out, _ = sync(db_path, api, "--quiet", "--at", DAY3)
+    assert code == 0 and f"{IDS[2]}  status.overallStatus" in out
+
+
+def test_a_failed_page_stores_nothing_and_exits_1(db_path: str, api: StandinAPI) -> None:
+    run(db_path, "track", *IDS[:6])
+    api.add_fault(Fault("truncate", path_prefix="/api/v2/studies", times=10))
+    code, out, err = sync(db_path, api, "--at", DAY1, "--page-size", "3")
+    assert code == 1
+    assert "200 with an invalid body" in err and "Traceback" not in err
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("select count(*) from snapshots").fetchone()[0] == 0
+    assert out.strip().endswith("1 failed")
+
+
+def test_html_from_a_proxy_is_retried(db_path: str, api: StandinAPI) -> None:
+    run(db_path, "track", *IDS[:4])
+    api.add_fault(Fault("html", path_prefix="/api/v2/studies"))
+    api.add_fault(Fault("status", status=429, headers={"Retry-After": "0"},
+                        path_prefix="/api/v2/studies"))
+    code, out, _ = sync(db_path, api, "--at", DAY1)
+    assert code == 0 and "4 studies checked" in out
+    assert [r.path for r in api.requests].count("/api/v2/studies") == 3
+
+
+def test_studies_that_leave_scope_or_move_are_events(db_path: str, api: StandinAPI) -> None:
+    run(db_path, "track", *IDS[:4])
+    sync(db_path, api, "--at", DAY1)
+    api.remove_study(IDS[0])
+    api.remove_study(IDS[1])
+    api.set_aliases({IDS[1]: IDS[10]})
+    code, out, _ = sync(db_path, api, "--at", DAY2)
+    assert code == 1  # a tracked study is gone: the user should hear of it
+    assert f"{IDS[0]}  (left scope)" in out
+    assert f"{IDS[1]}  (moved \u2192 {IDS[10]})" in out
+    conn = sqlite3.connect(db_path)
+    events = conn.execute("select nct_id, kind, detail from events order by id").fetchall()
+    assert events == [(IDS[0], "left_scope", json.dumps({"answer": "404"})),
+                      (IDS[1], "moved", json.dumps({"moved_to": IDS[10]}))]
+    _, listing, _ = run(db_path, "tracked")
+    assert f"{IDS[0]}  missing" in listing and f"{IDS[10]}  tracked" in listing
+    code, out, _ = sync(db_path, api, "--at", DAY3)  # still gone: not reported again
+    assert code == 0 and "left scope" not in out
+
+
+def test_saved_queries_run_whole_then_incrementally(db_path: str, api: StandinAPI) -> None:
+    code, out, _ = run(db_path, "track", "--query", "filter.overallStatus=COMPLETED")
+    assert code == 0 and "1 new queries" in out
+    sync(db_path, api, "--at", DAY1)
+    first = [r for r in api.requests if r.path == "/api/v2/studies"]
+    assert first[0].query["filter.overallStatus"] == "COMPLETED"
+    assert "filter.advanced" not in first[0].query
+    api.clear_requests()
+    sync(db_path, api, "--at", DAY2)
+    second = [r for r in api.requests if r.path == "/api/v2/studies"]
+    assert second[0].query["filter.advanced"] == (
+        "AREA[LastUpdatePostDate]RANGE[2026-05-10,MAX]"
+    )
+    assert run(db_path, "track", "--query", "pageSize=5")[0] == 2
+
+
+def test_sync_from_a_bulk_source(db_path: str, tmp_path: Path) -> None:
+    dump = tmp_path / "dump.ndjson"
+    dump.write_text("\n".join(json.dumps(r) for r in RECORDS[:5]))
+    code, out, _ = run(db_path, "sync", "--source", str(dump), "--at", DAY1)
+    assert code == 0 and "5 studies checked" in out
+
+
+def test_a_second_writer_exits_75_naming_the_holder(db_path: str, api: StandinAPI) -> None:
+    from trialdiff.lock import WriteLock
+
+    with WriteLock(db_path, command="sync"):
+        code, out, err = sync(db_path, api)
+        assert code == 75 and out == ""
+        assert f"pid {os.getpid()} (sync) since 20" in err
+        code, _, _ = run(db_path, "recent", IDS[0])  # readers are never blocked
+        assert code in (0, 1)
+
+
+def _kill_sync_at_random(db: str, api: StandinAPI, at: str, seed: int) -> None:
+    """Start a real sync process and SIGKILL it at a random moment."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "trialdiff", "--db", db, "sync", "--api", api.base_url,
+            "--delay", "0.05", "--page-size", "3", "--at", at, "--quiet"]
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    time.sleep(random.Random(seed).uniform(0.2, 1.2))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def test_a_killed_sync_resumes_without_losing_or_doubling_changes(
+    tmp_path: Path, api: StandinAPI
+) -> None:
+    reference, crashed = str(tmp_path / "reference.db"), str(tmp_path / "crashed.db")
+    for db in (reference, crashed):
+        run(db, "track", *IDS)
+        sync(db, api, "--at", DAY1, "--page-size", "3")
+    for nct_id in IDS[::3]:
+        api.put_study(edited(nct_id))
+    assert sync(reference, api, "--at", DAY2, "--page-size", "3")[0] == 0
+    for seed in range(4):
+        _kill_sync_at_random(crashed, api, DAY2, seed)
+        assert sqlite3.connect(crashed).execute("pragma integrity_check").fetchone() == ("ok",)
+    code, _, err = sync(crashed, api, "--at", DAY2, "--page-size", "3")
+    assert code == 0, err
+    assert stored_changes(crashed) == stored_changes(reference)
+    expected = sum(len(changed_paths(extract_fields(original(i)), extract_fields(edited(i))))
+                   for i in IDS[::3])
+    assert len(stored_changes(reference)) == expected > 3 * len(IDS[::3])
