@@ -102,12 +102,15 @@ class Reply(NamedTuple):
 
 @dataclass(frozen=True)
 class _Entry:
+    # Only the serialised study plus what filters need: immune to the test editing its dict
+    # afterwards, and cheap for the thousands of records the script may serve.
     nct_id: str
-    study: Study
-    body: bytes  # serialised once, so pages are cheap to assemble
+    body: bytes
     text: str  # lower-cased JSON text, for query.term
     status: str
     conditions: str  # lower-cased conditions and keywords, one per line, for query.cond
+    status_module: dict[str, Any]  # for RANGE filters on its dates
+    aliases: tuple[str, ...]
 
 
 def normalize_nct_id(raw: str) -> str | None:
@@ -131,16 +134,17 @@ def _text(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) 
 
 
 def _entry(study: Study) -> _Entry:
-    copy = json.loads(_dumps(study))  # detach from the caller's dict and prove it is JSON
-    nct_id = normalize_nct_id(str(copy["protocolSection"]["identificationModule"]["nctId"]))
+    protocol = study["protocolSection"]
+    nct_id = normalize_nct_id(str(protocol["identificationModule"]["nctId"]))
     if nct_id is None:
         raise ValueError("study has a malformed identificationModule.nctId")
-    protocol = copy["protocolSection"]
+    body = _dumps(study)
     module = protocol.get("conditionsModule", {})
     terms = "\n".join(module.get("conditions", []) + module.get("keywords", [])).lower()
-    status = str(protocol.get("statusModule", {}).get("overallStatus"))
-    text = json.dumps(copy, ensure_ascii=False).lower()
-    return _Entry(nct_id, copy, _dumps(copy), text, status, terms)
+    status_module = json.loads(_dumps(protocol.get("statusModule", {})))  # a detached copy
+    status = str(status_module.get("overallStatus"))
+    aliases = tuple(protocol["identificationModule"].get("nctIdAliases", []))
+    return _Entry(nct_id, body, body.decode().lower(), status, terms, status_module, aliases)
 
 
 def _bad_params(query: Mapping[str, str], allowed: str) -> str:
@@ -167,10 +171,9 @@ def _parse_ranges(expr: str) -> Ranges:
     return clauses
 
 
-def _in_ranges(study: Study, clauses: Ranges) -> bool:
-    status = study["protocolSection"].get("statusModule", {})
+def _in_ranges(entry: _Entry, clauses: Ranges) -> bool:
     for struct, low, high in clauses:
-        value = status.get(struct, {}).get("date")
+        value = entry.status_module.get(struct, {}).get("date")
         # A study without the date never matches a range, as in Essie.
         if not isinstance(value, str) or (low and value < low) or (high and value > high):
             return False
@@ -213,6 +216,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive like the real API, so client pooling is exercised
+    disable_nagle_algorithm = True  # headers and body go out in two writes: avoid a 40 ms stall
     server: _Server
 
     def setup(self) -> None:
@@ -224,11 +228,6 @@ class _Handler(BaseHTTPRequestHandler):
         """Unregister the connection."""
         self.server.connections.discard(self.connection)
         super().finish()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Print access lines only when serving by hand; tests stay quiet."""
-        if self.server.api.verbose:
-            super().log_message(format, *args)
 
     def do_GET(self) -> None:
         """Log the request, apply any scripted fault, and answer."""
@@ -291,10 +290,8 @@ class StandinAPI:
         port: int = 0,
         aliases: Mapping[str, str] | None = None,
         data_timestamp: str = DEFAULT_DATA_TIMESTAMP,
-        verbose: bool = False,
     ) -> None:
-        """Hold the initial state; start() or ``with`` binds the port (0 picks a free one)."""
-        self._address = (host, port)
+        """Bind the port now (0 picks a free one) so URLs are known; start() or ``with`` serves."""
         self._lock = threading.Lock()
         self._studies: dict[str, _Entry] = {}
         self._aliases: dict[str, str] = {}
@@ -302,32 +299,37 @@ class StandinAPI:
         self._faults: list[Fault] = []  # private copies whose .times counts the uses left
         self._requests: list[LoggedRequest] = []
         self._data_timestamp = data_timestamp
-        self._httpd: _Server | None = None
         self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
         self.errors: list[str] = []  # internal errors answered as 500; tests may assert empty
-        self.verbose = verbose
         self.set_studies(studies)
         self.set_aliases(aliases or {})
+        self._httpd = _Server((host, port), self)
+        self.port = int(self._httpd.server_address[1])
+        self.root_url = f"http://{host}:{self.port}"
+        self.base_url = self.root_url + "/api/v2"  # stands for https://clinicaltrials.gov/api/v2
+        self.int_base_url = self.root_url + "/api/int"  # the internal (history) API
 
     def start(self) -> Self:
-        """Bind the port and serve from a daemon thread."""
-        if self._httpd is None:
-            self._stopping = threading.Event()
-            self._httpd = _Server(self._address, self)
+        """Serve from a daemon thread."""
+        if self._thread is None:
             # A short poll interval is what lets shutdown() return quickly.
-            threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
+            self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,))
+            self._thread.daemon = True
+            self._thread.start()
         return self
 
     def stop(self) -> None:
         """Stop serving: wake slow faults, close open connections, release the port."""
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            self._stopping.set()
-            httpd.shutdown()
-            for conn in list(httpd.connections):
-                with contextlib.suppress(OSError):  # the peer may have closed it already
-                    conn.shutdown(socket.SHUT_RDWR)
-            httpd.server_close()
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        if self._thread is not None:  # shutdown() would wait forever if never served
+            self._httpd.shutdown()
+        for conn in list(self._httpd.connections):
+            with contextlib.suppress(OSError):  # the peer may have closed it already
+                conn.shutdown(socket.SHUT_RDWR)
+        self._httpd.server_close()
 
     def __enter__(self) -> Self:
         """Start serving."""
@@ -336,23 +338,6 @@ class StandinAPI:
     def __exit__(self, *exc_info: object) -> None:
         """Stop serving."""
         self.stop()
-
-    @property
-    def root_url(self) -> str:
-        """Return ``http://HOST:PORT``."""
-        if self._httpd is None:
-            raise RuntimeError("StandinAPI is not running; use start() or a with-block")
-        return f"http://{self._address[0]}:{self._httpd.server_address[1]}"
-
-    @property
-    def base_url(self) -> str:
-        """Return the v2 API base, the stand-in for ``https://clinicaltrials.gov/api/v2``."""
-        return self.root_url + "/api/v2"
-
-    @property
-    def int_base_url(self) -> str:
-        """Return the internal API base, the stand-in for ``https://clinicaltrials.gov/api/int``."""
-        return self.root_url + "/api/int"
 
     def set_studies(self, studies: Iterable[Study]) -> None:
         """Replace every served study."""
@@ -471,7 +456,7 @@ class StandinAPI:
         if problem := _bad_params(query, STUDIES_PARAMS):
             return _text(400, problem)
         size, count_total = query.get("pageSize", "0"), query.get("countTotal", "false")
-        if not size.isdigit() or count_total not in ("true", "false"):
+        if not size.isdecimal() or count_total not in ("true", "false"):
             return _text(400, "pageSize must be an integer >= 0 and countTotal true or false")
         page_size = min(int(size) or 10, 1000)  # spec: 0 means the default, above 1000 clamps
         fingerprint, after = _fingerprint(query), ""
@@ -495,11 +480,7 @@ class StandinAPI:
         return Reply(200, b"{" + b",".join(parts) + b"}")
 
     def _alias_map(self) -> dict[str, str]:
-        derived = {
-            alias: e.nct_id
-            for e in self._studies.values()
-            for alias in e.study["protocolSection"]["identificationModule"].get("nctIdAliases", [])
-        }
+        derived = {alias: e.nct_id for e in self._studies.values() for alias in e.aliases}
         return derived | self._aliases
 
     def _select(self, query: dict[str, str]) -> list[_Entry]:
@@ -521,7 +502,7 @@ class StandinAPI:
         for expr in (query.get("filter.advanced", ""), term if "AREA[" in term else ""):
             if expr.strip():
                 clauses = _parse_ranges(expr)
-                entries = [e for e in entries if _in_ranges(e.study, clauses)]
+                entries = [e for e in entries if _in_ranges(e, clauses)]
         if term and "AREA[" not in term:
             entries = [e for e in entries if term.lower() in e.text]
         if cond := query.get("query.cond", "").strip().lower():
@@ -545,7 +526,7 @@ class StandinAPI:
 
     def _history(self, raw_id: str, version: str | None, query: dict[str, str]) -> Reply:
         nct_id = normalize_nct_id(raw_id)
-        if nct_id is None or (version is not None and not version.isdigit()):
+        if nct_id is None or (version is not None and not version.isdecimal()):
             return _text(400, f"invalid NCT number {raw_id!r} or version {version!r}")
         if problem := _bad_params(query, ""):  # e.g. patchToVersion: not implemented
             return _text(400, problem)
@@ -568,7 +549,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     records = load_records(args.directory)
     api = StandinAPI(records, host=args.host, port=args.port, data_timestamp=args.data_timestamp)
-    api.verbose = True
     with api:
         print(f"serving {len(records)} studies at {api.base_url}", file=sys.stderr, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
