@@ -266,3 +266,22 @@ def test_property_editing_a_tracked_leaf_reports_exactly_its_path(index: int, da
     before, after = extract_fields(RECORDS[index]), extract_fields(record)
     changed = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
     assert changed == {_tracked_path_of(record, keys)}
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.sampled_from(list("ab \t\n\u00a0\u2003\x1c\"\\[]{}e1.")), max_size=8),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(alphabet="abc ", max_size=3), children, max_size=4),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(JSON_VALUES)
+def test_property_fast_canonical_json_agrees_with_the_reference(value: Any) -> None:
+    from trialdiff.normalize import reference_canonical_json
+
+    assert canonical_json(value) == reference_canonical_json(value)
+    assert canonical_json({"k": value}) == reference_canonical_json({"k": value})

@@ -14,6 +14,8 @@ from collections.abc import Iterator, Mapping
 from json.encoder import encode_basestring
 from typing import Any
 
+import orjson
+
 from .fields import (
     FIELDS,
     IGNORED_SOURCES,
@@ -66,49 +68,78 @@ def fold_whitespace(text: str) -> str:
     return " ".join(text.split())
 
 
-def canonical_pair(value: Any) -> tuple[Any, str] | None:
-    """Return a value's canonical form and canonical JSON, or None when it is absent."""
-    # Building the JSON text bottom-up computes each node's JSON once, where sorting list items
-    # by json.dumps of each item would serialise every subtree once per level above it.
-    if isinstance(value, str):
-        value = fold_whitespace(value)
-        if not value:
-            return None
-        return value, encode_basestring(value)
-    if isinstance(value, dict):
-        items = []
-        for key in sorted(value):
-            pair = canonical_pair(value[key])
-            if pair is not None:
-                items.append((key, pair))
-        if not items:
-            return None
-        text = ",".join(encode_basestring(k) + ":" + p[1] for k, p in items)
-        return {k: p[0] for k, p in items}, "{" + text + "}"
-    if isinstance(value, list):
-        pairs = [p for p in map(canonical_pair, value) if p is not None]
-        if not pairs:
-            return None
-        pairs.sort(key=lambda p: p[1])
-        return [p[0] for p in pairs], "[" + ",".join(p[1] for p in pairs) + "]"
-    if value is None:
-        return None
-    if value is True or value is False:
-        return value, "true" if value else "false"
-    if type(value) is int:
-        return value, int.__repr__(value)
-    return value, json.dumps(value)
+# Substrings of orjson's text that mean it may not be canonical as written: escapes (whitespace
+# such as \n is escaped), runs of spaces or spaces by a quote (whitespace to fold), absent
+# values, lists (to sort). A false alarm only costs the slow path.
+_NOT_PLAIN = ("\\", "[", "  ", '" ', ' "', "null", '""', "{}")
+_UNICODE_SPACE = re.compile(r"[^\S ]")  # e.g. U+00A0, which str.split() folds too
+_EXPONENT = re.compile(r"\d[eE]")  # orjson writes 1e16 where json writes 1e+16
+
+
+def _plain(text: str) -> bool:
+    """Tell whether orjson's sorted-key text of a dict is already its canonical JSON."""
+    if any(marker in text for marker in _NOT_PLAIN):
+        return False
+    if not text.isascii() and _UNICODE_SPACE.search(text):
+        return False
+    return _EXPONENT.search(text) is None
 
 
 def canonical_json(value: Any) -> str | None:
     """Return a value's canonical JSON (the spec's definition), or None when it is absent."""
-    pair = canonical_pair(value)
-    return None if pair is None else pair[1]
+    # Fast path: orjson with sorted keys already is the canonical JSON of a subtree with no
+    # lists, no absent values and no whitespace to fold; most of a record is such subtrees.
+    if isinstance(value, dict):
+        try:
+            text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode("utf-8")
+        except (orjson.JSONEncodeError, TypeError):
+            text = "["  # orjson refuses big integers and lone surrogates: take the slow path
+        if _plain(text):
+            return text
+        items = []
+        for key in sorted(value):
+            child = canonical_json(value[key])
+            if child is not None:
+                items.append(encode_basestring(key) + ":" + child)
+        return "{" + ",".join(items) + "}" if items else None
+    if isinstance(value, str):
+        value = fold_whitespace(value)
+        return encode_basestring(value) if value else None
+    if isinstance(value, list):
+        texts = [t for t in map(canonical_json, value) if t is not None]
+        if not texts:
+            return None
+        texts.sort()
+        return "[" + ",".join(texts) + "]"
+    if value is None:
+        return None
+    if value is True or value is False:
+        return "true" if value else "false"
+    if type(value) is int:
+        return int.__repr__(value)
+    return json.dumps(value)
 
 
-def is_absent(value: Any) -> bool:
-    """Tell whether a value counts as absent (rule 2), after canonicalisation."""
-    return canonical_pair(value) is None
+def reference_canonical_json(value: Any) -> str | None:
+    """Return canonical JSON the obvious way (for tests: the fast path must agree with it)."""
+    def canonical(node: Any) -> Any:
+        if isinstance(node, str):
+            return fold_whitespace(node) or None
+        if isinstance(node, dict):
+            kept = {k: canonical(v) for k, v in node.items()}
+            return {k: v for k, v in kept.items() if v is not None} or None
+        if isinstance(node, list):
+            kept = [canonical(v) for v in node]
+            return sorted((v for v in kept if v is not None), key=_dumps) or None
+        return node
+
+    form = canonical(value)
+    return None if form is None else _dumps(form)
+
+
+def _dumps(value: Any) -> str:
+    """Write JSON as the spec's canonical JSON is written."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def unit_name(keys: tuple[str, ...]) -> str:
