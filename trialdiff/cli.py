@@ -540,6 +540,33 @@ def diff(ctx: click.Context, nct_id: str) -> None:
     click.echo(plain_diff(nct_id, diff_snapshots(old, new), header), nl=False)
 
 
+@cli.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Verify the database: integrity, schema, every snapshot's hash, every stored change.
+
+    Recomputes every change from the stored snapshots and compares it with what is stored.
+    Prints each problem and exits 1 if there is any.
+
+    \b
+    Example:
+      trialdiff check
+    """
+    from .check import CheckTotals, check_database
+
+    totals = CheckTotals()
+    problems = 0
+    for problem in check_database(_reader(ctx), totals):
+        problems += 1
+        click.echo(f"problem: {problem}")
+    click.echo(
+        f"check: {totals.studies} studies, {totals.snapshots} snapshots, {totals.changes} "
+        f"changes verified; {problems} problems"
+    )
+    if problems:
+        ctx.exit(1)
+
+
 def main() -> None:
     """Run the command line."""
     cli(prog_name="trialdiff")
