@@ -119,10 +119,21 @@ def cli(ctx: click.Context, db: str, debug: bool) -> None:
 
 
 def _reader(ctx: click.Context) -> sqlite3.Connection:
-    """Open the database for reading."""
+    """Open the database for reading; it is closed when the command ends."""
     from .query import connect_readonly
 
-    return connect_readonly(ctx.obj.db)
+    conn = connect_readonly(ctx.obj.db)
+    ctx.call_on_close(conn.close)
+    return conn
+
+
+def _writer(ctx: click.Context) -> Any:
+    """Open (creating or upgrading) the database for writing; closed when the command ends."""
+    from .schema import open_db
+
+    db = open_db(ctx.obj.db)
+    ctx.call_on_close(db.close)
+    return db
 
 
 def _print_errors(items: Iterable[Any]) -> None:
@@ -247,7 +258,6 @@ def import_command(
       trialdiff import --at 2026-05-12T07:00:00Z ctg-studies.json.zip
     """
     from .lock import WriteLock
-    from .schema import open_db
     from .sources import dated_folders, read_studies
     from .store import RunTotals, finish_run, save_studies, start_run
 
@@ -261,7 +271,7 @@ def import_command(
     totals = RunTotals()
     printer = OutcomePrinter("import", summary=summary)
     with WriteLock(ctx.obj.db, wait, "import"):
-        db = open_db(ctx.obj.db)
+        db = _writer(ctx)
         run_id = start_run(db, "import", utc_timestamp())
         for observed_at, batch in batches:
             for outcome in save_studies(db, read_studies(batch), observed_at, totals,
@@ -315,14 +325,13 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
       trialdiff sync NCT05827016 --api http://127.0.0.1:8765/api/v2
     """
     from .lock import WriteLock
-    from .schema import open_db
     from .store import RunTotals, finish_run, start_run
     from .sync import mark_interrupted_runs, sync_api, sync_source, tracked_ids
 
     observed_at = at or utc_timestamp()
     totals = RunTotals()
     with WriteLock(ctx.obj.db, wait, "sync"):
-        db = open_db(ctx.obj.db)
+        db = _writer(ctx)
         interrupted = mark_interrupted_runs(db)
         if interrupted and not quiet:
             click.echo(f"sync: resuming after {interrupted} interrupted run(s)", err=True)
@@ -369,12 +378,11 @@ def track(ctx: click.Context, nct_ids: tuple[str, ...], queries: tuple[str, ...]
     Example:
       trialdiff track NCT05827016 NCT06060392 --query 'query.cond=myeloma'
     """
-    from .schema import open_db
     from .sync import track as add
 
     if not nct_ids and not queries:
         _fail("give NCT ids or --query EXPR")
-    new_ids, new_queries = add(open_db(ctx.obj.db), nct_ids, _queries(queries), utc_timestamp())
+    new_ids, new_queries = add(_writer(ctx), nct_ids, _queries(queries), utc_timestamp())
     click.echo(f"track: {new_ids} new studies, {new_queries} new queries")
 
 
@@ -389,12 +397,11 @@ def untrack(ctx: click.Context, nct_ids: tuple[str, ...], queries: tuple[str, ..
     Example:
       trialdiff untrack NCT06060392
     """
-    from .schema import open_db
     from .sync import untrack as remove
 
     if not nct_ids and not queries:
         _fail("give NCT ids or --query EXPR")
-    removed = remove(open_db(ctx.obj.db), nct_ids, _queries(queries))
+    removed = remove(_writer(ctx), nct_ids, _queries(queries))
     click.echo(f"untrack: {removed} removed")
 
 

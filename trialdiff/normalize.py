@@ -129,8 +129,8 @@ def reference_canonical_json(value: Any) -> str | None:
             kept = {k: canonical(v) for k, v in node.items()}
             return {k: v for k, v in kept.items() if v is not None} or None
         if isinstance(node, list):
-            kept = [canonical(v) for v in node]
-            return sorted((v for v in kept if v is not None), key=_dumps) or None
+            items = [canonical(v) for v in node]
+            return sorted((v for v in items if v is not None), key=_dumps) or None
         return node
 
     form = canonical(value)

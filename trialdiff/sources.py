@@ -162,17 +162,20 @@ def _read_json(label: str, opener: Any, size: int) -> Iterator[SourceItem]:
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        if "recursion" in str(exc).lower() or "depth limit" in str(exc):
-            yield SourceItem(label, error="not valid JSON: nested too deep")
-            return
-        try:  # orjson's messages are terse; Python's name the spot
-            data.decode("utf-8")
-        except UnicodeDecodeError:
-            yield SourceItem(label, error="not UTF-8 text")
-            return
-        yield SourceItem(label, error=f"not valid JSON: {exc}")
+        yield SourceItem(label, error=_orjson_error(exc, data))
         return
     yield from _records(label, value)
+
+
+def _orjson_error(exc: orjson.JSONDecodeError, data: bytes) -> str:
+    """Return a short reason orjson could not parse some bytes."""
+    if "recursion" in str(exc).lower() or "depth limit" in str(exc):
+        return "not valid JSON: nested too deep"
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    return f"not valid JSON: {exc}"
 
 
 def _read_ndjson(label: str, stream: IO[bytes]) -> Iterator[SourceItem]:
@@ -184,7 +187,7 @@ def _read_ndjson(label: str, stream: IO[bytes]) -> Iterator[SourceItem]:
         try:
             value = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            yield SourceItem(where, error=f"not valid JSON: {exc}")
+            yield SourceItem(where, error=_orjson_error(exc, line))
             continue
         yield _checked(where, value)
 

@@ -1,0 +1,254 @@
+"""Crashes, concurrent writers, broken input and broken storage: nothing lost, nothing invented."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from conftest import FIXTURES, ROOT, real_records
+
+from trialdiff.cli import cli
+from trialdiff.diff import changed_paths
+from trialdiff.lock import WriteLock
+from trialdiff.normalize import extract_fields
+
+RECORDS = real_records()
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def run(db: str, *args: str) -> tuple[int, str, str]:
+    """Run trialdiff in-process and return (exit code, stdout, stderr)."""
+    result = CliRunner().invoke(cli, ["--db", db, *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def changes_of(db: str) -> list[tuple[Any, ...]]:
+    """Return every stored change, sorted, without row ids."""
+    conn = sqlite3.connect(db)
+    return sorted(conn.execute("select nct_id, path, kind, detected_at, old, new from changes"))
+
+
+def clone(record: dict[str, Any], number: int, edit: bool) -> dict[str, Any]:
+    """Return a real record under a new id, optionally with a day's edit."""
+    copied = copy.deepcopy(record)
+    copied["protocolSection"]["identificationModule"]["nctId"] = f"NCT9{number:07d}"
+    if edit:
+        status = copied["protocolSection"]["statusModule"]
+        status["overallStatus"] = "SUSPENDED"
+        status["statusVerifiedDate"] = "2026-05"
+    return copied
+
+
+@pytest.fixture(scope="module")
+def two_days(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Write two days of 336 real-record clones; a third of day 2's are edited."""
+    root = tmp_path_factory.mktemp("days")
+    for day, edit_every in (("day1", 0), ("day2", 3)):
+        folder = root / day
+        folder.mkdir()
+        for number in range(336):
+            record = clone(RECORDS[number % len(RECORDS)], number,
+                           bool(edit_every) and number % edit_every == 0)
+            (folder / f"{number:04d}.json").write_text(json.dumps(record))
+    return root / "day1", root / "day2"
+
+
+def _import_process(db: str, folder: Path, at: str) -> subprocess.Popen[bytes]:
+    """Start a real `trialdiff import` process."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "trialdiff", "--db", db, "import", "--summary", "--at", at,
+         str(folder)],
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def test_import_killed_at_random_points_then_rerun_equals_an_uninterrupted_run(
+    tmp_path: Path, two_days: tuple[Path, Path]
+) -> None:
+    day1, day2 = two_days
+    reference = str(tmp_path / "reference.db")
+    for folder, at in ((day1, "2026-05-11"), (day2, "2026-05-12")):
+        assert _import_process(reference, folder, at).wait() == 0
+    expected = changes_of(reference)
+    edited = [n for n in range(336) if n % 3 == 0]
+    assert len(expected) == sum(
+        len(changed_paths(extract_fields(clone(RECORDS[n % len(RECORDS)], n, False)),
+                          extract_fields(clone(RECORDS[n % len(RECORDS)], n, True))))
+        for n in edited
+    ) > len(edited)
+    rng = random.Random(2026)
+    for trial in range(6):
+        crashed = str(tmp_path / f"crashed{trial}.db")
+        assert _import_process(crashed, day1, "2026-05-11").wait() == 0
+        process = _import_process(crashed, day2, "2026-05-12")
+        time.sleep(rng.uniform(0.3, 2.5))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        conn = sqlite3.connect(crashed)
+        assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
+        assert _import_process(crashed, day2, "2026-05-12").wait() == 0
+        assert changes_of(crashed) == expected
+        assert run(crashed, "check")[0] == 0
+
+
+def test_a_lock_left_by_a_killed_process_does_not_block(db_path: str) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from trialdiff.lock import WriteLock\n"
+         f"with WriteLock({db_path!r}, command='import'):\n"
+         "    print('locked', flush=True); time.sleep(60)"],
+        env=ENV, stdout=subprocess.PIPE,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+    code, _, err = run(db_path, "import", str(FIXTURES / "v2"))
+    assert code == 75 and f"pid {holder.pid} (import)" in err
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    code, out, _ = run(db_path, "import", "--summary", str(FIXTURES / "v2"))
+    assert code == 0 and "28 studies checked" in out
+
+
+def test_wait_waits_for_the_other_writer(db_path: str) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time; from trialdiff.lock import WriteLock\n"
+         f"with WriteLock({db_path!r}):\n    print('locked', flush=True); time.sleep(1)"],
+        env=ENV, stdout=subprocess.PIPE,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+    code, _, _ = run(db_path, "import", "--wait", "20", "--summary", str(FIXTURES / "v2"))
+    assert code == 0
+    holder.wait()
+
+
+def test_readers_are_not_blocked_and_see_the_last_committed_state(db_path: str) -> None:
+    run(db_path, "import", "--at", "2026-05-11", str(FIXTURES / "versions" / "NCT06060392" /
+                                                    "2023-11-18__vh2024-06-14.json"))
+    writer = sqlite3.connect(db_path, isolation_level=None)
+    writer.execute("begin immediate")
+    writer.execute("delete from changes")
+    writer.execute("update studies set snapshot_count = 99")
+    with WriteLock(db_path, command="import"):
+        started = time.monotonic()
+        code, out, _ = run(db_path, "history", "NCT06060392")
+        assert code == 0 and " 1  2026-05-11T00:00:00.000Z" in out
+        assert run(db_path, "check")[0] == 0  # the uncommitted delete is invisible
+        assert time.monotonic() - started < 5
+    writer.execute("rollback")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("cut.json", b'{"protocolSection": {"identificationModule": {"nctId": "NCT0', "not valid"),
+        ("notastudy.json", b'{"studies": 3}', "'studies' is not a list"),
+        ("garbage.json", bytes(random.Random(1).randrange(256) for _ in range(5000)), "not"),
+        ("latin1.json", '{"x": "caf\u00e9"}'.encode("latin-1"), "not UTF-8"),
+        ("deep.json", b"[" * 10_000 + b"]" * 10_000, "nested too deep"),
+        ("deep.ndjson", b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"\n", "nested too deep"),
+    ],
+)
+def test_each_broken_file_is_named_and_the_good_ones_are_done(
+    tmp_path: Path, name: str, content: bytes, reason: str
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / name).write_bytes(content)
+    for record in RECORDS[:3]:
+        nct_id = record["protocolSection"]["identificationModule"]["nctId"]
+        (folder / f"{nct_id}.json").write_text(json.dumps(record))
+    code, out, err = run(str(tmp_path / "db.db"), "import", str(folder))
+    assert code == 1
+    assert "Traceback" not in out + err
+    assert f"trialdiff: {folder / name}" in err and reason in err
+    assert "3 studies checked" in out
+
+
+def test_one_string_of_100_mb_is_a_clean_error(tmp_path: Path) -> None:
+    big = tmp_path / "big.json"
+    with big.open("w") as handle:
+        handle.write('{"protocolSection": {"descriptionModule": {"briefSummary": "')
+        chunk = "x" * (1 << 20)
+        for _ in range(100):
+            handle.write(chunk)
+        handle.write('"}}}')
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(RECORDS[0]))
+    code, out, err = run(str(tmp_path / "db.db"), "import", str(big), str(good))
+    assert code == 1 and "Traceback" not in err
+    assert f"trialdiff: {big}" in err and "1 studies checked" in out
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_the_details(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trialdiff.store
+
+    def explode(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(trialdiff.store, "save_study", explode)
+    code, _, err = run(db_path, "import", str(FIXTURES / "v2"))
+    assert code == 1
+    assert err.strip() == (
+        "trialdiff: error: unexpected RuntimeError: boom (run with --debug for the details)"
+    )
+    result = CliRunner().invoke(cli, ["--db", db_path, "--debug", "import", str(FIXTURES / "v2")])
+    assert "Traceback" in result.stderr and "RuntimeError: boom" in result.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """Mount a 400 KB tmpfs, so the disk really fills up (root only; else skipped)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)],
+                            capture_output=True)
+    if result.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here: " + result.stderr.decode().strip())
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_is_a_clear_error_and_nothing_is_half_written(small_disk: Path) -> None:
+    db = str(small_disk / "trialdiff.db")
+    code, _, err = run(db, "import", "--summary", str(FIXTURES / "v2"))
+    assert code == 1 and "Traceback" not in err
+    assert "full" in err.lower()
+    conn = sqlite3.connect(db)
+    assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
+    snapshots = conn.execute("select count(*) from snapshots").fetchone()[0]
+    studies = conn.execute("select count(*) from studies").fetchone()[0]
+    assert snapshots == studies  # every study that is there is whole
+    conn.close()
+    assert run(db, "check")[0] == 0
+
+
+def test_a_read_only_filesystem_is_a_clear_error(small_disk: Path, tmp_path: Path) -> None:
+    record = FIXTURES / "NCT05085444" / "full.json"
+    db = str(small_disk / "trialdiff.db")
+    assert run(db, "import", "--at", "2026-05-12", str(record))[0] == 0
+    view = tmp_path / "read-only"
+    view.mkdir()
+    subprocess.run(["mount", "--bind", str(small_disk), str(view)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True)
+        code, _, err = run(str(view / "trialdiff.db"), "import", str(record))
+        assert code == 1 and "Traceback" not in err
+        assert err.startswith("trialdiff: error:") and "read-only" in err.lower()
+    finally:
+        subprocess.run(["umount", "-l", str(view)], check=False)
