@@ -59,16 +59,21 @@ def make_delta(old: Mapping[str, str], new: Mapping[str, str]) -> str:
     return fields_json(delta)
 
 
+def text_at(record: Any, *keys: str) -> str | None:
+    """Return the string at a key path of a record, or None if anything on the way is not."""
+    for key in keys:
+        record = record.get(key) if isinstance(record, dict) else None
+    return record if isinstance(record, str) else None
+
+
 def _summary(study: Mapping[str, Any]) -> dict[str, Any]:
     """Return the study columns that make a changelog readable without the record."""
-    protocol = study.get("protocolSection") or {}
-    ident = protocol.get("identificationModule") or {}
-    status = protocol.get("statusModule") or {}
-    post = status.get("lastUpdatePostDateStruct") or {}
+    p = "protocolSection"
     return {
-        "brief_title": ident.get("briefTitle") if isinstance(ident, dict) else None,
-        "overall_status": status.get("overallStatus") if isinstance(status, dict) else None,
-        "last_update_post_date": post.get("date") if isinstance(post, dict) else None,
+        "brief_title": text_at(study, p, "identificationModule", "briefTitle"),
+        "overall_status": text_at(study, p, "statusModule", "overallStatus"),
+        "last_update_post_date": text_at(study, p, "statusModule", "lastUpdatePostDateStruct",
+                                         "date"),
     }
 
 

@@ -1,0 +1,130 @@
+"""Fuzz the normaliser, the diff and import with real records bent at random places.
+
+The only outcomes allowed: a correct import (the self-check then passes) or a clean per-input
+error. Never an exception.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from conftest import real_records
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from trialdiff.check import CheckTotals, check_database
+from trialdiff.diff import diff_snapshots
+from trialdiff.model import Snapshot
+from trialdiff.normalize import extract_fields, study_id
+from trialdiff.schema import open_db
+from trialdiff.sources import read_studies
+from trialdiff.store import RunTotals, save_studies
+
+RECORDS = real_records()[:12]
+
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False) | st.text(max_size=20)
+    | st.sampled_from(["", " ", "\u00a0", "\ud800", "x\x00y", "=cmd", "<b>&amp;</b>"]),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    max_leaves=12,
+)
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Return every key path inside a record, containers included."""
+    out = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for key, child in value.items():
+            out.extend(_paths(child, (*prefix, key)))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            out.extend(_paths(child, (*prefix, index)))
+    return out
+
+
+@st.composite
+def bent_records(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return a real record and a copy with random values put at random places."""
+    original = draw(st.sampled_from(RECORDS))
+    record = copy.deepcopy(original)
+    for _ in range(draw(st.integers(min_value=1, max_value=4))):
+        paths = _paths(record)
+        keys = draw(st.sampled_from(paths))
+        node: Any = record
+        for key in keys[:-1]:
+            node = node[key]
+        if draw(st.booleans()) and isinstance(node, dict):
+            del node[keys[-1]]
+        else:
+            node[keys[-1]] = draw(VALUES)
+    return original, record
+
+
+fuzz = settings(max_examples=60, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                       HealthCheck.function_scoped_fixture])
+
+
+@fuzz
+@given(bent_records())
+def test_normaliser_and_diff_take_anything(pair: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    original, record = pair
+    fields = extract_fields(record)
+    for path, text in fields.items():
+        assert isinstance(path, str) and json.loads(text) is not None
+    old = Snapshot("NCT00000000", "2026-01-01T00:00:00.000Z", extract_fields(original))
+    new = Snapshot("NCT00000000", "2026-01-02T00:00:00.000Z", fields)
+    changes = diff_snapshots(old, new)
+    assert {c.path for c in changes} == {
+        p for p in old.fields.keys() | fields.keys() if old.fields.get(p) != fields.get(p)
+    }
+    json.dumps([c.as_dict() for c in changes])  # every change is JSON-serialisable
+
+
+@fuzz
+@given(st.lists(bent_records(), min_size=1, max_size=3))
+def test_import_of_bent_records_is_correct_or_a_clean_error(
+    tmp_path_factory: Any, pairs: list[tuple[dict[str, Any], dict[str, Any]]]
+) -> None:
+    folder: Path = tmp_path_factory.mktemp("bent")
+    for number, (original, record) in enumerate(pairs):
+        (folder / f"a{number}.json").write_text(json.dumps(original), encoding="utf-8")
+        (folder / f"b{number}.json").write_bytes(
+            json.dumps(record, ensure_ascii=False).encode("utf-8", "surrogatepass")
+        )
+    db_path = str(folder / "fuzz.db")
+    db = open_db(db_path)
+    totals = RunTotals()
+    for name, at in (("a", "2026-01-01T00:00:00.000Z"), ("b", "2026-01-02T00:00:00.000Z")):
+        items = list(read_studies(sorted(str(p) for p in folder.glob(f"{name}*.json"))))
+        for outcome in save_studies(db, items, at, totals):
+            error = getattr(outcome, "error", None)
+            assert error is None or isinstance(error, str)
+    bent_ids = {study_id(record) for _, record in pairs}
+    assert totals.failed <= len([i for i in bent_ids if i is None]) + len(pairs)
+    problems = list(check_database(sqlite3.connect(db_path), CheckTotals()))
+    assert problems == []
+    db.close()
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(RECORDS), st.data())
+def test_reading_mangled_bytes_never_raises(
+    tmp_path: Path, record: dict[str, Any], data: st.DataObject
+) -> None:
+    raw = bytearray(json.dumps(record).encode())
+    for _ in range(data.draw(st.integers(min_value=1, max_value=8))):
+        at = data.draw(st.integers(min_value=0, max_value=len(raw) - 1))
+        raw[at] = data.draw(st.integers(min_value=0, max_value=255))
+    cut = data.draw(st.integers(min_value=1, max_value=len(raw)))
+    path = tmp_path / "mangled.json"
+    path.write_bytes(bytes(raw[:cut]))
+    for item in read_studies([str(path)]):
+        assert (item.study is None) == (item.error is not None)
