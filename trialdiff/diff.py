@@ -85,7 +85,11 @@ def _dotted(parts: list[Any]) -> str:
 def inner_edits(before: Any, after: Any) -> list[dict[str, Any]]:
     """Return what changed inside one value, as sorted {at, op, old, new} edits."""
     edits = []
-    report = DeepDiff(before, after, ignore_order=True, view="tree")
+    try:
+        report = DeepDiff(before, after, ignore_order=True, view="tree")
+    except UnicodeError:
+        # DeepDiff hashes text as UTF-8; a lone surrogate cannot be. Say the value changed.
+        return [{"at": "", "op": "changed", "old": before, "new": after}]
     for report_type, levels in report.items():
         op = _REPORT_OPS.get(report_type, "changed")
         for level in levels:

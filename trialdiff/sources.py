@@ -62,6 +62,18 @@ def _checked(label: str, value: Any) -> SourceItem:
     return SourceItem(label, value, nct_id)
 
 
+def _streamed(label: str, value: Any) -> SourceItem:
+    """Check a record the streaming parser read; refuse what the whole-file parser refuses."""
+    try:
+        # Python's parser accepts lone surrogate escapes (\ud800), which no text store can
+        # hold; orjson, the whole-file parser, refuses them. Keep both paths alike.
+        orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        if "surrogate" in str(exc):
+            return SourceItem(label, error="not valid Unicode: an unpaired surrogate escape")
+    return _checked(label, value)
+
+
 def _parse_error(exc: BaseException) -> str:
     """Return a short reason a JSON text could not be parsed."""
     if isinstance(exc, RecursionError):
@@ -119,7 +131,7 @@ def _stream_json(label: str, stream: IO[bytes]) -> Iterator[SourceItem]:
         pos += 1  # the [
         index = 0
         while skip(" \t\r\n,") not in ("]", ""):
-            yield _checked(f"{where}[{index}]", value())
+            yield _streamed(f"{where}[{index}]", value())
             index += 1
         pos += 1
 
