@@ -92,7 +92,11 @@ def test_diff_prints_the_last_two_snapshots(db_path: str) -> None:
     run(db_path, "import", "--summary", str(SAMPLE))
     code, out, _ = run(db_path, "diff", "NCT06060392")
     assert code == 0
-    assert "status.completionDate" in out and "2025-11-01" in out
+    assert "2025-11-01" in out and "(moved +245 days)" in out
+    code, out, _ = run(db_path, "diff", "NCT06060392", "--format", "md")
+    assert code == 0 and "`status.completionDate`" in out
+    code, out, err = run(db_path, "diff", "NCT06060392", "--from", "7")
+    assert code == 2 and "no snapshot 7" in err
 
 
 def test_malformed_nct_id_is_a_usage_error(db_path: str) -> None:
@@ -143,3 +147,86 @@ def test_db_from_the_environment(tmp_path: Path) -> None:
 def test_every_command_has_help_with_an_example(command: str) -> None:
     result = CliRunner().invoke(cli, [command, "--help"])
     assert result.exit_code == 0 and "Example:" in result.stdout
+
+
+FOOTER = ("This page is a raw mirror with no AI summary, no editorial enrichment, and no "
+          "Parkinson's-specific filtering.")
+BASE = "https://parkinsonspathways.com/agent/trials/"
+
+
+def golden_db(db_path: str) -> None:
+    """Store the sample page's study as an early partial sighting, then the full record."""
+    run(db_path, "import", "--at", "2026-04-20T09:00:00Z", str(GOLDEN / "partial.json"))
+    run(db_path, "import", "--at", "2026-05-12T07:21:49.285Z", str(GOLDEN / "full.json"))
+
+
+def test_page_reproduces_the_sample_page_byte_for_byte(db_path: str) -> None:
+    golden_db(db_path)
+    code, out, err = run(db_path, "page", "NCT05085444", "--as-of", "2026-05-12",
+                         "--canonical-base", BASE, "--footer", FOOTER)
+    assert (code, err) == (0, "")
+    assert out == (GOLDEN / "page.md").read_text(encoding="utf-8")
+
+
+def test_page_settings_come_from_the_environment(db_path: str) -> None:
+    golden_db(db_path)
+    result = CliRunner().invoke(
+        cli, ["--db", db_path, "page", "NCT05085444", "--as-of", "2026-05-12"],
+        env={"TRIALDIFF_CANONICAL_BASE": BASE, "TRIALDIFF_FOOTER": FOOTER},
+    )
+    assert result.stdout == (GOLDEN / "page.md").read_text(encoding="utf-8")
+
+
+def test_site_pages_are_written_atomically_and_only_when_changed(
+    db_path: str, tmp_path: Path
+) -> None:
+    run(db_path, "import", "--summary", str(SAMPLE))
+    out = tmp_path / "site"
+    code, text, _ = run(db_path, "page", "--all", "--out", str(out), "--as-of", "2025-07-07")
+    assert code == 0 and text.strip().endswith("3 pages written, 0 unchanged, in " + str(out))
+    assert sorted(p.name for p in out.iterdir()) == [
+        "NCT04642755.md", "NCT05827016.md", "NCT06060392.md"]
+    page = (out / "NCT06060392.md").read_text()
+    assert "- `status.completionDate` \u2014 changed _(2025-07-07)_" in page
+    mtime = (out / "NCT06060392.md").stat().st_mtime_ns
+    code, text, _ = run(db_path, "page", "--changed-since", "2025-07-01", "--out", str(out),
+                        "--as-of", "2025-07-07")
+    assert "0 pages written, 3 unchanged" in text
+    assert (out / "NCT06060392.md").stat().st_mtime_ns == mtime
+    # 40 days on, the changes slid out of the 30-day window: those pages change.
+    code, text, _ = run(db_path, "page", "--changed-since", "2025-08-01", "--out", str(out),
+                        "--as-of", "2025-08-16")
+    assert "2 pages written, 0 unchanged" in text
+    assert "_No field changes in the last 30 days._" in (out / "NCT06060392.md").read_text()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_page_usage_errors(db_path: str, tmp_path: Path) -> None:
+    golden_db(db_path)
+    assert run(db_path, "page")[0] == 2
+    assert run(db_path, "page", "--all")[0] == 2
+    assert run(db_path, "page", "NCT05085444", "--all", "--out", str(tmp_path))[0] == 2
+    code, _, err = run(db_path, "page", "NCT99999999")
+    assert code == 1 and "not in the database" in err
+
+
+@pytest.mark.parametrize("fmt", ["json", "ndjson", "csv", "md", "atom"])
+def test_every_export_format_carries_the_same_changes(
+    db_path: str, tmp_path: Path, fmt: str
+) -> None:
+    run(db_path, "import", "--summary", str(SAMPLE))
+    target = tmp_path / f"out.{fmt}"
+    code, out, _ = run(db_path, "changes", "NCT06060392", "--format", fmt, "-o", str(target))
+    assert (code, out) == (0, "")
+    text = target.read_text(encoding="utf-8")
+    for path in ("status.completionDate", "oversight.isUsExport", "references.references"):
+        assert path in text
+    assert "2025-11-01" in text
+
+
+def test_min_severity_filters_every_format(db_path: str) -> None:
+    run(db_path, "import", "--summary", str(SAMPLE))
+    _, out, _ = run(db_path, "changes", "NCT06060392", "--min-severity", "major")
+    assert [c["path"] for c in json.loads(out)] == [
+        "status.completionDate", "status.primaryCompletionDate"]
+    assert all(c["severity"] == "major" for c in json.loads(out))

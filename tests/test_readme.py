@@ -14,6 +14,7 @@ from conftest import ROOT
 
 from trialdiff.cli import cli
 from trialdiff.fields import FIELDS, IGNORED_SOURCES, LOCATIONS_SOURCE
+from trialdiff.meaning import severity_rules_markdown
 from trialdiff.schema import SCHEMA, VIEW_DOCS
 from trialdiff.settings import SETTINGS
 
@@ -55,7 +56,12 @@ def settings_block() -> str:
     return "\n".join(rows) + "\n"
 
 
-BLOCKS = {"field-paths": field_paths_block, "schema": schema_block, "settings": settings_block}
+BLOCKS = {
+    "field-paths": field_paths_block,
+    "schema": schema_block,
+    "settings": settings_block,
+    "severity": lambda: severity_rules_markdown() + "\n",
+}
 
 
 def _block(text: str, name: str) -> str:

@@ -155,3 +155,18 @@ def latest_record(conn: Connection, nct_id: str) -> dict[str, Any] | None:
         return None
     record: dict[str, Any] = json.loads(zlib.decompress(row[0]))
     return record
+
+
+def study_titles(conn: Connection, nct_ids: set[str]) -> dict[str, str]:
+    """Return {nct_id: brief title} for the studies that have one."""
+    titles: dict[str, str] = {}
+    ordered = sorted(nct_ids)
+    for start in range(0, len(ordered), 500):  # SQLite caps the number of parameters
+        chunk = ordered[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for nct_id, title in conn.execute(
+            f"select nct_id, brief_title from studies where nct_id in ({marks})", chunk
+        ):
+            if title:
+                titles[nct_id] = title
+    return titles

@@ -48,19 +48,6 @@ def short_value(value: Any, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "\u2026"
 
 
-def plain_diff(nct_id: str, changes: Sequence[FieldChange], header: str) -> str:
-    """Return a plain-text diff report: one line per change, old \u2192 new."""
-    lines = [header]
-    if not changes:
-        lines.append(f"{nct_id}: no field changes")
-    for change in sorted(changes, key=lambda c: order_key(c.path)):
-        lines.append(
-            f"{change.path} \u2014 {change.kind}: "
-            f"{short_value(change.old)} \u2192 {short_value(change.new)}"
-        )
-    return "\n".join(lines) + "\n"
-
-
 def history_table(nct_id: str, rows: Sequence[dict[str, Any]]) -> str:
     """Return a study's stored snapshots as a plain table."""
     if not rows:
@@ -73,9 +60,3 @@ def history_table(nct_id: str, rows: Sequence[dict[str, Any]]) -> str:
             f"{row['changes']:>7}  {row['content_hash'][:16]}"
         )
     return "\n".join(out) + "\n"
-
-
-def changes_json(changes: Iterable[FieldChange]) -> str:
-    """Return changes as a JSON array (sorted keys, stable)."""
-    items = [change.as_dict() for change in changes]
-    return json.dumps(items, ensure_ascii=False, sort_keys=True, indent=2) + "\n"

@@ -1,0 +1,180 @@
+"""The trial page: the sample page byte for byte, its rules, and hostile values."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from conftest import FIXTURES, load
+from markdown_it import MarkdownIt
+
+from trialdiff.page import canonical_url, fence, md_inline, render_page, yaml_scalar
+
+SAMPLE = FIXTURES / "NCT05085444"
+SEEN = "2026-05-12T07:21:49.285Z"
+BASE = "https://parkinsonspathways.com/agent/trials/"
+FOOTER = ("This page is a raw mirror with no AI summary, no editorial enrichment, and no "
+          "Parkinson's-specific filtering.")
+PAGE = (SAMPLE / "page.md").read_text(encoding="utf-8")
+SECTION = (SAMPLE / "expected-section.md").read_text(encoding="utf-8")
+FULL = load("NCT05085444/full.json")
+
+
+def page(record: dict[str, Any], base: str = BASE, footer: str = FOOTER) -> str:
+    """Render a record as a page with the sample's settings and section."""
+    return render_page(record, SEEN, SECTION, base, footer)
+
+
+def front_matter(text: str) -> dict[str, str]:
+    """Read the front matter back: plain values as they are, quoted ones as JSON strings."""
+    block = text.split("---\n")[1]
+    values = {}
+    for line in block.splitlines():
+        key, _, value = line.partition(": ")
+        values[key] = json.loads(value) if value.startswith('"') else value
+    return values
+
+
+def test_the_sample_page_byte_for_byte() -> None:
+    assert page(FULL) == PAGE
+
+
+def test_the_sample_page_from_the_database(db_path: str) -> None:
+    from trialdiff.model import utc_day
+    from trialdiff.query import ChangeFilter, latest_record, query_changes, study_row
+    from trialdiff.render import recent_section, recent_window
+    from trialdiff.schema import open_db
+    from trialdiff.store import save_study, transaction
+
+    db = open_db(db_path)
+    with transaction(db):  # an early partial sighting, then the full record
+        save_study(db, "NCT05085444", load("NCT05085444/partial.json"), "2026-05-01T06:00:00.000Z")
+    with transaction(db):
+        save_study(db, "NCT05085444", FULL, SEEN)
+    record, row = latest_record(db, "NCT05085444"), study_row(db, "NCT05085444")
+    assert record is not None and row is not None
+    since, until = recent_window(utc_day(SEEN), 30)
+    changes = list(query_changes(db, ChangeFilter(("NCT05085444",), since, until)))
+    section = recent_section(changes, 30)
+    assert section == SECTION
+    assert render_page(record, row["last_seen_at"], section, BASE, FOOTER) == PAGE
+
+
+@pytest.mark.parametrize(("value", "written"), [
+    ("Zhejiang University", "Zhejiang University"),
+    ("Movember Foundation (INTERVAL, GAP4)", "Movember Foundation (INTERVAL, GAP4)"),
+    ("2021-10-20", '"2021-10-20"'),  # a title that looks like a date stays a string
+    ("https://x.org/NCT05085444", '"https://x.org/NCT05085444"'),
+    ("2026-05-12T07:21:49.285Z", '"2026-05-12T07:21:49.285Z"'),
+    ("A: B", '"A: B"'), ("#1 trial", '"#1 trial"'), ("Trial #2", '"Trial #2"'),
+    ("- item", '"- item"'), ("@home", '"@home"'), ("*star", '"*star"'), ("'q", "\"'q\""),
+    ('"q"', '"\\"q\\""'), ("[x]", '"[x]"'), ("{x}", '"{x}"'), ("% x", '"% x"'), ("`x`", '"`x`"'),
+    ("true", '"true"'), ("No", '"No"'), ("null", '"null"'), ("~", '"~"'), ("12", '"12"'),
+    ("1e3", '"1e3"'), (".5", '".5"'), ("0x1F", '"0x1F"'), ("", '""'), (" x", '" x"'),
+    ("x ", '"x "'), ("a\nb", '"a\\nb"'), ("a\x00b\x7f\x85c", '"a\\u0000b\\u007f\\u0085c"'),
+    ("a\u2028b", '"a\\u2028b"'), ("back\\slash", "back\\slash"), ("3 Arms", "3 Arms"),
+])
+def test_yaml_scalar_quotes_only_what_yaml_could_misread(value: str, written: str) -> None:
+    assert yaml_scalar(value) == written
+    if written.startswith('"'):
+        assert json.loads(written) == value  # the escapes are JSON's, which YAML reads too
+
+
+def test_a_date_field_stays_plain_as_in_the_sample() -> None:
+    assert yaml_scalar("2021-10-20", is_date=True) == "2021-10-20"
+    assert "\nct_last_update_post_date: 2021-10-20\n" in PAGE
+
+
+def test_yaml_scalar_round_trips_through_a_yaml_parser() -> None:
+    yaml = pytest.importorskip("yaml")
+    for value in ("A: b # c \"d\" 'e'", "true", "12", "- x", "a\nb\tc", "Zhejiang University",
+                  "2021-10-20", "x\u2028y\x85z", "0o17", "1_000", "=", "<<", "{x: 1}"):
+        assert yaml.safe_load(f"title: {yaml_scalar(value)}\n") == {"title": value}
+
+
+def test_a_hostile_title_cannot_break_the_front_matter_or_the_heading() -> None:
+    title = "Trial: A # B \"C\" 'D' `E` *F* <G> & [H]\nsecond line: x"
+    record = copy.deepcopy(FULL)
+    record["protocolSection"]["identificationModule"]["briefTitle"] = title
+    text = page(record)
+    matter = front_matter(text)
+    assert list(matter) == list(front_matter(PAGE))
+    assert matter["title"] == "Trial: A # B \"C\" 'D' `E` *F* <G> & [H] second line: x"
+    assert text.splitlines()[1] == (
+        "title: \"Trial: A # B \\\"C\\\" 'D' `E` *F* <G> & [H] second line: x\"")
+    heading = next(line for line in text.splitlines() if line.startswith("# "))
+    assert heading == "# Trial: A # B \"C\" 'D' \\`E\\` \\*F\\* \\<G\\> \\& \\[H\\] second line: x"
+    tokens = MarkdownIt("commonmark").parse(text.split("---\n", 2)[2])
+    inline = next(t for t in tokens if t.type == "inline")
+    assert [c.type for c in inline.children or []] == ["text"]  # no emphasis, code or html
+    assert (inline.children or [])[0].content == matter["title"]  # shows exactly as written
+
+
+def test_md_inline_escapes_like_the_apis_markup() -> None:
+    assert md_inline("EARLY_PHASE1") == "EARLY_PHASE1"  # an inner underscore is no emphasis
+    assert md_inline("_x_ snake_case") == "\\_x\\_ snake_case"
+    assert md_inline("Oregon Health & Science") == "Oregon Health \\& Science"
+    assert md_inline("a\n\nb") == "a b"
+
+
+def test_criteria_fence_outgrows_backticks_inside() -> None:
+    assert fence("x") == "```\nx\n```"
+    assert fence("a ```` b") == "`````\na ```` b\n`````"
+    record = copy.deepcopy(FULL)
+    record["protocolSection"]["eligibilityModule"]["eligibilityCriteria"] = "A\n```\n## B"
+    text = page(record)
+    assert "````\nA\n```\n## B\n````" in text
+    headings = [t for t in MarkdownIt("commonmark").parse(text) if t.type == "heading_open"]
+    assert len(headings) == len([t for t in MarkdownIt("commonmark").parse(PAGE)
+                                 if t.type == "heading_open"])
+
+
+def test_sections_without_content_are_left_out() -> None:
+    record = {"protocolSection": {"identificationModule": {"nctId": "NCT01213277",
+                                                            "briefTitle": "Bare"}}}
+    text = render_page(record, SEEN, "", "", "")
+    assert text == (
+        "---\ntitle: Bare\nnct_id: NCT01213277\n"
+        "clinicaltrials_gov: \"https://clinicaltrials.gov/study/NCT01213277\"\n"
+        f"last_seen_at: \"{SEEN}\"\nsource: ClinicalTrials.gov (mirrored, no enrichment)\n---\n"
+        "# Bare\n\n**NCT ID:** [NCT01213277](https://clinicaltrials.gov/study/NCT01213277)\n\n"
+        "---\n\n*Source data (authoritative): https://clinicaltrials.gov/study/NCT01213277*\n")
+
+
+def test_a_real_record_with_many_sites_and_countries() -> None:
+    record = load("v2/NCT02730338.json")
+    text = page(record)
+    matter = front_matter(text)
+    assert matter["countries"] == ("Australia; Canada; Germany; Ireland; Netherlands; "
+                                   "United Kingdom; United States")
+    assert matter["phase"] == "NA" and matter["primary_condition"] == "Metastatic Prostate Cancer"
+    assert "## Locations (22)" in text
+    assert "- Oregon Health \\& Science University, Portland, Oregon, United States\n" in text
+    assert "- **Minimum Age:** 18 Years\n" in text
+
+
+def test_countries_split_back_even_when_a_name_holds_a_comma() -> None:
+    record = copy.deepcopy(FULL)
+    sites = record["protocolSection"]["contactsLocationsModule"]["locations"]
+    sites += [{"facility": "Severance", "city": "Seoul", "country": "Korea, Republic of"},
+              {"facility": "Other", "city": "Hangzhou", "country": "China"}]
+    countries = front_matter(page(record))["countries"]
+    assert countries.split("; ") == ["China", "Korea, Republic of"]
+
+
+def test_enrollment_label_follows_its_type() -> None:
+    actual = load("v2/NCT00000410.json")
+    assert "- **Actual Enrollment:** " in page(actual)
+    assert "- **Target Enrollment:** 9\n" in PAGE
+
+
+def test_canonical_url_and_footer_settings() -> None:
+    assert canonical_url("https://x.org/t", "NCT05085444") == "https://x.org/t/NCT05085444.md"
+    assert canonical_url("https://x.org/t/", "NCT05085444") == "https://x.org/t/NCT05085444.md"
+    assert canonical_url("", "NCT05085444") is None
+    bare = page(FULL, base="", footer="")
+    assert "canonical_url" not in bare and "*Canonical:" not in bare
+    assert bare.endswith("*Source data (authoritative): "
+                         "https://clinicaltrials.gov/study/NCT05085444*\n")

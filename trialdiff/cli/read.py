@@ -1,0 +1,245 @@
+"""Commands that only read the database: never blocked by a writer, they see its last commit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..model import utc_day
+from . import (
+    CliError,
+    check_nct_ids,
+    cli,
+    fail,
+    parse_timestamp,
+    reader,
+    setting_option,
+)
+
+
+@cli.command()
+@click.argument("nct_id", callback=check_nct_ids)
+@click.option("--days", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--as-of", "as_of", callback=parse_timestamp, help="Last day (default: today).")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many lines.")
+@click.pass_context
+def recent(
+    ctx: click.Context, nct_id: str, days: int, as_of: str | None, limit: int | None
+) -> None:
+    """Print a study's Recent Field Changes section, as a trial page shows it.
+
+    \b
+    Example:
+      trialdiff recent NCT05827016 --days 30 --as-of 2025-07-07
+    """
+    from ..query import ChangeFilter, query_changes
+    from ..render import recent_section, recent_window
+
+    since, until = recent_window(utc_day(as_of), days)
+    changes = list(query_changes(reader(ctx), ChangeFilter((nct_id,), since, until)))
+    click.echo(recent_section(changes, days, limit), nl=False)
+
+
+def _change_filter(
+    nct_ids: tuple[str, ...], since: str | None, until: str | None, days: int | None,
+    as_of: str | None, path: str | None, kinds: tuple[str, ...],
+) -> Any:
+    """Return the filter the changelog options describe."""
+    from ..query import ChangeFilter
+    from ..render import recent_window
+
+    if days is not None:
+        if since is not None:
+            fail("--days and --since both set where the window starts; give one")
+        since, window_end = recent_window(utc_day(as_of), days)
+        until = min(until, window_end) if until else window_end
+    elif as_of is not None:
+        fail("--as-of goes with --days")
+    return ChangeFilter(nct_ids, since, until, path, kinds)
+
+
+def change_filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the changelog filters shared by every command that lists changes."""
+    for decorator in reversed(
+        (
+            click.argument("nct_ids", nargs=-1, callback=check_nct_ids),
+            click.option("--since", callback=parse_timestamp, help="From this time (inclusive)."),
+            click.option("--until", callback=parse_timestamp, help="Before this time."),
+            click.option("--days", type=click.IntRange(min=1), help="The last N days."),
+            click.option("--as-of", "as_of", callback=parse_timestamp,
+                         help="Last day of --days (default: today)."),
+            click.option("--path", metavar="PREFIX", help="Only paths equal to or under PREFIX."),
+            click.option("--kind", "kinds", multiple=True,
+                         type=click.Choice(["added", "removed", "changed"])),
+        )
+    ):
+        command = decorator(command)
+    return command
+
+
+@cli.command()
+@change_filter_options
+@click.option("--format", "fmt", type=click.Choice(["json", "ndjson", "csv", "md", "atom"]),
+              default="json", show_default=True)
+@click.option("--min-severity", type=click.Choice(["info", "minor", "major"]),
+              help="Only changes at least this severe (see README: severity rules).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write to FILE (atomically) instead of stdout.")
+@click.pass_context
+def changes(ctx: click.Context, /, fmt: str, min_severity: str | None, output: str | None,
+            **filters: Any) -> None:
+    """Export stored changes as JSON, NDJSON, CSV, Markdown or Atom; with no filter, all.
+
+    \b
+    Example:
+      trialdiff changes NCT05827016 --path status --format json
+      trialdiff changes --days 7 --min-severity major --format atom -o feed.xml
+    """
+    from ..export import to_atom, to_csv, to_json, to_markdown, to_ndjson
+    from ..meaning import filter_severity
+    from ..query import query_changes, study_titles
+
+    conn = reader(ctx)
+    found = list(query_changes(conn, _change_filter(**filters)))
+    if min_severity:
+        found = filter_severity(found, min_severity)
+    titles = study_titles(conn, {c.nct_id for c in found}) if fmt in ("md", "atom") else {}
+    text = {
+        "json": lambda: to_json(found),
+        "ndjson": lambda: to_ndjson(found),
+        "csv": lambda: to_csv(found),
+        "md": lambda: to_markdown(found, titles=titles),
+        "atom": lambda: to_atom(found, titles=titles),
+    }[fmt]()
+    if output:
+        from ..site import write_atomic
+
+        write_atomic(output, text)
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command()
+@click.argument("nct_id", callback=check_nct_ids)
+@click.pass_context
+def history(ctx: click.Context, nct_id: str) -> None:
+    """List a study's stored snapshots.
+
+    \b
+    Example:
+      trialdiff history NCT05827016
+    """
+    from ..query import snapshots_of
+    from ..render import history_table
+
+    click.echo(history_table(nct_id, snapshots_of(reader(ctx), nct_id)), nl=False)
+
+
+@cli.command()
+@click.argument("nct_id", callback=check_nct_ids)
+@click.option("--from", "from_ref", metavar="REF",
+              help="A snapshot number, a date, `latest` or `previous` (default: the one before).")
+@click.option("--to", "to_ref", metavar="REF", help="The same (default: latest).")
+@click.option("--format", "fmt", type=click.Choice(["text", "md", "json"]), default="text",
+              show_default=True)
+@click.pass_context
+def diff(ctx: click.Context, nct_id: str, from_ref: str | None, to_ref: str | None,
+         fmt: str) -> None:
+    """Report what changed in a study between two snapshots, field by field.
+
+    Long text shows as a word diff, lists item by item, dates as a shift in days. Colour on a
+    terminal; plain [-old-]{+new+} markers under NO_COLOR or in a pipe.
+
+    \b
+    Example:
+      trialdiff diff NCT05827016
+      trialdiff diff NCT05827016 --from 2024-06-14 --to latest --format md
+    """
+    from ..query import snapshot_at, snapshots_of
+    from ..report import build_report, render_report, report_json, report_markdown, resolve_pair
+
+    conn = reader(ctx)
+    rows = snapshots_of(conn, nct_id)
+    if not rows:
+        raise CliError(f"{nct_id} is not in the database")
+    first, last = resolve_pair(from_ref, to_ref, rows)
+    new = snapshot_at(conn, nct_id, last)
+    assert new is not None
+    report = build_report(snapshot_at(conn, nct_id, first) if first else None, new, first, last)
+    if fmt == "text":
+        from rich.console import Console
+
+        render_report(report, Console(highlight=False))
+    else:
+        click.echo(report_markdown(report) if fmt == "md" else report_json(report), nl=False)
+
+
+@cli.command()
+@click.argument("nct_id", required=False, callback=check_nct_ids)
+@click.option("--all", "every", is_flag=True, help="Write every study's page to --out.")
+@click.option("--changed-since", callback=parse_timestamp, metavar="DATE",
+              help="Write only the pages that changed since DATE to --out.")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for --all/--changed-since.")
+@click.option("--as-of", "as_of", callback=parse_timestamp, help="Last day of the window.")
+@click.option("--days", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--canonical-base", metavar="URL", **setting_option("--canonical-base"))
+@click.option("--footer", metavar="TEXT", **setting_option("--footer"))
+@click.pass_context
+def page(ctx: click.Context, nct_id: str | None, every: bool, changed_since: str | None,
+         out: str | None, as_of: str | None, days: int, canonical_base: str,
+         footer: str) -> None:
+    """Render a study's trial page, with its Recent Field Changes section (Markdown).
+
+    With --all or --changed-since, write one page per study to --out DIR/<NCT_ID>.md, each
+    atomically, leaving unchanged pages untouched: the step a site's cron runs after sync.
+
+    \b
+    Example:
+      trialdiff page NCT05827016 --canonical-base https://example.org/trials/
+      trialdiff page --changed-since 2025-07-06 --out site/trials
+    """
+    from ..site import render_study_page, write_site
+
+    site = every or changed_since is not None
+    if site == (nct_id is not None) or site != (out is not None):
+        fail("give NCT_ID, or --all or --changed-since with --out DIR")
+    conn = reader(ctx)
+    day = utc_day(as_of)
+    if nct_id is not None:
+        text = render_study_page(conn, nct_id, day, days, canonical_base, footer)
+        if text is None:
+            raise CliError(f"{nct_id} is not in the database")
+        click.echo(text, nl=False)
+        return
+    assert out is not None
+    written, unchanged = write_site(conn, out, changed_since, day, days, canonical_base, footer)
+    click.echo(f"page: {written} pages written, {unchanged} unchanged, in {out}")
+
+
+@cli.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Verify the database: integrity, schema, every snapshot's hash, every stored change.
+
+    Recomputes every change from the stored snapshots and compares it with what is stored.
+    Prints each problem and exits 1 if there is any.
+
+    \b
+    Example:
+      trialdiff check
+    """
+    from ..check import CheckTotals, check_database
+
+    totals = CheckTotals()
+    problems = 0
+    for problem in check_database(reader(ctx), totals):
+        problems += 1
+        click.echo(f"problem: {problem}")
+    click.echo(
+        f"check: {totals.studies} studies, {totals.snapshots} snapshots, {totals.changes} "
+        f"changes verified; {problems} problems"
+    )
+    if problems:
+        ctx.exit(1)
