@@ -13,8 +13,9 @@ from conftest import ROOT
 @pytest.mark.skipif(shutil.which("ruff") is None and sys.prefix == sys.base_prefix,
                     reason="ruff is installed with the test extra")
 def test_ruff_is_clean() -> None:
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "trialdiff", "tests",
-                             "benchmarks"], cwd=ROOT, capture_output=True, text=True)
+    folders = [name for name in ("trialdiff", "tests", "benchmarks") if (ROOT / name).is_dir()]
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", *folders], cwd=ROOT,
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
