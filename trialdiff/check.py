@@ -64,13 +64,14 @@ def _check_study(
     """Fold one study's snapshots, checking each hash and recomputing each change."""
     fields: dict[str, str] = {}
     rows = conn.execute(
-        "select id, seq, content_hash, delta from snapshots where nct_id = ? order by seq",
+        "select id, seq, content_hash, delta, markup from snapshots where nct_id = ? order by seq",
         [nct_id],
     ).fetchall()
     if [row[1] for row in rows] != list(range(1, len(rows) + 1)) or len(rows) != count:
         yield f"{nct_id}: snapshots are not numbered 1..{count}"
     digest = None
-    for snapshot_id, seq, stored_hash, delta in rows:
+    markup = None
+    for snapshot_id, seq, stored_hash, delta, this_markup in rows:
         totals.snapshots += 1
         before = dict(fields)
         apply_delta(fields, delta)
@@ -84,8 +85,9 @@ def _check_study(
         expected = [] if seq == 1 else [
             (path, kind, json.loads(before[path]) if kind != "added" else None,
              json.loads(fields[path]) if kind != "removed" else None)
-            for path, kind in changed_paths(before, fields)
+            for path, kind in changed_paths(before, fields, markup != this_markup)
         ]
+        markup = this_markup
         if stored != expected:
             missing = [c[:2] for c in expected if c not in stored]
             extra = [c[:2] for c in stored if c not in expected]

@@ -15,6 +15,7 @@ from deepdiff.helper import NotPresent
 
 from .fields import FIELD_BY_PATH, LOCATION_PREFIX, order_key
 from .model import ChangeKind, FieldChange, Snapshot
+from .normalize import neutral_json
 
 _REPORT_OPS = {
     "values_changed": "changed",
@@ -28,14 +29,22 @@ _REPORT_OPS = {
 }
 
 
-def changed_paths(old: Mapping[str, str], new: Mapping[str, str]) -> list[tuple[str, ChangeKind]]:
-    """Return (path, kind) for every field that differs, in rule 7's order."""
+def changed_paths(
+    old: Mapping[str, str], new: Mapping[str, str], across_markups: bool = False
+) -> list[tuple[str, ChangeKind]]:
+    """Return (path, kind) for every field that differs, in rule 7's order.
+
+    Across markups (a history version in HTML against a Markdown record), a field whose words
+    are the same is not a change: markup alone never is.
+    """
     found: list[tuple[str, ChangeKind]] = []
     for path, text in new.items():
         before = old.get(path)
         if before is None:
             found.append((path, "added"))
-        elif before != text:
+        elif before != text and not (
+            across_markups and neutral_json(before) == neutral_json(text)
+        ):
             found.append((path, "changed"))
     found.extend((path, "removed") for path in old if path not in new)
     found.sort(key=lambda item: order_key(item[0]))
@@ -47,7 +56,7 @@ def diff_snapshots(old: Snapshot | None, new: Snapshot) -> list[FieldChange]:
     if old is None:
         return []
     changes = []
-    for path, kind in changed_paths(old.fields, new.fields):
+    for path, kind in changed_paths(old.fields, new.fields, old.markup != new.markup):
         before = json.loads(old.fields[path]) if kind != "added" else None
         after = json.loads(new.fields[path]) if kind != "removed" else None
         changes.append(

@@ -33,6 +33,7 @@ class Snapshot:
     fields: Mapping[str, str]  # path -> canonical JSON; absent fields are left out
     source: str = "import"  # import, sync or backfill
     source_version: int | None = None  # the registry's version number, for backfills
+    markup: str = "markdown"  # the record's text markup: markdown (API v2) or html (history)
 
     @property
     def content_hash(self) -> str:

@@ -8,6 +8,7 @@ fallback paths for anything the registry does not name.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -176,21 +177,23 @@ def fallback_path(keys: tuple[str, ...]) -> str:
     return ".".join(keys)
 
 
-def location_key(site: Mapping[str, Any]) -> str:
+def location_key(site: Mapping[str, Any], markup: str = "markdown") -> str:
     """Return rule 5's key for a site: facility|city|state|country, folded and lower-cased."""
     parts = []
     for name in ("facility", "city", "state", "country"):
         part = site.get(name)
+        if isinstance(part, str) and markup == "html":
+            part = html.unescape(part)  # `&amp;` in HTML is `&` in Markdown: one site, one key
         parts.append(fold_whitespace(part).lower() if isinstance(part, str) else "")
     return "|".join(parts)
 
 
-def _location_fields(sites: list[Any], out: dict[str, str]) -> None:
+def _location_fields(sites: list[Any], out: dict[str, str], markup: str) -> None:
     """Add one field per site, numbering sites whose key repeats (rule 5)."""
     by_key: dict[str, list[str]] = {}
     for site in sites:
         if isinstance(site, dict):
-            key = location_key(site)
+            key = location_key(site, markup)
             content = {k: v for k, v in site.items() if k != LOCATION_DROPPED_KEY}
         else:
             # Not an object: keep it, keyed by nothing, rather than lose it.
@@ -222,7 +225,7 @@ def _add_residual(residuals: dict[str, Any], keys: tuple[str, ...], value: Any) 
 
 
 def _walk(value: Any, tree: Tree, keys: tuple[str, ...], out: dict[str, str],
-          residuals: dict[str, Any]) -> None:
+          residuals: dict[str, Any], markup: str) -> None:
     """Map one record node onto field paths, collecting what the tree does not cover."""
     for key, child in value.items():
         here = (*keys, key)
@@ -230,7 +233,7 @@ def _walk(value: Any, tree: Tree, keys: tuple[str, ...], out: dict[str, str],
         if cover == _IGNORED:
             continue
         if cover == _LOCATIONS and isinstance(child, list):
-            _location_fields(child, out)
+            _location_fields(child, out, markup)
         elif isinstance(cover, str) and cover != _LOCATIONS:
             text = canonical_json(child)
             if text is not None:
@@ -238,12 +241,14 @@ def _walk(value: Any, tree: Tree, keys: tuple[str, ...], out: dict[str, str],
         elif isinstance(child, dict) and (
             isinstance(cover, dict) or len(here) < _FALLBACK_DEPTH.get(here[0], 1)
         ):
-            _walk(child, cover if isinstance(cover, dict) else {}, here, out, residuals)
+            _walk(child, cover if isinstance(cover, dict) else {}, here, out, residuals, markup)
         else:
             _add_residual(residuals, here, child)
 
 
-def unit_fields(unit: str, value: Any, tree: Tree = DEFAULT_TREE) -> dict[str, str]:
+def unit_fields(
+    unit: str, value: Any, tree: Tree = DEFAULT_TREE, markup: str = "markdown"
+) -> dict[str, str]:
     """Return {path: canonical JSON} for one unit of a record, absent fields left out."""
     keys = tuple(unit.split("."))
     out: dict[str, str] = {}
@@ -251,7 +256,7 @@ def unit_fields(unit: str, value: Any, tree: Tree = DEFAULT_TREE) -> dict[str, s
     if parent is None:
         return out
     residuals: dict[str, Any] = {}
-    _walk({keys[-1]: value}, parent, keys[:-1], out, residuals)
+    _walk({keys[-1]: value}, parent, keys[:-1], out, residuals, markup)
     for path, residual in residuals.items():
         text = canonical_json(residual)
         if text is not None:
@@ -272,12 +277,48 @@ def node_parent(tree: Tree, keys: tuple[str, ...]) -> Tree | None:
     return parent
 
 
-def extract_fields(study: Mapping[str, Any], tree: Tree = DEFAULT_TREE) -> dict[str, str]:
-    """Return {path: canonical JSON} for every tracked field a record holds."""
+def extract_fields(
+    study: Mapping[str, Any], tree: Tree = DEFAULT_TREE, markup: str = "markdown"
+) -> dict[str, str]:
+    """Return {path: canonical JSON} for every tracked field a record holds.
+
+    `markup` is the record's text markup: "markdown" (API v2) or "html" (record history).
+    """
     out: dict[str, str] = {}
     for unit, value in split_units(study):
-        out.update(unit_fields(unit, value, tree))
+        out.update(unit_fields(unit, value, tree, markup))
     return out
+
+
+_TAG = re.compile(r"<[^>]*>")
+_WORD = re.compile(r"\w+")
+# A Markdown list item's number: HTML numbers <ol> items itself, so `1.` is markup, not words.
+# Canonical text has its line breaks folded, so any standalone `12.` or `3)` counts as one.
+_LIST_NUMBER = re.compile(r"(?<!\S)\d+[.)](?!\S)")
+
+
+def neutral_text(text: str) -> str:
+    """Return the words of a text with its markup gone: HTML tags, entities, Markdown marks."""
+    text = _LIST_NUMBER.sub(" ", html.unescape(_TAG.sub(" ", text)))
+    return " ".join(_WORD.findall(text))
+
+
+def neutral_json(text: str) -> str | None:
+    """Return canonical JSON of a value with every string reduced to its words.
+
+    Two values equal here differ at most by markup (HTML versus Markdown for the same words),
+    which is never a change. Punctuation goes too: across markups it cannot be told apart.
+    """
+    def strip(node: Any) -> Any:
+        if isinstance(node, str):
+            return neutral_text(node)
+        if isinstance(node, dict):
+            return {key: strip(child) for key, child in node.items()}
+        if isinstance(node, list):
+            return [strip(child) for child in node]
+        return node
+
+    return canonical_json(strip(json.loads(text)))
 
 
 def study_id(study: Any) -> str | None:

@@ -131,12 +131,14 @@ def snapshots_of(conn: Connection, nct_id: str) -> list[dict[str, Any]]:
 def snapshot_at(conn: Connection, nct_id: str, seq: int) -> Snapshot | None:
     """Return a study's snapshot by number, with its fields rebuilt."""
     row = conn.execute(
-        "select observed_at, source, source_version from snapshots where nct_id = ? and seq = ?",
+        "select observed_at, source, source_version, markup from snapshots "
+        "where nct_id = ? and seq = ?",
         [nct_id, seq],
     ).fetchone()
     if row is None:
         return None
-    return Snapshot(nct_id, row[0], study_fields(conn, nct_id, seq), row[1], row[2])
+    return Snapshot(nct_id, row[0], study_fields(conn, nct_id, seq), row[1], row[2],
+                    row[3] or "markdown")
 
 
 def study_row(conn: Connection, nct_id: str) -> dict[str, Any] | None:

@@ -49,6 +49,7 @@ SCHEMA: tuple[Table, ...] = (
         ("source_version", int, "the registry's version number, for backfilled versions"),
         ("run_id", int, "the run that stored it"),
         ("delta", str, "JSON {path: canonical value, or null when removed} since the previous"),
+        ("markup", str, "the record's text markup: markdown (API v2) or html (record history)"),
     ), unique=(("nct_id", "seq"),)),
     Table("changes", "id", (
         ("id", int, "row id"),
@@ -84,7 +85,16 @@ SCHEMA: tuple[Table, ...] = (
         ("added_at", str, "when it was tracked"),
         ("state", str, "tracked; missing (the API stopped returning it); moved (now an alias)"),
         ("moved_to", str, "the id a moved study now answers as"),
+        ("backfilled_at", str, "when `sync --backfill-new` took in its registry history"),
     )),
+    Table("history_versions", "id", (
+        ("id", int, "row id"),
+        ("nct_id", str, "the study"),
+        ("version", int, "the registry's version number, from 0"),
+        ("version_date", str, "the version's date, YYYY-MM-DD"),
+        ("content_hash", str, "SHA-256 of the version's fields"),
+        ("fetched_at", str, "when backfill fetched it; a fetched version is not fetched again"),
+    ), unique=(("nct_id", "version"),)),
     Table("queries", "id", (
         ("id", int, "row id"),
         ("expr", str, "API v2 query.* / filter.* parameters, as a query string"),

@@ -23,7 +23,7 @@ from .diff import diff_snapshots
 from .errors import InputError, OutOfOrderError
 from .model import FieldChange, Snapshot, content_hash, fields_json
 from .normalize import extract_fields, split_units
-from .query import study_fields
+from .query import ChangeFilter, apply_delta, query_changes, study_fields
 from .schema import open_db
 from .sources import SourceItem
 
@@ -66,7 +66,7 @@ def text_at(record: Any, *keys: str) -> str | None:
     return record if isinstance(record, str) else None
 
 
-def _summary(study: Mapping[str, Any]) -> dict[str, Any]:
+def summary_columns(study: Mapping[str, Any]) -> dict[str, Any]:
     """Return the study columns that make a changelog readable without the record."""
     p = "protocolSection"
     return {
@@ -93,7 +93,6 @@ def save_study(
     observed_at: str,
     source: str = "import",
     run_id: int | None = None,
-    source_version: int | None = None,
 ) -> Observation:
     """Record one observation of a study; store a snapshot and changes if its content moved.
 
@@ -102,11 +101,9 @@ def save_study(
     gate = unit_hashes(study)
     row = db.execute(
         "select unit_hashes, content_hash, snapshot_count, last_seen_at, last_changed_at "
-        "from studies "
-        "where nct_id = ?",
+        "from studies where nct_id = ?",
         [nct_id],
     ).fetchone()
-    summary = _summary(study)
     if row is not None and observed_at < row[4]:
         raise OutOfOrderError(
             f"{nct_id}: observation at {observed_at} is older than its latest snapshot "
@@ -115,7 +112,7 @@ def save_study(
     if row is not None and row[0] == gate:
         _touch(db, nct_id, observed_at, row[3])
         return Observation(nct_id, False, ())
-    _save_record(db, nct_id, study, observed_at)
+    save_record(db, nct_id, study, observed_at)
     fields = extract_fields(study)
     digest = content_hash(fields)
     if row is not None and row[1] == digest:
@@ -123,41 +120,106 @@ def save_study(
         db.execute("update studies set unit_hashes = ? where nct_id = ?", [gate, nct_id])
         _touch(db, nct_id, observed_at, row[3])
         return Observation(nct_id, False, ())
-    old_fields = study_fields(db, nct_id) if row is not None else {}
-    seq = (row[2] if row is not None else 0) + 1
+    previous = None
+    if row is not None:
+        (markup,) = db.execute(
+            "select markup from snapshots where nct_id = ? and seq = ?", [nct_id, row[2]]
+        ).fetchone()
+        previous = Snapshot(nct_id, row[4], study_fields(db, nct_id), markup=markup or "markdown")
     snapshot = Snapshot(nct_id, observed_at, fields, source)
-    previous = Snapshot(nct_id, row[3], old_fields) if row is not None else None
     changes = diff_snapshots(previous, snapshot)
-    snapshot_id = _insert(
-        db,
-        "snapshots",
-        {
-            "nct_id": nct_id,
-            "seq": seq,
-            "observed_at": observed_at,
-            "content_hash": digest,
-            "source": source,
-            "source_version": source_version,
-            "run_id": run_id,
-            "delta": make_delta(old_fields, fields),
-        },
-    )
-    for change in changes:
-        _insert(db, "changes", change_row(change, snapshot_id))
-    study = {
+    seq = (row[2] if row is not None else 0) + 1
+    _store_snapshot(db, snapshot, previous, seq, run_id, changes)
+    study_columns = {
         "last_seen_at": observed_at if row is None else max(observed_at, row[3]),
         "last_changed_at": observed_at,
         "snapshot_count": seq,
         "content_hash": digest,
         "unit_hashes": gate,
-        **summary,
+        **summary_columns(study),
     }
     if row is None:
-        _insert(db, "studies", {"nct_id": nct_id, "first_seen_at": observed_at, **study})
+        _insert(db, "studies", {"nct_id": nct_id, "first_seen_at": observed_at, **study_columns})
     else:
-        assignments = ", ".join(f"{column} = ?" for column in study)
-        db.execute(f"update studies set {assignments} where nct_id = ?", [*study.values(), nct_id])
+        _update_study(db, nct_id, study_columns)
     return Observation(nct_id, True, tuple(changes))
+
+
+def _store_snapshot(
+    db: sqlite_utils.Database, snapshot: Snapshot, previous: Snapshot | None, seq: int,
+    run_id: int | None, changes: Iterable[FieldChange],
+) -> None:
+    """Insert a snapshot as a delta from the previous one, and its changes."""
+    snapshot_id = _insert(db, "snapshots", {
+        "nct_id": snapshot.nct_id,
+        "seq": seq,
+        "observed_at": snapshot.observed_at,
+        "content_hash": snapshot.content_hash,
+        "source": snapshot.source,
+        "source_version": snapshot.source_version,
+        "run_id": run_id,
+        "delta": make_delta(previous.fields if previous else {}, snapshot.fields),
+        "markup": snapshot.markup,
+    })
+    for change in changes:
+        _insert(db, "changes", change_row(change, snapshot_id))
+
+
+def _update_study(db: sqlite_utils.Database, nct_id: str, columns: Mapping[str, Any]) -> None:
+    """Update some columns of a study's row."""
+    assignments = ", ".join(f"{column} = ?" for column in columns)
+    db.execute(f"update studies set {assignments} where nct_id = ?", [*columns.values(), nct_id])
+
+
+def stored_snapshots(db: sqlite_utils.Database, nct_id: str) -> list[tuple[Snapshot, int | None]]:
+    """Return a study's snapshots with their fields rebuilt, and the run of each, oldest first."""
+    fields: dict[str, str] = {}
+    found = []
+    for observed_at, source, version, markup, run_id, delta in db.execute(
+        "select observed_at, source, source_version, markup, run_id, delta from snapshots "
+        "where nct_id = ? order by seq", [nct_id],
+    ).fetchall():
+        apply_delta(fields, delta)
+        found.append((Snapshot(nct_id, observed_at, dict(fields), source, version,
+                               markup or "markdown"), run_id))
+    return found
+
+
+def rewrite_history(
+    db: sqlite_utils.Database, nct_id: str, states: list[tuple[Snapshot, int | None]]
+) -> list[FieldChange]:
+    """Store a study's snapshots anew as the given time-ordered states; return new changes.
+
+    Backfill slots older versions in before the first synced snapshot this way, so every
+    change is recomputed across the seam. The caller holds the transaction.
+    """
+    before = {(c.path, c.kind, c.detected_at) for c in _stored_changes(db, nct_id)}
+    db.execute("delete from changes where nct_id = ?", [nct_id])
+    db.execute("delete from snapshots where nct_id = ?", [nct_id])
+    previous: Snapshot | None = None
+    found: list[FieldChange] = []
+    seq = 0
+    for snapshot, run_id in states:
+        if previous is not None and previous.fields == snapshot.fields:
+            continue  # same content: a snapshot is stored only when content changes
+        changes = diff_snapshots(previous, snapshot)
+        seq += 1
+        _store_snapshot(db, snapshot, previous, seq, run_id, changes)
+        found.extend(c for c in changes if (c.path, c.kind, c.detected_at) not in before)
+        previous = snapshot
+    if previous is not None:
+        _update_study(db, nct_id, {
+            "first_seen_at": states[0][0].observed_at,
+            "last_changed_at": previous.observed_at,
+            "snapshot_count": seq,
+            "content_hash": previous.content_hash,
+        })
+    return found
+
+
+def _stored_changes(db: sqlite_utils.Database, nct_id: str) -> list[FieldChange]:
+    """Return a study's stored changes."""
+    return list(query_changes(db, ChangeFilter((nct_id,))))
 
 
 @contextmanager
@@ -181,7 +243,7 @@ def _insert(db: sqlite_utils.Database, table: str, row: Mapping[str, Any]) -> in
     return int(cursor.lastrowid or 0)
 
 
-def _save_record(
+def save_record(
     db: sqlite_utils.Database, nct_id: str, study: Mapping[str, Any], observed_at: str
 ) -> None:
     """Keep the latest raw record of a study, compressed, for rendering its page."""

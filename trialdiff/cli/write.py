@@ -27,13 +27,13 @@ def _summary_line(command: str, totals: Any) -> str:
     )
 
 
-def _change_lines(changes: Iterable[FieldChange]) -> list[str]:
-    """Return one report line per change: study, path, kind, old and new."""
+def _change_lines(changes: Iterable[FieldChange], dated: bool = False) -> list[str]:
+    """Return one report line per change: study, (day,) path, kind, old and new."""
     from ..render import short_value
 
     return [
-        f"{c.nct_id}  {c.path} \u2014 {c.kind}: {short_value(c.old, 50)} \u2192 "
-        f"{short_value(c.new, 50)}"
+        f"{c.nct_id}  " + (f"{c.detected_at[:10]}  " if dated else "")
+        + f"{c.path} \u2014 {c.kind}: {short_value(c.old, 50)} \u2192 {short_value(c.new, 50)}"
         for c in changes
     ]
 
@@ -62,6 +62,7 @@ class OutcomePrinter:
 
     def show(self, outcome: Any) -> None:
         """Print or keep one outcome."""
+        from ..history import VersionSaved
         from ..sources import SourceItem
         from ..store import Observation
         from ..sync import Event, PageDone
@@ -74,6 +75,9 @@ class OutcomePrinter:
         elif isinstance(outcome, Event):
             detail = f" → {outcome.detail['moved_to']}" if outcome.kind == "moved" else ""
             self._emit([f"{outcome.nct_id}  ({outcome.kind.replace('_', ' ')}{detail})"])
+        elif isinstance(outcome, VersionSaved):
+            if outcome.changes and not self.summary:
+                self._emit(_change_lines(outcome.changes, dated=True))
         elif isinstance(outcome, PageDone):
             if self.progress is not None:
                 self.progress.advance(self.task, outcome.size)
@@ -188,11 +192,13 @@ def api_options(command: Callable[..., Any]) -> Callable[..., Any]:
               help="Sync from a bulk dump (ctg-studies.json.zip, a folder, NDJSON) instead.")
 @click.option("--at", callback=parse_timestamp, help="Observation time, ISO 8601 (default: now).")
 @click.option("--quiet", is_flag=True, help="Print only when something changed (for cron).")
+@click.option("--backfill-new", is_flag=True,
+              help="Also take in the registry history of newly tracked studies.")
 @_wait_option
 @api_options
 @click.pass_context
 def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at: str | None,
-         quiet: bool, wait: float, **api: Any) -> None:
+         quiet: bool, backfill_new: bool, wait: float, **api: Any) -> None:
     """Fetch the tracked studies and saved queries (plus any ids given) and save changes.
 
     \b
@@ -202,7 +208,7 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
     """
     from ..lock import WriteLock
     from ..store import RunTotals, finish_run, start_run
-    from ..sync import mark_interrupted_runs, sync_api, sync_source, tracked_ids
+    from ..sync import Event, mark_interrupted_runs, sync_api, sync_source, tracked_ids
 
     observed_at = at or utc_timestamp()
     totals = RunTotals()
@@ -214,23 +220,82 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
         run_id = start_run(db, "sync", utc_timestamp())
         wanted = len(set(tracked_ids(db.conn)) | set(nct_ids))
         printer = OutcomePrinter("sync", quiet=quiet, progress_total=wanted, log_pages=True)
-        dataparse_timestamp = None
+        data_timestamp = None
         try:
             if source:
                 outcomes = sync_source(db, source, nct_ids, observed_at, run_id, totals)
             else:
                 client = _client(**api)
-                dataparse_timestamp = client.version().get("dataTimestamp")
+                data_timestamp = client.version().get("dataTimestamp")
                 outcomes = sync_api(db, client, nct_ids, observed_at, run_id, totals)
             events = 0
             for outcome in outcomes:
-                events += type(outcome).__name__ == "Event"
+                events += isinstance(outcome, Event)
                 printer.show(outcome)
+            if backfill_new:
+                from ..history import backfill_new as backfill_pending
+
+                history_client = _client(**_history_api(api))
+                for saved in backfill_pending(db, history_client, run_id, totals):
+                    printer.show(saved)
         finally:
-            finish_run(db, run_id, totals, utc_timestamp(), dataparse_timestamp)
+            finish_run(db, run_id, totals, utc_timestamp(), data_timestamp)
             if printer.progress is not None:
                 printer.progress.stop()
     printer.finish(totals, news=bool(totals.changes or events or totals.failed))
+    if totals.failed:
+        ctx.exit(1)
+
+
+def _history_api(api: dict[str, Any]) -> dict[str, Any]:
+    """Return the client settings with the base moved to the record-history endpoints."""
+    from ..history import int_base
+
+    return {**api, "api": int_base(api["api"])}
+
+
+@cli.command()
+@click.argument("nct_ids", nargs=-1, required=True, callback=check_nct_ids)
+@click.option("--since", callback=parse_timestamp, metavar="DATE",
+              help="Only versions dated on or after DATE.")
+@_wait_option
+@api_options
+@click.pass_context
+def backfill(ctx: click.Context, /, nct_ids: tuple[str, ...], since: str | None, wait: float,
+             **api: Any) -> None:
+    """Take in studies' whole registry history, so their changes exist from day one.
+
+    Each version is stored as observed on its date, slotted in before the first synced
+    snapshot. Versions already stored are not fetched again.
+
+    \b
+    Example:
+      trialdiff backfill NCT05827016 --api http://127.0.0.1:8765/api/v2
+    """
+    from ..errors import FetchError, ShapeError
+    from ..history import backfill_study
+    from ..lock import WriteLock
+    from ..store import RunTotals, finish_run, start_run
+
+    totals = RunTotals()
+    printer = OutcomePrinter("backfill")
+    client = _client(**_history_api(api))
+    with WriteLock(ctx.obj.db, wait, "backfill"):
+        db = writer(ctx)
+        run_id = start_run(db, "backfill", utc_timestamp())
+        try:
+            for nct_id in nct_ids:
+                try:
+                    for outcome in backfill_study(db, client, nct_id, since, totals, run_id):
+                        printer.show(outcome)
+                except ShapeError:
+                    raise  # the endpoints changed shape: stop rather than store wrongly
+                except FetchError as exc:
+                    totals.fail(nct_id, str(exc))
+                    _print_errors([{"input": nct_id, "error": str(exc)}])
+        finally:
+            finish_run(db, run_id, totals, utc_timestamp())
+    printer.finish(totals, news=True)
     if totals.failed:
         ctx.exit(1)
 
