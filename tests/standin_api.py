@@ -229,6 +229,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.connections.discard(self.connection)
         super().finish()
 
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet: tests capture stderr, and a request log line is not theirs."""
+
     def do_GET(self) -> None:
         """Log the request, apply any scripted fault, and answer."""
         api = self.server.api
