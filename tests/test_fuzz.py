@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from trialdiff.check import CheckTotals, check_database
 from trialdiff.diff import diff_snapshots
-from trialdiff.model import Snapshot
+from trialdiff.model import FieldChange, Snapshot
 from trialdiff.normalize import extract_fields, study_id
 from trialdiff.schema import open_db
 from trialdiff.sources import read_studies
@@ -128,3 +128,58 @@ def test_reading_mangled_bytes_never_raises(
     path.write_bytes(bytes(raw[:cut]))
     for item in read_studies([str(path)]):
         assert (item.study is None) == (item.error is not None)
+
+
+HOSTILE_TEXT = st.text(
+    alphabet=st.sampled_from(list("a `|\n\r\t<>&#*_[]()!\\'\"=+-@\x00\x07\x1b\x7f\u2028\u00a0é"))
+    | st.characters(), max_size=30,
+)
+CHANGES = st.lists(
+    st.builds(
+        FieldChange,
+        nct_id=st.sampled_from(["NCT00000001", "NCT00000002"]),
+        path=st.sampled_from(["status.overallStatus", "eligibility.criteria",
+                              "outcomes.primary", "design.enrollmentCount"])
+        | HOSTILE_TEXT.map(lambda t: "locations." + t),
+        kind=st.sampled_from(["added", "removed", "changed"]),
+        detected_at=st.sampled_from(["2026-05-11T06:00:00.000Z", "2026-05-12T07:21:49.285Z"]),
+        old=st.none() | HOSTILE_TEXT | st.lists(st.fixed_dictionaries({"measure": HOSTILE_TEXT})),
+        new=st.none() | HOSTILE_TEXT | st.integers(),
+    ),
+    min_size=1, max_size=6,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(CHANGES)
+def test_renderers_stay_well_formed_with_hostile_strings(changes: list[FieldChange]) -> None:
+    import csv
+    import io
+    import xml.etree.ElementTree as ET
+
+    from markdown_it import MarkdownIt
+
+    from trialdiff.export import from_csv, to_atom, to_csv, to_json, to_markdown
+
+    atom = ET.fromstring(to_atom(changes).encode("utf-8"))
+    ns = "{http://www.w3.org/2005/Atom}"
+    groups = {(c.nct_id, c.detected_at[:10]) for c in changes}
+    assert len(atom.findall(f"{ns}entry")) == len(groups)
+    for entry in atom.findall(f"{ns}entry"):
+        assert entry.findtext(f"{ns}id", "").startswith("tag:")
+        assert entry.find(f"{ns}content") is not None
+
+    text = to_csv(changes)
+    rows = list(csv.reader(io.StringIO(text)))
+    assert len(rows) == len(changes) + 1 and all(len(r) == len(rows[0]) for r in rows)
+    for row in rows[1:]:
+        assert not row[0].startswith(("=", "+", "-", "@"))
+        assert all(not cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in row)
+    back = from_csv(text)
+    exported = json.loads(to_json(changes))
+    assert [(r["path"], r["old"], r["new"]) for r in back] == [
+        (e["path"], e["old"], e["new"]) for e in exported]
+
+    tokens = MarkdownIt("commonmark").parse(to_markdown(changes))
+    assert [t for t in tokens if t.type.startswith("html")] == []
+    assert len([t for t in tokens if t.type == "list_item_open"]) == len(changes)
