@@ -10,9 +10,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from deepdiff import DeepDiff
-from deepdiff.helper import NotPresent
-
 from .fields import FIELD_BY_PATH, LOCATION_PREFIX, order_key
 from .model import ChangeKind, FieldChange, Snapshot
 from .normalize import neutral_json
@@ -93,6 +90,10 @@ def _dotted(parts: list[Any]) -> str:
 
 def inner_edits(before: Any, after: Any) -> list[dict[str, Any]]:
     """Return what changed inside one value, as sorted {at, op, old, new} edits."""
+    # Imported here: most runs change nothing, and DeepDiff takes a tenth of a second to load.
+    from deepdiff import DeepDiff
+    from deepdiff.helper import NotPresent
+
     edits = []
     try:
         report = DeepDiff(before, after, ignore_order=True, view="tree")

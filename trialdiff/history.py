@@ -17,7 +17,7 @@ import sqlite_utils
 
 from .errors import FetchError, ShapeError, UsageError
 from .fetch import Client
-from .model import FieldChange, Snapshot, utc_timestamp
+from .model import FieldChange, Snapshot, VersionSaved, utc_timestamp
 from .normalize import extract_fields, study_id
 from .sources import SourceItem
 from .store import (
@@ -85,15 +85,6 @@ def fetch_version(client: Client, nct_id: str, number: int) -> dict[str, Any]:
     return study
 
 
-@dataclass(frozen=True)
-class VersionSaved:
-    """One backfilled version, stored with the changes it brought."""
-
-    nct_id: str
-    number: int
-    changes: tuple[FieldChange, ...]
-
-
 def backfill_study(
     db: sqlite_utils.Database, client: Client, nct_id: str, since: str | None,
     totals: RunTotals, run_id: int | None = None,
@@ -134,7 +125,7 @@ def _slot_in(
         exists = db.execute("select 1 from studies where nct_id = ?", [nct_id]).fetchone()
         if not exists:
             columns = {"nct_id": nct_id, "first_seen_at": snapshot.observed_at,
-                       "last_seen_at": snapshot.observed_at, "unit_hashes": "",
+                       "last_seen_at": snapshot.observed_at, "raw_hash": "",
                        **summary_columns(study)}
             db.execute(f"insert into studies ({', '.join(columns)}) "
                        f"values ({', '.join('?' * len(columns))})", list(columns.values()))
@@ -147,7 +138,7 @@ def _slot_in(
         if states[-1][0] is snapshot:  # no synced record yet: this version is the latest
             save_record(db, nct_id, study, snapshot.observed_at)
             db.execute(
-                "update studies set unit_hashes = '', last_seen_at = max(last_seen_at, ?) "
+                "update studies set raw_hash = '', last_seen_at = max(last_seen_at, ?) "
                 "where nct_id = ?", [snapshot.observed_at, nct_id],
             )
         db.execute(

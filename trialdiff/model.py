@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import cached_property
 from json.encoder import encode_basestring
 from typing import Any, Literal
 
@@ -35,7 +36,7 @@ class Snapshot:
     source_version: int | None = None  # the registry's version number, for backfills
     markup: str = "markdown"  # the record's text markup: markdown (API v2) or html (history)
 
-    @property
+    @cached_property
     def content_hash(self) -> str:
         """Return the hash that identifies this snapshot's content."""
         return content_hash(self.fields)
@@ -85,3 +86,32 @@ def utc_timestamp(text: str | None = None) -> str:
 def utc_day(text: str | None = None) -> date:
     """Return the UTC day of a timestamp or date (today when None)."""
     return date.fromisoformat(utc_timestamp(text)[:10])
+
+
+# What a write run yields, besides stored observations, for the CLI to report.
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something a run noticed about a study's place in scope, not its content."""
+
+    nct_id: str
+    kind: str  # left_scope, returned or moved
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PageDone:
+    """A page was fetched and saved: `size` studies."""
+
+    size: int
+    what: str
+
+
+@dataclass(frozen=True)
+class VersionSaved:
+    """One backfilled version, stored with the changes it brought."""
+
+    nct_id: str
+    number: int
+    changes: tuple[FieldChange, ...]

@@ -1,9 +1,7 @@
 """Turn an API v2 study record into its tracked fields, in canonical JSON (pure).
 
-A record is cut into *units* (one per protocol module, results module, and so on) so that the
-store can gate on a cheap hash of each unit's raw bytes and canonicalise only the units whose
-bytes changed. Every unit maps to field paths by the registry in `fields`, with rule 6's
-fallback paths for anything the registry does not name.
+A coverage tree built from the registry in `fields` maps each part of a record to its field
+path; anything the tree does not name is kept under rule 6's fallback paths.
 """
 
 from __future__ import annotations
@@ -11,7 +9,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -29,10 +27,6 @@ from .fields import (
 # A coverage tree: nested dicts of record keys whose leaves say what a key is.
 _LOCATIONS = "\0locations"
 _IGNORED = "\0ignored"
-# Sections whose second level is modules; a unit is one module of these, else one top-level key.
-_MODULE_SECTIONS = frozenset(
-    {"protocolSection", "resultsSection", "documentSection", "annotationSection", "derivedSection"}
-)
 # How deep the fallback path reaches into each section (rule 6), counting the section.
 _FALLBACK_DEPTH = {"protocolSection": 3, "resultsSection": 2, "documentSection": 3,
                    "annotationSection": 3}
@@ -69,17 +63,17 @@ def fold_whitespace(text: str) -> str:
     return " ".join(text.split())
 
 
-# Substrings of orjson's text that mean it may not be canonical as written: escapes (whitespace
-# such as \n is escaped), runs of spaces or spaces by a quote (whitespace to fold), absent
-# values, lists (to sort). A false alarm only costs the slow path.
-_NOT_PLAIN = ("\\", "[", "  ", '" ', ' "', "null", '""', "{}")
 _UNICODE_SPACE = re.compile(r"[^\S ]")  # e.g. U+00A0, which str.split() folds too
 _EXPONENT = re.compile(r"\d[eE]")  # orjson writes 1e16 where json writes 1e+16
 
 
 def _plain(text: str) -> bool:
     """Tell whether orjson's sorted-key text of a dict is already its canonical JSON."""
-    if any(marker in text for marker in _NOT_PLAIN):
+    # Substrings that mean it may not be: escapes (whitespace such as \n is escaped), runs of
+    # spaces or spaces by a quote (whitespace to fold), absent values, lists (to sort). A false
+    # alarm only costs the slow path. Chained `in` tests run at C speed.
+    if ("[" in text or "\\" in text or "  " in text or '" ' in text or ' "' in text
+            or "null" in text or '""' in text or "{}" in text):
         return False
     if not text.isascii() and _UNICODE_SPACE.search(text):
         return False
@@ -141,21 +135,6 @@ def reference_canonical_json(value: Any) -> str | None:
 def _dumps(value: Any) -> str:
     """Write JSON as the spec's canonical JSON is written."""
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-
-
-def unit_name(keys: tuple[str, ...]) -> str:
-    """Return the gating unit a record key path falls in."""
-    return ".".join(keys[:2] if keys[0] in _MODULE_SECTIONS else keys[:1])
-
-
-def split_units(study: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
-    """Yield (unit name, raw value) for every unit of a record, ignored ones included."""
-    for key, value in study.items():
-        if key in _MODULE_SECTIONS and isinstance(value, dict):
-            for module, content in value.items():
-                yield f"{key}.{module}", content
-        else:
-            yield key, value
 
 
 def fallback_path(keys: tuple[str, ...]) -> str:
@@ -246,37 +225,6 @@ def _walk(value: Any, tree: Tree, keys: tuple[str, ...], out: dict[str, str],
             _add_residual(residuals, here, child)
 
 
-def unit_fields(
-    unit: str, value: Any, tree: Tree = DEFAULT_TREE, markup: str = "markdown"
-) -> dict[str, str]:
-    """Return {path: canonical JSON} for one unit of a record, absent fields left out."""
-    keys = tuple(unit.split("."))
-    out: dict[str, str] = {}
-    parent = node_parent(tree, keys)
-    if parent is None:
-        return out
-    residuals: dict[str, Any] = {}
-    _walk({keys[-1]: value}, parent, keys[:-1], out, residuals, markup)
-    for path, residual in residuals.items():
-        text = canonical_json(residual)
-        if text is not None:
-            out[path] = text
-    return out
-
-
-def node_parent(tree: Tree, keys: tuple[str, ...]) -> Tree | None:
-    """Return the coverage node that holds the last of `keys`, or None if they are ignored."""
-    node: Any = tree
-    for key in keys[:-1]:
-        node = node.get(key, {})
-        if node == _IGNORED:
-            return None
-        if not isinstance(node, dict):
-            return {}
-    parent: Tree = node
-    return parent
-
-
 def extract_fields(
     study: Mapping[str, Any], tree: Tree = DEFAULT_TREE, markup: str = "markdown"
 ) -> dict[str, str]:
@@ -285,8 +233,12 @@ def extract_fields(
     `markup` is the record's text markup: "markdown" (API v2) or "html" (record history).
     """
     out: dict[str, str] = {}
-    for unit, value in split_units(study):
-        out.update(unit_fields(unit, value, tree, markup))
+    residuals: dict[str, Any] = {}
+    _walk(study, tree, (), out, residuals, markup)
+    for path, residual in residuals.items():
+        text = canonical_json(residual)
+        if text is not None:
+            out[path] = text
     return out
 
 

@@ -34,7 +34,7 @@ SCHEMA: tuple[Table, ...] = (
         ("last_changed_at", str, "observation time of the latest snapshot"),
         ("snapshot_count", int, "number of stored snapshots"),
         ("content_hash", str, "SHA-256 of the latest snapshot's fields in canonical JSON"),
-        ("unit_hashes", str, "JSON {module: hash of its raw bytes}: the cheap gate"),
+        ("raw_hash", str, "hash of the latest record's bytes without derivedSection: the gate"),
         ("brief_title", str, "from the latest record, for readable changelogs"),
         ("overall_status", str, "from the latest record"),
         ("last_update_post_date", str, "the registry's last update post date"),

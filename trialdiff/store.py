@@ -21,13 +21,11 @@ import sqlite_utils
 
 from .diff import diff_snapshots
 from .errors import InputError, OutOfOrderError
-from .model import FieldChange, Snapshot, content_hash, fields_json
-from .normalize import extract_fields, split_units
+from .model import FieldChange, Snapshot, fields_json
+from .normalize import extract_fields
 from .query import ChangeFilter, apply_delta, query_changes, study_fields
 from .schema import open_db
 from .sources import SourceItem
-
-_IGNORED_UNITS = ("derivedSection",)
 
 __all__ = ["RunTotals", "open_db", "save_studies", "save_study", "transaction"]
 
@@ -41,15 +39,15 @@ def raw_json(value: Any) -> bytes:
         return json.dumps(value, ensure_ascii=True).encode("ascii")
 
 
-def unit_hashes(study: Mapping[str, Any]) -> str:
-    """Return the gate: JSON {unit: short hash of its raw bytes}, ignored units left out."""
-    hashes = {}
-    for unit, value in split_units(study):
-        if unit.startswith(_IGNORED_UNITS):
-            continue
-        raw = raw_json(value)
-        hashes[unit] = hashlib.blake2b(raw, digest_size=8).hexdigest()
-    return json.dumps(hashes, sort_keys=True)
+def gate_hash(study: Mapping[str, Any]) -> str:
+    """Return the cheap gate: a hash of the record's bytes, its derived data left out.
+
+    A new data release re-stamps every record's derivedSection, so its raw bytes differ every
+    day; without it, equal bytes mean nothing a sponsor wrote changed, and canonicalising (the
+    expensive part) is skipped.
+    """
+    raw = raw_json({k: v for k, v in study.items() if k != "derivedSection"})
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
 def make_delta(old: Mapping[str, str], new: Mapping[str, str]) -> str:
@@ -98,9 +96,9 @@ def save_study(
 
     The caller holds the transaction, so a snapshot and its changes commit together.
     """
-    gate = unit_hashes(study)
+    gate = gate_hash(study)
     row = db.execute(
-        "select unit_hashes, content_hash, snapshot_count, last_seen_at, last_changed_at "
+        "select raw_hash, content_hash, snapshot_count, last_seen_at, last_changed_at "
         "from studies where nct_id = ?",
         [nct_id],
     ).fetchone()
@@ -113,11 +111,11 @@ def save_study(
         _touch(db, nct_id, observed_at, row[3])
         return Observation(nct_id, False, ())
     save_record(db, nct_id, study, observed_at)
-    fields = extract_fields(study)
-    digest = content_hash(fields)
+    snapshot = Snapshot(nct_id, observed_at, extract_fields(study), source)
+    digest = snapshot.content_hash
     if row is not None and row[1] == digest:
         # Same content in different bytes (reordered lists, whitespace): remember the new gate.
-        db.execute("update studies set unit_hashes = ? where nct_id = ?", [gate, nct_id])
+        db.execute("update studies set raw_hash = ? where nct_id = ?", [gate, nct_id])
         _touch(db, nct_id, observed_at, row[3])
         return Observation(nct_id, False, ())
     previous = None
@@ -126,7 +124,6 @@ def save_study(
             "select markup from snapshots where nct_id = ? and seq = ?", [nct_id, row[2]]
         ).fetchone()
         previous = Snapshot(nct_id, row[4], study_fields(db, nct_id), markup=markup or "markdown")
-    snapshot = Snapshot(nct_id, observed_at, fields, source)
     changes = diff_snapshots(previous, snapshot)
     seq = (row[2] if row is not None else 0) + 1
     _store_snapshot(db, snapshot, previous, seq, run_id, changes)
@@ -135,7 +132,7 @@ def save_study(
         "last_changed_at": observed_at,
         "snapshot_count": seq,
         "content_hash": digest,
-        "unit_hashes": gate,
+        "raw_hash": gate,
         **summary_columns(study),
     }
     if row is None:
@@ -250,7 +247,7 @@ def save_record(
     raw = raw_json({k: v for k, v in study.items() if k != "derivedSection"})
     db.execute(
         "insert or replace into records (nct_id, observed_at, record) values (?, ?, ?)",
-        [nct_id, observed_at, zlib.compress(raw, 6)],
+        [nct_id, observed_at, zlib.compress(raw, 1)],  # level 1: 3x faster, 10% larger than 6
     )
 
 
@@ -351,18 +348,14 @@ def save_studies(
                 totals.fail(item.label, item.error or "unreadable")
                 yield item
                 continue
-            db.execute("savepoint study")
             try:
                 observation = save_study(
                     db, item.nct_id, item.study, observed_at, source=source, run_id=run_id
                 )
-            except InputError as exc:
-                db.execute("rollback to study")
+            except InputError as exc:  # raised before save_study writes anything
                 totals.fail(item.label, str(exc))
                 yield SourceItem(item.label, error=str(exc))
                 continue
-            finally:
-                db.execute("release study")
             totals.count(observation)
             yield observation
             pending += 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -18,28 +17,12 @@ import sqlite_utils
 
 from .errors import FetchError, ForbiddenError, UsageError
 from .fetch import Client, fetch_ids, fetch_pages, fetch_study, incremental
+from .model import Event, PageDone
 from .normalize import study_id
 from .sources import SourceItem
 from .store import Observation, RunTotals, save_studies, transaction
 
 _QUERY_PREFIXES = ("query.", "filter.", "postFilter.", "aggFilters")
-
-
-@dataclass(frozen=True)
-class Event:
-    """Something a run noticed about a study's place in scope, not its content."""
-
-    nct_id: str
-    kind: str  # left_scope, returned or moved
-    detail: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class PageDone:
-    """A page was fetched and saved: `size` studies."""
-
-    size: int
-    what: str
 
 
 Outcome = Observation | SourceItem | Event | PageDone

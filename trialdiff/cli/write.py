@@ -62,10 +62,9 @@ class OutcomePrinter:
 
     def show(self, outcome: Any) -> None:
         """Print or keep one outcome."""
-        from ..history import VersionSaved
+        from ..model import Event, PageDone, VersionSaved
         from ..sources import SourceItem
         from ..store import Observation
-        from ..sync import Event, PageDone
 
         if isinstance(outcome, SourceItem):
             _print_errors([{"input": outcome.label, "error": outcome.error}])
@@ -207,8 +206,9 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
       trialdiff sync NCT05827016 --api http://127.0.0.1:8765/api/v2
     """
     from ..lock import WriteLock
+    from ..model import Event
     from ..store import RunTotals, finish_run, start_run
-    from ..sync import Event, mark_interrupted_runs, sync_api, sync_source, tracked_ids
+    from ..sync import mark_interrupted_runs, sync_api, sync_source, tracked_ids
 
     observed_at = at or utc_timestamp()
     totals = RunTotals()
