@@ -211,10 +211,10 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_details(
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """Mount a 400 KB tmpfs, so the disk really fills up (root only; else skipped)."""
+    """Mount a 300 KB tmpfs, so the disk really fills up (root only; else skipped)."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)],
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)],
                             capture_output=True)
     if result.returncode != 0:
         pytest.skip("cannot mount a tmpfs here: " + result.stderr.decode().strip())
@@ -226,7 +226,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 def test_a_full_disk_is_a_clear_error_and_nothing_is_half_written(small_disk: Path) -> None:
     db = str(small_disk / "trialdiff.db")
-    code, _, err = run(db, "import", "--summary", str(FIXTURES / "v2"))
+    code, _, err = run(db, "import", "--summary", str(FIXTURES / "v2"),
+                       str(FIXTURES / "versions"))
     assert code == 1 and "Traceback" not in err
     assert "full" in err.lower()
     conn = sqlite3.connect(db)

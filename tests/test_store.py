@@ -25,7 +25,7 @@ from trialdiff.query import (
 )
 from trialdiff.schema import SCHEMA, SCHEMA_VERSION, open_db, schema_version
 from trialdiff.sources import SourceItem
-from trialdiff.store import RunTotals, save_studies, save_study
+from trialdiff.store import RunTotals, materialize, save_studies, save_study, transaction
 
 T1, T2, T3 = "2024-06-14T00:00:00.000Z", "2025-07-07T00:00:00.000Z", "2025-07-08T00:00:00.000Z"
 
@@ -51,6 +51,9 @@ def test_schema_is_created_and_versioned(db_path: str) -> None:
 def test_a_v1_database_is_upgraded_in_place(db_path: str) -> None:
     older, newer = version_pair("NCT06060392")
     save(db_path, [older], T1)
+    db = open_db(db_path)
+    with transaction(db):
+        materialize(db, "NCT06060392")  # version 1 stored every first snapshot in full
     conn = sqlite3.connect(db_path)
     conn.execute("drop table records")  # what a version 1 database lacked
     conn.execute("update meta set value = '1' where key = 'schema_version'")
@@ -190,3 +193,18 @@ def test_save_study_returns_what_it_did(db_path: str) -> None:
     assert first.stored and first.changes == ()
     second = save_study(db, "NCT06060392", newer, T2)
     assert second.stored and len(second.changes) == 6
+
+
+def test_a_first_snapshot_is_canonicalised_only_when_its_study_changes(db_path: str) -> None:
+    older, newer = version_pair("NCT06060392")
+    save(db_path, [older], T1)
+    conn = sqlite3.connect(db_path)
+    delta, digest = conn.execute("select delta, content_hash from snapshots").fetchone()
+    assert delta is None and digest is None  # the bootstrap skipped canonicalising
+    assert study_fields(conn, "NCT06060392") == extract_fields(older)  # read from the record
+    expected_hash = content_hash(extract_fields(older))
+    assert snapshots_of(conn, "NCT06060392")[0]["content_hash"] == expected_hash
+    save(db_path, [newer], T2)
+    first = conn.execute("select delta, content_hash from snapshots where seq = 1").fetchone()
+    assert first[1] == expected_hash and json.loads(first[0])  # materialised on the change
+    assert len(list(query_changes(conn, ChangeFilter()))) == 6

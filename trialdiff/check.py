@@ -10,7 +10,7 @@ from typing import Any
 
 from .diff import changed_paths
 from .model import content_hash
-from .query import KNOWN_SCHEMA_VERSIONS, apply_delta
+from .query import KNOWN_SCHEMA_VERSIONS, apply_delta, study_fields
 
 
 @dataclass
@@ -59,7 +59,7 @@ def check_database(conn: Any, totals: CheckTotals) -> Iterator[str]:
 
 
 def _check_study(
-    conn: Any, nct_id: str, study_hash: str, count: int, totals: CheckTotals
+    conn: Any, nct_id: str, study_hash: str | None, count: int, totals: CheckTotals
 ) -> Iterator[str]:
     """Fold one study's snapshots, checking each hash and recomputing each change."""
     fields: dict[str, str] = {}
@@ -74,7 +74,16 @@ def _check_study(
     for snapshot_id, seq, stored_hash, delta, this_markup in rows:
         totals.snapshots += 1
         before = dict(fields)
-        apply_delta(fields, delta)
+        if delta is None:  # a lazy baseline: its content is the study's raw record
+            if seq != 1 or len(rows) != 1:
+                yield f"{nct_id}: snapshot {seq} has no content but is not a lone baseline"
+            fields = study_fields(conn, nct_id, seq)
+            if not fields:
+                yield f"{nct_id}: its baseline's raw record is missing"
+            # Nothing to compare a lazy baseline's hash with: the study's is NULL too.
+            stored_hash = study_hash = content_hash(fields)
+        else:
+            apply_delta(fields, delta)
         if seq > 1 and fields == before:
             yield f"{nct_id}: snapshot {seq} repeats the content of snapshot {seq - 1}"
         digest = content_hash(fields)

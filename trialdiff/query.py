@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DatabaseError
-from .model import FieldChange, Snapshot
+from .model import FieldChange, Snapshot, content_hash
+from .normalize import extract_fields
 
 KNOWN_SCHEMA_VERSIONS = frozenset({1, 2})
 Connection = sqlite3.Connection | Any  # a sqlite3 connection, or sqlite-utils' Database
@@ -46,15 +47,23 @@ def apply_delta(fields: dict[str, str], delta: str) -> None:
 
 
 def study_fields(conn: Connection, nct_id: str, upto_seq: int | None = None) -> dict[str, str]:
-    """Rebuild a study's fields as of a snapshot (default: the latest) by folding deltas."""
-    sql = "select delta from snapshots where nct_id = ?"
+    """Rebuild a study's fields as of a snapshot (default: the latest) by folding deltas.
+
+    A lazy baseline (delta NULL: a first snapshot never canonicalised, because its study has
+    not changed since) is read from the study's raw record.
+    """
+    sql = "select delta, markup from snapshots where nct_id = ?"
     params: list[Any] = [nct_id]
     if upto_seq is not None:
         sql += " and seq <= ?"
         params.append(upto_seq)
     fields: dict[str, str] = {}
-    for (delta,) in conn.execute(sql + " order by seq", params):
-        apply_delta(fields, delta)
+    for delta, markup in conn.execute(sql + " order by seq", params).fetchall():
+        if delta is None:
+            record = latest_record(conn, nct_id)
+            fields = extract_fields(record, markup=markup or "markdown") if record else {}
+        else:
+            apply_delta(fields, delta)
     return fields
 
 
@@ -125,7 +134,11 @@ def snapshots_of(conn: Connection, nct_id: str) -> list[dict[str, Any]]:
         [nct_id],
     )
     names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor]
+    rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    for row in rows:
+        if row["content_hash"] is None:  # a lazy baseline: its hash is its record's
+            row["content_hash"] = content_hash(study_fields(conn, nct_id, row["seq"]))
+    return rows
 
 
 def snapshot_at(conn: Connection, nct_id: str, seq: int) -> Snapshot | None:

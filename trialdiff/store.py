@@ -21,7 +21,7 @@ import sqlite_utils
 
 from .diff import diff_snapshots
 from .errors import InputError, OutOfOrderError
-from .model import FieldChange, Snapshot, fields_json
+from .model import FieldChange, Snapshot, content_hash, fields_json
 from .normalize import extract_fields
 from .query import ChangeFilter, apply_delta, query_changes, study_fields
 from .schema import open_db
@@ -110,36 +110,72 @@ def save_study(
     if row is not None and row[0] == gate:
         _touch(db, nct_id, observed_at, row[3])
         return Observation(nct_id, False, ())
+    if row is None:
+        _save_baseline(db, nct_id, study, observed_at, source, run_id, gate)
+        return Observation(nct_id, True, ())
+    stored_hash = materialize(db, nct_id)  # before save_record replaces the baseline's record
     save_record(db, nct_id, study, observed_at)
     snapshot = Snapshot(nct_id, observed_at, extract_fields(study), source)
-    digest = snapshot.content_hash
-    if row is not None and row[1] == digest:
+    if snapshot.content_hash == stored_hash:
         # Same content in different bytes (reordered lists, whitespace): remember the new gate.
         db.execute("update studies set raw_hash = ? where nct_id = ?", [gate, nct_id])
         _touch(db, nct_id, observed_at, row[3])
         return Observation(nct_id, False, ())
-    previous = None
-    if row is not None:
-        (markup,) = db.execute(
-            "select markup from snapshots where nct_id = ? and seq = ?", [nct_id, row[2]]
-        ).fetchone()
-        previous = Snapshot(nct_id, row[4], study_fields(db, nct_id), markup=markup or "markdown")
+    (markup,) = db.execute(
+        "select markup from snapshots where nct_id = ? and seq = ?", [nct_id, row[2]]
+    ).fetchone()
+    previous = Snapshot(nct_id, row[4], study_fields(db, nct_id), markup=markup or "markdown")
     changes = diff_snapshots(previous, snapshot)
-    seq = (row[2] if row is not None else 0) + 1
-    _store_snapshot(db, snapshot, previous, seq, run_id, changes)
-    study_columns = {
-        "last_seen_at": observed_at if row is None else max(observed_at, row[3]),
+    _store_snapshot(db, snapshot, previous, row[2] + 1, run_id, changes)
+    _update_study(db, nct_id, {
+        "last_seen_at": max(observed_at, row[3]),
         "last_changed_at": observed_at,
-        "snapshot_count": seq,
-        "content_hash": digest,
+        "snapshot_count": row[2] + 1,
+        "content_hash": snapshot.content_hash,
         "raw_hash": gate,
         **summary_columns(study),
-    }
-    if row is None:
-        _insert(db, "studies", {"nct_id": nct_id, "first_seen_at": observed_at, **study_columns})
-    else:
-        _update_study(db, nct_id, study_columns)
+    })
     return Observation(nct_id, True, tuple(changes))
+
+
+def _save_baseline(
+    db: sqlite_utils.Database, nct_id: str, study: Mapping[str, Any], observed_at: str,
+    source: str, run_id: int | None, gate: str,
+) -> None:
+    """Store a study's first snapshot lazily: its raw record, canonicalised only if it changes.
+
+    Most studies do not change in a given month, so a bootstrap of the whole registry skips
+    the expensive canonicalisation; `materialize` does it when the study first moves.
+    """
+    save_record(db, nct_id, study, observed_at)
+    _insert(db, "snapshots", {
+        "nct_id": nct_id, "seq": 1, "observed_at": observed_at, "content_hash": None,
+        "source": source, "source_version": None, "run_id": run_id, "delta": None,
+        "markup": "markdown",
+    })
+    _insert(db, "studies", {
+        "nct_id": nct_id, "first_seen_at": observed_at, "last_seen_at": observed_at,
+        "last_changed_at": observed_at, "snapshot_count": 1, "content_hash": None,
+        "raw_hash": gate, **summary_columns(study),
+    })
+
+
+def materialize(db: sqlite_utils.Database, nct_id: str) -> str | None:
+    """Canonicalise a study's lazy baseline if it has one; return the study's content hash."""
+    found = db.execute(
+        "select s.id, s.markup, r.record from snapshots s join records r using (nct_id) "
+        "where s.nct_id = ? and s.delta is null", [nct_id],
+    ).fetchone()
+    if found is None:
+        row = db.execute("select content_hash from studies where nct_id = ?", [nct_id]).fetchone()
+        return row[0] if row else None
+    snapshot_id, markup, record = found
+    fields = extract_fields(json.loads(zlib.decompress(record)), markup=markup or "markdown")
+    digest = content_hash(fields)
+    db.execute("update snapshots set delta = ?, content_hash = ? where id = ?",
+               [fields_json(fields), digest, snapshot_id])
+    db.execute("update studies set content_hash = ? where nct_id = ?", [digest, nct_id])
+    return digest
 
 
 def _store_snapshot(
@@ -170,6 +206,7 @@ def _update_study(db: sqlite_utils.Database, nct_id: str, columns: Mapping[str, 
 
 def stored_snapshots(db: sqlite_utils.Database, nct_id: str) -> list[tuple[Snapshot, int | None]]:
     """Return a study's snapshots with their fields rebuilt, and the run of each, oldest first."""
+    materialize(db, nct_id)
     fields: dict[str, str] = {}
     found = []
     for observed_at, source, version, markup, run_id, delta in db.execute(
