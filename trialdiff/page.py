@@ -96,7 +96,7 @@ def _yaml_quoted(value: str) -> str:
 
 def md_inline(text: str) -> str:
     """Return a plain registry value as one line of Markdown that shows it as written."""
-    return _MD_INLINE.sub(lambda m: "\\" + m.group(0), fold_whitespace(text))
+    return _MD_INLINE.sub(r"\\\g<0>", fold_whitespace(text))
 
 
 def one_line(text: str) -> str:
@@ -172,12 +172,14 @@ def _outcome(item: Mapping[str, Any]) -> str | None:
 
 def _site(item: Mapping[str, Any]) -> str | None:
     """Return one site line: facility, city, state, country — _STATUS_."""
-    parts = [p for p in (_text(item.get(k)) for k in ("facility", "city", "state", "country"))
-             if p]
+    parts = [p.strip() for p in (_text(item.get(k)) for k in ("facility", "city", "state",
+                                                                "country")) if p]
     if not parts:
         return None
     status = _text(item.get("status"))
-    return ", ".join(map(md_inline, parts)) + (f" \u2014 _{md_inline(status)}_" if status else "")
+    # Escaping the joined line is escaping each part: ", " holds nothing to escape. Sites are
+    # most of a big study's page, so one call per site, not four, is what keeps pages fast.
+    return md_inline(", ".join(parts)) + (f" \u2014 _{md_inline(status)}_" if status else "")
 
 
 def _section(heading: str, lines: Sequence[str | None]) -> str | None:

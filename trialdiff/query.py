@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from .errors import DatabaseError
 from .model import FieldChange, Snapshot, content_hash
 from .normalize import extract_fields
@@ -168,7 +170,7 @@ def latest_record(conn: Connection, nct_id: str) -> dict[str, Any] | None:
     row = conn.execute("select record from records where nct_id = ?", [nct_id]).fetchone()
     if row is None:
         return None
-    record: dict[str, Any] = json.loads(zlib.decompress(row[0]))
+    record: dict[str, Any] = orjson.loads(zlib.decompress(row[0]))
     return record
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -27,13 +26,14 @@ def write_atomic(path: str | Path, text: str) -> bool:
             return False
     except FileNotFoundError:
         pass
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    # One writer holds the database's write lock, but pages may be written by several readers:
+    # the pid keeps their temporary files apart.
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
+        temporary.write_bytes(data)
         os.replace(temporary, target)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     return True
 
