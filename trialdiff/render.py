@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 from typing import Any
@@ -35,17 +34,6 @@ def recent_section(changes: Sequence[FieldChange], days: int, limit: int | None 
     if not lines:
         return heading + f"_No field changes in the last {days} days._\n"
     return heading + "".join(lines)
-
-
-def short_value(value: Any, width: int = 80) -> str:
-    """Return a value as one line of JSON, cut to `width` characters."""
-    if value is None:
-        return "\u2205"
-    if not isinstance(value, str):
-        value = json.dumps(value, ensure_ascii=False, sort_keys=True)
-    text: str = value
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "\u2026"
 
 
 def history_table(nct_id: str, rows: Sequence[dict[str, Any]]) -> str:

@@ -29,11 +29,11 @@ def _summary_line(command: str, totals: Any) -> str:
 
 def _change_lines(changes: Iterable[FieldChange], dated: bool = False) -> list[str]:
     """Return one report line per change: study, (day,) path, kind, old and new."""
-    from ..render import short_value
+    from ..report import short
 
     return [
         f"{c.nct_id}  " + (f"{c.detected_at[:10]}  " if dated else "")
-        + f"{c.path} \u2014 {c.kind}: {short_value(c.old, 50)} \u2192 {short_value(c.new, 50)}"
+        + f"{c.path} \u2014 {c.kind}: {short(c.old, 50)} \u2192 {short(c.new, 50)}"
         for c in changes
     ]
 
