@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import load, real_records, version_pair
+from conftest import FIXTURES, load, real_records, version_pair
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -208,3 +208,26 @@ def test_a_first_snapshot_is_canonicalised_only_when_its_study_changes(db_path: 
     first = conn.execute("select delta, content_hash from snapshots where seq = 1").fetchone()
     assert first[1] == expected_hash and json.loads(first[0])  # materialised on the change
     assert len(list(query_changes(conn, ChangeFilter()))) == 6
+
+
+def test_the_fast_path_and_a_straightforward_reference_agree_on_real_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gate, lazy baseline and fast canonical JSON report exactly what the obvious code does."""
+    import trialdiff.normalize as normalize
+    from trialdiff.diff import changed_paths
+
+    pairs = [version_pair(p.name) for p in sorted((FIXTURES / "versions").iterdir())]
+    db_path = str(tmp_path / "fast.db")
+    save(db_path, [older for older, _ in pairs], T1)
+    save(db_path, [newer for _, newer in pairs], T2)
+    conn = sqlite3.connect(db_path)
+    fast = sorted(conn.execute("select nct_id, path, kind from changes"))
+    monkeypatch.setattr(normalize, "canonical_json", normalize.reference_canonical_json)
+    reference = sorted(
+        (study_id(newer), path, kind)
+        for older, newer in pairs
+        for path, kind in changed_paths(normalize.extract_fields(older),
+                                        normalize.extract_fields(newer))
+    )
+    assert fast == reference and len(reference) > 600
