@@ -1,9 +1,10 @@
-"""Keep snapshots and changes in SQLite (sqlite-utils).
+"""Keep snapshots and changes in SQLite (sqlite-utils): the writers.
 
 A study gets a new snapshot only when its tracked content hash changes, git-history style; the
-snapshot stores only the fields that changed since the one before (the first stores them all),
-so any stored version's fields are rebuilt by folding deltas. Each change row carries its old
-and new values, so the changelog is readable straight from the file.
+snapshot stores only the fields that changed since the one before, so any stored version's
+fields are rebuilt by folding deltas. A study's first snapshot is lazy: it keeps the raw record
+and is canonicalised only when the study first changes. Each change row carries its old and
+new values, so the changelog is readable straight from the file.
 """
 
 from __future__ import annotations
@@ -24,10 +25,7 @@ from .errors import InputError, OutOfOrderError
 from .model import FieldChange, Snapshot, content_hash, fields_json
 from .normalize import extract_fields
 from .query import ChangeFilter, apply_delta, query_changes, study_fields
-from .schema import open_db
 from .sources import SourceItem
-
-__all__ = ["RunTotals", "open_db", "save_studies", "save_study", "transaction"]
 
 
 def raw_json(value: Any) -> bytes:
