@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Iterator
 from datetime import date
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .page import render_page
-from .query import ChangeFilter, latest_record, query_changes
+from .query import ChangeFilter, connect_readonly, latest_record, query_changes
 from .render import recent_section, recent_window
 
 
@@ -70,24 +71,49 @@ def changed_studies(conn: Any, since: str, as_of: date, days: int) -> Iterator[s
 
 
 def write_site(
-    conn: Any, out: str, since: str | None, as_of: date, days: int, canonical_base: str,
-    footer: str,
+    db_path: str, out: str, since: str | None, as_of: date, days: int, canonical_base: str,
+    footer: str, jobs: int | None = None,
 ) -> tuple[int, int]:
-    """Write DIR/<NCT_ID>.md for every study, or those changed since a time; return counts."""
+    """Write DIR/<NCT_ID>.md for every study, or those changed since a time; return counts.
+
+    Pages render in `jobs` processes (default: one per core), each with its own read-only
+    connection: rendering is pure work per study, and a site has many.
+    """
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
+    conn = connect_readonly(db_path)
     if since is None:
-        nct_ids: Iterator[str] = (r[0] for r in conn.execute(
-            "select nct_id from studies order by nct_id").fetchall())
+        nct_ids = [r[0] for r in conn.execute("select nct_id from studies order by nct_id")]
     else:
-        nct_ids = changed_studies(conn, since, as_of, days)
+        nct_ids = list(changed_studies(conn, since, as_of, days))
+    conn.close()
+    task = (db_path, str(folder), as_of, days, canonical_base, footer)
+    jobs = jobs or os.cpu_count() or 1
+    chunks = [nct_ids[start : start + 250] for start in range(0, len(nct_ids), 250)]
+    if jobs == 1 or len(chunks) < 2:
+        counts = [_write_pages(task, chunk) for chunk in chunks]
+    else:
+        # fork: workers start at once and inherit the imported modules; each opens its own
+        # connection, never the parent's.
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            counts = pool.starmap(_write_pages, [(task, chunk) for chunk in chunks])
+    return sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+
+def _write_pages(task: tuple[Any, ...], nct_ids: list[str]) -> tuple[int, int]:
+    """Render and write one chunk of pages; return (written, unchanged)."""
+    db_path, folder, as_of, days, canonical_base, footer = task
+    conn = connect_readonly(db_path)
     written = unchanged = 0
-    for nct_id in list(nct_ids):
-        text = render_study_page(conn, nct_id, as_of, days, canonical_base, footer)
-        if text is None:
-            continue
-        if write_atomic(folder / f"{nct_id}.md", text):
-            written += 1
-        else:
-            unchanged += 1
+    try:
+        for nct_id in nct_ids:
+            text = render_study_page(conn, nct_id, as_of, days, canonical_base, footer)
+            if text is None:
+                continue
+            if write_atomic(Path(folder) / f"{nct_id}.md", text):
+                written += 1
+            else:
+                unchanged += 1
+    finally:
+        conn.close()
     return written, unchanged

@@ -205,16 +205,16 @@ def page(ctx: click.Context, nct_id: str | None, every: bool, changed_since: str
     site = every or changed_since is not None
     if site == (nct_id is not None) or site != (out is not None):
         fail("give NCT_ID, or --all or --changed-since with --out DIR")
-    conn = reader(ctx)
     day = utc_day(as_of)
     if nct_id is not None:
-        text = render_study_page(conn, nct_id, day, days, canonical_base, footer)
+        text = render_study_page(reader(ctx), nct_id, day, days, canonical_base, footer)
         if text is None:
             raise CliError(f"{nct_id} is not in the database")
         click.echo(text, nl=False)
         return
     assert out is not None
-    written, unchanged = write_site(conn, out, changed_since, day, days, canonical_base, footer)
+    written, unchanged = write_site(ctx.obj.db, out, changed_since, day, days, canonical_base,
+                                    footer)
     click.echo(f"page: {written} pages written, {unchanged} unchanged, in {out}")
 
 
