@@ -1,0 +1,47 @@
+"""Site pages: the same files whether written by one process or several, written atomically."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from click.testing import CliRunner
+from conftest import ROOT
+
+from trialdiff.cli import cli
+from trialdiff.query import connect_readonly
+from trialdiff.site import changed_studies, write_atomic, write_site
+
+SAMPLE = ROOT / "snapshots" / "sample"
+
+
+def test_one_process_or_several_write_the_same_pages(db_path: str, tmp_path: Path) -> None:
+    CliRunner().invoke(cli, ["--db", db_path, "import", "--summary", str(SAMPLE)])
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    day = date(2025, 7, 7)
+    assert write_site(db_path, str(serial), None, day, 30, "https://x.org/", "note", jobs=1) == (
+        3, 0)
+    assert write_site(db_path, str(parallel), None, day, 30, "https://x.org/", "note",
+                      jobs=2) == (3, 0)
+    for page in serial.iterdir():
+        assert (parallel / page.name).read_bytes() == page.read_bytes()
+    assert write_site(db_path, str(parallel), None, day, 30, "https://x.org/", "note",
+                      jobs=2) == (0, 3)
+
+
+def test_changed_studies_are_those_seen_since_or_sliding_out(db_path: str) -> None:
+    CliRunner().invoke(cli, ["--db", db_path, "import", "--summary", str(SAMPLE)])
+    conn = connect_readonly(db_path)
+    seen = ["NCT04642755", "NCT05827016", "NCT06060392"]
+    assert list(changed_studies(conn, "2025-07-07T00:00:00.000Z", date(2025, 7, 8), 30)) == seen
+    assert list(changed_studies(conn, "2025-07-08T00:00:00.000Z", date(2025, 7, 9), 30)) == []
+    sliding = list(changed_studies(conn, "2025-07-20T00:00:00.000Z", date(2025, 8, 10), 30))
+    assert sliding == ["NCT05827016", "NCT06060392"]  # their changes left the window
+
+
+def test_write_atomic_skips_an_unchanged_file(tmp_path: Path) -> None:
+    target = tmp_path / "page.md"
+    assert write_atomic(target, "one\n") is True
+    assert write_atomic(target, "one\n") is False
+    assert write_atomic(target, "two\n") is True and target.read_text() == "two\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["page.md"]
