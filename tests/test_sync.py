@@ -224,3 +224,31 @@ def test_a_killed_sync_resumes_without_losing_or_doubling_changes(
     expected = sum(len(changed_paths(extract_fields(original(i)), extract_fields(edited(i))))
                    for i in IDS[::3])
     assert len(stored_changes(reference)) == expected > 3 * len(IDS[::3])
+
+
+def test_on_a_terminal_sync_shows_a_progress_bar(db_path: str, api: StandinAPI) -> None:
+    import pty
+
+    run(db_path, "track", *IDS)
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trialdiff", "--db", db_path, "sync", "--api", api.base_url,
+         "--delay", "0.3", "--page-size", "5", "--at", DAY1],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100", "TERM": "xterm"},
+        stdout=subprocess.PIPE, stderr=slave,
+    )
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert process.wait(timeout=60) == 0
+    assert process.stdout is not None
+    assert b"28 studies checked" in process.stdout.read()
+    assert "\u2501".encode() in seen  # rich's bar, drawn on the terminal (stderr)
+    assert b"saved a page" not in seen  # log lines are for logs, not terminals
