@@ -64,7 +64,9 @@ def fold_whitespace(text: str) -> str:
 
 
 _UNICODE_SPACE = re.compile(r"[^\S ]")  # e.g. U+00A0, which str.split() folds too
-_EXPONENT = re.compile(r"\d[eE]")  # orjson writes 1e16 where json writes 1e+16
+# A float after ':' ',' or '[': orjson and json write some differently (1e16 and 1e+16,
+# 0.00001 and 1e-05), so floats take the slow path; registry records hardly have any.
+_FLOAT = re.compile(r"[:,\[]-?\d+[.eE]")
 
 
 def _plain(text: str) -> bool:
@@ -77,7 +79,7 @@ def _plain(text: str) -> bool:
         return False
     if not text.isascii() and _UNICODE_SPACE.search(text):
         return False
-    return _EXPONENT.search(text) is None
+    return _FLOAT.search(text) is None
 
 
 def canonical_json(value: Any) -> str | None:
