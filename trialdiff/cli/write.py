@@ -41,8 +41,9 @@ def _change_lines(changes: Iterable[FieldChange], dated: bool = False) -> list[s
 class OutcomePrinter:
     """Print what a write run did: changes on stdout, failures on stderr, a summary last.
 
-    With `quiet`, nothing is printed unless something changed (failures still go to stderr),
-    so cron mails only news. With `progress`, a rich progress bar runs on stderr.
+    With `quiet`, a run where nothing changed prints nothing (failures still go to stderr), so
+    cron mails only news: every line but the summary is news. With `progress_total`, a rich
+    progress bar runs on stderr when it is a terminal.
     """
 
     def __init__(self, command: str, quiet: bool = False, summary: bool = False,
@@ -51,7 +52,6 @@ class OutcomePrinter:
         self.quiet = quiet
         self.summary = summary
         self.log_pages = log_pages and not quiet
-        self.lines: list[str] = []
         self.progress: Any = None
         if progress_total is not None and sys.stderr.isatty() and not quiet:
             from rich.progress import Progress
@@ -85,21 +85,20 @@ class OutcomePrinter:
                            err=True)
 
     def _emit(self, lines: list[str]) -> None:
-        """Print lines now, or keep them until we know whether anything changed."""
-        if self.quiet:
-            self.lines.extend(lines)
-        else:
-            click.echo("\n".join(lines))
+        """Print report lines (each one is news, so --quiet prints them too)."""
+        click.echo("\n".join(lines))
 
-    def finish(self, totals: Any, news: bool) -> None:
-        """Print the summary (and, under --quiet, the kept lines if there is news)."""
+    def close(self) -> None:
+        """Stop the progress bar, if one runs."""
         if self.progress is not None:
             self.progress.stop()
-        if self.quiet and not news:
-            return
-        if self.lines:
-            click.echo("\n".join(self.lines))
-        click.echo(_summary_line(self.command, totals))
+            self.progress = None
+
+    def finish(self, totals: Any, news: bool) -> None:
+        """Print the summary, unless --quiet and nothing happened."""
+        self.close()
+        if news or not self.quiet:
+            click.echo(_summary_line(self.command, totals))
 
 
 def _stderr_console() -> Any:
@@ -240,8 +239,7 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
                     printer.show(saved)
         finally:
             finish_run(db, run_id, totals, utc_timestamp(), data_timestamp)
-            if printer.progress is not None:
-                printer.progress.stop()
+            printer.close()
     printer.finish(totals, news=bool(totals.changes or events or totals.failed))
     if totals.failed:
         ctx.exit(1)
