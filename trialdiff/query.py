@@ -38,9 +38,10 @@ def connect_readonly(path: str) -> sqlite3.Connection:
     return conn
 
 
-def apply_delta(fields: dict[str, str], delta: str) -> None:
-    """Apply one stored delta to a {path: canonical JSON} mapping in place."""
-    for path, value in json.loads(delta).items():
+def apply_delta(fields: dict[str, str], delta: bytes | str) -> None:
+    """Apply one stored delta (zlib of JSON; plain JSON text before 0.1) to a mapping."""
+    text = zlib.decompress(delta) if isinstance(delta, bytes) else delta
+    for path, value in json.loads(text).items():
         if value is None:
             fields.pop(path, None)
         else:

@@ -48,8 +48,9 @@ SCHEMA: tuple[Table, ...] = (
         ("source", str, "import, sync or backfill"),
         ("source_version", int, "the registry's version number, for backfilled versions"),
         ("run_id", int, "the run that stored it"),
-        ("delta", str, "JSON {path: canonical value, or null when removed} since the previous; "
-                       "NULL for a lazy baseline, whose content is the raw record in `records`"),
+        ("delta", bytes, "zlib of JSON {path: canonical value, or null when removed} since the "
+                         "previous snapshot; NULL for a lazy baseline, whose content is the "
+                         "raw record in `records`"),
         ("markup", str, "the record's text markup: markdown (API v2) or html (record history)"),
     ), unique=(("nct_id", "seq"),)),
     Table("changes", "id", (

@@ -48,11 +48,20 @@ def gate_hash(study: Mapping[str, Any]) -> str:
     return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
-def make_delta(old: Mapping[str, str], new: Mapping[str, str]) -> str:
-    """Return the stored delta from one field mapping to the next."""
+def make_delta(old: Mapping[str, str], new: Mapping[str, str]) -> bytes:
+    """Return the stored delta from one field mapping to the next, compressed."""
     delta = {path: text for path, text in new.items() if old.get(path) != text}
     delta.update({path: "null" for path in old if path not in new})
-    return fields_json(delta)
+    return pack_delta(delta)
+
+
+def pack_delta(delta: Mapping[str, str]) -> bytes:
+    """Return a {path: canonical JSON} delta as stored: zlib of its canonical JSON.
+
+    Compressed, because a study's first change stores its whole baseline, and results
+    sections are large; a day's database growth stays below git's packed growth this way.
+    """
+    return zlib.compress(fields_json(delta).encode("utf-8"), 6)
 
 
 def text_at(record: Any, *keys: str) -> str | None:
@@ -171,7 +180,7 @@ def materialize(db: sqlite_utils.Database, nct_id: str) -> str | None:
     fields = extract_fields(json.loads(zlib.decompress(record)), markup=markup or "markdown")
     digest = content_hash(fields)
     db.execute("update snapshots set delta = ?, content_hash = ? where id = ?",
-               [fields_json(fields), digest, snapshot_id])
+               [pack_delta(fields), digest, snapshot_id])
     db.execute("update studies set content_hash = ? where nct_id = ?", [digest, nct_id])
     return digest
 
