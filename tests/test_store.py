@@ -13,6 +13,7 @@ from conftest import FIXTURES, load, real_records, version_pair
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from trialdiff.check import CheckTotals, check_database
 from trialdiff.errors import DatabaseError
 from trialdiff.model import content_hash
 from trialdiff.normalize import extract_fields, study_id
@@ -23,6 +24,7 @@ from trialdiff.query import (
     snapshot_at,
     snapshots_of,
     study_fields,
+    study_row,
 )
 from trialdiff.schema import SCHEMA, SCHEMA_VERSION, open_db, schema_version
 from trialdiff.sources import SourceItem
@@ -55,8 +57,12 @@ def test_a_v1_database_is_upgraded_in_place(db_path: str) -> None:
     db = open_db(db_path)
     with transaction(db):
         materialize(db, "NCT06060392")  # version 1 stored every first snapshot in full
-    conn = sqlite3.connect(db_path)
-    conn.execute("drop table records")  # what a version 1 database lacked
+    db.close()
+    conn = sqlite3.connect(db_path)  # make it what version 1 was: no records, no sightings
+    conn.execute("alter table studies add column last_seen_at text")
+    conn.execute("update studies set last_seen_at = (select last_seen_at from sightings)")
+    conn.execute("drop table records")
+    conn.execute("drop table sightings")
     conn.execute("update meta set value = '1' where key = 'schema_version'")
     conn.commit()
     conn.close()
@@ -64,7 +70,10 @@ def test_a_v1_database_is_upgraded_in_place(db_path: str) -> None:
     assert totals.changes == 6
     db = open_db(db_path)
     assert schema_version(db) == SCHEMA_VERSION
+    assert "last_seen_at" not in db["studies"].columns_dict
+    assert (study_row(db.conn, "NCT06060392") or {})["last_seen_at"] == T2
     assert latest_record(db.conn, "NCT06060392") is not None
+    assert not list(check_database(db.conn, CheckTotals()))
 
 
 def test_a_newer_schema_is_refused(db_path: str) -> None:
@@ -79,12 +88,13 @@ def test_snapshots_only_when_content_changes_and_last_seen_always_moves(db_path:
     save(db_path, [older], T2)  # the same record seen again: no snapshot
     db = open_db(db_path)
     assert [r["seq"] for r in snapshots_of(db.conn, "NCT06060392")] == [1]
-    row = db["studies"].get("NCT06060392")
+    row = study_row(db.conn, "NCT06060392")
+    assert row is not None
     assert (row["first_seen_at"], row["last_seen_at"], row["last_changed_at"]) == (T1, T2, T1)
     totals = save(db_path, [newer], T3)
     assert (totals.checked, totals.changed, totals.changes) == (1, 1, 6)
     assert [r["seq"] for r in snapshots_of(db.conn, "NCT06060392")] == [1, 2]
-    assert db["studies"].get("NCT06060392")["last_seen_at"] == T3
+    assert (study_row(db.conn, "NCT06060392") or {})["last_seen_at"] == T3
 
 
 def test_reordered_or_respaced_bytes_store_nothing(db_path: str) -> None:

@@ -125,10 +125,11 @@ def _slot_in(
         exists = db.execute("select 1 from studies where nct_id = ?", [nct_id]).fetchone()
         if not exists:
             columns = {"nct_id": nct_id, "first_seen_at": snapshot.observed_at,
-                       "last_seen_at": snapshot.observed_at, "raw_hash": "",
-                       **summary_columns(study)}
+                       "raw_hash": "", **summary_columns(study)}
             db.execute(f"insert into studies ({', '.join(columns)}) "
                        f"values ({', '.join('?' * len(columns))})", list(columns.values()))
+            db.execute("insert into sightings (nct_id, last_seen_at) values (?, ?)",
+                       [nct_id, snapshot.observed_at])
         states = stored_snapshots(db, nct_id)
         states.append((snapshot, run_id))
         # Backfilled versions sort by version number; the synced present comes after them all.
@@ -137,9 +138,10 @@ def _slot_in(
         changes = rewrite_history(db, nct_id, states)
         if states[-1][0] is snapshot:  # no synced record yet: this version is the latest
             save_record(db, nct_id, study, snapshot.observed_at)
+            db.execute("update studies set raw_hash = '' where nct_id = ?", [nct_id])
             db.execute(
-                "update studies set raw_hash = '', last_seen_at = max(last_seen_at, ?) "
-                "where nct_id = ?", [snapshot.observed_at, nct_id],
+                "update sightings set last_seen_at = max(last_seen_at, ?) where nct_id = ?",
+                [snapshot.observed_at, nct_id],
             )
         db.execute(
             "insert into history_versions (nct_id, version, version_date, content_hash, "

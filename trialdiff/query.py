@@ -159,7 +159,9 @@ def snapshot_at(conn: Connection, nct_id: str, seq: int) -> Snapshot | None:
 
 def study_row(conn: Connection, nct_id: str) -> dict[str, Any] | None:
     """Return a study's row from the studies table, or None when it is unknown."""
-    cursor = conn.execute("select * from studies where nct_id = ?", [nct_id])
+    cursor = conn.execute(
+        "select * from studies left join sightings using (nct_id) where nct_id = ?", [nct_id]
+    )
     row = cursor.fetchone()
     if row is None:
         return None

@@ -21,6 +21,7 @@ class Table(NamedTuple):
     columns: tuple[tuple[str, type, str], ...]
     indexes: tuple[tuple[str, ...], ...] = ()
     unique: tuple[tuple[str, ...], ...] = ()
+    without_rowid: bool = False
 
 
 # The README's schema section is generated from this table and tested against it.
@@ -30,7 +31,6 @@ SCHEMA: tuple[Table, ...] = (
     Table("studies", "nct_id", (
         ("nct_id", str, "the study"),
         ("first_seen_at", str, "first observation, ISO 8601 UTC"),
-        ("last_seen_at", str, "latest observation, whether or not anything changed"),
         ("last_changed_at", str, "observation time of the latest snapshot"),
         ("snapshot_count", int, "number of stored snapshots"),
         ("content_hash", str, "SHA-256 of the latest snapshot's fields in canonical JSON"),
@@ -39,6 +39,12 @@ SCHEMA: tuple[Table, ...] = (
         ("overall_status", str, "from the latest record"),
         ("last_update_post_date", str, "the registry's last update post date"),
     )),
+    # Every observation moves a study's last sighting, so it lives apart from `studies`: a
+    # narrow table means a daily sync of the registry rewrites 6 times fewer pages.
+    Table("sightings", "nct_id", (
+        ("nct_id", str, "the study"),
+        ("last_seen_at", str, "latest observation, whether or not anything changed"),
+    ), without_rowid=True),
     Table("snapshots", "id", (
         ("id", int, "row id"),
         ("nct_id", str, "the study"),
@@ -127,8 +133,13 @@ VIEW_DOCS: dict[str, str] = {"change_log": "each change with its study's title a
 
 
 def _v1_to_v2(db: sqlite_utils.Database) -> None:
-    """Add the latest raw record of each study (pages need its line breaks)."""
-    create_table(db, next(t for t in SCHEMA if t.name == "records"))
+    """Add each study's latest raw record, and move last sightings to their own table."""
+    for name in ("records", "sightings"):
+        create_table(db, next(t for t in SCHEMA if t.name == name))
+    if "last_seen_at" in db["studies"].columns_dict:
+        db.execute("insert or ignore into sightings (nct_id, last_seen_at) "
+                   "select nct_id, last_seen_at from studies")
+        db.execute("alter table studies drop column last_seen_at")
 
 
 # Upgrades from each older schema version; each function takes the database one version up.
@@ -137,9 +148,15 @@ MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1_to_v2}
 
 def create_table(db: sqlite_utils.Database, table: Table) -> None:
     """Create a table and its indexes if they are missing."""
-    db[table.name].create(  # type: ignore[union-attr]
-        {name: kind for name, kind, _ in table.columns}, pk=table.pk, if_not_exists=True
-    )
+    if table.without_rowid:  # sqlite-utils cannot say WITHOUT ROWID
+        types = {str: "TEXT", int: "INTEGER", bytes: "BLOB"}
+        columns = ", ".join(f"[{name}] {types[kind]}" for name, kind, _ in table.columns)
+        db.execute(f"create table if not exists [{table.name}] ({columns}, "
+                   f"primary key ([{table.pk}])) without rowid")
+    else:
+        db[table.name].create(  # type: ignore[union-attr]
+            {name: kind for name, kind, _ in table.columns}, pk=table.pk, if_not_exists=True
+        )
     for index in table.indexes:
         db[table.name].create_index(index, if_not_exists=True)  # type: ignore[union-attr]
     for index in table.unique:

@@ -43,7 +43,7 @@ def render_study_page(
     conn: Any, nct_id: str, as_of: date, days: int, canonical_base: str, footer: str
 ) -> str | None:
     """Return a study's page as of a day, or None when the study is not stored."""
-    row = conn.execute("select last_seen_at from studies where nct_id = ?", [nct_id]).fetchone()
+    row = conn.execute("select last_seen_at from sightings where nct_id = ?", [nct_id]).fetchone()
     record = latest_record(conn, nct_id)
     if row is None or record is None:
         return None
@@ -61,7 +61,7 @@ def changed_studies(conn: Any, since: str, as_of: date, days: int) -> Iterator[s
     window_then, _ = recent_window(date.fromisoformat(since[:10]), days)
     window_now, _ = recent_window(as_of, days)
     rows = conn.execute(
-        "select nct_id from studies where last_seen_at >= ? "
+        "select nct_id from sightings where last_seen_at >= ? "
         "union select nct_id from changes where detected_at >= ? and detected_at < ? "
         "order by 1",
         [since, window_then, window_now],

@@ -106,7 +106,7 @@ def save_study(
     gate = gate_hash(study)
     row = db.execute(
         "select raw_hash, content_hash, snapshot_count, last_seen_at, last_changed_at "
-        "from studies where nct_id = ?",
+        "from studies join sightings using (nct_id) where nct_id = ?",
         [nct_id],
     ).fetchone()
     if row is not None and observed_at < row[4]:
@@ -134,8 +134,8 @@ def save_study(
     previous = Snapshot(nct_id, row[4], study_fields(db, nct_id), markup=markup or "markdown")
     changes = diff_snapshots(previous, snapshot)
     _store_snapshot(db, snapshot, previous, row[2] + 1, run_id, changes)
+    _touch(db, nct_id, observed_at, row[3])
     _update_study(db, nct_id, {
-        "last_seen_at": max(observed_at, row[3]),
         "last_changed_at": observed_at,
         "snapshot_count": row[2] + 1,
         "content_hash": snapshot.content_hash,
@@ -160,8 +160,9 @@ def _save_baseline(
         "source": source, "source_version": None, "run_id": run_id, "delta": None,
         "markup": "markdown",
     })
+    _insert(db, "sightings", {"nct_id": nct_id, "last_seen_at": observed_at})
     _insert(db, "studies", {
-        "nct_id": nct_id, "first_seen_at": observed_at, "last_seen_at": observed_at,
+        "nct_id": nct_id, "first_seen_at": observed_at,
         "last_changed_at": observed_at, "snapshot_count": 1, "content_hash": None,
         "raw_hash": gate, **summary_columns(study),
     })
@@ -298,7 +299,7 @@ def save_record(
 def _touch(db: sqlite_utils.Database, nct_id: str, observed_at: str, last_seen: str) -> None:
     """Move a study's last-seen time forward."""
     if observed_at > last_seen:
-        db.execute("update studies set last_seen_at = ? where nct_id = ?", [observed_at, nct_id])
+        db.execute("update sightings set last_seen_at = ? where nct_id = ?", [observed_at, nct_id])
 
 
 def change_row(change: FieldChange, snapshot_id: int | None) -> dict[str, Any]:
