@@ -27,7 +27,7 @@ from trialdiff.query import (
     study_row,
 )
 from trialdiff.schema import SCHEMA, SCHEMA_VERSION, open_db, schema_version
-from trialdiff.sources import SourceItem
+from trialdiff.sources import SourceItem, read_studies
 from trialdiff.store import RunTotals, materialize, save_studies, save_study, transaction
 
 T1, T2, T3 = "2024-06-14T00:00:00.000Z", "2025-07-07T00:00:00.000Z", "2025-07-08T00:00:00.000Z"
@@ -244,3 +244,44 @@ def test_the_fast_path_and_a_straightforward_reference_agree_on_real_records(
                                         normalize.extract_fields(newer))
     )
     assert fast == reference and len(reference) > 600
+
+
+def test_the_gate_cuts_the_derived_section_out_of_the_records_own_bytes() -> None:
+    import orjson
+
+    from trialdiff.store import gate_hash
+
+    record = load("v2/NCT04857515.json")
+    restamped = copy.deepcopy(record)
+    restamped["derivedSection"]["miscInfoModule"]["versionHolder"] = "2099-01-01"
+    edited = copy.deepcopy(restamped)
+    edited["protocolSection"]["statusModule"]["overallStatus"] = "WITHDRAWN"
+    compact = [orjson.dumps(r) for r in (record, restamped, edited)]
+    gates = [gate_hash(r, raw) for r, raw in zip((record, restamped, edited), compact, strict=True)]
+    assert gates[0] == gates[1] != gates[2]
+    assert gate_hash(record) == gate_hash(restamped) != gate_hash(edited)  # without bytes too
+    indented = json.dumps(record, indent=2).encode()
+    assert gate_hash(record, indented) == gate_hash(record)  # not found: written anew
+
+
+def test_ndjson_days_with_only_a_new_data_release_store_nothing(
+    db_path: str, tmp_path: Path
+) -> None:
+    import orjson
+
+    records = real_records()
+    day1, day2 = tmp_path / "day1.ndjson", tmp_path / "day2.ndjson"
+    day1.write_bytes(b"\n".join(orjson.dumps(r) for r in records))
+    for record in records:
+        record["derivedSection"]["miscInfoModule"]["versionHolder"] = "2099-01-01"
+    day2.write_bytes(b"\n".join(orjson.dumps(r) for r in records))
+    db = open_db(db_path)
+    for day, at in ((day1, T1), (day2, T2)):
+        totals = RunTotals()
+        list(save_studies(db, read_studies([str(day)]), at, totals))
+    assert (totals.checked, totals.changes) == (len(records), 0)
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("select count(*) from snapshots").fetchone()[0] == len(records)
+    assert conn.execute("select distinct last_seen_at from sightings").fetchall() == [(T2,)]
+    # The gate held for every record: none was written again.
+    assert conn.execute("select distinct observed_at from records").fetchall() == [(T1,)]

@@ -38,6 +38,7 @@ class SourceItem:
     study: dict[str, Any] | None = None
     nct_id: str | None = None
     error: str | None = None
+    raw: bytes | None = None  # the record's own bytes, when it had a file or line to itself
 
 
 def _records(label: str, value: Any) -> Iterator[SourceItem]:
@@ -54,12 +55,12 @@ def _records(label: str, value: Any) -> Iterator[SourceItem]:
         yield _checked(label, value)
 
 
-def _checked(label: str, value: Any) -> SourceItem:
+def _checked(label: str, value: Any, raw: bytes | None = None) -> SourceItem:
     """Return a record as an item, or an error when it is not a study object."""
     nct_id = study_id(value)
     if nct_id is None:
         return SourceItem(label, error=NOT_A_STUDY)
-    return SourceItem(label, value, nct_id)
+    return SourceItem(label, value, nct_id, raw=raw)
 
 
 def _streamed(label: str, value: Any) -> SourceItem:
@@ -176,7 +177,10 @@ def _read_json(label: str, opener: Any, size: int) -> Iterator[SourceItem]:
     except orjson.JSONDecodeError as exc:
         yield SourceItem(label, error=_orjson_error(exc, data))
         return
-    yield from _records(label, value)
+    if isinstance(value, dict) and "protocolSection" in value:
+        yield _checked(label, value, data)  # one study per file: its bytes are its own
+    else:
+        yield from _records(label, value)
 
 
 def _orjson_error(exc: orjson.JSONDecodeError, data: bytes) -> str:
@@ -201,7 +205,7 @@ def _read_ndjson(label: str, stream: IO[bytes]) -> Iterator[SourceItem]:
         except orjson.JSONDecodeError as exc:
             yield SourceItem(where, error=_orjson_error(exc, line))
             continue
-        yield _checked(where, value)
+        yield _checked(where, value, line)
 
 
 def _read_zip(path: Path) -> Iterator[SourceItem]:

@@ -37,15 +37,27 @@ def raw_json(value: Any) -> bytes:
         return json.dumps(value, ensure_ascii=True).encode("ascii")
 
 
-def gate_hash(study: Mapping[str, Any]) -> str:
+def gate_hash(study: Mapping[str, Any], raw: bytes | None = None) -> str:
     """Return the cheap gate: a hash of the record's bytes, its derived data left out.
 
     A new data release re-stamps every record's derivedSection, so its raw bytes differ every
     day; without it, equal bytes mean nothing a sponsor wrote changed, and canonicalising (the
-    expensive part) is skipped.
+    expensive part) is skipped. Given the record's own bytes, it cuts the derivedSection out
+    of them rather than writing the record again: compact JSON, as the API and bulk dumps
+    send, holds it as orjson writes it. Otherwise, or if it is not found exactly once, the
+    record is written anew without it. Either way, equal gates mean equal content.
     """
-    raw = raw_json({k: v for k, v in study.items() if k != "derivedSection"})
-    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+    derived = study.get("derivedSection")
+    if raw is not None and derived is not None:
+        try:
+            piece = b'"derivedSection":' + orjson.dumps(derived)
+        except (orjson.JSONEncodeError, TypeError):
+            piece = b""
+        at = raw.find(piece) if piece else -1
+        if at != -1 and raw.find(piece, at + 1) == -1:
+            return hashlib.blake2b(raw[:at] + raw[at + len(piece):], digest_size=16).hexdigest()
+    stripped = raw_json({k: v for k, v in study.items() if k != "derivedSection"})
+    return hashlib.blake2b(stripped, digest_size=16).hexdigest()
 
 
 def make_delta(old: Mapping[str, str], new: Mapping[str, str]) -> bytes:
@@ -98,12 +110,14 @@ def save_study(
     observed_at: str,
     source: str = "import",
     run_id: int | None = None,
+    raw: bytes | None = None,
 ) -> Observation:
     """Record one observation of a study; store a snapshot and changes if its content moved.
 
-    The caller holds the transaction, so a snapshot and its changes commit together.
+    `raw` is the record's own bytes, if known (it makes the gate cheaper). The caller holds
+    the transaction, so a snapshot and its changes commit together.
     """
-    gate = gate_hash(study)
+    gate = gate_hash(study, raw)
     row = db.execute(
         "select raw_hash, content_hash, snapshot_count, last_seen_at, last_changed_at "
         "from studies join sightings using (nct_id) where nct_id = ?",
@@ -394,9 +408,8 @@ def save_studies(
                 yield item
                 continue
             try:
-                observation = save_study(
-                    db, item.nct_id, item.study, observed_at, source=source, run_id=run_id
-                )
+                observation = save_study(db, item.nct_id, item.study, observed_at, source=source,
+                                         run_id=run_id, raw=item.raw)
             except InputError as exc:  # raised before save_study writes anything
                 totals.fail(item.label, str(exc))
                 yield SourceItem(item.label, error=str(exc))
