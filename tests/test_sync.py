@@ -126,7 +126,7 @@ def test_a_failed_page_stores_nothing_and_exits_1(db_path: str, api: StandinAPI)
     assert "200 with an invalid body" in err and "Traceback" not in err
     conn = sqlite3.connect(db_path)
     assert conn.execute("select count(*) from snapshots").fetchone()[0] == 0
-    assert out.strip().endswith("1 failed")
+    assert out.strip().endswith("0 studies checked, 0 changed, 0 changes, 2 failed")  # 2 batches
 
 
 def test_html_from_a_proxy_is_retried(db_path: str, api: StandinAPI) -> None:
@@ -252,3 +252,18 @@ def test_on_a_terminal_sync_shows_a_progress_bar(db_path: str, api: StandinAPI) 
     assert b"28 studies checked" in process.stdout.read()
     assert "\u2501".encode() in seen  # rich's bar, drawn on the terminal (stderr)
     assert b"saved a page" not in seen  # log lines are for logs, not terminals
+
+
+def test_a_failed_batch_is_reported_and_the_next_batches_are_done(
+    db_path: str, api: StandinAPI
+) -> None:
+    run(db_path, "track", *IDS[:9])
+    api.add_fault(Fault("status", status=503, path_prefix="/api/v2/studies", times=3))
+    code, out, err = sync(db_path, api, "--at", DAY1, "--page-size", "3")
+    assert code == 1
+    assert f"trialdiff: tracked studies {IDS[0]}..{IDS[2]}: " in err and "503" in err
+    assert out.strip().endswith("6 studies checked, 0 changed, 0 changes, 1 failed")
+    assert "left scope" not in out  # a failed batch is not a study gone
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("select count(*) from snapshots").fetchone()[0] == 6
+    assert conn.execute("select count(*) from events").fetchone()[0] == 0

@@ -233,17 +233,25 @@ def fetch_pages(client: Client, params: Mapping[str, str]) -> Iterator[list[dict
             return
 
 
+def id_batches(nct_ids: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Yield sorted, distinct ids in batches of at most `size`."""
+    ids = sorted(set(nct_ids))
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def fetch_batch(client: Client, batch: list[str]) -> Iterator[list[dict[str, Any]]]:
+    """Yield the pages of one batch of studies: `filter.ids=A,B,...`, one request per page."""
+    params = {"filter.ids": ",".join(batch), "pageSize": str(min(len(batch), 1000))}
+    yield from fetch_pages(client, params)
+
+
 def fetch_ids(
     client: Client, nct_ids: Iterable[str], batch: int | None = None
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield pages of the given studies, fetched `batch` ids per request (default: page size)."""
-    batch = batch or client.pacing.page_size
-    ids = sorted(set(nct_ids))
-    for start in range(0, len(ids), batch):
-        chunk = ids[start : start + batch]
-        yield from fetch_pages(
-            client, {"filter.ids": ",".join(chunk), "pageSize": str(min(batch, 1000))}
-        )
+    for ids in id_batches(nct_ids, batch or client.pacing.page_size):
+        yield from fetch_batch(client, ids)
 
 
 def fetch_study(client: Client, nct_id: str) -> tuple[str, dict[str, Any] | None]:

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlencode
 import sqlite_utils
 
 from .errors import FetchError, ForbiddenError, UsageError
-from .fetch import Client, fetch_ids, fetch_pages, fetch_study, incremental
+from .fetch import Client, fetch_batch, fetch_pages, fetch_study, id_batches, incremental
 from .model import Event, PageDone
 from .normalize import study_id
 from .sources import SourceItem
@@ -120,24 +120,34 @@ def sync_api(
     states = dict(db.execute("select nct_id, state from watchlist").fetchall())
     wanted = sorted(set(tracked_ids(db.conn)) | set(extra_ids))
     seen: set[str] = set()
+    failed: set[str] = set()
+    for batch in id_batches(wanted, client.pacing.page_size):
+        try:
+            for page in fetch_batch(client, batch):
+                for study in page:
+                    seen.update([study_id(study) or "", *_aliases(study)])
+                yield from save_studies(db, _items(page, "filter.ids"), observed_at, totals,
+                                        source="sync", run_id=run_id)
+                yield PageDone(len(page), "tracked studies")
+        except ForbiddenError:
+            raise
+        except FetchError as exc:  # report the batch and move on to the next
+            failed.update(batch)
+            where = f"tracked studies {batch[0]}..{batch[-1]}"
+            totals.fail(where, str(exc))
+            yield SourceItem(where, error=str(exc))
     try:
-        for page in fetch_ids(client, wanted):
-            for study in page:
-                seen.update([study_id(study) or "", *_aliases(study)])
-            yield from save_studies(db, _items(page, "filter.ids"), observed_at, totals,
-                                    source="sync", run_id=run_id)
-            yield PageDone(len(page), "tracked studies")
-        yield from _missing(db, client, sorted(set(wanted) - seen), states, observed_at, run_id,
-                            totals)
-        for nct_id in sorted(seen & {i for i, s in states.items() if s == "missing"}):
-            event = Event(nct_id, "returned", {})
-            _record_event(db, event, observed_at, run_id)
-            yield event
+        yield from _missing(db, client, sorted(set(wanted) - seen - failed), states,
+                            observed_at, run_id, totals)
     except ForbiddenError:
         raise
     except FetchError as exc:
-        totals.fail("tracked studies", str(exc))
-        yield SourceItem("tracked studies", error=str(exc))
+        totals.fail("studies not returned", str(exc))
+        yield SourceItem("studies not returned", error=str(exc))
+    for nct_id in sorted(seen & {i for i, s in states.items() if s == "missing"}):
+        event = Event(nct_id, "returned", {})
+        _record_event(db, event, observed_at, run_id)
+        yield event
     for query_id, expr, last_synced in db.execute(
         "select id, expr, last_synced_at from queries order by id"
     ).fetchall():
