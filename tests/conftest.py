@@ -8,8 +8,14 @@ from typing import Any
 
 import pytest
 
+from trialdiff.diff import diff_snapshots
+from trialdiff.model import FieldChange, Snapshot
+from trialdiff.normalize import extract_fields
+
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
+SAMPLE = ROOT / "snapshots" / "sample"  # the quickstart's real archive: 2 days, 3 studies
+SAMPLE_DAYS = ("2024-06-14", "2025-07-07")
 
 
 def load(relative: str) -> dict[str, Any]:
@@ -26,6 +32,19 @@ def version_pair(nct_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
 def real_records() -> list[dict[str, Any]]:
     """Return every real v2 fixture record, sorted by NCT id."""
     return [load(f"v2/{p.name}") for p in sorted((FIXTURES / "v2").glob("*.json"))]
+
+
+def sample_record(day: str, nct_id: str) -> dict[str, Any]:
+    """Return a real record of the sample archive."""
+    record: dict[str, Any] = json.loads((SAMPLE / day / f"{nct_id}.json").read_text())
+    return record
+
+
+def sample_changes(nct_id: str, before: str, after: str) -> list[FieldChange]:
+    """Return a sample study's real changes across the archive's two days, at given times."""
+    old, new = (sample_record(day, nct_id) for day in SAMPLE_DAYS)
+    return diff_snapshots(Snapshot(nct_id, before, extract_fields(old)),
+                          Snapshot(nct_id, after, extract_fields(new)))
 
 
 @pytest.fixture

@@ -7,14 +7,13 @@ import io
 import json
 import random
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import sample_changes
 from markdown_it import MarkdownIt
 
 from trialdiff import export
-from trialdiff.diff import diff_snapshots
 from trialdiff.export import (
     from_csv,
     records,
@@ -25,28 +24,15 @@ from trialdiff.export import (
     to_ndjson,
     xml_safe,
 )
-from trialdiff.model import FieldChange, Snapshot
-from trialdiff.normalize import extract_fields
+from trialdiff.model import FieldChange
 from trialdiff.report import visible
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "snapshots" / "sample"
 A = "{http://www.w3.org/2005/Atom}"
 DAY1, DAY2 = "2024-06-14T06:00:00.000Z", "2025-07-07T06:00:00.000Z"
 
 
-def real_changes() -> list[FieldChange]:
-    """Return the real changes of the sample archive's studies from 2024-06-14 to 2025-07-07."""
-    found: list[FieldChange] = []
-    for nct_id in ("NCT04642755", "NCT05827016", "NCT06060392"):
-        old, new = (json.loads((SAMPLE / day / f"{nct_id}.json").read_text())
-                    for day in ("2024-06-14", "2025-07-07"))
-        found += diff_snapshots(Snapshot(nct_id, DAY1, extract_fields(old)),
-                                Snapshot(nct_id, DAY2, extract_fields(new)))
-    return found
-
-
-REAL = real_changes()
+REAL = [change for nct_id in ("NCT04642755", "NCT05827016", "NCT06060392")
+        for change in sample_changes(nct_id, DAY1, DAY2)]
 HOSTILE_TEXT = "a `tick` ``` | pipe\n# heading\r\n<script>&amp; \x00\x07\x1b[31m\x7f\u2028 end"
 # Hand-made: hostile strings in every slot a registry record (or a path) can reach.
 HOSTILE = [

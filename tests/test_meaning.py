@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import version_pair
+from conftest import FIXTURES, sample_changes, sample_record, version_pair
 
 from trialdiff.diff import diff_snapshots
 from trialdiff.meaning import (
@@ -28,16 +27,7 @@ from trialdiff.meaning import (
 from trialdiff.model import FieldChange, Snapshot
 from trialdiff.normalize import extract_fields
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "snapshots" / "sample"
-FIXTURES = ROOT / "tests" / "fixtures"
 BEFORE, AFTER = "2024-06-14T00:00:00.000Z", "2025-07-07T00:00:00.000Z"
-
-
-def load(day: str, nct_id: str) -> dict[str, Any]:
-    """Return a real record from the sample archive."""
-    record: dict[str, Any] = json.loads((SAMPLE / day / f"{nct_id}.json").read_text())
-    return record
 
 
 def changes_between(old: dict[str, Any], new: dict[str, Any], nct_id: str) -> list[FieldChange]:
@@ -48,8 +38,7 @@ def changes_between(old: dict[str, Any], new: dict[str, Any], nct_id: str) -> li
 
 def real_changes(nct_id: str) -> dict[str, FieldChange]:
     """Return the real changes of a study from 2024-06-14 to 2025-07-07, by path."""
-    found = changes_between(load("2024-06-14", nct_id), load("2025-07-07", nct_id), nct_id)
-    return {change.path: change for change in found}
+    return {change.path: change for change in sample_changes(nct_id, BEFORE, AFTER)}
 
 
 def edited(record: dict[str, Any], *edits: tuple[tuple[str, ...], Any]) -> dict[str, Any]:
@@ -70,7 +59,7 @@ def one_change(new: dict[str, Any], old: dict[str, Any], path: str) -> FieldChan
 
 
 P = "protocolSection"
-LATEST = load("2025-07-07", "NCT05827016")
+LATEST = sample_record("2025-07-07", "NCT05827016")
 
 
 def variant(path: str, *edits: tuple[tuple[str, ...], Any]) -> FieldChange:
