@@ -15,18 +15,21 @@ from typing import Any
 
 import sqlite_utils
 
+from .diff import diff_snapshots
 from .errors import FetchError, ShapeError, UsageError
 from .fetch import Client
 from .model import FieldChange, Snapshot, VersionSaved, utc_timestamp
 from .normalize import extract_fields, study_id
+from .query import ChangeFilter, apply_delta, query_changes
 from .sources import SourceItem
 from .store import (
     RunTotals,
-    rewrite_history,
+    materialize,
     save_record,
-    stored_snapshots,
+    store_snapshot,
     summary_columns,
     transaction,
+    update_study,
 )
 from .sync import Outcome
 
@@ -83,6 +86,58 @@ def fetch_version(client: Client, nct_id: str, number: int) -> dict[str, Any]:
                          "nothing was stored")
     assert isinstance(study, dict)
     return study
+
+
+def stored_snapshots(db: sqlite_utils.Database, nct_id: str) -> list[tuple[Snapshot, int | None]]:
+    """Return a study's snapshots with their fields rebuilt, and the run of each, oldest first."""
+    materialize(db, nct_id)
+    fields: dict[str, str] = {}
+    found = []
+    for observed_at, source, version, markup, run_id, delta in db.execute(
+        "select observed_at, source, source_version, markup, run_id, delta from snapshots "
+        "where nct_id = ? order by seq", [nct_id],
+    ).fetchall():
+        apply_delta(fields, delta)
+        found.append((Snapshot(nct_id, observed_at, dict(fields), source, version,
+                               markup or "markdown"), run_id))
+    return found
+
+
+def rewrite_history(
+    db: sqlite_utils.Database, nct_id: str, states: list[tuple[Snapshot, int | None]]
+) -> list[FieldChange]:
+    """Store a study's snapshots anew as the given time-ordered states; return new changes.
+
+    Backfill slots older versions in before the first synced snapshot this way, so every
+    change is recomputed across the seam. The caller holds the transaction.
+    """
+    before = {(c.path, c.kind, c.detected_at) for c in _stored_changes(db, nct_id)}
+    db.execute("delete from changes where nct_id = ?", [nct_id])
+    db.execute("delete from snapshots where nct_id = ?", [nct_id])
+    previous: Snapshot | None = None
+    found: list[FieldChange] = []
+    seq = 0
+    for snapshot, run_id in states:
+        if previous is not None and previous.fields == snapshot.fields:
+            continue  # same content: a snapshot is stored only when content changes
+        changes = diff_snapshots(previous, snapshot)
+        seq += 1
+        store_snapshot(db, snapshot, previous, seq, run_id, changes)
+        found.extend(c for c in changes if (c.path, c.kind, c.detected_at) not in before)
+        previous = snapshot
+    if previous is not None:
+        update_study(db, nct_id, {
+            "first_seen_at": states[0][0].observed_at,
+            "last_changed_at": previous.observed_at,
+            "snapshot_count": seq,
+            "content_hash": previous.content_hash,
+        })
+    return found
+
+
+def _stored_changes(db: sqlite_utils.Database, nct_id: str) -> list[FieldChange]:
+    """Return a study's stored changes."""
+    return list(query_changes(db, ChangeFilter((nct_id,))))
 
 
 def backfill_study(

@@ -24,7 +24,7 @@ from .diff import diff_snapshots
 from .errors import InputError, OutOfOrderError
 from .model import FieldChange, Snapshot, content_hash, fields_json
 from .normalize import extract_fields
-from .query import ChangeFilter, apply_delta, query_changes, study_fields
+from .query import study_fields
 from .sources import SourceItem
 
 
@@ -147,9 +147,9 @@ def save_study(
     ).fetchone()
     previous = Snapshot(nct_id, row[4], study_fields(db, nct_id), markup=markup or "markdown")
     changes = diff_snapshots(previous, snapshot)
-    _store_snapshot(db, snapshot, previous, row[2] + 1, run_id, changes)
+    store_snapshot(db, snapshot, previous, row[2] + 1, run_id, changes)
     _touch(db, nct_id, observed_at, row[3])
-    _update_study(db, nct_id, {
+    update_study(db, nct_id, {
         "last_changed_at": observed_at,
         "snapshot_count": row[2] + 1,
         "content_hash": snapshot.content_hash,
@@ -200,7 +200,7 @@ def materialize(db: sqlite_utils.Database, nct_id: str) -> str | None:
     return digest
 
 
-def _store_snapshot(
+def store_snapshot(
     db: sqlite_utils.Database, snapshot: Snapshot, previous: Snapshot | None, seq: int,
     run_id: int | None, changes: Iterable[FieldChange],
 ) -> None:
@@ -220,62 +220,10 @@ def _store_snapshot(
         _insert(db, "changes", change_row(change, snapshot_id))
 
 
-def _update_study(db: sqlite_utils.Database, nct_id: str, columns: Mapping[str, Any]) -> None:
+def update_study(db: sqlite_utils.Database, nct_id: str, columns: Mapping[str, Any]) -> None:
     """Update some columns of a study's row."""
     assignments = ", ".join(f"{column} = ?" for column in columns)
     db.execute(f"update studies set {assignments} where nct_id = ?", [*columns.values(), nct_id])
-
-
-def stored_snapshots(db: sqlite_utils.Database, nct_id: str) -> list[tuple[Snapshot, int | None]]:
-    """Return a study's snapshots with their fields rebuilt, and the run of each, oldest first."""
-    materialize(db, nct_id)
-    fields: dict[str, str] = {}
-    found = []
-    for observed_at, source, version, markup, run_id, delta in db.execute(
-        "select observed_at, source, source_version, markup, run_id, delta from snapshots "
-        "where nct_id = ? order by seq", [nct_id],
-    ).fetchall():
-        apply_delta(fields, delta)
-        found.append((Snapshot(nct_id, observed_at, dict(fields), source, version,
-                               markup or "markdown"), run_id))
-    return found
-
-
-def rewrite_history(
-    db: sqlite_utils.Database, nct_id: str, states: list[tuple[Snapshot, int | None]]
-) -> list[FieldChange]:
-    """Store a study's snapshots anew as the given time-ordered states; return new changes.
-
-    Backfill slots older versions in before the first synced snapshot this way, so every
-    change is recomputed across the seam. The caller holds the transaction.
-    """
-    before = {(c.path, c.kind, c.detected_at) for c in _stored_changes(db, nct_id)}
-    db.execute("delete from changes where nct_id = ?", [nct_id])
-    db.execute("delete from snapshots where nct_id = ?", [nct_id])
-    previous: Snapshot | None = None
-    found: list[FieldChange] = []
-    seq = 0
-    for snapshot, run_id in states:
-        if previous is not None and previous.fields == snapshot.fields:
-            continue  # same content: a snapshot is stored only when content changes
-        changes = diff_snapshots(previous, snapshot)
-        seq += 1
-        _store_snapshot(db, snapshot, previous, seq, run_id, changes)
-        found.extend(c for c in changes if (c.path, c.kind, c.detected_at) not in before)
-        previous = snapshot
-    if previous is not None:
-        _update_study(db, nct_id, {
-            "first_seen_at": states[0][0].observed_at,
-            "last_changed_at": previous.observed_at,
-            "snapshot_count": seq,
-            "content_hash": previous.content_hash,
-        })
-    return found
-
-
-def _stored_changes(db: sqlite_utils.Database, nct_id: str) -> list[FieldChange]:
-    """Return a study's stored changes."""
-    return list(query_changes(db, ChangeFilter((nct_id,))))
 
 
 @contextmanager
