@@ -8,12 +8,11 @@ import pytest
 from conftest import real_records
 from standin_api import Fault, StandinAPI
 
-from trialdiff.errors import FetchError, ForbiddenError, InvalidResponse
+from trialdiff.errors import FetchError, ForbiddenError, InvalidResponse, ResponseTooLarge
 from trialdiff.fetch import (
     USER_AGENT,
     Client,
     Pacing,
-    ResponseTooLarge,
     fetch_ids,
     fetch_pages,
     fetch_study,

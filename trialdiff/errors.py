@@ -9,6 +9,7 @@
     └── FetchError              the registry could not be reached or answered wrongly
         ├── ForbiddenError      403: the registry's edge refused the request
         ├── InvalidResponse     a 200 whose body is not a valid page of studies
+        ├── ResponseTooLarge    a response over the size cap (not retried: it would be again)
         └── ShapeError          an undocumented endpoint changed shape; nothing was stored
 """
 
@@ -55,6 +56,10 @@ class ForbiddenError(FetchError):
 
 class InvalidResponse(FetchError):
     """A response whose body is not what the endpoint returns."""
+
+
+class ResponseTooLarge(FetchError):
+    """A response over the configured size cap."""
 
 
 class ShapeError(FetchError):

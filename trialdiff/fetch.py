@@ -19,14 +19,10 @@ import httpx
 import orjson
 
 from . import __version__
-from .errors import FetchError, ForbiddenError, InvalidResponse, UsageError
+from .errors import FetchError, ForbiddenError, InvalidResponse, ResponseTooLarge, UsageError
 
 USER_AGENT = f"trialdiff/{__version__} python-httpx/{httpx.__version__}"
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-
-
-class ResponseTooLarge(FetchError):
-    """A response over the configured size cap; not retried, since it would be again."""
 
 
 @dataclass
