@@ -145,7 +145,7 @@ def test_a_snapshot_and_its_changes_commit_together(db_path: str, monkeypatch) -
     import trialdiff.store as store
 
     calls = {"n": 0}
-    real_insert = store._insert
+    real_insert = store.insert_row
 
     def failing_insert(db, table, row):  # type: ignore[no-untyped-def]
         if table == "changes":
@@ -154,7 +154,7 @@ def test_a_snapshot_and_its_changes_commit_together(db_path: str, monkeypatch) -
                 raise sqlite3.OperationalError("disk I/O error")
         return real_insert(db, table, row)
 
-    monkeypatch.setattr(store, "_insert", failing_insert)
+    monkeypatch.setattr(store, "insert_row", failing_insert)
     with pytest.raises(sqlite3.OperationalError):
         save(db_path, [newer], T2)
     conn = sqlite3.connect(db_path)

@@ -24,6 +24,7 @@ from .query import ChangeFilter, apply_delta, query_changes
 from .sources import SourceItem
 from .store import (
     RunTotals,
+    insert_row,
     materialize,
     save_record,
     store_snapshot,
@@ -179,12 +180,9 @@ def _slot_in(
     with transaction(db):
         exists = db.execute("select 1 from studies where nct_id = ?", [nct_id]).fetchone()
         if not exists:
-            columns = {"nct_id": nct_id, "first_seen_at": snapshot.observed_at,
-                       "raw_hash": "", **summary_columns(study)}
-            db.execute(f"insert into studies ({', '.join(columns)}) "
-                       f"values ({', '.join('?' * len(columns))})", list(columns.values()))
-            db.execute("insert into sightings (nct_id, last_seen_at) values (?, ?)",
-                       [nct_id, snapshot.observed_at])
+            insert_row(db, "studies", {"nct_id": nct_id, "first_seen_at": snapshot.observed_at,
+                                       "raw_hash": "", **summary_columns(study)})
+            insert_row(db, "sightings", {"nct_id": nct_id, "last_seen_at": snapshot.observed_at})
         states = stored_snapshots(db, nct_id)
         states.append((snapshot, run_id))
         # Backfilled versions sort by version number; the synced present comes after them all.
@@ -198,15 +196,11 @@ def _slot_in(
                 "update sightings set last_seen_at = max(last_seen_at, ?) where nct_id = ?",
                 [snapshot.observed_at, nct_id],
             )
-        db.execute(
-            "insert into history_versions (nct_id, version, version_date, content_hash, "
-            "fetched_at) values (?, ?, ?, ?, ?)",
-            [nct_id, version.number, version.day, snapshot.content_hash, utc_timestamp()],
-        )
-    totals.changes += len(changes)
-    for change in changes:
-        totals.by_kind[change.kind] = totals.by_kind.get(change.kind, 0) + 1
-    totals.changed += bool(changes)
+        insert_row(db, "history_versions", {
+            "nct_id": nct_id, "version": version.number, "version_date": version.day,
+            "content_hash": snapshot.content_hash, "fetched_at": utc_timestamp(),
+        })
+    totals.add_changes(changes)
     return tuple(changes)
 
 

@@ -53,11 +53,6 @@ def _build_tree(ignored: tuple[str, ...]) -> Tree:
 DEFAULT_TREE = _build_tree(IGNORED_SOURCES)
 
 
-def coverage_tree(ignored: tuple[str, ...] = IGNORED_SOURCES) -> Tree:
-    """Return the coverage tree for an ignore list (the default one is prebuilt)."""
-    return DEFAULT_TREE if ignored == IGNORED_SOURCES else _build_tree(ignored)
-
-
 def fold_whitespace(text: str) -> str:
     """Fold runs of whitespace to one space and strip the ends (rule 3)."""
     return " ".join(text.split())

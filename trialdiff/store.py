@@ -169,13 +169,13 @@ def _save_baseline(
     the expensive canonicalisation; `materialize` does it when the study first moves.
     """
     save_record(db, nct_id, study, observed_at)
-    _insert(db, "snapshots", {
+    insert_row(db, "snapshots", {
         "nct_id": nct_id, "seq": 1, "observed_at": observed_at, "content_hash": None,
         "source": source, "source_version": None, "run_id": run_id, "delta": None,
         "markup": "markdown",
     })
-    _insert(db, "sightings", {"nct_id": nct_id, "last_seen_at": observed_at})
-    _insert(db, "studies", {
+    insert_row(db, "sightings", {"nct_id": nct_id, "last_seen_at": observed_at})
+    insert_row(db, "studies", {
         "nct_id": nct_id, "first_seen_at": observed_at,
         "last_changed_at": observed_at, "snapshot_count": 1, "content_hash": None,
         "raw_hash": gate, **summary_columns(study),
@@ -205,7 +205,7 @@ def store_snapshot(
     run_id: int | None, changes: Iterable[FieldChange],
 ) -> None:
     """Insert a snapshot as a delta from the previous one, and its changes."""
-    snapshot_id = _insert(db, "snapshots", {
+    snapshot_id = insert_row(db, "snapshots", {
         "nct_id": snapshot.nct_id,
         "seq": seq,
         "observed_at": snapshot.observed_at,
@@ -217,7 +217,7 @@ def store_snapshot(
         "markup": snapshot.markup,
     })
     for change in changes:
-        _insert(db, "changes", change_row(change, snapshot_id))
+        insert_row(db, "changes", change_row(change, snapshot_id))
 
 
 def update_study(db: sqlite_utils.Database, nct_id: str, columns: Mapping[str, Any]) -> None:
@@ -238,7 +238,7 @@ def transaction(db: sqlite_utils.Database) -> Iterator[None]:
     db.execute("commit")
 
 
-def _insert(db: sqlite_utils.Database, table: str, row: Mapping[str, Any]) -> int:
+def insert_row(db: sqlite_utils.Database, table: str, row: Mapping[str, Any]) -> int:
     """Insert one row with plain SQL, inside the caller's transaction; return its rowid."""
     # sqlite-utils' insert() commits on its own, which would split a study's write in two.
     columns = ", ".join(row)
@@ -299,10 +299,14 @@ class RunTotals:
     def count(self, observation: Observation) -> None:
         """Add one study's observation."""
         self.checked += 1
-        if observation.stored and observation.changes:
-            self.changed += 1
-        self.changes += len(observation.changes)
-        for change in observation.changes:
+        self.add_changes(observation.changes)
+
+    def add_changes(self, changes: Iterable[FieldChange]) -> None:
+        """Add the changes one study's write made (none leaves `changed` as it is)."""
+        found = list(changes)
+        self.changed += bool(found)
+        self.changes += len(found)
+        for change in found:
             self.by_kind[change.kind] = self.by_kind.get(change.kind, 0) + 1
 
     def fail(self, where: str, error: str) -> None:
@@ -313,7 +317,8 @@ class RunTotals:
 
 def start_run(db: sqlite_utils.Database, command: str, started_at: str) -> int:
     """Record the start of a run and return its id."""
-    return _insert(db, "runs", {"command": command, "started_at": started_at, "status": "running"})
+    return insert_row(db, "runs",
+                      {"command": command, "started_at": started_at, "status": "running"})
 
 
 def finish_run(
