@@ -134,7 +134,9 @@ def save_study(
     if row is None:
         _save_baseline(db, nct_id, study, observed_at, source, run_id, gate)
         return Observation(nct_id, True, ())
-    stored_hash = materialize(db, nct_id)  # before save_record replaces the baseline's record
+    # Before save_record replaces the baseline's record; its fields then need no second read.
+    baseline = materialize(db, nct_id)
+    stored_hash = baseline[1] if baseline else row[1]
     save_record(db, nct_id, study, observed_at)
     snapshot = Snapshot(nct_id, observed_at, extract_fields(study), source)
     if snapshot.content_hash == stored_hash:
@@ -145,7 +147,8 @@ def save_study(
     (markup,) = db.execute(
         "select markup from snapshots where nct_id = ? and seq = ?", [nct_id, row[2]]
     ).fetchone()
-    previous = Snapshot(nct_id, row[4], study_fields(db, nct_id), markup=markup or "markdown")
+    old_fields = baseline[0] if baseline else study_fields(db, nct_id)
+    previous = Snapshot(nct_id, row[4], old_fields, markup=markup or "markdown")
     changes = diff_snapshots(previous, snapshot)
     store_snapshot(db, snapshot, previous, row[2] + 1, run_id, changes)
     _touch(db, nct_id, observed_at, row[3])
@@ -182,22 +185,23 @@ def _save_baseline(
     })
 
 
-def materialize(db: sqlite_utils.Database, nct_id: str) -> str | None:
-    """Canonicalise a study's lazy baseline if it has one; return the study's content hash."""
+def materialize(
+    db: sqlite_utils.Database, nct_id: str
+) -> tuple[dict[str, str], str] | None:
+    """Canonicalise a study's lazy baseline if it has one; return its fields and hash."""
     found = db.execute(
         "select s.id, s.markup, r.record from snapshots s join records r using (nct_id) "
         "where s.nct_id = ? and s.delta is null", [nct_id],
     ).fetchone()
     if found is None:
-        row = db.execute("select content_hash from studies where nct_id = ?", [nct_id]).fetchone()
-        return row[0] if row else None
+        return None
     snapshot_id, markup, record = found
     fields = extract_fields(json.loads(zlib.decompress(record)), markup=markup or "markdown")
     digest = content_hash(fields)
     db.execute("update snapshots set delta = ?, content_hash = ? where id = ?",
                [pack_delta(fields), digest, snapshot_id])
     db.execute("update studies set content_hash = ? where nct_id = ?", [digest, nct_id])
-    return digest
+    return fields, digest
 
 
 def store_snapshot(

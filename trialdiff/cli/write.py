@@ -12,10 +12,9 @@ from ..model import FieldChange, utc_timestamp
 from . import check_nct_ids, cli, fail, parse_timestamp, reader, setting_option, writer
 
 
-def _print_errors(items: Iterable[Any]) -> None:
-    """Name each failed input on stderr."""
-    for item in items:
-        click.echo(f"trialdiff: {item['input']}: {item['error']}", err=True)
+def _print_error(where: str, error: str | None) -> None:
+    """Name a failed input on stderr, with its reason."""
+    click.echo(f"trialdiff: {where}: {error}", err=True)
 
 
 def _summary_line(command: str, totals: Any) -> str:
@@ -67,7 +66,7 @@ class OutcomePrinter:
         from ..store import Observation
 
         if isinstance(outcome, SourceItem):
-            _print_errors([{"input": outcome.label, "error": outcome.error}])
+            _print_error(outcome.label, outcome.error)
         elif isinstance(outcome, Observation):
             if outcome.changes and not self.summary:
                 self._emit(_change_lines(outcome.changes))
@@ -290,7 +289,7 @@ def backfill(ctx: click.Context, /, nct_ids: tuple[str, ...], since: str | None,
                     raise  # the endpoints changed shape: stop rather than store wrongly
                 except FetchError as exc:
                     totals.fail(nct_id, str(exc))
-                    _print_errors([{"input": nct_id, "error": str(exc)}])
+                    _print_error(nct_id, str(exc))
         finally:
             finish_run(db, run_id, totals, utc_timestamp())
     printer.finish(totals, news=True)
