@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import sqlite_utils
 
-from .errors import DatabaseError
+from .errors import DatabaseError, UsageError
 
 SCHEMA_VERSION = 2
 
@@ -173,10 +173,35 @@ def open_db(path: str) -> sqlite_utils.Database:
         # WAL with synchronous=NORMAL survives a killed process, which is what cron meets.
         conn.execute("PRAGMA synchronous=NORMAL")
         db = sqlite_utils.Database(conn)
+        refuse_foreign(db, path)
         migrate(db)
     except sqlite3.DatabaseError as exc:
         raise DatabaseError(f"cannot open database {path}: {exc}") from exc
     return db
+
+
+def refuse_foreign(db: sqlite_utils.Database, path: str) -> None:
+    """Refuse a database another application made, rather than add trialdiff's tables to it.
+
+    A file without a schema version may still hold trialdiff's own tables, from a first
+    migration killed half way; only a table or view trialdiff does not declare makes it foreign.
+    """
+    if schema_version(db):
+        return
+    ours = {t.name for t in SCHEMA} | set(VIEWS)
+    foreign = sorted(
+        name for (name,) in db.execute(
+            "select name from sqlite_master where type in ('table', 'view') "
+            "and name not like 'sqlite%'"
+        )
+        if name not in ours
+    )
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise UsageError(
+            f"{path} is not a trialdiff database (it holds {shown}); refusing to add "
+            "trialdiff's tables to it: give --db a new file or a trialdiff database"
+        )
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Final, NamedTuple
 
 
@@ -15,7 +18,10 @@ class Setting(NamedTuple):
 
 
 SETTINGS: Final[tuple[Setting, ...]] = (
-    Setting("--db", "TRIALDIFF_DB", "snapshots/trialdiff.db", "SQLite database file"),
+    Setting("--db", "TRIALDIFF_DB",
+            "snapshots/trialdiff.db or ~/.local/share/trialdiff/trialdiff.db",
+            "SQLite database file: snapshots/trialdiff.db inside a trialdiff checkout, else "
+            "$XDG_DATA_HOME/trialdiff/trialdiff.db (see Where the database lives)"),
     Setting("--api", "TRIALDIFF_API", "https://clinicaltrials.gov/api/v2",
             "ClinicalTrials.gov API v2 base URL"),
     Setting("--page-size", "TRIALDIFF_PAGE_SIZE", "1000",
@@ -38,3 +44,33 @@ BY_OPTION: Final[dict[str, Setting]] = {s.option: s for s in SETTINGS}
 def setting(option: str) -> Setting:
     """Return the setting a CLI option names."""
     return BY_OPTION[option]
+
+
+CHECKOUT_DB: Final = Path("snapshots") / "trialdiff.db"
+
+
+def default_db(cwd: Path, environ: Mapping[str, str]) -> Path:
+    """Return the database used when neither --db nor TRIALDIFF_DB names one.
+
+    Inside a trialdiff checkout (a folder holding trialdiff's pyproject.toml), or a folder
+    that already has snapshots/trialdiff.db (the only default before), it is that file, so
+    existing databases stay in use. Anywhere else it is the user's data folder, per the XDG
+    base directory spec: $XDG_DATA_HOME (when absolute) or ~/.local/share, then trialdiff/.
+    """
+    if (cwd / CHECKOUT_DB).is_file() or _is_checkout(cwd):
+        return CHECKOUT_DB
+    data_home = environ.get("XDG_DATA_HOME", "")
+    if not Path(data_home).is_absolute():  # the spec: a relative value is ignored
+        home = environ.get("HOME")
+        data_home = str((Path(home) if home else Path.home()) / ".local" / "share")
+    return Path(data_home) / "trialdiff" / "trialdiff.db"
+
+
+def _is_checkout(folder: Path) -> bool:
+    """Tell whether a folder is a trialdiff source checkout (its pyproject names trialdiff)."""
+    try:
+        with (folder / "pyproject.toml").open("rb") as handle:
+            project = tomllib.load(handle).get("project", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+    return isinstance(project, dict) and project.get("name") == "trialdiff"

@@ -7,16 +7,20 @@ as `trialdiff recent` starts fast.
 
 from __future__ import annotations
 
+import math
+import os
 import sqlite3
 import traceback
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, Final, NoReturn
 
 import click
 
 from .. import __version__
 from ..errors import TrialdiffError
-from ..model import utc_timestamp
+from ..model import utc_day, utc_timestamp
 from ..normalize import is_nct_id
 from ..settings import setting
 
@@ -27,6 +31,15 @@ class Options:
 
     db: str
     debug: bool
+    db_is_default: bool = False  # neither --db nor TRIALDIFF_DB named it
+
+
+# A century of days: longer than the registry has existed, and far from date arithmetic's end.
+MAX_DAYS: Final = 36_525
+DB_DEFAULT_HELP: Final = (
+    "snapshots/trialdiff.db inside a trialdiff checkout, else "
+    "$XDG_DATA_HOME/trialdiff/trialdiff.db (~/.local/share/trialdiff/trialdiff.db)"
+)
 
 
 class CliError(click.ClickException):
@@ -41,7 +54,32 @@ class CliError(click.ClickException):
 
 
 class Group(click.Group):
-    """A group that turns every error into one clear line and the documented exit code."""
+    """A group that turns every error into one clear line and the documented exit code.
+
+    Every command also takes the top-level options after its name (`trialdiff sync --db X`),
+    as the README promises; one given after the command wins.
+    """
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        """Register a command, giving it --db and --debug too."""
+        cmd.params += [
+            click.Option(["--db"], metavar="PATH", expose_value=False, callback=_command_db,
+                         help="SQLite database file (as before the command)."),
+            click.Option(["--debug"], is_flag=True, expose_value=False, callback=_command_debug,
+                         help="Show tracebacks of unexpected errors."),
+        ]
+        super().add_command(cmd, name)
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """End the help with where the database is."""
+        super().format_epilog(ctx, formatter)
+        given = os.environ.get("TRIALDIFF_DB", "").strip()
+        where = given or str(_default_db().absolute())
+        with formatter.section("Database"):
+            formatter.write_text(
+                f"{where} ({'from TRIALDIFF_DB' if given else 'the default'}). Default: "
+                f"{DB_DEFAULT_HELP}. Every command takes --db PATH, before or after its name."
+            )
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -61,6 +99,43 @@ class Group(click.Group):
             raise CliError(
                 f"unexpected {type(exc).__name__}: {exc} (run with --debug for the details)"
             ) from exc
+
+
+def _default_db() -> Path:
+    """Return the default database for the current folder and environment."""
+    from ..settings import default_db
+
+    return default_db(Path.cwd(), os.environ)
+
+
+def _checked_db(ctx: click.Context, value: str, hint: str = "'--db'") -> str:
+    """Refuse an empty database path (an unset variable), which SQLite takes as a temporary."""
+    if not value.strip():
+        raise click.BadParameter(
+            "is empty (an unset variable?); give the database file", ctx, param_hint=hint)
+    return value
+
+
+def _command_db(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Settle the database: --db after the command, else before it, else the default.
+
+    The default's folder is created here (a checkout's snapshots/, or the user's data folder),
+    so a first run anywhere has somewhere to write.
+    """
+    options = ctx.find_object(Options)
+    if options is None:
+        return
+    if value is not None:
+        options.db, options.db_is_default = _checked_db(ctx, value), False
+    elif options.db_is_default:
+        Path(options.db).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _command_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """Turn on --debug given after the command."""
+    options = ctx.find_object(Options)
+    if value and options is not None:
+        options.debug = True
 
 
 def debug_traceback(ctx: click.Context) -> None:
@@ -94,8 +169,22 @@ def parse_timestamp(ctx: click.Context, param: click.Parameter, value: str | Non
         return None
     try:
         return utc_timestamp(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a time past year 1 or 9999 in UTC
         raise click.BadParameter(f"{value!r} is not an ISO 8601 date or time", ctx, param) from None
+
+
+def parse_as_of(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Parse the last day of a window; one whose window leaves the calendar is a usage error."""
+    stamp = parse_timestamp(ctx, param, value)
+    if stamp is None:
+        return None
+    try:  # a year below 1000 may come back unpadded, which is no ISO date
+        day = utc_day(stamp)
+    except ValueError:
+        day = date.min
+    if not date.min + timedelta(days=MAX_DAYS) < day < date.max:
+        raise click.BadParameter(f"{value!r} is out of range", ctx, param)
+    return stamp
 
 
 def setting_option(option: str) -> dict[str, Any]:
@@ -105,14 +194,36 @@ def setting_option(option: str) -> dict[str, Any]:
             "help": f"{entry.help} [env: {entry.envvar}]"}
 
 
+def finite(kind: type, low: float, high: float, low_open: bool = False) -> click.ParamType[Any]:
+    """Return a click type for a number within [low, high]; NaN and infinity are refused."""
+    if kind is int:
+        return click.IntRange(int(low), int(high))
+
+    class Finite(click.FloatRange):
+        def convert(self, value: Any, param: click.Parameter | None,
+                    ctx: click.Context | None) -> Any:
+            number = super().convert(value, param, ctx)
+            if isinstance(number, float) and math.isnan(number):
+                self.fail(f"{value!r} is not a number", param, ctx)
+            return number
+
+    return Finite(low, high, min_open=low_open)
+
+
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--db", metavar="PATH", **setting_option("--db"))
+@click.option("--db", metavar="PATH", envvar="TRIALDIFF_DB",
+              help=f"SQLite database file [env: TRIALDIFF_DB; default: {DB_DEFAULT_HELP}]")
 @click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
 @click.version_option(__version__, prog_name="trialdiff")
 @click.pass_context
-def cli(ctx: click.Context, db: str, debug: bool) -> None:
+def cli(ctx: click.Context, db: str | None, debug: bool) -> None:
     """Track what changed in ClinicalTrials.gov study records."""
-    ctx.obj = Options(db=db, debug=debug)
+    if db is None and "TRIALDIFF_DB" in os.environ:  # click reads an empty variable as unset
+        _checked_db(ctx, os.environ["TRIALDIFF_DB"], "TRIALDIFF_DB")
+    if db is not None:
+        ctx.obj = Options(db=_checked_db(ctx, db), debug=debug)
+    else:
+        ctx.obj = Options(db=str(_default_db()), debug=debug, db_is_default=True)
 
 
 def reader(ctx: click.Context) -> sqlite3.Connection:
@@ -128,8 +239,12 @@ def writer(ctx: click.Context) -> Any:
     """Open (creating or upgrading) the database for writing; closed when the command ends."""
     from ..schema import open_db
 
+    new = ctx.obj.db_is_default and not Path(ctx.obj.db).exists()
     db = open_db(ctx.obj.db)
     ctx.call_on_close(db.close)
+    if new:  # a default the user did not choose: say where it went
+        click.echo(f"trialdiff: created the database {Path(ctx.obj.db).absolute()} "
+                   "(--db or TRIALDIFF_DB to use another)", err=True)
     return db
 
 

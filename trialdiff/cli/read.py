@@ -9,10 +9,12 @@ import click
 
 from ..model import utc_day
 from . import (
+    MAX_DAYS,
     CliError,
     check_nct_ids,
     cli,
     fail,
+    parse_as_of,
     parse_timestamp,
     reader,
     setting_option,
@@ -21,8 +23,8 @@ from . import (
 
 @cli.command()
 @click.argument("nct_id", callback=check_nct_ids)
-@click.option("--days", type=click.IntRange(min=1), default=30, show_default=True)
-@click.option("--as-of", "as_of", callback=parse_timestamp, help="Last day (default: today).")
+@click.option("--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True)
+@click.option("--as-of", "as_of", callback=parse_as_of, help="Last day (default: today).")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many lines.")
 @click.pass_context
 def recent(
@@ -67,8 +69,8 @@ def change_filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
             click.argument("nct_ids", nargs=-1, callback=check_nct_ids),
             click.option("--since", callback=parse_timestamp, help="From this time (inclusive)."),
             click.option("--until", callback=parse_timestamp, help="Before this time."),
-            click.option("--days", type=click.IntRange(min=1), help="The last N days."),
-            click.option("--as-of", "as_of", callback=parse_timestamp,
+            click.option("--days", type=click.IntRange(1, MAX_DAYS), help="The last N days."),
+            click.option("--as-of", "as_of", callback=parse_as_of,
                          help="Last day of --days (default: today)."),
             click.option("--path", metavar="PREFIX", help="Only paths equal to or under PREFIX."),
             click.option("--kind", "kinds", multiple=True,
@@ -182,8 +184,8 @@ def diff(ctx: click.Context, nct_id: str, from_ref: str | None, to_ref: str | No
 @click.option("--changed-since", callback=parse_timestamp, metavar="DATE",
               help="Write only the pages that changed since DATE to --out.")
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for --all/--changed-since.")
-@click.option("--as-of", "as_of", callback=parse_timestamp, help="Last day of the window.")
-@click.option("--days", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--as-of", "as_of", callback=parse_as_of, help="Last day of the window.")
+@click.option("--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True)
 @click.option("--canonical-base", metavar="URL", **setting_option("--canonical-base"))
 @click.option("--footer", metavar="TEXT", **setting_option("--footer"))
 @click.pass_context

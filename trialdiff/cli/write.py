@@ -9,7 +9,16 @@ from typing import Any
 import click
 
 from ..model import FieldChange, utc_timestamp
-from . import check_nct_ids, cli, fail, parse_timestamp, reader, setting_option, writer
+from . import (
+    check_nct_ids,
+    cli,
+    fail,
+    finite,
+    parse_timestamp,
+    reader,
+    setting_option,
+    writer,
+)
 
 
 def _print_error(where: str, error: str | None) -> None:
@@ -110,7 +119,7 @@ def _stderr_console() -> Any:
 def _wait_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add --wait to a command that writes."""
     return click.option(
-        "--wait", type=float, default=0.0, metavar="SECONDS",
+        "--wait", type=finite(float, 0, 7 * 86_400), default=0.0, metavar="SECONDS",
         help="Wait this long for another writer instead of exiting 75.",
     )(command)
 
@@ -172,14 +181,28 @@ def _client(api: str, page_size: int, delay: float, timeout: float, retries: int
     return Client(api, pacing)
 
 
+# What each API setting may be: a bad number is a usage error (exit 2), never a run that
+# loops, waits for ever or overflows. The page size is the API's own limit.
+_API_BOUNDS: dict[str, tuple[float, float]] = {
+    "--page-size": (1, 1000), "--delay": (0, 3600), "--timeout": (0, 86_400),
+    "--retries": (0, 100), "--retry-budget": (0, 86_400), "--max-response-mb": (0, 1_000_000),
+}
+
+
+def _api_type(option: str, kind: type) -> Any:
+    """Return the click type of an API setting: its kind, within its bounds."""
+    low, high = _API_BOUNDS.get(option, (0, 1e9))
+    return finite(kind, low, high, low_open=option in ("--timeout", "--max-response-mb"))
+
+
 def api_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add the API client's settings to a command that fetches."""
     for option, kind in reversed((("--api", str), ("--page-size", int), ("--delay", float),
                                   ("--timeout", float),
                                   ("--retries", int), ("--retry-budget", float),
                                   ("--max-response-mb", float))):
-        command = click.option(option, type=kind, metavar=kind.__name__.upper(),
-                               **setting_option(option))(command)
+        command = click.option(option, type=_api_type(option, kind),
+                               metavar=kind.__name__.upper(), **setting_option(option))(command)
     return command
 
 
