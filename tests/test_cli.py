@@ -201,6 +201,23 @@ def test_site_pages_are_written_atomically_and_only_when_changed(
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary left
 
 
+def test_page_has_no_ages_unless_given_ages(db_path: str, tmp_path: Path) -> None:
+    run(db_path, "import", "--summary", str(SAMPLE))
+    code, plain, err = run(db_path, "page", "NCT04642755", "--as-of", "2025-07-07")
+    assert (code, err) == (0, "")
+    assert "## Eligibility\n\n- **Sex:** ALL\n\n```" in plain  # as the sample: no ages
+    code, aged, err = run(db_path, "page", "NCT04642755", "--as-of", "2025-07-07", "--ages")
+    assert (code, err) == (0, "")
+    lines = "- **Sex:** ALL\n- **Minimum Age:** 14 Years\n- **Maximum Age:** 65 Years\n\n```"
+    assert f"## Eligibility\n\n{lines}" in aged
+    out = tmp_path / "site"
+    code, text, err = run(db_path, "page", "--all", "--ages", "--out", str(out),
+                          "--as-of", "2025-07-07")
+    assert (code, err) == (0, "") and "3 pages written" in text
+    assert (out / "NCT04642755.md").read_text(encoding="utf-8") == aged
+    assert "- **Minimum Age:** 30 Years\n" in (out / "NCT06060392.md").read_text()
+
+
 def test_page_usage_errors(db_path: str, tmp_path: Path) -> None:
     golden_db(db_path)
     assert run(db_path, "page")[0] == 2

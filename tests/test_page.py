@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import FIXTURES, load
+from conftest import FIXTURES, load, real_records
 from markdown_it import MarkdownIt
 
 from trialdiff.page import canonical_url, fence, md_inline, render_page, yaml_scalar
@@ -152,7 +152,35 @@ def test_a_real_record_with_many_sites_and_countries() -> None:
     assert matter["phase"] == "NA" and matter["primary_condition"] == "Metastatic Prostate Cancer"
     assert "## Locations (22)" in text
     assert "- Oregon Health \\& Science University, Portland, Oregon, United States\n" in text
-    assert "- **Minimum Age:** 18 Years\n" in text
+    assert "Age:**" not in text  # the sample's format has no ages, though this record has one
+
+
+def _eligibility_lines(text: str) -> str:
+    """Return the lines above the criteria in a page's Eligibility section."""
+    return text.split("## Eligibility\n\n")[1].split("\n\n")[0]
+
+
+def test_eligibility_shows_what_the_sample_shows_and_ages_only_when_asked() -> None:
+    record = load("v2/NCT02730338.json")  # real: sex MALE, no healthy volunteers, from 18 Years
+    plain = page(record)
+    with_ages = render_page(record, SEEN, SECTION, BASE, FOOTER, ages=True)
+    assert _eligibility_lines(plain) == "- **Sex:** MALE\n- **Healthy Volunteers:** No"
+    assert _eligibility_lines(with_ages) == (
+        "- **Sex:** MALE\n- **Healthy Volunteers:** No\n- **Minimum Age:** 18 Years")
+    assert with_ages.replace("\n- **Minimum Age:** 18 Years", "", 1) == plain
+
+
+def test_no_real_record_gets_age_lines_by_default() -> None:
+    records = real_records()
+    aged = [r for r in records if "minimumAge" in str(r.get("protocolSection"))]
+    assert len(aged) > len(records) // 2  # nearly every real record carries ages
+    for record in records:
+        assert "Age:**" not in page(record)
+    both = next(r for r in aged if "maximumAge" in r["protocolSection"]["eligibilityModule"])
+    ages = _eligibility_lines(render_page(both, SEEN, SECTION, BASE, FOOTER, ages=True))
+    module = both["protocolSection"]["eligibilityModule"]
+    assert ages.endswith(f"- **Minimum Age:** {module['minimumAge']}\n"
+                         f"- **Maximum Age:** {module['maximumAge']}")
 
 
 def test_countries_split_back_even_when_a_name_holds_a_comma() -> None:

@@ -16,7 +16,8 @@ their line breaks. Rules, derived from the sample page (shared/sample-page/NCT05
   Markdown from the API and go out as they are; block text keeps its line breaks, list items
   have their whitespace folded to one line. Plain fields (titles, names, measures, sites) are
   escaped the way the API escapes its markup fields, so they show as written.
-- Eligibility criteria go in a fenced block whose fence outgrows any backtick run inside.
+- Eligibility: Sex and Healthy Volunteers, as in the sample (ages only when asked for), then
+  the criteria in a fenced block whose fence outgrows any backtick run inside.
 """
 
 from __future__ import annotations
@@ -206,8 +207,13 @@ def render_page(
     recent_section: str,
     canonical_base: str,
     footer: str,
+    ages: bool = False,
 ) -> str:
-    """Return a study's whole trial page in the sample page's format."""
+    """Return a study's whole trial page in the sample page's format.
+
+    The sample's Eligibility section shows only Sex and Healthy Volunteers, though its record
+    has ages; `ages` adds Minimum Age and Maximum Age lines, an opt-in beyond the format.
+    """
     p = _get(record, "protocolSection") or {}
     nct_id = _text(_get(p, "identificationModule", "nctId")) or "NCT00000000"
     title = one_line(_text(_get(p, "identificationModule", "briefTitle"))
@@ -255,8 +261,8 @@ def render_page(
         ("Sex", _text(_get(eligibility, "sex"))),
         ("Healthy Volunteers", {True: "Yes", False: "No"}.get(volunteers)
          if isinstance(volunteers, bool) else None),
-        ("Minimum Age", _text(_get(eligibility, "minimumAge"))),
-        ("Maximum Age", _text(_get(eligibility, "maximumAge"))),
+        ("Minimum Age", _text(_get(eligibility, "minimumAge")) if ages else None),
+        ("Maximum Age", _text(_get(eligibility, "maximumAge")) if ages else None),
     ])
     eligibility_parts = [_bullets(eligibility_lines)] if eligibility_lines else []
     if criteria:

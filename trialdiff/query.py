@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from .errors import DatabaseError
+from .errors import DatabaseError, UsageError
 from .model import FieldChange, Snapshot, content_hash
 from .normalize import extract_fields
 
@@ -31,6 +31,10 @@ def connect_readonly(path: str) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
         row = conn.execute("select value from meta where key = 'schema_version'").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table: meta" not in str(exc):
+            raise DatabaseError(f"cannot read database {path}: {exc}") from exc
+        raise UsageError(f"{path} is not a trialdiff database (it has no meta table)") from exc
     except sqlite3.DatabaseError as exc:
         raise DatabaseError(f"cannot read database {path}: {exc}") from exc
     if row is None or int(row[0]) not in KNOWN_SCHEMA_VERSIONS:

@@ -40,7 +40,8 @@ def write_atomic(path: str | Path, text: str) -> bool:
 
 
 def render_study_page(
-    conn: Any, nct_id: str, as_of: date, days: int, canonical_base: str, footer: str
+    conn: Any, nct_id: str, as_of: date, days: int, canonical_base: str, footer: str,
+    ages: bool = False,
 ) -> str | None:
     """Return a study's page as of a day, or None when the study is not stored."""
     row = conn.execute("select last_seen_at from sightings where nct_id = ?", [nct_id]).fetchone()
@@ -49,7 +50,8 @@ def render_study_page(
         return None
     since, until = recent_window(as_of, days)
     changes = list(query_changes(conn, ChangeFilter((nct_id,), since, until)))
-    return render_page(record, row[0], recent_section(changes, days), canonical_base, footer)
+    return render_page(record, row[0], recent_section(changes, days), canonical_base, footer,
+                       ages)
 
 
 def changed_studies(conn: Any, since: str, as_of: date, days: int) -> Iterator[str]:
@@ -72,7 +74,7 @@ def changed_studies(conn: Any, since: str, as_of: date, days: int) -> Iterator[s
 
 def write_site(
     db_path: str, out: str, since: str | None, as_of: date, days: int, canonical_base: str,
-    footer: str, jobs: int | None = None,
+    footer: str, jobs: int | None = None, ages: bool = False,
 ) -> tuple[int, int]:
     """Write DIR/<NCT_ID>.md for every study, or those changed since a time; return counts.
 
@@ -87,7 +89,7 @@ def write_site(
     else:
         nct_ids = list(changed_studies(conn, since, as_of, days))
     conn.close()
-    task = (db_path, str(folder), as_of, days, canonical_base, footer)
+    task = (db_path, str(folder), as_of, days, canonical_base, footer, ages)
     jobs = jobs or os.cpu_count() or 1
     chunks = [nct_ids[start : start + 250] for start in range(0, len(nct_ids), 250)]
     if jobs == 1 or len(chunks) < 2:
@@ -102,12 +104,12 @@ def write_site(
 
 def _write_pages(task: tuple[Any, ...], nct_ids: list[str]) -> tuple[int, int]:
     """Render and write one chunk of pages; return (written, unchanged)."""
-    db_path, folder, as_of, days, canonical_base, footer = task
+    db_path, folder, as_of, days, canonical_base, footer, ages = task
     conn = connect_readonly(db_path)
     written = unchanged = 0
     try:
         for nct_id in nct_ids:
-            text = render_study_page(conn, nct_id, as_of, days, canonical_base, footer)
+            text = render_study_page(conn, nct_id, as_of, days, canonical_base, footer, ages)
             if text is None:
                 continue
             if write_atomic(Path(folder) / f"{nct_id}.md", text):

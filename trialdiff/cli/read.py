@@ -188,10 +188,12 @@ def diff(ctx: click.Context, nct_id: str, from_ref: str | None, to_ref: str | No
 @click.option("--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True)
 @click.option("--canonical-base", metavar="URL", **setting_option("--canonical-base"))
 @click.option("--footer", metavar="TEXT", **setting_option("--footer"))
+@click.option("--ages", is_flag=True,
+              help="Add Minimum Age and Maximum Age lines to Eligibility (the sample has none).")
 @click.pass_context
 def page(ctx: click.Context, nct_id: str | None, every: bool, changed_since: str | None,
          out: str | None, as_of: str | None, days: int, canonical_base: str,
-         footer: str) -> None:
+         footer: str, ages: bool) -> None:
     """Render a study's trial page, with its Recent Field Changes section (Markdown).
 
     With --all or --changed-since, write one page per study to --out DIR/<NCT_ID>.md, each
@@ -200,6 +202,7 @@ def page(ctx: click.Context, nct_id: str | None, every: bool, changed_since: str
     \b
     Example:
       trialdiff page NCT05827016 --canonical-base https://example.org/trials/
+      trialdiff page NCT05827016 --ages
       trialdiff page --changed-since 2025-07-06 --out site/trials
     """
     from ..site import render_study_page, write_site
@@ -209,14 +212,14 @@ def page(ctx: click.Context, nct_id: str | None, every: bool, changed_since: str
         fail("give NCT_ID, or --all or --changed-since with --out DIR")
     day = utc_day(as_of)
     if nct_id is not None:
-        text = render_study_page(reader(ctx), nct_id, day, days, canonical_base, footer)
+        text = render_study_page(reader(ctx), nct_id, day, days, canonical_base, footer, ages)
         if text is None:
             raise CliError(f"{nct_id} is not in the database")
         click.echo(text, nl=False)
         return
     assert out is not None
     written, unchanged = write_site(ctx.obj.db, out, changed_since, day, days, canonical_base,
-                                    footer)
+                                    footer, ages=ages)
     click.echo(f"page: {written} pages written, {unchanged} unchanged, in {out}")
 
 
