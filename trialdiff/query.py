@@ -37,8 +37,10 @@ def connect_readonly(path: str) -> sqlite3.Connection:
         raise UsageError(f"{path} is not a trialdiff database (it has no meta table)") from exc
     except sqlite3.DatabaseError as exc:
         raise DatabaseError(f"cannot read database {path}: {exc}") from exc
-    if row is None or int(row[0]) not in KNOWN_SCHEMA_VERSIONS:
-        raise DatabaseError(f"{path}: unknown schema version {row[0] if row else None}")
+    if row is None:
+        raise UsageError(f"{path} is not a trialdiff database (it has no schema version)")
+    if int(row[0]) not in KNOWN_SCHEMA_VERSIONS:
+        raise DatabaseError(f"{path}: unknown schema version {row[0]}")
     return conn
 
 

@@ -169,11 +169,15 @@ def open_db(path: str) -> sqlite_utils.Database:
     """Open (creating if new) and migrate the database at a path, for writing."""
     try:
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        db = sqlite_utils.Database(conn)
+        try:
+            refuse_foreign(db, path)  # before WAL mode, which would change another's file
+        except UsageError:
+            conn.close()
+            raise
         conn.execute("PRAGMA journal_mode=WAL")
         # WAL with synchronous=NORMAL survives a killed process, which is what cron meets.
         conn.execute("PRAGMA synchronous=NORMAL")
-        db = sqlite_utils.Database(conn)
-        refuse_foreign(db, path)
         migrate(db)
     except sqlite3.DatabaseError as exc:
         raise DatabaseError(f"cannot open database {path}: {exc}") from exc
@@ -192,7 +196,7 @@ def refuse_foreign(db: sqlite_utils.Database, path: str) -> None:
     foreign = sorted(
         name for (name,) in db.execute(
             "select name from sqlite_master where type in ('table', 'view') "
-            "and name not like 'sqlite%'"
+            "and name not like 'sqlite\\_%' escape '\\'"
         )
         if name not in ours
     )

@@ -76,10 +76,11 @@ class Group(click.Group):
         given = os.environ.get("TRIALDIFF_DB", "").strip()
         where = given or str(_default_db().absolute())
         with formatter.section("Database"):
-            formatter.write_text(
-                f"{where} ({'from TRIALDIFF_DB' if given else 'the default'}). Default: "
-                f"{DB_DEFAULT_HELP}. Every command takes --db PATH, before or after its name."
-            )
+            # The path on a line of its own: wrapping would split it at a hyphen.
+            formatter.write(" " * formatter.current_indent
+                            + f"{where} ({'from TRIALDIFF_DB' if given else 'the default'})\n")
+            formatter.write_text(f"Default: {DB_DEFAULT_HELP}. Every command takes --db PATH, "
+                                 "before or after its name.")
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -1,0 +1,211 @@
+"""Arguments and the database's place, through the real CLI: stdout, stderr and exit codes apart.
+
+The database is named by --db before or after the command, or TRIALDIFF_DB; an empty name is
+refused; without one it is snapshots/trialdiff.db in a checkout and the user's data folder
+elsewhere; another application's SQLite file is refused untouched; numbers out of range are
+usage errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import ROOT, SAMPLE
+
+from trialdiff import __version__
+from trialdiff.cli import cli
+from trialdiff.settings import CHECKOUT_DB, default_db
+
+IMPORTED = "import: 6 studies checked, 2 changed, 528 changes (235 added, 62 changed, " \
+    "231 removed), 0 failed\n"
+CHECKED = "check: 3 studies, 5 snapshots, 528 changes verified; 0 problems\n"
+
+
+def invoke(*args: str, **env: str | None) -> tuple[int, str, str]:
+    """Run trialdiff (TRIALDIFF_DB unset unless given) and return (exit code, stdout, stderr)."""
+    result = CliRunner().invoke(cli, list(args), env={"TRIALDIFF_DB": None, **env})
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Work from an empty folder outside any checkout, with its own data folder."""
+    folder = tmp_path / "cwd"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("TRIALDIFF_DB", raising=False)
+    return folder
+
+
+def test_version_is_the_packages_version() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert __version__ == project["version"]
+    assert invoke("--version") == (0, f"trialdiff, version {__version__}\n", "")
+
+
+def test_every_subpackage_is_shipped() -> None:
+    setuptools = pytest.importorskip("setuptools")
+    found = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    include = found["tool"]["setuptools"]["packages"]["find"]["include"]
+    shipped = set(setuptools.find_packages(where=str(ROOT), include=include))
+    packages = {".".join(p.parent.relative_to(ROOT).parts)
+                for p in (ROOT / "trialdiff").rglob("__init__.py")}
+    assert "trialdiff.cli" in packages and packages <= shipped
+    assert not {p for p in shipped if not p.startswith("trialdiff")}  # no tests, no benchmarks
+
+
+@pytest.mark.parametrize("args", [
+    ("--db", "", "import", str(SAMPLE)),
+    ("import", "--db", "", str(SAMPLE)),
+    ("--db", "  ", "check"),
+    ("recent", "NCT05827016", "--db", ""),
+])
+def test_an_empty_db_is_refused_and_nothing_is_written(elsewhere: Path, args: tuple[str]) -> None:
+    code, out, err = invoke(*args)
+    assert (code, out) == (2, "")
+    assert "Error: Invalid value for '--db': is empty (an unset variable?); give the database " \
+        "file\n" in err
+    assert "Traceback" not in err
+    assert not list(elsewhere.iterdir()) and not (elsewhere.parent / "data").exists()
+
+
+def test_an_empty_trialdiff_db_variable_is_refused(elsewhere: Path) -> None:
+    code, out, err = invoke("import", str(SAMPLE), TRIALDIFF_DB="")
+    assert (code, out) == (2, "")
+    assert "Error: Invalid value for TRIALDIFF_DB: is empty (an unset variable?)" in err
+    assert not list(elsewhere.iterdir()) and not (elsewhere.parent / "data").exists()
+
+
+def test_db_goes_before_or_after_the_command(tmp_path: Path) -> None:
+    db, other = str(tmp_path / "a.db"), str(tmp_path / "b.db")
+    assert invoke("import", "--db", db, "--summary", str(SAMPLE)) == (0, IMPORTED, "")
+    assert invoke("check", "--db", db) == (0, CHECKED, "")
+    code, out, err = invoke("recent", "NCT05827016", "--as-of", "2025-07-07", "--db", db)
+    assert (code, err) == (0, "")
+    assert out.startswith("## Recent Field Changes (last 30 days)\n\n- `status.")
+    # After the command wins over before it, and over the environment.
+    assert invoke("--db", other, "check", "--db", db, TRIALDIFF_DB=other) == (0, CHECKED, "")
+    assert not Path(other).exists()
+    code, out, err = invoke("history", "NCT05827016", "--debug", "--db", db)
+    assert (code, err) == (0, "") and "2025-07-07" in out
+
+
+@pytest.mark.parametrize("args", [
+    ("changes", "--days", "99999999"),
+    ("changes", "--days", "0"),
+    ("recent", "NCT05827016", "--days", "99999999"),
+    ("page", "NCT05827016", "--days", "99999999"),
+    ("changes", "--days", "30", "--as-of", "9999-12-31"),
+    ("recent", "NCT05827016", "--as-of", "0001-01-01"),
+    ("changes", "--since", "0001-01-01T00:00:00+01:00"),
+    ("sync", "--delay", "nan"),
+    ("sync", "--timeout", "0"),
+    ("sync", "--retries", "-1"),
+    ("sync", "--retry-budget", "inf"),
+    ("sync", "--page-size", "5000"),
+    ("sync", "--max-response-mb", "1e400"),
+    ("import", "--wait", "nan", str(SAMPLE)),
+])
+def test_numbers_out_of_range_are_usage_errors(tmp_path: Path, args: tuple[str, ...]) -> None:
+    db = str(tmp_path / "t.db")
+    invoke("--db", db, "import", "--summary", str(SAMPLE))
+    before = hashlib.sha256(Path(db).read_bytes()).hexdigest()
+    code, out, err = invoke("--db", db, *args)
+    assert (code, out) == (2, "")
+    option = [a for a in args if a.startswith("--")][-1]
+    assert f"Error: Invalid value for '{option}': " in err
+    assert "unexpected" not in err and "Traceback" not in err
+    assert hashlib.sha256(Path(db).read_bytes()).hexdigest() == before
+
+
+def test_default_database_outside_a_checkout_is_the_users_data_folder(elsewhere: Path) -> None:
+    data = elsewhere.parent / "data" / "trialdiff"
+    code, out, err = invoke("import", "--summary", str(SAMPLE))
+    assert (code, out) == (0, IMPORTED)
+    assert err == (f"trialdiff: created the database {data / 'trialdiff.db'} "
+                   "(--db or TRIALDIFF_DB to use another)\n")
+    assert (data / "trialdiff.db").is_file() and not list(elsewhere.iterdir())
+    assert invoke("check") == (0, CHECKED, "")  # found again, and said only once
+    code, out, err = invoke("--help")
+    assert code == 0 and err == ""
+    assert f"\nDatabase:\n  {data / 'trialdiff.db'} (the default)\n  Default: " in out
+
+
+def test_default_database_inside_a_checkout_stays_in_snapshots(elsewhere: Path) -> None:
+    (elsewhere / "pyproject.toml").write_text('[project]\nname = "trialdiff"\n', encoding="utf-8")
+    (elsewhere / "snapshots").mkdir()
+    code, out, err = invoke("import", "--summary", str(SAMPLE))
+    assert (code, out) == (0, IMPORTED)
+    assert err.startswith(f"trialdiff: created the database {elsewhere / CHECKOUT_DB} ")
+    assert (elsewhere / CHECKOUT_DB).is_file() and not (elsewhere.parent / "data").exists()
+
+
+def test_default_database_where_one_already_is_stays_in_use(elsewhere: Path) -> None:
+    (elsewhere / "snapshots").mkdir()
+    assert invoke("--db", str(elsewhere / CHECKOUT_DB), "import", "--summary",
+                  str(SAMPLE)) == (0, IMPORTED, "")
+    assert invoke("check") == (0, CHECKED, "")
+    assert not (elsewhere.parent / "data").exists()
+
+
+def test_default_db_follows_xdg(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert default_db(tmp_path, {"HOME": str(home)}) == \
+        home / ".local/share/trialdiff/trialdiff.db"
+    assert default_db(tmp_path, {"HOME": str(home), "XDG_DATA_HOME": "rel"}) == \
+        home / ".local/share/trialdiff/trialdiff.db"  # the spec: a relative one is ignored
+    assert default_db(tmp_path, {"XDG_DATA_HOME": "/x"}) == Path("/x/trialdiff/trialdiff.db")
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "other"\n', encoding="utf-8")
+    assert default_db(tmp_path, {"XDG_DATA_HOME": "/x"}) == Path("/x/trialdiff/trialdiff.db")
+    assert default_db(ROOT, {"XDG_DATA_HOME": "/x"}) == CHECKOUT_DB
+
+
+def _foreign(path: Path) -> str:
+    """Make another application's SQLite file; return the hash of its bytes."""
+    conn = sqlite3.connect(path)
+    conn.execute("create table notes (id integer primary key, body text)")
+    conn.execute("create table meta (key text primary key, value text)")
+    conn.execute("insert into notes (body) values ('keep me')")
+    conn.commit()
+    conn.close()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_another_applications_database_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    digest = _foreign(path)
+    for args in (("import", str(SAMPLE)), ("track", "NCT05827016")):
+        code, out, err = invoke("--db", str(path), *args)
+        assert (code, out) == (2, "")
+        assert err == (f"trialdiff: error: {path} is not a trialdiff database (it holds notes); "
+                       "refusing to add trialdiff's tables to it: give --db a new file or a "
+                       "trialdiff database\n")
+    code, out, err = invoke("--db", str(path), "recent", "NCT05827016")
+    assert (code, out) == (2, "")
+    assert err == (f"trialdiff: error: {path} is not a trialdiff database (it has no schema "
+                   "version)\n")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest  # not even WAL mode
+    tables = sqlite3.connect(path).execute(
+        "select name from sqlite_master where type = 'table' order by 1").fetchall()
+    assert tables == [("meta",), ("notes",)]
+
+
+def test_an_empty_file_or_a_half_made_trialdiff_database_is_taken(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    assert invoke("--db", str(empty), "import", "--summary", str(SAMPLE)) == (0, IMPORTED, "")
+    # A first migration killed before it wrote the version: trialdiff's own tables, no version.
+    half = tmp_path / "half.db"
+    assert invoke("--db", str(half), "track", "NCT05827016")[0] == 0
+    conn = sqlite3.connect(half)
+    conn.execute("delete from meta")
+    conn.commit()
+    conn.close()
+    assert invoke("--db", str(half), "import", "--summary", str(SAMPLE)) == (0, IMPORTED, "")
+    assert invoke("--db", str(half), "check") == (0, CHECKED, "")
