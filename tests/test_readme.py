@@ -101,6 +101,8 @@ def test_exit_codes_are_documented() -> None:
 def test_the_two_commands_are_what_ci_runs() -> None:
     text = README.read_text(encoding="utf-8")
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    test_command = ci.split("# The README's test command:\n")[1].strip()
+    test_command = ci.split("# The README's test command:\n")[1].splitlines()[0]
+    assert test_command == "python3 -m pip install -e '.[test]' && python3 -m pytest"
     assert f"\n{test_command}\n" in text
-    assert "\npython3 -m pip install . && python3 -m trialdiff import snapshots/sample\n" in text
+    assert "\npython3 -m pip install . && trialdiff import snapshots/sample\n" in text
+    assert "pip wheel --no-deps" in ci  # and the wheel is installed and run outside the checkout

@@ -190,7 +190,9 @@ _API_BOUNDS: dict[str, tuple[float, float]] = {
 
 
 def _api_type(option: str, kind: type) -> Any:
-    """Return the click type of an API setting: its kind, within its bounds."""
+    """Return the click type of an API setting: its kind, a number within its bounds."""
+    if kind is str:
+        return str
     low, high = _API_BOUNDS.get(option, (0, 1e9))
     return finite(kind, low, high, low_open=option in ("--timeout", "--max-response-mb"))
 
