@@ -124,10 +124,7 @@ def save_study(
         [nct_id],
     ).fetchone()
     if row is not None and observed_at < row[4]:
-        raise OutOfOrderError(
-            f"{nct_id}: observation at {observed_at} is older than its latest snapshot "
-            f"({row[4]}); history is appended in time order (backfill adds the past)"
-        )
+        raise _out_of_order(nct_id, observed_at, f"its latest snapshot ({row[4]})")
     if row is not None and row[0] == gate:
         _touch(db, nct_id, observed_at, row[3])
         return Observation(nct_id, False, ())
@@ -137,13 +134,18 @@ def save_study(
     # Before save_record replaces the baseline's record; its fields then need no second read.
     baseline = materialize(db, nct_id)
     stored_hash = baseline[1] if baseline else row[1]
-    save_record(db, nct_id, study, observed_at)
     snapshot = Snapshot(nct_id, observed_at, extract_fields(study), source)
     if snapshot.content_hash == stored_hash:
-        # Same content in different bytes (reordered lists, whitespace): remember the new gate.
-        db.execute("update studies set raw_hash = ? where nct_id = ?", [gate, nct_id])
-        _touch(db, nct_id, observed_at, row[3])
+        if observed_at >= row[3]:  # an older replay of the same content leaves all as it is
+            # Same content in different bytes (reordered lists, whitespace): keep the new gate.
+            save_record(db, nct_id, study, observed_at)
+            db.execute("update studies set raw_hash = ? where nct_id = ?", [gate, nct_id])
         return Observation(nct_id, False, ())
+    if observed_at < row[3]:
+        # A change dated before a later sighting of the old content would rewrite what that
+        # sighting saw: the study would seem to change back on the next observation.
+        raise _out_of_order(nct_id, observed_at, f"its last sighting ({row[3]})")
+    save_record(db, nct_id, study, observed_at)
     (markup,) = db.execute(
         "select markup from snapshots where nct_id = ? and seq = ?", [nct_id, row[2]]
     ).fetchone()
@@ -160,6 +162,14 @@ def save_study(
         **summary_columns(study),
     })
     return Observation(nct_id, True, tuple(changes))
+
+
+def _out_of_order(nct_id: str, observed_at: str, latest: str) -> OutOfOrderError:
+    """Return the error for an observation that would rewrite a study's known history."""
+    return OutOfOrderError(
+        f"{nct_id}: observation at {observed_at} is older than {latest}; history is "
+        "appended in time order (backfill adds the past)"
+    )
 
 
 def _save_baseline(
@@ -367,7 +377,7 @@ def save_studies(
             try:
                 observation = save_study(db, item.nct_id, item.study, observed_at, source=source,
                                          run_id=run_id, raw=item.raw)
-            except InputError as exc:  # raised before save_study writes anything
+            except InputError as exc:  # raised before save_study writes anything it keeps
                 totals.fail(item.label, str(exc))
                 yield SourceItem(item.label, error=str(exc))
                 continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 import click
@@ -107,6 +108,17 @@ def _stderr_console() -> Any:
     return Console(stderr=True)
 
 
+def _observed_at(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Check --at: an ISO 8601 time from the registry's launch to now (else exit 2)."""
+    from ..errors import UsageError
+    from ..model import observation_time
+
+    try:
+        return observation_time(value) if value is not None else None
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
 def _wait_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add --wait to a command that writes."""
     return click.option(
@@ -117,7 +129,8 @@ def _wait_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @cli.command("import")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--at", callback=parse_timestamp, help="Observation time, ISO 8601 (default: now).")
+@click.option("--at", callback=_observed_at,
+              help="Observation time, ISO 8601 (default: now); not in the future.")
 @_wait_option
 @click.option("--summary", is_flag=True, help="Print only the summary line, not each change.")
 @click.pass_context
@@ -127,32 +140,43 @@ def import_command(
     """Snapshot study records from files: JSON, API pages, lists, NDJSON, zip dumps, folders.
 
     A folder whose subfolders are all named by date (2024-06-14/, 2025-07-07/) is an archive:
-    each subfolder is imported as observed on its date, oldest first.
+    each subfolder is imported as observed on its date, oldest first (other files such as a
+    README are left out). A study given twice with different content is a conflict: neither
+    copy is stored.
 
     \b
     Example:
       trialdiff import snapshots/sample
       trialdiff import --at 2026-05-12T07:00:00Z ctg-studies.json.zip
     """
+    from ..dedupe import distinct_studies
     from ..lock import WriteLock
     from ..sources import dated_folders, read_studies
     from ..store import RunTotals, finish_run, save_studies, start_run
 
+    # Every path that is not an archive is one input observed at one time: a study it gives
+    # twice is one observation, or a conflict (see dedupe).
     batches: list[tuple[str, list[str]]] = []
+    plain: list[str] = []
     for path in paths:
-        archive = dated_folders(path)
-        if archive and at is None:
-            batches.extend((utc_timestamp(day), [str(folder)]) for day, folder in archive)
-        else:
-            batches.append((at or utc_timestamp(), [path]))
+        archive = dated_folders(path) if at is None else None
+        if archive is None:
+            plain.append(path)
+            continue
+        if archive.ignored:
+            click.echo(f"import: {path}: ignoring {len(archive.ignored)} files that are not "
+                       f"study records: {', '.join(archive.ignored)}", err=True)
+        batches.extend((day, [str(folder)]) for day, folder in archive.days)
+    if plain:
+        batches.append((at or utc_timestamp(), plain))
     totals = RunTotals()
     printer = OutcomePrinter("import", summary=summary)
     with WriteLock(ctx.obj.db, wait, "import"):
         db = writer(ctx)
         run_id = start_run(db, "import", utc_timestamp())
         for observed_at, batch in batches:
-            for outcome in save_studies(db, read_studies(batch), observed_at, totals,
-                                        run_id=run_id):
+            items = distinct_studies(partial(read_studies, batch))
+            for outcome in save_studies(db, items, observed_at, totals, run_id=run_id):
                 printer.show(outcome)
         finish_run(db, run_id, totals, utc_timestamp())
     printer.finish(totals, news=True)
@@ -187,7 +211,8 @@ def api_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument("nct_ids", nargs=-1, callback=check_nct_ids)
 @click.option("--source", type=click.Path(exists=True),
               help="Sync from a bulk dump (ctg-studies.json.zip, a folder, NDJSON) instead.")
-@click.option("--at", callback=parse_timestamp, help="Observation time, ISO 8601 (default: now).")
+@click.option("--at", callback=_observed_at,
+              help="Observation time, ISO 8601 (default: now); not in the future.")
 @click.option("--quiet", is_flag=True, help="Print only when something changed (for cron).")
 @click.option("--backfill-new", is_flag=True,
               help="Also take in the registry history of newly tracked studies.")
