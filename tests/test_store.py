@@ -170,6 +170,34 @@ def test_an_observation_older_than_the_latest_snapshot_is_refused(db_path: str) 
     assert "older than its latest snapshot" in totals.errors[0]["error"]
 
 
+def test_a_change_older_than_the_last_sighting_is_refused(db_path: str) -> None:
+    # A at T1 and again at T3, then B at T2: B would claim a change that T3 saw undone.
+    older, newer = version_pair("NCT06060392")
+    t2 = "2025-01-01T00:00:00.000Z"
+    assert save(db_path, [older], T1).failed == 0
+    assert save(db_path, [older], T3).failed == 0
+    totals = save(db_path, [newer], t2)
+    assert totals.failed == 1
+    assert totals.errors[0]["error"] == (
+        f"NCT06060392: observation at {t2} is older than its last sighting ({T3}); history is "
+        "appended in time order (backfill adds the past)"
+    )
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("select count(*) from snapshots").fetchone() == (1,)
+    assert conn.execute("select last_seen_at from sightings").fetchone() == (T3,)
+    # Replaying what was seen, in the same or other bytes, says nothing new: accepted, a no-op.
+    reordered = json.loads(json.dumps(older, indent=1))
+    reordered["derivedSection"] = {"miscInfoModule": {"versionHolder": "2025-01-01"}}
+    reordered["protocolSection"] = dict(reversed(reordered["protocolSection"].items()))
+    assert save(db_path, [older, reordered], t2).failed == 0
+    assert conn.execute("select count(*), max(observed_at) from snapshots").fetchone() == (1, T1)
+    assert conn.execute("select last_seen_at from sightings").fetchone() == (T3,)
+    assert conn.execute("select observed_at from records").fetchone() == (T1,)
+    # After the last sighting, the change is stored as usual.
+    assert save(db_path, [newer], "2025-07-09T00:00:00.000Z").changed == 1
+    assert not list(check_database(conn, CheckTotals()))
+
+
 def test_real_records_all_import_and_reimport_stores_nothing(db_path: str) -> None:
     records = real_records()
     first = save(db_path, records, T1)

@@ -164,8 +164,8 @@ def import_command(
             plain.append(path)
             continue
         if archive.ignored:
-            click.echo(f"import: {path}: ignoring {len(archive.ignored)} files that are not "
-                       f"study records: {', '.join(archive.ignored)}", err=True)
+            click.echo(f"import: {path}: left out, not study records: "
+                       f"{', '.join(archive.ignored)}", err=True)
         batches.extend((day, [str(folder)]) for day, folder in archive.days)
     if plain:
         batches.append((at or utc_timestamp(), plain))
