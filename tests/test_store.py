@@ -198,6 +198,43 @@ def test_a_change_older_than_the_last_sighting_is_refused(db_path: str) -> None:
     assert not list(check_database(conn, CheckTotals()))
 
 
+def _state(conn: sqlite3.Connection) -> list[list[tuple]]:
+    """Return what a study's history is: every row but hashes a lazy baseline fills in later."""
+    return [conn.execute(sql).fetchall() for sql in (
+        "select nct_id, first_seen_at, last_changed_at, snapshot_count, raw_hash, brief_title, "
+        "overall_status, last_update_post_date from studies",
+        "select * from sightings", "select * from records",
+        "select id, nct_id, seq, observed_at, source, run_id from snapshots",
+        "select * from changes",
+    )]
+
+
+@pytest.mark.parametrize("first", ["changed", "seen again", "new"])
+def test_a_study_given_again_with_other_content_leaves_its_history_as_it_was(
+    db_path: str, first: str
+) -> None:
+    older, newer = version_pair("NCT06060392")
+    other = real_records()[0]
+    if first != "new":
+        save(db_path, [older], T1)
+    open_db(db_path).close()
+    conn = sqlite3.connect(db_path)
+    before = _state(conn)
+    copies = [newer, other, older] if first == "changed" else [older, other, newer]
+    totals = save(db_path, copies, T2)
+    assert (totals.checked, totals.changed, totals.changes, totals.by_kind) == (1, 0, 0, {})
+    assert totals.errors == [{"input": "test", "error": (
+        "NCT06060392 is given again in this input with different content (first in test): a "
+        "conflict, so no version of it was stored"
+        + (" (the changes printed for it are undone)" if first == "changed" else ""))}]
+    other_id = study_id(other)
+    after = [[row for row in rows if other_id not in row] for rows in _state(conn)]
+    assert after == before
+    assert not list(check_database(conn, CheckTotals()))
+    # The next input observes the study as usual.
+    assert save(db_path, [newer], T3).changed == (first != "new")
+
+
 def test_real_records_all_import_and_reimport_stores_nothing(db_path: str) -> None:
     records = real_records()
     first = save(db_path, records, T1)

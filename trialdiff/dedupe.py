@@ -1,88 +1,104 @@
 """Take each study of one input once: a repeat is dropped, differing copies are a conflict.
 
 One input (the paths of one import at one observation time, a dump, an API page) observes each
-study once. The same study given twice with the same tracked content is one observation. Given
-with different content, storing both would invent a change between two snapshots of the same
-time, and keeping one would be a guess: neither is stored, and the error names every copy.
+study once. The same study given again with the same tracked content is the same observation.
+Given with different content, storing both would invent a change between two snapshots of the
+same time, and keeping one would be a guess: neither is stored, and the error names both copies.
+
+It takes one pass, so a dump is parsed once: the first copy of each study is saved at once,
+with a note of what undoes its write (a temporary table, not memory: a few small values per
+study, plus the replaced raw record of a study whose bytes moved). A later differing copy undoes
+that write. A run killed between the two copies keeps the first (the batch holding it had
+committed); running it again refuses the study and leaves that first copy as it was.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+import json
+from typing import Any
 
-from .model import content_hash
-from .normalize import extract_fields
-from .sources import SourceItem
-from .store import gate_hash
+import sqlite_utils
 
-_BATCH = 5000
+_LEDGER = """create temp table if not exists input_ledger (
+    nct_id text primary key, label text, gate text, state text, study_row text,
+    last_seen text, record blob, record_at text, max_snapshot integer)"""
 
 
-def repeated_studies(items: Iterable[SourceItem]) -> dict[str, bool]:
-    """Return {nct_id: whether its copies differ} for the studies an input gives twice or more.
+class InputLedger:
+    """The studies one input gave so far, with what undoes each first copy's write."""
 
-    The first pass keeps one (id, gate) row per record in a temporary SQLite file, not in
-    memory, so a dump of the whole registry costs disk pages, not RAM.
-    """
-    scratch = sqlite3.connect("")  # a private temporary file, deleted when closed
-    try:
-        scratch.execute("create table seen (nct_id text, gate text)")
-        rows: list[tuple[str, str]] = []
-        for item in items:
-            if item.study is not None and item.nct_id is not None:
-                rows.append((item.nct_id, gate_hash(item.study, item.raw)))
-            if len(rows) >= _BATCH:
-                scratch.executemany("insert into seen values (?, ?)", rows)
-                rows.clear()
-        scratch.executemany("insert into seen values (?, ?)", rows)
-        found = scratch.execute(
-            "select nct_id, count(distinct gate) > 1 from seen group by nct_id having count(*) > 1"
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+        db.execute(_LEDGER)
+        db.execute("delete from temp.input_ledger")
+
+    def known(self, nct_id: str) -> tuple[str, str, str] | None:
+        """Return (label, gate, state) of a study's earlier copy in this input, if any."""
+        row = self.db.execute(
+            "select label, gate, state from temp.input_ledger where nct_id = ?", [nct_id]
+        ).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    def first(self, nct_id: str, label: str, gate: str) -> None:
+        """Note a study's first copy, before it is saved: enough to undo what saving does."""
+        cursor = self.db.execute(
+            "select * from studies join sightings using (nct_id) where nct_id = ?", [nct_id]
         )
-        return {nct_id: bool(differ) for nct_id, differ in found}
-    finally:
-        scratch.close()
+        row = cursor.fetchone()
+        study_row = dict(zip([d[0] for d in cursor.description], row, strict=True)) if row else None
+        record: tuple[Any, ...] = (None, None)
+        if study_row is not None and study_row["raw_hash"] != gate:  # its record will be replaced
+            record = self.db.execute(
+                "select record, observed_at from records where nct_id = ?", [nct_id]
+            ).fetchone() or (None, None)
+        (max_snapshot,) = self.db.execute(
+            "select coalesce(max(id), 0) from snapshots where nct_id = ?", [nct_id]
+        ).fetchone()
+        last_seen = study_row.pop("last_seen_at") if study_row else None
+        self.db.execute(
+            "insert into temp.input_ledger values (?, ?, ?, 'saved', ?, ?, ?, ?, ?)",
+            [nct_id, label, gate, json.dumps(study_row) if study_row else None, last_seen,
+             *record, max_snapshot],
+        )
 
+    def failed(self, nct_id: str) -> None:
+        """Note that the first copy was refused: there is nothing of it to undo."""
+        self.db.execute("update temp.input_ledger set state = 'failed' where nct_id = ?",
+                        [nct_id])
 
-@dataclass
-class _Copies:
-    """The copies of one study whose bytes differ: the first, and each one's label and hash."""
-
-    first: SourceItem
-    hashes: dict[str, str] = field(default_factory=dict)  # label -> content hash
-
-
-def distinct_studies(read: Callable[[], Iterable[SourceItem]]) -> Iterator[SourceItem]:
-    """Yield each study of an input once, and one error per study given with differing content.
-
-    `read` is called twice (it must give the same items each time): once to find the studies
-    given more than once, then to yield. Copies whose bytes differ are compared by their
-    tracked content after the input ends: equal, the first is yielded; else a conflict.
-    """
-    repeated = repeated_studies(read())
-    if not repeated:
-        yield from read()
-        return
-    yielded: set[str] = set()
-    differing: dict[str, _Copies] = {}
-    for item in read():
-        if item.study is None or item.nct_id not in repeated:
-            yield item
-        elif not repeated[item.nct_id]:  # byte-equal repeats: the first one stands for all
-            if item.nct_id not in yielded:
-                yielded.add(item.nct_id)
-                yield item
-        else:
-            copies = differing.setdefault(item.nct_id, _Copies(item))
-            copies.hashes[item.label] = content_hash(extract_fields(item.study))
-    for nct_id, copies in sorted(differing.items()):
-        if len(set(copies.hashes.values())) == 1:
-            yield copies.first
-            continue
-        labels = list(copies.hashes)
-        yield SourceItem(labels[0], error=(
-            f"{nct_id} is given {len(labels)} times in this input with different content "
-            f"(also {', '.join(labels[1:4])}{', ...' if len(labels) > 4 else ''}): "
-            "a conflict, so no version of it was stored"
-        ))
+    def undo(self, nct_id: str) -> dict[str, int]:
+        """Undo the first copy's write; return the changes it had stored, by kind."""
+        self.db.execute("update temp.input_ledger set state = 'conflict' where nct_id = ?",
+                        [nct_id])
+        study_row, last_seen, record, record_at, max_snapshot = self.db.execute(
+            "select study_row, last_seen, record, record_at, max_snapshot "
+            "from temp.input_ledger where nct_id = ?", [nct_id],
+        ).fetchone()
+        added = "select id from snapshots where nct_id = ? and id > ?"
+        undone = dict(self.db.execute(
+            f"select kind, count(*) from changes where snapshot_id in ({added}) group by kind",
+            [nct_id, max_snapshot],
+        ).fetchall())
+        self.db.execute(f"delete from changes where snapshot_id in ({added})",
+                        [nct_id, max_snapshot])
+        self.db.execute("delete from snapshots where nct_id = ? and id > ?", [nct_id, max_snapshot])
+        if study_row is None:  # the study was new: nothing of it stays
+            for table in ("sightings", "records", "studies"):
+                self.db.execute(f"delete from {table} where nct_id = ?", [nct_id])
+            return undone
+        columns = {k: v for k, v in json.loads(study_row).items() if k != "nct_id"}
+        self.db.execute(
+            f"update studies set {', '.join(f'{k} = ?' for k in columns)} where nct_id = ?",
+            [*columns.values(), nct_id],
+        )
+        # A baseline canonicalised meanwhile stays so: the study's hash is its latest snapshot's.
+        self.db.execute(
+            "update studies set content_hash = (select content_hash from snapshots "
+            "where nct_id = ?1 order by seq desc limit 1) where nct_id = ?1", [nct_id],
+        )
+        self.db.execute("update sightings set last_seen_at = ? where nct_id = ?",
+                        [last_seen, nct_id])
+        if record is not None:
+            self.db.execute("update records set record = ?, observed_at = ? where nct_id = ?",
+                            [record, record_at, nct_id])
+        return undone

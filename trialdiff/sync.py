@@ -15,7 +15,6 @@ from urllib.parse import parse_qsl, urlencode
 
 import sqlite_utils
 
-from .dedupe import distinct_studies
 from .errors import FetchError, ForbiddenError, UsageError
 from .fetch import Client, fetch_batch, fetch_pages, fetch_study, id_batches, incremental
 from .model import Event, PageDone
@@ -91,11 +90,6 @@ def _record_event(db: sqlite_utils.Database, event: Event, at: str, run_id: int)
 
 
 def _items(page: list[dict[str, Any]], where: str) -> list[SourceItem]:
-    """Return a fetched page as source items, each study once (see dedupe)."""
-    return list(distinct_studies(lambda: _page_items(page, where)))
-
-
-def _page_items(page: list[dict[str, Any]], where: str) -> list[SourceItem]:
     """Return a fetched page as source items (a record without an id is an error)."""
     items = []
     for index, study in enumerate(page):
@@ -234,8 +228,8 @@ def sync_source(
     from .sources import read_studies
 
     wanted = set(tracked_ids(db.conn)) | set(extra_ids)
-    items = distinct_studies(lambda: (
+    items = (
         item for item in read_studies([source])
         if not wanted or item.nct_id is None or item.nct_id in wanted
-    ))
+    )
     yield from save_studies(db, items, observed_at, totals, source="sync", run_id=run_id)

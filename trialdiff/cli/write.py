@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable
-from functools import partial
 from typing import Any
 
 import click
@@ -149,7 +148,6 @@ def import_command(
       trialdiff import snapshots/sample
       trialdiff import --at 2026-05-12T07:00:00Z ctg-studies.json.zip
     """
-    from ..dedupe import distinct_studies
     from ..lock import WriteLock
     from ..sources import dated_folders, read_studies
     from ..store import RunTotals, finish_run, save_studies, start_run
@@ -175,8 +173,8 @@ def import_command(
         db = writer(ctx)
         run_id = start_run(db, "import", utc_timestamp())
         for observed_at, batch in batches:
-            items = distinct_studies(partial(read_studies, batch))
-            for outcome in save_studies(db, items, observed_at, totals, run_id=run_id):
+            for outcome in save_studies(db, read_studies(batch), observed_at, totals,
+                                        run_id=run_id):
                 printer.show(outcome)
         finish_run(db, run_id, totals, utc_timestamp())
     printer.finish(totals, news=True)
