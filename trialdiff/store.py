@@ -143,6 +143,7 @@ def save_study(
             # Same content in different bytes (reordered lists, whitespace): keep the new gate.
             save_record(db, nct_id, study, observed_at)
             db.execute("update studies set raw_hash = ? where nct_id = ?", [gate, nct_id])
+            _touch(db, nct_id, observed_at, row[3])
         return Observation(nct_id, False, ())
     if observed_at < row[3]:
         # A change dated before a later sighting of the old content would rewrite what that
