@@ -202,6 +202,11 @@ def test_an_archive_with_a_stray_readme_keeps_its_dates(tmp_path: Path, db_path:
     )
     assert stored(db_path, "select distinct observed_at from snapshots order by 1") == [
         ("2024-06-14T00:00:00.000Z",), ("2025-07-07T00:00:00.000Z",)]
+    # One time for every day would re-date the history: refused.
+    code, out, err = run(str(tmp_path / "other.db"), "import", "--at", "2025-07-08", str(archive))
+    assert (code, out) == (2, "")
+    assert err == (f"trialdiff: error: {archive} is an archive of dated folders, observed on "
+                   "their dates: leave out --at\n")
     # A folder named by no real date is a clear usage error, and nothing is imported.
     (archive / "2025-13-45").mkdir()
     code, out, err = run(str(tmp_path / "other.db"), "import", str(archive))

@@ -157,10 +157,12 @@ def import_command(
     batches: list[tuple[str, list[str]]] = []
     plain: list[str] = []
     for path in paths:
-        archive = dated_folders(path) if at is None else None
+        archive = dated_folders(path)
         if archive is None:
             plain.append(path)
             continue
+        if at is not None:  # one time for every day would re-date the whole history
+            fail(f"{path} is an archive of dated folders, observed on their dates: leave out --at")
         if archive.ignored:
             click.echo(f"import: {path}: left out, not study records: "
                        f"{', '.join(archive.ignored)}", err=True)
