@@ -302,7 +302,7 @@ def dated_folders(path: str) -> Archive | None:
     if undated:
         raise UsageError(
             f"{path} is an archive of dated folders, but {', '.join(undated[:3])} beside them "
-            "has no date: move it into a dated folder (or import it with --at)"
+            "has no date: move it into a dated folder, or import it on its own"
         )
     days = [(observation_time(c.name, f"{path}: archive folder "), c) for c in dated]
     return Archive(sorted(days), [c.name for c in children if c not in dated])
