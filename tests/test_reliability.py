@@ -253,3 +253,49 @@ def test_a_read_only_filesystem_is_a_clear_error(small_disk: Path, tmp_path: Pat
         assert err.startswith("trialdiff: error:") and "read-only" in err.lower()
     finally:
         subprocess.run(["umount", "-l", str(view)], check=False)
+
+
+@pytest.fixture(scope="module")
+def busy_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Write an archive of 6 days of 150 real-record clones; from day 2 each changes daily."""
+    root = tmp_path_factory.mktemp("archive")
+    for day in range(1, 7):
+        folder = root / f"2026-05-0{day}"
+        folder.mkdir()
+        for number in range(150):
+            record = clone(RECORDS[number % len(RECORDS)], number, number % 2 == day % 2)
+            record["protocolSection"]["statusModule"]["statusVerifiedDate"] = f"2026-0{day}"
+            (folder / f"{number:04d}.json").write_text(json.dumps(record))
+    return root
+
+
+def test_readers_running_beside_a_real_import_see_one_consistent_state(
+    tmp_path: Path, busy_archive: Path
+) -> None:
+    db = str(tmp_path / "busy.db")
+    first_day = busy_archive / "2026-05-01"
+    assert _import_process(db, first_day, "2026-05-01").wait() == 0
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "trialdiff", "--db", db, "import", "--summary", str(busy_archive)],
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    states: set[str] = set()
+    rounds = 0
+    while writer.poll() is None or rounds < 2:
+        rounds += 1
+        code, out, err = run(db, "check")
+        assert (code, err) == (0, ""), out  # no false problem while the writer commits
+        states.add(out.split(", ")[1])  # e.g. "412 snapshots": which commit it saw
+        code, out, err = run(db, "changes", "--format", "ndjson")
+        assert (code, err) == (0, "")
+        per_study: dict[str, set[str]] = {}
+        for line in out.splitlines():
+            change = json.loads(line)
+            per_study.setdefault(change["nct_id"], set()).add(change["detected_at"])
+        # Days commit whole, and every study changes every day: every study shows the same
+        # days, or the reader saw half a commit.
+        assert len({frozenset(days) for days in per_study.values()}) <= 1
+        assert len(per_study) in (0, 150)
+    assert writer.wait() == 0, writer.stderr.read() if writer.stderr else ""
+    assert rounds >= 2 and len(states) >= 2  # the readers ran while days were committed
+    assert run(db, "check")[0] == 0

@@ -10,6 +10,7 @@ import pytest
 from conftest import FIXTURES, real_records
 
 import trialdiff.sources as sources
+from trialdiff.errors import UsageError
 from trialdiff.sources import dated_folders, read_studies
 
 RECORDS = real_records()[:5]
@@ -120,6 +121,61 @@ def test_missing_path_is_named(tmp_path: Path) -> None:
 def test_dated_folders_make_an_archive(tmp_path: Path) -> None:
     for day in ("2025-07-07", "2024-06-14"):
         (tmp_path / day).mkdir()
-    assert [d for d, _ in dated_folders(str(tmp_path)) or []] == ["2024-06-14", "2025-07-07"]
-    (tmp_path / "other").mkdir()
-    assert dated_folders(str(tmp_path)) is None
+    archive = dated_folders(str(tmp_path))
+    assert archive is not None and archive.ignored == []
+    assert [d for d, _ in archive.days] == ["2024-06-14T00:00:00.000Z", "2025-07-07T00:00:00.000Z"]
+    assert dated_folders(str(tmp_path / "2024-06-14")) is None  # no dated folders: plain
+
+
+def test_an_archive_leaves_out_stray_files_and_refuses_what_it_cannot_date(tmp_path: Path) -> None:
+    for day in ("2025-07-07", "2024-06-14"):
+        (tmp_path / day).mkdir()
+        (tmp_path / day / "one.json").write_text(json.dumps(RECORDS[0]))
+    (tmp_path / "README.md").write_text("Daily pulls of the registry.\n")
+    (tmp_path / ".DS_Store").write_bytes(b"\0")
+    archive = dated_folders(str(tmp_path))
+    assert archive is not None and archive.ignored == ["README.md"]
+    assert [d[:10] for d, _ in archive.days] == ["2024-06-14", "2025-07-07"]
+    # A study file or a folder beside the dated ones cannot be dated: refused, not re-dated.
+    for stray in ("NCT00000410.json", "latest"):
+        path = tmp_path / stray
+        path.mkdir() if stray == "latest" else path.write_text(json.dumps(RECORDS[0]))
+        with pytest.raises(UsageError, match=f"{stray} beside them has no date"):
+            dated_folders(str(tmp_path))
+        path.rmdir() if stray == "latest" else path.unlink()
+
+
+@pytest.mark.parametrize(("name", "reason"), [
+    ("2025-13-45", "is not an ISO 8601 date or time"),
+    ("2205-01-01", "is in the future"),
+    ("1999-12-31", "is before ClinicalTrials.gov existed"),
+])
+def test_an_archive_folder_named_by_no_sane_date_is_refused(
+    tmp_path: Path, name: str, reason: str
+) -> None:
+    (tmp_path / "2024-06-14").mkdir()
+    (tmp_path / name).mkdir()
+    with pytest.raises(UsageError, match=f": archive folder '{name}' {reason}"):
+        dated_folders(str(tmp_path))
+
+
+def test_a_utf8_byte_order_mark_is_accepted_in_every_shape(tmp_path: Path, monkeypatch) -> None:
+    bom = b"\xef\xbb\xbf"
+    one = tmp_path / "one.json"
+    one.write_bytes(bom + json.dumps(RECORDS[0]).encode())
+    page = tmp_path / "page.json"
+    page.write_bytes(bom + json.dumps({"studies": RECORDS}).encode())
+    lines = tmp_path / "lines.ndjson"
+    lines.write_bytes(bom + b"\n".join(json.dumps(r).encode() for r in RECORDS))
+    dump = tmp_path / "dump.zip"
+    with zipfile.ZipFile(dump, "w") as archive:
+        archive.writestr("NCT.json", bom + json.dumps(RECORDS[1]).encode())
+    items = list(read_studies([str(one), str(page), str(lines), str(dump)]))
+    assert [i.nct_id for i in items] == [IDS[0], *IDS, *IDS, IDS[1]]
+    assert items[0].study == RECORDS[0] and items[0].raw is not None
+    assert not items[0].raw.startswith(bom)  # the gate hashes the record, not the mark
+    monkeypatch.setattr(sources, "WHOLE_FILE_LIMIT", 100)  # large files stream
+    monkeypatch.setattr(sources, "_CHUNK", 997)
+    streamed = list(read_studies([str(page), str(one)]))
+    assert [i.nct_id for i in streamed] == [*IDS, None]  # one large lone study is no page
+    assert streamed[0].study == RECORDS[0]

@@ -170,6 +170,71 @@ def test_an_observation_older_than_the_latest_snapshot_is_refused(db_path: str) 
     assert "older than its latest snapshot" in totals.errors[0]["error"]
 
 
+def test_a_change_older_than_the_last_sighting_is_refused(db_path: str) -> None:
+    # A at T1 and again at T3, then B at T2: B would claim a change that T3 saw undone.
+    older, newer = version_pair("NCT06060392")
+    t2 = "2025-01-01T00:00:00.000Z"
+    assert save(db_path, [older], T1).failed == 0
+    assert save(db_path, [older], T3).failed == 0
+    totals = save(db_path, [newer], t2)
+    assert totals.failed == 1
+    assert totals.errors[0]["error"] == (
+        f"NCT06060392: observation at {t2} is older than its last sighting ({T3}); history is "
+        "appended in time order (backfill adds the past)"
+    )
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("select count(*) from snapshots").fetchone() == (1,)
+    assert conn.execute("select last_seen_at from sightings").fetchone() == (T3,)
+    # Replaying what was seen, in the same or other bytes, says nothing new: accepted, a no-op.
+    reordered = json.loads(json.dumps(older, indent=1))
+    reordered["derivedSection"] = {"miscInfoModule": {"versionHolder": "2025-01-01"}}
+    reordered["protocolSection"] = dict(reversed(reordered["protocolSection"].items()))
+    assert save(db_path, [older, reordered], t2).failed == 0
+    assert conn.execute("select count(*), max(observed_at) from snapshots").fetchone() == (1, T1)
+    assert conn.execute("select last_seen_at from sightings").fetchone() == (T3,)
+    assert conn.execute("select observed_at from records").fetchone() == (T1,)
+    # After the last sighting, the change is stored as usual.
+    assert save(db_path, [newer], "2025-07-09T00:00:00.000Z").changed == 1
+    assert not list(check_database(conn, CheckTotals()))
+
+
+def _state(conn: sqlite3.Connection) -> list[list[tuple]]:
+    """Return what a study's history is: every row but hashes a lazy baseline fills in later."""
+    return [conn.execute(sql).fetchall() for sql in (
+        "select nct_id, first_seen_at, last_changed_at, snapshot_count, raw_hash, brief_title, "
+        "overall_status, last_update_post_date from studies",
+        "select * from sightings", "select * from records",
+        "select id, nct_id, seq, observed_at, source, run_id from snapshots",
+        "select * from changes",
+    )]
+
+
+@pytest.mark.parametrize("first", ["changed", "seen again", "new"])
+def test_a_study_given_again_with_other_content_leaves_its_history_as_it_was(
+    db_path: str, first: str
+) -> None:
+    older, newer = version_pair("NCT06060392")
+    other = real_records()[0]
+    if first != "new":
+        save(db_path, [older], T1)
+    open_db(db_path).close()
+    conn = sqlite3.connect(db_path)
+    before = _state(conn)
+    copies = [newer, other, older] if first == "changed" else [older, other, newer]
+    totals = save(db_path, copies, T2)
+    assert (totals.checked, totals.changed, totals.changes, totals.by_kind) == (1, 0, 0, {})
+    assert totals.errors == [{"input": "test", "error": (
+        "NCT06060392 is given again in this input with different content (first in test): a "
+        "conflict, so no version of it was stored"
+        + (" (the changes printed for it are undone)" if first == "changed" else ""))}]
+    other_id = study_id(other)
+    after = [[row for row in rows if other_id not in row] for rows in _state(conn)]
+    assert after == before
+    assert not list(check_database(conn, CheckTotals()))
+    # The next input observes the study as usual.
+    assert save(db_path, [newer], T3).changed == (first != "new")
+
+
 def test_real_records_all_import_and_reimport_stores_nothing(db_path: str) -> None:
     records = real_records()
     first = save(db_path, records, T1)

@@ -1,5 +1,7 @@
-"""Verify a database: SQLite's integrity, the schema version, every snapshot's hash, and that
-recomputing every change from the stored snapshots gives exactly the stored changes."""
+"""Verify a database: SQLite's integrity, the schema version, canonical timestamps, every
+snapshot's hash, and that recomputing every change from the stored snapshots gives exactly the
+stored changes. It reads inside one read transaction, so a writer's commits never show halfway.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +12,19 @@ from typing import Any
 
 from .diff import changed_paths
 from .model import content_hash
-from .query import KNOWN_SCHEMA_VERSIONS, apply_delta, study_fields
+from .query import KNOWN_SCHEMA_VERSIONS, apply_delta, read_transaction, study_fields
+
+# Every column holding a time trialdiff wrote; each must be canonical ISO 8601 UTC, as
+# model.utc_timestamp writes it, or it sorts wrongly against the others.
+TIMESTAMP_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("studies", "first_seen_at"), ("studies", "last_changed_at"), ("sightings", "last_seen_at"),
+    ("snapshots", "observed_at"), ("changes", "detected_at"), ("records", "observed_at"),
+    ("runs", "started_at"), ("runs", "ended_at"), ("watchlist", "added_at"),
+    ("watchlist", "backfilled_at"), ("history_versions", "fetched_at"), ("queries", "added_at"),
+    ("queries", "last_synced_at"), ("events", "detected_at"),
+)
+_D = "[0-9]"
+_CANONICAL = f"{_D * 4}-[01]{_D}-[0-3]{_D}T[0-2]{_D}:[0-5]{_D}:[0-6]{_D}.{_D * 3}Z"  # a GLOB
 
 
 @dataclass
@@ -37,6 +51,12 @@ def _stored_changes(conn: Any, snapshot_id: int) -> list[tuple[str, str, Any, An
 
 def check_database(conn: Any, totals: CheckTotals) -> Iterator[str]:
     """Yield one line per problem found; none means the database is sound."""
+    with read_transaction(conn):
+        yield from _check(conn, totals)
+
+
+def _check(conn: Any, totals: CheckTotals) -> Iterator[str]:
+    """Yield the problems of a database, read in the caller's transaction."""
     result = conn.execute("pragma integrity_check").fetchall()
     if result != [("ok",)]:
         yield "SQLite integrity check: " + "; ".join(str(r[0]) for r in result[:10])
@@ -45,6 +65,7 @@ def check_database(conn: Any, totals: CheckTotals) -> Iterator[str]:
     if version is None or int(version[0]) not in KNOWN_SCHEMA_VERSIONS:
         yield f"unknown schema version: {version[0] if version else None}"
         return
+    yield from _check_timestamps(conn)
     studies = conn.execute(
         "select nct_id, content_hash, snapshot_count from studies order by nct_id"
     ).fetchall()
@@ -56,6 +77,19 @@ def check_database(conn: Any, totals: CheckTotals) -> Iterator[str]:
     ).fetchone()[0]
     if orphans:
         yield f"{orphans} changes belong to no snapshot"
+
+
+def _check_timestamps(conn: Any) -> Iterator[str]:
+    """Yield one line per timestamp column holding a value that is not canonical."""
+    for table, column in TIMESTAMP_COLUMNS:
+        count, example = conn.execute(
+            f"select count(*), min({column}) from {table} "  # names from the table above
+            f"where {column} is not null and ({column} not glob ? or length({column}) != 24)",
+            [_CANONICAL],
+        ).fetchone()
+        if count:
+            yield (f"{table}.{column}: {count} timestamps are not canonical ISO 8601 UTC "
+                   f"(YYYY-MM-DDTHH:MM:SS.mmmZ), e.g. {example!r}")
 
 
 def _check_study(

@@ -3,7 +3,7 @@
     TrialdiffError              anything trialdiff reports to a user
     ├── UsageError              bad arguments: a malformed NCT id, an unreadable timestamp (exit 2)
     ├── InputError              one input could not be read as studies; the others go on (exit 1)
-    │   └── OutOfOrderError     an observation older than the study's latest snapshot
+    │   └── OutOfOrderError     an observation older than the study's latest snapshot or sighting
     ├── DatabaseError           the database cannot be opened, read or written
     │   └── BusyError           another process is writing to the database (exit 75)
     └── FetchError              the registry could not be reached or answered wrongly
@@ -33,7 +33,7 @@ class InputError(TrialdiffError):
 
 
 class OutOfOrderError(InputError):
-    """An observation older than the study's latest snapshot."""
+    """An observation older than the study's latest snapshot or (if it changes) last sighting."""
 
 
 class DatabaseError(TrialdiffError):

@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
 from json.encoder import encode_basestring
 from typing import Any, Literal
+
+from .errors import UsageError
+from .settings import CLOCK_SKEW_DAYS, REGISTRY_LAUNCH
 
 ChangeKind = Literal["added", "removed", "changed"]
 CHANGE_KINDS: tuple[ChangeKind, ...] = ("added", "removed", "changed")
@@ -80,7 +83,31 @@ def utc_timestamp(text: str | None = None) -> str:
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
     moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # Not strftime: its %Y drops the zero padding of years before 1000, which then sort wrongly.
+    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
+            f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond // 1000:03d}Z")
+
+
+def observation_time(text: str, what: str = "") -> str:
+    """Return an observation time as a UTC timestamp; refuse one no observation can have.
+
+    Raises UsageError for text that is not ISO 8601, a time before the registry's launch
+    (REGISTRY_LAUNCH), or one in the future beyond CLOCK_SKEW_DAYS: once stored, a future
+    observation would refuse every later one of its studies as out of order. `what` names
+    where the text came from, as a prefix of the message.
+    """
+    try:
+        stamp = utc_timestamp(text)
+    except ValueError:
+        raise UsageError(f"{what}{text!r} is not an ISO 8601 date or time") from None
+    if stamp < utc_timestamp(REGISTRY_LAUNCH):
+        raise UsageError(f"{what}{text!r} is before ClinicalTrials.gov existed "
+                         f"({REGISTRY_LAUNCH}): no study was observed then")
+    latest = datetime.now(UTC) + timedelta(days=CLOCK_SKEW_DAYS)
+    if stamp > utc_timestamp(latest.isoformat()):
+        raise UsageError(f"{what}{text!r} is in the future (more than {CLOCK_SKEW_DAYS} day "
+                         f"ahead of now, {utc_timestamp()}): it cannot have been observed yet")
+    return stamp
 
 
 def utc_day(text: str | None = None) -> date:

@@ -1,7 +1,8 @@
 """Read snapshots and changes back (sqlite3 only, so read commands start fast).
 
 Readers never take the write lock: in WAL mode they see the last committed state while a
-writer works.
+writer works. A reader connection holds one read transaction for its whole life, so a command
+that reads many rows sees one consistent state, never half of a writer's batches.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import sqlite3
 import zlib
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +27,15 @@ Connection = sqlite3.Connection | Any  # a sqlite3 connection, or sqlite-utils' 
 
 
 def connect_readonly(path: str) -> sqlite3.Connection:
-    """Open an existing database for reading, checking its schema version."""
+    """Open an existing database for reading, in one read transaction; check its schema."""
     if path != ":memory:" and not Path(path).is_file():
         raise DatabaseError(f"no database at {path}: run `trialdiff import` or `trialdiff sync`")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
+                               isolation_level=None)
+        # Under WAL, a read transaction keeps the snapshot its first read saw until it ends
+        # (the connection closes), whatever a writer commits meanwhile.
+        conn.execute("begin")
         row = conn.execute("select value from meta where key = 'schema_version'").fetchone()
     except sqlite3.OperationalError as exc:
         if "no such table: meta" not in str(exc):
@@ -42,6 +48,21 @@ def connect_readonly(path: str) -> sqlite3.Connection:
     if int(row[0]) not in KNOWN_SCHEMA_VERSIONS:
         raise DatabaseError(f"{path}: unknown schema version {row[0]}")
     return conn
+
+
+@contextmanager
+def read_transaction(conn: Connection) -> Iterator[None]:
+    """Run a block of reads as one transaction, unless the connection already is in one."""
+    raw = getattr(conn, "conn", conn)  # sqlite-utils' Database wraps a sqlite3 connection
+    if raw.in_transaction:
+        yield
+        return
+    raw.execute("begin")
+    try:
+        yield
+    finally:
+        if raw.in_transaction:
+            raw.execute("commit")
 
 
 def apply_delta(fields: dict[str, str], delta: bytes | str) -> None:

@@ -38,6 +38,11 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("--footer", "TRIALDIFF_FOOTER", "", "footer note of a site's trial pages"),
 )
 
+# An observation time (`--at`, an archive folder's date) must fall between these: nothing was
+# observed before the registry's launch, and a clock may run ahead of UTC by at most the skew.
+REGISTRY_LAUNCH: Final[str] = "2000-02-29"  # ClinicalTrials.gov went public
+CLOCK_SKEW_DAYS: Final[int] = 1
+
 BY_OPTION: Final[dict[str, Setting]] = {s.option: s for s in SETTINGS}
 
 

@@ -18,6 +18,8 @@ from typing import IO, Any
 
 import orjson
 
+from .errors import UsageError
+from .model import observation_time
 from .normalize import study_id
 
 SUFFIXES = (".json", ".ndjson", ".jsonl", ".zip")
@@ -26,6 +28,7 @@ WHOLE_FILE_LIMIT = 64 * 1024 * 1024
 # No real record is near this; a larger one is a broken input, not a study.
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 _CHUNK = 1 << 20
+_BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, which some Windows tools write first
 NOT_A_STUDY = "not a study: no protocolSection.identificationModule.nctId like NCT01234567"
 _DATED_DIR = re.compile(r"\d{4}-\d{2}-\d{2}([T ][0-9:.]+Z?)?")
 
@@ -87,7 +90,7 @@ def _parse_error(exc: BaseException) -> str:
 
 def _stream_json(label: str, stream: IO[bytes]) -> Iterator[SourceItem]:
     """Yield the records of a large JSON file one at a time, without loading it whole."""
-    reader = io.TextIOWrapper(stream, encoding="utf-8")
+    reader = io.TextIOWrapper(stream, encoding="utf-8-sig")
     decoder = json.JSONDecoder()
     buffer = ""
     pos = 0
@@ -138,7 +141,7 @@ def _stream_json(label: str, stream: IO[bytes]) -> Iterator[SourceItem]:
 
     try:
         fill()
-        first = skip(" \t\r\n\ufeff")
+        first = skip(" \t\r\n")
         if first == "[":
             yield from array(label)
             return
@@ -172,6 +175,7 @@ def _read_json(label: str, opener: Any, size: int) -> Iterator[SourceItem]:
         return
     with opener() as stream:
         data = stream.read()
+    data = data.removeprefix(_BOM)
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -197,6 +201,8 @@ def _orjson_error(exc: orjson.JSONDecodeError, data: bytes) -> str:
 def _read_ndjson(label: str, stream: IO[bytes]) -> Iterator[SourceItem]:
     """Yield one record per line of an NDJSON input; blank lines are skipped."""
     for number, line in enumerate(stream, start=1):
+        if number == 1:
+            line = line.removeprefix(_BOM)
         if not line.strip():
             continue
         where = f"{label}:{number}"
@@ -266,16 +272,37 @@ def read_studies(paths: Iterable[str]) -> Iterator[SourceItem]:
         yield from read_file(path)
 
 
-def dated_folders(path: str) -> list[tuple[str, Path]] | None:
-    """Return (date, folder) for an archive of dated folders, oldest first, else None.
+@dataclass(frozen=True)
+class Archive:
+    """A folder of dated folders: (observation time, folder) oldest first, and files left out."""
+
+    days: list[tuple[str, Path]]
+    ignored: list[str]  # names of files beside the dated folders that are not study inputs
+
+
+def dated_folders(path: str) -> Archive | None:
+    """Return the archive a folder of dated folders is, or None for a plain folder.
 
     An archive such as `snapshots/sample/` holds one folder per observation day
-    (`2024-06-14/`, `2025-07-07/`), so replaying it rebuilds history day by day.
+    (`2024-06-14/`, `2025-07-07/`), so replaying it rebuilds history day by day. Files that
+    are not study inputs (a README) are left out; anything that would have to be imported
+    undated (a study file or another folder beside the dated ones) is refused with
+    UsageError, as is a dated name that is no real date: importing either as a plain
+    folder would date the whole history today.
     """
     root = Path(path)
     if not root.is_dir():
         return None
-    children = [child for child in root.iterdir() if not child.name.startswith(".")]
-    if not children or not all(c.is_dir() and _DATED_DIR.fullmatch(c.name) for c in children):
+    children = sorted(child for child in root.iterdir() if not child.name.startswith("."))
+    dated = [c for c in children if c.is_dir() and _DATED_DIR.fullmatch(c.name)]
+    if not dated:
         return None
-    return sorted((child.name, child) for child in children)
+    undated = [c.name for c in children if c not in dated
+               and (c.is_dir() or c.name.lower().endswith(SUFFIXES))]
+    if undated:
+        raise UsageError(
+            f"{path} is an archive of dated folders, but {', '.join(undated[:3])} beside them "
+            "has no date: move it into a dated folder, or import it on its own"
+        )
+    days = [(observation_time(c.name, f"{path}: archive folder "), c) for c in dated]
+    return Archive(sorted(days), [c.name for c in children if c not in dated])

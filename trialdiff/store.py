@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import sqlite_utils
 
+from .dedupe import InputLedger
 from .diff import diff_snapshots
 from .errors import InputError, OutOfOrderError
 from .model import FieldChange, Snapshot, content_hash, fields_json
@@ -111,23 +112,22 @@ def save_study(
     source: str = "import",
     run_id: int | None = None,
     raw: bytes | None = None,
+    gate: str | None = None,
 ) -> Observation:
     """Record one observation of a study; store a snapshot and changes if its content moved.
 
-    `raw` is the record's own bytes, if known (it makes the gate cheaper). The caller holds
-    the transaction, so a snapshot and its changes commit together.
+    `raw` is the record's own bytes, if known (it makes the gate cheaper), `gate` the gate if
+    already computed. The caller holds the transaction, so a snapshot and its changes commit
+    together.
     """
-    gate = gate_hash(study, raw)
+    gate = gate or gate_hash(study, raw)
     row = db.execute(
         "select raw_hash, content_hash, snapshot_count, last_seen_at, last_changed_at "
         "from studies join sightings using (nct_id) where nct_id = ?",
         [nct_id],
     ).fetchone()
     if row is not None and observed_at < row[4]:
-        raise OutOfOrderError(
-            f"{nct_id}: observation at {observed_at} is older than its latest snapshot "
-            f"({row[4]}); history is appended in time order (backfill adds the past)"
-        )
+        raise _out_of_order(nct_id, observed_at, f"its latest snapshot ({row[4]})")
     if row is not None and row[0] == gate:
         _touch(db, nct_id, observed_at, row[3])
         return Observation(nct_id, False, ())
@@ -137,13 +137,19 @@ def save_study(
     # Before save_record replaces the baseline's record; its fields then need no second read.
     baseline = materialize(db, nct_id)
     stored_hash = baseline[1] if baseline else row[1]
-    save_record(db, nct_id, study, observed_at)
     snapshot = Snapshot(nct_id, observed_at, extract_fields(study), source)
     if snapshot.content_hash == stored_hash:
-        # Same content in different bytes (reordered lists, whitespace): remember the new gate.
-        db.execute("update studies set raw_hash = ? where nct_id = ?", [gate, nct_id])
-        _touch(db, nct_id, observed_at, row[3])
+        if observed_at >= row[3]:  # an older replay of the same content leaves all as it is
+            # Same content in different bytes (reordered lists, whitespace): keep the new gate.
+            save_record(db, nct_id, study, observed_at)
+            db.execute("update studies set raw_hash = ? where nct_id = ?", [gate, nct_id])
+            _touch(db, nct_id, observed_at, row[3])
         return Observation(nct_id, False, ())
+    if observed_at < row[3]:
+        # A change dated before a later sighting of the old content would rewrite what that
+        # sighting saw: the study would seem to change back on the next observation.
+        raise _out_of_order(nct_id, observed_at, f"its last sighting ({row[3]})")
+    save_record(db, nct_id, study, observed_at)
     (markup,) = db.execute(
         "select markup from snapshots where nct_id = ? and seq = ?", [nct_id, row[2]]
     ).fetchone()
@@ -160,6 +166,14 @@ def save_study(
         **summary_columns(study),
     })
     return Observation(nct_id, True, tuple(changes))
+
+
+def _out_of_order(nct_id: str, observed_at: str, latest: str) -> OutOfOrderError:
+    """Return the error for an observation that would rewrite a study's known history."""
+    return OutOfOrderError(
+        f"{nct_id}: observation at {observed_at} is older than {latest}; history is "
+        "appended in time order (backfill adds the past)"
+    )
 
 
 def _save_baseline(
@@ -313,6 +327,16 @@ class RunTotals:
         for change in found:
             self.by_kind[change.kind] = self.by_kind.get(change.kind, 0) + 1
 
+    def uncount(self, undone: Mapping[str, int]) -> None:
+        """Take back one study's observation whose write was undone, with its changes by kind."""
+        self.checked -= 1
+        self.changed -= bool(undone)
+        self.changes -= sum(undone.values())
+        for kind, count in undone.items():
+            self.by_kind[kind] -= count
+            if not self.by_kind[kind]:
+                del self.by_kind[kind]
+
     def fail(self, where: str, error: str) -> None:
         """Add one input that failed."""
         self.failed += 1
@@ -351,12 +375,14 @@ def save_studies(
     run_id: int | None = None,
     batch_size: int = 500,
 ) -> Iterator[SourceItem | Observation]:
-    """Save a stream of records, committing every `batch_size`; yield what each one did.
+    """Save one input's stream of records, committing every `batch_size`; yield what each did.
 
     A batch is one transaction, so a killed run loses at most the batch under way, and
     running it again redoes exactly that batch (a saved observation is not stored twice).
+    The input observes each study once (see dedupe): a repeat is dropped, a conflict refused.
     """
     pending = 0
+    ledger = InputLedger(db)
     db.execute("begin immediate")
     try:
         for item in items:
@@ -364,10 +390,19 @@ def save_studies(
                 totals.fail(item.label, item.error or "unreadable")
                 yield item
                 continue
+            gate = gate_hash(item.study, item.raw)
+            earlier = ledger.known(item.nct_id)
+            if earlier is not None:
+                conflict = _repeat(db, ledger, item, gate, earlier, totals)
+                if conflict is not None:
+                    yield conflict
+                continue
+            ledger.first(item.nct_id, item.label, gate)
             try:
                 observation = save_study(db, item.nct_id, item.study, observed_at, source=source,
-                                         run_id=run_id, raw=item.raw)
-            except InputError as exc:  # raised before save_study writes anything
+                                         run_id=run_id, gate=gate)
+            except InputError as exc:  # raised before save_study writes anything it keeps
+                ledger.failed(item.nct_id)
                 totals.fail(item.label, str(exc))
                 yield SourceItem(item.label, error=str(exc))
                 continue
@@ -383,3 +418,29 @@ def save_studies(
         if db.conn.in_transaction:
             db.execute("rollback")
         raise
+
+
+def _repeat(
+    db: sqlite_utils.Database, ledger: InputLedger, item: SourceItem, gate: str,
+    earlier: tuple[str, str, str], totals: RunTotals,
+) -> SourceItem | None:
+    """Drop a study's repeat in one input; if its content differs, undo the study and refuse it."""
+    assert item.nct_id is not None and item.study is not None
+    label, first_gate, state = earlier
+    if state != "conflict" and gate == first_gate:
+        return None
+    if state == "saved":
+        materialize(db, item.nct_id)  # a lazy baseline gets the hash to compare with
+        stored = db.execute("select content_hash from studies where nct_id = ?",
+                            [item.nct_id]).fetchone()
+        if stored is not None and stored[0] == content_hash(extract_fields(item.study)):
+            return None  # the same content in other bytes
+    undone: dict[str, int] = {}
+    if state == "saved":  # the first copy was stored (or seen): take it back
+        undone = ledger.undo(item.nct_id)
+        totals.uncount(undone)
+    error = (f"{item.nct_id} is given again in this input with different content (first in "
+             f"{label}): a conflict, so no version of it was stored"
+             + (" (the changes printed for it are undone)" if undone else ""))
+    totals.fail(item.label, error)
+    return SourceItem(item.label, error=error)

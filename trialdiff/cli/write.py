@@ -116,6 +116,17 @@ def _stderr_console() -> Any:
     return Console(stderr=True)
 
 
+def _observed_at(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Check --at: an ISO 8601 time from the registry's launch to now (else exit 2)."""
+    from ..errors import UsageError
+    from ..model import observation_time
+
+    try:
+        return observation_time(value) if value is not None else None
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
 def _wait_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add --wait to a command that writes."""
     return click.option(
@@ -126,7 +137,8 @@ def _wait_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @cli.command("import")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--at", callback=parse_timestamp, help="Observation time, ISO 8601 (default: now).")
+@click.option("--at", callback=_observed_at,
+              help="Observation time, ISO 8601 (default: now); not in the future.")
 @_wait_option
 @click.option("--summary", is_flag=True, help="Print only the summary line, not each change.")
 @click.pass_context
@@ -136,7 +148,9 @@ def import_command(
     """Snapshot study records from files: JSON, API pages, lists, NDJSON, zip dumps, folders.
 
     A folder whose subfolders are all named by date (2024-06-14/, 2025-07-07/) is an archive:
-    each subfolder is imported as observed on its date, oldest first.
+    each subfolder is imported as observed on its date, oldest first (other files such as a
+    README are left out). A study given twice with different content is a conflict: neither
+    copy is stored.
 
     \b
     Example:
@@ -147,13 +161,23 @@ def import_command(
     from ..sources import dated_folders, read_studies
     from ..store import RunTotals, finish_run, save_studies, start_run
 
+    # Every path that is not an archive is one input observed at one time: a study it gives
+    # twice is one observation, or a conflict (see dedupe).
     batches: list[tuple[str, list[str]]] = []
+    plain: list[str] = []
     for path in paths:
         archive = dated_folders(path)
-        if archive and at is None:
-            batches.extend((utc_timestamp(day), [str(folder)]) for day, folder in archive)
-        else:
-            batches.append((at or utc_timestamp(), [path]))
+        if archive is None:
+            plain.append(path)
+            continue
+        if at is not None:  # one time for every day would re-date the whole history
+            fail(f"{path} is an archive of dated folders, observed on their dates: leave out --at")
+        if archive.ignored:
+            click.echo(f"import: {path}: left out, not study records: "
+                       f"{', '.join(archive.ignored)}", err=True)
+        batches.extend((day, [str(folder)]) for day, folder in archive.days)
+    if plain:
+        batches.append((at or utc_timestamp(), plain))
     totals = RunTotals()
     printer = OutcomePrinter("import", summary=summary)
     with WriteLock(ctx.obj.db, wait, "import"):
@@ -212,7 +236,8 @@ def api_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument("nct_ids", nargs=-1, callback=check_nct_ids)
 @click.option("--source", type=click.Path(exists=True),
               help="Sync from a bulk dump (ctg-studies.json.zip, a folder, NDJSON) instead.")
-@click.option("--at", callback=parse_timestamp, help="Observation time, ISO 8601 (default: now).")
+@click.option("--at", callback=_observed_at,
+              help="Observation time, ISO 8601 (default: now); not in the future.")
 @click.option("--quiet", is_flag=True, help="Print only when something changed (for cron).")
 @click.option("--backfill-new", is_flag=True,
               help="Also take in the registry history of newly tracked studies.")

@@ -1,0 +1,104 @@
+"""Take each study of one input once: a repeat is dropped, differing copies are a conflict.
+
+One input (the paths of one import at one observation time, a dump, an API page) observes each
+study once. The same study given again with the same tracked content is the same observation.
+Given with different content, storing both would invent a change between two snapshots of the
+same time, and keeping one would be a guess: neither is stored, and the error names both copies.
+
+It takes one pass, so a dump is parsed once: the first copy of each study is saved at once,
+with a note of what undoes its write (a temporary table, not memory: a few small values per
+study, plus the replaced raw record of a study whose bytes moved). A later differing copy undoes
+that write. A run killed between the two copies keeps the first (the batch holding it had
+committed); running it again refuses the study and leaves that first copy as it was.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlite_utils
+
+_LEDGER = """create temp table if not exists input_ledger (
+    nct_id text primary key, label text, gate text, state text, study_row text,
+    last_seen text, record blob, record_at text, max_snapshot integer)"""
+
+
+class InputLedger:
+    """The studies one input gave so far, with what undoes each first copy's write."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+        db.execute(_LEDGER)
+        db.execute("delete from temp.input_ledger")
+
+    def known(self, nct_id: str) -> tuple[str, str, str] | None:
+        """Return (label, gate, state) of a study's earlier copy in this input, if any."""
+        row = self.db.execute(
+            "select label, gate, state from temp.input_ledger where nct_id = ?", [nct_id]
+        ).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    def first(self, nct_id: str, label: str, gate: str) -> None:
+        """Note a study's first copy, before it is saved: enough to undo what saving does."""
+        cursor = self.db.execute(
+            "select * from studies join sightings using (nct_id) where nct_id = ?", [nct_id]
+        )
+        row = cursor.fetchone()
+        study_row = dict(zip([d[0] for d in cursor.description], row, strict=True)) if row else None
+        record: tuple[Any, ...] = (None, None)
+        if study_row is not None and study_row["raw_hash"] != gate:  # its record will be replaced
+            record = self.db.execute(
+                "select record, observed_at from records where nct_id = ?", [nct_id]
+            ).fetchone() or (None, None)
+        (max_snapshot,) = self.db.execute(
+            "select coalesce(max(id), 0) from snapshots where nct_id = ?", [nct_id]
+        ).fetchone()
+        last_seen = study_row.pop("last_seen_at") if study_row else None
+        self.db.execute(
+            "insert into temp.input_ledger values (?, ?, ?, 'saved', ?, ?, ?, ?, ?)",
+            [nct_id, label, gate, json.dumps(study_row) if study_row else None, last_seen,
+             *record, max_snapshot],
+        )
+
+    def failed(self, nct_id: str) -> None:
+        """Note that the first copy was refused: there is nothing of it to undo."""
+        self.db.execute("update temp.input_ledger set state = 'failed' where nct_id = ?",
+                        [nct_id])
+
+    def undo(self, nct_id: str) -> dict[str, int]:
+        """Undo the first copy's write; return the changes it had stored, by kind."""
+        self.db.execute("update temp.input_ledger set state = 'conflict' where nct_id = ?",
+                        [nct_id])
+        study_row, last_seen, record, record_at, max_snapshot = self.db.execute(
+            "select study_row, last_seen, record, record_at, max_snapshot "
+            "from temp.input_ledger where nct_id = ?", [nct_id],
+        ).fetchone()
+        added = "select id from snapshots where nct_id = ? and id > ?"
+        undone = dict(self.db.execute(
+            f"select kind, count(*) from changes where snapshot_id in ({added}) group by kind",
+            [nct_id, max_snapshot],
+        ).fetchall())
+        self.db.execute(f"delete from changes where snapshot_id in ({added})",
+                        [nct_id, max_snapshot])
+        self.db.execute("delete from snapshots where nct_id = ? and id > ?", [nct_id, max_snapshot])
+        if study_row is None:  # the study was new: nothing of it stays
+            for table in ("sightings", "records", "studies"):
+                self.db.execute(f"delete from {table} where nct_id = ?", [nct_id])
+            return undone
+        columns = {k: v for k, v in json.loads(study_row).items() if k != "nct_id"}
+        self.db.execute(
+            f"update studies set {', '.join(f'{k} = ?' for k in columns)} where nct_id = ?",
+            [*columns.values(), nct_id],
+        )
+        # A baseline canonicalised meanwhile stays so: the study's hash is its latest snapshot's.
+        self.db.execute(
+            "update studies set content_hash = (select content_hash from snapshots "
+            "where nct_id = ?1 order by seq desc limit 1) where nct_id = ?1", [nct_id],
+        )
+        self.db.execute("update sightings set last_seen_at = ? where nct_id = ?",
+                        [last_seen, nct_id])
+        if record is not None:
+            self.db.execute("update records set record = ?, observed_at = ? where nct_id = ?",
+                            [record, record_at, nct_id])
+        return undone
