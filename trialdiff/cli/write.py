@@ -26,6 +26,11 @@ def _summary_line(command: str, totals: Any) -> str:
     )
 
 
+def _plural(count: int, noun: str) -> str:
+    """Return a count with its noun, plural unless it is 1."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def _change_lines(changes: Iterable[FieldChange], dated: bool = False) -> list[str]:
     """Return one report line per change: study, (day,) path, kind, old and new."""
     from ..report import short
@@ -61,7 +66,7 @@ class OutcomePrinter:
 
     def show(self, outcome: Any) -> None:
         """Print or keep one outcome."""
-        from ..model import Event, PageDone, VersionSaved
+        from ..model import Backfilled, Event, PageDone, ShapeWarning
         from ..sources import SourceItem
         from ..store import Observation
 
@@ -73,9 +78,14 @@ class OutcomePrinter:
         elif isinstance(outcome, Event):
             detail = f" → {outcome.detail['moved_to']}" if outcome.kind == "moved" else ""
             self._emit([f"{outcome.nct_id}  ({outcome.kind.replace('_', ' ')}{detail})"])
-        elif isinstance(outcome, VersionSaved):
+        elif isinstance(outcome, Backfilled):
             if outcome.changes and not self.summary:
                 self._emit(_change_lines(outcome.changes, dated=True))
+            if outcome.replaced:
+                self._emit([f"{outcome.nct_id}  ({_plural(outcome.replaced, 'change')} dated "
+                            "when a sync saw them now dated by their registry version)"])
+        elif isinstance(outcome, ShapeWarning):
+            click.echo(f"trialdiff: warning: {outcome.message}", err=True)
         elif isinstance(outcome, PageDone):
             if self.progress is not None:
                 self.progress.advance(self.task, outcome.size)
@@ -233,8 +243,7 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
             if backfill_new:
                 from ..history import backfill_new as backfill_pending
 
-                history_client = _client(**_history_api(api))
-                for saved in backfill_pending(db, history_client, run_id, totals):
+                for saved in backfill_pending(db, _history_api(api), run_id, totals):
                     printer.show(saved)
         finally:
             finish_run(db, run_id, totals, utc_timestamp(), data_timestamp)
@@ -244,11 +253,11 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
         ctx.exit(1)
 
 
-def _history_api(api: dict[str, Any]) -> dict[str, Any]:
-    """Return the client settings with the base moved to the record-history endpoints."""
-    from ..history import int_base
+def _history_api(api: dict[str, Any]) -> Any:
+    """Return the record-history endpoints, through a client based at the registry's root."""
+    from ..history import HistoryAPI, site_root
 
-    return {**api, "api": int_base(api["api"])}
+    return HistoryAPI(_client(**{**api, "api": site_root(api["api"])}))
 
 
 @cli.command()
@@ -262,8 +271,8 @@ def backfill(ctx: click.Context, /, nct_ids: tuple[str, ...], since: str | None,
              **api: Any) -> None:
     """Take in studies' whole registry history, so their changes exist from day one.
 
-    Each version is stored as observed on its date, slotted in before the first synced
-    snapshot. Versions already stored are not fetched again.
+    Each version is stored as observed on the day it went public, in its place among the
+    synced snapshots. Versions already stored are not fetched again.
 
     \b
     Example:
@@ -276,16 +285,18 @@ def backfill(ctx: click.Context, /, nct_ids: tuple[str, ...], since: str | None,
 
     totals = RunTotals()
     printer = OutcomePrinter("backfill")
-    client = _client(**_history_api(api))
+    history_api = _history_api(api)
     with WriteLock(ctx.obj.db, wait, "backfill"):
         db = writer(ctx)
         run_id = start_run(db, "backfill", utc_timestamp())
         try:
             for nct_id in nct_ids:
                 try:
-                    for outcome in backfill_study(db, client, nct_id, since, totals, run_id):
+                    for outcome in backfill_study(db, history_api, nct_id, since, totals,
+                                                  run_id):
                         printer.show(outcome)
-                except ShapeError:
+                except ShapeError as exc:
+                    totals.fail(nct_id, str(exc))
                     raise  # the endpoints changed shape: stop rather than store wrongly
                 except FetchError as exc:
                     totals.fail(nct_id, str(exc))
