@@ -121,7 +121,7 @@ class HistoryAPI:
             if route != self.routes[0]:  # remember it: the next study asks this one first
                 self.routes.remove(route)
                 self.routes.insert(0, route)
-                if 200 in statuses:  # the other route answered, but not with a listing
+                if 200 in statuses[:-1]:  # the other route answered, but not with a listing
                     used = path + (route if query else "")
                     self._pending.append(f"{nct_id}: {problems[-1]}; used {used} instead")
             return self._versions(nct_id, entries)
@@ -135,11 +135,11 @@ class HistoryAPI:
         """Raise FetchError if API v2 does not know a study (so it has no history either)."""
         status, _, headers = self.client.get_json(f"/api/v2/studies/{nct_id}")
         if status == 404:
-            raise FetchError(f"{nct_id}: not in the registry (404 from API v2 and from both "
+            raise FetchError("not in the registry (404 from API v2 and from both "
                              "record-history listings)")
         if status in (301, 302, 307, 308):
             moved = headers.get("Location", "").rstrip("/").rsplit("/", 1)[-1].split("?")[0]
-            raise FetchError(f"{nct_id}: the registry now answers it as {moved}; backfill that")
+            raise FetchError(f"the registry now answers it as {moved}; backfill that")
 
     def _entries(self, nct_id: str, route: str, body: Any) -> list[Any]:
         """Return a listing's entries, or raise _RouteFailed if the answer is not a listing."""
@@ -199,7 +199,7 @@ class HistoryAPI:
         except ForbiddenError as exc:
             # The listing just answered this client, so this 403 is not its User-Agent: it
             # is how the registry says a version number is past the last one.
-            raise FetchError(f"{nct_id}: no such version {number} (the registry answers 403 "
+            raise FetchError(f"no such version {number} (the registry answers 403 "
                              "past a study's last version); its listing changed, so run "
                              "backfill again") from exc
         if status != 200 or not isinstance(body, dict):
