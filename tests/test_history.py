@@ -417,9 +417,9 @@ def test_both_routes_failing_for_a_study_api_v2_knows_stops_the_run(
     api.set_history_routes()  # neither route answers
     code, out, err = backfill(db_path, api, NCT, OTHER)
     assert code == 1
-    assert err == (f"trialdiff: error: {NCT}: API v2 knows this study but no record-history listing "
-                   f"answers ({LISTING}?history=true answered 404; {LISTING}/history answered "
-                   "404); the endpoints changed shape, so nothing was stored\n")
+    assert err == (f"trialdiff: error: {NCT}: API v2 knows this study but no record-history "
+                   f"listing answers ({LISTING}?history=true answered 404; {LISTING}/history "
+                   "answered 404); the endpoints changed shape, so nothing was stored\n")
     assert [p for p, _ in requests(api)] == [LISTING, f"{LISTING}/history",
                                              f"/api/v2/studies/{NCT}"]
     assert out == ""
