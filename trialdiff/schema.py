@@ -49,7 +49,8 @@ SCHEMA: tuple[Table, ...] = (
         ("id", int, "row id"),
         ("nct_id", str, "the study"),
         ("seq", int, "1, 2, ... per study, in observation order"),
-        ("observed_at", str, "when this version was observed (backfill: the version's date)"),
+        ("observed_at", str, "when this version was observed (backfill: the day it went "
+                             "public)"),
         ("content_hash", str, "SHA-256 of the fields as rebuilt at this snapshot"),
         ("source", str, "import, sync or backfill"),
         ("source_version", int, "the registry's version number, for backfilled versions"),

@@ -263,7 +263,7 @@ def _history_api(api: dict[str, Any]) -> Any:
 @cli.command()
 @click.argument("nct_ids", nargs=-1, required=True, callback=check_nct_ids)
 @click.option("--since", callback=parse_timestamp, metavar="DATE",
-              help="Only versions dated on or after DATE.")
+              help="Only versions that went public on or after DATE.")
 @_wait_option
 @api_options
 @click.pass_context
