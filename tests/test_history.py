@@ -29,7 +29,7 @@ from trialdiff.cli import cli
 from trialdiff.diff import changed_paths
 from trialdiff.errors import FetchError, UsageError
 from trialdiff.fetch import Client, Pacing
-from trialdiff.history import HistoryAPI, site_root
+from trialdiff.history_api import HistoryAPI, site_root
 from trialdiff.normalize import extract_fields, neutral_text
 from trialdiff.schema import SCHEMA_VERSION, open_db, schema_version
 
