@@ -23,7 +23,7 @@ from .normalize import study_id
 from .store import text_at
 
 DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
-# The listing's two routes: the one the website, cthist and ctrdata use, then the older one.
+# The listing's two routes: the one the website, cthist and ctrdata use first, then the other.
 ROUTES = ("?history=true", "/history")
 _TOP_KEYS = {"?history=true": frozenset({"study", "history"}), "/history": frozenset({"changes"})}
 HISTORY_KEYS = frozenset({"changes", "originalData", "lastUpdateVersions", "outcomesUpdateCount"})
