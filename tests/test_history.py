@@ -214,8 +214,7 @@ def test_a_version_synced_late_is_redated_to_when_it_went_public(
     assert code == 0
     count = len(real_change_set(V1_DAY))
     assert stored(db_path) == real_change_set(V1_DAY)
-    assert (f"{NCT}  ({count} changes dated when a sync saw them now dated by their registry "
-            "version)") in out
+    assert f"{NCT}  ({count} stored changes replaced: the registry's versions date them)" in out
     assert sqlite3.connect(db_path).execute(
         "select changes from runs where command = 'backfill'").fetchone() == (count,)
     assert run(db_path, "check")[0] == 0

@@ -82,8 +82,8 @@ class OutcomePrinter:
             if outcome.changes and not self.summary:
                 self._emit(_change_lines(outcome.changes, dated=True))
             if outcome.replaced:
-                self._emit([f"{outcome.nct_id}  ({_plural(outcome.replaced, 'change')} dated "
-                            "when a sync saw them now dated by their registry version)"])
+                self._emit([f"{outcome.nct_id}  ({_plural(outcome.replaced, 'stored change')} "
+                            "replaced: the registry's versions date them)"])
         elif isinstance(outcome, ShapeWarning):
             click.echo(f"trialdiff: warning: {outcome.message}", err=True)
         elif isinstance(outcome, PageDone):
