@@ -40,6 +40,8 @@ DATE_AREAS = ("LastUpdatePostDate", "StudyFirstPostDate", "ResultsFirstPostDate"
 STUDIES_PARAMS = "query.term query.cond filter.ids filter.advanced filter.overallStatus pageSize"
 STUDIES_PARAMS += " pageToken countTotal format markupFormat"
 PAGE_FREE_PARAMS = ("pageToken", "pageSize", "countTotal")  # spec: may differ between pages
+# The record-history listing's two routes: `?history=true` on the study, and `/history`.
+HISTORY_ROUTES = ("query", "path")
 # Labels as the website's history list names modules (from published captures); others fall
 # back to the module key.
 MODULE_LABELS = {
@@ -299,6 +301,7 @@ class StandinAPI:
         self._studies: dict[str, _Entry] = {}
         self._aliases: dict[str, str] = {}
         self._histories: dict[str, tuple[list[dict[str, Any]], list[bytes]]] = {}
+        self._history_routes = frozenset(HISTORY_ROUTES)
         self._faults: list[Fault] = []  # private copies whose .times counts the uses left
         self._requests: list[LoggedRequest] = []
         self._data_timestamp = data_timestamp
@@ -379,14 +382,19 @@ class StandinAPI:
             self._data_timestamp = timestamp
 
     def set_history(self, nct_id: str, versions: Sequence[tuple[str, Study]]) -> None:
-        """Set a study's history as (YYYY-MM-DD, study) pairs, version 0 first."""
+        """Set a study's history as (QC day, study) pairs, version 0 first.
+
+        The QC day is what the real listing calls a version's `date`; each study body keeps
+        its own `lastUpdatePostDateStruct`, the day the version went public (1 to 4 days
+        after QC on the real site).
+        """
         key = normalize_nct_id(nct_id)
         if key is None or not all(DATE_PATTERN.fullmatch(day) for day, _ in versions):
             raise ValueError(f"malformed NCT id or date in history of {nct_id!r}")
         changes: list[dict[str, Any]] = []
         for number, (day, study) in enumerate(versions):
             protocol = study.get("protocolSection", {})
-            change = {
+            changes.append({
                 "version": number,
                 "date": day,
                 "status": protocol.get("statusModule", {}).get("overallStatus"),
@@ -394,10 +402,20 @@ class StandinAPI:
                 # Version 0 lists no labels on the real site; later ones name changed modules.
                 "moduleLabels": _changed_labels(versions[number - 1][1], study) if number else [],
                 "lastUpdateSubmitQcDate": day,
-            }
-            changes.append({k: v for k, v in change.items() if v is not None})
+            })
         with self._lock:
             self._histories[key] = (changes, [_dumps(study) for _, study in versions])
+
+    def set_history_routes(self, *routes: str) -> None:
+        """Serve the history listing on these routes only (HISTORY_ROUTES); others answer 404.
+
+        "query" is `/api/int/studies/{id}?history=true` (the website, cthist, ctrdata);
+        "path" is `/api/int/studies/{id}/history`.
+        """
+        if not set(routes) <= set(HISTORY_ROUTES):
+            raise ValueError(f"unknown history routes {routes!r}; known: {HISTORY_ROUTES}")
+        with self._lock:
+            self._history_routes = frozenset(routes)
 
     def add_fault(self, fault: Fault) -> None:
         """Queue a fault for the next ``fault.times`` requests whose path matches its prefix."""
@@ -451,6 +469,8 @@ class StandinAPI:
             return self._list_studies(query)
         if match := re.fullmatch(r"/api/v2/studies/([^/]+)", path):
             return self._get_study(unquote(match.group(1)), raw_query, query)
+        if match := re.fullmatch(r"/api/int/studies/([^/]+)", path):
+            return self._history_listing(unquote(match.group(1)), query)
         if match := re.fullmatch(r"/api/int/studies/([^/]+)/history(?:/([^/]+))?", path):
             return self._history(unquote(match.group(1)), match.group(2), query)
         return _text(404, "Not Found")
@@ -527,6 +547,27 @@ class StandinAPI:
             return _text(301, "", (("Location", location),))
         return _text(404, f"study {nct_id} not found")
 
+    def _history_listing(self, raw_id: str, query: dict[str, str]) -> Reply:
+        """Answer `/api/int/studies/{id}?history=true`: the study and its version listing."""
+        nct_id = normalize_nct_id(raw_id)
+        if nct_id is None:
+            return _text(400, f"invalid NCT number {raw_id!r}")
+        if problem := _bad_params(query, "history"):
+            return _text(400, problem)
+        with self._lock:
+            changes, bodies = self._histories.get(nct_id, ([], []))
+            served = "query" in self._history_routes
+        if not served or not changes:
+            return _text(404, "Not Found")
+        body = b'{"study":' + bodies[-1]
+        if query.get("history") == "true":
+            # trialdiff reads only `changes`; the other three keys are there, empty, so that
+            # their presence is what a client checks, as on the real site.
+            history = {"changes": changes, "originalData": {}, "lastUpdateVersions": {},
+                       "outcomesUpdateCount": 0}
+            body += b',"history":' + _dumps(history)
+        return Reply(200, body + b"}")
+
     def _history(self, raw_id: str, version: str | None, query: dict[str, str]) -> Reply:
         nct_id = normalize_nct_id(raw_id)
         if nct_id is None or (version is not None and not version.isdecimal()):
@@ -535,10 +576,14 @@ class StandinAPI:
             return _text(400, problem)
         with self._lock:
             changes, bodies = self._histories.get(nct_id, ([], []))
+            served = "path" in self._history_routes
         if version is None:
-            return Reply(200, _dumps({"changes": changes})) if changes else _text(404, "Not Found")
-        if int(version) >= len(bodies):
-            return _text(404, f"study {nct_id} has no version {version}")
+            listed = served and changes
+            return Reply(200, _dumps({"changes": changes})) if listed else _text(404, "Not Found")
+        if not bodies:
+            return _text(404, "Not Found")
+        if int(version) >= len(bodies):  # the real site answers 403 here, not 404
+            return _text(403, "Forbidden")
         return Reply(200, b'{"studyVersion":%d,"study":%s}' % (int(version), bodies[int(version)]))
 
 

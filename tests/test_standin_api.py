@@ -242,9 +242,23 @@ def test_history_endpoints(api: StandinAPI) -> None:
             "studyVersion": 1,
             "study": second,
         }
-        assert http.get("/studies/NCT06060392/history/2").status_code == 404
+        assert http.get("/studies/NCT06060392/history/2").status_code == 403  # past the end
         assert http.get("/studies/NCT00888511/history").status_code == 404
         assert http.get("/studies/NCT06060392/history/x").status_code == 400
+        # Route A, as the website and cthist/ctrdata list versions: the same entries, nested.
+        listed = http.get("/studies/NCT06060392", params={"history": "true"}).json()
+        assert listed == {"study": second, "history": {
+            "changes": changes, "originalData": {}, "lastUpdateVersions": {},
+            "outcomesUpdateCount": 0}}
+        assert http.get("/studies/NCT06060392").json() == {"study": second}
+        api.set_history_routes("query")
+        assert http.get("/studies/NCT06060392/history").status_code == 404
+        assert http.get("/studies/NCT06060392/history/1").status_code == 200
+        api.set_history_routes("path")
+        assert http.get("/studies/NCT06060392", params={"history": "true"}).status_code == 404
+        assert http.get("/studies/NCT06060392/history").status_code == 200
+        with pytest.raises(ValueError, match="unknown history routes"):
+            api.set_history_routes("html")
 
 
 def test_status_faults_are_consumed_in_order(api: StandinAPI, client: httpx.Client) -> None:

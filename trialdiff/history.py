@@ -1,26 +1,28 @@
-"""Backfill a study's registry history, version by version, slotted in before the present.
+"""Backfill a study's registry history, version by version, each in its place in time.
 
-The record-history endpoints are undocumented, so everything that knows their shape is the
-adapter at the top of this module (`int_base`, `fetch_listing`, `fetch_version`): if they
-change shape, it raises ShapeError and nothing is stored. Their text is HTML where API v2's is
-Markdown; snapshots remember their markup, and the diff never counts markup as a change.
+Everything that knows the record-history endpoints is the adapter in `history_api`; if they
+change shape it raises ShapeError and nothing more is stored. Their text is HTML where API
+v2's is Markdown; snapshots remember their markup, and the diff never counts markup as a
+change.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+import json
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from datetime import date
 from typing import Any
 
 import sqlite_utils
 
 from .diff import diff_snapshots
-from .errors import FetchError, ShapeError, UsageError
-from .fetch import Client
-from .model import FieldChange, Snapshot, VersionSaved, utc_timestamp
-from .normalize import extract_fields, study_id
-from .query import ChangeFilter, apply_delta, query_changes
+from .errors import FetchError, ShapeError
+from .history_api import DAY, POSTING_LAG, HistoryAPI, Version
+from .model import Backfilled, ShapeWarning, Snapshot, utc_timestamp
+from .normalize import extract_fields
+from .query import apply_delta, row_to_change
 from .sources import SourceItem
 from .store import (
     RunTotals,
@@ -32,64 +34,11 @@ from .store import (
     transaction,
     update_study,
 )
-from .sync import Outcome
 
-_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-@dataclass(frozen=True)
-class Version:
-    """One entry of a study's record history."""
-
-    number: int
-    day: str  # YYYY-MM-DD
+State = tuple[Snapshot, int | None]  # a snapshot and the run that stored it
 
 
-def int_base(api_base: str) -> str:
-    """Return the record-history base: the API v2 base with `/api/v2` made `/api/int`."""
-    base = api_base.rstrip("/")
-    if not base.endswith("/api/v2"):
-        raise UsageError(f"--api {api_base!r} does not end in /api/v2, so there is no /api/int")
-    return base[: -len("/api/v2")] + "/api/int"
-
-
-def fetch_listing(client: Client, nct_id: str) -> list[Version]:
-    """Return a study's versions, checking they run 0, 1, 2, ... with dates."""
-    status, body, _ = client.get_json(f"/studies/{nct_id}/history")
-    if status == 404:
-        return []
-    entries = body.get("changes") if isinstance(body, dict) else None
-    if status != 200 or not isinstance(entries, list):
-        raise ShapeError(f"{nct_id}: the history listing has no list of changes; "
-                         "the endpoint changed shape, so nothing was stored")
-    versions = []
-    for expected, entry in enumerate(entries):
-        number = entry.get("version") if isinstance(entry, dict) else None
-        day = entry.get("date") if isinstance(entry, dict) else None
-        if number != expected or not isinstance(day, str) or not _DAY.fullmatch(day):
-            raise ShapeError(f"{nct_id}: history versions are not contiguous from 0 with dates "
-                             f"(entry {expected}: {entry!r:.80}); nothing was stored")
-        versions.append(Version(expected, day))
-    return versions
-
-
-def fetch_version(client: Client, nct_id: str, number: int) -> dict[str, Any]:
-    """Return one version's study object, checking the body is the version asked for."""
-    status, body, _ = client.get_json(f"/studies/{nct_id}/history/{number}")
-    if status != 200 or not isinstance(body, dict):
-        raise ShapeError(f"{nct_id} version {number}: unexpected answer {status}")
-    if body.get("studyVersion") != number:
-        raise ShapeError(f"{nct_id} version {number}: the body is version "
-                         f"{body.get('studyVersion')!r}; nothing was stored")
-    study = body.get("study")
-    if study_id(study) != nct_id:
-        raise ShapeError(f"{nct_id} version {number}: the body is for {study_id(study)!r}; "
-                         "nothing was stored")
-    assert isinstance(study, dict)
-    return study
-
-
-def stored_snapshots(db: sqlite_utils.Database, nct_id: str) -> list[tuple[Snapshot, int | None]]:
+def stored_snapshots(db: sqlite_utils.Database, nct_id: str) -> list[State]:
     """Return a study's snapshots with their fields rebuilt, and the run of each, oldest first."""
     materialize(db, nct_id)
     fields: dict[str, str] = {}
@@ -104,27 +53,58 @@ def stored_snapshots(db: sqlite_utils.Database, nct_id: str) -> list[tuple[Snaps
     return found
 
 
-def rewrite_history(
-    db: sqlite_utils.Database, nct_id: str, states: list[tuple[Snapshot, int | None]]
-) -> list[FieldChange]:
-    """Store a study's snapshots anew as the given time-ordered states; return new changes.
+def place_in_time(states: list[State], public: Mapping[int, str]) -> list[State]:
+    """Order backfilled versions among the other snapshots by when each went public.
 
-    Backfill slots older versions in before the first synced snapshot this way, so every
-    change is recomputed across the seam. The caller holds the transaction.
+    A version sorts by its public day (`public`, by version number). A synced or imported
+    snapshot sorts by the last update post date of the record it saw (never later than it
+    saw it), so a version posted after a sync comes after it even if QC'd before it, and one
+    posted the day of a sync that still saw the old record does too. Such a version is then
+    dated no earlier than that sync: nothing appears older than what the sync saw.
     """
-    before = {(c.path, c.kind, c.detected_at) for c in _stored_changes(db, nct_id)}
-    db.execute("delete from changes where nct_id = ?", [nct_id])
-    db.execute("delete from snapshots where nct_id = ?", [nct_id])
-    previous: Snapshot | None = None
-    found: list[FieldChange] = []
-    seq = 0
-    for snapshot, run_id in states:
+    keyed: list[tuple[tuple[str, int, int], State]] = []
+    seen = ""
+    for index, state in enumerate(states):
+        snapshot, number = state[0], state[0].source_version
+        if snapshot.source == "backfill" and number is not None and number in public:
+            key = (public[number], 0, number)
+        else:
+            day = snapshot.observed_at[:10]
+            posted = snapshot.fields.get("status.lastUpdatePostDate", "").strip('"')
+            seen = max(seen, min(posted, day) if DAY.fullmatch(posted) else day)
+            key = (seen, 1, index)  # the running max keeps synced snapshots in their order
+        keyed.append((key, state))
+    keyed.sort(key=lambda item: item[0])
+    placed: list[State] = []
+    for _, state in keyed:
+        if placed and state[0].observed_at < placed[-1][0].observed_at:
+            state = (replace(state[0], observed_at=placed[-1][0].observed_at), state[1])
+        placed.append(state)  # the same object when unmoved: rewrite_history keeps those
+    return placed
+
+
+def rewrite_history(
+    db: sqlite_utils.Database, nct_id: str, states: list[State], stored: list[State]
+) -> None:
+    """Store a study's snapshots anew as the given time-ordered states, from the first that moved.
+
+    `stored` is what is stored now, one state per snapshot: the states they share from the
+    start stay as they are, and everything after is recomputed across the new order. A state
+    with the same content as the one before it is not stored. The caller holds the transaction.
+    """
+    keep = 0
+    while keep < min(len(states), len(stored)) and states[keep] is stored[keep]:
+        keep += 1
+    db.execute("delete from changes where snapshot_id in (select id from snapshots "
+               "where nct_id = ? and seq > ?)", [nct_id, keep])
+    db.execute("delete from snapshots where nct_id = ? and seq > ?", [nct_id, keep])
+    previous = states[keep - 1][0] if keep else None
+    seq = keep
+    for snapshot, run_id in states[keep:]:
         if previous is not None and previous.fields == snapshot.fields:
             continue  # same content: a snapshot is stored only when content changes
-        changes = diff_snapshots(previous, snapshot)
         seq += 1
-        store_snapshot(db, snapshot, previous, seq, run_id, changes)
-        found.extend(c for c in changes if (c.path, c.kind, c.detected_at) not in before)
+        store_snapshot(db, snapshot, previous, seq, run_id, diff_snapshots(previous, snapshot))
         previous = snapshot
     if previous is not None:
         update_study(db, nct_id, {
@@ -133,88 +113,132 @@ def rewrite_history(
             "snapshot_count": seq,
             "content_hash": previous.content_hash,
         })
-    return found
 
 
-def _stored_changes(db: sqlite_utils.Database, nct_id: str) -> list[FieldChange]:
-    """Return a study's stored changes."""
-    return list(query_changes(db, ChangeFilter((nct_id,))))
+_CHANGE_KEY = "path, kind, detected_at, old, new"
+
+
+def _change_keys(db: sqlite_utils.Database, nct_id: str) -> Counter[tuple[Any, ...]]:
+    """Return a study's stored changes as a multiset of their stored values."""
+    return Counter(db.execute(f"select {_CHANGE_KEY} from changes where nct_id = ?", [nct_id]))
+
+
+def _net_changes(
+    db: sqlite_utils.Database, nct_id: str, before: Counter[tuple[Any, ...]]
+) -> tuple[list[Any], int]:
+    """Return the changes stored now that were not before, and how many before are gone."""
+    left = Counter(before)
+    cursor = db.execute(f"select nct_id, {_CHANGE_KEY}, detail from changes where nct_id = ? "
+                        "order by detected_at, id", [nct_id])
+    names = [d[0] for d in cursor.description]
+    new = []
+    for values in cursor.fetchall():
+        key = tuple(values[1:6])
+        if left[key]:
+            left[key] -= 1
+        else:
+            new.append(row_to_change(dict(zip(names, values, strict=True))))
+    return new, sum(left.values())
+
+
+def _check_order(nct_id: str, number: int, day: str, public: Mapping[int, str]) -> None:
+    """Refuse a version that went public before an earlier version or after a later one."""
+    earlier = [n for n in public if n < number]
+    later = [n for n in public if n > number]
+    if earlier and day < public[max(earlier)]:
+        other = max(earlier)
+    elif later and day > public[min(later)]:
+        other = min(later)
+    else:
+        return
+    raise ShapeError(f"{nct_id}: version {number} went public on {day} but version {other} on "
+                     f"{public[other]}: the version dates go backwards; nothing more was stored")
 
 
 def backfill_study(
-    db: sqlite_utils.Database, client: Client, nct_id: str, since: str | None,
+    db: sqlite_utils.Database, api: HistoryAPI, nct_id: str, since: str | None,
     totals: RunTotals, run_id: int | None = None,
-) -> Iterator[Outcome | VersionSaved]:
+) -> Iterator[Backfilled | ShapeWarning]:
     """Take in the versions of a study not stored yet, one transaction per version.
 
-    Versions dated on or after the study's first synced snapshot are what sync already saw,
-    so they are left out; a killed backfill resumes at the next version not stored.
+    Each version is dated by the day it went public, and placed among the study's other
+    snapshots by that day. What it yields last (also when a version fails, before the error
+    is raised) is the changes now stored that were not before: exactly what the run added.
     """
-    versions = fetch_listing(client, nct_id)
-    if not versions:
-        totals.fail(nct_id, "the registry has no history for it (404)")
-        return
-    known = {row[0] for row in db.execute(
-        "select version from history_versions where nct_id = ?", [nct_id])}
-    states = stored_snapshots(db, nct_id)
-    present = [s.observed_at[:10] for s, _ in states if s.source != "backfill"]
-    cutoff = min(present) if present else None
+    versions = api.listing(nct_id)
+    yield from api.warnings()
+    public = {number: day for number, day in db.execute(
+        "select version, version_date from history_versions where nct_id = ?", [nct_id])}
+    floor = (date.fromisoformat(since[:10]) - POSTING_LAG).isoformat() if since else ""
     totals.checked += 1
-    for version in versions:
-        if version.number in known or (since and version.day < since[:10]):
-            continue
-        if cutoff is not None and version.day >= cutoff:
-            break
-        study = fetch_version(client, nct_id, version.number)
-        yield VersionSaved(nct_id, version.number,
-                           _slot_in(db, nct_id, version, study, run_id, totals))
+    before = _change_keys(db, nct_id)
+    taken: list[int] = []
+    failure: FetchError | None = None
+    try:
+        for version in versions:
+            if version.number in public or version.qc_day < floor:
+                continue
+            study, posted = api.version(nct_id, version.number)
+            yield from api.warnings()
+            day = posted or version.qc_day
+            _check_order(nct_id, version.number, day, public)
+            if since and day < since[:10]:
+                continue
+            public[version.number] = day
+            _slot_in(db, nct_id, version, day, study, public, run_id)
+            taken.append(version.number)
+    except FetchError as exc:
+        failure = exc
+    new, replaced = _net_changes(db, nct_id, before)
+    totals.add_changes(new)
+    yield Backfilled(nct_id, tuple(taken), tuple(new), replaced)
+    if failure is not None:
+        raise failure
 
 
 def _slot_in(
-    db: sqlite_utils.Database, nct_id: str, version: Version, study: dict[str, Any],
-    run_id: int | None, totals: RunTotals,
-) -> tuple[FieldChange, ...]:
-    """Store one version in its place in the study's history; return the changes it made."""
-    snapshot = Snapshot(nct_id, f"{version.day}T00:00:00.000Z",
-                        extract_fields(study, markup="html"), "backfill", version.number, "html")
+    db: sqlite_utils.Database, nct_id: str, version: Version, day: str, study: dict[str, Any],
+    public: Mapping[int, str], run_id: int | None,
+) -> None:
+    """Store one version in its place in the study's history, with what its listing says."""
+    snapshot = Snapshot(nct_id, f"{day}T00:00:00.000Z", extract_fields(study, markup="html"),
+                        "backfill", version.number, "html")
     with transaction(db):
         exists = db.execute("select 1 from studies where nct_id = ?", [nct_id]).fetchone()
         if not exists:
             insert_row(db, "studies", {"nct_id": nct_id, "first_seen_at": snapshot.observed_at,
                                        "raw_hash": "", **summary_columns(study)})
             insert_row(db, "sightings", {"nct_id": nct_id, "last_seen_at": snapshot.observed_at})
-        states = stored_snapshots(db, nct_id)
-        states.append((snapshot, run_id))
-        # Backfilled versions sort by version number; the synced present comes after them all.
-        states.sort(key=lambda s: (s[0].source != "backfill", s[0].source_version or 0,
-                                   s[0].observed_at))
-        changes = rewrite_history(db, nct_id, states)
-        if states[-1][0] is snapshot:  # no synced record yet: this version is the latest
-            save_record(db, nct_id, study, snapshot.observed_at)
-            db.execute("update studies set raw_hash = '' where nct_id = ?", [nct_id])
-            db.execute(
-                "update sightings set last_seen_at = max(last_seen_at, ?) where nct_id = ?",
-                [snapshot.observed_at, nct_id],
-            )
+        stored = stored_snapshots(db, nct_id)
+        states = place_in_time([*stored, (snapshot, run_id)], public)
+        rewrite_history(db, nct_id, states, stored)
+        latest = states[-1][0]
+        if latest.source == "backfill" and latest.source_version == version.number:
+            # No synced record is newer: this version is the study's latest record.
+            save_record(db, nct_id, study, latest.observed_at)
+            update_study(db, nct_id, {"raw_hash": "", **summary_columns(study)})
+        db.execute("update sightings set last_seen_at = max(last_seen_at, ?) where nct_id = ?",
+                   [latest.observed_at, nct_id])
         insert_row(db, "history_versions", {
-            "nct_id": nct_id, "version": version.number, "version_date": version.day,
+            "nct_id": nct_id, "version": version.number, "version_date": day,
             "content_hash": snapshot.content_hash, "fetched_at": utc_timestamp(),
+            "qc_date": version.qc_day, "status": version.status,
+            "module_labels": json.dumps(list(version.module_labels), ensure_ascii=False),
         })
-    totals.add_changes(changes)
-    return tuple(changes)
 
 
 def backfill_new(
-    db: sqlite_utils.Database, client: Client, run_id: int | None, totals: RunTotals
-) -> Iterator[Outcome | VersionSaved]:
+    db: sqlite_utils.Database, api: HistoryAPI, run_id: int | None, totals: RunTotals
+) -> Iterator[Backfilled | ShapeWarning | SourceItem]:
     """Backfill every tracked study whose history was never taken in (`sync --backfill-new`)."""
     pending = [row[0] for row in db.execute(
         "select nct_id from watchlist where backfilled_at is null and state = 'tracked' "
         "order by nct_id").fetchall()]
     for nct_id in pending:
         try:
-            yield from backfill_study(db, client, nct_id, None, totals, run_id)
-        except ShapeError:
+            yield from backfill_study(db, api, nct_id, None, totals, run_id)
+        except ShapeError as exc:
+            totals.fail(nct_id, f"backfill: {exc}")
             raise
         except FetchError as exc:
             totals.fail(nct_id, f"backfill: {exc}")

@@ -136,9 +136,21 @@ class PageDone:
 
 
 @dataclass(frozen=True)
-class VersionSaved:
-    """One backfilled version, stored with the changes it brought."""
+class Backfilled:
+    """What one study's backfill stored: its versions, and the changes now stored that were not.
+
+    `replaced` counts changes the rewrite removed: a change sync dated when it saw it, now
+    dated by the version that brought it.
+    """
 
     nct_id: str
-    number: int
+    versions: tuple[int, ...]
     changes: tuple[FieldChange, ...]
+    replaced: int = 0
+
+
+@dataclass(frozen=True)
+class ShapeWarning:
+    """An undocumented endpoint answered with keys trialdiff does not know (it went on)."""
+
+    message: str

@@ -22,7 +22,7 @@ from .errors import DatabaseError, UsageError
 from .model import FieldChange, Snapshot, content_hash
 from .normalize import extract_fields
 
-KNOWN_SCHEMA_VERSIONS = frozenset({1, 2})
+KNOWN_SCHEMA_VERSIONS = frozenset({1, 2, 3})
 Connection = sqlite3.Connection | Any  # a sqlite3 connection, or sqlite-utils' Database
 
 
@@ -169,6 +169,20 @@ def snapshots_of(conn: Connection, nct_id: str) -> list[dict[str, Any]]:
         if row["content_hash"] is None:  # a lazy baseline: its hash is its record's
             row["content_hash"] = content_hash(study_fields(conn, nct_id, row["seq"]))
     return rows
+
+
+def listed_versions(conn: Connection, nct_id: str) -> dict[int, dict[str, Any]]:
+    """Return what the registry's listing said of each backfilled version, by number."""
+    columns = {row[1] for row in conn.execute("pragma table_info(history_versions)")}
+    if "module_labels" not in columns:  # a database from before schema 3, not migrated yet
+        return {}
+    return {
+        number: {"status": status, "qc_date": qc_date,
+                 "module_labels": json.loads(labels) if labels else []}
+        for number, status, qc_date, labels in conn.execute(
+            "select version, status, qc_date, module_labels from history_versions "
+            "where nct_id = ? order by version", [nct_id])
+    }
 
 
 def snapshot_at(conn: Connection, nct_id: str, seq: int) -> Snapshot | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
 
@@ -36,15 +36,28 @@ def recent_section(changes: Sequence[FieldChange], days: int, limit: int | None 
     return heading + "".join(lines)
 
 
-def history_table(nct_id: str, rows: Sequence[dict[str, Any]]) -> str:
-    """Return a study's stored snapshots as a plain table."""
+def history_table(
+    nct_id: str, rows: Sequence[dict[str, Any]], listed: Mapping[int, dict[str, Any]] | None = None
+) -> str:
+    """Return a study's stored snapshots as a plain table.
+
+    `listed` is what the registry's version listing said of each backfilled version, by
+    number: its status, QC date and the sections it changed, shown after the hash.
+    """
     if not rows:
         return f"{nct_id}: no snapshots stored\n"
-    out = [f"{'#':>3}  {'observed_at':<24}  {'source':<8}  {'changes':>7}  content_hash"]
+    listed = listed or {}
+    header = f"{'#':>3}  {'observed_at':<24}  {'source':<12}  {'changes':>7}  {'content_hash':<16}"
+    out = [header + ("  registry listing" if listed else "")]
     for row in rows:
-        version = f" v{row['source_version']}" if row.get("source_version") is not None else ""
-        out.append(
-            f"{row['seq']:>3}  {row['observed_at']:<24}  {row['source'] + version:<8}  "
-            f"{row['changes']:>7}  {row['content_hash'][:16]}"
-        )
+        number = row.get("source_version")
+        version = f" v{number}" if number is not None else ""
+        line = (f"{row['seq']:>3}  {row['observed_at']:<24}  {row['source'] + version:<12}  "
+                f"{row['changes']:>7}  {row['content_hash'][:16]}")
+        note = listed.get(number) if row["source"] == "backfill" and number is not None else None
+        if note:
+            parts = [note.get("status") or "no status", f"QC {note.get('qc_date') or '?'}"]
+            parts.append(", ".join(note.get("module_labels") or ()) or "no sections listed")
+            line += "  " + " · ".join(parts)
+        out.append(line)
     return "\n".join(out) + "\n"

@@ -10,7 +10,7 @@ import sqlite_utils
 
 from .errors import DatabaseError, UsageError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Table(NamedTuple):
@@ -49,7 +49,8 @@ SCHEMA: tuple[Table, ...] = (
         ("id", int, "row id"),
         ("nct_id", str, "the study"),
         ("seq", int, "1, 2, ... per study, in observation order"),
-        ("observed_at", str, "when this version was observed (backfill: the version's date)"),
+        ("observed_at", str, "when this version was observed (backfill: the day it went "
+                             "public)"),
         ("content_hash", str, "SHA-256 of the fields as rebuilt at this snapshot"),
         ("source", str, "import, sync or backfill"),
         ("source_version", int, "the registry's version number, for backfilled versions"),
@@ -99,9 +100,14 @@ SCHEMA: tuple[Table, ...] = (
         ("id", int, "row id"),
         ("nct_id", str, "the study"),
         ("version", int, "the registry's version number, from 0"),
-        ("version_date", str, "the version's date, YYYY-MM-DD"),
+        ("version_date", str, "the day it went public (its last update post date, else the "
+                              "listing's date), YYYY-MM-DD: its snapshot's and changes' date"),
         ("content_hash", str, "SHA-256 of the version's fields"),
         ("fetched_at", str, "when backfill fetched it; a fetched version is not fetched again"),
+        ("qc_date", str, "the listing's `date`: the day the registry QC'd it, YYYY-MM-DD"),
+        ("status", str, "the listing's `status`: the overall status in that version"),
+        ("module_labels", str, "the listing's `moduleLabels`: JSON list of the sections it "
+                               "changed, as the website names them"),
     ), unique=(("nct_id", "version"),)),
     Table("queries", "id", (
         ("id", int, "row id"),
@@ -142,8 +148,24 @@ def _v1_to_v2(db: sqlite_utils.Database) -> None:
         db.execute("alter table studies drop column last_seen_at")
 
 
+def _v2_to_v3(db: sqlite_utils.Database) -> None:
+    """Keep what the history listing says of each version: its QC date, status and sections.
+
+    Versions backfilled before this were dated by the listing's date, which is the QC date,
+    so that is what their `qc_date` becomes; their `version_date` is left as it was stored.
+    """
+    table = db["history_versions"]
+    if not table.exists():
+        return  # migrate() creates it whole
+    columns = table.columns_dict
+    for name in ("qc_date", "status", "module_labels"):
+        if name not in columns:
+            db.execute(f"alter table history_versions add column [{name}] TEXT")
+    db.execute("update history_versions set qc_date = version_date where qc_date is null")
+
+
 # Upgrades from each older schema version; each function takes the database one version up.
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def create_table(db: sqlite_utils.Database, table: Table) -> None:

@@ -127,16 +127,18 @@ def changes(ctx: click.Context, /, fmt: str, min_severity: str | None, output: s
 @click.argument("nct_id", callback=check_nct_ids)
 @click.pass_context
 def history(ctx: click.Context, nct_id: str) -> None:
-    """List a study's stored snapshots.
+    """List a study's stored snapshots; backfilled ones with what the registry listed.
 
     \b
     Example:
       trialdiff history NCT05827016
     """
-    from ..query import snapshots_of
+    from ..query import listed_versions, snapshots_of
     from ..render import history_table
 
-    click.echo(history_table(nct_id, snapshots_of(reader(ctx), nct_id)), nl=False)
+    conn = reader(ctx)
+    rows = snapshots_of(conn, nct_id)
+    click.echo(history_table(nct_id, rows, listed_versions(conn, nct_id)), nl=False)
 
 
 @cli.command()

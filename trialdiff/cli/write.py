@@ -35,6 +35,11 @@ def _summary_line(command: str, totals: Any) -> str:
     )
 
 
+def _plural(count: int, noun: str) -> str:
+    """Return a count with its noun, plural unless it is 1."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def _change_lines(changes: Iterable[FieldChange], dated: bool = False) -> list[str]:
     """Return one report line per change: study, (day,) path, kind, old and new."""
     from ..report import short
@@ -70,7 +75,7 @@ class OutcomePrinter:
 
     def show(self, outcome: Any) -> None:
         """Print or keep one outcome."""
-        from ..model import Event, PageDone, VersionSaved
+        from ..model import Backfilled, Event, PageDone, ShapeWarning
         from ..sources import SourceItem
         from ..store import Observation
 
@@ -82,9 +87,14 @@ class OutcomePrinter:
         elif isinstance(outcome, Event):
             detail = f" → {outcome.detail['moved_to']}" if outcome.kind == "moved" else ""
             self._emit([f"{outcome.nct_id}  ({outcome.kind.replace('_', ' ')}{detail})"])
-        elif isinstance(outcome, VersionSaved):
+        elif isinstance(outcome, Backfilled):
             if outcome.changes and not self.summary:
                 self._emit(_change_lines(outcome.changes, dated=True))
+            if outcome.replaced:
+                self._emit([f"{outcome.nct_id}  ({_plural(outcome.replaced, 'stored change')} "
+                            "replaced: the registry's versions date them)"])
+        elif isinstance(outcome, ShapeWarning):
+            click.echo(f"trialdiff: warning: {outcome.message}", err=True)
         elif isinstance(outcome, PageDone):
             if self.progress is not None:
                 self.progress.advance(self.task, outcome.size)
@@ -283,8 +293,7 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
             if backfill_new:
                 from ..history import backfill_new as backfill_pending
 
-                history_client = _client(**_history_api(api))
-                for saved in backfill_pending(db, history_client, run_id, totals):
+                for saved in backfill_pending(db, _history_api(api), run_id, totals):
                     printer.show(saved)
         finally:
             finish_run(db, run_id, totals, utc_timestamp(), data_timestamp)
@@ -294,17 +303,17 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
         ctx.exit(1)
 
 
-def _history_api(api: dict[str, Any]) -> dict[str, Any]:
-    """Return the client settings with the base moved to the record-history endpoints."""
-    from ..history import int_base
+def _history_api(api: dict[str, Any]) -> Any:
+    """Return the record-history endpoints, through a client based at the registry's root."""
+    from ..history_api import HistoryAPI, site_root
 
-    return {**api, "api": int_base(api["api"])}
+    return HistoryAPI(_client(**{**api, "api": site_root(api["api"])}))
 
 
 @cli.command()
 @click.argument("nct_ids", nargs=-1, required=True, callback=check_nct_ids)
 @click.option("--since", callback=parse_timestamp, metavar="DATE",
-              help="Only versions dated on or after DATE.")
+              help="Only versions that went public on or after DATE.")
 @_wait_option
 @api_options
 @click.pass_context
@@ -312,8 +321,8 @@ def backfill(ctx: click.Context, /, nct_ids: tuple[str, ...], since: str | None,
              **api: Any) -> None:
     """Take in studies' whole registry history, so their changes exist from day one.
 
-    Each version is stored as observed on its date, slotted in before the first synced
-    snapshot. Versions already stored are not fetched again.
+    Each version is stored as observed on the day it went public, in its place among the
+    synced snapshots. Versions already stored are not fetched again.
 
     \b
     Example:
@@ -326,16 +335,18 @@ def backfill(ctx: click.Context, /, nct_ids: tuple[str, ...], since: str | None,
 
     totals = RunTotals()
     printer = OutcomePrinter("backfill")
-    client = _client(**_history_api(api))
+    history_api = _history_api(api)
     with WriteLock(ctx.obj.db, wait, "backfill"):
         db = writer(ctx)
         run_id = start_run(db, "backfill", utc_timestamp())
         try:
             for nct_id in nct_ids:
                 try:
-                    for outcome in backfill_study(db, client, nct_id, since, totals, run_id):
+                    for outcome in backfill_study(db, history_api, nct_id, since, totals,
+                                                  run_id):
                         printer.show(outcome)
-                except ShapeError:
+                except ShapeError as exc:
+                    totals.fail(nct_id, str(exc))
                     raise  # the endpoints changed shape: stop rather than store wrongly
                 except FetchError as exc:
                     totals.fail(nct_id, str(exc))
