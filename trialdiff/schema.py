@@ -10,7 +10,7 @@ import sqlite_utils
 
 from .errors import DatabaseError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Table(NamedTuple):
@@ -74,6 +74,8 @@ SCHEMA: tuple[Table, ...] = (
         ("nct_id", str, "the study"),
         ("observed_at", str, "when this record was stored"),
         ("record", bytes, "zlib of the latest raw record's JSON, derivedSection left out"),
+        ("etag", str, "the ETag `/studies/{id}` sent with this record; sync sends it back as "
+                      "If-None-Match, and a 304 means seen, unchanged"),
     )),
     Table("runs", "id", (
         ("id", int, "row id"),
@@ -94,6 +96,8 @@ SCHEMA: tuple[Table, ...] = (
         ("state", str, "tracked; missing (the API stopped returning it); moved (now an alias)"),
         ("moved_to", str, "the id a moved study now answers as"),
         ("backfilled_at", str, "when `sync --backfill-new` took in its registry history"),
+        ("fetched_release", str, "the data release (dataTimestamp) sync last fetched it under; "
+                                 "not fetched again under the same release"),
     )),
     Table("history_versions", "id", (
         ("id", int, "row id"),
@@ -109,6 +113,8 @@ SCHEMA: tuple[Table, ...] = (
         ("added_at", str, "when it was saved"),
         ("last_synced_at", str, "start of the last run that fetched it whole; the next run asks "
                                 "only for studies updated since the day before"),
+        ("fetched_release", str, "the data release (dataTimestamp) it was last fetched whole "
+                                 "under; not fetched again under the same release"),
     ), unique=(("expr",),)),
     Table("events", "id", (
         ("id", int, "row id"),
@@ -142,8 +148,16 @@ def _v1_to_v2(db: sqlite_utils.Database) -> None:
         db.execute("alter table studies drop column last_seen_at")
 
 
+def _v2_to_v3(db: sqlite_utils.Database) -> None:
+    """Add the data release each tracked study and query was fetched under, and ETags."""
+    for table, column in (("watchlist", "fetched_release"), ("queries", "fetched_release"),
+                          ("records", "etag")):
+        if db[table].exists() and column not in db[table].columns_dict:
+            db.execute(f"alter table {table} add column {column} TEXT")
+
+
 # Upgrades from each older schema version; each function takes the database one version up.
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def create_table(db: sqlite_utils.Database, table: Table) -> None:
