@@ -191,8 +191,11 @@ class Client:
                         f"{path}: 403 Forbidden from the registry's edge; it refuses clients "
                         f"whose User-Agent lacks python-httpx (sent: {USER_AGENT})"
                     )
-                if status in _ANSWER_STATUS:
-                    return status, _parse(body), response.headers
+                if status in _ANSWER_STATUS:  # the API's error bodies are plain text
+                    parsed = _parse(body)
+                    if parsed is _INVALID:
+                        parsed = body.decode("utf-8", "replace").strip()
+                    return status, parsed, response.headers
                 if status in _RETRY_STATUS:
                     problem = f"{status} {response.reason_phrase}"
                 elif status != 200:
@@ -320,18 +323,19 @@ def fetch_pages(
         studies: list[dict[str, Any]] = body["studies"]
         if not studies:
             return
+        following = body.get("nextPageToken")
+        if following and following in tokens:
+            raise PagingError(f"/studies: the API sent nextPageToken {following[:40]!r} again; "
+                              f"stopped paging ({_describe(params)})")
         ids = {study_id(study) or "" for study in studies}
         if token and ids <= seen:
             raise PagingError(f"/studies: page {len(tokens) + 1} held only studies of earlier "
                               f"pages; stopped paging ({_describe(params)})")
         seen |= ids
         yield studies
-        token = body.get("nextPageToken")
-        if not token or (done is not None and done(studies)):
+        if not following or (done is not None and done(studies)):
             return
-        if token in tokens:
-            raise PagingError(f"/studies: the API sent nextPageToken {token[:40]!r} again; "
-                              f"stopped paging ({_describe(params)})")
+        token = following
         tokens.add(token)
 
 
