@@ -29,10 +29,30 @@ IDS = sorted(r["protocolSection"]["identificationModule"]["nctId"] for r in RECO
 DAY1, DAY2, DAY3 = "2026-05-11T06:00:00Z", "2026-05-12T06:00:00Z", "2026-05-13T06:00:00Z"
 
 
+RELEASE1, RELEASE2, RELEASE3 = "2026-05-10T09:00:00", "2026-05-11T09:00:00", "2026-05-12T09:00:00"
+
+
 @pytest.fixture
 def api() -> Iterator[StandinAPI]:
-    with StandinAPI(copy.deepcopy(RECORDS)) as server:
+    with StandinAPI(copy.deepcopy(RECORDS), data_timestamp=RELEASE1) as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def backoff_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the in-process sync client's backoff waits instead of sleeping them."""
+    from trialdiff.cli import write
+
+    waits: list[float] = []
+    build = write._client
+
+    def client(**settings: Any) -> Any:
+        made = build(**settings)
+        made.sleep = waits.append
+        return made
+
+    monkeypatch.setattr(write, "_client", client)
+    return waits
 
 
 def run(db: str, *args: str) -> tuple[int, str, str]:
@@ -87,6 +107,7 @@ def test_days_of_edits_give_exact_change_sets(db_path: str, api: StandinAPI) -> 
     assert [r.path for r in api.requests] == ["/api/v2/version", "/api/v2/studies"]
 
     target = IDS[3]
+    api.set_data_timestamp(RELEASE2)
     api.put_study(edited(target))
     for record in copy.deepcopy(RECORDS):  # a new data release re-stamps every record
         if record["protocolSection"]["identificationModule"]["nctId"] != target:
@@ -114,6 +135,7 @@ def test_quiet_prints_only_news(db_path: str, api: StandinAPI) -> None:
         code, out, err = sync(db_path, api, "--quiet", "--at", day)
         assert (code, out, problems(err)) == (0, "", [])
     api.put_study(edited(IDS[2]))
+    api.set_data_timestamp(RELEASE2)
     code, out, _ = sync(db_path, api, "--quiet", "--at", DAY3)
     assert code == 0 and f"{IDS[2]}  status.overallStatus" in out
 
@@ -145,6 +167,7 @@ def test_studies_that_leave_scope_or_move_are_events(db_path: str, api: StandinA
     api.remove_study(IDS[0])
     api.remove_study(IDS[1])
     api.set_aliases({IDS[1]: IDS[10]})
+    api.set_data_timestamp(RELEASE2)
     code, out, _ = sync(db_path, api, "--at", DAY2)
     assert code == 1  # a tracked study is gone: the user should hear of it
     assert f"{IDS[0]}  (left scope)" in out
@@ -155,18 +178,20 @@ def test_studies_that_leave_scope_or_move_are_events(db_path: str, api: StandinA
                       (IDS[1], "moved", json.dumps({"moved_to": IDS[10]}))]
     _, listing, _ = run(db_path, "tracked")
     assert f"{IDS[0]}  missing" in listing and f"{IDS[10]}  tracked" in listing
+    api.set_data_timestamp(RELEASE3)
     code, out, _ = sync(db_path, api, "--at", DAY3)  # still gone: not reported again
     assert code == 0 and "left scope" not in out
 
 
 def test_saved_queries_run_whole_then_incrementally(db_path: str, api: StandinAPI) -> None:
     code, out, _ = run(db_path, "track", "--query", "filter.overallStatus=COMPLETED")
-    assert code == 0 and "1 new queries" in out
+    assert code == 0 and out == "track: 0 new studies, 1 new query\n"
     sync(db_path, api, "--at", DAY1)
     first = [r for r in api.requests if r.path == "/api/v2/studies"]
     assert first[0].query["filter.overallStatus"] == "COMPLETED"
     assert "filter.advanced" not in first[0].query
     api.clear_requests()
+    api.set_data_timestamp(RELEASE2)
     sync(db_path, api, "--at", DAY2)
     second = [r for r in api.requests if r.path == "/api/v2/studies"]
     assert second[0].query["filter.advanced"] == (
@@ -214,6 +239,7 @@ def test_a_killed_sync_resumes_without_losing_or_doubling_changes(
         sync(db, api, "--at", DAY1, "--page-size", "3")
     for nct_id in IDS[::3]:
         api.put_study(edited(nct_id))
+    api.set_data_timestamp(RELEASE2)
     assert sync(reference, api, "--at", DAY2, "--page-size", "3")[0] == 0
     for seed in range(4):
         _kill_sync_at_random(crashed, api, DAY2, seed)
