@@ -82,7 +82,8 @@ SCHEMA: tuple[Table, ...] = (
         ("command", str, "import, sync or backfill"),
         ("started_at", str, "ISO 8601 UTC"),
         ("ended_at", str, "ISO 8601 UTC; NULL while running or if the run was killed"),
-        ("status", str, "running, ok, partial or failed"),
+        ("status", str, "running, ok, partial, failed or interrupted (killed, or stopped "
+                        "by Ctrl-C)"),
         ("data_timestamp", str, "the registry's data release (GET /version) for syncs"),
         ("checked", int, "studies checked"),
         ("changed", int, "studies with changes"),
