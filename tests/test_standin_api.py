@@ -62,7 +62,9 @@ def test_fixture_records_are_the_expected_real_files() -> None:
         assert status["lastUpdatePostDateStruct"]["date"] == day
 
 
-def test_pages_through_three_full_pages_then_an_empty_one(api: StandinAPI, client: httpx.Client) -> None:
+def test_pages_through_three_full_pages_then_an_empty_one(
+    api: StandinAPI, client: httpx.Client
+) -> None:
     params = {"pageSize": "2", "query.term": "study", "countTotal": "true"}
     seen: list[str] = []
     token = None
