@@ -380,6 +380,11 @@ def test_a_single_study_is_fetched_conditionally_on_its_etag(
     assert api.etags_sent == [(f"/api/v2/studies/{target}", etag)]  # answered 304
     last_seen = sqlite3.connect(db_path).execute("select last_seen_at from sightings")
     assert last_seen.fetchone()[0] == "2026-05-12T06:00:00.000Z"  # seen, unchanged
+    api.clear_requests()
+    code, out, _ = sync(db_path, api, "--at", DAY2)  # same release: not asked again
+    assert code == 0 and out.startswith(f"sync: no new data release since {RELEASE2}: 1 "
+                                        "tracked study and 0 saved queries not fetched again")
+    assert [r.path for r in api.requests] == ["/api/v2/version"]
     api.put_study(edited(target))
     api.set_data_timestamp(RELEASE3)
     code, out, _ = sync(db_path, api, "--at", DAY3)

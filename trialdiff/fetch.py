@@ -283,8 +283,7 @@ def refused(path: str, status: int, body: Any) -> FetchError:
 
     None of them is a usage error: the command line was fine, the API said no to one input.
     """
-    message = body if isinstance(body, str) else body.get("message") if isinstance(body, dict) \
-        else None
+    message = body.get("message") if isinstance(body, dict) else body
     reason = f": {str(message)[:200]}" if message else ""
     if status in (400, 414):
         return RejectedRequest(f"{path}: the API refused the request ({status}){reason}")

@@ -196,7 +196,6 @@ def sync_api(
         except FetchError as exc:
             run.failed.add(nct_id)
             yield run.fail(nct_id, str(exc))
-    run.fetched(sorted(set(missing) - run.failed))
     for nct_id in sorted(run.seen & {i for i, s in run.states.items() if s == "missing"}):
         event = Event(nct_id, "returned", {})
         _record_event(db, event, observed_at, run_id)
@@ -274,6 +273,7 @@ def _sync_one(run: _Run, nct_id: str) -> Iterator[Outcome]:
             _record_event(run.db, event, run.observed_at, run.run_id)
         run.totals.fail(nct_id, "not returned by the API (404)")
         yield event
+    run.fetched([nct_id])  # answered, whatever the answer: not asked again this release
 
 
 def _sync_query(run: _Run, query_id: int, expr: str, last_synced: str | None) -> Iterator[Outcome]:
