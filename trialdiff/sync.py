@@ -36,7 +36,6 @@ from .store import Observation, RunTotals, save_studies, transaction
 _QUERY_PREFIXES = ("query.", "filter.", "postFilter.", "aggFilters")
 
 
-
 def parse_query(expr: str) -> str:
     """Return a saved query in canonical form, or raise UsageError naming what is wrong."""
     pairs = parse_qsl(expr.strip().lstrip("?"), keep_blank_values=False, strict_parsing=False)
@@ -182,7 +181,7 @@ def sync_api(
     queries = db.execute("select id, expr, last_synced_at, fetched_release from queries "
                          "order by id").fetchall()
     due = [q for q in queries if force or release is None or q[3] != release]
-    skipped = len(tracked & current - extra)
+    skipped = len((tracked & current) - extra)
     if release is not None and (skipped or len(due) < len(queries)):
         yield UpToDate(skipped, len(queries) - len(due), release)
     for batch in id_batches(wanted, client.pacing.page_size):

@@ -88,6 +88,9 @@ class OutcomePrinter:
                 click.echo(f"{self.command}: saved a page of {outcome.size} ({outcome.what})",
                            err=True)
         elif isinstance(outcome, UpToDate) and not self.quiet:  # not news: --quiet hides it
+            if self.progress is not None:
+                total = self.progress.tasks[0].total or 0
+                self.progress.update(self.task, total=max(total - outcome.studies, 0) or None)
             click.echo(
                 f"{self.command}: no new data release since {outcome.release}: "
                 f"{plural(outcome.studies, 'tracked study', 'tracked studies')} and "
