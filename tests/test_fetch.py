@@ -28,8 +28,8 @@ from trialdiff.fetch import (
     fetch_pages,
     fetch_study,
     incremental,
-    plural,
 )
+from trialdiff.render import plural
 
 RECORDS = real_records()
 IDS = sorted(r["protocolSection"]["identificationModule"]["nctId"] for r in RECORDS)

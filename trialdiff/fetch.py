@@ -32,17 +32,13 @@ from .errors import (
     UsageError,
 )
 from .normalize import study_id
+from .render import plural
 
 USER_AGENT = f"trialdiff/{__version__} python-httpx/{httpx.__version__}"
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 # Answers, not faults: returned to the caller, never retried.
 _ANSWER_STATUS = frozenset({301, 302, 304, 307, 308, 400, 404, 414})
 _HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
-
-
-def plural(count: int, word: str, many: str | None = None) -> str:
-    """Return a count with its noun, e.g. `1 study`, `2 studies`."""
-    return f"{count} {word if count == 1 else many or word + 's'}"
 
 
 def check_base_url(url: str) -> str:

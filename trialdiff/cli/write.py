@@ -19,7 +19,7 @@ def _print_error(where: str, error: str | None) -> None:
 
 def _summary_line(command: str, totals: Any) -> str:
     """Return a run's summary: studies checked, changed, changes by kind, failures."""
-    from ..fetch import plural
+    from ..render import plural
 
     kinds = ", ".join(f"{totals.by_kind[k]} {k}" for k in sorted(totals.by_kind))
     return (
@@ -64,8 +64,8 @@ class OutcomePrinter:
 
     def show(self, outcome: Any) -> None:
         """Print or keep one outcome."""
-        from ..fetch import plural
         from ..model import Event, PageDone, VersionSaved
+        from ..render import plural
         from ..sources import SourceItem
         from ..store import Observation
         from ..sync import UpToDate
@@ -240,9 +240,9 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
       trialdiff sync --quiet
       trialdiff sync NCT05827016 --api http://127.0.0.1:8765/api/v2
     """
-    from ..fetch import plural
     from ..lock import WriteLock
     from ..model import Event
+    from ..render import plural
     from ..store import RunTotals, finish_run, start_run
     from ..sync import mark_interrupted_runs, sync_api, sync_source, tracked_ids
 
@@ -365,7 +365,7 @@ def track(ctx: click.Context, nct_ids: tuple[str, ...], queries: tuple[str, ...]
 
     if not nct_ids and not queries:
         fail("give NCT ids or --query EXPR")
-    from ..fetch import plural
+    from ..render import plural
 
     new_ids, new_queries = add(writer(ctx), nct_ids, _queries(queries), utc_timestamp())
     click.echo(f"track: {plural(new_ids, 'new study', 'new studies')}, "
