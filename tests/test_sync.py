@@ -430,6 +430,16 @@ def test_a_404_or_301_for_a_page_is_a_failed_input_not_a_usage_error(
     assert out.strip() == "sync: 0 studies checked, 0 changed, 0 changes, 2 failed"
 
 
+def test_a_base_url_that_is_not_the_api_is_a_failed_run_not_a_usage_error(
+    db_path: str, api: StandinAPI
+) -> None:
+    code, out, err = run(db_path, "sync", "--api", api.root_url + "/nope", "--delay", "0")
+    assert (code, out) == (1, "")
+    assert err == (f"trialdiff: error: {api.root_url}/nope/version: unexpected answer 404: "
+                   "Not Found\n")
+    assert _run_status(db_path) == ["failed"]
+
+
 @pytest.mark.parametrize("url", ["clinicaltrials.gov/api/v2", "http://", "http://h:99999/v2"])
 def test_a_malformed_api_url_is_a_usage_error_at_once(db_path: str, url: str) -> None:
     started = time.monotonic()

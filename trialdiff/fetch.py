@@ -224,7 +224,9 @@ class Client:
 
     def version(self) -> dict[str, Any]:
         """Return GET /version: the API version and the data release timestamp."""
-        _, body, _ = self.get_json("/version", check=_check_version)
+        status, body, _ = self.get_json("/version", check=_check_version)
+        if status != 200:  # e.g. a 404 from a base URL that is not the API's
+            raise refused(f"{self.base_url}/version", status, body)
         return dict(body)
 
 

@@ -279,6 +279,9 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
                     printer.show(saved)
         except KeyboardInterrupt:
             stopped = True
+        except Exception as exc:  # the run ends here: record it failed, not ok
+            totals.fail("sync", str(exc))
+            raise
         finally:
             finish_run(db, run_id, totals, utc_timestamp(), data_timestamp, interrupted=stopped)
             printer.close()
