@@ -173,6 +173,10 @@ def import_command(
                     printer.show(outcome)
         except KeyboardInterrupt:
             stopped = True
+        except Exception as exc:  # the run ends here: record it failed, not running forever
+            totals.fail("import", str(exc))
+            finish_run(db, run_id, totals, utc_timestamp())
+            raise
         finish_run(db, run_id, totals, utc_timestamp(), interrupted=stopped)
     if stopped:
         _say_interrupted(ctx, printer, run_id)
