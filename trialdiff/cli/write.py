@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -175,7 +176,8 @@ def import_command(
             stopped = True
         except Exception as exc:  # the run ends here: record it failed, not running forever
             totals.fail("import", str(exc))
-            finish_run(db, run_id, totals, utc_timestamp())
+            with contextlib.suppress(Exception):  # best effort: the disk may be what failed
+                finish_run(db, run_id, totals, utc_timestamp())
             raise
         finish_run(db, run_id, totals, utc_timestamp(), interrupted=stopped)
     if stopped:
