@@ -4,7 +4,11 @@ Use ``with StandinAPI(load_records(DIR)) as api:`` in tests, or run
 ``python tests/standin_api.py --port 8765 DIR_OF_JSON`` by hand. It follows the official spec
 (ctg-oas-v2 2.0.5) and recorded responses: text/plain errors, opaque page tokens bound to their
 query, 301 for alias ids. Parameters it does not implement get a 400 instead of being ignored,
-so a client test cannot pass because a filter was silently dropped.
+so a client test cannot pass because a filter was silently dropped. It behaves as the real API
+does where that differs from the spec: an exactly full page carries a nextPageToken that leads
+to an empty page; `/studies/{id}` sends an ETag and answers a matching If-None-Match with 304;
+ids set with ``reject_ids`` make any request naming them a 400; and a URL longer than
+``max_url`` answers 414.
 """
 
 from __future__ import annotations
@@ -72,15 +76,20 @@ class Fault:
     Kinds: "status" (status, default 503, text body), "slow" (answer after ``seconds``),
     "truncate" (half the body, Content-Length of the cut body), "html" (proxy error page,
     default 200), "oversize" (valid JSON padded with blanks to ``size`` bytes), "drop"
-    (close the connection without answering).
+    (close the connection without answering), "drip" (the body ``chunk`` bytes at a time,
+    ``seconds`` apart), "repeat_token" (a /studies page answered as the query's first page,
+    so its nextPageToken comes again), "stale_page" (the first page again under a new token
+    each time: a page with nothing new).
     """
 
-    kind: Literal["status", "slow", "truncate", "html", "oversize", "drop"]
+    kind: Literal["status", "slow", "truncate", "html", "oversize", "drop", "drip",
+                  "repeat_token", "stale_page"]
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     body: str | None = None
     seconds: float = 5.0
     size: int = 8 * 1024 * 1024
+    chunk: int = 4
     path_prefix: str = ""
     times: int = 1
 
@@ -239,19 +248,29 @@ class _Handler(BaseHTTPRequestHandler):
         api = self.server.api
         parts = urlsplit(self.path)
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        api._log(LoggedRequest("GET", parts.path, query))
+        api._log(LoggedRequest("GET", parts.path, query), self.headers.get("If-None-Match"))
         fault = api._take_fault(parts.path)
         kind = fault.kind if fault else ""
         try:
             if kind == "drop" or (fault and kind == "slow" and api._stopping.wait(fault.seconds)):
                 self.close_connection = True  # no answer: the client sees the socket close
                 return
-            self._send(self._reply(api, fault, parts.path, parts.query, query), fault)
+            if api.max_url is not None and len(self.path) > api.max_url:
+                self._send(_text(414, "URI Too Long"), None)
+                return
+            if fault and kind in ("repeat_token", "stale_page"):
+                query = {k: v for k, v in query.items() if k != "pageToken"}
+                reply = api.respond(parts.path, "", query, stale=kind == "stale_page")
+            else:
+                reply = self._reply(api, fault, parts.path, parts.query, query,
+                                    self.headers.get("If-None-Match"))
+            self._send(reply, fault)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client gave up (timeout or size limit)
 
     def _reply(
-        self, api: StandinAPI, fault: Fault | None, path: str, raw_query: str, query: dict[str, str]
+        self, api: StandinAPI, fault: Fault | None, path: str, raw_query: str,
+        query: dict[str, str], if_none_match: str | None,
     ) -> Reply:
         extra = tuple(fault.headers.items()) if fault else ()
         if fault and fault.kind == "status":
@@ -261,7 +280,7 @@ class _Handler(BaseHTTPRequestHandler):
             page = (fault.body or PROXY_PAGE).encode()
             return Reply(fault.status or 200, page, "text/html; charset=utf-8", extra)
         try:
-            reply = api.respond(path, raw_query, query)
+            reply = api.respond(path, raw_query, query, if_none_match=if_none_match)
         except Exception as exc:  # a stand-in bug must fail the test, not hang the client
             api.errors.append(f"{path}?{raw_query}: {exc!r}")
             reply = _text(500, "stand-in API internal error")
@@ -279,6 +298,13 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in reply.headers:
             self.send_header(name, value)
         self.end_headers()
+        if fault and fault.kind == "drip":  # every piece inside any per-read timeout
+            for start in range(0, len(body), fault.chunk):
+                self.wfile.write(body[start : start + fault.chunk])
+                self.wfile.flush()
+                if self.server.api._stopping.wait(fault.seconds):
+                    break
+            return
         self.wfile.write(body)
         for start in range(0, padding, 1 << 16):  # stream, so huge sizes cost no memory
             self.wfile.write(b" " * min(1 << 16, padding - start))
@@ -304,7 +330,11 @@ class StandinAPI:
         self._history_routes = frozenset(HISTORY_ROUTES)
         self._faults: list[Fault] = []  # private copies whose .times counts the uses left
         self._requests: list[LoggedRequest] = []
+        self._etags_sent: list[tuple[str, str]] = []
         self._data_timestamp = data_timestamp
+        self._rejected: set[str] = set()
+        self._stale = 0  # tokens handed out by stale_page faults, each one new
+        self.max_url: int | None = None  # longer request targets answer 414, as proxies do
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors: list[str] = []  # internal errors answered as 500; tests may assert empty
@@ -381,6 +411,12 @@ class StandinAPI:
         with self._lock:
             self._data_timestamp = timestamp
 
+    def reject_ids(self, nct_ids: Iterable[str]) -> None:
+        """Answer 400 to any request naming one of these ids, as the real API does to an id
+        it cannot take (in filter.ids or as /studies/{id})."""
+        with self._lock:
+            self._rejected = {normalize_nct_id(i) or i for i in nct_ids}
+
     def set_history(self, nct_id: str, versions: Sequence[tuple[str, Study]]) -> None:
         """Set a study's history as (QC day, study) pairs, version 0 first.
 
@@ -443,10 +479,19 @@ class StandinAPI:
         """Empty the request log."""
         with self._lock:
             self._requests.clear()
+            self._etags_sent.clear()
 
-    def _log(self, request: LoggedRequest) -> None:
+    @property
+    def etags_sent(self) -> list[tuple[str, str]]:
+        """Return (path, If-None-Match) of each logged request that sent one, oldest first."""
+        with self._lock:
+            return list(self._etags_sent)
+
+    def _log(self, request: LoggedRequest, if_none_match: str | None = None) -> None:
         with self._lock:
             self._requests.append(request)
+            if if_none_match:
+                self._etags_sent.append((request.path, if_none_match))
 
     def _take_fault(self, path: str) -> Fault | None:
         with self._lock:
@@ -458,7 +503,8 @@ class StandinAPI:
                     return fault
         return None
 
-    def respond(self, path: str, raw_query: str, query: dict[str, str]) -> Reply:
+    def respond(self, path: str, raw_query: str, query: dict[str, str],
+                if_none_match: str | None = None, stale: bool = False) -> Reply:
         """Answer one GET as the real API would, without faults."""
         path = path.rstrip("/")
         if path == "/api/v2/version":
@@ -466,16 +512,16 @@ class StandinAPI:
                 version = {"apiVersion": API_VERSION, "dataTimestamp": self._data_timestamp}
             return Reply(200, _dumps(version))
         if path == "/api/v2/studies":
-            return self._list_studies(query)
+            return self._list_studies(query, stale)
         if match := re.fullmatch(r"/api/v2/studies/([^/]+)", path):
-            return self._get_study(unquote(match.group(1)), raw_query, query)
+            return self._get_study(unquote(match.group(1)), raw_query, query, if_none_match)
         if match := re.fullmatch(r"/api/int/studies/([^/]+)", path):
             return self._history_listing(unquote(match.group(1)), query)
         if match := re.fullmatch(r"/api/int/studies/([^/]+)/history(?:/([^/]+))?", path):
             return self._history(unquote(match.group(1)), match.group(2), query)
         return _text(404, "Not Found")
 
-    def _list_studies(self, query: dict[str, str]) -> Reply:
+    def _list_studies(self, query: dict[str, str], stale: bool = False) -> Reply:
         if problem := _bad_params(query, STUDIES_PARAMS):
             return _text(400, problem)
         size, count_total = query.get("pageSize", "0"), query.get("countTotal", "false")
@@ -497,8 +543,14 @@ class StandinAPI:
         parts = [b'"studies":[' + b",".join(e.body for e in page) + b"]"]
         if count_total == "true" and not after:  # spec: only the first page carries it
             parts.insert(0, b'"totalCount":%d' % len(selected))
-        if len(rest) > page_size:
-            token_text = base64.urlsafe_b64encode(f"{fingerprint}:{page[-1].nct_id}".encode())
+        # The real API sends a token whenever a page is full, even when nothing follows.
+        if page and len(page) == page_size:
+            cursor = f"{fingerprint}:{page[-1].nct_id}"
+            if stale:
+                with self._lock:
+                    self._stale += 1
+                    cursor += f":{self._stale}"
+            token_text = base64.urlsafe_b64encode(cursor.encode())
             parts.append(b'"nextPageToken":"' + token_text.rstrip(b"=") + b'"')
         return Reply(200, b"{" + b",".join(parts) + b"}")
 
@@ -515,6 +567,9 @@ class StandinAPI:
             ids = [normalize_nct_id(r) for r in raw_ids]
             if not ids or None in ids:
                 raise ValueError(f"filter.ids must be NCT ids separated by , or |: {raw_ids!r}")
+            with self._lock:
+                if rejected := sorted(self._rejected.intersection(i for i in ids if i)):
+                    raise ValueError(f"filter.ids: invalid NCT id {rejected[0]}")
             wanted = {aliases.get(i, i) for i in ids if i}  # spec: ids match NCTIdAlias too
             entries = [e for e in entries if e.nct_id in wanted]
         if statuses := query.get("filter.overallStatus", "").upper():
@@ -532,16 +587,21 @@ class StandinAPI:
             entries = [e for e in entries if cond in e.conditions]
         return entries
 
-    def _get_study(self, raw_id: str, raw_query: str, query: dict[str, str]) -> Reply:
+    def _get_study(
+        self, raw_id: str, raw_query: str, query: dict[str, str], if_none_match: str | None
+    ) -> Reply:
         nct_id = normalize_nct_id(raw_id)
-        if nct_id is None:
+        if nct_id is None or nct_id in self._rejected:
             return _text(400, f"invalid NCT number {raw_id!r}")
         if problem := _bad_params(query, "format markupFormat"):
             return _text(400, problem)
         with self._lock:
             entry, target = self._studies.get(nct_id), self._alias_map().get(nct_id)
         if entry is not None:
-            return Reply(200, entry.body)
+            etag = '"' + hashlib.sha256(entry.body).hexdigest()[:32] + '"'
+            if if_none_match == etag:
+                return Reply(304, b"", headers=(("ETag", etag),))
+            return Reply(200, entry.body, headers=(("ETag", etag),))
         if target is not None:  # spec: an NCTIdAlias answers 301 to the actual study
             location = f"/api/v2/studies/{target}" + (f"?{raw_query}" if raw_query else "")
             return _text(301, "", (("Location", location),))

@@ -29,7 +29,7 @@ def test_golden_recent_field_changes_section(db_path: str) -> None:
     code, out, err = run(db_path, "import", "--at", "2026-05-12T07:21:49.285Z",
                          str(GOLDEN / "full.json"))
     assert (code, err) == (0, "")
-    assert out.endswith("import: 1 studies checked, 1 changed, 16 changes (16 added), 0 failed\n")
+    assert out.endswith("import: 1 study checked, 1 changed, 16 changes (16 added), 0 failed\n")
     code, out, err = run(db_path, "recent", "NCT05085444", "--as-of", "2026-05-12")
     assert (code, err) == (0, "")
     assert out == (GOLDEN / "expected-section.md").read_text(encoding="utf-8")
@@ -121,7 +121,7 @@ def test_broken_inputs_exit_1_and_the_good_ones_are_done(db_path: str, tmp_path:
     assert "Traceback" not in err + out
     assert f"trialdiff: {inputs / 'cut.json'}: not valid JSON" in err
     assert f"trialdiff: {inputs / 'other.json'}: not a study" in err
-    assert out.endswith("1 studies checked, 0 changed, 0 changes, 2 failed\n")
+    assert out.endswith("1 study checked, 0 changed, 0 changes, 2 failed\n")
 
 
 def test_reader_on_a_missing_database_is_a_clear_error(tmp_path: Path) -> None:

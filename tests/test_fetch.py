@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
 from conftest import real_records
 from standin_api import Fault, StandinAPI
 
-from trialdiff.errors import FetchError, ForbiddenError, InvalidResponse, ResponseTooLarge
+from trialdiff.errors import (
+    FetchError,
+    ForbiddenError,
+    InvalidResponse,
+    PagingError,
+    RejectedRequest,
+    ResponseTooLarge,
+    UsageError,
+)
 from trialdiff.fetch import (
     USER_AGENT,
     Client,
     Pacing,
+    StudyAnswer,
+    fetch_batch,
     fetch_ids,
     fetch_pages,
     fetch_study,
     incremental,
 )
+from trialdiff.render import plural
 
 RECORDS = real_records()
 IDS = sorted(r["protocolSection"]["identificationModule"]["nctId"] for r in RECORDS)
@@ -134,7 +146,7 @@ def test_oversized_response_is_refused(api: StandinAPI) -> None:
 
 def test_unknown_and_malformed_ids(api: StandinAPI) -> None:
     client, _ = client_for(api)
-    assert fetch_study(client, "NCT99999999") == ("NCT99999999", None)
+    assert fetch_study(client, "NCT99999999") == StudyAnswer("NCT99999999", None)
     status, _, _ = client.get_json("/studies/NCT12")
     assert status in (400, 404)
     status, _, _ = client.get_json("/studies/XYZ")
@@ -144,11 +156,106 @@ def test_unknown_and_malformed_ids(api: StandinAPI) -> None:
 def test_alias_redirect_is_followed(api: StandinAPI) -> None:
     api.set_aliases({"NCT00000001": IDS[0]})
     client, _ = client_for(api)
-    found_id, study = fetch_study(client, "NCT00000001")
-    assert found_id == IDS[0] and study is not None
+    answer = fetch_study(client, "NCT00000001")
+    assert answer.nct_id == IDS[0] and answer.study is not None
 
 
 def test_polite_delay_between_requests(api: StandinAPI) -> None:
     client, waits = client_for(api, delay=1.0)
     list(fetch_ids(client, IDS, batch=10))
     assert len(waits) == 2 and all(0.5 < w <= 1.0 for w in waits)
+
+
+def studies_asked(api: StandinAPI) -> list[dict[str, str]]:
+    """Return the query of each /studies request the stand-in received."""
+    return [r.query for r in api.requests if r.path == "/api/v2/studies"]
+
+
+def test_an_exactly_full_batch_asks_for_no_empty_page(api: StandinAPI) -> None:
+    client, _ = client_for(api)
+    pages = list(fetch_batch(client, IDS[:10]))
+    assert [len(p) for p in pages] == [10]
+    # The stand-in, like the API, put a nextPageToken on that full page: it was not followed.
+    assert len(studies_asked(api)) == 1 and "pageToken" not in studies_asked(api)[0]
+
+
+def test_query_paging_ends_at_the_empty_page_after_a_full_one(api: StandinAPI) -> None:
+    client, _ = client_for(api)
+    pages = list(fetch_pages(client, {"pageSize": "7"}))  # 28 studies: 4 full pages
+    assert [len(p) for p in pages] == [7, 7, 7, 7]
+    asked = studies_asked(api)
+    assert len(asked) == 5 and all("pageToken" in q for q in asked[1:])  # 5th: the empty page
+
+
+def test_a_repeated_page_token_stops_paging(api: StandinAPI) -> None:
+    api.add_fault(Fault("repeat_token", path_prefix="/api/v2/studies", times=100))
+    client, _ = client_for(api)
+    pages = []
+    with pytest.raises(PagingError, match=r"sent nextPageToken .* again"):
+        for page in fetch_pages(client, {"pageSize": "5"}):
+            pages.append(page)
+    assert [len(p) for p in pages] == [5] and len(studies_asked(api)) == 2
+
+
+def test_a_page_with_nothing_new_stops_paging(api: StandinAPI) -> None:
+    api.add_fault(Fault("stale_page", path_prefix="/api/v2/studies", times=100))
+    client, _ = client_for(api)
+    with pytest.raises(PagingError, match="only studies of earlier pages"):
+        list(fetch_pages(client, {"pageSize": "5"}))
+    asked = studies_asked(api)
+    assert len(asked) == 2 and asked[1]["pageToken"] != ""
+
+
+def test_a_batch_the_api_refuses_is_a_rejected_request(api: StandinAPI) -> None:
+    api.reject_ids([IDS[4]])
+    client, waits = client_for(api)
+    with pytest.raises(RejectedRequest, match=rf"\(400\): filter.ids: invalid NCT id {IDS[4]}"):
+        list(fetch_batch(client, IDS[:8]))
+    assert next(fetch_batch(client, IDS[:4]))  # the others are fine
+    assert waits == [] and len(studies_asked(api)) == 2  # an answer, not retried
+    api.max_url = 200
+    with pytest.raises(RejectedRequest, match=r"\(414\)"):
+        list(fetch_batch(client, IDS[8:20]))
+
+
+def test_single_study_etag_and_304(api: StandinAPI) -> None:
+    client, _ = client_for(api)
+    first = fetch_study(client, IDS[0])
+    assert first.study is not None and first.etag and not first.unchanged
+    again = fetch_study(client, IDS[0], first.etag)
+    assert again == StudyAnswer(IDS[0], None, first.etag, unchanged=True)
+    assert api.etags_sent == [(f"/api/v2/studies/{IDS[0]}", first.etag)]
+    edited = real_records()[0]
+    edited["protocolSection"]["statusModule"]["overallStatus"] = "WITHDRAWN"
+    api.put_study(edited)
+    changed = fetch_study(client, IDS[0], first.etag)
+    assert changed.study == edited and changed.etag != first.etag
+
+
+def test_a_body_sent_a_few_bytes_at_a_time_meets_the_overall_deadline(api: StandinAPI) -> None:
+    # /version is about 56 bytes: 4 bytes every 0.05 s is 0.7 s, each read well inside 0.3 s.
+    api.add_fault(Fault("drip", seconds=0.05, chunk=4))
+    client, _ = client_for(api, timeout=0.3, deadline=30)
+    started = time.monotonic()
+    assert client.version()["dataTimestamp"]  # the per-read timeout alone never trips
+    assert time.monotonic() - started >= 0.6
+    api.add_fault(Fault("drip", seconds=0.05, chunk=4, times=3))
+    client, waits = client_for(api, timeout=0.3, deadline=0.25, retries=2)
+    started = time.monotonic()
+    with pytest.raises(FetchError, match=r"longer than the 0\.25 s deadline; gave up after 3"):
+        client.version()
+    assert time.monotonic() - started < 2.0 and len(waits) == 2
+
+
+@pytest.mark.parametrize("url", ["clinicaltrials.gov/api/v2", "htp://x/api/v2", "http://",
+                                 "http://[::1/api", "http://host:99999/api/v2",
+                                 "http://exa mple.com/api/v2", ""])
+def test_a_malformed_base_url_is_a_usage_error_at_once(url: str) -> None:
+    with pytest.raises(UsageError, match=r"is not a URL like https://clinicaltrials\.gov"):
+        Client(url)
+
+
+def test_plural() -> None:
+    assert [plural(n, "study", "studies") for n in (0, 1, 2)] == ["0 studies", "1 study",
+                                                                  "2 studies"]
+    assert plural(1, "attempt") == "1 attempt"

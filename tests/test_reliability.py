@@ -188,7 +188,7 @@ def test_one_string_of_100_mb_is_a_clean_error(tmp_path: Path) -> None:
     good.write_text(json.dumps(RECORDS[0]))
     code, out, err = run(str(tmp_path / "db.db"), "import", str(big), str(good))
     assert code == 1 and "Traceback" not in err
-    assert f"trialdiff: {big}" in err and "1 studies checked" in out
+    assert f"trialdiff: {big}" in err and "1 study checked" in out
 
 
 def test_an_unexpected_error_is_one_line_and_debug_shows_the_details(

@@ -62,7 +62,9 @@ def test_fixture_records_are_the_expected_real_files() -> None:
         assert status["lastUpdatePostDateStruct"]["date"] == day
 
 
-def test_pages_through_three_pages_with_tokens(api: StandinAPI, client: httpx.Client) -> None:
+def test_pages_through_three_full_pages_then_an_empty_one(
+    api: StandinAPI, client: httpx.Client
+) -> None:
     params = {"pageSize": "2", "query.term": "study", "countTotal": "true"}
     seen: list[str] = []
     token = None
@@ -76,10 +78,13 @@ def test_pages_through_three_pages_with_tokens(api: StandinAPI, client: httpx.Cl
         assert ("totalCount" in page) == (number == 0)  # spec: first page only
         seen += ids(page)
         token = page.get("nextPageToken")
-    assert token is None  # last page has no nextPageToken
+    # As the real API does, an exactly full last page still carries a token, to an empty page.
+    assert token is not None
+    after = client.get("/studies", params={**params, "pageToken": token}).json()
+    assert after == {"studies": []}
     assert seen == ALL_IDS
     logged = api.requests
-    assert [r.path for r in logged] == ["/api/v2/studies"] * 3
+    assert [r.path for r in logged] == ["/api/v2/studies"] * 4
     assert "pageToken" not in logged[0].query
     for later in logged[1:]:
         assert {k: v for k, v in later.query.items() if k != "pageToken"} == logged[0].query
@@ -374,3 +379,61 @@ def test_runs_as_a_script() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=5)
+
+
+def test_single_study_sends_an_etag_and_answers_304_to_it(
+    api: StandinAPI, client: httpx.Client
+) -> None:
+    first = client.get("/studies/NCT05991206")
+    etag = first.headers["etag"]
+    assert etag.startswith('"') and etag.endswith('"')
+    again = client.get("/studies/NCT05991206", headers={"If-None-Match": etag})
+    assert (again.status_code, again.content, again.headers["etag"]) == (304, b"", etag)
+    assert client.get("/studies/NCT05991206", headers={"If-None-Match": '"x"'}).status_code == 200
+    edited = record("NCT05991206")
+    edited["protocolSection"]["statusModule"]["overallStatus"] = "COMPLETED"
+    api.put_study(edited)
+    changed = client.get("/studies/NCT05991206", headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+    assert api.etags_sent == [("/api/v2/studies/NCT05991206", etag),
+                              ("/api/v2/studies/NCT05991206", '"x"'),
+                              ("/api/v2/studies/NCT05991206", etag)]
+
+
+def test_rejected_ids_and_url_length(api: StandinAPI, client: httpx.Client) -> None:
+    api.reject_ids(["NCT05991206"])
+    refused = client.get("/studies", params={"filter.ids": "NCT00888511,NCT05991206"})
+    assert refused.status_code == 400
+    assert refused.text == "filter.ids: invalid NCT id NCT05991206"
+    assert client.get("/studies/NCT05991206").status_code == 400
+    assert ids(client.get("/studies", params={"filter.ids": "NCT00888511"}).json()) == [
+        "NCT00888511"
+    ]
+    api.max_url = 60
+    assert client.get("/studies", params={"filter.ids": ",".join(ALL_IDS)}).status_code == 414
+    assert client.get("/version").status_code == 200
+
+
+def test_paging_loop_faults(api: StandinAPI, client: httpx.Client) -> None:
+    first = client.get("/studies", params={"pageSize": "2"}).json()
+    api.add_fault(Fault("repeat_token", times=1))
+    again = client.get("/studies", params={"pageSize": "2", "pageToken": first["nextPageToken"]})
+    assert again.json() == first  # the first page, its token again
+    api.add_fault(Fault("stale_page", times=2))
+    stale = [client.get("/studies", params={"pageSize": "2", "pageToken": "x"}).json()
+             for _ in range(2)]
+    assert ids(stale[0]) == ids(stale[1]) == ids(first)
+    assert len({first["nextPageToken"], stale[0]["nextPageToken"],
+                stale[1]["nextPageToken"]}) == 3
+
+
+def test_drip_fault_sends_the_body_a_few_bytes_at_a_time(
+    api: StandinAPI, client: httpx.Client
+) -> None:
+    api.add_fault(Fault("drip", seconds=0.02, chunk=8))
+    pieces = []
+    started = time.monotonic()
+    with client.stream("GET", "/version") as response:
+        pieces = list(response.iter_raw())
+    assert b"".join(pieces) == b'{"apiVersion":"2.0.5","dataTimestamp":"2025-01-02T09:00:00"}'
+    assert len(pieces) >= 4 and time.monotonic() - started >= 0.1

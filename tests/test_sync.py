@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -29,10 +30,30 @@ IDS = sorted(r["protocolSection"]["identificationModule"]["nctId"] for r in RECO
 DAY1, DAY2, DAY3 = "2026-05-11T06:00:00Z", "2026-05-12T06:00:00Z", "2026-05-13T06:00:00Z"
 
 
+RELEASE1, RELEASE2, RELEASE3 = "2026-05-10T09:00:00", "2026-05-11T09:00:00", "2026-05-12T09:00:00"
+
+
 @pytest.fixture
 def api() -> Iterator[StandinAPI]:
-    with StandinAPI(copy.deepcopy(RECORDS)) as server:
+    with StandinAPI(copy.deepcopy(RECORDS), data_timestamp=RELEASE1) as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def backoff_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the in-process sync client's backoff waits instead of sleeping them."""
+    from trialdiff.cli import write
+
+    waits: list[float] = []
+    build = write._client
+
+    def client(**settings: Any) -> Any:
+        made = build(**settings)
+        made.sleep = waits.append
+        return made
+
+    monkeypatch.setattr(write, "_client", client)
+    return waits
 
 
 def run(db: str, *args: str) -> tuple[int, str, str]:
@@ -87,6 +108,7 @@ def test_days_of_edits_give_exact_change_sets(db_path: str, api: StandinAPI) -> 
     assert [r.path for r in api.requests] == ["/api/v2/version", "/api/v2/studies"]
 
     target = IDS[3]
+    api.set_data_timestamp(RELEASE2)
     api.put_study(edited(target))
     for record in copy.deepcopy(RECORDS):  # a new data release re-stamps every record
         if record["protocolSection"]["identificationModule"]["nctId"] != target:
@@ -114,6 +136,7 @@ def test_quiet_prints_only_news(db_path: str, api: StandinAPI) -> None:
         code, out, err = sync(db_path, api, "--quiet", "--at", day)
         assert (code, out, problems(err)) == (0, "", [])
     api.put_study(edited(IDS[2]))
+    api.set_data_timestamp(RELEASE2)
     code, out, _ = sync(db_path, api, "--quiet", "--at", DAY3)
     assert code == 0 and f"{IDS[2]}  status.overallStatus" in out
 
@@ -145,6 +168,7 @@ def test_studies_that_leave_scope_or_move_are_events(db_path: str, api: StandinA
     api.remove_study(IDS[0])
     api.remove_study(IDS[1])
     api.set_aliases({IDS[1]: IDS[10]})
+    api.set_data_timestamp(RELEASE2)
     code, out, _ = sync(db_path, api, "--at", DAY2)
     assert code == 1  # a tracked study is gone: the user should hear of it
     assert f"{IDS[0]}  (left scope)" in out
@@ -155,18 +179,20 @@ def test_studies_that_leave_scope_or_move_are_events(db_path: str, api: StandinA
                       (IDS[1], "moved", json.dumps({"moved_to": IDS[10]}))]
     _, listing, _ = run(db_path, "tracked")
     assert f"{IDS[0]}  missing" in listing and f"{IDS[10]}  tracked" in listing
+    api.set_data_timestamp(RELEASE3)
     code, out, _ = sync(db_path, api, "--at", DAY3)  # still gone: not reported again
     assert code == 0 and "left scope" not in out
 
 
 def test_saved_queries_run_whole_then_incrementally(db_path: str, api: StandinAPI) -> None:
     code, out, _ = run(db_path, "track", "--query", "filter.overallStatus=COMPLETED")
-    assert code == 0 and "1 new queries" in out
+    assert code == 0 and out == "track: 0 new studies, 1 new query\n"
     sync(db_path, api, "--at", DAY1)
     first = [r for r in api.requests if r.path == "/api/v2/studies"]
     assert first[0].query["filter.overallStatus"] == "COMPLETED"
     assert "filter.advanced" not in first[0].query
     api.clear_requests()
+    api.set_data_timestamp(RELEASE2)
     sync(db_path, api, "--at", DAY2)
     second = [r for r in api.requests if r.path == "/api/v2/studies"]
     assert second[0].query["filter.advanced"] == (
@@ -214,6 +240,7 @@ def test_a_killed_sync_resumes_without_losing_or_doubling_changes(
         sync(db, api, "--at", DAY1, "--page-size", "3")
     for nct_id in IDS[::3]:
         api.put_study(edited(nct_id))
+    api.set_data_timestamp(RELEASE2)
     assert sync(reference, api, "--at", DAY2, "--page-size", "3")[0] == 0
     for seed in range(4):
         _kill_sync_at_random(crashed, api, DAY2, seed)
@@ -267,3 +294,272 @@ def test_a_failed_batch_is_reported_and_the_next_batches_are_done(
     conn = sqlite3.connect(db_path)
     assert conn.execute("select count(*) from snapshots").fetchone()[0] == 6
     assert conn.execute("select count(*) from events").fetchone()[0] == 0
+
+
+def studies_requests(api: StandinAPI) -> list[tuple[str, str]]:
+    """Return each request after /version as (path, filter.ids or query), in order."""
+    return [(r.path, r.query.get("filter.ids", "")) for r in api.requests
+            if r.path != "/api/v2/version"]
+
+
+def test_a_batch_refused_because_of_one_id_is_split_down_to_that_id(
+    db_path: str, api: StandinAPI
+) -> None:
+    run(db_path, "track", *IDS[:8], "--query", "filter.overallStatus=COMPLETED")
+    api.reject_ids([IDS[5]])
+    code, out, err = sync(db_path, api, "--at", DAY1, "--page-size", "8")
+    assert code == 1
+    assert problems(err) == [
+        f"trialdiff: {IDS[5]}: /studies/{IDS[5]}: the API refused the request (400): "
+        f"invalid NCT number '{IDS[5]}'"
+    ]
+    ids = ",".join
+    log = studies_requests(api)
+    assert log[:7] == [
+        ("/api/v2/studies", ids(IDS[:8])),  # 400
+        ("/api/v2/studies", ids(IDS[:4])),
+        ("/api/v2/studies", ids(IDS[4:8])),  # 400
+        ("/api/v2/studies", ids(IDS[4:6])),  # 400
+        (f"/api/v2/studies/{IDS[4]}", ""),
+        (f"/api/v2/studies/{IDS[5]}", ""),  # 400: reported by name
+        ("/api/v2/studies", ids(IDS[6:8])),
+    ]
+    assert log[7:] and set(log[7:]) == {("/api/v2/studies", "")}  # the saved query still runs
+    completed = {r["protocolSection"]["identificationModule"]["nctId"] for r in RECORDS
+                 if r["protocolSection"]["statusModule"]["overallStatus"] == "COMPLETED"}
+    stored = {row[0] for row in sqlite3.connect(db_path).execute("select nct_id from studies")}
+    assert stored == (set(IDS[:8]) - {IDS[5]}) | completed
+    assert out.splitlines()[-1] == (
+        f"sync: {len(stored)} studies checked, 0 changed, 0 changes, 1 failed"
+    )
+
+
+def test_no_new_data_release_means_no_work(db_path: str, api: StandinAPI) -> None:
+    run(db_path, "track", *IDS[:6], "--query", "filter.overallStatus=COMPLETED")
+    assert sync(db_path, api, "--at", DAY1)[0] == 0
+    api.clear_requests()
+    code, out, _ = sync(db_path, api, "--at", DAY2)
+    assert code == 0
+    assert out.splitlines() == [
+        f"sync: no new data release since {RELEASE1}: 6 tracked studies and 1 saved query not "
+        "fetched again (--force fetches them)",
+        "sync: 0 studies checked, 0 changed, 0 changes, 0 failed",
+    ]
+    assert [r.path for r in api.requests] == ["/api/v2/version"]
+    # Never-fetched ids are fetched: one newly tracked, one given on the command line.
+    run(db_path, "track", IDS[6])
+    api.clear_requests()
+    code, out, _ = sync(db_path, api, "--at", DAY2, IDS[7])
+    assert code == 0 and out.splitlines()[-1].startswith("sync: 2 studies checked")
+    assert studies_requests(api) == [("/api/v2/studies", f"{IDS[6]},{IDS[7]}")]
+    api.clear_requests()
+    code, out, _ = sync(db_path, api, "--at", DAY2, "--force")
+    assert code == 0 and "no new data" not in out
+    assert studies_requests(api) == [("/api/v2/studies", ",".join(IDS[:7])),
+                                     ("/api/v2/studies", "")]
+    api.set_data_timestamp(RELEASE2)
+    api.clear_requests()
+    code, out, _ = sync(db_path, api, "--at", DAY3)
+    assert code == 0 and "no new data" not in out and len(studies_requests(api)) == 2
+    releases = sqlite3.connect(db_path).execute("select data_timestamp from runs order by id")
+    assert [row[0] for row in releases] == [RELEASE1] * 4 + [RELEASE2]
+
+
+def test_a_single_study_is_fetched_conditionally_on_its_etag(
+    db_path: str, api: StandinAPI
+) -> None:
+    target = IDS[3]
+    run(db_path, "track", target)
+    assert sync(db_path, api, "--at", DAY1)[0] == 0
+    assert [r.path for r in api.requests] == ["/api/v2/version", f"/api/v2/studies/{target}"]
+    api.set_data_timestamp(RELEASE2)
+    api.clear_requests()
+    code, out, _ = sync(db_path, api, "--at", DAY2)
+    assert (code, out) == (0, "sync: 1 study checked, 0 changed, 0 changes, 0 failed\n")
+    (etag,) = sqlite3.connect(db_path).execute("select etag from records").fetchone()
+    assert api.etags_sent == [(f"/api/v2/studies/{target}", etag)]  # answered 304
+    last_seen = sqlite3.connect(db_path).execute("select last_seen_at from sightings")
+    assert last_seen.fetchone()[0] == "2026-05-12T06:00:00.000Z"  # seen, unchanged
+    api.clear_requests()
+    code, out, _ = sync(db_path, api, "--at", DAY2)  # same release: not asked again
+    assert code == 0 and out.startswith(f"sync: no new data release since {RELEASE2}: 1 "
+                                        "tracked study and 0 saved queries not fetched again")
+    assert [r.path for r in api.requests] == ["/api/v2/version"]
+    api.put_study(edited(target))
+    api.set_data_timestamp(RELEASE3)
+    code, out, _ = sync(db_path, api, "--at", DAY3)
+    assert code == 0 and out.splitlines()[-1] == (
+        "sync: 1 study checked, 1 changed, 4 changes (1 added, 3 changed), 0 failed"
+    )
+    assert stored_changes(db_path) == [
+        (target, "status.completionDate", "changed", "2026-05-13T06:00:00.000Z"),
+        (target, "status.lastUpdatePostDate", "changed", "2026-05-13T06:00:00.000Z"),
+        (target, "status.overallStatus", "changed", "2026-05-13T06:00:00.000Z"),
+        (target, "status.whyStopped", "added", "2026-05-13T06:00:00.000Z"),
+    ]
+    (new_etag,) = sqlite3.connect(db_path).execute("select etag from records").fetchone()
+    assert new_etag and new_etag != etag
+
+
+def test_a_study_tracked_and_returned_by_queries_is_counted_once(
+    db_path: str, api: StandinAPI
+) -> None:
+    run(db_path, "track", *IDS[:3], "--query", f"filter.ids={','.join(IDS[:4])}",
+        "--query", f"filter.ids={','.join(IDS[2:5])}")
+    code, out, _ = sync(db_path, api, "--at", DAY1)
+    assert code == 0
+    assert out.strip() == "sync: 5 studies checked, 0 changed, 0 changes, 0 failed"
+    assert sqlite3.connect(db_path).execute("select checked from runs").fetchone() == (5,)
+
+
+@pytest.mark.parametrize(("status", "headers"), [(404, {}), (301, {"Location": "/elsewhere"})])
+def test_a_404_or_301_for_a_page_is_a_failed_input_not_a_usage_error(
+    db_path: str, api: StandinAPI, status: int, headers: dict[str, str]
+) -> None:
+    run(db_path, "track", *IDS[:4], "--query", "filter.overallStatus=COMPLETED")
+    api.add_fault(Fault("status", status=status, headers=headers, body="Not Here",
+                        path_prefix="/api/v2/studies", times=2))
+    code, out, err = sync(db_path, api, "--at", DAY1)
+    assert code == 1
+    assert problems(err) == [
+        f"trialdiff: tracked studies {IDS[0]}..{IDS[3]}: /studies: unexpected answer "
+        f"{status}: Not Here",
+        f"trialdiff: filter.overallStatus=COMPLETED: /studies: unexpected answer {status}: "
+        "Not Here",
+    ]
+    assert out.strip() == "sync: 0 studies checked, 0 changed, 0 changes, 2 failed"
+
+
+def test_a_base_url_that_is_not_the_api_is_a_failed_run_not_a_usage_error(
+    db_path: str, api: StandinAPI
+) -> None:
+    code, out, err = run(db_path, "sync", "--api", api.root_url + "/nope", "--delay", "0")
+    assert (code, out) == (1, "")
+    assert err == (f"trialdiff: error: {api.root_url}/nope/version: unexpected answer 404: "
+                   "Not Found\n")
+    assert _run_status(db_path) == ["failed"]
+
+
+@pytest.mark.parametrize("url", ["clinicaltrials.gov/api/v2", "http://", "http://h:99999/v2"])
+def test_a_malformed_api_url_is_a_usage_error_at_once(db_path: str, url: str) -> None:
+    started = time.monotonic()
+    code, out, err = run(db_path, "sync", "--api", url)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"trialdiff: error: --api {url!r} is not a URL like ")
+    assert len(err.splitlines()) == 1 and time.monotonic() - started < 2
+    assert not Path(db_path).exists()  # nothing was started
+
+
+def test_an_answer_dripping_in_meets_the_deadline(db_path: str, api: StandinAPI,
+                                                  backoff_waits: list[float]) -> None:
+    run(db_path, "track", *IDS[:2])
+    api.add_fault(Fault("drip", seconds=0.05, chunk=64, path_prefix="/api/v2/studies", times=3))
+    started = time.monotonic()
+    code, out, err = sync(db_path, api, "--at", DAY1, "--timeout", "0.5", "--deadline", "0.3")
+    assert code == 1 and time.monotonic() - started < 10
+    (problem,) = problems(err)
+    assert re.fullmatch(rf"trialdiff: tracked studies {IDS[0]}..{IDS[1]}: /studies: took longer "
+                        r"than the 0.3 s deadline; gave up after 3 attempts in \d+ s", problem)
+    assert len(backoff_waits) == 2 and out.strip().endswith("0 studies checked, 0 changed, "
+                                                            "0 changes, 1 failed")
+
+
+def _start_sync(db: str, api: StandinAPI, *args: str) -> subprocess.Popen[str]:
+    """Start a real `trialdiff sync` process."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "trialdiff", "--db", db, "sync", "--api", api.base_url,
+         "--delay", "0", "--at", DAY1, *args],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+
+
+def test_a_repeated_page_token_stops_the_sync_and_frees_the_lock(
+    db_path: str, api: StandinAPI
+) -> None:
+    run(db_path, "track", "--query", "query.term=a")
+    api.add_fault(Fault("repeat_token", path_prefix="/api/v2/studies", times=10_000))
+    process = _start_sync(db_path, api, "--page-size", "5")
+    out, err = process.communicate(timeout=60)  # looping forever would fail here
+    assert process.returncode == 1
+    assert "the API sent nextPageToken" in err and "again; stopped paging" in err
+    assert out.strip() == "sync: 5 studies checked, 0 changed, 0 changes, 1 failed"
+    assert len(api.requests) == 3  # /version, page 1, the page that repeated the token
+    api.clear_faults()
+    assert sync(db_path, api, "--at", DAY2, "--force")[0] == 0  # the lock is free
+
+
+def _wait_for(predicate: Any, timeout: float = 20.0) -> None:
+    """Poll until predicate() is true, or fail."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def _run_status(db: str) -> list[str]:
+    """Return the status of every run, oldest first (empty while the file is not made)."""
+    if not Path(db).exists():
+        return []
+    try:
+        return [row[0] for row in sqlite3.connect(db).execute("select status from runs")]
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return []
+
+
+def test_ctrl_c_during_a_sync_records_it_interrupted_and_exits_130(
+    db_path: str, api: StandinAPI
+) -> None:
+    run(db_path, "track", *IDS[:6])
+    api.add_fault(Fault("slow", seconds=30, path_prefix="/api/v2/studies/", times=5))
+    api.reject_ids([IDS[0]])  # the first batch splits; its single ids meet the slow fault
+    process = _start_sync(db_path, api, "--page-size", "3")
+    _wait_for(lambda: any(r.path.startswith("/api/v2/studies/") for r in api.requests))
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=20)
+    assert process.returncode == 130
+    assert out == ""
+    assert err.strip() == "trialdiff: interrupted; run 1 recorded as interrupted (what was " \
+        "saved stays: run again to resume)"
+    assert _run_status(db_path) == ["interrupted"]
+
+
+def test_ctrl_c_during_an_import_records_it_interrupted_and_exits_130(
+    db_path: str, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "studies.ndjson"
+    os.mkfifo(fifo)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trialdiff", "--db", db_path, "import", "--at", DAY1, str(fifo)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    with open(fifo, "w", encoding="utf-8") as feed:  # opening waits for the reader
+        feed.write(json.dumps(RECORDS[0]) + "\n")
+        feed.flush()
+        _wait_for(lambda: _run_status(db_path) == ["running"])
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=20)
+    assert (process.returncode, out) == (130, "")
+    assert "trialdiff: interrupted; run 1 recorded as interrupted" in err
+    assert "Traceback" not in err and "Aborted" not in err
+    assert _run_status(db_path) == ["interrupted"]
+
+
+def test_schema_2_databases_gain_the_release_and_etag_columns(db_path: str) -> None:
+    from trialdiff.schema import SCHEMA_VERSION, open_db
+
+    db = open_db(db_path)
+    for table, column in (("watchlist", "fetched_release"), ("queries", "fetched_release"),
+                          ("records", "etag")):
+        db.execute(f"alter table {table} drop column {column}")
+    db.execute("update meta set value = '2' where key = 'schema_version'")
+    db.close()
+    for _ in range(2):  # idempotent
+        db = open_db(db_path)
+        assert "etag" in db["records"].columns_dict
+        assert "fetched_release" in db["watchlist"].columns_dict
+        assert "fetched_release" in db["queries"].columns_dict
+        assert db.execute("select value from meta where key = 'schema_version'").fetchone() == (
+            str(SCHEMA_VERSION),)
+        db.close()

@@ -8,6 +8,8 @@
     │   └── BusyError           another process is writing to the database (exit 75)
     └── FetchError              the registry could not be reached or answered wrongly
         ├── ForbiddenError      403: the registry's edge refused the request
+        ├── RejectedRequest     400 or 414: the API refused a request (a bad id, a URL too long)
+        ├── PagingError         paging went round in circles: a repeated token, nothing new
         ├── InvalidResponse     a 200 whose body is not a valid page of studies
         ├── ResponseTooLarge    a response over the size cap (not retried: it would be again)
         └── ShapeError          an undocumented endpoint changed shape; nothing was stored
@@ -52,6 +54,14 @@ class FetchError(TrialdiffError):
 
 class ForbiddenError(FetchError):
     """The registry's edge answered 403."""
+
+
+class RejectedRequest(FetchError):
+    """The API answered 400 or 414 to a request: retrying it as it is cannot help."""
+
+
+class PagingError(FetchError):
+    """Paging went round in circles: a nextPageToken came again, or a page held nothing new."""
 
 
 class InvalidResponse(FetchError):

@@ -3,26 +3,67 @@
 `Client.get_json` is the one place a request is made: it paces requests, retries faults with
 exponential backoff and jitter (honouring Retry-After) within a count and a time budget, caps
 the response size, and parses the body. The `fetch_*` generators page through results and yield
-whole, validated pages, so a caller never stores part of a page.
+whole, validated pages, so a caller never stores part of a page, and stop rather than go round
+in circles: a repeated nextPageToken or a page with nothing new is an error.
 """
 
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
 
 from . import __version__
-from .errors import FetchError, ForbiddenError, InvalidResponse, ResponseTooLarge, UsageError
+from .errors import (
+    FetchError,
+    ForbiddenError,
+    InvalidResponse,
+    PagingError,
+    RejectedRequest,
+    ResponseTooLarge,
+    UsageError,
+)
+from .normalize import study_id
+from .render import plural
 
 USER_AGENT = f"trialdiff/{__version__} python-httpx/{httpx.__version__}"
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+# Answers, not faults: returned to the caller, never retried.
+_ANSWER_STATUS = frozenset({301, 302, 304, 307, 308, 400, 404, 414})
+_HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
+
+
+def check_base_url(url: str) -> str:
+    """Return an API base URL without its trailing slash; raise UsageError if it is malformed.
+
+    A malformed URL fails the same way on every retry, so it is refused at once (exit 2).
+    """
+    text, problem = url.strip(), ""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018  (raises ValueError when the port is out of range)
+    except ValueError as exc:
+        problem = str(exc)
+    else:
+        host = parts.hostname or ""
+        if parts.scheme not in ("http", "https"):
+            problem = "it does not start with http:// or https://"
+        elif not (_HOST.fullmatch(host) or ":" in host):  # ":" only in a bracketed IPv6
+            problem = "it has no valid host name"
+        elif parts.query or parts.fragment or any(c.isspace() for c in text):
+            problem = "a base URL has no query, fragment or blanks"
+    if problem:
+        raise UsageError(f"--api {url!r} is not a URL like https://clinicaltrials.gov/api/v2 "
+                         f"({problem})")
+    return text.rstrip("/")
 
 
 @dataclass
@@ -30,12 +71,13 @@ class Pacing:
     """How politely to ask: the wait between requests and the bounds on retrying."""
 
     delay: float = 1.0  # seconds between the start of one request and the next
-    timeout: float = 60.0
+    timeout: float = 60.0  # per read: how long one read of the socket may wait
+    deadline: float = 120.0  # per request: how long one whole answer may take to arrive
     retries: int = 5
     retry_budget: float = 300.0  # seconds one request may spend waiting to retry
     max_bytes: int = 64 * 1024 * 1024
     backoff: float = 2.0  # first backoff in seconds; doubles per retry, with jitter
-    page_size: int = 1000  # studies per request: the API's largest page
+    page_size: int = 500  # ids per filter.ids batch (peers stay at 500: URL length)
 
 
 @dataclass
@@ -53,7 +95,7 @@ class Client:
     _http: httpx.Client | None = None
 
     def __post_init__(self) -> None:
-        self.base_url = self.base_url.rstrip("/")
+        self.base_url = check_base_url(self.base_url)
         self._http = httpx.Client(
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             timeout=self.pacing.timeout,
@@ -82,12 +124,20 @@ class Client:
             wait = max(wait, _retry_after_seconds(header))
         return float(wait)
 
-    def _read(self, path: str, params: Mapping[str, str]) -> tuple[httpx.Response, bytes]:
-        """Make one request and read its body within the size cap."""
+    def _read(
+        self, path: str, params: Mapping[str, str], headers: Mapping[str, str]
+    ) -> tuple[httpx.Response, bytes]:
+        """Make one request and read its body within the size cap and the overall deadline.
+
+        `timeout` bounds each read, so a server that sends a few bytes a second would never
+        trip it: the deadline bounds the whole answer, checked as each piece arrives.
+        """
         assert self._http is not None
         self._pace()
         self.requests_made += 1
-        request = self._http.build_request("GET", self.base_url + path, params=dict(params))
+        deadline = self.clock() + self.pacing.deadline
+        request = self._http.build_request("GET", self.base_url + path, params=dict(params),
+                                           headers=dict(headers))
         response = self._http.send(request, stream=True)
         try:
             declared = int(response.headers.get("Content-Length") or 0)
@@ -98,6 +148,8 @@ class Client:
                 size += len(chunk)
                 if size > self.pacing.max_bytes:
                     raise ResponseTooLarge(self._too_large(path))
+                if self.clock() > deadline:
+                    raise _DeadlinePassed
                 chunks.append(chunk)
         finally:
             response.close()
@@ -113,12 +165,13 @@ class Client:
         path: str,
         params: Mapping[str, str] | None = None,
         check: Callable[[Any], str | None] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, Any, httpx.Headers]:
         """GET a path; return (status, parsed body, headers), retrying faults within bounds.
 
         `check` validates a 200 body and returns a reason when it is not what the endpoint
-        returns; such a body counts as a fault and is retried. 301, 400 and 404 are returned
-        to the caller, since they are answers, not faults.
+        returns; such a body counts as a fault and is retried. Redirects, 304, 400, 404 and
+        414 are returned to the caller, since they are answers, not faults.
         """
         params = params or {}
         started = self.clock()
@@ -127,15 +180,18 @@ class Client:
             response: httpx.Response | None = None
             problem: str | None
             try:
-                response, body = self._read(path, params)
+                response, body = self._read(path, params, headers or {})
                 status = response.status_code
                 if status == 403:
                     raise ForbiddenError(
                         f"{path}: 403 Forbidden from the registry's edge; it refuses clients "
                         f"whose User-Agent lacks python-httpx (sent: {USER_AGENT})"
                     )
-                if status in (301, 302, 307, 308, 400, 404):
-                    return status, _parse(body), response.headers
+                if status in _ANSWER_STATUS:  # the API's error bodies are plain text
+                    parsed = _parse(body)
+                    if parsed is _INVALID:
+                        parsed = body.decode("utf-8", "replace").strip()
+                    return status, parsed, response.headers
                 if status in _RETRY_STATUS:
                     problem = f"{status} {response.reason_phrase}"
                 elif status != 200:
@@ -150,6 +206,10 @@ class Client:
                     problem = f"200 with an invalid body ({problem})"
             except httpx.TimeoutException:
                 problem = f"timed out after {self.pacing.timeout:g} s"
+            except _DeadlinePassed:
+                problem = f"took longer than the {self.pacing.deadline:g} s deadline"
+            except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+                raise UsageError(f"--api {self.base_url!r}: {exc}") from exc
             except httpx.TransportError as exc:
                 problem = f"connection failed ({type(exc).__name__}: {exc})"
             assert problem is not None
@@ -158,16 +218,23 @@ class Client:
             spent = self.clock() - started
             if attempt > self.pacing.retries or spent + wait > self.pacing.retry_budget:
                 kind = InvalidResponse if problem.startswith("200") else FetchError
-                raise kind(f"{path}: {problem}; gave up after {attempt} attempts in {spent:.0f} s")
+                raise kind(f"{path}: {problem}; gave up after {plural(attempt, 'attempt')} "
+                           f"in {spent:.0f} s")
             self.sleep(wait)
 
     def version(self) -> dict[str, Any]:
         """Return GET /version: the API version and the data release timestamp."""
-        _, body, _ = self.get_json("/version", check=_check_version)
+        status, body, _ = self.get_json("/version", check=_check_version)
+        if status != 200:  # e.g. a 404 from a base URL that is not the API's
+            raise refused(f"{self.base_url}/version", status, body)
         return dict(body)
 
 
 _INVALID = object()
+
+
+class _DeadlinePassed(Exception):
+    """A whole answer took longer than the overall deadline."""
 
 
 def _retry_after_seconds(header: str) -> float:
@@ -209,24 +276,70 @@ def check_page(body: Any) -> str | None:
     return None
 
 
-def fetch_pages(client: Client, params: Mapping[str, str]) -> Iterator[list[dict[str, Any]]]:
+def refused(path: str, status: int, body: Any) -> FetchError:
+    """Return the error for a non-200 answer: 400 and 414 are refusals, the rest unexpected.
+
+    None of them is a usage error: the command line was fine, the API said no to one input.
+    """
+    message = body.get("message") if isinstance(body, dict) else body
+    reason = f": {str(message)[:200]}" if message else ""
+    if status in (400, 414):
+        return RejectedRequest(f"{path}: the API refused the request ({status}){reason}")
+    return FetchError(f"{path}: unexpected answer {status}{reason}")
+
+
+def answered_ids(study: Mapping[str, Any]) -> set[str]:
+    """Return the ids a study answers to: its own and its old aliases."""
+    ident = study.get("protocolSection", {}).get("identificationModule", {})
+    aliases = ident.get("nctIdAliases") if isinstance(ident, dict) else None
+    own = study_id(dict(study))
+    return {a for a in [own, *(aliases or [])] if isinstance(a, str)}
+
+
+def fetch_pages(
+    client: Client, params: Mapping[str, str],
+    done: Callable[[list[dict[str, Any]]], bool] | None = None,
+) -> Iterator[list[dict[str, Any]]]:
     """Yield each page of /studies for a query, following nextPageToken.
 
-    Every page repeats every parameter of the first, as the API requires.
+    Every page repeats every parameter of the first, as the API requires. An empty page is
+    the end (the API sends a token after an exactly full page, then an empty page). `done`
+    is asked after each page whether to stop early. A token that comes again, or a page
+    whose studies were all on earlier pages, raises PagingError: the loop would never end.
     """
     token: str | None = None
+    tokens: set[str] = set()
+    seen: set[str] = set()
     while True:
         page_params = dict(params)
         if token:
             page_params["pageToken"] = token
         status, body, _ = client.get_json("/studies", page_params, check=check_page)
         if status != 200:
-            message = body.get("message") if isinstance(body, dict) else body
-            raise UsageError(f"the API refused the query ({status}): {message or params}")
-        yield body["studies"]
-        token = body.get("nextPageToken")
-        if not token:
+            raise refused("/studies", status, body)
+        studies: list[dict[str, Any]] = body["studies"]
+        if not studies:
             return
+        following = body.get("nextPageToken")
+        if following and following in tokens:
+            raise PagingError(f"/studies: the API sent nextPageToken {following[:40]!r} again; "
+                              f"stopped paging ({_describe(params)})")
+        ids = {study_id(study) or "" for study in studies}
+        if token and ids <= seen:
+            raise PagingError(f"/studies: page {len(tokens) + 1} held only studies of earlier "
+                              f"pages; stopped paging ({_describe(params)})")
+        seen |= ids
+        yield studies
+        if not following or (done is not None and done(studies)):
+            return
+        token = following
+        tokens.add(token)
+
+
+def _describe(params: Mapping[str, str]) -> str:
+    """Name a query briefly in an error message."""
+    text = ", ".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "pageSize")
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def id_batches(nct_ids: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -237,9 +350,20 @@ def id_batches(nct_ids: Iterable[str], size: int) -> Iterator[list[str]]:
 
 
 def fetch_batch(client: Client, batch: list[str]) -> Iterator[list[dict[str, Any]]]:
-    """Yield the pages of one batch of studies: `filter.ids=A,B,...`, one request per page."""
+    """Yield the pages of one batch of studies: `filter.ids=A,B,...`, one request per page.
+
+    It stops once every id asked for has been answered, so an exactly full page costs no
+    request for the empty page the API's token leads to.
+    """
     params = {"filter.ids": ",".join(batch), "pageSize": str(min(len(batch), 1000))}
-    yield from fetch_pages(client, params)
+    pending = set(batch)
+
+    def answered(page: list[dict[str, Any]]) -> bool:
+        for study in page:
+            pending.difference_update(answered_ids(study))
+        return not pending
+
+    yield from fetch_pages(client, params, done=answered)
 
 
 def fetch_ids(
@@ -250,20 +374,34 @@ def fetch_ids(
         yield from fetch_batch(client, ids)
 
 
-def fetch_study(client: Client, nct_id: str) -> tuple[str, dict[str, Any] | None]:
-    """Return (id, study) for one study, following an alias redirect; study None if 404."""
-    status, body, headers = client.get_json(f"/studies/{nct_id}")
+@dataclass(frozen=True)
+class StudyAnswer:
+    """What `/studies/{id}` said: the study (None if 404 or unchanged), its ETag, if unchanged."""
+
+    nct_id: str  # the id that answered: a new one when the asked id moved (301)
+    study: dict[str, Any] | None
+    etag: str | None = None
+    unchanged: bool = False  # 304: the ETag sent still matches
+
+
+def fetch_study(client: Client, nct_id: str, etag: str | None = None) -> StudyAnswer:
+    """Fetch one study, following an alias redirect; send `etag` as If-None-Match."""
+    conditional = {"If-None-Match": etag} if etag else {}
+    path = f"/studies/{nct_id}"
+    status, body, headers = client.get_json(path, headers=conditional)
     if status in (301, 302, 307, 308):
         target = headers.get("Location", "").rstrip("/").rsplit("/", 1)[-1].split("?")[0]
         if not target or target == nct_id:
-            raise FetchError(f"/studies/{nct_id}: redirect without a new id")
-        status, body, _ = client.get_json(f"/studies/{target}")
-        nct_id = target
+            raise FetchError(f"{path}: redirect without a new id")
+        nct_id, path = target, f"/studies/{target}"
+        status, body, headers = client.get_json(path)
+    if status == 304:
+        return StudyAnswer(nct_id, None, etag, unchanged=True)
     if status == 404:
-        return nct_id, None
+        return StudyAnswer(nct_id, None)
     if status != 200 or not isinstance(body, dict):
-        raise FetchError(f"/studies/{nct_id}: unexpected answer {status}")
-    return nct_id, body
+        raise refused(path, status, body)
+    return StudyAnswer(nct_id, body, headers.get("ETag"))
 
 
 def incremental(params: Mapping[str, str], since_day: str) -> dict[str, str]:

@@ -10,6 +10,11 @@ from .fields import order_key
 from .model import FieldChange
 
 
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """Return a count with its noun, e.g. `1 study`, `2 studies`."""
+    return f"{count} {word if count == 1 else many or word + 's'}"
+
+
 def recent_window(as_of: date, days: int) -> tuple[str, str]:
     """Return the [since, until) timestamps of the `days` UTC days ending on `as_of`."""
     first = as_of - timedelta(days=days - 1)

@@ -10,7 +10,7 @@ import sqlite_utils
 
 from .errors import DatabaseError, UsageError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class Table(NamedTuple):
@@ -75,13 +75,16 @@ SCHEMA: tuple[Table, ...] = (
         ("nct_id", str, "the study"),
         ("observed_at", str, "when this record was stored"),
         ("record", bytes, "zlib of the latest raw record's JSON, derivedSection left out"),
+        ("etag", str, "the ETag `/studies/{id}` sent with this record; sync sends it back as "
+                      "If-None-Match, and a 304 means seen, unchanged"),
     )),
     Table("runs", "id", (
         ("id", int, "row id"),
         ("command", str, "import, sync or backfill"),
         ("started_at", str, "ISO 8601 UTC"),
         ("ended_at", str, "ISO 8601 UTC; NULL while running or if the run was killed"),
-        ("status", str, "running, ok, partial or failed"),
+        ("status", str, "running, ok, partial, failed or interrupted (killed, or stopped "
+                        "by Ctrl-C)"),
         ("data_timestamp", str, "the registry's data release (GET /version) for syncs"),
         ("checked", int, "studies checked"),
         ("changed", int, "studies with changes"),
@@ -95,6 +98,8 @@ SCHEMA: tuple[Table, ...] = (
         ("state", str, "tracked; missing (the API stopped returning it); moved (now an alias)"),
         ("moved_to", str, "the id a moved study now answers as"),
         ("backfilled_at", str, "when `sync --backfill-new` took in its registry history"),
+        ("fetched_release", str, "the data release (dataTimestamp) sync last fetched it under; "
+                                 "not fetched again under the same release"),
     )),
     Table("history_versions", "id", (
         ("id", int, "row id"),
@@ -115,6 +120,8 @@ SCHEMA: tuple[Table, ...] = (
         ("added_at", str, "when it was saved"),
         ("last_synced_at", str, "start of the last run that fetched it whole; the next run asks "
                                 "only for studies updated since the day before"),
+        ("fetched_release", str, "the data release (dataTimestamp) it was last fetched whole "
+                                 "under; not fetched again under the same release"),
     ), unique=(("expr",),)),
     Table("events", "id", (
         ("id", int, "row id"),
@@ -164,8 +171,16 @@ def _v2_to_v3(db: sqlite_utils.Database) -> None:
     db.execute("update history_versions set qc_date = version_date where qc_date is null")
 
 
+def _v3_to_v4(db: sqlite_utils.Database) -> None:
+    """Add the data release each tracked study and query was fetched under, and ETags."""
+    for table, column in (("watchlist", "fetched_release"), ("queries", "fetched_release"),
+                          ("records", "etag")):
+        if db[table].exists() and column not in db[table].columns_dict:
+            db.execute(f"alter table {table} add column {column} TEXT")
+
+
 # Upgrades from each older schema version; each function takes the database one version up.
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def create_table(db: sqlite_utils.Database, table: Table) -> None:

@@ -355,9 +355,11 @@ def finish_run(
     totals: RunTotals,
     ended_at: str,
     data_timestamp: str | None = None,
+    interrupted: bool = False,
 ) -> None:
-    """Record how a run ended."""
+    """Record how a run ended (`interrupted` when the user stopped it, e.g. Ctrl-C)."""
     status = "ok" if not totals.failed else ("partial" if totals.checked else "failed")
+    status = "interrupted" if interrupted else status
     db.execute(
         "update runs set ended_at = ?, status = ?, data_timestamp = ?, checked = ?, changed = ?, "
         "changes = ?, failed = ?, errors = ? where id = ?",

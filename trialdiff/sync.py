@@ -2,30 +2,38 @@
 
 `sync_api` wires `fetch` generators to `store.save_studies`, one whole page per transaction,
 so a failed or cut-short page stores nothing and a killed run resumes by simply running again:
-the hash gate makes every saved page idempotent. It yields what happened; the CLI prints it.
+the hash gate makes every saved page idempotent. What was fetched under the current data
+release is not fetched again. It yields what happened; the CLI prints it.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import sqlite_utils
 
-from .errors import FetchError, ForbiddenError, UsageError
-from .fetch import Client, fetch_batch, fetch_pages, fetch_study, id_batches, incremental
+from .errors import FetchError, ForbiddenError, RejectedRequest, UsageError
+from .fetch import (
+    Client,
+    answered_ids,
+    fetch_batch,
+    fetch_pages,
+    fetch_study,
+    id_batches,
+    incremental,
+)
 from .model import Event, PageDone
 from .normalize import study_id
 from .sources import SourceItem
 from .store import Observation, RunTotals, save_studies, transaction
 
 _QUERY_PREFIXES = ("query.", "filter.", "postFilter.", "aggFilters")
-
-
-Outcome = Observation | SourceItem | Event | PageDone
 
 
 def parse_query(expr: str) -> str:
@@ -101,11 +109,50 @@ def _items(page: list[dict[str, Any]], where: str) -> list[SourceItem]:
     return items
 
 
-def _aliases(study: dict[str, Any]) -> list[str]:
-    """Return the old ids a study also answers to."""
-    ident = study.get("protocolSection", {}).get("identificationModule", {})
-    aliases = ident.get("nctIdAliases") if isinstance(ident, dict) else None
-    return [a for a in aliases or [] if isinstance(a, str)]
+@dataclass(frozen=True)
+class UpToDate:
+    """Tracked studies and saved queries not fetched: already fetched under this release."""
+
+    studies: int
+    queries: int
+    release: str
+
+
+Outcome = Observation | SourceItem | Event | PageDone | UpToDate
+
+
+@dataclass
+class _Run:
+    """One sync against the API: where it writes, and what it has seen so far."""
+
+    db: sqlite_utils.Database
+    client: Client
+    observed_at: str
+    run_id: int
+    totals: RunTotals
+    release: str | None
+    states: dict[str, str]
+    seen: set[str] = field(default_factory=set)  # ids (and aliases) the API answered for
+    failed: set[str] = field(default_factory=set)
+    saved: set[str] = field(default_factory=set)  # ids saved by this run: each counts once
+
+    def save(self, page: list[dict[str, Any]], where: str) -> Iterator[Outcome]:
+        """Save a page's studies this run has not saved yet, in one transaction."""
+        fresh = [item for item in _items(page, where) if item.nct_id not in self.saved]
+        self.saved.update(item.nct_id for item in fresh if item.nct_id)
+        yield from save_studies(self.db, fresh, self.observed_at, self.totals, source="sync",
+                                run_id=self.run_id)
+
+    def fail(self, where: str, error: str) -> SourceItem:
+        """Count a failed input and return it for the report."""
+        self.totals.fail(where, error)
+        return SourceItem(where, error=error)
+
+    def fetched(self, nct_ids: Iterable[str]) -> None:
+        """Remember that tracked studies were fetched under the current release."""
+        with transaction(self.db):
+            self.db.conn.executemany("update watchlist set fetched_release = ? where nct_id = ?",
+                                     [(self.release, nct_id) for nct_id in nct_ids])
 
 
 def sync_api(
@@ -115,97 +162,139 @@ def sync_api(
     observed_at: str,
     run_id: int,
     totals: RunTotals,
+    release: str | None = None,
+    force: bool = False,
 ) -> Iterator[Outcome]:
-    """Fetch tracked studies, given ids and saved queries; save each page; yield outcomes."""
-    states = dict(db.execute("select nct_id, state from watchlist").fetchall())
-    wanted = sorted(set(tracked_ids(db.conn)) | set(extra_ids))
-    seen: set[str] = set()
-    failed: set[str] = set()
+    """Fetch tracked studies, given ids and saved queries; save each page; yield outcomes.
+
+    A tracked study or saved query already fetched under `release` (the API's data release)
+    is not fetched again, unless `force`: the registry has nothing new for it. Given ids are
+    always fetched.
+    """
+    run = _Run(db, client, observed_at, run_id, totals, release,
+               dict(db.execute("select nct_id, state from watchlist").fetchall()))
+    extra = set(extra_ids)
+    current = set() if force or release is None else {row[0] for row in db.execute(
+        "select nct_id from watchlist where fetched_release = ?", [release])}
+    tracked = set(tracked_ids(db.conn))
+    wanted = sorted((tracked - current) | extra)
+    queries = db.execute("select id, expr, last_synced_at, fetched_release from queries "
+                         "order by id").fetchall()
+    due = [q for q in queries if force or release is None or q[3] != release]
+    skipped = len((tracked & current) - extra)
+    if release is not None and (skipped or len(due) < len(queries)):
+        yield UpToDate(skipped, len(queries) - len(due), release)
     for batch in id_batches(wanted, client.pacing.page_size):
+        yield from _sync_batch(run, batch)
+    missing = sorted(set(wanted) - run.seen - run.failed)
+    for nct_id in missing:
         try:
-            for page in fetch_batch(client, batch):
-                for study in page:
-                    seen.update([study_id(study) or "", *_aliases(study)])
-                yield from save_studies(db, _items(page, "filter.ids"), observed_at, totals,
-                                        source="sync", run_id=run_id)
-                yield PageDone(len(page), "tracked studies")
+            yield from _sync_one(run, nct_id)
         except ForbiddenError:
             raise
-        except FetchError as exc:  # report the batch and move on to the next
-            failed.update(batch)
-            where = f"tracked studies {batch[0]}..{batch[-1]}"
-            totals.fail(where, str(exc))
-            yield SourceItem(where, error=str(exc))
-    try:
-        yield from _missing(db, client, sorted(set(wanted) - seen - failed), states,
-                            observed_at, run_id, totals)
-    except ForbiddenError:
-        raise
-    except FetchError as exc:
-        totals.fail("studies not returned", str(exc))
-        yield SourceItem("studies not returned", error=str(exc))
-    for nct_id in sorted(seen & {i for i, s in states.items() if s == "missing"}):
+        except FetchError as exc:
+            run.failed.add(nct_id)
+            yield run.fail(nct_id, str(exc))
+    for nct_id in sorted(run.seen & {i for i, s in run.states.items() if s == "missing"}):
         event = Event(nct_id, "returned", {})
         _record_event(db, event, observed_at, run_id)
         yield event
-    for query_id, expr, last_synced in db.execute(
-        "select id, expr, last_synced_at from queries order by id"
-    ).fetchall():
-        yield from _sync_query(db, client, query_id, expr, last_synced, observed_at, run_id,
-                               totals)
+    for query_id, expr, last_synced, _ in due:
+        yield from _sync_query(run, query_id, expr, last_synced)
 
 
-def _missing(
-    db: sqlite_utils.Database, client: Client, missing: list[str], states: dict[str, str],
-    observed_at: str, run_id: int, totals: RunTotals,
-) -> Iterator[Outcome]:
-    """Ask for each study the batch did not return: moved to a new id, or out of scope."""
-    for nct_id in missing:
-        found_id, study = fetch_study(client, nct_id)
-        if study is not None and found_id != nct_id:
-            event = Event(nct_id, "moved", {"moved_to": found_id})
-            _record_event(db, event, observed_at, run_id)
-            with transaction(db):
-                db.execute("insert or ignore into watchlist (nct_id, added_at, state) "
-                           "values (?, ?, 'tracked')", [found_id, observed_at])
+def _sync_batch(run: _Run, batch: list[str]) -> Iterator[Outcome]:
+    """Fetch one batch of ids; a batch the API refuses (400, 414) is split in half and retried.
+
+    A batch of one is fetched as `/studies/{id}` (conditional on its ETag), so an id the API
+    still refuses on its own is reported by name and every other id is still done.
+    """
+    if len(batch) == 1:
+        try:
+            yield from _sync_one(run, batch[0])
+        except ForbiddenError:
+            raise
+        except FetchError as exc:
+            run.failed.add(batch[0])
+            yield run.fail(batch[0], str(exc))
+        return
+    try:
+        for page in fetch_batch(run.client, batch):
+            for study in page:
+                run.seen.update(answered_ids(study))
+            yield from run.save(page, "filter.ids")
+            yield PageDone(len(page), "tracked studies")
+    except ForbiddenError:
+        raise
+    except RejectedRequest:
+        half = len(batch) // 2
+        for part in (batch[:half], batch[half:]):
+            yield from _sync_batch(run, part)
+        return
+    except FetchError as exc:  # report the batch and move on to the next
+        run.failed.update(batch)
+        yield run.fail(f"tracked studies {batch[0]}..{batch[-1]}", str(exc))
+        return
+    run.fetched(sorted(set(batch) & run.seen))
+
+
+def _sync_one(run: _Run, nct_id: str) -> Iterator[Outcome]:
+    """Fetch one study by id: unchanged (304), moved to a new id (301), gone (404), or saved.
+
+    It is what a batch of one costs, and how a study a batch did not return is asked after.
+    """
+    row = run.db.execute("select etag, record from records where nct_id = ?",
+                         [nct_id]).fetchone()
+    answer = fetch_study(run.client, nct_id, row[0] if row else None)
+    where = f"/studies/{nct_id}"
+    if answer.unchanged and row is not None:  # seen, unchanged: the stored record stands in
+        run.seen.add(nct_id)
+        yield from run.save([json.loads(zlib.decompress(row[1]))], where)
+        yield PageDone(1, "tracked studies")
+    elif answer.study is not None:
+        run.seen.update(answered_ids(answer.study) | {nct_id})
+        if answer.nct_id != nct_id:
+            event = Event(nct_id, "moved", {"moved_to": answer.nct_id})
+            _record_event(run.db, event, run.observed_at, run.run_id)
+            with transaction(run.db):
+                run.db.execute("insert or ignore into watchlist (nct_id, added_at, state) "
+                               "values (?, ?, 'tracked')", [answer.nct_id, run.observed_at])
             yield event
-            yield from save_studies(db, _items([study], f"/studies/{nct_id}"), observed_at,
-                                    totals, source="sync", run_id=run_id)
-        elif study is None and states.get(nct_id) != "missing":
-            event = Event(nct_id, "left_scope", {"answer": "404"})
-            if nct_id in states:
-                _record_event(db, event, observed_at, run_id)
-            totals.fail(nct_id, "not returned by the API (404)")
-            yield event
-        elif study is not None:
-            yield from save_studies(db, _items([study], f"/studies/{nct_id}"), observed_at,
-                                    totals, source="sync", run_id=run_id)
+        yield from run.save([answer.study], where)
+        if answer.etag:
+            with transaction(run.db):
+                run.db.execute("update records set etag = ? where nct_id = ?",
+                               [answer.etag, answer.nct_id])
+        yield PageDone(1, "tracked studies")
+    elif run.states.get(nct_id) != "missing":
+        event = Event(nct_id, "left_scope", {"answer": "404"})
+        if nct_id in run.states:
+            _record_event(run.db, event, run.observed_at, run.run_id)
+        run.totals.fail(nct_id, "not returned by the API (404)")
+        yield event
+    run.fetched([nct_id])  # answered, whatever the answer: not asked again this release
 
 
-def _sync_query(
-    db: sqlite_utils.Database, client: Client, query_id: int, expr: str,
-    last_synced: str | None, observed_at: str, run_id: int, totals: RunTotals,
-) -> Iterator[Outcome]:
+def _sync_query(run: _Run, query_id: int, expr: str, last_synced: str | None) -> Iterator[Outcome]:
     """Fetch one saved query, incrementally after its first whole run."""
     params = dict(parse_qsl(expr))
-    params["pageSize"] = str(client.pacing.page_size)
+    params["pageSize"] = str(run.client.pacing.page_size)
     if last_synced:
         # A day of overlap: the registry stamps LastUpdatePostDate by day, in US time.
         since = date.fromisoformat(last_synced[:10]) - timedelta(days=1)
         params = incremental(params, since.isoformat())
     try:
-        for page in fetch_pages(client, params):
-            yield from save_studies(db, _items(page, expr), observed_at, totals, source="sync",
-                                    run_id=run_id)
+        for page in fetch_pages(run.client, params):
+            yield from run.save(page, expr)
             yield PageDone(len(page), expr)
     except ForbiddenError:
         raise
     except FetchError as exc:
-        totals.fail(expr, str(exc))
-        yield SourceItem(expr, error=str(exc))
+        yield run.fail(expr, str(exc))
         return
-    with transaction(db):
-        db.execute("update queries set last_synced_at = ? where id = ?", [observed_at, query_id])
+    with transaction(run.db):
+        run.db.execute("update queries set last_synced_at = ?, fetched_release = ? where id = ?",
+                       [run.observed_at, run.release, query_id])
 
 
 def mark_interrupted_runs(db: sqlite_utils.Database) -> int:

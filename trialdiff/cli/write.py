@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -28,16 +29,14 @@ def _print_error(where: str, error: str | None) -> None:
 
 def _summary_line(command: str, totals: Any) -> str:
     """Return a run's summary: studies checked, changed, changes by kind, failures."""
+    from ..render import plural
+
     kinds = ", ".join(f"{totals.by_kind[k]} {k}" for k in sorted(totals.by_kind))
     return (
-        f"{command}: {totals.checked} studies checked, {totals.changed} changed, "
-        f"{totals.changes} changes" + (f" ({kinds})" if kinds else "") + f", {totals.failed} failed"
+        f"{command}: {plural(totals.checked, 'study', 'studies')} checked, "
+        f"{totals.changed} changed, {plural(totals.changes, 'change')}"
+        + (f" ({kinds})" if kinds else "") + f", {totals.failed} failed"
     )
-
-
-def _plural(count: int, noun: str) -> str:
-    """Return a count with its noun, plural unless it is 1."""
-    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _change_lines(changes: Iterable[FieldChange], dated: bool = False) -> list[str]:
@@ -76,8 +75,10 @@ class OutcomePrinter:
     def show(self, outcome: Any) -> None:
         """Print or keep one outcome."""
         from ..model import Backfilled, Event, PageDone, ShapeWarning
+        from ..render import plural
         from ..sources import SourceItem
         from ..store import Observation
+        from ..sync import UpToDate
 
         if isinstance(outcome, SourceItem):
             _print_error(outcome.label, outcome.error)
@@ -91,7 +92,7 @@ class OutcomePrinter:
             if outcome.changes and not self.summary:
                 self._emit(_change_lines(outcome.changes, dated=True))
             if outcome.replaced:
-                self._emit([f"{outcome.nct_id}  ({_plural(outcome.replaced, 'stored change')} "
+                self._emit([f"{outcome.nct_id}  ({plural(outcome.replaced, 'stored change')} "
                             "replaced: the registry's versions date them)"])
         elif isinstance(outcome, ShapeWarning):
             click.echo(f"trialdiff: warning: {outcome.message}", err=True)
@@ -101,6 +102,16 @@ class OutcomePrinter:
             elif self.log_pages:
                 click.echo(f"{self.command}: saved a page of {outcome.size} ({outcome.what})",
                            err=True)
+        elif isinstance(outcome, UpToDate) and not self.quiet:  # not news: --quiet hides it
+            if self.progress is not None:
+                total = self.progress.tasks[0].total or 0
+                self.progress.update(self.task, total=max(total - outcome.studies, 0) or None)
+            click.echo(
+                f"{self.command}: no new data release since {outcome.release}: "
+                f"{plural(outcome.studies, 'tracked study', 'tracked studies')} and "
+                f"{plural(outcome.queries, 'saved query', 'saved queries')} not fetched again "
+                "(--force fetches them)"
+            )
 
     def _emit(self, lines: list[str]) -> None:
         """Print report lines (each one is news, so --quiet prints them too)."""
@@ -193,25 +204,47 @@ def import_command(
     with WriteLock(ctx.obj.db, wait, "import"):
         db = writer(ctx)
         run_id = start_run(db, "import", utc_timestamp())
-        for observed_at, batch in batches:
-            for outcome in save_studies(db, read_studies(batch), observed_at, totals,
-                                        run_id=run_id):
-                printer.show(outcome)
-        finish_run(db, run_id, totals, utc_timestamp())
+        stopped = False
+        try:
+            for observed_at, batch in batches:
+                for outcome in save_studies(db, read_studies(batch), observed_at, totals,
+                                            run_id=run_id):
+                    printer.show(outcome)
+        except KeyboardInterrupt:
+            stopped = True
+        except Exception as exc:  # the run ends here: record it failed, not running forever
+            totals.fail("import", str(exc))
+            with contextlib.suppress(Exception):  # best effort: the disk may be what failed
+                finish_run(db, run_id, totals, utc_timestamp())
+            raise
+        finish_run(db, run_id, totals, utc_timestamp(), interrupted=stopped)
+    if stopped:
+        _say_interrupted(ctx, printer, run_id)
     printer.finish(totals, news=True)
     if totals.failed:
         ctx.exit(1)
 
 
-def _client(api: str, page_size: int, delay: float, timeout: float, retries: int,
-            retry_budget: float, max_response_mb: float) -> Any:
+def _say_interrupted(ctx: click.Context, printer: Any, run_id: int) -> None:
+    """Say that Ctrl-C stopped a run, recorded as `interrupted`, and exit 130."""
+    printer.close()
+    click.echo(f"trialdiff: interrupted; run {run_id} recorded as interrupted "
+               "(what was saved stays: run again to resume)", err=True)
+    ctx.exit(130)
+
+
+def _client(api: str, page_size: int, delay: float, timeout: float, deadline: float,
+            retries: int, retry_budget: float, max_response_mb: float) -> Any:
     """Return an API client built from the command-line settings."""
     from ..fetch import Client, Pacing
 
     if not 1 <= page_size <= 1000:
         fail("--page-size must be 1 to 1000 (the API's limit)")
-    pacing = Pacing(delay=delay, timeout=timeout, retries=retries, retry_budget=retry_budget,
-                    max_bytes=int(max_response_mb * 1024 * 1024), page_size=page_size)
+    if timeout <= 0 or deadline <= 0:
+        fail("--timeout and --deadline must be more than 0 seconds")
+    pacing = Pacing(delay=delay, timeout=timeout, deadline=deadline, retries=retries,
+                    retry_budget=retry_budget, max_bytes=int(max_response_mb * 1024 * 1024),
+                    page_size=page_size)
     return Client(api, pacing)
 
 
@@ -234,7 +267,7 @@ def _api_type(option: str, kind: type) -> Any:
 def api_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add the API client's settings to a command that fetches."""
     for option, kind in reversed((("--api", str), ("--page-size", int), ("--delay", float),
-                                  ("--timeout", float),
+                                  ("--timeout", float), ("--deadline", float),
                                   ("--retries", int), ("--retry-budget", float),
                                   ("--max-response-mb", float))):
         command = click.option(option, type=_api_type(option, kind),
@@ -249,14 +282,19 @@ def api_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--at", callback=_observed_at,
               help="Observation time, ISO 8601 (default: now); not in the future.")
 @click.option("--quiet", is_flag=True, help="Print only when something changed (for cron).")
+@click.option("--force", is_flag=True,
+              help="Fetch everything, even what was fetched under the current data release.")
 @click.option("--backfill-new", is_flag=True,
               help="Also take in the registry history of newly tracked studies.")
 @_wait_option
 @api_options
 @click.pass_context
 def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at: str | None,
-         quiet: bool, backfill_new: bool, wait: float, **api: Any) -> None:
+         quiet: bool, force: bool, backfill_new: bool, wait: float, **api: Any) -> None:
     """Fetch the tracked studies and saved queries (plus any ids given) and save changes.
+
+    What was already fetched under the registry's current data release (GET /version) is not
+    fetched again, unless --force.
 
     \b
     Example:
@@ -265,28 +303,32 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
     """
     from ..lock import WriteLock
     from ..model import Event
+    from ..render import plural
     from ..store import RunTotals, finish_run, start_run
     from ..sync import mark_interrupted_runs, sync_api, sync_source, tracked_ids
 
     observed_at = at or utc_timestamp()
     totals = RunTotals()
+    client = None if source else _client(**api)  # a malformed --api is a usage error at once
     with WriteLock(ctx.obj.db, wait, "sync"):
         db = writer(ctx)
         interrupted = mark_interrupted_runs(db)
         if interrupted and not quiet:
-            click.echo(f"sync: resuming after {interrupted} interrupted run(s)", err=True)
+            click.echo(f"sync: resuming after {plural(interrupted, 'interrupted run')}",
+                       err=True)
         run_id = start_run(db, "sync", utc_timestamp())
         wanted = len(set(tracked_ids(db.conn)) | set(nct_ids))
         printer = OutcomePrinter("sync", quiet=quiet, progress_total=wanted, log_pages=True)
         data_timestamp = None
+        events = 0
+        stopped = False
         try:
-            if source:
-                outcomes = sync_source(db, source, nct_ids, observed_at, run_id, totals)
+            if client is None:
+                outcomes = sync_source(db, str(source), nct_ids, observed_at, run_id, totals)
             else:
-                client = _client(**api)
                 data_timestamp = client.version().get("dataTimestamp")
-                outcomes = sync_api(db, client, nct_ids, observed_at, run_id, totals)
-            events = 0
+                outcomes = sync_api(db, client, nct_ids, observed_at, run_id, totals,
+                                    release=data_timestamp, force=force)
             for outcome in outcomes:
                 events += isinstance(outcome, Event)
                 printer.show(outcome)
@@ -295,9 +337,16 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
 
                 for saved in backfill_pending(db, _history_api(api), run_id, totals):
                     printer.show(saved)
+        except KeyboardInterrupt:
+            stopped = True
+        except Exception as exc:  # the run ends here: record it failed, not ok
+            totals.fail("sync", str(exc))
+            raise
         finally:
-            finish_run(db, run_id, totals, utc_timestamp(), data_timestamp)
+            finish_run(db, run_id, totals, utc_timestamp(), data_timestamp, interrupted=stopped)
             printer.close()
+    if stopped:
+        _say_interrupted(ctx, printer, run_id)
     printer.finish(totals, news=bool(totals.changes or events or totals.failed))
     if totals.failed:
         ctx.exit(1)
@@ -381,8 +430,11 @@ def track(ctx: click.Context, nct_ids: tuple[str, ...], queries: tuple[str, ...]
 
     if not nct_ids and not queries:
         fail("give NCT ids or --query EXPR")
+    from ..render import plural
+
     new_ids, new_queries = add(writer(ctx), nct_ids, _queries(queries), utc_timestamp())
-    click.echo(f"track: {new_ids} new studies, {new_queries} new queries")
+    click.echo(f"track: {plural(new_ids, 'new study', 'new studies')}, "
+               f"{plural(new_queries, 'new query', 'new queries')}")
 
 
 @cli.command()
