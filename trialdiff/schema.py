@@ -180,7 +180,9 @@ def _v3_to_v4(db: sqlite_utils.Database) -> None:
 
 
 # Upgrades from each older schema version; each function takes the database one version up.
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
+    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4,
+}
 
 
 def create_table(db: sqlite_utils.Database, table: Table) -> None:
