@@ -30,7 +30,19 @@ from typing import Any
 
 import orjson
 
-REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "ctgov-real" / "v2"
+
+
+def find_real_dir() -> Path:
+    """Return shared/ctgov-real/v2 from the nearest parent folder that has it (any checkout)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "shared" / "ctgov-real" / "v2"
+        if candidate.is_dir():
+            return candidate
+    return here.parents[2] / "shared" / "ctgov-real" / "v2"  # absent: --real must say where
+
+
+REAL_DIR = find_real_dir()
 START = date(2026, 1, 5)  # day 0; fixed so the workload never depends on the clock
 Study = dict[str, Any]
 
