@@ -271,7 +271,9 @@ def test_save_study_returns_what_it_did(db_path: str) -> None:
     assert second.stored and len(second.changes) == 6
 
 
-def test_a_first_snapshot_is_canonicalised_only_when_its_study_changes(db_path: str) -> None:
+def test_a_first_snapshot_stays_a_raw_record_and_a_change_stores_only_moved_modules(
+    db_path: str,
+) -> None:
     older, newer = version_pair("NCT06060392")
     save(db_path, [older], T1)
     conn = sqlite3.connect(db_path)
@@ -282,9 +284,18 @@ def test_a_first_snapshot_is_canonicalised_only_when_its_study_changes(db_path: 
     assert snapshots_of(conn, "NCT06060392")[0]["content_hash"] == expected_hash
     save(db_path, [newer], T2)
     first = conn.execute("select delta, content_hash from snapshots where seq = 1").fetchone()
-    assert first[1] == expected_hash  # materialised on the change, compressed:
-    assert json.loads(zlib.decompress(first[0])) == {
-        path: json.loads(text) for path, text in extract_fields(older).items()}
+    assert first == (None, None)  # still lazy: its content is the first record, kept as base
+    assert study_fields(conn, "NCT06060392", 1) == extract_fields(older)
+    assert study_fields(conn, "NCT06060392") == extract_fields(newer)
+    second = conn.execute("select delta from snapshots where seq = 2").fetchone()[0]
+    stored = json.loads(zlib.decompress(second))
+    moved = {path for path, text in extract_fields(newer).items()
+             if extract_fields(older).get(path) != text}
+    assert set(stored) >= moved and len(stored) < len(extract_fields(newer)) / 4
+    assert [row["content_hash"] for row in snapshots_of(conn, "NCT06060392")] == [
+        expected_hash, content_hash(extract_fields(newer))]
+    base, record = conn.execute("select base, record from records").fetchone()
+    assert base is not None and len(record) < len(base) / 4  # stored against the first record
     assert len(list(query_changes(conn, ChangeFilter()))) == 6
 
 

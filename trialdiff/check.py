@@ -105,19 +105,23 @@ def _check_study(
         yield f"{nct_id}: snapshots are not numbered 1..{count}"
     digest = None
     markup = None
+    lazy = False
     for snapshot_id, seq, stored_hash, delta, this_markup in rows:
         totals.snapshots += 1
         before = dict(fields)
-        if delta is None:  # a lazy baseline: its content is the study's raw record
-            if seq != 1 or len(rows) != 1:
-                yield f"{nct_id}: snapshot {seq} has no content but is not a lone baseline"
+        if delta is None:  # a lazy baseline: its content is the study's first raw record
+            if seq != 1:
+                yield f"{nct_id}: snapshot {seq} has no content but is not the first"
             fields = study_fields(conn, nct_id, seq)
             if not fields:
                 yield f"{nct_id}: its baseline's raw record is missing"
-            # Nothing to compare a lazy baseline's hash with: the study's is NULL too.
-            stored_hash = study_hash = content_hash(fields)
+            lazy = True
         else:
             apply_delta(fields, delta)
+        if lazy and stored_hash is None:
+            # A chain rooted in a lazy baseline keeps NULL hashes (the study's too): computed.
+            stored_hash = content_hash(fields)
+            study_hash = stored_hash if seq == len(rows) and study_hash is None else study_hash
         if seq > 1 and fields == before:
             yield f"{nct_id}: snapshot {seq} repeats the content of snapshot {seq - 1}"
         digest = content_hash(fields)

@@ -21,7 +21,7 @@ import sqlite_utils
 
 _LEDGER = """create temp table if not exists input_ledger (
     nct_id text primary key, label text, gate text, state text, study_row text,
-    last_seen text, record blob, record_at text, max_snapshot integer)"""
+    last_seen text, record blob, record_at text, max_snapshot integer, base blob)"""
 
 
 class InputLedger:
@@ -46,19 +46,19 @@ class InputLedger:
         )
         row = cursor.fetchone()
         study_row = dict(zip([d[0] for d in cursor.description], row, strict=True)) if row else None
-        record: tuple[Any, ...] = (None, None)
+        record: tuple[Any, ...] = (None, None, None)
         if study_row is not None and study_row["raw_hash"] != gate:  # its record will be replaced
             record = self.db.execute(
-                "select record, observed_at from records where nct_id = ?", [nct_id]
-            ).fetchone() or (None, None)
+                "select record, observed_at, base from records where nct_id = ?", [nct_id]
+            ).fetchone() or (None, None, None)
         (max_snapshot,) = self.db.execute(
             "select coalesce(max(id), 0) from snapshots where nct_id = ?", [nct_id]
         ).fetchone()
         last_seen = study_row.pop("last_seen_at") if study_row else None
         self.db.execute(
-            "insert into temp.input_ledger values (?, ?, ?, 'saved', ?, ?, ?, ?, ?)",
+            "insert into temp.input_ledger values (?, ?, ?, 'saved', ?, ?, ?, ?, ?, ?)",
             [nct_id, label, gate, json.dumps(study_row) if study_row else None, last_seen,
-             *record, max_snapshot],
+             *record[:2], max_snapshot, record[2]],
         )
 
     def failed(self, nct_id: str) -> None:
@@ -70,8 +70,8 @@ class InputLedger:
         """Undo the first copy's write; return the changes it had stored, by kind."""
         self.db.execute("update temp.input_ledger set state = 'conflict' where nct_id = ?",
                         [nct_id])
-        study_row, last_seen, record, record_at, max_snapshot = self.db.execute(
-            "select study_row, last_seen, record, record_at, max_snapshot "
+        study_row, last_seen, record, record_at, max_snapshot, base = self.db.execute(
+            "select study_row, last_seen, record, record_at, max_snapshot, base "
             "from temp.input_ledger where nct_id = ?", [nct_id],
         ).fetchone()
         added = "select id from snapshots where nct_id = ? and id > ?"
@@ -99,6 +99,6 @@ class InputLedger:
         self.db.execute("update sightings set last_seen_at = ? where nct_id = ?",
                         [last_seen, nct_id])
         if record is not None:
-            self.db.execute("update records set record = ?, observed_at = ? where nct_id = ?",
-                            [record, record_at, nct_id])
+            self.db.execute("update records set record = ?, observed_at = ?, base = ? "
+                            "where nct_id = ?", [record, record_at, base, nct_id])
         return undone

@@ -104,7 +104,8 @@ def rewrite_history(
         if previous is not None and previous.fields == snapshot.fields:
             continue  # same content: a snapshot is stored only when content changes
         seq += 1
-        store_snapshot(db, snapshot, previous, seq, run_id, diff_snapshots(previous, snapshot))
+        store_snapshot(db, snapshot, previous, seq, run_id, diff_snapshots(previous, snapshot),
+                       snapshot.content_hash)
         previous = snapshot
     if previous is not None:
         update_study(db, nct_id, {

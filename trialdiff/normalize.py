@@ -239,6 +239,47 @@ def extract_fields(
     return out
 
 
+Unit = tuple[str, ...]  # a module of a known section, (section, module); else (top-level key,)
+
+
+def record_units(study: Mapping[str, Any]) -> dict[Unit, Any]:
+    """Split a record into the units its fields come from, each mapped on its own.
+
+    Every field path and fallback path comes from inside one module of a known section (or
+    one top-level key), so a record's fields are the union of its units' fields: a unit
+    whose value did not move keeps the fields it had.
+    """
+    units: dict[Unit, Any] = {}
+    for key, value in study.items():
+        if key in _FALLBACK_DEPTH and isinstance(value, dict):
+            for module, child in value.items():
+                units[(key, module)] = child
+        else:
+            units[(key,)] = value
+    return units
+
+
+def moved_units(old: Mapping[Unit, Any], new: Mapping[Unit, Any]) -> set[Unit]:
+    """Return the units whose value differs between two records' units (or is in one only)."""
+    moved = {unit for unit, value in new.items() if old.get(unit, _MISSING) != value}
+    return moved | (old.keys() - new.keys())
+
+
+def unit_fields(units: Mapping[Unit, Any], only: set[Unit], markup: str = "markdown"
+                ) -> dict[str, str]:
+    """Return the fields some units of a record hold (extract_fields of just those units)."""
+    record: dict[str, Any] = {}
+    for unit in sorted(only):
+        if unit not in units:
+            continue
+        if len(unit) == 1:
+            record[unit[0]] = units[unit]
+        else:
+            record.setdefault(unit[0], {})[unit[1]] = units[unit]
+    return extract_fields(record, markup=markup)
+
+
+_MISSING = object()
 _TAG = re.compile(r"<[^>]*>")
 _WORD = re.compile(r"\w+")
 # A Markdown list item's number: HTML numbers <ol> items itself, so `1.` is markup, not words.

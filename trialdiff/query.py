@@ -18,12 +18,17 @@ from typing import Any
 
 import orjson
 
+from . import codec
 from .errors import DatabaseError, UsageError
 from .model import FieldChange, Snapshot, content_hash
 from .normalize import extract_fields
 
-KNOWN_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4})
+KNOWN_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4, 5})
 Connection = sqlite3.Connection | Any  # a sqlite3 connection, or sqlite-utils' Database
+
+
+class ReaderConnection(sqlite3.Connection):
+    """A sqlite3 connection that can hold a weak reference (codec caches dictionaries by it)."""
 
 
 def connect_readonly(path: str) -> sqlite3.Connection:
@@ -32,7 +37,7 @@ def connect_readonly(path: str) -> sqlite3.Connection:
         raise DatabaseError(f"no database at {path}: run `trialdiff import` or `trialdiff sync`")
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
-                               isolation_level=None)
+                               isolation_level=None, factory=ReaderConnection)
         # Under WAL, a read transaction keeps the snapshot its first read saw until it ends
         # (the connection closes), whatever a writer commits meanwhile.
         conn.execute("begin")
@@ -79,8 +84,8 @@ def apply_delta(fields: dict[str, str], delta: bytes | str) -> None:
 def study_fields(conn: Connection, nct_id: str, upto_seq: int | None = None) -> dict[str, str]:
     """Rebuild a study's fields as of a snapshot (default: the latest) by folding deltas.
 
-    A lazy baseline (delta NULL: a first snapshot never canonicalised, because its study has
-    not changed since) is read from the study's raw record.
+    A lazy baseline (delta NULL: a first snapshot never canonicalised) is read from the
+    study's first raw record.
     """
     sql = "select delta, markup from snapshots where nct_id = ?"
     params: list[Any] = [nct_id]
@@ -90,7 +95,7 @@ def study_fields(conn: Connection, nct_id: str, upto_seq: int | None = None) -> 
     fields: dict[str, str] = {}
     for delta, markup in conn.execute(sql + " order by seq", params).fetchall():
         if delta is None:
-            record = latest_record(conn, nct_id)
+            record = baseline_record(conn, nct_id)
             fields = extract_fields(record, markup=markup or "markdown") if record else {}
         else:
             apply_delta(fields, delta)
@@ -166,7 +171,8 @@ def snapshots_of(conn: Connection, nct_id: str) -> list[dict[str, Any]]:
     names = [d[0] for d in cursor.description]
     rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     for row in rows:
-        if row["content_hash"] is None:  # a lazy baseline: its hash is its record's
+        if row["content_hash"] is None:  # a lazy chain: its hash is its fields'
+
             row["content_hash"] = content_hash(study_fields(conn, nct_id, row["seq"]))
     return rows
 
@@ -211,10 +217,32 @@ def study_row(conn: Connection, nct_id: str) -> dict[str, Any] | None:
 
 def latest_record(conn: Connection, nct_id: str) -> dict[str, Any] | None:
     """Return the latest raw record stored for a study, or None."""
-    row = conn.execute("select record from records where nct_id = ?", [nct_id]).fetchone()
+    row = _record_row(conn, nct_id, "record, base")
     if row is None:
         return None
-    record: dict[str, Any] = orjson.loads(zlib.decompress(row[0]))
+    base = codec.decompress(conn, row[1]) if row[1] is not None else None
+    record: dict[str, Any] = orjson.loads(codec.decompress(conn, row[0], base))
+    return record
+
+
+def _record_row(conn: Connection, nct_id: str, columns: str) -> Any:
+    """Return a study's records row; a read-only file of schema 4 or older has no `base`."""
+    try:
+        return conn.execute(f"select {columns} from records where nct_id = ?",
+                            [nct_id]).fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such column: base" not in str(exc):
+            raise
+        row = conn.execute("select record from records where nct_id = ?", [nct_id]).fetchone()
+        return None if row is None else (row[0], None)
+
+
+def baseline_record(conn: Connection, nct_id: str) -> dict[str, Any] | None:
+    """Return the record a study's lazy first snapshot stands for: its first stored record."""
+    row = _record_row(conn, nct_id, "coalesce(base, record)")
+    if row is None:
+        return None
+    record: dict[str, Any] = orjson.loads(codec.decompress(conn, row[0]))
     return record
 
 

@@ -10,7 +10,7 @@ import sqlite_utils
 
 from .errors import DatabaseError, UsageError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class Table(NamedTuple):
@@ -74,9 +74,19 @@ SCHEMA: tuple[Table, ...] = (
     Table("records", "nct_id", (
         ("nct_id", str, "the study"),
         ("observed_at", str, "when this record was stored"),
-        ("record", bytes, "zlib of the latest raw record's JSON, derivedSection left out"),
+        ("record", bytes, "the latest raw record's JSON, derivedSection left out: zstd with the "
+                          "trained dictionary its frame names, or, when `base` is set, zstd "
+                          "against `base`'s record (zlib before schema 5)"),
         ("etag", str, "the ETag `/studies/{id}` sent with this record; sync sends it back as "
                       "If-None-Match, and a 304 means seen, unchanged"),
+        ("base", bytes, "the study's first record, once a later one replaced it (compressed "
+                        "as `record` was): a lazy first snapshot's content"),
+    )),
+    Table("dictionaries", "id", (
+        ("id", int, "the zstd dictionary id that record frames name"),
+        ("trained_at", str, "when it was trained"),
+        ("samples", int, "how many of the database's records it was trained on"),
+        ("dictionary", bytes, "the zstd dictionary; kept for as long as any row names it"),
     )),
     Table("runs", "id", (
         ("id", int, "row id"),
@@ -179,9 +189,46 @@ def _v3_to_v4(db: sqlite_utils.Database) -> None:
             db.execute(f"alter table {table} add column {column} TEXT")
 
 
+def _v4_to_v5(db: sqlite_utils.Database) -> None:
+    """Keep a study's first record as `base`, and recompress zlib records with zstd.
+
+    Records of studies that never changed are their lazy baselines, so each row is
+    recompressed as it is (no `base`). A dictionary is trained first on up to 300 of the
+    records, in its own commit; then rows are converted 500 to a commit, so a killed
+    migration resumes where it stopped. The file shrinks after `VACUUM`.
+    """
+    from . import codec  # zstandard is imported only by the steps that compress
+    from .model import utc_timestamp
+
+    if db["records"].exists() and "base" not in db["records"].columns_dict:
+        db.execute("alter table records add column base BLOB")
+    create_table(db, next(t for t in SCHEMA if t.name == "dictionaries"))
+    if not db["records"].exists():
+        return
+    zlib_rows = "substr(record, 1, 4) != x'28b52ffd'"
+    if codec.current_dictionary(db) is None:
+        (count,) = db.execute("select count(*) from records").fetchone()
+        step = max(1, count // codec.MAX_SAMPLES)
+        samples = [codec.decompress(db, blob) for (blob,) in db.execute(
+            f"select record from records where rowid % {step} = 0 limit {codec.MAX_SAMPLES}")]
+        db.execute("begin immediate")
+        codec.train(db, samples, utc_timestamp())
+        db.execute("commit")
+    while True:
+        rows = db.execute(f"select nct_id, record from records where {zlib_rows} "
+                          "limit 500").fetchall()
+        if not rows:
+            break
+        db.execute("begin immediate")
+        for nct_id, blob in rows:
+            db.execute("update records set record = ? where nct_id = ?",
+                       [codec.compress(db, codec.decompress(db, blob)), nct_id])
+        db.execute("commit")
+
+
 # Upgrades from each older schema version; each function takes the database one version up.
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
-    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4,
+    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5,
 }
 
 

@@ -9,7 +9,6 @@ release is not fetched again. It yields what happened; the CLI prints it.
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -30,6 +29,7 @@ from .fetch import (
 )
 from .model import Event, PageDone
 from .normalize import study_id
+from .query import latest_record
 from .sources import SourceItem
 from .store import Observation, RunTotals, save_studies, transaction
 
@@ -249,7 +249,7 @@ def _sync_one(run: _Run, nct_id: str) -> Iterator[Outcome]:
     where = f"/studies/{nct_id}"
     if answer.unchanged and row is not None:  # seen, unchanged: the stored record stands in
         run.seen.add(nct_id)
-        yield from run.save([json.loads(zlib.decompress(row[1]))], where)
+        yield from run.save([latest_record(run.db, nct_id) or {}], where)
         yield PageDone(1, "tracked studies")
     elif answer.study is not None:
         run.seen.update(answered_ids(answer.study) | {nct_id})

@@ -1,0 +1,178 @@
+"""Heavy days and storage against git (issue 15): one run, the same data, side by side.
+
+Day 0 bootstraps N studies; day 1 is a typical day (0.5% edited), days 2 and 3 are heavy days
+(10% edited), day 4 is a reformat day (every record's text rewritten, as when the registry
+moved to Markdown). Every day every record is re-stamped (versionHolder). Each day: the floor
+(parse+hash every record) twice, `trialdiff import` as a process (time, peak RSS), the
+database's size, and git scraping of the same N studies (add, commit, gc --aggressive).
+
+    /work/venvs/perf/bin/python benchmarks/heavy.py --studies 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from contenders import GitScraper, run_measured
+from run import HERE, clean, db_bytes, freeze_code, trialdiff_argv
+from workload import REAL_DIR, Config, Study, Templates, Workload, day_date, nct
+
+import report
+
+# (name, edit share) per day after day 0; "reformat" rewrites every record's text.
+SCHEDULE: tuple[tuple[str, float], ...] = (
+    ("typical", 0.005), ("heavy", 0.10), ("heavy", 0.10), ("reformat", 0.0),
+)
+TEXT_MODULES = ("descriptionModule", "eligibilityModule", "outcomesModule")
+
+
+def reformat(value: Any) -> Any:
+    """Rewrite a text as a markup migration would: line breaks doubled, `* ` bullets as `- `."""
+    if isinstance(value, str):
+        return value.replace("\n", "\n\n").replace("* ", "- ")
+    if isinstance(value, dict):
+        return {key: reformat(child) for key, child in value.items()}
+    if isinstance(value, list):
+        return [reformat(child) for child in value]
+    return value
+
+
+class Scenarios(Workload):
+    """The issue-5 workload with a per-day edit share and a reformat day."""
+
+    def edited(self, day: int) -> list[int]:
+        """Return the indexes of the studies a day edits (its scheduled share)."""
+        name, share = SCHEDULE[day - 1]
+        if name == "reformat":
+            return []
+        count = max(1, round(self.config.studies * share))
+        return sorted(self.rng(1, day).sample(range(self.config.studies), count))
+
+    def lines(self, day: int) -> Iterator[tuple[int, bytes, list[str] | None]]:
+        """Yield a day's lines; a reformat day rewrites every record's text modules."""
+        if day == 0 or SCHEDULE[day - 1][0] != "reformat":
+            yield from super().lines(day)
+            return
+        for index, line, _ in super().lines(day):
+            study: Study = orjson.loads(line)
+            protocol = study.get("protocolSection", {})
+            for name in TEXT_MODULES:
+                if name in protocol:
+                    protocol[name] = reformat(protocol[name])
+            yield index, orjson.dumps(study), ["reformat"]
+
+
+def main() -> None:
+    """Run the scenario days and write HEAVY.md and heavy.json next to RESULTS.md."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--studies", type=int, default=5_000)
+    p.add_argument("--work", type=Path, default=HERE / "work")
+    p.add_argument("--real", type=Path, default=REAL_DIR)
+    p.add_argument("--seed", type=int, default=5)
+    p.add_argument("--out", type=Path, default=HERE)
+    args = p.parse_args()
+    work: Path = args.work.resolve()
+    clean(work)
+    code = freeze_code(work)
+    config = Config(args.studies, len(SCHEDULE), 0.005, 0.10, 10_000, args.seed, work)
+    workload = Scenarios(config, Templates.load(args.real))
+    git = GitScraper(work / "git")
+    db = work / "bench.db"
+    floor = [sys.executable, str(HERE / "contenders.py"), "floor"]
+    days: list[dict[str, Any]] = []
+    for day in range(len(SCHEDULE) + 1):
+        manifest = workload.write_day(day, git.tree, args.studies)
+        folder = config.day_dir(day)
+        at = f"{manifest['date']}T07:00:00.000Z"
+        first = run_measured([*floor, str(folder)])
+        imported = run_measured([*trialdiff_argv(), "--db", str(db), "import", "--at", at,
+                                 str(folder)], stdout=work / "logs" / f"import-{day:02d}.out")
+        second = run_measured([*floor, str(folder)])
+        g = git.commit_day(at.replace(".000Z", "+00:00"))
+        row = {"day": day, "scenario": SCHEDULE[day - 1][0] if day else "bootstrap",
+               "edited": len(manifest["edited"]), "input_bytes": manifest["bytes"],
+               "floor_seconds": min(first.seconds, second.seconds),
+               "import": imported.as_dict(), "db_bytes": db_bytes(db),
+               "git_packed_bytes": g["packed_bytes"], "git_gc_seconds": g["gc"]["seconds"]}
+        row["ratio"] = round(imported.seconds / row["floor_seconds"], 3)
+        days.append(row)
+        print(f"day {day} {row['scenario']}: floor {row['floor_seconds']:.2f} s, import "
+              f"{imported.seconds:.2f} s ({row['ratio']:.2f}x), RSS {imported.peak_rss_mb:.0f} "
+              f"MB, db {row['db_bytes'] / 1e6:.2f} MB, git {g['packed_bytes'] / 1e6:.2f} MB",
+              flush=True)
+        if day:
+            shutil.rmtree(config.day_dir(day - 1))
+            config.subset(day - 1).unlink(missing_ok=True)
+    result = {"command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name,
+                                                            *sys.argv]),
+              "studies": args.studies, "machine": {**report.machine(), "code_sha256": code},
+              "days": days, "targets": targets(days)}
+    (args.out / "heavy.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / "HEAVY.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+def growth(days: list[dict[str, Any]], key: str, first: int, last: int) -> int:
+    """Return how much a size grew from the day before `first` to day `last`."""
+    return int(days[last][key] - days[first - 1][key])
+
+
+def targets(days: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return issue 15's targets with their measured ratios."""
+    out = []
+
+    def add(name: str, goal: float, value: float, shown: str) -> None:
+        out.append({"target": name, "goal": f"<= {goal}x", "value": round(value, 3),
+                    "shown": shown, "pass": value <= goal})
+
+    for day, name, goal in ((1, "typical day (0.5% edited), import vs the floor", 1.5),
+                            (2, "heavy day (10% edited), import vs the floor", 2.0),
+                            (3, "second heavy day, import vs the floor", 2.0),
+                            (4, "reformat day (every record's text), import vs the floor", 4.0)):
+        d = days[day]
+        add(name, goal, d["ratio"], f"{d['import']['seconds']:.2f} s / {d['floor_seconds']:.2f} s")
+    rss = days[4]["import"]["peak_rss_mb"]
+    out.append({"target": "reformat day, peak RSS", "goal": "<= 300 MB", "value": rss,
+                "shown": f"{rss:.0f} MB", "pass": rss <= 300})
+    d0 = days[0]
+    add("database after day 0 vs git gc --aggressive", 0.75,
+        d0["db_bytes"] / d0["git_packed_bytes"],
+        f"{d0['db_bytes'] / 1e6:.2f} MB / {d0['git_packed_bytes'] / 1e6:.2f} MB")
+    ours, theirs = growth(days, "db_bytes", 2, 3), growth(days, "git_packed_bytes", 2, 3)
+    add("growth over two heavy days vs git's packed growth", 1.0, ours / theirs,
+        f"{ours / 1e6:.2f} MB / {theirs / 1e6:.2f} MB")
+    ours, theirs = growth(days, "db_bytes", 1, 1), growth(days, "git_packed_bytes", 1, 1)
+    add("typical day, growth vs git", 0.5, ours / theirs,
+        f"{ours / 1e6:.3f} MB / {theirs / 1e6:.3f} MB")
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """Return the scenario results as Markdown."""
+    m = result["machine"]
+    lines = [f"Run with `{result['command']}`: {result['studies']:,} studies, code "
+             f"{m.get('commit', '?')} (sha256 {m['code_sha256']}).", "",
+             "| target | goal | measured | ratio | pass |", "|---|---|---|---|---|"]
+    for t in result["targets"]:
+        lines.append(f"| {t['target']} | {t['goal']} | {t['shown']} | {t['value']} | "
+                     f"{'yes' if t['pass'] else 'no'} |")
+    lines += ["", "| day | scenario | edited | floor s | import s | import/floor | peak RSS MB "
+              "| DB MB | .git MB (gc --aggressive) |", "|---|---|---|---|---|---|---|---|---|"]
+    for d in result["days"]:
+        lines.append(f"| {d['day']} | {d['scenario']} | {d['edited']:,} | "
+                     f"{d['floor_seconds']:.2f} | {d['import']['seconds']:.2f} | {d['ratio']:.2f} "
+                     f"| {d['import']['peak_rss_mb']:.0f} | {d['db_bytes'] / 1e6:.2f} | "
+                     f"{d['git_packed_bytes'] / 1e6:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
