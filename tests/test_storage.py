@@ -1,0 +1,151 @@
+"""How records and snapshots are stored: module gating, trained zstd, schema 5's migration."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import zstandard
+from conftest import FIXTURES, real_records, version_pair
+from test_reliability import ENV, changes_of, run
+
+from trialdiff.codec import ZSTD_MAGIC
+from trialdiff.normalize import extract_fields, record_units, unit_fields
+from trialdiff.query import baseline_record, latest_record, study_fields
+
+RECORDS = real_records()
+
+
+def clones(count: int, edit: bool = False) -> list[dict[str, Any]]:
+    """Return real records under new ids; `edit` moves every third one's status module."""
+    out = []
+    for number in range(count):
+        record = copy.deepcopy(RECORDS[number % len(RECORDS)])
+        record["protocolSection"]["identificationModule"]["nctId"] = f"NCT9{number:07d}"
+        if edit and number % 3 == 0:
+            record["protocolSection"]["statusModule"]["overallStatus"] = "SUSPENDED"
+        out.append(record)
+    return out
+
+
+def write_day(folder: Path, records: list[dict[str, Any]]) -> Path:
+    """Write records as one JSON file each; return the folder."""
+    folder.mkdir()
+    for number, record in enumerate(records):
+        (folder / f"{number:04d}.json").write_text(json.dumps(record))
+    return folder
+
+
+def no_derived(record: dict[str, Any]) -> dict[str, Any]:
+    """Return a record as stored: without its derivedSection."""
+    return {k: v for k, v in record.items() if k != "derivedSection"}
+
+
+def test_a_records_fields_are_the_union_of_its_modules_fields() -> None:
+    records = RECORDS + [r for p in sorted((FIXTURES / "versions").iterdir())
+                         for r in version_pair(p.name)]
+    for record in records:
+        units = record_units(record)
+        assert unit_fields(units, set(units)) == extract_fields(record)
+        merged: dict[str, str] = {}
+        for unit in units:
+            part = unit_fields(units, {unit})
+            assert not merged.keys() & part.keys()  # no field comes from two modules
+            merged.update(part)
+        assert merged == extract_fields(record)
+
+
+def test_an_import_trains_a_dictionary_and_stores_changed_records_against_their_first(
+    tmp_path: Path,
+) -> None:
+    db = str(tmp_path / "t.db")
+    day1, day2 = clones(112), clones(112, edit=True)
+    assert run(db, "import", "--at", "2026-05-11", str(write_day(tmp_path / "d1", day1)))[0] == 0
+    assert run(db, "import", "--at", "2026-05-12", str(write_day(tmp_path / "d2", day2)))[0] == 0
+    conn = sqlite3.connect(db)
+    (dict_id, samples), = conn.execute("select id, samples from dictionaries").fetchall()
+    assert (dict_id, samples) == (1, 112)
+    for (blob,) in conn.execute("select record from records where base is null"):
+        assert zstandard.get_frame_parameters(blob).dict_id == dict_id
+    bases = conn.execute("select nct_id from records where base is not null").fetchall()
+    edited = [n for n, (old, new) in enumerate(zip(day1, day2, strict=True)) if old != new]
+    assert len(bases) == len(edited) > 30  # the edited third (a few were suspended already)
+    for number, (old, new) in enumerate(zip(day1, day2, strict=True)):
+        nct_id = f"NCT9{number:07d}"
+        assert latest_record(conn, nct_id) == no_derived(new)
+        assert baseline_record(conn, nct_id) == no_derived(old)
+        assert study_fields(conn, nct_id) == extract_fields(new)
+    lazy = conn.execute("select count(*) from snapshots where delta is null").fetchone()[0]
+    assert lazy == 112  # no first snapshot was canonicalised into a stored baseline
+    assert len(changes_of(db)) == len(edited) and run(db, "check")[0] == 0
+
+
+def make_v4(db: str) -> None:
+    """Turn a fresh schema-5 database into what schema 4 stored: zlib records, no base."""
+    conn = sqlite3.connect(db)
+    from trialdiff.query import latest_record as read
+
+    rows = [(nct_id, read(conn, nct_id)) for (nct_id,) in conn.execute(
+        "select nct_id from records")]
+    for nct_id, record in rows:
+        raw = json.dumps(record, separators=(",", ":")).encode()
+        conn.execute("update records set record = ? where nct_id = ?",
+                     [zlib.compress(raw, 1), nct_id])
+    conn.execute("alter table records drop column base")
+    conn.execute("drop table dictionaries")
+    conn.execute("update meta set value = '4' where key = 'schema_version'")
+    conn.commit()
+    conn.close()
+
+
+def _import(db: str, folder: Path, at: str) -> subprocess.Popen[bytes]:
+    """Start a real `trialdiff import` process (it migrates the file first)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "trialdiff", "--db", db, "import", "--at", at, str(folder)],
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def test_a_v4_database_is_converted_in_place_and_a_killed_migration_resumes(
+    tmp_path: Path,
+) -> None:
+    day1 = write_day(tmp_path / "d1", clones(224))
+    day2 = write_day(tmp_path / "d2", clones(224, edit=True))
+    v4 = str(tmp_path / "v4.db")
+    assert run(v4, "import", "--at", "2026-05-11", str(day1))[0] == 0
+    make_v4(v4)
+    reference = str(tmp_path / "reference.db")
+    Path(reference).write_bytes(Path(v4).read_bytes())
+    assert _import(reference, day2, "2026-05-12").wait() == 0
+    expected = changes_of(reference)
+    assert len(expected) == sum(a != b for a, b in zip(clones(224), clones(224, True),
+                                                       strict=True)) > 60
+    rng = random.Random(15)
+    for trial in range(4):
+        crashed = str(tmp_path / f"crashed{trial}.db")
+        Path(crashed).write_bytes(Path(v4).read_bytes())
+        process = _import(crashed, day2, "2026-05-12")
+        time.sleep(rng.uniform(0.4, 1.6))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        conn = sqlite3.connect(crashed)
+        assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
+        conn.close()
+        assert _import(crashed, day2, "2026-05-12").wait() == 0
+        assert changes_of(crashed) == expected
+        assert run(crashed, "check")[0] == 0
+        conn = sqlite3.connect(crashed)
+        assert conn.execute("select value from meta where key = 'schema_version'").fetchone()[0] \
+            == "5"
+        blobs = [blob for (blob,) in conn.execute("select record from records")]
+        assert all(blob.startswith(ZSTD_MAGIC) for blob in blobs) and len(blobs) == 224
+        assert conn.execute("select count(*) from dictionaries").fetchone()[0] == 1
