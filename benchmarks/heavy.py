@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import report
 from contenders import GitScraper, run_measured
 from run import HERE, clean, db_bytes, freeze_code, trialdiff_argv
-from workload import REAL_DIR, Config, Study, Templates, Workload, day_date, nct
-
-import report
+from workload import REAL_DIR, Config, Study, Templates, Workload
 
 # (name, edit share) per day after day 0; "reformat" rewrites every record's text.
 SCHEDULE: tuple[tuple[str, float], ...] = (
@@ -78,25 +77,27 @@ def main() -> None:
     p.add_argument("--real", type=Path, default=REAL_DIR)
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--out", type=Path, default=HERE)
+    p.add_argument("--skip-git", action="store_true", help="trialdiff and the floor only")
     args = p.parse_args()
     work: Path = args.work.resolve()
     clean(work)
     code = freeze_code(work)
     config = Config(args.studies, len(SCHEDULE), 0.005, 0.10, 10_000, args.seed, work)
     workload = Scenarios(config, Templates.load(args.real))
-    git = GitScraper(work / "git")
+    git = None if args.skip_git else GitScraper(work / "git")
     db = work / "bench.db"
     floor = [sys.executable, str(HERE / "contenders.py"), "floor"]
     days: list[dict[str, Any]] = []
     for day in range(len(SCHEDULE) + 1):
-        manifest = workload.write_day(day, git.tree, args.studies)
+        manifest = workload.write_day(day, git.tree if git else None, args.studies)
         folder = config.day_dir(day)
         at = f"{manifest['date']}T07:00:00.000Z"
         first = run_measured([*floor, str(folder)])
         imported = run_measured([*trialdiff_argv(), "--db", str(db), "import", "--at", at,
                                  str(folder)], stdout=work / "logs" / f"import-{day:02d}.out")
         second = run_measured([*floor, str(folder)])
-        g = git.commit_day(at.replace(".000Z", "+00:00"))
+        g = (git.commit_day(at.replace(".000Z", "+00:00")) if git
+             else {"packed_bytes": 1, "gc": {"seconds": 0.0}})
         row = {"day": day, "scenario": SCHEDULE[day - 1][0] if day else "bootstrap",
                "edited": len(manifest["edited"]), "input_bytes": manifest["bytes"],
                "floor_seconds": min(first.seconds, second.seconds),

@@ -31,7 +31,6 @@ from typing import Any
 import orjson
 
 
-
 def find_real_dir() -> Path:
     """Return shared/ctgov-real/v2 from the nearest parent folder that has it (any checkout)."""
     here = Path(__file__).resolve()

@@ -210,7 +210,8 @@ def _v4_to_v5(db: sqlite_utils.Database) -> None:
         (count,) = db.execute("select count(*) from records").fetchone()
         step = max(1, count // codec.MAX_SAMPLES)
         samples = [codec.decompress(db, blob) for (blob,) in db.execute(
-            f"select record from records where rowid % {step} = 0 limit {codec.MAX_SAMPLES}")]
+            f"select coalesce(base, record) from records where rowid % {step} = 0 "
+            f"limit {codec.MAX_SAMPLES}")]
         db.execute("begin immediate")
         codec.train(db, samples, utc_timestamp())
         db.execute("commit")
@@ -261,6 +262,9 @@ def open_db(path: str) -> sqlite_utils.Database:
         except UsageError:
             conn.close()
             raise
+        # A new file gets 16 KB pages: compressed records of 2-5 KB pack several to a page
+        # (with 4 KB pages each takes a page and a half). An existing file keeps its own.
+        conn.execute("PRAGMA page_size=16384")
         conn.execute("PRAGMA journal_mode=WAL")
         # WAL with synchronous=NORMAL survives a killed process, which is what cron meets.
         conn.execute("PRAGMA synchronous=NORMAL")
