@@ -33,7 +33,8 @@ SCHEMA: tuple[Table, ...] = (
         ("first_seen_at", str, "first observation, ISO 8601 UTC"),
         ("last_changed_at", str, "observation time of the latest snapshot"),
         ("snapshot_count", int, "number of stored snapshots"),
-        ("content_hash", str, "SHA-256 of the latest snapshot's fields in canonical JSON"),
+        ("content_hash", str, "SHA-256 of the latest snapshot's fields in canonical JSON; NULL "
+                              "while the study's chain starts at a lazy baseline"),
         ("raw_hash", str, "hash of the latest record's bytes without derivedSection: the gate"),
         ("brief_title", str, "from the latest record, for readable changelogs"),
         ("overall_status", str, "from the latest record"),
@@ -51,13 +52,14 @@ SCHEMA: tuple[Table, ...] = (
         ("seq", int, "1, 2, ... per study, in observation order"),
         ("observed_at", str, "when this version was observed (backfill: the day it went "
                              "public)"),
-        ("content_hash", str, "SHA-256 of the fields as rebuilt at this snapshot"),
+        ("content_hash", str, "SHA-256 of the fields as rebuilt at this snapshot; NULL in a "
+                              "chain rooted in a lazy baseline (readers compute it)"),
         ("source", str, "import, sync or backfill"),
         ("source_version", int, "the registry's version number, for backfilled versions"),
         ("run_id", int, "the run that stored it"),
         ("delta", bytes, "zlib of JSON {path: canonical value, or null when removed} since the "
                          "previous snapshot; NULL for a lazy baseline, whose content is the "
-                         "raw record in `records`"),
+                         "study's first raw record (`records.base`, else `records.record`)"),
         ("markup", str, "the record's text markup: markdown (API v2) or html (record history)"),
     ), unique=(("nct_id", "seq"),)),
     Table("changes", "id", (

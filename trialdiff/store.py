@@ -1,10 +1,11 @@
 """Keep snapshots and changes in SQLite (sqlite-utils): the writers.
 
-A study gets a new snapshot only when its tracked content hash changes, git-history style; the
+A study gets a new snapshot only when its tracked content changes, git-history style; the
 snapshot stores only the fields that changed since the one before, so any stored version's
-fields are rebuilt by folding deltas. A study's first snapshot is lazy: it keeps the raw record
-and is canonicalised only when the study first changes. Each change row carries its old and
-new values, so the changelog is readable straight from the file.
+fields are rebuilt by folding deltas. A study's first snapshot is lazy: its content is the
+study's first raw record, kept (as `records.base`) once later ones replace it. A change is
+found by canonicalising only the top-level modules whose bytes moved. Each change row carries
+its old and new values, so the changelog is readable straight from the file.
 """
 
 from __future__ import annotations
@@ -73,8 +74,7 @@ def make_delta(old: Mapping[str, str], new: Mapping[str, str]) -> bytes:
 def pack_delta(delta: Mapping[str, str]) -> bytes:
     """Return a {path: canonical JSON} delta as stored: zlib of its canonical JSON.
 
-    Compressed, because a study's first change stores its whole baseline, and results
-    sections are large; a day's database growth stays below git's packed growth this way.
+    Compressed, because results sections are large (and backfill stores whole baselines).
     """
     return zlib.compress(fields_json(delta).encode("utf-8"), 6)
 
