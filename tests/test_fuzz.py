@@ -55,6 +55,8 @@ def bent_records(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
     record = copy.deepcopy(original)
     for _ in range(draw(st.integers(min_value=1, max_value=4))):
         paths = _paths(record)
+        if not paths:  # every key was deleted: nothing left to bend
+            break
         keys = draw(st.sampled_from(paths))
         node: Any = record
         for key in keys[:-1]:
