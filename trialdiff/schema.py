@@ -264,9 +264,6 @@ def open_db(path: str) -> sqlite_utils.Database:
         except UsageError:
             conn.close()
             raise
-        # A new file gets 16 KB pages: compressed records of 2-5 KB pack several to a page
-        # (with 4 KB pages each takes a page and a half). An existing file keeps its own.
-        conn.execute("PRAGMA page_size=16384")
         conn.execute("PRAGMA journal_mode=WAL")
         # WAL with synchronous=NORMAL survives a killed process, which is what cron meets.
         conn.execute("PRAGMA synchronous=NORMAL")
