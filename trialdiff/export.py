@@ -31,7 +31,8 @@ from urllib.parse import quote
 from .fields import LOCATION_PREFIX, field_kind, order_key
 from .meaning import NONE, Annotated, annotate, describe_facts, site_counts, sites_phrase
 from .model import FieldChange
-from .report import ARROW, MARKS, clip, date_text, short, site_text, visible, word_diff
+from .report import ARROW, date_text, short, site_text, visible
+from .worddiff import MARKS, clip, word_diff
 
 CSV_COLUMNS: Final = ("nct_id", "path", "kind", "detected_at", "old", "new", "severity",
                       "facts")
