@@ -202,7 +202,7 @@ def test_empty_exports_are_well_formed() -> None:
     assert to_csv([]).startswith('"nct_id"') and from_csv(to_csv([])) == []
     assert "_No field changes._" in to_markdown([])
     feed = ET.fromstring(to_atom([]))
-    assert feed.findtext(f"{A}updated") == "1970-01-01T00:00:00.000Z"
+    assert feed.findtext(f"{A}updated") == export.FEED_EPOCH == "2024-01-01T00:00:00.000Z"
     assert feed.findall(f"{A}entry") == []
 
 

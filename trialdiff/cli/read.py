@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
@@ -97,28 +97,42 @@ def changes(ctx: click.Context, /, fmt: str, min_severity: str | None, output: s
       trialdiff changes NCT05827016 --path status --format json
       trialdiff changes --days 7 --min-severity major --format atom -o feed.xml
     """
-    from ..export import to_atom, to_csv, to_json, to_markdown, to_ndjson
-    from ..meaning import filter_severity
-    from ..query import query_changes, study_titles
+    from dataclasses import replace
+
+    from .. import export
+    from ..query import StudyTitles, last_observed, query_changes
 
     conn = reader(ctx)
-    found = list(query_changes(conn, _change_filter(**filters)))
-    if min_severity:
-        found = filter_severity(found, min_severity)
-    titles = study_titles(conn, {c.nct_id for c in found}) if fmt in ("md", "atom") else {}
-    text = {
-        "json": lambda: to_json(found),
-        "ndjson": lambda: to_ndjson(found),
-        "csv": lambda: to_csv(found),
-        "md": lambda: to_markdown(found, titles=titles),
-        "atom": lambda: to_atom(found, titles=titles),
-    }[fmt]()
+    where = _change_filter(**filters)
+    # Streamed from the database one study-observation at a time: memory stays flat
+    # however many changes there are. Markdown and Atom read newest day first.
+    by_day = fmt in ("md", "atom")
+    groups = export.annotated_stream(
+        query_changes(conn, replace(where, order="day-newest" if by_day else "oldest")),
+        min_severity, by_day=by_day)
+    chunks: Iterable[str]
+    if fmt == "md":
+        chunks = export.iter_markdown(groups, titles=StudyTitles(conn))
+    elif fmt == "atom":
+        # The feed is as new as its newest change; an empty one, as the last observation.
+        newest = next(export.annotated_stream(
+            query_changes(conn, replace(where, order="newest")), min_severity), None)
+        updated = max(a.change.detected_at for a in newest) if newest else (
+            last_observed(conn) or export.FEED_EPOCH)
+        chunks = export.iter_atom(groups, updated, titles=StudyTitles(conn))
+    else:
+        chunks = (export.iter_json(groups) if fmt == "json" else
+                  export.iter_ndjson(groups) if fmt == "ndjson" else export.iter_csv(groups))
     if output:
         from ..site import write_atomic
 
-        write_atomic(output, text)
+        write_atomic(output, chunks)
     else:
-        click.echo(text, nl=False)
+        import sys
+
+        for chunk in chunks:
+            sys.stdout.write(chunk)
+        sys.stdout.flush()
 
 
 @cli.command()
