@@ -215,3 +215,44 @@ def test_md_code_spans_hold_any_text(text: str) -> None:
     tokens = _markdown_tokens(f"x {export.md_code(text)} y")
     spans = [t.content for t in tokens if t.type == "code_inline"]
     assert spans == [visible(text) or " "]
+
+
+def _exports_benchmark() -> Any:
+    """Load benchmarks/exports.py, which builds the database of copied real changes."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("exports_benchmark",
+                                                  ROOT / "benchmarks" / "exports.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def growing_databases(tmp_path_factory: Any) -> tuple[Any, dict[int, Any]]:
+    """Return the benchmark module and databases of ~1,000 and ~6,000 copied real changes."""
+    bench = _exports_benchmark()
+    folder = tmp_path_factory.mktemp("growing")
+    databases = {}
+    for count in (1_000, 6_000):
+        databases[count] = folder / f"{count}.db"
+        assert bench.build_database(databases[count], count) >= count
+    return bench, databases
+
+
+@pytest.mark.parametrize("fmt", ["json", "md"])
+def test_export_memory_stays_flat_as_the_changelog_grows(
+        tmp_path: Any, growing_databases: tuple[Any, dict[int, Any]], fmt: str) -> None:
+    # The sample archive's 528 real changes copied 2 and 12 times: the in-memory export grew
+    # by ~7 KB a change (1.78 GB for 243,692); streamed, six times the changes cost no more.
+    bench, databases = growing_databases
+    rss = {count: bench.export_rss(db, fmt, tmp_path)[0] for count, db in databases.items()}
+    assert rss[6_000] < rss[1_000] * 1.2, rss
+    text = (tmp_path / f"out.{fmt}").read_text(encoding="utf-8")
+    if fmt == "json":
+        assert len(json.loads(text)) >= 6_000
+    else:
+        assert text.count("\n- `") >= 6_000
