@@ -32,6 +32,7 @@ from trialdiff.report import (
     report_markdown,
     resolve_pair,
     resolve_ref,
+    summary,
     visible,
 )
 from trialdiff.worddiff import Segment, clip, marked, word_diff
@@ -294,3 +295,20 @@ def test_diff_and_markdown_changes_of_a_blown_up_real_record_render_fast(
         assert time.perf_counter() - start < 3, args
         assert result.exit_code == 0 and "NCT05827016" in result.output
         assert len(result.output) < 60_000  # long rewritten runs are shortened
+
+
+def test_counts_of_one_take_the_singular() -> None:
+    # NCT05827016's real 2024 -> 2025 status change alone: one changed field, one study-day.
+    from trialdiff.export import to_atom, to_markdown
+    from trialdiff.render import plural, recent_section
+
+    report = sample_report("NCT05827016", lambda path: path == "status.overallStatus")
+    assert summary(report) == "1 changed field: 1 major, 0 minor, 0 info"
+    changes = [item.change for item in report.changes]
+    assert "1 field change: 1 major" in to_markdown(changes)
+    assert "1 field change (1 major)" in to_atom(changes)
+    assert recent_section(changes, 1).startswith("## Recent Field Changes (last 1 day)")
+    assert "in the last 1 day._" in recent_section([], 1)
+    assert recent_section([], 30).startswith("## Recent Field Changes (last 30 days)")
+    assert [plural(n, "study") for n in (0, 1, 2)] == ["0 studies", "1 study", "2 studies"]
+    assert plural(1, "attempt") + ", " + plural(3, "attempt") == "1 attempt, 3 attempts"

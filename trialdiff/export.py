@@ -39,6 +39,7 @@ from .meaning import (
     sites_phrase,
 )
 from .model import FieldChange
+from .render import plural
 from .report import ARROW, date_text, short, site_text, visible
 from .worddiff import MARKS, clip, word_diff
 
@@ -286,10 +287,9 @@ def markdown_line(item: Annotated, with_sites: bool = True) -> str:
 
 def study_summary(items: Sequence[Annotated]) -> str:
     """Return `3 field changes: 1 major, 2 minor, 0 info` plus site counts when any."""
-    noun = "field change" if len(items) == 1 else "field changes"
     by = ", ".join(f"{sum(1 for a in items if a.severity == level)} {level}"
                    for level in ("major", "minor", "info"))
-    text = f"{len(items)} {noun}: {by}"
+    text = f"{plural(len(items), 'field change')}: {by}"
     counts = site_counts(a.change for a in items)
     if counts:
         text += "; " + "; ".join(sites_phrase(c) for c in counts.values())
@@ -358,8 +358,7 @@ def entry_title(nct_id: str, day: str, items: Sequence[Annotated], name: str | N
     if any(item.facts.get("results_posted") for item in items):
         headline.append("results posted")
     major = sum(1 for item in items if item.severity == "major")
-    noun = "field change" if len(items) == 1 else "field changes"
-    counts = f"{len(items)} {noun}" + (f" ({major} major)" if major else "")
+    counts = plural(len(items), "field change") + (f" ({major} major)" if major else "")
     study = f"{nct_id} {name}" if name else nct_id
     return visible(f"{study} on {day}: " + "; ".join([*headline, counts]))
 

@@ -28,6 +28,7 @@ from .meaning import (
     sites_phrase,
 )
 from .model import FieldChange, Snapshot, utc_timestamp
+from .render import plural
 from .worddiff import ELLIPSIS, EXACT_CELLS, Segment, clip, marked, word_diff
 
 if TYPE_CHECKING:
@@ -271,7 +272,8 @@ def summary(report: DiffReport) -> str:
         return "no field changes"
     by = {level: sum(1 for r in report.rows if r.severity == level)
           for level in ("major", "minor", "info")}
-    text = f"{len(report.rows)} changed fields: " + ", ".join(f"{n} {k}" for k, n in by.items())
+    text = plural(len(report.rows), "changed field") + ": " + ", ".join(
+        f"{n} {k}" for k, n in by.items())
     if any(report.sites):
         text += "; " + sites_phrase(report.sites)
     return text
