@@ -256,3 +256,68 @@ def test_export_memory_stays_flat_as_the_changelog_grows(
         assert len(json.loads(text)) >= 6_000
     else:
         assert text.count("\n- `") >= 6_000
+
+
+def _import_sample(tmp_path: Any, bend: Any = None) -> str:
+    """Import the quickstart archive (its 2025 NCT05827016 record bent by `bend`) via the CLI."""
+    import shutil
+
+    from click.testing import CliRunner
+    from conftest import SAMPLE
+
+    from trialdiff.cli import cli
+
+    archive = tmp_path / "archive"
+    shutil.copytree(SAMPLE, archive)
+    if bend is not None:
+        path = archive / "2025-07-07" / "NCT05827016.json"
+        record = json.loads(path.read_text(encoding="utf-8"))
+        bend(record["protocolSection"])
+        path.write_text(json.dumps(record), encoding="utf-8")
+    db = str(tmp_path / "t.db")
+    assert CliRunner().invoke(cli, ["--db", db, "import", str(archive)]).exit_code == 0
+    return db
+
+
+@pytest.mark.parametrize("odd", [["COMPLETED", "RECRUITING"], {"x": 1}, "R" * 100_000])
+def test_an_odd_status_is_stored_checked_and_served_by_every_read_path(
+        tmp_path: Any, odd: Any) -> None:
+    from click.testing import CliRunner
+
+    from trialdiff.cli import cli
+
+    def bend(section: dict[str, Any]) -> None:
+        section["statusModule"]["overallStatus"] = odd
+
+    db = _import_sample(tmp_path, bend)
+    runner = CliRunner()
+    check = runner.invoke(cli, ["--db", db, "check"])
+    assert check.exit_code == 0 and "; 0 problems" in check.output
+    for fmt in ("json", "ndjson", "csv", "md", "atom"):
+        result = runner.invoke(cli, ["--db", db, "changes", "--format", fmt])
+        assert result.exit_code == 0 and "status.overallStatus" in result.output, result.output
+    status = [c for c in json.loads(runner.invoke(cli, ["--db", db, "changes"]).output)
+              if c["path"] == "status.overallStatus"]
+    assert status[0]["new"] == odd
+    assert (status[0]["facts"] == {}) == (not isinstance(odd, str))  # a huge string is a word
+    assert status[0]["severity"] == "major"  # rule 2: the overall status changed
+    for fmt in ("text", "md", "json"):
+        result = runner.invoke(cli, ["--db", db, "diff", "NCT05827016", "--format", fmt])
+        assert result.exit_code == 0 and result.stderr_bytes in (b"", None), result.output
+
+
+def test_an_empty_feed_is_dated_by_the_last_observation(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from trialdiff.cli import cli
+
+    db = _import_sample(tmp_path)
+    result = CliRunner().invoke(cli, ["--db", db, "changes", "--format", "atom",
+                                      "--path", "nothing.here"])
+    feed = ET.fromstring(result.output)
+    assert feed.findall(f"{A}entry") == []
+    assert feed.findtext(f"{A}updated") == "2025-07-07T00:00:00.000Z"  # the archive's last day
+    full = ET.fromstring(CliRunner().invoke(cli, ["--db", db, "changes", "--format", "atom"]
+                                            ).output)
+    assert full.findtext(f"{A}updated") == max(
+        e.findtext(f"{A}updated", "") for e in full.findall(f"{A}entry"))
