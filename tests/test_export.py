@@ -321,3 +321,19 @@ def test_an_empty_feed_is_dated_by_the_last_observation(tmp_path: Any) -> None:
                                             ).output)
     assert full.findtext(f"{A}updated") == max(
         e.findtext(f"{A}updated", "") for e in full.findall(f"{A}entry"))
+
+
+def test_a_reader_that_stops_early_ends_the_stream_quietly(tmp_path: Any) -> None:
+    # `trialdiff changes | head`: the 528 real changes (~400 KB) outgrow the pipe's buffer.
+    import subprocess
+    import sys
+
+    db = _import_sample(tmp_path)
+    process = subprocess.Popen([sys.executable, "-m", "trialdiff", "--db", db, "changes",
+                                "--format", "ndjson"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.read(100).startswith(b'{"detail"')
+    process.stdout.close()
+    assert process.wait(timeout=60) == 0
+    assert process.stderr.read() == b""
