@@ -55,13 +55,13 @@ def build_database(path: Path, changes: int) -> int:
     return total
 
 
-def peak_rss_mb(args: list[str]) -> tuple[float, float]:
+def peak_rss_mb(args: list[str], cwd: Path | None = None) -> tuple[float, float]:
     """Run a command in a fresh process and return its child's peak RSS (MB) and seconds."""
     probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
              "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
              "time.perf_counter() - t)")
-    out = subprocess.run([sys.executable, "-c", probe, *args], check=True,
+    out = subprocess.run([sys.executable, "-c", probe, *args], check=True, cwd=cwd,
                          capture_output=True, text=True).stdout.split()
     return int(out[0]) / 1024, float(out[1])
 
@@ -70,9 +70,11 @@ def export_rss(db: Path, fmt: str, work: Path, code: str | None = None) -> tuple
     """Return peak RSS (MB) and seconds of one `changes --format fmt -o FILE`."""
     # `code`: a folder holding another trialdiff package (say, `git archive` of the commit
     # before streaming), run instead of the installed one.
+    # Run from `work`: `python -m` puts the current folder first on sys.path, and a checkout's
+    # own trialdiff there would shadow `code`.
     prefix = ["env", f"PYTHONPATH={code}"] if code else []
     return peak_rss_mb([*prefix, sys.executable, "-m", "trialdiff", "--db", str(db), "changes",
-                        "--format", fmt, "-o", str(work / f"out.{fmt}")])
+                        "--format", fmt, "-o", str(work / f"out.{fmt}")], cwd=work)
 
 
 def long_word_diff() -> dict[str, float]:

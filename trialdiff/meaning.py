@@ -260,7 +260,7 @@ def site_counts(changes: Iterable[FieldChange]) -> dict[tuple[str, str], SiteCou
     """Return site counts per (nct_id, detected_at), i.e. per study per observation."""
     tally: dict[tuple[str, str], dict[str, int]] = {}
     for change in changes:
-        if change.path.startswith(LOCATION_PREFIX):
+        if change.path.startswith(LOCATION_PREFIX) and change.kind in SiteCounts._fields:
             counts = tally.setdefault((change.nct_id, change.detected_at), {})
             counts[change.kind] = counts.get(change.kind, 0) + 1
     return {key: SiteCounts(**counts) for key, counts in sorted(tally.items())}
