@@ -439,6 +439,32 @@ def to_atom(
                              self_href=self_href, titles=titles))
 
 
+def stream_export(
+    fmt: str,
+    fetch: Callable[[str], Iterable[FieldChange]],
+    minimum: str | None = None,
+    titles: Mapping[str, str] | None = None,
+    last_seen: str | None = None,
+) -> Iterator[str]:
+    """Yield one format's text piece by piece from changes `fetch(order)` reads as they come.
+
+    `fetch` takes a CHANGE_ORDERS key of query.py. Memory holds one study-observation (or
+    study-day) at a time. An empty feed is dated `last_seen` (the database's last
+    observation), else FEED_EPOCH.
+    """
+    if fmt in ("json", "ndjson", "csv"):
+        groups = annotated_stream(fetch("oldest"), minimum)
+        render = {"json": iter_json, "ndjson": iter_ndjson, "csv": iter_csv}[fmt]
+        return render(groups)
+    groups = annotated_stream(fetch("day-newest"), minimum, by_day=True)
+    if fmt == "md":
+        return iter_markdown(groups, titles=titles)
+    # The feed is as new as its newest change: the first kept group, newest first.
+    newest = next(annotated_stream(fetch("newest"), minimum), None)
+    updated = max(a.change.detected_at for a in newest) if newest else last_seen
+    return iter_atom(groups, updated or FEED_EPOCH, titles=titles)
+
+
 EXPORTERS: Final[dict[str, Callable[[Iterable[FieldChange]], str]]] = {
     "json": to_json,
     "ndjson": to_ndjson,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -99,30 +99,14 @@ def changes(ctx: click.Context, /, fmt: str, min_severity: str | None, output: s
     """
     from dataclasses import replace
 
-    from .. import export
+    from ..export import stream_export
     from ..query import StudyTitles, last_observed, query_changes
 
     conn = reader(ctx)
     where = _change_filter(**filters)
-    # Streamed from the database one study-observation at a time: memory stays flat
-    # however many changes there are. Markdown and Atom read newest day first.
-    by_day = fmt in ("md", "atom")
-    groups = export.annotated_stream(
-        query_changes(conn, replace(where, order="day-newest" if by_day else "oldest")),
-        min_severity, by_day=by_day)
-    chunks: Iterable[str]
-    if fmt == "md":
-        chunks = export.iter_markdown(groups, titles=StudyTitles(conn))
-    elif fmt == "atom":
-        # The feed is as new as its newest change; an empty one, as the last observation.
-        newest = next(export.annotated_stream(
-            query_changes(conn, replace(where, order="newest")), min_severity), None)
-        updated = max(a.change.detected_at for a in newest) if newest else (
-            last_observed(conn) or export.FEED_EPOCH)
-        chunks = export.iter_atom(groups, updated, titles=StudyTitles(conn))
-    else:
-        chunks = (export.iter_json(groups) if fmt == "json" else
-                  export.iter_ndjson(groups) if fmt == "ndjson" else export.iter_csv(groups))
+    chunks = stream_export(fmt, lambda order: query_changes(conn, replace(where, order=order)),
+                           min_severity, StudyTitles(conn),
+                           last_observed(conn) if fmt == "atom" else None)
     if output:
         from ..site import write_atomic
 
