@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import time
 from collections.abc import Callable
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,19 +25,17 @@ from trialdiff.model import FieldChange, Snapshot
 from trialdiff.normalize import extract_fields
 from trialdiff.report import (
     DiffReport,
-    Segment,
     build_report,
     build_row,
-    clip,
-    marked,
     render_report,
     report_json,
     report_markdown,
     resolve_pair,
     resolve_ref,
+    summary,
     visible,
-    word_diff,
 )
+from trialdiff.worddiff import Segment, clip, marked, word_diff
 
 GOLDEN = ROOT / "tests" / "golden"
 SAMPLE = ROOT / "snapshots" / "sample"
@@ -215,3 +216,99 @@ def test_golden_files_are_in_the_repository() -> None:
     assert sorted(p.name for p in GOLDEN.glob("report-*")) == [
         "report-NCT04280705.txt", "report-NCT05827016.txt", "report-NCT06060392.md",
         "report-NCT06060392.txt"]
+
+
+def _real_words() -> list[str]:
+    """Return the words of every fixture record's criteria and detailed description."""
+    words = []
+    for path in sorted((ROOT / "tests" / "fixtures" / "v2").glob("*.json")):
+        section = json.loads(path.read_text(encoding="utf-8"))["protocolSection"]
+        words += section.get("eligibilityModule", {}).get("eligibilityCriteria", "").split()
+        words += section.get("descriptionModule", {}).get("detailedDescription", "").split()
+    return words
+
+
+def _edited(words: list[str], edits: int, seed: int = 12) -> list[str]:
+    """Return a copy of words with scattered substitutions, deletions and insertions."""
+    out, rng = words[:], random.Random(seed)
+    for number in range(edits):
+        at = rng.randrange(len(out))
+        if number % 3 == 0:
+            out[at] = f"EDITED{number}"
+        elif number % 3 == 1:
+            del out[at]
+        else:
+            out.insert(at, f"INSERTED{number}")
+    return out
+
+
+def _timed_diff(old: list[str], new: list[str]) -> tuple[list[Segment], float]:
+    """Return the word diff of two word lists and the seconds it took, checking it is whole."""
+    start = time.perf_counter()
+    segments = word_diff(" ".join(old), " ".join(new))
+    spent = time.perf_counter() - start
+    assert [w for s in segments if s.op != "insert" for w in s.words] == old
+    assert [w for s in segments if s.op != "delete" for w in s.words] == new
+    return segments, spent
+
+
+def test_word_diff_of_long_real_text_is_bounded_and_finds_the_edits() -> None:
+    # 28 real records' criteria and descriptions as one 11,759-word text: beyond difflib's
+    # size, so the anchored path runs; it must find the 60 scattered edits, not rewrite it all.
+    words = _real_words()
+    assert len(words) > 10_000
+    segments, spent = _timed_diff(words, _edited(words, 60))
+    assert spent < 1.5
+    assert sum(len(s.words) for s in segments if s.op != "equal") <= 3 * 60
+
+
+def test_word_diff_of_a_60000_word_repeated_text_falls_back_in_bounded_time() -> None:
+    # The same real text repeated to 60,000 words has no word that occurs once: the diff
+    # may fall back to coarser runs but must stay correct and fast (difflib took ~10 s).
+    words = (_real_words() * 6)[:60_000]
+    segments, spent = _timed_diff(words, _edited(words, 50))
+    assert spent < 1.5
+    shown = clip(segments)
+    assert max(len(s.words) for s in shown) <= 2 * 150 + 1
+
+
+def test_diff_and_markdown_changes_of_a_blown_up_real_record_render_fast(
+        tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from trialdiff.cli import cli
+
+    record = json.loads((SAMPLE / "2025-07-07" / "NCT05827016.json").read_text())
+    words = (_real_words() * 6)[:60_000]
+    for day, text in (("2025-07-01", words), ("2025-07-07", _edited(words, 50))):
+        record["protocolSection"]["descriptionModule"]["detailedDescription"] = " ".join(text)
+        folder = tmp_path / "archive" / day
+        folder.mkdir(parents=True)
+        (folder / "NCT05827016.json").write_text(json.dumps(record), encoding="utf-8")
+    db = str(tmp_path / "big.db")
+    assert CliRunner().invoke(cli, ["--db", db, "import", str(tmp_path / "archive")]
+                              ).exit_code == 0
+    for args in (["diff", "NCT05827016"], ["diff", "NCT05827016", "--format", "md"],
+                 ["changes", "--format", "md"]):
+        start = time.perf_counter()
+        result = CliRunner().invoke(cli, ["--db", db, *args])
+        assert time.perf_counter() - start < 3, args
+        assert result.exit_code == 0 and "NCT05827016" in result.output
+        assert len(result.output) < 60_000  # long rewritten runs are shortened
+
+
+def test_counts_of_one_take_the_singular() -> None:
+    # NCT05827016's real 2024 -> 2025 status change alone: one changed field, one study-day.
+    from trialdiff.export import to_atom, to_markdown
+    from trialdiff.render import plural, recent_section
+
+    report = sample_report("NCT05827016", lambda path: path == "status.overallStatus")
+    assert summary(report) == "1 changed field: 1 major, 0 minor, 0 info"
+    changes = [item.change for item in report.changes]
+    assert "1 field change: 1 major" in to_markdown(changes)
+    assert "1 field change (1 major)" in to_atom(changes)
+    assert recent_section(changes, 1).startswith("## Recent Field Changes (last 1 day)")
+    assert "in the last 1 day._" in recent_section([], 1)
+    assert recent_section([], 30).startswith("## Recent Field Changes (last 30 days)")
+    assert [plural(n, "study") for n in (0, 1, 2)] == ["0 studies", "1 study", "2 studies"]
+    assert plural(1, "attempt") + ", " + plural(3, "attempt") == "1 attempt, 3 attempts"

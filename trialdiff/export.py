@@ -23,15 +23,25 @@ import io
 import json
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import groupby
 from typing import Any, Final
 from urllib.parse import quote
 
 from .fields import LOCATION_PREFIX, field_kind, order_key
-from .meaning import NONE, Annotated, annotate, describe_facts, site_counts, sites_phrase
+from .meaning import (
+    NONE,
+    Annotated,
+    annotate,
+    describe_facts,
+    filter_severity,
+    site_counts,
+    sites_phrase,
+)
 from .model import FieldChange
-from .report import ARROW, MARKS, clip, date_text, short, site_text, visible, word_diff
+from .render import plural
+from .report import ARROW, date_text, short, site_text, visible
+from .worddiff import MARKS, clip, word_diff
 
 CSV_COLUMNS: Final = ("nct_id", "path", "kind", "detected_at", "old", "new", "severity",
                       "facts")
@@ -41,6 +51,9 @@ STUDY_URL: Final = "https://clinicaltrials.gov/study/"
 ATOM_NS: Final = "http://www.w3.org/2005/Atom"
 # RFC 4151 tag URIs name an authority and a date; sites should pass their own domain.
 DEFAULT_TAG_AUTHORITY: Final = "trialdiff,2024"
+# An empty feed from an empty database is dated by the tag authority's date: the first day
+# trialdiff existed, so it is older than anything a feed reader has seen from it, never 1970.
+FEED_EPOCH: Final = "2024-01-01T00:00:00.000Z"
 VALUE_WIDTH: Final = 120  # longest value an export line shows; JSON/NDJSON/CSV carry all
 ITEM_WIDTH: Final = 300  # list items (outcome measures) often differ only near their end
 
@@ -52,6 +65,43 @@ def ordered(changes: Iterable[FieldChange]) -> list[FieldChange]:
     return sorted(changes, key=lambda c: (c.detected_at, c.nct_id, order_key(c.path)))
 
 
+def annotated_stream(
+    changes: Iterable[FieldChange], minimum: str | None = None, by_day: bool = False
+) -> Iterator[list[Annotated]]:
+    """Yield annotated changes one study-observation (or study-day) at a time, kept in order.
+
+    The input must come grouped: oldest first then by study (query_changes' order), or with
+    `by_day`, by UTC day then study (its `day-newest` order). Each group is put in rule 7's
+    order, filtered by `minimum` severity, and annotated, so memory holds one group at a time.
+    """
+    def key(change: FieldChange) -> tuple[str, str]:
+        return (change.detected_at[:10] if by_day else change.detected_at, change.nct_id)
+
+    for _, group in groupby(changes, key=key):
+        out: list[Annotated] = []
+        for _, seen in groupby(group, key=lambda c: c.detected_at):
+            observation = sorted(seen, key=lambda c: order_key(c.path))
+            if minimum is not None:
+                observation = filter_severity(observation, minimum)
+            out += annotate(observation)
+        if out:
+            yield sorted(out, key=lambda a: (order_key(a.change.path), a.change.detected_at))
+
+
+def _groups(changes: Iterable[FieldChange], by_day: bool = False) -> Iterator[list[Annotated]]:
+    """Return annotate(ordered(changes)) in groups, whatever order the changes come in."""
+    if by_day:
+        ranked = sorted(changes, key=lambda c: (c.nct_id, c.detected_at))
+        ranked.sort(key=lambda c: c.detected_at[:10], reverse=True)
+        return annotated_stream(ranked, by_day=True)
+    return annotated_stream(ordered(changes))
+
+
+def _flat(groups: Iterable[list[Annotated]]) -> Iterator[Annotated]:
+    """Return the items of the groups one after another."""
+    return (item for group in groups for item in group)
+
+
 def record(item: Annotated) -> dict[str, Any]:
     """Return one change as the JSON object every format carries."""
     return {**item.change.as_dict(), "facts": item.facts, "severity": item.severity}
@@ -59,7 +109,7 @@ def record(item: Annotated) -> dict[str, Any]:
 
 def records(changes: Iterable[FieldChange]) -> list[dict[str, Any]]:
     """Return the changes as JSON objects, in export order."""
-    return [record(item) for item in annotate(ordered(changes))]
+    return [record(item) for item in _flat(_groups(changes))]
 
 
 _RAW_BREAKS: Final = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
@@ -72,14 +122,32 @@ def json_text(value: Any, **options: Any) -> str:
     return text.translate(_RAW_BREAKS)
 
 
+def iter_json(groups: Iterable[list[Annotated]]) -> Iterator[str]:
+    """Yield a JSON array of the changes piece by piece: the text json.dumps(indent=2) gives."""
+    # json escapes every line break inside a string, so indenting each line by two spaces
+    # nests an item exactly as dumping the whole array would.
+    empty = True
+    for item in _flat(groups):
+        yield ("[\n" if empty else ",\n") + "  " + json_text(record(item), indent=2).replace(
+            "\n", "\n  ")
+        empty = False
+    yield "[]\n" if empty else "\n]\n"
+
+
+def iter_ndjson(groups: Iterable[list[Annotated]]) -> Iterator[str]:
+    """Yield newline-delimited JSON, one change a line."""
+    for item in _flat(groups):
+        yield json_text(record(item), separators=(",", ":")) + "\n"
+
+
 def to_json(changes: Iterable[FieldChange]) -> str:
     """Return the changes as a JSON array."""
-    return json_text(records(changes), indent=2) + "\n"
+    return "".join(iter_json(_groups(changes)))
 
 
 def to_ndjson(changes: Iterable[FieldChange]) -> str:
     """Return the changes as newline-delimited JSON, one change a line."""
-    return "".join(json_text(item, separators=(",", ":")) + "\n" for item in records(changes))
+    return "".join(iter_ndjson(_groups(changes)))
 
 
 def csv_cell(text: str) -> str:
@@ -99,15 +167,23 @@ def _json_cell(value: Any) -> str:
     return json_text(value, separators=(",", ":"))
 
 
-def to_csv(changes: Iterable[FieldChange]) -> str:
-    """Return the changes as CSV: a header, then one row per change, JSON in old/new/facts."""
+def iter_csv(groups: Iterable[list[Annotated]]) -> Iterator[str]:
+    """Yield CSV: a header, then one row per change, JSON in old/new/facts."""
     out = io.StringIO()
     writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
-    for item in records(changes):
+    for item in map(record, _flat(groups)):
         row = [_json_cell(item[c]) if c in _JSON_COLUMNS else str(item[c]) for c in CSV_COLUMNS]
         writer.writerow([csv_cell(cell) for cell in row])
-    return out.getvalue()
+        yield out.getvalue()
+        out.seek(0)
+        out.truncate()
+    yield out.getvalue()
+
+
+def to_csv(changes: Iterable[FieldChange]) -> str:
+    """Return the changes as CSV: a header, then one row per change, JSON in old/new/facts."""
+    return "".join(iter_csv(_groups(changes)))
 
 
 def from_csv(text: str) -> list[dict[str, Any]]:
@@ -209,25 +285,37 @@ def markdown_line(item: Annotated, with_sites: bool = True) -> str:
     return line + (" \u2014 " + md_text("; ".join(phrases)) if phrases else "")
 
 
-def _by_day_and_study(items: Sequence[Annotated]) -> list[tuple[str, str, list[Annotated]]]:
-    """Group annotated changes by UTC day (newest first), then study, each in rule 7 order."""
-    ranked = sorted(items, key=lambda a: (a.change.nct_id, order_key(a.change.path),
-                                          a.change.detected_at))
-    ranked.sort(key=lambda a: a.change.detected_at[:10], reverse=True)
-    return [(day, nct_id, list(group)) for (day, nct_id), group in
-            groupby(ranked, key=lambda a: (a.change.detected_at[:10], a.change.nct_id))]
-
-
 def study_summary(items: Sequence[Annotated]) -> str:
     """Return `3 field changes: 1 major, 2 minor, 0 info` plus site counts when any."""
-    noun = "field change" if len(items) == 1 else "field changes"
     by = ", ".join(f"{sum(1 for a in items if a.severity == level)} {level}"
                    for level in ("major", "minor", "info"))
-    text = f"{len(items)} {noun}: {by}"
+    text = f"{plural(len(items), 'field change')}: {by}"
     counts = site_counts(a.change for a in items)
     if counts:
         text += "; " + "; ".join(sites_phrase(c) for c in counts.values())
     return text
+
+
+def iter_markdown(
+    groups: Iterable[list[Annotated]],
+    title: str = "trialdiff changelog",
+    titles: Mapping[str, str] | None = None,
+) -> Iterator[str]:
+    """Yield a Markdown changelog from study-day groups (annotated_stream with by_day)."""
+    yield f"# {md_text(title)}\n"
+    current = ""
+    for items in groups:
+        day, nct_id = items[0].change.detected_at[:10], items[0].change.nct_id
+        if day != current:
+            yield f"\n## {md_text(day)}\n"
+            current = day
+        name = (titles or {}).get(nct_id)
+        out = ["", f"### {md_text(nct_id)}" + (f" \u2014 {md_text(name)}" if name else ""), "",
+               md_text(study_summary(items)), ""]
+        out += [markdown_line(item, with_sites=False) for item in items]
+        yield "\n".join(out) + "\n"
+    if not current:
+        yield "\n_No field changes._\n"
 
 
 def to_markdown(
@@ -236,20 +324,7 @@ def to_markdown(
     titles: Mapping[str, str] | None = None,
 ) -> str:
     """Return a Markdown changelog: by day (newest first), then study; a line per change."""
-    out = [f"# {md_text(title)}", ""]
-    groups = _by_day_and_study(annotate(ordered(changes)))
-    if not groups:
-        out += ["_No field changes._", ""]
-    current = ""
-    for day, nct_id, items in groups:
-        if day != current:
-            out += [f"## {md_text(day)}", ""]
-            current = day
-        name = (titles or {}).get(nct_id)
-        out += [f"### {md_text(nct_id)}" + (f" \u2014 {md_text(name)}" if name else ""), ""]
-        out += [md_text(study_summary(items)), ""]
-        out += [markdown_line(item, with_sites=False) for item in items] + [""]
-    return "\n".join(out).rstrip("\n") + "\n"
+    return "".join(iter_markdown(_groups(changes, by_day=True), title, titles))
 
 
 _XML_BAD = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -283,8 +358,7 @@ def entry_title(nct_id: str, day: str, items: Sequence[Annotated], name: str | N
     if any(item.facts.get("results_posted") for item in items):
         headline.append("results posted")
     major = sum(1 for item in items if item.severity == "major")
-    noun = "field change" if len(items) == 1 else "field changes"
-    counts = f"{len(items)} {noun}" + (f" ({major} major)" if major else "")
+    counts = plural(len(items), "field change") + (f" ({major} major)" if major else "")
     study = f"{nct_id} {name}" if name else nct_id
     return visible(f"{study} on {day}: " + "; ".join([*headline, counts]))
 
@@ -310,6 +384,43 @@ def _add(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
     return element
 
 
+def iter_atom(
+    groups: Iterable[list[Annotated]],
+    updated: str,
+    *,
+    feed_id: str | None = None,
+    title: str = "trialdiff: ClinicalTrials.gov field changes",
+    tag_authority: str = DEFAULT_TAG_AUTHORITY,
+    self_href: str | None = None,
+    titles: Mapping[str, str] | None = None,
+) -> Iterator[str]:
+    """Yield an Atom feed (RFC 4287) from study-day groups: one entry each, the diff inside."""
+    feed = ET.Element("feed", {"xmlns": ATOM_NS})
+    _add(feed, "id", feed_id or f"tag:{tag_authority}:changes")
+    _add(feed, "title", title)
+    _add(feed, "updated", updated)
+    if self_href:
+        _add(feed, "link", rel="self", type="application/atom+xml", href=self_href)
+    _add(_add(feed, "author"), "name", "trialdiff")
+    _add(feed, "generator", "trialdiff")
+    ET.indent(feed)
+    head, close = ET.tostring(feed, "unicode").rsplit("\n", 1)
+    yield '<?xml version="1.0" encoding="utf-8"?>\n' + head
+    for items in groups:
+        day, nct_id = items[0].change.detected_at[:10], items[0].change.nct_id
+        entry = ET.Element("entry")
+        # The id names the study and day only, so a later sync that day updates the entry.
+        _add(entry, "id", f"tag:{tag_authority}:{quote(nct_id, safe='')}/{day}")
+        _add(entry, "title", entry_title(nct_id, day, items, (titles or {}).get(nct_id)))
+        _add(entry, "updated", max(a.change.detected_at for a in items))
+        _add(entry, "link", rel="alternate", type="text/html",
+             href=STUDY_URL + quote(nct_id, safe=""))
+        _add(entry, "content", entry_html(items), type="html")
+        ET.indent(entry, level=1)  # as ET.indent(feed) would indent it inside the feed
+        yield "\n  " + ET.tostring(entry, "unicode")
+    yield "\n" + close + "\n"
+
+
 def to_atom(
     changes: Iterable[FieldChange],
     *,
@@ -320,28 +431,38 @@ def to_atom(
     self_href: str | None = None,
     titles: Mapping[str, str] | None = None,
 ) -> str:
-    """Return an Atom feed (RFC 4287): one entry per study per UTC day, the diff inside."""
-    groups = _by_day_and_study(annotate(ordered(changes)))
-    newest = max((a.change.detected_at for _, _, items in groups for a in items), default=None)
-    feed = ET.Element("feed", {"xmlns": ATOM_NS})
-    _add(feed, "id", feed_id or f"tag:{tag_authority}:changes")
-    _add(feed, "title", title)
-    _add(feed, "updated", updated or newest or "1970-01-01T00:00:00.000Z")
-    if self_href:
-        _add(feed, "link", rel="self", type="application/atom+xml", href=self_href)
-    _add(_add(feed, "author"), "name", "trialdiff")
-    _add(feed, "generator", "trialdiff")
-    for day, nct_id, items in groups:
-        entry = _add(feed, "entry")
-        # The id names the study and day only, so a later sync that day updates the entry.
-        _add(entry, "id", f"tag:{tag_authority}:{quote(nct_id, safe='')}/{day}")
-        _add(entry, "title", entry_title(nct_id, day, items, (titles or {}).get(nct_id)))
-        _add(entry, "updated", max(a.change.detected_at for a in items))
-        _add(entry, "link", rel="alternate", type="text/html",
-             href=STUDY_URL + quote(nct_id, safe=""))
-        _add(entry, "content", entry_html(items), type="html")
-    ET.indent(feed)
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(feed, "unicode") + "\n"
+    """Return an Atom feed: `updated` defaults to the newest change, or FEED_EPOCH if none."""
+    changes = list(changes)
+    newest = max((c.detected_at for c in changes), default=None)
+    return "".join(iter_atom(_groups(changes, by_day=True), updated or newest or FEED_EPOCH,
+                             feed_id=feed_id, title=title, tag_authority=tag_authority,
+                             self_href=self_href, titles=titles))
+
+
+def stream_export(
+    fmt: str,
+    fetch: Callable[[str], Iterable[FieldChange]],
+    minimum: str | None = None,
+    titles: Mapping[str, str] | None = None,
+    last_seen: str | None = None,
+) -> Iterator[str]:
+    """Yield one format's text piece by piece from changes `fetch(order)` reads as they come.
+
+    `fetch` takes a CHANGE_ORDERS key of query.py. Memory holds one study-observation (or
+    study-day) at a time. An empty feed is dated `last_seen` (the database's last
+    observation), else FEED_EPOCH.
+    """
+    if fmt in ("json", "ndjson", "csv"):
+        groups = annotated_stream(fetch("oldest"), minimum)
+        render = {"json": iter_json, "ndjson": iter_ndjson, "csv": iter_csv}[fmt]
+        return render(groups)
+    groups = annotated_stream(fetch("day-newest"), minimum, by_day=True)
+    if fmt == "md":
+        return iter_markdown(groups, titles=titles)
+    # The feed is as new as its newest change: the first kept group, newest first.
+    newest = next(annotated_stream(fetch("newest"), minimum), None)
+    updated = max(a.change.detected_at for a in newest) if newest else last_seen
+    return iter_atom(groups, updated or FEED_EPOCH, titles=titles)
 
 
 EXPORTERS: Final[dict[str, Callable[[Iterable[FieldChange]], str]]] = {

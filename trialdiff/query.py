@@ -120,6 +120,16 @@ class ChangeFilter:
     path_prefix: str | None = None
     kinds: tuple[str, ...] = ()
     limit: int | None = None
+    order: str = "oldest"  # a key of CHANGE_ORDERS
+
+
+# How query_changes may order its rows; each keeps a study's observation together, so an
+# export can stream them group by group.
+CHANGE_ORDERS = {
+    "oldest": "detected_at, nct_id, id",
+    "day-newest": "substr(detected_at, 1, 10) desc, nct_id, detected_at, id",
+    "newest": "detected_at desc, nct_id, id",
+}
 
 
 def query_changes(conn: Connection, where: ChangeFilter) -> Iterator[FieldChange]:
@@ -146,7 +156,7 @@ def query_changes(conn: Connection, where: ChangeFilter) -> Iterator[FieldChange
     sql = "select nct_id, path, kind, detected_at, old, new, detail from changes"
     if clauses:
         sql += " where " + " and ".join(clauses)
-    sql += " order by detected_at, nct_id, id"
+    sql += " order by " + CHANGE_ORDERS[where.order]
     if where.limit is not None:
         sql += f" limit {int(where.limit)}"
     cursor = conn.execute(sql, params)
@@ -218,16 +228,29 @@ def latest_record(conn: Connection, nct_id: str) -> dict[str, Any] | None:
     return record
 
 
-def study_titles(conn: Connection, nct_ids: set[str]) -> dict[str, str]:
-    """Return {nct_id: brief title} for the studies that have one."""
-    titles: dict[str, str] = {}
-    ordered = sorted(nct_ids)
-    for start in range(0, len(ordered), 500):  # SQLite caps the number of parameters
-        chunk = ordered[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        for nct_id, title in conn.execute(
-            f"select nct_id, brief_title from studies where nct_id in ({marks})", chunk
-        ):
-            if title:
-                titles[nct_id] = title
-    return titles
+def last_observed(conn: Connection) -> str | None:
+    """Return when the database last observed any study, or None when it never did."""
+    row = conn.execute("select max(last_seen_at) from sightings").fetchone()
+    return row[0] if row else None
+
+
+class StudyTitles(Mapping[str, str]):
+    """The studies' brief titles, read one at a time as asked, so an export holds none."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def __getitem__(self, nct_id: str) -> str:
+        row = self.conn.execute("select brief_title from studies where nct_id = ?",
+                                [nct_id]).fetchone()
+        if row is None or not row[0]:
+            raise KeyError(nct_id)
+        return str(row[0])
+
+    def __iter__(self) -> Iterator[str]:
+        return (row[0] for row in self.conn.execute(
+            "select nct_id from studies where brief_title is not null order by nct_id"))
+
+    def __len__(self) -> int:
+        return int(self.conn.execute(
+            "select count(*) from studies where brief_title is not null").fetchone()[0])

@@ -28,30 +28,17 @@ from .meaning import (
     sites_phrase,
 )
 from .model import FieldChange, Snapshot, utc_timestamp
+from .render import plural
+from .worddiff import ELLIPSIS, EXACT_CELLS, Segment, clip, marked, word_diff
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
 
-Op = Literal["equal", "delete", "insert"]
-ELLIPSIS: Final = "\u2026"
 ARROW: Final = "\u2192"
-MARKS: Final = {"equal": "{}", "delete": "[-{}-]", "insert": "{{+{}+}}"}  # git's word diff
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # Line and paragraph separators and bidi controls: not Cc, but they can reorder or break lines.
 _INVISIBLE = frozenset("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-class Segment(NamedTuple):
-    """A run of words the word diff keeps, deletes or inserts."""
-
-    op: Op
-    words: tuple[str, ...]
-
-    @property
-    def text(self) -> str:
-        """Return the run's words joined by single spaces."""
-        return " ".join(self.words)
 
 
 def visible(text: str) -> str:
@@ -68,47 +55,9 @@ def visible(text: str) -> str:
     return "".join(out)
 
 
-def word_diff(old: str, new: str) -> list[Segment]:
-    """Return a word-level diff of two texts (difflib on whitespace-separated words)."""
-    before, after = old.split(), new.split()
-    segments: list[Segment] = []
-    matcher = difflib.SequenceMatcher(None, before, after, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag == "equal":
-            segments.append(Segment("equal", tuple(before[i1:i2])))
-            continue
-        if i2 > i1:
-            segments.append(Segment("delete", tuple(before[i1:i2])))
-        if j2 > j1:
-            segments.append(Segment("insert", tuple(after[j1:j2])))
-    return segments
-
-
-def clip(segments: Sequence[Segment], context: int = 6) -> list[Segment]:
-    """Shorten unchanged runs to `context` words either side of a change, with an ellipsis."""
-    out = []
-    last = len(segments) - 1
-    for index, segment in enumerate(segments):
-        words = segment.words
-        if segment.op != "equal" or len(words) <= context:
-            out.append(segment)
-            continue
-        head = words[:context] if index > 0 else ()
-        tail = words[-context:] if index < last else ()
-        if index in (0, last) or len(words) > 2 * context:
-            words = (*head, ELLIPSIS, *tail) if head or tail else (ELLIPSIS,)
-        out.append(Segment("equal", words))
-    return out
-
-
 def _visible_diff(old: str, new: str) -> tuple[Segment, ...]:
     """Return the clipped word diff of two texts, control characters made visible."""
     return tuple(Segment(s.op, tuple(map(visible, s.words))) for s in clip(word_diff(old, new)))
-
-
-def marked(segments: Sequence[Segment]) -> str:
-    """Return a word diff as plain text with `[-deleted-]` and `{+inserted+}` markers."""
-    return " ".join(MARKS[segment.op].format(segment.text) for segment in segments)
 
 
 def short(value: Any, width: int = 60) -> str:
@@ -255,7 +204,13 @@ def _reworded(item: Any, candidates: Sequence[Any]) -> str | None:
     for candidate in candidates:
         if not isinstance(candidate, str):
             continue
-        ratio = difflib.SequenceMatcher(None, item.split(), candidate.split()).ratio()
+        words, other = item.split(), candidate.split()
+        if len(words) * len(other) > EXACT_CELLS:
+            continue  # too long to weigh in bounded time: shown as removed and added
+        matcher = difflib.SequenceMatcher(None, words, other)
+        if matcher.real_quick_ratio() <= score or matcher.quick_ratio() <= score:
+            continue
+        ratio = matcher.ratio()
         if ratio > score:
             best, score = candidate, ratio
     return best
@@ -317,7 +272,8 @@ def summary(report: DiffReport) -> str:
         return "no field changes"
     by = {level: sum(1 for r in report.rows if r.severity == level)
           for level in ("major", "minor", "info")}
-    text = f"{len(report.rows)} changed fields: " + ", ".join(f"{n} {k}" for k, n in by.items())
+    text = plural(len(report.rows), "changed field") + ": " + ", ".join(
+        f"{n} {k}" for k, n in by.items())
     if any(report.sites):
         text += "; " + sites_phrase(report.sites)
     return text

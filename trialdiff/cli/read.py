@@ -99,28 +99,32 @@ def changes(ctx: click.Context, /, fmt: str, min_severity: str | None, output: s
       trialdiff changes NCT05827016 --path status --format json
       trialdiff changes --days 7 --min-severity major --format atom -o feed.xml
     """
-    from ..export import to_atom, to_csv, to_json, to_markdown, to_ndjson
-    from ..meaning import filter_severity
-    from ..query import query_changes, study_titles
+    from dataclasses import replace
+
+    from ..export import stream_export
+    from ..query import StudyTitles, last_observed, query_changes
 
     conn = reader(ctx)
-    found = list(query_changes(conn, _change_filter(**filters)))
-    if min_severity:
-        found = filter_severity(found, min_severity)
-    titles = study_titles(conn, {c.nct_id for c in found}) if fmt in ("md", "atom") else {}
-    text = {
-        "json": lambda: to_json(found),
-        "ndjson": lambda: to_ndjson(found),
-        "csv": lambda: to_csv(found),
-        "md": lambda: to_markdown(found, titles=titles),
-        "atom": lambda: to_atom(found, titles=titles),
-    }[fmt]()
+    where = _change_filter(**filters)
+    chunks = stream_export(fmt, lambda order: query_changes(conn, replace(where, order=order)),
+                           min_severity, StudyTitles(conn),
+                           last_observed(conn) if fmt == "atom" else None)
     if output:
         from ..site import write_atomic
 
-        write_atomic(output, text)
+        write_atomic(output, chunks)
     else:
-        click.echo(text, nl=False)
+        import os
+        import sys
+
+        try:
+            for chunk in chunks:
+                sys.stdout.write(chunk)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader (`| head`) has had enough: stop quietly, as before streaming, and
+            # point stdout at /dev/null so the interpreter's final flush cannot fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @cli.command()
