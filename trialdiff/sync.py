@@ -21,6 +21,7 @@ from .model import Event, PageDone
 from .normalize import study_id
 from .sources import SourceItem
 from .store import Observation, RunTotals, save_studies, transaction
+from .watch import remember_members
 
 _QUERY_PREFIXES = ("query.", "filter.", "postFilter.", "aggFilters")
 
@@ -195,6 +196,9 @@ def _sync_query(
         params = incremental(params, since.isoformat())
     try:
         for page in fetch_pages(client, params):
+            with transaction(db):  # before the save, so a query watch sees its studies in scope
+                remember_members(db, query_id, [i for s in page if (i := study_id(s))],
+                                 observed_at)
             yield from save_studies(db, _items(page, expr), observed_at, totals, source="sync",
                                     run_id=run_id)
             yield PageDone(len(page), expr)

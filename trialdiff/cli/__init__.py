@@ -108,11 +108,16 @@ def setting_option(option: str) -> dict[str, Any]:
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--db", metavar="PATH", **setting_option("--db"))
 @click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
+@click.option("--secrets", metavar="PATH", **setting_option("--secrets"))
 @click.version_option(__version__, prog_name="trialdiff")
 @click.pass_context
-def cli(ctx: click.Context, db: str, debug: bool) -> None:
+def cli(ctx: click.Context, db: str, debug: bool, secrets: str) -> None:
     """Track what changed in ClinicalTrials.gov study records."""
     ctx.obj = Options(db=db, debug=debug)
+    if secrets:  # targets.py reads it from the environment, where the option may have put it
+        import os
+
+        os.environ["TRIALDIFF_SECRETS"] = secrets
 
 
 def reader(ctx: click.Context) -> sqlite3.Connection:
@@ -139,4 +144,4 @@ def main() -> None:
 
 
 # The commands register themselves on `cli` when their modules load.
-from . import read, write  # noqa: E402, F401
+from . import alerts, read, write  # noqa: E402, F401

@@ -10,6 +10,7 @@ import click
 
 from ..model import FieldChange, utc_timestamp
 from . import check_nct_ids, cli, fail, parse_timestamp, reader, setting_option, writer
+from .alerts import alert_options, deliver
 
 
 def _print_error(where: str, error: str | None) -> None:
@@ -120,9 +121,11 @@ def _wait_option(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--at", callback=parse_timestamp, help="Observation time, ISO 8601 (default: now).")
 @_wait_option
 @click.option("--summary", is_flag=True, help="Print only the summary line, not each change.")
+@alert_options
 @click.pass_context
 def import_command(
-    ctx: click.Context, paths: tuple[str, ...], at: str | None, wait: float, summary: bool
+    ctx: click.Context, paths: tuple[str, ...], at: str | None, wait: float, summary: bool,
+    **alert_settings: float,
 ) -> None:
     """Snapshot study records from files: JSON, API pages, lists, NDJSON, zip dumps, folders.
 
@@ -155,8 +158,9 @@ def import_command(
                                         run_id=run_id):
                 printer.show(outcome)
         finish_run(db, run_id, totals, utc_timestamp())
-    printer.finish(totals, news=True)
-    if totals.failed:
+        printer.finish(totals, news=True)
+        alert_failed = deliver(db, False, **alert_settings)
+    if totals.failed or alert_failed:
         ctx.exit(1)
 
 
@@ -193,9 +197,11 @@ def api_options(command: Callable[..., Any]) -> Callable[..., Any]:
               help="Also take in the registry history of newly tracked studies.")
 @_wait_option
 @api_options
+@alert_options
 @click.pass_context
 def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at: str | None,
-         quiet: bool, backfill_new: bool, wait: float, **api: Any) -> None:
+         quiet: bool, backfill_new: bool, wait: float, alert_timeout: float,
+         alert_backoff: float, alert_max_age: float, **api: Any) -> None:
     """Fetch the tracked studies and saved queries (plus any ids given) and save changes.
 
     \b
@@ -239,8 +245,9 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
         finally:
             finish_run(db, run_id, totals, utc_timestamp(), data_timestamp)
             printer.close()
-    printer.finish(totals, news=bool(totals.changes or events or totals.failed))
-    if totals.failed:
+        printer.finish(totals, news=bool(totals.changes or events or totals.failed))
+        alert_failed = deliver(db, quiet, alert_timeout, alert_backoff, alert_max_age)
+    if totals.failed or alert_failed:
         ctx.exit(1)
 
 
