@@ -88,6 +88,8 @@ def _headline(item: Mapping[str, Any]) -> str:
     status = item["facts"].get("status")
     if status:
         return f"status {status['from'] or NONE} {ARROW} {status['to'] or NONE}"
+    if shift := item["facts"].get("date"):
+        return f"{item['path']} {shift['from']} {ARROW} {shift['to']}"
     if item["kind"] != "changed":
         return f"{item['path']} {item['kind']}"
     return f"{item['path']} {short(item['old'], 40)} {ARROW} {short(item['new'], 40)}"

@@ -147,7 +147,7 @@ ALERT_TABLES: tuple[Table, ...] = (
         ("watch", str, "the watch that matched"),
         ("run_id", int, "the run that stored the changes"),
         ("scope", str, "the study (one message per study per run), or `digest`"),
-        ("created_at", str, "when the first of its changes was stored"),
+        ("created_at", str, "when it was raised (the give-up age counts from here)"),
         ("idempotency_key", str, "stable per alert: sent as the Idempotency-Key header"),
         ("run", str, "JSON: the run's id, command and start"),
         ("changes", str, "JSON list of the matched changes, as `changes --format json` has them"),

@@ -31,7 +31,7 @@ from .errors import UsageError
 from .export import ordered, record
 from .fields import order_key
 from .meaning import SEVERITIES, Annotated, annotate, filter_severity
-from .model import CHANGE_KINDS, FieldChange
+from .model import CHANGE_KINDS, FieldChange, utc_timestamp
 from .query import Connection
 
 SLIP_PATHS = ("status.startDate", "status.primaryCompletionDate", "status.completionDate")
@@ -258,7 +258,7 @@ class AlertWriter:
         cursor = db.execute(
             "insert into alerts (watch, run_id, scope, created_at, idempotency_key, run, changes, "
             "titles) values (?, ?, ?, ?, ?, ?, ?, ?)",
-            [watch.name, run_id, scope, max(r["detected_at"] for r in found),
+            [watch.name, run_id, scope, utc_timestamp(),
              idempotency_key(started_at, run_id, watch.name, scope), _dump(run),
              _dump(sorted(found, key=_change_key)), _dump(titles)],
         )
