@@ -321,7 +321,7 @@ def test_mailto_alerts_go_through_apprise_with_the_diff_escaped(
     code, _, err = run(db, "watch", "add", "mail", "--study", "NCT06060392", "--to", url)
     assert code == 0, err
     code, out, _ = run(db, "watch", "list")
-    assert out == f"mail  studies NCT06060392  \u2192 mailto://127.0.0.1\n"
+    assert out == "mail  studies NCT06060392  \u2192 mailto://127.0.0.1\n"
     for number in (1, 2, 3):
         assert import_day(db, days, number)[0] == 0
     assert len(mails) == 2

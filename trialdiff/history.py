@@ -33,6 +33,7 @@ from .store import (
     update_study,
 )
 from .sync import Outcome
+from .watch import AlertWriter
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -143,12 +144,13 @@ def _stored_changes(db: sqlite_utils.Database, nct_id: str) -> list[FieldChange]
 
 def backfill_study(
     db: sqlite_utils.Database, client: Client, nct_id: str, since: str | None,
-    totals: RunTotals, run_id: int | None = None,
+    totals: RunTotals, run_id: int | None = None, alerts: AlertWriter | None = None,
 ) -> Iterator[Outcome | VersionSaved]:
     """Take in the versions of a study not stored yet, one transaction per version.
 
     Versions dated on or after the study's first synced snapshot are what sync already saw,
-    so they are left out; a killed backfill resumes at the next version not stored.
+    so they are left out; a killed backfill resumes at the next version not stored. Given
+    `alerts` (`backfill --alert`), the changes raise alerts in the same transaction.
     """
     versions = fetch_listing(client, nct_id)
     if not versions:
@@ -167,12 +169,12 @@ def backfill_study(
             break
         study = fetch_version(client, nct_id, version.number)
         yield VersionSaved(nct_id, version.number,
-                           _slot_in(db, nct_id, version, study, run_id, totals))
+                           _slot_in(db, nct_id, version, study, run_id, totals, alerts))
 
 
 def _slot_in(
     db: sqlite_utils.Database, nct_id: str, version: Version, study: dict[str, Any],
-    run_id: int | None, totals: RunTotals,
+    run_id: int | None, totals: RunTotals, alerts: AlertWriter | None = None,
 ) -> tuple[FieldChange, ...]:
     """Store one version in its place in the study's history; return the changes it made."""
     snapshot = Snapshot(nct_id, f"{version.day}T00:00:00.000Z",
@@ -189,6 +191,8 @@ def _slot_in(
         states.sort(key=lambda s: (s[0].source != "backfill", s[0].source_version or 0,
                                    s[0].observed_at))
         changes = rewrite_history(db, nct_id, states)
+        if alerts is not None:
+            alerts.add(nct_id, changes)
         if states[-1][0] is snapshot:  # no synced record yet: this version is the latest
             save_record(db, nct_id, study, snapshot.observed_at)
             db.execute("update studies set raw_hash = '' where nct_id = ?", [nct_id])

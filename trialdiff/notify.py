@@ -307,11 +307,12 @@ def test_alert(watch: Any, groups: list[tuple[str, list[dict[str, Any]]]], timeo
                ) -> list[tuple[str, str | None]]:
     """Send a watch's test message to each target now; return (target shown, error) pairs."""
     scope, changes = groups[-1] if groups else ("test", [])
-    run = {"id": None, "command": "watch test", "started_at": utc_timestamp()}
-    key = "trialdiff-test-" + hashlib.sha256(run["started_at"].encode()).hexdigest()[:16]
+    now = utc_timestamp()
+    run = {"id": None, "command": "watch test", "started_at": now}
+    key = "trialdiff-test-" + hashlib.sha256(now.encode()).hexdigest()[:16]
     results = []
     for target in watch.targets:
-        delivery = Delivery(0, target, 0, watch.name, scope, run["started_at"], key, run,
+        delivery = Delivery(0, target, 0, watch.name, scope, now, key, run,
                             changes, {})
         if not changes and not resolve_is_http(target):
             error = _send_note(target, watch.name, timeout)

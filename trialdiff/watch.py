@@ -202,7 +202,7 @@ def in_scope(conn: Connection, watch: Watch, nct_id: str) -> bool:
 def remember_members(db: sqlite_utils.Database, query_id: int, nct_ids: Iterable[str],
                      at: str) -> None:
     """Record that a saved query returned these studies (a query watch's scope)."""
-    db.executemany(
+    db.conn.executemany(
         "insert or ignore into query_studies (query_id, nct_id, first_seen_at) values (?, ?, ?)",
         [(query_id, nct_id, at) for nct_id in nct_ids],
     )

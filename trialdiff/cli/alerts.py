@@ -213,7 +213,7 @@ def watch_test(ctx: click.Context, name: str, alert_timeout: float, alert_backof
               help="Wait this long for another writer instead of exiting 75.")
 @alert_options
 @click.pass_context
-def notify(ctx: click.Context, quiet: bool, wait: float, **settings: Any) -> None:
+def notify(ctx: click.Context, /, quiet: bool, wait: float, **settings: Any) -> None:
     """Deliver pending alerts whose retry is due (for a cron line of its own).
 
     \b

@@ -124,7 +124,7 @@ def _wait_option(command: Callable[..., Any]) -> Callable[..., Any]:
 @alert_options
 @click.pass_context
 def import_command(
-    ctx: click.Context, paths: tuple[str, ...], at: str | None, wait: float, summary: bool,
+    ctx: click.Context, /, paths: tuple[str, ...], at: str | None, wait: float, summary: bool,
     **alert_settings: float,
 ) -> None:
     """Snapshot study records from files: JSON, API pages, lists, NDJSON, zip dumps, folders.
@@ -262,15 +262,19 @@ def _history_api(api: dict[str, Any]) -> dict[str, Any]:
 @click.argument("nct_ids", nargs=-1, required=True, callback=check_nct_ids)
 @click.option("--since", callback=parse_timestamp, metavar="DATE",
               help="Only versions dated on or after DATE.")
+@click.option("--alert", is_flag=True, help="Let the history's changes raise alerts (watch).")
 @_wait_option
 @api_options
+@alert_options
 @click.pass_context
-def backfill(ctx: click.Context, /, nct_ids: tuple[str, ...], since: str | None, wait: float,
+def backfill(ctx: click.Context, /, nct_ids: tuple[str, ...], since: str | None, alert: bool,
+             wait: float, alert_timeout: float, alert_backoff: float, alert_max_age: float,
              **api: Any) -> None:
     """Take in studies' whole registry history, so their changes exist from day one.
 
     Each version is stored as observed on its date, slotted in before the first synced
-    snapshot. Versions already stored are not fetched again.
+    snapshot. Versions already stored are not fetched again. Backfilled changes raise no
+    alerts unless --alert is given.
 
     \b
     Example:
@@ -280,6 +284,7 @@ def backfill(ctx: click.Context, /, nct_ids: tuple[str, ...], since: str | None,
     from ..history import backfill_study
     from ..lock import WriteLock
     from ..store import RunTotals, finish_run, start_run
+    from ..watch import AlertWriter
 
     totals = RunTotals()
     printer = OutcomePrinter("backfill")
@@ -287,10 +292,12 @@ def backfill(ctx: click.Context, /, nct_ids: tuple[str, ...], since: str | None,
     with WriteLock(ctx.obj.db, wait, "backfill"):
         db = writer(ctx)
         run_id = start_run(db, "backfill", utc_timestamp())
+        alerts = AlertWriter(db, run_id) if alert else None
         try:
             for nct_id in nct_ids:
                 try:
-                    for outcome in backfill_study(db, client, nct_id, since, totals, run_id):
+                    for outcome in backfill_study(db, client, nct_id, since, totals, run_id,
+                                                  alerts):
                         printer.show(outcome)
                 except ShapeError:
                     raise  # the endpoints changed shape: stop rather than store wrongly
@@ -299,8 +306,9 @@ def backfill(ctx: click.Context, /, nct_ids: tuple[str, ...], since: str | None,
                     _print_error(nct_id, str(exc))
         finally:
             finish_run(db, run_id, totals, utc_timestamp())
-    printer.finish(totals, news=True)
-    if totals.failed:
+        printer.finish(totals, news=True)
+        alert_failed = alert and deliver(db, False, alert_timeout, alert_backoff, alert_max_age)
+    if totals.failed or alert_failed:
         ctx.exit(1)
 
 
