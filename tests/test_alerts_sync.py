@@ -161,7 +161,8 @@ def _check_every_alert_once(db: str, receiver: WebhookReceiver, trial: int, kill
             assert sent == sorted(stored, key=lambda c: (c["nct_id"], c["path"]))
         else:
             assert [(c["nct_id"], c["path"]) for c in sent] == [
-                (i, "status.overallStatus") for i in sorted(edited_ids) if status_of(i) != "TERMINATED"]
+                (i, "status.overallStatus") for i in sorted(edited_ids)
+                if status_of(i) != "TERMINATED"]
     assert len(stored) > 3 * len(edited_ids)
 
 

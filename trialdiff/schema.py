@@ -254,6 +254,9 @@ def migrate(db: sqlite_utils.Database) -> None:
         )
     if version == SCHEMA_VERSION:
         return
+    # Each create below commits on its own; checkpoint often, so the WAL does not hold many
+    # copies of the schema pages (a new database on a nearly full disk still fits).
+    db.execute("PRAGMA wal_autocheckpoint=8")
     for old in range(version, SCHEMA_VERSION) if version else ():
         MIGRATIONS[old](db)
     for table in SCHEMA:
@@ -265,3 +268,4 @@ def migrate(db: sqlite_utils.Database) -> None:
         "insert or replace into meta (key, value) values ('schema_version', ?)",
         [str(SCHEMA_VERSION)],
     )
+    db.execute("PRAGMA wal_autocheckpoint=1000")  # SQLite's default

@@ -155,9 +155,14 @@ def add_watch(db: sqlite_utils.Database, watch: Watch) -> None:
 
 
 def remove_watch(db: sqlite_utils.Database, name: str) -> Watch:
-    """Delete a watch rule and return it; its sent and pending alerts stay in the outbox."""
+    """Delete a watch rule and return it; its undelivered alerts are cancelled, not sent."""
     found = get_watch(db, name)
     db.execute("delete from watches where name = ?", [name])
+    # Its targets and secret leave the secrets file with it, so nothing could be sent (or
+    # signed) anyway; the outbox keeps the rows, to show what was cancelled.
+    db.execute("update deliveries set state = 'failed', last_error = 'the watch was removed' "
+               "where state = 'pending' and alert_id in (select id from alerts where watch = ?)",
+               [name])
     return found
 
 
