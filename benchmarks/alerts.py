@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import random
 import statistics
 import sys
@@ -75,7 +76,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work, ThreadingHTTPServer(("127.0.0.1", 0),
                                                                     _Ok) as server:
         Thread(target=server.serve_forever, daemon=True).start()
-        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        os.environ["BENCH_ALERT_HOOK"] = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        url = "env:BENCH_ALERT_HOOK"  # the database holds references, never URLs
         day0, day1 = Path(work, "day0"), Path(work, "day1")
         day0.mkdir()
         day1.mkdir()

@@ -390,12 +390,13 @@ def test_alert_tables_arrive_by_migration(tmp_path: Path) -> None:
     db = str(tmp_path / "t.db")
     open_db(db).close()
     conn = sqlite3.connect(db)
-    for table in ("watches", "query_studies", "alerts", "deliveries"):
+    for table in ("watches", "query_studies", "alerts", "alert_changes", "deliveries"):
         conn.execute(f"drop table {table}")
     conn.execute("update meta set value = ? where key = 'schema_version'",
                  [str(SCHEMA_VERSION - 1)])
     conn.commit()
     conn.close()
     upgraded = open_db(db)
-    assert {"watches", "query_studies", "alerts", "deliveries"} <= set(upgraded.table_names())
+    assert {"watches", "query_studies", "alerts", "alert_changes", "deliveries"} <= set(
+        upgraded.table_names())
     assert FIXTURES.is_dir() and os.path.getsize(db) > 0

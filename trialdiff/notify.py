@@ -221,14 +221,20 @@ def send(delivery: Delivery, secret_ref: str | None, timeout: float) -> str | No
 
 def _due(db: sqlite_utils.Database, now: str) -> list[tuple[Delivery, str | None]]:
     """Return the pending deliveries due now, oldest alert first, with their secrets."""
+    from .watch import alert_changes
+
     rows = db.execute(
         "select d.id, d.target, d.attempts, a.watch, a.scope, a.created_at, a.idempotency_key, "
-        "a.run, a.changes, a.titles, w.secret from deliveries d join alerts a on a.id = "
-        "d.alert_id left join watches w on w.name = a.watch where d.state = 'pending' and "
+        "a.run, a.id, w.secret from deliveries d join alerts a on a.id = d.alert_id "
+        "left join watches w on w.name = a.watch where d.state = 'pending' and "
         "(d.next_attempt_at is null or d.next_attempt_at <= ?) order by a.id, d.id", [now],
     ).fetchall()
-    return [(Delivery(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]),
-                      json.loads(r[8]), json.loads(r[9])), r[10]) for r in rows]
+    due = []
+    for r in rows:
+        changes, titles = alert_changes(db, r[8])
+        due.append((Delivery(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]),
+                             changes, titles), r[9]))
+    return due
 
 
 def _later(now: str, seconds: float) -> str:
@@ -286,7 +292,8 @@ def _shown(reference: str) -> str:
 
 def list_alerts(conn: Any, state: str | None = None) -> list[dict[str, Any]]:
     """Return the outbox's deliveries, newest alert first, optionally of one state."""
-    sql = ("select a.id, a.watch, a.scope, a.created_at, a.run_id, a.changes, d.target, "
+    sql = ("select a.id, a.watch, a.scope, a.created_at, a.run_id, (select count(*) from "
+           "alert_changes c where c.alert_id = a.id) as changes, d.target, "
            "d.state, d.attempts, d.last_attempt_at, d.next_attempt_at, d.delivered_at, "
            "d.last_error from alerts a join deliveries d on d.alert_id = a.id")
     params: list[Any] = []
@@ -295,12 +302,7 @@ def list_alerts(conn: Any, state: str | None = None) -> list[dict[str, Any]]:
         params.append(state)
     cursor = conn.execute(sql + " order by a.id desc, d.id", params)
     names = [d[0] for d in cursor.description]
-    rows = []
-    for values in cursor.fetchall():
-        row = dict(zip(names, values, strict=True))
-        row["changes"] = len(json.loads(row["changes"]))
-        rows.append(row)
-    return rows
+    return [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
 
 
 def test_alert(watch: Any, groups: list[tuple[str, list[dict[str, Any]]]], timeout: float

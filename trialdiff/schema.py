@@ -150,9 +150,15 @@ ALERT_TABLES: tuple[Table, ...] = (
         ("created_at", str, "when it was raised (the give-up age counts from here)"),
         ("idempotency_key", str, "stable per alert: sent as the Idempotency-Key header"),
         ("run", str, "JSON: the run's id, command and start"),
-        ("changes", str, "JSON list of the matched changes, as `changes --format json` has them"),
-        ("titles", str, "JSON {nct_id: brief title} of its studies"),
     ), unique=(("watch", "run_id", "scope"),)),
+    # A row per change, so a digest that grows all run long costs an insert per change.
+    Table("alert_changes", "id", (
+        ("id", int, "row id"),
+        ("alert_id", int, "the alert that carries it"),
+        ("nct_id", str, "the study"),
+        ("title", str, "the study's brief title when the alert was raised"),
+        ("change", str, "JSON: the change as `changes --format json` has it"),
+    ), indexes=(("alert_id",),)),
     Table("deliveries", "id", (
         ("id", int, "row id"),
         ("alert_id", int, "the alert"),

@@ -219,6 +219,15 @@ def idempotency_key(started_at: str, run_id: int, watch: str, scope: str) -> str
     return "trialdiff-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
+def alert_changes(conn: Connection, alert_id: int
+                  ) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Return an alert's changes in export order, and its studies' titles."""
+    rows = conn.execute("select nct_id, title, change from alert_changes where alert_id = ? "
+                        "order by id", [alert_id]).fetchall()
+    titles = {nct_id: title for nct_id, title, _ in rows if title}
+    return sorted((json.loads(row[2]) for row in rows), key=_change_key), titles
+
+
 def _change_key(item: Mapping[str, Any]) -> tuple[str, str, Any]:
     """Return the export order of a change record: oldest first, study, rule 7's order."""
     return item["detected_at"], item["nct_id"], order_key(item["path"])
@@ -245,31 +254,30 @@ class AlertWriter:
         return written
 
     def _append(self, watch: Watch, scope: str, found: list[dict[str, Any]]) -> None:
-        """Create the run's alert for this watch and scope, or add the changes to it."""
+        """Add changes to the run's alert for this watch and scope, raising it if new."""
         assert self.run_id is not None
         db, run_id = self.db, self.run_id
-        titles = {r["nct_id"]: t for r in found for (t,) in db.execute(
-            "select brief_title from studies where nct_id = ?", [r["nct_id"]]) if t}
-        row = db.execute("select id, changes, titles from alerts where watch = ? and run_id = ? "
-                         "and scope = ?", [watch.name, run_id, scope]).fetchone()
-        if row is not None:
-            merged = sorted([*json.loads(row[1]), *found], key=_change_key)
-            db.execute("update alerts set changes = ?, titles = ? where id = ?",
-                       [_dump(merged), _dump({**json.loads(row[2]), **titles}), row[0]])
-            return
-        command, started_at = db.execute(
-            "select command, started_at from runs where id = ?", [run_id]).fetchone()
-        run = {"id": run_id, "command": command, "started_at": started_at}
-        cursor = db.execute(
-            "insert into alerts (watch, run_id, scope, created_at, idempotency_key, run, changes, "
-            "titles) values (?, ?, ?, ?, ?, ?, ?, ?)",
-            [watch.name, run_id, scope, utc_timestamp(),
-             idempotency_key(started_at, run_id, watch.name, scope), _dump(run),
-             _dump(sorted(found, key=_change_key)), _dump(titles)],
-        )
-        for target in watch.targets:
-            db.execute("insert into deliveries (alert_id, target, state, attempts) "
-                       "values (?, ?, 'pending', 0)", [cursor.lastrowid, target])
+        row = db.execute("select id from alerts where watch = ? and run_id = ? and scope = ?",
+                         [watch.name, run_id, scope]).fetchone()
+        if row is None:
+            command, started_at = db.execute(
+                "select command, started_at from runs where id = ?", [run_id]).fetchone()
+            run = {"id": run_id, "command": command, "started_at": started_at}
+            cursor = db.execute(
+                "insert into alerts (watch, run_id, scope, created_at, idempotency_key, run) "
+                "values (?, ?, ?, ?, ?, ?)",
+                [watch.name, run_id, scope, utc_timestamp(),
+                 idempotency_key(started_at, run_id, watch.name, scope), _dump(run)],
+            )
+            row = (cursor.lastrowid,)
+            for target in watch.targets:
+                db.execute("insert into deliveries (alert_id, target, state, attempts) "
+                           "values (?, ?, 'pending', 0)", [row[0], target])
+        (title,) = db.execute("select brief_title from studies where nct_id = ?",
+                              [found[0]["nct_id"]]).fetchone() or (None,)
+        db.conn.executemany(
+            "insert into alert_changes (alert_id, nct_id, title, change) values (?, ?, ?, ?)",
+            [(row[0], item["nct_id"], title, _dump(item)) for item in found])
 
 
 def _dump(value: Any) -> str:
