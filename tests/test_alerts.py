@@ -400,3 +400,23 @@ def test_alert_tables_arrive_by_migration(tmp_path: Path) -> None:
     assert {"watches", "query_studies", "alerts", "alert_changes", "deliveries"} <= set(
         upgraded.table_names())
     assert FIXTURES.is_dir() and os.path.getsize(db) > 0
+
+
+def test_an_unreachable_mail_server_leaves_the_alert_pending_and_says_so_redacted(
+    tmp_path: Path, days: list[Path]
+) -> None:
+    db = str(tmp_path / "t.db")
+    url = (f"mailto://user:s3cretpw@127.0.0.1:{_free_port()}?from=trialdiff@example.org"
+           "&to=ops@example.org")
+    assert run(db, "watch", "add", "mail", "--fact", "stopped", "--to", url)[0] == 0
+    for number in (1, 2):
+        assert import_day(db, days, number)[0] == 0
+    code, out, err = import_day(db, days, 3)
+    assert code == 1 and "alerts: 0 delivered, 1 pending, 0 given up" in out
+    assert err.startswith("trialdiff: alert: mail NCT06060392 \u2192 mailto://127.0.0.1: ")
+    assert "s3cretpw" not in err + out
+    code, out, _ = run(db, "alerts", "--pending")
+    assert out.startswith("1  mail  NCT06060392  1 change(s)  run 3  mailto://127.0.0.1  "
+                          "pending  attempts 1")
+    assert "s3cretpw" not in out
+    assert "s3cretpw" not in Path(db).read_bytes().decode("utf-8", "replace")

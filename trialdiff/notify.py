@@ -24,7 +24,8 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -130,6 +131,20 @@ class _Collect(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+@contextmanager
+def _apprise_logs() -> Iterator[_Collect]:
+    """Collect Apprise's log lines instead of letting them reach stderr (they hold URLs)."""
+    logger = logging.getLogger("apprise")
+    handler, propagate = _Collect(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 def apprise_available() -> bool:
     """Tell whether the optional Apprise library is installed."""
     try:
@@ -150,7 +165,9 @@ def check_target(url: str) -> None:
                          "(only http:// and https:// webhooks work without it)")
     import apprise
 
-    if not apprise.Apprise().add(url):
+    with _apprise_logs():
+        usable = apprise.Apprise().add(url)
+    if not usable:
         raise UsageError(f"Apprise cannot use {redact(url)}: check the URL against its docs")
 
 
@@ -160,22 +177,14 @@ def send_apprise(url: str, title: str, body: str, timeout: float) -> str | None:
         return "Apprise is not installed: pip install 'trialdiff[notify]'"
     import apprise
 
-    logger = logging.getLogger("apprise")
-    handler, propagate = _Collect(), logger.propagate
-    logger.addHandler(handler)
-    logger.propagate = False
-    try:
-        asset = apprise.AppriseAsset(async_mode=False)
-        sender = apprise.Apprise(asset=asset)
+    with _apprise_logs() as logs:
+        sender = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False))
         if not sender.add(url):
             return "Apprise cannot use this URL"
         for service in sender:
             service.socket_connect_timeout = service.socket_read_timeout = timeout
         ok = sender.notify(title=title, body=body, body_format=apprise.NotifyFormat.MARKDOWN)
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
-    return None if ok else ("; ".join(handler.messages[-2:]) or "Apprise reported a failure")
+    return None if ok else ("; ".join(logs.messages[-2:]) or "Apprise reported a failure")
 
 
 def send_webhook(url: str, body: bytes, key: str, secret: str | None, timeout: float
