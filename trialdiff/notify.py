@@ -187,9 +187,9 @@ def send_apprise(url: str, title: str, body: str, timeout: float) -> str | None:
     return None if ok else ("; ".join(logs.messages[-2:]) or "Apprise reported a failure")
 
 
-def send_webhook(url: str, body: bytes, key: str, secret: str | None, timeout: float
+def send_webhook(client: Any, url: str, body: bytes, key: str, secret: str | None
                  ) -> str | None:
-    """POST the webhook body; return why it failed, or None for any 2xx."""
+    """POST the webhook body with an httpx client; return why it failed, or None for a 2xx."""
     import httpx
 
     headers = {"Content-Type": "application/json", "Idempotency-Key": key,
@@ -197,7 +197,7 @@ def send_webhook(url: str, body: bytes, key: str, secret: str | None, timeout: f
     if secret:
         headers["X-Trialdiff-Signature"] = signature(secret, body)
     try:
-        answer = httpx.post(url, content=body, headers=headers, timeout=timeout)
+        answer = client.post(url, content=body, headers=headers)
     except httpx.HTTPError as exc:
         return f"{type(exc).__name__}: {exc}"
     if 200 <= answer.status_code < 300:
@@ -205,7 +205,7 @@ def send_webhook(url: str, body: bytes, key: str, secret: str | None, timeout: f
     return f"HTTP {answer.status_code}"
 
 
-def send(delivery: Delivery, secret_ref: str | None, timeout: float) -> str | None:
+def send(delivery: Delivery, secret_ref: str | None, timeout: float, client: Any) -> str | None:
     """Deliver one alert to one target now; return why it failed (redacted), or None."""
     values: list[str] = []
     try:
@@ -215,7 +215,7 @@ def send(delivery: Delivery, secret_ref: str | None, timeout: float) -> str | No
         values.append(secret or "")
         if url.startswith(HTTP_SCHEMES):
             body = webhook_body(delivery.watch, delivery.run, delivery.changes)
-            error = send_webhook(url, body, delivery.key, secret, timeout)
+            error = send_webhook(client, url, body, delivery.key, secret)
         else:
             error = send_apprise(url, message_title(delivery.watch, delivery.scope,
                                                     delivery.changes),
@@ -264,32 +264,55 @@ def deliver_pending(
     totals = DeliveryTotals()
     now = now or utc_timestamp()
     give_up_before = _later(now, -max_age_hours * 3600)
-    for delivery, secret_ref in _due(db, now):
-        if delivery.created_at < give_up_before and delivery.attempts:
-            error: str | None = f"given up after {max_age_hours:g} hours undelivered"
-        else:
-            error = send(delivery, secret_ref, timeout)
-        at = utc_timestamp()
-        with transaction(db):
-            if error is None:
-                db.execute("update deliveries set state = 'delivered', delivered_at = ?, "
-                           "attempts = attempts + 1, last_attempt_at = ?, last_error = null "
-                           "where id = ?", [at, at, delivery.delivery_id])
-                totals.delivered += 1
-                continue
-            give_up = delivery.created_at < give_up_before
-            wait = min(backoff * 2 ** delivery.attempts, MAX_BACKOFF)
-            db.execute("update deliveries set state = ?, attempts = attempts + 1, "
-                       "last_attempt_at = ?, next_attempt_at = ?, last_error = ? where id = ?",
-                       ["failed" if give_up else "pending", at, _later(at, wait), error,
-                        delivery.delivery_id])
-        totals.failed_now += 1
-        totals.given_up += give_up
-        totals.errors.append(f"{delivery.watch} {delivery.scope} \u2192 "
-                             f"{_shown(delivery.target)}: {error}")
+    due = _due(db, now)
+    with _http_client(timeout, bool(due)) as client:
+        for delivery, secret_ref in due:
+            _deliver_one(db, delivery, secret_ref, give_up_before, max_age_hours, backoff,
+                         timeout, client, totals)
     (totals.pending,) = db.execute(
         "select count(*) from deliveries where state = 'pending'").fetchone()
     return totals
+
+
+@contextmanager
+def _http_client(timeout: float, needed: bool) -> Iterator[Any]:
+    """Yield one httpx client for a delivery pass (its TLS setup is the costly part)."""
+    if not needed:
+        yield None
+        return
+    import httpx
+
+    with httpx.Client(timeout=timeout) as client:
+        yield client
+
+
+def _deliver_one(
+    db: sqlite_utils.Database, delivery: Delivery, secret_ref: str | None, give_up_before: str,
+    max_age_hours: float, backoff: float, timeout: float, client: Any, totals: DeliveryTotals,
+) -> None:
+    """Try one delivery and record its outcome in its own transaction."""
+    if delivery.created_at < give_up_before and delivery.attempts:
+        error: str | None = f"given up after {max_age_hours:g} hours undelivered"
+    else:
+        error = send(delivery, secret_ref, timeout, client)
+    at = utc_timestamp()
+    with transaction(db):
+        if error is None:
+            db.execute("update deliveries set state = 'delivered', delivered_at = ?, "
+                       "attempts = attempts + 1, last_attempt_at = ?, last_error = null "
+                       "where id = ?", [at, at, delivery.delivery_id])
+            totals.delivered += 1
+            return
+        give_up = delivery.created_at < give_up_before
+        wait = min(backoff * 2 ** delivery.attempts, MAX_BACKOFF)
+        db.execute("update deliveries set state = ?, attempts = attempts + 1, "
+                   "last_attempt_at = ?, next_attempt_at = ?, last_error = ? where id = ?",
+                   ["failed" if give_up else "pending", at, _later(at, wait), error,
+                    delivery.delivery_id])
+    totals.failed_now += 1
+    totals.given_up += give_up
+    totals.errors.append(f"{delivery.watch} {delivery.scope} \u2192 "
+                         f"{_shown(delivery.target)}: {error}")
 
 
 def _shown(reference: str) -> str:
@@ -322,14 +345,14 @@ def test_alert(watch: Any, groups: list[tuple[str, list[dict[str, Any]]]], timeo
     run = {"id": None, "command": "watch test", "started_at": now}
     key = "trialdiff-test-" + hashlib.sha256(now.encode()).hexdigest()[:16]
     results = []
-    for target in watch.targets:
-        delivery = Delivery(0, target, 0, watch.name, scope, now, key, run,
-                            changes, {})
-        if not changes and not resolve_is_http(target):
-            error = _send_note(target, watch.name, timeout)
-        else:
-            error = send(delivery, watch.secret, timeout)
-        results.append((_shown(target), error))
+    with _http_client(timeout, True) as client:
+        for target in watch.targets:
+            delivery = Delivery(0, target, 0, watch.name, scope, now, key, run, changes, {})
+            if not changes and not resolve_is_http(target):
+                error = _send_note(target, watch.name, timeout)
+            else:
+                error = send(delivery, watch.secret, timeout, client)
+            results.append((_shown(target), error))
     return results
 
 
