@@ -34,6 +34,7 @@ from .store import (
     transaction,
     update_study,
 )
+from .watch import AlertWriter
 
 State = tuple[Snapshot, int | None]  # a snapshot and the run that stored it
 
@@ -157,13 +158,14 @@ def _check_order(nct_id: str, number: int, day: str, public: Mapping[int, str]) 
 
 def backfill_study(
     db: sqlite_utils.Database, api: HistoryAPI, nct_id: str, since: str | None,
-    totals: RunTotals, run_id: int | None = None,
+    totals: RunTotals, run_id: int | None = None, alerts: AlertWriter | None = None,
 ) -> Iterator[Backfilled | ShapeWarning]:
     """Take in the versions of a study not stored yet, one transaction per version.
 
     Each version is dated by the day it went public, and placed among the study's other
     snapshots by that day. What it yields last (also when a version fails, before the error
     is raised) is the changes now stored that were not before: exactly what the run added.
+    Given `alerts` (`backfill --alert`), those changes raise alerts in the same transaction.
     """
     versions = api.listing(nct_id)
     yield from api.warnings()
@@ -185,7 +187,7 @@ def backfill_study(
             if since and day < since[:10]:
                 continue
             public[version.number] = day
-            _slot_in(db, nct_id, version, day, study, public, run_id)
+            _slot_in(db, nct_id, version, day, study, public, run_id, alerts)
             taken.append(version.number)
     except FetchError as exc:
         failure = exc
@@ -198,7 +200,7 @@ def backfill_study(
 
 def _slot_in(
     db: sqlite_utils.Database, nct_id: str, version: Version, day: str, study: dict[str, Any],
-    public: Mapping[int, str], run_id: int | None,
+    public: Mapping[int, str], run_id: int | None, alerts: AlertWriter | None = None,
 ) -> None:
     """Store one version in its place in the study's history, with what its listing says."""
     snapshot = Snapshot(nct_id, f"{day}T00:00:00.000Z", extract_fields(study, markup="html"),
@@ -209,9 +211,12 @@ def _slot_in(
             insert_row(db, "studies", {"nct_id": nct_id, "first_seen_at": snapshot.observed_at,
                                        "raw_hash": "", **summary_columns(study)})
             insert_row(db, "sightings", {"nct_id": nct_id, "last_seen_at": snapshot.observed_at})
+        before = _change_keys(db, nct_id) if alerts is not None else None
         stored = stored_snapshots(db, nct_id)
         states = place_in_time([*stored, (snapshot, run_id)], public)
         rewrite_history(db, nct_id, states, stored)
+        if alerts is not None and before is not None:
+            alerts.add(nct_id, _net_changes(db, nct_id, before)[0])
         latest = states[-1][0]
         if latest.source == "backfill" and latest.source_version == version.number:
             # No synced record is newer: this version is the study's latest record.

@@ -10,7 +10,7 @@ import sqlite_utils
 
 from .errors import DatabaseError, UsageError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class Table(NamedTuple):
@@ -133,6 +133,59 @@ SCHEMA: tuple[Table, ...] = (
     ), indexes=(("nct_id",),)),
 )
 
+# Alerts (trialdiff/watch.py, trialdiff/notify.py): rules, and an outbox written in the same
+# transaction as the changes it carries, delivered after the commit.
+ALERT_TABLES: tuple[Table, ...] = (
+    Table("watches", "name", (
+        ("name", str, "the watch rule's name"),
+        ("studies", str, "JSON list of the NCT ids it covers; NULL: not limited to a list"),
+        ("query", str, "a saved query whose studies it covers (see `queries`), or NULL"),
+        ("paths", str, "JSON list of path prefixes; empty: every path"),
+        ("kinds", str, "JSON list of change kinds; empty: every kind"),
+        ("min_severity", str, "info, minor or major; NULL: any"),
+        ("facts", str, "JSON list of facts of which one must hold, e.g. date_slip>=90"),
+        ("digest", int, "1: one message per run; 0: one per study per run"),
+        ("targets", str, "JSON list of target references: env:NAME or config:ID, never a URL"),
+        ("secret", str, "reference to the webhook signing secret, or NULL"),
+        ("created_at", str, "when it was added"),
+    )),
+    Table("query_studies", "id", (
+        ("id", int, "row id"),
+        ("query_id", int, "a saved query"),
+        ("nct_id", str, "a study the query returned"),
+        ("first_seen_at", str, "when the query first returned it"),
+    ), unique=(("query_id", "nct_id"),)),
+    Table("alerts", "id", (
+        ("id", int, "row id"),
+        ("watch", str, "the watch that matched"),
+        ("run_id", int, "the run that stored the changes"),
+        ("scope", str, "the study (one message per study per run), or `digest`"),
+        ("created_at", str, "when it was raised (the give-up age counts from here)"),
+        ("idempotency_key", str, "stable per alert: sent as the Idempotency-Key header"),
+        ("run", str, "JSON: the run's id, command and start"),
+    ), unique=(("watch", "run_id", "scope"),)),
+    # A row per change, so a digest that grows all run long costs an insert per change.
+    Table("alert_changes", "id", (
+        ("id", int, "row id"),
+        ("alert_id", int, "the alert that carries it"),
+        ("nct_id", str, "the study"),
+        ("title", str, "the study's brief title when the alert was raised"),
+        ("change", str, "JSON: the change as `changes --format json` has it"),
+    ), indexes=(("alert_id",),)),
+    Table("deliveries", "id", (
+        ("id", int, "row id"),
+        ("alert_id", int, "the alert"),
+        ("target", str, "the target reference (env:NAME or config:ID)"),
+        ("state", str, "pending, delivered or failed (given up)"),
+        ("attempts", int, "delivery attempts so far"),
+        ("next_attempt_at", str, "not retried before this time (backoff)"),
+        ("last_attempt_at", str, "time of the latest attempt"),
+        ("delivered_at", str, "when the target accepted it"),
+        ("last_error", str, "why the latest attempt failed, target redacted"),
+    ), indexes=(("state",),), unique=(("alert_id", "target"),)),
+)
+SCHEMA += ALERT_TABLES
+
 # Views for reading the file without trialdiff (Datasette, `sqlite-utils query`).
 VIEWS: dict[str, str] = {
     "change_log": """
@@ -179,9 +232,15 @@ def _v3_to_v4(db: sqlite_utils.Database) -> None:
             db.execute(f"alter table {table} add column {column} TEXT")
 
 
+def _v4_to_v5(db: sqlite_utils.Database) -> None:
+    """Add the alert tables: watch rules, query membership, the outbox and its deliveries."""
+    for table in ALERT_TABLES:
+        create_table(db, table)
+
+
 # Upgrades from each older schema version; each function takes the database one version up.
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
-    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4,
+    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5,
 }
 
 
@@ -269,6 +328,9 @@ def migrate(db: sqlite_utils.Database) -> None:
         )
     if version == SCHEMA_VERSION:
         return
+    # Each create below commits on its own; checkpoint often, so the WAL does not hold many
+    # copies of the schema pages (a new database on a nearly full disk still fits).
+    db.execute("PRAGMA wal_autocheckpoint=8")
     for old in range(version, SCHEMA_VERSION) if version else ():
         MIGRATIONS[old](db)
     for table in SCHEMA:
@@ -280,3 +342,4 @@ def migrate(db: sqlite_utils.Database) -> None:
         "insert or replace into meta (key, value) values ('schema_version', ?)",
         [str(SCHEMA_VERSION)],
     )
+    db.execute("PRAGMA wal_autocheckpoint=1000")  # SQLite's default

@@ -39,6 +39,15 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("--canonical-base", "TRIALDIFF_CANONICAL_BASE", "",
             "base URL of a site's trial pages (trialdiff page)"),
     Setting("--footer", "TRIALDIFF_FOOTER", "", "footer note of a site's trial pages"),
+    Setting("--secrets", "TRIALDIFF_SECRETS", "",
+            "file of alert targets and secrets, mode 0600 (empty: "
+            "$XDG_CONFIG_HOME/trialdiff/secrets.json)"),
+    Setting("--alert-timeout", "TRIALDIFF_ALERT_TIMEOUT", "10",
+            "seconds before one alert delivery times out"),
+    Setting("--alert-backoff", "TRIALDIFF_ALERT_BACKOFF", "300",
+            "seconds before a failed alert delivery is retried, doubling each time up to 6 hours"),
+    Setting("--alert-max-age", "TRIALDIFF_ALERT_MAX_AGE", "72",
+            "hours after which an undelivered alert is given up (failed)"),
 )
 
 # An observation time (`--at`, an archive folder's date) must fall between these: nothing was

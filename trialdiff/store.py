@@ -382,11 +382,15 @@ def save_studies(
     A batch is one transaction, so a killed run loses at most the batch under way, and
     running it again redoes exactly that batch (a saved observation is not stored twice).
     The input observes each study once (see dedupe): a repeat is dropped, a conflict refused.
+    The alerts the changes raise (watch.py) are written in the same transaction.
     """
+    from .watch import AlertWriter
+
     pending = 0
     ledger = InputLedger(db)
     db.execute("begin immediate")
     try:
+        alerts = AlertWriter(db, run_id)
         for item in items:
             if item.study is None or item.nct_id is None:
                 totals.fail(item.label, item.error or "unreadable")
@@ -409,6 +413,7 @@ def save_studies(
                 yield SourceItem(item.label, error=str(exc))
                 continue
             totals.count(observation)
+            alerts.add(observation.nct_id, observation.changes)
             yield observation
             pending += 1
             if pending >= batch_size:

@@ -32,6 +32,7 @@ from .model import Event, PageDone
 from .normalize import study_id
 from .sources import SourceItem
 from .store import Observation, RunTotals, save_studies, transaction
+from .watch import remember_members
 
 _QUERY_PREFIXES = ("query.", "filter.", "postFilter.", "aggFilters")
 
@@ -285,6 +286,9 @@ def _sync_query(run: _Run, query_id: int, expr: str, last_synced: str | None) ->
         params = incremental(params, since.isoformat())
     try:
         for page in fetch_pages(run.client, params):
+            with transaction(run.db):  # before the save, so a query watch sees its studies
+                remember_members(run.db, query_id, [i for s in page if (i := study_id(s))],
+                                 run.observed_at)
             yield from run.save(page, expr)
             yield PageDone(len(page), expr)
     except ForbiddenError:

@@ -215,9 +215,10 @@ def finite(kind: type, low: float, high: float, low_open: bool = False) -> click
 @click.option("--db", metavar="PATH", envvar="TRIALDIFF_DB",
               help=f"SQLite database file [env: TRIALDIFF_DB; default: {DB_DEFAULT_HELP}]")
 @click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
+@click.option("--secrets", metavar="PATH", **setting_option("--secrets"))
 @click.version_option(__version__, prog_name="trialdiff")
 @click.pass_context
-def cli(ctx: click.Context, db: str | None, debug: bool) -> None:
+def cli(ctx: click.Context, db: str | None, debug: bool, secrets: str) -> None:
     """Track what changed in ClinicalTrials.gov study records."""
     if db is None and "TRIALDIFF_DB" in os.environ:  # click reads an empty variable as unset
         _checked_db(ctx, os.environ["TRIALDIFF_DB"], "TRIALDIFF_DB")
@@ -225,6 +226,8 @@ def cli(ctx: click.Context, db: str | None, debug: bool) -> None:
         ctx.obj = Options(db=_checked_db(ctx, db), debug=debug)
     else:
         ctx.obj = Options(db=str(_default_db()), debug=debug, db_is_default=True)
+    if secrets:  # targets.py reads it from the environment, where the option may have put it
+        os.environ["TRIALDIFF_SECRETS"] = secrets
 
 
 def reader(ctx: click.Context) -> sqlite3.Connection:
@@ -255,4 +258,4 @@ def main() -> None:
 
 
 # The commands register themselves on `cli` when their modules load.
-from . import read, write  # noqa: E402, F401
+from . import alerts, read, write  # noqa: E402, F401

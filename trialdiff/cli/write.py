@@ -20,6 +20,7 @@ from . import (
     setting_option,
     writer,
 )
+from .alerts import alert_options, deliver
 
 
 def _print_error(where: str, error: str | None) -> None:
@@ -162,9 +163,11 @@ def _wait_option(command: Callable[..., Any]) -> Callable[..., Any]:
               help="Observation time, ISO 8601 (default: now); not in the future.")
 @_wait_option
 @click.option("--summary", is_flag=True, help="Print only the summary line, not each change.")
+@alert_options
 @click.pass_context
 def import_command(
-    ctx: click.Context, paths: tuple[str, ...], at: str | None, wait: float, summary: bool
+    ctx: click.Context, /, paths: tuple[str, ...], at: str | None, wait: float, summary: bool,
+    **alert_settings: float,
 ) -> None:
     """Snapshot study records from files: JSON, API pages, lists, NDJSON, zip dumps, folders.
 
@@ -218,10 +221,13 @@ def import_command(
                 finish_run(db, run_id, totals, utc_timestamp())
             raise
         finish_run(db, run_id, totals, utc_timestamp(), interrupted=stopped)
+        alert_failed = False
+        if not stopped:
+            printer.finish(totals, news=True)
+            alert_failed = deliver(db, False, **alert_settings)
     if stopped:
         _say_interrupted(ctx, printer, run_id)
-    printer.finish(totals, news=True)
-    if totals.failed:
+    if totals.failed or alert_failed:
         ctx.exit(1)
 
 
@@ -288,9 +294,11 @@ def api_options(command: Callable[..., Any]) -> Callable[..., Any]:
               help="Also take in the registry history of newly tracked studies.")
 @_wait_option
 @api_options
+@alert_options
 @click.pass_context
 def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at: str | None,
-         quiet: bool, force: bool, backfill_new: bool, wait: float, **api: Any) -> None:
+         quiet: bool, force: bool, backfill_new: bool, wait: float, alert_timeout: float,
+         alert_backoff: float, alert_max_age: float, **api: Any) -> None:
     """Fetch the tracked studies and saved queries (plus any ids given) and save changes.
 
     What was already fetched under the registry's current data release (GET /version) is not
@@ -345,10 +353,13 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
         finally:
             finish_run(db, run_id, totals, utc_timestamp(), data_timestamp, interrupted=stopped)
             printer.close()
+        alert_failed = False
+        if not stopped:
+            printer.finish(totals, news=bool(totals.changes or events or totals.failed))
+            alert_failed = deliver(db, quiet, alert_timeout, alert_backoff, alert_max_age)
     if stopped:
         _say_interrupted(ctx, printer, run_id)
-    printer.finish(totals, news=bool(totals.changes or events or totals.failed))
-    if totals.failed:
+    if totals.failed or alert_failed:
         ctx.exit(1)
 
 
@@ -363,15 +374,19 @@ def _history_api(api: dict[str, Any]) -> Any:
 @click.argument("nct_ids", nargs=-1, required=True, callback=check_nct_ids)
 @click.option("--since", callback=parse_timestamp, metavar="DATE",
               help="Only versions that went public on or after DATE.")
+@click.option("--alert", is_flag=True, help="Let the history's changes raise alerts (watch).")
 @_wait_option
 @api_options
+@alert_options
 @click.pass_context
-def backfill(ctx: click.Context, /, nct_ids: tuple[str, ...], since: str | None, wait: float,
+def backfill(ctx: click.Context, /, nct_ids: tuple[str, ...], since: str | None, alert: bool,
+             wait: float, alert_timeout: float, alert_backoff: float, alert_max_age: float,
              **api: Any) -> None:
     """Take in studies' whole registry history, so their changes exist from day one.
 
     Each version is stored as observed on the day it went public, in its place among the
-    synced snapshots. Versions already stored are not fetched again.
+    synced snapshots. Versions already stored are not fetched again. Backfilled changes
+    raise no alerts unless --alert is given.
 
     \b
     Example:
@@ -381,6 +396,7 @@ def backfill(ctx: click.Context, /, nct_ids: tuple[str, ...], since: str | None,
     from ..history import backfill_study
     from ..lock import WriteLock
     from ..store import RunTotals, finish_run, start_run
+    from ..watch import AlertWriter
 
     totals = RunTotals()
     printer = OutcomePrinter("backfill")
@@ -388,11 +404,12 @@ def backfill(ctx: click.Context, /, nct_ids: tuple[str, ...], since: str | None,
     with WriteLock(ctx.obj.db, wait, "backfill"):
         db = writer(ctx)
         run_id = start_run(db, "backfill", utc_timestamp())
+        alerts = AlertWriter(db, run_id) if alert else None
         try:
             for nct_id in nct_ids:
                 try:
                     for outcome in backfill_study(db, history_api, nct_id, since, totals,
-                                                  run_id):
+                                                  run_id, alerts):
                         printer.show(outcome)
                 except ShapeError as exc:
                     totals.fail(nct_id, str(exc))
@@ -402,8 +419,9 @@ def backfill(ctx: click.Context, /, nct_ids: tuple[str, ...], since: str | None,
                     _print_error(nct_id, str(exc))
         finally:
             finish_run(db, run_id, totals, utc_timestamp())
-    printer.finish(totals, news=True)
-    if totals.failed:
+        printer.finish(totals, news=True)
+        alert_failed = alert and deliver(db, False, alert_timeout, alert_backoff, alert_max_age)
+    if totals.failed or alert_failed:
         ctx.exit(1)
 
 
