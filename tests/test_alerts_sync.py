@@ -27,6 +27,7 @@ from trialdiff.cli import cli
 RECORDS = real_records()
 IDS = sorted(r["protocolSection"]["identificationModule"]["nctId"] for r in RECORDS)
 DAY1, DAY2 = "2026-05-11T06:00:00Z", "2026-05-12T06:00:00Z"
+RELEASE1, RELEASE2 = "2026-05-11T09:00:00", "2026-05-12T09:00:00"  # a data release a day
 
 
 @pytest.fixture
@@ -93,6 +94,7 @@ def test_a_query_watch_covers_the_studies_its_query_returns(
         assert sync(db_path, api, "--at", DAY1)[0] == 0
         api.put_study(edited(completed[0], stop=False))
         api.put_study(edited(other))
+        api.set_data_timestamp(RELEASE2)
         code, out, err = sync(db_path, api, "--at", DAY2)
         assert code == 0, err
         assert "alerts: 2 delivered, 0 pending, 0 given up" in out
@@ -125,6 +127,7 @@ def test_sync_killed_at_random_moments_then_rerun_loses_no_alert(
         for trial in range(3):
             db = str(tmp_path / f"crashed{trial}.db")
             api.set_studies(copy.deepcopy(RECORDS))
+            api.set_data_timestamp(RELEASE1)
             run(db, "track", *IDS)
             run(db, "watch", "add", "each", "--to", f"{receiver.url}/each/{trial}")
             run(db, "watch", "add", "stops", "--fact", "stopped", "--digest", "--to",
@@ -132,6 +135,7 @@ def test_sync_killed_at_random_moments_then_rerun_loses_no_alert(
             assert sync(db, api, "--at", DAY1)[0] == 0
             for nct_id in edited_ids:
                 api.put_study(edited(nct_id))
+            api.set_data_timestamp(RELEASE2)
             kills = 2
             for _ in range(kills):
                 _kill_sync_at_random(db, api, rng.uniform(0.3, 2.5))
