@@ -1,6 +1,6 @@
-"""Time `extract_fields` on the real records (ms per record): all of them, and those with duplicate site keys.
+"""Time `extract_fields` on the real records, in ms per record: all, and those with duplicate sites.
 
-`python benchmarks/keying.py [ROUNDS]` prints JSON. Run it with PYTHONPATH set to another
+`python benchmarks/keying.py [ROUNDS [V2_DIR]]` prints JSON. Run it with PYTHONPATH set to another
 checkout's root to time that version on the same machine in the same session.
 """
 
