@@ -157,8 +157,8 @@ def fallback_path(keys: tuple[str, ...]) -> str:
 
 def location_key(site: Mapping[str, Any], markup: str = "markdown") -> str:
     """Return rule 5's key for a site: facility|city|state|country, folded and lower-cased."""
-    return "|".join(_site_part(site, name, markup) for name in ("facility", "city", "state",
-                                                                 "country"))
+    return "|".join([_site_part(site, "facility", markup), _site_part(site, "city", markup),
+                     _site_part(site, "state", markup), _site_part(site, "country", markup)])
 
 
 def _site_part(site: Mapping[str, Any], name: str, markup: str) -> str:
@@ -168,47 +168,48 @@ def _site_part(site: Mapping[str, Any], name: str, markup: str) -> str:
         return ""
     if markup == "html":
         part = html.unescape(part)  # `&amp;` in HTML is `&` in Markdown: one site, one key
-    return fold_whitespace(part).lower()
+    return " ".join(part.split()).lower()
 
 
-_Site = tuple[str, str, str, Any]  # key, zip, canonical JSON, the site itself
+_Site = tuple[str, str, Any]  # key, canonical JSON, the site itself
 
 
 def _site_entry(site: Any, markup: str) -> _Site | None:
-    """Return (key, zip, canonical JSON, site) for a site, or None when it is absent."""
+    """Return (key, canonical JSON, site) for a site, or None when it is absent."""
     if not isinstance(site, dict):
         # Not an object: keep it, keyed by nothing, rather than lose it.
         text = canonical_json(site)
-        return None if text is None else ("|||", "", text, site)
+        return None if text is None else ("|||", text, site)
     content = {k: v for k, v in site.items() if k != LOCATION_DROPPED_KEY}
     text = canonical_json(content)
-    if text is None:
-        return None
-    return location_key(site, markup), _site_part(site, "zip", markup), text, content
+    return None if text is None else (location_key(site, markup), text, content)
 
 
 def _identity(site: _Site) -> tuple[str, str]:
     """Return what orders sites sharing a path: the site without status and contacts, then all."""
-    content = site[3]
+    content = site[2]
     if not isinstance(content, dict):
-        return site[2], site[2]
+        return site[1], site[1]
     # Leaving out what a site's own edits touch means those edits never renumber it.
     kept = {k: v for k, v in content.items() if k not in _SITE_MUTABLE}
-    return canonical_json(kept) or "", site[2]
+    return canonical_json(kept) or "", site[1]
 
 
-def _site_fields(entries: list[_Site]) -> dict[str, str]:
+def _site_fields(entries: list[_Site], markup: str) -> dict[str, str]:
     """Return one field per site, telling duplicate keys apart by zip, then by number (rule 5)."""
     counts: dict[str, int] = {}
     for entry in entries:
         counts[entry[0]] = counts.get(entry[0], 0) + 1
     by_path: dict[str, list[_Site]] = {}
     for entry in entries:
-        key, zip_code = entry[0], entry[1]
-        path = LOCATION_PREFIX + key
-        if counts[key] > 1 and zip_code:
-            path += " #" + zip_code
+        path = LOCATION_PREFIX + entry[0]
+        if counts[entry[0]] > 1 and isinstance(entry[2], dict):
+            zip_code = _site_part(entry[2], "zip", markup)
+            if zip_code:
+                path += " #" + zip_code
         by_path.setdefault(path, []).append(entry)
+    if len(by_path) == len(entries):
+        return {path: group[0][1] for path, group in by_path.items()}
     out: dict[str, str] = {}
     for base in sorted(by_path):
         group = by_path[base]
@@ -220,14 +221,14 @@ def _site_fields(entries: list[_Site]) -> dict[str, str]:
             extra = 2
             while path in out:
                 path, extra = f"{base} #{number} #{extra}", extra + 1
-            out[path] = entry[2]
+            out[path] = entry[1]
     return out
 
 
 def _location_fields(sites: list[Any], out: dict[str, str], markup: str) -> None:
     """Add one field per site of a record's list of sites (rule 5)."""
     entries = [e for e in (_site_entry(site, markup) for site in sites) if e is not None]
-    out.update(_site_fields(entries))
+    out.update(_site_fields(entries, markup))
 
 
 def rekey_locations(fields: Mapping[str, str], markup: str = "markdown") -> dict[str, str]:
@@ -240,7 +241,7 @@ def rekey_locations(fields: Mapping[str, str], markup: str = "markdown") -> dict
     entries = [e for e in (_site_entry(json.loads(text), markup)
                            for path, text in fields.items() if path.startswith(LOCATION_PREFIX))
                if e is not None]
-    out.update(_site_fields(entries))
+    out.update(_site_fields(entries, markup))
     return out
 
 
