@@ -12,7 +12,14 @@ from typing import Any
 
 from .diff import changed_paths
 from .model import content_hash
-from .query import KNOWN_SCHEMA_VERSIONS, apply_delta, read_transaction, study_fields
+from .normalize import extract_fields, rekey_locations
+from .query import (
+    KNOWN_SCHEMA_VERSIONS,
+    apply_delta,
+    latest_record,
+    read_transaction,
+    study_fields,
+)
 
 # Every column holding a time trialdiff wrote; each must be canonical ISO 8601 UTC, as
 # model.utc_timestamp writes it, or it sorts wrongly against the others.
@@ -118,6 +125,7 @@ def _check_study(
             stored_hash = study_hash = content_hash(fields)
         else:
             apply_delta(fields, delta)
+        yield from check_site_paths(nct_id, seq, fields, this_markup)
         if seq > 1 and fields == before:
             yield f"{nct_id}: snapshot {seq} repeats the content of snapshot {seq - 1}"
         digest = content_hash(fields)
@@ -138,3 +146,44 @@ def _check_study(
                    f"(missing {missing[:3]}, unexpected {extra[:3]})")
     if rows and digest != study_hash:
         yield f"{nct_id}: the study's content hash is not its latest snapshot's"
+    if rows and rows[-1][3] is not None:
+        yield from check_latest_paths(conn, nct_id, fields)
+
+
+def _sample(paths: set[str]) -> str:
+    """Return a few paths of a set, sorted, for a problem line."""
+    return ", ".join(sorted(paths)[:3])
+
+
+def check_site_paths(
+    nct_id: str, seq: int, fields: dict[str, str], markup: str | None
+) -> Iterator[str]:
+    """Yield a problem when a snapshot's sites are not keyed as rule 5 keys them today."""
+    expected = rekey_locations(fields, markup or "markdown")
+    if expected != fields:
+        yield (f"{nct_id}: snapshot {seq} site paths do not follow the current rules "
+               f"(stored {_sample(fields.keys() - expected.keys())}; "
+               f"expected {_sample(expected.keys() - fields.keys())})")
+
+
+def check_latest_paths(conn: Any, nct_id: str, fields: dict[str, str]) -> Iterator[str]:
+    """Yield a problem when the latest snapshot's fields are not its stored record's today.
+
+    The latest raw record is the one source kept whole, so it checks every path, fallback
+    paths included (rule 6), and not only the sites.
+    """
+    latest = conn.execute(
+        "select observed_at, markup from snapshots where nct_id = ? order by seq desc limit 1",
+        [nct_id],
+    ).fetchone()
+    stored = conn.execute("select observed_at from records where nct_id = ?", [nct_id]).fetchone()
+    if latest is None or stored is None or stored[0] < latest[0]:
+        return
+    record = latest_record(conn, nct_id)
+    if record is None:
+        return
+    expected = extract_fields(record, markup=latest[1] or "markdown")
+    if expected != fields:
+        differing = {p for p in expected.keys() | fields.keys() if expected.get(p) != fields.get(p)}
+        yield (f"{nct_id}: the latest snapshot's fields differ from its stored record's under "
+               f"the current rules ({_sample(differing)})")

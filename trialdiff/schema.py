@@ -10,7 +10,7 @@ import sqlite_utils
 
 from .errors import DatabaseError, UsageError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class Table(NamedTuple):
@@ -238,9 +238,73 @@ def _v4_to_v5(db: sqlite_utils.Database) -> None:
         create_table(db, table)
 
 
+def _v5_to_v6(db: sqlite_utils.Database, batch_size: int = 200) -> None:
+    """Rewrite stored field paths to the field-path spec's rules 5 and 6 (its 2026 update).
+
+    Each study whose stored snapshots hold a path the current rules name differently has its
+    snapshots and changes stored anew, as an import under those rules would have stored them.
+    Studies are rewritten in batches, each one transaction; rerunning finds nothing left to do
+    in a study already rewritten, so a killed migration simply runs again.
+    """
+    from .store import transaction  # imported here: writers load them anyway, readers never
+
+    nct_ids = [row[0] for row in db.execute(
+        "select distinct nct_id from snapshots where delta is not null order by nct_id")]
+    for start in range(0, len(nct_ids), batch_size):
+        with transaction(db):
+            for nct_id in nct_ids[start : start + batch_size]:
+                rekey_study(db, nct_id)
+
+
+def rekey_study(db: sqlite_utils.Database, nct_id: str) -> bool:
+    """Store a study's history anew if any stored path differs from the current rules'.
+
+    Sites are re-keyed from their stored values (rule 5). The latest snapshot is rebuilt from
+    the study's stored raw record, which also recovers a tracked field an unmapped key had
+    overwritten (rule 6); older records were never kept, so older snapshots cannot be.
+    Return whether anything was rewritten. The caller holds the transaction.
+    """
+    from .history import rewrite_history
+    from .model import Snapshot, content_hash
+    from .normalize import extract_fields, rekey_locations
+    from .query import apply_delta, latest_record
+
+    rows = db.execute(
+        "select observed_at, source, source_version, markup, run_id, delta from snapshots "
+        "where nct_id = ? order by seq", [nct_id]).fetchall()
+    if not rows or any(row[5] is None for row in rows):
+        return False  # a lazy baseline is the raw record, read under the current rules
+    fields: dict[str, str] = {}
+    old_states, new_states = [], []
+    for observed_at, source, version, markup, run_id, delta in rows:
+        apply_delta(fields, delta)
+        old_states.append(dict(fields))
+        new_states.append((Snapshot(nct_id, observed_at, rekey_locations(fields, markup),
+                                    source, version, markup or "markdown"), run_id))
+    stored = db.execute("select observed_at from records where nct_id = ?", [nct_id]).fetchone()
+    latest, run_id = new_states[-1]
+    record = latest_record(db, nct_id)
+    if stored is not None and record is not None and stored[0] >= latest.observed_at:
+        rebuilt = extract_fields(record, markup=latest.markup)
+        new_states[-1] = (Snapshot(nct_id, latest.observed_at, rebuilt, latest.source,
+                                   latest.source_version, latest.markup), run_id)
+    if [s.fields for s, _ in new_states] == old_states:
+        return False
+    rewrite_history(db, nct_id, new_states, [])
+    # A fetched version's hash is that of the snapshot it matched, so it moves the same way.
+    moved = {content_hash(old): new.content_hash
+             for old, (new, _) in zip(old_states, new_states, strict=True)}
+    for row_id, digest in db.execute(
+            "select id, content_hash from history_versions where nct_id = ?", [nct_id]).fetchall():
+        if digest in moved:
+            db.execute("update history_versions set content_hash = ? where id = ?",
+                       [moved[digest], row_id])
+    return True
+
+
 # Upgrades from each older schema version; each function takes the database one version up.
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
-    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5,
+    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6,
 }
 
 
