@@ -20,7 +20,7 @@ from .errors import DatabaseError
 from .model import FieldChange, Snapshot, content_hash
 from .normalize import extract_fields
 
-KNOWN_SCHEMA_VERSIONS = frozenset({1, 2})
+KNOWN_SCHEMA_VERSIONS = frozenset({1, 2, 3})
 Connection = sqlite3.Connection | Any  # a sqlite3 connection, or sqlite-utils' Database
 
 

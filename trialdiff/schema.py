@@ -10,7 +10,7 @@ import sqlite_utils
 
 from .errors import DatabaseError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Table(NamedTuple):
@@ -22,12 +22,17 @@ class Table(NamedTuple):
     indexes: tuple[tuple[str, ...], ...] = ()
     unique: tuple[tuple[str, ...], ...] = ()
     without_rowid: bool = False
+    # Columns only the engine reads ("*": the whole table): the web view and its SQL never
+    # see them (trialdiff/web: hidden, and NULL or refused by an SQLite authorizer).
+    private: tuple[str, ...] = ()
+    doc: str = ""  # what the table holds, for the web view
 
 
 # The README's schema section is generated from this table and tested against it.
 SCHEMA: tuple[Table, ...] = (
     Table("meta", "key", (("key", str, "setting name, e.g. schema_version"),
-                          ("value", str, "its value"))),
+                          ("value", str, "its value")),
+          doc="trialdiff's own settings, such as the schema version"),
     Table("studies", "nct_id", (
         ("nct_id", str, "the study"),
         ("first_seen_at", str, "first observation, ISO 8601 UTC"),
@@ -38,13 +43,15 @@ SCHEMA: tuple[Table, ...] = (
         ("brief_title", str, "from the latest record, for readable changelogs"),
         ("overall_status", str, "from the latest record"),
         ("last_update_post_date", str, "the registry's last update post date"),
-    )),
+    ),
+          doc="one row per study: when it was seen first and changed last, its title and status"),
     # Every observation moves a study's last sighting, so it lives apart from `studies`: a
     # narrow table means a daily sync of the registry rewrites 6 times fewer pages.
     Table("sightings", "nct_id", (
         ("nct_id", str, "the study"),
         ("last_seen_at", str, "latest observation, whether or not anything changed"),
-    ), without_rowid=True),
+    ), without_rowid=True,
+          doc="when each study was last observed, changed or not"),
     Table("snapshots", "id", (
         ("id", int, "row id"),
         ("nct_id", str, "the study"),
@@ -58,7 +65,8 @@ SCHEMA: tuple[Table, ...] = (
                          "previous snapshot; NULL for a lazy baseline, whose content is the "
                          "raw record in `records`"),
         ("markup", str, "the record's text markup: markdown (API v2) or html (record history)"),
-    ), unique=(("nct_id", "seq"),)),
+    ), unique=(("nct_id", "seq"),),
+          doc="each stored version of a study, as a delta from the one before"),
     Table("changes", "id", (
         ("id", int, "row id"),
         ("nct_id", str, "the study"),
@@ -69,12 +77,19 @@ SCHEMA: tuple[Table, ...] = (
         ("old", str, "JSON value before (NULL when added)"),
         ("new", str, "JSON value after (NULL when removed)"),
         ("detail", str, "JSON: list items added, removed and edited; edits inside a value"),
-    ), indexes=(("nct_id", "detected_at"), ("detected_at",), ("path",))),
+        ("severity", str, "major, minor or info, by the severity rules when it was written "
+                          "(`trialdiff reannotate` applies new rules)"),
+        ("facts", str, "JSON: what the change means (status transition, date shift, "
+                       "enrollment delta, results posted, site counts)"),
+    ), indexes=(("nct_id", "detected_at"), ("detected_at",), ("path",),
+                ("severity", "detected_at")),
+          doc="each field that changed between two consecutive snapshots of a study"),
     Table("records", "nct_id", (
         ("nct_id", str, "the study"),
         ("observed_at", str, "when this record was stored"),
         ("record", bytes, "zlib of the latest raw record's JSON, derivedSection left out"),
-    )),
+    ),
+          doc="the latest raw record of each study, for its page"),
     Table("runs", "id", (
         ("id", int, "row id"),
         ("command", str, "import, sync or backfill"),
@@ -86,15 +101,17 @@ SCHEMA: tuple[Table, ...] = (
         ("changed", int, "studies with changes"),
         ("changes", int, "changes stored"),
         ("failed", int, "inputs that failed"),
-        ("errors", str, "JSON list of {input, error}"),
-    )),
+        ("errors", str, "JSON list of {input, error}; private: not in the web view"),
+    ), private=("errors",),
+          doc="each import, sync or backfill run and what it did"),
     Table("watchlist", "nct_id", (
         ("nct_id", str, "a study `sync` fetches every run"),
         ("added_at", str, "when it was tracked"),
         ("state", str, "tracked; missing (the API stopped returning it); moved (now an alias)"),
         ("moved_to", str, "the id a moved study now answers as"),
         ("backfilled_at", str, "when `sync --backfill-new` took in its registry history"),
-    )),
+    ),
+          doc="the studies `sync` fetches every run"),
     Table("history_versions", "id", (
         ("id", int, "row id"),
         ("nct_id", str, "the study"),
@@ -102,14 +119,16 @@ SCHEMA: tuple[Table, ...] = (
         ("version_date", str, "the version's date, YYYY-MM-DD"),
         ("content_hash", str, "SHA-256 of the version's fields"),
         ("fetched_at", str, "when backfill fetched it; a fetched version is not fetched again"),
-    ), unique=(("nct_id", "version"),)),
+    ), unique=(("nct_id", "version"),),
+          doc="registry versions that backfill took in"),
     Table("queries", "id", (
         ("id", int, "row id"),
         ("expr", str, "API v2 query.* / filter.* parameters, as a query string"),
         ("added_at", str, "when it was saved"),
         ("last_synced_at", str, "start of the last run that fetched it whole; the next run asks "
                                 "only for studies updated since the day before"),
-    ), unique=(("expr",),)),
+    ), unique=(("expr",),),
+          doc="saved API queries that `sync` runs"),
     Table("events", "id", (
         ("id", int, "row id"),
         ("nct_id", str, "the study"),
@@ -117,19 +136,24 @@ SCHEMA: tuple[Table, ...] = (
         ("detected_at", str, "when the run saw it"),
         ("detail", str, "JSON, e.g. {\"moved_to\": \"NCT...\"}"),
         ("run_id", int, "the run that saw it"),
-    ), indexes=(("nct_id",),)),
+    ), indexes=(("nct_id",),),
+          doc="studies leaving scope, returning, or moving to a new id"),
 )
 
 # Views for reading the file without trialdiff (Datasette, `sqlite-utils query`).
 VIEWS: dict[str, str] = {
     "change_log": """
-        select c.detected_at, c.nct_id, s.brief_title, s.overall_status, c.path, c.kind,
-               c.old, c.new, c.detail, c.id as change_id
+        select c.detected_at, c.nct_id, s.brief_title, s.overall_status, c.severity, c.path,
+               c.kind, c.old, c.new, c.facts, c.detail,
+               'https://clinicaltrials.gov/study/' || c.nct_id as study_url, c.id as change_id
         from changes c join studies s on s.nct_id = c.nct_id
         order by c.detected_at desc, c.nct_id, c.id
     """,
 }
-VIEW_DOCS: dict[str, str] = {"change_log": "each change with its study's title and status"}
+VIEW_DOCS: dict[str, str] = {
+    "change_log": "each change with its study's title and status, its severity and facts, and "
+                  "the study's link on ClinicalTrials.gov",
+}
 
 
 def _v1_to_v2(db: sqlite_utils.Database) -> None:
@@ -142,8 +166,19 @@ def _v1_to_v2(db: sqlite_utils.Database) -> None:
         db.execute("alter table studies drop column last_seen_at")
 
 
+def _v2_to_v3(db: sqlite_utils.Database) -> None:
+    """Store each change's severity and facts as columns, computed by the current rules."""
+    from .annotations import reannotate
+
+    columns = db["changes"].columns_dict
+    for name in ("severity", "facts"):
+        if name not in columns:
+            db.execute(f"alter table changes add column {name} text")
+    reannotate(db)
+
+
 # Upgrades from each older schema version; each function takes the database one version up.
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def create_table(db: sqlite_utils.Database, table: Table) -> None:

@@ -139,4 +139,4 @@ def main() -> None:
 
 
 # The commands register themselves on `cli` when their modules load.
-from . import read, write  # noqa: E402, F401
+from . import read, web, write  # noqa: E402, F401
