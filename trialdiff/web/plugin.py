@@ -15,15 +15,23 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, TypeVar, cast
 
-from datasette import hookimpl
+from datasette import hookimpl as datasette_hookimpl
 from datasette.utils.asgi import Response
 from markupsafe import Markup, escape
 
 from ..export import to_atom
 from ..query import row_to_change
 from .metadata import private_columns
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def hookimpl(function: F) -> F:
+    """Mark a function as a Datasette hook implementation (typed, for mypy)."""
+    return cast(F, datasette_hookimpl(function))
+
 
 ATOM_COLUMNS: Final = frozenset({"nct_id", "path", "kind", "detected_at", "old", "new",
                                  "detail"})
@@ -86,7 +94,7 @@ def render_cell(value: Any, column: str, database: str, datasette: Any) -> Marku
 
 def can_render_atom(datasette: Any, columns: list[str]) -> bool:
     """Tell whether a result holds whole changes, which a feed can show."""
-    return _database(datasette) is not None and ATOM_COLUMNS <= set(columns)
+    return _database(datasette) is not None and set(columns) >= ATOM_COLUMNS
 
 
 def render_atom(datasette: Any, request: Any, database: str, table: str | None,

@@ -46,13 +46,17 @@ STYLE: Final = """
 .timeline { width: 100%; max-width: 960px; height: auto; background: #fbfbfc;
   border: 1px solid #e2e4e8; border-radius: 6px; }
 .timeline text { font: 12px system-ui, sans-serif; fill: #333; }
-.timeline .lane { font-weight: 600; } .timeline .band-label { fill: #fff; font-weight: 600; }
+.timeline .lane { font-weight: 600; }
+.timeline .band-label { fill: #1b1f24; font-size: 11px; font-weight: 600; }
+.timeline .status-band { stroke: #fff; stroke-width: 1; }
 .timeline .tick, .timeline .value, .timeline .empty { fill: #555; font-size: 11px; }
 .timeline .grid { stroke: #e2e4e8; } .timeline .axis { stroke: #888; }
-.timeline .step { stroke-width: 2.5; } .timeline .primary-completion { stroke: #6a4fb3; fill: #6a4fb3; }
+.timeline .step { stroke-width: 2.5; }
+.timeline .primary-completion { stroke: #6a4fb3; fill: #6a4fb3; }
 .timeline .enrollment { stroke: #1f7a8c; fill: #1f7a8c; } .timeline path.step { fill: none; }
 .timeline .change-mark { stroke-width: 3; stroke-opacity: .8; }
-.changes h3 { margin: 1.2em 0 .3em; } .changes ul { margin-top: .3em; }
+.changes h3 { margin: 1.2em 0 .3em; }
+.changes ul, .trial-page ul { list-style: disc; padding-left: 1.5em; margin-top: .3em; }
 .changes li { margin: .3em 0; line-height: 1.45; } del { background: #fbe3e4; color: #8a1f11; }
 ins { background: #e6f6e6; color: #1c6b1c; text-decoration: none; }
 .changes code, .trial-page code { background: #f4f4f6; padding: 0 .2em; border-radius: 3px;
@@ -118,7 +122,7 @@ def page_html(markdown: str) -> str:
     """Return a trial page's Markdown as HTML, front matter left out, raw HTML escaped."""
     if markdown.startswith("---\n"):
         markdown = markdown.split("\n---\n", 1)[-1]
-    return _MARKDOWN.render(markdown)
+    return str(_MARKDOWN.render(markdown))
 
 
 def changes_html(changes: Sequence[FieldChange]) -> str:

@@ -20,10 +20,10 @@ WIDTH: Final = 960
 LEFT: Final = 150  # room for the lane labels
 RIGHT: Final = 24
 STATUS_COLOURS: Final = {
-    "RECRUITING": "#2e9d5b", "NOT_YET_RECRUITING": "#8cc7e8", "ENROLLING_BY_INVITATION": "#5fb7a6",
-    "ACTIVE_NOT_RECRUITING": "#3f7fbf", "COMPLETED": "#7a7f87", "SUSPENDED": "#e0a030",
-    "TERMINATED": "#c0392b", "WITHDRAWN": "#a04060", "UNKNOWN": "#c5c9cf",
-    "AVAILABLE": "#2e9d5b", "NO_LONGER_AVAILABLE": "#7a7f87",
+    "RECRUITING": "#9fdab4", "NOT_YET_RECRUITING": "#c4e3f5", "ENROLLING_BY_INVITATION": "#a8dcd2",
+    "ACTIVE_NOT_RECRUITING": "#a9c6ea", "COMPLETED": "#cfd3d9", "SUSPENDED": "#f6d58e",
+    "TERMINATED": "#f2a9a1", "WITHDRAWN": "#e7b3c6", "UNKNOWN": "#e3e5e8",
+    "AVAILABLE": "#9fdab4", "NO_LONGER_AVAILABLE": "#cfd3d9", "none": "#f1f2f4",
 }
 SEVERITY_COLOURS: Final = {"major": "#c0392b", "minor": "#e08a1e", "info": "#9aa3ad"}
 _LANES: Final = {"status": (26, 62), "completion": (92, 150), "enrollment": (180, 238),
@@ -122,8 +122,11 @@ def _steps(
         drawing = True
         out.append(_tag("circle", title=f"{label(state)} (observed {state.observed_at[:10]})",
                         cx=here, cy=y(v), r=3.5, class_=f"point {css}"))
-        if v != shown:  # label a value where it starts
-            out.append(_tag("text", label(state), x=here + 6, y=y(v) - 6, class_="value"))
+        if v != shown:  # label a value where it starts; near the right edge, to its left
+            near_edge = here > WIDTH - RIGHT - 90
+            out.append(_tag("text", label(state), x=here - 6 if near_edge else here + 6,
+                            y=y(v) - 7, text_anchor="end" if near_edge else "start",
+                            class_="value"))
             shown = v
     return [_tag("path", d=" ".join(path), class_=f"step {css}", fill="none"), *out]
 
@@ -154,8 +157,8 @@ def timeline_svg(states: Sequence[State], marks: Sequence[Mark], end: str) -> st
         return ""
     times = [_seconds(s.observed_at) for s in states] + [_seconds(m.detected_at) for m in marks]
     first, last = min(times), max([*times, _seconds(end)])
-    if last <= first:
-        last = first + 86400.0  # one observation: a day's width, so it still shows
+    # Room after the last observation, so the latest state shows as more than a line.
+    last += max((last - first) * 0.12, 86400.0)
 
     def x(timestamp: str) -> float:
         return LEFT + (_seconds(timestamp) - first) / (last - first) * (WIDTH - LEFT - RIGHT)
@@ -177,8 +180,8 @@ def timeline_svg(states: Sequence[State], marks: Sequence[Mark], end: str) -> st
         out.append(_tag("rect", title=f"{name}: {period.start[:10]} to {period.end[:10]}",
                         x=left, y=float(top), width=max(right - left, 2.0),
                         height=float(bottom - top), rx=3, class_="status-band",
-                        fill=STATUS_COLOURS.get(name, "#b9a0d0"), data_status=name))
-        if right - left > 8 * len(name) + 12:
+                        fill=STATUS_COLOURS.get(name, "#d9cdea"), data_status=name))
+        if right - left > 7.5 * len(name) + 12:
             out.append(_tag("text", name, x=left + 6, y=(top + bottom) / 2 + 4,
                             class_="band-label"))
     out += _steps(states, lambda s: _day_value(s.primary_completion),
