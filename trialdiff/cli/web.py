@@ -48,7 +48,8 @@ def serve(ctx: click.Context, host: str, port: int, open_browser: bool) -> None:
     try:
         from ..web.app import make_datasette, run
     except ImportError as exc:
-        raise CliError(f"serve needs the web extra ({exc.name} is missing): "
+        missing = (exc.name or "datasette").split(".")[0]
+        raise CliError(f"serve needs the web extra ({missing} is missing): "
                        "pip install 'trialdiff[web]'") from exc
     from ..query import KNOWN_SCHEMA_VERSIONS
     from ..schema import SCHEMA_VERSION
