@@ -26,7 +26,7 @@ from ..model import FieldChange, utc_day
 from ..query import ChangeFilter, query_changes, snapshots_of, study_fields, study_row
 from ..render import recent_order
 from ..site import render_study_page
-from .timeline import Mark, State, timeline_svg
+from .timeline import SEVERITY_COLOURS, Mark, State, timeline_svg
 
 RECENT_DAYS: Final = 30
 # CommonMark with raw HTML off: a record's `<script>` shows as text. Links keep markdown-it's
@@ -64,6 +64,8 @@ ins { background: #e6f6e6; color: #1c6b1c; text-decoration: none; }
 .trial-page { border-top: 2px solid #e2e4e8; margin-top: 2em; }
 .trial-page pre { white-space: pre-wrap; background: #f4f4f6; padding: .8em; }
 .note { color: #555; }
+.legend .swatch { display: inline-block; width: .8em; height: .8em; border-radius: 2px;
+  margin: 0 .3em 0 .8em; vertical-align: -1px; }
 """
 
 
@@ -160,7 +162,10 @@ def study_body(data: StudyData, database: str, base: str) -> str:
         ) + "</p>",
         '<section class="timeline-section"><h2>Timeline</h2>',
         timeline_svg(data.states, marks, data.last_seen_at),
-        "</section>",
+        '<p class="legend note">Change marks: ' + "".join(
+            f'<span class="swatch" style="background: {colour}"></span>{level} '
+            for level, colour in SEVERITY_COLOURS.items()
+        ) + "\u00b7 hover over a band, point or mark for its details</p></section>",
         f'<section class="changes"><h2>Changes, newest first</h2>{changes_html(data.changes)}'
         "</section>",
         f'<section class="trial-page"><p class="note">The trial page, with recent changes '
