@@ -31,7 +31,8 @@ def expected(db_path: str) -> list[tuple[str, str, str, dict[str, object]]]:
     """Return what meaning.annotate says of the stored changes, one observation at a time."""
     with sqlite3.connect(db_path) as conn:
         changes = list(query_changes(conn, ChangeFilter()))
-        ids = [r[0] for r in conn.execute("select id from changes order by detected_at, nct_id, id")]
+        ids = [r[0] for r in
+               conn.execute("select id from changes order by detected_at, nct_id, id")]
     by_id = dict(zip(ids, annotate(changes), strict=True))
     return [(a.change.nct_id, a.change.path, a.severity, a.facts)
             for _, a in sorted(by_id.items())]

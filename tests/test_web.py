@@ -49,7 +49,8 @@ def hostile_record() -> dict[str, Any]:
     p = record["protocolSection"]
     p["identificationModule"]["nctId"] = "NCT09999999"
     p["identificationModule"]["briefTitle"] = f"{HOSTILE} & \"quoted\" <b>title</b>"
-    p["eligibilityModule"]["eligibilityCriteria"] = f"Inclusion: <img src=x onerror=alert(1)>\n{HOSTILE}"
+    p["eligibilityModule"]["eligibilityCriteria"] = (
+        f"Inclusion: <img src=x onerror=alert(1)>\n{HOSTILE}")
     p["contactsLocationsModule"]["locations"][0]["facility"] = "</title><svg onload=alert(2)>"
     p["statusModule"]["overallStatus"] = '"><script>alert(3)</script>'
     return record
@@ -61,8 +62,8 @@ def web_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     folder = tmp_path_factory.mktemp("web")
     path = str(folder / "trialdiff.db")
     assert run(path, "import", str(SAMPLE))[0] == 0
-    assert run(path, "import", "--at", "2026-04-20T09:00:00Z", str(GOLDEN / "partial.json"))[0] == 0
-    assert run(path, "import", "--at", "2026-05-12T07:21:49.285Z", str(GOLDEN / "full.json"))[0] == 0
+    for at, name in (("2026-04-20T09:00:00Z", "partial"), ("2026-05-12T07:21:49.285Z", "full")):
+        assert run(path, "import", "--at", at, str(GOLDEN / f"{name}.json"))[0] == 0
     plain = json.loads((GOLDEN / "full.json").read_text(encoding="utf-8"))
     plain["protocolSection"]["identificationModule"]["nctId"] = "NCT09999999"
     (folder / "before.json").write_text(json.dumps(plain), encoding="utf-8")
@@ -148,10 +149,10 @@ def test_the_study_page_holds_its_changes_newest_first(web_db: str) -> None:
     (response,) = fetch(web_db, "/study/NCT06060392")
     html = response.text
     changes = re.findall(r"<li><code>([^<]+)</code> \u2014 (\w+) <em>\((\w+)\)</em>", html)
-    assert sorted(c[0] for c in changes) == sorted([
-        "status.completionDate", "status.lastUpdatePostDate", "status.primaryCompletionDate",
-        "status.statusVerifiedDate", "design.enrollmentCount", "sponsor.collaborators"][:0]
-        + [c[0] for c in changes])
+    with sqlite3.connect(web_db) as conn:
+        stored = conn.execute("select path, kind, severity from changes "
+                              "where nct_id = 'NCT06060392'").fetchall()
+    assert sorted(changes) == sorted(stored)
     assert len(changes) == 6 and ("status.primaryCompletionDate", "changed", "major") in changes
     assert "moved +274 days" in html  # the feed's facts
     assert 'href="https://clinicaltrials.gov/study/NCT06060392"' in html
@@ -273,3 +274,36 @@ def test_a_real_browser_shows_the_study_page_of_a_real_serve(tmp_path: Path) -> 
         "none", "UNKNOWN"]  # the partial sighting had no status; the full one UNKNOWN
     assert svg.group(0).count('class="change-mark"') == 16
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_whole_private_table_is_refused_to_sql() -> None:
+    from trialdiff.web.plugin import authorizer
+
+    conn = sqlite3.connect(":memory:")
+    conn.execute("create table outbox (id integer primary key, secret text)")
+    conn.execute("create table runs (id integer primary key, errors text, status text)")
+    conn.execute("insert into outbox (secret) values ('hunter2')")
+    conn.execute("insert into runs (errors, status) values ('[{\"input\": \"x\"}]', 'ok')")
+    conn.set_authorizer(authorizer({"outbox": ("*",), "runs": ("errors",)}))
+    with pytest.raises(sqlite3.DatabaseError, match="prohibited"):
+        conn.execute("select secret from outbox")
+    with pytest.raises(sqlite3.DatabaseError, match="prohibited"):
+        conn.execute("select * from (select secret from outbox)")
+    assert conn.execute("select errors, status from runs").fetchall() == [(None, "ok")]
+
+
+def test_serve_warns_when_it_listens_beyond_loopback(
+    web_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trialdiff.web.app as app
+
+    calls: list[tuple[str, int, str | None]] = []
+    # Record what would be served instead of binding a public address in a test.
+    monkeypatch.setattr(app, "run", lambda ds, host, port, url: calls.append((host, port, url)))
+    code, out, err = run(web_db, "serve", "--host", "0.0.0.0", "--port", "8123", "--open")
+    assert (code, out) == (0, "")
+    assert err.startswith("trialdiff: warning: listening on 0.0.0.0: anyone who can reach "
+                          "this address can read the database\n")
+    assert calls == [("0.0.0.0", 8123, "http://0.0.0.0:8123/")]
+    code, _, err = run(web_db, "serve")
+    assert code == 0 and "warning" not in err and calls[-1] == ("127.0.0.1", 8001, None)
