@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 from click.testing import CliRunner
-from conftest import SAMPLE
+from conftest import FIXTURES, SAMPLE
 
 from trialdiff.cli import cli
 from trialdiff.meaning import annotate
@@ -95,3 +96,23 @@ def test_check_reports_rows_the_rules_disagree_with_and_reannotate_fixes_them(
     assert run(db_path, "check")[:2] == (
         0, "check: 3 studies, 5 snapshots, 528 changes verified; 0 problems\n")
     assert stored(db_path) == expected(db_path)
+
+
+def test_two_snapshots_at_one_instant_each_count_their_own_sites(
+    db_path: str, tmp_path: Path
+) -> None:
+    # Found by the fuzz test: one import that holds a study twice stores two snapshots observed
+    # at the same time; each is annotated on its own when written, and so when checked.
+    golden = FIXTURES / "NCT05085444"
+    record = json.loads((golden / "full.json").read_text(encoding="utf-8"))
+    (tmp_path / "a.json").write_text(json.dumps(record), encoding="utf-8")
+    sites = record["protocolSection"]["contactsLocationsModule"]["locations"]
+    sites.append({**sites[0], "facility": "A second hospital", "city": "Ningbo"})
+    (tmp_path / "b.json").write_text(json.dumps(record), encoding="utf-8")
+    assert run(db_path, "import", "--at", "2026-04-20", str(golden / "partial.json"))[0] == 0
+    assert run(db_path, "import", "--at", "2026-05-12", str(tmp_path))[0] == 0
+    rows = stored(db_path)
+    assert [r[3]["sites"] for r in rows if r[1].startswith("locations.")] == [
+        {"added": 1, "removed": 0, "changed": 0}, {"added": 1, "removed": 0, "changed": 0}]
+    code, out, _ = run(db_path, "check")
+    assert (code, out) == (0, "check: 1 studies, 3 snapshots, 17 changes verified; 0 problems\n")

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any
 
 from .meaning import Annotated, annotate
 from .query import Connection, row_to_change
 
-_COLUMNS = "id, nct_id, path, kind, detected_at, old, new, detail, severity, facts"
+_COLUMNS = "id, nct_id, path, kind, detected_at, old, new, detail, severity, facts, snapshot_id"
 _WINDOW = 5000  # snapshot ids per read: bounds memory on a registry-sized database
 
 
@@ -42,13 +43,17 @@ class Stale:
 
 
 def _annotated(rows: Sequence[Any]) -> Iterator[Stale]:
-    """Yield the rows (one batch of whole observations) whose stored meaning is stale."""
+    """Yield the rows (whole snapshots, in snapshot order) whose stored meaning is stale."""
     names = _COLUMNS.split(", ")
-    changes = [row_to_change(dict(zip(names, row, strict=True))) for row in rows]
-    for row, item in zip(rows, annotate(changes), strict=True):
-        current = (item.severity, facts_json(item.facts))
-        if (row[8], row[9]) != current:
-            yield Stale(row[0], row[1], row[2], (row[8], row[9]), current)
+    # One snapshot at a time, as store.py annotates them when it writes: two snapshots of a
+    # study observed at the same instant each count their own sites.
+    for _, group in groupby(rows, key=lambda row: row[10]):
+        found = list(group)
+        changes = [row_to_change(dict(zip(names, row, strict=True))) for row in found]
+        for row, item in zip(found, annotate(changes), strict=True):
+            current = (item.severity, facts_json(item.facts))
+            if (row[8], row[9]) != current:
+                yield Stale(row[0], row[1], row[2], (row[8], row[9]), current)
 
 
 def _batches(conn: Connection) -> Iterator[list[Any]]:
