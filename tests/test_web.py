@@ -28,6 +28,7 @@ from conftest import FIXTURES, ROOT, SAMPLE
 
 from trialdiff.cli import cli
 from trialdiff.model import utc_timestamp
+from trialdiff.schema import SCHEMA
 from trialdiff.web.app import make_datasette
 from trialdiff.web.metadata import QUERIES
 from trialdiff.web.timeline import status_periods
@@ -129,6 +130,11 @@ def test_change_log_facets_and_metadata_from_the_schema(web_db: str) -> None:
     assert tables["change_log"]["facets"] == ["severity", "kind", "path", "overall_status"]
     assert tables["changes"]["columns"]["severity"].startswith("major, minor or info")
     assert tables["records"]["hidden"] is True
+    with sqlite3.connect(web_db) as conn:  # every column of every table and of the view
+        for name in [*(t.name for t in SCHEMA), "change_log"]:
+            real = [row[1] for row in conn.execute(f"pragma table_info({name})")]
+            assert list(tables[name]["columns"]) == real, name
+            assert tables[name]["description"], name
 
 
 def test_private_columns_are_out_of_reach_of_sql(web_db: str) -> None:

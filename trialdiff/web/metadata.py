@@ -75,7 +75,7 @@ def _table_title(name: str) -> str:
 
 
 def _columns(table: Table) -> dict[str, str]:
-    """Return a table's column descriptions, private columns said to be hidden."""
+    """Return a table's column descriptions."""
     return {name: doc for name, _, doc in table.columns}
 
 
@@ -97,15 +97,14 @@ def build_metadata(database: str) -> dict[str, Any]:
     changes = tables["changes"]
     changes.update({"facets": CHANGE_FACETS[:3], "sort_desc": "detected_at"})
     tables["studies"]["label_column"] = "brief_title"
+    docs = {**_columns(by_name["studies"]), **_columns(by_name["changes"]),
+            "study_url": "the study on ClinicalTrials.gov",
+            "change_id": "the change's id in `changes`"}
     tables["change_log"] = {
         "title": "Change log",
         "description": VIEW_DOCS["change_log"],
         "facets": CHANGE_FACETS,
-        "columns": {
-            **_columns(by_name["studies"]), **_columns(by_name["changes"]),
-            "study_url": "the study on ClinicalTrials.gov",
-            "change_id": "the change's id in `changes`",
-        },
+        "columns": {name: docs[name] for name in [*CHANGE_COLUMNS.split(", "), "change_id"]},
     }
     queries = {q.name: {"title": q.title, "description": q.description, "sql": q.sql}
                for q in QUERIES}
