@@ -108,6 +108,14 @@ def test_every_page_and_canned_query_answers(web_db: str) -> None:
     timeline = results["study_timeline"]
     assert len(timeline) == 522 and {r["nct_id"] for r in timeline} == {"NCT05827016"}
     assert results["stopped"] == []  # the sample's studies start recruiting; none stopped
+    feeds = fetch(web_db, *(f"/trialdiff/{q.name}.atom?nct_id=NCT05827016&country="
+                            for q in QUERIES))
+    for query, feed in zip(QUERIES, feeds, strict=True):  # every canned query is a feed too
+        assert feed.headers["content-type"].startswith("application/atom+xml"), query.name
+        root = ET.fromstring(feed.text)
+        assert root.findtext("{http://www.w3.org/2005/Atom}title") == f"trialdiff: {query.title}"
+        entries = root.findall("{http://www.w3.org/2005/Atom}entry")
+        assert bool(entries) == bool(results[query.name]), query.name
     (missing,) = fetch(web_db, "/study/NCT00000001")
     assert missing.status_code == 404
 
