@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .annotations import has_annotations, stale_annotations
 from .diff import changed_paths
 from .model import content_hash
 from .normalize import extract_fields, rekey_locations
@@ -84,6 +85,22 @@ def _check(conn: Any, totals: CheckTotals) -> Iterator[str]:
     ).fetchone()[0]
     if orphans:
         yield f"{orphans} changes belong to no snapshot"
+    yield from _check_annotations(conn)
+
+
+def _check_annotations(conn: Any, shown: int = 10) -> Iterator[str]:
+    """Report stored severities and facts that the current severity rules would not give."""
+    if not has_annotations(conn):
+        return  # an older schema: the next write command's migration fills them in
+    stale = 0
+    for found in stale_annotations(conn):
+        stale += 1
+        if stale <= shown:
+            yield (f"{found.nct_id}: change {found.change_id} ({found.path}) stores severity "
+                   f"{found.stored[0]} and facts {found.stored[1]}; the current rules say "
+                   f"{found.current[0]} and {found.current[1]}: run `trialdiff reannotate`")
+    if stale > shown:
+        yield f"{stale - shown} more changes disagree with the current rules"
 
 
 def _check_timestamps(conn: Any) -> Iterator[str]:

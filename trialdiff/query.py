@@ -22,7 +22,7 @@ from .errors import DatabaseError, UsageError
 from .model import FieldChange, Snapshot, content_hash
 from .normalize import extract_fields
 
-KNOWN_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4, 5, 6})
+KNOWN_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4, 5, 6, 7})
 Connection = sqlite3.Connection | Any  # a sqlite3 connection, or sqlite-utils' Database
 
 

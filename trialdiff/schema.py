@@ -10,7 +10,7 @@ import sqlite_utils
 
 from .errors import DatabaseError, UsageError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 class Table(NamedTuple):
@@ -22,12 +22,17 @@ class Table(NamedTuple):
     indexes: tuple[tuple[str, ...], ...] = ()
     unique: tuple[tuple[str, ...], ...] = ()
     without_rowid: bool = False
+    # Columns only the engine reads ("*": the whole table): the web view and its SQL never
+    # see them (trialdiff/web: hidden, and NULL or refused by an SQLite authorizer).
+    private: tuple[str, ...] = ()
+    doc: str = ""  # what the table holds, for the web view
 
 
 # The README's schema section is generated from this table and tested against it.
 SCHEMA: tuple[Table, ...] = (
     Table("meta", "key", (("key", str, "setting name, e.g. schema_version"),
-                          ("value", str, "its value"))),
+                          ("value", str, "its value")),
+          doc="trialdiff's own settings, such as the schema version"),
     Table("studies", "nct_id", (
         ("nct_id", str, "the study"),
         ("first_seen_at", str, "first observation, ISO 8601 UTC"),
@@ -38,13 +43,15 @@ SCHEMA: tuple[Table, ...] = (
         ("brief_title", str, "from the latest record, for readable changelogs"),
         ("overall_status", str, "from the latest record"),
         ("last_update_post_date", str, "the registry's last update post date"),
-    )),
+    ),
+          doc="one row per study: when it was seen first and changed last, its title and status"),
     # Every observation moves a study's last sighting, so it lives apart from `studies`: a
     # narrow table means a daily sync of the registry rewrites 6 times fewer pages.
     Table("sightings", "nct_id", (
         ("nct_id", str, "the study"),
         ("last_seen_at", str, "latest observation, whether or not anything changed"),
-    ), without_rowid=True),
+    ), without_rowid=True,
+          doc="when each study was last observed, changed or not"),
     Table("snapshots", "id", (
         ("id", int, "row id"),
         ("nct_id", str, "the study"),
@@ -59,7 +66,8 @@ SCHEMA: tuple[Table, ...] = (
                          "previous snapshot; NULL for a lazy baseline, whose content is the "
                          "raw record in `records`"),
         ("markup", str, "the record's text markup: markdown (API v2) or html (record history)"),
-    ), unique=(("nct_id", "seq"),)),
+    ), unique=(("nct_id", "seq"),),
+          doc="each stored version of a study, as a delta from the one before"),
     Table("changes", "id", (
         ("id", int, "row id"),
         ("nct_id", str, "the study"),
@@ -70,14 +78,21 @@ SCHEMA: tuple[Table, ...] = (
         ("old", str, "JSON value before (NULL when added)"),
         ("new", str, "JSON value after (NULL when removed)"),
         ("detail", str, "JSON: list items added, removed and edited; edits inside a value"),
-    ), indexes=(("nct_id", "detected_at"), ("detected_at",), ("path",))),
+        ("severity", str, "major, minor or info, by the severity rules when it was written "
+                          "(`trialdiff reannotate` applies new rules)"),
+        ("facts", str, "JSON: what the change means (status transition, date shift, "
+                       "enrollment delta, results posted, site counts)"),
+    ), indexes=(("nct_id", "detected_at"), ("detected_at",), ("path",),
+                ("severity", "detected_at")),
+          doc="each field that changed between two consecutive snapshots of a study"),
     Table("records", "nct_id", (
         ("nct_id", str, "the study"),
         ("observed_at", str, "when this record was stored"),
         ("record", bytes, "zlib of the latest raw record's JSON, derivedSection left out"),
         ("etag", str, "the ETag `/studies/{id}` sent with this record; sync sends it back as "
                       "If-None-Match, and a 304 means seen, unchanged"),
-    )),
+    ),
+          doc="the latest raw record of each study, for its page"),
     Table("runs", "id", (
         ("id", int, "row id"),
         ("command", str, "import, sync or backfill"),
@@ -90,8 +105,9 @@ SCHEMA: tuple[Table, ...] = (
         ("changed", int, "studies with changes"),
         ("changes", int, "changes stored"),
         ("failed", int, "inputs that failed"),
-        ("errors", str, "JSON list of {input, error}"),
-    )),
+        ("errors", str, "JSON list of {input, error}; private: not in the web view"),
+    ), private=("errors",),
+          doc="each import, sync or backfill run and what it did"),
     Table("watchlist", "nct_id", (
         ("nct_id", str, "a study `sync` fetches every run"),
         ("added_at", str, "when it was tracked"),
@@ -100,7 +116,8 @@ SCHEMA: tuple[Table, ...] = (
         ("backfilled_at", str, "when `sync --backfill-new` took in its registry history"),
         ("fetched_release", str, "the data release (dataTimestamp) sync last fetched it under; "
                                  "not fetched again under the same release"),
-    )),
+    ),
+          doc="the studies `sync` fetches every run"),
     Table("history_versions", "id", (
         ("id", int, "row id"),
         ("nct_id", str, "the study"),
@@ -113,7 +130,8 @@ SCHEMA: tuple[Table, ...] = (
         ("status", str, "the listing's `status`: the overall status in that version"),
         ("module_labels", str, "the listing's `moduleLabels`: JSON list of the sections it "
                                "changed, as the website names them"),
-    ), unique=(("nct_id", "version"),)),
+    ), unique=(("nct_id", "version"),),
+          doc="registry versions that backfill took in"),
     Table("queries", "id", (
         ("id", int, "row id"),
         ("expr", str, "API v2 query.* / filter.* parameters, as a query string"),
@@ -122,7 +140,8 @@ SCHEMA: tuple[Table, ...] = (
                                 "only for studies updated since the day before"),
         ("fetched_release", str, "the data release (dataTimestamp) it was last fetched whole "
                                  "under; not fetched again under the same release"),
-    ), unique=(("expr",),)),
+    ), unique=(("expr",),),
+          doc="saved API queries that `sync` runs"),
     Table("events", "id", (
         ("id", int, "row id"),
         ("nct_id", str, "the study"),
@@ -130,7 +149,8 @@ SCHEMA: tuple[Table, ...] = (
         ("detected_at", str, "when the run saw it"),
         ("detail", str, "JSON, e.g. {\"moved_to\": \"NCT...\"}"),
         ("run_id", int, "the run that saw it"),
-    ), indexes=(("nct_id",),)),
+    ), indexes=(("nct_id",),),
+          doc="studies leaving scope, returning, or moving to a new id"),
 )
 
 # Alerts (trialdiff/watch.py, trialdiff/notify.py): rules, and an outbox written in the same
@@ -148,13 +168,14 @@ ALERT_TABLES: tuple[Table, ...] = (
         ("targets", str, "JSON list of target references: env:NAME or config:ID, never a URL"),
         ("secret", str, "reference to the webhook signing secret, or NULL"),
         ("created_at", str, "when it was added"),
-    )),
+    ), private=("*",), doc="alert rules (private: targets are references, still not shown)"),
     Table("query_studies", "id", (
         ("id", int, "row id"),
         ("query_id", int, "a saved query"),
         ("nct_id", str, "a study the query returned"),
         ("first_seen_at", str, "when the query first returned it"),
-    ), unique=(("query_id", "nct_id"),)),
+    ), unique=(("query_id", "nct_id"),), private=("*",),
+          doc="which studies each saved query returned, for query-scoped watches"),
     Table("alerts", "id", (
         ("id", int, "row id"),
         ("watch", str, "the watch that matched"),
@@ -163,7 +184,7 @@ ALERT_TABLES: tuple[Table, ...] = (
         ("created_at", str, "when it was raised (the give-up age counts from here)"),
         ("idempotency_key", str, "stable per alert: sent as the Idempotency-Key header"),
         ("run", str, "JSON: the run's id, command and start"),
-    ), unique=(("watch", "run_id", "scope"),)),
+    ), unique=(("watch", "run_id", "scope"),), private=("*",), doc="the alert outbox"),
     # A row per change, so a digest that grows all run long costs an insert per change.
     Table("alert_changes", "id", (
         ("id", int, "row id"),
@@ -171,7 +192,7 @@ ALERT_TABLES: tuple[Table, ...] = (
         ("nct_id", str, "the study"),
         ("title", str, "the study's brief title when the alert was raised"),
         ("change", str, "JSON: the change as `changes --format json` has it"),
-    ), indexes=(("alert_id",),)),
+    ), indexes=(("alert_id",),), private=("*",), doc="the changes each alert carries"),
     Table("deliveries", "id", (
         ("id", int, "row id"),
         ("alert_id", int, "the alert"),
@@ -182,20 +203,25 @@ ALERT_TABLES: tuple[Table, ...] = (
         ("last_attempt_at", str, "time of the latest attempt"),
         ("delivered_at", str, "when the target accepted it"),
         ("last_error", str, "why the latest attempt failed, target redacted"),
-    ), indexes=(("state",),), unique=(("alert_id", "target"),)),
+    ), indexes=(("state",),), unique=(("alert_id", "target"),), private=("*",),
+          doc="each alert's delivery to each target"),
 )
 SCHEMA += ALERT_TABLES
 
 # Views for reading the file without trialdiff (Datasette, `sqlite-utils query`).
 VIEWS: dict[str, str] = {
     "change_log": """
-        select c.detected_at, c.nct_id, s.brief_title, s.overall_status, c.path, c.kind,
-               c.old, c.new, c.detail, c.id as change_id
+        select c.detected_at, c.nct_id, s.brief_title, s.overall_status, c.severity, c.path,
+               c.kind, c.old, c.new, c.facts, c.detail,
+               'https://clinicaltrials.gov/study/' || c.nct_id as study_url, c.id as change_id
         from changes c join studies s on s.nct_id = c.nct_id
         order by c.detected_at desc, c.nct_id, c.id
     """,
 }
-VIEW_DOCS: dict[str, str] = {"change_log": "each change with its study's title and status"}
+VIEW_DOCS: dict[str, str] = {
+    "change_log": "each change with its study's title and status, its severity and facts, and "
+                  "the study's link on ClinicalTrials.gov",
+}
 
 
 def _v1_to_v2(db: sqlite_utils.Database) -> None:
@@ -238,7 +264,18 @@ def _v4_to_v5(db: sqlite_utils.Database) -> None:
         create_table(db, table)
 
 
-def _v5_to_v6(db: sqlite_utils.Database, batch_size: int = 200) -> None:
+def _v5_to_v6(db: sqlite_utils.Database) -> None:
+    """Store each change's severity and facts as columns, computed by the current rules."""
+    from .annotations import reannotate
+
+    columns = db["changes"].columns_dict
+    for name in ("severity", "facts"):
+        if name not in columns:
+            db.execute(f"alter table changes add column {name} text")
+    reannotate(db)
+
+
+def _v6_to_v7(db: sqlite_utils.Database, batch_size: int = 200) -> None:
     """Rewrite stored field paths to the field-path spec's rules 5 and 6 (its 2026 update).
 
     Each study whose stored snapshots hold a path the current rules name differently has its
@@ -304,7 +341,7 @@ def rekey_study(db: sqlite_utils.Database, nct_id: str) -> bool:
 
 # Upgrades from each older schema version; each function takes the database one version up.
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
-    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6,
+    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7,
 }
 
 

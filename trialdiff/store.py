@@ -20,9 +20,11 @@ from typing import Any
 import orjson
 import sqlite_utils
 
+from .annotations import annotation_columns
 from .dedupe import InputLedger
 from .diff import diff_snapshots
 from .errors import InputError, OutOfOrderError
+from .meaning import annotate
 from .model import FieldChange, Snapshot, content_hash, fields_json
 from .normalize import extract_fields
 from .query import study_fields
@@ -234,8 +236,9 @@ def store_snapshot(
         "delta": make_delta(previous.fields if previous else {}, snapshot.fields),
         "markup": snapshot.markup,
     })
-    for change in changes:
-        insert_row(db, "changes", change_row(change, snapshot_id))
+    for item in annotate(list(changes)):
+        insert_row(db, "changes",
+                   {**change_row(item.change, snapshot_id), **annotation_columns(item)})
 
 
 def update_study(db: sqlite_utils.Database, nct_id: str, columns: Mapping[str, Any]) -> None:

@@ -258,4 +258,4 @@ def main() -> None:
 
 
 # The commands register themselves on `cli` when their modules load.
-from . import alerts, read, write  # noqa: E402, F401
+from . import alerts, read, web, write  # noqa: E402, F401
