@@ -90,7 +90,7 @@ def test_check_reports_rows_the_rules_disagree_with_and_reannotate_fixes_them(
     assert "problem: NCT05827016: change " in out
     assert ("(status.overallStatus) stores severity info and facts {}; the current rules say "
             "major and ") in out
-    assert out.endswith("528 changes verified; 1 problems\n")
+    assert out.endswith("528 changes verified; 1 problem\n")
     code, out, err = run(db_path, "reannotate")
     assert (code, out, err) == (0, "reannotate: 528 changes checked, 1 updated\n", "")
     assert run(db_path, "check")[:2] == (
@@ -101,18 +101,22 @@ def test_check_reports_rows_the_rules_disagree_with_and_reannotate_fixes_them(
 def test_two_snapshots_at_one_instant_each_count_their_own_sites(
     db_path: str, tmp_path: Path
 ) -> None:
-    # Found by the fuzz test: one import that holds a study twice stores two snapshots observed
-    # at the same time; each is annotated on its own when written, and so when checked.
+    # Found by the fuzz test: two imports at the same time store two snapshots observed at one
+    # instant; each is annotated on its own when written, and so when checked. (One input that
+    # holds a study twice is a conflict now: see dedupe.)
     golden = FIXTURES / "NCT05085444"
     record = json.loads((golden / "full.json").read_text(encoding="utf-8"))
-    (tmp_path / "a.json").write_text(json.dumps(record), encoding="utf-8")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "a.json").write_text(json.dumps(record), encoding="utf-8")
     sites = record["protocolSection"]["contactsLocationsModule"]["locations"]
     sites.append({**sites[0], "facility": "A second hospital", "city": "Ningbo"})
-    (tmp_path / "b.json").write_text(json.dumps(record), encoding="utf-8")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "b.json").write_text(json.dumps(record), encoding="utf-8")
     assert run(db_path, "import", "--at", "2026-04-20", str(golden / "partial.json"))[0] == 0
-    assert run(db_path, "import", "--at", "2026-05-12", str(tmp_path))[0] == 0
+    for part in ("a", "b"):
+        assert run(db_path, "import", "--at", "2026-05-12", str(tmp_path / part))[0] == 0
     rows = stored(db_path)
     assert [r[3]["sites"] for r in rows if r[1].startswith("locations.")] == [
         {"added": 1, "removed": 0, "changed": 0}, {"added": 1, "removed": 0, "changed": 0}]
     code, out, _ = run(db_path, "check")
-    assert (code, out) == (0, "check: 1 studies, 3 snapshots, 17 changes verified; 0 problems\n")
+    assert (code, out) == (0, "check: 1 study, 3 snapshots, 17 changes verified; 0 problems\n")

@@ -87,7 +87,7 @@ def test_check_names_every_stored_timestamp_that_is_not_canonical(
     assert out.splitlines() == [
         "problem: sightings.last_seen_at: 3 timestamps are not canonical ISO 8601 UTC "
         "(YYYY-MM-DDTHH:MM:SS.mmmZ), e.g. '2025-07-07 00:00:00'",
-        "problem: snapshots.observed_at: 1 timestamps are not canonical ISO 8601 UTC "
+        "problem: snapshots.observed_at: 1 timestamp is not canonical ISO 8601 UTC "
         "(YYYY-MM-DDTHH:MM:SS.mmmZ), e.g. '999-06-14T00:00:00.000Z'",
         "problem: changes.detected_at: 528 timestamps are not canonical ISO 8601 UTC "
         "(YYYY-MM-DDTHH:MM:SS.mmmZ), e.g. '2025-07-07T00:00:00+00:00'",

@@ -21,6 +21,7 @@ from .query import (
     read_transaction,
     study_fields,
 )
+from .render import plural
 
 # Every column holding a time trialdiff wrote; each must be canonical ISO 8601 UTC, as
 # model.utc_timestamp writes it, or it sorts wrongly against the others.
@@ -112,7 +113,8 @@ def _check_timestamps(conn: Any) -> Iterator[str]:
             [_CANONICAL],
         ).fetchone()
         if count:
-            yield (f"{table}.{column}: {count} timestamps are not canonical ISO 8601 UTC "
+            yield (f"{table}.{column}: {plural(count, 'timestamp')} "
+                   f"{'is' if count == 1 else 'are'} not canonical ISO 8601 UTC "
                    f"(YYYY-MM-DDTHH:MM:SS.mmmZ), e.g. {example!r}")
 
 

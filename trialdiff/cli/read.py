@@ -248,9 +248,11 @@ def check(ctx: click.Context) -> None:
     for problem in check_database(reader(ctx), totals):
         problems += 1
         click.echo(f"problem: {problem}")
+    from ..render import plural
+
     click.echo(
-        f"check: {totals.studies} studies, {totals.snapshots} snapshots, {totals.changes} "
-        f"changes verified; {problems} problems"
+        f"check: {plural(totals.studies, 'study')}, {plural(totals.snapshots, 'snapshot')}, "
+        f"{plural(totals.changes, 'change')} verified; {plural(problems, 'problem')}"
     )
     if problems:
         ctx.exit(1)
