@@ -39,6 +39,7 @@ from .meaning import (
     sites_phrase,
 )
 from .model import FieldChange
+from .registry import DEFAULT
 from .render import plural
 from .report import ARROW, date_text, short, site_text, visible
 from .worddiff import MARKS, clip, word_diff
@@ -47,7 +48,6 @@ CSV_COLUMNS: Final = ("nct_id", "path", "kind", "detected_at", "old", "new", "se
                       "facts")
 _JSON_COLUMNS: Final = ("old", "new", "facts")
 _FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
-STUDY_URL: Final = "https://clinicaltrials.gov/study/"
 ATOM_NS: Final = "http://www.w3.org/2005/Atom"
 # RFC 4151 tag URIs name an authority and a date; sites should pass their own domain.
 DEFAULT_TAG_AUTHORITY: Final = "trialdiff,2024"
@@ -414,7 +414,7 @@ def iter_atom(
         _add(entry, "title", entry_title(nct_id, day, items, (titles or {}).get(nct_id)))
         _add(entry, "updated", max(a.change.detected_at for a in items))
         _add(entry, "link", rel="alternate", type="text/html",
-             href=STUDY_URL + quote(nct_id, safe=""))
+             href=DEFAULT.study_url(nct_id))
         _add(entry, "content", entry_html(items), type="html")
         ET.indent(entry, level=1)  # as ET.indent(feed) would indent it inside the feed
         yield "\n  " + ET.tostring(entry, "unicode")

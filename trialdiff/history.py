@@ -23,6 +23,7 @@ from .history_api import DAY, POSTING_LAG, HistoryAPI, Version
 from .model import Backfilled, ShapeWarning, Snapshot, utc_timestamp
 from .normalize import extract_fields
 from .query import apply_delta, row_to_change
+from .registry import DEFAULT
 from .sources import SourceItem
 from .store import (
     RunTotals,
@@ -30,7 +31,6 @@ from .store import (
     materialize,
     save_record,
     store_snapshot,
-    summary_columns,
     transaction,
     update_study,
 )
@@ -207,7 +207,7 @@ def _slot_in(
         exists = db.execute("select 1 from studies where nct_id = ?", [nct_id]).fetchone()
         if not exists:
             insert_row(db, "studies", {"nct_id": nct_id, "first_seen_at": snapshot.observed_at,
-                                       "raw_hash": "", **summary_columns(study)})
+                                       "raw_hash": "", **DEFAULT.summary_columns(study)})
             insert_row(db, "sightings", {"nct_id": nct_id, "last_seen_at": snapshot.observed_at})
         stored = stored_snapshots(db, nct_id)
         states = place_in_time([*stored, (snapshot, run_id)], public)
@@ -216,7 +216,7 @@ def _slot_in(
         if latest.source == "backfill" and latest.source_version == version.number:
             # No synced record is newer: this version is the study's latest record.
             save_record(db, nct_id, study, latest.observed_at)
-            update_study(db, nct_id, {"raw_hash": "", **summary_columns(study)})
+            update_study(db, nct_id, {"raw_hash": "", **DEFAULT.summary_columns(study)})
         db.execute("update sightings set last_seen_at = max(last_seen_at, ?) where nct_id = ?",
                    [latest.observed_at, nct_id])
         insert_row(db, "history_versions", {

@@ -29,7 +29,7 @@ from .fetch import (
     incremental,
 )
 from .model import Event, PageDone
-from .normalize import study_id
+from .registry import DEFAULT
 from .sources import SourceItem
 from .store import Observation, RunTotals, save_studies, transaction
 
@@ -101,7 +101,7 @@ def _items(page: list[dict[str, Any]], where: str) -> list[SourceItem]:
     """Return a fetched page as source items (a record without an id is an error)."""
     items = []
     for index, study in enumerate(page):
-        nct_id = study_id(study)
+        nct_id = DEFAULT.study_id(study)
         if nct_id is None:
             items.append(SourceItem(f"{where}[{index}]", error="not a study: no nctId"))
         else:
