@@ -6,13 +6,13 @@ stored changes. It reads inside one read transaction, so a writer's commits neve
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .diff import changed_paths
 from .model import content_hash
-from .query import KNOWN_SCHEMA_VERSIONS, apply_delta, read_transaction, study_fields
+from .query import KNOWN_SCHEMA_VERSIONS, iter_snapshots, read_transaction
 
 # Every column holding a time trialdiff wrote; each must be canonical ISO 8601 UTC, as
 # model.utc_timestamp writes it, or it sorts wrongly against the others.
@@ -96,28 +96,24 @@ def _check_study(
     conn: Any, nct_id: str, study_hash: str | None, count: int, totals: CheckTotals
 ) -> Iterator[str]:
     """Fold one study's snapshots, checking each hash and recomputing each change."""
-    fields: dict[str, str] = {}
-    rows = conn.execute(
-        "select id, seq, content_hash, delta, markup from snapshots where nct_id = ? order by seq",
-        [nct_id],
-    ).fetchall()
-    if [row[1] for row in rows] != list(range(1, len(rows) + 1)) or len(rows) != count:
+    fields: Mapping[str, str] = {}
+    rows = list(iter_snapshots(conn, nct_id))
+    if [row.seq for row in rows] != list(range(1, len(rows) + 1)) or len(rows) != count:
         yield f"{nct_id}: snapshots are not numbered 1..{count}"
     digest = None
     markup = None
-    for snapshot_id, seq, stored_hash, delta, this_markup in rows:
+    for row in rows:
+        snapshot_id, seq, stored_hash = row.id, row.seq, row.stored_hash
+        this_markup = row.snapshot.markup
         totals.snapshots += 1
-        before = dict(fields)
-        if delta is None:  # a lazy baseline: its content is the study's raw record
+        before, fields = fields, row.snapshot.fields
+        if row.lazy:  # a lazy baseline: its content is the study's raw record
             if seq != 1 or len(rows) != 1:
                 yield f"{nct_id}: snapshot {seq} has no content but is not a lone baseline"
-            fields = study_fields(conn, nct_id, seq)
             if not fields:
                 yield f"{nct_id}: its baseline's raw record is missing"
             # Nothing to compare a lazy baseline's hash with: the study's is NULL too.
             stored_hash = study_hash = content_hash(fields)
-        else:
-            apply_delta(fields, delta)
         if seq > 1 and fields == before:
             yield f"{nct_id}: snapshot {seq} repeats the content of snapshot {seq - 1}"
         digest = content_hash(fields)

@@ -22,7 +22,7 @@ from .errors import FetchError, ShapeError
 from .history_api import DAY, POSTING_LAG, HistoryAPI, Version
 from .model import Backfilled, ShapeWarning, Snapshot, utc_timestamp
 from .normalize import extract_fields
-from .query import apply_delta, row_to_change
+from .query import iter_snapshots, row_to_change
 from .registry import DEFAULT
 from .sources import SourceItem
 from .store import (
@@ -41,16 +41,7 @@ State = tuple[Snapshot, int | None]  # a snapshot and the run that stored it
 def stored_snapshots(db: sqlite_utils.Database, nct_id: str) -> list[State]:
     """Return a study's snapshots with their fields rebuilt, and the run of each, oldest first."""
     materialize(db, nct_id)
-    fields: dict[str, str] = {}
-    found = []
-    for observed_at, source, version, markup, run_id, delta in db.execute(
-        "select observed_at, source, source_version, markup, run_id, delta from snapshots "
-        "where nct_id = ? order by seq", [nct_id],
-    ).fetchall():
-        apply_delta(fields, delta)
-        found.append((Snapshot(nct_id, observed_at, dict(fields), source, version,
-                               markup or "markdown"), run_id))
-    return found
+    return [(stored.snapshot, stored.run_id) for stored in iter_snapshots(db, nct_id)]
 
 
 def place_in_time(states: list[State], public: Mapping[int, str]) -> list[State]:

@@ -22,6 +22,7 @@ from .fields import (
     Field,
     expand_source,
 )
+from .model import dump_json
 from .registry import DEFAULT
 
 # A coverage tree: nested dicts of record keys whose leaves say what a key is.
@@ -121,16 +122,11 @@ def reference_canonical_json(value: Any) -> str | None:
             return {k: v for k, v in kept.items() if v is not None} or None
         if isinstance(node, list):
             items = [canonical(v) for v in node]
-            return sorted((v for v in items if v is not None), key=_dumps) or None
+            return sorted((v for v in items if v is not None), key=dump_json) or None
         return node
 
     form = canonical(value)
-    return None if form is None else _dumps(form)
-
-
-def _dumps(value: Any) -> str:
-    """Write JSON as the spec's canonical JSON is written."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return None if form is None else dump_json(form)
 
 
 def fallback_path(keys: tuple[str, ...]) -> str:

@@ -23,7 +23,7 @@ import sqlite_utils
 from .dedupe import InputLedger
 from .diff import diff_snapshots
 from .errors import InputError, OutOfOrderError
-from .model import FieldChange, Snapshot, content_hash, fields_json
+from .model import FieldChange, Snapshot, content_hash, dump_json, fields_json
 from .normalize import extract_fields
 from .query import study_fields
 from .registry import DEFAULT, Registry
@@ -298,7 +298,7 @@ def _to_json(value: Any) -> str | None:
     """Return a value as stored JSON text (None stays NULL)."""
     if value is None:
         return None
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return dump_json(value)
 
 
 @dataclass
