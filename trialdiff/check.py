@@ -12,7 +12,8 @@ from typing import Any
 
 from .diff import changed_paths
 from .model import content_hash
-from .query import KNOWN_SCHEMA_VERSIONS, iter_snapshots, read_transaction
+from .query import iter_snapshots, read_transaction
+from .schema_version import SCHEMA_VERSION
 
 # Every column holding a time trialdiff wrote; each must be canonical ISO 8601 UTC, as
 # model.utc_timestamp writes it, or it sorts wrongly against the others.
@@ -62,7 +63,7 @@ def _check(conn: Any, totals: CheckTotals) -> Iterator[str]:
         yield "SQLite integrity check: " + "; ".join(str(r[0]) for r in result[:10])
         return
     version = conn.execute("select value from meta where key = 'schema_version'").fetchone()
-    if version is None or int(version[0]) not in KNOWN_SCHEMA_VERSIONS:
+    if version is None or int(version[0]) != SCHEMA_VERSION:
         yield f"unknown schema version: {version[0] if version else None}"
         return
     yield from _check_timestamps(conn)

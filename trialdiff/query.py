@@ -21,8 +21,8 @@ import orjson
 from .errors import DatabaseError, UsageError
 from .model import FieldChange, Snapshot, content_hash, dump_json
 from .normalize import extract_fields
+from .schema_version import version_problem
 
-KNOWN_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4})
 Connection = sqlite3.Connection | Any  # a sqlite3 connection, or sqlite-utils' Database
 
 
@@ -45,8 +45,9 @@ def connect_readonly(path: str) -> sqlite3.Connection:
         raise DatabaseError(f"cannot read database {path}: {exc}") from exc
     if row is None:
         raise UsageError(f"{path} is not a trialdiff database (it has no schema version)")
-    if int(row[0]) not in KNOWN_SCHEMA_VERSIONS:
-        raise DatabaseError(f"{path}: unknown schema version {row[0]}")
+    problem = version_problem(path, int(row[0]))
+    if problem is not None:
+        raise DatabaseError(problem)
     return conn
 
 
