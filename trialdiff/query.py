@@ -209,9 +209,6 @@ def snapshots_of(conn: Connection, nct_id: str) -> list[dict[str, Any]]:
 
 def listed_versions(conn: Connection, nct_id: str) -> dict[int, dict[str, Any]]:
     """Return what the registry's listing said of each backfilled version, by number."""
-    columns = {row[1] for row in conn.execute("pragma table_info(history_versions)")}
-    if "module_labels" not in columns:  # a database from before schema 3, not migrated yet
-        return {}
     return {
         number: {"status": status, "qc_date": qc_date,
                  "module_labels": json.loads(labels) if labels else []}
