@@ -3,12 +3,14 @@
 Everything else in trialdiff works on field paths, snapshots and changes. What ties it to
 ClinicalTrials.gov is gathered here: the study id's form and place in a record, the parts of a
 record that change without the sponsor changing the study (the gate ignores them), the field
-table, the study's summary columns, its public URL, and the API client. `CTGOV` is the one
-implementation and `DEFAULT` the registry callers use unless given another; a second registry
-is a second object of this protocol, not edits across the tree.
+table, the study's summary columns, its public URL, and the API client with its
+record-history adapter. `CTGOV` is the one implementation and `DEFAULT` the registry callers
+use unless given another; a second registry is a second object of this protocol, not edits
+across the tree.
 
 The module is a table: importing it does no I/O and loads no HTTP library, so the pure stages
-(normalize, diff) may use it. Only `client()` reaches up to `fetch`, when called.
+(normalize, diff) may use it. Only `client()` and `history()` reach up, to `fetch` and
+`history_api`, when called.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .fields import FIELDS, IGNORED_SOURCES, Field
 
 if TYPE_CHECKING:
     from .fetch import Client, Pacing
+    from .history_api import HistoryAPI
 
 
 class Registry(Protocol):
@@ -81,6 +84,10 @@ class Registry(Protocol):
     def client(self, base_url: str | None = None, pacing: Pacing | None = None,
                **options: Any) -> Client:
         """Return an API client (`options` go to it: transport, sleep, clock)."""
+        ...
+
+    def history(self, client: Client) -> HistoryAPI:
+        """Return the record-history adapter over a client based at the registry's site root."""
         ...
 
 
@@ -144,6 +151,12 @@ class ClinicalTrialsGov:
         from .fetch import Client, Pacing  # here: the tables above load no HTTP library
 
         return Client(base_url or self.api_url, pacing or Pacing(), **options)
+
+    def history(self, client: Client) -> HistoryAPI:
+        """Return the adapter of the website's record-history endpoints (history_api)."""
+        from .history_api import HistoryAPI  # here, as in client()
+
+        return HistoryAPI(client)
 
 
 CTGOV: Final = ClinicalTrialsGov()

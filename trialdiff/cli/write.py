@@ -355,9 +355,10 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
 
 def _history_api(api: dict[str, Any]) -> Any:
     """Return the record-history endpoints, through a client based at the registry's root."""
-    from ..history_api import HistoryAPI, site_root
+    from ..history_api import site_root
+    from ..registry import DEFAULT
 
-    return HistoryAPI(_client(**{**api, "api": site_root(api["api"])}))
+    return DEFAULT.history(_client(**{**api, "api": site_root(api["api"])}))
 
 
 @cli.command()
