@@ -6,7 +6,7 @@ stored changes. It reads inside one read transaction, so a writer's commits neve
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,14 +14,9 @@ from .annotations import has_annotations, stale_annotations
 from .diff import changed_paths
 from .model import content_hash
 from .normalize import extract_fields, rekey_locations
-from .query import (
-    KNOWN_SCHEMA_VERSIONS,
-    apply_delta,
-    latest_record,
-    read_transaction,
-    study_fields,
-)
+from .query import iter_snapshots, latest_record, read_transaction
 from .render import plural
+from .schema_version import SCHEMA_VERSION
 
 # Every column holding a time trialdiff wrote; each must be canonical ISO 8601 UTC, as
 # model.utc_timestamp writes it, or it sorts wrongly against the others.
@@ -71,7 +66,7 @@ def _check(conn: Any, totals: CheckTotals) -> Iterator[str]:
         yield "SQLite integrity check: " + "; ".join(str(r[0]) for r in result[:10])
         return
     version = conn.execute("select value from meta where key = 'schema_version'").fetchone()
-    if version is None or int(version[0]) not in KNOWN_SCHEMA_VERSIONS:
+    if version is None or int(version[0]) != SCHEMA_VERSION:
         yield f"unknown schema version: {version[0] if version else None}"
         return
     yield from _check_timestamps(conn)
@@ -122,28 +117,24 @@ def _check_study(
     conn: Any, nct_id: str, study_hash: str | None, count: int, totals: CheckTotals
 ) -> Iterator[str]:
     """Fold one study's snapshots, checking each hash and recomputing each change."""
-    fields: dict[str, str] = {}
-    rows = conn.execute(
-        "select id, seq, content_hash, delta, markup from snapshots where nct_id = ? order by seq",
-        [nct_id],
-    ).fetchall()
-    if [row[1] for row in rows] != list(range(1, len(rows) + 1)) or len(rows) != count:
+    fields: Mapping[str, str] = {}
+    rows = list(iter_snapshots(conn, nct_id))
+    if [row.seq for row in rows] != list(range(1, len(rows) + 1)) or len(rows) != count:
         yield f"{nct_id}: snapshots are not numbered 1..{count}"
     digest = None
     markup = None
-    for snapshot_id, seq, stored_hash, delta, this_markup in rows:
+    for row in rows:
+        snapshot_id, seq, stored_hash = row.id, row.seq, row.stored_hash
+        this_markup = row.snapshot.markup
         totals.snapshots += 1
-        before = dict(fields)
-        if delta is None:  # a lazy baseline: its content is the study's raw record
+        before, fields = fields, row.snapshot.fields
+        if row.lazy:  # a lazy baseline: its content is the study's raw record
             if seq != 1 or len(rows) != 1:
                 yield f"{nct_id}: snapshot {seq} has no content but is not a lone baseline"
-            fields = study_fields(conn, nct_id, seq)
             if not fields:
                 yield f"{nct_id}: its baseline's raw record is missing"
             # Nothing to compare a lazy baseline's hash with: the study's is NULL too.
             stored_hash = study_hash = content_hash(fields)
-        else:
-            apply_delta(fields, delta)
         yield from check_site_paths(nct_id, seq, fields, this_markup)
         if seq > 1 and fields == before:
             yield f"{nct_id}: snapshot {seq} repeats the content of snapshot {seq - 1}"
@@ -165,7 +156,7 @@ def _check_study(
                    f"(missing {missing[:3]}, unexpected {extra[:3]})")
     if rows and digest != study_hash:
         yield f"{nct_id}: the study's content hash is not its latest snapshot's"
-    if rows and rows[-1][3] is not None:
+    if rows and not rows[-1].lazy:
         yield from check_latest_paths(conn, nct_id, fields)
 
 
@@ -175,7 +166,7 @@ def _sample(paths: set[str]) -> str:
 
 
 def check_site_paths(
-    nct_id: str, seq: int, fields: dict[str, str], markup: str | None
+    nct_id: str, seq: int, fields: Mapping[str, str], markup: str | None
 ) -> Iterator[str]:
     """Yield a problem when a snapshot's sites are not keyed as rule 5 keys them today."""
     expected = rekey_locations(fields, markup or "markdown")
@@ -185,7 +176,7 @@ def check_site_paths(
                f"expected {_sample(expected.keys() - fields.keys())})")
 
 
-def check_latest_paths(conn: Any, nct_id: str, fields: dict[str, str]) -> Iterator[str]:
+def check_latest_paths(conn: Any, nct_id: str, fields: Mapping[str, str]) -> Iterator[str]:
     """Yield a problem when the latest snapshot's fields are not its stored record's today.
 
     The latest raw record is the one source kept whole, so it checks every path, fallback

@@ -38,7 +38,8 @@ from .meaning import (
     site_counts,
     sites_phrase,
 )
-from .model import FieldChange
+from .model import FieldChange, dump_json
+from .registry import DEFAULT
 from .render import plural
 from .report import ARROW, date_text, short, site_text, visible
 from .worddiff import MARKS, clip, word_diff
@@ -47,7 +48,6 @@ CSV_COLUMNS: Final = ("nct_id", "path", "kind", "detected_at", "old", "new", "se
                       "facts")
 _JSON_COLUMNS: Final = ("old", "new", "facts")
 _FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
-STUDY_URL: Final = "https://clinicaltrials.gov/study/"
 ATOM_NS: Final = "http://www.w3.org/2005/Atom"
 # RFC 4151 tag URIs name an authority and a date; sites should pass their own domain.
 DEFAULT_TAG_AUTHORITY: Final = "trialdiff,2024"
@@ -115,11 +115,10 @@ def records(changes: Iterable[FieldChange]) -> list[dict[str, Any]]:
 _RAW_BREAKS: Final = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
-def json_text(value: Any, **options: Any) -> str:
-    """Return JSON text with the line breaks json leaves raw (U+0085, U+2028/9) escaped."""
+def json_text(value: Any, indent: int | None = None) -> str:
+    """Return dump_json's text with the line breaks json leaves raw (U+0085, U+2028/9) escaped."""
     # Line readers such as str.splitlines() split on them, which would cut an NDJSON line.
-    text = json.dumps(value, ensure_ascii=False, sort_keys=True, **options)
-    return text.translate(_RAW_BREAKS)
+    return dump_json(value, indent).translate(_RAW_BREAKS)
 
 
 def iter_json(groups: Iterable[list[Annotated]]) -> Iterator[str]:
@@ -137,7 +136,7 @@ def iter_json(groups: Iterable[list[Annotated]]) -> Iterator[str]:
 def iter_ndjson(groups: Iterable[list[Annotated]]) -> Iterator[str]:
     """Yield newline-delimited JSON, one change a line."""
     for item in _flat(groups):
-        yield json_text(record(item), separators=(",", ":")) + "\n"
+        yield json_text(record(item)) + "\n"
 
 
 def to_json(changes: Iterable[FieldChange]) -> str:
@@ -164,7 +163,7 @@ def _json_cell(value: Any) -> str:
     """Return a value as compact JSON text; absent (None) is an empty cell."""
     if value is None:
         return ""
-    return json_text(value, separators=(",", ":"))
+    return json_text(value)
 
 
 def iter_csv(groups: Iterable[list[Annotated]]) -> Iterator[str]:
@@ -414,7 +413,7 @@ def iter_atom(
         _add(entry, "title", entry_title(nct_id, day, items, (titles or {}).get(nct_id)))
         _add(entry, "updated", max(a.change.detected_at for a in items))
         _add(entry, "link", rel="alternate", type="text/html",
-             href=STUDY_URL + quote(nct_id, safe=""))
+             href=DEFAULT.study_url(nct_id))
         _add(entry, "content", entry_html(items), type="html")
         ET.indent(entry, level=1)  # as ET.indent(feed) would indent it inside the feed
         yield "\n  " + ET.tostring(entry, "unicode")

@@ -31,7 +31,7 @@ from .errors import (
     ResponseTooLarge,
     UsageError,
 )
-from .normalize import study_id
+from .registry import DEFAULT
 from .render import plural
 
 USER_AGENT = f"trialdiff/{__version__} python-httpx/{httpx.__version__}"
@@ -292,7 +292,7 @@ def answered_ids(study: Mapping[str, Any]) -> set[str]:
     """Return the ids a study answers to: its own and its old aliases."""
     ident = study.get("protocolSection", {}).get("identificationModule", {})
     aliases = ident.get("nctIdAliases") if isinstance(ident, dict) else None
-    own = study_id(dict(study))
+    own = DEFAULT.study_id(dict(study))
     return {a for a in [own, *(aliases or [])] if isinstance(a, str)}
 
 
@@ -324,7 +324,7 @@ def fetch_pages(
         if following and following in tokens:
             raise PagingError(f"/studies: the API sent nextPageToken {following[:40]!r} again; "
                               f"stopped paging ({_describe(params)})")
-        ids = {study_id(study) or "" for study in studies}
+        ids = {DEFAULT.study_id(study) or "" for study in studies}
         if token and ids <= seen:
             raise PagingError(f"/studies: page {len(tokens) + 1} held only studies of earlier "
                               f"pages; stopped paging ({_describe(params)})")

@@ -22,7 +22,8 @@ from .errors import FetchError, ShapeError
 from .history_api import DAY, POSTING_LAG, HistoryAPI, Version
 from .model import Backfilled, ShapeWarning, Snapshot, utc_timestamp
 from .normalize import extract_fields
-from .query import apply_delta, row_to_change
+from .query import iter_snapshots, row_to_change
+from .registry import DEFAULT
 from .sources import SourceItem
 from .store import (
     RunTotals,
@@ -30,7 +31,6 @@ from .store import (
     materialize,
     save_record,
     store_snapshot,
-    summary_columns,
     transaction,
     update_study,
 )
@@ -42,16 +42,7 @@ State = tuple[Snapshot, int | None]  # a snapshot and the run that stored it
 def stored_snapshots(db: sqlite_utils.Database, nct_id: str) -> list[State]:
     """Return a study's snapshots with their fields rebuilt, and the run of each, oldest first."""
     materialize(db, nct_id)
-    fields: dict[str, str] = {}
-    found = []
-    for observed_at, source, version, markup, run_id, delta in db.execute(
-        "select observed_at, source, source_version, markup, run_id, delta from snapshots "
-        "where nct_id = ? order by seq", [nct_id],
-    ).fetchall():
-        apply_delta(fields, delta)
-        found.append((Snapshot(nct_id, observed_at, dict(fields), source, version,
-                               markup or "markdown"), run_id))
-    return found
+    return [(stored.snapshot, stored.run_id) for stored in iter_snapshots(db, nct_id)]
 
 
 def place_in_time(states: list[State], public: Mapping[int, str]) -> list[State]:
@@ -209,7 +200,7 @@ def _slot_in(
         exists = db.execute("select 1 from studies where nct_id = ?", [nct_id]).fetchone()
         if not exists:
             insert_row(db, "studies", {"nct_id": nct_id, "first_seen_at": snapshot.observed_at,
-                                       "raw_hash": "", **summary_columns(study)})
+                                       "raw_hash": "", **DEFAULT.summary_columns(study)})
             insert_row(db, "sightings", {"nct_id": nct_id, "last_seen_at": snapshot.observed_at})
         before = _change_keys(db, nct_id) if alerts is not None else None
         stored = stored_snapshots(db, nct_id)
@@ -221,7 +212,7 @@ def _slot_in(
         if latest.source == "backfill" and latest.source_version == version.number:
             # No synced record is newer: this version is the study's latest record.
             save_record(db, nct_id, study, latest.observed_at)
-            update_study(db, nct_id, {"raw_hash": "", **summary_columns(study)})
+            update_study(db, nct_id, {"raw_hash": "", **DEFAULT.summary_columns(study)})
         db.execute("update sightings set last_seen_at = max(last_seen_at, ?) where nct_id = ?",
                    [latest.observed_at, nct_id])
         insert_row(db, "history_versions", {

@@ -19,8 +19,7 @@ from typing import Any
 from .errors import FetchError, ForbiddenError, ShapeError, UsageError
 from .fetch import Client
 from .model import ShapeWarning
-from .normalize import study_id
-from .store import text_at
+from .registry import DEFAULT, text_at
 
 DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 # The listing's two routes: the one the website, cthist and ctrdata use first, then the other.
@@ -195,8 +194,9 @@ class HistoryAPI:
             raise ShapeError(f"{nct_id} version {number}: the body is version "
                              f"{body['studyVersion']!r}; nothing more was stored")
         study = body["study"]
-        if study_id(study) != nct_id:
-            raise ShapeError(f"{nct_id} version {number}: the body is for {study_id(study)!r}; "
+        own = DEFAULT.study_id(study)
+        if own != nct_id:
+            raise ShapeError(f"{nct_id} version {number}: the body is for {own!r}; "
                              "nothing more was stored")
         posted = text_at(study, "protocolSection", "statusModule", "lastUpdatePostDateStruct",
                          "date")

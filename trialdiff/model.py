@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -15,6 +16,16 @@ from .settings import CLOCK_SKEW_DAYS, REGISTRY_LAUNCH
 
 ChangeKind = Literal["added", "removed", "changed"]
 CHANGE_KINDS: tuple[ChangeKind, ...] = ("added", "removed", "changed")
+
+
+def dump_json(value: Any, indent: int | None = None) -> str:
+    """Return a value's JSON text: sorted keys, characters unescaped, compact unless indented.
+
+    The one canonical dump: stored values and deltas, exports and reports all write with it,
+    so equal values are equal text everywhere.
+    """
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, indent=indent,
+                      separators=(",", ":") if indent is None else None)
 
 
 def fields_json(fields: Mapping[str, str]) -> str:

@@ -17,13 +17,14 @@ import orjson
 
 from .fields import (
     FIELD_BY_PATH,
-    FIELDS,
-    IGNORED_SOURCES,
     LOCATION_DROPPED_KEY,
     LOCATION_PREFIX,
     LOCATIONS_SOURCE,
+    Field,
     expand_source,
 )
+from .model import dump_json
+from .registry import DEFAULT
 
 # A coverage tree: nested dicts of record keys whose leaves say what a key is.
 _LOCATIONS = "\0locations"
@@ -32,16 +33,15 @@ _IGNORED = "\0ignored"
 _FALLBACK_DEPTH = {"protocolSection": 3, "resultsSection": 2, "documentSection": 3,
                    "annotationSection": 3}
 _ABSENT_JSON = frozenset({"null", '""', "[]", "{}"})
-_NCT_ID = re.compile(r"NCT\d{8}")
 _SITE_MUTABLE = frozenset({"status", "contacts"})  # left out of a duplicate site's identity
 
 Tree = dict[str, Any]
 
 
-def _build_tree(ignored: tuple[str, ...]) -> Tree:
-    """Return the coverage tree for the registry and an ignore list."""
+def _build_tree(ignored: tuple[str, ...], fields: tuple[Field, ...] = DEFAULT.fields) -> Tree:
+    """Return the coverage tree for a field table and an ignore list."""
     tree: Tree = {}
-    leaves = [(expand_source(f.source), f.path) for f in FIELDS]
+    leaves = [(expand_source(f.source), f.path) for f in fields]
     leaves.append((expand_source(LOCATIONS_SOURCE), _LOCATIONS))
     leaves.extend((expand_source(source), _IGNORED) for source in ignored)
     for keys, leaf in leaves:
@@ -52,7 +52,7 @@ def _build_tree(ignored: tuple[str, ...]) -> Tree:
     return tree
 
 
-DEFAULT_TREE = _build_tree(IGNORED_SOURCES)
+DEFAULT_TREE = _build_tree(DEFAULT.ignored, DEFAULT.fields)
 
 
 def fold_whitespace(text: str) -> str:
@@ -124,16 +124,11 @@ def reference_canonical_json(value: Any) -> str | None:
             return {k: v for k, v in kept.items() if v is not None} or None
         if isinstance(node, list):
             items = [canonical(v) for v in node]
-            return sorted((v for v in items if v is not None), key=_dumps) or None
+            return sorted((v for v in items if v is not None), key=dump_json) or None
         return node
 
     form = canonical(value)
-    return None if form is None else _dumps(form)
-
-
-def _dumps(value: Any) -> str:
-    """Write JSON as the spec's canonical JSON is written."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return None if form is None else dump_json(form)
 
 
 def fallback_path(keys: tuple[str, ...]) -> str:
@@ -335,17 +330,9 @@ def neutral_json(text: str) -> str | None:
 
 def study_id(study: Any) -> str | None:
     """Return a record's NCT id, or None when it is not a study object."""
-    if not isinstance(study, dict):
-        return None
-    try:
-        nct_id = study["protocolSection"]["identificationModule"]["nctId"]
-    except (KeyError, TypeError):
-        return None
-    if isinstance(nct_id, str) and _NCT_ID.fullmatch(nct_id):
-        return nct_id
-    return None
+    return DEFAULT.study_id(study)
 
 
 def is_nct_id(text: str) -> bool:
     """Tell whether a string is a well-formed NCT id."""
-    return _NCT_ID.fullmatch(text) is not None
+    return DEFAULT.is_id(text)

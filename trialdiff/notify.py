@@ -76,7 +76,7 @@ class DeliveryTotals:
 def webhook_body(watch: str, run: Mapping[str, Any], changes: Sequence[Mapping[str, Any]]) -> bytes:
     """Return the webhook's JSON body, byte for byte the same for the same alert."""
     payload = {"watch": watch, "run": run, "changes": changes}
-    return json_text(payload, separators=(",", ":")).encode("utf-8")
+    return json_text(payload).encode("utf-8")
 
 
 def signature(secret: str, body: bytes) -> str:

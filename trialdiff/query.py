@@ -19,10 +19,10 @@ from typing import Any
 import orjson
 
 from .errors import DatabaseError, UsageError
-from .model import FieldChange, Snapshot, content_hash
+from .model import FieldChange, Snapshot, content_hash, dump_json
 from .normalize import extract_fields
+from .schema_version import version_problem
 
-KNOWN_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4, 5, 6, 7})
 Connection = sqlite3.Connection | Any  # a sqlite3 connection, or sqlite-utils' Database
 
 
@@ -45,8 +45,9 @@ def connect_readonly(path: str) -> sqlite3.Connection:
         raise DatabaseError(f"cannot read database {path}: {exc}") from exc
     if row is None:
         raise UsageError(f"{path} is not a trialdiff database (it has no schema version)")
-    if int(row[0]) not in KNOWN_SCHEMA_VERSIONS:
-        raise DatabaseError(f"{path}: unknown schema version {row[0]}")
+    problem = version_problem(path, int(row[0]))
+    if problem is not None:
+        raise DatabaseError(problem)
     return conn
 
 
@@ -72,28 +73,53 @@ def apply_delta(fields: dict[str, str], delta: bytes | str) -> None:
         if value is None:
             fields.pop(path, None)
         else:
-            fields[path] = json.dumps(value, sort_keys=True, ensure_ascii=False,
-                                      separators=(",", ":"))
+            fields[path] = dump_json(value)
 
 
-def study_fields(conn: Connection, nct_id: str, upto_seq: int | None = None) -> dict[str, str]:
-    """Rebuild a study's fields as of a snapshot (default: the latest) by folding deltas.
+@dataclass(frozen=True)
+class StoredSnapshot:
+    """One stored snapshot: its row's bookkeeping, and the snapshot with its fields rebuilt."""
 
-    A lazy baseline (delta NULL: a first snapshot never canonicalised, because its study has
-    not changed since) is read from the study's raw record.
+    id: int
+    seq: int
+    stored_hash: str | None  # the row's content_hash; None for a lazy baseline
+    run_id: int | None
+    lazy: bool  # delta NULL: a first snapshot never canonicalised, read from the raw record
+    snapshot: Snapshot
+
+
+def iter_snapshots(
+    conn: Connection, nct_id: str, upto_seq: int | None = None
+) -> Iterator[StoredSnapshot]:
+    """Yield a study's snapshots oldest first (up to a number), folding deltas: the one fold.
+
+    A lazy baseline (its study has not changed since) is read from the study's raw record.
+    Each snapshot's fields are its own dict, safe to keep.
     """
-    sql = "select delta, markup from snapshots where nct_id = ?"
+    sql = ("select id, seq, observed_at, content_hash, source, source_version, markup, run_id, "
+           "delta from snapshots where nct_id = ?")
     params: list[Any] = [nct_id]
     if upto_seq is not None:
         sql += " and seq <= ?"
         params.append(upto_seq)
     fields: dict[str, str] = {}
-    for delta, markup in conn.execute(sql + " order by seq", params).fetchall():
+    for (snapshot_id, seq, observed_at, stored_hash, source, version, markup, run_id,
+         delta) in conn.execute(sql + " order by seq", params).fetchall():
+        markup = markup or "markdown"
         if delta is None:
             record = latest_record(conn, nct_id)
-            fields = extract_fields(record, markup=markup or "markdown") if record else {}
+            fields = extract_fields(record, markup=markup) if record else {}
         else:
             apply_delta(fields, delta)
+        yield StoredSnapshot(snapshot_id, seq, stored_hash, run_id, delta is None,
+                             Snapshot(nct_id, observed_at, dict(fields), source, version, markup))
+
+
+def study_fields(conn: Connection, nct_id: str, upto_seq: int | None = None) -> dict[str, str]:
+    """Return a study's fields as of a snapshot (default: the latest); {} when it has none."""
+    fields: dict[str, str] = {}
+    for stored in iter_snapshots(conn, nct_id, upto_seq):
+        fields = dict(stored.snapshot.fields)
     return fields
 
 
@@ -183,9 +209,6 @@ def snapshots_of(conn: Connection, nct_id: str) -> list[dict[str, Any]]:
 
 def listed_versions(conn: Connection, nct_id: str) -> dict[int, dict[str, Any]]:
     """Return what the registry's listing said of each backfilled version, by number."""
-    columns = {row[1] for row in conn.execute("pragma table_info(history_versions)")}
-    if "module_labels" not in columns:  # a database from before schema 3, not migrated yet
-        return {}
     return {
         number: {"status": status, "qc_date": qc_date,
                  "module_labels": json.loads(labels) if labels else []}
@@ -197,15 +220,10 @@ def listed_versions(conn: Connection, nct_id: str) -> dict[int, dict[str, Any]]:
 
 def snapshot_at(conn: Connection, nct_id: str, seq: int) -> Snapshot | None:
     """Return a study's snapshot by number, with its fields rebuilt."""
-    row = conn.execute(
-        "select observed_at, source, source_version, markup from snapshots "
-        "where nct_id = ? and seq = ?",
-        [nct_id, seq],
-    ).fetchone()
-    if row is None:
-        return None
-    return Snapshot(nct_id, row[0], study_fields(conn, nct_id, seq), row[1], row[2],
-                    row[3] or "markdown")
+    last = None
+    for stored in iter_snapshots(conn, nct_id, seq):
+        last = stored
+    return last.snapshot if last is not None and last.seq == seq else None
 
 
 def study_row(conn: Connection, nct_id: str) -> dict[str, Any] | None:

@@ -8,7 +8,6 @@ by the renderer, so the pure parts (the word diff that exports use too) stay lig
 from __future__ import annotations
 
 import difflib
-import json
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -27,7 +26,7 @@ from .meaning import (
     site_counts,
     sites_phrase,
 )
-from .model import FieldChange, Snapshot, utc_timestamp
+from .model import FieldChange, Snapshot, dump_json, utc_timestamp
 from .render import plural
 from .worddiff import ELLIPSIS, EXACT_CELLS, Segment, clip, marked, word_diff
 
@@ -64,8 +63,7 @@ def short(value: Any, width: int = 60) -> str:
     """Return a value as one visible line: strings as they are, others as JSON, cut at width."""
     if value is None:
         return NONE
-    text = value if isinstance(value, str) else json.dumps(
-        value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    text = value if isinstance(value, str) else dump_json(value)
     text = visible(" ".join(text.split()))
     return text if len(text) <= width else text[: width - 1] + ELLIPSIS
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
 from typing import NamedTuple
 
 import sqlite_utils
 
 from .errors import DatabaseError, UsageError
-
-SCHEMA_VERSION = 7
+from .schema_version import SCHEMA_VERSION as SCHEMA_VERSION  # the one number
 
 
 class Table(NamedTuple):
@@ -381,6 +382,29 @@ def open_db(path: str) -> sqlite_utils.Database:
     except sqlite3.DatabaseError as exc:
         raise DatabaseError(f"cannot open database {path}: {exc}") from exc
     return db
+
+
+def upgrade(path: str, wait: float = 0.0) -> int | None:
+    """Migrate an existing older database in place, under the write lock; return its old version.
+
+    Readers read only the current schema; this is how `check` brings an older file up to it.
+    A missing file, a current one, or one that is not trialdiff's is left untouched (None):
+    the reader that opens it next says what is wrong.
+    """
+    from .lock import WriteLock  # here: readers that never upgrade do not load it
+
+    if path == ":memory:" or not Path(path).is_file():
+        return None
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as conn:
+            row = conn.execute("select value from meta where key = 'schema_version'").fetchone()
+    except sqlite3.DatabaseError:
+        return None
+    if row is None or int(row[0]) >= SCHEMA_VERSION:
+        return None
+    with WriteLock(path, wait, "upgrade"):
+        open_db(path).close()
+    return int(row[0])
 
 
 def refuse_foreign(db: sqlite_utils.Database, path: str) -> None:

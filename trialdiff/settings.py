@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final, NamedTuple
 
+from .registry import DEFAULT
+
 
 class Setting(NamedTuple):
     """One setting: the CLI option that sets it, its environment variable, its default."""
@@ -22,7 +24,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             "snapshots/trialdiff.db or ~/.local/share/trialdiff/trialdiff.db",
             "SQLite database file: snapshots/trialdiff.db inside a trialdiff checkout, else "
             "$XDG_DATA_HOME/trialdiff/trialdiff.db (see Where the database lives)"),
-    Setting("--api", "TRIALDIFF_API", "https://clinicaltrials.gov/api/v2",
+    Setting("--api", "TRIALDIFF_API", DEFAULT.api_url,
             "ClinicalTrials.gov API v2 base URL"),
     Setting("--page-size", "TRIALDIFF_PAGE_SIZE", "500",
             "studies per API request (tracked ids per batch; page size of queries)"),

@@ -25,9 +25,10 @@ from .dedupe import InputLedger
 from .diff import diff_snapshots
 from .errors import InputError, OutOfOrderError
 from .meaning import annotate
-from .model import FieldChange, Snapshot, content_hash, fields_json
+from .model import FieldChange, Snapshot, content_hash, dump_json, fields_json
 from .normalize import extract_fields
 from .query import study_fields
+from .registry import DEFAULT, Registry
 from .sources import SourceItem
 
 
@@ -40,27 +41,42 @@ def raw_json(value: Any) -> bytes:
         return json.dumps(value, ensure_ascii=True).encode("ascii")
 
 
-def gate_hash(study: Mapping[str, Any], raw: bytes | None = None) -> str:
-    """Return the cheap gate: a hash of the record's bytes, its derived data left out.
+def gate_hash(study: Mapping[str, Any], raw: bytes | None = None,
+              registry: Registry = DEFAULT) -> str:
+    """Return the cheap gate: a hash of the record's bytes, its volatile parts left out.
 
-    A new data release re-stamps every record's derivedSection, so its raw bytes differ every
-    day; without it, equal bytes mean nothing a sponsor wrote changed, and canonicalising (the
-    expensive part) is skipped. Given the record's own bytes, it cuts the derivedSection out
-    of them rather than writing the record again: compact JSON, as the API and bulk dumps
-    send, holds it as orjson writes it. Otherwise, or if it is not found exactly once, the
-    record is written anew without it. Either way, equal gates mean equal content.
+    A new data release re-stamps every record's derived data (CT.gov's derivedSection: the
+    registry's `volatile` keys), so its raw bytes differ every day; without it, equal bytes
+    mean nothing a sponsor wrote changed, and canonicalising (the expensive part) is skipped.
+    Given the record's own bytes, it cuts the volatile parts out of them rather than writing
+    the record again: compact JSON, as the API and bulk dumps send, holds them as orjson
+    writes them. Otherwise, or if one is not found exactly once, the record is written anew
+    without them. Either way, equal gates mean equal content.
     """
-    derived = study.get("derivedSection")
-    if raw is not None and derived is not None:
-        try:
-            piece = b'"derivedSection":' + orjson.dumps(derived)
-        except (orjson.JSONEncodeError, TypeError):
-            piece = b""
-        at = raw.find(piece) if piece else -1
-        if at != -1 and raw.find(piece, at + 1) == -1:
-            return hashlib.blake2b(raw[:at] + raw[at + len(piece):], digest_size=16).hexdigest()
-    stripped = raw_json({k: v for k, v in study.items() if k != "derivedSection"})
-    return hashlib.blake2b(stripped, digest_size=16).hexdigest()
+    if raw is not None:
+        kept = raw
+        for key in registry.volatile:
+            if key not in study:
+                continue
+            if study[key] is None:
+                break  # cut as `null`, it would not match the record written anew
+            try:
+                piece = orjson.dumps(key) + b":" + orjson.dumps(study[key])
+            except (orjson.JSONEncodeError, TypeError):
+                break
+            at = kept.find(piece)
+            if at == -1 or kept.find(piece, at + 1) != -1:
+                break
+            kept = kept[:at] + kept[at + len(piece):]
+        else:
+            if kept is not raw:
+                return hashlib.blake2b(kept, digest_size=16).hexdigest()
+    return hashlib.blake2b(raw_json(stable_part(study, registry)), digest_size=16).hexdigest()
+
+
+def stable_part(study: Mapping[str, Any], registry: Registry = DEFAULT) -> dict[str, Any]:
+    """Return a record without the parts its registry re-stamps on every release."""
+    return {k: v for k, v in study.items() if k not in registry.volatile}
 
 
 def make_delta(old: Mapping[str, str], new: Mapping[str, str]) -> bytes:
@@ -77,24 +93,6 @@ def pack_delta(delta: Mapping[str, str]) -> bytes:
     sections are large; a day's database growth stays below git's packed growth this way.
     """
     return zlib.compress(fields_json(delta).encode("utf-8"), 6)
-
-
-def text_at(record: Any, *keys: str) -> str | None:
-    """Return the string at a key path of a record, or None if anything on the way is not."""
-    for key in keys:
-        record = record.get(key) if isinstance(record, dict) else None
-    return record if isinstance(record, str) else None
-
-
-def summary_columns(study: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the study columns that make a changelog readable without the record."""
-    p = "protocolSection"
-    return {
-        "brief_title": text_at(study, p, "identificationModule", "briefTitle"),
-        "overall_status": text_at(study, p, "statusModule", "overallStatus"),
-        "last_update_post_date": text_at(study, p, "statusModule", "lastUpdatePostDateStruct",
-                                         "date"),
-    }
 
 
 @dataclass(frozen=True)
@@ -165,7 +163,7 @@ def save_study(
         "snapshot_count": row[2] + 1,
         "content_hash": snapshot.content_hash,
         "raw_hash": gate,
-        **summary_columns(study),
+        **DEFAULT.summary_columns(study),
     })
     return Observation(nct_id, True, tuple(changes))
 
@@ -197,7 +195,7 @@ def _save_baseline(
     insert_row(db, "studies", {
         "nct_id": nct_id, "first_seen_at": observed_at,
         "last_changed_at": observed_at, "snapshot_count": 1, "content_hash": None,
-        "raw_hash": gate, **summary_columns(study),
+        "raw_hash": gate, **DEFAULT.summary_columns(study),
     })
 
 
@@ -272,7 +270,7 @@ def save_record(
     db: sqlite_utils.Database, nct_id: str, study: Mapping[str, Any], observed_at: str
 ) -> None:
     """Keep the latest raw record of a study, compressed, for rendering its page."""
-    raw = raw_json({k: v for k, v in study.items() if k != "derivedSection"})
+    raw = raw_json(stable_part(study))
     db.execute(
         "insert or replace into records (nct_id, observed_at, record) values (?, ?, ?)",
         [nct_id, observed_at, zlib.compress(raw, 1)],  # level 1: 3x faster, 10% larger than 6
@@ -303,7 +301,7 @@ def _to_json(value: Any) -> str | None:
     """Return a value as stored JSON text (None stays NULL)."""
     if value is None:
         return None
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return dump_json(value)
 
 
 @dataclass

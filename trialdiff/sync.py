@@ -29,7 +29,7 @@ from .fetch import (
     incremental,
 )
 from .model import Event, PageDone
-from .normalize import study_id
+from .registry import DEFAULT
 from .sources import SourceItem
 from .store import Observation, RunTotals, save_studies, transaction
 from .watch import remember_members
@@ -102,7 +102,7 @@ def _items(page: list[dict[str, Any]], where: str) -> list[SourceItem]:
     """Return a fetched page as source items (a record without an id is an error)."""
     items = []
     for index, study in enumerate(page):
-        nct_id = study_id(study)
+        nct_id = DEFAULT.study_id(study)
         if nct_id is None:
             items.append(SourceItem(f"{where}[{index}]", error="not a study: no nctId"))
         else:
@@ -287,7 +287,7 @@ def _sync_query(run: _Run, query_id: int, expr: str, last_synced: str | None) ->
     try:
         for page in fetch_pages(run.client, params):
             with transaction(run.db):  # before the save, so a query watch sees its studies
-                remember_members(run.db, query_id, [i for s in page if (i := study_id(s))],
+                remember_members(run.db, query_id, [i for s in page if (i := DEFAULT.study_id(s))],
                                  run.observed_at)
             yield from run.save(page, expr)
             yield PageDone(len(page), expr)

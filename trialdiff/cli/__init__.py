@@ -21,7 +21,7 @@ import click
 from .. import __version__
 from ..errors import TrialdiffError
 from ..model import utc_day, utc_timestamp
-from ..normalize import is_nct_id
+from ..registry import DEFAULT
 from ..settings import setting
 
 
@@ -157,8 +157,8 @@ def check_nct_ids(ctx: click.Context, param: click.Parameter, values: Any) -> An
     single = isinstance(values, str)
     checked = []
     for value in [values] if single else values:
-        nct_id = value.strip().upper()
-        if not is_nct_id(nct_id):
+        nct_id = DEFAULT.normalize_id(value)
+        if nct_id is None:
             raise click.BadParameter(f"{value!r} is not an NCT id like NCT01234567", ctx, param)
         checked.append(nct_id)
     return checked[0] if single else tuple(checked)

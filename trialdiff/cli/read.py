@@ -235,14 +235,20 @@ def check(ctx: click.Context) -> None:
     """Verify the database: integrity, schema, every snapshot's hash, every stored change.
 
     Recomputes every change from the stored snapshots and compares it with what is stored.
-    Prints each problem and exits 1 if there is any.
+    Prints each problem and exits 1 if there is any. A database an older trialdiff made is
+    first upgraded in place (readers read only the current schema).
 
     \b
     Example:
       trialdiff check
     """
     from ..check import CheckTotals, check_database
+    from ..schema import SCHEMA_VERSION, upgrade
 
+    old = upgrade(ctx.obj.db)
+    if old is not None:
+        click.echo(f"trialdiff: upgraded {ctx.obj.db} from schema version {old} to "
+                   f"{SCHEMA_VERSION}", err=True)
     totals = CheckTotals()
     problems = 0
     for problem in check_database(reader(ctx), totals):

@@ -51,14 +51,7 @@ def serve(ctx: click.Context, host: str, port: int, open_browser: bool) -> None:
         missing = (exc.name or "datasette").split(".")[0]
         raise CliError(f"serve needs the web extra ({missing} is missing): "
                        "pip install 'trialdiff[web]'") from exc
-    from ..query import KNOWN_SCHEMA_VERSIONS
-    from ..schema import SCHEMA_VERSION
-
-    (version,) = reader(ctx).execute(
-        "select value from meta where key = 'schema_version'").fetchone()
-    if int(version) < SCHEMA_VERSION and int(version) in KNOWN_SCHEMA_VERSIONS:
-        raise CliError(f"{ctx.obj.db} has schema version {version}, before severity and facts "
-                       "were stored: run `trialdiff reannotate` once to upgrade it")
+    reader(ctx)  # an older or foreign file is refused here, with what to do about it
     if host not in LOOPBACK:
         click.echo(f"trialdiff: warning: listening on {host}: anyone who can reach this "
                    "address can read the database", err=True)

@@ -242,7 +242,8 @@ def _say_interrupted(ctx: click.Context, printer: Any, run_id: int) -> None:
 def _client(api: str, page_size: int, delay: float, timeout: float, deadline: float,
             retries: int, retry_budget: float, max_response_mb: float) -> Any:
     """Return an API client built from the command-line settings."""
-    from ..fetch import Client, Pacing
+    from ..fetch import Pacing
+    from ..registry import DEFAULT
 
     if not 1 <= page_size <= 1000:
         fail("--page-size must be 1 to 1000 (the API's limit)")
@@ -251,7 +252,7 @@ def _client(api: str, page_size: int, delay: float, timeout: float, deadline: fl
     pacing = Pacing(delay=delay, timeout=timeout, deadline=deadline, retries=retries,
                     retry_budget=retry_budget, max_bytes=int(max_response_mb * 1024 * 1024),
                     page_size=page_size)
-    return Client(api, pacing)
+    return DEFAULT.client(api, pacing)
 
 
 # What each API setting may be: a bad number is a usage error (exit 2), never a run that
@@ -365,9 +366,10 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
 
 def _history_api(api: dict[str, Any]) -> Any:
     """Return the record-history endpoints, through a client based at the registry's root."""
-    from ..history_api import HistoryAPI, site_root
+    from ..history_api import site_root
+    from ..registry import DEFAULT
 
-    return HistoryAPI(_client(**{**api, "api": site_root(api["api"])}))
+    return DEFAULT.history(_client(**{**api, "api": site_root(api["api"])}))
 
 
 @cli.command()

@@ -20,10 +20,11 @@ from datasette.utils.asgi import NotFound, Response
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-from ..export import STUDY_URL, entry_html
+from ..export import entry_html
 from ..meaning import annotate
 from ..model import FieldChange, utc_day
 from ..query import ChangeFilter, query_changes, snapshots_of, study_fields, study_row
+from ..registry import DEFAULT
 from ..render import recent_order
 from ..site import render_study_page
 from .timeline import SEVERITY_COLOURS, Mark, State, timeline_svg
@@ -143,7 +144,7 @@ def study_body(data: StudyData, database: str, base: str) -> str:
     nct = escape(data.nct_id)
     query = urlencode({"nct_id": data.nct_id})
     links = [
-        (STUDY_URL + data.nct_id, "ClinicalTrials.gov"),
+        (DEFAULT.study_url(data.nct_id), "ClinicalTrials.gov"),
         (f"{base}/change_log?{query}", "its rows in the change log"),
         (f"{base}/snapshots?{query}", "its snapshots"),
         (f"{base}/study_timeline?{query}", "timeline query"),
