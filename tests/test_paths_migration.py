@@ -55,7 +55,9 @@ def check(path: Path) -> tuple[int, str]:
     return result.exit_code, result.stdout
 
 
-def test_the_old_database_shows_the_old_defects_and_check_reports_them(tmp_path: Path) -> None:
+def test_the_old_database_shows_the_old_defects_and_check_reports_them(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
     old = tmp_path / "old.db"
     shutil.copy(OLD_DB, old)
     paths = {row[0] for row in sqlite3.connect(old).execute("select path from changes")}
@@ -63,6 +65,10 @@ def test_the_old_database_shows_the_old_defects_and_check_reports_them(tmp_path:
     # the tracked enrollment overwritten by an unmapped key.
     assert "locations.gsk investigational site|new york|new york|united states #2" in paths
     assert "design.enrollmentCount" in paths
+    # Every other step of the upgrade, but not the re-key: a current file with old paths.
+    monkeypatch.setitem(MIGRATIONS, SCHEMA_VERSION - 1, lambda db: None)
+    open_db(str(old)).conn.close()
+    monkeypatch.undo()
     code, out = check(old)
     assert code == 1
     assert "NCT00367679: snapshot 1 site paths do not follow the current rules" in out

@@ -11,6 +11,7 @@ from typing import NamedTuple
 import sqlite_utils
 
 from .errors import DatabaseError, UsageError
+from .registry import DEFAULT
 from .schema_version import SCHEMA_VERSION as SCHEMA_VERSION  # the one number
 
 
@@ -211,10 +212,10 @@ SCHEMA += ALERT_TABLES
 
 # Views for reading the file without trialdiff (Datasette, `sqlite-utils query`).
 VIEWS: dict[str, str] = {
-    "change_log": """
+    "change_log": f"""
         select c.detected_at, c.nct_id, s.brief_title, s.overall_status, c.severity, c.path,
                c.kind, c.old, c.new, c.facts, c.detail,
-               'https://clinicaltrials.gov/study/' || c.nct_id as study_url, c.id as change_id
+               '{DEFAULT.study_url("")}' || c.nct_id as study_url, c.id as change_id
         from changes c join studies s on s.nct_id = c.nct_id
         order by c.detected_at desc, c.nct_id, c.id
     """,
