@@ -78,9 +78,9 @@ class Fault:
     default 200), "oversize" (valid JSON padded with blanks to ``size`` bytes), "drop"
     (close the connection without answering), "drip" (the body ``chunk`` bytes at a time,
     ``seconds`` apart), "drip_head" (the status line and headers ``chunk`` bytes at a time,
-    ``seconds`` apart, then the body at once), "repeat_token" (a /studies page answered as the query's first page,
-    so its nextPageToken comes again), "stale_page" (the first page again under a new token
-    each time: a page with nothing new).
+    ``seconds`` apart, then the body at once), "repeat_token" (a /studies page answered as
+    the query's first page, so its nextPageToken comes again), "stale_page" (the first page
+    again under a new token each time: a page with nothing new).
     """
 
     kind: Literal["status", "slow", "truncate", "html", "oversize", "drop", "drip",

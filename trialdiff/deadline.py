@@ -23,6 +23,7 @@ is shut down as soon as it is made.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import weakref
@@ -41,7 +42,8 @@ class Sockets:
     def trace(self, event: str, info: dict[str, Any]) -> None:
         """Remember the socket of each new connection (httpx's `trace` request extension)."""
         stream = info.get("return_value") if event.endswith(".complete") else None
-        sock = stream.get_extra_info("socket") if hasattr(stream, "get_extra_info") else None
+        extra = getattr(stream, "get_extra_info", None)  # an httpcore network stream's
+        sock = extra("socket") if callable(extra) else None
         if isinstance(sock, socket.socket):
             with self._lock:
                 self._open.add(sock)
@@ -85,9 +87,7 @@ class Watch:
 
 def _shut(sock: socket.socket) -> None:
     """Shut a socket down both ways; a socket already closed is left alone."""
-    try:
-        # The base method, also for an SSLSocket: its own shutdown() drops the TLS object
-        # under the reading thread's feet.
+    # The base method, also for an SSLSocket: its own shutdown() drops the TLS object under
+    # the reading thread's feet.
+    with contextlib.suppress(OSError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except OSError:
-        pass
