@@ -16,6 +16,7 @@ import json
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -432,6 +433,19 @@ def test_a_study_the_registry_does_not_know_fails_alone(db_path: str, api: Stand
                    "record-history listings)\n")
     assert stored(db_path) == real_change_set(V1_DAY)
     assert "1 failed" in out.splitlines()[-1]
+
+
+def test_a_history_listing_whose_headers_drip_in_meets_the_deadline(api: StandinAPI) -> None:
+    api.set_history(NCT, HISTORY)
+    api.add_fault(Fault("drip_head", seconds=0.1, chunk=1, path_prefix=LISTING))
+    client = Client(api.root_url, Pacing(delay=0, timeout=0.5, deadline=1, retries=0))
+    started = time.monotonic()
+    with pytest.raises(FetchError, match=rf"^{LISTING}: took longer than the 1 s deadline; "
+                                         r"gave up after 1 attempt in 1 s$"):
+        HistoryAPI(client).listing(NCT)
+    assert time.monotonic() - started < 2.5  # the head alone would take over 6 s
+    assert [v.number for v in HistoryAPI(client).listing(NCT)] == [0, 1]  # then it answers
+    client.close()
 
 
 def test_a_version_past_the_end_is_no_such_version_not_a_user_agent_problem(

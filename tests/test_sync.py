@@ -489,6 +489,27 @@ def test_a_repeated_page_token_stops_the_sync_and_frees_the_lock(
     assert sync(db_path, api, "--at", DAY2, "--force")[0] == 0  # the lock is free
 
 
+def test_headers_dripping_in_meet_the_deadline_and_free_the_lock(
+    db_path: str, api: StandinAPI
+) -> None:
+    # A real process against a proxy that sends the status line and headers a byte per 0.1 s:
+    # over 6 s for the head, each read inside --timeout; --deadline ends the request at 1 s.
+    run(db_path, "track", *IDS[:2])
+    api.add_fault(Fault("drip_head", seconds=0.1, chunk=1, path_prefix="/api/v2/version"))
+    started = time.monotonic()
+    process = _start_sync(db_path, api, "--timeout", "0.5", "--deadline", "1", "--retries", "0")
+    out, err = process.communicate(timeout=30)
+    elapsed = time.monotonic() - started
+    assert (process.returncode, out) == (1, "")
+    assert re.fullmatch(r"trialdiff: error: /version: took longer than the 1 s deadline; "
+                        r"gave up after 1 attempt in 1 s\n", err)
+    assert 1.0 <= elapsed < 6.0  # the head alone would take over 6 s
+    assert _run_status(db_path) == ["failed"]
+    assert [r.path for r in api.requests] == ["/api/v2/version"]
+    assert sync(db_path, api, "--at", DAY2)[0] == 0  # the lock is free
+    assert _run_status(db_path) == ["failed", "ok"]
+
+
 def _wait_for(predicate: Any, timeout: float = 20.0) -> None:
     """Poll until predicate() is true, or fail."""
     deadline = time.monotonic() + timeout

@@ -22,6 +22,7 @@ import httpx
 import orjson
 
 from . import __version__
+from .deadline import Sockets, Watch
 from .errors import (
     FetchError,
     ForbiddenError,
@@ -93,6 +94,7 @@ class Client:
     requests_made: int = 0
     _last_request: float | None = None
     _http: httpx.Client | None = None
+    _sockets: Sockets = field(default_factory=Sockets)
 
     def __post_init__(self) -> None:
         self.base_url = check_base_url(self.base_url)
@@ -127,32 +129,40 @@ class Client:
     def _read(
         self, path: str, params: Mapping[str, str], headers: Mapping[str, str]
     ) -> tuple[httpx.Response, bytes]:
-        """Make one request and read its body within the size cap and the overall deadline.
+        """Make one request and read its answer within the size cap and the overall deadline.
 
         `timeout` bounds each read, so a server that sends a few bytes a second would never
-        trip it: the deadline bounds the whole answer, checked as each piece arrives.
+        trip it: the deadline bounds the whole request, headers included (see deadline.py),
+        and is checked again as each body piece arrives, for transports without sockets.
         """
         assert self._http is not None
         self._pace()
         self.requests_made += 1
         deadline = self.clock() + self.pacing.deadline
         request = self._http.build_request("GET", self.base_url + path, params=dict(params),
-                                           headers=dict(headers))
-        response = self._http.send(request, stream=True)
-        try:
-            declared = int(response.headers.get("Content-Length") or 0)
-            if declared > self.pacing.max_bytes:
-                raise ResponseTooLarge(self._too_large(path))
-            chunks, size = [], 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > self.pacing.max_bytes:
-                    raise ResponseTooLarge(self._too_large(path))
-                if self.clock() > deadline:
-                    raise _DeadlinePassed
-                chunks.append(chunk)
-        finally:
-            response.close()
+                                           headers=dict(headers),
+                                           extensions={"trace": self._sockets.trace})
+        with Watch(self._sockets, self.pacing.deadline) as watch:
+            try:
+                response = self._http.send(request, stream=True)
+                try:
+                    declared = int(response.headers.get("Content-Length") or 0)
+                    if declared > self.pacing.max_bytes:
+                        raise ResponseTooLarge(self._too_large(path))
+                    chunks, size = [], 0
+                    for chunk in response.iter_bytes():
+                        size += len(chunk)
+                        if size > self.pacing.max_bytes:
+                            raise ResponseTooLarge(self._too_large(path))
+                        if watch.expired or self.clock() > deadline:
+                            raise _DeadlinePassed
+                        chunks.append(chunk)
+                finally:
+                    response.close()
+            except httpx.TransportError as exc:
+                if watch.expired:  # the watchdog shut the socket: not the server's doing
+                    raise _DeadlinePassed from exc
+                raise
         return response, b"".join(chunks)
 
     def _too_large(self, path: str) -> str:

@@ -32,7 +32,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("--timeout", "TRIALDIFF_TIMEOUT", "60",
             "seconds one read of an API answer may wait for data"),
     Setting("--deadline", "TRIALDIFF_DEADLINE", "120",
-            "seconds one whole API answer may take to arrive, however it trickles"),
+            "seconds one whole API request may take: connect, headers and body, however "
+            "they trickle"),
     Setting("--retries", "TRIALDIFF_RETRIES", "5", "retries of one API request after a fault"),
     Setting("--retry-budget", "TRIALDIFF_RETRY_BUDGET", "300",
             "seconds one API request may spend on retries in all"),
