@@ -112,28 +112,6 @@ def canonical_json(value: Any) -> str | None:
     return json.dumps(value)
 
 
-def reference_canonical_json(value: Any) -> str | None:
-    """Return canonical JSON the obvious way (for tests: the fast path must agree with it)."""
-    def canonical(node: Any) -> Any:
-        if isinstance(node, str):
-            return fold_whitespace(node) or None
-        if isinstance(node, dict):
-            kept = {k: canonical(v) for k, v in node.items()}
-            return {k: v for k, v in kept.items() if v is not None} or None
-        if isinstance(node, list):
-            items = [canonical(v) for v in node]
-            return sorted((v for v in items if v is not None), key=_dumps) or None
-        return node
-
-    form = canonical(value)
-    return None if form is None else _dumps(form)
-
-
-def _dumps(value: Any) -> str:
-    """Write JSON as the spec's canonical JSON is written."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-
-
 def fallback_path(keys: tuple[str, ...]) -> str:
     """Return rule 6's fallback path for a key path cut at its section's fallback depth."""
     section, rest = keys[0], keys[1:]
