@@ -1,7 +1,8 @@
 """Turn a change into format-neutral pieces that every renderer shows its own way (pure).
 
-One presenter for the terminal report, Markdown, Atom, CSV/JSON and the page: `present`
-gives a change's body as one of three shapes, and each renderer only formats them:
+One presenter for the terminal report, Markdown and Atom (and `record`, the object JSON,
+NDJSON and CSV carry): `present` gives a change's body as one of three shapes, and each
+renderer only formats them:
 
 - `WordDiff`: a text field's word diff (bounded, long rewritten runs clipped; worddiff.py);
 - `ItemLines`: a list field item by item (added, removed, reworded, changed by item key) or a
