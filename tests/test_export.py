@@ -12,20 +12,15 @@ from typing import Any
 import pytest
 from conftest import sample_changes
 from markdown_it import MarkdownIt
+from oracles import from_csv
 
 from trialdiff import export
-from trialdiff.export import (
-    from_csv,
-    records,
-    to_atom,
-    to_csv,
-    to_json,
-    to_markdown,
-    to_ndjson,
-    xml_safe,
-)
+from trialdiff.atom import FEED_EPOCH, xml_safe
+from trialdiff.export import records, to_atom, to_csv, to_json, to_markdown, to_ndjson
+from trialdiff.jsoncsv import CSV_COLUMNS
+from trialdiff.markdown import md_code
 from trialdiff.model import FieldChange
-from trialdiff.report import visible
+from trialdiff.present import visible
 
 A = "{http://www.w3.org/2005/Atom}"
 DAY1, DAY2 = "2024-06-14T06:00:00.000Z", "2025-07-07T06:00:00.000Z"
@@ -53,7 +48,7 @@ def test_json_ndjson_and_csv_carry_the_same_changes() -> None:
     assert len(expected) == len(REAL) == 528
     assert json.loads(to_json(REAL)) == expected
     assert [json.loads(line) for line in to_ndjson(REAL).splitlines()] == expected
-    assert from_csv(to_csv(REAL)) == [{k: item[k] for k in export.CSV_COLUMNS}
+    assert from_csv(to_csv(REAL)) == [{k: item[k] for k in CSV_COLUMNS}
                                       for item in expected]
 
 
@@ -89,7 +84,7 @@ def test_csv_cells_never_start_a_formula_and_round_trip() -> None:
     assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
     assert "'-5" in cells  # a negative number is JSON text that starts with '-'
     assert "''quoted|path" in cells  # a leading quote is escaped too, so reading is exact
-    assert from_csv(text) == [{k: item[k] for k in export.CSV_COLUMNS}
+    assert from_csv(text) == [{k: item[k] for k in CSV_COLUMNS}
                               for item in records(HOSTILE)]
 
 
@@ -202,17 +197,32 @@ def test_empty_exports_are_well_formed() -> None:
     assert to_csv([]).startswith('"nct_id"') and from_csv(to_csv([])) == []
     assert "_No field changes._" in to_markdown([])
     feed = ET.fromstring(to_atom([]))
-    assert feed.findtext(f"{A}updated") == export.FEED_EPOCH == "2024-01-01T00:00:00.000Z"
+    assert feed.findtext(f"{A}updated") == FEED_EPOCH == "2024-01-01T00:00:00.000Z"
     assert feed.findall(f"{A}entry") == []
 
 
-def test_exporters_table_names_the_five_formats() -> None:
-    assert sorted(export.EXPORTERS) == ["atom", "csv", "json", "md", "ndjson"]
+def test_the_exporters_table_is_where_every_format_choice_comes_from() -> None:
+    import click
+
+    from trialdiff.cli import cli
+
+    assert export.CHANGELOG_FORMATS == ("json", "ndjson", "csv", "md", "atom")
+    assert export.REPORT_FORMATS == ("text", "json", "md")
+    assert {e.suffix for e in export.EXPORTERS.values()} == {
+        ".txt", ".json", ".ndjson", ".csv", ".md", ".atom"}
+    assert export.EXPORTERS["atom"].media_type == "application/atom+xml"
+    for command, formats in (("changes", export.CHANGELOG_FORMATS),
+                             ("diff", export.REPORT_FORMATS)):
+        option = next(p for p in cli.commands[command].params if p.name == "fmt")
+        assert isinstance(option.type, click.Choice)
+        assert tuple(option.type.choices) == formats
+    with pytest.raises(ValueError, match="not a changelog format"):
+        export.stream_export("text", lambda order: [])
 
 
 @pytest.mark.parametrize("text", ["`", "``a``", " a", "a ", "`a`", "a\nb", ""])
 def test_md_code_spans_hold_any_text(text: str) -> None:
-    tokens = _markdown_tokens(f"x {export.md_code(text)} y")
+    tokens = _markdown_tokens(f"x {md_code(text)} y")
     spans = [t.content for t in tokens if t.type == "code_inline"]
     assert spans == [visible(text) or " "]
 

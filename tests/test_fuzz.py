@@ -158,8 +158,9 @@ def test_renderers_stay_well_formed_with_hostile_strings(changes: list[FieldChan
     import xml.etree.ElementTree as ET
 
     from markdown_it import MarkdownIt
+    from oracles import from_csv
 
-    from trialdiff.export import from_csv, to_atom, to_csv, to_json, to_markdown
+    from trialdiff.export import to_atom, to_csv, to_json, to_markdown
 
     atom = ET.fromstring(to_atom(changes).encode("utf-8"))
     ns = "{http://www.w3.org/2005/Atom}"
@@ -225,8 +226,11 @@ def test_meaning_and_every_presenter_take_any_value(pair: tuple[Snapshot, Snapsh
     from rich.console import Console
 
     from trialdiff.export import to_atom, to_csv, to_json, to_markdown, to_ndjson
+    from trialdiff.jsoncsv import report_json
+    from trialdiff.markdown import report_markdown
     from trialdiff.render import recent_section
-    from trialdiff.report import build_report, render_report, report_json, report_markdown
+    from trialdiff.report import build_report
+    from trialdiff.terminal import render_report
 
     report = build_report(pair[0], pair[1], 1, 2)
     changes = [item.change for item in report.changes]

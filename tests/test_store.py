@@ -292,6 +292,8 @@ def test_the_fast_path_and_a_straightforward_reference_agree_on_real_records(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Gate, lazy baseline and fast canonical JSON report exactly what the obvious code does."""
+    from oracles import reference_canonical_json
+
     import trialdiff.normalize as normalize
     from trialdiff.diff import changed_paths
 
@@ -301,7 +303,7 @@ def test_the_fast_path_and_a_straightforward_reference_agree_on_real_records(
     save(db_path, [newer for _, newer in pairs], T2)
     conn = sqlite3.connect(db_path)
     fast = sorted(conn.execute("select nct_id, path, kind from changes"))
-    monkeypatch.setattr(normalize, "canonical_json", normalize.reference_canonical_json)
+    monkeypatch.setattr(normalize, "canonical_json", reference_canonical_json)
     reference = sorted(
         (study_id(newer), path, kind)
         for older, newer in pairs

@@ -23,7 +23,6 @@ from .fields import (
     Field,
     expand_source,
 )
-from .model import dump_json
 from .registry import DEFAULT
 
 # A coverage tree: nested dicts of record keys whose leaves say what a key is.
@@ -112,23 +111,6 @@ def canonical_json(value: Any) -> str | None:
     if type(value) is int:
         return int.__repr__(value)
     return json.dumps(value)
-
-
-def reference_canonical_json(value: Any) -> str | None:
-    """Return canonical JSON the obvious way (for tests: the fast path must agree with it)."""
-    def canonical(node: Any) -> Any:
-        if isinstance(node, str):
-            return fold_whitespace(node) or None
-        if isinstance(node, dict):
-            kept = {k: canonical(v) for k, v in node.items()}
-            return {k: v for k, v in kept.items() if v is not None} or None
-        if isinstance(node, list):
-            items = [canonical(v) for v in node]
-            return sorted((v for v in items if v is not None), key=dump_json) or None
-        return node
-
-    form = canonical(value)
-    return None if form is None else dump_json(form)
 
 
 def fallback_path(keys: tuple[str, ...]) -> str:

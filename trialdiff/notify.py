@@ -34,10 +34,11 @@ import sqlite_utils
 
 from . import __version__
 from .errors import UsageError
-from .export import json_text, to_markdown
+from .export import to_markdown
+from .jsoncsv import json_text
 from .meaning import NONE, SEVERITIES
 from .model import FieldChange, utc_timestamp
-from .report import ARROW, short, visible
+from .present import ARROW, short, visible
 from .store import transaction
 from .targets import redact, resolve, scrub
 

@@ -28,10 +28,11 @@ from typing import Any
 import sqlite_utils
 
 from .errors import UsageError
-from .export import ordered, record
+from .export import ordered
 from .fields import order_key
 from .meaning import SEVERITIES, Annotated, annotate, filter_severity
 from .model import CHANGE_KINDS, FieldChange, utc_timestamp
+from .present import record
 from .query import Connection
 
 SLIP_PATHS = ("status.startDate", "status.primaryCompletionDate", "status.completionDate")

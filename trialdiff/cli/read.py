@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ..export import CHANGELOG_FORMATS, REPORT_FORMATS
 from ..model import utc_day
 from . import (
     MAX_DAYS,
@@ -83,8 +84,8 @@ def change_filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @cli.command()
 @change_filter_options
-@click.option("--format", "fmt", type=click.Choice(["json", "ndjson", "csv", "md", "atom"]),
-              default="json", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(CHANGELOG_FORMATS), default="json",
+              show_default=True)
 @click.option("--min-severity", type=click.Choice(["info", "minor", "major"]),
               help="Only changes at least this severe (see README: severity rules).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
@@ -150,7 +151,7 @@ def history(ctx: click.Context, nct_id: str) -> None:
 @click.option("--from", "from_ref", metavar="REF",
               help="A snapshot number, a date, `latest` or `previous` (default: the one before).")
 @click.option("--to", "to_ref", metavar="REF", help="The same (default: latest).")
-@click.option("--format", "fmt", type=click.Choice(["text", "md", "json"]), default="text",
+@click.option("--format", "fmt", type=click.Choice(REPORT_FORMATS), default="text",
               show_default=True)
 @click.pass_context
 def diff(ctx: click.Context, nct_id: str, from_ref: str | None, to_ref: str | None,
@@ -165,8 +166,9 @@ def diff(ctx: click.Context, nct_id: str, from_ref: str | None, to_ref: str | No
       trialdiff diff NCT05827016
       trialdiff diff NCT05827016 --from 2024-06-14 --to latest --format md
     """
+    from ..export import EXPORTERS
     from ..query import snapshot_at, snapshots_of
-    from ..report import build_report, render_report, report_json, report_markdown, resolve_pair
+    from ..report import build_report, resolve_pair
 
     conn = reader(ctx)
     rows = snapshots_of(conn, nct_id)
@@ -177,11 +179,16 @@ def diff(ctx: click.Context, nct_id: str, from_ref: str | None, to_ref: str | No
     assert new is not None
     report = build_report(snapshot_at(conn, nct_id, first) if first else None, new, first, last)
     if fmt == "text":
+        # Printed on the live console rather than as text: colour when it is a terminal.
         from rich.console import Console
 
+        from ..terminal import render_report
+
         render_report(report, Console(highlight=False))
-    else:
-        click.echo(report_markdown(report) if fmt == "md" else report_json(report), nl=False)
+        return
+    render = EXPORTERS[fmt].report
+    assert render is not None
+    click.echo(render(report), nl=False)
 
 
 @cli.command()

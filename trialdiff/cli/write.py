@@ -42,7 +42,7 @@ def _summary_line(command: str, totals: Any) -> str:
 
 def _change_lines(changes: Iterable[FieldChange], dated: bool = False) -> list[str]:
     """Return one report line per change: study, (day,) path, kind, old and new."""
-    from ..report import short
+    from ..present import short
 
     return [
         f"{c.nct_id}  " + (f"{c.detected_at[:10]}  " if dated else "")

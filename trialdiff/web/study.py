@@ -2,7 +2,7 @@
 
 Nothing here renders a change or a page a second way: the trial page is `trialdiff page`'s
 Markdown (site.render_study_page) turned into HTML by markdown-it-py with raw HTML off, and
-each change is export.entry_html, the word diffs and item lists of the Atom feed.
+each change is atom.entry_html, the word diffs and item lists of the Atom feed.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from datasette.utils.asgi import NotFound, Response
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-from ..export import entry_html
+from ..atom import entry_html
 from ..meaning import annotate
 from ..model import FieldChange, utc_day
 from ..query import ChangeFilter, query_changes, snapshots_of, study_fields, study_row
