@@ -403,7 +403,7 @@ def refuse_foreign(db: sqlite_utils.Database, path: str) -> None:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise UsageError(
             f"{path} is not a trialdiff database (it holds {shown}); refusing to add "
-            "trialdiff's tables to it: give --db a new file or a trialdiff database"
+            "trialdiff's tables to it", setting="db"
         )
 
 
