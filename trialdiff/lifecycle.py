@@ -77,6 +77,7 @@ class WriteRun:
         self._lock = WriteLock(db_path, wait, command)
         self._open_db = open_db
         self._stored: list[FieldChange] = []
+        self._recorded: BaseException | None = None
         self.db: sqlite_utils.Database
         self.id = 0
 
@@ -109,6 +110,11 @@ class WriteRun:
         for sink in self.sinks:
             sink.show(outcome)
 
+    def record(self, where: str, error: BaseException) -> None:
+        """Count the error that ends the run under the input it came from, not the command."""
+        self.totals.fail(where, str(error))
+        self._recorded = error
+
     def drain(self, outcomes: Iterable[Outcome]) -> None:
         """Emit every outcome of a stream as it comes."""
         for outcome in outcomes:
@@ -117,7 +123,8 @@ class WriteRun:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> None:
         interrupted = isinstance(exc, KeyboardInterrupt)
-        if exc is not None and not interrupted:  # the run ends here: failed, not running
+        if exc is not None and not interrupted and exc is not self._recorded:
+            # The run ends here: record why, so it reads failed or partial, never running.
             self.totals.fail(self.command, str(exc))
         try:
             if exc is None:

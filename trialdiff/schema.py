@@ -95,7 +95,7 @@ SCHEMA: tuple[Table, ...] = (
           doc="the latest raw record of each study, for its page"),
     Table("runs", "id", (
         ("id", int, "row id"),
-        ("command", str, "import, sync or backfill"),
+        ("command", str, "import, sync, backfill, reannotate or notify"),
         ("started_at", str, "ISO 8601 UTC"),
         ("ended_at", str, "ISO 8601 UTC; NULL while running or if the run was killed"),
         ("status", str, "running, ok, partial, failed or interrupted (killed, or stopped "
@@ -107,7 +107,7 @@ SCHEMA: tuple[Table, ...] = (
         ("failed", int, "inputs that failed"),
         ("errors", str, "JSON list of {input, error}; private: not in the web view"),
     ), private=("errors",),
-          doc="each import, sync or backfill run and what it did"),
+          doc="each writing run (import, sync, backfill, reannotate, notify) and what it did"),
     Table("watchlist", "nct_id", (
         ("nct_id", str, "a study `sync` fetches every run"),
         ("added_at", str, "when it was tracked"),

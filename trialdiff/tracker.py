@@ -259,7 +259,7 @@ class Tracker:
                         run.drain(backfill_study(run.db, history, nct_id, since, run.totals,
                                                  run.id, alerts))
                     except ShapeError as exc:
-                        run.totals.fail(nct_id, str(exc))
+                        run.record(nct_id, exc)
                         raise  # the endpoints changed shape: stop rather than store wrongly
                     except FetchError as exc:
                         run.totals.fail(nct_id, str(exc))
@@ -268,23 +268,35 @@ class Tracker:
             self._ended(lifecycle)
         return self._finish(lifecycle)
 
-    def reannotate(self) -> tuple[int, int]:
+    def reannotate(self, sinks: Sequence[Sink] = ()) -> tuple[int, int]:
         """Recompute every stored change's severity and facts; return (checked, updated)."""
         from .annotations import reannotate
-        from .lock import WriteLock
 
-        with WriteLock(self.path, self.wait, "reannotate"):
-            return reannotate(self.writer())
+        lifecycle = self.run("reannotate", sinks)
+        try:
+            with lifecycle as run:
+                counts = reannotate(run.db)
+        finally:
+            self._ended(lifecycle)
+        self._finish(lifecycle)
+        return counts
 
     def notify(self, *, timeout: float = 10.0, backoff: float = 300.0,
-               max_age_hours: float = 72.0) -> Any:
+               max_age_hours: float = 72.0, sinks: Sequence[Sink] = ()) -> Any:
         """Deliver the pending alerts that are due; return the delivery totals."""
-        from .lock import WriteLock
         from .notify import deliver_pending
 
-        with WriteLock(self.path, self.wait, "notify"):
-            return deliver_pending(self.writer(), timeout=timeout, backoff=backoff,
-                                   max_age_hours=max_age_hours)
+        lifecycle = self.run("notify", sinks)
+        try:
+            with lifecycle as run:
+                totals = deliver_pending(run.db, timeout=timeout, backoff=backoff,
+                                         max_age_hours=max_age_hours)
+                for error in totals.errors:
+                    run.totals.fail("alert", error)
+        finally:
+            self._ended(lifecycle)
+        self._finish(lifecycle)
+        return totals
 
     def track(self, ids: Iterable[str] = (), queries: Iterable[str] = ()) -> tuple[int, int]:
         """Add studies and saved queries to what `sync` fetches; return how many were new."""

@@ -8,8 +8,8 @@ from typing import Any
 import click
 
 from ..model import utc_day, utc_timestamp
-from . import check_nct_ids, cli, fail, parse_timestamp, reader, setting_option, writer
-from .sinks import deliver
+from . import check_nct_ids, cli, fail, parse_timestamp, reader, setting_option, tracker, writer
+from .sinks import show_delivery
 
 
 def alert_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -205,11 +205,10 @@ def notify(ctx: click.Context, /, quiet: bool, wait: float, **settings: Any) -> 
     Example:
       trialdiff notify --quiet
     """
-    from ..lock import WriteLock
-
-    with WriteLock(ctx.obj.db, wait, "notify"):
-        failed = deliver(writer(ctx), quiet, **settings)
-    if failed:
+    totals = tracker(ctx, wait).notify(timeout=settings["alert_timeout"],
+                                       backoff=settings["alert_backoff"],
+                                       max_age_hours=settings["alert_max_age"])
+    if show_delivery(totals, quiet):
         ctx.exit(1)
 
 

@@ -177,19 +177,19 @@ class AlertDelivery:
 
     def finish(self, run: RunResult) -> None:
         """Deliver what is due."""
-        self.failed = deliver(self.db(), self.quiet, *self.settings)
+        from ..notify import deliver_pending
+
+        timeout, backoff, max_age = self.settings
+        totals = deliver_pending(self.db(), timeout=timeout, backoff=backoff,
+                                 max_age_hours=max_age)
+        self.failed = show_delivery(totals, self.quiet)
 
     def close(self) -> None:
         """Hold nothing: each delivery pass closes its own HTTP client."""
 
 
-def deliver(db: Any, quiet: bool, alert_timeout: float, alert_backoff: float,
-            alert_max_age: float) -> bool:
-    """Deliver pending alerts and print what happened; return True when an attempt failed."""
-    from ..notify import deliver_pending
-
-    totals = deliver_pending(db, timeout=alert_timeout, backoff=alert_backoff,
-                             max_age_hours=alert_max_age)
+def show_delivery(totals: Any, quiet: bool) -> bool:
+    """Print what a delivery pass did; return True when an attempt failed."""
     for error in totals.errors:
         click.echo(f"trialdiff: alert: {error}", err=True)
     attempted = totals.delivered + totals.failed_now
