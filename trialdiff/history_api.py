@@ -19,8 +19,7 @@ from typing import Any
 from .errors import FetchError, ForbiddenError, ShapeError, UsageError
 from .fetch import Client
 from .model import ShapeWarning
-from .normalize import study_id
-from .store import text_at
+from .normalize import study_id, text_at
 
 DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 # The listing's two routes: the one the website, cthist and ctrdata use first, then the other.

@@ -34,7 +34,7 @@ from .model import (
     content_hash,
     fields_json,
 )
-from .normalize import extract_fields
+from .normalize import extract_fields, text_at
 from .query import study_fields
 from .sources import SourceItem
 
@@ -85,13 +85,6 @@ def pack_delta(delta: Mapping[str, str]) -> bytes:
     sections are large; a day's database growth stays below git's packed growth this way.
     """
     return zlib.compress(fields_json(delta).encode("utf-8"), 6)
-
-
-def text_at(record: Any, *keys: str) -> str | None:
-    """Return the string at a key path of a record, or None if anything on the way is not."""
-    for key in keys:
-        record = record.get(key) if isinstance(record, dict) else None
-    return record if isinstance(record, str) else None
 
 
 def summary_columns(study: Mapping[str, Any]) -> dict[str, Any]:
