@@ -116,6 +116,7 @@ def test_a_run_feeds_its_sinks_and_records_its_row(db_path: str) -> None:
     kept = Kept()
     with trialdiff.open(db_path) as tracker:
         done = tracker.import_paths([str(SAMPLE)], sinks=[kept])
+        assert tracker.watches() == []
     observations = [o for o in kept.seen if isinstance(o, Observation)]
     assert len(observations) == done.checked == 6 and kept.closed == 1
     assert len(kept.finished) == 1 and kept.finished[0].id == done.id == 1
@@ -126,7 +127,7 @@ def test_a_run_feeds_its_sinks_and_records_its_row(db_path: str) -> None:
     assert row == ("ok", done.checked, done.changes)
 
 
-def test_a_crashing_import_is_recorded_failed_and_its_client_closed(
+def test_a_crashing_import_is_recorded_as_ended_and_its_sinks_closed(
     db_path: str, tmp_path: Path
 ) -> None:
     class Crash(Kept):
@@ -146,14 +147,29 @@ def test_a_crashing_import_is_recorded_failed_and_its_client_closed(
     assert crash.closed == 1
 
 
-def test_sync_closes_its_client_and_a_bad_setting_names_no_flag(
-    db_path: str, api: StandinAPI
+def test_sync_and_backfill_close_their_clients_and_a_bad_setting_names_no_flag(
+    db_path: str, api: StandinAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from trialdiff.fetch import Client
+
+    closed: list[str] = []
+    close = Client.close
+
+    def counted(client: Client) -> None:
+        closed.append(client.base_url)
+        close(client)
+
+    monkeypatch.setattr(Client, "close", counted)
     with trialdiff.open(db_path) as tracker:
         with pytest.raises(trialdiff.UsageError) as caught:
             tracker.sync(api="ftp://example.org")
         assert "--" not in str(caught.value) and caught.value.setting == "api"
         done = tracker.sync(["NCT00000410"], api=api.base_url, delay=0)
+        assert closed == [api.base_url]
+        with pytest.raises(trialdiff.FetchError):  # the stand-in has no history for it
+            tracker.backfill(["NCT00000410"], api=api.base_url, delay=0)
+        assert closed == [api.base_url, api.base_url.removesuffix("/api/v2")]
+        assert tracker.last_run is not None and tracker.last_run.status == "failed"
     assert (done.status, done.checked) == ("ok", 1)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from types import TracebackType
@@ -159,16 +160,22 @@ class Tracker:
         """Return the lifecycle of one writing run: lock, run row, totals, clients, sinks."""
         return WriteRun(self.path, command, self.writer, self.wait, sinks, clients)
 
-    def _finish(self, run: WriteRun) -> Run:
-        """Keep and return the public value of a finished run."""
-        assert run.result is not None
-        self.last_run = Run.from_result(run.result)
-        return self.last_run
+    @contextmanager
+    def _running(self, command: str, sinks: Sequence[Sink] = (), clients: Iterable[Any] = ()
+                 ) -> Iterator[WriteRun]:
+        """Run one writing run, keeping how it ended in `last_run` (interrupted ones too)."""
+        lifecycle = self.run(command, sinks, clients)
+        try:
+            with lifecycle as run:
+                yield run
+        finally:
+            if lifecycle.result is not None:
+                self.last_run = Run.from_result(lifecycle.result)
 
-    def _ended(self, run: WriteRun) -> None:
-        """Keep what an interrupted or failed run recorded, for the caller to report."""
-        if run.result is not None:
-            self.last_run = Run.from_result(run.result)
+    def _last(self) -> Run:
+        """Return the run that just finished."""
+        assert self.last_run is not None
+        return self.last_run
 
     # Writing runs.
 
@@ -196,17 +203,13 @@ class Tracker:
             batches.extend((day, [str(folder)]) for day, folder in archive.days)
         if plain:
             batches.append((observed or utc_timestamp(), plain))
-        lifecycle = self.run("import", sinks)
-        try:
-            with lifecycle as run:
-                for note in notes:
-                    run.emit(note)
-                for observed_at, batch in batches:
-                    save_studies(run.db, read_studies(batch), observed_at, run.totals,
-                                 run_id=run.id, emit=run.emit)
-        finally:
-            self._ended(lifecycle)
-        return self._finish(lifecycle)
+        with self._running("import", sinks) as run:
+            for note in notes:
+                run.emit(note)
+            for observed_at, batch in batches:
+                save_studies(run.db, read_studies(batch), observed_at, run.totals,
+                             run_id=run.id, emit=run.emit)
+        return self._last()
 
     def sync(self, ids: Iterable[str] = (), *, api: str = DEFAULT_API, source: str | None = None,
              at: str | None = None, force: bool = False, backfill_new: bool = False,
@@ -221,25 +224,26 @@ class Tracker:
         nct_ids = tuple(ids)
         observed_at = at or utc_timestamp()
         client = None if source else client_for(api, **settings, **self.hooks)
-        history = history_client(api, **settings, **self.hooks) if backfill_new else None
-        clients = [c for c in (client, history and history.client) if c is not None]
-        lifecycle = self.run("sync", sinks, clients)
         try:
-            with lifecycle as run:
-                if client is None:
-                    sync_source(run.db, str(source), nct_ids, observed_at, run.id, run.totals,
-                                run.emit)
-                else:
-                    run.data_timestamp = client.version().get("dataTimestamp")
-                    run.drain(sync_api(run.db, client, nct_ids, observed_at, run.id,
-                                       run.totals, release=run.data_timestamp, force=force))
-                if history is not None:
-                    from .history import backfill_new as backfill_pending
+            history = history_client(api, **settings, **self.hooks) if backfill_new else None
+        except BaseException:
+            if client is not None:
+                client.close()
+            raise
+        clients = [c for c in (client, history and history.client) if c is not None]
+        with self._running("sync", sinks, clients) as run:
+            if client is None:
+                sync_source(run.db, str(source), nct_ids, observed_at, run.id, run.totals,
+                            run.emit)
+            else:
+                run.data_timestamp = client.version().get("dataTimestamp")
+                run.drain(sync_api(run.db, client, nct_ids, observed_at, run.id,
+                                   run.totals, release=run.data_timestamp, force=force))
+            if history is not None:
+                from .history import backfill_new as backfill_pending
 
-                    run.drain(backfill_pending(run.db, history, run.id, run.totals))
-        finally:
-            self._ended(lifecycle)
-        return self._finish(lifecycle)
+                run.drain(backfill_pending(run.db, history, run.id, run.totals))
+        return self._last()
 
     def backfill(self, ids: Iterable[str], *, api: str = DEFAULT_API, since: str | None = None,
                  alert: bool = False, sinks: Sequence[Sink] = (), **settings: Any) -> Run:
@@ -250,35 +254,26 @@ class Tracker:
         from .watch import AlertWriter
 
         history = history_client(api, **settings, **self.hooks)
-        lifecycle = self.run("backfill", sinks, [history.client])
-        try:
-            with lifecycle as run:
-                alerts = AlertWriter(run.db, run.id) if alert else None
-                for nct_id in ids:
-                    try:
-                        run.drain(backfill_study(run.db, history, nct_id, since, run.totals,
-                                                 run.id, alerts))
-                    except ShapeError as exc:
-                        run.record(nct_id, exc)
-                        raise  # the endpoints changed shape: stop rather than store wrongly
-                    except FetchError as exc:
-                        run.totals.fail(nct_id, str(exc))
-                        run.emit(Failed(nct_id, str(exc), exc.setting))
-        finally:
-            self._ended(lifecycle)
-        return self._finish(lifecycle)
+        with self._running("backfill", sinks, [history.client]) as run:
+            alerts = AlertWriter(run.db, run.id) if alert else None
+            for nct_id in ids:
+                try:
+                    run.drain(backfill_study(run.db, history, nct_id, since, run.totals,
+                                             run.id, alerts))
+                except ShapeError as exc:
+                    run.record(nct_id, exc)
+                    raise  # the endpoints changed shape: stop rather than store wrongly
+                except FetchError as exc:
+                    run.totals.fail(nct_id, str(exc))
+                    run.emit(Failed(nct_id, str(exc), exc.setting))
+        return self._last()
 
     def reannotate(self, sinks: Sequence[Sink] = ()) -> tuple[int, int]:
         """Recompute every stored change's severity and facts; return (checked, updated)."""
         from .annotations import reannotate
 
-        lifecycle = self.run("reannotate", sinks)
-        try:
-            with lifecycle as run:
-                counts = reannotate(run.db)
-        finally:
-            self._ended(lifecycle)
-        self._finish(lifecycle)
+        with self._running("reannotate", sinks) as run:
+            counts = reannotate(run.db)
         return counts
 
     def notify(self, *, timeout: float = 10.0, backoff: float = 300.0,
@@ -286,16 +281,11 @@ class Tracker:
         """Deliver the pending alerts that are due; return the delivery totals."""
         from .notify import deliver_pending
 
-        lifecycle = self.run("notify", sinks)
-        try:
-            with lifecycle as run:
-                totals = deliver_pending(run.db, timeout=timeout, backoff=backoff,
-                                         max_age_hours=max_age_hours)
-                for error in totals.errors:
-                    run.totals.fail("alert", error)
-        finally:
-            self._ended(lifecycle)
-        self._finish(lifecycle)
+        with self._running("notify", sinks) as run:
+            totals = deliver_pending(run.db, timeout=timeout, backoff=backoff,
+                                     max_age_hours=max_age_hours)
+            for error in totals.errors:
+                run.totals.fail("alert", error)
         return totals
 
     def track(self, ids: Iterable[str] = (), queries: Iterable[str] = ()) -> tuple[int, int]:
@@ -312,6 +302,12 @@ class Tracker:
         return untrack(self.writer(), _ids(ids), [parse_query(q) for q in queries])
 
     # Reads.
+
+    def watches(self) -> list[Any]:
+        """Return the watch rules (watch.Watch), by name; their targets stay in the secrets file."""
+        from .watch import load_watches
+
+        return load_watches(self.reader())
 
     def changes(self, nct_ids: Iterable[str] | None = None, since: str | None = None,
                 until: str | None = None, path: str | None = None,

@@ -257,14 +257,17 @@ def writer(ctx: click.Context) -> Any:
     return db
 
 
-def tracker(ctx: click.Context, wait: float = 0.0) -> Any:
-    """Return the Tracker of the command's database; it is closed when the command ends."""
+def tracker(ctx: click.Context, wait: float = 0.0, create: bool = True) -> Any:
+    """Return the Tracker of the command's database; it is closed when the command ends.
+
+    A command that only reads passes `create=False`: a missing database is then an error.
+    """
     from ..lock import WriteLock
     from ..tracker import Tracker
 
     opened = Tracker(ctx.obj.db, wait=wait, hooks=ctx.obj.hooks)
     ctx.call_on_close(opened.close)
-    if ctx.obj.db_is_default and not Path(ctx.obj.db).exists():
+    if create and ctx.obj.db_is_default and not Path(ctx.obj.db).exists():
         with WriteLock(ctx.obj.db, wait, "open"):
             opened.writer()
         click.echo(f"trialdiff: created the database {Path(ctx.obj.db).absolute()} "
