@@ -183,3 +183,41 @@ def test_no_library_message_names_a_command_line_flag() -> None:
             if re.search(r"raise \w+\(|Error\(|Failed\(", code):
                 assert not re.search(r"--[a-z]", code), f"{path.name}:{number}: {line.strip()}"
         assert flag  # the pattern compiles; messages span lines, so each raise line is checked
+
+
+KILLED_MID_RUN = """
+import os, signal, sys
+import trialdiff
+
+class Kill:
+    def show(self, outcome):
+        os.kill(os.getpid(), signal.SIGKILL)  # a real kill, mid-run, after the run row exists
+    def finish(self, run):
+        pass
+    def close(self):
+        pass
+
+with trialdiff.open(sys.argv[1]) as tracker:
+    tracker.import_paths([sys.argv[2]], sinks=[Kill()])
+"""
+
+
+def test_a_killed_run_of_any_kind_is_marked_interrupted_by_the_next_writer(
+    db_path: str, tmp_path: Path
+) -> None:
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_MID_RUN, encoding="utf-8")
+    result = subprocess.run([sys.executable, str(script), db_path, str(SAMPLE)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == -signal.SIGKILL
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("select command, status from runs").fetchall() == [("import", "running")]
+    code, out, err = run(db_path, "reannotate")  # not a sync: any writer marks it
+    assert (code, err) == (0, "") and out.startswith("reannotate: ")
+    assert conn.execute("select command, status from runs order by id").fetchall() == [
+        ("import", "interrupted"), ("reannotate", "ok")]

@@ -79,8 +79,9 @@ def import_command(
 def _say_interrupted(ctx: click.Context, printer: OutcomePrinter, opened: Any) -> NoReturn:
     """Say that Ctrl-C stopped a run, recorded as `interrupted`, and exit 130."""
     printer.close()
-    run_id = opened.last_run.id if opened.last_run is not None else 0
-    click.echo(f"trialdiff: interrupted; run {run_id} recorded as interrupted "
+    if opened.last_run is None:  # stopped before its run began (waiting for the lock)
+        raise click.Abort
+    click.echo(f"trialdiff: interrupted; run {opened.last_run.id} recorded as interrupted "
                "(what was saved stays: run again to resume)", err=True)
     ctx.exit(130)
 
