@@ -22,7 +22,10 @@ from trialdiff.schema import open_db
 from trialdiff.sources import read_studies
 from trialdiff.store import RunTotals, save_studies
 
-REAL = Path(__file__).resolve().parent.parent.parent / "shared" / "ctgov-real" / "v2"
+# The shared records sit beside the checkout: ../shared from /work/main, ../../shared from a
+# worktree under /work/wt/.
+REAL = next((p / "shared" / "ctgov-real" / "v2" for p in Path(__file__).resolve().parents
+             if (p / "shared" / "ctgov-real" / "v2").is_dir()), Path("ctgov-real/v2"))
 
 
 class Matching:
