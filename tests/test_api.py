@@ -103,9 +103,9 @@ class Kept:
         """Keep an outcome."""
         self.seen.append(outcome)
 
-    def finish(self, run: object) -> None:
+    def finish(self, run: trialdiff.Run) -> None:
         """Keep the finished run."""
-        self.finished.append(run)  # type: ignore[arg-type]
+        self.finished.append(run)
 
     def close(self) -> None:
         """Count closings."""

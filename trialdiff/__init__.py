@@ -23,9 +23,9 @@ if TYPE_CHECKING:
         UnknownStudy,
         UsageError,
     )
-    from .lifecycle import Sink
+    from .lifecycle import Change, Run, Sink
     from .model import Outcome
-    from .tracker import Change, Run, Tracker, open
+    from .tracker import Tracker, open
 
 __version__ = "0.1.0"
 
@@ -34,8 +34,8 @@ __version__ = "0.1.0"
 _HOMES = {
     "BusyError": "errors", "DatabaseError": "errors", "FetchError": "errors",
     "InputError": "errors", "TrialdiffError": "errors", "UnknownStudy": "errors",
-    "UsageError": "errors", "Sink": "lifecycle", "Outcome": "model", "Change": "tracker",
-    "Run": "tracker", "Tracker": "tracker", "open": "tracker",
+    "UsageError": "errors", "Sink": "lifecycle", "Outcome": "model", "Change": "lifecycle",
+    "Run": "lifecycle", "Tracker": "tracker", "open": "tracker",
 }
 
 __all__ = [

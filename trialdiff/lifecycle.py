@@ -10,32 +10,76 @@ interrupted by the next writer). Each outcome goes to every sink as it happens; 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import TracebackType
 from typing import Any, Protocol
 
 import sqlite_utils
 
 from .lock import WriteLock
+from .meaning import Annotated
 from .model import Backfilled, FieldChange, Observation, Outcome, Resumed, utc_timestamp
 from .store import RunTotals, finish_run, start_run, transaction
 
 
 @dataclass(frozen=True)
-class RunResult:
-    """How a finished run went, as its row in `runs` records it, with the changes it stored."""
+class Change:
+    """One stored change with what it means: the object `changes --format json` prints."""
+
+    nct_id: str
+    path: str
+    kind: str
+    detected_at: str
+    old: Any
+    new: Any
+    severity: str
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_annotated(cls, item: Annotated) -> Change:
+        """Return the change an annotated stored change is."""
+        c = item.change
+        return cls(c.nct_id, c.path, c.kind, c.detected_at, c.old, c.new, item.severity,
+                   dict(item.facts), dict(c.detail))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the change as the JSON object every export carries, keys in its order."""
+        return {"nct_id": self.nct_id, "path": self.path, "kind": self.kind,
+                "detected_at": self.detected_at, "old": self.old, "new": self.new,
+                "detail": dict(self.detail), "facts": dict(self.facts),
+                "severity": self.severity}
+
+
+def annotated(changes: Iterable[FieldChange], minimum: str | None = None) -> tuple[Change, ...]:
+    """Return changes annotated and in export order, as Change values."""
+    from .export import annotated_stream, ordered
+
+    return tuple(Change.from_annotated(item)
+                 for group in annotated_stream(ordered(changes), minimum) for item in group)
+
+
+@dataclass(frozen=True)
+class Run:
+    """How one writing run went, as its row in `runs` records it, with the changes it stored."""
 
     id: int
     command: str
     status: str  # ok, partial, failed or interrupted
     checked: int
     changed: int
-    changes: int
+    changes: int  # how many changes it stored
     failed: int
     errors: tuple[dict[str, str], ...]
-    by_kind: dict[str, int] = field(default_factory=dict)
-    stored: tuple[FieldChange, ...] = ()
+    by_kind: Mapping[str, int] = field(default_factory=dict)
+    stored: tuple[FieldChange, ...] = field(default=(), repr=False)
+
+    @cached_property
+    def stored_changes(self) -> tuple[Change, ...]:
+        """Return the changes the run stored, annotated, in export order (computed once)."""
+        return annotated(self.stored)
 
 
 class Sink(Protocol):
@@ -44,7 +88,7 @@ class Sink(Protocol):
     def show(self, outcome: Outcome) -> None:
         """Take one outcome as it happens."""
 
-    def finish(self, run: RunResult) -> None:
+    def finish(self, run: Run) -> None:
         """Act once the run is committed and recorded (not called when it was interrupted)."""
 
     def close(self) -> None:
@@ -73,7 +117,7 @@ class WriteRun:
         self.clients = list(clients)
         self.totals = RunTotals()
         self.data_timestamp: str | None = None
-        self.result: RunResult | None = None
+        self.result: Run | None = None
         self._lock = WriteLock(db_path, wait, command)
         self._open_db = open_db
         self._stored: list[FieldChange] = []
@@ -134,7 +178,7 @@ class WriteRun:
                     finish_run(self.db, self.id, self.totals, utc_timestamp(),
                                self.data_timestamp, interrupted=interrupted)
             totals = self.totals
-            self.result = RunResult(
+            self.result = Run(
                 self.id, self.command, run_status(totals, interrupted), totals.checked,
                 totals.changed, totals.changes, totals.failed, tuple(totals.errors),
                 dict(totals.by_kind), tuple(self._stored))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import date
 from types import TracebackType
 from typing import Any
@@ -18,69 +17,10 @@ from typing import Any
 import sqlite_utils
 
 from .errors import UnknownStudy, UsageError
-from .lifecycle import RunResult, Sink, WriteRun
-from .meaning import Annotated
-from .model import FieldChange, utc_day, utc_timestamp
+from .lifecycle import Change, Run, Sink, WriteRun
+from .model import utc_day, utc_timestamp
 
 DEFAULT_API = "https://clinicaltrials.gov/api/v2"
-
-
-@dataclass(frozen=True)
-class Change:
-    """One stored change with what it means: the object `changes --format json` prints."""
-
-    nct_id: str
-    path: str
-    kind: str
-    detected_at: str
-    old: Any
-    new: Any
-    severity: str
-    facts: Mapping[str, Any] = field(default_factory=dict)
-    detail: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_annotated(cls, item: Annotated) -> Change:
-        """Return the change an annotated stored change is."""
-        c = item.change
-        return cls(c.nct_id, c.path, c.kind, c.detected_at, c.old, c.new, item.severity,
-                   dict(item.facts), dict(c.detail))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the change as the JSON object every export carries, keys in its order."""
-        return {"nct_id": self.nct_id, "path": self.path, "kind": self.kind,
-                "detected_at": self.detected_at, "old": self.old, "new": self.new,
-                "detail": dict(self.detail), "facts": dict(self.facts),
-                "severity": self.severity}
-
-
-@dataclass(frozen=True)
-class Run:
-    """How one writing run went, as `runs` records it, with the changes it stored."""
-
-    id: int
-    command: str
-    status: str  # ok, partial, failed or interrupted
-    checked: int
-    changed: int
-    changes: int  # how many changes it stored
-    failed: int
-    errors: tuple[dict[str, str], ...]
-    stored_changes: tuple[Change, ...] = ()
-
-    @classmethod
-    def from_result(cls, result: RunResult) -> Run:
-        """Return the public value of a finished run."""
-        return cls(result.id, result.command, result.status, result.checked, result.changed,
-                   result.changes, result.failed, result.errors, annotated(result.stored))
-
-
-def annotated(changes: Iterable[FieldChange], minimum: str | None = None) -> tuple[Change, ...]:
-    """Return changes annotated and in export order, as Change values."""
-    from .export import annotated_stream, ordered
-
-    return tuple(Change.from_annotated(item)
-                 for group in annotated_stream(ordered(changes), minimum) for item in group)
 
 
 def client_for(api: str, *, page_size: int = 500, delay: float = 1.0, timeout: float = 60.0,
@@ -170,7 +110,7 @@ class Tracker:
                 yield run
         finally:
             if lifecycle.result is not None:
-                self.last_run = Run.from_result(lifecycle.result)
+                self.last_run = lifecycle.result
 
     def _last(self) -> Run:
         """Return the run that just finished."""

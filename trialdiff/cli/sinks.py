@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..lifecycle import RunResult
+from ..lifecycle import Run
 from ..model import (
     Backfilled,
     Event,
@@ -48,7 +48,7 @@ def print_error(where: str, error: str) -> None:
     click.echo(f"trialdiff: {where}: {error}", err=True)
 
 
-def summary_line(command: str, run: RunResult) -> str:
+def summary_line(command: str, run: Run) -> str:
     """Return a run's summary: studies checked, changed, changes by kind, failures."""
     kinds = ", ".join(f"{run.by_kind[k]} {k}" for k in sorted(run.by_kind))
     return (
@@ -154,7 +154,7 @@ class OutcomePrinter:
             self.progress.stop()
             self.progress = None
 
-    def finish(self, run: RunResult) -> None:
+    def finish(self, run: Run) -> None:
         """Print the summary, unless --quiet and nothing happened."""
         self.close()
         news = bool(run.changes or self.events or run.failed) if self.news_only else True
@@ -175,7 +175,7 @@ class AlertDelivery:
     def show(self, outcome: Outcome) -> None:
         """Take no notice of outcomes: the outbox was written in each save's transaction."""
 
-    def finish(self, run: RunResult) -> None:
+    def finish(self, run: Run) -> None:
         """Deliver what is due."""
         from ..notify import deliver_pending
 
