@@ -185,3 +185,16 @@ def test_the_doc_names_every_layer_module() -> None:
              and line.split("|")[1].strip().isdigit()}
     named = {name.strip("` ") for cell in table for name in cell.split(",")}
     assert named == set(LAYERS)
+
+
+def test_the_cli_and_the_package_load_no_engine_until_a_command_runs() -> None:
+    import subprocess
+    import sys
+
+    heavy = ("sqlite_utils", "httpx", "rich", "deepdiff", "trialdiff.store", "trialdiff.tracker")
+    for module in ("trialdiff", "trialdiff.cli"):
+        code = (f"import sys, {module}; "
+                f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True, cwd=ROOT)
+        assert result.stdout == "[]\n", module

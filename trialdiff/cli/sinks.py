@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..lifecycle import Run
 from ..model import (
     Backfilled,
     Event,
@@ -23,6 +22,9 @@ from ..model import (
     UpToDate,
 )
 from ..render import plural
+
+if TYPE_CHECKING:  # the engine loads when a command runs, so `trialdiff recent` starts fast
+    from ..lifecycle import Run
 
 # How the CLI names the setting an error is about (the library's messages name no flag):
 # (text before the message, text after it).
