@@ -164,6 +164,9 @@ def test_sync_and_backfill_close_their_clients_and_a_bad_setting_names_no_flag(
         with pytest.raises(trialdiff.UsageError) as caught:
             tracker.sync(api="ftp://example.org")
         assert "--" not in str(caught.value) and caught.value.setting == "api"
+        with pytest.raises(trialdiff.UsageError, match="'NCT1' is not an NCT id"):
+            tracker.backfill(["NCT1"], api=api.base_url)
+        assert closed == [] and tracker.last_run is None  # refused before any run began
         done = tracker.sync(["NCT00000410"], api=api.base_url, delay=0)
         assert closed == [api.base_url]
         with pytest.raises(trialdiff.FetchError):  # the stand-in has no history for it

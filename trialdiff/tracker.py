@@ -159,10 +159,11 @@ class Tracker:
         With `source` (a bulk dump), read it instead of the API. `settings` are the API
         client's (page_size, delay, timeout, deadline, retries, retry_budget, max_response_mb).
         """
+        from .model import observation_time
         from .sync import sync_api, sync_source
 
-        nct_ids = tuple(ids)
-        observed_at = at or utc_timestamp()
+        nct_ids = _ids(ids)
+        observed_at = observation_time(at) if at is not None else utc_timestamp()
         client = None if source else client_for(api, **settings, **self.hooks)
         try:
             history = history_client(api, **settings, **self.hooks) if backfill_new else None
@@ -193,10 +194,11 @@ class Tracker:
         from .model import Failed
         from .watch import AlertWriter
 
+        nct_ids = _ids(ids)
         history = history_client(api, **settings, **self.hooks)
         with self._running("backfill", sinks, [history.client]) as run:
             alerts = AlertWriter(run.db, run.id) if alert else None
-            for nct_id in ids:
+            for nct_id in nct_ids:
                 try:
                     run.drain(backfill_study(run.db, history, nct_id, since, run.totals,
                                              run.id, alerts))
