@@ -58,7 +58,8 @@ def test_the_readmes_python_examples_run(tmp_path: Path, api: StandinAPI) -> Non
 
 
 def test_every_public_name_exists_and_is_documented() -> None:
-    assert trialdiff.__all__ == sorted(trialdiff.__all__, key=str.lower) or trialdiff.__all__
+    assert trialdiff.__all__ == sorted(set(trialdiff.__all__))
+    assert {"open", "Tracker", "Run", "Change", "TrialdiffError"} <= set(trialdiff.__all__)
     for name in trialdiff.__all__:
         value = getattr(trialdiff, name)
         assert value is not None, name
