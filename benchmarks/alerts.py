@@ -62,8 +62,7 @@ def import_day(db_path: str, folder: Path, at: str) -> float:
     db = open_db(db_path)
     run_id = start_run(db, "import", at)
     started = time.process_time()
-    for _ in save_studies(db, read_studies([str(folder)]), at, RunTotals(), run_id=run_id):
-        pass
+    save_studies(db, read_studies([str(folder)]), at, RunTotals(), run_id=run_id)
     elapsed = time.process_time() - started
     db.close()
     return elapsed

@@ -41,9 +41,7 @@ def import_seconds(annotated: bool) -> float:
         start = time.perf_counter()
         for day, path in dated_folders(str(HERE.parent / "snapshots" / "sample")):
             totals = store.RunTotals()
-            for _ in store.save_studies(db, read_studies([str(path)]), utc_timestamp(day),
-                                        totals):
-                pass
+            store.save_studies(db, read_studies([str(path)]), utc_timestamp(day), totals)
         elapsed = time.perf_counter() - start
         db.close()
     return elapsed

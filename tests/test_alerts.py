@@ -22,21 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
-from conftest import ROOT, version_pair
+from conftest import ROOT, run, version_pair
 from webhook_receiver import WebhookReceiver
-
-from trialdiff.cli import cli
 
 STUDIES = ("NCT04280705", "NCT05827016", "NCT06060392")
 DAYS = ("2025-07-01T07:00:00Z", "2025-07-02T07:00:00Z", "2025-07-03T07:00:00Z")
 HOSTILE = '<script>alert(1)</script> **bold** [x](http://evil.example) `tick` | pipe\nSubject: x'
-
-
-def run(db: str, *args: str) -> tuple[int, str, str]:
-    """Run trialdiff in-process; return (exit code, stdout, stderr)."""
-    result = CliRunner().invoke(cli, ["--db", db, *args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def terminated(record: dict[str, Any]) -> dict[str, Any]:

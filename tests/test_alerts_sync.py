@@ -12,17 +12,13 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
-from conftest import ROOT, real_records
+from conftest import ROOT, real_records, run
 from standin_api import StandinAPI
 from webhook_receiver import WebhookReceiver
-
-from trialdiff.cli import cli
 
 RECORDS = real_records()
 IDS = sorted(r["protocolSection"]["identificationModule"]["nctId"] for r in RECORDS)
@@ -30,10 +26,6 @@ DAY1, DAY2 = "2026-05-11T06:00:00Z", "2026-05-12T06:00:00Z"
 RELEASE1, RELEASE2 = "2026-05-11T09:00:00", "2026-05-12T09:00:00"  # a data release a day
 
 
-@pytest.fixture
-def api() -> Iterator[StandinAPI]:
-    with StandinAPI(copy.deepcopy(RECORDS)) as server:
-        yield server
 
 
 @pytest.fixture(autouse=True)
@@ -44,16 +36,10 @@ def secrets_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def run(db: str, *args: str) -> tuple[int, str, str]:
-    """Run trialdiff in-process; return (exit code, stdout, stderr)."""
-    result = CliRunner().invoke(cli, ["--db", db, *args])
-    return result.exit_code, result.stdout, result.stderr
-
-
 def sync(db: str, api: StandinAPI, *args: str) -> tuple[int, str, str]:
     """Run `trialdiff sync` against the stand-in, without politeness delay."""
     return run(db, "sync", "--api", api.base_url, "--delay", "0", "--retries", "2",
-               "--timeout", "2", *args)
+               "--timeout", "2", *args, obj={"sleep": lambda seconds: None})
 
 
 def record_of(nct_id: str) -> dict[str, Any]:

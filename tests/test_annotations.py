@@ -6,19 +6,11 @@ import json
 import sqlite3
 from pathlib import Path
 
-from click.testing import CliRunner
-from conftest import FIXTURES, SAMPLE
+from conftest import FIXTURES, SAMPLE, run
 
-from trialdiff.cli import cli
 from trialdiff.meaning import annotate
 from trialdiff.query import ChangeFilter, query_changes
 from trialdiff.schema import SCHEMA_VERSION
-
-
-def run(db_path: str, *args: str) -> tuple[int, str, str]:
-    """Run trialdiff with a database and return (exit code, stdout, stderr)."""
-    result = CliRunner().invoke(cli, ["--db", db_path, *args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def stored(db_path: str) -> list[tuple[str, str, str, dict[str, object]]]:

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
-from conftest import sample_changes
+from conftest import run, sample_changes
 from markdown_it import MarkdownIt
 from oracles import from_csv
 
@@ -272,10 +272,7 @@ def _import_sample(tmp_path: Any, bend: Any = None) -> str:
     """Import the quickstart archive (its 2025 NCT05827016 record bent by `bend`) via the CLI."""
     import shutil
 
-    from click.testing import CliRunner
     from conftest import SAMPLE
-
-    from trialdiff.cli import cli
 
     archive = tmp_path / "archive"
     shutil.copytree(SAMPLE, archive)
@@ -285,50 +282,38 @@ def _import_sample(tmp_path: Any, bend: Any = None) -> str:
         bend(record["protocolSection"])
         path.write_text(json.dumps(record), encoding="utf-8")
     db = str(tmp_path / "t.db")
-    assert CliRunner().invoke(cli, ["--db", db, "import", str(archive)]).exit_code == 0
+    assert run(db, "import", str(archive))[0] == 0
     return db
 
 
 @pytest.mark.parametrize("odd", [["COMPLETED", "RECRUITING"], {"x": 1}, "R" * 100_000])
 def test_an_odd_status_is_stored_checked_and_served_by_every_read_path(
         tmp_path: Any, odd: Any) -> None:
-    from click.testing import CliRunner
-
-    from trialdiff.cli import cli
-
     def bend(section: dict[str, Any]) -> None:
         section["statusModule"]["overallStatus"] = odd
 
     db = _import_sample(tmp_path, bend)
-    runner = CliRunner()
-    check = runner.invoke(cli, ["--db", db, "check"])
-    assert check.exit_code == 0 and "; 0 problems" in check.output
+    code, out, _ = run(db, "check")
+    assert code == 0 and "; 0 problems" in out
     for fmt in ("json", "ndjson", "csv", "md", "atom"):
-        result = runner.invoke(cli, ["--db", db, "changes", "--format", fmt])
-        assert result.exit_code == 0 and "status.overallStatus" in result.output, result.output
-    status = [c for c in json.loads(runner.invoke(cli, ["--db", db, "changes"]).output)
+        code, out, _ = run(db, "changes", "--format", fmt)
+        assert code == 0 and "status.overallStatus" in out, out
+    status = [c for c in json.loads(run(db, "changes")[1])
               if c["path"] == "status.overallStatus"]
     assert status[0]["new"] == odd
     assert (status[0]["facts"] == {}) == (not isinstance(odd, str))  # a huge string is a word
     assert status[0]["severity"] == "major"  # rule 2: the overall status changed
     for fmt in ("text", "md", "json"):
-        result = runner.invoke(cli, ["--db", db, "diff", "NCT05827016", "--format", fmt])
-        assert result.exit_code == 0 and result.stderr_bytes in (b"", None), result.output
+        code, out, err = run(db, "diff", "NCT05827016", "--format", fmt)
+        assert code == 0 and err == "", out
 
 
 def test_an_empty_feed_is_dated_by_the_last_observation(tmp_path: Any) -> None:
-    from click.testing import CliRunner
-
-    from trialdiff.cli import cli
-
     db = _import_sample(tmp_path)
-    result = CliRunner().invoke(cli, ["--db", db, "changes", "--format", "atom",
-                                      "--path", "nothing.here"])
-    feed = ET.fromstring(result.output)
+    feed = ET.fromstring(run(db, "changes", "--format", "atom", "--path", "nothing.here")[1])
     assert feed.findall(f"{A}entry") == []
     assert feed.findtext(f"{A}updated") == "2025-07-07T00:00:00.000Z"  # the archive's last day
-    full = ET.fromstring(CliRunner().invoke(cli, ["--db", db, "changes", "--format", "atom"]
-                                            ).output)
+    full = ET.fromstring(run(db, "changes", "--format", "atom")[1])
     assert full.findtext(f"{A}updated") == max(
         e.findtext(f"{A}updated", "") for e in full.findall(f"{A}entry"))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from conftest import real_records
@@ -36,10 +35,6 @@ RECORDS = real_records()
 IDS = sorted(r["protocolSection"]["identificationModule"]["nctId"] for r in RECORDS)
 
 
-@pytest.fixture
-def api() -> Iterator[StandinAPI]:
-    with StandinAPI(RECORDS) as server:
-        yield server
 
 
 def client_for(api: StandinAPI, **pacing: float) -> tuple[Client, list[float]]:

@@ -103,7 +103,9 @@ def test_import_of_bent_records_is_correct_or_a_clean_error(
     totals = RunTotals()
     for name, at in (("a", "2026-01-01T00:00:00.000Z"), ("b", "2026-01-02T00:00:00.000Z")):
         items = list(read_studies(sorted(str(p) for p in folder.glob(f"{name}*.json"))))
-        for outcome in save_studies(db, items, at, totals):
+        outcomes: list[Any] = []
+        save_studies(db, items, at, totals, emit=outcomes.append)
+        for outcome in outcomes:
             error = getattr(outcome, "error", None)
             assert error is None or isinstance(error, str)
     bent_ids = {study_id(record) for _, record in pairs}

@@ -17,16 +17,13 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
-from conftest import load, version_pair
+from conftest import load, run, version_pair
 from standin_api import Fault, StandinAPI
 
-from trialdiff.cli import cli
 from trialdiff.diff import changed_paths
 from trialdiff.errors import FetchError, UsageError
 from trialdiff.fetch import Client, Pacing
@@ -77,16 +74,8 @@ def html_record(value: Any) -> Any:
 HISTORY = [(V0_QC, html_record(OLD)), (V1_QC, html_record(NEW))]
 
 
-@pytest.fixture
-def api() -> Iterator[StandinAPI]:
-    with StandinAPI([copy.deepcopy(NEW)]) as server:
-        yield server
-
-
-def run(db: str, *args: str) -> tuple[int, str, str]:
-    """Run trialdiff and return (exit code, stdout, stderr)."""
-    result = CliRunner().invoke(cli, ["--db", db, *args])
-    return result.exit_code, result.stdout, result.stderr
+API_RECORDS = [NEW]
+NO_SLEEP = {"sleep": lambda seconds: None}  # backoff waits are not slept in these tests
 
 
 def backfill(db: str, api: StandinAPI, *args: str) -> tuple[int, str, str]:
@@ -94,12 +83,12 @@ def backfill(db: str, api: StandinAPI, *args: str) -> tuple[int, str, str]:
     ids = [a for a in args if a.startswith("NCT")] or [NCT]
     options = [a for a in args if not a.startswith("NCT")]
     return run(db, "backfill", *ids, "--api", api.base_url, "--delay", "0", "--retries", "1",
-               *options)
+               *options, obj=NO_SLEEP)
 
 
 def sync(db: str, api: StandinAPI, at: str) -> tuple[int, str, str]:
     """Run `trialdiff sync` of the study against the stand-in, observed at a given time."""
-    return run(db, "sync", NCT, "--api", api.base_url, "--delay", "0", "--at", at)
+    return run(db, "sync", NCT, "--api", api.base_url, "--delay", "0", "--at", at, obj=NO_SLEEP)
 
 
 def stored(db: str) -> list[tuple[str, str, str]]:

@@ -15,10 +15,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from click.testing import CliRunner
-from conftest import FIXTURES
+from conftest import FIXTURES, run
 
-from trialdiff.cli import cli
 from trialdiff.schema import MIGRATIONS, SCHEMA_VERSION, open_db, rekey_study, schema_version
 from trialdiff.store import transaction
 
@@ -51,8 +49,8 @@ def dump(path: Path) -> dict[str, Any]:
 
 def check(path: Path) -> tuple[int, str]:
     """Run `trialdiff check` on a database; return its exit code and stdout."""
-    result = CliRunner().invoke(cli, ["--db", str(path), "check"])
-    return result.exit_code, result.stdout
+    code, out, _ = run(str(path), "check")
+    return code, out
 
 
 def test_the_old_database_shows_the_old_defects_and_check_reports_them(

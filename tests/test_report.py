@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, version_pair
+from conftest import ROOT, run, version_pair
 from rich.console import Console
 
 from trialdiff.errors import UsageError
@@ -291,10 +291,6 @@ def test_word_diff_of_a_60000_word_repeated_text_falls_back_in_bounded_time() ->
 
 def test_diff_and_markdown_changes_of_a_blown_up_real_record_render_fast(
         tmp_path: Path) -> None:
-    from click.testing import CliRunner
-
-    from trialdiff.cli import cli
-
     record = json.loads((SAMPLE / "2025-07-07" / "NCT05827016.json").read_text())
     words = (_real_words() * 6)[:60_000]
     for day, text in (("2025-07-01", words), ("2025-07-07", _edited(words, 50))):
@@ -303,15 +299,14 @@ def test_diff_and_markdown_changes_of_a_blown_up_real_record_render_fast(
         folder.mkdir(parents=True)
         (folder / "NCT05827016.json").write_text(json.dumps(record), encoding="utf-8")
     db = str(tmp_path / "big.db")
-    assert CliRunner().invoke(cli, ["--db", db, "import", str(tmp_path / "archive")]
-                              ).exit_code == 0
+    assert run(db, "import", str(tmp_path / "archive"))[0] == 0
     for args in (["diff", "NCT05827016"], ["diff", "NCT05827016", "--format", "md"],
                  ["changes", "--format", "md"]):
         start = time.perf_counter()
-        result = CliRunner().invoke(cli, ["--db", db, *args])
+        code, out, _ = run(db, *args)
         assert time.perf_counter() - start < 3, args
-        assert result.exit_code == 0 and "NCT05827016" in result.output
-        assert len(result.output) < 60_000  # long rewritten runs are shortened
+        assert code == 0 and "NCT05827016" in out
+        assert len(out) < 60_000  # long rewritten runs are shortened
 
 
 def test_counts_of_one_take_the_singular() -> None:

@@ -28,12 +28,8 @@ DATES = {
 ALL_IDS = sorted(DATES)
 
 
-@pytest.fixture
-def api() -> Iterator[StandinAPI]:
-    """Serve the fixture records for one test."""
-    with StandinAPI(load_records(RECORDS)) as server:
-        yield server
-    assert server.errors == []
+API_RECORDS = lambda: load_records(RECORDS)  # noqa: E731
+API_STRICT = True
 
 
 @pytest.fixture

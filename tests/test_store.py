@@ -38,7 +38,7 @@ def save(db_path: str, records: list[dict], at: str) -> RunTotals:
     db = open_db(db_path)
     totals = RunTotals()
     items = [SourceItem("test", r, study_id(r)) for r in records]
-    list(save_studies(db, items, at, totals))
+    save_studies(db, items, at, totals)
     return totals
 
 
@@ -345,7 +345,7 @@ def test_ndjson_days_with_only_a_new_data_release_store_nothing(
     db = open_db(db_path)
     for day, at in ((day1, T1), (day2, T2)):
         totals = RunTotals()
-        list(save_studies(db, read_studies([str(day)]), at, totals))
+        save_studies(db, read_studies([str(day)]), at, totals)
     assert (totals.checked, totals.changes) == (len(records), 0)
     conn = sqlite3.connect(db_path)
     assert conn.execute("select count(*) from snapshots").fetchone()[0] == len(records)

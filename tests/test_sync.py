@@ -12,16 +12,13 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
-from conftest import ROOT, real_records
+from conftest import ROOT, real_records, run
 from standin_api import Fault, StandinAPI
 
-from trialdiff.cli import cli
 from trialdiff.diff import changed_paths
 from trialdiff.normalize import extract_fields
 
@@ -33,39 +30,23 @@ DAY1, DAY2, DAY3 = "2026-05-11T06:00:00Z", "2026-05-12T06:00:00Z", "2026-05-13T0
 RELEASE1, RELEASE2, RELEASE3 = "2026-05-10T09:00:00", "2026-05-11T09:00:00", "2026-05-12T09:00:00"
 
 
-@pytest.fixture
-def api() -> Iterator[StandinAPI]:
-    with StandinAPI(copy.deepcopy(RECORDS), data_timestamp=RELEASE1) as server:
-        yield server
+API_OPTIONS = {"data_timestamp": RELEASE1}
+
+
+WAITS: list[float] = []  # the in-process sync client's backoff waits, recorded, not slept
 
 
 @pytest.fixture(autouse=True)
-def backoff_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Record the in-process sync client's backoff waits instead of sleeping them."""
-    from trialdiff.cli import write
-
-    waits: list[float] = []
-    build = write._client
-
-    def client(**settings: Any) -> Any:
-        made = build(**settings)
-        made.sleep = waits.append
-        return made
-
-    monkeypatch.setattr(write, "_client", client)
-    return waits
-
-
-def run(db: str, *args: str) -> tuple[int, str, str]:
-    """Run trialdiff and return (exit code, stdout, stderr)."""
-    result = CliRunner().invoke(cli, ["--db", db, *args])
-    return result.exit_code, result.stdout, result.stderr
+def backoff_waits() -> list[float]:
+    """Return this test's recorded backoff waits (none yet)."""
+    WAITS.clear()
+    return WAITS
 
 
 def sync(db: str, api: StandinAPI, *args: str) -> tuple[int, str, str]:
-    """Run `trialdiff sync` against the stand-in with no politeness delay."""
+    """Run `trialdiff sync` against the stand-in with no politeness delay or real backoff."""
     return run(db, "sync", "--api", api.base_url, "--delay", "0", "--retries", "2",
-               "--timeout", "2", *args)
+               "--timeout", "2", *args, obj={"sleep": WAITS.append})
 
 
 def problems(err: str) -> list[str]:

@@ -23,10 +23,8 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner
-from conftest import FIXTURES, ROOT, SAMPLE
+from conftest import FIXTURES, ROOT, SAMPLE, run
 
-from trialdiff.cli import cli
 from trialdiff.model import utc_timestamp
 from trialdiff.schema import SCHEMA
 from trialdiff.web.app import make_datasette
@@ -36,12 +34,6 @@ from trialdiff.web.timeline import status_periods
 GOLDEN = FIXTURES / "NCT05085444"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 HOSTILE = '<script>alert("x")</script>'
-
-
-def run(db_path: str, *args: str) -> tuple[int, str, str]:
-    """Run trialdiff with a database and return (exit code, stdout, stderr)."""
-    result = CliRunner().invoke(cli, ["--db", db_path, *args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def hostile_record() -> dict[str, Any]:

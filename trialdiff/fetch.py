@@ -62,8 +62,8 @@ def check_base_url(url: str) -> str:
         elif parts.query or parts.fragment or any(c.isspace() for c in text):
             problem = "a base URL has no query, fragment or blanks"
     if problem:
-        raise UsageError(f"--api {url!r} is not a URL like https://clinicaltrials.gov/api/v2 "
-                         f"({problem})")
+        raise UsageError(f"{url!r} is not a URL like https://clinicaltrials.gov/api/v2 "
+                         f"({problem})", setting="api")
     return text.rstrip("/")
 
 
@@ -148,12 +148,12 @@ class Client:
                 try:
                     declared = int(response.headers.get("Content-Length") or 0)
                     if declared > self.pacing.max_bytes:
-                        raise ResponseTooLarge(self._too_large(path))
+                        raise ResponseTooLarge(self._too_large(path), setting="max_response_mb")
                     chunks, size = [], 0
                     for chunk in response.iter_bytes():
                         size += len(chunk)
                         if size > self.pacing.max_bytes:
-                            raise ResponseTooLarge(self._too_large(path))
+                            raise ResponseTooLarge(self._too_large(path), setting="max_response_mb")
                         if watch.expired or self.clock() > deadline:
                             raise _DeadlinePassed
                         chunks.append(chunk)
@@ -168,7 +168,7 @@ class Client:
     def _too_large(self, path: str) -> str:
         """Say that a response passed the cap."""
         cap = self.pacing.max_bytes / 1024 / 1024
-        return f"{path}: response larger than {cap:g} MB (raise --max-response-mb to accept it)"
+        return f"{path}: response larger than {cap:g} MB"
 
     def get_json(
         self,
@@ -219,7 +219,7 @@ class Client:
             except _DeadlinePassed:
                 problem = f"took longer than the {self.pacing.deadline:g} s deadline"
             except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-                raise UsageError(f"--api {self.base_url!r}: {exc}") from exc
+                raise UsageError(f"{self.base_url!r}: {exc}", setting="api") from exc
             except httpx.TransportError as exc:
                 problem = f"connection failed ({type(exc).__name__}: {exc})"
             assert problem is not None

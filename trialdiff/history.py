@@ -20,11 +20,10 @@ import sqlite_utils
 from .diff import diff_snapshots
 from .errors import FetchError, ShapeError
 from .history_api import DAY, POSTING_LAG, HistoryAPI, Version
-from .model import Backfilled, ShapeWarning, Snapshot, utc_timestamp
+from .model import Backfilled, Failed, ShapeWarning, Snapshot, utc_timestamp
 from .normalize import extract_fields
 from .query import iter_snapshots, row_to_change
 from .registry import DEFAULT
-from .sources import SourceItem
 from .store import (
     RunTotals,
     insert_row,
@@ -225,7 +224,7 @@ def _slot_in(
 
 def backfill_new(
     db: sqlite_utils.Database, api: HistoryAPI, run_id: int | None, totals: RunTotals
-) -> Iterator[Backfilled | ShapeWarning | SourceItem]:
+) -> Iterator[Backfilled | ShapeWarning | Failed]:
     """Backfill every tracked study whose history was never taken in (`sync --backfill-new`)."""
     pending = [row[0] for row in db.execute(
         "select nct_id from watchlist where backfilled_at is null and state = 'tracked' "
@@ -238,7 +237,7 @@ def backfill_new(
             raise
         except FetchError as exc:
             totals.fail(nct_id, f"backfill: {exc}")
-            yield SourceItem(nct_id, error=f"backfill: {exc}")
+            yield Failed(nct_id, f"backfill: {exc}", exc.setting)
             continue
         with transaction(db):
             db.execute("update watchlist set backfilled_at = ? where nct_id = ?",

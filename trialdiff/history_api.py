@@ -52,7 +52,8 @@ def site_root(api_base: str) -> str:
     """Return the registry's root: the API v2 base without its trailing `/api/v2`."""
     base = api_base.rstrip("/")
     if not base.endswith("/api/v2"):
-        raise UsageError(f"--api {api_base!r} does not end in /api/v2, so there is no /api/int")
+        raise UsageError(f"{api_base!r} does not end in /api/v2, so there is no /api/int",
+                         setting="api")
     return base[: -len("/api/v2")]
 
 

@@ -97,7 +97,7 @@ SCHEMA: tuple[Table, ...] = (
           doc="the latest raw record of each study, for its page"),
     Table("runs", "id", (
         ("id", int, "row id"),
-        ("command", str, "import, sync or backfill"),
+        ("command", str, "import, sync, backfill, reannotate or notify"),
         ("started_at", str, "ISO 8601 UTC"),
         ("ended_at", str, "ISO 8601 UTC; NULL while running or if the run was killed"),
         ("status", str, "running, ok, partial, failed or interrupted (killed, or stopped "
@@ -109,7 +109,7 @@ SCHEMA: tuple[Table, ...] = (
         ("failed", int, "inputs that failed"),
         ("errors", str, "JSON list of {input, error}; private: not in the web view"),
     ), private=("errors",),
-          doc="each import, sync or backfill run and what it did"),
+          doc="each writing run (import, sync, backfill, reannotate, notify) and what it did"),
     Table("watchlist", "nct_id", (
         ("nct_id", str, "a study `sync` fetches every run"),
         ("added_at", str, "when it was tracked"),
@@ -428,7 +428,7 @@ def refuse_foreign(db: sqlite_utils.Database, path: str) -> None:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise UsageError(
             f"{path} is not a trialdiff database (it holds {shown}); refusing to add "
-            "trialdiff's tables to it: give --db a new file or a trialdiff database"
+            "trialdiff's tables to it", setting="db"
         )
 
 

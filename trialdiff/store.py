@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +25,16 @@ from .dedupe import InputLedger
 from .diff import diff_snapshots
 from .errors import InputError, OutOfOrderError
 from .meaning import annotate
-from .model import FieldChange, Snapshot, content_hash, dump_json, fields_json
+from .model import (
+    Failed,
+    FieldChange,
+    Observation,
+    Outcome,
+    Snapshot,
+    content_hash,
+    dump_json,
+    fields_json,
+)
 from .normalize import extract_fields
 from .query import study_fields
 from .registry import DEFAULT, Registry
@@ -95,13 +104,6 @@ def pack_delta(delta: Mapping[str, str]) -> bytes:
     return zlib.compress(fields_json(delta).encode("utf-8"), 6)
 
 
-@dataclass(frozen=True)
-class Observation:
-    """What saving one record did: whether a snapshot was stored, and its changes."""
-
-    nct_id: str
-    stored: bool
-    changes: tuple[FieldChange, ...]
 
 
 def save_study(
@@ -377,8 +379,9 @@ def save_studies(
     source: str = "import",
     run_id: int | None = None,
     batch_size: int = 500,
-) -> Iterator[SourceItem | Observation]:
-    """Save one input's stream of records, committing every `batch_size`; yield what each did.
+    emit: Callable[[Outcome], None] | None = None,
+) -> None:
+    """Save one input's stream of records, committing every `batch_size`; emit what each did.
 
     A batch is one transaction, so a killed run loses at most the batch under way, and
     running it again redoes exactly that batch (a saved observation is not stored twice).
@@ -386,6 +389,10 @@ def save_studies(
     The alerts the changes raise (watch.py) are written in the same transaction.
     """
     from .watch import AlertWriter
+
+    def report(outcome: Outcome) -> None:
+        if emit is not None:
+            emit(outcome)
 
     pending = 0
     ledger = InputLedger(db)
@@ -395,14 +402,14 @@ def save_studies(
         for item in items:
             if item.study is None or item.nct_id is None:
                 totals.fail(item.label, item.error or "unreadable")
-                yield item
+                report(Failed(item.label, item.error or "unreadable"))
                 continue
             gate = gate_hash(item.study, item.raw)
             earlier = ledger.known(item.nct_id)
             if earlier is not None:
                 conflict = _repeat(db, ledger, item, gate, earlier, totals)
                 if conflict is not None:
-                    yield conflict
+                    report(conflict)
                 continue
             ledger.first(item.nct_id, item.label, gate)
             try:
@@ -411,11 +418,11 @@ def save_studies(
             except InputError as exc:  # raised before save_study writes anything it keeps
                 ledger.failed(item.nct_id)
                 totals.fail(item.label, str(exc))
-                yield SourceItem(item.label, error=str(exc))
+                report(Failed(item.label, str(exc)))
                 continue
             totals.count(observation)
             alerts.add(observation.nct_id, observation.changes)
-            yield observation
+            report(observation)
             pending += 1
             if pending >= batch_size:
                 db.execute("commit")
@@ -431,7 +438,7 @@ def save_studies(
 def _repeat(
     db: sqlite_utils.Database, ledger: InputLedger, item: SourceItem, gate: str,
     earlier: tuple[str, str, str], totals: RunTotals,
-) -> SourceItem | None:
+) -> Failed | None:
     """Drop a study's repeat in one input; if its content differs, undo the study and refuse it."""
     assert item.nct_id is not None and item.study is not None
     label, first_gate, state = earlier
@@ -451,4 +458,4 @@ def _repeat(
              f"{label}): a conflict, so no version of it was stored"
              + (" (the changes printed for it are undone)" if undone else ""))
     totals.fail(item.label, error)
-    return SourceItem(item.label, error=error)
+    return Failed(item.label, error)

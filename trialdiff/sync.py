@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import sqlite_utils
 
-from .errors import FetchError, ForbiddenError, RejectedRequest, UsageError
+from .errors import FetchError, ForbiddenError, RejectedRequest, TrialdiffError, UsageError
 from .fetch import (
     Client,
     answered_ids,
@@ -28,10 +28,10 @@ from .fetch import (
     id_batches,
     incremental,
 )
-from .model import Event, PageDone
+from .model import Event, Failed, Outcome, PageDone, UpToDate
 from .registry import DEFAULT
 from .sources import SourceItem
-from .store import Observation, RunTotals, save_studies, transaction
+from .store import RunTotals, save_studies, transaction
 from .watch import remember_members
 
 _QUERY_PREFIXES = ("query.", "filter.", "postFilter.", "aggFilters")
@@ -110,18 +110,6 @@ def _items(page: list[dict[str, Any]], where: str) -> list[SourceItem]:
     return items
 
 
-@dataclass(frozen=True)
-class UpToDate:
-    """Tracked studies and saved queries not fetched: already fetched under this release."""
-
-    studies: int
-    queries: int
-    release: str
-
-
-Outcome = Observation | SourceItem | Event | PageDone | UpToDate
-
-
 @dataclass
 class _Run:
     """One sync against the API: where it writes, and what it has seen so far."""
@@ -141,13 +129,15 @@ class _Run:
         """Save a page's studies this run has not saved yet, in one transaction."""
         fresh = [item for item in _items(page, where) if item.nct_id not in self.saved]
         self.saved.update(item.nct_id for item in fresh if item.nct_id)
-        yield from save_studies(self.db, fresh, self.observed_at, self.totals, source="sync",
-                                run_id=self.run_id)
+        saved: list[Outcome] = []  # one page: written (and committed) before it is reported
+        save_studies(self.db, fresh, self.observed_at, self.totals, source="sync",
+                     run_id=self.run_id, emit=saved.append)
+        yield from saved
 
-    def fail(self, where: str, error: str) -> SourceItem:
+    def fail(self, where: str, error: TrialdiffError) -> Failed:
         """Count a failed input and return it for the report."""
-        self.totals.fail(where, error)
-        return SourceItem(where, error=error)
+        self.totals.fail(where, str(error))
+        return Failed(where, str(error), error.setting)
 
     def fetched(self, nct_ids: Iterable[str]) -> None:
         """Remember that tracked studies were fetched under the current release."""
@@ -195,7 +185,7 @@ def sync_api(
             raise
         except FetchError as exc:
             run.failed.add(nct_id)
-            yield run.fail(nct_id, str(exc))
+            yield run.fail(nct_id, exc)
     for nct_id in sorted(run.seen & {i for i, s in run.states.items() if s == "missing"}):
         event = Event(nct_id, "returned", {})
         _record_event(db, event, observed_at, run_id)
@@ -217,7 +207,7 @@ def _sync_batch(run: _Run, batch: list[str]) -> Iterator[Outcome]:
             raise
         except FetchError as exc:
             run.failed.add(batch[0])
-            yield run.fail(batch[0], str(exc))
+            yield run.fail(batch[0], exc)
         return
     try:
         for page in fetch_batch(run.client, batch):
@@ -234,7 +224,7 @@ def _sync_batch(run: _Run, batch: list[str]) -> Iterator[Outcome]:
         return
     except FetchError as exc:  # report the batch and move on to the next
         run.failed.update(batch)
-        yield run.fail(f"tracked studies {batch[0]}..{batch[-1]}", str(exc))
+        yield run.fail(f"tracked studies {batch[0]}..{batch[-1]}", exc)
         return
     run.fetched(sorted(set(batch) & run.seen))
 
@@ -294,7 +284,7 @@ def _sync_query(run: _Run, query_id: int, expr: str, last_synced: str | None) ->
     except ForbiddenError:
         raise
     except FetchError as exc:
-        yield run.fail(expr, str(exc))
+        yield run.fail(expr, exc)
         return
     with transaction(run.db):
         run.db.execute("update queries set last_synced_at = ?, fetched_release = ? where id = ?",
@@ -316,7 +306,8 @@ def sync_source(
     observed_at: str,
     run_id: int,
     totals: RunTotals,
-) -> Iterator[Outcome]:
+    emit: Callable[[Outcome], None],
+) -> None:
     """Sync from a bulk dump through the same writer: tracked studies only, if any are."""
     from .sources import read_studies
 
@@ -325,4 +316,4 @@ def sync_source(
         item for item in read_studies([source])
         if not wanted or item.nct_id is None or item.nct_id in wanted
     )
-    yield from save_studies(db, items, observed_at, totals, source="sync", run_id=run_id)
+    save_studies(db, items, observed_at, totals, source="sync", run_id=run_id, emit=emit)

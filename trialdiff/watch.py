@@ -130,9 +130,9 @@ def validate(watch: Watch) -> None:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", watch.name):
         raise UsageError(f"{watch.name!r} is not a watch name: letters, digits, . _ - (max 64)")
     if not watch.targets:
-        raise UsageError("a watch needs at least one --to URL")
+        raise UsageError("a watch needs at least one target URL")
     if watch.studies is not None and watch.query is not None:
-        raise UsageError("give --study or --query, not both")
+        raise UsageError("give studies or a query, not both")
     if watch.min_severity is not None and watch.min_severity not in SEVERITIES:
         raise UsageError(f"unknown severity {watch.min_severity!r}")
     bad = [k for k in watch.kinds if k not in CHANGE_KINDS]

@@ -11,7 +11,7 @@ import math
 import os
 import sqlite3
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Final, NoReturn
@@ -32,6 +32,7 @@ class Options:
     db: str
     debug: bool
     db_is_default: bool = False  # neither --db nor TRIALDIFF_DB named it
+    hooks: dict[str, Any] = field(default_factory=dict)  # API client hooks: sleep, transport
 
 
 # A century of days: longer than the registry has existed, and far from date arithmetic's end.
@@ -88,7 +89,9 @@ class Group(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except TrialdiffError as exc:
-            raise CliError(str(exc), exc.exit_code) from exc
+            from .sinks import worded
+
+            raise CliError(worded(str(exc), exc.setting), exc.exit_code) from exc
         except sqlite3.Error as exc:
             debug_traceback(ctx)
             raise CliError(f"database error: {exc}") from exc
@@ -220,12 +223,14 @@ def finite(kind: type, low: float, high: float, low_open: bool = False) -> click
 @click.pass_context
 def cli(ctx: click.Context, db: str | None, debug: bool, secrets: str) -> None:
     """Track what changed in ClinicalTrials.gov study records."""
+    # A caller (a test) may pass `obj={"sleep": ..., "transport": ...}` for the API clients.
+    hooks = dict(ctx.obj) if isinstance(ctx.obj, dict) else {}
     if db is None and "TRIALDIFF_DB" in os.environ:  # click reads an empty variable as unset
         _checked_db(ctx, os.environ["TRIALDIFF_DB"], "TRIALDIFF_DB")
     if db is not None:
-        ctx.obj = Options(db=_checked_db(ctx, db), debug=debug)
+        ctx.obj = Options(db=_checked_db(ctx, db), debug=debug, hooks=hooks)
     else:
-        ctx.obj = Options(db=str(_default_db()), debug=debug, db_is_default=True)
+        ctx.obj = Options(db=str(_default_db()), debug=debug, db_is_default=True, hooks=hooks)
     if secrets:  # targets.py reads it from the environment, where the option may have put it
         os.environ["TRIALDIFF_SECRETS"] = secrets
 
@@ -250,6 +255,24 @@ def writer(ctx: click.Context) -> Any:
         click.echo(f"trialdiff: created the database {Path(ctx.obj.db).absolute()} "
                    "(--db or TRIALDIFF_DB to use another)", err=True)
     return db
+
+
+def tracker(ctx: click.Context, wait: float = 0.0, create: bool = True) -> Any:
+    """Return the Tracker of the command's database; it is closed when the command ends.
+
+    A command that only reads passes `create=False`: a missing database is then an error.
+    """
+    from ..lock import WriteLock
+    from ..tracker import Tracker
+
+    opened = Tracker(ctx.obj.db, wait=wait, hooks=ctx.obj.hooks)
+    ctx.call_on_close(opened.close)
+    if create and ctx.obj.db_is_default and not Path(ctx.obj.db).exists():
+        with WriteLock(ctx.obj.db, wait, "open"):
+            opened.writer()
+        click.echo(f"trialdiff: created the database {Path(ctx.obj.db).absolute()} "
+                   "(--db or TRIALDIFF_DB to use another)", err=True)
+    return opened
 
 
 def main() -> None:

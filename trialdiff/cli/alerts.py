@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from ..model import utc_day, utc_timestamp
-from . import check_nct_ids, cli, fail, parse_timestamp, reader, setting_option, writer
+from . import check_nct_ids, cli, fail, parse_timestamp, reader, setting_option, tracker, writer
+from .sinks import show_delivery
 
 
 def alert_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -18,22 +19,6 @@ def alert_options(command: Callable[..., Any]) -> Callable[..., Any]:
         command = click.option(option, type=kind, metavar=kind.__name__.upper(),
                                **setting_option(option))(command)
     return command
-
-
-def deliver(db: Any, quiet: bool, alert_timeout: float, alert_backoff: float,
-            alert_max_age: float) -> bool:
-    """Deliver pending alerts and print what happened; return True when an attempt failed."""
-    from ..notify import deliver_pending
-
-    totals = deliver_pending(db, timeout=alert_timeout, backoff=alert_backoff,
-                             max_age_hours=alert_max_age)
-    for error in totals.errors:
-        click.echo(f"trialdiff: alert: {error}", err=True)
-    attempted = totals.delivered + totals.failed_now
-    if attempted or (totals.pending and not quiet):
-        click.echo(f"alerts: {totals.delivered} delivered, {totals.pending} pending, "
-                   f"{totals.given_up} given up")
-    return bool(totals.failed_now)
 
 
 @cli.group()
@@ -220,11 +205,10 @@ def notify(ctx: click.Context, /, quiet: bool, wait: float, **settings: Any) -> 
     Example:
       trialdiff notify --quiet
     """
-    from ..lock import WriteLock
-
-    with WriteLock(ctx.obj.db, wait, "notify"):
-        failed = deliver(writer(ctx), quiet, **settings)
-    if failed:
+    totals = tracker(ctx, wait).notify(timeout=settings["alert_timeout"],
+                                       backoff=settings["alert_backoff"],
+                                       max_age_hours=settings["alert_max_age"])
+    if show_delivery(totals, quiet):
         ctx.exit(1)
 
 

@@ -19,6 +19,7 @@ from . import (
     parse_timestamp,
     reader,
     setting_option,
+    tracker,
 )
 
 
@@ -37,12 +38,8 @@ def recent(
     Example:
       trialdiff recent NCT05827016 --days 30 --as-of 2025-07-07
     """
-    from ..query import ChangeFilter, query_changes
-    from ..render import recent_section, recent_window
-
-    since, until = recent_window(utc_day(as_of), days)
-    changes = list(query_changes(reader(ctx), ChangeFilter((nct_id,), since, until)))
-    click.echo(recent_section(changes, days, limit), nl=False)
+    text = tracker(ctx, create=False).recent_section(nct_id, days, as_of, limit)
+    click.echo(text, nl=False)
 
 
 def _change_filter(
@@ -218,16 +215,14 @@ def page(ctx: click.Context, nct_id: str | None, every: bool, changed_since: str
       trialdiff page NCT05827016 --ages
       trialdiff page --changed-since 2025-07-06 --out site/trials
     """
-    from ..site import render_study_page, write_site
+    from ..site import write_site
 
     site = every or changed_since is not None
     if site == (nct_id is not None) or site != (out is not None):
         fail("give NCT_ID, or --all or --changed-since with --out DIR")
     day = utc_day(as_of)
     if nct_id is not None:
-        text = render_study_page(reader(ctx), nct_id, day, days, canonical_base, footer, ages)
-        if text is None:
-            raise CliError(f"{nct_id} is not in the database")
+        text = tracker(ctx, create=False).page(nct_id, day, days, canonical_base, footer, ages)
         click.echo(text, nl=False)
         return
     assert out is not None
@@ -249,7 +244,7 @@ def check(ctx: click.Context) -> None:
     Example:
       trialdiff check
     """
-    from ..check import CheckTotals, check_database
+    from ..check import CheckTotals
     from ..schema import SCHEMA_VERSION, upgrade
 
     old = upgrade(ctx.obj.db)
@@ -257,9 +252,9 @@ def check(ctx: click.Context) -> None:
         click.echo(f"trialdiff: upgraded {ctx.obj.db} from schema version {old} to "
                    f"{SCHEMA_VERSION}", err=True)
     totals = CheckTotals()
-    problems = 0
-    for problem in check_database(reader(ctx), totals):
-        problems += 1
+    found = tracker(ctx, create=False).check(totals)
+    problems = len(found)
+    for problem in found:
         click.echo(f"problem: {problem}")
     from ..render import plural
 

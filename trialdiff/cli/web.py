@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import CliError, cli, reader, writer
+from . import CliError, cli, reader, tracker
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -22,11 +22,7 @@ def reannotate(ctx: click.Context, wait: float) -> None:
     Example:
       trialdiff reannotate
     """
-    from ..annotations import reannotate as recompute
-    from ..lock import WriteLock
-
-    with WriteLock(ctx.obj.db, wait, "reannotate"):
-        checked, updated = recompute(writer(ctx))
+    checked, updated = tracker(ctx, wait).reannotate()
     click.echo(f"reannotate: {checked} changes checked, {updated} updated")
 
 
