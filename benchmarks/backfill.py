@@ -55,8 +55,8 @@ def backfill_once(api: StandinAPI, path: str, full: bool) -> tuple[float, int]:
     """Sync the study once, backfill every version; return (seconds, changes stored)."""
     db = open_db(path)
     current = copy.deepcopy(version_pair(NCT)[1])
-    list(save_studies(db, [SourceItem("bench", current, NCT)], "2025-07-07T06:00:00.000Z",
-                      RunTotals(), source="sync"))
+    save_studies(db, [SourceItem("bench", current, NCT)], "2025-07-07T06:00:00.000Z",
+                 RunTotals(), source="sync")
     original = history.rewrite_history
     if full:  # what a rewrite of every snapshot per version costs
         def rewrite_all(db: Any, nct_id: str, states: Any, stored: Any) -> None:

@@ -1,13 +1,19 @@
-"""Shared fixtures: real records from tests/fixtures and a fresh database file."""
+"""Shared scaffolding: real records from tests/fixtures, a fresh database file, the CLI
+runner `run()` and the stand-in API fixture `api`, each defined here once."""
 
 from __future__ import annotations
 
+import copy
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
+from standin_api import StandinAPI
 
+from trialdiff.cli import cli
 from trialdiff.diff import diff_snapshots
 from trialdiff.model import FieldChange, Snapshot
 from trialdiff.normalize import extract_fields
@@ -51,3 +57,32 @@ def sample_changes(nct_id: str, before: str, after: str) -> list[FieldChange]:
 def db_path(tmp_path: Path) -> str:
     """Return the path of a fresh database file."""
     return str(tmp_path / "trialdiff.db")
+
+
+def run(db: str, *args: str, obj: Mapping[str, Any] | None = None) -> tuple[int, str, str]:
+    """Run trialdiff in-process on a database; return (exit code, stdout, stderr).
+
+    `obj` goes to the API clients the command builds (`sleep`, `transport`), so a test can
+    record backoff waits instead of sleeping them.
+    """
+    result = CliRunner().invoke(cli, ["--db", db, *args], obj=dict(obj) if obj else None)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def api(request: pytest.FixtureRequest) -> Iterator[StandinAPI]:
+    """Serve real records on 127.0.0.1 for one test.
+
+    A test module may set API_RECORDS (records, or a function returning them; default: every
+    real v2 fixture record) and API_OPTIONS (StandinAPI keyword arguments); with API_STRICT,
+    the server must have logged no error by the end.
+    """
+    records = getattr(request.module, "API_RECORDS", None)
+    if callable(records):
+        records = records()
+    options = getattr(request.module, "API_OPTIONS", {})
+    with StandinAPI(copy.deepcopy(records) if records is not None else real_records(),
+                    **options) as server:
+        yield server
+    if getattr(request.module, "API_STRICT", False):
+        assert server.errors == []

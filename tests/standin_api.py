@@ -77,13 +77,14 @@ class Fault:
     "truncate" (half the body, Content-Length of the cut body), "html" (proxy error page,
     default 200), "oversize" (valid JSON padded with blanks to ``size`` bytes), "drop"
     (close the connection without answering), "drip" (the body ``chunk`` bytes at a time,
-    ``seconds`` apart), "repeat_token" (a /studies page answered as the query's first page,
-    so its nextPageToken comes again), "stale_page" (the first page again under a new token
-    each time: a page with nothing new).
+    ``seconds`` apart), "drip_head" (the status line and headers ``chunk`` bytes at a time,
+    ``seconds`` apart, then the body at once), "repeat_token" (a /studies page answered as
+    the query's first page, so its nextPageToken comes again), "stale_page" (the first page
+    again under a new token each time: a page with nothing new).
     """
 
     kind: Literal["status", "slow", "truncate", "html", "oversize", "drop", "drip",
-                  "repeat_token", "stale_page"]
+                  "drip_head", "repeat_token", "stale_page"]
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     body: str | None = None
@@ -292,10 +293,21 @@ class _Handler(BaseHTTPRequestHandler):
             body = body[: max(1, len(body) // 2)]
         elif fault and fault.kind == "oversize":
             padding = max(0, fault.size - len(body))  # trailing blanks keep the JSON valid
+        head = [("Content-Type", reply.content_type), ("Content-Length", str(len(body) + padding)),
+                *reply.headers]
+        if fault and fault.kind == "drip_head":  # a proxy too slow to get even the headers out
+            lines = [f"HTTP/1.1 {reply.status} {responses.get(reply.status, '')}",
+                     *(f"{name}: {value}" for name, value in head), "", ""]
+            raw = "\r\n".join(lines).encode("latin-1")
+            for start in range(0, len(raw), fault.chunk):
+                self.wfile.write(raw[start : start + fault.chunk])
+                self.wfile.flush()
+                if self.server.api._stopping.wait(fault.seconds):
+                    return
+            self.wfile.write(body)
+            return
         self.send_response(reply.status)
-        self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(body) + padding))
-        for name, value in reply.headers:
+        for name, value in head:
             self.send_header(name, value)
         self.end_headers()
         if fault and fault.kind == "drip":  # every piece inside any per-read timeout

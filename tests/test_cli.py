@@ -8,18 +8,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, run
 
 from trialdiff.cli import cli
 
 SAMPLE = ROOT / "snapshots" / "sample"
 GOLDEN = FIXTURES / "NCT05085444"
-
-
-def run(db_path: str, *args: str) -> tuple[int, str, str]:
-    """Run trialdiff with a database and return (exit code, stdout, stderr)."""
-    result = CliRunner().invoke(cli, ["--db", db_path, *args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_golden_recent_field_changes_section(db_path: str) -> None:

@@ -10,22 +10,17 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
-from conftest import sample_changes
+from conftest import run, sample_changes
 from markdown_it import MarkdownIt
+from oracles import from_csv
 
 from trialdiff import export
-from trialdiff.export import (
-    from_csv,
-    records,
-    to_atom,
-    to_csv,
-    to_json,
-    to_markdown,
-    to_ndjson,
-    xml_safe,
-)
+from trialdiff.atom import FEED_EPOCH, xml_safe
+from trialdiff.export import records, to_atom, to_csv, to_json, to_markdown, to_ndjson
+from trialdiff.jsoncsv import CSV_COLUMNS
+from trialdiff.markdown import md_code
 from trialdiff.model import FieldChange
-from trialdiff.report import visible
+from trialdiff.present import visible
 
 A = "{http://www.w3.org/2005/Atom}"
 DAY1, DAY2 = "2024-06-14T06:00:00.000Z", "2025-07-07T06:00:00.000Z"
@@ -53,7 +48,7 @@ def test_json_ndjson_and_csv_carry_the_same_changes() -> None:
     assert len(expected) == len(REAL) == 528
     assert json.loads(to_json(REAL)) == expected
     assert [json.loads(line) for line in to_ndjson(REAL).splitlines()] == expected
-    assert from_csv(to_csv(REAL)) == [{k: item[k] for k in export.CSV_COLUMNS}
+    assert from_csv(to_csv(REAL)) == [{k: item[k] for k in CSV_COLUMNS}
                                       for item in expected]
 
 
@@ -89,7 +84,7 @@ def test_csv_cells_never_start_a_formula_and_round_trip() -> None:
     assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
     assert "'-5" in cells  # a negative number is JSON text that starts with '-'
     assert "''quoted|path" in cells  # a leading quote is escaped too, so reading is exact
-    assert from_csv(text) == [{k: item[k] for k in export.CSV_COLUMNS}
+    assert from_csv(text) == [{k: item[k] for k in CSV_COLUMNS}
                               for item in records(HOSTILE)]
 
 
@@ -202,16 +197,138 @@ def test_empty_exports_are_well_formed() -> None:
     assert to_csv([]).startswith('"nct_id"') and from_csv(to_csv([])) == []
     assert "_No field changes._" in to_markdown([])
     feed = ET.fromstring(to_atom([]))
-    assert feed.findtext(f"{A}updated") == "1970-01-01T00:00:00.000Z"
+    assert feed.findtext(f"{A}updated") == FEED_EPOCH == "2024-01-01T00:00:00.000Z"
     assert feed.findall(f"{A}entry") == []
 
 
-def test_exporters_table_names_the_five_formats() -> None:
-    assert sorted(export.EXPORTERS) == ["atom", "csv", "json", "md", "ndjson"]
+def test_the_exporters_table_is_where_every_format_choice_comes_from() -> None:
+    import click
+
+    from trialdiff.cli import cli
+
+    assert export.CHANGELOG_FORMATS == ("json", "ndjson", "csv", "md", "atom")
+    assert export.REPORT_FORMATS == ("text", "json", "md")
+    assert {e.suffix for e in export.EXPORTERS.values()} == {
+        ".txt", ".json", ".ndjson", ".csv", ".md", ".atom"}
+    assert export.EXPORTERS["atom"].media_type == "application/atom+xml"
+    for command, formats in (("changes", export.CHANGELOG_FORMATS),
+                             ("diff", export.REPORT_FORMATS)):
+        option = next(p for p in cli.commands[command].params if p.name == "fmt")
+        assert isinstance(option.type, click.Choice)
+        assert tuple(option.type.choices) == formats
+    with pytest.raises(ValueError, match="not a changelog format"):
+        export.stream_export("text", lambda order: [])
 
 
 @pytest.mark.parametrize("text", ["`", "``a``", " a", "a ", "`a`", "a\nb", ""])
 def test_md_code_spans_hold_any_text(text: str) -> None:
-    tokens = _markdown_tokens(f"x {export.md_code(text)} y")
+    tokens = _markdown_tokens(f"x {md_code(text)} y")
     spans = [t.content for t in tokens if t.type == "code_inline"]
     assert spans == [visible(text) or " "]
+
+
+def _exports_benchmark() -> Any:
+    """Load benchmarks/exports.py, which builds the database of copied real changes."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("exports_benchmark",
+                                                  ROOT / "benchmarks" / "exports.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def growing_databases(tmp_path_factory: Any) -> tuple[Any, dict[int, Any]]:
+    """Return the benchmark module and databases of ~1,000 and ~6,000 copied real changes."""
+    bench = _exports_benchmark()
+    folder = tmp_path_factory.mktemp("growing")
+    databases = {}
+    for count in (1_000, 6_000):
+        databases[count] = folder / f"{count}.db"
+        assert bench.build_database(databases[count], count) >= count
+    return bench, databases
+
+
+@pytest.mark.parametrize("fmt", ["json", "md"])
+def test_export_memory_stays_flat_as_the_changelog_grows(
+        tmp_path: Any, growing_databases: tuple[Any, dict[int, Any]], fmt: str) -> None:
+    # The sample archive's 528 real changes copied to 1,056 and 6,336: the in-memory JSON
+    # export took 36 MB and 97 MB (ratio 2.7); streamed, 29 MB and 30 MB.
+    bench, databases = growing_databases
+    rss = {count: bench.export_rss(db, fmt, tmp_path)[0] for count, db in databases.items()}
+    assert rss[6_000] < rss[1_000] * 1.2, rss
+    text = (tmp_path / f"out.{fmt}").read_text(encoding="utf-8")
+    if fmt == "json":
+        assert len(json.loads(text)) >= 6_000
+    else:
+        assert text.count("\n- `") >= 6_000
+
+
+def _import_sample(tmp_path: Any, bend: Any = None) -> str:
+    """Import the quickstart archive (its 2025 NCT05827016 record bent by `bend`) via the CLI."""
+    import shutil
+
+    from conftest import SAMPLE
+
+    archive = tmp_path / "archive"
+    shutil.copytree(SAMPLE, archive)
+    if bend is not None:
+        path = archive / "2025-07-07" / "NCT05827016.json"
+        record = json.loads(path.read_text(encoding="utf-8"))
+        bend(record["protocolSection"])
+        path.write_text(json.dumps(record), encoding="utf-8")
+    db = str(tmp_path / "t.db")
+    assert run(db, "import", str(archive))[0] == 0
+    return db
+
+
+@pytest.mark.parametrize("odd", [["COMPLETED", "RECRUITING"], {"x": 1}, "R" * 100_000])
+def test_an_odd_status_is_stored_checked_and_served_by_every_read_path(
+        tmp_path: Any, odd: Any) -> None:
+    def bend(section: dict[str, Any]) -> None:
+        section["statusModule"]["overallStatus"] = odd
+
+    db = _import_sample(tmp_path, bend)
+    code, out, _ = run(db, "check")
+    assert code == 0 and "; 0 problems" in out
+    for fmt in ("json", "ndjson", "csv", "md", "atom"):
+        code, out, _ = run(db, "changes", "--format", fmt)
+        assert code == 0 and "status.overallStatus" in out, out
+    status = [c for c in json.loads(run(db, "changes")[1])
+              if c["path"] == "status.overallStatus"]
+    assert status[0]["new"] == odd
+    assert (status[0]["facts"] == {}) == (not isinstance(odd, str))  # a huge string is a word
+    assert status[0]["severity"] == "major"  # rule 2: the overall status changed
+    for fmt in ("text", "md", "json"):
+        code, out, err = run(db, "diff", "NCT05827016", "--format", fmt)
+        assert code == 0 and err == "", out
+
+
+def test_an_empty_feed_is_dated_by_the_last_observation(tmp_path: Any) -> None:
+    db = _import_sample(tmp_path)
+    feed = ET.fromstring(run(db, "changes", "--format", "atom", "--path", "nothing.here")[1])
+    assert feed.findall(f"{A}entry") == []
+    assert feed.findtext(f"{A}updated") == "2025-07-07T00:00:00.000Z"  # the archive's last day
+    full = ET.fromstring(run(db, "changes", "--format", "atom")[1])
+    assert full.findtext(f"{A}updated") == max(
+        e.findtext(f"{A}updated", "") for e in full.findall(f"{A}entry"))
+
+
+def test_a_reader_that_stops_early_ends_the_stream_quietly(tmp_path: Any) -> None:
+    # `trialdiff changes | head`: the 528 real changes (~400 KB) outgrow the pipe's buffer.
+    import subprocess
+    import sys
+
+    db = _import_sample(tmp_path)
+    process = subprocess.Popen([sys.executable, "-m", "trialdiff", "--db", db, "changes",
+                                "--format", "ndjson"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.read(100).startswith(b'{"detail"')
+    process.stdout.close()
+    assert process.wait(timeout=60) == 0
+    assert process.stderr.read() == b""

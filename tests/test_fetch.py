@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from conftest import real_records
@@ -35,10 +35,6 @@ RECORDS = real_records()
 IDS = sorted(r["protocolSection"]["identificationModule"]["nctId"] for r in RECORDS)
 
 
-@pytest.fixture
-def api() -> Iterator[StandinAPI]:
-    with StandinAPI(RECORDS) as server:
-        yield server
 
 
 def client_for(api: StandinAPI, **pacing: float) -> tuple[Client, list[float]]:
@@ -245,6 +241,25 @@ def test_a_body_sent_a_few_bytes_at_a_time_meets_the_overall_deadline(api: Stand
     with pytest.raises(FetchError, match=r"longer than the 0\.25 s deadline; gave up after 3"):
         client.version()
     assert time.monotonic() - started < 2.0 and len(waits) == 2
+
+
+def test_headers_sent_a_byte_at_a_time_meet_the_overall_deadline(api: StandinAPI) -> None:
+    # The status line and headers are over 60 bytes: at one byte per 0.1 s the head alone takes
+    # over 6 s, each read well inside the 0.5 s timeout. The deadline ends each attempt at 1 s.
+    client, waits = client_for(api, timeout=0.5, deadline=1, retries=1)
+    assert client.version()["dataTimestamp"]  # a pooled keep-alive connection: it is reused
+    threads = threading.active_count()
+    api.add_fault(Fault("drip_head", seconds=0.1, chunk=1, times=2))
+    started = time.monotonic()
+    with pytest.raises(FetchError, match=r"^/version: took longer than the 1 s deadline; "
+                                         r"gave up after 2 attempts in \d+ s$"):
+        client.version()
+    elapsed = time.monotonic() - started
+    assert 2.0 <= elapsed < 3.5 and len(waits) == 1  # two attempts of 1 s; the wait not slept
+    assert threading.active_count() == threads  # each watchdog ended with its request
+    assert client.version()["dataTimestamp"]  # the shut-down sockets left the pool
+    assert [r.path for r in api.requests] == ["/api/v2/version"] * 4
+    client.close()
 
 
 @pytest.mark.parametrize("url", ["clinicaltrials.gov/api/v2", "htp://x/api/v2", "http://",

@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from conftest import real_records
+from conftest import real_records, sample_record
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -105,7 +105,9 @@ def test_import_of_bent_records_is_correct_or_a_clean_error(
     totals = RunTotals()
     for name, at in (("a", "2026-01-01T00:00:00.000Z"), ("b", "2026-01-02T00:00:00.000Z")):
         items = list(read_studies(sorted(str(p) for p in folder.glob(f"{name}*.json"))))
-        for outcome in save_studies(db, items, at, totals):
+        outcomes: list[Any] = []
+        save_studies(db, items, at, totals, emit=outcomes.append)
+        for outcome in outcomes:
             error = getattr(outcome, "error", None)
             assert error is None or isinstance(error, str)
     bent_ids = {study_id(record) for _, record in pairs}
@@ -160,8 +162,9 @@ def test_renderers_stay_well_formed_with_hostile_strings(changes: list[FieldChan
     import xml.etree.ElementTree as ET
 
     from markdown_it import MarkdownIt
+    from oracles import from_csv
 
-    from trialdiff.export import from_csv, to_atom, to_csv, to_json, to_markdown
+    from trialdiff.export import to_atom, to_csv, to_json, to_markdown
 
     atom = ET.fromstring(to_atom(changes).encode("utf-8"))
     ns = "{http://www.w3.org/2005/Atom}"
@@ -185,3 +188,97 @@ def test_renderers_stay_well_formed_with_hostile_strings(changes: list[FieldChan
     tokens = MarkdownIt("commonmark").parse(to_markdown(changes))
     assert [t for t in tokens if t.type.startswith("html")] == []
     assert len([t for t in tokens if t.type == "list_item_open"]) == len(changes)
+
+
+# A real study's two days, its sites cut to the few named `university of t…` for speed.
+SAMPLE_FIELDS = {
+    day: {path: text for path, text in extract_fields(sample_record(day, "NCT05827016")).items()
+          if not path.startswith("locations.") or path.startswith("locations.university of t")}
+    for day in ("2024-06-14", "2025-07-07")
+}
+TRACKED = sorted(SAMPLE_FIELDS["2024-06-14"].keys() | SAMPLE_FIELDS["2025-07-07"].keys())
+HUGE = st.sampled_from(["RECRUITING " * 30_000, "x" * 200_000])
+
+
+@st.composite
+def odd_snapshots(draw: st.DrawFn) -> tuple[Snapshot, Snapshot]:
+    """Return the real 2024 and 2025 snapshots of NCT05827016 with fuzz values put in fields."""
+    fields = [dict(SAMPLE_FIELDS["2024-06-14"]), dict(SAMPLE_FIELDS["2025-07-07"])]
+    for _ in range(draw(st.integers(min_value=1, max_value=4))):
+        side = fields[draw(st.integers(min_value=0, max_value=1))]
+        path = draw(st.sampled_from([*TRACKED, "status.overallStatus", "design.enrollmentCount"]))
+        value = draw(VALUES | HUGE)
+        if value is None:
+            side.pop(path, None)
+        else:
+            side[path] = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return (Snapshot("NCT05827016", "2024-06-14T00:00:00.000Z", fields[0]),
+            Snapshot("NCT05827016", "2025-07-07T00:00:00.000Z", fields[1]))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(odd_snapshots())
+def test_meaning_and_every_presenter_take_any_value(pair: tuple[Snapshot, Snapshot]) -> None:
+    # The importer's fuzz values (and huge strings) in any tracked field of a real study: facts,
+    # severity, the report (terminal, Markdown, JSON), the five exports and the page section
+    # must all render, and each stay well formed.
+    import csv
+    import io
+    import xml.etree.ElementTree as ET
+    from io import StringIO
+
+    from rich.console import Console
+
+    from trialdiff.export import to_atom, to_csv, to_json, to_markdown, to_ndjson
+    from trialdiff.jsoncsv import report_json
+    from trialdiff.markdown import report_markdown
+    from trialdiff.render import recent_section
+    from trialdiff.report import build_report
+    from trialdiff.terminal import render_report
+
+    report = build_report(pair[0], pair[1], 1, 2)
+    changes = [item.change for item in report.changes]
+    for colour in (True, False):
+        render_report(report, Console(file=StringIO(), width=100, force_terminal=colour,
+                                      no_color=not colour))
+    assert report_markdown(report).startswith("# ")
+    assert len(json.loads(report_json(report))["changes"]) == len(changes)
+    assert len(json.loads(to_json(changes))) == len(changes)
+    assert len(to_ndjson(changes).splitlines()) == len(changes)
+    csv.field_size_limit(1 << 30)  # the huge strings are longer than the reader's default
+    assert len(list(csv.reader(io.StringIO(to_csv(changes), newline="")))) == len(changes) + 1
+    assert to_markdown(changes).count("\n- ") == len(changes)
+    ET.fromstring(to_atom(changes).encode("utf-8"))
+    assert recent_section(changes, 30).count("\n- ") == len(changes)
+
+
+@settings(fuzz, max_examples=25)
+@given(st.lists(bent_records(), min_size=1, max_size=2))
+def test_a_bent_import_checks_clean_and_every_read_path_serves_it(
+    tmp_path_factory: Any, pairs: list[tuple[dict[str, Any], dict[str, Any]]]
+) -> None:
+    # Import real records, then bent copies, through the CLI; check, every changes format
+    # and diff of every study must then succeed for the whole database.
+    from click.testing import CliRunner
+
+    from trialdiff.cli import cli
+
+    folder: Path = tmp_path_factory.mktemp("bentcli")
+    for number, (original, record) in enumerate(pairs):
+        for day, value in (("2026-01-01", original), ("2026-01-02", record)):
+            (folder / day).mkdir(exist_ok=True)
+            (folder / day / f"s{number}.json").write_bytes(
+                json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    db = str(folder / "fuzz.db")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--db", db, "import", str(folder)]).exit_code in (0, 1)
+    result = runner.invoke(cli, ["--db", db, "check"])
+    assert result.exit_code == 0, result.output
+    for fmt in ("json", "ndjson", "csv", "md", "atom"):
+        result = runner.invoke(cli, ["--db", db, "changes", "--format", fmt])
+        assert result.exit_code == 0, result.output
+    studies = sqlite3.connect(db).execute("select nct_id from studies").fetchall()
+    for (nct_id,) in studies:
+        for fmt in ("text", "md", "json"):
+            result = runner.invoke(cli, ["--db", db, "diff", nct_id, "--format", fmt])
+            assert result.exit_code == 0, result.output

@@ -16,16 +16,14 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Iterator
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
-from conftest import load, version_pair
+from conftest import load, run, version_pair
 from standin_api import Fault, StandinAPI
 
-from trialdiff.cli import cli
 from trialdiff.diff import changed_paths
 from trialdiff.errors import FetchError, UsageError
 from trialdiff.fetch import Client, Pacing
@@ -76,16 +74,8 @@ def html_record(value: Any) -> Any:
 HISTORY = [(V0_QC, html_record(OLD)), (V1_QC, html_record(NEW))]
 
 
-@pytest.fixture
-def api() -> Iterator[StandinAPI]:
-    with StandinAPI([copy.deepcopy(NEW)]) as server:
-        yield server
-
-
-def run(db: str, *args: str) -> tuple[int, str, str]:
-    """Run trialdiff and return (exit code, stdout, stderr)."""
-    result = CliRunner().invoke(cli, ["--db", db, *args])
-    return result.exit_code, result.stdout, result.stderr
+API_RECORDS = [NEW]
+NO_SLEEP = {"sleep": lambda seconds: None}  # backoff waits are not slept in these tests
 
 
 def backfill(db: str, api: StandinAPI, *args: str) -> tuple[int, str, str]:
@@ -93,12 +83,12 @@ def backfill(db: str, api: StandinAPI, *args: str) -> tuple[int, str, str]:
     ids = [a for a in args if a.startswith("NCT")] or [NCT]
     options = [a for a in args if not a.startswith("NCT")]
     return run(db, "backfill", *ids, "--api", api.base_url, "--delay", "0", "--retries", "1",
-               *options)
+               *options, obj=NO_SLEEP)
 
 
 def sync(db: str, api: StandinAPI, at: str) -> tuple[int, str, str]:
     """Run `trialdiff sync` of the study against the stand-in, observed at a given time."""
-    return run(db, "sync", NCT, "--api", api.base_url, "--delay", "0", "--at", at)
+    return run(db, "sync", NCT, "--api", api.base_url, "--delay", "0", "--at", at, obj=NO_SLEEP)
 
 
 def stored(db: str) -> list[tuple[str, str, str]]:
@@ -432,6 +422,19 @@ def test_a_study_the_registry_does_not_know_fails_alone(db_path: str, api: Stand
                    "record-history listings)\n")
     assert stored(db_path) == real_change_set(V1_DAY)
     assert "1 failed" in out.splitlines()[-1]
+
+
+def test_a_history_listing_whose_headers_drip_in_meets_the_deadline(api: StandinAPI) -> None:
+    api.set_history(NCT, HISTORY)
+    api.add_fault(Fault("drip_head", seconds=0.1, chunk=1, path_prefix=LISTING))
+    client = Client(api.root_url, Pacing(delay=0, timeout=0.5, deadline=1, retries=0))
+    started = time.monotonic()
+    with pytest.raises(FetchError, match=rf"^{LISTING}: took longer than the 1 s deadline; "
+                                         r"gave up after 1 attempt in 1 s$"):
+        HistoryAPI(client).listing(NCT)
+    assert time.monotonic() - started < 2.5  # the head alone would take over 6 s
+    assert [v.number for v in HistoryAPI(client).listing(NCT)] == [0, 1]  # then it answers
+    client.close()
 
 
 def test_a_version_past_the_end_is_no_such_version_not_a_user_agent_problem(

@@ -12,10 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
-from conftest import SAMPLE, real_records, version_pair
+from conftest import SAMPLE, real_records, run, version_pair
 
-from trialdiff.cli import cli
 from trialdiff.model import utc_timestamp
 from trialdiff.schema import open_db
 from trialdiff.store import RunTotals, save_studies
@@ -24,12 +22,6 @@ from trialdiff.sync import _items
 OLDER, NEWER = version_pair("NCT06060392")  # a real registry edit of one study
 R0, R1 = real_records()[:2]
 ID0, ID1 = (r["protocolSection"]["identificationModule"]["nctId"] for r in (R0, R1))
-
-
-def run(db_path: str, *args: str) -> tuple[int, str, str]:
-    """Run trialdiff with a database and return (exit code, stdout, stderr)."""
-    result = CliRunner().invoke(cli, ["--db", db_path, *args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def stored(db_path: str, sql: str) -> list[tuple[Any, ...]]:
@@ -87,7 +79,7 @@ def test_check_names_every_stored_timestamp_that_is_not_canonical(
     assert out.splitlines() == [
         "problem: sightings.last_seen_at: 3 timestamps are not canonical ISO 8601 UTC "
         "(YYYY-MM-DDTHH:MM:SS.mmmZ), e.g. '2025-07-07 00:00:00'",
-        "problem: snapshots.observed_at: 1 timestamps are not canonical ISO 8601 UTC "
+        "problem: snapshots.observed_at: 1 timestamp is not canonical ISO 8601 UTC "
         "(YYYY-MM-DDTHH:MM:SS.mmmZ), e.g. '999-06-14T00:00:00.000Z'",
         "problem: changes.detected_at: 528 timestamps are not canonical ISO 8601 UTC "
         "(YYYY-MM-DDTHH:MM:SS.mmmZ), e.g. '2025-07-07T00:00:00+00:00'",
@@ -181,9 +173,10 @@ def test_sync_from_a_dump_and_an_api_page_take_each_study_once(tmp_path: Path,
     # A fetched page is saved through the same writer, as one input.
     db = open_db(str(tmp_path / "page.db"))
     totals = RunTotals()
-    outcomes = list(save_studies(db, _items(ENTRIES, "filter.ids"), "2025-07-07T00:00:00.000Z",
-                                 totals, source="sync"))
-    assert [(o.nct_id, getattr(o, "label", None)) for o in outcomes] == [
+    outcomes: list[Any] = []
+    save_studies(db, _items(ENTRIES, "filter.ids"), "2025-07-07T00:00:00.000Z", totals,
+                 source="sync", emit=outcomes.append)
+    assert [(getattr(o, "nct_id", None), getattr(o, "where", None)) for o in outcomes] == [
         (ID0, None), ("NCT06060392", None), (ID1, None), (None, "filter.ids[4]")]
     assert (totals.checked, totals.changed, totals.changes, totals.failed) == (2, 0, 0, 1)
     assert db.execute("select nct_id from studies order by 1").fetchall() == [(ID0,), (ID1,)]

@@ -260,3 +260,34 @@ def test_the_sample_pages_partial_sighting() -> None:
     major = {c.path for c in found if severity(c) == "major"}
     assert major == {"status.overallStatus", "design.phases", "eligibility.criteria",
                      "eligibility.sex", "outcomes.primary"}
+
+
+ODD_VALUES: list[Any] = [["RECRUITING", "X"], {"date": ["2025-01"], "type": {"a": 1}},
+                         {"status": ["RECRUITING"]}, 7, 10**40, 2.5, True, None, "",
+                         "RECRUITING " * 50_000, {"count": 3}]
+
+
+@pytest.mark.parametrize("odd", ODD_VALUES, ids=lambda v: type(v).__name__)
+def test_an_odd_value_anywhere_gets_no_facts_and_never_raises(odd: Any) -> None:
+    # Every real change of NCT05827016 and of NCT04280705's version pair (every kind of
+    # tracked field, sites included), with an odd value put on one side or both.
+    real = [*REAL.values(), *COMPLETED.values()]
+    assert {"status.overallStatus", "design.enrollmentCount"} <= {c.path for c in real}
+    for change in real:
+        for old, new in ((change.old, odd), (odd, change.new), (odd, odd)):
+            bent = FieldChange(change.nct_id, change.path, change.kind, change.detected_at,
+                               old, new, change.detail)
+            found = facts(bent)
+            assert severity(bent, found) in ("major", "minor", "info")
+            describe_facts(found)
+            json.dumps(found)
+            if change.path == "status.overallStatus":
+                assert ("status" in found) == isinstance(odd, str | None)
+            if change.path == "design.enrollmentCount":
+                counts = all(type(v) is int and v < 10**15 for v in (old, new))
+                assert ("enrollment" in found) == counts
+    status = FieldChange("NCT05827016", "status.overallStatus", "changed", AFTER,
+                         "RECRUITING", ["TERMINATED"])
+    assert facts(status) == {}
+    assert matching_rule(status).why == "the overall recruitment status changed"
+    annotate([status])

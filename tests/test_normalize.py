@@ -6,18 +6,22 @@ import copy
 import json
 import random
 import re
+from collections import Counter
 from typing import Any
 
-from conftest import ROOT, load, real_records, version_pair
+from conftest import FIXTURES, ROOT, load, real_records, version_pair
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from trialdiff.diff import changed_paths
 from trialdiff.fields import FIELDS, IGNORED_SOURCES, expand_source, order_key
 from trialdiff.normalize import (
     canonical_json,
     extract_fields,
     fallback_path,
+    fold_whitespace,
     location_key,
+    rekey_locations,
 )
 
 RECORDS = real_records()
@@ -103,19 +107,101 @@ def test_ignored_sources_never_appear() -> None:
         assert extract_fields(edited) == fields
 
 
-def test_rule_5_sites_are_keyed_and_duplicates_numbered() -> None:
-    record = load("v2/NCT06823401.json")
+DUPLICATES = [load(f"duplicates/{p.name}")
+              for p in sorted((FIXTURES / "duplicates").glob("*.json"))]
+NEW_YORK = "locations.gsk investigational site|new york|new york|united states"
+
+
+def sites_of(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return a record's list of sites."""
+    sites: list[dict[str, Any]] = record["protocolSection"]["contactsLocationsModule"]["locations"]
+    return sites
+
+
+def site_changes(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str, str]]:
+    """Return (path, kind) of every change between two records, as the diff reports them."""
+    return changed_paths(extract_fields(before), extract_fields(after))
+
+
+def test_rule_5_duplicate_keys_are_told_apart_by_zip() -> None:
+    record = load("duplicates/NCT00367679.json")
     fields = extract_fields(record)
-    sites = record["protocolSection"]["contactsLocationsModule"]["locations"]
-    keys = [location_key(s) for s in sites]
-    duplicated = {k for k in keys if keys.count(k) > 1}
-    assert duplicated, "this real record has sites sharing a key"
-    for key in duplicated:
-        assert f"locations.{key}" in fields
-        assert f"locations.{key} #{keys.count(key)}" in fields
-    assert sum(p.startswith("locations.") for p in fields) == len(sites)
-    site_values = [json.loads(v) for p, v in fields.items() if p.startswith("locations.")]
+    sites = [p for p in fields if p.startswith("locations.")]
+    assert len(sites) == len(sites_of(record)) == 12
+    assert [p for p in sites if "#" in p] == [f"{NEW_YORK} #10016", f"{NEW_YORK} #10065"]
+    assert "locations.gsk investigational site|miami|florida|united states" in fields
+    site_values = [json.loads(fields[p]) for p in sites]
     assert all("geoPoint" not in v for v in site_values)
+
+
+def test_rule_5_a_duplicates_zip_edit_is_that_site_removed_and_added() -> None:
+    # The issue's example: once reported as 10016 -> 10065 and 10065 -> 10099.
+    record = load("duplicates/NCT00367679.json")
+    edited = copy.deepcopy(record)
+    next(s for s in sites_of(edited) if s.get("zip") == "10016")["zip"] = "10099"
+    assert site_changes(record, edited) == [
+        (f"{NEW_YORK} #10016", "removed"), (f"{NEW_YORK} #10099", "added")]
+
+
+def test_rule_5_a_duplicates_status_or_contacts_edit_changes_that_site_alone() -> None:
+    record = load("duplicates/NCT00367679.json")
+    for index, site in enumerate(sites_of(record)):
+        if site.get("city") != "New York":
+            continue
+        for edit in ({"status": "WITHDRAWN"}, {"contacts": [{"name": "A Person"}]}):
+            edited = copy.deepcopy(record)
+            sites_of(edited)[index].update(edit)
+            assert site_changes(record, edited) == [(f"{NEW_YORK} #{site['zip']}", "changed")]
+
+
+def test_rule_5_sites_sharing_key_and_zip_are_numbered_by_identity() -> None:
+    # Real: three "Research Site" sites in Tokyo with no zip, told apart only by status, so
+    # the whole site's canonical JSON breaks the tie; and three sites of one institute with
+    # one zip, told apart by their contacts.
+    for name, base in (("NCT05826366", "locations.research site|tokyo||japan"),
+                       ("NCT06712420", "locations.rajiv gandhi cancer institute and research "
+                                       "centre|delhi||india #110085")):
+        fields = extract_fields(load(f"duplicates/{name}.json"))
+        group = [p for p in fields if p == base or p.startswith(base + " #")]
+        assert sorted(group) == [base, f"{base} #2", f"{base} #3"]
+        order = []
+        for path in (base, f"{base} #2", f"{base} #3"):
+            site = json.loads(fields[path])
+            kept = {k: v for k, v in site.items() if k not in ("status", "contacts")}
+            order.append((canonical_json(kept), fields[path]))
+        assert order == sorted(order)
+
+
+def test_rule_5_a_duplicate_without_zip_keeps_the_plain_key() -> None:
+    fields = extract_fields(load("duplicates/NCT03549754.json"))
+    kharkiv = "locations.research site|kharkiv|kharkiv oblast|ukraine"
+    assert sorted(p for p in fields if p.startswith(kharkiv)) == [kharkiv, f"{kharkiv} #61039"]
+    assert "zip" not in json.loads(fields[kharkiv])
+    fields = extract_fields(load("duplicates/NCT06131424.json"))
+    singapore = "locations.research site|singapore||singapore"
+    assert sorted(p for p in fields if p.startswith(singapore)) == [singapore, f"{singapore} #2"]
+    delhi = sorted(p for p in fields if "|delhi||india" in p)
+    assert delhi == [f"locations.research site|delhi||india #{z}"
+                     for z in ("110005", "110029", "110085")]
+
+
+def test_rule_5_hostile_zips_that_read_as_numbers_lose_nothing() -> None:
+    site = {"facility": "X", "city": "Y", "country": "Z"}
+    sites = [dict(site), dict(site, status="A"), dict(site, zip="2"), dict(site, zip=" 2 ")]
+    record = {"protocolSection": {"contactsLocationsModule": {"locations": sites}}}
+    fields = extract_fields(record)
+    assert len([p for p in fields if p.startswith("locations.")]) == 4
+    assert sorted(json.loads(v).get("zip", "") for p, v in fields.items()) == ["", "", "2", "2"]
+
+
+def test_rekeying_stored_sites_gives_extractions_paths() -> None:
+    for record in [*DUPLICATES, *RECORDS]:
+        fields = extract_fields(record)
+        assert rekey_locations(fields) == fields
+        legacy = {p: v for p, v in fields.items() if not p.startswith("locations.")}
+        legacy.update({f"locations.{i}": v for i, (p, v) in enumerate(fields.items())
+                       if p.startswith("locations.")})
+        assert rekey_locations(legacy) == fields
 
 
 def test_location_key_folds_case_and_whitespace() -> None:
@@ -140,6 +226,26 @@ def test_rule_6_unmapped_content_gets_a_fallback_path() -> None:
     assert fields["annotations.newNote"] == '"n"'
     assert fields["documents.other"] == "true"
     assert fields["topLevel"] == "[1]"
+
+
+def test_rule_6_a_fallback_never_takes_a_tracked_path() -> None:
+    # The issue's example: an unknown key once overwrote the tracked enrollment (35 -> 7).
+    record = load("duplicates/NCT00367679.json")
+    edited = copy.deepcopy(record)
+    edited["protocolSection"]["designModule"]["enrollmentCount"] = 7
+    edited["protocolSection"]["locationsModule"] = {"x": 1}
+    edited["resultsSection"]["hasResultsModule"] = {"a": 1}
+    fields = extract_fields(edited)
+    tracked = extract_fields(record)["design.enrollmentCount"]
+    assert fields["design.enrollmentCount"] == tracked == "35"
+    assert fields["protocolSection.designModule.enrollmentCount"] == "7"
+    assert fields["protocolSection.locationsModule.x"] == "1"
+    assert fields["resultsSection.hasResultsModule"] == '{"a":1}'
+    assert site_changes(record, edited) == [
+        ("protocolSection.designModule.enrollmentCount", "added"),
+        ("protocolSection.locationsModule.x", "added"),
+        ("resultsSection.hasResultsModule", "added"),
+    ]
 
 
 def test_fallback_paths_follow_rule_6() -> None:
@@ -281,14 +387,71 @@ JSON_VALUES = st.recursive(
 @settings(max_examples=400, deadline=None)
 @given(JSON_VALUES)
 def test_property_fast_canonical_json_agrees_with_the_reference(value: Any) -> None:
-    from trialdiff.normalize import reference_canonical_json
+    from oracles import reference_canonical_json
 
     assert canonical_json(value) == reference_canonical_json(value)
     assert canonical_json({"k": value}) == reference_canonical_json({"k": value})
 
 
 def test_floats_are_written_as_json_writes_them() -> None:
-    from trialdiff.normalize import reference_canonical_json
+    from oracles import reference_canonical_json
 
     for number in (1e-05, 1e16, 0.1, 1.5e300, -0.0, 123456789.123, 2.5, 1e-7):
         assert canonical_json({"k": number}) == reference_canonical_json({"k": number})
+
+
+def _site_text(site: dict[str, Any]) -> str | None:
+    """Return a site's stored value: its canonical JSON without geoPoint."""
+    return canonical_json({k: v for k, v in site.items() if k != "geoPoint"})
+
+
+def _identity(site: dict[str, Any]) -> str:
+    """Return what orders duplicates sharing a path: the site without status and contacts."""
+    kept = {k: v for k, v in site.items() if k not in ("geoPoint", "status", "contacts")}
+    return canonical_json(kept) or ""
+
+
+@fast
+@given(st.integers(min_value=0, max_value=len(DUPLICATES) - 1), st.data())
+def test_property_editing_one_duplicate_site_reports_that_site_alone(index: int, data: Any) -> None:
+    record = DUPLICATES[index]
+    keys = [location_key(s) for s in sites_of(record)]
+    at = data.draw(st.sampled_from([i for i, k in enumerate(keys) if keys.count(k) > 1]))
+    edit = data.draw(st.sampled_from(["status", "contacts", "zip", "none"]))
+    edited = copy.deepcopy(record)
+    site = sites_of(edited)[at]
+    twins = [s for s in sites_of(record) if location_key(s) == keys[at]]
+    zips = [fold_whitespace(str(s.get("zip", ""))).lower() for s in twins]
+    if edit == "status":
+        site["status"] = data.draw(st.sampled_from(["WITHDRAWN", "SUSPENDED", "COMPLETED"]))
+    elif edit == "contacts":
+        site["contacts"] = [{"name": data.draw(st.text("abc xyz", min_size=1, max_size=9))}]
+    elif edit == "zip":
+        site["zip"] = data.draw(st.sampled_from(["00000", "99999 X", "zz-1"]))
+    random.Random(data.draw(SEEDS)).shuffle(sites_of(edited))  # list order never matters
+    before, after = extract_fields(record), extract_fields(edited)
+    old_text, new_text = _site_text(sites_of(record)[at]), _site_text(site)
+    changes = changed_paths(before, after)
+    if old_text == new_text:
+        assert changes == []
+        return
+    # Whatever the paths, the values say it: exactly that one site went and its edit came.
+    gone = Counter(v for p, v in before.items() if p.startswith("locations.")) - Counter(
+        v for p, v in after.items() if p.startswith("locations."))
+    came = Counter(v for p, v in after.items() if p.startswith("locations.")) - Counter(
+        v for p, v in before.items() if p.startswith("locations."))
+    assert (gone, came) == (Counter([old_text]), Counter([new_text]))
+    old_path = next(p for p, v in before.items() if v == old_text and p.startswith("locations."))
+    old_site = sites_of(record)[at]
+    old_zip = zips[twins.index(old_site)]
+    alike = [s for s, z in zip(twins, zips, strict=True)
+             if z == old_zip and _identity(s) == _identity(old_site)]
+    if edit in ("status", "contacts") and len(alike) == 1:
+        # No twin with the same identity: the edit touches that site's path alone.
+        assert changes == [(old_path, "changed")]
+    elif edit == "zip" and old_zip and zips.count(old_zip) == 1:
+        new_path = f"locations.{keys[at]} #{fold_whitespace(site['zip']).lower()}"
+        assert sorted(changes) == sorted([(old_path, "removed"), (new_path, "added")])
+    else:
+        # Twins equal but for status and contacts: the spec's tie-break may swap them.
+        assert len(changes) <= 2 * len(twins)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES, ROOT, real_records
+from conftest import FIXTURES, ROOT, real_records, run
 
 from trialdiff.cli import cli
 from trialdiff.diff import changed_paths
@@ -26,12 +26,6 @@ from trialdiff.normalize import extract_fields
 
 RECORDS = real_records()
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-def run(db: str, *args: str) -> tuple[int, str, str]:
-    """Run trialdiff in-process and return (exit code, stdout, stderr)."""
-    result = CliRunner().invoke(cli, ["--db", db, *args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def changes_of(db: str) -> list[tuple[Any, ...]]:

@@ -8,33 +8,26 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import time
 from collections.abc import Callable
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, version_pair
+from conftest import ROOT, run, version_pair
 from rich.console import Console
 
 from trialdiff.errors import UsageError
+from trialdiff.markdown import report_markdown
 from trialdiff.meaning import annotate
 from trialdiff.model import FieldChange, Snapshot
 from trialdiff.normalize import extract_fields
-from trialdiff.report import (
-    DiffReport,
-    Segment,
-    build_report,
-    build_row,
-    clip,
-    marked,
-    render_report,
-    report_json,
-    report_markdown,
-    resolve_pair,
-    resolve_ref,
-    visible,
-    word_diff,
-)
+from trialdiff.present import ItemLines, Values, present, visible
+from trialdiff.report import DiffReport, build_report, resolve_pair, resolve_ref, summary
+from trialdiff.terminal import render_report, report_text
+from trialdiff.worddiff import Segment, clip, marked, word_diff
 
 GOLDEN = ROOT / "tests" / "golden"
 SAMPLE = ROOT / "snapshots" / "sample"
@@ -53,9 +46,7 @@ def sample_report(nct_id: str, keep: Callable[[str], bool] = lambda path: True) 
 
 def plain(report: DiffReport) -> str:
     """Render a report the way the golden files hold it: width 100, no colour, no terminal."""
-    console = Console(file=StringIO(), width=100, no_color=True, force_terminal=False)
-    render_report(report, console)
-    return console.file.getvalue()  # type: ignore[attr-defined,no-any-return]
+    return report_text(report, width=100)
 
 
 def check_golden(name: str, text: str) -> None:
@@ -96,14 +87,39 @@ def test_golden_markdown_report() -> None:
     check_golden("report-NCT06060392.md", report_markdown(sample_report("NCT06060392")))
 
 
-def test_json_report_names_the_snapshots_and_carries_every_change() -> None:
-    report = sample_report("NCT05827016")
-    body = json.loads(report_json(report))
-    assert body["from"] == {"seq": 1, "observed_at": DAY1}
-    assert body["to"] == {"seq": 2, "observed_at": DAY2}
-    assert body["sites"] == {"added": 234, "removed": 230, "changed": 48}
-    assert len(body["changes"]) == len(report.rows) == 522
-    assert {"facts", "severity"} <= set(body["changes"][0])
+def test_golden_markdown_report_shows_a_reworded_outcome_as_the_terminal_does() -> None:
+    # NCT05827016's real secondary outcome went from "a minimum of 6 months or 1 year apart"
+    # to "a minimum of 1 year apart": one presenter, so Markdown shows the terminal's word diff.
+    report = sample_report("NCT05827016", few_sites)
+    text = report_markdown(report)
+    check_golden("report-NCT05827016.md", text)
+    words = "… assessments that are a minimum of [-6 months or-] 1 year apart, without any " \
+        "examination …"
+    assert f"`outcomes.secondary` \u2014 changed _(minor)_: reworded `{words}`" in text
+    assert "~ " + words.split(" [-")[0] in plain(report)
+
+
+@pytest.mark.parametrize("width", [80, 100])
+@pytest.mark.parametrize("nct_id", ["NCT05827016", "NCT06060392"])
+def test_a_field_path_is_never_folded_inside_a_word(nct_id: str, width: int) -> None:
+    # At 80 columns `status.completionDate` used to wrap as `status.completionDa` / `te`, and
+    # at 100 `status.primaryCompletionDat` / `e`. Site keys have spaces: they wrap there.
+    report = sample_report(nct_id, few_sites)
+    console = Console(file=StringIO(), width=width, no_color=True, force_terminal=False)
+    render_report(report, console)
+    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert max(map(len, lines)) == width
+    # Each row's field cell, its lines joined by spaces: wrapping only at a path's spaces
+    # gives the path back; a fold inside a word would leave a space in the word.
+    cells, current = [], []
+    for line in lines[5:]:
+        if line.startswith(("\u251c", "\u2514")):
+            cells.append(" ".join(current))
+            current = []
+        elif line.startswith("\u2502") and (part := line.split("\u2502")[1].strip()):
+            current.append(part)
+    assert cells == [visible(row.path) for row in report.rows]
+    assert "status.completionDate" in cells or nct_id == "NCT05827016"
 
 
 def test_word_diff_marks_deleted_and_inserted_words() -> None:
@@ -123,8 +139,9 @@ def test_clip_keeps_context_around_changes() -> None:
 
 def test_reworded_list_items_show_a_word_diff() -> None:
     row = next(r for r in sample_report("NCT05827016").rows if r.path == "outcomes.secondary")
-    assert [line.mark for line in row.lines] == ["~"]
-    assert "[-6 months or-] 1 year apart" in row.lines[0].text
+    assert isinstance(row.body, ItemLines)
+    assert [line.op for line in row.body.lines] == ["reworded"]
+    assert "[-6 months or-] 1 year apart" in marked(row.body.lines[0].words)
 
 
 def test_colour_on_a_terminal_highlights_instead_of_marking() -> None:
@@ -150,9 +167,8 @@ def test_hostile_values_cannot_reach_the_terminal() -> None:
         FieldChange("NCT00000001", "description.briefSummary", "changed", DAY2,
                     "calm words \x1b]0;pwned\x07", "calm words [red]"),
     ]
-    rows = [build_row(item) for item in annotate(changes)]
-    report = DiffReport("NCT00000001", 1, DAY1, 2, DAY2, tuple(annotate(changes)),
-                        tuple(rows), sample_report("NCT06060392").sites)
+    rows = tuple(present(item) for item in annotate(changes))
+    report = DiffReport("NCT00000001", 1, DAY1, 2, DAY2, rows)
     console = Console(file=StringIO(), width=100, force_terminal=True, color_system="standard")
     render_report(report, console)
     text = console.file.getvalue()  # type: ignore[attr-defined]
@@ -164,7 +180,9 @@ def test_hostile_values_cannot_reach_the_terminal() -> None:
 
 def test_date_rows_show_the_shift_in_days() -> None:
     row = next(r for r in sample_report("NCT06060392").rows if r.path == "status.completionDate")
-    assert (row.old, row.new) == ("2025-03-01 ESTIMATED", "2025-11-01 ESTIMATED")
+    assert row.body == Values({"date": "2025-03-01", "type": "ESTIMATED"},
+                              {"date": "2025-11-01", "type": "ESTIMATED"}, "date")
+    assert row.body.texts(60) == ("2025-03-01 ESTIMATED", "2025-11-01 ESTIMATED")
     assert row.notes == ("moved +245 days",)
 
 
@@ -213,5 +231,96 @@ def test_a_lone_snapshot_is_the_silent_baseline() -> None:
 
 def test_golden_files_are_in_the_repository() -> None:
     assert sorted(p.name for p in GOLDEN.glob("report-*")) == [
-        "report-NCT04280705.txt", "report-NCT05827016.txt", "report-NCT06060392.md",
-        "report-NCT06060392.txt"]
+        "report-NCT04280705.txt", "report-NCT05827016.md", "report-NCT05827016.txt",
+        "report-NCT06060392.md", "report-NCT06060392.txt"]
+
+
+def _real_words() -> list[str]:
+    """Return the words of every fixture record's criteria and detailed description."""
+    words = []
+    for path in sorted((ROOT / "tests" / "fixtures" / "v2").glob("*.json")):
+        section = json.loads(path.read_text(encoding="utf-8"))["protocolSection"]
+        words += section.get("eligibilityModule", {}).get("eligibilityCriteria", "").split()
+        words += section.get("descriptionModule", {}).get("detailedDescription", "").split()
+    return words
+
+
+def _edited(words: list[str], edits: int, seed: int = 12) -> list[str]:
+    """Return a copy of words with scattered substitutions, deletions and insertions."""
+    out, rng = words[:], random.Random(seed)
+    for number in range(edits):
+        at = rng.randrange(len(out))
+        if number % 3 == 0:
+            out[at] = f"EDITED{number}"
+        elif number % 3 == 1:
+            del out[at]
+        else:
+            out.insert(at, f"INSERTED{number}")
+    return out
+
+
+def _timed_diff(old: list[str], new: list[str]) -> tuple[list[Segment], float]:
+    """Return the word diff of two word lists and the seconds it took, checking it is whole."""
+    start = time.perf_counter()
+    segments = word_diff(" ".join(old), " ".join(new))
+    spent = time.perf_counter() - start
+    assert [w for s in segments if s.op != "insert" for w in s.words] == old
+    assert [w for s in segments if s.op != "delete" for w in s.words] == new
+    return segments, spent
+
+
+def test_word_diff_of_long_real_text_is_bounded_and_finds_the_edits() -> None:
+    # 28 real records' criteria and descriptions as one 11,759-word text: beyond difflib's
+    # size, so the anchored path runs; it must find the 60 scattered edits, not rewrite it all.
+    words = _real_words()
+    assert len(words) > 10_000
+    segments, spent = _timed_diff(words, _edited(words, 60))
+    assert spent < 1.5
+    assert sum(len(s.words) for s in segments if s.op != "equal") <= 3 * 60
+
+
+def test_word_diff_of_a_60000_word_repeated_text_falls_back_in_bounded_time() -> None:
+    # The same real text repeated to 60,000 words has no word that occurs once: the diff
+    # may fall back to coarser runs but must stay correct and fast (difflib took ~10 s).
+    words = (_real_words() * 6)[:60_000]
+    segments, spent = _timed_diff(words, _edited(words, 50))
+    assert spent < 1.5
+    shown = clip(segments)
+    assert max(len(s.words) for s in shown) <= 2 * 150 + 1
+
+
+def test_diff_and_markdown_changes_of_a_blown_up_real_record_render_fast(
+        tmp_path: Path) -> None:
+    record = json.loads((SAMPLE / "2025-07-07" / "NCT05827016.json").read_text())
+    words = (_real_words() * 6)[:60_000]
+    for day, text in (("2025-07-01", words), ("2025-07-07", _edited(words, 50))):
+        record["protocolSection"]["descriptionModule"]["detailedDescription"] = " ".join(text)
+        folder = tmp_path / "archive" / day
+        folder.mkdir(parents=True)
+        (folder / "NCT05827016.json").write_text(json.dumps(record), encoding="utf-8")
+    db = str(tmp_path / "big.db")
+    assert run(db, "import", str(tmp_path / "archive"))[0] == 0
+    for args in (["diff", "NCT05827016"], ["diff", "NCT05827016", "--format", "md"],
+                 ["changes", "--format", "md"]):
+        start = time.perf_counter()
+        code, out, _ = run(db, *args)
+        assert time.perf_counter() - start < 3, args
+        assert code == 0 and "NCT05827016" in out
+        assert len(out) < 60_000  # long rewritten runs are shortened
+
+
+def test_counts_of_one_take_the_singular() -> None:
+    # NCT05827016's real 2024 -> 2025 status change alone: one changed field, one study-day.
+    from trialdiff.export import to_atom, to_markdown
+    from trialdiff.render import plural, recent_section
+
+    report = sample_report("NCT05827016", lambda path: path == "status.overallStatus")
+    assert summary(report) == "1 changed field: 1 major, 0 minor, 0 info"
+    changes = [item.change for item in report.changes]
+    assert "1 field change: 1 major" in to_markdown(changes)
+    assert "1 field change (1 major)" in to_atom(changes)
+    assert recent_section(changes, 1).startswith("## Recent Field Changes (last 1 day)")
+    assert "in the last 1 day._" in recent_section([], 1)
+    assert recent_section([], 30).startswith("## Recent Field Changes (last 30 days)")
+    assert [plural(n, "study") for n in (0, 1, 2)] == ["0 studies", "1 study", "2 studies"]
+    assert plural(1, "attempt") + ", " + plural(3, "attempt") == "1 attempt, 3 attempts"

@@ -5,10 +5,8 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from click.testing import CliRunner
-from conftest import ROOT
+from conftest import ROOT, run
 
-from trialdiff.cli import cli
 from trialdiff.query import connect_readonly
 from trialdiff.site import changed_studies, write_atomic, write_site
 
@@ -16,7 +14,7 @@ SAMPLE = ROOT / "snapshots" / "sample"
 
 
 def test_one_process_or_several_write_the_same_pages(db_path: str, tmp_path: Path) -> None:
-    CliRunner().invoke(cli, ["--db", db_path, "import", "--summary", str(SAMPLE)])
+    assert run(db_path, "import", "--summary", str(SAMPLE))[0] == 0
     serial, parallel = tmp_path / "serial", tmp_path / "parallel"
     day = date(2025, 7, 7)
     assert write_site(db_path, str(serial), None, day, 30, "https://x.org/", "note", jobs=1) == (
@@ -30,7 +28,7 @@ def test_one_process_or_several_write_the_same_pages(db_path: str, tmp_path: Pat
 
 
 def test_changed_studies_are_those_seen_since_or_sliding_out(db_path: str) -> None:
-    CliRunner().invoke(cli, ["--db", db_path, "import", "--summary", str(SAMPLE)])
+    assert run(db_path, "import", "--summary", str(SAMPLE))[0] == 0
     conn = connect_readonly(db_path)
     seen = ["NCT04642755", "NCT05827016", "NCT06060392"]
     assert list(changed_studies(conn, "2025-07-07T00:00:00.000Z", date(2025, 7, 8), 30)) == seen

@@ -28,12 +28,8 @@ DATES = {
 ALL_IDS = sorted(DATES)
 
 
-@pytest.fixture
-def api() -> Iterator[StandinAPI]:
-    """Serve the fixture records for one test."""
-    with StandinAPI(load_records(RECORDS)) as server:
-        yield server
-    assert server.errors == []
+API_RECORDS = lambda: load_records(RECORDS)  # noqa: E731
+API_STRICT = True
 
 
 @pytest.fixture
@@ -437,3 +433,16 @@ def test_drip_fault_sends_the_body_a_few_bytes_at_a_time(
         pieces = list(response.iter_raw())
     assert b"".join(pieces) == b'{"apiVersion":"2.0.5","dataTimestamp":"2025-01-02T09:00:00"}'
     assert len(pieces) >= 4 and time.monotonic() - started >= 0.1
+
+
+def test_drip_head_fault_sends_the_status_line_and_headers_a_byte_at_a_time(
+    api: StandinAPI, client: httpx.Client
+) -> None:
+    api.add_fault(Fault("drip_head", seconds=0.002, chunk=1))
+    started = time.monotonic()
+    response = client.get("/version")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200 and response.reason_phrase == "OK"
+    assert response.json() == {"apiVersion": "2.0.5", "dataTimestamp": "2025-01-02T09:00:00"}
+    assert response.headers["Content-Type"] == "application/json"
+    assert elapsed >= 60 * 0.002  # the head is over 60 bytes, each sent on its own

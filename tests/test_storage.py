@@ -1,4 +1,4 @@
-"""How records and snapshots are stored: module gating, trained zstd, schema 5's migration."""
+"""How records and snapshots are stored: module gating, trained zstd, schema 7's migration."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from test_reliability import ENV, changes_of, run
 from trialdiff.codec import ZSTD_MAGIC
 from trialdiff.normalize import extract_fields, record_units, unit_fields
 from trialdiff.query import baseline_record, latest_record, study_fields
+from trialdiff.schema_version import SCHEMA_VERSION
 
 RECORDS = real_records()
 
@@ -89,8 +90,8 @@ def test_an_import_trains_a_dictionary_and_stores_changed_records_against_their_
     assert len(changes_of(db)) == len(edited) and run(db, "check")[0] == 0
 
 
-def make_v4(db: str) -> None:
-    """Turn a fresh schema-5 database into what schema 4 stored: zlib records, no base."""
+def make_v6(db: str) -> None:
+    """Turn a fresh database into what schema 6 stored: zlib records, no base, no dictionary."""
     conn = sqlite3.connect(db)
     from trialdiff.query import latest_record as read
 
@@ -102,7 +103,7 @@ def make_v4(db: str) -> None:
                      [zlib.compress(raw, 1), nct_id])
     conn.execute("alter table records drop column base")
     conn.execute("drop table dictionaries")
-    conn.execute("update meta set value = '4' where key = 'schema_version'")
+    conn.execute("update meta set value = '6' where key = 'schema_version'")
     conn.commit()
     conn.close()
 
@@ -115,16 +116,16 @@ def _import(db: str, folder: Path, at: str) -> subprocess.Popen[bytes]:
     )
 
 
-def test_a_v4_database_is_converted_in_place_and_a_killed_migration_resumes(
+def test_a_v6_database_is_converted_in_place_and_a_killed_migration_resumes(
     tmp_path: Path,
 ) -> None:
     day1 = write_day(tmp_path / "d1", clones(224))
     day2 = write_day(tmp_path / "d2", clones(224, edit=True))
-    v4 = str(tmp_path / "v4.db")
-    assert run(v4, "import", "--at", "2026-05-11", str(day1))[0] == 0
-    make_v4(v4)
+    v6 = str(tmp_path / "v6.db")
+    assert run(v6, "import", "--at", "2026-05-11", str(day1))[0] == 0
+    make_v6(v6)
     reference = str(tmp_path / "reference.db")
-    Path(reference).write_bytes(Path(v4).read_bytes())
+    Path(reference).write_bytes(Path(v6).read_bytes())
     assert _import(reference, day2, "2026-05-12").wait() == 0
     expected = changes_of(reference)
     assert len(expected) == sum(a != b for a, b in zip(clones(224), clones(224, True),
@@ -132,7 +133,7 @@ def test_a_v4_database_is_converted_in_place_and_a_killed_migration_resumes(
     rng = random.Random(15)
     for trial in range(4):
         crashed = str(tmp_path / f"crashed{trial}.db")
-        Path(crashed).write_bytes(Path(v4).read_bytes())
+        Path(crashed).write_bytes(Path(v6).read_bytes())
         process = _import(crashed, day2, "2026-05-12")
         time.sleep(rng.uniform(0.4, 1.6))
         process.send_signal(signal.SIGKILL)
@@ -145,7 +146,7 @@ def test_a_v4_database_is_converted_in_place_and_a_killed_migration_resumes(
         assert run(crashed, "check")[0] == 0
         conn = sqlite3.connect(crashed)
         assert conn.execute("select value from meta where key = 'schema_version'").fetchone()[0] \
-            == "5"
+            == str(SCHEMA_VERSION)
         blobs = [blob for (blob,) in conn.execute("select record from records")]
         assert all(blob.startswith(ZSTD_MAGIC) for blob in blobs) and len(blobs) == 224
         assert conn.execute("select count(*) from dictionaries").fetchone()[0] == 1

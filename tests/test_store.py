@@ -38,7 +38,7 @@ def save(db_path: str, records: list[dict], at: str) -> RunTotals:
     db = open_db(db_path)
     totals = RunTotals()
     items = [SourceItem("test", r, study_id(r)) for r in records]
-    list(save_studies(db, items, at, totals))
+    save_studies(db, items, at, totals)
     return totals
 
 
@@ -303,6 +303,8 @@ def test_the_fast_path_and_a_straightforward_reference_agree_on_real_records(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Gate, lazy baseline and fast canonical JSON report exactly what the obvious code does."""
+    from oracles import reference_canonical_json
+
     import trialdiff.normalize as normalize
     from trialdiff.diff import changed_paths
 
@@ -312,7 +314,7 @@ def test_the_fast_path_and_a_straightforward_reference_agree_on_real_records(
     save(db_path, [newer for _, newer in pairs], T2)
     conn = sqlite3.connect(db_path)
     fast = sorted(conn.execute("select nct_id, path, kind from changes"))
-    monkeypatch.setattr(normalize, "canonical_json", normalize.reference_canonical_json)
+    monkeypatch.setattr(normalize, "canonical_json", reference_canonical_json)
     reference = sorted(
         (study_id(newer), path, kind)
         for older, newer in pairs
@@ -354,7 +356,7 @@ def test_ndjson_days_with_only_a_new_data_release_store_nothing(
     db = open_db(db_path)
     for day, at in ((day1, T1), (day2, T2)):
         totals = RunTotals()
-        list(save_studies(db, read_studies([str(day)]), at, totals))
+        save_studies(db, read_studies([str(day)]), at, totals)
     assert (totals.checked, totals.changes) == (len(records), 0)
     conn = sqlite3.connect(db_path)
     assert conn.execute("select count(*) from snapshots").fetchone()[0] == len(records)

@@ -12,16 +12,13 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
-from conftest import ROOT, real_records
+from conftest import ROOT, real_records, run
 from standin_api import Fault, StandinAPI
 
-from trialdiff.cli import cli
 from trialdiff.diff import changed_paths
 from trialdiff.normalize import extract_fields
 
@@ -33,39 +30,23 @@ DAY1, DAY2, DAY3 = "2026-05-11T06:00:00Z", "2026-05-12T06:00:00Z", "2026-05-13T0
 RELEASE1, RELEASE2, RELEASE3 = "2026-05-10T09:00:00", "2026-05-11T09:00:00", "2026-05-12T09:00:00"
 
 
-@pytest.fixture
-def api() -> Iterator[StandinAPI]:
-    with StandinAPI(copy.deepcopy(RECORDS), data_timestamp=RELEASE1) as server:
-        yield server
+API_OPTIONS = {"data_timestamp": RELEASE1}
+
+
+WAITS: list[float] = []  # the in-process sync client's backoff waits, recorded, not slept
 
 
 @pytest.fixture(autouse=True)
-def backoff_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Record the in-process sync client's backoff waits instead of sleeping them."""
-    from trialdiff.cli import write
-
-    waits: list[float] = []
-    build = write._client
-
-    def client(**settings: Any) -> Any:
-        made = build(**settings)
-        made.sleep = waits.append
-        return made
-
-    monkeypatch.setattr(write, "_client", client)
-    return waits
-
-
-def run(db: str, *args: str) -> tuple[int, str, str]:
-    """Run trialdiff and return (exit code, stdout, stderr)."""
-    result = CliRunner().invoke(cli, ["--db", db, *args])
-    return result.exit_code, result.stdout, result.stderr
+def backoff_waits() -> list[float]:
+    """Return this test's recorded backoff waits (none yet)."""
+    WAITS.clear()
+    return WAITS
 
 
 def sync(db: str, api: StandinAPI, *args: str) -> tuple[int, str, str]:
-    """Run `trialdiff sync` against the stand-in with no politeness delay."""
+    """Run `trialdiff sync` against the stand-in with no politeness delay or real backoff."""
     return run(db, "sync", "--api", api.base_url, "--delay", "0", "--retries", "2",
-               "--timeout", "2", *args)
+               "--timeout", "2", *args, obj={"sleep": WAITS.append})
 
 
 def problems(err: str) -> list[str]:
@@ -487,6 +468,27 @@ def test_a_repeated_page_token_stops_the_sync_and_frees_the_lock(
     assert len(api.requests) == 3  # /version, page 1, the page that repeated the token
     api.clear_faults()
     assert sync(db_path, api, "--at", DAY2, "--force")[0] == 0  # the lock is free
+
+
+def test_headers_dripping_in_meet_the_deadline_and_free_the_lock(
+    db_path: str, api: StandinAPI
+) -> None:
+    # A real process against a proxy that sends the status line and headers a byte per 0.1 s:
+    # over 6 s for the head, each read inside --timeout; --deadline ends the request at 1 s.
+    run(db_path, "track", *IDS[:2])
+    api.add_fault(Fault("drip_head", seconds=0.1, chunk=1, path_prefix="/api/v2/version"))
+    started = time.monotonic()
+    process = _start_sync(db_path, api, "--timeout", "0.5", "--deadline", "1", "--retries", "0")
+    out, err = process.communicate(timeout=30)
+    elapsed = time.monotonic() - started
+    assert (process.returncode, out) == (1, "")
+    assert re.fullmatch(r"trialdiff: error: /version: took longer than the 1 s deadline; "
+                        r"gave up after 1 attempt in 1 s\n", err)
+    assert 1.0 <= elapsed < 6.0  # the head alone would take over 6 s
+    assert _run_status(db_path) == ["failed"]
+    assert [r.path for r in api.requests] == ["/api/v2/version"]
+    assert sync(db_path, api, "--at", DAY2)[0] == 0  # the lock is free
+    assert _run_status(db_path) == ["failed", "ok"]
 
 
 def _wait_for(predicate: Any, timeout: float = 20.0) -> None:

@@ -1,3 +1,51 @@
-"""trialdiff: track what changed in ClinicalTrials.gov study records."""
+"""trialdiff: track what changed in ClinicalTrials.gov study records.
+
+    import trialdiff
+
+    with trialdiff.open("snapshots/trialdiff.db") as tracker:
+        run = tracker.import_paths(["snapshots/sample"])
+        for change in tracker.changes(min_severity="major"):
+            print(change.to_dict())
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .errors import (
+        BusyError,
+        DatabaseError,
+        FetchError,
+        InputError,
+        TrialdiffError,
+        UnknownStudy,
+        UsageError,
+    )
+    from .lifecycle import Change, Run, Sink
+    from .model import Outcome
+    from .tracker import Tracker, open
 
 __version__ = "0.1.0"
+
+# Where each public name lives. They load on first use, so `import trialdiff` (and the CLI's
+# fast commands) does not pull in SQLite, httpx and rich.
+_HOMES = {
+    "BusyError": "errors", "DatabaseError": "errors", "FetchError": "errors",
+    "InputError": "errors", "TrialdiffError": "errors", "UnknownStudy": "errors",
+    "UsageError": "errors", "Sink": "lifecycle", "Outcome": "model", "Change": "lifecycle",
+    "Run": "lifecycle", "Tracker": "tracker", "open": "tracker",
+}
+
+__all__ = [
+    "BusyError", "Change", "DatabaseError", "FetchError", "InputError", "Outcome", "Run",
+    "Sink", "Tracker", "TrialdiffError", "UnknownStudy", "UsageError", "open",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Return a public name, importing its module on first use."""
+    if name not in _HOMES:
+        raise AttributeError(f"module 'trialdiff' has no attribute {name!r}")
+    return getattr(import_module(f".{_HOMES[name]}", __name__), name)

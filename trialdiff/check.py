@@ -6,13 +6,17 @@ stored changes. It reads inside one read transaction, so a writer's commits neve
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .annotations import has_annotations, stale_annotations
 from .diff import changed_paths
 from .model import content_hash
-from .query import KNOWN_SCHEMA_VERSIONS, apply_delta, read_transaction, study_fields
+from .normalize import extract_fields, rekey_locations
+from .query import iter_snapshots, latest_record, read_transaction
+from .render import plural
+from .schema_version import SCHEMA_VERSION
 
 # Every column holding a time trialdiff wrote; each must be canonical ISO 8601 UTC, as
 # model.utc_timestamp writes it, or it sorts wrongly against the others.
@@ -62,7 +66,7 @@ def _check(conn: Any, totals: CheckTotals) -> Iterator[str]:
         yield "SQLite integrity check: " + "; ".join(str(r[0]) for r in result[:10])
         return
     version = conn.execute("select value from meta where key = 'schema_version'").fetchone()
-    if version is None or int(version[0]) not in KNOWN_SCHEMA_VERSIONS:
+    if version is None or int(version[0]) != SCHEMA_VERSION:
         yield f"unknown schema version: {version[0] if version else None}"
         return
     yield from _check_timestamps(conn)
@@ -77,6 +81,22 @@ def _check(conn: Any, totals: CheckTotals) -> Iterator[str]:
     ).fetchone()[0]
     if orphans:
         yield f"{orphans} changes belong to no snapshot"
+    yield from _check_annotations(conn)
+
+
+def _check_annotations(conn: Any, shown: int = 10) -> Iterator[str]:
+    """Report stored severities and facts that the current severity rules would not give."""
+    if not has_annotations(conn):
+        return  # an older schema: the next write command's migration fills them in
+    stale = 0
+    for found in stale_annotations(conn):
+        stale += 1
+        if stale <= shown:
+            yield (f"{found.nct_id}: change {found.change_id} ({found.path}) stores severity "
+                   f"{found.stored[0]} and facts {found.stored[1]}; the current rules say "
+                   f"{found.current[0]} and {found.current[1]}: run `trialdiff reannotate`")
+    if stale > shown:
+        yield f"{stale - shown} more changes disagree with the current rules"
 
 
 def _check_timestamps(conn: Any) -> Iterator[str]:
@@ -88,7 +108,8 @@ def _check_timestamps(conn: Any) -> Iterator[str]:
             [_CANONICAL],
         ).fetchone()
         if count:
-            yield (f"{table}.{column}: {count} timestamps are not canonical ISO 8601 UTC "
+            yield (f"{table}.{column}: {plural(count, 'timestamp')} "
+                   f"{'is' if count == 1 else 'are'} not canonical ISO 8601 UTC "
                    f"(YYYY-MM-DDTHH:MM:SS.mmmZ), e.g. {example!r}")
 
 
@@ -96,32 +117,29 @@ def _check_study(
     conn: Any, nct_id: str, study_hash: str | None, count: int, totals: CheckTotals
 ) -> Iterator[str]:
     """Fold one study's snapshots, checking each hash and recomputing each change."""
-    fields: dict[str, str] = {}
-    rows = conn.execute(
-        "select id, seq, content_hash, delta, markup from snapshots where nct_id = ? order by seq",
-        [nct_id],
-    ).fetchall()
-    if [row[1] for row in rows] != list(range(1, len(rows) + 1)) or len(rows) != count:
+    fields: Mapping[str, str] = {}
+    rows = list(iter_snapshots(conn, nct_id))
+    if [row.seq for row in rows] != list(range(1, len(rows) + 1)) or len(rows) != count:
         yield f"{nct_id}: snapshots are not numbered 1..{count}"
     digest = None
     markup = None
     lazy = False
-    for snapshot_id, seq, stored_hash, delta, this_markup in rows:
+    for row in rows:
+        snapshot_id, seq, stored_hash = row.id, row.seq, row.stored_hash
+        this_markup = row.snapshot.markup
         totals.snapshots += 1
-        before = dict(fields)
-        if delta is None:  # a lazy baseline: its content is the study's first raw record
+        before, fields = fields, row.snapshot.fields
+        if row.lazy:  # a lazy baseline: its content is the study's first raw record
             if seq != 1:
                 yield f"{nct_id}: snapshot {seq} has no content but is not the first"
-            fields = study_fields(conn, nct_id, seq)
             if not fields:
                 yield f"{nct_id}: its baseline's raw record is missing"
             lazy = True
-        else:
-            apply_delta(fields, delta)
         if lazy and stored_hash is None:
             # A chain rooted in a lazy baseline keeps NULL hashes (the study's too): computed.
             stored_hash = content_hash(fields)
             study_hash = stored_hash if seq == len(rows) and study_hash is None else study_hash
+        yield from check_site_paths(nct_id, seq, fields, this_markup)
         if seq > 1 and fields == before:
             yield f"{nct_id}: snapshot {seq} repeats the content of snapshot {seq - 1}"
         digest = content_hash(fields)
@@ -142,3 +160,44 @@ def _check_study(
                    f"(missing {missing[:3]}, unexpected {extra[:3]})")
     if rows and digest != study_hash:
         yield f"{nct_id}: the study's content hash is not its latest snapshot's"
+    if rows and not rows[-1].lazy:
+        yield from check_latest_paths(conn, nct_id, fields)
+
+
+def _sample(paths: set[str]) -> str:
+    """Return a few paths of a set, sorted, for a problem line."""
+    return ", ".join(sorted(paths)[:3])
+
+
+def check_site_paths(
+    nct_id: str, seq: int, fields: Mapping[str, str], markup: str | None
+) -> Iterator[str]:
+    """Yield a problem when a snapshot's sites are not keyed as rule 5 keys them today."""
+    expected = rekey_locations(fields, markup or "markdown")
+    if expected != fields:
+        yield (f"{nct_id}: snapshot {seq} site paths do not follow the current rules "
+               f"(stored {_sample(fields.keys() - expected.keys())}; "
+               f"expected {_sample(expected.keys() - fields.keys())})")
+
+
+def check_latest_paths(conn: Any, nct_id: str, fields: Mapping[str, str]) -> Iterator[str]:
+    """Yield a problem when the latest snapshot's fields are not its stored record's today.
+
+    The latest raw record is the one source kept whole, so it checks every path, fallback
+    paths included (rule 6), and not only the sites.
+    """
+    latest = conn.execute(
+        "select observed_at, markup from snapshots where nct_id = ? order by seq desc limit 1",
+        [nct_id],
+    ).fetchone()
+    stored = conn.execute("select observed_at from records where nct_id = ?", [nct_id]).fetchone()
+    if latest is None or stored is None or stored[0] < latest[0]:
+        return
+    record = latest_record(conn, nct_id)
+    if record is None:
+        return
+    expected = extract_fields(record, markup=latest[1] or "markdown")
+    if expected != fields:
+        differing = {p for p in expected.keys() | fields.keys() if expected.get(p) != fields.get(p)}
+        yield (f"{nct_id}: the latest snapshot's fields differ from its stored record's under "
+               f"the current rules ({_sample(differing)})")

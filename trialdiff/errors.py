@@ -2,6 +2,7 @@
 
     TrialdiffError              anything trialdiff reports to a user
     ├── UsageError              bad arguments: a malformed NCT id, an unreadable timestamp (exit 2)
+    ├── UnknownStudy            a study the database does not hold
     ├── InputError              one input could not be read as studies; the others go on (exit 1)
     │   └── OutOfOrderError     an observation older than the study's latest snapshot or sighting
     ├── DatabaseError           the database cannot be opened, read or written
@@ -19,15 +20,28 @@ from __future__ import annotations
 
 
 class TrialdiffError(Exception):
-    """Base of every error trialdiff reports to a user."""
+    """Base of every error trialdiff reports to a user.
+
+    Messages never name a command-line flag: `setting` names the setting (settings.py, in
+    snake case: api, wait, db, max_response_mb) the error is about, and a front end such as
+    the CLI names it in its own words.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str = "", *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 class UsageError(TrialdiffError):
     """Arguments a command cannot act on."""
 
     exit_code = 2
+
+
+class UnknownStudy(TrialdiffError):
+    """A study the database does not hold."""
 
 
 class InputError(TrialdiffError):

@@ -1,50 +1,32 @@
-"""Export changes as JSON, NDJSON, CSV, Markdown or Atom (pure and deterministic).
+"""Export changes in every format: the one table of formats, and the streams that feed it.
+
+`EXPORTERS` names each format once: its media type, its file suffix, its changelog renderer
+(`changes --format`) and its diff-report renderer (`diff --format`). The renderers live one
+family to a module (terminal, markdown, atom, jsoncsv), each a thin layer over present.py.
 
 Every format carries the same changes, each with its `facts` and `severity` (see meaning.py).
 JSON, NDJSON and CSV list them oldest first (then by study, then in rule 7's order); Markdown
 and Atom group them by UTC day, newest first, then by study. Nothing reads the clock: the
 Atom feed's `updated` is the newest change's `detected_at` unless the caller passes one.
-
-Output safety: registry values may hold backticks, pipes, newlines, `<`, `&` or control
-characters. Markdown shows values in code spans whose fence outgrows any backtick run inside,
-with control characters written as escapes (`\\x1b`); prose is backslash-escaped. Atom drops
-characters XML 1.0 does not allow and lets the XML serialiser escape the rest. CSV quotes
-every cell, and, as OWASP's CSV-injection advice says, a cell that begins with `=`, `+`,
-`-`, `@`, tab or carriage return gets a single quote `'` put in front so no spreadsheet runs
-it as a formula; a cell that begins with `'` gets one too, so readers undo the escape by
-dropping exactly one leading `'` (`from_csv` does).
 """
 
 from __future__ import annotations
 
-import csv
-import html
-import io
-import json
-import re
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from itertools import groupby
-from typing import Any, Final
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any, Final
 
-from .fields import LOCATION_PREFIX, field_kind, order_key
-from .meaning import NONE, Annotated, annotate, describe_facts, site_counts, sites_phrase
+from .fields import order_key
+from .meaning import Annotated, annotate, filter_severity
 from .model import FieldChange
-from .report import ARROW, MARKS, clip, date_text, short, site_text, visible, word_diff
 
-CSV_COLUMNS: Final = ("nct_id", "path", "kind", "detected_at", "old", "new", "severity",
-                      "facts")
-_JSON_COLUMNS: Final = ("old", "new", "facts")
-_FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
-STUDY_URL: Final = "https://clinicaltrials.gov/study/"
-ATOM_NS: Final = "http://www.w3.org/2005/Atom"
-# RFC 4151 tag URIs name an authority and a date; sites should pass their own domain.
-DEFAULT_TAG_AUTHORITY: Final = "trialdiff,2024"
-VALUE_WIDTH: Final = 120  # longest value an export line shows; JSON/NDJSON/CSV carry all
-ITEM_WIDTH: Final = 300  # list items (outcome measures) often differ only near their end
+if TYPE_CHECKING:
+    from .report import DiffReport
 
-Piece = tuple[str, str]  # (style, text); style: text, code, equal, delete or insert
+# The renderers are imported when used: the CLI reads this table (its --format choices) on
+# every start, and most commands render nothing.
+Groups = Iterable[list[Annotated]]
 
 
 def ordered(changes: Iterable[FieldChange]) -> list[FieldChange]:
@@ -52,182 +34,64 @@ def ordered(changes: Iterable[FieldChange]) -> list[FieldChange]:
     return sorted(changes, key=lambda c: (c.detected_at, c.nct_id, order_key(c.path)))
 
 
-def record(item: Annotated) -> dict[str, Any]:
-    """Return one change as the JSON object every format carries."""
-    return {**item.change.as_dict(), "facts": item.facts, "severity": item.severity}
+def annotated_stream(
+    changes: Iterable[FieldChange], minimum: str | None = None, by_day: bool = False
+) -> Iterator[list[Annotated]]:
+    """Yield annotated changes one study-observation (or study-day) at a time, kept in order.
+
+    The input must come grouped: oldest first then by study (query_changes' order), or with
+    `by_day`, by UTC day then study (its `day-newest` order). Each group is put in rule 7's
+    order, filtered by `minimum` severity, and annotated, so memory holds one group at a time.
+    """
+    def key(change: FieldChange) -> tuple[str, str]:
+        return (change.detected_at[:10] if by_day else change.detected_at, change.nct_id)
+
+    for _, group in groupby(changes, key=key):
+        out: list[Annotated] = []
+        for _, seen in groupby(group, key=lambda c: c.detected_at):
+            observation = sorted(seen, key=lambda c: order_key(c.path))
+            if minimum is not None:
+                observation = filter_severity(observation, minimum)
+            out += annotate(observation)
+        if out:
+            yield sorted(out, key=lambda a: (order_key(a.change.path), a.change.detected_at))
+
+
+def groups(changes: Iterable[FieldChange], by_day: bool = False) -> Iterator[list[Annotated]]:
+    """Return annotate(ordered(changes)) in groups, whatever order the changes come in."""
+    if by_day:
+        ranked = sorted(changes, key=lambda c: (c.nct_id, c.detected_at))
+        ranked.sort(key=lambda c: c.detected_at[:10], reverse=True)
+        return annotated_stream(ranked, by_day=True)
+    return annotated_stream(ordered(changes))
 
 
 def records(changes: Iterable[FieldChange]) -> list[dict[str, Any]]:
     """Return the changes as JSON objects, in export order."""
-    return [record(item) for item in annotate(ordered(changes))]
+    from .present import record
 
-
-_RAW_BREAKS: Final = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
-
-
-def json_text(value: Any, **options: Any) -> str:
-    """Return JSON text with the line breaks json leaves raw (U+0085, U+2028/9) escaped."""
-    # Line readers such as str.splitlines() split on them, which would cut an NDJSON line.
-    text = json.dumps(value, ensure_ascii=False, sort_keys=True, **options)
-    return text.translate(_RAW_BREAKS)
+    return [record(item) for group in groups(changes) for item in group]
 
 
 def to_json(changes: Iterable[FieldChange]) -> str:
     """Return the changes as a JSON array."""
-    return json_text(records(changes), indent=2) + "\n"
+    from .jsoncsv import iter_json
+
+    return "".join(iter_json(groups(changes)))
 
 
 def to_ndjson(changes: Iterable[FieldChange]) -> str:
     """Return the changes as newline-delimited JSON, one change a line."""
-    return "".join(json_text(item, separators=(",", ":")) + "\n" for item in records(changes))
+    from .jsoncsv import iter_ndjson
 
-
-def csv_cell(text: str) -> str:
-    """Return a cell that no spreadsheet runs as a formula (OWASP: prefix a single quote)."""
-    return "'" + text if text.startswith((*_FORMULA_STARTS, "'")) else text
-
-
-def csv_uncell(text: str) -> str:
-    """Undo csv_cell: drop one leading single quote."""
-    return text[1:] if text.startswith("'") else text
-
-
-def _json_cell(value: Any) -> str:
-    """Return a value as compact JSON text; absent (None) is an empty cell."""
-    if value is None:
-        return ""
-    return json_text(value, separators=(",", ":"))
+    return "".join(iter_ndjson(groups(changes)))
 
 
 def to_csv(changes: Iterable[FieldChange]) -> str:
     """Return the changes as CSV: a header, then one row per change, JSON in old/new/facts."""
-    out = io.StringIO()
-    writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    for item in records(changes):
-        row = [_json_cell(item[c]) if c in _JSON_COLUMNS else str(item[c]) for c in CSV_COLUMNS]
-        writer.writerow([csv_cell(cell) for cell in row])
-    return out.getvalue()
+    from .jsoncsv import iter_csv
 
-
-def from_csv(text: str) -> list[dict[str, Any]]:
-    """Read to_csv's output back: cells unescaped, JSON columns parsed (empty is None)."""
-    rows = []
-    for row in csv.DictReader(io.StringIO(text, newline="")):
-        item: dict[str, Any] = {key: csv_uncell(value) for key, value in row.items()}
-        for column in _JSON_COLUMNS:
-            item[column] = json.loads(item[column]) if item[column] else None
-        rows.append(item)
-    return rows
-
-
-def md_code(text: str) -> str:
-    """Return text as a Markdown code span that nothing inside can close or break."""
-    text = visible(text)
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * (longest + 1)
-    if not text:
-        return "` `"  # an empty span is not a code span at all
-    # CommonMark strips one space each side when both are there, so padding is undone.
-    pad = " " if text[:1] in ("`", " ") or text[-1:] in ("`", " ") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
-def md_text(text: str) -> str:
-    """Return text as Markdown prose with every character that could act as syntax escaped."""
-    return re.sub(r"([\\`*_\[\]<>&|~#])", r"\\\1", visible(text))
-
-
-def _list_pieces(detail: Mapping[str, Any]) -> list[Piece]:
-    """Return a list field's items added, removed and changed, or an object's inner edits."""
-    groups: list[list[Piece]] = []
-    for key, label in (("items_added", "added"), ("items_removed", "removed")):
-        if detail.get(key):
-            group: list[Piece] = [("text", f"{label} ")]
-            for index, item in enumerate(detail[key]):
-                group += [("text", ", ")] if index else []
-                group.append(("code", short(item, ITEM_WIDTH)))
-            groups.append(group)
-    for item in detail.get("items_changed", ()):
-        group = [("text", "changed "), ("code", short(item["item"], ITEM_WIDTH)), ("text", " (")]
-        for index, edit in enumerate(item["edits"]):
-            group += [("text", ", ")] if index else []
-            group += _edit_pieces(edit)
-        groups.append([*group, ("text", ")")])
-    groups += [_edit_pieces(edit) for edit in detail.get("edits", ())]
-    pieces: list[Piece] = []
-    for index, group in enumerate(groups):
-        pieces += [("text", "; ")] if index else []
-        pieces += group
-    return pieces
-
-
-def _edit_pieces(edit: Mapping[str, Any]) -> list[Piece]:
-    """Return one inner edit as `at: old → new`."""
-    return [("code", visible(edit["at"])), ("text", ": "),
-            ("code", short(edit.get("old"), VALUE_WIDTH)), ("text", f" {ARROW} "),
-            ("code", short(edit.get("new"), VALUE_WIDTH))]
-
-
-def body(change: FieldChange) -> list[Piece]:
-    """Return what changed, format-neutral: a word diff, items, edits, or old → new."""
-    kind = field_kind(change.path)
-    if kind == "text" and isinstance(change.old, str) and isinstance(change.new, str):
-        return [(s.op, s.text) for s in clip(word_diff(change.old, change.new))]
-    if kind == "date":
-        return [("code", date_text(change.old)), ("text", f" {ARROW} "),
-                ("code", date_text(change.new))]
-    pieces = _list_pieces(change.detail)
-    if pieces:
-        return pieces
-    if change.path.startswith(LOCATION_PREFIX) and change.kind != "changed":
-        return [("text", site_text(change.old) if change.old is not None else NONE),
-                ("text", f" {ARROW} "),
-                ("text", site_text(change.new) if change.new is not None else NONE)]
-    return [("code", short(change.old, VALUE_WIDTH)), ("text", f" {ARROW} "),
-            ("code", short(change.new, VALUE_WIDTH))]
-
-
-def _md_pieces(pieces: Sequence[Piece]) -> str:
-    """Render pieces as Markdown; a word diff becomes one code span with [-…-]{+…+} markers."""
-    out = []
-    for is_diff, run in groupby(pieces, key=lambda p: p[0] in ("equal", "delete", "insert")):
-        items = list(run)
-        if is_diff:
-            out.append(md_code(" ".join(MARKS[s].format(t) for s, t in items)))
-        else:
-            out += [md_code(t) if s == "code" else md_text(t) for s, t in items]
-    return "".join(out)
-
-
-def markdown_line(item: Annotated, with_sites: bool = True) -> str:
-    """Return one change as a Markdown list line that always shows its path."""
-    change = item.change
-    line = (f"- {md_code(change.path)} \u2014 {md_text(change.kind)} "
-            f"_({item.severity})_: {_md_pieces(body(change))}")
-    phrases = describe_facts(item.facts, with_sites=with_sites)
-    return line + (" \u2014 " + md_text("; ".join(phrases)) if phrases else "")
-
-
-def _by_day_and_study(items: Sequence[Annotated]) -> list[tuple[str, str, list[Annotated]]]:
-    """Group annotated changes by UTC day (newest first), then study, each in rule 7 order."""
-    ranked = sorted(items, key=lambda a: (a.change.nct_id, order_key(a.change.path),
-                                          a.change.detected_at))
-    ranked.sort(key=lambda a: a.change.detected_at[:10], reverse=True)
-    return [(day, nct_id, list(group)) for (day, nct_id), group in
-            groupby(ranked, key=lambda a: (a.change.detected_at[:10], a.change.nct_id))]
-
-
-def study_summary(items: Sequence[Annotated]) -> str:
-    """Return `3 field changes: 1 major, 2 minor, 0 info` plus site counts when any."""
-    noun = "field change" if len(items) == 1 else "field changes"
-    by = ", ".join(f"{sum(1 for a in items if a.severity == level)} {level}"
-                   for level in ("major", "minor", "info"))
-    text = f"{len(items)} {noun}: {by}"
-    counts = site_counts(a.change for a in items)
-    if counts:
-        text += "; " + "; ".join(sites_phrase(c) for c in counts.values())
-    return text
+    return "".join(iter_csv(groups(changes)))
 
 
 def to_markdown(
@@ -236,78 +100,9 @@ def to_markdown(
     titles: Mapping[str, str] | None = None,
 ) -> str:
     """Return a Markdown changelog: by day (newest first), then study; a line per change."""
-    out = [f"# {md_text(title)}", ""]
-    groups = _by_day_and_study(annotate(ordered(changes)))
-    if not groups:
-        out += ["_No field changes._", ""]
-    current = ""
-    for day, nct_id, items in groups:
-        if day != current:
-            out += [f"## {md_text(day)}", ""]
-            current = day
-        name = (titles or {}).get(nct_id)
-        out += [f"### {md_text(nct_id)}" + (f" \u2014 {md_text(name)}" if name else ""), ""]
-        out += [md_text(study_summary(items)), ""]
-        out += [markdown_line(item, with_sites=False) for item in items] + [""]
-    return "\n".join(out).rstrip("\n") + "\n"
+    from .markdown import iter_markdown
 
-
-_XML_BAD = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-
-
-def xml_safe(text: str) -> str:
-    """Drop the characters XML 1.0 does not allow (most C0 controls, surrogates, U+FFFE/F)."""
-    return _XML_BAD.sub("", text)
-
-
-def _html_pieces(pieces: Sequence[Piece]) -> str:
-    """Render pieces as HTML: code for values, del and ins for a word diff."""
-    tags = {"code": "code", "delete": "del", "insert": "ins"}
-    out = []
-    for style, text in pieces:
-        escaped = html.escape(text)
-        out.append(f"<{tags[style]}>{escaped}</{tags[style]}>" if style in tags else escaped)
-        if style in ("equal", "delete", "insert"):
-            out.append(" ")
-    return "".join(out).rstrip(" ")
-
-
-def entry_title(nct_id: str, day: str, items: Sequence[Annotated], name: str | None) -> str:
-    """Return an entry's title: study, day, the headline facts, then the counts."""
-    headline = []
-    for item in items:
-        if status := item.facts.get("status"):
-            stopped = " (stopped)" if status["stopped"] else ""
-            headline.append(f"status {status['from'] or NONE} {ARROW} {status['to'] or NONE}"
-                            f"{stopped}")
-    if any(item.facts.get("results_posted") for item in items):
-        headline.append("results posted")
-    major = sum(1 for item in items if item.severity == "major")
-    noun = "field change" if len(items) == 1 else "field changes"
-    counts = f"{len(items)} {noun}" + (f" ({major} major)" if major else "")
-    study = f"{nct_id} {name}" if name else nct_id
-    return visible(f"{study} on {day}: " + "; ".join([*headline, counts]))
-
-
-def entry_html(items: Sequence[Annotated]) -> str:
-    """Return one study-day's change list as HTML, every line with its path and old → new."""
-    lines = [f"<p>{html.escape(study_summary(items))}</p>", "<ul>"]
-    for item in items:
-        change = item.change
-        phrases = describe_facts(item.facts, with_sites=False)
-        facts_html = f" \u2014 {html.escape('; '.join(phrases))}" if phrases else ""
-        lines.append(f"<li><code>{html.escape(visible(change.path))}</code> \u2014 "
-                     f"{html.escape(change.kind)} <em>({item.severity})</em>: "
-                     f"{_html_pieces(body(change))}{facts_html}</li>")
-    return "\n".join([*lines, "</ul>"])
-
-
-def _add(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
-    """Append an element whose text and attributes are XML-safe."""
-    element = ET.SubElement(parent, tag, {k: xml_safe(v) for k, v in attrs.items()})
-    if text is not None:
-        element.text = xml_safe(text)
-    return element
+    return "".join(iter_markdown(groups(changes, by_day=True), title, titles))
 
 
 def to_atom(
@@ -316,38 +111,126 @@ def to_atom(
     feed_id: str | None = None,
     title: str = "trialdiff: ClinicalTrials.gov field changes",
     updated: str | None = None,
-    tag_authority: str = DEFAULT_TAG_AUTHORITY,
+    tag_authority: str | None = None,
     self_href: str | None = None,
     titles: Mapping[str, str] | None = None,
 ) -> str:
-    """Return an Atom feed (RFC 4287): one entry per study per UTC day, the diff inside."""
-    groups = _by_day_and_study(annotate(ordered(changes)))
-    newest = max((a.change.detected_at for _, _, items in groups for a in items), default=None)
-    feed = ET.Element("feed", {"xmlns": ATOM_NS})
-    _add(feed, "id", feed_id or f"tag:{tag_authority}:changes")
-    _add(feed, "title", title)
-    _add(feed, "updated", updated or newest or "1970-01-01T00:00:00.000Z")
-    if self_href:
-        _add(feed, "link", rel="self", type="application/atom+xml", href=self_href)
-    _add(_add(feed, "author"), "name", "trialdiff")
-    _add(feed, "generator", "trialdiff")
-    for day, nct_id, items in groups:
-        entry = _add(feed, "entry")
-        # The id names the study and day only, so a later sync that day updates the entry.
-        _add(entry, "id", f"tag:{tag_authority}:{quote(nct_id, safe='')}/{day}")
-        _add(entry, "title", entry_title(nct_id, day, items, (titles or {}).get(nct_id)))
-        _add(entry, "updated", max(a.change.detected_at for a in items))
-        _add(entry, "link", rel="alternate", type="text/html",
-             href=STUDY_URL + quote(nct_id, safe=""))
-        _add(entry, "content", entry_html(items), type="html")
-    ET.indent(feed)
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(feed, "unicode") + "\n"
+    """Return an Atom feed: `updated` defaults to the newest change, or FEED_EPOCH if none."""
+    from .atom import DEFAULT_TAG_AUTHORITY, FEED_EPOCH, iter_atom
+
+    changes = list(changes)
+    newest = max((c.detected_at for c in changes), default=None)
+    return "".join(iter_atom(groups(changes, by_day=True), updated or newest or FEED_EPOCH,
+                             feed_id=feed_id, title=title,
+                             tag_authority=tag_authority or DEFAULT_TAG_AUTHORITY,
+                             self_href=self_href, titles=titles))
 
 
-EXPORTERS: Final[dict[str, Callable[[Iterable[FieldChange]], str]]] = {
-    "json": to_json,
-    "ndjson": to_ndjson,
-    "csv": to_csv,
-    "md": to_markdown,
-    "atom": to_atom,
+@dataclass(frozen=True)
+class Feed:
+    """What a changelog renderer may use besides the changes: study titles, the feed's date."""
+
+    titles: Mapping[str, str] | None = None
+    updated: str | None = None  # the newest change's time (None: no change, no observation)
+
+
+ChangelogRenderer = Callable[[Groups, Feed], Iterator[str]]
+
+
+def _json(groups: Groups, _: Feed) -> Iterator[str]:
+    from .jsoncsv import iter_json
+
+    return iter_json(groups)
+
+
+def _ndjson(groups: Groups, _: Feed) -> Iterator[str]:
+    from .jsoncsv import iter_ndjson
+
+    return iter_ndjson(groups)
+
+
+def _csv(groups: Groups, _: Feed) -> Iterator[str]:
+    from .jsoncsv import iter_csv
+
+    return iter_csv(groups)
+
+
+def _markdown(groups: Groups, feed: Feed) -> Iterator[str]:
+    from .markdown import iter_markdown
+
+    return iter_markdown(groups, titles=feed.titles)
+
+
+def _atom(groups: Groups, feed: Feed) -> Iterator[str]:
+    from .atom import FEED_EPOCH, iter_atom
+
+    return iter_atom(groups, feed.updated or FEED_EPOCH, titles=feed.titles)
+
+
+def _report_text(report: DiffReport) -> str:
+    from .terminal import report_text
+
+    return report_text(report)
+
+
+def _report_json(report: DiffReport) -> str:
+    from .jsoncsv import report_json
+
+    return report_json(report)
+
+
+def _report_markdown(report: DiffReport) -> str:
+    from .markdown import report_markdown
+
+    return report_markdown(report)
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """One output format: how it is served and what renders it."""
+
+    media_type: str
+    suffix: str
+    changelog: ChangelogRenderer | None = None  # `changes --format`, streamed from groups
+    report: Callable[[DiffReport], str] | None = None  # `diff --format`
+    by_day: bool = False  # the changelog wants study-day groups, newest day first
+    dated: bool = False  # the changelog carries its newest change's time (Feed.updated)
+
+
+EXPORTERS: Final[dict[str, Exporter]] = {
+    "text": Exporter("text/plain", ".txt", report=_report_text),
+    "json": Exporter("application/json", ".json", _json, _report_json),
+    "ndjson": Exporter("application/x-ndjson", ".ndjson", _ndjson),
+    "csv": Exporter("text/csv", ".csv", _csv),
+    "md": Exporter("text/markdown", ".md", _markdown, _report_markdown, by_day=True),
+    "atom": Exporter("application/atom+xml", ".atom", _atom, by_day=True, dated=True),
 }
+CHANGELOG_FORMATS: Final = tuple(name for name, e in EXPORTERS.items() if e.changelog)
+REPORT_FORMATS: Final = tuple(name for name, e in EXPORTERS.items() if e.report)
+
+
+def stream_export(
+    fmt: str,
+    fetch: Callable[[str], Iterable[FieldChange]],
+    minimum: str | None = None,
+    titles: Mapping[str, str] | None = None,
+    last_seen: str | None = None,
+) -> Iterator[str]:
+    """Yield one format's text piece by piece from changes `fetch(order)` reads as they come.
+
+    `fetch` takes a CHANGE_ORDERS key of query.py. Memory holds one study-observation (or
+    study-day) at a time. An empty feed is dated `last_seen` (the database's last
+    observation), else FEED_EPOCH.
+    """
+    exporter = EXPORTERS[fmt]
+    if exporter.changelog is None:
+        raise ValueError(f"{fmt} is not a changelog format; use one of "
+                         f"{', '.join(CHANGELOG_FORMATS)}")
+    stream = annotated_stream(fetch("day-newest" if exporter.by_day else "oldest"), minimum,
+                              by_day=exporter.by_day)
+    updated = None
+    if exporter.dated:
+        # The feed is as new as its newest change: the first kept group, newest first.
+        newest = next(annotated_stream(fetch("newest"), minimum), None)
+        updated = max(a.change.detected_at for a in newest) if newest else last_seen
+    return exporter.changelog(stream, Feed(titles, updated))

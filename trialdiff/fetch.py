@@ -22,6 +22,7 @@ import httpx
 import orjson
 
 from . import __version__
+from .deadline import Sockets, Watch
 from .errors import (
     FetchError,
     ForbiddenError,
@@ -31,7 +32,7 @@ from .errors import (
     ResponseTooLarge,
     UsageError,
 )
-from .normalize import study_id
+from .registry import DEFAULT
 from .render import plural
 
 USER_AGENT = f"trialdiff/{__version__} python-httpx/{httpx.__version__}"
@@ -61,8 +62,8 @@ def check_base_url(url: str) -> str:
         elif parts.query or parts.fragment or any(c.isspace() for c in text):
             problem = "a base URL has no query, fragment or blanks"
     if problem:
-        raise UsageError(f"--api {url!r} is not a URL like https://clinicaltrials.gov/api/v2 "
-                         f"({problem})")
+        raise UsageError(f"{url!r} is not a URL like https://clinicaltrials.gov/api/v2 "
+                         f"({problem})", setting="api")
     return text.rstrip("/")
 
 
@@ -93,6 +94,7 @@ class Client:
     requests_made: int = 0
     _last_request: float | None = None
     _http: httpx.Client | None = None
+    _sockets: Sockets = field(default_factory=Sockets)
 
     def __post_init__(self) -> None:
         self.base_url = check_base_url(self.base_url)
@@ -127,38 +129,46 @@ class Client:
     def _read(
         self, path: str, params: Mapping[str, str], headers: Mapping[str, str]
     ) -> tuple[httpx.Response, bytes]:
-        """Make one request and read its body within the size cap and the overall deadline.
+        """Make one request and read its answer within the size cap and the overall deadline.
 
         `timeout` bounds each read, so a server that sends a few bytes a second would never
-        trip it: the deadline bounds the whole answer, checked as each piece arrives.
+        trip it: the deadline bounds the whole request, headers included (see deadline.py),
+        and is checked again as each body piece arrives, for transports without sockets.
         """
         assert self._http is not None
         self._pace()
         self.requests_made += 1
         deadline = self.clock() + self.pacing.deadline
         request = self._http.build_request("GET", self.base_url + path, params=dict(params),
-                                           headers=dict(headers))
-        response = self._http.send(request, stream=True)
-        try:
-            declared = int(response.headers.get("Content-Length") or 0)
-            if declared > self.pacing.max_bytes:
-                raise ResponseTooLarge(self._too_large(path))
-            chunks, size = [], 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > self.pacing.max_bytes:
-                    raise ResponseTooLarge(self._too_large(path))
-                if self.clock() > deadline:
-                    raise _DeadlinePassed
-                chunks.append(chunk)
-        finally:
-            response.close()
+                                           headers=dict(headers),
+                                           extensions={"trace": self._sockets.trace})
+        with Watch(self._sockets, self.pacing.deadline) as watch:
+            try:
+                response = self._http.send(request, stream=True)
+                try:
+                    declared = int(response.headers.get("Content-Length") or 0)
+                    if declared > self.pacing.max_bytes:
+                        raise ResponseTooLarge(self._too_large(path), setting="max_response_mb")
+                    chunks, size = [], 0
+                    for chunk in response.iter_bytes():
+                        size += len(chunk)
+                        if size > self.pacing.max_bytes:
+                            raise ResponseTooLarge(self._too_large(path), setting="max_response_mb")
+                        if watch.expired or self.clock() > deadline:
+                            raise _DeadlinePassed
+                        chunks.append(chunk)
+                finally:
+                    response.close()
+            except httpx.TransportError as exc:
+                if watch.expired:  # the watchdog shut the socket: not the server's doing
+                    raise _DeadlinePassed from exc
+                raise
         return response, b"".join(chunks)
 
     def _too_large(self, path: str) -> str:
         """Say that a response passed the cap."""
         cap = self.pacing.max_bytes / 1024 / 1024
-        return f"{path}: response larger than {cap:g} MB (raise --max-response-mb to accept it)"
+        return f"{path}: response larger than {cap:g} MB"
 
     def get_json(
         self,
@@ -209,7 +219,7 @@ class Client:
             except _DeadlinePassed:
                 problem = f"took longer than the {self.pacing.deadline:g} s deadline"
             except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-                raise UsageError(f"--api {self.base_url!r}: {exc}") from exc
+                raise UsageError(f"{self.base_url!r}: {exc}", setting="api") from exc
             except httpx.TransportError as exc:
                 problem = f"connection failed ({type(exc).__name__}: {exc})"
             assert problem is not None
@@ -292,7 +302,7 @@ def answered_ids(study: Mapping[str, Any]) -> set[str]:
     """Return the ids a study answers to: its own and its old aliases."""
     ident = study.get("protocolSection", {}).get("identificationModule", {})
     aliases = ident.get("nctIdAliases") if isinstance(ident, dict) else None
-    own = study_id(dict(study))
+    own = DEFAULT.study_id(dict(study))
     return {a for a in [own, *(aliases or [])] if isinstance(a, str)}
 
 
@@ -324,7 +334,7 @@ def fetch_pages(
         if following and following in tokens:
             raise PagingError(f"/studies: the API sent nextPageToken {following[:40]!r} again; "
                               f"stopped paging ({_describe(params)})")
-        ids = {study_id(study) or "" for study in studies}
+        ids = {DEFAULT.study_id(study) or "" for study in studies}
         if token and ids <= seen:
             raise PagingError(f"/studies: page {len(tokens) + 1} held only studies of earlier "
                               f"pages; stopped paging ({_describe(params)})")

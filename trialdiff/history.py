@@ -20,20 +20,19 @@ import sqlite_utils
 from .diff import diff_snapshots
 from .errors import FetchError, ShapeError
 from .history_api import DAY, POSTING_LAG, HistoryAPI, Version
-from .model import Backfilled, ShapeWarning, Snapshot, utc_timestamp
-from .normalize import extract_fields
-from .query import apply_delta, row_to_change
-from .sources import SourceItem
+from .model import Backfilled, Failed, ShapeWarning, Snapshot, content_hash, utc_timestamp
+from .normalize import extract_fields, rekey_locations
+from .query import apply_delta, iter_snapshots, latest_record, row_to_change
+from .records import materialize, save_record
+from .registry import DEFAULT
 from .store import (
     RunTotals,
     insert_row,
-    materialize,
-    save_record,
     store_snapshot,
-    summary_columns,
     transaction,
     update_study,
 )
+from .watch import AlertWriter
 
 State = tuple[Snapshot, int | None]  # a snapshot and the run that stored it
 
@@ -41,16 +40,7 @@ State = tuple[Snapshot, int | None]  # a snapshot and the run that stored it
 def stored_snapshots(db: sqlite_utils.Database, nct_id: str) -> list[State]:
     """Return a study's snapshots with their fields rebuilt, and the run of each, oldest first."""
     materialize(db, nct_id)
-    fields: dict[str, str] = {}
-    found = []
-    for observed_at, source, version, markup, run_id, delta in db.execute(
-        "select observed_at, source, source_version, markup, run_id, delta from snapshots "
-        "where nct_id = ? order by seq", [nct_id],
-    ).fetchall():
-        apply_delta(fields, delta)
-        found.append((Snapshot(nct_id, observed_at, dict(fields), source, version,
-                               markup or "markdown"), run_id))
-    return found
+    return [(stored.snapshot, stored.run_id) for stored in iter_snapshots(db, nct_id)]
 
 
 def place_in_time(states: list[State], public: Mapping[int, str]) -> list[State]:
@@ -158,13 +148,14 @@ def _check_order(nct_id: str, number: int, day: str, public: Mapping[int, str]) 
 
 def backfill_study(
     db: sqlite_utils.Database, api: HistoryAPI, nct_id: str, since: str | None,
-    totals: RunTotals, run_id: int | None = None,
+    totals: RunTotals, run_id: int | None = None, alerts: AlertWriter | None = None,
 ) -> Iterator[Backfilled | ShapeWarning]:
     """Take in the versions of a study not stored yet, one transaction per version.
 
     Each version is dated by the day it went public, and placed among the study's other
     snapshots by that day. What it yields last (also when a version fails, before the error
     is raised) is the changes now stored that were not before: exactly what the run added.
+    Given `alerts` (`backfill --alert`), those changes raise alerts in the same transaction.
     """
     versions = api.listing(nct_id)
     yield from api.warnings()
@@ -186,7 +177,7 @@ def backfill_study(
             if since and day < since[:10]:
                 continue
             public[version.number] = day
-            _slot_in(db, nct_id, version, day, study, public, run_id)
+            _slot_in(db, nct_id, version, day, study, public, run_id, alerts)
             taken.append(version.number)
     except FetchError as exc:
         failure = exc
@@ -199,7 +190,7 @@ def backfill_study(
 
 def _slot_in(
     db: sqlite_utils.Database, nct_id: str, version: Version, day: str, study: dict[str, Any],
-    public: Mapping[int, str], run_id: int | None,
+    public: Mapping[int, str], run_id: int | None, alerts: AlertWriter | None = None,
 ) -> None:
     """Store one version in its place in the study's history, with what its listing says."""
     snapshot = Snapshot(nct_id, f"{day}T00:00:00.000Z", extract_fields(study, markup="html"),
@@ -208,16 +199,19 @@ def _slot_in(
         exists = db.execute("select 1 from studies where nct_id = ?", [nct_id]).fetchone()
         if not exists:
             insert_row(db, "studies", {"nct_id": nct_id, "first_seen_at": snapshot.observed_at,
-                                       "raw_hash": "", **summary_columns(study)})
+                                       "raw_hash": "", **DEFAULT.summary_columns(study)})
             insert_row(db, "sightings", {"nct_id": nct_id, "last_seen_at": snapshot.observed_at})
+        before = _change_keys(db, nct_id) if alerts is not None else None
         stored = stored_snapshots(db, nct_id)
         states = place_in_time([*stored, (snapshot, run_id)], public)
         rewrite_history(db, nct_id, states, stored)
+        if alerts is not None and before is not None:
+            alerts.add(nct_id, _net_changes(db, nct_id, before)[0])
         latest = states[-1][0]
         if latest.source == "backfill" and latest.source_version == version.number:
             # No synced record is newer: this version is the study's latest record.
             save_record(db, nct_id, study, latest.observed_at)
-            update_study(db, nct_id, {"raw_hash": "", **summary_columns(study)})
+            update_study(db, nct_id, {"raw_hash": "", **DEFAULT.summary_columns(study)})
         db.execute("update sightings set last_seen_at = max(last_seen_at, ?) where nct_id = ?",
                    [latest.observed_at, nct_id])
         insert_row(db, "history_versions", {
@@ -230,7 +224,7 @@ def _slot_in(
 
 def backfill_new(
     db: sqlite_utils.Database, api: HistoryAPI, run_id: int | None, totals: RunTotals
-) -> Iterator[Backfilled | ShapeWarning | SourceItem]:
+) -> Iterator[Backfilled | ShapeWarning | Failed]:
     """Backfill every tracked study whose history was never taken in (`sync --backfill-new`)."""
     pending = [row[0] for row in db.execute(
         "select nct_id from watchlist where backfilled_at is null and state = 'tracked' "
@@ -243,8 +237,49 @@ def backfill_new(
             raise
         except FetchError as exc:
             totals.fail(nct_id, f"backfill: {exc}")
-            yield SourceItem(nct_id, error=f"backfill: {exc}")
+            yield Failed(nct_id, f"backfill: {exc}", exc.setting)
             continue
         with transaction(db):
             db.execute("update watchlist set backfilled_at = ? where nct_id = ?",
                        [utc_timestamp(), nct_id])
+
+
+def rekey_study(db: sqlite_utils.Database, nct_id: str) -> bool:
+    """Store a study's history anew if any stored path differs from the current rules'.
+
+    Sites are re-keyed from their stored values (rule 5). The latest snapshot is rebuilt from
+    the study's stored raw record, which also recovers a tracked field an unmapped key had
+    overwritten (rule 6); older records were never kept, so older snapshots cannot be.
+    Return whether anything was rewritten. The caller holds the transaction.
+    """
+    rows = db.execute(
+        "select observed_at, source, source_version, markup, run_id, delta from snapshots "
+        "where nct_id = ? order by seq", [nct_id]).fetchall()
+    if not rows or any(row[5] is None for row in rows):
+        return False  # a lazy baseline is the raw record, read under the current rules
+    fields: dict[str, str] = {}
+    old_states, new_states = [], []
+    for observed_at, source, version, markup, run_id, delta in rows:
+        apply_delta(fields, delta)
+        old_states.append(dict(fields))
+        new_states.append((Snapshot(nct_id, observed_at, rekey_locations(fields, markup),
+                                    source, version, markup or "markdown"), run_id))
+    stored = db.execute("select observed_at from records where nct_id = ?", [nct_id]).fetchone()
+    latest, run_id = new_states[-1]
+    record = latest_record(db, nct_id)
+    if stored is not None and record is not None and stored[0] >= latest.observed_at:
+        rebuilt = extract_fields(record, markup=latest.markup)
+        new_states[-1] = (Snapshot(nct_id, latest.observed_at, rebuilt, latest.source,
+                                   latest.source_version, latest.markup), run_id)
+    if [s.fields for s, _ in new_states] == old_states:
+        return False
+    rewrite_history(db, nct_id, new_states, [])
+    # A fetched version's hash is that of the snapshot it matched, so it moves the same way.
+    moved = {content_hash(old): new.content_hash
+             for old, (new, _) in zip(old_states, new_states, strict=True)}
+    for row_id, digest in db.execute(
+            "select id, content_hash from history_versions where nct_id = ?", [nct_id]).fetchall():
+        if digest in moved:
+            db.execute("update history_versions set content_hash = ? where id = ?",
+                       [moved[digest], row_id])
+    return True

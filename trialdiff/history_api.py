@@ -19,8 +19,7 @@ from typing import Any
 from .errors import FetchError, ForbiddenError, ShapeError, UsageError
 from .fetch import Client
 from .model import ShapeWarning
-from .normalize import study_id
-from .store import text_at
+from .registry import DEFAULT, text_at
 
 DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 # The listing's two routes: the one the website, cthist and ctrdata use first, then the other.
@@ -53,7 +52,8 @@ def site_root(api_base: str) -> str:
     """Return the registry's root: the API v2 base without its trailing `/api/v2`."""
     base = api_base.rstrip("/")
     if not base.endswith("/api/v2"):
-        raise UsageError(f"--api {api_base!r} does not end in /api/v2, so there is no /api/int")
+        raise UsageError(f"{api_base!r} does not end in /api/v2, so there is no /api/int",
+                         setting="api")
     return base[: -len("/api/v2")]
 
 
@@ -195,8 +195,9 @@ class HistoryAPI:
             raise ShapeError(f"{nct_id} version {number}: the body is version "
                              f"{body['studyVersion']!r}; nothing more was stored")
         study = body["study"]
-        if study_id(study) != nct_id:
-            raise ShapeError(f"{nct_id} version {number}: the body is for {study_id(study)!r}; "
+        own = DEFAULT.study_id(study)
+        if own != nct_id:
+            raise ShapeError(f"{nct_id} version {number}: the body is for {own!r}; "
                              "nothing more was stored")
         posted = text_at(study, "protocolSection", "statusModule", "lastUpdatePostDateStruct",
                          "date")

@@ -49,8 +49,8 @@ class WriteLock:
                     holder = self._holder()
                     os.close(fd)
                     raise BusyError(
-                        f"database {self.path[:-5]} is busy: {holder} is writing to it "
-                        "(use --wait SECONDS to wait)"
+                        f"database {self.path[:-5]} is busy: {holder} is writing to it",
+                        setting="wait",
                     ) from None
                 time.sleep(0.1)
         info = {"pid": os.getpid(), "since": utc_timestamp(), "command": self.command}

@@ -36,6 +36,7 @@ Severity = Literal["major", "minor", "info"]
 SEVERITIES: Final[tuple[Severity, ...]] = ("info", "minor", "major")  # ascending
 STOPPED_STATUSES: Final = frozenset({"TERMINATED", "SUSPENDED", "WITHDRAWN"})
 NONE: Final = "\u2205"  # how a report shows an absent value
+MAX_COUNT: Final = 10**15  # above any enrollment; larger "counts" are odd values, no facts
 _PARTIAL_DATE = re.compile(r"(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?")
 
 
@@ -129,23 +130,34 @@ def _date_facts(old: Any, new: Any, found: dict[str, Any]) -> None:
 
 def _type_facts(old_type: Any, new_type: Any, found: dict[str, Any]) -> None:
     """Add an ESTIMATED/ACTUAL type change; only a change between two known types counts."""
-    if old_type is not None and new_type is not None and old_type != new_type:
+    if isinstance(old_type, str) and isinstance(new_type, str) and old_type != new_type:
         found["type"] = {"from": old_type, "to": new_type}
         if old_type == "ESTIMATED" and new_type == "ACTUAL":
             found["actualized"] = True
 
 
 def _is_count(value: Any) -> bool:
-    """Tell whether a value is a whole number (bool is not one)."""
-    return isinstance(value, int) and not isinstance(value, bool)
+    """Tell whether a value is a plausible head count (bool is not one, nor a 30-digit number)."""
+    # The bound keeps delta_pct a finite float: int / int overflows beyond about 10**308.
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) < MAX_COUNT
+
+
+def _is_word(value: Any) -> bool:
+    """Tell whether a value can be a registry code such as RECRUITING: a string or absent."""
+    return value is None or isinstance(value, str)
 
 
 def facts(change: FieldChange) -> dict[str, Any]:
-    """Return the facts one change carries on its own (see the module docstring)."""
+    """Return the facts one change carries on its own (see the module docstring).
+
+    Any value is taken: a value of an unexpected type (a list where a status belongs, a dict
+    for a count) yields no fact, so the change gets the severity its path and kind give.
+    """
     found: dict[str, Any] = {}
     path, old, new = change.path, change.old, change.new
     if path == "status.overallStatus":
-        found["status"] = {"from": old, "to": new, "stopped": new in STOPPED_STATUSES}
+        if _is_word(old) and _is_word(new):
+            found["status"] = {"from": old, "to": new, "stopped": new in STOPPED_STATUSES}
     elif field_kind(path) == "date":
         _date_facts(old, new, found)
     elif path == "design.enrollmentCount" and _is_count(old) and _is_count(new):
@@ -162,7 +174,8 @@ def facts(change: FieldChange) -> dict[str, Any]:
         found["site"] = change.kind
         old_status = old.get("status") if isinstance(old, Mapping) else None
         new_status = new.get("status") if isinstance(new, Mapping) else None
-        if change.kind == "changed" and old_status != new_status:
+        if (change.kind == "changed" and old_status != new_status and _is_word(old_status)
+                and _is_word(new_status)):
             found["site_status"] = {"from": old_status, "to": new_status}
     if _results_posted(change):
         found["results_posted"] = True
@@ -247,7 +260,7 @@ def site_counts(changes: Iterable[FieldChange]) -> dict[tuple[str, str], SiteCou
     """Return site counts per (nct_id, detected_at), i.e. per study per observation."""
     tally: dict[tuple[str, str], dict[str, int]] = {}
     for change in changes:
-        if change.path.startswith(LOCATION_PREFIX):
+        if change.path.startswith(LOCATION_PREFIX) and change.kind in SiteCounts._fields:
             counts = tally.setdefault((change.nct_id, change.detected_at), {})
             counts[change.kind] = counts.get(change.kind, 0) + 1
     return {key: SiteCounts(**counts) for key, counts in sorted(tally.items())}

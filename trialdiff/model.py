@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -15,6 +16,16 @@ from .settings import CLOCK_SKEW_DAYS, REGISTRY_LAUNCH
 
 ChangeKind = Literal["added", "removed", "changed"]
 CHANGE_KINDS: tuple[ChangeKind, ...] = ("added", "removed", "changed")
+
+
+def dump_json(value: Any, indent: int | None = None) -> str:
+    """Return a value's JSON text: sorted keys, characters unescaped, compact unless indented.
+
+    The one canonical dump: stored values and deltas, exports and reports all write with it,
+    so equal values are equal text everywhere.
+    """
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, indent=indent,
+                      separators=(",", ":") if indent is None else None)
 
 
 def fields_json(fields: Mapping[str, str]) -> str:
@@ -115,7 +126,29 @@ def utc_day(text: str | None = None) -> date:
     return date.fromisoformat(utc_timestamp(text)[:10])
 
 
-# What a write run yields, besides stored observations, for the CLI to report.
+# Outcomes: what a write run reports, one closed set of values (Outcome) that sinks `match` on.
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What saving one record did: whether a snapshot was stored, and its changes."""
+
+    nct_id: str
+    stored: bool
+    changes: tuple[FieldChange, ...]
+
+
+@dataclass(frozen=True)
+class Failed:
+    """One input (a file, a record, a fetched page or batch) that could not be taken in.
+
+    `setting` names the setting (settings.py, without dashes) that could let it through,
+    so a front end can point at its own spelling of it.
+    """
+
+    where: str
+    error: str
+    setting: str | None = None
 
 
 @dataclass(frozen=True)
@@ -154,3 +187,31 @@ class ShapeWarning:
     """An undocumented endpoint answered with keys trialdiff does not know (it went on)."""
 
     message: str
+
+
+@dataclass(frozen=True)
+class UpToDate:
+    """Tracked studies and saved queries not fetched: already fetched under this release."""
+
+    studies: int
+    queries: int
+    release: str
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """Runs a killed process left `running`, now recorded as interrupted."""
+
+    runs: int
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """Files beside an archive's dated folders, not study records, so not imported."""
+
+    where: str
+    names: tuple[str, ...]
+
+
+Outcome = (Observation | Failed | Event | PageDone | Backfilled | ShapeWarning | UpToDate
+           | Resumed | LeftOut)

@@ -16,13 +16,14 @@ from typing import Any
 import orjson
 
 from .fields import (
-    FIELDS,
-    IGNORED_SOURCES,
+    FIELD_BY_PATH,
     LOCATION_DROPPED_KEY,
     LOCATION_PREFIX,
     LOCATIONS_SOURCE,
+    Field,
     expand_source,
 )
+from .registry import DEFAULT
 
 # A coverage tree: nested dicts of record keys whose leaves say what a key is.
 _LOCATIONS = "\0locations"
@@ -31,15 +32,15 @@ _IGNORED = "\0ignored"
 _FALLBACK_DEPTH = {"protocolSection": 3, "resultsSection": 2, "documentSection": 3,
                    "annotationSection": 3}
 _ABSENT_JSON = frozenset({"null", '""', "[]", "{}"})
-_NCT_ID = re.compile(r"NCT\d{8}")
+_SITE_MUTABLE = frozenset({"status", "contacts"})  # left out of a duplicate site's identity
 
 Tree = dict[str, Any]
 
 
-def _build_tree(ignored: tuple[str, ...]) -> Tree:
-    """Return the coverage tree for the registry and an ignore list."""
+def _build_tree(ignored: tuple[str, ...], fields: tuple[Field, ...] = DEFAULT.fields) -> Tree:
+    """Return the coverage tree for a field table and an ignore list."""
     tree: Tree = {}
-    leaves = [(expand_source(f.source), f.path) for f in FIELDS]
+    leaves = [(expand_source(f.source), f.path) for f in fields]
     leaves.append((expand_source(LOCATIONS_SOURCE), _LOCATIONS))
     leaves.extend((expand_source(source), _IGNORED) for source in ignored)
     for keys, leaf in leaves:
@@ -50,7 +51,7 @@ def _build_tree(ignored: tuple[str, ...]) -> Tree:
     return tree
 
 
-DEFAULT_TREE = _build_tree(IGNORED_SOURCES)
+DEFAULT_TREE = _build_tree(DEFAULT.ignored, DEFAULT.fields)
 
 
 def fold_whitespace(text: str) -> str:
@@ -112,28 +113,6 @@ def canonical_json(value: Any) -> str | None:
     return json.dumps(value)
 
 
-def reference_canonical_json(value: Any) -> str | None:
-    """Return canonical JSON the obvious way (for tests: the fast path must agree with it)."""
-    def canonical(node: Any) -> Any:
-        if isinstance(node, str):
-            return fold_whitespace(node) or None
-        if isinstance(node, dict):
-            kept = {k: canonical(v) for k, v in node.items()}
-            return {k: v for k, v in kept.items() if v is not None} or None
-        if isinstance(node, list):
-            items = [canonical(v) for v in node]
-            return sorted((v for v in items if v is not None), key=_dumps) or None
-        return node
-
-    form = canonical(value)
-    return None if form is None else _dumps(form)
-
-
-def _dumps(value: Any) -> str:
-    """Write JSON as the spec's canonical JSON is written."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-
-
 def fallback_path(keys: tuple[str, ...]) -> str:
     """Return rule 6's fallback path for a key path cut at its section's fallback depth."""
     section, rest = keys[0], keys[1:]
@@ -155,33 +134,92 @@ def fallback_path(keys: tuple[str, ...]) -> str:
 
 def location_key(site: Mapping[str, Any], markup: str = "markdown") -> str:
     """Return rule 5's key for a site: facility|city|state|country, folded and lower-cased."""
-    parts = []
-    for name in ("facility", "city", "state", "country"):
-        part = site.get(name)
-        if isinstance(part, str) and markup == "html":
-            part = html.unescape(part)  # `&amp;` in HTML is `&` in Markdown: one site, one key
-        parts.append(fold_whitespace(part).lower() if isinstance(part, str) else "")
-    return "|".join(parts)
+    return "|".join([_site_part(site, "facility", markup), _site_part(site, "city", markup),
+                     _site_part(site, "state", markup), _site_part(site, "country", markup)])
+
+
+def _site_part(site: Mapping[str, Any], name: str, markup: str) -> str:
+    """Return one part of a site, folded and lower-cased ("" when missing or not text)."""
+    part = site.get(name)
+    if not isinstance(part, str):
+        return ""
+    if markup == "html":
+        part = html.unescape(part)  # `&amp;` in HTML is `&` in Markdown: one site, one key
+    return " ".join(part.split()).lower()
+
+
+_Site = tuple[str, str, Any]  # key, canonical JSON, the site itself
+
+
+def _site_entry(site: Any, markup: str) -> _Site | None:
+    """Return (key, canonical JSON, site) for a site, or None when it is absent."""
+    if not isinstance(site, dict):
+        # Not an object: keep it, keyed by nothing, rather than lose it.
+        text = canonical_json(site)
+        return None if text is None else ("|||", text, site)
+    content = {k: v for k, v in site.items() if k != LOCATION_DROPPED_KEY}
+    text = canonical_json(content)
+    return None if text is None else (location_key(site, markup), text, content)
+
+
+def _identity(site: _Site) -> tuple[str, str]:
+    """Return what orders sites sharing a path: the site without status and contacts, then all."""
+    content = site[2]
+    if not isinstance(content, dict):
+        return site[1], site[1]
+    # Leaving out what a site's own edits touch means those edits never renumber it.
+    kept = {k: v for k, v in content.items() if k not in _SITE_MUTABLE}
+    return canonical_json(kept) or "", site[1]
+
+
+def _site_fields(entries: list[_Site], markup: str) -> dict[str, str]:
+    """Return one field per site, telling duplicate keys apart by zip, then by number (rule 5)."""
+    counts: dict[str, int] = {}
+    for entry in entries:
+        counts[entry[0]] = counts.get(entry[0], 0) + 1
+    by_path: dict[str, list[_Site]] = {}
+    for entry in entries:
+        path = LOCATION_PREFIX + entry[0]
+        if counts[entry[0]] > 1 and isinstance(entry[2], dict):
+            zip_code = _site_part(entry[2], "zip", markup)
+            if zip_code:
+                path += " #" + zip_code
+        by_path.setdefault(path, []).append(entry)
+    if len(by_path) == len(entries):
+        return {path: group[0][1] for path, group in by_path.items()}
+    out: dict[str, str] = {}
+    for base in sorted(by_path):
+        group = by_path[base]
+        if len(group) > 1:
+            group.sort(key=_identity)
+        for number, entry in enumerate(group, start=1):
+            path = base if number == 1 else f"{base} #{number}"
+            # Only a hostile record gets here (a zip "2" beside a numbered "#2"): never overwrite.
+            extra = 2
+            while path in out:
+                path, extra = f"{base} #{number} #{extra}", extra + 1
+            out[path] = entry[1]
+    return out
 
 
 def _location_fields(sites: list[Any], out: dict[str, str], markup: str) -> None:
-    """Add one field per site, numbering sites whose key repeats (rule 5)."""
-    by_key: dict[str, list[str]] = {}
-    for site in sites:
-        if isinstance(site, dict):
-            key = location_key(site, markup)
-            content = {k: v for k, v in site.items() if k != LOCATION_DROPPED_KEY}
-        else:
-            # Not an object: keep it, keyed by nothing, rather than lose it.
-            key, content = "|||", site
-        text = canonical_json(content)
-        if text is not None:
-            by_key.setdefault(key, []).append(text)
-    for key, texts in by_key.items():
-        texts.sort()
-        for number, text in enumerate(texts, start=1):
-            suffix = "" if number == 1 else f" #{number}"
-            out[LOCATION_PREFIX + key + suffix] = text
+    """Add one field per site of a record's list of sites (rule 5)."""
+    entries = [e for e in (_site_entry(site, markup) for site in sites) if e is not None]
+    out.update(_site_fields(entries, markup))
+
+
+def rekey_locations(fields: Mapping[str, str], markup: str = "markdown") -> dict[str, str]:
+    """Return fields with every site re-keyed by rule 5 from its stored value.
+
+    A site's path is a function of the sites' canonical values alone, so this turns fields
+    keyed by any earlier rule into today's, and leaves today's as they are.
+    """
+    out = {path: text for path, text in fields.items() if not path.startswith(LOCATION_PREFIX)}
+    entries = [e for e in (_site_entry(json.loads(text), markup)
+                           for path, text in fields.items() if path.startswith(LOCATION_PREFIX))
+               if e is not None]
+    out.update(_site_fields(entries, markup))
+    return out
 
 
 def _add_residual(residuals: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
@@ -189,6 +227,8 @@ def _add_residual(residuals: dict[str, Any], keys: tuple[str, ...], value: Any) 
     depth = _FALLBACK_DEPTH.get(keys[0], 1)
     anchor, below = keys[:depth], keys[depth:]
     path = fallback_path(anchor)
+    if path in FIELD_BY_PATH or path.startswith(LOCATION_PREFIX):
+        path = ".".join(anchor)  # rule 6: unmapped content never takes a tracked field's path
     if not below:
         residuals[path] = value
         return
@@ -234,7 +274,7 @@ def extract_fields(
     _walk(study, tree, (), out, residuals, markup)
     for path, residual in residuals.items():
         text = canonical_json(residual)
-        if text is not None:
+        if text is not None and path not in out:  # a tracked field is never overwritten
             out[path] = text
     return out
 
@@ -311,19 +351,18 @@ def neutral_json(text: str) -> str | None:
     return canonical_json(strip(json.loads(text)))
 
 
+def text_at(record: Any, *keys: str) -> str | None:
+    """Return the string at a key path of a record, or None if anything on the way is not."""
+    for key in keys:
+        record = record.get(key) if isinstance(record, dict) else None
+    return record if isinstance(record, str) else None
+
+
 def study_id(study: Any) -> str | None:
     """Return a record's NCT id, or None when it is not a study object."""
-    if not isinstance(study, dict):
-        return None
-    try:
-        nct_id = study["protocolSection"]["identificationModule"]["nctId"]
-    except (KeyError, TypeError):
-        return None
-    if isinstance(nct_id, str) and _NCT_ID.fullmatch(nct_id):
-        return nct_id
-    return None
+    return DEFAULT.study_id(study)
 
 
 def is_nct_id(text: str) -> bool:
     """Tell whether a string is a well-formed NCT id."""
-    return _NCT_ID.fullmatch(text) is not None
+    return DEFAULT.is_id(text)

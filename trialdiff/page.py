@@ -27,8 +27,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from .normalize import fold_whitespace
+from .registry import DEFAULT
 
-STUDY_URL: Final = "https://clinicaltrials.gov/study/"
 SOURCE_NOTE: Final = "ClinicalTrials.gov (mirrored, no enrichment)"
 # Characters CommonMark reads as syntax inside a line; `_` only counts at a word's edge.
 _MD_INLINE: Final = re.compile(r"[\\`*\[\]<>&]|(?<![^\W_])_|_(?![^\W_])")
@@ -226,7 +226,7 @@ def render_page(
     sites = _items(_get(p, "contactsLocationsModule", "locations"))
     countries = "; ".join(sorted({c for c in (_text(s.get("country")) for s in sites) if c}))
     updated = _text(_get(p, "statusModule", "lastUpdatePostDateStruct", "date"))
-    study_url = STUDY_URL + nct_id
+    study_url = DEFAULT.study_url(nct_id)
     canonical = canonical_url(canonical_base, nct_id)
 
     front = [

@@ -20,10 +20,10 @@ import orjson
 
 from . import codec
 from .errors import DatabaseError, UsageError
-from .model import FieldChange, Snapshot, content_hash
+from .model import FieldChange, Snapshot, content_hash, dump_json
 from .normalize import extract_fields
+from .schema_version import version_problem
 
-KNOWN_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4, 5})
 Connection = sqlite3.Connection | Any  # a sqlite3 connection, or sqlite-utils' Database
 
 
@@ -50,8 +50,9 @@ def connect_readonly(path: str) -> sqlite3.Connection:
         raise DatabaseError(f"cannot read database {path}: {exc}") from exc
     if row is None:
         raise UsageError(f"{path} is not a trialdiff database (it has no schema version)")
-    if int(row[0]) not in KNOWN_SCHEMA_VERSIONS:
-        raise DatabaseError(f"{path}: unknown schema version {row[0]}")
+    problem = version_problem(path, int(row[0]))
+    if problem is not None:
+        raise DatabaseError(problem)
     return conn
 
 
@@ -77,28 +78,53 @@ def apply_delta(fields: dict[str, str], delta: bytes | str) -> None:
         if value is None:
             fields.pop(path, None)
         else:
-            fields[path] = json.dumps(value, sort_keys=True, ensure_ascii=False,
-                                      separators=(",", ":"))
+            fields[path] = dump_json(value)
 
 
-def study_fields(conn: Connection, nct_id: str, upto_seq: int | None = None) -> dict[str, str]:
-    """Rebuild a study's fields as of a snapshot (default: the latest) by folding deltas.
+@dataclass(frozen=True)
+class StoredSnapshot:
+    """One stored snapshot: its row's bookkeeping, and the snapshot with its fields rebuilt."""
 
-    A lazy baseline (delta NULL: a first snapshot never canonicalised) is read from the
-    study's first raw record.
+    id: int
+    seq: int
+    stored_hash: str | None  # the row's content_hash; None for a lazy baseline
+    run_id: int | None
+    lazy: bool  # delta NULL: a first snapshot never canonicalised, read from its first record
+    snapshot: Snapshot
+
+
+def iter_snapshots(
+    conn: Connection, nct_id: str, upto_seq: int | None = None
+) -> Iterator[StoredSnapshot]:
+    """Yield a study's snapshots oldest first (up to a number), folding deltas: the one fold.
+
+    A lazy baseline (never canonicalised) is read from the study's first raw record.
+    Each snapshot's fields are its own dict, safe to keep.
     """
-    sql = "select delta, markup from snapshots where nct_id = ?"
+    sql = ("select id, seq, observed_at, content_hash, source, source_version, markup, run_id, "
+           "delta from snapshots where nct_id = ?")
     params: list[Any] = [nct_id]
     if upto_seq is not None:
         sql += " and seq <= ?"
         params.append(upto_seq)
     fields: dict[str, str] = {}
-    for delta, markup in conn.execute(sql + " order by seq", params).fetchall():
+    for (snapshot_id, seq, observed_at, stored_hash, source, version, markup, run_id,
+         delta) in conn.execute(sql + " order by seq", params).fetchall():
+        markup = markup or "markdown"
         if delta is None:
             record = baseline_record(conn, nct_id)
-            fields = extract_fields(record, markup=markup or "markdown") if record else {}
+            fields = extract_fields(record, markup=markup) if record else {}
         else:
             apply_delta(fields, delta)
+        yield StoredSnapshot(snapshot_id, seq, stored_hash, run_id, delta is None,
+                             Snapshot(nct_id, observed_at, dict(fields), source, version, markup))
+
+
+def study_fields(conn: Connection, nct_id: str, upto_seq: int | None = None) -> dict[str, str]:
+    """Return a study's fields as of a snapshot (default: the latest); {} when it has none."""
+    fields: dict[str, str] = {}
+    for stored in iter_snapshots(conn, nct_id, upto_seq):
+        fields = dict(stored.snapshot.fields)
     return fields
 
 
@@ -125,6 +151,16 @@ class ChangeFilter:
     path_prefix: str | None = None
     kinds: tuple[str, ...] = ()
     limit: int | None = None
+    order: str = "oldest"  # a key of CHANGE_ORDERS
+
+
+# How query_changes may order its rows; each keeps a study's observation together, so an
+# export can stream them group by group.
+CHANGE_ORDERS = {
+    "oldest": "detected_at, nct_id, id",
+    "day-newest": "substr(detected_at, 1, 10) desc, nct_id, detected_at, id",
+    "newest": "detected_at desc, nct_id, id",
+}
 
 
 def query_changes(conn: Connection, where: ChangeFilter) -> Iterator[FieldChange]:
@@ -151,7 +187,7 @@ def query_changes(conn: Connection, where: ChangeFilter) -> Iterator[FieldChange
     sql = "select nct_id, path, kind, detected_at, old, new, detail from changes"
     if clauses:
         sql += " where " + " and ".join(clauses)
-    sql += " order by detected_at, nct_id, id"
+    sql += " order by " + CHANGE_ORDERS[where.order]
     if where.limit is not None:
         sql += f" limit {int(where.limit)}"
     cursor = conn.execute(sql, params)
@@ -172,16 +208,12 @@ def snapshots_of(conn: Connection, nct_id: str) -> list[dict[str, Any]]:
     rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     for row in rows:
         if row["content_hash"] is None:  # a lazy chain: its hash is its fields'
-
             row["content_hash"] = content_hash(study_fields(conn, nct_id, row["seq"]))
     return rows
 
 
 def listed_versions(conn: Connection, nct_id: str) -> dict[int, dict[str, Any]]:
     """Return what the registry's listing said of each backfilled version, by number."""
-    columns = {row[1] for row in conn.execute("pragma table_info(history_versions)")}
-    if "module_labels" not in columns:  # a database from before schema 3, not migrated yet
-        return {}
     return {
         number: {"status": status, "qc_date": qc_date,
                  "module_labels": json.loads(labels) if labels else []}
@@ -193,15 +225,10 @@ def listed_versions(conn: Connection, nct_id: str) -> dict[int, dict[str, Any]]:
 
 def snapshot_at(conn: Connection, nct_id: str, seq: int) -> Snapshot | None:
     """Return a study's snapshot by number, with its fields rebuilt."""
-    row = conn.execute(
-        "select observed_at, source, source_version, markup from snapshots "
-        "where nct_id = ? and seq = ?",
-        [nct_id, seq],
-    ).fetchone()
-    if row is None:
-        return None
-    return Snapshot(nct_id, row[0], study_fields(conn, nct_id, seq), row[1], row[2],
-                    row[3] or "markdown")
+    last = None
+    for stored in iter_snapshots(conn, nct_id, seq):
+        last = stored
+    return last.snapshot if last is not None and last.seq == seq else None
 
 
 def study_row(conn: Connection, nct_id: str) -> dict[str, Any] | None:
@@ -246,16 +273,29 @@ def baseline_record(conn: Connection, nct_id: str) -> dict[str, Any] | None:
     return record
 
 
-def study_titles(conn: Connection, nct_ids: set[str]) -> dict[str, str]:
-    """Return {nct_id: brief title} for the studies that have one."""
-    titles: dict[str, str] = {}
-    ordered = sorted(nct_ids)
-    for start in range(0, len(ordered), 500):  # SQLite caps the number of parameters
-        chunk = ordered[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        for nct_id, title in conn.execute(
-            f"select nct_id, brief_title from studies where nct_id in ({marks})", chunk
-        ):
-            if title:
-                titles[nct_id] = title
-    return titles
+def last_observed(conn: Connection) -> str | None:
+    """Return when the database last observed any study, or None when it never did."""
+    row = conn.execute("select max(last_seen_at) from sightings").fetchone()
+    return row[0] if row else None
+
+
+class StudyTitles(Mapping[str, str]):
+    """The studies' brief titles, read one at a time as asked, so an export holds none."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def __getitem__(self, nct_id: str) -> str:
+        row = self.conn.execute("select brief_title from studies where nct_id = ?",
+                                [nct_id]).fetchone()
+        if row is None or not row[0]:
+            raise KeyError(nct_id)
+        return str(row[0])
+
+    def __iter__(self) -> Iterator[str]:
+        return (row[0] for row in self.conn.execute(
+            "select nct_id from studies where brief_title is not null order by nct_id"))
+
+    def __len__(self) -> int:
+        return int(self.conn.execute(
+            "select count(*) from studies where brief_title is not null").fetchone()[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
@@ -10,9 +11,13 @@ from .fields import order_key
 from .model import FieldChange
 
 
-def plural(count: int, word: str, many: str | None = None) -> str:
-    """Return a count with its noun, e.g. `1 study`, `2 studies`."""
-    return f"{count} {word if count == 1 else many or word + 's'}"
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """Return `1 study`, `2 studies`: a count and its noun, plural unless the count is 1."""
+    if count == 1:
+        return f"{count} {noun}"
+    if many is None:
+        many = noun[:-1] + "ies" if re.search(r"[^aeiou]y$", noun) else noun + "s"
+    return f"{count} {many}"
 
 
 def recent_window(as_of: date, days: int) -> tuple[str, str]:
@@ -30,14 +35,14 @@ def recent_order(changes: Iterable[FieldChange]) -> list[FieldChange]:
 
 def recent_section(changes: Sequence[FieldChange], days: int, limit: int | None = None) -> str:
     """Return the Recent Field Changes section exactly as a trial page shows it."""
-    heading = f"## Recent Field Changes (last {days} days)\n\n"
+    heading = f"## Recent Field Changes (last {plural(days, 'day')})\n\n"
     lines = [
         f"- `{c.path}` \u2014 {c.kind} _({c.detected_at[:10]})_\n" for c in recent_order(changes)
     ]
     if limit is not None:
         lines = lines[:limit]
     if not lines:
-        return heading + f"_No field changes in the last {days} days._\n"
+        return heading + f"_No field changes in the last {plural(days, 'day')}._\n"
     return heading + "".join(lines)
 
 

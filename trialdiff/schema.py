@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
 from typing import NamedTuple
 
 import sqlite_utils
 
 from .errors import DatabaseError, UsageError
-
-SCHEMA_VERSION = 5
+from .registry import DEFAULT
+from .schema_version import SCHEMA_VERSION as SCHEMA_VERSION  # the one number
 
 
 class Table(NamedTuple):
@@ -22,12 +24,17 @@ class Table(NamedTuple):
     indexes: tuple[tuple[str, ...], ...] = ()
     unique: tuple[tuple[str, ...], ...] = ()
     without_rowid: bool = False
+    # Columns only the engine reads ("*": the whole table): the web view and its SQL never
+    # see them (trialdiff/web: hidden, and NULL or refused by an SQLite authorizer).
+    private: tuple[str, ...] = ()
+    doc: str = ""  # what the table holds, for the web view
 
 
 # The README's schema section is generated from this table and tested against it.
 SCHEMA: tuple[Table, ...] = (
     Table("meta", "key", (("key", str, "setting name, e.g. schema_version"),
-                          ("value", str, "its value"))),
+                          ("value", str, "its value")),
+          doc="trialdiff's own settings, such as the schema version"),
     Table("studies", "nct_id", (
         ("nct_id", str, "the study"),
         ("first_seen_at", str, "first observation, ISO 8601 UTC"),
@@ -39,13 +46,15 @@ SCHEMA: tuple[Table, ...] = (
         ("brief_title", str, "from the latest record, for readable changelogs"),
         ("overall_status", str, "from the latest record"),
         ("last_update_post_date", str, "the registry's last update post date"),
-    )),
+    ),
+          doc="one row per study: when it was seen first and changed last, its title and status"),
     # Every observation moves a study's last sighting, so it lives apart from `studies`: a
     # narrow table means a daily sync of the registry rewrites 6 times fewer pages.
     Table("sightings", "nct_id", (
         ("nct_id", str, "the study"),
         ("last_seen_at", str, "latest observation, whether or not anything changed"),
-    ), without_rowid=True),
+    ), without_rowid=True,
+          doc="when each study was last observed, changed or not"),
     Table("snapshots", "id", (
         ("id", int, "row id"),
         ("nct_id", str, "the study"),
@@ -61,7 +70,8 @@ SCHEMA: tuple[Table, ...] = (
                          "previous snapshot; NULL for a lazy baseline, whose content is the "
                          "study's first raw record (`records.base`, else `records.record`)"),
         ("markup", str, "the record's text markup: markdown (API v2) or html (record history)"),
-    ), unique=(("nct_id", "seq"),)),
+    ), unique=(("nct_id", "seq"),),
+          doc="each stored version of a study, as a delta from the one before"),
     Table("changes", "id", (
         ("id", int, "row id"),
         ("nct_id", str, "the study"),
@@ -72,7 +82,13 @@ SCHEMA: tuple[Table, ...] = (
         ("old", str, "JSON value before (NULL when added)"),
         ("new", str, "JSON value after (NULL when removed)"),
         ("detail", str, "JSON: list items added, removed and edited; edits inside a value"),
-    ), indexes=(("nct_id", "detected_at"), ("detected_at",), ("path",))),
+        ("severity", str, "major, minor or info, by the severity rules when it was written "
+                          "(`trialdiff reannotate` applies new rules)"),
+        ("facts", str, "JSON: what the change means (status transition, date shift, "
+                       "enrollment delta, results posted, site counts)"),
+    ), indexes=(("nct_id", "detected_at"), ("detected_at",), ("path",),
+                ("severity", "detected_at")),
+          doc="each field that changed between two consecutive snapshots of a study"),
     Table("records", "nct_id", (
         ("nct_id", str, "the study"),
         ("observed_at", str, "when this record was stored"),
@@ -83,16 +99,17 @@ SCHEMA: tuple[Table, ...] = (
                       "If-None-Match, and a 304 means seen, unchanged"),
         ("base", bytes, "the study's first record, once a later one replaced it (compressed "
                         "as `record` was): a lazy first snapshot's content"),
-    )),
+    ),
+          doc="the latest raw record of each study, for its page, and its first"),
     Table("dictionaries", "id", (
         ("id", int, "the zstd dictionary id that record frames name"),
         ("trained_at", str, "when it was trained"),
         ("samples", int, "how many of the database's records it was trained on"),
         ("dictionary", bytes, "the zstd dictionary; kept for as long as any row names it"),
-    )),
+    ), private=("*",), doc="the zstd dictionaries raw records are compressed with"),
     Table("runs", "id", (
         ("id", int, "row id"),
-        ("command", str, "import, sync or backfill"),
+        ("command", str, "import, sync, backfill, reannotate or notify"),
         ("started_at", str, "ISO 8601 UTC"),
         ("ended_at", str, "ISO 8601 UTC; NULL while running or if the run was killed"),
         ("status", str, "running, ok, partial, failed or interrupted (killed, or stopped "
@@ -102,8 +119,9 @@ SCHEMA: tuple[Table, ...] = (
         ("changed", int, "studies with changes"),
         ("changes", int, "changes stored"),
         ("failed", int, "inputs that failed"),
-        ("errors", str, "JSON list of {input, error}"),
-    )),
+        ("errors", str, "JSON list of {input, error}; private: not in the web view"),
+    ), private=("errors",),
+          doc="each writing run (import, sync, backfill, reannotate, notify) and what it did"),
     Table("watchlist", "nct_id", (
         ("nct_id", str, "a study `sync` fetches every run"),
         ("added_at", str, "when it was tracked"),
@@ -112,7 +130,8 @@ SCHEMA: tuple[Table, ...] = (
         ("backfilled_at", str, "when `sync --backfill-new` took in its registry history"),
         ("fetched_release", str, "the data release (dataTimestamp) sync last fetched it under; "
                                  "not fetched again under the same release"),
-    )),
+    ),
+          doc="the studies `sync` fetches every run"),
     Table("history_versions", "id", (
         ("id", int, "row id"),
         ("nct_id", str, "the study"),
@@ -125,7 +144,8 @@ SCHEMA: tuple[Table, ...] = (
         ("status", str, "the listing's `status`: the overall status in that version"),
         ("module_labels", str, "the listing's `moduleLabels`: JSON list of the sections it "
                                "changed, as the website names them"),
-    ), unique=(("nct_id", "version"),)),
+    ), unique=(("nct_id", "version"),),
+          doc="registry versions that backfill took in"),
     Table("queries", "id", (
         ("id", int, "row id"),
         ("expr", str, "API v2 query.* / filter.* parameters, as a query string"),
@@ -134,7 +154,8 @@ SCHEMA: tuple[Table, ...] = (
                                 "only for studies updated since the day before"),
         ("fetched_release", str, "the data release (dataTimestamp) it was last fetched whole "
                                  "under; not fetched again under the same release"),
-    ), unique=(("expr",),)),
+    ), unique=(("expr",),),
+          doc="saved API queries that `sync` runs"),
     Table("events", "id", (
         ("id", int, "row id"),
         ("nct_id", str, "the study"),
@@ -142,19 +163,79 @@ SCHEMA: tuple[Table, ...] = (
         ("detected_at", str, "when the run saw it"),
         ("detail", str, "JSON, e.g. {\"moved_to\": \"NCT...\"}"),
         ("run_id", int, "the run that saw it"),
-    ), indexes=(("nct_id",),)),
+    ), indexes=(("nct_id",),),
+          doc="studies leaving scope, returning, or moving to a new id"),
 )
+
+# Alerts (trialdiff/watch.py, trialdiff/notify.py): rules, and an outbox written in the same
+# transaction as the changes it carries, delivered after the commit.
+ALERT_TABLES: tuple[Table, ...] = (
+    Table("watches", "name", (
+        ("name", str, "the watch rule's name"),
+        ("studies", str, "JSON list of the NCT ids it covers; NULL: not limited to a list"),
+        ("query", str, "a saved query whose studies it covers (see `queries`), or NULL"),
+        ("paths", str, "JSON list of path prefixes; empty: every path"),
+        ("kinds", str, "JSON list of change kinds; empty: every kind"),
+        ("min_severity", str, "info, minor or major; NULL: any"),
+        ("facts", str, "JSON list of facts of which one must hold, e.g. date_slip>=90"),
+        ("digest", int, "1: one message per run; 0: one per study per run"),
+        ("targets", str, "JSON list of target references: env:NAME or config:ID, never a URL"),
+        ("secret", str, "reference to the webhook signing secret, or NULL"),
+        ("created_at", str, "when it was added"),
+    ), private=("*",), doc="alert rules (private: targets are references, still not shown)"),
+    Table("query_studies", "id", (
+        ("id", int, "row id"),
+        ("query_id", int, "a saved query"),
+        ("nct_id", str, "a study the query returned"),
+        ("first_seen_at", str, "when the query first returned it"),
+    ), unique=(("query_id", "nct_id"),), private=("*",),
+          doc="which studies each saved query returned, for query-scoped watches"),
+    Table("alerts", "id", (
+        ("id", int, "row id"),
+        ("watch", str, "the watch that matched"),
+        ("run_id", int, "the run that stored the changes"),
+        ("scope", str, "the study (one message per study per run), or `digest`"),
+        ("created_at", str, "when it was raised (the give-up age counts from here)"),
+        ("idempotency_key", str, "stable per alert: sent as the Idempotency-Key header"),
+        ("run", str, "JSON: the run's id, command and start"),
+    ), unique=(("watch", "run_id", "scope"),), private=("*",), doc="the alert outbox"),
+    # A row per change, so a digest that grows all run long costs an insert per change.
+    Table("alert_changes", "id", (
+        ("id", int, "row id"),
+        ("alert_id", int, "the alert that carries it"),
+        ("nct_id", str, "the study"),
+        ("title", str, "the study's brief title when the alert was raised"),
+        ("change", str, "JSON: the change as `changes --format json` has it"),
+    ), indexes=(("alert_id",),), private=("*",), doc="the changes each alert carries"),
+    Table("deliveries", "id", (
+        ("id", int, "row id"),
+        ("alert_id", int, "the alert"),
+        ("target", str, "the target reference (env:NAME or config:ID)"),
+        ("state", str, "pending, delivered or failed (given up)"),
+        ("attempts", int, "delivery attempts so far"),
+        ("next_attempt_at", str, "not retried before this time (backoff)"),
+        ("last_attempt_at", str, "time of the latest attempt"),
+        ("delivered_at", str, "when the target accepted it"),
+        ("last_error", str, "why the latest attempt failed, target redacted"),
+    ), indexes=(("state",),), unique=(("alert_id", "target"),), private=("*",),
+          doc="each alert's delivery to each target"),
+)
+SCHEMA += ALERT_TABLES
 
 # Views for reading the file without trialdiff (Datasette, `sqlite-utils query`).
 VIEWS: dict[str, str] = {
-    "change_log": """
-        select c.detected_at, c.nct_id, s.brief_title, s.overall_status, c.path, c.kind,
-               c.old, c.new, c.detail, c.id as change_id
+    "change_log": f"""
+        select c.detected_at, c.nct_id, s.brief_title, s.overall_status, c.severity, c.path,
+               c.kind, c.old, c.new, c.facts, c.detail,
+               '{DEFAULT.study_url("")}' || c.nct_id as study_url, c.id as change_id
         from changes c join studies s on s.nct_id = c.nct_id
         order by c.detected_at desc, c.nct_id, c.id
     """,
 }
-VIEW_DOCS: dict[str, str] = {"change_log": "each change with its study's title and status"}
+VIEW_DOCS: dict[str, str] = {
+    "change_log": "each change with its study's title and status, its severity and facts, and "
+                  "the study's link on ClinicalTrials.gov",
+}
 
 
 def _v1_to_v2(db: sqlite_utils.Database) -> None:
@@ -192,46 +273,53 @@ def _v3_to_v4(db: sqlite_utils.Database) -> None:
 
 
 def _v4_to_v5(db: sqlite_utils.Database) -> None:
-    """Keep a study's first record as `base`, and recompress zlib records with zstd.
+    """Add the alert tables: watch rules, query membership, the outbox and its deliveries."""
+    for table in ALERT_TABLES:
+        create_table(db, table)
 
-    Records of studies that never changed are their lazy baselines, so each row is
-    recompressed as it is (no `base`). A dictionary is trained first on up to 300 of the
-    records, in its own commit; then rows are converted 500 to a commit, so a killed
-    migration resumes where it stopped. The file shrinks after `VACUUM`.
-    """
-    from . import codec  # zstandard is imported only by the steps that compress
-    from .model import utc_timestamp
 
-    if db["records"].exists() and "base" not in db["records"].columns_dict:
-        db.execute("alter table records add column base BLOB")
+def _v5_to_v6(db: sqlite_utils.Database) -> None:
+    """Store each change's severity and facts as columns, computed by the current rules."""
+    from .annotations import reannotate
+
+    columns = db["changes"].columns_dict
+    for name in ("severity", "facts"):
+        if name not in columns:
+            db.execute(f"alter table changes add column {name} text")
+    reannotate(db)
+
+
+def _v6_to_v7(db: sqlite_utils.Database) -> None:
+    """Keep each study's first record as `base`, and recompress zlib records with zstd."""
+    from .records import recompress_records  # zstandard is loaded only by steps that compress
+
     create_table(db, next(t for t in SCHEMA if t.name == "dictionaries"))
-    if not db["records"].exists():
-        return
-    zlib_rows = "substr(record, 1, 4) != x'28b52ffd'"
-    if codec.current_dictionary(db) is None:
-        (count,) = db.execute("select count(*) from records").fetchone()
-        step = max(1, count // codec.MAX_SAMPLES)
-        samples = [codec.decompress(db, blob) for (blob,) in db.execute(
-            f"select coalesce(base, record) from records where rowid % {step} = 0 "
-            f"limit {codec.MAX_SAMPLES}")]
-        db.execute("begin immediate")
-        codec.train(db, samples, utc_timestamp())
-        db.execute("commit")
-    while True:
-        rows = db.execute(f"select nct_id, record from records where {zlib_rows} "
-                          "limit 500").fetchall()
-        if not rows:
-            break
-        db.execute("begin immediate")
-        for nct_id, blob in rows:
-            db.execute("update records set record = ? where nct_id = ?",
-                       [codec.compress(db, codec.decompress(db, blob)), nct_id])
-        db.execute("commit")
+    recompress_records(db)
+
+
+def _v7_to_v8(db: sqlite_utils.Database, batch_size: int = 200) -> None:
+    """Rewrite stored field paths to the field-path spec's rules 5 and 6 (its 2026 update).
+
+    Each study whose stored snapshots hold a path the current rules name differently has its
+    snapshots and changes stored anew, as an import under those rules would have stored them.
+    Studies are rewritten in batches, each one transaction; rerunning finds nothing left to do
+    in a study already rewritten, so a killed migration simply runs again.
+    """
+    from .history import rekey_study  # imported here: writers load them anyway, readers never
+    from .store import transaction
+
+    nct_ids = [row[0] for row in db.execute(
+        "select distinct nct_id from snapshots where delta is not null order by nct_id")]
+    for start in range(0, len(nct_ids), batch_size):
+        with transaction(db):
+            for nct_id in nct_ids[start : start + batch_size]:
+                rekey_study(db, nct_id)
 
 
 # Upgrades from each older schema version; each function takes the database one version up.
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
-    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5,
+    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7,
+    7: _v7_to_v8,  # re-keying paths rewrites history with the current code: it stays last
 }
 
 
@@ -273,6 +361,29 @@ def open_db(path: str) -> sqlite_utils.Database:
     return db
 
 
+def upgrade(path: str, wait: float = 0.0) -> int | None:
+    """Migrate an existing older database in place, under the write lock; return its old version.
+
+    Readers read only the current schema; this is how `check` brings an older file up to it.
+    A missing file, a current one, or one that is not trialdiff's is left untouched (None):
+    the reader that opens it next says what is wrong.
+    """
+    from .lock import WriteLock  # here: readers that never upgrade do not load it
+
+    if path == ":memory:" or not Path(path).is_file():
+        return None
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as conn:
+            row = conn.execute("select value from meta where key = 'schema_version'").fetchone()
+    except sqlite3.DatabaseError:
+        return None
+    if row is None or int(row[0]) >= SCHEMA_VERSION:
+        return None
+    with WriteLock(path, wait, "upgrade"):
+        open_db(path).close()
+    return int(row[0])
+
+
 def refuse_foreign(db: sqlite_utils.Database, path: str) -> None:
     """Refuse a database another application made, rather than add trialdiff's tables to it.
 
@@ -293,7 +404,7 @@ def refuse_foreign(db: sqlite_utils.Database, path: str) -> None:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise UsageError(
             f"{path} is not a trialdiff database (it holds {shown}); refusing to add "
-            "trialdiff's tables to it: give --db a new file or a trialdiff database"
+            "trialdiff's tables to it", setting="db"
         )
 
 
@@ -319,6 +430,9 @@ def migrate(db: sqlite_utils.Database) -> None:
         )
     if version == SCHEMA_VERSION:
         return
+    # Each create below commits on its own; checkpoint often, so the WAL does not hold many
+    # copies of the schema pages (a new database on a nearly full disk still fits).
+    db.execute("PRAGMA wal_autocheckpoint=8")
     for old in range(version, SCHEMA_VERSION) if version else ():
         MIGRATIONS[old](db)
     for table in SCHEMA:
@@ -330,3 +444,4 @@ def migrate(db: sqlite_utils.Database) -> None:
         "insert or replace into meta (key, value) values ('schema_version', ?)",
         [str(SCHEMA_VERSION)],
     )
+    db.execute("PRAGMA wal_autocheckpoint=1000")  # SQLite's default

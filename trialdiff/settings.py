@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final, NamedTuple
 
+from .registry import DEFAULT
+
 
 class Setting(NamedTuple):
     """One setting: the CLI option that sets it, its environment variable, its default."""
@@ -22,7 +24,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             "snapshots/trialdiff.db or ~/.local/share/trialdiff/trialdiff.db",
             "SQLite database file: snapshots/trialdiff.db inside a trialdiff checkout, else "
             "$XDG_DATA_HOME/trialdiff/trialdiff.db (see Where the database lives)"),
-    Setting("--api", "TRIALDIFF_API", "https://clinicaltrials.gov/api/v2",
+    Setting("--api", "TRIALDIFF_API", DEFAULT.api_url,
             "ClinicalTrials.gov API v2 base URL"),
     Setting("--page-size", "TRIALDIFF_PAGE_SIZE", "500",
             "studies per API request (tracked ids per batch; page size of queries)"),
@@ -30,7 +32,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("--timeout", "TRIALDIFF_TIMEOUT", "60",
             "seconds one read of an API answer may wait for data"),
     Setting("--deadline", "TRIALDIFF_DEADLINE", "120",
-            "seconds one whole API answer may take to arrive, however it trickles"),
+            "seconds one whole API request may take: connect, headers and body, however "
+            "they trickle"),
     Setting("--retries", "TRIALDIFF_RETRIES", "5", "retries of one API request after a fault"),
     Setting("--retry-budget", "TRIALDIFF_RETRY_BUDGET", "300",
             "seconds one API request may spend on retries in all"),
@@ -39,6 +42,15 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("--canonical-base", "TRIALDIFF_CANONICAL_BASE", "",
             "base URL of a site's trial pages (trialdiff page)"),
     Setting("--footer", "TRIALDIFF_FOOTER", "", "footer note of a site's trial pages"),
+    Setting("--secrets", "TRIALDIFF_SECRETS", "",
+            "file of alert targets and secrets, mode 0600 (empty: "
+            "$XDG_CONFIG_HOME/trialdiff/secrets.json)"),
+    Setting("--alert-timeout", "TRIALDIFF_ALERT_TIMEOUT", "10",
+            "seconds before one alert delivery times out"),
+    Setting("--alert-backoff", "TRIALDIFF_ALERT_BACKOFF", "300",
+            "seconds before a failed alert delivery is retried, doubling each time up to 6 hours"),
+    Setting("--alert-max-age", "TRIALDIFF_ALERT_MAX_AGE", "72",
+            "hours after which an undelivered alert is given up (failed)"),
 )
 
 # An observation time (`--at`, an archive folder's date) must fall between these: nothing was

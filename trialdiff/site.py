@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import filecmp
 import multiprocessing
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -14,24 +15,31 @@ from .query import ChangeFilter, connect_readonly, latest_record, query_changes
 from .render import recent_section, recent_window
 
 
-def write_atomic(path: str | Path, text: str) -> bool:
+def write_atomic(path: str | Path, text: str | Iterable[str]) -> bool:
     """Write a file through a temporary file and a rename; skip it if unchanged.
 
     Return whether it was written. A reader never sees half a file, and an unchanged file keeps
-    its modification time, so a site's rsync or cache sees only real changes.
+    its modification time, so a site's rsync or cache sees only real changes. Text may come in
+    pieces (an export streamed from the database), which are written as they come.
     """
     target = Path(path)
-    data = text.encode("utf-8")
-    try:
-        if target.read_bytes() == data:
-            return False
-    except FileNotFoundError:
-        pass
+    if isinstance(text, str):
+        try:
+            if target.read_bytes() == text.encode("utf-8"):
+                return False
+        except FileNotFoundError:
+            pass
     # One writer holds the database's write lock, but pages may be written by several readers:
     # the pid keeps their temporary files apart.
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        temporary.write_bytes(data)
+        with temporary.open("w", encoding="utf-8", newline="") as out:
+            for piece in [text] if isinstance(text, str) else text:
+                out.write(piece)
+        if not isinstance(text, str) and target.is_file() and filecmp.cmp(
+                temporary, target, shallow=False):
+            temporary.unlink()
+            return False
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)

@@ -20,7 +20,7 @@ import orjson
 
 from .errors import UsageError
 from .model import observation_time
-from .normalize import study_id
+from .registry import DEFAULT
 
 SUFFIXES = (".json", ".ndjson", ".jsonl", ".zip")
 # Files up to this size parse in one go (fast); larger ones stream record by record.
@@ -60,7 +60,7 @@ def _records(label: str, value: Any) -> Iterator[SourceItem]:
 
 def _checked(label: str, value: Any, raw: bytes | None = None) -> SourceItem:
     """Return a record as an item, or an error when it is not a study object."""
-    nct_id = study_id(value)
+    nct_id = DEFAULT.study_id(value)
     if nct_id is None:
         return SourceItem(label, error=NOT_A_STUDY)
     return SourceItem(label, value, nct_id, raw=raw)

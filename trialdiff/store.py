@@ -11,10 +11,8 @@ its old and new values, so the changelog is readable straight from the file.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
-import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,46 +20,66 @@ from typing import Any
 import orjson
 import sqlite_utils
 
-from . import codec
+from .annotations import annotation_columns
 from .dedupe import InputLedger
 from .diff import diff_snapshots
 from .errors import InputError, OutOfOrderError
-from .model import FieldChange, Snapshot, content_hash, fields_json
-from .normalize import extract_fields, moved_units, record_units, unit_fields
-from .query import apply_delta, baseline_record, latest_record, study_fields
+from .meaning import annotate
+from .model import (
+    Failed,
+    FieldChange,
+    Observation,
+    Outcome,
+    Snapshot,
+    content_hash,
+    dump_json,
+)
+from .normalize import extract_fields
+from .query import study_fields
+from .records import (
+    gated_fields,
+    materialize,
+    pack_delta,
+    raw_json,
+    save_record,
+    stable_part,
+    with_dictionary,
+)
+from .registry import DEFAULT, Registry
 from .sources import SourceItem
 
 
-def raw_json(value: Any) -> bytes:
-    """Return a parsed value as JSON bytes, in its own key order (orjson, else json)."""
-    try:
-        return orjson.dumps(value)
-    except (orjson.JSONEncodeError, TypeError):
-        # orjson refuses integers past 64 bits and lone surrogates; json takes both.
-        return json.dumps(value, ensure_ascii=True).encode("ascii")
+def gate_hash(study: Mapping[str, Any], raw: bytes | None = None,
+              registry: Registry = DEFAULT) -> str:
+    """Return the cheap gate: a hash of the record's bytes, its volatile parts left out.
 
-
-def gate_hash(study: Mapping[str, Any], raw: bytes | None = None) -> str:
-    """Return the cheap gate: a hash of the record's bytes, its derived data left out.
-
-    A new data release re-stamps every record's derivedSection, so its raw bytes differ every
-    day; without it, equal bytes mean nothing a sponsor wrote changed, and canonicalising (the
-    expensive part) is skipped. Given the record's own bytes, it cuts the derivedSection out
-    of them rather than writing the record again: compact JSON, as the API and bulk dumps
-    send, holds it as orjson writes it. Otherwise, or if it is not found exactly once, the
-    record is written anew without it. Either way, equal gates mean equal content.
+    A new data release re-stamps every record's derived data (CT.gov's derivedSection: the
+    registry's `volatile` keys), so its raw bytes differ every day; without it, equal bytes
+    mean nothing a sponsor wrote changed, and canonicalising (the expensive part) is skipped.
+    Given the record's own bytes, it cuts the volatile parts out of them rather than writing
+    the record again: compact JSON, as the API and bulk dumps send, holds them as orjson
+    writes them. Otherwise, or if one is not found exactly once, the record is written anew
+    without them. Either way, equal gates mean equal content.
     """
-    derived = study.get("derivedSection")
-    if raw is not None and derived is not None:
-        try:
-            piece = b'"derivedSection":' + orjson.dumps(derived)
-        except (orjson.JSONEncodeError, TypeError):
-            piece = b""
-        at = raw.find(piece) if piece else -1
-        if at != -1 and raw.find(piece, at + 1) == -1:
-            return hashlib.blake2b(raw[:at] + raw[at + len(piece):], digest_size=16).hexdigest()
-    stripped = raw_json({k: v for k, v in study.items() if k != "derivedSection"})
-    return hashlib.blake2b(stripped, digest_size=16).hexdigest()
+    if raw is not None:
+        kept = raw
+        for key in registry.volatile:
+            if key not in study:
+                continue
+            if study[key] is None:
+                break  # cut as `null`, it would not match the record written anew
+            try:
+                piece = orjson.dumps(key) + b":" + orjson.dumps(study[key])
+            except (orjson.JSONEncodeError, TypeError):
+                break
+            at = kept.find(piece)
+            if at == -1 or kept.find(piece, at + 1) != -1:
+                break
+            kept = kept[:at] + kept[at + len(piece):]
+        else:
+            if kept is not raw:
+                return hashlib.blake2b(kept, digest_size=16).hexdigest()
+    return hashlib.blake2b(raw_json(stable_part(study, registry)), digest_size=16).hexdigest()
 
 
 def make_delta(old: Mapping[str, str], new: Mapping[str, str]) -> bytes:
@@ -69,41 +87,6 @@ def make_delta(old: Mapping[str, str], new: Mapping[str, str]) -> bytes:
     delta = {path: text for path, text in new.items() if old.get(path) != text}
     delta.update({path: "null" for path in old if path not in new})
     return pack_delta(delta)
-
-
-def pack_delta(delta: Mapping[str, str]) -> bytes:
-    """Return a {path: canonical JSON} delta as stored: zlib of its canonical JSON.
-
-    Compressed, because results sections are large (and backfill stores whole baselines).
-    """
-    return zlib.compress(fields_json(delta).encode("utf-8"), 6)
-
-
-def text_at(record: Any, *keys: str) -> str | None:
-    """Return the string at a key path of a record, or None if anything on the way is not."""
-    for key in keys:
-        record = record.get(key) if isinstance(record, dict) else None
-    return record if isinstance(record, str) else None
-
-
-def summary_columns(study: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the study columns that make a changelog readable without the record."""
-    p = "protocolSection"
-    return {
-        "brief_title": text_at(study, p, "identificationModule", "briefTitle"),
-        "overall_status": text_at(study, p, "statusModule", "overallStatus"),
-        "last_update_post_date": text_at(study, p, "statusModule", "lastUpdatePostDateStruct",
-                                         "date"),
-    }
-
-
-@dataclass(frozen=True)
-class Observation:
-    """What saving one record did: whether a snapshot was stored, and its changes."""
-
-    nct_id: str
-    stored: bool
-    changes: tuple[FieldChange, ...]
 
 
 def save_study(
@@ -136,7 +119,8 @@ def save_study(
     if row is None:
         _save_baseline(db, nct_id, study, observed_at, source, run_id, gate)
         return Observation(nct_id, True, ())
-    gated = _gated_fields(db, nct_id, study, row)
+    # Backfill stores "" as the gate: then the record is not the latest snapshot's.
+    gated = gated_fields(db, nct_id, study, row[2]) if row[0] else None
     if gated is not None:
         return _save_gated(db, nct_id, study, observed_at, source, run_id, gate, row, *gated)
     # Before save_record replaces the baseline's record; its fields then need no second read.
@@ -168,36 +152,15 @@ def save_study(
         "snapshot_count": row[2] + 1,
         "content_hash": snapshot.content_hash,
         "raw_hash": gate,
-        **summary_columns(study),
+        **DEFAULT.summary_columns(study),
     })
     return Observation(nct_id, True, tuple(changes))
-
-
-def _gated_fields(
-    db: sqlite_utils.Database, nct_id: str, study: Mapping[str, Any], row: tuple[Any, ...]
-) -> tuple[dict[str, str], dict[str, str], str] | None:
-    """Return the old and new fields of only the modules that moved, and the old markup.
-
-    None when the stored record cannot stand for the latest snapshot (a backfilled or HTML
-    version is latest, or there is no record): then the whole record is canonicalised.
-    """
-    if not row[0]:  # backfill stores "": the record is not the latest snapshot's
-        return None
-    (markup,) = db.execute("select markup from snapshots where nct_id = ? and seq = ?",
-                           [nct_id, row[2]]).fetchone()
-    old = latest_record(db, nct_id)
-    if old is None or (markup or "markdown") != "markdown":
-        return None
-    old_units, new_units = record_units(old), record_units(study)
-    moved = moved_units(old_units, new_units)
-    moved.discard(("derivedSection",))
-    return unit_fields(old_units, moved), unit_fields(new_units, moved), "markdown"
 
 
 def _save_gated(
     db: sqlite_utils.Database, nct_id: str, study: Mapping[str, Any], observed_at: str,
     source: str, run_id: int | None, gate: str, row: tuple[Any, ...],
-    old_part: dict[str, str], new_part: dict[str, str], markup: str,
+    old_part: dict[str, str], new_part: dict[str, str],
 ) -> Observation:
     """Store an observation whose changes come from the moved modules alone.
 
@@ -213,7 +176,7 @@ def _save_gated(
         return Observation(nct_id, False, ())
     if observed_at < row[3]:
         raise _out_of_order(nct_id, observed_at, f"its last sighting ({row[3]})")
-    previous = Snapshot(nct_id, row[4], old_part, markup=markup)
+    previous = Snapshot(nct_id, row[4], old_part)
     snapshot = Snapshot(nct_id, observed_at, new_part, source)
     changes = diff_snapshots(previous, snapshot)
     digest: str | None = None
@@ -228,7 +191,7 @@ def _save_gated(
     _touch(db, nct_id, observed_at, row[3])
     update_study(db, nct_id, {
         "last_changed_at": observed_at, "snapshot_count": row[2] + 1, "content_hash": digest,
-        "raw_hash": gate, **summary_columns(study),
+        "raw_hash": gate, **DEFAULT.summary_columns(study),
     })
     return Observation(nct_id, True, tuple(changes))
 
@@ -260,39 +223,8 @@ def _save_baseline(
     insert_row(db, "studies", {
         "nct_id": nct_id, "first_seen_at": observed_at,
         "last_changed_at": observed_at, "snapshot_count": 1, "content_hash": None,
-        "raw_hash": gate, **summary_columns(study),
+        "raw_hash": gate, **DEFAULT.summary_columns(study),
     })
-
-
-def materialize(
-    db: sqlite_utils.Database, nct_id: str
-) -> tuple[dict[str, str], str] | None:
-    """Canonicalise a study's lazy baseline if it has one; return its fields and hash.
-
-    Backfill needs every snapshot's fields stored; so does an import that cannot gate by
-    module. The hashes of the chain after it are filled in too.
-    """
-    found = db.execute(
-        "select id, markup from snapshots where nct_id = ? and delta is null", [nct_id],
-    ).fetchone()
-    record = baseline_record(db, nct_id)
-    if found is None or record is None:
-        return None
-    snapshot_id, markup = found
-    fields = extract_fields(record, markup=markup or "markdown")
-    digest = content_hash(fields)
-    db.execute("update snapshots set delta = ?, content_hash = ? where id = ?",
-               [pack_delta(fields), digest, snapshot_id])
-    db.execute("update studies set content_hash = ? where nct_id = ?", [digest, nct_id])
-    later = db.execute("select id, delta from snapshots where nct_id = ? and seq > 1 "
-                       "order by seq", [nct_id]).fetchall()
-    folded = dict(fields)
-    for later_id, delta in later:
-        apply_delta(folded, delta)
-        digest = content_hash(folded)
-        db.execute("update snapshots set content_hash = ? where id = ?", [digest, later_id])
-    db.execute("update studies set content_hash = ? where nct_id = ?", [digest, nct_id])
-    return folded, digest
 
 
 def store_snapshot(
@@ -315,8 +247,9 @@ def store_snapshot(
         "delta": make_delta(previous.fields if previous else {}, snapshot.fields),
         "markup": snapshot.markup,
     })
-    for change in changes:
-        insert_row(db, "changes", change_row(change, snapshot_id))
+    for item in annotate(list(changes)):
+        insert_row(db, "changes",
+                   {**change_row(item.change, snapshot_id), **annotation_columns(item)})
 
 
 def update_study(db: sqlite_utils.Database, nct_id: str, columns: Mapping[str, Any]) -> None:
@@ -346,27 +279,6 @@ def insert_row(db: sqlite_utils.Database, table: str, row: Mapping[str, Any]) ->
     return int(cursor.lastrowid or 0)
 
 
-def save_record(
-    db: sqlite_utils.Database, nct_id: str, study: Mapping[str, Any], observed_at: str
-) -> None:
-    """Keep the latest raw record of a study, compressed, for rendering its page.
-
-    The first record stays as `base` (a lazy baseline's content) and each later one is stored
-    against it, so a study's content is never kept twice in full.
-    """
-    raw = raw_json({k: v for k, v in study.items() if k != "derivedSection"})
-    found = db.execute("select record, base from records where nct_id = ?", [nct_id]).fetchone()
-    if found is None:
-        base, blob = None, codec.compress(db, raw)
-    else:
-        base = found[1] if found[1] is not None else found[0]
-        blob = codec.compress(db, raw, base=codec.decompress(db, base))
-    db.execute(
-        "insert or replace into records (nct_id, observed_at, record, base) values (?, ?, ?, ?)",
-        [nct_id, observed_at, blob, base],
-    )
-
-
 def _touch(db: sqlite_utils.Database, nct_id: str, observed_at: str, last_seen: str) -> None:
     """Move a study's last-seen time forward."""
     if observed_at > last_seen:
@@ -391,7 +303,7 @@ def _to_json(value: Any) -> str | None:
     """Return a value as stored JSON text (None stays NULL)."""
     if value is None:
         return None
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return dump_json(value)
 
 
 @dataclass
@@ -467,29 +379,38 @@ def save_studies(
     source: str = "import",
     run_id: int | None = None,
     batch_size: int = 500,
-) -> Iterator[SourceItem | Observation]:
-    """Save one input's stream of records, committing every `batch_size`; yield what each did.
+    emit: Callable[[Outcome], None] | None = None,
+) -> None:
+    """Save one input's stream of records, committing every `batch_size`; emit what each did.
 
     A batch is one transaction, so a killed run loses at most the batch under way, and
     running it again redoes exactly that batch (a saved observation is not stored twice).
     The input observes each study once (see dedupe): a repeat is dropped, a conflict refused.
+    The alerts the changes raise (watch.py) are written in the same transaction.
     """
+    from .watch import AlertWriter
+
+    def report(outcome: Outcome) -> None:
+        if emit is not None:
+            emit(outcome)
+
     pending = 0
-    items = _with_dictionary(db, items, observed_at)
+    items = with_dictionary(db, items, observed_at)
     ledger = InputLedger(db)
     db.execute("begin immediate")
     try:
+        alerts = AlertWriter(db, run_id)
         for item in items:
             if item.study is None or item.nct_id is None:
                 totals.fail(item.label, item.error or "unreadable")
-                yield item
+                report(Failed(item.label, item.error or "unreadable"))
                 continue
             gate = gate_hash(item.study, item.raw)
             earlier = ledger.known(item.nct_id)
             if earlier is not None:
                 conflict = _repeat(db, ledger, item, gate, earlier, totals)
                 if conflict is not None:
-                    yield conflict
+                    report(conflict)
                 continue
             ledger.first(item.nct_id, item.label, gate)
             try:
@@ -498,10 +419,11 @@ def save_studies(
             except InputError as exc:  # raised before save_study writes anything it keeps
                 ledger.failed(item.nct_id)
                 totals.fail(item.label, str(exc))
-                yield SourceItem(item.label, error=str(exc))
+                report(Failed(item.label, str(exc)))
                 continue
             totals.count(observation)
-            yield observation
+            alerts.add(observation.nct_id, observation.changes)
+            report(observation)
             pending += 1
             if pending >= batch_size:
                 db.execute("commit")
@@ -514,26 +436,10 @@ def save_studies(
         raise
 
 
-def _with_dictionary(
-    db: sqlite_utils.Database, items: Iterable[SourceItem], observed_at: str
-) -> Iterator[SourceItem]:
-    """Train the database's record dictionary on an input's first records if it has none."""
-    stream = iter(items)
-    if codec.current_dictionary(db) is not None:
-        return stream
-    head = list(itertools.islice(stream, codec.MAX_SAMPLES))
-    samples = [raw_json({k: v for k, v in item.study.items() if k != "derivedSection"})
-               for item in head if item.study is not None]
-    if len(samples) >= codec.MIN_SAMPLES:
-        with transaction(db):  # its own commit: rows compressed with it may be rolled back
-            codec.train(db, samples, observed_at)
-    return itertools.chain(head, stream)
-
-
 def _repeat(
     db: sqlite_utils.Database, ledger: InputLedger, item: SourceItem, gate: str,
     earlier: tuple[str, str, str], totals: RunTotals,
-) -> SourceItem | None:
+) -> Failed | None:
     """Drop a study's repeat in one input; if its content differs, undo the study and refuse it."""
     assert item.nct_id is not None and item.study is not None
     label, first_gate, state = earlier
@@ -553,4 +459,4 @@ def _repeat(
              f"{label}): a conflict, so no version of it was stored"
              + (" (the changes printed for it are undone)" if undone else ""))
     totals.fail(item.label, error)
-    return SourceItem(item.label, error=error)
+    return Failed(item.label, error)

@@ -9,7 +9,7 @@ release is not fetched again. It yields what happened; the CLI prints it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import sqlite_utils
 
-from .errors import FetchError, ForbiddenError, RejectedRequest, UsageError
+from .errors import FetchError, ForbiddenError, RejectedRequest, TrialdiffError, UsageError
 from .fetch import (
     Client,
     answered_ids,
@@ -27,11 +27,12 @@ from .fetch import (
     id_batches,
     incremental,
 )
-from .model import Event, PageDone
-from .normalize import study_id
+from .model import Event, Failed, Outcome, PageDone, UpToDate
 from .query import latest_record
+from .registry import DEFAULT
 from .sources import SourceItem
-from .store import Observation, RunTotals, save_studies, transaction
+from .store import RunTotals, save_studies, transaction
+from .watch import remember_members
 
 _QUERY_PREFIXES = ("query.", "filter.", "postFilter.", "aggFilters")
 
@@ -101,24 +102,12 @@ def _items(page: list[dict[str, Any]], where: str) -> list[SourceItem]:
     """Return a fetched page as source items (a record without an id is an error)."""
     items = []
     for index, study in enumerate(page):
-        nct_id = study_id(study)
+        nct_id = DEFAULT.study_id(study)
         if nct_id is None:
             items.append(SourceItem(f"{where}[{index}]", error="not a study: no nctId"))
         else:
             items.append(SourceItem(f"{where}[{index}]", study, nct_id))
     return items
-
-
-@dataclass(frozen=True)
-class UpToDate:
-    """Tracked studies and saved queries not fetched: already fetched under this release."""
-
-    studies: int
-    queries: int
-    release: str
-
-
-Outcome = Observation | SourceItem | Event | PageDone | UpToDate
 
 
 @dataclass
@@ -140,13 +129,15 @@ class _Run:
         """Save a page's studies this run has not saved yet, in one transaction."""
         fresh = [item for item in _items(page, where) if item.nct_id not in self.saved]
         self.saved.update(item.nct_id for item in fresh if item.nct_id)
-        yield from save_studies(self.db, fresh, self.observed_at, self.totals, source="sync",
-                                run_id=self.run_id)
+        saved: list[Outcome] = []  # one page: written (and committed) before it is reported
+        save_studies(self.db, fresh, self.observed_at, self.totals, source="sync",
+                     run_id=self.run_id, emit=saved.append)
+        yield from saved
 
-    def fail(self, where: str, error: str) -> SourceItem:
+    def fail(self, where: str, error: TrialdiffError) -> Failed:
         """Count a failed input and return it for the report."""
-        self.totals.fail(where, error)
-        return SourceItem(where, error=error)
+        self.totals.fail(where, str(error))
+        return Failed(where, str(error), error.setting)
 
     def fetched(self, nct_ids: Iterable[str]) -> None:
         """Remember that tracked studies were fetched under the current release."""
@@ -194,7 +185,7 @@ def sync_api(
             raise
         except FetchError as exc:
             run.failed.add(nct_id)
-            yield run.fail(nct_id, str(exc))
+            yield run.fail(nct_id, exc)
     for nct_id in sorted(run.seen & {i for i, s in run.states.items() if s == "missing"}):
         event = Event(nct_id, "returned", {})
         _record_event(db, event, observed_at, run_id)
@@ -216,7 +207,7 @@ def _sync_batch(run: _Run, batch: list[str]) -> Iterator[Outcome]:
             raise
         except FetchError as exc:
             run.failed.add(batch[0])
-            yield run.fail(batch[0], str(exc))
+            yield run.fail(batch[0], exc)
         return
     try:
         for page in fetch_batch(run.client, batch):
@@ -233,7 +224,7 @@ def _sync_batch(run: _Run, batch: list[str]) -> Iterator[Outcome]:
         return
     except FetchError as exc:  # report the batch and move on to the next
         run.failed.update(batch)
-        yield run.fail(f"tracked studies {batch[0]}..{batch[-1]}", str(exc))
+        yield run.fail(f"tracked studies {batch[0]}..{batch[-1]}", exc)
         return
     run.fetched(sorted(set(batch) & run.seen))
 
@@ -285,12 +276,15 @@ def _sync_query(run: _Run, query_id: int, expr: str, last_synced: str | None) ->
         params = incremental(params, since.isoformat())
     try:
         for page in fetch_pages(run.client, params):
+            with transaction(run.db):  # before the save, so a query watch sees its studies
+                remember_members(run.db, query_id, [i for s in page if (i := DEFAULT.study_id(s))],
+                                 run.observed_at)
             yield from run.save(page, expr)
             yield PageDone(len(page), expr)
     except ForbiddenError:
         raise
     except FetchError as exc:
-        yield run.fail(expr, str(exc))
+        yield run.fail(expr, exc)
         return
     with transaction(run.db):
         run.db.execute("update queries set last_synced_at = ?, fetched_release = ? where id = ?",
@@ -312,7 +306,8 @@ def sync_source(
     observed_at: str,
     run_id: int,
     totals: RunTotals,
-) -> Iterator[Outcome]:
+    emit: Callable[[Outcome], None],
+) -> None:
     """Sync from a bulk dump through the same writer: tracked studies only, if any are."""
     from .sources import read_studies
 
@@ -321,4 +316,4 @@ def sync_source(
         item for item in read_studies([source])
         if not wanted or item.nct_id is None or item.nct_id in wanted
     )
-    yield from save_studies(db, items, observed_at, totals, source="sync", run_id=run_id)
+    save_studies(db, items, observed_at, totals, source="sync", run_id=run_id, emit=emit)

@@ -11,7 +11,7 @@ import math
 import os
 import sqlite3
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Final, NoReturn
@@ -21,7 +21,7 @@ import click
 from .. import __version__
 from ..errors import TrialdiffError
 from ..model import utc_day, utc_timestamp
-from ..normalize import is_nct_id
+from ..registry import DEFAULT
 from ..settings import setting
 
 
@@ -32,6 +32,7 @@ class Options:
     db: str
     debug: bool
     db_is_default: bool = False  # neither --db nor TRIALDIFF_DB named it
+    hooks: dict[str, Any] = field(default_factory=dict)  # API client hooks: sleep, transport
 
 
 # A century of days: longer than the registry has existed, and far from date arithmetic's end.
@@ -88,7 +89,9 @@ class Group(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except TrialdiffError as exc:
-            raise CliError(str(exc), exc.exit_code) from exc
+            from .sinks import worded
+
+            raise CliError(worded(str(exc), exc.setting), exc.exit_code) from exc
         except sqlite3.Error as exc:
             debug_traceback(ctx)
             raise CliError(f"database error: {exc}") from exc
@@ -157,8 +160,8 @@ def check_nct_ids(ctx: click.Context, param: click.Parameter, values: Any) -> An
     single = isinstance(values, str)
     checked = []
     for value in [values] if single else values:
-        nct_id = value.strip().upper()
-        if not is_nct_id(nct_id):
+        nct_id = DEFAULT.normalize_id(value)
+        if nct_id is None:
             raise click.BadParameter(f"{value!r} is not an NCT id like NCT01234567", ctx, param)
         checked.append(nct_id)
     return checked[0] if single else tuple(checked)
@@ -215,16 +218,21 @@ def finite(kind: type, low: float, high: float, low_open: bool = False) -> click
 @click.option("--db", metavar="PATH", envvar="TRIALDIFF_DB",
               help=f"SQLite database file [env: TRIALDIFF_DB; default: {DB_DEFAULT_HELP}]")
 @click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
+@click.option("--secrets", metavar="PATH", **setting_option("--secrets"))
 @click.version_option(__version__, prog_name="trialdiff")
 @click.pass_context
-def cli(ctx: click.Context, db: str | None, debug: bool) -> None:
+def cli(ctx: click.Context, db: str | None, debug: bool, secrets: str) -> None:
     """Track what changed in ClinicalTrials.gov study records."""
+    # A caller (a test) may pass `obj={"sleep": ..., "transport": ...}` for the API clients.
+    hooks = dict(ctx.obj) if isinstance(ctx.obj, dict) else {}
     if db is None and "TRIALDIFF_DB" in os.environ:  # click reads an empty variable as unset
         _checked_db(ctx, os.environ["TRIALDIFF_DB"], "TRIALDIFF_DB")
     if db is not None:
-        ctx.obj = Options(db=_checked_db(ctx, db), debug=debug)
+        ctx.obj = Options(db=_checked_db(ctx, db), debug=debug, hooks=hooks)
     else:
-        ctx.obj = Options(db=str(_default_db()), debug=debug, db_is_default=True)
+        ctx.obj = Options(db=str(_default_db()), debug=debug, db_is_default=True, hooks=hooks)
+    if secrets:  # targets.py reads it from the environment, where the option may have put it
+        os.environ["TRIALDIFF_SECRETS"] = secrets
 
 
 def reader(ctx: click.Context) -> sqlite3.Connection:
@@ -249,10 +257,28 @@ def writer(ctx: click.Context) -> Any:
     return db
 
 
+def tracker(ctx: click.Context, wait: float = 0.0, create: bool = True) -> Any:
+    """Return the Tracker of the command's database; it is closed when the command ends.
+
+    A command that only reads passes `create=False`: a missing database is then an error.
+    """
+    from ..lock import WriteLock
+    from ..tracker import Tracker
+
+    opened = Tracker(ctx.obj.db, wait=wait, hooks=ctx.obj.hooks)
+    ctx.call_on_close(opened.close)
+    if create and ctx.obj.db_is_default and not Path(ctx.obj.db).exists():
+        with WriteLock(ctx.obj.db, wait, "open"):
+            opened.writer()
+        click.echo(f"trialdiff: created the database {Path(ctx.obj.db).absolute()} "
+                   "(--db or TRIALDIFF_DB to use another)", err=True)
+    return opened
+
+
 def main() -> None:
     """Run the command line."""
     cli(prog_name="trialdiff")
 
 
 # The commands register themselves on `cli` when their modules load.
-from . import read, write  # noqa: E402, F401
+from . import alerts, read, web, write  # noqa: E402, F401

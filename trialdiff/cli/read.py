@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ..export import CHANGELOG_FORMATS, REPORT_FORMATS
 from ..model import utc_day
 from . import (
     MAX_DAYS,
@@ -18,6 +19,7 @@ from . import (
     parse_timestamp,
     reader,
     setting_option,
+    tracker,
 )
 
 
@@ -36,12 +38,8 @@ def recent(
     Example:
       trialdiff recent NCT05827016 --days 30 --as-of 2025-07-07
     """
-    from ..query import ChangeFilter, query_changes
-    from ..render import recent_section, recent_window
-
-    since, until = recent_window(utc_day(as_of), days)
-    changes = list(query_changes(reader(ctx), ChangeFilter((nct_id,), since, until)))
-    click.echo(recent_section(changes, days, limit), nl=False)
+    text = tracker(ctx, create=False).recent_section(nct_id, days, as_of, limit)
+    click.echo(text, nl=False)
 
 
 def _change_filter(
@@ -83,8 +81,8 @@ def change_filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @cli.command()
 @change_filter_options
-@click.option("--format", "fmt", type=click.Choice(["json", "ndjson", "csv", "md", "atom"]),
-              default="json", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(CHANGELOG_FORMATS), default="json",
+              show_default=True)
 @click.option("--min-severity", type=click.Choice(["info", "minor", "major"]),
               help="Only changes at least this severe (see README: severity rules).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
@@ -99,28 +97,32 @@ def changes(ctx: click.Context, /, fmt: str, min_severity: str | None, output: s
       trialdiff changes NCT05827016 --path status --format json
       trialdiff changes --days 7 --min-severity major --format atom -o feed.xml
     """
-    from ..export import to_atom, to_csv, to_json, to_markdown, to_ndjson
-    from ..meaning import filter_severity
-    from ..query import query_changes, study_titles
+    from dataclasses import replace
+
+    from ..export import stream_export
+    from ..query import StudyTitles, last_observed, query_changes
 
     conn = reader(ctx)
-    found = list(query_changes(conn, _change_filter(**filters)))
-    if min_severity:
-        found = filter_severity(found, min_severity)
-    titles = study_titles(conn, {c.nct_id for c in found}) if fmt in ("md", "atom") else {}
-    text = {
-        "json": lambda: to_json(found),
-        "ndjson": lambda: to_ndjson(found),
-        "csv": lambda: to_csv(found),
-        "md": lambda: to_markdown(found, titles=titles),
-        "atom": lambda: to_atom(found, titles=titles),
-    }[fmt]()
+    where = _change_filter(**filters)
+    chunks = stream_export(fmt, lambda order: query_changes(conn, replace(where, order=order)),
+                           min_severity, StudyTitles(conn),
+                           last_observed(conn) if fmt == "atom" else None)
     if output:
         from ..site import write_atomic
 
-        write_atomic(output, text)
+        write_atomic(output, chunks)
     else:
-        click.echo(text, nl=False)
+        import os
+        import sys
+
+        try:
+            for chunk in chunks:
+                sys.stdout.write(chunk)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader (`| head`) has had enough: stop quietly, as before streaming, and
+            # point stdout at /dev/null so the interpreter's final flush cannot fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @cli.command()
@@ -146,7 +148,7 @@ def history(ctx: click.Context, nct_id: str) -> None:
 @click.option("--from", "from_ref", metavar="REF",
               help="A snapshot number, a date, `latest` or `previous` (default: the one before).")
 @click.option("--to", "to_ref", metavar="REF", help="The same (default: latest).")
-@click.option("--format", "fmt", type=click.Choice(["text", "md", "json"]), default="text",
+@click.option("--format", "fmt", type=click.Choice(REPORT_FORMATS), default="text",
               show_default=True)
 @click.pass_context
 def diff(ctx: click.Context, nct_id: str, from_ref: str | None, to_ref: str | None,
@@ -161,8 +163,9 @@ def diff(ctx: click.Context, nct_id: str, from_ref: str | None, to_ref: str | No
       trialdiff diff NCT05827016
       trialdiff diff NCT05827016 --from 2024-06-14 --to latest --format md
     """
+    from ..export import EXPORTERS
     from ..query import snapshot_at, snapshots_of
-    from ..report import build_report, render_report, report_json, report_markdown, resolve_pair
+    from ..report import build_report, resolve_pair
 
     conn = reader(ctx)
     rows = snapshots_of(conn, nct_id)
@@ -173,11 +176,16 @@ def diff(ctx: click.Context, nct_id: str, from_ref: str | None, to_ref: str | No
     assert new is not None
     report = build_report(snapshot_at(conn, nct_id, first) if first else None, new, first, last)
     if fmt == "text":
+        # Printed on the live console rather than as text: colour when it is a terminal.
         from rich.console import Console
 
+        from ..terminal import render_report
+
         render_report(report, Console(highlight=False))
-    else:
-        click.echo(report_markdown(report) if fmt == "md" else report_json(report), nl=False)
+        return
+    render = EXPORTERS[fmt].report
+    assert render is not None
+    click.echo(render(report), nl=False)
 
 
 @cli.command()
@@ -207,16 +215,14 @@ def page(ctx: click.Context, nct_id: str | None, every: bool, changed_since: str
       trialdiff page NCT05827016 --ages
       trialdiff page --changed-since 2025-07-06 --out site/trials
     """
-    from ..site import render_study_page, write_site
+    from ..site import write_site
 
     site = every or changed_since is not None
     if site == (nct_id is not None) or site != (out is not None):
         fail("give NCT_ID, or --all or --changed-since with --out DIR")
     day = utc_day(as_of)
     if nct_id is not None:
-        text = render_study_page(reader(ctx), nct_id, day, days, canonical_base, footer, ages)
-        if text is None:
-            raise CliError(f"{nct_id} is not in the database")
+        text = tracker(ctx, create=False).page(nct_id, day, days, canonical_base, footer, ages)
         click.echo(text, nl=False)
         return
     assert out is not None
@@ -231,22 +237,30 @@ def check(ctx: click.Context) -> None:
     """Verify the database: integrity, schema, every snapshot's hash, every stored change.
 
     Recomputes every change from the stored snapshots and compares it with what is stored.
-    Prints each problem and exits 1 if there is any.
+    Prints each problem and exits 1 if there is any. A database an older trialdiff made is
+    first upgraded in place (readers read only the current schema).
 
     \b
     Example:
       trialdiff check
     """
-    from ..check import CheckTotals, check_database
+    from ..check import CheckTotals
+    from ..schema import SCHEMA_VERSION, upgrade
 
+    old = upgrade(ctx.obj.db)
+    if old is not None:
+        click.echo(f"trialdiff: upgraded {ctx.obj.db} from schema version {old} to "
+                   f"{SCHEMA_VERSION}", err=True)
     totals = CheckTotals()
-    problems = 0
-    for problem in check_database(reader(ctx), totals):
-        problems += 1
+    found = tracker(ctx, create=False).check(totals)
+    problems = len(found)
+    for problem in found:
         click.echo(f"problem: {problem}")
+    from ..render import plural
+
     click.echo(
-        f"check: {totals.studies} studies, {totals.snapshots} snapshots, {totals.changes} "
-        f"changes verified; {problems} problems"
+        f"check: {plural(totals.studies, 'study')}, {plural(totals.snapshots, 'snapshot')}, "
+        f"{plural(totals.changes, 'change')} verified; {plural(problems, 'problem')}"
     )
     if problems:
         ctx.exit(1)

@@ -1,0 +1,315 @@
+"""The web view: Datasette's own test client, then a real `trialdiff serve` in headless Chromium.
+
+The database holds the sample archive's real records (NCT05827016 goes NOT_YET_RECRUITING ->
+RECRUITING and opens 200+ sites; NCT06060392's completion dates slip 245 and 274 days), the
+two snapshots of NCT05085444, and a copy of NCT05085444 (as NCT09999999) whose title,
+criteria, site and status were made hostile, observed again today (so the last 7 days hold it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import FIXTURES, ROOT, SAMPLE, run
+
+from trialdiff.model import utc_timestamp
+from trialdiff.schema import SCHEMA
+from trialdiff.web.app import make_datasette
+from trialdiff.web.metadata import QUERIES
+from trialdiff.web.timeline import status_periods
+
+GOLDEN = FIXTURES / "NCT05085444"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+HOSTILE = '<script>alert("x")</script>'
+
+
+def hostile_record() -> dict[str, Any]:
+    """Return NCT05085444's record as NCT09999999, with hostile strings where text goes."""
+    record: dict[str, Any] = json.loads((GOLDEN / "full.json").read_text(encoding="utf-8"))
+    p = record["protocolSection"]
+    p["identificationModule"]["nctId"] = "NCT09999999"
+    p["identificationModule"]["briefTitle"] = f"{HOSTILE} & \"quoted\" <b>title</b>"
+    p["eligibilityModule"]["eligibilityCriteria"] = (
+        f"Inclusion: <img src=x onerror=alert(1)>\n{HOSTILE}")
+    p["contactsLocationsModule"]["locations"][0]["facility"] = "</title><svg onload=alert(2)>"
+    p["statusModule"]["overallStatus"] = '"><script>alert(3)</script>'
+    return record
+
+
+@pytest.fixture(scope="module")
+def web_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Return a database of real records and one hostile study."""
+    folder = tmp_path_factory.mktemp("web")
+    path = str(folder / "trialdiff.db")
+    assert run(path, "import", str(SAMPLE))[0] == 0
+    for at, name in (("2026-04-20T09:00:00Z", "partial"), ("2026-05-12T07:21:49.285Z", "full")):
+        assert run(path, "import", "--at", at, str(GOLDEN / f"{name}.json"))[0] == 0
+    plain = json.loads((GOLDEN / "full.json").read_text(encoding="utf-8"))
+    plain["protocolSection"]["identificationModule"]["nctId"] = "NCT09999999"
+    (folder / "before.json").write_text(json.dumps(plain), encoding="utf-8")
+    (folder / "hostile.json").write_text(json.dumps(hostile_record()), encoding="utf-8")
+    assert run(path, "import", "--at", "2026-05-12", str(folder / "before.json"))[0] == 0
+    assert run(path, "import", "--at", utc_timestamp(), str(folder / "hostile.json"))[0] == 0
+    return path
+
+
+def fetch(db_path: str, *urls: str) -> list[Any]:
+    """Return Datasette's responses to some paths, through its own test client."""
+    datasette = make_datasette(db_path)
+
+    async def get_all() -> list[Any]:
+        return [await datasette.client.get(url) for url in urls]
+
+    return asyncio.run(get_all())
+
+
+def test_every_page_and_canned_query_answers(web_db: str) -> None:
+    tables = ["studies", "changes", "snapshots", "runs", "change_log", "sightings"]
+    urls = ["/", "/trialdiff", *(f"/trialdiff/{t}" for t in tables),
+            *(f"/trialdiff/{q.name}?nct_id=NCT05827016&country=" for q in QUERIES),
+            *(f"/trialdiff/{q.name}.json?nct_id=NCT05827016&country=&_shape=array"
+              for q in QUERIES),
+            "/study/NCT05827016", "/study/nct06060392", "/study/NCT05085444"]
+    responses = fetch(web_db, *urls)
+    assert {url: r.status_code for url, r in zip(urls, responses, strict=True)} == {
+        url: 200 for url in urls}
+    results = {q.name: responses[urls.index(f"/trialdiff/{q.name}.json?nct_id=NCT05827016"
+                                            "&country=&_shape=array")].json() for q in QUERIES}
+    assert {r["nct_id"] for r in results["completion_slipped"]} == {"NCT06060392"}
+    assert {r["path"] for r in results["completion_slipped"]} == {
+        "status.primaryCompletionDate", "status.completionDate"}
+    major = results["major_last_7_days"]
+    assert sorted((r["nct_id"], r["path"]) for r in major) == [
+        ("NCT09999999", "eligibility.criteria"), ("NCT09999999", "status.overallStatus")]
+    sites = results["sites_opened_closed"]
+    assert sites and {r["event"] for r in sites} <= {"opened", "closed"}
+    assert all(r["path"].startswith("locations.") and r["country"] for r in sites)
+    timeline = results["study_timeline"]
+    assert len(timeline) == 522 and {r["nct_id"] for r in timeline} == {"NCT05827016"}
+    assert results["stopped"] == []  # the sample's studies start recruiting; none stopped
+    feeds = fetch(web_db, *(f"/trialdiff/{q.name}.atom?nct_id=NCT05827016&country="
+                            for q in QUERIES))
+    for query, feed in zip(QUERIES, feeds, strict=True):  # every canned query is a feed too
+        assert feed.headers["content-type"].startswith("application/atom+xml"), query.name
+        root = ET.fromstring(feed.text)
+        assert root.findtext("{http://www.w3.org/2005/Atom}title") == f"trialdiff: {query.title}"
+        entries = root.findall("{http://www.w3.org/2005/Atom}entry")
+        assert bool(entries) == bool(results[query.name]), query.name
+    (missing,) = fetch(web_db, "/study/NCT00000001")
+    assert missing.status_code == 404
+
+
+def test_change_log_facets_and_metadata_from_the_schema(web_db: str) -> None:
+    # No _facet given: the four facets are the change log's defaults.
+    (response,) = fetch(web_db, "/trialdiff/change_log.json?nct_id=NCT06060392")
+    body = response.json()
+    facets = body["facet_results"]
+    assert set(facets) == {"severity", "kind", "path", "overall_status"}
+    assert {f["value"]: f["count"] for f in facets["severity"]["results"]} == {
+        "major": 2, "info": 4}
+    with sqlite3.connect(web_db) as conn:
+        kinds = dict(conn.execute("select kind, count(*) from changes where nct_id = "
+                                  "'NCT06060392' group by kind"))
+    assert {f["value"]: f["count"] for f in facets["kind"]["results"]} == kinds
+    assert len(facets["path"]["results"]) == 6
+    (metadata,) = fetch(web_db, "/-/metadata.json")
+    tables = metadata.json()["databases"]["trialdiff"]["tables"]
+    assert tables["change_log"]["facets"] == ["severity", "kind", "path", "overall_status"]
+    assert tables["changes"]["columns"]["severity"].startswith("major, minor or info")
+    assert tables["records"]["hidden"] is True
+    with sqlite3.connect(web_db) as conn:  # every column of every table and of the view
+        for name in [*(t.name for t in SCHEMA), "change_log"]:
+            real = [row[1] for row in conn.execute(f"pragma table_info({name})")]
+            assert list(tables[name]["columns"]) == real, name
+            assert tables[name]["description"], name
+
+
+def test_private_columns_are_out_of_reach_of_sql(web_db: str) -> None:
+    with sqlite3.connect(web_db) as conn:
+        assert conn.execute("select count(*) from runs where errors is not null").fetchone()[0]
+    urls = ["/trialdiff.json?sql=select+errors+from+runs&_shape=array",
+            "/trialdiff.json?sql=select+group_concat(errors)+as+e+from+runs&_shape=array",
+            "/trialdiff/runs.json?_shape=array"]
+    plain, joined, table = (r.json() for r in fetch(web_db, *urls))
+    assert plain and all(row["errors"] is None for row in plain)
+    assert joined == [{"e": None}]
+    assert all(row["errors"] is None for row in table)
+    (attach,) = fetch(web_db, "/trialdiff.json?sql=attach+database+'/tmp/x.db'+as+x")
+    assert attach.status_code == 400
+
+
+def test_the_study_page_holds_its_changes_newest_first(web_db: str) -> None:
+    (response,) = fetch(web_db, "/study/NCT06060392")
+    html = response.text
+    changes = re.findall(r"<li><code>([^<]+)</code> \u2014 (\w+) <em>\((\w+)\)</em>", html)
+    with sqlite3.connect(web_db) as conn:
+        stored = conn.execute("select path, kind, severity from changes "
+                              "where nct_id = 'NCT06060392'").fetchall()
+    assert sorted(changes) == sorted(stored)
+    assert len(changes) == 6 and ("status.primaryCompletionDate", "changed", "major") in changes
+    assert "moved +274 days" in html  # the feed's facts
+    assert 'href="https://clinicaltrials.gov/study/NCT06060392"' in html
+    assert 'href="/trialdiff/change_log?nct_id=NCT06060392"' in html
+    (big,) = fetch(web_db, "/study/NCT05827016")
+    assert big.text.count('class="change-mark"') == 522
+    days = re.findall(r"<h3>(\d{4}-\d{2}-\d{2})</h3>", big.text)
+    assert days == sorted(days, reverse=True) and days
+    assert "<del>" in big.text or "<ins>" in big.text  # the criteria's word diff
+
+
+def test_one_status_band_per_status_period(web_db: str) -> None:
+    (response,) = fetch(web_db, "/study/NCT05827016")
+    bands = re.findall(r'<rect [^>]*class="status-band"[^>]*data-status="([^"]*)"', response.text)
+    assert bands == ["NOT_YET_RECRUITING", "RECRUITING"]
+    (response,) = fetch(web_db, "/study/NCT06060392")
+    assert re.findall(r'class="status-band"[^>]*data-status="([^"]*)"', response.text) == [
+        "RECRUITING"]
+
+
+def test_status_periods_merge_equal_neighbours() -> None:
+    from trialdiff.web.timeline import State
+
+    states = [State(f"2025-0{m}-01T00:00:00.000Z", s, None, None)
+              for m, s in ((1, "A"), (2, "A"), (3, "B"), (4, "A"))]
+    periods = status_periods(states, "2025-05-01T00:00:00.000Z")
+    assert [(p.status, p.start[:7], p.end[:7]) for p in periods] == [
+        ("A", "2025-01", "2025-03"), ("B", "2025-03", "2025-04"), ("A", "2025-04", "2025-05")]
+
+
+def test_hostile_strings_stay_inert_in_html_svg_and_feeds(web_db: str) -> None:
+    urls = ["/study/NCT09999999", "/trialdiff/change_log?nct_id=NCT09999999",
+            "/trialdiff/studies", "/trialdiff/major_last_7_days",
+            "/trialdiff/study_timeline?nct_id=NCT09999999"]
+    for url, response in zip(urls, fetch(web_db, *urls), strict=True):
+        text = response.text
+        assert response.status_code == 200, url
+        for raw in ("<script>alert", "<img src=x", "<svg onload", "<b>title</b>"):
+            assert raw not in text, (url, raw)
+    (page,) = fetch(web_db, "/study/NCT09999999")
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page.text
+    assert 'data-status="&quot;&gt;&lt;script&gt;alert(3)&lt;/script&gt;"' in page.text
+    (feed,) = fetch(web_db, "/trialdiff/study_timeline.atom?nct_id=NCT09999999")
+    assert feed.headers["content-type"].startswith("application/atom+xml")
+    root = ET.fromstring(feed.text)
+    atom = "{http://www.w3.org/2005/Atom}"
+    titles = [e.findtext(f"{atom}title") for e in root.iter(f"{atom}entry")]
+    assert titles and all(HOSTILE in (t or "") for t in titles)  # text in XML, not markup
+    assert "<script>" not in feed.text
+
+
+def test_serve_without_the_web_extra_says_how_to_install_it(web_db: str) -> None:
+    code = ("import sys; sys.modules['datasette'] = None; from trialdiff.cli import main; "
+            f"sys.argv = ['trialdiff', '--db', {web_db!r}, 'serve']; main()")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == ("trialdiff: error: serve needs the web extra (datasette is missing): "
+                           "pip install 'trialdiff[web]'\n")
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def chromium(*args: str, profile: Path) -> str:
+    """Run headless Chromium and return what it printed."""
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert binary is not None
+    done = subprocess.run(
+        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run",
+         f"--user-data-dir={profile}", *args],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
+                    reason="headless Chromium is not installed (apt-get install chromium)")
+def test_a_real_browser_shows_the_study_page_of_a_real_serve(tmp_path: Path) -> None:
+    db = str(tmp_path / "trialdiff.db")
+    assert run(db, "import", "--at", "2026-04-20T09:00:00Z", str(GOLDEN / "partial.json"))[0] == 0
+    assert run(db, "import", "--at", "2026-05-12T07:21:49.285Z", str(GOLDEN / "full.json"))[0] == 0
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "trialdiff", "--db", db, "serve", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    url = f"http://127.0.0.1:{port}/study/NCT05085444"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        dom = chromium("--dump-dom", url, profile=tmp_path / "profile")
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "study-NCT05085444.png"
+        chromium(f"--screenshot={shot}", "--window-size=1280,1600", url,
+                 profile=tmp_path / "profile")
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=30)
+    assert f"read only at http://127.0.0.1:{port}/" in err
+    section = dom.split("Recent Field Changes (last 30 days)</h2>")[1].split("</ul>")[0]
+    expected = re.findall(r"^- `([^`]+)` \u2014 (\w+) _\((\S+)\)_$",
+                          (GOLDEN / "expected-section.md").read_text(encoding="utf-8"), re.M)
+    shown = re.findall(r"<li><code>([^<]+)</code> \u2014 (\w+) <em>\((\S+)\)</em></li>", section)
+    assert shown == expected and len(shown) == 16
+    svg = re.search(r'<svg [^>]*class="timeline".*?</svg>', dom, re.S)
+    assert svg is not None
+    assert re.findall(r'class="status-band"[^>]*data-status="([^"]*)"', svg.group(0)) == [
+        "none", "UNKNOWN"]  # the partial sighting had no status; the full one UNKNOWN
+    assert svg.group(0).count('class="change-mark"') == 16
+    assert shot.stat().st_size > 10_000 and shot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_whole_private_table_is_refused_to_sql() -> None:
+    from trialdiff.web.plugin import authorizer
+
+    conn = sqlite3.connect(":memory:")
+    conn.execute("create table outbox (id integer primary key, secret text)")
+    conn.execute("create table runs (id integer primary key, errors text, status text)")
+    conn.execute("insert into outbox (secret) values ('hunter2')")
+    conn.execute("insert into runs (errors, status) values ('[{\"input\": \"x\"}]', 'ok')")
+    conn.set_authorizer(authorizer({"outbox": ("*",), "runs": ("errors",)}))
+    with pytest.raises(sqlite3.DatabaseError, match="prohibited"):
+        conn.execute("select secret from outbox")
+    with pytest.raises(sqlite3.DatabaseError, match="prohibited"):
+        conn.execute("select * from (select secret from outbox)")
+    assert conn.execute("select errors, status from runs").fetchall() == [(None, "ok")]
+
+
+def test_serve_warns_when_it_listens_beyond_loopback(
+    web_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trialdiff.web.app as app
+
+    calls: list[tuple[str, int, str | None]] = []
+    # Record what would be served instead of binding a public address in a test.
+    monkeypatch.setattr(app, "run", lambda ds, host, port, url: calls.append((host, port, url)))
+    code, out, err = run(web_db, "serve", "--host", "0.0.0.0", "--port", "8123", "--open")
+    assert (code, out) == (0, "")
+    assert err.startswith("trialdiff: warning: listening on 0.0.0.0: anyone who can reach "
+                          "this address can read the database\n")
+    assert calls == [("0.0.0.0", 8123, "http://0.0.0.0:8123/")]
+    code, _, err = run(web_db, "serve")
+    assert code == 0 and "warning" not in err and calls[-1] == ("127.0.0.1", 8001, None)

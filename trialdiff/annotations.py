@@ -1,0 +1,104 @@
+"""Each change's meaning as stored columns: `severity` and `facts`, so SQL can filter on them.
+
+They are written with the change (store.py), filled in by the v2 -> v3 migration, recomputed by
+`trialdiff reannotate` when the rules in meaning.py change, and compared with the current
+rules by `trialdiff check`. Every one of them comes from `meaning.annotate`, the function the
+exports use, so a stored severity is exactly what an export of the same changes says.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Any
+
+from .meaning import Annotated, annotate
+from .query import Connection, row_to_change
+
+_COLUMNS = "id, nct_id, path, kind, detected_at, old, new, detail, severity, facts, snapshot_id"
+_WINDOW = 5000  # snapshot ids per read: bounds memory on a registry-sized database
+
+
+def facts_json(found: Any) -> str:
+    """Return facts as stored: compact JSON, keys sorted."""
+    return json.dumps(found, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def annotation_columns(item: Annotated) -> dict[str, str]:
+    """Return the stored columns of an annotated change."""
+    return {"severity": item.severity, "facts": facts_json(item.facts)}
+
+
+@dataclass(frozen=True)
+class Stale:
+    """A stored change whose severity or facts differ from what the current rules say."""
+
+    change_id: int
+    nct_id: str
+    path: str
+    stored: tuple[str | None, str | None]  # (severity, facts) as stored
+    current: tuple[str, str]  # (severity, facts) by the current rules
+
+
+def _annotated(rows: Sequence[Any]) -> Iterator[Stale]:
+    """Yield the rows (whole snapshots, in snapshot order) whose stored meaning is stale."""
+    names = _COLUMNS.split(", ")
+    # One snapshot at a time, as store.py annotates them when it writes: two snapshots of a
+    # study observed at the same instant each count their own sites.
+    for _, group in groupby(rows, key=lambda row: row[10]):
+        found = list(group)
+        changes = [row_to_change(dict(zip(names, row, strict=True))) for row in found]
+        for row, item in zip(found, annotate(changes), strict=True):
+            current = (item.severity, facts_json(item.facts))
+            if (row[8], row[9]) != current:
+                yield Stale(row[0], row[1], row[2], (row[8], row[9]), current)
+
+
+def _batches(conn: Connection) -> Iterator[list[Any]]:
+    """Yield the stored changes in batches of whole snapshots, in snapshot order."""
+    # Whole snapshots, because the `sites` fact counts one observation's site changes.
+    top = conn.execute("select coalesce(max(snapshot_id), 0) from changes").fetchone()[0]
+    for start in range(0, int(top) + 1, _WINDOW):
+        yield conn.execute(
+            f"select {_COLUMNS} from changes where snapshot_id >= ? and snapshot_id < ? "
+            "order by snapshot_id, id", [start, start + _WINDOW],
+        ).fetchall()
+    yield conn.execute(
+        f"select {_COLUMNS} from changes where snapshot_id is null order by id"
+    ).fetchall()
+
+
+def stale_annotations(conn: Connection) -> Iterator[Stale]:
+    """Yield every stored change whose severity or facts the current rules would not give."""
+    for rows in _batches(conn):
+        yield from _annotated(rows)
+
+
+def has_annotations(conn: Connection) -> bool:
+    """Tell whether a database stores severity and facts (schema version 3 and later)."""
+    columns = {row[1] for row in conn.execute("pragma table_info(changes)").fetchall()}
+    return {"severity", "facts"} <= columns
+
+
+def reannotate(db: Any) -> tuple[int, int]:
+    """Recompute every stored change's severity and facts; return (changes checked, updated).
+
+    Each batch commits on its own, so a killed run keeps what it did and the next one goes on.
+    """
+    checked = updated = 0
+    for rows in _batches(db):
+        checked += len(rows)
+        stale = [(s.current[0], s.current[1], s.change_id) for s in _annotated(rows)]
+        if not stale:
+            continue
+        updated += len(stale)
+        db.execute("begin immediate")
+        try:
+            db.conn.executemany("update changes set severity = ?, facts = ? where id = ?", stale)
+        except BaseException:
+            db.execute("rollback")
+            raise
+        db.execute("commit")
+    return checked, updated

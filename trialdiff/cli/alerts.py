@@ -1,0 +1,234 @@
+"""Commands for alerts: watch rules (`watch ...`), delivering the outbox (`notify`), `alerts`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..model import utc_day, utc_timestamp
+from . import check_nct_ids, cli, fail, parse_timestamp, reader, setting_option, tracker, writer
+from .sinks import show_delivery
+
+
+def alert_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the delivery settings to a command that delivers alerts."""
+    for option, kind in reversed((("--alert-timeout", float), ("--alert-backoff", float),
+                                  ("--alert-max-age", float))):
+        command = click.option(option, type=kind, metavar=kind.__name__.upper(),
+                               **setting_option(option))(command)
+    return command
+
+
+@cli.group()
+def watch() -> None:
+    """Watch rules: who hears about which changes (see README: Alerts).
+
+    \b
+    Example:
+      trialdiff watch add stops --fact stopped --to https://hooks.example.org/trials
+    """
+
+
+@watch.command("add")
+@click.argument("name")
+@click.option("--study", "studies", multiple=True, callback=check_nct_ids, metavar="NCT_ID",
+              help="A study to watch (repeatable); untracked ones get tracked.")
+@click.option("--query", metavar="EXPR", help="Watch a saved query's studies (saved if new).")
+@click.option("--path", "paths", multiple=True, metavar="PREFIX",
+              help="Only paths equal to or under PREFIX (repeatable).")
+@click.option("--kind", "kinds", multiple=True,
+              type=click.Choice(["added", "removed", "changed"]))
+@click.option("--min-severity", type=click.Choice(["info", "minor", "major"]))
+@click.option("--fact", "facts", multiple=True, metavar="FACT",
+              help="stopped, results_posted, actualized, date_slip>=DAYS, "
+                   "enrollment_change>=PCT, site_added[:COUNTRY] (one must hold).")
+@click.option("--digest", is_flag=True, help="One message per run instead of one per study.")
+@click.option("--to", "targets", multiple=True, required=True, metavar="URL",
+              help="http(s) webhook, an Apprise URL, or env:NAME (repeatable).")
+@click.option("--secret", metavar="S", help="Sign webhooks with HMAC-SHA256 (or env:NAME).")
+@click.pass_context
+def watch_add(ctx: click.Context, /, name: str, studies: tuple[str, ...], query: str | None,
+              paths: tuple[str, ...], kinds: tuple[str, ...], min_severity: str | None,
+              facts: tuple[str, ...], digest: bool, targets: tuple[str, ...],
+              secret: str | None) -> None:
+    """Add a watch rule; its targets and secret go to the secrets file, not the database.
+
+    \b
+    Example:
+      trialdiff watch add slips --study NCT06060392 --fact 'date_slip>=90' --to env:SLIP_HOOK
+    """
+    from ..notify import check_target
+    from ..store import transaction
+    from ..sync import parse_query, track
+    from ..targets import ENV_PREFIX, keep
+    from ..watch import Watch, add_watch, parse_fact, validate
+
+    expr = parse_query(query) if query else None
+    rule = Watch(name, tuple(targets), tuple(studies) or None, expr, paths, kinds, min_severity,
+                 tuple(parse_fact(f) for f in facts), digest, None, utc_timestamp())
+    validate(rule)
+    for target in targets:
+        if not target.startswith(ENV_PREFIX):
+            check_target(target)
+    db = writer(ctx)
+    if db.execute("select 1 from watches where name = ?", [name]).fetchone():
+        fail(f"a watch named {name!r} exists; remove it first")
+    track(db, studies, [expr] if expr else [], rule.created_at)
+    refs = tuple(keep(t) for t in targets)
+    secret_ref = keep(secret) if secret else None
+    from dataclasses import replace
+
+    with transaction(db):
+        add_watch(db, replace(rule, targets=refs, secret=secret_ref))
+    click.echo(f"watch add: {name} \u2192 {len(refs)} target(s)")
+
+
+@watch.command("list")
+@click.pass_context
+def watch_list(ctx: click.Context) -> None:
+    """List the watch rules, targets redacted to scheme and host.
+
+    \b
+    Example:
+      trialdiff watch list
+    """
+    from ..targets import shown
+    from ..watch import load_watches
+
+    for rule in load_watches(reader(ctx)):
+        scope = ("studies " + ",".join(rule.studies) if rule.studies is not None
+                 else f"query {rule.query}" if rule.query else "every study")
+        filters = [*(f"path {p}" for p in rule.paths), *(f"kind {k}" for k in rule.kinds),
+                   *([f"severity>={rule.min_severity}"] if rule.min_severity else []),
+                   *(f"fact {f}" for f in rule.facts), *(["digest"] if rule.digest else []),
+                   *(["signed"] if rule.secret else [])]
+        click.echo(f"{rule.name}  {scope}" + (f"  [{'; '.join(filters)}]" if filters else "")
+                   + "  \u2192 " + ", ".join(shown(t) for t in rule.targets))
+
+
+@watch.command("remove")
+@click.argument("name")
+@click.pass_context
+def watch_remove(ctx: click.Context, name: str) -> None:
+    """Remove a watch rule and its stored targets; alerts already raised stay.
+
+    \b
+    Example:
+      trialdiff watch remove slips
+    """
+    from ..store import transaction
+    from ..targets import forget
+    from ..watch import remove_watch
+
+    db = writer(ctx)
+    with transaction(db):
+        rule = remove_watch(db, name)
+    forget([*rule.targets, *([rule.secret] if rule.secret else [])])
+    click.echo(f"watch remove: {name}")
+
+
+def _window(days: int, as_of: str | None) -> tuple[str, str]:
+    """Return the [since, until) of the last `days` days up to as_of (default today)."""
+    from ..render import recent_window
+
+    return recent_window(utc_day(as_of), days)
+
+
+@watch.command("show")
+@click.argument("name")
+@click.option("--days", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--as-of", "as_of", callback=parse_timestamp, help="Last day (default: today).")
+@click.pass_context
+def watch_show(ctx: click.Context, name: str, days: int, as_of: str | None) -> None:
+    """Print the messages a watch would have sent for the last N days' stored changes.
+
+    \b
+    Example:
+      trialdiff watch show slips --days 30
+    """
+    from ..notify import message_title
+    from ..watch import get_watch, would_match
+
+    conn = reader(ctx)
+    rule = get_watch(conn, name)
+    groups = would_match(conn, rule, *_window(days, as_of))
+    for scope, changes in groups:
+        click.echo(f"{message_title(rule.name, scope, changes)}")
+        for item in changes:
+            click.echo(f"  {item['nct_id']}  {item['detected_at'][:10]}  {item['path']} "
+                       f"\u2014 {item['kind']} ({item['severity']})")
+    click.echo(f"watch show: {len(groups)} message(s), "
+               f"{sum(len(c) for _, c in groups)} change(s) in {days} days")
+
+
+@watch.command("test")
+@click.argument("name")
+@alert_options
+@click.pass_context
+def watch_test(ctx: click.Context, name: str, alert_timeout: float, alert_backoff: float,
+               alert_max_age: float) -> None:
+    """Send a watch's latest matching message (or a test note) to each target now.
+
+    \b
+    Example:
+      trialdiff watch test slips
+    """
+    from ..notify import test_alert
+    from ..watch import get_watch, would_match
+
+    conn = reader(ctx)
+    rule = get_watch(conn, name)
+    results = test_alert(rule, would_match(conn, rule, *_window(30, None)), alert_timeout)
+    failed = 0
+    for shown, error in results:
+        if error:
+            failed += 1
+            click.echo(f"trialdiff: watch test: {shown}: {error}", err=True)
+        else:
+            click.echo(f"watch test: {shown}: delivered")
+    if failed:
+        ctx.exit(1)
+
+
+@cli.command()
+@click.option("--quiet", is_flag=True, help="Print only when something was sent or failed.")
+@click.option("--wait", type=float, default=0.0, metavar="SECONDS",
+              help="Wait this long for another writer instead of exiting 75.")
+@alert_options
+@click.pass_context
+def notify(ctx: click.Context, /, quiet: bool, wait: float, **settings: Any) -> None:
+    """Deliver pending alerts whose retry is due (for a cron line of its own).
+
+    \b
+    Example:
+      trialdiff notify --quiet
+    """
+    totals = tracker(ctx, wait).notify(timeout=settings["alert_timeout"],
+                                       backoff=settings["alert_backoff"],
+                                       max_age_hours=settings["alert_max_age"])
+    if show_delivery(totals, quiet):
+        ctx.exit(1)
+
+
+@cli.command()
+@click.option("--pending", "state", flag_value="pending", help="Only alerts not delivered yet.")
+@click.option("--failed", "state", flag_value="failed", help="Only alerts given up.")
+@click.pass_context
+def alerts(ctx: click.Context, state: str | None) -> None:
+    """List raised alerts, one line per target: state, attempts, last error (redacted).
+
+    \b
+    Example:
+      trialdiff alerts --pending
+    """
+    from ..notify import list_alerts
+    from ..targets import shown
+
+    for row in list_alerts(reader(ctx), state):
+        when = row["delivered_at"] or row["next_attempt_at"] or ""
+        note = f"  {row['last_error']}" if row["last_error"] and row["state"] != "delivered" else ""
+        click.echo(f"{row['id']}  {row['watch']}  {row['scope']}  {row['changes']} change(s)  "
+                   f"run {row['run_id']}  {shown(row['target'])}  {row['state']}  "
+                   f"attempts {row['attempts']}" + (f"  {when}" if when else "") + note)

@@ -1,0 +1,201 @@
+"""The CLI's sinks for a write run: the printer of outcomes, and alert delivery after commit."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..model import (
+    Backfilled,
+    Event,
+    Failed,
+    FieldChange,
+    LeftOut,
+    Observation,
+    Outcome,
+    PageDone,
+    Resumed,
+    ShapeWarning,
+    UpToDate,
+)
+from ..render import plural
+
+if TYPE_CHECKING:  # the engine loads when a command runs, so `trialdiff recent` starts fast
+    from ..lifecycle import Run
+
+# How the CLI names the setting an error is about (the library's messages name no flag):
+# (text before the message, text after it).
+SETTING_WORDS: dict[str, tuple[str, str]] = {
+    "api": ("--api ", ""),
+    "wait": ("", " (use --wait SECONDS to wait)"),
+    "db": ("", ": give --db a new file or a trialdiff database"),
+    "at": ("", ": leave out --at"),
+    "max_response_mb": ("", " (raise --max-response-mb to accept it)"),
+    "page_size": ("", ""),
+    "timeout": ("", ""),
+}
+
+
+def worded(message: str, setting: str | None) -> str:
+    """Return an error message with the CLI's words for the setting it is about."""
+    before, after = SETTING_WORDS.get(setting or "", ("", ""))
+    return before + message + after
+
+
+def print_error(where: str, error: str) -> None:
+    """Name a failed input on stderr, with its reason."""
+    click.echo(f"trialdiff: {where}: {error}", err=True)
+
+
+def summary_line(command: str, run: Run) -> str:
+    """Return a run's summary: studies checked, changed, changes by kind, failures."""
+    kinds = ", ".join(f"{run.by_kind[k]} {k}" for k in sorted(run.by_kind))
+    return (
+        f"{command}: {plural(run.checked, 'study', 'studies')} checked, "
+        f"{run.changed} changed, {plural(run.changes, 'change')}"
+        + (f" ({kinds})" if kinds else "") + f", {run.failed} failed"
+    )
+
+
+def change_lines(changes: Iterable[FieldChange], dated: bool = False) -> list[str]:
+    """Return one report line per change: study, (day,) path, kind, old and new."""
+    from ..present import short
+
+    return [
+        f"{c.nct_id}  " + (f"{c.detected_at[:10]}  " if dated else "")
+        + f"{c.path} \u2014 {c.kind}: {short(c.old, 50)} \u2192 {short(c.new, 50)}"
+        for c in changes
+    ]
+
+
+class OutcomePrinter:
+    """Print what a write run did: changes on stdout, failures on stderr, a summary last.
+
+    With `quiet`, a run where nothing changed prints nothing (failures still go to stderr), so
+    cron mails only news: every line but the summary is news. With `progress_total`, a rich
+    progress bar runs on stderr when it is a terminal. `news_only` (sync) prints the summary
+    of a quiet run only when something changed, moved or failed.
+    """
+
+    def __init__(self, command: str, quiet: bool = False, summary: bool = False,
+                 progress_total: int | None = None, log_pages: bool = False,
+                 news_only: bool = False) -> None:
+        self.command = command
+        self.quiet = quiet
+        self.summary = summary
+        self.log_pages = log_pages and not quiet
+        self.news_only = news_only
+        self.events = 0
+        self.progress: Any = None
+        if progress_total is not None and sys.stderr.isatty() and not quiet:
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self.progress = Progress(transient=True, console=Console(stderr=True))
+            self.progress.start()
+            self.task = self.progress.add_task(command, total=progress_total or None)
+
+    def show(self, outcome: Outcome) -> None:
+        """Print or keep one outcome."""
+        match outcome:
+            case Failed(where=where, error=error, setting=setting):
+                print_error(where, worded(error, setting))
+            case Observation(changes=changes):
+                if changes and not self.summary:
+                    self._emit(change_lines(changes))
+            case Event(nct_id=nct_id, kind=kind, detail=detail):
+                self.events += 1
+                moved = f" → {detail['moved_to']}" if kind == "moved" else ""
+                self._emit([f"{nct_id}  ({kind.replace('_', ' ')}{moved})"])
+            case Backfilled(nct_id=nct_id, changes=changes, replaced=replaced):
+                if changes and not self.summary:
+                    self._emit(change_lines(changes, dated=True))
+                if replaced:
+                    self._emit([f"{nct_id}  ({plural(replaced, 'stored change')} "
+                                "replaced: the registry's versions date them)"])
+            case ShapeWarning(message=message):
+                click.echo(f"trialdiff: warning: {message}", err=True)
+            case PageDone(size=size, what=what):
+                if self.progress is not None:
+                    self.progress.advance(self.task, size)
+                elif self.log_pages:
+                    click.echo(f"{self.command}: saved a page of {size} ({what})", err=True)
+            case UpToDate(studies=studies, queries=queries, release=release):
+                if not self.quiet:  # not news: --quiet hides it
+                    self._up_to_date(studies, queries, release)
+            case Resumed(runs=runs):
+                if self.command == "sync" and not self.quiet:
+                    click.echo(f"sync: resuming after {plural(runs, 'interrupted run')}",
+                               err=True)
+            case LeftOut(where=where, names=names):
+                click.echo(f"import: {where}: left out, not study records: {', '.join(names)}",
+                           err=True)
+
+    def _up_to_date(self, studies: int, queries: int, release: str) -> None:
+        """Say what was not fetched again under the current data release."""
+        if self.progress is not None:
+            total = self.progress.tasks[0].total or 0
+            self.progress.update(self.task, total=max(total - studies, 0) or None)
+        click.echo(
+            f"{self.command}: no new data release since {release}: "
+            f"{plural(studies, 'tracked study', 'tracked studies')} and "
+            f"{plural(queries, 'saved query', 'saved queries')} not fetched again "
+            "(--force fetches them)"
+        )
+
+    def _emit(self, lines: list[str]) -> None:
+        """Print report lines (each one is news, so --quiet prints them too)."""
+        click.echo("\n".join(lines))
+
+    def close(self) -> None:
+        """Stop the progress bar, if one runs."""
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    def finish(self, run: Run) -> None:
+        """Print the summary, unless --quiet and nothing happened."""
+        self.close()
+        news = bool(run.changes or self.events or run.failed) if self.news_only else True
+        if news or not self.quiet:
+            click.echo(summary_line(self.command, run))
+
+
+class AlertDelivery:
+    """Deliver the alerts a run raised, once it is committed, and print what happened."""
+
+    def __init__(self, db: Any, quiet: bool, alert_timeout: float, alert_backoff: float,
+                 alert_max_age: float) -> None:
+        self.db = db
+        self.quiet = quiet
+        self.settings = (alert_timeout, alert_backoff, alert_max_age)
+        self.failed = False
+
+    def show(self, outcome: Outcome) -> None:
+        """Take no notice of outcomes: the outbox was written in each save's transaction."""
+
+    def finish(self, run: Run) -> None:
+        """Deliver what is due."""
+        from ..notify import deliver_pending
+
+        timeout, backoff, max_age = self.settings
+        totals = deliver_pending(self.db(), timeout=timeout, backoff=backoff,
+                                 max_age_hours=max_age)
+        self.failed = show_delivery(totals, self.quiet)
+
+    def close(self) -> None:
+        """Hold nothing: each delivery pass closes its own HTTP client."""
+
+
+def show_delivery(totals: Any, quiet: bool) -> bool:
+    """Print what a delivery pass did; return True when an attempt failed."""
+    for error in totals.errors:
+        click.echo(f"trialdiff: alert: {error}", err=True)
+    attempted = totals.delivered + totals.failed_now
+    if attempted or (totals.pending and not quiet):
+        click.echo(f"alerts: {totals.delivered} delivered, {totals.pending} pending, "
+                   f"{totals.given_up} given up")
+    return bool(totals.failed_now)

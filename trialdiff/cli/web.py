@@ -1,0 +1,57 @@
+"""The web view (`serve`, Datasette, an optional extra) and `reannotate`, which feeds it."""
+
+from __future__ import annotations
+
+import click
+
+from . import CliError, cli, reader, tracker
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@cli.command()
+@click.option("--wait", type=float, default=0.0, metavar="SECONDS",
+              help="Wait this long for another writer instead of exiting 75.")
+@click.pass_context
+def reannotate(ctx: click.Context, wait: float) -> None:
+    """Recompute every stored change's severity and facts by the current severity rules.
+
+    Run it after the rules change (a new trialdiff); `trialdiff check` says when it is needed.
+
+    \b
+    Example:
+      trialdiff reannotate
+    """
+    checked, updated = tracker(ctx, wait).reannotate()
+    click.echo(f"reannotate: {checked} changes checked, {updated} updated")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback publishes the database.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8001, show_default=True)
+@click.option("--open", "open_browser", is_flag=True, help="Open the study list in a browser.")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, open_browser: bool) -> None:
+    """Browse the changes in Datasette, read only: facets, canned queries, feeds, study pages.
+
+    Needs the web extra: pip install 'trialdiff[web]'.
+
+    \b
+    Example:
+      trialdiff serve --port 8001 --open
+    """
+    try:
+        from ..web.app import make_datasette, run
+    except ImportError as exc:
+        missing = (exc.name or "datasette").split(".")[0]
+        raise CliError(f"serve needs the web extra ({missing} is missing): "
+                       "pip install 'trialdiff[web]'") from exc
+    reader(ctx)  # an older or foreign file is refused here, with what to do about it
+    if host not in LOOPBACK:
+        click.echo(f"trialdiff: warning: listening on {host}: anyone who can reach this "
+                   "address can read the database", err=True)
+    datasette = make_datasette(ctx.obj.db)
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
+    click.echo(f"serve: {ctx.obj.db} read only at {url} (Ctrl-C stops)", err=True)
+    run(datasette, host, port, url if open_browser else None)

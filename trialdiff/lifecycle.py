@@ -1,0 +1,196 @@
+"""One run's lifecycle: the writer lock, the run row, the totals, the client and the sinks.
+
+Every writing run (import, sync, backfill, reannotate, notify) goes through `WriteRun`, so
+each one is recorded the same way: `running` while it works, then `ok`, `partial` or `failed`
+by its totals, or `interrupted` when Ctrl-C stopped it (a killed process's row is marked
+interrupted by the next writer). Each outcome goes to every sink as it happens; a sink's
+`finish` runs after the run's last commit, which is where alert delivery belongs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from types import TracebackType
+from typing import Any, Protocol
+
+import sqlite_utils
+
+from .lock import WriteLock
+from .meaning import Annotated
+from .model import Backfilled, FieldChange, Observation, Outcome, Resumed, utc_timestamp
+from .store import RunTotals, finish_run, start_run, transaction
+
+
+@dataclass(frozen=True)
+class Change:
+    """One stored change with what it means: the object `changes --format json` prints."""
+
+    nct_id: str
+    path: str
+    kind: str
+    detected_at: str
+    old: Any
+    new: Any
+    severity: str
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_annotated(cls, item: Annotated) -> Change:
+        """Return the change an annotated stored change is."""
+        c = item.change
+        return cls(c.nct_id, c.path, c.kind, c.detected_at, c.old, c.new, item.severity,
+                   dict(item.facts), dict(c.detail))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the change as the JSON object every export carries, keys in its order."""
+        return {"nct_id": self.nct_id, "path": self.path, "kind": self.kind,
+                "detected_at": self.detected_at, "old": self.old, "new": self.new,
+                "detail": dict(self.detail), "facts": dict(self.facts),
+                "severity": self.severity}
+
+
+def annotated(changes: Iterable[FieldChange], minimum: str | None = None) -> tuple[Change, ...]:
+    """Return changes annotated and in export order, as Change values."""
+    from .export import annotated_stream, ordered
+
+    return tuple(Change.from_annotated(item)
+                 for group in annotated_stream(ordered(changes), minimum) for item in group)
+
+
+@dataclass(frozen=True)
+class Run:
+    """How one writing run went, as its row in `runs` records it, with the changes it stored."""
+
+    id: int
+    command: str
+    status: str  # ok, partial, failed or interrupted
+    checked: int
+    changed: int
+    changes: int  # how many changes it stored
+    failed: int
+    errors: tuple[dict[str, str], ...]
+    by_kind: Mapping[str, int] = field(default_factory=dict)
+    stored: tuple[FieldChange, ...] = field(default=(), repr=False)
+
+    @cached_property
+    def stored_changes(self) -> tuple[Change, ...]:
+        """Return the changes the run stored, annotated, in export order (computed once)."""
+        return annotated(self.stored)
+
+
+class Sink(Protocol):
+    """What sees a run's outcomes: the CLI's printer, alert delivery, a web view's feed."""
+
+    def show(self, outcome: Outcome) -> None:
+        """Take one outcome as it happens."""
+
+    def finish(self, run: Run) -> None:
+        """Act once the run is committed and recorded (not called when it was interrupted)."""
+
+    def close(self) -> None:
+        """Release what the sink holds; called however the run ended."""
+
+
+def run_status(totals: RunTotals, interrupted: bool) -> str:
+    """Return the status a run's totals give it."""
+    if interrupted:
+        return "interrupted"
+    return "ok" if not totals.failed else ("partial" if totals.checked else "failed")
+
+
+class WriteRun:
+    """Hold the writer lock and one run row for the length of a `with` block.
+
+    `db` is opened (created or migrated) by `open_db` once the lock is held. A client given
+    (anything with `close()`) is closed at the end, whatever happens.
+    """
+
+    def __init__(self, db_path: str, command: str, open_db: Callable[[], sqlite_utils.Database],
+                 wait: float = 0.0, sinks: Sequence[Sink] = (),
+                 clients: Iterable[Any] = ()) -> None:
+        self.command = command
+        self.sinks = list(sinks)
+        self.clients = list(clients)
+        self.totals = RunTotals()
+        self.data_timestamp: str | None = None
+        self.result: Run | None = None
+        self._lock = WriteLock(db_path, wait, command)
+        self._open_db = open_db
+        self._stored: list[FieldChange] = []
+        self._recorded: BaseException | None = None
+        self.db: sqlite_utils.Database
+        self.id = 0
+
+    def __enter__(self) -> WriteRun:
+        try:
+            self._lock.__enter__()
+            try:
+                self.db = self._open_db()
+                with transaction(self.db):  # only a dead process leaves a row running
+                    resumed = self.db.execute("update runs set status = 'interrupted' "
+                                              "where status = 'running'").rowcount
+                self.id = start_run(self.db, self.command, utc_timestamp())
+            except BaseException:
+                self._lock.__exit__(None, None, None)
+                raise
+        except BaseException:
+            self._close_quietly()
+            raise
+        if resumed:
+            self.emit(Resumed(resumed))
+        return self
+
+    def emit(self, outcome: Outcome) -> None:
+        """Hand one outcome to every sink, keeping the changes it stored."""
+        match outcome:
+            case Observation(changes=changes) | Backfilled(changes=changes):
+                self._stored.extend(changes)
+            case _:
+                pass
+        for sink in self.sinks:
+            sink.show(outcome)
+
+    def record(self, where: str, error: BaseException) -> None:
+        """Count the error that ends the run under the input it came from, not the command."""
+        self.totals.fail(where, str(error))
+        self._recorded = error
+
+    def drain(self, outcomes: Iterable[Outcome]) -> None:
+        """Emit every outcome of a stream as it comes."""
+        for outcome in outcomes:
+            self.emit(outcome)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        if exc is not None and not interrupted and exc is not self._recorded:
+            # The run ends here: record why, so it reads failed or partial, never running.
+            self.totals.fail(self.command, str(exc))
+        try:
+            if exc is None:
+                finish_run(self.db, self.id, self.totals, utc_timestamp(), self.data_timestamp)
+            else:
+                with contextlib.suppress(Exception):  # best effort: the disk may be what failed
+                    finish_run(self.db, self.id, self.totals, utc_timestamp(),
+                               self.data_timestamp, interrupted=interrupted)
+            totals = self.totals
+            self.result = Run(
+                self.id, self.command, run_status(totals, interrupted), totals.checked,
+                totals.changed, totals.changes, totals.failed, tuple(totals.errors),
+                dict(totals.by_kind), tuple(self._stored))
+            if exc is None:
+                for sink in self.sinks:
+                    sink.finish(self.result)
+        finally:
+            self._lock.__exit__(None, None, None)
+            self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        """Close the clients and sinks; one that fails to close does not stop the others."""
+        for thing in [*self.clients, *self.sinks]:
+            with contextlib.suppress(Exception):
+                thing.close()

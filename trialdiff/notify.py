@@ -1,0 +1,376 @@
+"""Deliver the outbox: each pending alert to each of its targets, after the changes committed.
+
+`deliver_pending` is self-contained: call it after a run's writes (import and sync do), or on
+its own (`trialdiff notify`). Under the write lock, so no run is adding to an alert meanwhile.
+
+- http(s) targets get trialdiff's JSON webhook: a POST of `{"watch", "run", "changes"}` with
+  `Idempotency-Key` (stable per alert) and, given a secret, `X-Trialdiff-Signature:
+  sha256=<hex HMAC-SHA256 of the body>`, GitHub's scheme. Any 2xx is delivered.
+- Every other scheme goes through Apprise (the optional `trialdiff[notify]` extra): a title
+  such as `NCT05827016: status RECRUITING → TERMINATED (+2 more)` and a Markdown body, which
+  Apprise turns into what the service takes (HTML mail, plain text).
+
+The body is rebuilt from the stored alert byte for byte, so a retry sends the same body, key
+and signature. A failure (refused, 5xx, timeout) leaves the delivery pending, retried after a
+backoff that doubles from `backoff` seconds up to 6 hours; past `max_age_hours` since the
+alert was raised it is given up (`failed`). Delivery never writes a change: a failure cannot
+lose or roll back stored changes. Killed between a POST and recording it, the next run sends
+it again with the same Idempotency-Key, so a receiver can drop the repeat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlite_utils
+
+from . import __version__
+from .errors import UsageError
+from .export import to_markdown
+from .jsoncsv import json_text
+from .meaning import NONE, SEVERITIES
+from .model import FieldChange, utc_timestamp
+from .present import ARROW, short, visible
+from .store import transaction
+from .targets import redact, resolve, scrub
+
+HTTP_SCHEMES = ("http://", "https://")
+MAX_BACKOFF = 6 * 3600.0
+TITLE_WIDTH = 200
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What to send to one target: a pending delivery row with its alert."""
+
+    delivery_id: int
+    target: str  # a reference (targets.py)
+    attempts: int
+    watch: str
+    scope: str
+    created_at: str
+    key: str
+    run: dict[str, Any]
+    changes: list[dict[str, Any]]
+    titles: dict[str, str]
+
+
+@dataclass
+class DeliveryTotals:
+    """What one delivery pass did, for the summary line and the exit code."""
+
+    delivered: int = 0
+    failed_now: int = 0  # attempts that failed in this pass (still pending, or given up)
+    given_up: int = 0
+    pending: int = 0  # deliveries still pending after the pass
+    errors: list[str] = field(default_factory=list)
+
+
+def webhook_body(watch: str, run: Mapping[str, Any], changes: Sequence[Mapping[str, Any]]) -> bytes:
+    """Return the webhook's JSON body, byte for byte the same for the same alert."""
+    payload = {"watch": watch, "run": run, "changes": changes}
+    return json_text(payload).encode("utf-8")
+
+
+def signature(secret: str, body: bytes) -> str:
+    """Return the X-Trialdiff-Signature value: sha256= and the HMAC-SHA256 of the body."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def _headline(item: Mapping[str, Any]) -> str:
+    """Return one change in a few words: `status RECRUITING → TERMINATED`."""
+    status = item["facts"].get("status")
+    if status:
+        return f"status {status['from'] or NONE} {ARROW} {status['to'] or NONE}"
+    if shift := item["facts"].get("date"):
+        return f"{item['path']} {shift['from']} {ARROW} {shift['to']}"
+    if item["kind"] != "changed":
+        return f"{item['path']} {item['kind']}"
+    return f"{item['path']} {short(item['old'], 40)} {ARROW} {short(item['new'], 40)}"
+
+
+def message_title(watch: str, scope: str, changes: Sequence[Mapping[str, Any]]) -> str:
+    """Return a message title: its most severe change first, then how many more."""
+    rank = {level: index for index, level in enumerate(reversed(SEVERITIES))}
+    top = min(changes, key=lambda c: rank[c["severity"]])  # stable: the first of the most severe
+    more = f" (+{len(changes) - 1} more)" if len(changes) > 1 else ""
+    if scope == "digest":
+        studies = len({c["nct_id"] for c in changes})
+        text = f"{watch}: {top['nct_id']}: {_headline(top)}{more} in {studies} " + (
+            "study" if studies == 1 else "studies")
+    else:
+        text = f"{top['nct_id']}: {_headline(top)}{more}"
+    # One line: a title is a mail subject or a chat headline, where a newline could forge one.
+    flat = " ".join(visible(text).split())
+    return flat if len(flat) <= TITLE_WIDTH else flat[: TITLE_WIDTH - 1] + "\u2026"
+
+
+def message_body(watch: str, changes: Sequence[Mapping[str, Any]], titles: Mapping[str, str]
+                 ) -> str:
+    """Return the Markdown body: the export's changelog of the alert's changes."""
+    found = [FieldChange(c["nct_id"], c["path"], c["kind"], c["detected_at"], c["old"],
+                         c["new"], c["detail"]) for c in changes]
+    return to_markdown(found, title=f"trialdiff watch {watch}", titles=titles)
+
+
+class _Collect(logging.Handler):
+    """Keep Apprise's warnings, so a failure can say why without Apprise printing."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _apprise_logs() -> Iterator[_Collect]:
+    """Collect Apprise's log lines instead of letting them reach stderr (they hold URLs)."""
+    logger = logging.getLogger("apprise")
+    handler, propagate = _Collect(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def apprise_available() -> bool:
+    """Tell whether the optional Apprise library is installed."""
+    try:
+        import apprise  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_target(url: str) -> None:
+    """Raise UsageError unless trialdiff can deliver to a target URL."""
+    if url.startswith(HTTP_SCHEMES):
+        return
+    if "://" not in url:
+        raise UsageError(f"{redact(url)} is not a URL (http://, https:// or an Apprise URL)")
+    if not apprise_available():
+        raise UsageError(f"{redact(url)} needs Apprise: pip install 'trialdiff[notify]' "
+                         "(only http:// and https:// webhooks work without it)")
+    import apprise
+
+    with _apprise_logs():
+        usable = apprise.Apprise().add(url)
+    if not usable:
+        raise UsageError(f"Apprise cannot use {redact(url)}: check the URL against its docs")
+
+
+def send_apprise(url: str, title: str, body: str, timeout: float) -> str | None:
+    """Send one message through Apprise; return why it failed, or None."""
+    if not apprise_available():
+        return "Apprise is not installed: pip install 'trialdiff[notify]'"
+    import apprise
+
+    with _apprise_logs() as logs:
+        sender = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False))
+        if not sender.add(url):
+            return "Apprise cannot use this URL"
+        for service in sender:
+            service.socket_connect_timeout = service.socket_read_timeout = timeout
+        ok = sender.notify(title=title, body=body, body_format=apprise.NotifyFormat.MARKDOWN)
+    return None if ok else ("; ".join(logs.messages[-2:]) or "Apprise reported a failure")
+
+
+def send_webhook(client: Any, url: str, body: bytes, key: str, secret: str | None
+                 ) -> str | None:
+    """POST the webhook body with an httpx client; return why it failed, or None for a 2xx."""
+    import httpx
+
+    headers = {"Content-Type": "application/json", "Idempotency-Key": key,
+               "User-Agent": f"trialdiff/{__version__}"}
+    if secret:
+        headers["X-Trialdiff-Signature"] = signature(secret, body)
+    try:
+        answer = client.post(url, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if 200 <= answer.status_code < 300:
+        return None
+    return f"HTTP {answer.status_code}"
+
+
+def send(delivery: Delivery, secret_ref: str | None, timeout: float, client: Any) -> str | None:
+    """Deliver one alert to one target now; return why it failed (redacted), or None."""
+    values: list[str] = []
+    try:
+        url = resolve(delivery.target)
+        values.append(url)
+        secret = resolve(secret_ref) if secret_ref else None
+        values.append(secret or "")
+        if url.startswith(HTTP_SCHEMES):
+            body = webhook_body(delivery.watch, delivery.run, delivery.changes)
+            error = send_webhook(client, url, body, delivery.key, secret)
+        else:
+            error = send_apprise(url, message_title(delivery.watch, delivery.scope,
+                                                    delivery.changes),
+                                 message_body(delivery.watch, delivery.changes, delivery.titles),
+                                 timeout)
+    except UsageError as exc:
+        error = str(exc)
+    except Exception as exc:  # a target's failure must not stop the others
+        error = f"{type(exc).__name__}: {exc}"
+    return None if error is None else scrub(error, values)
+
+
+def _due(db: sqlite_utils.Database, now: str) -> list[tuple[Delivery, str | None]]:
+    """Return the pending deliveries due now, oldest alert first, with their secrets."""
+    from .watch import alert_changes
+
+    rows = db.execute(
+        "select d.id, d.target, d.attempts, a.watch, a.scope, a.created_at, a.idempotency_key, "
+        "a.run, a.id, w.secret from deliveries d join alerts a on a.id = d.alert_id "
+        "left join watches w on w.name = a.watch where d.state = 'pending' and "
+        "(d.next_attempt_at is null or d.next_attempt_at <= ?) order by a.id, d.id", [now],
+    ).fetchall()
+    due = []
+    for r in rows:
+        changes, titles = alert_changes(db, r[8])
+        due.append((Delivery(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]),
+                             changes, titles), r[9]))
+    return due
+
+
+def _later(now: str, seconds: float) -> str:
+    """Return the time some seconds after now."""
+    moment = datetime.fromisoformat(now.replace("Z", "+00:00")) + timedelta(seconds=seconds)
+    return utc_timestamp(moment.isoformat())
+
+
+def deliver_pending(
+    db: sqlite_utils.Database,
+    *,
+    timeout: float = 10.0,
+    backoff: float = 300.0,
+    max_age_hours: float = 72.0,
+    now: str | None = None,
+) -> DeliveryTotals:
+    """Deliver every pending alert that is due; record each outcome as it comes."""
+    totals = DeliveryTotals()
+    now = now or utc_timestamp()
+    give_up_before = _later(now, -max_age_hours * 3600)
+    due = _due(db, now)
+    with _http_client(timeout, bool(due)) as client:
+        for delivery, secret_ref in due:
+            _deliver_one(db, delivery, secret_ref, give_up_before, max_age_hours, backoff,
+                         timeout, client, totals)
+    (totals.pending,) = db.execute(
+        "select count(*) from deliveries where state = 'pending'").fetchone()
+    return totals
+
+
+@contextmanager
+def _http_client(timeout: float, needed: bool) -> Iterator[Any]:
+    """Yield one httpx client for a delivery pass (its TLS setup is the costly part)."""
+    if not needed:
+        yield None
+        return
+    import httpx
+
+    with httpx.Client(timeout=timeout) as client:
+        yield client
+
+
+def _deliver_one(
+    db: sqlite_utils.Database, delivery: Delivery, secret_ref: str | None, give_up_before: str,
+    max_age_hours: float, backoff: float, timeout: float, client: Any, totals: DeliveryTotals,
+) -> None:
+    """Try one delivery and record its outcome in its own transaction."""
+    if delivery.created_at < give_up_before and delivery.attempts:
+        error: str | None = f"given up after {max_age_hours:g} hours undelivered"
+    else:
+        error = send(delivery, secret_ref, timeout, client)
+    at = utc_timestamp()
+    with transaction(db):
+        if error is None:
+            db.execute("update deliveries set state = 'delivered', delivered_at = ?, "
+                       "attempts = attempts + 1, last_attempt_at = ?, last_error = null "
+                       "where id = ?", [at, at, delivery.delivery_id])
+            totals.delivered += 1
+            return
+        give_up = delivery.created_at < give_up_before
+        wait = min(backoff * 2 ** delivery.attempts, MAX_BACKOFF)
+        db.execute("update deliveries set state = ?, attempts = attempts + 1, "
+                   "last_attempt_at = ?, next_attempt_at = ?, last_error = ? where id = ?",
+                   ["failed" if give_up else "pending", at, _later(at, wait), error,
+                    delivery.delivery_id])
+    totals.failed_now += 1
+    totals.given_up += give_up
+    totals.errors.append(f"{delivery.watch} {delivery.scope} \u2192 "
+                         f"{_shown(delivery.target)}: {error}")
+
+
+def _shown(reference: str) -> str:
+    """Return a target reference as an error line shows it (redacted)."""
+    from .targets import shown
+
+    return shown(reference)
+
+
+def list_alerts(conn: Any, state: str | None = None) -> list[dict[str, Any]]:
+    """Return the outbox's deliveries, newest alert first, optionally of one state."""
+    sql = ("select a.id, a.watch, a.scope, a.created_at, a.run_id, (select count(*) from "
+           "alert_changes c where c.alert_id = a.id) as changes, d.target, "
+           "d.state, d.attempts, d.last_attempt_at, d.next_attempt_at, d.delivered_at, "
+           "d.last_error from alerts a join deliveries d on d.alert_id = a.id")
+    params: list[Any] = []
+    if state:
+        sql += " where d.state = ?"
+        params.append(state)
+    cursor = conn.execute(sql + " order by a.id desc, d.id", params)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
+
+
+def test_alert(watch: Any, groups: list[tuple[str, list[dict[str, Any]]]], timeout: float
+               ) -> list[tuple[str, str | None]]:
+    """Send a watch's test message to each target now; return (target shown, error) pairs."""
+    scope, changes = groups[-1] if groups else ("test", [])
+    now = utc_timestamp()
+    run = {"id": None, "command": "watch test", "started_at": now}
+    key = "trialdiff-test-" + hashlib.sha256(now.encode()).hexdigest()[:16]
+    results = []
+    with _http_client(timeout, True) as client:
+        for target in watch.targets:
+            delivery = Delivery(0, target, 0, watch.name, scope, now, key, run, changes, {})
+            if not changes and not resolve_is_http(target):
+                error = _send_note(target, watch.name, timeout)
+            else:
+                error = send(delivery, watch.secret, timeout, client)
+            results.append((_shown(target), error))
+    return results
+
+
+def resolve_is_http(reference: str) -> bool:
+    """Tell whether a target reference holds a webhook URL (False when it cannot be read)."""
+    try:
+        return resolve(reference).startswith(HTTP_SCHEMES)
+    except UsageError:
+        return False
+
+
+def _send_note(target: str, watch: str, timeout: float) -> str | None:
+    """Send a plain test note through Apprise when there are no changes to show."""
+    try:
+        url = resolve(target)
+    except UsageError as exc:
+        return str(exc)
+    error = send_apprise(url, f"trialdiff: test of watch {watch}",
+                         "This is a test message from trialdiff.", timeout)
+    return None if error is None else scrub(error, [url])

@@ -1,0 +1,235 @@
+"""Turn a change into format-neutral pieces that every renderer shows its own way (pure).
+
+One presenter for the terminal report, Markdown and Atom (and `record`, the object JSON,
+NDJSON and CSV carry): `present` gives a change's body as one of three shapes, and each
+renderer only formats them:
+
+- `WordDiff`: a text field's word diff (bounded, long rewritten runs clipped; worddiff.py);
+- `ItemLines`: a list field item by item (added, removed, reworded, changed by item key) or a
+  value's inner edits, in the order the report lists them;
+- `Values`: old → new, shown as plain values, dates (`2025-03-01 ESTIMATED`) or sites.
+
+With them come the facts in words (meaning.describe_facts) and the severity. Values stay raw:
+each renderer decides how wide to cut them and how to escape them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from .fields import LOCATION_PREFIX, field_kind
+from .meaning import NONE, Annotated, SiteCounts, describe_facts, site_counts, sites_phrase
+from .model import dump_json
+from .render import plural
+from .worddiff import ELLIPSIS, EXACT_CELLS, Segment, clip, word_diff
+
+ARROW: Final = "\u2192"
+REWORDED: Final = 0.6  # difflib ratio above which a removed and an added item are one edit
+# Line and paragraph separators and bidi controls: not Cc, but they can reorder or break lines.
+_INVISIBLE = frozenset("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def visible(text: str) -> str:
+    """Return text with control characters written as escapes (`\\x1b`), so none takes effect."""
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if unicodedata.category(char) == "Cc" or char in _INVISIBLE:
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def short(value: Any, width: int = 60) -> str:
+    """Return a value as one visible line: strings as they are, others as JSON, cut at width."""
+    if value is None:
+        return NONE
+    text = value if isinstance(value, str) else dump_json(value)
+    text = visible(" ".join(text.split()))
+    return text if len(text) <= width else text[: width - 1] + ELLIPSIS
+
+
+def date_text(value: Any) -> str:
+    """Return a date field's value as `2025-03-01 ESTIMATED` (or its JSON when unusual)."""
+    if isinstance(value, Mapping) and set(value) <= {"date", "type"}:
+        return short(" ".join(str(value[k]) for k in ("date", "type") if k in value))
+    return short(value)
+
+
+def site_text(value: Any) -> str:
+    """Return an added or removed site as `site (RECRUITING)`: its path already names it."""
+    if value is None:
+        return NONE
+    status = value.get("status") if isinstance(value, Mapping) else None
+    return f"site ({short(status, 40)})" if status else "site"
+
+
+@dataclass(frozen=True)
+class Values:
+    """Old → new as whole values; `form` says how to show them: value, date or site."""
+
+    old: Any
+    new: Any
+    form: Literal["value", "date", "site"] = "value"
+
+    def texts(self, width: int) -> tuple[str, str]:
+        """Return old and new as one visible line each (values cut at width)."""
+        if self.form == "date":
+            return date_text(self.old), date_text(self.new)
+        if self.form == "site":
+            return site_text(self.old), site_text(self.new)
+        return short(self.old, width), short(self.new, width)
+
+
+@dataclass(frozen=True)
+class WordDiff:
+    """A text field's word diff, long rewritten runs clipped around an ellipsis."""
+
+    segments: tuple[Segment, ...]
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One edit inside a value: where (`contacts[0].phone`), how, old and new."""
+
+    at: str
+    op: str  # added, removed or changed
+    old: Any = None
+    new: Any = None
+
+
+@dataclass(frozen=True)
+class ItemLine:
+    """One line of a list field or object: an item added, removed, reworded, changed, or an edit.
+
+    `item` is the item's label (added, removed, changed); a reworded item has the word diff of
+    its old and new label in `words`; a changed item its inner `edits`; an `edit` line one edit.
+    """
+
+    op: Literal["added", "removed", "reworded", "changed", "edit"]
+    item: Any = None
+    words: tuple[Segment, ...] = ()
+    edits: tuple[Edit, ...] = ()
+
+
+@dataclass(frozen=True)
+class ItemLines:
+    """A list field item by item, or a value's inner edits, in the report's order."""
+
+    lines: tuple[ItemLine, ...]
+
+
+Body = Values | WordDiff | ItemLines
+
+
+@dataclass(frozen=True)
+class Presented:
+    """One change ready to render: the change, its meaning, its body and its facts in words."""
+
+    item: Annotated
+    body: Body
+    notes: tuple[str, ...]  # the facts as phrases (site counts are shown once per study)
+
+    @property
+    def path(self) -> str:
+        """Return the change's field path."""
+        return self.item.change.path
+
+    @property
+    def kind(self) -> str:
+        """Return added, removed or changed."""
+        return self.item.change.kind
+
+    @property
+    def severity(self) -> str:
+        """Return major, minor or info."""
+        return self.item.severity
+
+
+def present(item: Annotated) -> Presented:
+    """Return one annotated change as format-neutral pieces."""
+    return Presented(item, body(item), tuple(describe_facts(item.facts, with_sites=False)))
+
+
+def body(item: Annotated) -> Body:
+    """Return what changed: a word diff, item lines, or old → new."""
+    change = item.change
+    kind = field_kind(change.path)
+    if kind == "date":
+        return Values(change.old, change.new, "date")
+    if kind == "text" and isinstance(change.old, str) and isinstance(change.new, str):
+        return WordDiff(tuple(clip(word_diff(change.old, change.new))))
+    lines = item_lines(change.detail)
+    if lines:
+        return ItemLines(lines)
+    if change.path.startswith(LOCATION_PREFIX) and change.kind != "changed":
+        return Values(change.old, change.new, "site")
+    return Values(change.old, change.new)
+
+
+def _edit(edit: Mapping[str, Any]) -> Edit:
+    """Return a stored edit as an Edit."""
+    return Edit(edit["at"], edit["op"], edit.get("old"), edit.get("new"))
+
+
+def item_lines(detail: Mapping[str, Any]) -> tuple[ItemLine, ...]:
+    """Return the items removed (or reworded), added and changed, then the inner edits."""
+    added = list(detail.get("items_added", ()))
+    lines = []
+    for item in detail.get("items_removed", ()):
+        match = reworded(item, added)
+        if match is None:
+            lines.append(ItemLine("removed", item))
+        else:
+            # A list keyed by its label (an outcome's measure) sees a reworded label as one
+            # item removed and one added; showing the words that changed says far more.
+            added.remove(match)
+            lines.append(ItemLine("reworded", item, tuple(clip(word_diff(item, match)))))
+    lines += [ItemLine("added", item) for item in added]
+    lines += [ItemLine("changed", item["item"], edits=tuple(map(_edit, item["edits"])))
+              for item in detail.get("items_changed", ())]
+    lines += [ItemLine("edit", edits=(_edit(edit),)) for edit in detail.get("edits", ())]
+    return tuple(lines)
+
+
+def reworded(item: Any, candidates: Sequence[Any]) -> str | None:
+    """Return the added item most like a removed one, if it is alike enough to be an edit."""
+    if not isinstance(item, str):
+        return None
+    best, score = None, REWORDED
+    for candidate in candidates:
+        if not isinstance(candidate, str):
+            continue
+        words, other = item.split(), candidate.split()
+        if len(words) * len(other) > EXACT_CELLS:
+            continue  # too long to weigh in bounded time: shown as removed and added
+        matcher = difflib.SequenceMatcher(None, words, other)
+        if matcher.real_quick_ratio() <= score or matcher.quick_ratio() <= score:
+            continue
+        ratio = matcher.ratio()
+        if ratio > score:
+            best, score = candidate, ratio
+    return best
+
+
+def record(item: Annotated) -> dict[str, Any]:
+    """Return one change as the JSON object every format carries."""
+    return {**item.change.as_dict(), "facts": item.facts, "severity": item.severity}
+
+
+def tally(items: Iterable[Annotated], noun: str) -> str:
+    """Return `3 field changes: 1 major, 2 minor, 0 info` plus site counts when any."""
+    items = list(items)
+    by = ", ".join(f"{sum(1 for a in items if a.severity == level)} {level}"
+                   for level in ("major", "minor", "info"))
+    text = f"{plural(len(items), noun)}: {by}"
+    counts: Iterable[SiteCounts] = site_counts(a.change for a in items).values()
+    phrases = [sites_phrase(c) for c in counts if any(c)]
+    return text + "; " + "; ".join(phrases) if phrases else text

@@ -1,0 +1,175 @@
+"""Keep each study's raw records, and find which of a record's modules moved: store's helpers.
+
+A study's first record stays (as `records.base`) once a later one replaces it: it is the
+content of the study's lazy first snapshot. Later records are stored as zstd against it, and
+first records with a dictionary trained on the database's own records (codec.py). A new
+record is compared with the stored one module by module, so only the modules whose bytes
+moved are canonicalised and diffed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import orjson
+import sqlite_utils
+
+from . import codec
+from .model import content_hash, fields_json, utc_timestamp
+from .normalize import extract_fields, moved_units, record_units, unit_fields
+from .query import apply_delta, baseline_record, latest_record
+from .registry import DEFAULT, Registry
+from .sources import SourceItem
+
+
+def raw_json(value: Any) -> bytes:
+    """Return a parsed value as JSON bytes, in its own key order (orjson, else json)."""
+    try:
+        return orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):
+        # orjson refuses integers past 64 bits and lone surrogates; json takes both.
+        return json.dumps(value, ensure_ascii=True).encode("ascii")
+
+
+def stable_part(study: Mapping[str, Any], registry: Registry = DEFAULT) -> dict[str, Any]:
+    """Return a record without the parts its registry re-stamps on every release."""
+    return {k: v for k, v in study.items() if k not in registry.volatile}
+
+
+def pack_delta(delta: Mapping[str, str]) -> bytes:
+    """Return a {path: canonical JSON} delta as stored: zlib of its canonical JSON.
+
+    Compressed, because results sections are large (and backfill stores whole baselines).
+    """
+    return zlib.compress(fields_json(delta).encode("utf-8"), 6)
+
+
+
+
+def materialize(
+    db: sqlite_utils.Database, nct_id: str
+) -> tuple[dict[str, str], str] | None:
+    """Canonicalise a study's lazy baseline if it has one; return its fields and hash.
+
+    Backfill needs every snapshot's fields stored; so does an import that cannot gate by
+    module. The hashes of the chain after it are filled in too.
+    """
+    found = db.execute(
+        "select id, markup from snapshots where nct_id = ? and delta is null", [nct_id],
+    ).fetchone()
+    record = baseline_record(db, nct_id)
+    if found is None or record is None:
+        return None
+    snapshot_id, markup = found
+    fields = extract_fields(record, markup=markup or "markdown")
+    digest = content_hash(fields)
+    db.execute("update snapshots set delta = ?, content_hash = ? where id = ?",
+               [pack_delta(fields), digest, snapshot_id])
+    db.execute("update studies set content_hash = ? where nct_id = ?", [digest, nct_id])
+    later = db.execute("select id, delta from snapshots where nct_id = ? and seq > 1 "
+                       "order by seq", [nct_id]).fetchall()
+    folded = dict(fields)
+    for later_id, delta in later:
+        apply_delta(folded, delta)
+        digest = content_hash(folded)
+        db.execute("update snapshots set content_hash = ? where id = ?", [digest, later_id])
+    db.execute("update studies set content_hash = ? where nct_id = ?", [digest, nct_id])
+    return folded, digest
+
+
+def save_record(
+    db: sqlite_utils.Database, nct_id: str, study: Mapping[str, Any], observed_at: str
+) -> None:
+    """Keep the latest raw record of a study, compressed, for rendering its page.
+
+    The first record stays as `base` (a lazy baseline's content) and each later one is stored
+    against it, so a study's content is never kept twice in full.
+    """
+    raw = raw_json(stable_part(study))
+    found = db.execute("select record, base from records where nct_id = ?", [nct_id]).fetchone()
+    if found is None:
+        base, blob = None, codec.compress(db, raw)
+    else:
+        base = found[1] if found[1] is not None else found[0]
+        blob = codec.compress(db, raw, base=codec.decompress(db, base))
+    db.execute(
+        "insert or replace into records (nct_id, observed_at, record, base) values (?, ?, ?, ?)",
+        [nct_id, observed_at, blob, base],
+    )
+
+
+def gated_fields(
+    db: sqlite_utils.Database, nct_id: str, study: Mapping[str, Any], latest_seq: int
+) -> tuple[dict[str, str], dict[str, str]] | None:
+    """Return the old and new fields of only the modules that moved since the stored record.
+
+    None when the stored record cannot stand for the latest snapshot (a backfilled or HTML
+    version is latest, or there is no record): then the whole record is canonicalised.
+    """
+    (markup,) = db.execute("select markup from snapshots where nct_id = ? and seq = ?",
+                           [nct_id, latest_seq]).fetchone()
+    old = latest_record(db, nct_id)
+    if old is None or (markup or "markdown") != "markdown":
+        return None
+    old_units, new_units = record_units(old), record_units(study)
+    moved = moved_units(old_units, new_units)
+    for key in DEFAULT.volatile:  # never stored, and re-stamped every release
+        moved.discard((key,))
+    return unit_fields(old_units, moved), unit_fields(new_units, moved)
+
+
+def with_dictionary(
+    db: sqlite_utils.Database, items: Iterable[SourceItem], observed_at: str
+) -> Iterator[SourceItem]:
+    """Train the database's record dictionary on an input's first records if it has none."""
+    stream = iter(items)
+    if codec.current_dictionary(db) is not None:
+        return stream
+    head = list(itertools.islice(stream, codec.MAX_SAMPLES))
+    samples = [raw_json(stable_part(item.study)) for item in head if item.study is not None]
+    if len(samples) >= codec.MIN_SAMPLES:
+        db.execute("begin immediate")  # its own commit: rows compressed with it may roll back
+        try:
+            codec.train(db, samples, observed_at)
+        except BaseException:
+            db.execute("rollback")
+            raise
+        db.execute("commit")
+    return itertools.chain(head, stream)
+
+
+def recompress_records(db: sqlite_utils.Database, batch_size: int = 500) -> None:
+    """Add `records.base`, and recompress zlib records with zstd (a schema migration's step).
+
+    Records of studies that never changed are their lazy baselines, so each row is
+    recompressed as it is (no `base`). A dictionary is trained first on up to 300 of the
+    records, in its own commit; then rows are converted `batch_size` to a commit, so a killed
+    migration resumes where it stopped. The file shrinks after `VACUUM`.
+    """
+    if not db["records"].exists():
+        return
+    if "base" not in db["records"].columns_dict:
+        db.execute("alter table records add column base BLOB")
+    if codec.current_dictionary(db) is None:
+        (count,) = db.execute("select count(*) from records").fetchone()
+        step = max(1, count // codec.MAX_SAMPLES)
+        samples = [codec.decompress(db, blob) for (blob,) in db.execute(
+            f"select coalesce(base, record) from records where rowid % {step} = 0 "
+            f"limit {codec.MAX_SAMPLES}")]
+        db.execute("begin immediate")
+        codec.train(db, samples, utc_timestamp())
+        db.execute("commit")
+    while True:
+        rows = db.execute("select nct_id, record from records where "
+                          "substr(record, 1, 4) != x'28b52ffd' limit ?", [batch_size]).fetchall()
+        if not rows:
+            break
+        db.execute("begin immediate")
+        for nct_id, blob in rows:
+            db.execute("update records set record = ? where nct_id = ?",
+                       [codec.compress(db, codec.decompress(db, blob)), nct_id])
+        db.execute("commit")

@@ -1,0 +1,145 @@
+"""Where alerts go, kept out of the database: target URLs and secrets by reference only.
+
+The database is meant to be shared (exports, the web view), and Apprise URLs carry passwords
+and tokens, so it holds only references:
+
+- `env:NAME`: read from the environment variable NAME when an alert is delivered;
+- `config:ID`: a value kept in the secrets file, a JSON object {ID: value} that trialdiff
+  creates with mode 0600 (folder 0700): `TRIALDIFF_SECRETS`, or else
+  `$XDG_CONFIG_HOME/trialdiff/secrets.json` (`~/.config/trialdiff/secrets.json`).
+
+Anything shown to a person (`watch list`, errors, the run log) shows a target redacted to its
+scheme and host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .errors import UsageError
+
+ENV_PREFIX = "env:"
+CONFIG_PREFIX = "config:"
+
+
+def secrets_path() -> Path:
+    """Return the secrets file's path (TRIALDIFF_SECRETS, else the XDG config folder)."""
+    explicit = os.environ.get("TRIALDIFF_SECRETS")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "trialdiff" / "secrets.json"
+
+
+def _read(path: Path) -> dict[str, str]:
+    """Return the secrets file's entries ({} when it does not exist)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read the secrets file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UsageError(f"the secrets file {path} is not a JSON object")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def _write(path: Path, entries: dict[str, str]) -> None:
+    """Write the secrets file atomically, readable by its owner only."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".secrets-")  # mkstemp makes it 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(entries, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.chmod(temp, 0o600)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def keep(value: str) -> str:
+    """Return the reference to store for a target or secret; keep its value in the file."""
+    if value.startswith(ENV_PREFIX):
+        if not value[len(ENV_PREFIX):].strip():
+            raise UsageError("env: needs a variable name, e.g. env:TRIALDIFF_SLACK_URL")
+        return value
+    path = secrets_path()
+    entries = _read(path)
+    reference = CONFIG_PREFIX + secrets.token_hex(8)
+    entries[reference[len(CONFIG_PREFIX):]] = value
+    _write(path, entries)
+    return reference
+
+
+def forget(references: list[str]) -> None:
+    """Drop the values of references from the secrets file (env: ones need nothing)."""
+    ids = {r[len(CONFIG_PREFIX):] for r in references if r.startswith(CONFIG_PREFIX)}
+    path = secrets_path()
+    entries = _read(path)
+    if ids & entries.keys():
+        _write(path, {k: v for k, v in entries.items() if k not in ids})
+
+
+def resolve(reference: str) -> str:
+    """Return the value a reference stands for, read now; UsageError when it is missing."""
+    if reference.startswith(ENV_PREFIX):
+        name = reference[len(ENV_PREFIX):]
+        value = os.environ.get(name)
+        if not value:
+            raise UsageError(f"environment variable {name} is not set")
+        return value
+    if reference.startswith(CONFIG_PREFIX):
+        entries = _read(secrets_path())
+        found = entries.get(reference[len(CONFIG_PREFIX):])
+        if found is None:
+            raise UsageError(f"{reference} is not in the secrets file {secrets_path()}")
+        return found
+    raise UsageError(f"{reference!r} is not a target reference (env:NAME or config:ID)")
+
+
+def redact(target: str) -> str:
+    """Return a target as it may be shown: its scheme and host only."""
+    if target.startswith((ENV_PREFIX, CONFIG_PREFIX)):
+        return target
+    parts = urlsplit(target)
+    try:
+        host = parts.hostname or ""
+    except ValueError:
+        host = ""
+    # Apprise puts tokens where a host goes (slack://TOKEN/...); show only what looks like one.
+    looks_like_host = "." in host or host in ("localhost", "") or ":" in host
+    if parts.scheme not in ("http", "https") and not looks_like_host:
+        host = "\u2026"
+    return f"{parts.scheme or '?'}://{host}" if host else f"{parts.scheme or '?'}://"
+
+
+def shown(reference: str) -> str:
+    """Return a reference as `watch list` shows it: env:NAME, or the redacted value it holds."""
+    if reference.startswith(ENV_PREFIX):
+        return reference
+    try:
+        return redact(resolve(reference))
+    except UsageError:
+        return f"{reference} (missing from the secrets file)"
+
+
+def scrub(text: str, values: list[str]) -> str:
+    """Return text with every target or secret in it replaced by its redacted form."""
+    for value in sorted(values, key=len, reverse=True):
+        if not value:
+            continue
+        if "://" not in value:  # a signing secret: nothing of it may show
+            text = text.replace(value, "\u2026")
+            continue
+        text = text.replace(value, redact(value))
+        userinfo, _, _ = urlsplit(value).netloc.rpartition("@")
+        if userinfo:
+            text = text.replace(userinfo, "\u2026")
+    return text

@@ -1,0 +1,132 @@
+"""Render a diff report on a terminal with rich: a table, one row per changed field.
+
+Word diffs are highlighted when colour is on, and shown as [-old-]{+new+} markers when it is
+off (NO_COLOR) or the output is not a terminal. A field path is never folded inside a word:
+the field column is at least as wide as the longest path (or run of a site key without a
+space), as far as the console's width allows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from io import StringIO
+from typing import TYPE_CHECKING, Final
+
+from .present import ARROW, ItemLine, ItemLines, Presented, Values, WordDiff, short, visible
+from .report import DiffReport, heading, summary
+from .worddiff import Segment, marked
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
+VALUE_WIDTH: Final = 60  # a value on its own
+ITEM_WIDTH: Final = 90  # an item added or removed
+LABEL_WIDTH: Final = 50  # the item whose inside changed
+EDIT_WIDTH: Final = 40  # each side of an inner edit
+# The old → new column keeps this much when paths are long: at 80 columns the field column
+# then fits the registry's longest path (design.interventionModelDescription, 35).
+MIN_CHANGE_WIDTH: Final = 16
+_STYLES: Final = {"+": "green", "-": "red", "~": "yellow", "delete": "red strike",
+                  "insert": "bold green", "major": "bold red", "minor": "yellow", "info": "dim"}
+_MARKS: Final = {"added": "+", "removed": "-", "reworded": "~", "changed": "~"}
+
+
+def _append_words(cell: Text, words: Sequence[Segment], plain: bool) -> None:
+    """Append a word diff: styled when colour is on, [-…-]{+…+} markers when it is not."""
+    for index, segment in enumerate(words):
+        if index:
+            cell.append(" ")
+        text = " ".join(map(visible, segment.words))
+        if segment.op == "equal" or not plain:
+            cell.append(text, None if segment.op == "equal" else _STYLES[segment.op])
+        else:
+            cell.append(marked([Segment(segment.op, (text,))]))
+
+
+def _edit_text(at: str, old: object, new: object) -> str:
+    """Return one inner edit as `contacts[0].phone: a → b`."""
+    return f"{visible(at)}: {short(old, EDIT_WIDTH)} {ARROW} {short(new, EDIT_WIDTH)}"
+
+
+def _append_line(cell: Text, line: ItemLine, plain: bool) -> None:
+    """Append one item line: its mark, then the item, its word diff or its edits."""
+    if line.op == "edit":
+        edit = line.edits[0]
+        mark = "+" if edit.op == "added" else "-" if edit.op == "removed" else "~"
+        cell.append(f"{mark} ", _STYLES[mark])
+        cell.append(_edit_text(edit.at, edit.old, edit.new), _STYLES[mark])
+        return
+    mark = _MARKS[line.op]
+    cell.append(f"{mark} ", _STYLES[mark])
+    if line.op == "reworded":
+        _append_words(cell, line.words, plain)
+    elif line.op == "changed":
+        edits = "; ".join(_edit_text(e.at, e.old, e.new) for e in line.edits)
+        cell.append(f"{short(line.item, LABEL_WIDTH)}: {edits}", _STYLES[mark])
+    else:
+        cell.append(short(line.item, ITEM_WIDTH), _STYLES[mark])
+
+
+def change_cell(row: Presented, plain: bool) -> Text:
+    """Return the change column of a row: old → new, a word diff, or item lines; then facts."""
+    from rich.text import Text
+
+    cell = Text()
+    match row.body:
+        case WordDiff(segments):
+            _append_words(cell, segments, plain)
+        case ItemLines(lines):
+            for index, line in enumerate(lines):
+                if index:
+                    cell.append("\n")
+                _append_line(cell, line, plain)
+        case Values() as values:
+            old, new = values.texts(VALUE_WIDTH)
+            cell.append(f"{old} {ARROW} {new}")
+    if row.notes:
+        cell.append("\n(" + "; ".join(visible(n) for n in row.notes) + ")", "italic")
+    return cell
+
+
+def _path_width(report: DiffReport, console_width: int) -> int:
+    """Return the field column's least width: its longest unbreakable run, as room allows."""
+    longest = max((len(word) for row in report.rows for word in visible(row.path).split()),
+                  default=1)
+    kinds = max(len(row.kind) for row in report.rows)
+    # Borders (5), the kind and severity columns, and the padding of all four (8).
+    room = console_width - 5 - max(kinds, 4) - len("severity") - 8 - MIN_CHANGE_WIDTH
+    return max(1, min(longest, room))
+
+
+def render_report(report: DiffReport, console: Console) -> None:
+    """Print a report with rich; plain markers when colour is off or not on a terminal."""
+    from rich.table import Table
+    from rich.text import Text
+
+    plain = console.no_color or not console.is_terminal
+    console.print(Text(visible(heading(report)), "bold"))
+    console.print(Text(summary(report)))
+    if not report.rows:
+        return
+    table = Table(show_header=True, header_style="bold", expand=True, show_lines=True)
+    # The width is a floor for the ratio share, so a path word is never folded in two.
+    table.add_column("field", ratio=3, overflow="fold",
+                     width=_path_width(report, console.width))
+    table.add_column("kind", no_wrap=True)
+    table.add_column("severity", no_wrap=True)
+    table.add_column(f"old {ARROW} new", ratio=5, overflow="fold")
+    for row in report.rows:
+        table.add_row(Text(visible(row.path)), Text(row.kind),
+                      Text(row.severity, _STYLES[row.severity]), change_cell(row, plain))
+    console.print(table)
+
+
+def report_text(report: DiffReport, width: int = 100) -> str:
+    """Return a report as plain text (no colour, markers for word diffs) at a width."""
+    from rich.console import Console
+
+    console = Console(file=StringIO(), width=width, no_color=True, force_terminal=False,
+                      highlight=False)
+    render_report(report, console)
+    return console.file.getvalue()  # type: ignore[attr-defined,no-any-return]

@@ -1,0 +1,336 @@
+"""The Python API: `trialdiff.open(path)` gives a Tracker; each method is one command's work.
+
+The CLI is a thin layer over this module: it parses arguments, opens a Tracker, calls one
+method with its printer as a sink, and maps errors to exit codes. Writing methods run inside
+one `lifecycle.WriteRun`; reading methods use a read-only connection that sees the last commit.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import date
+from types import TracebackType
+from typing import Any
+
+import sqlite_utils
+
+from .errors import UnknownStudy, UsageError
+from .lifecycle import Change, Run, Sink, WriteRun
+from .model import utc_day, utc_timestamp
+from .registry import DEFAULT
+
+DEFAULT_API = "https://clinicaltrials.gov/api/v2"
+
+
+def client_for(api: str, *, page_size: int = 500, delay: float = 1.0, timeout: float = 60.0,
+               deadline: float = 120.0, retries: int = 5, retry_budget: float = 300.0,
+               max_response_mb: float = 64.0, **hooks: Any) -> Any:
+    """Return an API client from settings (as settings.py names them); hooks: sleep, transport."""
+    from .fetch import Pacing
+
+    if not 1 <= page_size <= 1000:
+        raise UsageError("the page size must be 1 to 1000 (the API's limit)", setting="page_size")
+    if timeout <= 0 or deadline <= 0:
+        raise UsageError("the timeout and deadline must be more than 0 seconds",
+                         setting="timeout")
+    pacing = Pacing(delay=delay, timeout=timeout, deadline=deadline, retries=retries,
+                    retry_budget=retry_budget, max_bytes=int(max_response_mb * 1024 * 1024),
+                    page_size=page_size)
+    return DEFAULT.client(api, pacing, **hooks)
+
+
+def history_client(api: str, **settings: Any) -> Any:
+    """Return the record-history endpoints, through a client based at the registry's root."""
+    from .history_api import site_root
+
+    return DEFAULT.history(client_for(site_root(api), **settings))
+
+
+class Tracker:
+    """A trialdiff database: write runs that keep snapshots, and reads of its changelog.
+
+    `hooks` (sleep, transport) go to every API client it builds, so a test can skip the
+    backoff's real waits. Use it as a context manager, or call `close()`.
+    """
+
+    def __init__(self, path: str, *, wait: float = 0.0,
+                 hooks: Mapping[str, Any] | None = None) -> None:
+        self.path = str(path)
+        self.wait = wait
+        self.hooks = dict(hooks or {})
+        self.last_run: Run | None = None
+        self._db: sqlite_utils.Database | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the database connections."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def writer(self) -> sqlite_utils.Database:
+        """Return the writing connection, creating or migrating the database first."""
+        if self._db is None:
+            from .schema import open_db
+
+            self._db = open_db(self.path)
+        return self._db
+
+    def reader(self) -> sqlite3.Connection:
+        """Return a read-only connection (it sees the last commit, never blocks a writer)."""
+        if self._conn is None:
+            from .query import connect_readonly
+
+            self._conn = connect_readonly(self.path)
+        return self._conn
+
+    def run(self, command: str, sinks: Sequence[Sink] = (), clients: Iterable[Any] = ()
+            ) -> WriteRun:
+        """Return the lifecycle of one writing run: lock, run row, totals, clients, sinks."""
+        return WriteRun(self.path, command, self.writer, self.wait, sinks, clients)
+
+    @contextmanager
+    def _running(self, command: str, sinks: Sequence[Sink] = (), clients: Iterable[Any] = ()
+                 ) -> Iterator[WriteRun]:
+        """Run one writing run, keeping how it ended in `last_run` (interrupted ones too)."""
+        lifecycle = self.run(command, sinks, clients)
+        try:
+            with lifecycle as run:
+                yield run
+        finally:
+            if lifecycle.result is not None:
+                self.last_run = lifecycle.result
+
+    def _last(self) -> Run:
+        """Return the run that just finished."""
+        assert self.last_run is not None
+        return self.last_run
+
+    # Writing runs.
+
+    def import_paths(self, paths: Iterable[str], at: str | None = None,
+                     sinks: Sequence[Sink] = ()) -> Run:
+        """Snapshot study records from files, folders and archives of dated folders."""
+        from .model import LeftOut, observation_time
+        from .sources import dated_folders, read_studies
+        from .store import save_studies
+
+        observed = observation_time(at) if at is not None else None
+        batches: list[tuple[str, list[str]]] = []
+        plain: list[str] = []
+        notes: list[LeftOut] = []
+        for path in map(str, paths):
+            archive = dated_folders(path)
+            if archive is None:
+                plain.append(path)
+                continue
+            if observed is not None:  # one time for every day would re-date the whole history
+                raise UsageError(f"{path} is an archive of dated folders, observed on their "
+                                 "dates", setting="at")
+            if archive.ignored:
+                notes.append(LeftOut(path, tuple(archive.ignored)))
+            batches.extend((day, [str(folder)]) for day, folder in archive.days)
+        if plain:
+            batches.append((observed or utc_timestamp(), plain))
+        with self._running("import", sinks) as run:
+            for note in notes:
+                run.emit(note)
+            for observed_at, batch in batches:
+                save_studies(run.db, read_studies(batch), observed_at, run.totals,
+                             run_id=run.id, emit=run.emit)
+        return self._last()
+
+    def sync(self, ids: Iterable[str] = (), *, api: str = DEFAULT_API, source: str | None = None,
+             at: str | None = None, force: bool = False, backfill_new: bool = False,
+             sinks: Sequence[Sink] = (), **settings: Any) -> Run:
+        """Fetch the tracked studies and saved queries, plus `ids`, and save what changed.
+
+        With `source` (a bulk dump), read it instead of the API. `settings` are the API
+        client's (page_size, delay, timeout, deadline, retries, retry_budget, max_response_mb).
+        """
+        from .model import observation_time
+        from .sync import sync_api, sync_source
+
+        nct_ids = _ids(ids)
+        observed_at = observation_time(at) if at is not None else utc_timestamp()
+        client = None if source else client_for(api, **settings, **self.hooks)
+        try:
+            history = history_client(api, **settings, **self.hooks) if backfill_new else None
+        except BaseException:
+            if client is not None:
+                client.close()
+            raise
+        clients = [c for c in (client, history and history.client) if c is not None]
+        with self._running("sync", sinks, clients) as run:
+            if client is None:
+                sync_source(run.db, str(source), nct_ids, observed_at, run.id, run.totals,
+                            run.emit)
+            else:
+                run.data_timestamp = client.version().get("dataTimestamp")
+                run.drain(sync_api(run.db, client, nct_ids, observed_at, run.id,
+                                   run.totals, release=run.data_timestamp, force=force))
+            if history is not None:
+                from .history import backfill_new as backfill_pending
+
+                run.drain(backfill_pending(run.db, history, run.id, run.totals))
+        return self._last()
+
+    def backfill(self, ids: Iterable[str], *, api: str = DEFAULT_API, since: str | None = None,
+                 alert: bool = False, sinks: Sequence[Sink] = (), **settings: Any) -> Run:
+        """Take in studies' whole registry history, each version dated when it went public."""
+        from .errors import FetchError, ShapeError
+        from .history import backfill_study
+        from .model import Failed
+        from .watch import AlertWriter
+
+        nct_ids = _ids(ids)
+        history = history_client(api, **settings, **self.hooks)
+        with self._running("backfill", sinks, [history.client]) as run:
+            alerts = AlertWriter(run.db, run.id) if alert else None
+            for nct_id in nct_ids:
+                try:
+                    run.drain(backfill_study(run.db, history, nct_id, since, run.totals,
+                                             run.id, alerts))
+                except ShapeError as exc:
+                    run.record(nct_id, exc)
+                    raise  # the endpoints changed shape: stop rather than store wrongly
+                except FetchError as exc:
+                    run.totals.fail(nct_id, str(exc))
+                    run.emit(Failed(nct_id, str(exc), exc.setting))
+        return self._last()
+
+    def reannotate(self, sinks: Sequence[Sink] = ()) -> tuple[int, int]:
+        """Recompute every stored change's severity and facts; return (checked, updated)."""
+        from .annotations import reannotate
+
+        with self._running("reannotate", sinks) as run:
+            counts = reannotate(run.db)
+        return counts
+
+    def notify(self, *, timeout: float = 10.0, backoff: float = 300.0,
+               max_age_hours: float = 72.0, sinks: Sequence[Sink] = ()) -> Any:
+        """Deliver the pending alerts that are due; return the delivery totals."""
+        from .notify import deliver_pending
+
+        with self._running("notify", sinks) as run:
+            totals = deliver_pending(run.db, timeout=timeout, backoff=backoff,
+                                     max_age_hours=max_age_hours)
+            for error in totals.errors:
+                run.totals.fail("alert", error)
+        return totals
+
+    def track(self, ids: Iterable[str] = (), queries: Iterable[str] = ()) -> tuple[int, int]:
+        """Add studies and saved queries to what `sync` fetches; return how many were new."""
+        from .sync import parse_query, track
+
+        return track(self.writer(), _ids(ids), [parse_query(q) for q in queries],
+                     utc_timestamp())
+
+    def untrack(self, ids: Iterable[str] = (), queries: Iterable[str] = ()) -> int:
+        """Remove studies and saved queries from what `sync` fetches; return how many went."""
+        from .sync import parse_query, untrack
+
+        return untrack(self.writer(), _ids(ids), [parse_query(q) for q in queries])
+
+    # Reads.
+
+    def watches(self) -> list[Any]:
+        """Return the watch rules (watch.Watch), by name; their targets stay in the secrets file."""
+        from .watch import load_watches
+
+        return load_watches(self.reader())
+
+    def changes(self, nct_ids: Iterable[str] | None = None, since: str | None = None,
+                until: str | None = None, path: str | None = None,
+                kinds: Iterable[str] | None = None, min_severity: str | None = None
+                ) -> Iterator[Change]:
+        """Yield stored changes, oldest first, as `changes --format json` lists them."""
+        from .export import annotated_stream
+        from .query import ChangeFilter, query_changes
+
+        where = ChangeFilter(_ids(nct_ids or ()), _time(since), _time(until), path,
+                             tuple(kinds or ()))
+        for group in annotated_stream(query_changes(self.reader(), where), min_severity):
+            yield from map(Change.from_annotated, group)
+
+    def recent_section(self, nct_id: str, days: int = 30, as_of: str | date | None = None,
+                       limit: int | None = None) -> str:
+        """Return a study's Recent Field Changes section, as `recent` prints it."""
+        from .query import ChangeFilter, query_changes
+        from .render import recent_section, recent_window
+
+        since, until = recent_window(_day(as_of), days)
+        where = ChangeFilter(_ids([nct_id]), since, until)
+        return recent_section(list(query_changes(self.reader(), where)), days, limit)
+
+    def page(self, nct_id: str, as_of: str | date | None = None, days: int = 30,
+             canonical_base: str = "", footer: str = "", ages: bool = False) -> str:
+        """Return a study's trial page (Markdown), as `page` prints it."""
+        from .site import render_study_page
+
+        (checked,) = _ids([nct_id])
+        text = render_study_page(self.reader(), checked, _day(as_of), days, canonical_base,
+                                 footer, ages)
+        if text is None:
+            raise UnknownStudy(f"{checked} is not in the database")
+        return text
+
+    def check(self, totals: Any = None) -> list[str]:
+        """Verify the database; return its problems (none: sound). `totals` counts what was."""
+        from .check import CheckTotals, check_database
+
+        return list(check_database(self.reader(), totals or CheckTotals()))
+
+
+def _ids(values: Iterable[str]) -> tuple[str, ...]:
+    """Return NCT ids upper-cased; raise UsageError for one that is malformed."""
+    from .normalize import is_nct_id
+
+    checked = []
+    for value in values:
+        nct_id = value.strip().upper()
+        if not is_nct_id(nct_id):
+            raise UsageError(f"{value!r} is not an NCT id like NCT01234567")
+        checked.append(nct_id)
+    return tuple(checked)
+
+
+def _time(value: str | None) -> str | None:
+    """Return an ISO 8601 date or time as a UTC timestamp; raise UsageError if it is not one."""
+    if value is None:
+        return None
+    try:
+        return utc_timestamp(value)
+    except (ValueError, OverflowError):
+        raise UsageError(f"{value!r} is not an ISO 8601 date or time") from None
+
+
+def _day(value: str | date | None) -> date:
+    """Return the UTC day of a date, a timestamp, or today."""
+    if isinstance(value, date):
+        return value
+    return utc_day(_time(value))
+
+
+def open(path: str, *, wait: float = 0.0, hooks: Mapping[str, Any] | None = None) -> Tracker:
+    """Open (creating or migrating) a trialdiff database; use the Tracker as a context manager."""
+    from .lock import WriteLock
+
+    tracker = Tracker(path, wait=wait, hooks=hooks)
+    with WriteLock(tracker.path, wait, "open"):
+        tracker.writer()
+    return tracker
+
+

@@ -1,0 +1,120 @@
+"""trialdiff's Datasette plugin: hooks registered by `app.make_datasette`, no entry point needed.
+
+- Private columns (`Table.private` in schema.py) are out of reach of any SQL: an SQLite
+  authorizer on every connection to the database reads them as NULL, and refuses whole
+  private tables, whose pages are forbidden too. Hiding them in metadata alone would leave
+  them one `select` away.
+- Canned queries (and any table or query with whole changes) get an `.atom` rendition made by
+  export.to_atom, the feed `trialdiff changes --format atom` writes.
+- `/study/NCT…` is a study's page (study.py); study ids in the tables link to it.
+
+Every hook acts only on the Datasette that `make_datasette` configured, by its plugin config.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any, Final, TypeVar, cast
+
+from datasette import hookimpl as datasette_hookimpl
+from datasette.utils.asgi import Response
+from markupsafe import Markup, escape
+
+from ..export import to_atom
+from ..query import row_to_change
+from .metadata import private_columns
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def hookimpl(function: F) -> F:
+    """Mark a function as a Datasette hook implementation (typed, for mypy)."""
+    return cast(F, datasette_hookimpl(function))
+
+
+ATOM_COLUMNS: Final = frozenset({"nct_id", "path", "kind", "detected_at", "old", "new",
+                                 "detail"})
+
+
+def _database(datasette: Any) -> str | None:
+    """Return the name of the trialdiff database this Datasette serves, if it is ours."""
+    config = datasette.plugin_config("trialdiff")
+    return config.get("database") if config else None
+
+
+def authorizer(private: dict[str, tuple[str, ...]]) -> Callable[..., int]:
+    """Return an SQLite authorizer that reads private columns as NULL and refuses tables."""
+    def check(action: int, table: str | None, column: str | None, *_: Any) -> int:
+        if action == sqlite3.SQLITE_READ and table in private:
+            hidden = private[table]
+            if "*" in hidden:
+                return sqlite3.SQLITE_DENY
+            if column in hidden:
+                return sqlite3.SQLITE_IGNORE  # the column reads as NULL
+        if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+            return sqlite3.SQLITE_DENY  # no way round the authorizer through another file
+        return sqlite3.SQLITE_OK
+
+    return check
+
+
+@hookimpl
+def prepare_connection(conn: sqlite3.Connection, database: str, datasette: Any) -> None:
+    """Put the authorizer on every connection to the trialdiff database."""
+    if database == _database(datasette):
+        conn.set_authorizer(authorizer(private_columns()))
+
+
+@hookimpl
+def permission_allowed(datasette: Any, actor: Any, action: str, resource: Any) -> bool | None:
+    """Forbid the pages of whole private tables."""
+    if action == "view-table" and isinstance(resource, tuple) and len(resource) == 2:
+        database, table = resource
+        if database == _database(datasette) and "*" in private_columns().get(table, ()):
+            return False
+    return None
+
+
+@hookimpl
+def register_routes() -> list[tuple[str, Any]]:
+    """Serve a page per study."""
+    from .study import study_page
+
+    return [(r"^/study/(?P<nct_id>[Nn][Cc][Tt][0-9]{8})$", study_page)]
+
+
+@hookimpl
+def render_cell(value: Any, column: str, database: str, datasette: Any) -> Markup | None:
+    """Link a study id to its page."""
+    if column == "nct_id" and database == _database(datasette) and isinstance(value, str):
+        return Markup(f'<a href="/study/{escape(value)}">{escape(value)}</a>')
+    return None
+
+
+def can_render_atom(datasette: Any, columns: list[str]) -> bool:
+    """Tell whether a result holds whole changes, which a feed can show."""
+    return _database(datasette) is not None and set(columns) >= ATOM_COLUMNS
+
+
+def render_atom(datasette: Any, request: Any, database: str, table: str | None,
+                columns: list[str], rows: list[Any], query_name: str | None) -> Response:
+    """Return the result as trialdiff's Atom feed: one entry per study per day."""
+    found = [dict(zip(columns, row, strict=True)) for row in rows]
+    titles = {r["nct_id"]: r["brief_title"] for r in found if r.get("brief_title")}
+    name = query_name or table or "query"
+    query = (datasette.metadata("queries", database=database) or {}).get(query_name) or {}
+    feed = to_atom(
+        [row_to_change(r) for r in found],
+        feed_id=f"tag:trialdiff,2024:datasette/{database}/{name}",
+        title=f"trialdiff: {query.get('title') or name}",
+        self_href=str(request.url),
+        titles=titles,
+    )
+    return Response(feed, content_type="application/atom+xml; charset=utf-8")
+
+
+@hookimpl
+def register_output_renderer(datasette: Any) -> dict[str, Any]:
+    """Offer `.atom` beside `.json` and `.csv`."""
+    return {"extension": "atom", "render": render_atom, "can_render": can_render_atom}
