@@ -8,16 +8,15 @@ whichever trialdiff runs, so a fresh import under today's rules is the reference
 from __future__ import annotations
 
 import importlib.util
-import json
 import shutil
 import sqlite3
-import zlib
 from pathlib import Path
 from typing import Any
 
 from conftest import FIXTURES, run
 
 from trialdiff.history import rekey_study
+from trialdiff.query import iter_snapshots
 from trialdiff.schema import MIGRATIONS, SCHEMA_VERSION, open_db, schema_version
 from trialdiff.store import transaction
 
@@ -29,21 +28,28 @@ _spec.loader.exec_module(make)
 
 
 def dump(path: Path) -> dict[str, Any]:
-    """Return what a database stores about its studies' histories, ids left out."""
+    """Return what a database holds about its studies' histories as readers see it, ids left out.
+
+    Snapshots are their rebuilt fields and hashes (a study whose chain starts at a lazy
+    baseline stores NULL hashes, computed on reading), so a file whose baselines were stored
+    whole compares equal to one that kept them lazy.
+    """
     conn = sqlite3.connect(path)
-    snapshots = [
-        (*row[:-1], json.loads(zlib.decompress(row[-1])) if row[-1] is not None else None)
-        for row in conn.execute(
-            "select nct_id, seq, observed_at, content_hash, source, source_version, markup, "
-            "delta from snapshots order by nct_id, seq")
-    ]
+    snapshots, latest = [], {}
+    for (nct_id,) in conn.execute("select nct_id from studies order by nct_id").fetchall():
+        for stored in iter_snapshots(conn, nct_id):
+            snap = stored.snapshot
+            snapshots.append((nct_id, stored.seq, snap.observed_at, snap.content_hash,
+                              snap.source, snap.source_version, snap.markup, snap.fields))
+            assert stored.stored_hash in (None, snap.content_hash)
+            latest[nct_id] = snap.content_hash
     changes = conn.execute(
         "select c.nct_id, s.seq, c.path, c.kind, c.detected_at, c.old, c.new, c.detail "
         "from changes c join snapshots s on s.id = c.snapshot_id order by c.nct_id, c.id"
     ).fetchall()
-    studies = conn.execute(
+    studies = [(*row[:4], row[4] or latest[row[0]], *row[5:]) for row in conn.execute(
         "select nct_id, first_seen_at, last_changed_at, snapshot_count, content_hash, raw_hash, "
-        "brief_title, overall_status from studies order by nct_id").fetchall()
+        "brief_title, overall_status from studies order by nct_id").fetchall()]
     conn.close()
     return {"snapshots": snapshots, "changes": changes, "studies": studies}
 
