@@ -19,7 +19,7 @@ from conftest import FIXTURES, real_records, version_pair
 from test_reliability import ENV, changes_of, run
 
 from trialdiff.codec import ZSTD_MAGIC
-from trialdiff.normalize import extract_fields, record_units, unit_fields
+from trialdiff.normalize import extract_fields, moved_units, record_units, unit_fields
 from trialdiff.query import baseline_record, latest_record, study_fields
 from trialdiff.schema_version import SCHEMA_VERSION
 
@@ -63,6 +63,18 @@ def test_a_records_fields_are_the_union_of_its_modules_fields() -> None:
             assert not merged.keys() & part.keys()  # no field comes from two modules
             merged.update(part)
         assert merged == extract_fields(record)
+
+
+def test_a_value_of_another_json_type_moves_its_module() -> None:
+    # Python holds False == 0 == 0.0; JSON (and the canonical fields) do not. Found by test_fuzz.
+    record = next(r for r in RECORDS if r.get("hasResults") is False)
+    bent = copy.deepcopy(record)
+    bent["hasResults"] = 0
+    status = bent["protocolSection"]["statusModule"]
+    status["expandedAccessInfo"]["hasExpandedAccess"] = 0.0
+    moved = moved_units(record_units(record), record_units(bent))
+    assert moved == {("hasResults",), ("protocolSection", "statusModule")}
+    assert moved_units(record_units(record), record_units(copy.deepcopy(record))) == set()
 
 
 def test_an_import_trains_a_dictionary_and_stores_changed_records_against_their_first(

@@ -301,8 +301,22 @@ def record_units(study: Mapping[str, Any]) -> dict[Unit, Any]:
 
 def moved_units(old: Mapping[Unit, Any], new: Mapping[Unit, Any]) -> set[Unit]:
     """Return the units whose value differs between two records' units (or is in one only)."""
-    moved = {unit for unit, value in new.items() if old.get(unit, _MISSING) != value}
+    moved = {unit for unit, value in new.items() if not _same(old.get(unit, _MISSING), value)}
     return moved | (old.keys() - new.keys())
+
+
+def _same(old: Any, new: Any) -> bool:
+    """Return whether two parsed JSON values are the same JSON (Python has False == 0 == 0.0).
+
+    Equal values are compared once more as bytes; keys in another order count as moved,
+    which only costs canonicalising a unit that did not change.
+    """
+    if old is _MISSING or old != new:
+        return False
+    try:
+        return orjson.dumps(old) == orjson.dumps(new)
+    except (orjson.JSONEncodeError, TypeError):  # integers past 64 bits, lone surrogates
+        return json.dumps(old) == json.dumps(new)
 
 
 def unit_fields(units: Mapping[Unit, Any], only: set[Unit], markup: str = "markdown"
