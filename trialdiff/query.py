@@ -253,7 +253,7 @@ def latest_record(conn: Connection, nct_id: str) -> dict[str, Any] | None:
 
 
 def _record_row(conn: Connection, nct_id: str, columns: str) -> Any:
-    """Return a study's records row; a read-only file of schema 4 or older has no `base`."""
+    """Return a study's records row; a file migrating from before schema 7 has no `base` yet."""
     try:
         return conn.execute(f"select {columns} from records where nct_id = ?",
                             [nct_id]).fetchone()

@@ -94,7 +94,7 @@ SCHEMA: tuple[Table, ...] = (
         ("observed_at", str, "when this record was stored"),
         ("record", bytes, "the latest raw record's JSON, derivedSection left out: zstd with the "
                           "trained dictionary its frame names, or, when `base` is set, zstd "
-                          "against `base`'s record (zlib before schema 5)"),
+                          "against `base`'s record (zlib before schema 7)"),
         ("etag", str, "the ETag `/studies/{id}` sent with this record; sync sends it back as "
                       "If-None-Match, and a 304 means seen, unchanged"),
         ("base", bytes, "the study's first record, once a later one replaced it (compressed "
