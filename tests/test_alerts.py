@@ -333,6 +333,10 @@ def test_watch_add_checks_targets_and_facts_up_front(
     db = str(tmp_path / "t.db")
     code, _, err = run(db, "watch", "add", "x", "--fact", "date_slip>90", "--to", "http://h/")
     assert code == 2 and "is not a fact" in err
+    code, out, err = run(db, "watch", "add", "x", "--to", "hooks.example.org/TOKEN")
+    assert (code, out) == (2, "")  # a forgotten https:// is named as such, the value unshown
+    assert err == ("trialdiff: error: a target with no scheme (no ://) is not a URL: give "
+                   "http://, https://, an Apprise URL or env:NAME\n")
     code, _, err = run(db, "watch", "add", "x", "--to", "slack://T1/B2/C3")
     assert code == 0, err
     monkeypatch.setitem(sys.modules, "apprise", None)  # as if the [notify] extra is missing

@@ -37,6 +37,20 @@ def test_changed_studies_are_those_seen_since_or_sliding_out(db_path: str) -> No
     assert sliding == ["NCT05827016", "NCT06060392"]  # their changes left the window
 
 
+def test_changes_into_a_missing_folder_names_the_folder_not_a_temporary_file(
+    tmp_path: Path,
+) -> None:
+    db_path = str(tmp_path / "t.db")
+    CliRunner().invoke(cli, ["--db", db_path, "import", "--summary", str(SAMPLE)])
+    target = tmp_path / "missing" / "feed.xml"
+    result = CliRunner().invoke(cli, ["--db", db_path, "changes", "--format", "atom",
+                                      "-o", str(target)])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (f"trialdiff: error: cannot write {target}: there is no folder "
+                             f"{target.parent}\n")
+    assert not (tmp_path / "missing").exists()
+
+
 def test_write_atomic_skips_an_unchanged_file(tmp_path: Path) -> None:
     target = tmp_path / "page.md"
     assert write_atomic(target, "one\n") is True
