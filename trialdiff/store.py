@@ -129,6 +129,8 @@ def save_study(
         [nct_id],
     ).fetchone()
     if row is not None and observed_at < row[4]:
+        if _replays_stored_history(db, nct_id, study, observed_at):
+            return Observation(nct_id, False, ())
         raise _out_of_order(nct_id, observed_at, f"its latest snapshot ({row[4]})")
     if row is not None and row[0] == gate:
         _touch(db, nct_id, observed_at, row[3])
@@ -168,6 +170,22 @@ def save_study(
         **DEFAULT.summary_columns(study),
     })
     return Observation(nct_id, True, tuple(changes))
+
+
+def _replays_stored_history(
+    db: sqlite_utils.Database, nct_id: str, study: Mapping[str, Any], observed_at: str
+) -> bool:
+    """Return whether an older observation shows what the history already says of its time.
+
+    Importing an archive folder again (cron re-running a growing archive) replays days already
+    stored: those observations tell nothing new and are no error. Only one that contradicts
+    the stored history would rewrite it, and that one is refused.
+    """
+    then = db.execute(
+        "select content_hash from snapshots where nct_id = ? and observed_at <= ? "
+        "order by seq desc limit 1", [nct_id, observed_at]).fetchone()
+    # A lazy baseline has no hash yet, but it is never followed by a later snapshot.
+    return bool(then and then[0]) and content_hash(extract_fields(study)) == then[0]
 
 
 def _out_of_order(nct_id: str, observed_at: str, latest: str) -> OutOfOrderError:
