@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from conftest import ROOT, run
+from conftest import ROOT, SAMPLE, run
 
 from trialdiff.query import connect_readonly
 from trialdiff.site import changed_studies, write_atomic, write_site
@@ -41,13 +41,11 @@ def test_changes_into_a_missing_folder_names_the_folder_not_a_temporary_file(
     tmp_path: Path,
 ) -> None:
     db_path = str(tmp_path / "t.db")
-    CliRunner().invoke(cli, ["--db", db_path, "import", "--summary", str(SAMPLE)])
+    assert run(db_path, "import", "--summary", str(SAMPLE))[0] == 0
     target = tmp_path / "missing" / "feed.xml"
-    result = CliRunner().invoke(cli, ["--db", db_path, "changes", "--format", "atom",
-                                      "-o", str(target)])
-    assert (result.exit_code, result.stdout) == (2, "")
-    assert result.stderr == (f"trialdiff: error: cannot write {target}: there is no folder "
-                             f"{target.parent}\n")
+    code, out, err = run(db_path, "changes", "--format", "atom", "-o", str(target))
+    assert (code, out) == (2, "")
+    assert err == f"trialdiff: error: cannot write {target}: there is no folder {target.parent}\n"
     assert not (tmp_path / "missing").exists()
 
 
