@@ -5,12 +5,10 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from conftest import ROOT, SAMPLE, run
+from conftest import SAMPLE, run
 
 from trialdiff.query import connect_readonly
 from trialdiff.site import changed_studies, write_atomic, write_site
-
-SAMPLE = ROOT / "snapshots" / "sample"
 
 
 def test_one_process_or_several_write_the_same_pages(db_path: str, tmp_path: Path) -> None:
