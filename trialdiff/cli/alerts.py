@@ -230,6 +230,7 @@ def alerts(ctx: click.Context, state: str | None) -> None:
     for row in list_alerts(reader(ctx), state):
         when = row["delivered_at"] or row["next_attempt_at"] or ""
         note = f"  {row['last_error']}" if row["last_error"] and row["state"] != "delivered" else ""
-        click.echo(f"{row['id']}  {row['watch']}  {row['scope']}  {plural(row['changes'], 'change')}  "
+        click.echo(f"{row['id']}  {row['watch']}  {row['scope']}  "
+                   f"{plural(row['changes'], 'change')}  "
                    f"run {row['run_id']}  {shown(row['target'])}  {row['state']}  "
                    f"attempts {row['attempts']}" + (f"  {when}" if when else "") + note)
