@@ -227,7 +227,7 @@ def test_a_503_stays_pending_and_notify_delivers_it_with_the_same_key(
     assert "HTTP 503" in err and "hunter2" not in err and "http://127.0.0.1" in err
     assert receiver.refused == 1 and receiver.received == []
     code, out, _ = run(db, "alerts", "--pending")
-    assert code == 0 and "stops  NCT06060392  1 change(s)" in out and "pending" in out
+    assert code == 0 and "stops  NCT06060392  1 change" in out and "pending" in out
     assert "hunter2" not in out and "http://127.0.0.1" in out
     assert len(export(db, "NCT06060392", "--since", DAYS[2])) == 3  # nothing rolled back
     code, out, err = run(db, "notify")
@@ -333,6 +333,10 @@ def test_watch_add_checks_targets_and_facts_up_front(
     db = str(tmp_path / "t.db")
     code, _, err = run(db, "watch", "add", "x", "--fact", "date_slip>90", "--to", "http://h/")
     assert code == 2 and "is not a fact" in err
+    code, out, err = run(db, "watch", "add", "x", "--to", "hooks.example.org/TOKEN")
+    assert (code, out) == (2, "")  # a forgotten https:// is named as such, the value unshown
+    assert err == ("trialdiff: error: a target with no scheme (no ://) is not a URL: give "
+                   "http://, https://, an Apprise URL or env:NAME\n")
     code, _, err = run(db, "watch", "add", "x", "--to", "slack://T1/B2/C3")
     assert code == 0, err
     monkeypatch.setitem(sys.modules, "apprise", None)  # as if the [notify] extra is missing
@@ -367,9 +371,9 @@ def test_env_targets_are_read_at_delivery_and_show_previews(
         "NCT06060392: status.completionDate 2025-03-01 \u2192 2025-11-01 (+1 more)",
         "  NCT06060392  2025-07-02  status.completionDate \u2014 changed (major)",
         "  NCT06060392  2025-07-02  status.primaryCompletionDate \u2014 changed (major)",
-        "watch show: 1 message(s), 2 change(s) in 30 days",
+        "watch show: 1 message, 2 changes in 30 days",
     ]
-    assert "0 message(s)" in run(db, "watch", "show", "slips", "--as-of", "2025-09-30")[1]
+    assert "0 messages" in run(db, "watch", "show", "slips", "--as-of", "2025-09-30")[1]
     code, out, _ = run(db, "watch", "test", "slips")
     assert (code, out) == (0, "watch test: env:SLIP_HOOK: delivered\n")
 
@@ -405,7 +409,7 @@ def test_an_unreachable_mail_server_leaves_the_alert_pending_and_says_so_redacte
     assert err.startswith("trialdiff: alert: mail NCT06060392 \u2192 mailto://127.0.0.1: ")
     assert "s3cretpw" not in err + out
     code, out, _ = run(db, "alerts", "--pending")
-    assert out.startswith("1  mail  NCT06060392  1 change(s)  run 3  mailto://127.0.0.1  "
+    assert out.startswith("1  mail  NCT06060392  1 change  run 3  mailto://127.0.0.1  "
                           "pending  attempts 1")
     assert "s3cretpw" not in out
     assert "s3cretpw" not in Path(db).read_bytes().decode("utf-8", "replace")

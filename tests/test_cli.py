@@ -36,6 +36,13 @@ def test_recent_says_so_in_one_line_when_nothing_changed(db_path: str) -> None:
     assert out.splitlines()[-1] == "_No field changes in the last 7 days._"
 
 
+def test_recent_of_a_study_not_stored_says_so_rather_than_no_changes(db_path: str) -> None:
+    run(db_path, "import", "--at", "2026-04-20", str(GOLDEN / "partial.json"))
+    code, out, err = run(db_path, "recent", "NCT05085445")
+    assert (code, out) == (1, "")
+    assert err == "trialdiff: error: NCT05085445 is not in the database\n"
+
+
 def test_recent_limit_and_window(db_path: str) -> None:
     run(db_path, "import", "--at", "2026-04-20", str(GOLDEN / "partial.json"))
     run(db_path, "import", "--at", "2026-05-12T07:21:49.285Z", str(GOLDEN / "full.json"))

@@ -124,6 +124,15 @@ def test_numbers_out_of_range_are_usage_errors(tmp_path: Path, args: tuple[str, 
     assert hashlib.sha256(Path(db).read_bytes()).hexdigest() == before
 
 
+def test_a_reversed_window_is_a_usage_error(tmp_path: Path) -> None:
+    db = str(tmp_path / "t.db")
+    invoke("--db", db, "import", "--summary", str(SAMPLE))
+    code, out, err = invoke("--db", db, "changes", "--since", "2025-07-08", "--until", "2025-07-01")
+    assert (code, out) == (2, "")
+    assert err == ("trialdiff: error: --until (2025-07-01T00:00:00.000Z) is not after --since "
+                   "(2025-07-08T00:00:00.000Z): the window is empty\n")
+
+
 def test_default_database_outside_a_checkout_is_the_users_data_folder(elsewhere: Path) -> None:
     data = elsewhere.parent / "data" / "trialdiff"
     code, out, err = invoke("import", "--summary", str(SAMPLE))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SAMPLE, real_records, run, version_pair
+from conftest import SAMPLE, SAMPLE_DAYS, real_records, run, version_pair
 
 from trialdiff.model import utc_timestamp
 from trialdiff.schema import open_db
@@ -207,3 +207,36 @@ def test_an_archive_with_a_stray_readme_keeps_its_dates(tmp_path: Path, db_path:
     assert err == (f"trialdiff: error: {archive}: archive folder '2025-13-45' is not an ISO "
                    "8601 date or time\n")
     assert not (tmp_path / "other.db").exists()
+
+
+def test_an_archive_imported_again_as_it_grows_stores_only_the_new_day(
+    tmp_path: Path, db_path: str
+) -> None:
+    # Cron re-importing an archive folder that gains a day: the days already stored replay
+    # what the history says of their time, so they are no error; only the new day is news.
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    shutil.copytree(SAMPLE / SAMPLE_DAYS[0], archive / SAMPLE_DAYS[0])
+    assert run(db_path, "import", str(archive))[0] == 0
+    shutil.copytree(SAMPLE / SAMPLE_DAYS[1], archive / SAMPLE_DAYS[1])
+    code, out, err = run(db_path, "import", "--summary", str(archive))
+    assert (code, err) == (0, "")
+    assert out.startswith("import: 6 studies checked, 2 changed, 528 changes")
+    code, out, err = run(db_path, "import", "--summary", str(archive))
+    assert (code, out, err) == (0, "import: 6 studies checked, 0 changed, 0 changes, 0 failed\n",
+                                "")
+    assert run(db_path, "check")[0] == 0
+
+
+def test_an_older_observation_that_contradicts_the_history_is_still_refused(
+    tmp_path: Path, db_path: str
+) -> None:
+    older, newer = version_pair("NCT06060392")
+    (tmp_path / "older.json").write_text(json.dumps(older), encoding="utf-8")
+    (tmp_path / "newer.json").write_text(json.dumps(newer), encoding="utf-8")
+    assert run(db_path, "import", "--at", "2025-01-01", str(tmp_path / "older.json"))[0] == 0
+    assert run(db_path, "import", "--at", "2025-03-01", str(tmp_path / "newer.json"))[0] == 0
+    # The newer content dated between the two: not what the history says of that day.
+    code, _, err = run(db_path, "import", "--at", "2025-02-01", str(tmp_path / "newer.json"))
+    assert code == 1
+    assert "is older than its latest snapshot" in err

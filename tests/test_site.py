@@ -5,12 +5,10 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from conftest import ROOT, run
+from conftest import SAMPLE, run
 
 from trialdiff.query import connect_readonly
 from trialdiff.site import changed_studies, write_atomic, write_site
-
-SAMPLE = ROOT / "snapshots" / "sample"
 
 
 def test_one_process_or_several_write_the_same_pages(db_path: str, tmp_path: Path) -> None:
@@ -35,6 +33,18 @@ def test_changed_studies_are_those_seen_since_or_sliding_out(db_path: str) -> No
     assert list(changed_studies(conn, "2025-07-08T00:00:00.000Z", date(2025, 7, 9), 30)) == []
     sliding = list(changed_studies(conn, "2025-07-20T00:00:00.000Z", date(2025, 8, 10), 30))
     assert sliding == ["NCT05827016", "NCT06060392"]  # their changes left the window
+
+
+def test_changes_into_a_missing_folder_names_the_folder_not_a_temporary_file(
+    tmp_path: Path,
+) -> None:
+    db_path = str(tmp_path / "t.db")
+    assert run(db_path, "import", "--summary", str(SAMPLE))[0] == 0
+    target = tmp_path / "missing" / "feed.xml"
+    code, out, err = run(db_path, "changes", "--format", "atom", "-o", str(target))
+    assert (code, out) == (2, "")
+    assert err == f"trialdiff: error: cannot write {target}: there is no folder {target.parent}\n"
+    assert not (tmp_path / "missing").exists()
 
 
 def test_write_atomic_skips_an_unchanged_file(tmp_path: Path) -> None:

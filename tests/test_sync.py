@@ -364,7 +364,7 @@ def test_a_single_study_is_fetched_conditionally_on_its_etag(
     api.clear_requests()
     code, out, _ = sync(db_path, api, "--at", DAY2)  # same release: not asked again
     assert code == 0 and out.startswith(f"sync: no new data release since {RELEASE2}: 1 "
-                                        "tracked study and 0 saved queries not fetched again")
+                                        "tracked study not fetched again (--force")
     assert [r.path for r in api.requests] == ["/api/v2/version"]
     api.put_study(edited(target))
     api.set_data_timestamp(RELEASE3)

@@ -112,6 +112,17 @@ def test_every_page_and_canned_query_answers(web_db: str) -> None:
     assert missing.status_code == 404
 
 
+def test_an_error_page_prints_no_traceback_to_the_server_log(
+    web_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Datasette's default handler prints every error's traceback, locals and all, when rich
+    # is importable (trialdiff depends on it): a mistyped study id must not flood the log.
+    (missing,) = fetch(web_db, "/study/NCT99999999")
+    assert missing.status_code == 404
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+
+
 def test_change_log_facets_and_metadata_from_the_schema(web_db: str) -> None:
     # No _facet given: the four facets are the change log's defaults.
     (response,) = fetch(web_db, "/trialdiff/change_log.json?nct_id=NCT06060392")

@@ -160,7 +160,9 @@ def check_target(url: str) -> None:
     if url.startswith(HTTP_SCHEMES):
         return
     if "://" not in url:
-        raise UsageError(f"{redact(url)} is not a URL (http://, https:// or an Apprise URL)")
+        # Nothing to redact down to: the value itself is not shown, since it may be a secret.
+        raise UsageError("a target with no scheme (no ://) is not a URL: give http://, "
+                         "https://, an Apprise URL or env:NAME")
     if not apprise_available():
         raise UsageError(f"{redact(url)} needs Apprise: pip install 'trialdiff[notify]' "
                          "(only http:// and https:// webhooks work without it)")

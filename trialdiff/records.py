@@ -21,7 +21,7 @@ import sqlite_utils
 from . import codec
 from .model import content_hash, fields_json, utc_timestamp
 from .normalize import extract_fields, moved_units, record_units, unit_fields
-from .query import apply_delta, baseline_record, latest_record
+from .query import apply_delta, baseline_record, latest_record, study_fields
 from .registry import DEFAULT, Registry
 from .sources import SourceItem
 
@@ -100,6 +100,25 @@ def save_record(
         "insert or replace into records (nct_id, observed_at, record, base) values (?, ?, ?, ?)",
         [nct_id, observed_at, blob, base],
     )
+
+
+def replays_stored_history(
+    db: sqlite_utils.Database, nct_id: str, study: Mapping[str, Any], observed_at: str
+) -> bool:
+    """Return whether an older observation shows what the history already says of its time.
+
+    Importing an archive folder again (cron re-running a growing archive) replays days already
+    stored: those observations tell nothing new and are no error. Only one that contradicts
+    the stored history would rewrite it, and that one is refused.
+    """
+    then = db.execute(
+        "select seq, content_hash from snapshots where nct_id = ? and observed_at <= ? "
+        "order by seq desc limit 1", [nct_id, observed_at]).fetchone()
+    if then is None:
+        return False
+    # A chain rooted in a lazy baseline stores no hashes: the fold gives that snapshot's.
+    stored = then[1] or content_hash(study_fields(db, nct_id, then[0]))
+    return content_hash(extract_fields(study)) == stored
 
 
 def gated_fields(

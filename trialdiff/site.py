@@ -10,6 +10,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageError
 from .page import render_page
 from .query import ChangeFilter, connect_readonly, latest_record, query_changes
 from .render import recent_section, recent_window
@@ -29,6 +30,8 @@ def write_atomic(path: str | Path, text: str | Iterable[str]) -> bool:
                 return False
         except FileNotFoundError:
             pass
+    if not target.parent.is_dir():  # else the error would name the temporary file below
+        raise UsageError(f"cannot write {target}: there is no folder {target.parent}")
     # One writer holds the database's write lock, but pages may be written by several readers:
     # the pid keeps their temporary files apart.
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")

@@ -41,6 +41,7 @@ from .records import (
     materialize,
     pack_delta,
     raw_json,
+    replays_stored_history,
     save_record,
     stable_part,
     with_dictionary,
@@ -112,6 +113,8 @@ def save_study(
         [nct_id],
     ).fetchone()
     if row is not None and observed_at < row[4]:
+        if replays_stored_history(db, nct_id, study, observed_at):
+            return Observation(nct_id, False, ())
         raise _out_of_order(nct_id, observed_at, f"its latest snapshot ({row[4]})")
     if row is not None and row[0] == gate:
         _touch(db, nct_id, observed_at, row[3])

@@ -268,12 +268,16 @@ class Tracker:
     def recent_section(self, nct_id: str, days: int = 30, as_of: str | date | None = None,
                        limit: int | None = None) -> str:
         """Return a study's Recent Field Changes section, as `recent` prints it."""
-        from .query import ChangeFilter, query_changes
+        from .query import ChangeFilter, query_changes, study_row
         from .render import recent_section, recent_window
 
+        (checked,) = _ids([nct_id])
+        conn = self.reader()
+        if study_row(conn, checked) is None:  # a mistyped id is not a quiet month
+            raise UnknownStudy(f"{checked} is not in the database")
         since, until = recent_window(_day(as_of), days)
-        where = ChangeFilter(_ids([nct_id]), since, until)
-        return recent_section(list(query_changes(self.reader(), where)), days, limit)
+        where = ChangeFilter((checked,), since, until)
+        return recent_section(list(query_changes(conn, where)), days, limit)
 
     def page(self, nct_id: str, as_of: str | date | None = None, days: int = 30,
              canonical_base: str = "", footer: str = "", ages: bool = False) -> str:

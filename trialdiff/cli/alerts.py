@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ..model import utc_day, utc_timestamp
+from ..render import plural
 from . import check_nct_ids, cli, fail, parse_timestamp, reader, setting_option, tracker, writer
 from .sinks import show_delivery
 
@@ -82,7 +83,7 @@ def watch_add(ctx: click.Context, /, name: str, studies: tuple[str, ...], query:
 
     with transaction(db):
         add_watch(db, replace(rule, targets=refs, secret=secret_ref))
-    click.echo(f"watch add: {name} \u2192 {len(refs)} target(s)")
+    click.echo(f"watch add: {name} \u2192 {plural(len(refs), 'target')}")
 
 
 @watch.command("list")
@@ -159,8 +160,8 @@ def watch_show(ctx: click.Context, name: str, days: int, as_of: str | None) -> N
         for item in changes:
             click.echo(f"  {item['nct_id']}  {item['detected_at'][:10]}  {item['path']} "
                        f"\u2014 {item['kind']} ({item['severity']})")
-    click.echo(f"watch show: {len(groups)} message(s), "
-               f"{sum(len(c) for _, c in groups)} change(s) in {days} days")
+    click.echo(f"watch show: {plural(len(groups), 'message')}, "
+               f"{plural(sum(len(c) for _, c in groups), 'change')} in {plural(days, 'day')}")
 
 
 @watch.command("test")
@@ -229,6 +230,7 @@ def alerts(ctx: click.Context, state: str | None) -> None:
     for row in list_alerts(reader(ctx), state):
         when = row["delivered_at"] or row["next_attempt_at"] or ""
         note = f"  {row['last_error']}" if row["last_error"] and row["state"] != "delivered" else ""
-        click.echo(f"{row['id']}  {row['watch']}  {row['scope']}  {row['changes']} change(s)  "
+        click.echo(f"{row['id']}  {row['watch']}  {row['scope']}  "
+                   f"{plural(row['changes'], 'change')}  "
                    f"run {row['run_id']}  {shown(row['target'])}  {row['state']}  "
                    f"attempts {row['attempts']}" + (f"  {when}" if when else "") + note)

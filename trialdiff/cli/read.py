@@ -57,6 +57,8 @@ def _change_filter(
         until = min(until, window_end) if until else window_end
     elif as_of is not None:
         fail("--as-of goes with --days")
+    if since is not None and until is not None and until <= since:
+        fail(f"--until ({until}) is not after --since ({since}): the window is empty")
     return ChangeFilter(nct_ids, since, until, path, kinds)
 
 

@@ -139,12 +139,13 @@ class OutcomePrinter:
         if self.progress is not None:
             total = self.progress.tasks[0].total or 0
             self.progress.update(self.task, total=max(total - studies, 0) or None)
-        click.echo(
-            f"{self.command}: no new data release since {release}: "
-            f"{plural(studies, 'tracked study', 'tracked studies')} and "
-            f"{plural(queries, 'saved query', 'saved queries')} not fetched again "
-            "(--force fetches them)"
-        )
+        if not studies and not queries:
+            return
+        skipped = [plural(studies, "tracked study", "tracked studies") if studies else "",
+                   plural(queries, "saved query", "saved queries") if queries else ""]
+        click.echo(f"{self.command}: no new data release since {release}: "
+                   f"{' and '.join(s for s in skipped if s)} not fetched again "
+                   "(--force fetches them)")
 
     def _emit(self, lines: list[str]) -> None:
         """Print report lines (each one is news, so --quiet prints them too)."""

@@ -30,10 +30,20 @@ def register_plugin() -> None:
 def make_datasette(db_path: str) -> Datasette:
     """Return a Datasette over one trialdiff database, opened read only (SQLite mode=ro)."""
     register_plugin()
+    quiet_error_pages()
     name = Path(db_path).stem
     # A mutable file is opened with mode=ro, which still sees what a running sync commits;
     # immutable=1 would not read the WAL, and would misread a file that changes.
     return Datasette(files=[db_path], metadata=build_metadata(name), settings=SETTINGS)
+
+
+def quiet_error_pages() -> None:
+    """Stop Datasette printing a traceback, with the request's locals, for every error page."""
+    import datasette.handle_exception as default_handler
+
+    # Its default handler prints whenever rich is importable, and trialdiff depends on rich: a
+    # 404 for a mistyped study would flood the server's log. The error page itself is kept.
+    default_handler.rich = None
 
 
 def run(datasette: Datasette, host: str, port: int, open_url: str | None) -> None:
