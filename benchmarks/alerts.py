@@ -27,10 +27,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from trialdiff.lifecycle import start_run
 from trialdiff.notify import deliver_pending
 from trialdiff.schema import open_db
 from trialdiff.sources import read_studies
-from trialdiff.store import RunTotals, save_studies, start_run, transaction
+from trialdiff.store import RunTotals, save_studies, transaction
 from trialdiff.watch import Watch, add_watch, parse_fact
 
 

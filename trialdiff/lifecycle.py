@@ -10,6 +10,7 @@ interrupted by the next writer). Each outcome goes to every sink as it happens; 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -21,7 +22,7 @@ import sqlite_utils
 from .lock import WriteLock
 from .meaning import Annotated
 from .model import Backfilled, FieldChange, Observation, Outcome, Resumed, utc_timestamp
-from .store import RunTotals, finish_run, start_run, transaction
+from .store import RunTotals, insert_row, transaction
 
 
 @dataclass(frozen=True)
@@ -194,3 +195,28 @@ class WriteRun:
         for thing in [*self.clients, *self.sinks]:
             with contextlib.suppress(Exception):
                 thing.close()
+
+
+def start_run(db: sqlite_utils.Database, command: str, started_at: str) -> int:
+    """Record the start of a run and return its id."""
+    return insert_row(db, "runs",
+                      {"command": command, "started_at": started_at, "status": "running"})
+
+
+def finish_run(
+    db: sqlite_utils.Database,
+    run_id: int,
+    totals: RunTotals,
+    ended_at: str,
+    data_timestamp: str | None = None,
+    interrupted: bool = False,
+) -> None:
+    """Record how a run ended (`interrupted` when the user stopped it, e.g. Ctrl-C)."""
+    status = "ok" if not totals.failed else ("partial" if totals.checked else "failed")
+    status = "interrupted" if interrupted else status
+    db.execute(
+        "update runs set ended_at = ?, status = ?, data_timestamp = ?, checked = ?, changed = ?, "
+        "changes = ?, failed = ?, errors = ? where id = ?",
+        [ended_at, status, data_timestamp, totals.checked, totals.changed, totals.changes,
+         totals.failed, json.dumps(totals.errors[:1000], ensure_ascii=False), run_id],
+    )

@@ -11,7 +11,6 @@ its old and new values, so the changelog is readable straight from the file.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -347,31 +346,6 @@ class RunTotals:
         """Add one input that failed."""
         self.failed += 1
         self.errors.append({"input": where, "error": error})
-
-
-def start_run(db: sqlite_utils.Database, command: str, started_at: str) -> int:
-    """Record the start of a run and return its id."""
-    return insert_row(db, "runs",
-                      {"command": command, "started_at": started_at, "status": "running"})
-
-
-def finish_run(
-    db: sqlite_utils.Database,
-    run_id: int,
-    totals: RunTotals,
-    ended_at: str,
-    data_timestamp: str | None = None,
-    interrupted: bool = False,
-) -> None:
-    """Record how a run ended (`interrupted` when the user stopped it, e.g. Ctrl-C)."""
-    status = "ok" if not totals.failed else ("partial" if totals.checked else "failed")
-    status = "interrupted" if interrupted else status
-    db.execute(
-        "update runs set ended_at = ?, status = ?, data_timestamp = ?, checked = ?, changed = ?, "
-        "changes = ?, failed = ?, errors = ? where id = ?",
-        [ended_at, status, data_timestamp, totals.checked, totals.changed, totals.changes,
-         totals.failed, json.dumps(totals.errors[:1000], ensure_ascii=False), run_id],
-    )
 
 
 def save_studies(
