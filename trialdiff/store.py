@@ -130,12 +130,7 @@ def save_study(
     stored_hash = baseline[1] if baseline else row[1]
     snapshot = Snapshot(nct_id, observed_at, extract_fields(study), source)
     if snapshot.content_hash == stored_hash:
-        if observed_at >= row[3]:  # an older replay of the same content leaves all as it is
-            # Same content in different bytes (reordered lists, whitespace): keep the new gate.
-            save_record(db, nct_id, study, observed_at)
-            db.execute("update studies set raw_hash = ? where nct_id = ?", [gate, nct_id])
-            _touch(db, nct_id, observed_at, row[3])
-        return Observation(nct_id, False, ())
+        return _same_content(db, nct_id, study, observed_at, gate, row[3])
     if observed_at < row[3]:
         # A change dated before a later sighting of the old content would rewrite what that
         # sighting saw: the study would seem to change back on the next observation.
@@ -159,6 +154,18 @@ def save_study(
     return Observation(nct_id, True, tuple(changes))
 
 
+def _same_content(
+    db: sqlite_utils.Database, nct_id: str, study: Mapping[str, Any], observed_at: str,
+    gate: str, last_seen: str,
+) -> Observation:
+    """Take in the same content in other bytes (reordered lists, whitespace): keep its gate."""
+    if observed_at >= last_seen:  # an older replay of the same content leaves all as it is
+        save_record(db, nct_id, study, observed_at)
+        db.execute("update studies set raw_hash = ? where nct_id = ?", [gate, nct_id])
+        _touch(db, nct_id, observed_at, last_seen)
+    return Observation(nct_id, False, ())
+
+
 def _save_gated(
     db: sqlite_utils.Database, nct_id: str, study: Mapping[str, Any], observed_at: str,
     source: str, run_id: int | None, gate: str, row: tuple[Any, ...],
@@ -170,12 +177,8 @@ def _save_gated(
     ones; the full fields are folded only when the study's chain already has a content hash
     (a lazy baseline's chain keeps NULL hashes, which readers and `check` compute).
     """
-    if old_part == new_part:  # same content in other bytes: keep the new gate
-        if observed_at >= row[3]:
-            save_record(db, nct_id, study, observed_at)
-            db.execute("update studies set raw_hash = ? where nct_id = ?", [gate, nct_id])
-            _touch(db, nct_id, observed_at, row[3])
-        return Observation(nct_id, False, ())
+    if old_part == new_part:
+        return _same_content(db, nct_id, study, observed_at, gate, row[3])
     if observed_at < row[3]:
         raise _out_of_order(nct_id, observed_at, f"its last sighting ({row[3]})")
     previous = Snapshot(nct_id, row[4], old_part)
