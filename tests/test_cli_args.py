@@ -218,3 +218,18 @@ def test_an_empty_file_or_a_half_made_trialdiff_database_is_taken(tmp_path: Path
     conn.close()
     assert invoke("--db", str(half), "import", "--summary", str(SAMPLE)) == (0, IMPORTED, "")
     assert invoke("--db", str(half), "check") == (0, CHECKED, "")
+
+
+def test_a_file_that_is_not_sqlite_or_a_folder_as_the_database_is_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"not": "a database"}', encoding="utf-8")
+    for command in (("import", str(SAMPLE)), ("check",), ("changes",)):
+        code, out, err = invoke("--db", str(notes), *command)
+        assert (code, out) == (2, "")
+        assert err == f"trialdiff: error: {notes} is not a trialdiff database (not an SQLite file)\n"
+    assert notes.read_text(encoding="utf-8") == '{"not": "a database"}'
+    code, out, err = invoke("--db", str(tmp_path), "changes")
+    assert (code, out, err) == (2, "", f"trialdiff: error: {tmp_path} is a folder, not a database "
+                                       "file\n")

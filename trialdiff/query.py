@@ -33,6 +33,8 @@ class ReaderConnection(sqlite3.Connection):
 
 def connect_readonly(path: str) -> sqlite3.Connection:
     """Open an existing database for reading, in one read transaction; check its schema."""
+    if Path(path).is_dir():
+        raise UsageError(f"{path} is a folder, not a database file")
     if path != ":memory:" and not Path(path).is_file():
         raise DatabaseError(f"no database at {path}: run `trialdiff import` or `trialdiff sync`")
     try:
@@ -47,6 +49,8 @@ def connect_readonly(path: str) -> sqlite3.Connection:
             raise DatabaseError(f"cannot read database {path}: {exc}") from exc
         raise UsageError(f"{path} is not a trialdiff database (it has no meta table)") from exc
     except sqlite3.DatabaseError as exc:
+        if "file is not a database" in str(exc):
+            raise UsageError(f"{path} is not a trialdiff database (not an SQLite file)") from exc
         raise DatabaseError(f"cannot read database {path}: {exc}") from exc
     if row is None:
         raise UsageError(f"{path} is not a trialdiff database (it has no schema version)")

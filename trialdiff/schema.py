@@ -357,6 +357,8 @@ def open_db(path: str) -> sqlite_utils.Database:
         conn.execute("PRAGMA synchronous=NORMAL")
         migrate(db)
     except sqlite3.DatabaseError as exc:
+        if "file is not a database" in str(exc):  # pointed at some other file: usage
+            raise UsageError(f"{path} is not a trialdiff database (not an SQLite file)") from exc
         raise DatabaseError(f"cannot open database {path}: {exc}") from exc
     return db
 
