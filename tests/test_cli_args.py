@@ -228,7 +228,8 @@ def test_a_file_that_is_not_sqlite_or_a_folder_as_the_database_is_a_usage_error(
     for command in (("import", str(SAMPLE)), ("check",), ("changes",)):
         code, out, err = invoke("--db", str(notes), *command)
         assert (code, out) == (2, "")
-        assert err == f"trialdiff: error: {notes} is not a trialdiff database (not an SQLite file)\n"
+        assert err == (f"trialdiff: error: {notes} is not a trialdiff database "
+                       "(not an SQLite file)\n")
     assert notes.read_text(encoding="utf-8") == '{"not": "a database"}'
     code, out, err = invoke("--db", str(tmp_path), "changes")
     assert (code, out, err) == (2, "", f"trialdiff: error: {tmp_path} is a folder, not a database "
