@@ -248,3 +248,14 @@ def test_min_severity_filters_every_format(db_path: str) -> None:
     assert [c["path"] for c in json.loads(out)] == [
         "status.completionDate", "status.primaryCompletionDate"]
     assert all(c["severity"] == "major" for c in json.loads(out))
+
+
+def test_importing_a_folder_without_study_files_fails_it_by_name(
+    db_path: str, tmp_path: Path
+) -> None:
+    (tmp_path / "empty").mkdir()
+    code, out, err = run(db_path, "import", str(tmp_path / "empty"))
+    assert code == 1
+    assert err == (f"trialdiff: {tmp_path / 'empty'}: no study files here (.json, .ndjson, "
+                   ".jsonl or .zip)\n")
+    assert out == "import: 0 studies checked, 0 changed, 0 changes, 1 failed\n"

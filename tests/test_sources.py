@@ -179,3 +179,14 @@ def test_a_utf8_byte_order_mark_is_accepted_in_every_shape(tmp_path: Path, monke
     streamed = list(read_studies([str(page), str(one)]))
     assert [i.nct_id for i in streamed] == [*IDS, None]  # one large lone study is no page
     assert streamed[0].study == RECORDS[0]
+
+
+def test_a_folder_with_no_study_files_is_named_as_a_failed_input(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "README.md").write_text("not a study", encoding="utf-8")
+    items = list(read_studies([str(tmp_path / "empty"), str(tmp_path / "notes")]))
+    assert [(i.label, i.error) for i in items] == [
+        (str(tmp_path / p), "no study files here (.json, .ndjson, .jsonl or .zip)")
+        for p in ("empty", "notes")
+    ]

@@ -249,27 +249,30 @@ def read_file(path: Path) -> Iterator[SourceItem]:
         yield SourceItem(str(path), error=f"cannot read: {exc.strerror or exc}")
 
 
-def expand_paths(paths: Iterable[str]) -> Iterator[Path]:
-    """Yield the input files a list of paths names, folders searched recursively, sorted."""
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            for root, dirs, files in os.walk(path):
-                dirs.sort()
-                for name in sorted(files):
-                    if name.lower().endswith(SUFFIXES):
-                        yield Path(root) / name
-        else:
-            yield path
+def _files(path: Path) -> Iterator[Path]:
+    """Yield the input files one path names: itself, or a folder's, searched recursively."""
+    if not path.is_dir():
+        yield path
+        return
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            if name.lower().endswith(SUFFIXES):
+                yield Path(root) / name
 
 
 def read_studies(paths: Iterable[str]) -> Iterator[SourceItem]:
     """Yield every record (or input error) found under the given paths."""
-    for path in expand_paths(paths):
-        if not path.exists():
-            yield SourceItem(str(path), error="no such file or directory")
-            continue
-        yield from read_file(path)
+    for raw in paths:
+        found = False
+        for path in _files(Path(raw)):
+            found = True
+            if not path.exists():
+                yield SourceItem(str(path), error="no such file or directory")
+                continue
+            yield from read_file(path)
+        if not found:  # an empty folder is most often a wrong path: say so, not "0 checked"
+            yield SourceItem(raw, error="no study files here (.json, .ndjson, .jsonl or .zip)")
 
 
 @dataclass(frozen=True)
