@@ -43,10 +43,10 @@ def test_the_sample_page_byte_for_byte() -> None:
 
 def test_the_sample_page_from_the_database(db_path: str) -> None:
     from trialdiff.model import utc_day
-    from trialdiff.query import ChangeFilter, latest_record, query_changes, study_row
+    from trialdiff.query import ChangeFilter, latest_record, query_changes, study_row, transaction
     from trialdiff.render import recent_section, recent_window
     from trialdiff.schema import open_db
-    from trialdiff.store import save_study, transaction
+    from trialdiff.store import save_study
 
     db = open_db(db_path)
     with transaction(db):  # an early partial sighting, then the full record

@@ -16,9 +16,8 @@ from typing import Any
 from conftest import FIXTURES, run
 
 from trialdiff.history import rekey_study
-from trialdiff.query import iter_snapshots
+from trialdiff.query import iter_snapshots, transaction
 from trialdiff.schema import MIGRATIONS, SCHEMA_VERSION, open_db, schema_version
-from trialdiff.store import transaction
 
 OLD_DB = FIXTURES / "old-paths" / "v2.db"
 _spec = importlib.util.spec_from_file_location("make_old_paths", FIXTURES / "old-paths" / "make.py")

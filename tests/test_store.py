@@ -25,10 +25,11 @@ from trialdiff.query import (
     snapshots_of,
     study_fields,
     study_row,
+    transaction,
 )
 from trialdiff.schema import SCHEMA, SCHEMA_VERSION, open_db, schema_version
 from trialdiff.sources import SourceItem, read_studies
-from trialdiff.store import RunTotals, materialize, save_studies, save_study, transaction
+from trialdiff.store import RunTotals, materialize, save_studies, save_study
 
 T1, T2, T3 = "2024-06-14T00:00:00.000Z", "2025-07-07T00:00:00.000Z", "2025-07-08T00:00:00.000Z"
 

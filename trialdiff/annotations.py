@@ -15,7 +15,7 @@ from itertools import groupby
 from typing import Any
 
 from .meaning import Annotated, annotate
-from .query import Connection, row_to_change
+from .query import Connection, row_to_change, transaction
 
 _COLUMNS = "id, nct_id, path, kind, detected_at, old, new, detail, severity, facts, snapshot_id"
 _WINDOW = 5000  # snapshot ids per read: bounds memory on a registry-sized database
@@ -94,11 +94,6 @@ def reannotate(db: Any) -> tuple[int, int]:
         if not stale:
             continue
         updated += len(stale)
-        db.execute("begin immediate")
-        try:
+        with transaction(db):
             db.conn.executemany("update changes set severity = ?, facts = ? where id = ?", stale)
-        except BaseException:
-            db.execute("rollback")
-            raise
-        db.execute("commit")
     return checked, updated

@@ -22,14 +22,13 @@ from .errors import FetchError, ShapeError
 from .history_api import DAY, POSTING_LAG, HistoryAPI, Version
 from .model import Backfilled, Failed, ShapeWarning, Snapshot, content_hash, utc_timestamp
 from .normalize import extract_fields, rekey_locations
-from .query import apply_delta, iter_snapshots, latest_record, row_to_change
+from .query import apply_delta, iter_snapshots, latest_record, row_to_change, transaction
 from .records import materialize, save_record
 from .registry import DEFAULT
 from .store import (
     RunTotals,
     insert_row,
     store_snapshot,
-    transaction,
     update_study,
 )
 from .watch import AlertWriter

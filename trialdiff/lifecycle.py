@@ -22,7 +22,8 @@ import sqlite_utils
 from .lock import WriteLock
 from .meaning import Annotated
 from .model import Backfilled, FieldChange, Observation, Outcome, Resumed, utc_timestamp
-from .store import RunTotals, insert_row, transaction
+from .query import transaction
+from .store import RunTotals, insert_row
 
 
 @dataclass(frozen=True)

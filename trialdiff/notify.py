@@ -39,7 +39,7 @@ from .jsoncsv import json_text
 from .meaning import NONE, SEVERITIES
 from .model import FieldChange, utc_timestamp
 from .present import ARROW, short, visible
-from .store import transaction
+from .query import transaction
 from .targets import redact, resolve, scrub
 
 HTTP_SCHEMES = ("http://", "https://")

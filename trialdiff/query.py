@@ -2,7 +2,8 @@
 
 Readers never take the write lock: in WAL mode they see the last committed state while a
 writer works. A reader connection holds one read transaction for its whole life, so a command
-that reads many rows sees one consistent state, never half of a writer's batches.
+that reads many rows sees one consistent state, never half of a writer's batches. The write
+transaction every writer opens stands here too, beside the read one.
 """
 
 from __future__ import annotations
@@ -73,6 +74,19 @@ def read_transaction(conn: Connection) -> Iterator[None]:
     finally:
         if raw.in_transaction:
             raw.execute("commit")
+
+
+@contextmanager
+def transaction(db: Connection) -> Iterator[None]:
+    """Run a block as one write transaction: all of it commits, or none of it."""
+    # Here, beside read_transaction, so every writer (store, records, annotations) shares it.
+    db.execute("begin immediate")
+    try:
+        yield
+    except BaseException:
+        db.execute("rollback")
+        raise
+    db.execute("commit")
 
 
 def apply_delta(fields: dict[str, str], delta: bytes | str) -> None:

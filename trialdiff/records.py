@@ -21,7 +21,7 @@ import sqlite_utils
 from . import codec
 from .model import content_hash, fields_json, utc_timestamp
 from .normalize import extract_fields, moved_units, record_units, unit_fields
-from .query import apply_delta, baseline_record, latest_record, study_fields
+from .query import apply_delta, baseline_record, latest_record, study_fields, transaction
 from .registry import DEFAULT, Registry
 from .sources import SourceItem
 
@@ -151,13 +151,8 @@ def with_dictionary(
     head = list(itertools.islice(stream, codec.MAX_SAMPLES))
     samples = [raw_json(stable_part(item.study)) for item in head if item.study is not None]
     if len(samples) >= codec.MIN_SAMPLES:
-        db.execute("begin immediate")  # its own commit: rows compressed with it may roll back
-        try:
+        with transaction(db):  # its own commit: rows compressed with it may roll back
             codec.train(db, samples, observed_at)
-        except BaseException:
-            db.execute("rollback")
-            raise
-        db.execute("commit")
     return itertools.chain(head, stream)
 
 
@@ -179,16 +174,14 @@ def recompress_records(db: sqlite_utils.Database, batch_size: int = 500) -> None
         samples = [codec.decompress(db, blob) for (blob,) in db.execute(
             f"select coalesce(base, record) from records where rowid % {step} = 0 "
             f"limit {codec.MAX_SAMPLES}")]
-        db.execute("begin immediate")
-        codec.train(db, samples, utc_timestamp())
-        db.execute("commit")
+        with transaction(db):
+            codec.train(db, samples, utc_timestamp())
     while True:
         rows = db.execute("select nct_id, record from records where "
                           "substr(record, 1, 4) != x'28b52ffd' limit ?", [batch_size]).fetchall()
         if not rows:
             break
-        db.execute("begin immediate")
-        for nct_id, blob in rows:
-            db.execute("update records set record = ? where nct_id = ?",
-                       [codec.compress(db, codec.decompress(db, blob)), nct_id])
-        db.execute("commit")
+        with transaction(db):
+            for nct_id, blob in rows:
+                db.execute("update records set record = ? where nct_id = ?",
+                           [codec.compress(db, codec.decompress(db, blob)), nct_id])

@@ -306,7 +306,7 @@ def _v7_to_v8(db: sqlite_utils.Database, batch_size: int = 200) -> None:
     in a study already rewritten, so a killed migration simply runs again.
     """
     from .history import rekey_study  # imported here: writers load them anyway, readers never
-    from .store import transaction
+    from .query import transaction
 
     nct_ids = [row[0] for row in db.execute(
         "select distinct nct_id from snapshots where delta is not null order by nct_id")]

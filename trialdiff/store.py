@@ -11,8 +11,7 @@ its old and new values, so the changelog is readable straight from the file.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -261,18 +260,6 @@ def update_study(db: sqlite_utils.Database, nct_id: str, columns: Mapping[str, A
     """Update some columns of a study's row."""
     assignments = ", ".join(f"{column} = ?" for column in columns)
     db.execute(f"update studies set {assignments} where nct_id = ?", [*columns.values(), nct_id])
-
-
-@contextmanager
-def transaction(db: sqlite_utils.Database) -> Iterator[None]:
-    """Run a block as one write transaction: all of it commits, or none of it."""
-    db.execute("begin immediate")
-    try:
-        yield
-    except BaseException:
-        db.execute("rollback")
-        raise
-    db.execute("commit")
 
 
 def insert_row(db: sqlite_utils.Database, table: str, row: Mapping[str, Any]) -> int:

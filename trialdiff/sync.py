@@ -28,10 +28,10 @@ from .fetch import (
     incremental,
 )
 from .model import Event, Failed, Outcome, PageDone, UpToDate
-from .query import latest_record
+from .query import latest_record, transaction
 from .registry import DEFAULT
 from .sources import SourceItem
-from .store import RunTotals, save_studies, transaction
+from .store import RunTotals, save_studies
 from .watch import remember_members
 
 _QUERY_PREFIXES = ("query.", "filter.", "postFilter.", "aggFilters")

@@ -61,7 +61,7 @@ def watch_add(ctx: click.Context, /, name: str, studies: tuple[str, ...], query:
       trialdiff watch add slips --study NCT06060392 --fact 'date_slip>=90' --to env:SLIP_HOOK
     """
     from ..notify import check_target
-    from ..store import transaction
+    from ..query import transaction
     from ..sync import parse_query, track
     from ..targets import ENV_PREFIX, keep
     from ..watch import Watch, add_watch, parse_fact, validate
@@ -119,7 +119,7 @@ def watch_remove(ctx: click.Context, name: str) -> None:
     Example:
       trialdiff watch remove slips
     """
-    from ..store import transaction
+    from ..query import transaction
     from ..targets import forget
     from ..watch import remove_watch
 
