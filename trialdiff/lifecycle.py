@@ -213,8 +213,7 @@ def finish_run(
     interrupted: bool = False,
 ) -> None:
     """Record how a run ended (`interrupted` when the user stopped it, e.g. Ctrl-C)."""
-    status = "ok" if not totals.failed else ("partial" if totals.checked else "failed")
-    status = "interrupted" if interrupted else status
+    status = run_status(totals, interrupted)
     db.execute(
         "update runs set ended_at = ?, status = ?, data_timestamp = ?, checked = ?, changed = ?, "
         "changes = ?, failed = ?, errors = ? where id = ?",

@@ -291,14 +291,6 @@ def _sync_query(run: _Run, query_id: int, expr: str, last_synced: str | None) ->
                        [run.observed_at, run.release, query_id])
 
 
-def mark_interrupted_runs(db: sqlite_utils.Database) -> int:
-    """Mark runs left `running` by a killed process; the caller holds the write lock."""
-    with transaction(db):
-        return db.execute(
-            "update runs set status = 'interrupted' where status = 'running'"
-        ).rowcount
-
-
 def sync_source(
     db: sqlite_utils.Database,
     source: str,
