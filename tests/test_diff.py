@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import load, version_pair
+from conftest import load, real_records, version_pair
 from test_normalize import DERIVED_ONLY_RERELEASES
 
 from trialdiff.diff import changed_paths, diff_snapshots, inner_edits
@@ -127,3 +127,43 @@ def test_changed_paths_compares_canonical_text_only() -> None:
 
 def test_inner_edits_ignores_order() -> None:
     assert inner_edits({"a": [1, 2]}, {"a": [2, 1]}) == []
+
+
+def test_edits_of_flat_objects_are_deepdiffs_without_deepdiff() -> None:
+    import random
+
+    import trialdiff.diff
+
+    flat: list[dict] = []
+
+    def collect(value: object) -> None:
+        if isinstance(value, dict):
+            if value and trialdiff.diff._flat(value):
+                flat.append(value)
+            for child in value.values():
+                collect(child)
+        elif isinstance(value, list):
+            for child in value:
+                collect(child)
+
+    for record in real_records():
+        collect(record)
+    rng = random.Random(7)
+    for _ in range(400):
+        before = rng.choice(flat)
+        after = dict(rng.choice(flat) if rng.random() < 0.3 else before)
+        for key in list(after):
+            roll = rng.random()
+            if roll < 0.2:
+                del after[key]
+            elif roll < 0.4:  # type changes DeepDiff reports although 1 == 1.0 == True
+                after[key] = rng.choice([1, 1.0, True, 0, False, "x", str(after[key])])
+        if rng.random() < 0.3:
+            after[f"new{rng.randint(0, 2)}"] = rng.choice([1, "y", 2.5])
+        fast = inner_edits(before, after)
+        flat_test = trialdiff.diff._flat
+        trialdiff.diff._flat = lambda value: False  # type: ignore[assignment]
+        try:
+            assert fast == inner_edits(before, after), (before, after)
+        finally:
+            trialdiff.diff._flat = flat_test

@@ -13,9 +13,9 @@ from standin_api import StandinAPI
 from trialdiff.cli import cli
 from trialdiff.fetch import Pacing, fetch_ids
 from trialdiff.query import connect_readonly, iter_snapshots, snapshot_at, study_fields
+from trialdiff.records import gate_hash, raw_json
 from trialdiff.registry import CTGOV, DEFAULT, Registry
 from trialdiff.schema import SCHEMA_VERSION, open_db, schema_version
-from trialdiff.store import gate_hash, raw_json
 
 RECORDS = real_records()
 

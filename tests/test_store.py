@@ -328,7 +328,7 @@ def test_the_fast_path_and_a_straightforward_reference_agree_on_real_records(
 def test_the_gate_cuts_the_derived_section_out_of_the_records_own_bytes() -> None:
     import orjson
 
-    from trialdiff.store import gate_hash
+    from trialdiff.records import gate_hash
 
     record = load("v2/NCT04857515.json")
     restamped = copy.deepcopy(record)
@@ -341,6 +341,27 @@ def test_the_gate_cuts_the_derived_section_out_of_the_records_own_bytes() -> Non
     assert gate_hash(record) == gate_hash(restamped) != gate_hash(edited)  # without bytes too
     indented = json.dumps(record, indent=2).encode()
     assert gate_hash(record, indented) == gate_hash(record)  # not found: written anew
+
+
+def test_the_byte_gate_needs_no_parse_and_says_when_it_cannot_tell() -> None:
+    import orjson
+
+    from trialdiff.records import byte_gate, gate_hash
+
+    for record in real_records():
+        raw = orjson.dumps(record) + b"\n"
+        assert byte_gate(raw) == gate_hash(record, raw) is not None
+    record = real_records()[0]
+    derived = record["derivedSection"]
+    rest = {k: v for k, v in record.items() if k != "derivedSection"}
+    unsure = [
+        json.dumps(record).encode(),  # not compact
+        orjson.dumps({"derivedSection": derived, **rest}),  # the first key
+        orjson.dumps({**rest, "derivedSection": derived}),  # the last key
+        orjson.dumps({**rest, "derivedSection": derived, "x": {"a": 1, "b": 2}}),  # `,"` in x
+        orjson.dumps({**record, "x": {"derivedSection": 1}}),  # twice
+    ]
+    assert [byte_gate(raw) for raw in unsure] == [None] * len(unsure)
 
 
 def test_ndjson_days_with_only_a_new_data_release_store_nothing(
@@ -364,3 +385,77 @@ def test_ndjson_days_with_only_a_new_data_release_store_nothing(
     assert conn.execute("select distinct last_seen_at from sightings").fetchall() == [(T2,)]
     # The gate held for every record: none was written again.
     assert conn.execute("select distinct observed_at from records").fetchall() == [(T1,)]
+
+
+def _day_lines(records: list[dict], stamp: str) -> list[bytes]:
+    """Return records as compact NDJSON lines, re-stamped as a new data release does."""
+    import orjson
+
+    lines = []
+    for record in records:
+        record = copy.deepcopy(record)
+        record["derivedSection"]["miscInfoModule"]["versionHolder"] = stamp
+        lines.append(orjson.dumps(record))
+    return lines
+
+
+def _import_ndjson(db_path: str, path: Path, at: str, parse: bool) -> RunTotals:
+    """Save one NDJSON file, its lines parsed up front or left to the store."""
+    totals = RunTotals()
+    save_studies(open_db(db_path), read_studies([str(path)], parse=parse), at, totals)
+    return totals
+
+
+def test_unchanged_ndjson_lines_are_never_parsed_and_the_history_is_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trialdiff.store
+
+    records = real_records()
+    edited = copy.deepcopy(records[3])
+    edited["protocolSection"]["statusModule"]["overallStatus"] = "WITHDRAWN"
+    # Its first "nctId" bytes name another study: the guess is checked, never trusted.
+    disguised = {"aaa": {"nctId": records[0]["protocolSection"]["identificationModule"]["nctId"]},
+                 **records[5]}
+    day1, day2 = tmp_path / "day1.ndjson", tmp_path / "day2.ndjson"
+    day1.write_bytes(b"\n".join(_day_lines(records, "2024-06-13")) + b"\n")
+    lines = _day_lines([*records[:3], edited, *records[4:5], disguised, *records[6:]],
+                       "2025-07-06")
+    day2.write_bytes(b"\n".join([*lines, b'{"protocolSection": broken'] ) + b"\n")
+    parses: list[str] = []
+    real_parsed = trialdiff.store.parsed
+    monkeypatch.setattr(trialdiff.store, "parsed",
+                        lambda item: parses.append(item.label) or real_parsed(item))
+    tables = []
+    for name, parse in (("lazy.db", False), ("eager.db", True)):
+        db_path = str(tmp_path / name)
+        _import_ndjson(db_path, day1, T1, parse)
+        parses.clear()
+        totals = _import_ndjson(db_path, day2, T2, parse)
+        assert (totals.checked, totals.changed, totals.failed) == (len(records), 2, 1)
+        conn = sqlite3.connect(db_path)
+        tables.append([conn.execute(f"select * from {table} order by 1, 2").fetchall()
+                       for table in ("studies", "sightings", "snapshots", "changes")])
+        if not parse:  # only the moved lines: the edit, the disguised record, the broken line
+            assert parses == [f"{day2}:4", f"{day2}:6", f"{day2}:{len(records) + 1}"]
+    assert tables[0] == tables[1]
+    assert {row[0] for row in tables[0][0]} == {study_id(r) for r in records}
+
+
+def test_a_seen_first_copy_then_a_differing_repeat_is_a_conflict_undone(
+    tmp_path: Path, db_path: str
+) -> None:
+    record = real_records()[0]
+    day1, day2 = tmp_path / "day1.ndjson", tmp_path / "day2.ndjson"
+    day1.write_bytes(_day_lines([record], "2024-06-13")[0] + b"\n")
+    edited = copy.deepcopy(record)
+    edited["protocolSection"]["statusModule"]["overallStatus"] = "WITHDRAWN"
+    day2.write_bytes(b"\n".join(_day_lines([record, edited], "2025-07-06")) + b"\n")
+    _import_ndjson(db_path, day1, T1, parse=False)
+    totals = _import_ndjson(db_path, day2, T2, parse=False)
+    assert (totals.checked, totals.failed) == (0, 1)
+    assert "given again in this input with different content" in totals.errors[0]["error"]
+    conn = sqlite3.connect(db_path)
+    # The first copy only moved the sighting: that is taken back, and nothing else was written.
+    assert conn.execute("select last_seen_at from sightings").fetchall() == [(T1,)]
+    assert conn.execute("select count(*) from snapshots").fetchone() == (1,)

@@ -61,6 +61,13 @@ class InputLedger:
              *record[:2], max_snapshot, record[2]],
         )
 
+    def seen(self, nct_id: str, label: str, gate: str, last_seen: str) -> None:
+        """Note a first copy that only moves the study's last sighting (its bytes unchanged)."""
+        self.db.execute(
+            "insert into temp.input_ledger (nct_id, label, gate, state, last_seen) "
+            "values (?, ?, ?, 'seen', ?)", [nct_id, label, gate, last_seen],
+        )
+
     def failed(self, nct_id: str) -> None:
         """Note that the first copy was refused: there is nothing of it to undo."""
         self.db.execute("update temp.input_ledger set state = 'failed' where nct_id = ?",
@@ -68,12 +75,16 @@ class InputLedger:
 
     def undo(self, nct_id: str) -> dict[str, int]:
         """Undo the first copy's write; return the changes it had stored, by kind."""
-        self.db.execute("update temp.input_ledger set state = 'conflict' where nct_id = ?",
-                        [nct_id])
-        study_row, last_seen, record, record_at, max_snapshot, base = self.db.execute(
-            "select study_row, last_seen, record, record_at, max_snapshot, base "
+        state, study_row, last_seen, record, record_at, max_snapshot, base = self.db.execute(
+            "select state, study_row, last_seen, record, record_at, max_snapshot, base "
             "from temp.input_ledger where nct_id = ?", [nct_id],
         ).fetchone()
+        self.db.execute("update temp.input_ledger set state = 'conflict' where nct_id = ?",
+                        [nct_id])
+        if state == "seen":
+            self.db.execute("update sightings set last_seen_at = ? where nct_id = ?",
+                            [last_seen, nct_id])
+            return {}
         added = "select id from snapshots where nct_id = ? and id > ?"
         undone = dict(self.db.execute(
             f"select kind, count(*) from changes where snapshot_id in ({added}) group by kind",

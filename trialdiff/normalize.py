@@ -23,6 +23,7 @@ from .fields import (
     Field,
     expand_source,
 )
+from .model import FLOAT_IN_JSON
 from .registry import DEFAULT
 
 # A coverage tree: nested dicts of record keys whose leaves say what a key is.
@@ -60,9 +61,6 @@ def fold_whitespace(text: str) -> str:
 
 
 _UNICODE_SPACE = re.compile(r"[^\S ]")  # e.g. U+00A0, which str.split() folds too
-# A float after ':' ',' or '[': orjson and json write some differently (1e16 and 1e+16,
-# 0.00001 and 1e-05), so floats take the slow path; registry records hardly have any.
-_FLOAT = re.compile(r"[:,\[]-?\d+[.eE]")
 
 
 def _plain(text: str) -> bool:
@@ -75,7 +73,7 @@ def _plain(text: str) -> bool:
         return False
     if not text.isascii() and _UNICODE_SPACE.search(text):
         return False
-    return _FLOAT.search(text) is None
+    return FLOAT_IN_JSON.search(text) is None  # floats: slow path
 
 
 def canonical_json(value: Any) -> str | None:

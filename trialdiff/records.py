@@ -1,6 +1,7 @@
 """Keep each study's raw records, and find which of a record's modules moved: store's helpers.
 
-A study's first record stays (as `records.base`) once a later one replaces it: it is the
+The gate says from a record's bytes whether anything but its volatile part moved. A study's
+first record stays (as `records.base`) once a later one replaces it: it is the
 content of the study's lazy first snapshot. Later records are stored as zstd against it, and
 first records with a dictionary trained on the database's own records (codec.py). A new
 record is compared with the stored one module by module, so only the modules whose bytes
@@ -9,6 +10,7 @@ moved are canonicalised and diffed.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import zlib
@@ -38,6 +40,46 @@ def raw_json(value: Any) -> bytes:
 def stable_part(study: Mapping[str, Any], registry: Registry = DEFAULT) -> dict[str, Any]:
     """Return a record without the parts its registry re-stamps on every release."""
     return {k: v for k, v in study.items() if k not in registry.volatile}
+
+
+def gate_hash(study: Mapping[str, Any], raw: bytes | None = None,
+              registry: Registry = DEFAULT) -> str:
+    """Return the cheap gate: a hash of the record's bytes, its volatile parts left out.
+
+    A new data release re-stamps every record's derived data (CT.gov's derivedSection: the
+    registry's `volatile` keys), so its raw bytes differ every day; without it, equal bytes
+    mean nothing a sponsor wrote changed, and canonicalising (the expensive part) is skipped.
+    Given the record's own bytes, the part is cut out of them (`byte_gate`); otherwise, or
+    if they are not of that shape, the record is written anew without it.
+    """
+    gate = byte_gate(raw, registry) if raw is not None else None
+    if gate is not None:
+        return gate
+    return hashlib.blake2b(raw_json(stable_part(study, registry)), digest_size=16).hexdigest()
+
+
+def byte_gate(raw: bytes, registry: Registry = DEFAULT) -> str | None:
+    """Return the gate of a record's bytes without parsing the record; None if not sure.
+
+    It holds for compact JSON whose one volatile part sits between two top-level keys, as in
+    every CT.gov record (`...},"derivedSection":{...},"hasResults":false}`): the part's value
+    is parsed alone (3% of a record) to be sure the cut is exactly that value.
+    """
+    if len(registry.volatile) != 1:
+        return None
+    whole = memoryview(raw)  # slices of a view parse and hash without copying the record
+    token = orjson.dumps(registry.volatile[0]) + b":"
+    start = raw.find(token)
+    end = raw.rfind(b',"')
+    if start < 1 or end <= start or raw[start - 1] != 0x2C or raw.find(token, start + 1) != -1:
+        return None  # 0x2C: a comma, so the part is not the record's first key
+    try:
+        orjson.loads(whole[start + len(token):end])
+    except orjson.JSONDecodeError:
+        return None  # the last comma is inside the part: it is not followed by another key
+    digest = hashlib.blake2b(whole[:start], digest_size=16)
+    digest.update(whole[end:])
+    return digest.hexdigest()
 
 
 def pack_delta(delta: Mapping[str, str]) -> bytes:
@@ -149,7 +191,12 @@ def with_dictionary(
     if codec.current_dictionary(db) is not None:
         return stream
     head = list(itertools.islice(stream, codec.MAX_SAMPLES))
-    samples = [raw_json(stable_part(item.study)) for item in head if item.study is not None]
+    samples = []
+    for item in head:
+        if item.study is not None:
+            samples.append(raw_json(stable_part(item.study)))
+        elif item.unparsed and item.raw:  # as good a sample (3% is derived data), unparsed
+            samples.append(item.raw)
     if len(samples) >= codec.MIN_SAMPLES:
         with transaction(db):  # its own commit: rows compressed with it may roll back
             codec.train(db, samples, observed_at)

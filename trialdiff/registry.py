@@ -73,6 +73,10 @@ class Registry(Protocol):
         """Return a record's study id, or None when it is not a study record."""
         ...
 
+    def peek_id(self, raw: bytes) -> str | None:
+        """Return the study id a record's bytes seem to hold, without parsing them."""
+        ...
+
     def summary_columns(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """Return the study columns that make a changelog readable without the record."""
         ...
@@ -96,6 +100,9 @@ def text_at(record: Any, *keys: str) -> str | None:
     for key in keys:
         record = record.get(key) if isinstance(record, dict) else None
     return record if isinstance(record, str) else None
+
+
+_NCT_IN_BYTES = re.compile(rb'"nctId":"(NCT\d{8})"')
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,11 @@ class ClinicalTrialsGov:
         if isinstance(nct_id, str) and self.is_id(nct_id):
             return nct_id
         return None
+
+    def peek_id(self, raw: bytes) -> str | None:
+        """Return the first `"nctId":"NCT…"` in a record's bytes (a guess until checked)."""
+        found = _NCT_IN_BYTES.search(raw)
+        return found.group(1).decode("ascii") if found else None
 
     def summary_columns(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """Return the title, overall status and last update post date of a record."""

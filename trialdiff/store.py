@@ -10,12 +10,10 @@ its old and new values, so the changelog is readable straight from the file.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import sqlite_utils
 
 from .annotations import annotation_columns
@@ -35,50 +33,17 @@ from .model import (
 from .normalize import extract_fields
 from .query import study_fields
 from .records import (
+    byte_gate,
+    gate_hash,
     gated_fields,
     materialize,
     pack_delta,
-    raw_json,
     replays_stored_history,
     save_record,
-    stable_part,
     with_dictionary,
 )
-from .registry import DEFAULT, Registry
-from .sources import SourceItem
-
-
-def gate_hash(study: Mapping[str, Any], raw: bytes | None = None,
-              registry: Registry = DEFAULT) -> str:
-    """Return the cheap gate: a hash of the record's bytes, its volatile parts left out.
-
-    A new data release re-stamps every record's derived data (CT.gov's derivedSection: the
-    registry's `volatile` keys), so its raw bytes differ every day; without it, equal bytes
-    mean nothing a sponsor wrote changed, and canonicalising (the expensive part) is skipped.
-    Given the record's own bytes, it cuts the volatile parts out of them rather than writing
-    the record again: compact JSON, as the API and bulk dumps send, holds them as orjson
-    writes them. Otherwise, or if one is not found exactly once, the record is written anew
-    without them. Either way, equal gates mean equal content.
-    """
-    if raw is not None:
-        kept = raw
-        for key in registry.volatile:
-            if key not in study:
-                continue
-            if study[key] is None:
-                break  # cut as `null`, it would not match the record written anew
-            try:
-                piece = orjson.dumps(key) + b":" + orjson.dumps(study[key])
-            except (orjson.JSONEncodeError, TypeError):
-                break
-            at = kept.find(piece)
-            if at == -1 or kept.find(piece, at + 1) != -1:
-                break
-            kept = kept[:at] + kept[at + len(piece):]
-        else:
-            if kept is not raw:
-                return hashlib.blake2b(kept, digest_size=16).hexdigest()
-    return hashlib.blake2b(raw_json(stable_part(study, registry)), digest_size=16).hexdigest()
+from .registry import DEFAULT
+from .sources import SourceItem, parsed
 
 
 def make_delta(old: Mapping[str, str], new: Mapping[str, str]) -> bytes:
@@ -368,28 +333,31 @@ def save_studies(
     try:
         alerts = AlertWriter(db, run_id)
         for item in items:
-            if item.study is None or item.nct_id is None:
-                totals.fail(item.label, item.error or "unreadable")
-                report(Failed(item.label, item.error or "unreadable"))
-                continue
-            gate = gate_hash(item.study, item.raw)
-            earlier = ledger.known(item.nct_id)
-            if earlier is not None:
-                conflict = _repeat(db, ledger, item, gate, earlier, totals)
-                if conflict is not None:
-                    report(conflict)
-                continue
-            ledger.first(item.nct_id, item.label, gate)
-            try:
-                observation = save_study(db, item.nct_id, item.study, observed_at, source=source,
-                                         run_id=run_id, gate=gate)
-            except InputError as exc:  # raised before save_study writes anything it keeps
-                ledger.failed(item.nct_id)
-                totals.fail(item.label, str(exc))
-                report(Failed(item.label, str(exc)))
-                continue
+            observation = _seen_unchanged(db, ledger, item, observed_at) if item.unparsed else None
+            if observation is None:
+                item = parsed(item)
+                if item.study is None or item.nct_id is None:
+                    totals.fail(item.label, item.error or "unreadable")
+                    report(Failed(item.label, item.error or "unreadable"))
+                    continue
+                gate = gate_hash(item.study, item.raw)
+                earlier = ledger.known(item.nct_id)
+                if earlier is not None:
+                    conflict = _repeat(db, ledger, item, gate, earlier, totals)
+                    if conflict is not None:
+                        report(conflict)
+                    continue
+                ledger.first(item.nct_id, item.label, gate)
+                try:
+                    observation = save_study(db, item.nct_id, item.study, observed_at,
+                                             source=source, run_id=run_id, gate=gate)
+                except InputError as exc:  # raised before save_study writes anything it keeps
+                    ledger.failed(item.nct_id)
+                    totals.fail(item.label, str(exc))
+                    report(Failed(item.label, str(exc)))
+                    continue
+                alerts.add(observation.nct_id, observation.changes)
             totals.count(observation)
-            alerts.add(observation.nct_id, observation.changes)
             report(observation)
             pending += 1
             if pending >= batch_size:
@@ -403,6 +371,32 @@ def save_studies(
         raise
 
 
+def _seen_unchanged(
+    db: sqlite_utils.Database, ledger: InputLedger, item: SourceItem, observed_at: str
+) -> Observation | None:
+    """Take in an unparsed record whose bytes show it unchanged; None: parse and save it.
+
+    Its gate equals the stored one, so its bytes (but the volatile part) are those of a record
+    that parsed as this study: moving the last sighting is all there is to do, as save_study
+    would. Anything else (a new study, a repeat, an older observation) takes the full path.
+    """
+    assert item.raw is not None
+    if item.nct_id is None:
+        return None
+    gate = byte_gate(item.raw)
+    if gate is None or ledger.known(item.nct_id) is not None:
+        return None
+    row = db.execute(
+        "select raw_hash, last_seen_at, last_changed_at from studies join sightings "
+        "using (nct_id) where nct_id = ?", [item.nct_id],
+    ).fetchone()
+    if row is None or row[0] != gate or observed_at < row[2]:
+        return None
+    ledger.seen(item.nct_id, item.label, gate, row[1])
+    _touch(db, item.nct_id, observed_at, row[1])
+    return Observation(item.nct_id, False, ())
+
+
 def _repeat(
     db: sqlite_utils.Database, ledger: InputLedger, item: SourceItem, gate: str,
     earlier: tuple[str, str, str], totals: RunTotals,
@@ -412,14 +406,14 @@ def _repeat(
     label, first_gate, state = earlier
     if state != "conflict" and gate == first_gate:
         return None
-    if state == "saved":
+    if state in ("saved", "seen"):
         materialize(db, item.nct_id)  # a lazy baseline gets the hash to compare with
         stored = db.execute("select content_hash from studies where nct_id = ?",
                             [item.nct_id]).fetchone()
         if stored is not None and stored[0] == content_hash(extract_fields(item.study)):
             return None  # the same content in other bytes
     undone: dict[str, int] = {}
-    if state == "saved":  # the first copy was stored (or seen): take it back
+    if state in ("saved", "seen"):  # the first copy was stored (or seen): take it back
         undone = ledger.undo(item.nct_id)
         totals.uncount(undone)
     error = (f"{item.nct_id} is given again in this input with different content (first in "

@@ -148,7 +148,7 @@ class Tracker:
             for note in notes:
                 run.emit(note)
             for observed_at, batch in batches:
-                save_studies(run.db, read_studies(batch), observed_at, run.totals,
+                save_studies(run.db, read_studies(batch, parse=False), observed_at, run.totals,
                              run_id=run.id, emit=run.emit)
         return self._last()
 
