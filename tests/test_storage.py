@@ -1,4 +1,5 @@
-"""How records and snapshots are stored: module gating, trained zstd, schema 7's migration."""
+"""How records and snapshots are stored: module gating, trained zstd, schema 7's and 9's
+migrations."""
 
 from __future__ import annotations
 
@@ -18,9 +19,15 @@ import zstandard
 from conftest import FIXTURES, real_records, version_pair
 from test_reliability import ENV, changes_of, run
 
-from trialdiff.codec import ZSTD_MAGIC
+from trialdiff.codec import ZSTD_MAGIC, decompress, unpack_value
 from trialdiff.normalize import extract_fields, moved_units, record_units, unit_fields
-from trialdiff.query import baseline_record, latest_record, study_fields
+from trialdiff.query import (
+    ChangeFilter,
+    baseline_record,
+    latest_record,
+    query_changes,
+    study_fields,
+)
 from trialdiff.schema_version import SCHEMA_VERSION
 
 RECORDS = real_records()
@@ -162,3 +169,72 @@ def test_a_v6_database_is_converted_in_place_and_a_killed_migration_resumes(
         blobs = [blob for (blob,) in conn.execute("select record from records")]
         assert all(blob.startswith(ZSTD_MAGIC) for blob in blobs) and len(blobs) == 224
         assert conn.execute("select count(*) from dictionaries").fetchone()[0] == 1
+
+
+def make_v8(db: str) -> None:
+    """Turn a database into what schema 8 stored: change values as text, zlib deltas."""
+    conn = sqlite3.connect(db)
+    for row_id, old, new in conn.execute("select id, old, new from changes").fetchall():
+        conn.execute("update changes set old = ?, new = ? where id = ?",
+                     [unpack_value(conn, old), unpack_value(conn, new), row_id])
+    for row_id, delta in conn.execute(
+            "select id, delta from snapshots where delta is not null").fetchall():
+        conn.execute("update snapshots set delta = ? where id = ?",
+                     [zlib.compress(decompress(conn, delta), 6), row_id])
+    conn.execute("update meta set value = '8' where key = 'schema_version'")
+    conn.commit()
+    conn.close()
+
+
+def _values_of(db: str) -> list[tuple[Any, ...]]:
+    """Return every stored change as read back (long values unpacked), sorted."""
+    conn = sqlite3.connect(db)
+    return sorted((c.nct_id, c.path, c.kind, c.detected_at, json.dumps(c.old), json.dumps(c.new))
+                  for c in query_changes(conn, ChangeFilter()))
+
+
+def _check(db: str) -> subprocess.Popen[bytes]:
+    """Start a real `trialdiff check` process (it migrates the file first)."""
+    return subprocess.Popen([sys.executable, "-m", "trialdiff", "--db", db, "check"], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_a_v8_database_compresses_long_values_in_place_and_a_killed_migration_resumes(
+    tmp_path: Path,
+) -> None:
+    day1 = write_day(tmp_path / "d1", clones(224))
+    edited = clones(224)
+    for number, record in enumerate(edited):
+        if number % 2 == 0:  # a long value: the eligibility criteria, rewritten
+            module = record["protocolSection"]["eligibilityModule"]
+            module["criteria"] = module.get("criteria", "") + "\n\n" + "Revised. " * 150
+    day2 = write_day(tmp_path / "d2", edited)
+    v8 = str(tmp_path / "v8.db")
+    assert run(v8, "import", "--at", "2026-05-11", str(day1))[0] == 0
+    assert run(v8, "import", "--at", "2026-05-12", str(day2))[0] == 0
+    expected = _values_of(v8)
+    assert len(expected) >= 112
+    make_v8(v8)
+    conn = sqlite3.connect(v8)
+    assert conn.execute("select count(*) from changes where typeof(new) = 'blob'").fetchone() \
+        == (0,)
+    conn.close()
+    rng = random.Random(9)
+    for trial in range(3):
+        crashed = str(tmp_path / f"crashed{trial}.db")
+        Path(crashed).write_bytes(Path(v8).read_bytes())
+        process = _check(crashed)
+        time.sleep(rng.uniform(0.2, 0.9))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert _check(crashed).wait() == 0
+        assert _values_of(crashed) == expected
+        conn = sqlite3.connect(crashed)
+        assert conn.execute("select value from meta where key = 'schema_version'").fetchone() \
+            == (str(SCHEMA_VERSION),)
+        kinds = dict(conn.execute("select typeof(new), count(*) from changes "
+                                  "where typeof(new) = 'blob' or length(new) > 1024 group by 1"))
+        assert kinds == {"blob": 112}  # each rewritten criteria, compressed; no long text left
+        deltas = [delta for (delta,) in conn.execute(
+            "select delta from snapshots where delta is not null")]
+        assert deltas and all(delta.startswith(ZSTD_MAGIC) for delta in deltas)

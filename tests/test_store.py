@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import sqlite3
-import zlib
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trialdiff.check import CheckTotals, check_database
+from trialdiff.codec import decompress
 from trialdiff.errors import DatabaseError
 from trialdiff.model import content_hash
 from trialdiff.normalize import extract_fields, study_id
@@ -289,7 +289,7 @@ def test_a_first_snapshot_stays_a_raw_record_and_a_change_stores_only_moved_modu
     assert study_fields(conn, "NCT06060392", 1) == extract_fields(older)
     assert study_fields(conn, "NCT06060392") == extract_fields(newer)
     second = conn.execute("select delta from snapshots where seq = 2").fetchone()[0]
-    stored = json.loads(zlib.decompress(second))
+    stored = json.loads(decompress(conn, second))
     moved = {path for path, text in extract_fields(newer).items()
              if extract_fields(older).get(path) != text}
     assert set(stored) >= moved and len(stored) < len(extract_fields(newer)) / 4

@@ -42,14 +42,14 @@ class Stale:
     current: tuple[str, str]  # (severity, facts) by the current rules
 
 
-def _annotated(rows: Sequence[Any]) -> Iterator[Stale]:
+def _annotated(conn: Connection, rows: Sequence[Any]) -> Iterator[Stale]:
     """Yield the rows (whole snapshots, in snapshot order) whose stored meaning is stale."""
     names = _COLUMNS.split(", ")
     # One snapshot at a time, as store.py annotates them when it writes: two snapshots of a
     # study observed at the same instant each count their own sites.
     for _, group in groupby(rows, key=lambda row: row[10]):
         found = list(group)
-        changes = [row_to_change(dict(zip(names, row, strict=True))) for row in found]
+        changes = [row_to_change(conn, dict(zip(names, row, strict=True))) for row in found]
         for row, item in zip(found, annotate(changes), strict=True):
             current = (item.severity, facts_json(item.facts))
             if (row[8], row[9]) != current:
@@ -73,7 +73,7 @@ def _batches(conn: Connection) -> Iterator[list[Any]]:
 def stale_annotations(conn: Connection) -> Iterator[Stale]:
     """Yield every stored change whose severity or facts the current rules would not give."""
     for rows in _batches(conn):
-        yield from _annotated(rows)
+        yield from _annotated(conn, rows)
 
 
 def has_annotations(conn: Connection) -> bool:
@@ -90,7 +90,7 @@ def reannotate(db: Any) -> tuple[int, int]:
     checked = updated = 0
     for rows in _batches(db):
         checked += len(rows)
-        stale = [(s.current[0], s.current[1], s.change_id) for s in _annotated(rows)]
+        stale = [(s.current[0], s.current[1], s.change_id) for s in _annotated(db, rows)]
         if not stale:
             continue
         updated += len(stale)

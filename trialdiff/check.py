@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import codec
 from .annotations import has_annotations, stale_annotations
 from .diff import changed_paths
 from .model import content_hash
@@ -46,11 +47,10 @@ def _stored_changes(conn: Any, snapshot_id: int) -> list[tuple[str, str, Any, An
         "select path, kind, old, new from changes where snapshot_id = ? order by id",
         [snapshot_id],
     )
-    return [
-        (path, kind, json.loads(old) if old is not None else None,
-         json.loads(new) if new is not None else None)
-        for path, kind, old, new in rows
-    ]
+    values = [(path, kind, codec.unpack_value(conn, old), codec.unpack_value(conn, new))
+              for path, kind, old, new in rows]
+    return [(path, kind, json.loads(old) if old is not None else None,
+             json.loads(new) if new is not None else None) for path, kind, old, new in values]
 
 
 def check_database(conn: Any, totals: CheckTotals) -> Iterator[str]:

@@ -6,13 +6,17 @@ their zstd dictionary id, which every frame names in its header: a reader finds 
 needs, so old rows stay readable after a new dictionary is trained. A study's latest record,
 once it has changed, is stored as zstd against its first record (a raw-content dictionary),
 which costs a few hundred bytes for a typical edit. Rows written before zstd are zlib.
+
+Long change values (a posted results section: ~90 KB of JSON) and snapshot deltas are stored
+with the same dictionary: a change value over `VALUE_INLINE` characters is a zstd BLOB
+instead of JSON text (`pack_value`, `unpack_value`), about a seventeenth of its size.
 """
 
 from __future__ import annotations
 
 import weakref
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import zstandard
@@ -26,6 +30,9 @@ DELTA_LEVEL = 3
 DICT_SIZE = 1024 * 1024
 MIN_SAMPLES = 64  # fewer records train a dictionary that does not pay for itself
 MAX_SAMPLES = 300  # held parsed while training: ~60 MB; ~8 MB of JSON is enough
+# A change value's JSON up to this many characters stays text, readable in SQL; dates,
+# statuses and most sites are far shorter, and the 4% of values above hold 98% of the bytes.
+VALUE_INLINE = 1024
 
 # Per connection, its dictionaries loaded once: {dict id: (compressor, decompressor)}.
 _Codecs = dict[int, tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]]
@@ -54,7 +61,7 @@ def _codecs(conn: Any) -> _Codecs:
 
 
 def _load(conn: Any) -> _Codecs:
-    """Read a database's dictionaries."""
+    """Read a database's dictionaries (about 2 ms for a 1 MB one)."""
     raw = _raw_conn(conn)
     exists = raw.execute("select 1 from sqlite_master where name = 'dictionaries'").fetchone()
     rows = raw.execute("select id, dictionary from dictionaries").fetchall() if exists else []
@@ -105,15 +112,44 @@ def compress(conn: Any, data: bytes, base: bytes | None = None) -> bytes:
 
 def decompress(conn: Any, blob: bytes, base: bytes | None = None) -> bytes:
     """Return a stored record's bytes: zlib, zstd with a dictionary, or zstd against `base`."""
-    if not blob.startswith(ZSTD_MAGIC):
-        return zlib.decompress(blob)
-    if base is not None:
+    if base is not None and blob.startswith(ZSTD_MAGIC):
         prefix = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
         return zstandard.ZstdDecompressor(dict_data=prefix).decompress(blob)
-    dict_id = zstandard.get_frame_parameters(blob).dict_id
-    if not dict_id:
-        return _PLAIN[1].decompress(blob)
     loaded = _codecs(conn)
-    if dict_id not in loaded:  # trained by another connection since this one loaded them
+    try:
+        return _decompress(loaded, blob)
+    except KeyError:  # trained by another connection since this one loaded them
         loaded.update(_load(conn))
-    return loaded[dict_id][1].decompress(blob)
+        return _decompress(loaded, blob)
+
+
+def _decompress(loaded: _Codecs, blob: bytes) -> bytes:
+    """Return a zlib or zstd blob's bytes; KeyError when its dictionary is not loaded."""
+    if not blob.startswith(ZSTD_MAGIC):
+        return zlib.decompress(blob)
+    dict_id = zstandard.get_frame_parameters(blob).dict_id
+    return (loaded[dict_id][1] if dict_id else _PLAIN[1]).decompress(blob)
+
+
+def pack_value(conn: Any, text: str | None) -> str | bytes | None:
+    """Return a change value's JSON as stored: itself, or zstd (a BLOB) when it is long."""
+    if text is None or len(text) <= VALUE_INLINE:
+        return text
+    return compress(conn, text.encode("utf-8"))
+
+
+def unpack_value(conn: Any, cell: str | bytes | None) -> str | None:
+    """Return a stored change value's JSON text (see `pack_value`)."""
+    if isinstance(cell, bytes):
+        return decompress(conn, cell).decode("utf-8")
+    return cell
+
+
+def value_reader(conn: Any) -> Callable[[str | bytes | None], str | None]:
+    """Return `unpack_value` over the dictionaries a connection has now (an SQL function's)."""
+    loaded = _load(conn)  # now: an authorizer set later may hide the table
+
+    def read(cell: str | bytes | None) -> str | None:
+        return _decompress(loaded, cell).decode("utf-8") if isinstance(cell, bytes) else cell
+
+    return read

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import date
 from typing import Any
 
 import sqlite_utils
 
+from . import codec
 from .diff import diff_snapshots
 from .errors import FetchError, ShapeError
 from .history_api import DAY, POSTING_LAG, HistoryAPI, Version
@@ -110,7 +111,14 @@ _CHANGE_KEY = "path, kind, detected_at, old, new"
 
 def _change_keys(db: sqlite_utils.Database, nct_id: str) -> Counter[tuple[Any, ...]]:
     """Return a study's stored changes as a multiset of their stored values."""
-    return Counter(db.execute(f"select {_CHANGE_KEY} from changes where nct_id = ?", [nct_id]))
+    return Counter(_change_key(db, row) for row in db.execute(
+        f"select {_CHANGE_KEY} from changes where nct_id = ?", [nct_id]))
+
+
+def _change_key(db: sqlite_utils.Database, row: Sequence[Any]) -> tuple[Any, ...]:
+    """Return a stored change's (path, kind, detected_at, old, new), its values unpacked."""
+    # Unpacked: the same value compressed under another dictionary is other bytes.
+    return (*row[:3], codec.unpack_value(db, row[3]), codec.unpack_value(db, row[4]))
 
 
 def _net_changes(
@@ -123,11 +131,11 @@ def _net_changes(
     names = [d[0] for d in cursor.description]
     new = []
     for values in cursor.fetchall():
-        key = tuple(values[1:6])
+        key = _change_key(db, values[1:6])
         if left[key]:
             left[key] -= 1
         else:
-            new.append(row_to_change(dict(zip(names, values, strict=True))))
+            new.append(row_to_change(db, dict(zip(names, values, strict=True))))
     return new, sum(left.values())
 
 
@@ -259,7 +267,7 @@ def rekey_study(db: sqlite_utils.Database, nct_id: str) -> bool:
     fields: dict[str, str] = {}
     old_states, new_states = [], []
     for observed_at, source, version, markup, run_id, delta in rows:
-        apply_delta(fields, delta)
+        apply_delta(db, fields, delta)
         old_states.append(dict(fields))
         new_states.append((Snapshot(nct_id, observed_at, rekey_locations(fields, markup),
                                     source, version, markup or "markdown"), run_id))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -89,9 +88,9 @@ def transaction(db: Connection) -> Iterator[None]:
     db.execute("commit")
 
 
-def apply_delta(fields: dict[str, str], delta: bytes | str) -> None:
-    """Apply one stored delta (zlib of JSON; plain JSON text before 0.1) to a mapping."""
-    text = zlib.decompress(delta) if isinstance(delta, bytes) else delta
+def apply_delta(conn: Any, fields: dict[str, str], delta: bytes | str) -> None:
+    """Apply one stored delta (zstd or zlib of JSON; plain JSON text before 0.1) to a mapping."""
+    text = codec.decompress(conn, delta) if isinstance(delta, bytes) else delta
     for path, value in json.loads(text).items():
         if value is None:
             fields.pop(path, None)
@@ -133,7 +132,7 @@ def iter_snapshots(
             record = baseline_record(conn, nct_id)
             fields = extract_fields(record, markup=markup) if record else {}
         else:
-            apply_delta(fields, delta)
+            apply_delta(conn, fields, delta)
         yield StoredSnapshot(snapshot_id, seq, stored_hash, run_id, delta is None,
                              Snapshot(nct_id, observed_at, dict(fields), source, version, markup))
 
@@ -146,15 +145,16 @@ def study_fields(conn: Connection, nct_id: str, upto_seq: int | None = None) -> 
     return fields
 
 
-def row_to_change(row: Mapping[str, Any]) -> FieldChange:
-    """Return the FieldChange a stored row holds."""
+def row_to_change(conn: Any, row: Mapping[str, Any]) -> FieldChange:
+    """Return the FieldChange a stored row holds (its long values unpacked with `conn`)."""
+    old, new = codec.unpack_value(conn, row["old"]), codec.unpack_value(conn, row["new"])
     return FieldChange(
         nct_id=row["nct_id"],
         path=row["path"],
         kind=row["kind"],
         detected_at=row["detected_at"],
-        old=json.loads(row["old"]) if row["old"] is not None else None,
-        new=json.loads(row["new"]) if row["new"] is not None else None,
+        old=json.loads(old) if old is not None else None,
+        new=json.loads(new) if new is not None else None,
         detail=json.loads(row["detail"]) if row["detail"] else {},
     )
 
@@ -211,7 +211,7 @@ def query_changes(conn: Connection, where: ChangeFilter) -> Iterator[FieldChange
     cursor = conn.execute(sql, params)
     names = [d[0] for d in cursor.description]
     for values in cursor:
-        yield row_to_change(dict(zip(names, values, strict=True)))
+        yield row_to_change(conn, dict(zip(names, values, strict=True)))
 
 
 def snapshots_of(conn: Connection, nct_id: str) -> list[dict[str, Any]]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -82,12 +81,13 @@ def byte_gate(raw: bytes, registry: Registry = DEFAULT) -> str | None:
     return digest.hexdigest()
 
 
-def pack_delta(delta: Mapping[str, str]) -> bytes:
-    """Return a {path: canonical JSON} delta as stored: zlib of its canonical JSON.
+def pack_delta(db: sqlite_utils.Database, delta: Mapping[str, str]) -> bytes:
+    """Return a {path: canonical JSON} delta as stored: its canonical JSON, compressed.
 
-    Compressed, because results sections are large (and backfill stores whole baselines).
+    Compressed with the record dictionary (zlib before schema 9), because results sections
+    are large (and backfill stores whole baselines).
     """
-    return zlib.compress(fields_json(delta).encode("utf-8"), 6)
+    return codec.compress(db, fields_json(delta).encode("utf-8"))
 
 
 
@@ -110,13 +110,13 @@ def materialize(
     fields = extract_fields(record, markup=markup or "markdown")
     digest = content_hash(fields)
     db.execute("update snapshots set delta = ?, content_hash = ? where id = ?",
-               [pack_delta(fields), digest, snapshot_id])
+               [pack_delta(db, fields), digest, snapshot_id])
     db.execute("update studies set content_hash = ? where nct_id = ?", [digest, nct_id])
     later = db.execute("select id, delta from snapshots where nct_id = ? and seq > 1 "
                        "order by seq", [nct_id]).fetchall()
     folded = dict(fields)
     for later_id, delta in later:
-        apply_delta(folded, delta)
+        apply_delta(db, folded, delta)
         digest = content_hash(folded)
         db.execute("update snapshots set content_hash = ? where id = ?", [digest, later_id])
     db.execute("update studies set content_hash = ? where nct_id = ?", [digest, nct_id])
@@ -232,3 +232,31 @@ def recompress_records(db: sqlite_utils.Database, batch_size: int = 500) -> None
             for nct_id, blob in rows:
                 db.execute("update records set record = ? where nct_id = ?",
                            [codec.compress(db, codec.decompress(db, blob)), nct_id])
+
+
+def compress_history(db: sqlite_utils.Database, batch_size: int = 500) -> None:
+    """Compress long change values, and zlib snapshot deltas, with the dictionary (a migration).
+
+    Rows are converted `batch_size` to a commit, in id order, so a killed migration resumes
+    where it stopped; a converted row is never converted twice. The file shrinks after VACUUM.
+    """
+    long_text = f"(typeof({{0}}) = 'text' and length({{0}}) > {codec.VALUE_INLINE})"
+    steps = (
+        ("changes", f"{long_text.format('old')} or {long_text.format('new')}", ("old", "new"),
+         lambda cell: codec.pack_value(db, cell)),
+        ("snapshots", "delta is not null and substr(delta, 1, 4) != x'28b52ffd'", ("delta",),
+         lambda cell: codec.compress(db, codec.decompress(db, cell) if isinstance(cell, bytes)
+                                     else cell.encode("utf-8"))),
+    )
+    for table, where, columns, convert in steps:
+        last = 0
+        while True:
+            rows = db.execute(f"select id, {', '.join(columns)} from {table} where id > ? and "
+                              f"({where}) order by id limit ?", [last, batch_size]).fetchall()
+            if not rows:
+                break
+            with transaction(db):
+                for row_id, *cells in rows:
+                    db.execute(f"update {table} set {', '.join(f'{c} = ?' for c in columns)} "
+                               "where id = ?", [*map(convert, cells), row_id])
+            last = rows[-1][0]

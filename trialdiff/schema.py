@@ -66,8 +66,9 @@ SCHEMA: tuple[Table, ...] = (
         ("source", str, "import, sync or backfill"),
         ("source_version", int, "the registry's version number, for backfilled versions"),
         ("run_id", int, "the run that stored it"),
-        ("delta", bytes, "zlib of JSON {path: canonical value, or null when removed} since the "
-                         "previous snapshot; NULL for a lazy baseline, whose content is the "
+        ("delta", bytes, "JSON {path: canonical value, or null when removed} since the "
+                         "previous snapshot, zstd with the dictionary (zlib before schema 9); "
+                         "NULL for a lazy baseline, whose content is the "
                          "study's first raw record (`records.base`, else `records.record`)"),
         ("markup", str, "the record's text markup: markdown (API v2) or html (record history)"),
     ), unique=(("nct_id", "seq"),),
@@ -79,8 +80,9 @@ SCHEMA: tuple[Table, ...] = (
         ("path", str, "the field path"),
         ("kind", str, "added, removed or changed"),
         ("detected_at", str, "observation time of that snapshot"),
-        ("old", str, "JSON value before (NULL when added)"),
-        ("new", str, "JSON value after (NULL when removed)"),
+        ("old", str, "JSON value before (NULL when added); over 1,024 characters, zstd of it "
+                     "with the dictionary (a BLOB: `trialdiff_value(old)` in the web view)"),
+        ("new", str, "JSON value after (NULL when removed); long ones as `old`"),
         ("detail", str, "JSON: list items added, removed and edited; edits inside a value"),
         ("severity", str, "major, minor or info, by the severity rules when it was written "
                           "(`trialdiff reannotate` applies new rules)"),
@@ -106,7 +108,8 @@ SCHEMA: tuple[Table, ...] = (
         ("trained_at", str, "when it was trained"),
         ("samples", int, "how many of the database's records it was trained on"),
         ("dictionary", bytes, "the zstd dictionary; kept for as long as any row names it"),
-    ), private=("*",), doc="the zstd dictionaries raw records are compressed with"),
+    ), doc="the zstd dictionaries raw records, long change values and deltas are compressed "
+           "with (public: trained on public records; the web view reads them to show values)"),
     Table("runs", "id", (
         ("id", int, "row id"),
         ("command", str, "import, sync, backfill, reannotate or notify"),
@@ -316,10 +319,19 @@ def _v7_to_v8(db: sqlite_utils.Database, batch_size: int = 200) -> None:
                 rekey_study(db, nct_id)
 
 
+def _v8_to_v9(db: sqlite_utils.Database) -> None:
+    """Compress long change values and snapshot deltas with the records' dictionary."""
+    from .records import compress_history  # zstandard is loaded only by steps that compress
+
+    compress_history(db)
+
+
 # Upgrades from each older schema version; each function takes the database one version up.
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7,
-    7: _v7_to_v8,  # re-keying paths rewrites history with the current code: it stays last
+    # Re-keying paths rewrites history with the current code, so the steps after it take
+    # rows already in the current form as well as older ones.
+    7: _v7_to_v8, 8: _v8_to_v9,
 }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlite_utils
 
+from . import codec
 from .annotations import annotation_columns
 from .dedupe import InputLedger
 from .diff import diff_snapshots
@@ -46,11 +47,12 @@ from .registry import DEFAULT
 from .sources import SourceItem, parsed
 
 
-def make_delta(old: Mapping[str, str], new: Mapping[str, str]) -> bytes:
+def make_delta(db: sqlite_utils.Database, old: Mapping[str, str], new: Mapping[str, str]
+               ) -> bytes:
     """Return the stored delta from one field mapping to the next, compressed."""
     delta = {path: text for path, text in new.items() if old.get(path) != text}
     delta.update({path: "null" for path in old if path not in new})
-    return pack_delta(delta)
+    return pack_delta(db, delta)
 
 
 def save_study(
@@ -213,12 +215,12 @@ def store_snapshot(
         "source": snapshot.source,
         "source_version": snapshot.source_version,
         "run_id": run_id,
-        "delta": make_delta(previous.fields if previous else {}, snapshot.fields),
+        "delta": make_delta(db, previous.fields if previous else {}, snapshot.fields),
         "markup": snapshot.markup,
     })
     for item in annotate(list(changes)):
         insert_row(db, "changes",
-                   {**change_row(item.change, snapshot_id), **annotation_columns(item)})
+                   {**change_row(db, item.change, snapshot_id), **annotation_columns(item)})
 
 
 def update_study(db: sqlite_utils.Database, nct_id: str, columns: Mapping[str, Any]) -> None:
@@ -242,16 +244,17 @@ def _touch(db: sqlite_utils.Database, nct_id: str, observed_at: str, last_seen: 
         db.execute("update sightings set last_seen_at = ? where nct_id = ?", [observed_at, nct_id])
 
 
-def change_row(change: FieldChange, snapshot_id: int | None) -> dict[str, Any]:
-    """Return the row that stores a change."""
+def change_row(db: sqlite_utils.Database, change: FieldChange, snapshot_id: int | None
+               ) -> dict[str, Any]:
+    """Return the row that stores a change (long values compressed: codec.pack_value)."""
     return {
         "nct_id": change.nct_id,
         "snapshot_id": snapshot_id,
         "path": change.path,
         "kind": change.kind,
         "detected_at": change.detected_at,
-        "old": _to_json(change.old),
-        "new": _to_json(change.new),
+        "old": codec.pack_value(db, _to_json(change.old)),
+        "new": codec.pack_value(db, _to_json(change.new)),
         "detail": _to_json(dict(change.detail)),
     }
 

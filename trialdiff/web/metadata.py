@@ -12,10 +12,13 @@ from typing import Any, Final, NamedTuple
 from ..schema import SCHEMA, VIEW_DOCS, Table
 
 # Plumbing a reader does not need: left out of the table list (still readable by SQL).
-PLUMBING: Final = ("meta", "records")
+PLUMBING: Final = ("meta", "records", "dictionaries")
 CHANGE_FACETS: Final = ["severity", "kind", "path", "overall_status"]
 CHANGE_COLUMNS: Final = ("detected_at, nct_id, brief_title, overall_status, severity, path, "
                          "kind, old, new, facts, detail, study_url")
+# Long values are stored compressed: trialdiff_value (plugin.py) returns their JSON text.
+_CHANGE_SELECT: Final = CHANGE_COLUMNS.replace(
+    "old, new", "trialdiff_value(old) as old, trialdiff_value(new) as new")
 # A site's own status turning to one of these closes it; to RECRUITING opens it.
 _SITE_STATUSES: Final = ("'RECRUITING', 'COMPLETED', 'TERMINATED', 'WITHDRAWN', "
                          "'ACTIVE_NOT_RECRUITING', 'SUSPENDED'")
@@ -32,7 +35,7 @@ class Query(NamedTuple):
 
 def _changes(where: str, order: str = "detected_at desc, nct_id, change_id") -> str:
     """Return a select of whole changes from the change log."""
-    return f"select {CHANGE_COLUMNS} from change_log where {where} order by {order}"
+    return f"select {_CHANGE_SELECT} from change_log where {where} order by {order}"
 
 
 QUERIES: Final[tuple[Query, ...]] = (
@@ -57,11 +60,12 @@ QUERIES: Final[tuple[Query, ...]] = (
           "Leave country empty for every country.",
           "select case when kind = 'added' or json_extract(facts, '$.site_status.to') = "
           "'RECRUITING' then 'opened' else 'closed' end as event, "
-          "json_extract(coalesce(new, old), '$.country') as country, "
-          f"{CHANGE_COLUMNS} from change_log where path like 'locations.%' and "
+          "json_extract(trialdiff_value(coalesce(new, old)), '$.country') as country, "
+          f"{_CHANGE_SELECT} from change_log where path like 'locations.%' and "
           "(kind in ('added', 'removed') or json_extract(facts, '$.site_status.to') in "
           f"({_SITE_STATUSES})) and "
-          "(:country = '' or json_extract(coalesce(new, old), '$.country') = :country) "
+          "(:country = '' or "
+          "json_extract(trialdiff_value(coalesce(new, old)), '$.country') = :country) "
           "order by country, detected_at desc, nct_id, change_id"),
     Query("study_timeline", "One study's timeline",
           "Every change of one study, oldest first.",

@@ -7,6 +7,9 @@
 - Canned queries (and any table or query with whole changes) get an `.atom` rendition made by
   export.to_atom, the feed `trialdiff changes --format atom` writes.
 - `/study/NCT…` is a study's page (study.py); study ids in the tables link to it.
+- Long change values are stored compressed (codec.pack_value): every connection gets the SQL
+  function `trialdiff_value(cell)`, which returns a value's JSON text; the canned queries read
+  through it, and table pages show the text where a BLOB is stored.
 
 Every hook acts only on the Datasette that `make_datasette` configured, by its plugin config.
 """
@@ -21,6 +24,7 @@ from datasette import hookimpl as datasette_hookimpl
 from datasette.utils.asgi import Response
 from markupsafe import Markup, escape
 
+from .. import codec
 from ..export import to_atom
 from ..query import row_to_change
 from .metadata import private_columns
@@ -61,8 +65,9 @@ def authorizer(private: dict[str, tuple[str, ...]]) -> Callable[..., int]:
 
 @hookimpl
 def prepare_connection(conn: sqlite3.Connection, database: str, datasette: Any) -> None:
-    """Put the authorizer on every connection to the trialdiff database."""
+    """Give every connection to the trialdiff database `trialdiff_value`, then the authorizer."""
     if database == _database(datasette):
+        conn.create_function("trialdiff_value", 1, codec.value_reader(conn), deterministic=True)
         conn.set_authorizer(authorizer(private_columns()))
 
 
@@ -85,11 +90,21 @@ def register_routes() -> list[tuple[str, Any]]:
 
 
 @hookimpl
-def render_cell(value: Any, column: str, database: str, datasette: Any) -> Markup | None:
-    """Link a study id to its page."""
-    if column == "nct_id" and database == _database(datasette) and isinstance(value, str):
+def render_cell(value: Any, column: str, database: str, datasette: Any) -> Any:
+    """Link a study id to its page; show a compressed change value as its JSON text."""
+    if database != _database(datasette):
+        return None
+    if column == "nct_id" and isinstance(value, str):
         return Markup(f'<a href="/study/{escape(value)}">{escape(value)}</a>')
+    if column in ("old", "new") and isinstance(value, bytes):
+        return _value_text(datasette, database, value)
     return None
+
+
+async def _value_text(datasette: Any, database: str, value: bytes) -> str:
+    """Return a stored change value's JSON text, read through `trialdiff_value`."""
+    result = await datasette.get_database(database).execute("select trialdiff_value(?)", [value])
+    return str(result.first()[0])
 
 
 def can_render_atom(datasette: Any, columns: list[str]) -> bool:
@@ -97,15 +112,19 @@ def can_render_atom(datasette: Any, columns: list[str]) -> bool:
     return _database(datasette) is not None and set(columns) >= ATOM_COLUMNS
 
 
-def render_atom(datasette: Any, request: Any, database: str, table: str | None,
-                columns: list[str], rows: list[Any], query_name: str | None) -> Response:
+async def render_atom(datasette: Any, request: Any, database: str, table: str | None,
+                      columns: list[str], rows: list[Any], query_name: str | None) -> Response:
     """Return the result as trialdiff's Atom feed: one entry per study per day."""
     found = [dict(zip(columns, row, strict=True)) for row in rows]
+    for row in found:  # a table page's rows hold compressed values as stored
+        for column in ("old", "new"):
+            if isinstance(row[column], bytes):
+                row[column] = await _value_text(datasette, database, row[column])
     titles = {r["nct_id"]: r["brief_title"] for r in found if r.get("brief_title")}
     name = query_name or table or "query"
     query = (datasette.metadata("queries", database=database) or {}).get(query_name) or {}
     feed = to_atom(
-        [row_to_change(r) for r in found],
+        [row_to_change(None, r) for r in found],
         feed_id=f"tag:trialdiff,2024:datasette/{database}/{name}",
         title=f"trialdiff: {query.get('title') or name}",
         self_href=str(request.url),
