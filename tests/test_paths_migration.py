@@ -19,6 +19,8 @@ from trialdiff.history import rekey_study
 from trialdiff.query import iter_snapshots, transaction
 from trialdiff.schema import MIGRATIONS, SCHEMA_VERSION, open_db, schema_version
 
+REKEY_STEP = 7  # the migration from schema 7 to 8 re-keys stored paths
+
 OLD_DB = FIXTURES / "old-paths" / "v2.db"
 _spec = importlib.util.spec_from_file_location("make_old_paths", FIXTURES / "old-paths" / "make.py")
 assert _spec and _spec.loader
@@ -70,7 +72,7 @@ def test_the_old_database_shows_the_old_defects_and_check_reports_them(
     assert "locations.gsk investigational site|new york|new york|united states #2" in paths
     assert "design.enrollmentCount" in paths
     # Every other step of the upgrade, but not the re-key: a current file with old paths.
-    monkeypatch.setitem(MIGRATIONS, SCHEMA_VERSION - 1, lambda db: None)
+    monkeypatch.setitem(MIGRATIONS, REKEY_STEP, lambda db: None)
     open_db(str(old)).conn.close()
     monkeypatch.undo()
     code, out = check(old)
@@ -106,13 +108,13 @@ def test_a_migration_cut_short_finishes_when_run_again(tmp_path: Path) -> None:
     old, fresh = tmp_path / "old.db", tmp_path / "fresh.db"
     shutil.copy(OLD_DB, old)
     make.build(str(fresh))
-    # What a migration killed in its last step (the re-key) after its first study leaves: the
+    # What a migration killed in its re-key step after its first study leaves: the
     # earlier steps done, that study committed, the schema version still the old one.
     conn = sqlite3.connect(old, isolation_level=None)
     import sqlite_utils
 
     db = sqlite_utils.Database(conn)
-    for step in range(2, SCHEMA_VERSION - 1):
+    for step in range(2, REKEY_STEP):
         MIGRATIONS[step](db)
     with transaction(db):
         assert rekey_study(db, "NCT00367679")

@@ -52,8 +52,13 @@ def short(value: Any, width: int = 60) -> str:
     if value is None:
         return NONE
     text = value if isinstance(value, str) else dump_json(value)
-    text = visible(" ".join(text.split()))
-    return text if len(text) <= width else text[: width - 1] + ELLIPSIS
+    # A long text's line starts as its head's does (folding and `visible` map it piece by
+    # piece), so the head alone is read unless it turns out too short to fill the width.
+    head = text[: width * 4]
+    line = visible(" ".join(head.split()))
+    if len(head) < len(text) and len(line) <= width:
+        line = visible(" ".join(text.split()))
+    return line if len(line) <= width else line[: width - 1] + ELLIPSIS
 
 
 def date_text(value: Any) -> str:

@@ -336,14 +336,16 @@ def save_studies(
     try:
         alerts = AlertWriter(db, run_id)
         for item in items:
-            observation = _seen_unchanged(db, ledger, item, observed_at) if item.unparsed else None
+            quick = byte_gate(item.raw) if item.raw is not None else None
+            observation = (_seen_unchanged(db, ledger, item, quick, observed_at)
+                           if item.unparsed and quick else None)
             if observation is None:
                 item = parsed(item)
                 if item.study is None or item.nct_id is None:
                     totals.fail(item.label, item.error or "unreadable")
                     report(Failed(item.label, item.error or "unreadable"))
                     continue
-                gate = gate_hash(item.study, item.raw)
+                gate = quick or gate_hash(item.study)  # the bytes were tried: `quick`
                 earlier = ledger.known(item.nct_id)
                 if earlier is not None:
                     conflict = _repeat(db, ledger, item, gate, earlier, totals)
@@ -375,19 +377,16 @@ def save_studies(
 
 
 def _seen_unchanged(
-    db: sqlite_utils.Database, ledger: InputLedger, item: SourceItem, observed_at: str
+    db: sqlite_utils.Database, ledger: InputLedger, item: SourceItem, gate: str, observed_at: str
 ) -> Observation | None:
     """Take in an unparsed record whose bytes show it unchanged; None: parse and save it.
 
-    Its gate equals the stored one, so its bytes (but the volatile part) are those of a record
-    that parsed as this study: moving the last sighting is all there is to do, as save_study
-    would. Anything else (a new study, a repeat, an older observation) takes the full path.
+    When its gate (`byte_gate`) equals the stored one, its bytes (but the volatile part) are
+    those of a record that parsed as this study: moving the last sighting is all there is to
+    do, as save_study would. Anything else (a new study, a repeat, an older observation)
+    takes the full path.
     """
-    assert item.raw is not None
-    if item.nct_id is None:
-        return None
-    gate = byte_gate(item.raw)
-    if gate is None or ledger.known(item.nct_id) is not None:
+    if item.nct_id is None or ledger.known(item.nct_id) is not None:
         return None
     row = db.execute(
         "select raw_hash, last_seen_at, last_changed_at from studies join sightings "
