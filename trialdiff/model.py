@@ -21,9 +21,10 @@ ChangeKind = Literal["added", "removed", "changed"]
 CHANGE_KINDS: tuple[ChangeKind, ...] = ("added", "removed", "changed")
 
 
-# A float (first, or after ':' ',' or '['): orjson and json write some differently (a false
-# alarm in a string only costs the slower writer).
-FLOAT_IN_JSON = re.compile(r"(?:^|[:,\[])-?\d+[.eE]")
+# A float after ':' ',' or '[': orjson and json write some differently (1e16 and 1e+16), so a
+# text with one (or a false alarm in a string) takes the slower writer.
+FLOAT_IN_JSON = re.compile(r"[:,\[]-?\d+[.eE]")
+_NUMBER_START = tuple("-0123456789")
 # Types json refuses, orjson must refuse too, so both writers take the same values.
 _ORJSON_AS_JSON = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
                    | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS)
@@ -41,8 +42,10 @@ def dump_json(value: Any, indent: int | None = None) -> str:
             text = orjson.dumps(value, option=_ORJSON_AS_JSON).decode("utf-8")
         except (orjson.JSONEncodeError, TypeError):  # big integers, lone surrogates, int keys
             text = None
-        # orjson writes NaN as null, json as NaN (only Python's parser reads NaN in)
-        if text is not None and "null" not in text and FLOAT_IN_JSON.search(text) is None:
+        # orjson writes NaN as null, json as NaN (only Python's parser reads NaN in); a bare
+        # number may be a float
+        if (text is not None and "null" not in text and text[:1] not in _NUMBER_START
+                and FLOAT_IN_JSON.search(text) is None):
             return text
     return json.dumps(value, ensure_ascii=False, sort_keys=True, indent=indent,
                       separators=(",", ":") if indent is None else None)

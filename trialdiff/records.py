@@ -87,7 +87,7 @@ def pack_delta(db: sqlite_utils.Database, delta: Mapping[str, str]) -> bytes:
     Compressed with the record dictionary (zlib before schema 9), because results sections
     are large (and backfill stores whole baselines).
     """
-    return codec.compress(db, fields_json(delta).encode("utf-8"))
+    return codec.compress(db, fields_json(delta).encode("utf-8"), history=True)
 
 
 
@@ -246,7 +246,7 @@ def compress_history(db: sqlite_utils.Database, batch_size: int = 500) -> None:
          lambda cell: codec.pack_value(db, cell)),
         ("snapshots", "delta is not null and substr(delta, 1, 4) != x'28b52ffd'", ("delta",),
          lambda cell: codec.compress(db, codec.decompress(db, cell) if isinstance(cell, bytes)
-                                     else cell.encode("utf-8"))),
+                                     else cell.encode("utf-8"), history=True)),
     )
     for table, where, columns, convert in steps:
         last = 0
