@@ -324,3 +324,35 @@ def test_serve_warns_when_it_listens_beyond_loopback(
     assert calls == [("0.0.0.0", 8123, "http://0.0.0.0:8123/")]
     code, _, err = run(web_db, "serve")
     assert code == 0 and "warning" not in err and calls[-1] == ("127.0.0.1", 8001, None)
+
+
+def test_compressed_values_and_records_read_back_in_every_view(tmp_path: Path) -> None:
+    from conftest import real_records
+
+    records = real_records()
+    folder = tmp_path / "day1"
+    folder.mkdir()
+    for number in range(80):  # enough records to train the dictionary records are kept with
+        record = json.loads(json.dumps(records[number % len(records)]))
+        record["protocolSection"]["identificationModule"]["nctId"] = f"NCT9{number:07d}"
+        (folder / f"{number}.json").write_text(json.dumps(record))
+    path = str(tmp_path / "trialdiff.db")
+    assert run(path, "import", "--at", "2026-05-11", str(folder))[0] == 0
+    edited = json.loads((folder / "0.json").read_text())
+    criteria = "Inclusion: adults with a confirmed diagnosis. " * 40
+    edited["protocolSection"]["eligibilityModule"]["eligibilityCriteria"] = criteria
+    (tmp_path / "edit.json").write_text(json.dumps(edited))
+    assert run(path, "import", "--at", "2026-05-12", str(tmp_path / "edit.json"))[0] == 0
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("select count(*) from dictionaries").fetchone() == (1,)
+        assert conn.execute("select typeof(new) from changes where path = "
+                            "'eligibility.criteria'").fetchone() == ("blob",)
+    study, timeline, table, feed = fetch(
+        path, "/study/NCT90000000", "/trialdiff/study_timeline.json?nct_id=NCT90000000"
+        "&_shape=array", "/trialdiff/changes?path=eligibility.criteria",
+        "/trialdiff/change_log.atom?path=eligibility.criteria")
+    assert study.status_code == 200 and "eligibility.criteria" in study.text
+    (row,) = [r for r in timeline.json() if r["path"] == "eligibility.criteria"]
+    assert json.loads(row["new"]) == " ".join(criteria.split())
+    assert "Inclusion: adults with a confirmed diagnosis." in table.text
+    assert feed.status_code == 200 and "Inclusion: adults" in feed.text
