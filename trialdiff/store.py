@@ -386,13 +386,15 @@ def _seen_unchanged(
     do, as save_study would. Anything else (a new study, a repeat, an older observation)
     takes the full path.
     """
-    if item.nct_id is None or ledger.known(item.nct_id) is not None:
+    if item.nct_id is None:
         return None
+    # One statement: the stored gate, and whether this input gave the study already.
     row = db.execute(
-        "select raw_hash, last_seen_at, last_changed_at from studies join sightings "
-        "using (nct_id) where nct_id = ?", [item.nct_id],
+        "select raw_hash, last_seen_at, last_changed_at, l.nct_id from studies "
+        "join sightings using (nct_id) left join temp.input_ledger l using (nct_id) "
+        "where nct_id = ?", [item.nct_id],
     ).fetchone()
-    if row is None or row[0] != gate or observed_at < row[2]:
+    if row is None or row[0] != gate or observed_at < row[2] or row[3] is not None:
         return None
     ledger.seen(item.nct_id, item.label, gate, row[1])
     _touch(db, item.nct_id, observed_at, row[1])
