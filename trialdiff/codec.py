@@ -9,7 +9,7 @@ which costs a few hundred bytes for a typical edit. Rows written before zstd are
 
 Long change values (a posted results section: ~90 KB of JSON) and snapshot deltas are stored
 with the same dictionary: a change value over `VALUE_INLINE` characters is a zstd BLOB
-instead of JSON text (`pack_value`, `unpack_value`), about a seventeenth of its size.
+instead of JSON text (`pack_value`, `unpack_value`), about a fourteenth of its size.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ MAX_SAMPLES = 300  # held parsed while training: ~60 MB; ~8 MB of JSON is enough
 # A change value's JSON up to this many characters stays text, readable in SQL; dates,
 # statuses and most sites are far shorter, and the 4% of values above hold 98% of the bytes.
 VALUE_INLINE = 1024
-
 
 
 class _Codec(NamedTuple):
@@ -165,7 +164,7 @@ def unpack_value(conn: Any, cell: str | bytes | None) -> str | None:
 
 def value_reader(conn: Any) -> Callable[[str | bytes | None], str | None]:
     """Return `unpack_value` over the dictionaries a connection has now (an SQL function's)."""
-    loaded = _load(conn)  # now: an authorizer set later may hide the table
+    loaded = _load(conn)  # once, here: an SQL function should not query its own connection
 
     def read(cell: str | bytes | None) -> str | None:
         return _decompress(loaded, cell).decode("utf-8") if isinstance(cell, bytes) else cell

@@ -5,7 +5,8 @@ snapshot stores only the fields that changed since the one before, so any stored
 fields are rebuilt by folding deltas. A study's first snapshot is lazy: its content is the
 study's first raw record, kept (as `records.base`) once later ones replace it. A change is
 found by canonicalising only the top-level modules whose bytes moved. Each change row carries
-its old and new values, so the changelog is readable straight from the file.
+its old and new values, so the changelog is readable straight from the file (values over 1,024
+characters compressed, codec.pack_value). A record whose bytes show no change is never parsed.
 """
 
 from __future__ import annotations
@@ -340,27 +341,13 @@ def save_studies(
             observation = (_seen_unchanged(db, ledger, item, quick, observed_at)
                            if item.unparsed and quick else None)
             if observation is None:
-                item = parsed(item)
-                if item.study is None or item.nct_id is None:
-                    totals.fail(item.label, item.error or "unreadable")
-                    report(Failed(item.label, item.error or "unreadable"))
+                outcome = _save_item(db, ledger, parsed(item), quick, observed_at, source,
+                                     run_id, totals)
+                if not isinstance(outcome, Observation):
+                    if outcome is not None:
+                        report(outcome)
                     continue
-                gate = quick or gate_hash(item.study)  # the bytes were tried: `quick`
-                earlier = ledger.known(item.nct_id)
-                if earlier is not None:
-                    conflict = _repeat(db, ledger, item, gate, earlier, totals)
-                    if conflict is not None:
-                        report(conflict)
-                    continue
-                ledger.first(item.nct_id, item.label, gate)
-                try:
-                    observation = save_study(db, item.nct_id, item.study, observed_at,
-                                             source=source, run_id=run_id, gate=gate)
-                except InputError as exc:  # raised before save_study writes anything it keeps
-                    ledger.failed(item.nct_id)
-                    totals.fail(item.label, str(exc))
-                    report(Failed(item.label, str(exc)))
-                    continue
+                observation = outcome
                 alerts.add(observation.nct_id, observation.changes)
             totals.count(observation)
             report(observation)
@@ -374,6 +361,31 @@ def save_studies(
         if db.conn.in_transaction:
             db.execute("rollback")
         raise
+
+
+def _save_item(
+    db: sqlite_utils.Database, ledger: InputLedger, item: SourceItem, gate: str | None,
+    observed_at: str, source: str, run_id: int | None, totals: RunTotals,
+) -> Observation | Failed | None:
+    """Save one parsed item: its observation, why it failed, or None for a dropped repeat.
+
+    `gate` is its byte gate if its bytes had one (else the gate of the record written anew).
+    """
+    if item.study is None or item.nct_id is None:
+        totals.fail(item.label, item.error or "unreadable")
+        return Failed(item.label, item.error or "unreadable")
+    gate = gate or gate_hash(item.study)  # the bytes were tried already
+    earlier = ledger.known(item.nct_id)
+    if earlier is not None:
+        return _repeat(db, ledger, item, gate, earlier, totals)
+    ledger.first(item.nct_id, item.label, gate)
+    try:
+        return save_study(db, item.nct_id, item.study, observed_at, source=source,
+                          run_id=run_id, gate=gate)
+    except InputError as exc:  # raised before save_study writes anything it keeps
+        ledger.failed(item.nct_id)
+        totals.fail(item.label, str(exc))
+        return Failed(item.label, str(exc))
 
 
 def _seen_unchanged(
