@@ -225,3 +225,16 @@ def test_a_killed_run_of_any_kind_is_marked_interrupted_by_the_next_writer(
     assert (code, err) == (0, "") and out.startswith("reannotate: ")
     assert conn.execute("select command, status from runs order by id").fetchall() == [
         ("import", "interrupted"), ("reannotate", "ok")]
+
+
+def test_a_tracker_that_keeps_no_changes_still_feeds_its_sinks(db_path: str) -> None:
+    kept = Kept()
+    with trialdiff.open(db_path, keep_changes=False) as tracker:
+        done = tracker.import_paths([str(SAMPLE)], sinks=[kept])
+        # The run holds none of what it stored (a registry-wide rewrite stores millions) ...
+        assert done.stored is None and done.changes > 500
+        with pytest.raises(trialdiff.UsageError, match="keep_changes=False"):
+            done.stored_changes  # noqa: B018
+        # ... while its sinks saw every change, and the database has them all.
+        seen = sum(len(o.changes) for o in kept.seen if isinstance(o, Observation))
+        assert seen == done.changes == len(list(tracker.changes()))

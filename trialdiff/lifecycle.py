@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import sqlite_utils
 
+from .errors import UsageError
 from .lock import WriteLock
 from .meaning import Annotated
 from .model import Backfilled, FieldChange, Observation, Outcome, Resumed, utc_timestamp
@@ -76,11 +77,14 @@ class Run:
     failed: int
     errors: tuple[dict[str, str], ...]
     by_kind: Mapping[str, int] = field(default_factory=dict)
-    stored: tuple[FieldChange, ...] = field(default=(), repr=False)
+    stored: tuple[FieldChange, ...] | None = field(default=(), repr=False)  # None: not kept
 
     @cached_property
     def stored_changes(self) -> tuple[Change, ...]:
         """Return the changes the run stored, annotated, in export order (computed once)."""
+        if self.stored is None:
+            raise UsageError("this run did not keep its changes (the tracker was opened with "
+                             "keep_changes=False): read them with Tracker.changes()")
         return annotated(self.stored)
 
 
@@ -108,12 +112,13 @@ class WriteRun:
     """Hold the writer lock and one run row for the length of a `with` block.
 
     `db` is opened (created or migrated) by `open_db` once the lock is held. A client given
-    (anything with `close()`) is closed at the end, whatever happens.
+    (anything with `close()`) is closed at the end, whatever happens. With `keep_changes`, the
+    changes the run stores are kept for its `Run`; sinks see them either way.
     """
 
     def __init__(self, db_path: str, command: str, open_db: Callable[[], sqlite_utils.Database],
                  wait: float = 0.0, sinks: Sequence[Sink] = (),
-                 clients: Iterable[Any] = ()) -> None:
+                 clients: Iterable[Any] = (), keep_changes: bool = True) -> None:
         self.command = command
         self.sinks = list(sinks)
         self.clients = list(clients)
@@ -122,7 +127,7 @@ class WriteRun:
         self.result: Run | None = None
         self._lock = WriteLock(db_path, wait, command)
         self._open_db = open_db
-        self._stored: list[FieldChange] = []
+        self._stored: list[FieldChange] | None = [] if keep_changes else None
         self._recorded: BaseException | None = None
         self.db: sqlite_utils.Database
         self.id = 0
@@ -150,7 +155,8 @@ class WriteRun:
         """Hand one outcome to every sink, keeping the changes it stored."""
         match outcome:
             case Observation(changes=changes) | Backfilled(changes=changes):
-                self._stored.extend(changes)
+                if self._stored is not None:
+                    self._stored.extend(changes)
             case _:
                 pass
         for sink in self.sinks:
@@ -183,7 +189,8 @@ class WriteRun:
             self.result = Run(
                 self.id, self.command, run_status(totals, interrupted), totals.checked,
                 totals.changed, totals.changes, totals.failed, tuple(totals.errors),
-                dict(totals.by_kind), tuple(self._stored))
+                dict(totals.by_kind),
+                tuple(self._stored) if self._stored is not None else None)
             if exc is None:
                 for sink in self.sinks:
                     sink.finish(self.result)

@@ -52,14 +52,18 @@ class Tracker:
     """A trialdiff database: write runs that keep snapshots, and reads of its changelog.
 
     `hooks` (sleep, transport) go to every API client it builds, so a test can skip the
-    backoff's real waits. Use it as a context manager, or call `close()`.
+    backoff's real waits. With `keep_changes` (the default) each run keeps the changes it
+    stores, for `Run.stored_changes`; without, a run holds none of them in memory, however many
+    (the CLI's way: a registry-wide rewrite stores millions). Use it as a context manager, or
+    call `close()`.
     """
 
     def __init__(self, path: str, *, wait: float = 0.0,
-                 hooks: Mapping[str, Any] | None = None) -> None:
+                 hooks: Mapping[str, Any] | None = None, keep_changes: bool = True) -> None:
         self.path = str(path)
         self.wait = wait
         self.hooks = dict(hooks or {})
+        self.keep_changes = keep_changes
         self.last_run: Run | None = None
         self._db: sqlite_utils.Database | None = None
         self._conn: sqlite3.Connection | None = None
@@ -99,7 +103,8 @@ class Tracker:
     def run(self, command: str, sinks: Sequence[Sink] = (), clients: Iterable[Any] = ()
             ) -> WriteRun:
         """Return the lifecycle of one writing run: lock, run row, totals, clients, sinks."""
-        return WriteRun(self.path, command, self.writer, self.wait, sinks, clients)
+        return WriteRun(self.path, command, self.writer, self.wait, sinks, clients,
+                        self.keep_changes)
 
     @contextmanager
     def _running(self, command: str, sinks: Sequence[Sink] = (), clients: Iterable[Any] = ()
@@ -328,11 +333,12 @@ def _day(value: str | date | None) -> date:
     return utc_day(_time(value))
 
 
-def open(path: str, *, wait: float = 0.0, hooks: Mapping[str, Any] | None = None) -> Tracker:
+def open(path: str, *, wait: float = 0.0, hooks: Mapping[str, Any] | None = None,
+         keep_changes: bool = True) -> Tracker:
     """Open (creating or migrating) a trialdiff database; use the Tracker as a context manager."""
     from .lock import WriteLock
 
-    tracker = Tracker(path, wait=wait, hooks=hooks)
+    tracker = Tracker(path, wait=wait, hooks=hooks, keep_changes=keep_changes)
     with WriteLock(tracker.path, wait, "open"):
         tracker.writer()
     return tracker

@@ -265,7 +265,8 @@ def tracker(ctx: click.Context, wait: float = 0.0, create: bool = True) -> Any:
     from ..lock import WriteLock
     from ..tracker import Tracker
 
-    opened = Tracker(ctx.obj.db, wait=wait, hooks=ctx.obj.hooks)
+    # Its sinks print and alert as changes come: a run keeps none (millions on a rewrite day).
+    opened = Tracker(ctx.obj.db, wait=wait, hooks=ctx.obj.hooks, keep_changes=False)
     ctx.call_on_close(opened.close)
     if create and ctx.obj.db_is_default and not Path(ctx.obj.db).exists():
         with WriteLock(ctx.obj.db, wait, "open"):
