@@ -1,11 +1,11 @@
 """Keep each study's raw records, and find which of a record's modules moved: store's helpers.
 
 The gate says from a record's bytes whether anything but its volatile part moved. A study's
-first record stays (as `records.base`) once a later one replaces it: it is the
-content of the study's lazy first snapshot. Later records are stored as zstd against it, and
-first records with a dictionary trained on the database's own records (codec.py). A new
-record is compared with the stored one module by module, so only the modules whose bytes
-moved are canonicalised and diffed.
+first record stays (as `records.base`) once a later one replaces it: it is the content of the
+study's lazy first snapshot. Later records are stored as zstd against it, and first records
+with a dictionary trained on the database's own records (codec.py). A new record is compared
+with the stored one module by module, so only the modules whose bytes moved are canonicalised
+and diffed.
 """
 
 from __future__ import annotations
@@ -88,8 +88,6 @@ def pack_delta(db: sqlite_utils.Database, delta: Mapping[str, str]) -> bytes:
     are large (and backfill stores whole baselines).
     """
     return codec.compress(db, fields_json(delta).encode("utf-8"), history=True)
-
-
 
 
 def materialize(
