@@ -339,7 +339,7 @@ def test_compressed_values_and_records_read_back_in_every_view(tmp_path: Path) -
     path = str(tmp_path / "trialdiff.db")
     assert run(path, "import", "--at", "2026-05-11", str(folder))[0] == 0
     edited = json.loads((folder / "0.json").read_text())
-    criteria = "Inclusion: adults with a confirmed diagnosis. " * 40
+    criteria = "Inclusion: adults with a confirmed diagnosis. " * 40 + HOSTILE
     edited["protocolSection"]["eligibilityModule"]["eligibilityCriteria"] = criteria
     (tmp_path / "edit.json").write_text(json.dumps(edited))
     assert run(path, "import", "--at", "2026-05-12", str(tmp_path / "edit.json"))[0] == 0
@@ -355,4 +355,6 @@ def test_compressed_values_and_records_read_back_in_every_view(tmp_path: Path) -
     (row,) = [r for r in timeline.json() if r["path"] == "eligibility.criteria"]
     assert json.loads(row["new"]) == " ".join(criteria.split())
     assert "Inclusion: adults with a confirmed diagnosis." in table.text
+    assert HOSTILE not in table.text and "&lt;script&gt;" in table.text  # shown as text
     assert feed.status_code == 200 and "Inclusion: adults" in feed.text
+    assert HOSTILE not in feed.text
