@@ -364,13 +364,6 @@ def neutral_json(text: str) -> str | None:
     return canonical_json(strip(json.loads(text)))
 
 
-def text_at(record: Any, *keys: str) -> str | None:
-    """Return the string at a key path of a record, or None if anything on the way is not."""
-    for key in keys:
-        record = record.get(key) if isinstance(record, dict) else None
-    return record if isinstance(record, str) else None
-
-
 def study_id(study: Any) -> str | None:
     """Return a record's NCT id, or None when it is not a study object."""
     return DEFAULT.study_id(study)
