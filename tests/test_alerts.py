@@ -413,3 +413,19 @@ def test_an_unreachable_mail_server_leaves_the_alert_pending_and_says_so_redacte
                           "pending  attempts 1")
     assert "s3cretpw" not in out
     assert "s3cretpw" not in Path(db).read_bytes().decode("utf-8", "replace")
+
+
+def test_watch_add_and_remove_wait_for_no_writer_they_exit_75(tmp_path: Path) -> None:
+    from trialdiff.lock import WriteLock
+
+    db = str(tmp_path / "t.db")
+    assert run(db, "watch", "add", "x", "--to", "http://127.0.0.1:9/hook")[0] == 0
+    with WriteLock(db, command="import"):  # another writer holds the database
+        for args in (("watch", "add", "y", "--to", "http://127.0.0.1:9/hook"),
+                     ("watch", "remove", "x")):
+            code, out, err = run(db, *args)
+            assert (code, out) == (75, "") and "(import)" in err
+    rules = sqlite3.connect(db).execute("select name from watches").fetchall()
+    assert rules == [("x",)]  # neither wrote anything
+    assert run(db, "watch", "remove", "x")[0] == 0  # the lock was let go after each command
+    assert run(db, "watch", "add", "y", "--to", "http://127.0.0.1:9/hook")[0] == 0

@@ -245,9 +245,18 @@ def reader(ctx: click.Context) -> sqlite3.Connection:
 
 
 def writer(ctx: click.Context) -> Any:
-    """Open (creating or upgrading) the database for writing; closed when the command ends."""
+    """Open (creating or upgrading) the database for writing; closed when the command ends.
+
+    The writer lock is held until then, as every write run holds it: another writer makes this
+    command exit 75 (BusyError) before it opens, migrates or writes anything.
+    """
+    from ..lock import WriteLock
     from ..schema import open_db
 
+    lock = WriteLock(ctx.obj.db, 0.0, ctx.command_path.removeprefix(ctx.find_root().info_name
+                                                                     or "").strip())
+    lock.__enter__()
+    ctx.call_on_close(lambda: lock.__exit__(None, None, None))
     new = ctx.obj.db_is_default and not Path(ctx.obj.db).exists()
     db = open_db(ctx.obj.db)
     ctx.call_on_close(db.close)
