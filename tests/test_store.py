@@ -6,6 +6,7 @@ import copy
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import FIXTURES, load, real_records, version_pair
@@ -465,7 +466,7 @@ def test_a_seen_first_copy_then_a_differing_repeat_is_a_conflict_undone(
 # tricky: quotes, braces, commas, colons and the volatile key's own name.
 TRICKY_JSON = st.recursive(
     st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63 - 1)
-    | st.lists(st.sampled_from(list('a",:{}[]\\ ') + ['"derivedSection":', ',"']),
+    | st.lists(st.sampled_from([*'a",:{}[]\\ ', '"derivedSection":', ',"']),
                max_size=4).map("".join),
     lambda children: st.lists(children, max_size=3)
     | st.dictionaries(st.sampled_from(["a", "derivedSection", "hasResults", ",\""]), children,
