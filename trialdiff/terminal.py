@@ -105,8 +105,9 @@ def render_report(report: DiffReport, console: Console) -> None:
     from rich.text import Text
 
     plain = console.no_color or not console.is_terminal
-    console.print(Text(visible(heading(report)), "bold"))
-    console.print(Text(summary(report)))
+    # One line each, however narrow the console (a pipe is 80 columns): grep finds them whole.
+    console.print(Text(visible(heading(report)), "bold"), soft_wrap=True)
+    console.print(Text(summary(report)), soft_wrap=True)
     if not report.rows:
         return
     table = Table(show_header=True, header_style="bold", expand=True, show_lines=True)
