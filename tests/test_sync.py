@@ -189,6 +189,45 @@ def test_sync_from_a_bulk_source(db_path: str, tmp_path: Path) -> None:
     assert code == 0 and "5 studies checked" in out
 
 
+def test_sync_from_a_dump_parses_only_tracked_lines_whose_bytes_moved(
+    db_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import orjson
+
+    import trialdiff.sources
+    import trialdiff.store
+
+    def day(records: list[dict[str, Any]], stamp: str) -> Path:
+        path = tmp_path / f"{stamp}.ndjson"
+        lines = []
+        for record in records:
+            record = copy.deepcopy(record)
+            record["derivedSection"]["miscInfoModule"]["versionHolder"] = stamp
+            lines.append(orjson.dumps(record))
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        return path
+
+    tracked = [r["protocolSection"]["identificationModule"]["nctId"] for r in RECORDS[:3]]
+    assert run(db_path, "track", *tracked)[0] == 0
+    assert run(db_path, "sync", "--source", str(day(RECORDS, "2025-07-06")), "--at", DAY1)[0] == 0
+    edited = copy.deepcopy(RECORDS)
+    edited[1]["protocolSection"]["statusModule"]["overallStatus"] = "WITHDRAWN"
+    # A record that does not open with its id (another key first) is parsed to learn its id.
+    edited[10] = {"aaa": 1, **edited[10]}
+    parses: list[str] = []
+    for module in (trialdiff.sources, trialdiff.store):
+        real = module.parsed
+        monkeypatch.setattr(module, "parsed",
+                            lambda item, real=real: parses.append(item.label) or real(item))
+    dump = day(edited, "2025-07-07")
+    code, out, _ = run(db_path, "sync", "--source", str(dump), "--at", DAY2)
+    assert code == 0 and out.endswith("sync: 3 studies checked, 1 changed, 1 change "
+                                      "(1 changed), 0 failed\n")
+    assert sorted(set(parses)) == [f"{dump}:11", f"{dump}:2"]  # the disguised line, the edit
+    stored = sqlite3.connect(db_path).execute("select distinct nct_id from studies").fetchall()
+    assert sorted(n for (n,) in stored) == sorted(tracked)
+
+
 def test_a_second_writer_exits_75_naming_the_holder(db_path: str, api: StandinAPI) -> None:
     from trialdiff.lock import WriteLock
 

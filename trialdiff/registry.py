@@ -74,7 +74,7 @@ class Registry(Protocol):
         ...
 
     def peek_id(self, raw: bytes) -> str | None:
-        """Return the study id a record's bytes seem to hold, without parsing them."""
+        """Return the study id a record's bytes hold, without parsing them; None if unsure."""
         ...
 
     def summary_columns(self, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -102,7 +102,7 @@ def text_at(record: Any, *keys: str) -> str | None:
     return record if isinstance(record, str) else None
 
 
-_NCT_IN_BYTES = re.compile(rb'"nctId":"(NCT\d{8})"')
+_NCT_OPENING = re.compile(rb'\{"protocolSection":\{"identificationModule":\{"nctId":"(NCT\d{8})"')
 
 
 @dataclass(frozen=True)
@@ -139,8 +139,13 @@ class ClinicalTrialsGov:
         return None
 
     def peek_id(self, raw: bytes) -> str | None:
-        """Return the first `"nctId":"NCT…"` in a record's bytes (a guess until checked)."""
-        found = _NCT_IN_BYTES.search(raw)
+        """Return the NCT id a compact record opens with, as the API writes every record.
+
+        The bytes must begin `{"protocolSection":{"identificationModule":{"nctId":"NCT…"`:
+        that is the id a parse would find (bar a repeated key, which only a hostile record
+        has); anything else gives None, and the record is parsed to know.
+        """
+        found = _NCT_OPENING.match(raw)
         return found.group(1).decode("ascii") if found else None
 
     def summary_columns(self, record: Mapping[str, Any]) -> dict[str, Any]:

@@ -300,12 +300,20 @@ def sync_source(
     totals: RunTotals,
     emit: Callable[[Outcome], None],
 ) -> None:
-    """Sync from a bulk dump through the same writer: tracked studies only, if any are."""
-    from .sources import read_studies
+    """Sync from a bulk dump through the same writer: tracked studies only, if any are.
+
+    NDJSON lines come unparsed, each with the id its bytes open with: a line of a study not
+    tracked is never parsed, and a tracked one only if its bytes moved (see save_studies).
+    """
+    from .sources import parsed, read_studies
 
     wanted = set(tracked_ids(db.conn)) | set(extra_ids)
-    items = (
-        item for item in read_studies([source])
-        if not wanted or item.nct_id is None or item.nct_id in wanted
-    )
-    save_studies(db, items, observed_at, totals, source="sync", run_id=run_id, emit=emit)
+
+    def chosen() -> Iterator[SourceItem]:
+        for item in read_studies([source], parse=False):
+            if wanted and item.unparsed and item.nct_id is None:
+                item = parsed(item)  # its bytes did not say which study it is
+            if not wanted or item.nct_id is None or item.nct_id in wanted:
+                yield item
+
+    save_studies(db, chosen(), observed_at, totals, source="sync", run_id=run_id, emit=emit)
