@@ -10,12 +10,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import codec
 from .annotations import has_annotations, stale_annotations
 from .diff import changed_paths
 from .model import content_hash
 from .normalize import extract_fields, rekey_locations
-from .query import iter_snapshots, latest_record, read_transaction
+from .query import iter_snapshots, latest_record, read_transaction, stored_value
 from .render import plural
 from .schema_version import SCHEMA_VERSION
 
@@ -47,10 +46,8 @@ def _stored_changes(conn: Any, snapshot_id: int) -> list[tuple[str, str, Any, An
         "select path, kind, old, new from changes where snapshot_id = ? order by id",
         [snapshot_id],
     )
-    values = [(path, kind, codec.unpack_value(conn, old), codec.unpack_value(conn, new))
-              for path, kind, old, new in rows]
-    return [(path, kind, json.loads(old) if old is not None else None,
-             json.loads(new) if new is not None else None) for path, kind, old, new in values]
+    return [(path, kind, stored_value(conn, old), stored_value(conn, new))
+            for path, kind, old, new in rows]
 
 
 def check_database(conn: Any, totals: CheckTotals) -> Iterator[str]:

@@ -145,16 +145,21 @@ def study_fields(conn: Connection, nct_id: str, upto_seq: int | None = None) -> 
     return fields
 
 
+def stored_value(conn: Any, cell: str | bytes | None) -> Any:
+    """Return a change's stored old or new value, parsed (a long one unpacked with `conn`)."""
+    text = codec.unpack_value(conn, cell)
+    return json.loads(text) if text is not None else None
+
+
 def row_to_change(conn: Any, row: Mapping[str, Any]) -> FieldChange:
-    """Return the FieldChange a stored row holds (its long values unpacked with `conn`)."""
-    old, new = codec.unpack_value(conn, row["old"]), codec.unpack_value(conn, row["new"])
+    """Return the FieldChange a stored row holds."""
     return FieldChange(
         nct_id=row["nct_id"],
         path=row["path"],
         kind=row["kind"],
         detected_at=row["detected_at"],
-        old=json.loads(old) if old is not None else None,
-        new=json.loads(new) if new is not None else None,
+        old=stored_value(conn, row["old"]),
+        new=stored_value(conn, row["new"]),
         detail=json.loads(row["detail"]) if row["detail"] else {},
     )
 

@@ -253,10 +253,9 @@ def writer(ctx: click.Context) -> Any:
     from ..lock import WriteLock
     from ..schema import open_db
 
-    lock = WriteLock(ctx.obj.db, 0.0, ctx.command_path.removeprefix(ctx.find_root().info_name
-                                                                     or "").strip())
+    lock = WriteLock(ctx.obj.db, 0.0, ctx.command_path.partition(" ")[2])  # e.g. "watch add"
     lock.__enter__()
-    ctx.call_on_close(lambda: lock.__exit__(None, None, None))
+    ctx.call_on_close(lambda: lock.__exit__(None, None, None))  # after db.close: LIFO
     new = ctx.obj.db_is_default and not Path(ctx.obj.db).exists()
     db = open_db(ctx.obj.db)
     ctx.call_on_close(db.close)
