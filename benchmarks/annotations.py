@@ -18,13 +18,14 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
 
-import trialdiff.store as store  # noqa: E402
+import trialdiff.records as records  # noqa: E402
+from trialdiff.ingest import RunTotals, save_studies  # noqa: E402
 from trialdiff.meaning import Annotated  # noqa: E402
 from trialdiff.model import FieldChange, utc_timestamp  # noqa: E402
 from trialdiff.schema import open_db  # noqa: E402
 from trialdiff.sources import dated_folders, read_studies  # noqa: E402
 
-STORED = (store.annotate, store.annotation_columns)
+STORED = (records.annotate, records.annotation_columns)
 
 
 def skipped(changes: list[FieldChange]) -> list[Annotated]:
@@ -34,14 +35,14 @@ def skipped(changes: list[FieldChange]) -> list[Annotated]:
 
 def import_seconds(annotated: bool) -> float:
     """Return the wall time of importing the sample archive into a fresh database."""
-    store.annotate, store.annotation_columns = (  # type: ignore[assignment]
+    records.annotate, records.annotation_columns = (  # type: ignore[assignment]
         STORED if annotated else (skipped, lambda item: {}))
     with tempfile.TemporaryDirectory() as folder:
         db = open_db(str(Path(folder) / "bench.db"))
         start = time.perf_counter()
         for day, path in dated_folders(str(HERE.parent / "snapshots" / "sample")):
-            totals = store.RunTotals()
-            store.save_studies(db, read_studies([str(path)]), utc_timestamp(day), totals)
+            totals = RunTotals()
+            save_studies(db, read_studies([str(path)]), utc_timestamp(day), totals)
         elapsed = time.perf_counter() - start
         db.close()
     return elapsed

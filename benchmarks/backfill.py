@@ -30,10 +30,10 @@ from standin_api import StandinAPI  # noqa: E402
 from trialdiff import history  # noqa: E402
 from trialdiff.fetch import Client, Pacing  # noqa: E402
 from trialdiff.history_api import HistoryAPI  # noqa: E402
+from trialdiff.ingest import RunTotals, save_studies  # noqa: E402
 from trialdiff.query import transaction  # noqa: E402
 from trialdiff.schema import open_db  # noqa: E402
 from trialdiff.sources import SourceItem  # noqa: E402
-from trialdiff.store import RunTotals, save_studies  # noqa: E402
 
 NCT = "NCT05827016"
 

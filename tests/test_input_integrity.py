@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from conftest import SAMPLE, SAMPLE_DAYS, real_records, run, version_pair
 
+from trialdiff.ingest import RunTotals, save_studies
 from trialdiff.model import utc_timestamp
 from trialdiff.schema import open_db
-from trialdiff.store import RunTotals, save_studies
 from trialdiff.sync import _items
 
 OLDER, NEWER = version_pair("NCT06060392")  # a real registry edit of one study

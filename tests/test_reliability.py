@@ -188,12 +188,12 @@ def test_one_string_of_100_mb_is_a_clean_error(tmp_path: Path) -> None:
 def test_an_unexpected_error_is_one_line_and_debug_shows_the_details(
     db_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import trialdiff.store
+    import trialdiff.ingest
 
     def explode(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(trialdiff.store, "save_study", explode)
+    monkeypatch.setattr(trialdiff.ingest, "save_study", explode)
     code, _, err = run(db_path, "import", str(FIXTURES / "v2"))
     assert code == 1
     assert err.strip() == (

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from trialdiff.check import CheckTotals, check_database
 from trialdiff.codec import decompress
 from trialdiff.errors import DatabaseError
+from trialdiff.ingest import RunTotals, save_studies
 from trialdiff.model import content_hash
 from trialdiff.normalize import extract_fields, study_id
 from trialdiff.query import (
@@ -30,7 +31,7 @@ from trialdiff.query import (
 )
 from trialdiff.schema import SCHEMA, SCHEMA_VERSION, open_db, schema_version
 from trialdiff.sources import SourceItem, read_studies
-from trialdiff.store import RunTotals, materialize, save_studies, save_study
+from trialdiff.store import materialize, save_study
 
 T1, T2, T3 = "2024-06-14T00:00:00.000Z", "2025-07-07T00:00:00.000Z", "2025-07-08T00:00:00.000Z"
 
@@ -410,7 +411,7 @@ def _import_ndjson(db_path: str, path: Path, at: str, parse: bool) -> RunTotals:
 def test_unchanged_ndjson_lines_are_never_parsed_and_the_history_is_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import trialdiff.store
+    import trialdiff.ingest
 
     records = real_records()
     edited = copy.deepcopy(records[3])
@@ -424,8 +425,8 @@ def test_unchanged_ndjson_lines_are_never_parsed_and_the_history_is_the_same(
                        "2025-07-06")
     day2.write_bytes(b"\n".join([*lines, b'{"protocolSection": broken'] ) + b"\n")
     parses: list[str] = []
-    real_parsed = trialdiff.store.parsed
-    monkeypatch.setattr(trialdiff.store, "parsed",
+    real_parsed = trialdiff.ingest.parsed
+    monkeypatch.setattr(trialdiff.ingest, "parsed",
                         lambda item: parses.append(item.label) or real_parsed(item))
     tables = []
     for name, parse in (("lazy.db", False), ("eager.db", True)):

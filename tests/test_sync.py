@@ -194,8 +194,8 @@ def test_sync_from_a_dump_parses_only_tracked_lines_whose_bytes_moved(
 ) -> None:
     import orjson
 
+    import trialdiff.ingest
     import trialdiff.sources
-    import trialdiff.store
 
     def day(records: list[dict[str, Any]], stamp: str) -> Path:
         path = tmp_path / f"{stamp}.ndjson"
@@ -215,7 +215,7 @@ def test_sync_from_a_dump_parses_only_tracked_lines_whose_bytes_moved(
     # A record that does not open with its id (another key first) is parsed to learn its id.
     edited[10] = {"aaa": 1, **edited[10]}
     parses: list[str] = []
-    for module in (trialdiff.sources, trialdiff.store):
+    for module in (trialdiff.sources, trialdiff.ingest):
         real = module.parsed
         monkeypatch.setattr(module, "parsed",
                             lambda item, real=real: parses.append(item.label) or real(item))

@@ -10,6 +10,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from .fields import FIELD_BY_PATH, LOCATION_PREFIX, order_key
 from .model import ChangeKind, FieldChange, Snapshot
 from .normalize import neutral_json
@@ -54,8 +56,8 @@ def diff_snapshots(old: Snapshot | None, new: Snapshot) -> list[FieldChange]:
         return []
     changes = []
     for path, kind in changed_paths(old.fields, new.fields, old.markup != new.markup):
-        before = json.loads(old.fields[path]) if kind != "added" else None
-        after = json.loads(new.fields[path]) if kind != "removed" else None
+        before = parse_json(old.fields[path]) if kind != "added" else None
+        after = parse_json(new.fields[path]) if kind != "removed" else None
         changes.append(
             FieldChange(
                 nct_id=new.nct_id,
@@ -68,6 +70,14 @@ def diff_snapshots(old: Snapshot | None, new: Snapshot) -> list[FieldChange]:
             )
         )
     return changes
+
+
+def parse_json(text: str) -> Any:
+    """Return a canonical JSON text's value (orjson, else json: NaN, integers past 64 bits)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def _item_label(item: Any, key: str) -> str:

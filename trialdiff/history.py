@@ -21,13 +21,13 @@ from . import codec
 from .diff import diff_snapshots
 from .errors import FetchError, ShapeError
 from .history_api import DAY, POSTING_LAG, HistoryAPI, Version
+from .ingest import RunTotals
 from .model import Backfilled, Failed, ShapeWarning, Snapshot, content_hash, utc_timestamp
 from .normalize import extract_fields, rekey_locations
 from .query import apply_delta, iter_snapshots, latest_record, row_to_change, transaction
 from .records import materialize, save_record
 from .registry import DEFAULT
 from .store import (
-    RunTotals,
     insert_row,
     store_snapshot,
     update_study,

@@ -20,11 +20,12 @@ from typing import Any, Protocol
 import sqlite_utils
 
 from .errors import UsageError
+from .ingest import RunTotals
 from .lock import WriteLock
 from .meaning import Annotated
 from .model import Backfilled, FieldChange, Observation, Outcome, Resumed, utc_timestamp
 from .query import transaction
-from .store import RunTotals, insert_row
+from .store import insert_row
 
 
 @dataclass(frozen=True)

@@ -200,10 +200,26 @@ def _site_fields(entries: list[_Site], markup: str) -> dict[str, str]:
     return out
 
 
-def _location_fields(sites: list[Any], out: dict[str, str], markup: str) -> None:
+SiteMemo = dict[bytes, "_Site | None"]  # a site's entry by its JSON bytes: see unit_fields
+
+
+def _location_fields(sites: list[Any], out: dict[str, str], markup: str,
+                     memo: SiteMemo | None) -> None:
     """Add one field per site of a record's list of sites (rule 5)."""
-    entries = [e for e in (_site_entry(site, markup) for site in sites) if e is not None]
-    out.update(_site_fields(entries, markup))
+    if memo is None:
+        entries = [_site_entry(site, markup) for site in sites]
+    else:
+        entries = []
+        for site in sites:
+            try:
+                key = orjson.dumps(site)
+            except (orjson.JSONEncodeError, TypeError):
+                entries.append(_site_entry(site, markup))
+                continue
+            if key not in memo:
+                memo[key] = _site_entry(site, markup)
+            entries.append(memo[key])
+    out.update(_site_fields([e for e in entries if e is not None], markup))
 
 
 def rekey_locations(fields: Mapping[str, str], markup: str = "markdown") -> dict[str, str]:
@@ -239,7 +255,7 @@ def _add_residual(residuals: dict[str, Any], keys: tuple[str, ...], value: Any) 
 
 
 def _walk(value: Any, tree: Tree, keys: tuple[str, ...], out: dict[str, str],
-          residuals: dict[str, Any], markup: str) -> None:
+          residuals: dict[str, Any], markup: str, memo: SiteMemo | None) -> None:
     """Map one record node onto field paths, collecting what the tree does not cover."""
     for key, child in value.items():
         here = (*keys, key)
@@ -247,7 +263,7 @@ def _walk(value: Any, tree: Tree, keys: tuple[str, ...], out: dict[str, str],
         if cover == _IGNORED:
             continue
         if cover == _LOCATIONS and isinstance(child, list):
-            _location_fields(child, out, markup)
+            _location_fields(child, out, markup, memo)
         elif isinstance(cover, str) and cover != _LOCATIONS:
             text = canonical_json(child)
             if text is not None:
@@ -255,21 +271,24 @@ def _walk(value: Any, tree: Tree, keys: tuple[str, ...], out: dict[str, str],
         elif isinstance(child, dict) and (
             isinstance(cover, dict) or len(here) < _FALLBACK_DEPTH.get(here[0], 1)
         ):
-            _walk(child, cover if isinstance(cover, dict) else {}, here, out, residuals, markup)
+            _walk(child, cover if isinstance(cover, dict) else {}, here, out, residuals, markup,
+                  memo)
         else:
             _add_residual(residuals, here, child)
 
 
 def extract_fields(
-    study: Mapping[str, Any], tree: Tree = DEFAULT_TREE, markup: str = "markdown"
+    study: Mapping[str, Any], tree: Tree = DEFAULT_TREE, markup: str = "markdown",
+    memo: SiteMemo | None = None,
 ) -> dict[str, str]:
     """Return {path: canonical JSON} for every tracked field a record holds.
 
     `markup` is the record's text markup: "markdown" (API v2) or "html" (record history).
+    `memo` keeps each site's canonical entry by its bytes, for a second record (unit_fields).
     """
     out: dict[str, str] = {}
     residuals: dict[str, Any] = {}
-    _walk(study, tree, (), out, residuals, markup)
+    _walk(study, tree, (), out, residuals, markup, memo)
     for path, residual in residuals.items():
         text = canonical_json(residual)
         if text is not None and path not in out:  # a tracked field is never overwritten
@@ -318,9 +337,13 @@ def _same(old: Any, new: Any) -> bool:
         return json.dumps(old) == json.dumps(new)
 
 
-def unit_fields(units: Mapping[Unit, Any], only: set[Unit], markup: str = "markdown"
-                ) -> dict[str, str]:
-    """Return the fields some units of a record hold (extract_fields of just those units)."""
+def unit_fields(units: Mapping[Unit, Any], only: set[Unit], markup: str = "markdown",
+                memo: SiteMemo | None = None) -> dict[str, str]:
+    """Return the fields some units of a record hold (extract_fields of just those units).
+
+    Given the `memo` of the same units of an earlier record, a site whose bytes are as they
+    were is not canonicalised again: an edit touches a site or two of hundreds.
+    """
     record: dict[str, Any] = {}
     for unit in sorted(only):
         if unit not in units:
@@ -329,7 +352,7 @@ def unit_fields(units: Mapping[Unit, Any], only: set[Unit], markup: str = "markd
             record[unit[0]] = units[unit]
         else:
             record.setdefault(unit[0], {})[unit[1]] = units[unit]
-    return extract_fields(record, markup=markup)
+    return extract_fields(record, markup=markup, memo=memo)
 
 
 _MISSING = object()

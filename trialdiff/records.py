@@ -13,16 +13,20 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import sqlite_utils
 
 from . import codec
-from .model import content_hash, fields_json, utc_timestamp
-from .normalize import extract_fields, moved_units, record_units, unit_fields
-from .query import apply_delta, baseline_record, latest_record, study_fields, transaction
+from .annotations import annotation_columns
+from .diff import diff_snapshots
+from .meaning import annotate
+from .model import FieldChange, Snapshot, content_hash, dump_json, fields_json, utc_timestamp
+from .normalize import SiteMemo, extract_fields, moved_units, record_units, unit_fields
+from .query import apply_delta, baseline_record, study_fields, transaction
 from .registry import DEFAULT, Registry
 from .sources import SourceItem
 
@@ -81,13 +85,13 @@ def byte_gate(raw: bytes, registry: Registry = DEFAULT) -> str | None:
     return digest.hexdigest()
 
 
-def pack_delta(db: sqlite_utils.Database, delta: Mapping[str, str]) -> bytes:
+def pack_delta(conn: Any, delta: Mapping[str, str]) -> bytes:
     """Return a {path: canonical JSON} delta as stored: its canonical JSON, compressed.
 
     Compressed with the record dictionary (zlib before schema 9), because results sections
     are large (and backfill stores whole baselines).
     """
-    return codec.compress(db, fields_json(delta).encode("utf-8"), history=True)
+    return codec.compress(conn, fields_json(delta).encode("utf-8"), history=True)
 
 
 def materialize(
@@ -132,13 +136,19 @@ def save_record(
     raw = raw_json(stable_part(study))
     found = db.execute("select record, base from records where nct_id = ?", [nct_id]).fetchone()
     if found is None:
-        base, blob = None, codec.compress(db, raw)
-    else:
-        base = found[1] if found[1] is not None else found[0]
-        blob = codec.compress(db, raw, base=codec.decompress(db, base))
+        put_record(db, nct_id, observed_at, codec.compress(db, raw), None)
+        return
+    base = found[1] if found[1] is not None else found[0]
+    put_record(db, nct_id, observed_at, codec.compress(db, raw, base=codec.decompress(db, base)),
+               base)
+
+
+def put_record(db: sqlite_utils.Database, nct_id: str, observed_at: str, record: bytes,
+               base: bytes | None) -> None:
+    """Store a study's latest record as compressed (against `base`, its first, if given)."""
     db.execute(
         "insert or replace into records (nct_id, observed_at, record, base) values (?, ?, ?, ?)",
-        [nct_id, observed_at, blob, base],
+        [nct_id, observed_at, record, base],
     )
 
 
@@ -161,24 +171,102 @@ def replays_stored_history(
     return content_hash(extract_fields(study)) == stored
 
 
-def gated_fields(
-    db: sqlite_utils.Database, nct_id: str, study: Mapping[str, Any], latest_seq: int
-) -> tuple[dict[str, str], dict[str, str]] | None:
-    """Return the old and new fields of only the modules that moved since the stored record.
+@dataclass(frozen=True)
+class Edit:
+    """What storing a study's moved modules writes, prepared without the database (see below)."""
 
-    None when the stored record cannot stand for the latest snapshot (a backfilled or HTML
-    version is latest, or there is no record): then the whole record is canonicalised.
+    old_part: dict[str, str]  # the moved modules' fields, as stored
+    new_part: dict[str, str]  # and as the new record has them
+    changes: tuple[FieldChange, ...]
+    change_rows: tuple[dict[str, Any], ...]  # as stored, but for their snapshot's id
+    delta: bytes  # the snapshot's delta (empty when nothing tracked moved)
+    record: bytes  # the new record, compressed against the study's first
+    summary: dict[str, Any]  # the study row's summary columns
+
+
+def gateable(raw_hash: str | None, markup: str | None, record: bytes | None) -> bool:
+    """Tell whether a study's stored record stands for its latest snapshot, module by module.
+
+    Not when a backfilled version is latest (backfill stores "" as the gate), nor an HTML one,
+    nor when there is no record: then the whole new record is canonicalised.
     """
-    (markup,) = db.execute("select markup from snapshots where nct_id = ? and seq = ?",
-                           [nct_id, latest_seq]).fetchone()
-    old = latest_record(db, nct_id)
-    if old is None or (markup or "markdown") != "markdown":
-        return None
-    old_units, new_units = record_units(old), record_units(study)
+    return bool(raw_hash) and (markup or "markdown") == "markdown" and record is not None
+
+
+def prepare_edit(
+    conn: Any, nct_id: str, study: Mapping[str, Any], stored: tuple[bytes, bytes | None],
+    previous_at: str, observed_at: str, source: str,
+) -> Edit:
+    """Compare a new record with the stored one, module by module; return what to write.
+
+    `stored` is the study's records row (record, base), still compressed. Only the modules
+    whose bytes moved are canonicalised and diffed. It reads nothing but the dictionaries
+    `conn` holds, so a worker process (workers.py) gives the same bytes as the writer would.
+    """
+    base = codec.decompress(conn, stored[1]) if stored[1] is not None else None
+    old_bytes = codec.decompress(conn, stored[0], base)
+    old_units, new_units = record_units(orjson.loads(old_bytes)), record_units(study)
     moved = moved_units(old_units, new_units)
     for key in DEFAULT.volatile:  # never stored, and re-stamped every release
         moved.discard((key,))
-    return unit_fields(old_units, moved), unit_fields(new_units, moved)
+    memo: SiteMemo = {}
+    old_part = unit_fields(old_units, moved, memo=memo)
+    new_part = unit_fields(new_units, moved, memo=memo)
+    changes: list[FieldChange] = []
+    delta = b""
+    if old_part != new_part:
+        changes = diff_snapshots(Snapshot(nct_id, previous_at, old_part),
+                                 Snapshot(nct_id, observed_at, new_part, source))
+        delta = make_delta(conn, old_part, new_part)
+    # The first record is the base of every later one: the old record itself if it was first.
+    record = codec.compress(conn, raw_json(stable_part(study)),
+                            base=old_bytes if base is None else base)
+    rows = change_rows(conn, changes, old_part, new_part)
+    return Edit(old_part, new_part, tuple(changes), tuple(rows), delta, record,
+                DEFAULT.summary_columns(study))
+
+
+def make_delta(conn: Any, old: Mapping[str, str], new: Mapping[str, str]) -> bytes:
+    """Return the stored delta from one field mapping to the next, compressed."""
+    delta = {path: text for path, text in new.items() if old.get(path) != text}
+    delta.update({path: "null" for path in old if path not in new})
+    return pack_delta(conn, delta)
+
+
+def change_rows(conn: Any, changes: Sequence[FieldChange], old: Mapping[str, str],
+                new: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Return the rows that store one snapshot's changes, annotated, but for its id.
+
+    `old` and `new` are the fields they were found between: a change's values are theirs
+    (diff_snapshots parses them), so their canonical JSON is stored as it is, not dumped again.
+    """
+    return [{**_change_row(conn, item.change, old.get(item.change.path),
+                          new.get(item.change.path)), **annotation_columns(item)}
+            for item in annotate(changes)]
+
+
+def _change_row(conn: Any, change: FieldChange, old: str | None = None, new: str | None = None
+               ) -> dict[str, Any]:
+    """Return the row that stores a change (long values compressed: codec.pack_value).
+
+    `old` and `new` are its values' canonical JSON when known (dump_json writes the same).
+    """
+    return {
+        "nct_id": change.nct_id,
+        "path": change.path,
+        "kind": change.kind,
+        "detected_at": change.detected_at,
+        "old": codec.pack_value(conn, None if change.old is None else old or dump_json(change.old)),
+        "new": codec.pack_value(conn, None if change.new is None else new or dump_json(change.new)),
+        "detail": _to_json(dict(change.detail)),
+    }
+
+
+def _to_json(value: Any) -> str | None:
+    """Return a value as stored JSON text (None stays NULL)."""
+    if value is None:
+        return None
+    return dump_json(value)
 
 
 def with_dictionary(

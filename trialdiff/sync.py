@@ -1,6 +1,6 @@
 """The cron job: fetch the tracked studies and saved queries, and save what changed.
 
-`sync_api` wires `fetch` generators to `store.save_studies`, one whole page per transaction,
+`sync_api` wires `fetch` generators to `ingest.save_studies`, one whole page per transaction,
 so a failed or cut-short page stores nothing and a killed run resumes by simply running again:
 the hash gate makes every saved page idempotent. What was fetched under the current data
 release is not fetched again. It yields what happened; the CLI prints it.
@@ -27,11 +27,11 @@ from .fetch import (
     id_batches,
     incremental,
 )
+from .ingest import RunTotals, save_studies
 from .model import Event, Failed, Outcome, PageDone, UpToDate
 from .query import latest_record, transaction
 from .registry import DEFAULT
 from .sources import SourceItem
-from .store import RunTotals, save_studies
 from .watch import remember_members
 
 _QUERY_PREFIXES = ("query.", "filter.", "postFilter.", "aggFilters")

@@ -1,0 +1,275 @@
+"""Save one input's stream of records: batches, repeats, and a heavy day's worker processes.
+
+An input (the files of one import, an API page, a dump) observes each study once at one time.
+Its records are saved in order, a batch to a transaction (store.py writes each study). A
+record whose bytes show it unchanged only moves the study's last sighting, unparsed. On a
+heavy day the edits of unparsed records are prepared by worker processes (workers.py) while
+this process reads on, and are written in input order all the same.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import sqlite_utils
+
+from .dedupe import InputLedger
+from .errors import InputError
+from .model import Failed, FieldChange, Observation, Outcome, content_hash
+from .normalize import extract_fields
+from .records import Edit, byte_gate, gate_hash, materialize, with_dictionary
+from .sources import SourceItem, parsed
+from .store import Stored, lookup, save_edit, save_study, touch
+from .workers import IN_FLIGHT, START_AFTER, EditPool
+
+
+@dataclass
+class RunTotals:
+    """What one run did, for its summary line and the run log."""
+
+    checked: int = 0
+    changed: int = 0
+    changes: int = 0
+    failed: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    def count(self, observation: Observation) -> None:
+        """Add one study's observation."""
+        self.checked += 1
+        self.add_changes(observation.changes)
+
+    def add_changes(self, changes: Iterable[FieldChange]) -> None:
+        """Add the changes one study's write made (none leaves `changed` as it is)."""
+        found = list(changes)
+        self.changed += bool(found)
+        self.changes += len(found)
+        for change in found:
+            self.by_kind[change.kind] = self.by_kind.get(change.kind, 0) + 1
+
+    def uncount(self, undone: Mapping[str, int]) -> None:
+        """Take back one study's observation whose write was undone, with its changes by kind."""
+        self.checked -= 1
+        self.changed -= bool(undone)
+        self.changes -= sum(undone.values())
+        for kind, count in undone.items():
+            self.by_kind[kind] -= count
+            if not self.by_kind[kind]:
+                del self.by_kind[kind]
+
+    def fail(self, where: str, error: str) -> None:
+        """Add one input that failed."""
+        self.failed += 1
+        self.errors.append({"input": where, "error": error})
+
+
+def save_studies(
+    db: sqlite_utils.Database,
+    items: Iterable[SourceItem],
+    observed_at: str,
+    totals: RunTotals,
+    source: str = "import",
+    run_id: int | None = None,
+    batch_size: int = 500,
+    emit: Callable[[Outcome], None] | None = None,
+    workers: int | None = None,
+    start_after: int = START_AFTER,
+) -> None:
+    """Save one input's stream of records, committing every `batch_size`; emit what each did.
+
+    A batch is one transaction, so a killed run loses at most the batch under way, and
+    running it again redoes exactly that batch (a saved observation is not stored twice).
+    The input observes each study once (see dedupe): a repeat is dropped, a conflict refused.
+    The alerts the changes raise (watch.py) are written in the same transaction. Once an
+    input has had `start_after` edits of unparsed records, the next go to `workers` worker
+    processes (None: workers.default_workers) and are written in input order all the same.
+    """
+    from .watch import AlertWriter
+
+    pending = 0
+    items = with_dictionary(db, items, observed_at)
+    ledger = InputLedger(db)
+    pool = EditPool(db, workers, start_after)
+    queue: deque[Observation | _Handed] = deque()  # in input order, not written yet
+
+    def settle(outcome: Observation | Failed | None) -> None:
+        nonlocal pending
+        if isinstance(outcome, Observation):
+            alerts.add(outcome.nct_id, outcome.changes)
+            totals.count(outcome)
+        if outcome is not None and emit is not None:
+            emit(outcome)
+        if not isinstance(outcome, Observation):
+            return
+        pending += 1
+        if pending >= batch_size:
+            db.execute("commit")
+            db.execute("begin immediate")
+            pending = 0
+
+    def write(entry: Observation | _Handed) -> Observation | Failed | None:
+        if isinstance(entry, Observation):
+            return entry
+        return _save_handed(db, ledger, pool, entry, observed_at, source, run_id, totals)
+
+    db.execute("begin immediate")
+    try:
+        alerts = AlertWriter(db, run_id)
+        for item in items:
+            quick = byte_gate(item.raw) if item.raw is not None else None
+            observation = (_seen_unchanged(db, ledger, item, quick, observed_at)
+                           if item.unparsed and quick else None)
+            handed = (_hand_out(db, ledger, pool, item, quick, observed_at, source)
+                      if observation is None and quick else None)
+            if observation is not None or handed is not None:
+                queue.append(observation or handed)  # type: ignore[arg-type]
+            else:  # written now, so after everything before it
+                while queue:
+                    settle(write(queue.popleft()))
+                settle(_save_item(db, ledger, parsed(item), quick, observed_at, source,
+                                  run_id, totals))
+            while queue and (len(queue) > IN_FLIGHT or isinstance(queue[0], Observation)
+                             or queue[0].edit.done()):
+                settle(write(queue.popleft()))
+        while queue:
+            settle(write(queue.popleft()))
+        db.execute("commit")
+    except BaseException:
+        if db.conn.in_transaction:
+            db.execute("rollback")
+        raise
+    finally:
+        pool.close()
+
+
+class _Handed(NamedTuple):
+    """An edit handed to a worker, to be written when its turn comes."""
+
+    item: SourceItem
+    gate: str
+    stored: Stored
+    edit: Future[Edit | None]
+
+
+def _hand_out(
+    db: sqlite_utils.Database, ledger: InputLedger, pool: EditPool, item: SourceItem,
+    gate: str, observed_at: str, source: str,
+) -> _Handed | None:
+    """Hand an unparsed record's edit to a worker; None: the writer saves it itself, now.
+
+    Only a study's first copy in this input whose record is compared module by module goes:
+    the earlier copies in flight are other studies, so what is read of it now is what a write
+    in input order would read.
+    """
+    if not item.unparsed or item.nct_id is None or ledger.known(item.nct_id) is not None:
+        return None
+    stored = lookup(db, item.nct_id)
+    if (stored is None or not stored.gateable or stored.raw_hash == gate
+            or observed_at < stored.last_changed_at or not pool.wanted()):
+        return None
+    assert stored.record is not None
+    ledger.first(item.nct_id, item.label, gate)
+    return _Handed(item, gate, stored, pool.submit(item, (stored.record, stored.base),
+                                                   stored.last_changed_at, observed_at, source))
+
+
+def _save_handed(
+    db: sqlite_utils.Database, ledger: InputLedger, pool: EditPool, handed: _Handed,
+    observed_at: str, source: str, run_id: int | None, totals: RunTotals,
+) -> Observation | Failed | None:
+    """Write an edit a worker prepared, as _save_item would have written it."""
+    item, stored = handed.item, handed.stored
+    assert item.nct_id is not None and stored.record is not None
+    edit = pool.result(handed.edit, item, (stored.record, stored.base), stored.last_changed_at,
+                       observed_at, source)
+    if edit is None:  # its bytes do not parse as that study: the usual path says why
+        ledger.forget(item.nct_id)
+        return _save_item(db, ledger, parsed(item), handed.gate, observed_at, source, run_id,
+                          totals)
+    try:
+        return save_edit(db, item.nct_id, observed_at, source, run_id, handed.gate,
+                         handed.stored, edit)
+    except InputError as exc:  # raised before save_edit writes anything
+        ledger.failed(item.nct_id)
+        totals.fail(item.label, str(exc))
+        return Failed(item.label, str(exc))
+
+
+def _save_item(
+    db: sqlite_utils.Database, ledger: InputLedger, item: SourceItem, gate: str | None,
+    observed_at: str, source: str, run_id: int | None, totals: RunTotals,
+) -> Observation | Failed | None:
+    """Save one parsed item: its observation, why it failed, or None for a dropped repeat.
+
+    `gate` is its byte gate if its bytes had one (else the gate of the record written anew).
+    """
+    if item.study is None or item.nct_id is None:
+        totals.fail(item.label, item.error or "unreadable")
+        return Failed(item.label, item.error or "unreadable")
+    gate = gate or gate_hash(item.study)  # the bytes were tried already
+    earlier = ledger.known(item.nct_id)
+    if earlier is not None:
+        return _repeat(db, ledger, item, gate, earlier, totals)
+    ledger.first(item.nct_id, item.label, gate)
+    try:
+        return save_study(db, item.nct_id, item.study, observed_at, source=source,
+                          run_id=run_id, gate=gate)
+    except InputError as exc:  # raised before save_study writes anything it keeps
+        ledger.failed(item.nct_id)
+        totals.fail(item.label, str(exc))
+        return Failed(item.label, str(exc))
+
+
+def _seen_unchanged(
+    db: sqlite_utils.Database, ledger: InputLedger, item: SourceItem, gate: str, observed_at: str
+) -> Observation | None:
+    """Take in an unparsed record whose bytes show it unchanged; None: parse and save it.
+
+    When its gate (`byte_gate`) equals the stored one, its bytes (but the volatile part) are
+    those of a record that parsed as this study: moving the last sighting is all there is to
+    do, as save_study would. Anything else (a new study, a repeat, an older observation)
+    takes the full path.
+    """
+    if item.nct_id is None:
+        return None
+    # One statement: the stored gate, and whether this input gave the study already.
+    row = db.execute(
+        "select raw_hash, last_seen_at, last_changed_at, l.nct_id from studies "
+        "join sightings using (nct_id) left join temp.input_ledger l using (nct_id) "
+        "where nct_id = ?", [item.nct_id],
+    ).fetchone()
+    if row is None or row[0] != gate or observed_at < row[2] or row[3] is not None:
+        return None
+    ledger.seen(item.nct_id, item.label, gate, row[1])
+    touch(db, item.nct_id, observed_at, row[1])
+    return Observation(item.nct_id, False, ())
+
+
+def _repeat(
+    db: sqlite_utils.Database, ledger: InputLedger, item: SourceItem, gate: str,
+    earlier: tuple[str, str, str], totals: RunTotals,
+) -> Failed | None:
+    """Drop a study's repeat in one input; if its content differs, undo the study and refuse it."""
+    assert item.nct_id is not None and item.study is not None
+    label, first_gate, state = earlier
+    if state != "conflict" and gate == first_gate:
+        return None
+    if state in ("saved", "seen"):
+        materialize(db, item.nct_id)  # a lazy baseline gets the hash to compare with
+        stored = db.execute("select content_hash from studies where nct_id = ?",
+                            [item.nct_id]).fetchone()
+        if stored is not None and stored[0] == content_hash(extract_fields(item.study)):
+            return None  # the same content in other bytes
+    undone: dict[str, int] = {}
+    if state in ("saved", "seen"):  # the first copy was stored (or seen): take it back
+        undone = ledger.undo(item.nct_id)
+        totals.uncount(undone)
+    error = (f"{item.nct_id} is given again in this input with different content (first in "
+             f"{label}): a conflict, so no version of it was stored"
+             + (" (the changes printed for it are undone)" if undone else ""))
+    totals.fail(item.label, error)
+    return Failed(item.label, error)
