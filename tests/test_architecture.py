@@ -20,8 +20,8 @@ LAYERS: dict[str, int] = {
                     2),
     **dict.fromkeys(("sources", "fetch", "deadline", "history_api", "targets", "lock", "query",
                      "dedupe", "codec"), 3),
-    **dict.fromkeys(("ingest", "store", "records", "workers", "schema", "annotations", "watch",
-                     "history", "sync", "notify", "check", "site", "lifecycle"), 4),
+    **dict.fromkeys(("ingest", "store", "records", "schema", "annotations", "watch", "history",
+                     "sync", "notify", "check", "site", "lifecycle"), 4),
     "tracker": 5,
     **dict.fromkeys(("cli", "web", "__main__"), 6),
 }

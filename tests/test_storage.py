@@ -1,5 +1,5 @@
-"""How records and snapshots are stored: module gating, trained zstd, schema 7's and 9's
-migrations."""
+"""How records and snapshots are stored: module gating, trained zstd, values stored once,
+schema 7's, 9's and 10's migrations."""
 
 from __future__ import annotations
 
@@ -20,10 +20,13 @@ from conftest import FIXTURES, real_records, version_pair
 from test_reliability import ENV, changes_of, run
 
 from trialdiff.codec import ZSTD_MAGIC, decompress, unpack_value
+from trialdiff.model import dump_json
 from trialdiff.normalize import extract_fields, moved_units, record_units, unit_fields
 from trialdiff.query import (
+    SHARED,
     ChangeFilter,
     baseline_record,
+    iter_snapshots,
     latest_record,
     query_changes,
     study_fields,
@@ -171,8 +174,28 @@ def test_a_v6_database_is_converted_in_place_and_a_killed_migration_resumes(
         assert conn.execute("select count(*) from dictionaries").fetchone()[0] == 1
 
 
+def make_v9(db: str) -> None:
+    """Turn a database into what schema 9 stored: a shared value in its delta too."""
+    conn = sqlite3.connect(db)
+    for row_id, delta in conn.execute(
+            "select id, delta from snapshots where delta is not null").fetchall():
+        values = json.loads(decompress(conn, delta))
+        shared = values.pop(SHARED, [])
+        for path in shared:
+            (cell,) = conn.execute("select new from changes where snapshot_id = ? and path = ?",
+                                   [row_id, path]).fetchone()
+            values[path] = json.loads(unpack_value(conn, cell) or "null")
+        text = "{" + ",".join(f"{json.dumps(k)}:{dump_json(v)}" for k, v in sorted(values.items()))
+        conn.execute("update snapshots set delta = ? where id = ?",
+                     [zstandard.ZstdCompressor().compress((text + "}").encode()), row_id])
+    conn.execute("update meta set value = '9' where key = 'schema_version'")
+    conn.commit()
+    conn.close()
+
+
 def make_v8(db: str) -> None:
     """Turn a database into what schema 8 stored: change values as text, zlib deltas."""
+    make_v9(db)
     conn = sqlite3.connect(db)
     for row_id, old, new in conn.execute("select id, old, new from changes").fetchall():
         conn.execute("update changes set old = ?, new = ? where id = ?",
@@ -238,3 +261,88 @@ def test_a_v8_database_compresses_long_values_in_place_and_a_killed_migration_re
         deltas = [delta for (delta,) in conn.execute(
             "select delta from snapshots where delta is not null")]
         assert deltas and all(delta.startswith(ZSTD_MAGIC) for delta in deltas)
+
+
+def _results_days(tmp_path: Path, count: int) -> tuple[Path, Path]:
+    """Write two days of real records: on the second, half of them post results."""
+    posted = next(r["resultsSection"] for r in RECORDS if "resultsSection" in r)
+    day1 = [r for r in clones(count) if "resultsSection" not in r]
+    day2 = copy.deepcopy(day1)
+    for record in day2[::2]:
+        record["resultsSection"] = posted
+        record["hasResults"] = True
+    return write_day(tmp_path / "d1", day1), write_day(tmp_path / "d2", day2)
+
+
+def _shared(conn: sqlite3.Connection) -> dict[int, list[str]]:
+    """Return each snapshot's shared paths (its delta's SHARED list), by snapshot id."""
+    out = {}
+    for row_id, delta in conn.execute("select id, delta from snapshots where delta is not null"):
+        paths = json.loads(decompress(conn, delta)).get(SHARED)
+        if paths:
+            out[row_id] = paths
+    return out
+
+
+def _all_fields(db: str) -> list[dict[str, str]]:
+    """Return every stored snapshot's fields, folded, in study and sequence order."""
+    conn = sqlite3.connect(db)
+    ids = [row[0] for row in conn.execute("select nct_id from studies order by nct_id")]
+    return [row.snapshot.fields for nct_id in ids for row in iter_snapshots(conn, nct_id)]
+
+
+def test_a_posted_results_section_is_stored_once_for_its_snapshot_and_its_changes(
+    tmp_path: Path, db_path: str
+) -> None:
+    day1, day2 = _results_days(tmp_path, 12)
+    assert run(db_path, "import", "--at", "2026-05-11", str(day1))[0] == 0
+    assert run(db_path, "import", "--at", "2026-05-12", str(day2))[0] == 0
+    conn = sqlite3.connect(db_path)
+    shared = _shared(conn)
+    posted = len(list(day2.iterdir())[::2])
+    assert len(shared) == posted and all("results.outcomeMeasures" in p for p in shared.values())
+    for snapshot_id, paths in shared.items():
+        delta = json.loads(decompress(conn, conn.execute(
+            "select delta from snapshots where id = ?", [snapshot_id]).fetchone()[0]))
+        assert not set(paths) & set(delta)  # the values are the changes' alone
+        for path in paths:
+            (cell,) = conn.execute("select new from changes where snapshot_id = ? and path = ?",
+                                   [snapshot_id, path]).fetchone()
+            assert isinstance(cell, bytes) and len(unpack_value(conn, cell) or "") > 1024
+    for record in map(lambda p: json.loads(p.read_text()), sorted(day2.iterdir())):
+        nct_id = record["protocolSection"]["identificationModule"]["nctId"]
+        assert study_fields(conn, nct_id) == extract_fields(record)  # the fold reads them back
+    assert run(db_path, "check")[0] == 0
+    snapshot_id, paths = next(iter(shared.items()))
+    conn.execute("delete from changes where snapshot_id = ? and path = ?", [snapshot_id, paths[0]])
+    conn.commit()
+    code, out, _ = run(db_path, "check")
+    assert code == 1 and f"snapshot {snapshot_id} shares the values of changes that are not " \
+        f"stored: {paths[0]}" in out
+
+
+def test_a_v9_database_stores_shared_values_once_and_a_killed_migration_resumes(
+    tmp_path: Path,
+) -> None:
+    day1, day2 = _results_days(tmp_path, 200)
+    v9 = str(tmp_path / "v9.db")
+    assert run(v9, "import", "--at", "2026-05-11", str(day1))[0] == 0
+    assert run(v9, "import", "--at", "2026-05-12", str(day2))[0] == 0
+    expected_values, expected_fields = _values_of(v9), _all_fields(v9)
+    shared = _shared(sqlite3.connect(v9))
+    assert len(shared) == len(sorted(day2.iterdir())[::2]) > 50
+    make_v9(v9)
+    assert _shared(sqlite3.connect(v9)) == {}
+    assert _all_fields(v9) == expected_fields  # the same history, every value in its delta
+    rng = random.Random(10)
+    for trial in range(3):
+        crashed = str(tmp_path / f"crashed{trial}.db")
+        Path(crashed).write_bytes(Path(v9).read_bytes())
+        process = _check(crashed)
+        time.sleep(rng.uniform(0.2, 0.9))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert _check(crashed).wait() == 0
+        assert _values_of(crashed) == expected_values
+        assert _all_fields(crashed) == expected_fields
+        assert _shared(sqlite3.connect(crashed)) == shared  # as the current code stores them

@@ -2,5 +2,5 @@
 
 from .cli import main
 
-if __name__ == "__main__":  # a spawned worker process imports this module too (workers.py)
+if __name__ == "__main__":  # importing it (multiprocessing's spawn does) runs nothing
     main()

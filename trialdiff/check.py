@@ -12,6 +12,7 @@ from typing import Any
 
 from .annotations import has_annotations, stale_annotations
 from .diff import changed_paths
+from .errors import DatabaseError
 from .model import content_hash
 from .normalize import extract_fields, rekey_locations
 from .query import iter_snapshots, latest_record, read_transaction, stored_value
@@ -115,7 +116,11 @@ def _check_study(
 ) -> Iterator[str]:
     """Fold one study's snapshots, checking each hash and recomputing each change."""
     fields: Mapping[str, str] = {}
-    rows = list(iter_snapshots(conn, nct_id))
+    try:
+        rows = list(iter_snapshots(conn, nct_id))
+    except DatabaseError as exc:  # a delta names a shared value whose change is gone
+        yield f"{nct_id}: {exc}"
+        return
     if [row.seq for row in rows] != list(range(1, len(rows) + 1)) or len(rows) != count:
         yield f"{nct_id}: snapshots are not numbered 1..{count}"
     digest = None

@@ -113,7 +113,3 @@ class InputLedger:
             self.db.execute("update records set record = ?, observed_at = ?, base = ? "
                             "where nct_id = ?", [record, record_at, base, nct_id])
         return undone
-
-    def forget(self, nct_id: str) -> None:
-        """Take back a first copy noted before its record turned out not to parse."""
-        self.db.execute("delete from temp.input_ledger where nct_id = ?", [nct_id])

@@ -260,14 +260,14 @@ def rekey_study(db: sqlite_utils.Database, nct_id: str) -> bool:
     Return whether anything was rewritten. The caller holds the transaction.
     """
     rows = db.execute(
-        "select observed_at, source, source_version, markup, run_id, delta from snapshots "
+        "select observed_at, source, source_version, markup, run_id, delta, id from snapshots "
         "where nct_id = ? order by seq", [nct_id]).fetchall()
     if not rows or any(row[5] is None for row in rows):
         return False  # a lazy baseline is the raw record, read under the current rules
     fields: dict[str, str] = {}
     old_states, new_states = [], []
-    for observed_at, source, version, markup, run_id, delta in rows:
-        apply_delta(db, fields, delta)
+    for observed_at, source, version, markup, run_id, delta, snapshot_id in rows:
+        apply_delta(db, fields, delta, snapshot_id)
         old_states.append(dict(fields))
         new_states.append((Snapshot(nct_id, observed_at, rekey_locations(fields, markup),
                                     source, version, markup or "markdown"), run_id))

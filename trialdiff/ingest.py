@@ -1,19 +1,14 @@
-"""Save one input's stream of records: batches, repeats, and a heavy day's worker processes.
+"""Save one input's stream of records: in batches, each study once, unchanged ones unparsed.
 
 An input (the files of one import, an API page, a dump) observes each study once at one time.
 Its records are saved in order, a batch to a transaction (store.py writes each study). A
-record whose bytes show it unchanged only moves the study's last sighting, unparsed. On a
-heavy day the edits of unparsed records are prepared by worker processes (workers.py) while
-this process reads on, and are written in input order all the same.
+record whose bytes show it unchanged only moves the study's last sighting, unparsed.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import sqlite_utils
 
@@ -21,10 +16,9 @@ from .dedupe import InputLedger
 from .errors import InputError
 from .model import Failed, FieldChange, Observation, Outcome, content_hash
 from .normalize import extract_fields
-from .records import Edit, byte_gate, gate_hash, materialize, with_dictionary
+from .records import byte_gate, gate_hash, materialize, with_dictionary
 from .sources import SourceItem, parsed
-from .store import Stored, lookup, save_edit, save_study, touch
-from .workers import IN_FLIGHT, START_AFTER, EditPool
+from .store import save_study, touch
 
 
 @dataclass
@@ -76,46 +70,23 @@ def save_studies(
     run_id: int | None = None,
     batch_size: int = 500,
     emit: Callable[[Outcome], None] | None = None,
-    workers: int | None = None,
-    start_after: int = START_AFTER,
 ) -> None:
     """Save one input's stream of records, committing every `batch_size`; emit what each did.
 
     A batch is one transaction, so a killed run loses at most the batch under way, and
     running it again redoes exactly that batch (a saved observation is not stored twice).
     The input observes each study once (see dedupe): a repeat is dropped, a conflict refused.
-    The alerts the changes raise (watch.py) are written in the same transaction. Once an
-    input has had `start_after` edits of unparsed records, the next go to `workers` worker
-    processes (None: workers.default_workers) and are written in input order all the same.
+    The alerts the changes raise (watch.py) are written in the same transaction.
     """
     from .watch import AlertWriter
+
+    def report(outcome: Outcome) -> None:
+        if emit is not None:
+            emit(outcome)
 
     pending = 0
     items = with_dictionary(db, items, observed_at)
     ledger = InputLedger(db)
-    pool = EditPool(db, workers, start_after)
-    queue: deque[Observation | _Handed] = deque()  # in input order, not written yet
-
-    def settle(outcome: Observation | Failed | None) -> None:
-        nonlocal pending
-        if isinstance(outcome, Observation):
-            alerts.add(outcome.nct_id, outcome.changes)
-            totals.count(outcome)
-        if outcome is not None and emit is not None:
-            emit(outcome)
-        if not isinstance(outcome, Observation):
-            return
-        pending += 1
-        if pending >= batch_size:
-            db.execute("commit")
-            db.execute("begin immediate")
-            pending = 0
-
-    def write(entry: Observation | _Handed) -> Observation | Failed | None:
-        if isinstance(entry, Observation):
-            return entry
-        return _save_handed(db, ledger, pool, entry, observed_at, source, run_id, totals)
-
     db.execute("begin immediate")
     try:
         alerts = AlertWriter(db, run_id)
@@ -123,80 +94,27 @@ def save_studies(
             quick = byte_gate(item.raw) if item.raw is not None else None
             observation = (_seen_unchanged(db, ledger, item, quick, observed_at)
                            if item.unparsed and quick else None)
-            handed = (_hand_out(db, ledger, pool, item, quick, observed_at, source)
-                      if observation is None and quick else None)
-            if observation is not None or handed is not None:
-                queue.append(observation or handed)  # type: ignore[arg-type]
-            else:  # written now, so after everything before it
-                while queue:
-                    settle(write(queue.popleft()))
-                settle(_save_item(db, ledger, parsed(item), quick, observed_at, source,
-                                  run_id, totals))
-            while queue and (len(queue) > IN_FLIGHT or isinstance(queue[0], Observation)
-                             or queue[0].edit.done()):
-                settle(write(queue.popleft()))
-        while queue:
-            settle(write(queue.popleft()))
+            if observation is None:
+                outcome = _save_item(db, ledger, parsed(item), quick, observed_at, source,
+                                     run_id, totals)
+                if not isinstance(outcome, Observation):
+                    if outcome is not None:
+                        report(outcome)
+                    continue
+                observation = outcome
+                alerts.add(observation.nct_id, observation.changes)
+            totals.count(observation)
+            report(observation)
+            pending += 1
+            if pending >= batch_size:
+                db.execute("commit")
+                db.execute("begin immediate")
+                pending = 0
         db.execute("commit")
     except BaseException:
         if db.conn.in_transaction:
             db.execute("rollback")
         raise
-    finally:
-        pool.close()
-
-
-class _Handed(NamedTuple):
-    """An edit handed to a worker, to be written when its turn comes."""
-
-    item: SourceItem
-    gate: str
-    stored: Stored
-    edit: Future[Edit | None]
-
-
-def _hand_out(
-    db: sqlite_utils.Database, ledger: InputLedger, pool: EditPool, item: SourceItem,
-    gate: str, observed_at: str, source: str,
-) -> _Handed | None:
-    """Hand an unparsed record's edit to a worker; None: the writer saves it itself, now.
-
-    Only a study's first copy in this input whose record is compared module by module goes:
-    the earlier copies in flight are other studies, so what is read of it now is what a write
-    in input order would read.
-    """
-    if not item.unparsed or item.nct_id is None or ledger.known(item.nct_id) is not None:
-        return None
-    stored = lookup(db, item.nct_id)
-    if (stored is None or not stored.gateable or stored.raw_hash == gate
-            or observed_at < stored.last_changed_at or not pool.wanted()):
-        return None
-    assert stored.record is not None
-    ledger.first(item.nct_id, item.label, gate)
-    return _Handed(item, gate, stored, pool.submit(item, (stored.record, stored.base),
-                                                   stored.last_changed_at, observed_at, source))
-
-
-def _save_handed(
-    db: sqlite_utils.Database, ledger: InputLedger, pool: EditPool, handed: _Handed,
-    observed_at: str, source: str, run_id: int | None, totals: RunTotals,
-) -> Observation | Failed | None:
-    """Write an edit a worker prepared, as _save_item would have written it."""
-    item, stored = handed.item, handed.stored
-    assert item.nct_id is not None and stored.record is not None
-    edit = pool.result(handed.edit, item, (stored.record, stored.base), stored.last_changed_at,
-                       observed_at, source)
-    if edit is None:  # its bytes do not parse as that study: the usual path says why
-        ledger.forget(item.nct_id)
-        return _save_item(db, ledger, parsed(item), handed.gate, observed_at, source, run_id,
-                          totals)
-    try:
-        return save_edit(db, item.nct_id, observed_at, source, run_id, handed.gate,
-                         handed.stored, edit)
-    except InputError as exc:  # raised before save_edit writes anything
-        ledger.failed(item.nct_id)
-        totals.fail(item.label, str(exc))
-        return Failed(item.label, str(exc))
 
 
 def _save_item(

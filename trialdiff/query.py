@@ -88,14 +88,40 @@ def transaction(db: Connection) -> Iterator[None]:
     db.execute("commit")
 
 
-def apply_delta(conn: Any, fields: dict[str, str], delta: bytes | str) -> None:
-    """Apply one stored delta (zstd or zlib of JSON; plain JSON text before 0.1) to a mapping."""
+# A snapshot delta's key for the paths whose long values it shares with its snapshot's changes:
+# such a value is stored once, as the change's new value (records.make_delta). No path has NUL.
+SHARED = "\u0000changes"
+
+
+def apply_delta(conn: Any, fields: dict[str, str], delta: bytes | str,
+                snapshot_id: int | None = None) -> None:
+    """Apply one stored delta (zstd or zlib of JSON; plain JSON text before 0.1) to a mapping.
+
+    `snapshot_id` is the delta's snapshot, whose changes hold the values it shares (SHARED).
+    """
     text = codec.decompress(conn, delta) if isinstance(delta, bytes) else delta
-    for path, value in json.loads(text).items():
+    values = json.loads(text)
+    shared = values.pop(SHARED, None)
+    for path, value in values.items():
         if value is None:
             fields.pop(path, None)
         else:
             fields[path] = dump_json(value)
+    if shared:
+        fields.update(shared_values(conn, snapshot_id, shared))
+
+
+def shared_values(conn: Any, snapshot_id: int | None, paths: list[str]) -> dict[str, str]:
+    """Return the new values a snapshot's changes hold for some paths, as canonical JSON."""
+    marks = ", ".join("?" * len(paths))
+    found = {path: codec.unpack_value(conn, cell) for path, cell in conn.execute(
+        f"select path, new from changes where snapshot_id = ? and path in ({marks})",
+        [snapshot_id, *paths]).fetchall()}
+    missing = sorted(set(paths) - {path for path, text in found.items() if text is not None})
+    if missing:
+        raise DatabaseError(f"snapshot {snapshot_id} shares the values of changes that are not "
+                            f"stored: {', '.join(missing)}; the file is damaged")
+    return {path: text for path, text in found.items() if text is not None}
 
 
 @dataclass(frozen=True)
@@ -132,7 +158,7 @@ def iter_snapshots(
             record = baseline_record(conn, nct_id)
             fields = extract_fields(record, markup=markup) if record else {}
         else:
-            apply_delta(conn, fields, delta)
+            apply_delta(conn, fields, delta, snapshot_id)
         yield StoredSnapshot(snapshot_id, seq, stored_hash, run_id, delta is None,
                              Snapshot(nct_id, observed_at, dict(fields), source, version, markup))
 

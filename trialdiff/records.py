@@ -26,7 +26,7 @@ from .diff import diff_snapshots
 from .meaning import annotate
 from .model import FieldChange, Snapshot, content_hash, dump_json, fields_json, utc_timestamp
 from .normalize import SiteMemo, extract_fields, moved_units, record_units, unit_fields
-from .query import apply_delta, baseline_record, study_fields, transaction
+from .query import SHARED, apply_delta, baseline_record, study_fields, transaction
 from .registry import DEFAULT, Registry
 from .sources import SourceItem
 
@@ -118,7 +118,7 @@ def materialize(
                        "order by seq", [nct_id]).fetchall()
     folded = dict(fields)
     for later_id, delta in later:
-        apply_delta(db, folded, delta)
+        apply_delta(db, folded, delta, later_id)
         digest = content_hash(folded)
         db.execute("update snapshots set content_hash = ? where id = ?", [digest, later_id])
     db.execute("update studies set content_hash = ? where nct_id = ?", [digest, nct_id])
@@ -201,7 +201,7 @@ def prepare_edit(
 
     `stored` is the study's records row (record, base), still compressed. Only the modules
     whose bytes moved are canonicalised and diffed. It reads nothing but the dictionaries
-    `conn` holds, so a worker process (workers.py) gives the same bytes as the writer would.
+    `conn` holds: the pure part of a write, which store.save_edit then writes.
     """
     base = codec.decompress(conn, stored[1]) if stored[1] is not None else None
     old_bytes = codec.decompress(conn, stored[0], base)
@@ -217,7 +217,7 @@ def prepare_edit(
     if old_part != new_part:
         changes = diff_snapshots(Snapshot(nct_id, previous_at, old_part),
                                  Snapshot(nct_id, observed_at, new_part, source))
-        delta = make_delta(conn, old_part, new_part)
+        delta = make_delta(conn, old_part, new_part, changes)
     # The first record is the base of every later one: the old record itself if it was first.
     record = codec.compress(conn, raw_json(stable_part(study)),
                             base=old_bytes if base is None else base)
@@ -226,10 +226,21 @@ def prepare_edit(
                 DEFAULT.summary_columns(study))
 
 
-def make_delta(conn: Any, old: Mapping[str, str], new: Mapping[str, str]) -> bytes:
-    """Return the stored delta from one field mapping to the next, compressed."""
+def make_delta(conn: Any, old: Mapping[str, str], new: Mapping[str, str],
+               changes: Sequence[FieldChange] = ()) -> bytes:
+    """Return the stored delta from one field mapping to the next, compressed.
+
+    A long value (a posted results section) that one of the snapshot's `changes` stores as
+    its new value is not stored again: the delta names its path under query.SHARED.
+    """
     delta = {path: text for path, text in new.items() if old.get(path) != text}
     delta.update({path: "null" for path in old if path not in new})
+    shared = sorted(change.path for change in changes if change.new is not None
+                    and len(delta.get(change.path, "")) > codec.VALUE_INLINE)
+    for path in shared:
+        del delta[path]
+    if shared:
+        delta[SHARED] = dump_json(shared)
     return pack_delta(conn, delta)
 
 
@@ -346,3 +357,36 @@ def compress_history(db: sqlite_utils.Database, batch_size: int = 500) -> None:
                     db.execute(f"update {table} set {', '.join(f'{c} = ?' for c in columns)} "
                                "where id = ?", [*map(convert, cells), row_id])
             last = rows[-1][0]
+
+
+def share_long_values(db: sqlite_utils.Database, batch_size: int = 500) -> None:
+    """Keep each long value a snapshot delta repeats of its changes only once (a migration).
+
+    Snapshots are converted in id order, `batch_size` to a commit, so a killed migration
+    resumes where it stopped; a converted delta has nothing left to share. The file shrinks
+    after VACUUM.
+    """
+    last = 0
+    while True:
+        rows = db.execute(
+            "select id, delta from snapshots s where id > ? and delta is not null and exists "
+            "(select 1 from changes where snapshot_id = s.id and typeof(new) = 'blob') "
+            "order by id limit ?", [last, batch_size]).fetchall()
+        if not rows:
+            break
+        with transaction(db):
+            for snapshot_id, delta in rows:
+                values = json.loads(codec.decompress(db, delta))
+                shared = set(values.pop(SHARED, ()))
+                for path, cell in db.execute("select path, new from changes where "
+                                             "snapshot_id = ? and typeof(new) = 'blob'",
+                                             [snapshot_id]).fetchall():
+                    if path in values and dump_json(values[path]) == codec.unpack_value(db, cell):
+                        del values[path]
+                        shared.add(path)
+                texts = {path: dump_json(value) for path, value in values.items()}
+                if shared:
+                    texts[SHARED] = dump_json(sorted(shared))
+                db.execute("update snapshots set delta = ? where id = ?",
+                           [pack_delta(db, texts), snapshot_id])
+        last = rows[-1][0]

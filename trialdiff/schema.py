@@ -68,7 +68,9 @@ SCHEMA: tuple[Table, ...] = (
         ("run_id", int, "the run that stored it"),
         ("delta", bytes, "JSON {path: canonical value, or null when removed} since the "
                          "previous snapshot, zstd with the dictionary (zlib before schema 9); "
-                         "NULL for a lazy baseline, whose content is the "
+                         "a value over 1,024 characters that a change of the snapshot holds as "
+                         "its new value is named under the key \"\\u0000changes\" instead "
+                         "(schema 10); NULL for a lazy baseline, whose content is the "
                          "study's first raw record (`records.base`, else `records.record`)"),
         ("markup", str, "the record's text markup: markdown (API v2) or html (record history)"),
     ), unique=(("nct_id", "seq"),),
@@ -326,12 +328,19 @@ def _v8_to_v9(db: sqlite_utils.Database) -> None:
     compress_history(db)
 
 
+def _v9_to_v10(db: sqlite_utils.Database) -> None:
+    """Keep a long value that a snapshot delta and its change both held only once."""
+    from .records import share_long_values
+
+    share_long_values(db)
+
+
 # Upgrades from each older schema version; each function takes the database one version up.
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7,
     # Re-keying paths rewrites history with the current code, so the steps after it take
     # rows already in the current form as well as older ones.
-    7: _v7_to_v8, 8: _v8_to_v9,
+    7: _v7_to_v8, 8: _v8_to_v9, 9: _v9_to_v10,
 }
 
 

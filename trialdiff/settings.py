@@ -39,9 +39,6 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             "seconds one API request may spend on retries in all"),
     Setting("--max-response-mb", "TRIALDIFF_MAX_RESPONSE_MB", "64",
             "largest API response accepted, in MB"),
-    Setting("--workers", "TRIALDIFF_WORKERS", "auto",
-            "processes that prepare a heavy day's edits beside the writer (import): 0 for "
-            "none; auto is one per core beyond the first, at most 4"),
     Setting("--canonical-base", "TRIALDIFF_CANONICAL_BASE", "",
             "base URL of a site's trial pages (trialdiff page)"),
     Setting("--footer", "TRIALDIFF_FOOTER", "", "footer note of a site's trial pages"),

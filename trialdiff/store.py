@@ -221,7 +221,7 @@ def store_snapshot(
     reading).
     """
     old = previous.fields if previous else {}
-    delta = make_delta(db, old, snapshot.fields)
+    delta = make_delta(db, old, snapshot.fields, changes)
     insert_snapshot(db, snapshot, seq, run_id, digest, delta,
                     change_rows(db, changes, old, snapshot.fields))
 

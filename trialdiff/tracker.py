@@ -126,11 +126,8 @@ class Tracker:
     # Writing runs.
 
     def import_paths(self, paths: Iterable[str], at: str | None = None,
-                     sinks: Sequence[Sink] = (), workers: int | None = None) -> Run:
-        """Snapshot study records from files, folders and archives of dated folders.
-
-        `workers` processes prepare the edits of a heavy day (None: workers.default_workers).
-        """
+                     sinks: Sequence[Sink] = ()) -> Run:
+        """Snapshot study records from files, folders and archives of dated folders."""
         from .ingest import save_studies
         from .model import LeftOut, observation_time
         from .sources import dated_folders, read_studies
@@ -157,7 +154,7 @@ class Tracker:
                 run.emit(note)
             for observed_at, batch in batches:
                 save_studies(run.db, read_studies(batch, parse=False), observed_at, run.totals,
-                             run_id=run.id, emit=run.emit, workers=workers)
+                             run_id=run.id, emit=run.emit)
         return self._last()
 
     def sync(self, ids: Iterable[str] = (), *, api: str = DEFAULT_API, source: str | None = None,

@@ -41,27 +41,17 @@ def _wait_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
-def _workers(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
-    """Return --workers as a number, or None for auto."""
-    if value.strip().lower() == "auto":
-        return None
-    if not value.strip().isdigit() or int(value) > 16:
-        raise click.BadParameter(f"{value!r} is not auto or a number of processes from 0 to 16")
-    return int(value)
-
-
 @cli.command("import")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--at", callback=_observed_at,
               help="Observation time, ISO 8601 (default: now); not in the future.")
 @_wait_option
 @click.option("--summary", is_flag=True, help="Print only the summary line, not each change.")
-@click.option("--workers", metavar="N|auto", callback=_workers, **setting_option("--workers"))
 @alert_options
 @click.pass_context
 def import_command(
     ctx: click.Context, /, paths: tuple[str, ...], at: str | None, wait: float, summary: bool,
-    workers: int | None, **alert_settings: float,
+    **alert_settings: float,
 ) -> None:
     """Snapshot study records from files: JSON, API pages, lists, NDJSON, zip dumps, folders.
 
@@ -79,7 +69,7 @@ def import_command(
     opened = tracker(ctx, wait)
     delivery = AlertDelivery(opened.writer, False, **alert_settings)
     try:
-        run = opened.import_paths(paths, at, sinks=[printer, delivery], workers=workers)
+        run = opened.import_paths(paths, at, sinks=[printer, delivery])
     except KeyboardInterrupt:
         _say_interrupted(ctx, printer, opened)
     if run.failed or delivery.failed:
