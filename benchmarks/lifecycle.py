@@ -1,7 +1,7 @@
 """What the Python API's run lifecycle costs an import: Tracker.import_paths vs save_studies.
 
 Writes the real records of /work/shared/ctgov-real/v2 as one NDJSON input, then, in one run,
-imports it into fresh databases three ways, alternating: `store.save_studies` alone (no lock,
+imports it into fresh databases three ways, alternating: `ingest.save_studies` alone (no lock,
 no run row, no sink), `Tracker.import_paths` with no sink, and with a sink that `match`es
 every outcome. Prints the seconds of each (best of `--repeat`) and their ratios as JSON.
 
