@@ -5,7 +5,8 @@ first record stays (as `records.base`) once a later one replaces it: it is the c
 study's lazy first snapshot. Later records are stored as zstd against it, and first records
 with a dictionary trained on the database's own records (codec.py). A new record is compared
 with the stored one module by module, so only the modules whose bytes moved are canonicalised
-and diffed.
+and diffed (`prepare_edit` computes all that storing an edit writes, reading no table). A
+snapshot's delta does not repeat a long value one of its changes holds (`make_delta`).
 """
 
 from __future__ import annotations
@@ -184,15 +185,6 @@ class Edit:
     summary: dict[str, Any]  # the study row's summary columns
 
 
-def gateable(raw_hash: str | None, markup: str | None, record: bytes | None) -> bool:
-    """Tell whether a study's stored record stands for its latest snapshot, module by module.
-
-    Not when a backfilled version is latest (backfill stores "" as the gate), nor an HTML one,
-    nor when there is no record: then the whole new record is canonicalised.
-    """
-    return bool(raw_hash) and (markup or "markdown") == "markdown" and record is not None
-
-
 def prepare_edit(
     conn: Any, nct_id: str, study: Mapping[str, Any], stored: tuple[bytes, bytes | None],
     previous_at: str, observed_at: str, source: str,
@@ -248,36 +240,20 @@ def change_rows(conn: Any, changes: Sequence[FieldChange], old: Mapping[str, str
                 new: Mapping[str, str]) -> list[dict[str, Any]]:
     """Return the rows that store one snapshot's changes, annotated, but for its id.
 
-    `old` and `new` are the fields they were found between: a change's values are theirs
-    (diff_snapshots parses them), so their canonical JSON is stored as it is, not dumped again.
+    `old` and `new` are the fields the changes were found between (diff_snapshots parses a
+    change's values from them), so a value's canonical JSON is stored as it is; over 1,024
+    characters, compressed (codec.pack_value).
     """
-    return [{**_change_row(conn, item.change, old.get(item.change.path),
-                          new.get(item.change.path)), **annotation_columns(item)}
-            for item in annotate(changes)]
-
-
-def _change_row(conn: Any, change: FieldChange, old: str | None = None, new: str | None = None
-               ) -> dict[str, Any]:
-    """Return the row that stores a change (long values compressed: codec.pack_value).
-
-    `old` and `new` are its values' canonical JSON when known (dump_json writes the same).
-    """
-    return {
-        "nct_id": change.nct_id,
-        "path": change.path,
-        "kind": change.kind,
-        "detected_at": change.detected_at,
-        "old": codec.pack_value(conn, None if change.old is None else old or dump_json(change.old)),
-        "new": codec.pack_value(conn, None if change.new is None else new or dump_json(change.new)),
-        "detail": _to_json(dict(change.detail)),
-    }
-
-
-def _to_json(value: Any) -> str | None:
-    """Return a value as stored JSON text (None stays NULL)."""
-    if value is None:
-        return None
-    return dump_json(value)
+    return [{
+        "nct_id": item.change.nct_id,
+        "path": item.change.path,
+        "kind": item.change.kind,
+        "detected_at": item.change.detected_at,
+        "old": codec.pack_value(conn, old.get(item.change.path)),
+        "new": codec.pack_value(conn, new.get(item.change.path)),
+        "detail": dump_json(dict(item.change.detail)),
+        **annotation_columns(item),
+    } for item in annotate(changes)]
 
 
 def with_dictionary(

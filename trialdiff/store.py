@@ -1,12 +1,13 @@
-"""Keep snapshots and changes in SQLite (sqlite-utils): the writers.
+"""Keep snapshots and changes in SQLite (sqlite-utils): the writes of one study's observation.
 
 A study gets a new snapshot only when its tracked content changes, git-history style; the
 snapshot stores only the fields that changed since the one before, so any stored version's
 fields are rebuilt by folding deltas. A study's first snapshot is lazy: its content is the
 study's first raw record, kept (as `records.base`) once later ones replace it. A change is
-found by canonicalising only the top-level modules whose bytes moved. Each change row carries
-its old and new values, so the changelog is readable straight from the file (values over 1,024
-characters compressed, codec.pack_value). A record whose bytes show no change is never parsed.
+found by canonicalising only the top-level modules whose bytes moved (records.prepare_edit).
+Each change row carries its old and new values, so the changelog is readable straight from the
+file (values over 1,024 characters compressed, codec.pack_value, and not repeated in the
+snapshot's delta). ingest.py saves an input's stream of records through these.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from .records import (
     Edit,
     change_rows,
     gate_hash,
-    gateable,
     make_delta,
     materialize,
     prepare_edit,
@@ -55,8 +55,13 @@ class Stored(NamedTuple):
 
     @property
     def gateable(self) -> bool:
-        """Tell whether a new record is compared with the stored one module by module."""
-        return gateable(self.raw_hash, self.markup, self.record)
+        """Tell whether a new record is compared with the stored one module by module.
+
+        Not when a backfilled version is latest (backfill stores "" as the gate), nor an HTML
+        one, nor when there is no record: then the whole new record is canonicalised.
+        """
+        return bool(self.raw_hash) and (self.markup or "markdown") == "markdown" \
+            and self.record is not None
 
 
 def lookup(db: sqlite_utils.Database, nct_id: str) -> Stored | None:
