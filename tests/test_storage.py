@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +223,20 @@ def _check(db: str) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _killed_migrations(db: str, tmp_path: Path, seed: int) -> Iterator[str]:
+    """Yield three copies of a database, each migrated by a `check` killed once, then rerun."""
+    rng = random.Random(seed)
+    for trial in range(3):
+        crashed = str(tmp_path / f"crashed{trial}.db")
+        Path(crashed).write_bytes(Path(db).read_bytes())
+        process = _check(crashed)
+        time.sleep(rng.uniform(0.2, 0.9))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert _check(crashed).wait() == 0
+        yield crashed
+
+
 def test_a_v8_database_compresses_long_values_in_place_and_a_killed_migration_resumes(
     tmp_path: Path,
 ) -> None:
@@ -242,15 +257,7 @@ def test_a_v8_database_compresses_long_values_in_place_and_a_killed_migration_re
     assert conn.execute("select count(*) from changes where typeof(new) = 'blob'").fetchone() \
         == (0,)
     conn.close()
-    rng = random.Random(9)
-    for trial in range(3):
-        crashed = str(tmp_path / f"crashed{trial}.db")
-        Path(crashed).write_bytes(Path(v8).read_bytes())
-        process = _check(crashed)
-        time.sleep(rng.uniform(0.2, 0.9))
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        assert _check(crashed).wait() == 0
+    for crashed in _killed_migrations(v8, tmp_path, seed=9):
         assert _values_of(crashed) == expected
         conn = sqlite3.connect(crashed)
         assert conn.execute("select value from meta where key = 'schema_version'").fetchone() \
@@ -334,15 +341,7 @@ def test_a_v9_database_stores_shared_values_once_and_a_killed_migration_resumes(
     make_v9(v9)
     assert _shared(sqlite3.connect(v9)) == {}
     assert _all_fields(v9) == expected_fields  # the same history, every value in its delta
-    rng = random.Random(10)
-    for trial in range(3):
-        crashed = str(tmp_path / f"crashed{trial}.db")
-        Path(crashed).write_bytes(Path(v9).read_bytes())
-        process = _check(crashed)
-        time.sleep(rng.uniform(0.2, 0.9))
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        assert _check(crashed).wait() == 0
+    for crashed in _killed_migrations(v9, tmp_path, seed=10):
         assert _values_of(crashed) == expected_values
         assert _all_fields(crashed) == expected_fields
         assert _shared(sqlite3.connect(crashed)) == shared  # as the current code stores them
