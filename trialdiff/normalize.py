@@ -200,7 +200,7 @@ def _site_fields(entries: list[_Site], markup: str) -> dict[str, str]:
     return out
 
 
-SiteMemo = dict[bytes, "_Site | None"]  # a site's entry by its JSON bytes: see unit_fields
+SiteMemo = dict[bytes, _Site | None]  # a site's entry by its JSON bytes: see unit_fields
 
 
 def _location_fields(sites: list[Any], out: dict[str, str], markup: str,

@@ -93,8 +93,8 @@ def transaction(db: Connection) -> Iterator[None]:
 SHARED = "\u0000changes"
 
 
-def apply_delta(conn: Any, fields: dict[str, str], delta: bytes | str,
-                snapshot_id: int | None = None) -> None:
+def apply_delta(conn: Any, fields: dict[str, str], delta: bytes | str, snapshot_id: int
+                ) -> None:
     """Apply one stored delta (zstd or zlib of JSON; plain JSON text before 0.1) to a mapping.
 
     `snapshot_id` is the delta's snapshot, whose changes hold the values it shares (SHARED).
@@ -111,7 +111,7 @@ def apply_delta(conn: Any, fields: dict[str, str], delta: bytes | str,
         fields.update(shared_values(conn, snapshot_id, shared))
 
 
-def shared_values(conn: Any, snapshot_id: int | None, paths: list[str]) -> dict[str, str]:
+def shared_values(conn: Any, snapshot_id: int, paths: list[str]) -> dict[str, str]:
     """Return the new values a snapshot's changes hold for some paths, as canonical JSON."""
     marks = ", ".join("?" * len(paths))
     found = {path: codec.unpack_value(conn, cell) for path, cell in conn.execute(
