@@ -6,6 +6,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 from conftest import FIXTURES, SAMPLE, run
 
 from trialdiff.meaning import annotate
@@ -112,3 +113,25 @@ def test_two_snapshots_at_one_instant_each_count_their_own_sites(
         {"added": 1, "removed": 0, "changed": 0}, {"added": 1, "removed": 0, "changed": 0}]
     code, out, _ = run(db_path, "check")
     assert (code, out) == (0, "check: 1 study, 3 snapshots, 17 changes verified; 0 problems\n")
+
+
+def test_batches_hold_whole_snapshots_and_every_change_once_at_any_window(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trialdiff.annotations as annotations
+
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    conn = sqlite3.connect(db_path)
+    ids = [row[0] for row in conn.execute("select id from changes order by id")]
+    by_snapshot = dict(conn.execute("select snapshot_id, count(*) from changes group by 1"))
+    assert max(by_snapshot.values()) > 3  # a snapshot with several changes straddles windows
+    for window in (1, 2, 3, 7, 5000):
+        monkeypatch.setattr(annotations, "_WINDOW", window)
+        batches = [batch for batch in annotations._batches(conn) if batch]
+        assert [row[0] for batch in batches for row in batch] == ids
+        for batch in batches:  # whole snapshots only
+            counts: dict[int, int] = {}
+            for row in batch:
+                counts[row[10]] = counts.get(row[10], 0) + 1
+            assert all(by_snapshot[snapshot] == n for snapshot, n in counts.items())
+        assert list(annotations.stale_annotations(conn)) == []

@@ -345,3 +345,27 @@ def test_a_v9_database_stores_shared_values_once_and_a_killed_migration_resumes(
         assert _values_of(crashed) == expected_values
         assert _all_fields(crashed) == expected_fields
         assert _shared(sqlite3.connect(crashed)) == shared  # as the current code stores them
+
+
+def test_no_read_of_one_study_or_snapshot_scans_every_change(
+    tmp_path: Path, db_path: str
+) -> None:
+    from trialdiff.check import CheckTotals, check_database
+
+    day1, day2 = _results_days(tmp_path, 12)
+    assert run(db_path, "import", "--at", "2026-05-11", str(day1))[0] == 0
+    assert run(db_path, "import", "--at", "2026-05-12", str(day2))[0] == 0
+    conn = sqlite3.connect(db_path)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    assert list(check_database(conn, CheckTotals())) == []
+    for (nct_id,) in conn.execute("select nct_id from studies").fetchall():
+        study_fields(conn, nct_id)
+    conn.set_trace_callback(None)
+    # One pass over the table per check is fine (orphans, annotations); per study it is not.
+    whole_table = ("snapshot_id not in (select id from snapshots)", "snapshot_id is null")
+    scans = {sql for sql in statements if " changes " in sql + " "
+             and not any(part in sql for part in whole_table)
+             and any("SCAN changes" in row[-1] for row in conn.execute(
+                 "explain query plan " + sql).fetchall())}
+    assert scans == set()

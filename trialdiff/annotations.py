@@ -18,7 +18,7 @@ from .meaning import Annotated, annotate
 from .query import Connection, row_to_change, transaction
 
 _COLUMNS = "id, nct_id, path, kind, detected_at, old, new, detail, severity, facts, snapshot_id"
-_WINDOW = 5000  # snapshot ids per read: bounds memory on a registry-sized database
+_WINDOW = 5000  # changes per read: bounds memory on a registry-sized database
 
 
 def facts_json(found: Any) -> str:
@@ -57,14 +57,31 @@ def _annotated(conn: Connection, rows: Sequence[Any]) -> Iterator[Stale]:
 
 
 def _batches(conn: Connection) -> Iterator[list[Any]]:
-    """Yield the stored changes in batches of whole snapshots, in snapshot order."""
-    # Whole snapshots, because the `sites` fact counts one observation's site changes.
-    top = conn.execute("select coalesce(max(snapshot_id), 0) from changes").fetchone()[0]
-    for start in range(0, int(top) + 1, _WINDOW):
-        yield conn.execute(
-            f"select {_COLUMNS} from changes where snapshot_id >= ? and snapshot_id < ? "
-            "order by snapshot_id, id", [start, start + _WINDOW],
+    """Yield the stored changes in batches of whole snapshots, in id order."""
+    # Whole snapshots, because the `sites` fact counts one observation's site changes. A
+    # snapshot's changes are written together, so their ids run on: read by id (the primary
+    # key, one pass over the table), and hold a batch's last snapshot back for the next.
+    carried: list[Any] = []
+    last = 0
+    while True:
+        rows = conn.execute(
+            f"select {_COLUMNS} from changes where id > ? and snapshot_id is not null "
+            "order by id limit ?", [last, _WINDOW],
         ).fetchall()
+        if not rows:
+            break
+        last = rows[-1][0]
+        rows = carried + rows
+        cut = len(rows)
+        while cut > 0 and rows[cut - 1][10] == rows[-1][10]:
+            cut -= 1
+        if cut == 0:  # one snapshot so far: read on
+            carried = rows
+            continue
+        carried = rows[cut:]
+        yield rows[:cut]
+    if carried:
+        yield carried
     yield conn.execute(
         f"select {_COLUMNS} from changes where snapshot_id is null order by id"
     ).fetchall()

@@ -41,11 +41,13 @@ class CheckTotals:
     changes: int = 0
 
 
-def _stored_changes(conn: Any, snapshot_id: int) -> list[tuple[str, str, Any, Any]]:
+def _stored_changes(conn: Any, nct_id: str, snapshot_id: int
+                    ) -> list[tuple[str, str, Any, Any]]:
     """Return a snapshot's stored changes as (path, kind, old, new), in stored order."""
+    # By study first: `changes` is indexed by study, not by snapshot.
     rows = conn.execute(
-        "select path, kind, old, new from changes where snapshot_id = ? order by id",
-        [snapshot_id],
+        "select path, kind, old, new from changes where nct_id = ? and snapshot_id = ? "
+        "order by id", [nct_id, snapshot_id],
     )
     return [(path, kind, stored_value(conn, old), stored_value(conn, new))
             for path, kind, old, new in rows]
@@ -147,7 +149,7 @@ def _check_study(
         digest = content_hash(fields)
         if digest != stored_hash:
             yield f"{nct_id}: snapshot {seq} content hash does not match its content"
-        stored = _stored_changes(conn, snapshot_id)
+        stored = _stored_changes(conn, nct_id, snapshot_id)
         totals.changes += len(stored)
         expected = [] if seq == 1 else [
             (path, kind, json.loads(before[path]) if kind != "added" else None,

@@ -85,12 +85,12 @@ class InputLedger:
             self.db.execute("update sightings set last_seen_at = ? where nct_id = ?",
                             [last_seen, nct_id])
             return {}
-        added = "select id from snapshots where nct_id = ? and id > ?"
+        added = "select id from snapshots where nct_id = ?1 and id > ?2"
         undone = dict(self.db.execute(
-            f"select kind, count(*) from changes where snapshot_id in ({added}) group by kind",
-            [nct_id, max_snapshot],
+            f"select kind, count(*) from changes where nct_id = ?1 and snapshot_id in ({added}) "
+            "group by kind", [nct_id, max_snapshot],
         ).fetchall())
-        self.db.execute(f"delete from changes where snapshot_id in ({added})",
+        self.db.execute(f"delete from changes where nct_id = ?1 and snapshot_id in ({added})",
                         [nct_id, max_snapshot])
         self.db.execute("delete from snapshots where nct_id = ? and id > ?", [nct_id, max_snapshot])
         if study_row is None:  # the study was new: nothing of it stays

@@ -85,8 +85,8 @@ def rewrite_history(
     keep = 0
     while keep < min(len(states), len(stored)) and states[keep] is stored[keep]:
         keep += 1
-    db.execute("delete from changes where snapshot_id in (select id from snapshots "
-               "where nct_id = ? and seq > ?)", [nct_id, keep])
+    db.execute("delete from changes where nct_id = ?1 and snapshot_id in (select id from "
+               "snapshots where nct_id = ?1 and seq > ?2)", [nct_id, keep])
     db.execute("delete from snapshots where nct_id = ? and seq > ?", [nct_id, keep])
     previous = states[keep - 1][0] if keep else None
     seq = keep
@@ -267,7 +267,7 @@ def rekey_study(db: sqlite_utils.Database, nct_id: str) -> bool:
     fields: dict[str, str] = {}
     old_states, new_states = [], []
     for observed_at, source, version, markup, run_id, delta, snapshot_id in rows:
-        apply_delta(db, fields, delta, snapshot_id)
+        apply_delta(db, fields, delta, nct_id, snapshot_id)
         old_states.append(dict(fields))
         new_states.append((Snapshot(nct_id, observed_at, rekey_locations(fields, markup),
                                     source, version, markup or "markdown"), run_id))

@@ -93,11 +93,12 @@ def transaction(db: Connection) -> Iterator[None]:
 SHARED = "\u0000changes"
 
 
-def apply_delta(conn: Any, fields: dict[str, str], delta: bytes | str, snapshot_id: int
-                ) -> None:
+def apply_delta(conn: Any, fields: dict[str, str], delta: bytes | str, nct_id: str,
+                snapshot_id: int) -> None:
     """Apply one stored delta (zstd or zlib of JSON; plain JSON text before 0.1) to a mapping.
 
-    `snapshot_id` is the delta's snapshot, whose changes hold the values it shares (SHARED).
+    `snapshot_id` is the delta's snapshot (of study `nct_id`), whose changes hold the values
+    it shares (SHARED).
     """
     text = codec.decompress(conn, delta) if isinstance(delta, bytes) else delta
     values = json.loads(text)
@@ -108,15 +109,17 @@ def apply_delta(conn: Any, fields: dict[str, str], delta: bytes | str, snapshot_
         else:
             fields[path] = dump_json(value)
     if shared:
-        fields.update(shared_values(conn, snapshot_id, shared))
+        fields.update(shared_values(conn, nct_id, snapshot_id, shared))
 
 
-def shared_values(conn: Any, snapshot_id: int, paths: list[str]) -> dict[str, str]:
+def shared_values(conn: Any, nct_id: str, snapshot_id: int, paths: list[str]
+                  ) -> dict[str, str]:
     """Return the new values a snapshot's changes hold for some paths, as canonical JSON."""
     marks = ", ".join("?" * len(paths))
+    # By study first: `changes` is indexed by study, not by snapshot.
     found = {path: codec.unpack_value(conn, cell) for path, cell in conn.execute(
-        f"select path, new from changes where snapshot_id = ? and path in ({marks})",
-        [snapshot_id, *paths]).fetchall()}
+        f"select path, new from changes where nct_id = ? and snapshot_id = ? and path in "
+        f"({marks})", [nct_id, snapshot_id, *paths]).fetchall()}
     missing = sorted(set(paths) - {path for path, text in found.items() if text is not None})
     if missing:
         raise DatabaseError(f"snapshot {snapshot_id} shares the values of changes that are not "
@@ -158,7 +161,7 @@ def iter_snapshots(
             record = baseline_record(conn, nct_id)
             fields = extract_fields(record, markup=markup) if record else {}
         else:
-            apply_delta(conn, fields, delta, snapshot_id)
+            apply_delta(conn, fields, delta, nct_id, snapshot_id)
         yield StoredSnapshot(snapshot_id, seq, stored_hash, run_id, delta is None,
                              Snapshot(nct_id, observed_at, dict(fields), source, version, markup))
 
@@ -249,7 +252,8 @@ def snapshots_of(conn: Connection, nct_id: str) -> list[dict[str, Any]]:
     """Return a study's stored snapshots, oldest first, without their deltas."""
     cursor = conn.execute(
         "select seq, observed_at, content_hash, source, source_version, "
-        "(select count(*) from changes c where c.snapshot_id = s.id) as changes "
+        "(select count(*) from changes c where c.nct_id = s.nct_id and c.snapshot_id = s.id) "
+        "as changes "
         "from snapshots s where nct_id = ? order by seq",
         [nct_id],
     )

@@ -119,7 +119,7 @@ def materialize(
                        "order by seq", [nct_id]).fetchall()
     folded = dict(fields)
     for later_id, delta in later:
-        apply_delta(db, folded, delta, later_id)
+        apply_delta(db, folded, delta, nct_id, later_id)
         digest = content_hash(folded)
         db.execute("update snapshots set content_hash = ? where id = ?", [digest, later_id])
     db.execute("update studies set content_hash = ? where nct_id = ?", [digest, nct_id])
@@ -344,19 +344,21 @@ def share_long_values(db: sqlite_utils.Database, batch_size: int = 500) -> None:
     """
     last = 0
     while True:
-        rows = db.execute(
-            "select id, delta from snapshots s where id > ? and delta is not null and exists "
-            "(select 1 from changes where snapshot_id = s.id and typeof(new) = 'blob') "
-            "order by id limit ?", [last, batch_size]).fetchall()
+        rows = db.execute("select id, nct_id, delta from snapshots where id > ? and delta is not "
+                          "null order by id limit ?", [last, batch_size]).fetchall()
         if not rows:
             break
         with transaction(db):
-            for snapshot_id, delta in rows:
+            for snapshot_id, nct_id, delta in rows:
+                # By study first: `changes` is indexed by study, not by snapshot.
+                long = db.execute("select path, new from changes where nct_id = ? and "
+                                  "snapshot_id = ? and typeof(new) = 'blob'",
+                                  [nct_id, snapshot_id]).fetchall()
+                if not long:
+                    continue
                 values = json.loads(codec.decompress(db, delta))
                 shared = set(values.pop(SHARED, ()))
-                for path, cell in db.execute("select path, new from changes where "
-                                             "snapshot_id = ? and typeof(new) = 'blob'",
-                                             [snapshot_id]).fetchall():
+                for path, cell in long:
                     if path in values and dump_json(values[path]) == codec.unpack_value(db, cell):
                         del values[path]
                         shared.add(path)
