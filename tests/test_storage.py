@@ -270,15 +270,18 @@ def test_a_v8_database_compresses_long_values_in_place_and_a_killed_migration_re
         assert deltas and all(delta.startswith(ZSTD_MAGIC) for delta in deltas)
 
 
-def _results_days(tmp_path: Path, count: int) -> tuple[Path, Path]:
-    """Write two days of real records: on the second, half of them post results."""
+def _results_days(tmp_path: Path, db: str, count: int) -> tuple[Path, Path]:
+    """Import two days of real records into `db`: on the second, half of them post results."""
     posted = next(r["resultsSection"] for r in RECORDS if "resultsSection" in r)
     day1 = [r for r in clones(count) if "resultsSection" not in r]
     day2 = copy.deepcopy(day1)
     for record in day2[::2]:
         record["resultsSection"] = posted
         record["hasResults"] = True
-    return write_day(tmp_path / "d1", day1), write_day(tmp_path / "d2", day2)
+    days = write_day(tmp_path / "d1", day1), write_day(tmp_path / "d2", day2)
+    for at, day in zip(("2026-05-11", "2026-05-12"), days, strict=True):
+        assert run(db, "import", "--at", at, str(day))[0] == 0
+    return days
 
 
 def _shared(conn: sqlite3.Connection) -> dict[int, list[str]]:
@@ -301,9 +304,7 @@ def _all_fields(db: str) -> list[dict[str, str]]:
 def test_a_posted_results_section_is_stored_once_for_its_snapshot_and_its_changes(
     tmp_path: Path, db_path: str
 ) -> None:
-    day1, day2 = _results_days(tmp_path, 12)
-    assert run(db_path, "import", "--at", "2026-05-11", str(day1))[0] == 0
-    assert run(db_path, "import", "--at", "2026-05-12", str(day2))[0] == 0
+    _, day2 = _results_days(tmp_path, db_path, 12)
     conn = sqlite3.connect(db_path)
     shared = _shared(conn)
     posted = len(list(day2.iterdir())[::2])
@@ -331,10 +332,8 @@ def test_a_posted_results_section_is_stored_once_for_its_snapshot_and_its_change
 def test_a_v9_database_stores_shared_values_once_and_a_killed_migration_resumes(
     tmp_path: Path,
 ) -> None:
-    day1, day2 = _results_days(tmp_path, 200)
     v9 = str(tmp_path / "v9.db")
-    assert run(v9, "import", "--at", "2026-05-11", str(day1))[0] == 0
-    assert run(v9, "import", "--at", "2026-05-12", str(day2))[0] == 0
+    _, day2 = _results_days(tmp_path, v9, 200)
     expected_values, expected_fields = _values_of(v9), _all_fields(v9)
     shared = _shared(sqlite3.connect(v9))
     assert len(shared) == len(sorted(day2.iterdir())[::2]) > 50
@@ -352,9 +351,7 @@ def test_no_read_of_one_study_or_snapshot_scans_every_change(
 ) -> None:
     from trialdiff.check import CheckTotals, check_database
 
-    day1, day2 = _results_days(tmp_path, 12)
-    assert run(db_path, "import", "--at", "2026-05-11", str(day1))[0] == 0
-    assert run(db_path, "import", "--at", "2026-05-12", str(day2))[0] == 0
+    _results_days(tmp_path, db_path, 12)
     conn = sqlite3.connect(db_path)
     statements: list[str] = []
     conn.set_trace_callback(statements.append)
