@@ -189,6 +189,7 @@ class Edit:
     change_rows: tuple[dict[str, Any], ...]  # as stored, but for their snapshot's id
     delta: bytes  # the snapshot's delta (empty when nothing tracked moved)
     record: bytes  # the new record, compressed against the study's first
+    base: bytes  # the study's first record, as stored: the row keeps it
     summary: dict[str, Any]  # the study row's summary columns
 
 
@@ -200,7 +201,7 @@ def prepare_edit(
 
     `stored` is the study's records row (record, base), still compressed. Only the modules
     whose bytes moved are canonicalised and diffed. It reads nothing but the dictionaries
-    `conn` holds: the pure part of a write, which store.save_edit then writes.
+    `conn` holds: the pure part of a write, which store.py then writes.
     """
     base = codec.decompress(conn, stored[1]) if stored[1] is not None else None
     old_bytes = codec.decompress(conn, stored[0], base)
@@ -222,7 +223,7 @@ def prepare_edit(
                             base=old_bytes if base is None else base)
     rows = change_rows(conn, changes, old_part, new_part)
     return Edit(old_part, new_part, tuple(changes), tuple(rows), delta, record,
-                DEFAULT.summary_columns(study))
+                stored[0] if stored[1] is None else stored[1], DEFAULT.summary_columns(study))
 
 
 def make_delta(conn: Any, old: Mapping[str, str], new: Mapping[str, str],

@@ -41,8 +41,8 @@ from .records import (
 from .registry import DEFAULT
 
 
-class Stored(NamedTuple):
-    """What a write reads of a study first: its row, latest markup and stored record."""
+class _Stored(NamedTuple):
+    """What a write reads of a study first: its row, its latest markup, whether it has a record."""
 
     raw_hash: str | None  # the gate of its latest record ("" after a backfill)
     content_hash: str | None  # None in a chain rooted in a lazy baseline
@@ -50,8 +50,7 @@ class Stored(NamedTuple):
     last_seen_at: str
     last_changed_at: str
     markup: str | None  # of its latest snapshot
-    record: bytes | None  # its records row, compressed
-    base: bytes | None
+    has_record: bool  # its raw record is stored (read only when the record is compared)
 
     @property
     def gateable(self) -> bool:
@@ -61,19 +60,23 @@ class Stored(NamedTuple):
         one, nor when there is no record: then the whole new record is canonicalised.
         """
         return bool(self.raw_hash) and (self.markup or "markdown") == "markdown" \
-            and self.record is not None
+            and self.has_record
 
 
-def lookup(db: sqlite_utils.Database, nct_id: str) -> Stored | None:
+def _lookup(db: sqlite_utils.Database, nct_id: str) -> _Stored | None:
     """Return what a write needs to know of a stored study (one statement), or None."""
+    # Not the record's bytes: an unchanged study (most of any day) never needs them.
     row = db.execute(
         "select s.raw_hash, s.content_hash, s.snapshot_count, g.last_seen_at, "
-        "s.last_changed_at, p.markup, r.record, r.base from studies s "
-        "join sightings g on g.nct_id = s.nct_id "
+        "s.last_changed_at, p.markup, exists (select 1 from records r where r.nct_id = s.nct_id) "
+        "from studies s join sightings g on g.nct_id = s.nct_id "
         "left join snapshots p on p.nct_id = s.nct_id and p.seq = s.snapshot_count "
-        "left join records r on r.nct_id = s.nct_id where s.nct_id = ?", [nct_id],
+        "where s.nct_id = ?", [nct_id],
     ).fetchone()
-    return None if row is None else Stored(*row)
+    if row is None:
+        return None
+    raw_hash, digest, count, last_seen, last_changed, markup, has_record = row
+    return _Stored(raw_hash, digest, count, last_seen, last_changed, markup, bool(has_record))
 
 
 def save_study(
@@ -93,7 +96,7 @@ def save_study(
     together.
     """
     gate = gate or gate_hash(study, raw)
-    stored = lookup(db, nct_id)
+    stored = _lookup(db, nct_id)
     if stored is not None and observed_at < stored.last_changed_at:
         if replays_stored_history(db, nct_id, study, observed_at):
             return Observation(nct_id, False, ())
@@ -105,10 +108,11 @@ def save_study(
         _save_baseline(db, nct_id, study, observed_at, source, run_id, gate)
         return Observation(nct_id, True, ())
     if stored.gateable:
-        assert stored.record is not None
-        edit = prepare_edit(db, nct_id, study, (stored.record, stored.base),
-                            stored.last_changed_at, observed_at, source)
-        return save_edit(db, nct_id, observed_at, source, run_id, gate, stored, edit)
+        record = db.execute("select record, base from records where nct_id = ?",
+                            [nct_id]).fetchone()
+        edit = prepare_edit(db, nct_id, study, record, stored.last_changed_at, observed_at,
+                            source)
+        return _save_edit(db, nct_id, observed_at, source, run_id, gate, stored, edit)
     # Before save_record replaces the baseline's record; its fields then need no second read.
     baseline = materialize(db, nct_id)
     stored_hash = baseline[1] if baseline else stored.content_hash
@@ -144,9 +148,9 @@ def _same_content(
     return Observation(nct_id, False, ())
 
 
-def save_edit(
+def _save_edit(
     db: sqlite_utils.Database, nct_id: str, observed_at: str, source: str,
-    run_id: int | None, gate: str, stored: Stored, edit: Edit,
+    run_id: int | None, gate: str, stored: _Stored, edit: Edit,
 ) -> Observation:
     """Store an observation prepared module by module (records.prepare_edit).
 
@@ -154,11 +158,9 @@ def save_edit(
     ones; the full fields are folded only when the study's chain already has a content hash
     (a lazy baseline's chain keeps NULL hashes, which readers and `check` compute).
     """
-    assert stored.record is not None
-    base = stored.base if stored.base is not None else stored.record
     if edit.old_part == edit.new_part:
         return _same_content(db, nct_id, observed_at, gate, stored.last_seen_at, lambda: (
-            put_record(db, nct_id, observed_at, edit.record, base)))
+            put_record(db, nct_id, observed_at, edit.record, edit.base)))
     if observed_at < stored.last_seen_at:
         raise _out_of_order(nct_id, observed_at, f"its last sighting ({stored.last_seen_at})")
     digest: str | None = None
@@ -168,14 +170,14 @@ def save_edit(
             fields.pop(path, None)
         fields.update(edit.new_part)
         digest = content_hash(fields)
-    put_record(db, nct_id, observed_at, edit.record, base)
+    put_record(db, nct_id, observed_at, edit.record, edit.base)
     insert_snapshot(db, Snapshot(nct_id, observed_at, edit.new_part, source),
                     stored.snapshot_count + 1, run_id, digest, edit.delta, edit.change_rows)
     _moved(db, nct_id, observed_at, stored, digest, gate, edit.summary)
     return Observation(nct_id, True, edit.changes)
 
 
-def _moved(db: sqlite_utils.Database, nct_id: str, observed_at: str, stored: Stored,
+def _moved(db: sqlite_utils.Database, nct_id: str, observed_at: str, stored: _Stored,
            digest: str | None, gate: str, summary: Mapping[str, Any]) -> None:
     """Update a study's row and sighting after storing its new snapshot."""
     touch(db, nct_id, observed_at, stored.last_seen_at)
