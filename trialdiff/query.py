@@ -117,14 +117,15 @@ def shared_values(conn: Any, nct_id: str, snapshot_id: int, paths: list[str]
     """Return the new values a snapshot's changes hold for some paths, as canonical JSON."""
     marks = ", ".join("?" * len(paths))
     # By study first: `changes` is indexed by study, not by snapshot.
-    found = {path: codec.unpack_value(conn, cell) for path, cell in conn.execute(
+    found = {path: text for path, cell in conn.execute(
         f"select path, new from changes where nct_id = ? and snapshot_id = ? and path in "
-        f"({marks})", [nct_id, snapshot_id, *paths]).fetchall()}
-    missing = sorted(set(paths) - {path for path, text in found.items() if text is not None})
+        f"({marks})", [nct_id, snapshot_id, *paths]).fetchall()
+        if (text := codec.unpack_value(conn, cell)) is not None}
+    missing = sorted(set(paths) - found.keys())
     if missing:
         raise DatabaseError(f"snapshot {snapshot_id} shares the values of changes that are not "
                             f"stored: {', '.join(missing)}; the file is damaged")
-    return {path: text for path, text in found.items() if text is not None}
+    return found
 
 
 @dataclass(frozen=True)

@@ -366,11 +366,13 @@ def share_long_values(db: sqlite_utils.Database, batch_size: int = 500) -> None:
                     continue
                 values = json.loads(codec.decompress(db, delta))
                 shared = set(values.pop(SHARED, ()))
-                for path, cell in long:
-                    if path in values and dump_json(values[path]) == codec.unpack_value(db, cell):
-                        del values[path]
-                        shared.add(path)
-                texts = {path: dump_json(value) for path, value in values.items()}
+                moved = {path for path, cell in long if path in values
+                         and dump_json(values[path]) == codec.unpack_value(db, cell)}
+                if not moved:  # converted already (a resumed run), or nothing repeated
+                    continue
+                shared |= moved
+                texts = {path: dump_json(value) for path, value in values.items()
+                         if path not in moved}
                 if shared:
                     texts[SHARED] = dump_json(sorted(shared))
                 db.execute("update snapshots set delta = ? where id = ?",
