@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import zstandard
-from conftest import FIXTURES, real_records, version_pair
+from conftest import real_records
 from test_reliability import ENV, changes_of, run
 
 from trialdiff.codec import ZSTD_MAGIC, decompress, unpack_value
 from trialdiff.model import dump_json
-from trialdiff.normalize import extract_fields, moved_units, record_units, unit_fields
+from trialdiff.normalize import extract_fields
 from trialdiff.query import (
     SHARED,
     ChangeFilter,
@@ -60,32 +60,6 @@ def write_day(folder: Path, records: list[dict[str, Any]]) -> Path:
 def no_derived(record: dict[str, Any]) -> dict[str, Any]:
     """Return a record as stored: without its derivedSection."""
     return {k: v for k, v in record.items() if k != "derivedSection"}
-
-
-def test_a_records_fields_are_the_union_of_its_modules_fields() -> None:
-    records = RECORDS + [r for p in sorted((FIXTURES / "versions").iterdir())
-                         for r in version_pair(p.name)]
-    for record in records:
-        units = record_units(record)
-        assert unit_fields(units, set(units)) == extract_fields(record)
-        merged: dict[str, str] = {}
-        for unit in units:
-            part = unit_fields(units, {unit})
-            assert not merged.keys() & part.keys()  # no field comes from two modules
-            merged.update(part)
-        assert merged == extract_fields(record)
-
-
-def test_a_value_of_another_json_type_moves_its_module() -> None:
-    # Python holds False == 0 == 0.0; JSON (and the canonical fields) do not. Found by test_fuzz.
-    record = next(r for r in RECORDS if r.get("hasResults") is False)
-    bent = copy.deepcopy(record)
-    bent["hasResults"] = 0
-    status = bent["protocolSection"]["statusModule"]
-    status["expandedAccessInfo"]["hasExpandedAccess"] = 0.0
-    moved = moved_units(record_units(record), record_units(bent))
-    assert moved == {("hasResults",), ("protocolSection", "statusModule")}
-    assert moved_units(record_units(record), record_units(copy.deepcopy(record))) == set()
 
 
 def test_an_import_trains_a_dictionary_and_stores_changed_records_against_their_first(

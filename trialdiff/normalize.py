@@ -32,6 +32,8 @@ _IGNORED = "\0ignored"
 # How deep the fallback path reaches into each section (rule 6), counting the section.
 _FALLBACK_DEPTH = {"protocolSection": 3, "resultsSection": 2, "documentSection": 3,
                    "annotationSection": 3}
+# The sections whose modules map on their own: no field spans two of a section's modules.
+SECTIONS = frozenset(_FALLBACK_DEPTH)
 _ABSENT_JSON = frozenset({"null", '""', "[]", "{}"})
 _SITE_MUTABLE = frozenset({"status", "contacts"})  # left out of a duplicate site's identity
 
@@ -296,66 +298,6 @@ def extract_fields(
     return out
 
 
-Unit = tuple[str, ...]  # a module of a known section, (section, module); else (top-level key,)
-
-
-def record_units(study: Mapping[str, Any]) -> dict[Unit, Any]:
-    """Split a record into the units its fields come from, each mapped on its own.
-
-    Every field path and fallback path comes from inside one module of a known section (or
-    one top-level key), so a record's fields are the union of its units' fields: a unit
-    whose value did not move keeps the fields it had.
-    """
-    units: dict[Unit, Any] = {}
-    for key, value in study.items():
-        if key in _FALLBACK_DEPTH and isinstance(value, dict):
-            for module, child in value.items():
-                units[(key, module)] = child
-        else:
-            units[(key,)] = value
-    return units
-
-
-def moved_units(old: Mapping[Unit, Any], new: Mapping[Unit, Any]) -> set[Unit]:
-    """Return the units whose value differs between two records' units (or is in one only)."""
-    moved = {unit for unit, value in new.items() if not _same(old.get(unit, _MISSING), value)}
-    return moved | (old.keys() - new.keys())
-
-
-def _same(old: Any, new: Any) -> bool:
-    """Return whether two parsed JSON values are the same JSON (Python has False == 0 == 0.0).
-
-    They are compared as bytes (a third faster than Python's == first, since most units are
-    the same); keys in another order count as moved, which only costs canonicalising a unit
-    that did not change.
-    """
-    if old is _MISSING:
-        return False
-    try:
-        return orjson.dumps(old) == orjson.dumps(new)
-    except (orjson.JSONEncodeError, TypeError):  # integers past 64 bits, lone surrogates
-        return json.dumps(old) == json.dumps(new)
-
-
-def unit_fields(units: Mapping[Unit, Any], only: set[Unit], markup: str = "markdown",
-                memo: SiteMemo | None = None) -> dict[str, str]:
-    """Return the fields some units of a record hold (extract_fields of just those units).
-
-    Given the `memo` of the same units of an earlier record, a site whose bytes are as they
-    were is not canonicalised again: an edit touches a site or two of hundreds.
-    """
-    record: dict[str, Any] = {}
-    for unit in sorted(only):
-        if unit not in units:
-            continue
-        if len(unit) == 1:
-            record[unit[0]] = units[unit]
-        else:
-            record.setdefault(unit[0], {})[unit[1]] = units[unit]
-    return extract_fields(record, markup=markup, memo=memo)
-
-
-_MISSING = object()
 _TAG = re.compile(r"<[^>]*>")
 _WORD = re.compile(r"\w+")
 # A Markdown list item's number: HTML numbers <ol> items itself, so `1.` is markup, not words.

@@ -26,10 +26,11 @@ from .annotations import annotation_columns
 from .diff import diff_snapshots
 from .meaning import annotate
 from .model import FieldChange, Snapshot, content_hash, dump_json, fields_json, utc_timestamp
-from .normalize import SiteMemo, extract_fields, moved_units, record_units, unit_fields
+from .normalize import SiteMemo, extract_fields
 from .query import SHARED, apply_delta, baseline_record, study_fields, transaction
 from .registry import DEFAULT, Registry
 from .sources import SourceItem
+from .units import moved_units, record_units, split_moved, unit_fields
 
 
 def raw_json(value: Any) -> bytes:
@@ -205,10 +206,13 @@ def prepare_edit(
     """
     base = codec.decompress(conn, stored[1]) if stored[1] is not None else None
     old_bytes = codec.decompress(conn, stored[0], base)
-    old_units, new_units = record_units(orjson.loads(old_bytes)), record_units(study)
-    moved = moved_units(old_units, new_units)
-    for key in DEFAULT.volatile:  # never stored, and re-stamped every release
-        moved.discard((key,))
+    stable = stable_part(study)  # the volatile part is never stored, and re-stamped daily
+    split = split_moved(old_bytes, stable)
+    if split is None:  # the modules moved around: compare the parsed records
+        old_units, new_units = record_units(orjson.loads(old_bytes)), record_units(stable)
+        moved, raw = moved_units(old_units, new_units), raw_json(stable)
+    else:
+        old_units, new_units, moved, raw = split.old, split.new, split.moved, split.raw
     memo: SiteMemo = {}
     old_part = unit_fields(old_units, moved, memo=memo)
     new_part = unit_fields(new_units, moved, memo=memo)
@@ -219,8 +223,7 @@ def prepare_edit(
                                  Snapshot(nct_id, observed_at, new_part, source))
         delta = make_delta(conn, old_part, new_part, changes)
     # The first record is the base of every later one: the old record itself if it was first.
-    record = codec.compress(conn, raw_json(stable_part(study)),
-                            base=old_bytes if base is None else base)
+    record = codec.compress(conn, raw, base=old_bytes if base is None else base)
     rows = change_rows(conn, changes, old_part, new_part)
     return Edit(old_part, new_part, tuple(changes), tuple(rows), delta, record,
                 stored[0] if stored[1] is None else stored[1], DEFAULT.summary_columns(study))
