@@ -12,7 +12,7 @@ from conftest import FIXTURES, real_records, version_pair
 
 from trialdiff.normalize import extract_fields
 from trialdiff.records import raw_json, stable_part
-from trialdiff.units import Split, moved_units, record_units, split_moved, unit_fields
+from trialdiff.units import Split, Unit, moved_units, record_units, split_moved, unit_fields
 
 RECORDS = real_records()
 PAIRS = [version_pair(p.name) for p in sorted((FIXTURES / "versions").iterdir())]
@@ -44,12 +44,12 @@ def test_a_value_of_another_json_type_moves_its_module() -> None:
     assert moved_units(record_units(record), record_units(copy.deepcopy(record))) == set()
 
 
-def parsed_comparison(old: dict[str, Any], new: dict[str, Any]) -> Split:
-    """Return what split_moved must find, by parsing both records whole."""
+def parsed_comparison(old: dict[str, Any], new: dict[str, Any]) -> tuple[Split, set[Unit]]:
+    """Return what split_moved must find, and the units it must call moved, by parsing both."""
     old_units, new_units = record_units(old), record_units(new)
     moved = moved_units(old_units, new_units)
-    return Split(raw_json(new), new_units, {u: old_units[u] for u in moved if u in old_units},
-                 moved)
+    return Split(raw_json(new), new_units, {u: old_units[u] for u in moved if u in old_units}), \
+        moved
 
 
 def assert_split_as_parsed(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -57,7 +57,9 @@ def assert_split_as_parsed(old: dict[str, Any], new: dict[str, Any]) -> bool:
     split = split_moved(raw_json(old), new)
     if split is None:
         return False
-    assert split == parsed_comparison(old, new)
+    expected, moved = parsed_comparison(old, new)
+    assert split == expected
+    assert split.moved == moved
     assert orjson.loads(split.raw) == new
     return True
 
@@ -115,9 +117,12 @@ def test_split_gives_up_on_other_layouts_and_reads_values_whole() -> None:
     reordered = {"n": 12, "protocolSection": old["protocolSection"]}
     assert split_moved(raw_json(old), reordered) is None
     # A number the new one is a prefix of is a moved value, not the same one cut short.
-    assert split_moved(raw_json(old), {**old, "n": 1}) == Split(
-        raw_json({**old, "n": 1}), record_units({**old, "n": 1}), {("n",): 12}, {("n",)})
+    split = split_moved(raw_json(old), {**old, "n": 1})
+    assert split == Split(raw_json({**old, "n": 1}), record_units({**old, "n": 1}), {("n",): 12})
+    assert split.moved == {("n",)}
     empty = {"protocolSection": {}, "n": 1}
-    assert split_moved(raw_json(empty), empty) == Split(raw_json(empty), {("n",): 1}, {}, set())
+    split = split_moved(raw_json(empty), empty)
+    assert split == Split(raw_json(empty), {("n",): 1}, {})
+    assert split.moved == set()
     assert split_moved(raw_json({}), {}) is None
     assert split_moved(raw_json(old), {**old, "n": 2 ** 70}) is None  # orjson refuses it

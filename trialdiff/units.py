@@ -86,7 +86,11 @@ class Split:
     raw: bytes  # the new record's compact JSON: orjson.dumps of it, built from its units
     new: dict[Unit, Any]  # the new record's units
     old: dict[Unit, Any]  # the old record's values of the moved units, and of no other
-    moved: set[Unit]
+
+    @property
+    def moved(self) -> set[Unit]:
+        """Return the units whose bytes moved: those whose old value had to be parsed."""
+        return set(self.old)
 
 
 def split_moved(old_raw: bytes, study: Mapping[str, Any]) -> Split | None:
@@ -132,7 +136,7 @@ def split_moved(old_raw: bytes, study: Mapping[str, Any]) -> Split | None:
         except orjson.JSONDecodeError:
             return None
     raw = b"".join(lead + value for (lead, _), value in zip(slots, values, strict=True)) + tail
-    return Split(raw, units, old, set(old))
+    return Split(raw, units, old)
 
 
 def _layout(study: Mapping[str, Any]) -> tuple[list[tuple[bytes, Unit]], bytes, dict[Unit, Any]]:
