@@ -6,7 +6,9 @@ moved to Markdown). Every day every record is re-stamped (versionHolder). Each d
 `trialdiff import` as a process IMPORT_RUNS times from the same state (into the database and
 into copies of it; the fastest time and the highest peak RSS count, and all must store the same
 changes), the floor (parse+hash every record) before and after each, the fastest counting, the
-database's size, and git scraping of the same N studies (add, commit, gc --aggressive).
+database's size, and git scraping of the same N studies (add, commit, gc --aggressive). Then
+`trialdiff compact` runs on a copy of the day's database, git's `gc --aggressive` counterpart:
+its time, peak RSS and the size it leaves (the next day imports into the uncompacted file).
 
     /work/venvs/perf/bin/python benchmarks/heavy.py --studies 5000
 """
@@ -115,6 +117,11 @@ def main() -> None:
         for leftover in work.glob("twin*.db*"):
             leftover.unlink()
         imported = min(runs, key=lambda m: m.seconds)
+        compacted = work / "compacted.db"
+        db_bytes(db)
+        shutil.copyfile(db, compacted)
+        compaction = run_measured([*trialdiff_argv(), "--db", str(compacted), "compact"],
+                                  stdout=work / "logs" / f"compact-{day:02d}.out")
         g = (git.commit_day(at.replace(".000Z", "+00:00")) if git
              else {"packed_bytes": 1, "gc": {"seconds": 0.0}})
         row = {"day": day, "scenario": SCHEDULE[day - 1][0] if day else "bootstrap",
@@ -124,12 +131,17 @@ def main() -> None:
                           "peak_rss_mb": max(m.peak_rss_mb for m in runs)},
                "import_seconds_each": [round(m.seconds, 3) for m in runs],
                "db_bytes": db_bytes(db),
+               "compact": {**compaction.as_dict(), "db_bytes": db_bytes(compacted)},
                "git_packed_bytes": g["packed_bytes"], "git_gc_seconds": g["gc"]["seconds"]}
         row["ratio"] = round(imported.seconds / row["floor_seconds"], 3)
+        for leftover in work.glob("compacted.db*"):
+            leftover.unlink()
         days.append(row)
         print(f"day {day} {row['scenario']}: floor {row['floor_seconds']:.2f} s, import "
               f"{imported.seconds:.2f} s ({row['ratio']:.2f}x), RSS {imported.peak_rss_mb:.0f} "
-              f"MB, db {row['db_bytes'] / 1e6:.2f} MB, git {g['packed_bytes'] / 1e6:.2f} MB",
+              f"MB, db {row['db_bytes'] / 1e6:.2f} MB (compacted "
+              f"{row['compact']['db_bytes'] / 1e6:.2f} MB in {compaction.seconds:.1f} s), "
+              f"git {g['packed_bytes'] / 1e6:.2f} MB",
               flush=True)
         if day:
             shutil.rmtree(config.day_dir(day - 1))
@@ -193,6 +205,14 @@ def targets(days: list[dict[str, Any]], with_git: bool = True) -> list[dict[str,
     ours, theirs = growth(days, "db_bytes", 1, 1), growth(days, "git_packed_bytes", 1, 1)
     add("typical day, growth vs git", 0.5, ours / theirs,
         f"{ours / 1e6:.3f} MB / {theirs / 1e6:.3f} MB")
+    # Both compacted: `trialdiff compact` against the `gc --aggressive` git had already.
+    packed = [{**d, "db_bytes": d["compact"]["db_bytes"]} for d in days]
+    add("database after day 0, compacted, vs git gc --aggressive", 0.75,
+        packed[0]["db_bytes"] / d0["git_packed_bytes"],
+        f"{packed[0]['db_bytes'] / 1e6:.2f} MB / {d0['git_packed_bytes'] / 1e6:.2f} MB")
+    ours, theirs = growth(packed, "db_bytes", 2, 3), growth(days, "git_packed_bytes", 2, 3)
+    add("growth over two heavy days, compacted, vs git", 1.0, ours / theirs,
+        f"{ours / 1e6:.2f} MB / {theirs / 1e6:.2f} MB")
     return out
 
 
@@ -206,14 +226,16 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {t['target']} | {t['goal']} | {t['shown']} | {t['value']} | "
                      f"{'yes' if t['pass'] else 'no'} |")
     lines += ["", "| day | scenario | edited | floor s | import s (each run) | import/floor "
-              "| peak RSS MB | DB MB | .git MB (gc --aggressive) |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| peak RSS MB | DB MB | compacted MB (s, RSS MB) | .git MB (gc --aggressive) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for d in result["days"]:
         both = ", ".join(f"{s:.2f}" for s in d["import_seconds_each"])
         lines.append(f"| {d['day']} | {d['scenario']} | {d['edited']:,} | "
                      f"{d['floor_seconds']:.2f} | {d['import']['seconds']:.2f} ({both}) | "
                      f"{d['ratio']:.2f} | {d['import']['peak_rss_mb']:.0f} | "
-                     f"{d['db_bytes'] / 1e6:.2f} | {d['git_packed_bytes'] / 1e6:.2f} |")
+                     f"{d['db_bytes'] / 1e6:.2f} | {d['compact']['db_bytes'] / 1e6:.2f} "
+                     f"({d['compact']['seconds']:.1f}, {d['compact']['peak_rss_mb']:.0f}) | "
+                     f"{d['git_packed_bytes'] / 1e6:.2f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,10 +1,11 @@
 """One run's lifecycle: the writer lock, the run row, the totals, the client and the sinks.
 
-Every writing run (import, sync, backfill, reannotate, notify) goes through `WriteRun`, so
-each one is recorded the same way: `running` while it works, then `ok`, `partial` or `failed`
-by its totals, or `interrupted` when Ctrl-C stopped it (a killed process's row is marked
-interrupted by the next writer). Each outcome goes to every sink as it happens; a sink's
-`finish` runs after the run's last commit, which is where alert delivery belongs.
+Every writing run (import, sync, backfill, reannotate, notify, compact) goes through
+`WriteRun`, so each one is recorded the same way: `running` while it works, then `ok`,
+`partial` or `failed` by its totals, or `interrupted` when Ctrl-C stopped it (a killed
+process's row is marked interrupted by the next writer). Each outcome goes to every sink as
+it happens; a sink's `finish` runs after the run's last commit, which is where alert delivery
+belongs.
 """
 
 from __future__ import annotations

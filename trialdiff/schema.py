@@ -32,7 +32,8 @@ class Table(NamedTuple):
 
 # The README's schema section is generated from this table and tested against it.
 SCHEMA: tuple[Table, ...] = (
-    Table("meta", "key", (("key", str, "setting name, e.g. schema_version"),
+    Table("meta", "key", (("key", str, "setting name: schema_version, and compact_progress "
+                                       "while a `trialdiff compact` is under way"),
                           ("value", str, "its value")),
           doc="trialdiff's own settings, such as the schema version"),
     Table("studies", "nct_id", (
@@ -114,7 +115,7 @@ SCHEMA: tuple[Table, ...] = (
            "with (public: trained on public records; the web view reads them to show values)"),
     Table("runs", "id", (
         ("id", int, "row id"),
-        ("command", str, "import, sync, backfill, reannotate or notify"),
+        ("command", str, "import, sync, backfill, reannotate, notify or compact"),
         ("started_at", str, "ISO 8601 UTC"),
         ("ended_at", str, "ISO 8601 UTC; NULL while running or if the run was killed"),
         ("status", str, "running, ok, partial, failed or interrupted (killed, or stopped "
@@ -126,7 +127,8 @@ SCHEMA: tuple[Table, ...] = (
         ("failed", int, "inputs that failed"),
         ("errors", str, "JSON list of {input, error}; private: not in the web view"),
     ), private=("errors",),
-          doc="each writing run (import, sync, backfill, reannotate, notify) and what it did"),
+          doc="each writing run (import, sync, backfill, reannotate, notify, compact) and what "
+              "it did"),
     Table("watchlist", "nct_id", (
         ("nct_id", str, "a study `sync` fetches every run"),
         ("added_at", str, "when it was tracked"),

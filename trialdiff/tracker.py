@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
@@ -20,6 +20,9 @@ from .errors import UnknownStudy, UsageError
 from .lifecycle import Change, Run, Sink, WriteRun
 from .model import utc_day, utc_timestamp
 from .registry import DEFAULT
+
+if TYPE_CHECKING:
+    from .compact import Compacted
 
 DEFAULT_API = "https://clinicaltrials.gov/api/v2"
 
@@ -223,6 +226,13 @@ class Tracker:
         with self._running("reannotate", sinks) as run:
             counts = reannotate(run.db)
         return counts
+
+    def compact(self, sinks: Sequence[Sink] = ()) -> Compacted:
+        """Compress every stored record and long value again, harder, and VACUUM the file."""
+        from .compact import compact
+
+        with self._running("compact", sinks) as run:
+            return compact(run.db)
 
     def notify(self, *, timeout: float = 10.0, backoff: float = 300.0,
                max_age_hours: float = 72.0, sinks: Sequence[Sink] = ()) -> Any:

@@ -76,6 +76,30 @@ def import_command(
         ctx.exit(1)
 
 
+@cli.command()
+@_wait_option
+@click.pass_context
+def compact(ctx: click.Context, wait: float) -> None:
+    """Make the database smaller: compress everything it stores again, harder, and VACUUM.
+
+    Runs compress for speed; this spends about 9 ms a study once (on every core) for about a
+    tenth fewer bytes, as `git gc --aggressive` does. What reads back does not change. Killed,
+    it leaves a sound database, and running it again resumes.
+
+    \b
+    Example:
+      trialdiff compact
+    """
+    from ..render import plural
+
+    done = tracker(ctx, wait).compact()
+    before, after = done.bytes_before / 1e6, done.bytes_after / 1e6
+    click.echo(f"compact: {plural(done.records, 'record')}, "
+               f"{plural(done.change_values, 'change value')} and "
+               f"{plural(done.snapshot_deltas, 'snapshot delta')} recompressed; "
+               f"{before:.2f} MB -> {after:.2f} MB")
+
+
 def _say_interrupted(ctx: click.Context, printer: OutcomePrinter, opened: Any) -> NoReturn:
     """Say that Ctrl-C stopped a run, recorded as `interrupted`, and exit 130."""
     printer.close()

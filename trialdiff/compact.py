@@ -1,0 +1,125 @@
+"""Make a database smaller: compress every stored blob again, harder, then VACUUM.
+
+A run compresses for speed (codec.py). Compacting compresses each record, each first record,
+each long change value and each snapshot delta again at `codec.COMPACT_LEVEL`, on every core,
+and keeps the new blob only when it is smaller; VACUUM then rewrites the file without the
+pages that freed. Everything reads back the same, byte for byte: only the compression moves.
+Rows are rewritten `batch_size` to a commit, so a killed compaction leaves a sound database
+and a rerun finishes the work (a blob compacted already does not shrink again, so it stays).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+from . import codec
+from .query import transaction
+
+# (column, its bytes, the bytes it is compressed against or None, the blob stored now)
+Blob = tuple[str, bytes, bytes | None, bytes]
+BlobReader = Callable[[Any, Sequence[Any]], Iterator[Blob]]
+# A compaction's place, kept in `meta` with each batch: a killed one resumes there.
+PROGRESS = "compact_progress"
+
+
+@dataclass(frozen=True)
+class Compacted:
+    """What a compaction did: rows it rewrote, and the file's bytes before and after."""
+
+    records: int
+    change_values: int
+    snapshot_deltas: int
+    bytes_before: int
+    bytes_after: int
+
+
+def file_bytes(db: sqlite_utils.Database) -> int:
+    """Return the database's size: its pages, the free ones included, times the page size."""
+    (pages,) = db.execute("pragma page_count").fetchone()
+    (page_size,) = db.execute("pragma page_size").fetchone()
+    return int(pages * page_size)
+
+
+def _record_blobs(conn: Any, row: Sequence[Any]) -> Iterator[Blob]:
+    """Yield a records row's blobs: the latest record, stored against its first if it has one."""
+    _, record, base = row
+    first = codec.decompress(conn, base) if base is not None else None
+    yield "record", codec.decompress(conn, record, first), first, record
+    if first is not None:
+        yield "base", first, None, base
+
+
+def _plain_blobs(columns: tuple[str, ...]) -> BlobReader:
+    """Return what yields the compressed cells of a row's `columns` (text cells stay text)."""
+
+    def blobs(conn: Any, row: Sequence[Any]) -> Iterator[Blob]:
+        for column, cell in zip(columns, row[1:], strict=True):
+            if isinstance(cell, bytes):
+                yield column, codec.decompress(conn, cell), None, cell
+
+    return blobs
+
+
+# table, its key, the columns read, how to read a row's blobs
+_STEPS: tuple[tuple[str, str, tuple[str, ...], BlobReader], ...] = (
+    ("records", "nct_id", ("record", "base"), _record_blobs),
+    ("changes", "id", ("old", "new"), _plain_blobs(("old", "new"))),
+    ("snapshots", "id", ("delta",), _plain_blobs(("delta",))),
+)
+
+
+def compact(db: sqlite_utils.Database, batch_size: int = 200,
+            threads: int | None = None) -> Compacted:
+    """Compress every blob again at COMPACT_LEVEL where that is smaller, then VACUUM."""
+    before = file_bytes(db)
+    compactor = codec.Compactor(db)
+    row = db.execute("select value from meta where key = ?", [PROGRESS]).fetchone()
+    resume_table, resume_key = json.loads(row[0]) if row else (_STEPS[0][0], None)
+    tables = [step[0] for step in _STEPS]
+    rewritten = dict.fromkeys(tables, 0)
+    with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
+        for table, key, columns, read in _STEPS[tables.index(resume_table):]:
+            start = resume_key if table == resume_table else None
+            rewritten[table] = _compact_table(db, pool, compactor, table, key, columns, read,
+                                              start, batch_size)
+    with transaction(db):
+        db.execute("delete from meta where key = ?", [PROGRESS])
+    db.execute("vacuum")
+    db.execute("pragma wal_checkpoint(truncate)")  # else the WAL keeps the rewritten pages
+    return Compacted(rewritten["records"], rewritten["changes"], rewritten["snapshots"],
+                     before, file_bytes(db))
+
+
+def _compact_table(db: sqlite_utils.Database, pool: ThreadPoolExecutor,
+                   compactor: codec.Compactor, table: str, key: str, columns: tuple[str, ...],
+                   read: BlobReader, start: Any, batch_size: int) -> int:
+    """Rewrite a table's blobs in key order after `start`, a batch to a commit; count rows."""
+    any_blob = " or ".join(f"typeof({column}) = 'blob'" for column in columns)
+    select = (f"select {key}, {', '.join(columns)} from {table} where {key} > ? and "
+              f"({any_blob}) order by {key} limit ?")
+    rewritten = 0
+    last: Any = start if start is not None else ("" if key == "nct_id" else 0)
+    while rows := db.execute(select, [last, batch_size]).fetchall():
+        blobs = [(row[0], blob) for row in rows for blob in read(db, row)]
+        # Decompressed above, in this thread: a connection's decompressors are not shared.
+        packed = pool.map(lambda item: compactor.compress(item[1][1], item[1][2]), blobs)
+        smaller: dict[Any, dict[str, bytes]] = {}
+        for (row_key, (column, _, _, stored)), new in zip(blobs, packed, strict=True):
+            if len(new) < len(stored):
+                smaller.setdefault(row_key, {})[column] = new
+        with transaction(db):
+            for row_key, cells in smaller.items():
+                db.execute(f"update {table} set {', '.join(f'{c} = ?' for c in cells)} "
+                           f"where {key} = ?", [*cells.values(), row_key])
+            db.execute("insert or replace into meta (key, value) values (?, ?)",
+                       [PROGRESS, json.dumps([table, rows[-1][0]])])
+        rewritten += len(smaller)
+        last = rows[-1][0]
+    return rewritten
