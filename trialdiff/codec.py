@@ -148,8 +148,13 @@ class Compactor:
         raw = _raw_conn(conn)
         row = raw.execute("select dictionary from dictionaries where id = ?",
                           [dict_id]).fetchone() if dict_id is not None else None
-        self._dictionary: bytes | None = row[0] if row else None
-        self._local = threading.local()  # a compressor serves one thread at a time
+        self._dictionary: zstandard.ZstdCompressionDict | None = None
+        if row:
+            # Digested once and shared: zstd's digested dictionary is read-only, so threads may
+            # share it, and one per thread cost 30 MB more at level 19.
+            self._dictionary = zstandard.ZstdCompressionDict(row[0])
+            self._dictionary.precompute_compress(level=COMPACT_LEVEL)
+        self._local = threading.local()  # but a compressor serves one thread at a time
 
     def compress(self, data: bytes, base: bytes | None = None) -> bytes:
         """Compress a record, a change value or a snapshot delta; `base` as in `compress`."""
@@ -157,10 +162,8 @@ class Compactor:
             return _against(base, COMPACT_LEVEL).compress(data)
         compressor = getattr(self._local, "compressor", None)
         if compressor is None:
-            dictionary = (zstandard.ZstdCompressionDict(self._dictionary)
-                          if self._dictionary is not None else None)
             compressor = self._local.compressor = zstandard.ZstdCompressor(
-                level=COMPACT_LEVEL, dict_data=dictionary)
+                level=COMPACT_LEVEL, dict_data=self._dictionary)
         return compressor.compress(data)
 
 

@@ -15,15 +15,23 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlite_utils
 
 from . import codec
 from .query import transaction
 
-# (column, its bytes, the bytes it is compressed against or None, the blob stored now)
-Blob = tuple[str, bytes, bytes | None, bytes]
+
+class Blob(NamedTuple):
+    """One stored blob, read back."""
+
+    column: str
+    data: bytes  # what it holds
+    against: bytes | None  # the record it is compressed against (else the dictionary)
+    stored: bytes  # as stored now
+
+
 BlobReader = Callable[[Any, Sequence[Any]], Iterator[Blob]]
 # A compaction's place, kept in `meta` with each batch: a killed one resumes there.
 PROGRESS = "compact_progress"
@@ -51,9 +59,9 @@ def _record_blobs(conn: Any, row: Sequence[Any]) -> Iterator[Blob]:
     """Yield a records row's blobs: the latest record, stored against its first if it has one."""
     _, record, base = row
     first = codec.decompress(conn, base) if base is not None else None
-    yield "record", codec.decompress(conn, record, first), first, record
+    yield Blob("record", codec.decompress(conn, record, first), first, record)
     if first is not None:
-        yield "base", first, None, base
+        yield Blob("base", first, None, base)
 
 
 def _plain_blobs(columns: tuple[str, ...]) -> BlobReader:
@@ -62,7 +70,7 @@ def _plain_blobs(columns: tuple[str, ...]) -> BlobReader:
     def blobs(conn: Any, row: Sequence[Any]) -> Iterator[Blob]:
         for column, cell in zip(columns, row[1:], strict=True):
             if isinstance(cell, bytes):
-                yield column, codec.decompress(conn, cell), None, cell
+                yield Blob(column, codec.decompress(conn, cell), None, cell)
 
     return blobs
 
@@ -106,14 +114,16 @@ def _compact_table(db: sqlite_utils.Database, pool: ThreadPoolExecutor,
               f"({any_blob}) order by {key} limit ?")
     rewritten = 0
     last: Any = start if start is not None else ("" if key == "nct_id" else 0)
+    # Rows are read, compressed and written back in separate steps: this run holds the write
+    # lock, so no other writer moves them in between.
     while rows := db.execute(select, [last, batch_size]).fetchall():
+        # Decompressed here, in this thread: a connection's decompressors are not shared.
         blobs = [(row[0], blob) for row in rows for blob in read(db, row)]
-        # Decompressed above, in this thread: a connection's decompressors are not shared.
-        packed = pool.map(lambda item: compactor.compress(item[1][1], item[1][2]), blobs)
+        packed = pool.map(lambda item: compactor.compress(item[1].data, item[1].against), blobs)
         smaller: dict[Any, dict[str, bytes]] = {}
-        for (row_key, (column, _, _, stored)), new in zip(blobs, packed, strict=True):
-            if len(new) < len(stored):
-                smaller.setdefault(row_key, {})[column] = new
+        for (row_key, blob), new in zip(blobs, packed, strict=True):
+            if len(new) < len(blob.stored):
+                smaller.setdefault(row_key, {})[blob.column] = new
         with transaction(db):
             for row_key, cells in smaller.items():
                 db.execute(f"update {table} set {', '.join(f'{c} = ?' for c in cells)} "
