@@ -51,6 +51,26 @@ def dump_json(value: Any, indent: int | None = None) -> str:
                       separators=(",", ":") if indent is None else None)
 
 
+def dump_json_head(value: Any, limit: int) -> str:
+    """Return the start of `dump_json(value)`: over `limit` characters of it, or all of it."""
+    # A report shows 60 characters of a value, and a posted results section dumps to 90 KB:
+    # writing it piece by piece stops early. Each piece is dump_json's own text of it.
+    if isinstance(value, dict) and value and all(type(key) is str for key in value):
+        pieces = ((dump_json(key) + ":", value[key]) for key in sorted(value))
+        opening, closing = "{", "}"
+    elif isinstance(value, list) and value:
+        pieces = (("", item) for item in value)
+        opening, closing = "[", "]"
+    else:
+        return dump_json(value)
+    text = opening
+    for number, (lead, child) in enumerate(pieces):
+        text += ("," if number else "") + lead + dump_json_head(child, limit - len(text))
+        if len(text) > limit:
+            return text
+    return text + closing
+
+
 def fields_json(fields: Mapping[str, str]) -> str:
     """Return the canonical JSON of a {path: canonical JSON} mapping."""
     body = ",".join(encode_basestring(path) + ":" + fields[path] for path in sorted(fields))

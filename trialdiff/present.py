@@ -23,7 +23,7 @@ from typing import Any, Final, Literal
 
 from .fields import LOCATION_PREFIX, field_kind
 from .meaning import NONE, Annotated, SiteCounts, describe_facts, site_counts, sites_phrase
-from .model import dump_json
+from .model import dump_json, dump_json_head
 from .render import plural
 from .worddiff import ELLIPSIS, EXACT_CELLS, Segment, clip, word_diff
 
@@ -51,13 +51,14 @@ def short(value: Any, width: int = 60) -> str:
     """Return a value as one visible line: strings as they are, others as JSON, cut at width."""
     if value is None:
         return NONE
-    text = value if isinstance(value, str) else dump_json(value)
+    text = value if isinstance(value, str) else dump_json_head(value, width * 4)
     # A long text's line starts as its head's does (folding and `visible` map it piece by
     # piece), so the head alone is read unless it turns out too short to fill the width.
     head = text[: width * 4]
     line = visible(" ".join(head.split()))
     if len(head) < len(text) and len(line) <= width:
-        line = visible(" ".join(text.split()))
+        whole = value if isinstance(value, str) else dump_json(value)
+        line = visible(" ".join(whole.split()))
     return line if len(line) <= width else line[: width - 1] + ELLIPSIS
 
 
