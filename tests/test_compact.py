@@ -158,6 +158,15 @@ def test_the_command_says_what_it_did(db: str) -> None:
                         r"recompressed; 0\.\d\d MB -> 0\.\d\d MB\n", out)
 
 
+def test_compacting_no_database_is_an_error_and_creates_none(tmp_path: Path) -> None:
+    missing = tmp_path / "typo.db"
+    code, out, err = run(str(missing), "compact")
+    assert (code, out) == (1, "")
+    assert err == f"trialdiff: error: no database at {missing}: run `trialdiff import` or " \
+                  "`trialdiff sync`\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_compact_exits_75_while_another_process_writes(db: str) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c",

@@ -11,12 +11,13 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
-from .errors import UnknownStudy, UsageError
+from .errors import DatabaseError, UnknownStudy, UsageError
 from .lifecycle import Change, Run, Sink, WriteRun
 from .model import utc_day, utc_timestamp
 from .registry import DEFAULT
@@ -231,6 +232,9 @@ class Tracker:
         """Compress every stored record and long value again, harder, and VACUUM the file."""
         from .compact import compact
 
+        if not Path(self.path).is_file():  # else the run would create an empty one to compact
+            raise DatabaseError(f"no database at {self.path}: run `trialdiff import` or "
+                                "`trialdiff sync`")
         with self._running("compact", sinks) as run:
             return compact(run.db)
 
