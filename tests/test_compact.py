@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from test_reliability import ENV, run
+from test_reliability import ENV, lock_holder, run
 from test_storage import RECORDS, clones, write_day
 
 import trialdiff
@@ -168,22 +168,11 @@ def test_compacting_no_database_is_an_error_and_creates_none(tmp_path: Path) -> 
 
 
 def test_compact_exits_75_while_another_process_writes(db: str) -> None:
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import time; from trialdiff.lock import WriteLock\n"
-         f"with WriteLock({db!r}, command='import'):\n"
-         "    print('locked', flush=True); time.sleep(60)"],
-        env=ENV, stdout=subprocess.PIPE,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
-        stored = blobs(db)
+    stored = blobs(db)
+    with lock_holder(db) as holder:
         code, out, err = run(db, "compact")
-        assert code == 75 and out == "" and f"pid {holder.pid} (import)" in err
-        assert blobs(db) == stored
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
+    assert code == 75 and out == "" and f"pid {holder.pid} (import)" in err
+    assert blobs(db) == stored
 
 
 def test_a_killed_compaction_leaves_a_sound_database_and_a_rerun_finishes(

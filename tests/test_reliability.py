@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -97,19 +98,28 @@ def test_import_killed_at_random_points_then_rerun_equals_an_uninterrupted_run(
         assert run(crashed, "check")[0] == 0
 
 
-def test_a_lock_left_by_a_killed_process_does_not_block(db_path: str) -> None:
+@contextmanager
+def lock_holder(db: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Hold the write lock from another process, an `import`; kill it when the block ends."""
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from trialdiff.lock import WriteLock\n"
-         f"with WriteLock({db_path!r}, command='import'):\n"
+         "import time; from trialdiff.lock import WriteLock\n"
+         f"with WriteLock({db!r}, command='import'):\n"
          "    print('locked', flush=True); time.sleep(60)"],
         env=ENV, stdout=subprocess.PIPE,
     )
-    assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
-    code, _, err = run(db_path, "import", str(FIXTURES / "v2"))
-    assert code == 75 and f"pid {holder.pid} (import)" in err
-    holder.send_signal(signal.SIGKILL)
-    holder.wait()
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        yield holder
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+
+
+def test_a_lock_left_by_a_killed_process_does_not_block(db_path: str) -> None:
+    with lock_holder(db_path) as holder:
+        code, _, err = run(db_path, "import", str(FIXTURES / "v2"))
+        assert code == 75 and f"pid {holder.pid} (import)" in err
     code, out, _ = run(db_path, "import", "--summary", str(FIXTURES / "v2"))
     assert code == 0 and "28 studies checked" in out
 
