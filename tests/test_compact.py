@@ -151,6 +151,21 @@ def test_the_compactor_is_exact_from_many_threads() -> None:
     assert sum(map(len, alone)) < 0.95 * sum(len(codec.compress(conn, data)) for data in raw)
 
 
+def test_readers_read_on_while_it_compacts(db: str) -> None:
+    before = contents(db)
+    reader = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
+    reader.execute("begin")
+    seen = reader.execute("select count(*), sum(length(record)) from records").fetchone()
+    assert run(db, "compact")[0] == 0
+    # Its read transaction still sees the blobs it began with; a new one sees the compacted.
+    assert reader.execute("select count(*), sum(length(record)) from records").fetchone() == seen
+    reader.execute("commit")
+    now = reader.execute("select count(*), sum(length(record)) from records").fetchone()
+    reader.close()
+    assert now[0] == seen[0] and now[1] < seen[1]
+    assert contents(db) == before
+
+
 def test_the_command_says_what_it_did(db: str) -> None:
     code, out, err = run(db, "compact")
     assert code == 0 and err == ""
