@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import sqlite_utils
 
 from . import codec
-from .query import transaction
+from .query import keyed_batches, transaction
 
 
 class Blob(NamedTuple):
@@ -110,13 +110,11 @@ def _compact_table(db: sqlite_utils.Database, pool: ThreadPoolExecutor,
                    read: BlobReader, start: Any, batch_size: int) -> int:
     """Rewrite a table's blobs in key order after `start`, a batch to a commit; count rows."""
     any_blob = " or ".join(f"typeof({column}) = 'blob'" for column in columns)
-    select = (f"select {key}, {', '.join(columns)} from {table} where {key} > ? and "
-              f"({any_blob}) order by {key} limit ?")
     rewritten = 0
-    last: Any = start if start is not None else ("" if key == "nct_id" else 0)
+    after: Any = start if start is not None else ("" if key == "nct_id" else 0)
     # Rows are read, compressed and written back in separate steps: this run holds the write
     # lock, so no other writer moves them in between.
-    while rows := db.execute(select, [last, batch_size]).fetchall():
+    for rows in keyed_batches(db, table, key, columns, any_blob, batch_size, after):
         # Decompressed here, in this thread: a connection's decompressors are not shared.
         blobs = [(row[0], blob) for row in rows for blob in read(db, row)]
         packed = pool.map(lambda item: compactor.compress(item[1].data, item[1].against), blobs)
@@ -131,5 +129,4 @@ def _compact_table(db: sqlite_utils.Database, pool: ThreadPoolExecutor,
             db.execute("insert or replace into meta (key, value) values (?, ?)",
                        [PROGRESS, json.dumps([table, rows[-1][0]])])
         rewritten += len(smaller)
-        last = rows[-1][0]
     return rewritten

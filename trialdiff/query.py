@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +86,20 @@ def transaction(db: Connection) -> Iterator[None]:
         db.execute("rollback")
         raise
     db.execute("commit")
+
+
+def keyed_batches(conn: Connection, table: str, key: str, columns: Sequence[str], where: str,
+                  batch_size: int, after: Any = 0) -> Iterator[list[Any]]:
+    """Yield a table's rows that match `where`, key first, in key order, `batch_size` at a time.
+
+    Each batch is read once the one before was handled, after its last key, so a caller may
+    rewrite the rows it was given (each batch its own commit) and a killed pass resumes.
+    """
+    select = (f"select {key}, {', '.join(columns)} from {table} where {key} > ? and ({where}) "
+              f"order by {key} limit ?")
+    while rows := conn.execute(select, [after, batch_size]).fetchall():
+        yield rows
+        after = rows[-1][0]
 
 
 # A snapshot delta's key for the paths whose long values it shares with its snapshot's changes:

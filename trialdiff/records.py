@@ -27,7 +27,14 @@ from .diff import diff_snapshots
 from .meaning import annotate
 from .model import FieldChange, Snapshot, content_hash, dump_json, fields_json, utc_timestamp
 from .normalize import SiteMemo, extract_fields
-from .query import SHARED, apply_delta, baseline_record, study_fields, transaction
+from .query import (
+    SHARED,
+    apply_delta,
+    baseline_record,
+    keyed_batches,
+    study_fields,
+    transaction,
+)
 from .registry import DEFAULT, Registry
 from .sources import SourceItem
 from .units import moved_units, record_units, split_moved, unit_fields
@@ -333,17 +340,11 @@ def compress_history(db: sqlite_utils.Database, batch_size: int = 500) -> None:
                                      else cell.encode("utf-8"), history=True)),
     )
     for table, where, columns, convert in steps:
-        last = 0
-        while True:
-            rows = db.execute(f"select id, {', '.join(columns)} from {table} where id > ? and "
-                              f"({where}) order by id limit ?", [last, batch_size]).fetchall()
-            if not rows:
-                break
+        for rows in keyed_batches(db, table, "id", columns, where, batch_size):
             with transaction(db):
                 for row_id, *cells in rows:
                     db.execute(f"update {table} set {', '.join(f'{c} = ?' for c in columns)} "
                                "where id = ?", [*map(convert, cells), row_id])
-            last = rows[-1][0]
 
 
 def share_long_values(db: sqlite_utils.Database, batch_size: int = 500) -> None:
@@ -353,12 +354,8 @@ def share_long_values(db: sqlite_utils.Database, batch_size: int = 500) -> None:
     resumes where it stopped; a converted delta has nothing left to share. The file shrinks
     after VACUUM.
     """
-    last = 0
-    while True:
-        rows = db.execute("select id, nct_id, delta from snapshots where id > ? and delta is not "
-                          "null order by id limit ?", [last, batch_size]).fetchall()
-        if not rows:
-            break
+    for rows in keyed_batches(db, "snapshots", "id", ("nct_id", "delta"), "delta is not null",
+                              batch_size):
         with transaction(db):
             for snapshot_id, nct_id, delta in rows:
                 # By study first: `changes` is indexed by study, not by snapshot.
@@ -380,4 +377,3 @@ def share_long_values(db: sqlite_utils.Database, batch_size: int = 500) -> None:
                     texts[SHARED] = dump_json(sorted(shared))
                 db.execute("update snapshots set delta = ? where id = ?",
                            [pack_delta(db, texts), snapshot_id])
-        last = rows[-1][0]
