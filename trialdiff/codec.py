@@ -134,10 +134,14 @@ def compress(conn: Any, data: bytes, base: bytes | None = None, history: bool = 
     return (codec.history if history else codec.record).compress(data)
 
 
+def _raw_content(base: bytes) -> zstandard.ZstdCompressionDict:
+    """Return another record's bytes as a zstd dictionary (raw content, no trained tables)."""
+    return zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+
+
 def _against(base: bytes, level: int) -> zstandard.ZstdCompressor:
-    """Return a compressor whose dictionary is another record's bytes (raw content)."""
-    prefix = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-    return zstandard.ZstdCompressor(level=level, dict_data=prefix)
+    """Return a compressor whose dictionary is another record's bytes."""
+    return zstandard.ZstdCompressor(level=level, dict_data=_raw_content(base))
 
 
 class Compactor:
@@ -170,8 +174,7 @@ class Compactor:
 def decompress(conn: Any, blob: bytes, base: bytes | None = None) -> bytes:
     """Return a stored record's bytes: zlib, zstd with a dictionary, or zstd against `base`."""
     if base is not None and blob.startswith(ZSTD_MAGIC):
-        prefix = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-        return zstandard.ZstdDecompressor(dict_data=prefix).decompress(blob)
+        return zstandard.ZstdDecompressor(dict_data=_raw_content(base)).decompress(blob)
     loaded = _codecs(conn)
     try:
         return _decompress(loaded, blob)

@@ -31,12 +31,17 @@ class ReaderConnection(sqlite3.Connection):
     """A sqlite3 connection that can hold a weak reference (codec caches dictionaries by it)."""
 
 
-def connect_readonly(path: str) -> sqlite3.Connection:
-    """Open an existing database for reading, in one read transaction; check its schema."""
+def require_database(path: str) -> None:
+    """Refuse a path that holds no database file (a command that only works on one)."""
     if Path(path).is_dir():
         raise UsageError(f"{path} is a folder, not a database file")
     if path != ":memory:" and not Path(path).is_file():
         raise DatabaseError(f"no database at {path}: run `trialdiff import` or `trialdiff sync`")
+
+
+def connect_readonly(path: str) -> sqlite3.Connection:
+    """Open an existing database for reading, in one read transaction; check its schema."""
+    require_database(path)
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
                                isolation_level=None, factory=ReaderConnection)

@@ -11,13 +11,12 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
-from .errors import DatabaseError, UnknownStudy, UsageError
+from .errors import UnknownStudy, UsageError
 from .lifecycle import Change, Run, Sink, WriteRun
 from .model import utc_day, utc_timestamp
 from .registry import DEFAULT
@@ -231,10 +230,9 @@ class Tracker:
     def compact(self, sinks: Sequence[Sink] = ()) -> Compacted:
         """Compress every stored record and long value again, harder, and VACUUM the file."""
         from .compact import compact
+        from .query import require_database
 
-        if not Path(self.path).is_file():  # else the run would create an empty one to compact
-            raise DatabaseError(f"no database at {self.path}: run `trialdiff import` or "
-                                "`trialdiff sync`")
+        require_database(self.path)  # else the run would create an empty one to compact
         with self._running("compact", sinks) as run:
             return compact(run.db)
 
