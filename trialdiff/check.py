@@ -5,7 +5,6 @@ stored changes. It reads inside one read transaction, so a writer's commits neve
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 from .annotations import has_annotations, stale_annotations
 from .diff import changed_paths
 from .errors import DatabaseError
-from .model import content_hash
+from .model import content_hash, parse_json
 from .normalize import extract_fields, rekey_locations
 from .query import iter_snapshots, latest_record, read_transaction, stored_value
 from .render import plural
@@ -152,8 +151,8 @@ def _check_study(
         stored = _stored_changes(conn, nct_id, snapshot_id)
         totals.changes += len(stored)
         expected = [] if seq == 1 else [
-            (path, kind, json.loads(before[path]) if kind != "added" else None,
-             json.loads(fields[path]) if kind != "removed" else None)
+            (path, kind, parse_json(before[path]) if kind != "added" else None,
+             parse_json(fields[path]) if kind != "removed" else None)
             for path, kind in changed_paths(before, fields, markup != this_markup)
         ]
         markup = this_markup

@@ -10,10 +10,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from .fields import FIELD_BY_PATH, LOCATION_PREFIX, order_key
-from .model import ChangeKind, FieldChange, Snapshot
+from .model import ChangeKind, FieldChange, Snapshot, parse_json
 from .normalize import neutral_json
 
 _REPORT_OPS = {
@@ -70,14 +68,6 @@ def diff_snapshots(old: Snapshot | None, new: Snapshot) -> list[FieldChange]:
             )
         )
     return changes
-
-
-def parse_json(text: str) -> Any:
-    """Return a canonical JSON text's value (orjson, else json: NaN, integers past 64 bits)."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
 
 
 def _item_label(item: Any, key: str) -> str:

@@ -51,6 +51,14 @@ def dump_json(value: Any, indent: int | None = None) -> str:
                       separators=(",", ":") if indent is None else None)
 
 
+def parse_json(text: str) -> Any:
+    """Return a canonical JSON text's value (orjson, else json: NaN, integers past 64 bits)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def dump_json_head(value: Any, limit: int) -> str:
     """Return the start of `dump_json(value)`: over `limit` characters of it, or all of it."""
     # A report shows 60 characters of a value, and a posted results section dumps to 90 KB:

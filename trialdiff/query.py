@@ -20,7 +20,7 @@ import orjson
 
 from . import codec
 from .errors import DatabaseError, UsageError
-from .model import FieldChange, Snapshot, content_hash, dump_json
+from .model import FieldChange, Snapshot, content_hash, dump_json, parse_json
 from .normalize import extract_fields
 from .schema_version import version_problem
 
@@ -197,7 +197,7 @@ def study_fields(conn: Connection, nct_id: str, upto_seq: int | None = None) -> 
 def stored_value(conn: Any, cell: str | bytes | None) -> Any:
     """Return a change's stored old or new value, parsed (a long one unpacked with `conn`)."""
     text = codec.unpack_value(conn, cell)
-    return json.loads(text) if text is not None else None
+    return parse_json(text) if text is not None else None
 
 
 def row_to_change(conn: Any, row: Mapping[str, Any]) -> FieldChange:
