@@ -118,7 +118,7 @@ def main() -> None:
             leftover.unlink()
         imported = min(runs, key=lambda m: m.seconds)
         compacted = work / "compacted.db"
-        db_bytes(db)
+        size = db_bytes(db)  # checkpointed: the copy is the whole state
         shutil.copyfile(db, compacted)
         compaction = run_measured([*trialdiff_argv(), "--db", str(compacted), "compact"],
                                   stdout=work / "logs" / f"compact-{day:02d}.out")
@@ -130,7 +130,7 @@ def main() -> None:
                "import": {**imported.as_dict(),
                           "peak_rss_mb": max(m.peak_rss_mb for m in runs)},
                "import_seconds_each": [round(m.seconds, 3) for m in runs],
-               "db_bytes": db_bytes(db),
+               "db_bytes": size,
                "compact": {**compaction.as_dict(), "db_bytes": db_bytes(compacted)},
                "git_packed_bytes": g["packed_bytes"], "git_gc_seconds": g["gc"]["seconds"]}
         row["ratio"] = round(imported.seconds / row["floor_seconds"], 3)
