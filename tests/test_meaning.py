@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from conftest import FIXTURES, sample_changes, sample_record, version_pair
 
 from trialdiff.diff import diff_snapshots
+from trialdiff.fields import FIELDS
 from trialdiff.meaning import (
     SEVERITY_RULES,
     SiteCounts,
@@ -19,6 +21,7 @@ from trialdiff.meaning import (
     filter_severity,
     matching_rule,
     parse_partial_date,
+    rule_matches,
     severity,
     severity_at_least,
     severity_rules_markdown,
@@ -223,6 +226,22 @@ def test_the_table_is_covered_and_ends_with_a_catch_all() -> None:
     assert last.paths == ("*",) and not last.kinds and not last.fact
     fallback = REAL["contactsLocations.locations_nested"]  # a rule-6 fallback path
     assert matching_rule(fallback) is last
+
+
+def test_a_rules_paths_match_as_its_fnmatch_patterns_do() -> None:
+    # rule_matches joins a rule's patterns into one regex: it must agree with fnmatch on every
+    # path the registry has, every path a real change has, and near misses of each.
+    paths = {field.path for field in FIELDS} | {c.path for c in REAL.values()}
+    paths |= {p + suffix for p in list(paths) for suffix in (".x", "x", "")}
+    paths |= {p[:-1] for p in list(paths) if p}
+    for rule in SEVERITY_RULES:
+        for path in sorted(paths):
+            change = FieldChange("NCT00000000", path, "changed", AFTER)
+            by_path = any(fnmatch.fnmatchcase(path, pattern) for pattern in rule.paths)
+            matched = rule_matches(rule, change, {})
+            # Past the path, a rule may ask for a kind or a fact: only a plain rule must match.
+            assert matched is by_path if not (rule.kinds or rule.fact) else not matched \
+                or by_path, (rule.why, path)
 
 
 def test_every_real_change_gets_exactly_the_documented_severity() -> None:

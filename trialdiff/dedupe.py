@@ -15,7 +15,6 @@ committed); running it again refuses the study and leaves that first copy as it 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import sqlite_utils
 
@@ -31,6 +30,7 @@ class InputLedger:
         self.db = db
         db.execute(_LEDGER)
         db.execute("delete from temp.input_ledger")
+        self._first: str | None = None
 
     def known(self, nct_id: str) -> tuple[str, str, str] | None:
         """Return (label, gate, state) of a study's earlier copy in this input, if any."""
@@ -41,25 +41,24 @@ class InputLedger:
 
     def first(self, nct_id: str, label: str, gate: str) -> None:
         """Note a study's first copy, before it is saved: enough to undo what saving does."""
-        cursor = self.db.execute(
-            "select * from studies join sightings using (nct_id) where nct_id = ?", [nct_id]
-        )
-        row = cursor.fetchone()
-        study_row = dict(zip([d[0] for d in cursor.description], row, strict=True)) if row else None
-        record: tuple[Any, ...] = (None, None, None)
-        if study_row is not None and study_row["raw_hash"] != gate:  # its record will be replaced
-            record = self.db.execute(
-                "select record, observed_at, base from records where nct_id = ?", [nct_id]
-            ).fetchone() or (None, None, None)
-        (max_snapshot,) = self.db.execute(
-            "select coalesce(max(id), 0) from snapshots where nct_id = ?", [nct_id]
-        ).fetchone()
-        last_seen = study_row.pop("last_seen_at") if study_row else None
-        self.db.execute(
-            "insert into temp.input_ledger values (?, ?, ?, 'saved', ?, ?, ?, ?, ?, ?)",
-            [nct_id, label, gate, json.dumps(study_row) if study_row else None, last_seen,
-             *record[:2], max_snapshot, record[2]],
-        )
+        # One statement, so the record's bytes are copied inside SQLite, not through Python.
+        self.db.execute(self._first_sql(), {"id": nct_id, "label": label, "gate": gate})
+
+    def _first_sql(self) -> str:
+        """Return the statement that notes a first copy (the studies columns are the schema's)."""
+        if self._first is None:
+            row = ", ".join(f"'{c}', s.\"{c}\"" for c in self.db["studies"].columns_dict)
+            # A study whose record will be replaced (its stored gate differs) keeps that record.
+            self._first = (
+                "insert into temp.input_ledger select :id, :label, :gate, 'saved', "
+                f"case when g.nct_id is null then null else json_object({row}) end, "
+                "g.last_seen_at, r.record, r.observed_at, "
+                "(select coalesce(max(id), 0) from snapshots where nct_id = :id), r.base "
+                "from (select :id as id) k left join studies s on s.nct_id = k.id "
+                "left join sightings g on g.nct_id = s.nct_id "
+                "left join records r on r.nct_id = k.id and s.raw_hash is not :gate "
+                "and g.nct_id is not null")
+        return self._first
 
     def seen(self, nct_id: str, label: str, gate: str, last_seen: str) -> None:
         """Note a first copy that only moves the study's last sighting (its bytes unchanged)."""

@@ -24,6 +24,7 @@ Facts, where they apply (keys of the dict `facts()` returns):
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
@@ -201,9 +202,15 @@ def _lookup(found: Mapping[str, Any], dotted: str) -> Any:
     return value
 
 
+@functools.cache
+def _paths_pattern(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """Return one regex for a rule's fnmatch patterns (a rule is tried on every change)."""
+    return re.compile("|".join(fnmatch.translate(pattern) for pattern in patterns) or "(?!)")
+
+
 def rule_matches(rule: Rule, change: FieldChange, found: Mapping[str, Any]) -> bool:
     """Tell whether every condition of a rule holds for a change and its facts."""
-    if not any(fnmatch.fnmatchcase(change.path, pattern) for pattern in rule.paths):
+    if _paths_pattern(rule.paths).match(change.path) is None:
         return False
     if rule.kinds and change.kind not in rule.kinds:
         return False
