@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
+import pytest
 from conftest import load, real_records, version_pair
 from test_normalize import DERIVED_ONLY_RERELEASES
 
+import trialdiff.diff
 from trialdiff.diff import changed_paths, diff_snapshots, inner_edits
 from trialdiff.model import Snapshot
 from trialdiff.normalize import extract_fields
@@ -129,41 +134,56 @@ def test_inner_edits_ignores_order() -> None:
     assert inner_edits({"a": [1, 2]}, {"a": [2, 1]}) == []
 
 
-def test_edits_of_flat_objects_are_deepdiffs_without_deepdiff() -> None:
-    import random
+def _mutated(value: Any, rng: random.Random, objects: list[dict[str, Any]]) -> Any:
+    """Return a copy of a real value with random edits at any depth (types, keys, lists)."""
+    if isinstance(value, list):
+        items = [_mutated(item, rng, objects) if rng.random() < 0.1 else item for item in value]
+        roll = rng.random()
+        if roll < 0.1:
+            items.reverse()  # the same items in another order: no change to DeepDiff
+        elif roll < 0.15 and items:
+            items.pop()
+        return items
+    if not isinstance(value, dict):
+        return value
+    if rng.random() < 0.05:
+        return dict(rng.choice(objects))  # another object: few keys shared
+    after = dict(value)
+    for key in list(after):
+        roll = rng.random()
+        if roll < 0.1:
+            del after[key]
+        elif roll < 0.2:  # type changes DeepDiff reports although 1 == 1.0 == True
+            after[key] = rng.choice([1, 1.0, True, 0, False, None, "x", str(after[key]), {}])
+        elif roll < 0.5:
+            after[key] = _mutated(after[key], rng, objects)
+    if rng.random() < 0.2:
+        after[f"new{rng.randint(0, 2)}"] = rng.choice([1, "y", 2.5, None, {"k": 1}, [1]])
+    return after
 
-    import trialdiff.diff
 
-    flat: list[dict] = []
+def test_edits_of_objects_are_deepdiffs_without_deepdiff(monkeypatch: pytest.MonkeyPatch) -> None:
+    objects: list[dict[str, Any]] = []
 
     def collect(value: object) -> None:
         if isinstance(value, dict):
-            if value and trialdiff.diff._flat(value):
-                flat.append(value)
+            objects.append(value)
             for child in value.values():
                 collect(child)
         elif isinstance(value, list):
             for child in value:
                 collect(child)
 
-    for record in real_records():
-        collect(record)
+    for record in real_records()[:300]:
+        collect(record.get("protocolSection", {}))
     rng = random.Random(7)
-    for _ in range(400):
-        before = rng.choice(flat)
-        after = dict(rng.choice(flat) if rng.random() < 0.3 else before)
-        for key in list(after):
-            roll = rng.random()
-            if roll < 0.2:
-                del after[key]
-            elif roll < 0.4:  # type changes DeepDiff reports although 1 == 1.0 == True
-                after[key] = rng.choice([1, 1.0, True, 0, False, "x", str(after[key])])
-        if rng.random() < 0.3:
-            after[f"new{rng.randint(0, 2)}"] = rng.choice([1, "y", 2.5])
-        fast = inner_edits(before, after)
-        flat_test = trialdiff.diff._flat
-        trialdiff.diff._flat = lambda value: False  # type: ignore[assignment]
-        try:
-            assert fast == inner_edits(before, after), (before, after)
-        finally:
-            trialdiff.diff._flat = flat_test
+    pairs = []
+    for _ in range(3000):
+        before = rng.choice(objects)
+        pairs.append((before, _mutated(before, rng, objects)))
+    fast = [inner_edits(before, after) for before, after in pairs]
+    answered = sum(trialdiff.diff._object_edits(b, a) is not None for b, a in pairs)
+    assert answered > 2000  # most real edits never need DeepDiff, and these say it
+    monkeypatch.setattr(trialdiff.diff, "_object_edits", lambda *args: None)
+    for (before, after), edits in zip(pairs, fast, strict=True):
+        assert edits == inner_edits(before, after), (before, after)

@@ -92,34 +92,55 @@ def _dotted(parts: list[Any]) -> str:
 _DIFF_DEEPER = 0.33
 
 
-def _flat(value: Any) -> bool:
-    """Tell whether a value is an object of scalars only (a date struct, a simple site)."""
-    return isinstance(value, dict) and not any(
-        isinstance(child, dict | list) or child is None for child in value.values()
-    )
+def _object_edits(before: dict[str, Any], after: dict[str, Any],
+                  at: str = "") -> list[dict[str, Any]] | None:
+    """Return DeepDiff's edits of two objects, without DeepDiff (~100x faster); None: ask it.
 
-
-def _flat_edits(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
-    """Return DeepDiff's edits of two objects of scalars, without DeepDiff (~100x faster)."""
+    It answers for objects whose moved parts are scalars and objects (a date struct, a site and
+    its geoPoint), and leaves to DeepDiff a list that moved or a null, which it reads its way.
+    """
     keys = before.keys() | after.keys()
     if len(keys) > 1 and len(before.keys() & after.keys()) / len(keys) < _DIFF_DEEPER:
-        return [{"at": "", "op": "changed", "old": before, "new": after}]
+        return [{"at": at, "op": "changed", "old": before, "new": after}]
     edits: list[dict[str, Any]] = []
     for key in keys:
+        here = f"{at}.{key}" if at else key
         if key not in after:
-            edits.append({"at": key, "op": "removed", "old": before[key]})
+            edits.append({"at": here, "op": "removed", "old": before[key]})
         elif key not in before:
-            edits.append({"at": key, "op": "added", "new": after[key]})
-        elif type(before[key]) is not type(after[key]) or before[key] != after[key]:
-            # DeepDiff counts a type change (1 to 1.0, 1 to true) as a change, and so does this.
-            edits.append({"at": key, "op": "changed", "old": before[key], "new": after[key]})
+            edits.append({"at": here, "op": "added", "new": after[key]})
+        else:
+            old, new = before[key], after[key]
+            if old is None or new is None:
+                if old is not new:
+                    return None
+            elif type(old) is not type(new):
+                # DeepDiff counts a type change (1 to 1.0, 1 to true) as a change, and so does this.
+                edits.append({"at": here, "op": "changed", "old": old, "new": new})
+            elif isinstance(old, dict):
+                inner = _object_edits(old, new, here)
+                if inner is None:
+                    return None
+                edits.extend(inner)
+            elif isinstance(old, list):
+                if _typed_json(old) != _typed_json(new):  # == takes 1 for 1.0 and true
+                    return None
+            elif old != new:
+                edits.append({"at": here, "op": "changed", "old": old, "new": new})
     return edits
+
+
+def _typed_json(value: Any) -> str:
+    """Return a value's JSON with sorted keys: equal texts are equal values of equal types."""
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def inner_edits(before: Any, after: Any) -> list[dict[str, Any]]:
     """Return what changed inside one value, as sorted {at, op, old, new} edits."""
-    if _flat(before) and _flat(after):
-        return sorted(_flat_edits(before, after), key=_edit_order)
+    if isinstance(before, dict) and isinstance(after, dict):
+        edits = _object_edits(before, after)
+        if edits is not None:
+            return sorted(edits, key=_edit_order)
     # Imported here: most runs change nothing, and DeepDiff takes a tenth of a second to load.
     from deepdiff import DeepDiff
     from deepdiff.helper import NotPresent
