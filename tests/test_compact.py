@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import shutil
 import signal
@@ -20,9 +21,10 @@ from test_reliability import ENV, lock_holder, run
 from test_storage import RECORDS, clones, write_day
 
 import trialdiff
-from trialdiff import codec
+from trialdiff import codec, compact
 from trialdiff.compact import PROGRESS
-from trialdiff.query import ChangeFilter, query_changes
+from trialdiff.query import ChangeFilter, query_changes, transaction
+from trialdiff.schema import open_db
 
 BLOBS = ("select nct_id, record, base from records order by nct_id",
          "select id, old, new from changes order by id",
@@ -109,6 +111,79 @@ def test_compacting_keeps_what_reads_back_and_shrinks_the_file(db: str) -> None:
     assert stored_bytes(db) < 0.85 * stored_before
     assert done.bytes_after == Path(db).stat().st_size < done.bytes_before
     assert not Path(db + "-wal").exists() or Path(db + "-wal").stat().st_size == 0
+
+
+def _records_leaves(db: str) -> tuple[int, int, int]:
+    """Return the records table's leaf pages: how many, their bytes and their unused bytes."""
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("select count(*), sum(pgsize), sum(unused) from dbstat "
+                            "where name = 'records' and pagetype = 'leaf'").fetchone()
+    finally:
+        conn.close()
+
+
+def _next_fit_pages(sizes: list[int], room: int) -> int:
+    """Return the pages rows of these sizes fill when each page is filled in order."""
+    pages, used = 0, room
+    for size in sizes:
+        if used + size > room:
+            pages, used = pages + 1, 0
+        used += size
+    return pages
+
+
+def test_packing_fills_the_records_pages_as_sqlite_lays_them_out(tmp_path: Path) -> None:
+    # Records of a real registry's sizes (zstd keeps 1-6 KB of a record; a few spill past a
+    # page): in arrival order a 4 KB page holds one and leaves the rest empty.
+    path = str(tmp_path / "sizes.db")
+    trialdiff.open(path).close()
+    rng = random.Random(3)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executemany(
+        "insert into records (nct_id, observed_at, record, base) values (?, ?, ?, ?)",
+        [(f"NCT{number:08d}", "2026-05-11T00:00:00.000Z",
+          rng.randbytes(rng.choice([rng.randint(200, 1500), rng.randint(1500, 6000)])),
+          rng.randbytes(rng.randint(1000, 3000)) if number % 5 == 0 else None)
+         for number in range(600)])
+    conn.execute("vacuum")
+    stored = conn.execute("select nct_id, record, base from records order by nct_id").fetchall()
+    conn.close()
+    _, leaf_bytes, unused = _records_leaves(path)
+    assert unused > 0.2 * leaf_bytes
+    db = open_db(path)
+    with transaction(db):
+        compact._pack_records(db)
+    db.execute("vacuum")
+    db.close()
+    pages, leaf_bytes, unused = _records_leaves(path)
+    assert unused < 0.02 * leaf_bytes
+    conn = sqlite3.connect(path)
+    assert conn.execute("select nct_id, record, base from records order by nct_id").fetchall() \
+        == stored
+    # The size model is SQLite's file format, rounded up by at most the rowid's bytes: the
+    # cells and their pointers on the leaves are what it says, to a few bytes a row.
+    columns = [row[1] for row in conn.execute("pragma table_info(records)")]
+    measured = ", ".join(f"typeof({c}), length(cast({c} as blob))" for c in columns)
+    rows = [list(zip(row[::2], row[1::2], strict=True))
+            for row in conn.execute(f"select {measured} from records")]
+    (page_size,) = conn.execute("pragma page_size").fetchone()
+    conn.close()
+    modelled = sum(compact._cell_bytes(row, page_size) for row in rows)
+    used = leaf_bytes - 8 * pages - unused
+    assert used <= modelled <= used + 4 * len(rows)
+
+
+def test_the_packed_order_fills_pages_as_best_fit_decreasing_does() -> None:
+    rng = random.Random(5)
+    room = 4088
+    for _ in range(20):
+        sizes = [rng.choice([rng.randint(40, 900), rng.randint(900, 4000)]) for _ in range(500)]
+        order = compact._packed_order([(size, rowid) for rowid, size in enumerate(sizes)], room)
+        assert sorted(order) == list(range(len(sizes)))
+        packed = _next_fit_pages([sizes[rowid] for rowid in order], room)
+        bound = -(-sum(sizes) // room)
+        assert packed <= 11 / 9 * bound + 1 < _next_fit_pages(sizes, room)
 
 
 def test_a_second_compaction_rewrites_nothing(db: str) -> None:

@@ -1,15 +1,19 @@
-"""Make a database smaller: compress every stored blob again, harder, then VACUUM.
+"""Make a database smaller: compress every stored blob again, harder, pack, then VACUUM.
 
 A run compresses for speed (codec.py). Compacting compresses each record, each first record,
 each long change value and each snapshot delta again at `codec.COMPACT_LEVEL`, on every core,
-and keeps the new blob only when it is smaller; VACUUM then rewrites the file without the
-pages that freed. Everything reads back the same, byte for byte: only the compression moves.
-Rows are rewritten `batch_size` to a commit, so a killed compaction leaves a sound database
-and a rerun finishes the work (a blob compacted already does not shrink again, so it stays).
+and keeps the new blob only when it is smaller. Then it packs the records: a record is ~3 KB,
+so a page filled in arrival order holds one and leaves a quarter of itself empty; the rows are
+renumbered so that VACUUM, which copies a table in rowid order, fills each page with records
+that fit it together. Everything reads back the same, byte for byte: only the bytes' places
+move. Rows are rewritten `batch_size` to a commit, so a killed compaction leaves a sound
+database and a rerun finishes the work (a blob compacted already does not shrink again); the
+packing is one transaction.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -98,6 +102,7 @@ def compact(db: sqlite_utils.Database, batch_size: int = 200,
             rewritten[table] = _compact_table(db, pool, compactor, table, key, columns, read,
                                               start, batch_size)
     with transaction(db):
+        _pack_records(db)
         db.execute("delete from meta where key = ?", [PROGRESS])
     db.execute("vacuum")
     db.execute("pragma wal_checkpoint(truncate)")  # else the WAL keeps the rewritten pages
@@ -130,3 +135,77 @@ def _compact_table(db: sqlite_utils.Database, pool: ThreadPoolExecutor,
                        [PROGRESS, json.dumps([table, rows[-1][0]])])
         rewritten += len(smaller)
     return rewritten
+
+
+def _varint_bytes(value: int) -> int:
+    """Return how many bytes SQLite's varint of a non-negative number takes."""
+    return next((n for n in range(1, 9) if value < 1 << (7 * n)), 9)
+
+
+def _cell_bytes(cells: Sequence[Any], usable: int) -> int:
+    """Return the bytes a table row takes on its leaf page, its pointer included (≥ exact).
+
+    `cells` are the row's values as (SQLite type, byte length). The format is SQLite's file
+    format (sqlite.org/fileformat2.html): a record header of serial types, the data, then the
+    cell's payload size and rowid; a payload past `max_local` keeps only part on the page.
+    """
+    serial, data = [], 0
+    for kind, length in cells:
+        if kind in ("text", "blob"):
+            serial.append(length * 2 + (12 if kind == "blob" else 13))
+            data += length
+        else:  # NULL, or a number: at most 8 bytes
+            serial.append(0 if kind == "null" else 7)
+            data += 0 if kind == "null" else 8
+    header = sum(map(_varint_bytes, serial))
+    header += _varint_bytes(header + 1)
+    payload = header + data
+    max_local, min_local = usable - 35, (usable - 12) * 32 // 255 - 23
+    local = payload
+    if payload > max_local:  # the rest goes to overflow pages, which are full but the last
+        local = min_local + (payload - min_local) % (usable - 4)
+        local = (local if local <= max_local else min_local) + 4  # + the first overflow page
+    return 2 + _varint_bytes(payload) + 4 + local  # pointer, size, rowid (a 4-byte bound)
+
+
+def _packed_order(cells: Sequence[tuple[int, int]], room: int) -> list[int]:
+    """Return row ids in an order whose every run fits one page: best fit decreasing.
+
+    Pages filled in that order (as VACUUM fills them) take no more pages than the runs: a page
+    that starts at or before a run's first row reaches at least to its last.
+    """
+    runs: list[list[int]] = []
+    free: dict[int, list[int]] = {}  # runs by the bytes they have left
+    rooms: list[int] = []  # those numbers of bytes, sorted
+    for size, rowid in sorted(cells, reverse=True):
+        at = bisect.bisect_left(rooms, size)
+        if at < len(rooms):  # the fullest run that still takes it
+            left = rooms[at]
+            run = free[left].pop()
+            if not free[left]:
+                del free[left], rooms[at]
+        else:
+            run, left = len(runs), room
+            runs.append([])
+        runs[run].append(rowid)
+        if left - size not in free:
+            free[left - size] = []
+            bisect.insort(rooms, left - size)
+        free[left - size].append(run)
+    return [rowid for run in runs for rowid in run]
+
+
+def _pack_records(db: sqlite_utils.Database) -> None:
+    """Renumber the records so that pages filled in rowid order (VACUUM's) are full."""
+    (page_size,) = db.execute("pragma page_size").fetchone()
+    usable = page_size - 8  # a leaf page's header
+    columns = list(db["records"].columns_dict)
+    measured = ", ".join(f"typeof({c}), length(cast({c} as blob))" for c in columns)
+    cells = []
+    for row in db.execute(f"select rowid, {measured} from records"):
+        values = list(zip(row[1::2], row[2::2], strict=True))
+        cells.append((_cell_bytes(values, page_size), row[0]))
+    order = _packed_order(cells, usable)
+    db.execute("update records set rowid = -rowid")  # out of the way of 1..n
+    db.conn.executemany("update records set rowid = ? where rowid = ?",
+                        [(number, -rowid) for number, rowid in enumerate(order, start=1)])
