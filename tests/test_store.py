@@ -365,9 +365,17 @@ def test_the_byte_gate_needs_no_parse_and_says_when_it_cannot_tell() -> None:
         orjson.dumps({"derivedSection": derived, **rest}),  # the first key
         orjson.dumps({**rest, "derivedSection": derived}),  # the last key
         orjson.dumps({**rest, "derivedSection": derived, "x": {"a": 1, "b": 2}}),  # `,"` in x
-        orjson.dumps({**record, "x": {"derivedSection": 1}}),  # twice
+        orjson.dumps({**record, "x": {"derivedSection": 1}}),  # again, after the part
+        orjson.dumps({**rest, "derivedSection": {**derived, "derivedSection": {"a": [1]}},
+                      "hasResults": False}),  # nested in the part itself
     ]
     assert [byte_gate(raw) for raw in unsure] == [None] * len(unsure)
+    # Nested before the part, the key is data like any other: the gate holds it.
+    earlier = {"protocolSection": {"derivedSection": {"a": 1}}, "derivedSection": derived,
+               "hasResults": False}
+    moved = {**earlier, "protocolSection": {"derivedSection": {"a": 2}}}
+    gates = [byte_gate(orjson.dumps(r)) for r in (earlier, moved)]
+    assert None not in gates and gates[0] != gates[1]
 
 
 def test_ndjson_days_with_only_a_new_data_release_store_nothing(

@@ -75,15 +75,18 @@ def byte_gate(raw: bytes, registry: Registry = DEFAULT) -> str | None:
 
     It holds for compact JSON whose one volatile part sits between two top-level keys, as in
     every CT.gov record (`...},"derivedSection":{...},"hasResults":false}`): the part's value
-    is parsed alone (3% of a record) to be sure the cut is exactly that value.
+    is parsed alone (3% of a record) to be sure the cut is exactly that value. The key is
+    sought from the end, where the part is (a search from the start read the whole record: a
+    fifth of the gate's time). A key of that name nested deeper would start a cut that closes
+    more objects than it opens, which does not parse; one nested earlier is hashed as the rest.
     """
     if len(registry.volatile) != 1:
         return None
     whole = memoryview(raw)  # slices of a view parse and hash without copying the record
     token = orjson.dumps(registry.volatile[0]) + b":"
-    start = raw.find(token)
+    start = raw.rfind(token)
     end = raw.rfind(b',"')
-    if start < 1 or end <= start or raw[start - 1] != 0x2C or raw.find(token, start + 1) != -1:
+    if start < 1 or end <= start or raw[start - 1] != 0x2C:
         return None  # 0x2C: a comma, so the part is not the record's first key
     try:
         orjson.loads(whole[start + len(token):end])
