@@ -142,15 +142,15 @@ def _varint_bytes(value: int) -> int:
     return next((n for n in range(1, 9) if value < 1 << (7 * n)), 9)
 
 
-def _cell_bytes(cells: Sequence[Any], usable: int) -> int:
+def _cell_bytes(values: Sequence[Any], page_size: int) -> int:
     """Return the bytes a table row takes on its leaf page, its pointer included (≥ exact).
 
-    `cells` are the row's values as (SQLite type, byte length). The format is SQLite's file
+    `values` are the row's values as (SQLite type, byte length). The format is SQLite's file
     format (sqlite.org/fileformat2.html): a record header of serial types, the data, then the
     cell's payload size and rowid; a payload past `max_local` keeps only part on the page.
     """
     serial, data = [], 0
-    for kind, length in cells:
+    for kind, length in values:
         if kind in ("text", "blob"):
             serial.append(length * 2 + (12 if kind == "blob" else 13))
             data += length
@@ -160,10 +160,10 @@ def _cell_bytes(cells: Sequence[Any], usable: int) -> int:
     header = sum(map(_varint_bytes, serial))
     header += _varint_bytes(header + 1)
     payload = header + data
-    max_local, min_local = usable - 35, (usable - 12) * 32 // 255 - 23
+    max_local, min_local = page_size - 35, (page_size - 12) * 32 // 255 - 23
     local = payload
     if payload > max_local:  # the rest goes to overflow pages, which are full but the last
-        local = min_local + (payload - min_local) % (usable - 4)
+        local = min_local + (payload - min_local) % (page_size - 4)
         local = (local if local <= max_local else min_local) + 4  # + the first overflow page
     return 2 + _varint_bytes(payload) + 4 + local  # pointer, size, rowid (a 4-byte bound)
 
@@ -198,14 +198,13 @@ def _packed_order(cells: Sequence[tuple[int, int]], room: int) -> list[int]:
 def _pack_records(db: sqlite_utils.Database) -> None:
     """Renumber the records so that pages filled in rowid order (VACUUM's) are full."""
     (page_size,) = db.execute("pragma page_size").fetchone()
-    usable = page_size - 8  # a leaf page's header
     columns = list(db["records"].columns_dict)
     measured = ", ".join(f"typeof({c}), length(cast({c} as blob))" for c in columns)
     cells = []
     for row in db.execute(f"select rowid, {measured} from records"):
         values = list(zip(row[1::2], row[2::2], strict=True))
         cells.append((_cell_bytes(values, page_size), row[0]))
-    order = _packed_order(cells, usable)
+    order = _packed_order(cells, page_size - 8)  # a leaf page's header takes 8 bytes
     db.execute("update records set rowid = -rowid")  # out of the way of 1..n
     db.conn.executemany("update records set rowid = ? where rowid = ?",
                         [(number, -rowid) for number, rowid in enumerate(order, start=1)])

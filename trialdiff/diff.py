@@ -132,7 +132,7 @@ def _object_edits(before: dict[str, Any], after: dict[str, Any],
 
 def _typed_json(value: Any) -> str:
     """Return a value's JSON with sorted keys: equal texts are equal values of equal types."""
-    return json.dumps(value, sort_keys=True, default=str)
+    return json.dumps(value, sort_keys=True)
 
 
 def inner_edits(before: Any, after: Any) -> list[dict[str, Any]]:
