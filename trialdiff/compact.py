@@ -207,4 +207,4 @@ def _pack_records(db: sqlite_utils.Database) -> None:
     order = _packed_order(cells, page_size - 8)  # a leaf page's header takes 8 bytes
     db.execute("update records set rowid = -rowid")  # out of the way of 1..n
     db.conn.executemany("update records set rowid = ? where rowid = ?",
-                        [(number, -rowid) for number, rowid in enumerate(order, start=1)])
+                        ((number, -rowid) for number, rowid in enumerate(order, start=1)))
