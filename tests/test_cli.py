@@ -259,3 +259,16 @@ def test_importing_a_folder_without_study_files_fails_it_by_name(
     assert err == (f"trialdiff: {tmp_path / 'empty'}: no study files here (.json, .ndjson, "
                    ".jsonl or .zip)\n")
     assert out == "import: 0 studies checked, 0 changed, 0 changes, 1 failed\n"
+
+
+def test_the_command_line_freezes_its_loaded_code_for_the_garbage_collector() -> None:
+    import subprocess
+    import sys
+
+    script = ("import gc, sys\nfrom trialdiff.cli import main\n"
+              "sys.argv = ['trialdiff', '--version']\n"
+              "try:\n    main()\nexcept SystemExit:\n    pass\n"
+              "print(gc.get_freeze_count())")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True)
+    assert int(done.stdout.split()[-1]) > 10_000  # the engine's objects, loaded before the run
