@@ -268,7 +268,9 @@ def test_the_command_line_freezes_its_loaded_code_for_the_garbage_collector() ->
     script = ("import gc, sys\nfrom trialdiff.cli import main\n"
               "sys.argv = ['trialdiff', '--version']\n"
               "try:\n    main()\nexcept SystemExit:\n    pass\n"
-              "print(gc.get_freeze_count())")
+              "print(gc.get_freeze_count(), gc.get_threshold()[0])")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           check=True)
-    assert int(done.stdout.split()[-1]) > 10_000  # the engine's objects, loaded before the run
+    frozen, young = map(int, done.stdout.split()[-2:])
+    assert frozen > 10_000  # the engine's objects, loaded before the run
+    assert young == 20_000
