@@ -1,8 +1,9 @@
 """The `trialdiff` command: thin commands that wire readers, writers and renderers together.
 
 Only this package prints. `read` holds the commands that only read the database, `write` those
-that write it. Heavy libraries are imported inside the commands that need them, so a read such
-as `trialdiff recent` starts fast.
+that write it. Heavy libraries (rich, httpx, Datasette, Apprise, DeepDiff) are imported inside
+the commands that need them, so a read such as `trialdiff recent` starts fast; the engine
+(`tracker`, sqlite-utils), which nearly every command opens, is loaded by `main` before it runs.
 """
 
 from __future__ import annotations
