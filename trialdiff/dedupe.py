@@ -30,7 +30,18 @@ class InputLedger:
         self.db = db
         db.execute(_LEDGER)
         db.execute("delete from temp.input_ledger")
-        self._first: str | None = None
+        # The statement that notes a first copy: the studies row as JSON (its columns are the
+        # schema's), and the record of a study whose record will be replaced (its gate differs).
+        row = ", ".join(f"'{c}', s.\"{c}\"" for c in db["studies"].columns_dict)
+        self._first = (
+            "insert into temp.input_ledger select :id, :label, :gate, 'saved', "
+            f"case when g.nct_id is null then null else json_object({row}) end, "
+            "g.last_seen_at, r.record, r.observed_at, "
+            "(select coalesce(max(id), 0) from snapshots where nct_id = :id), r.base "
+            "from (select :id as id) k left join studies s on s.nct_id = k.id "
+            "left join sightings g on g.nct_id = s.nct_id "
+            "left join records r on r.nct_id = k.id and s.raw_hash is not :gate "
+            "and g.nct_id is not null")
 
     def known(self, nct_id: str) -> tuple[str, str, str] | None:
         """Return (label, gate, state) of a study's earlier copy in this input, if any."""
@@ -42,23 +53,7 @@ class InputLedger:
     def first(self, nct_id: str, label: str, gate: str) -> None:
         """Note a study's first copy, before it is saved: enough to undo what saving does."""
         # One statement, so the record's bytes are copied inside SQLite, not through Python.
-        self.db.execute(self._first_sql(), {"id": nct_id, "label": label, "gate": gate})
-
-    def _first_sql(self) -> str:
-        """Return the statement that notes a first copy (the studies columns are the schema's)."""
-        if self._first is None:
-            row = ", ".join(f"'{c}', s.\"{c}\"" for c in self.db["studies"].columns_dict)
-            # A study whose record will be replaced (its stored gate differs) keeps that record.
-            self._first = (
-                "insert into temp.input_ledger select :id, :label, :gate, 'saved', "
-                f"case when g.nct_id is null then null else json_object({row}) end, "
-                "g.last_seen_at, r.record, r.observed_at, "
-                "(select coalesce(max(id), 0) from snapshots where nct_id = :id), r.base "
-                "from (select :id as id) k left join studies s on s.nct_id = k.id "
-                "left join sightings g on g.nct_id = s.nct_id "
-                "left join records r on r.nct_id = k.id and s.raw_hash is not :gate "
-                "and g.nct_id is not null")
-        return self._first
+        self.db.execute(self._first, {"id": nct_id, "label": label, "gate": gate})
 
     def seen(self, nct_id: str, label: str, gate: str, last_seen: str) -> None:
         """Note a first copy that only moves the study's last sighting (its bytes unchanged)."""

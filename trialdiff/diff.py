@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .fields import FIELD_BY_PATH, LOCATION_PREFIX, order_key
-from .model import ChangeKind, FieldChange, Snapshot, parse_json
+from .model import ChangeKind, FieldChange, Snapshot, dump_json, parse_json
 from .normalize import neutral_json
 
 _REPORT_OPS = {
@@ -123,16 +123,11 @@ def _object_edits(before: dict[str, Any], after: dict[str, Any],
                     return None
                 edits.extend(inner)
             elif isinstance(old, list):
-                if _typed_json(old) != _typed_json(new):  # == takes 1 for 1.0 and true
+                if dump_json(old) != dump_json(new):  # == takes 1 for 1.0 and true
                     return None
             elif old != new:
                 edits.append({"at": here, "op": "changed", "old": old, "new": new})
     return edits
-
-
-def _typed_json(value: Any) -> str:
-    """Return a value's JSON with sorted keys: equal texts are equal values of equal types."""
-    return json.dumps(value, sort_keys=True)
 
 
 def inner_edits(before: Any, after: Any) -> list[dict[str, Any]]:

@@ -228,7 +228,7 @@ class Tracker:
         return counts
 
     def compact(self, sinks: Sequence[Sink] = ()) -> Compacted:
-        """Compress every stored record and long value again, harder, and VACUUM the file."""
+        """Compress every stored record and long value again, harder, pack, and VACUUM."""
         from .compact import compact
         from .query import require_database
 
