@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,14 @@ def sample_changes(nct_id: str, before: str, after: str) -> list[FieldChange]:
 def db_path(tmp_path: Path) -> str:
     """Return the path of a fresh database file."""
     return str(tmp_path / "trialdiff.db")
+
+
+def copy_db(source: str | Path, target: str | Path) -> None:
+    """Copy a database as SQLite does: the file alone misses what still sits in its WAL."""
+    reader, writer = sqlite3.connect(source), sqlite3.connect(target)
+    reader.backup(writer)
+    reader.close()
+    writer.close()
 
 
 def run(db: str, *args: str, obj: Mapping[str, Any] | None = None) -> tuple[int, str, str]:

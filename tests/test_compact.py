@@ -6,7 +6,6 @@ import hashlib
 import json
 import random
 import re
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from conftest import copy_db
 from test_reliability import ENV, lock_holder, run
 from test_storage import RECORDS, clones, write_day
 
@@ -51,7 +51,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def db(history: Path, tmp_path: Path) -> str:
     """Return a fresh copy of the two-day database."""
     copy = tmp_path / "copy.db"
-    shutil.copyfile(history, copy)
+    copy_db(history, copy)
     return str(copy)
 
 
@@ -270,13 +270,13 @@ def test_a_killed_compaction_leaves_a_sound_database_and_a_rerun_finishes(
 ) -> None:
     before = contents(db)
     reference = str(tmp_path / "reference.db")
-    shutil.copyfile(db, reference)
+    copy_db(db, reference)
     assert run(reference, "compact")[0] == 0
     compacted = blobs(reference)
     midway = 0
     for trial, delay in enumerate((0.0, 0.004, 0.012)):
         crashed = str(tmp_path / f"crashed{trial}.db")
-        shutil.copyfile(db, crashed)
+        copy_db(db, crashed)
         process = subprocess.Popen([sys.executable, "-m", "trialdiff", "--db", crashed,
                                     "compact"], env=ENV, stdout=subprocess.DEVNULL)
         # Killed once it has committed a batch, or a moment after: mid-compaction.

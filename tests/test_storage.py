@@ -4,6 +4,7 @@ schema 7's, 9's and 10's migrations."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import random
 import signal
@@ -16,8 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
+import xxhash
 import zstandard
-from conftest import real_records
+from conftest import copy_db, real_records
 from test_reliability import ENV, changes_of, run
 
 from trialdiff.codec import ZSTD_MAGIC, decompress, unpack_value
@@ -122,7 +125,7 @@ def test_a_v6_database_is_converted_in_place_and_a_killed_migration_resumes(
     assert run(v6, "import", "--at", "2026-05-11", str(day1))[0] == 0
     make_v6(v6)
     reference = str(tmp_path / "reference.db")
-    Path(reference).write_bytes(Path(v6).read_bytes())
+    copy_db(v6, reference)
     assert _import(reference, day2, "2026-05-12").wait() == 0
     expected = changes_of(reference)
     assert len(expected) == sum(a != b for a, b in zip(clones(224), clones(224, True),
@@ -130,7 +133,7 @@ def test_a_v6_database_is_converted_in_place_and_a_killed_migration_resumes(
     rng = random.Random(15)
     for trial in range(4):
         crashed = str(tmp_path / f"crashed{trial}.db")
-        Path(crashed).write_bytes(Path(v6).read_bytes())
+        copy_db(v6, crashed)
         process = _import(crashed, day2, "2026-05-12")
         time.sleep(rng.uniform(0.4, 1.6))
         process.send_signal(signal.SIGKILL)
@@ -202,7 +205,10 @@ def _killed_migrations(db: str, tmp_path: Path, seed: int) -> Iterator[str]:
     rng = random.Random(seed)
     for trial in range(3):
         crashed = str(tmp_path / f"crashed{trial}.db")
-        Path(crashed).write_bytes(Path(db).read_bytes())
+        copy_db(db, crashed)
+        assert sqlite3.connect(crashed).execute(
+            "select value from meta where key = 'schema_version'").fetchone()[0] != str(
+            SCHEMA_VERSION)
         process = _check(crashed)
         time.sleep(rng.uniform(0.2, 0.9))
         process.send_signal(signal.SIGKILL)
@@ -340,3 +346,66 @@ def test_no_read_of_one_study_or_snapshot_scans_every_change(
              and any("SCAN changes" in row[-1] for row in conn.execute(
                  "explain query plan " + sql).fetchall())}
     assert scans == set()
+
+
+def _gate_cut(line: bytes) -> tuple[bytes, bytes]:
+    """Return a compact record's bytes around its derivedSection value, as the gate cuts them."""
+    start, end = line.rfind(b'"derivedSection":'), line.rfind(b',"')
+    assert 0 < start < end and line[start - 1 : start] == b","
+    return line[:start], line[end:]
+
+
+def _gates(db: str) -> dict[str, str]:
+    """Return each study's stored gate."""
+    return dict(sqlite3.connect(db).execute("select nct_id, raw_hash from studies"))
+
+
+def test_a_v10_database_rehashes_its_gates_in_place_and_a_killed_migration_resumes(
+    tmp_path: Path,
+) -> None:
+    # Three kinds of input: the registry's compact JSON (the byte gate), pretty files (the gate
+    # of the record as stored), and compact JSON with non-ASCII escaped, whose bytes the
+    # stored record does not keep: the migration cannot find such a gate, and leaves it.
+    records = {r["protocolSection"]["identificationModule"]["nctId"]: r
+               for r in clones(240, edit=True)}
+    ids = sorted(records)
+    lines = {n: orjson.dumps(records[n]) for n in ids[:80]}
+    lines |= {n: json.dumps(records[n], separators=(",", ":")).encode() for n in ids[160:]}
+    pretty = {n: orjson.dumps(no_derived(records[n])) for n in ids[80:160]}  # as stored
+    day1 = write_day(tmp_path / "d1", clones(240))
+    day2 = write_day(tmp_path / "d2", [records[n] for n in pretty])
+    (day2 / "registry.ndjson").write_bytes(b"\n".join(lines.values()) + b"\n")
+    v10 = str(tmp_path / "v10.db")
+    assert run(v10, "import", "--at", "2026-05-11", str(day1))[0] == 0
+    assert run(v10, "import", "--at", "2026-05-12", str(day2))[0] == 0
+    current = _gates(v10)
+    assert current == {  # the line end is no part of the gate
+        **{n: xxhash.xxh3_128_hexdigest(b"".join(_gate_cut(line))) for n, line in lines.items()},
+        **{n: xxhash.xxh3_128_hexdigest(stored) for n, stored in pretty.items()},
+    }
+    # Schema 10's gates: blake2b of the same bytes, an NDJSON line's end included.
+    old = {n: hashlib.blake2b(b"".join(_gate_cut(line)) + b"\n", digest_size=16).hexdigest()
+           for n, line in lines.items()}
+    old |= {n: hashlib.blake2b(stored, digest_size=16).hexdigest()
+            for n, stored in pretty.items()}
+    conn = sqlite3.connect(v10)
+    conn.executemany("update studies set raw_hash = ? where nct_id = ?",
+                     [(gate, n) for n, gate in old.items()])
+    conn.execute("update meta set value = '10' where key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    unfound = {n for n, line in lines.items() if line != orjson.dumps(records[n])}
+    assert 10 < len(unfound) < 80  # real records: many hold non-ASCII text
+    for crashed in _killed_migrations(v10, tmp_path, seed=11):
+        gates = _gates(crashed)
+        assert {n for n in ids if gates[n] != current[n]} == unfound
+        assert all(gates[n] == old[n] for n in unfound)
+        stored_at = dict(sqlite3.connect(crashed).execute(
+            "select nct_id, observed_at from records"))
+        # The next day's same records: all unchanged; only a left gate's study takes the full
+        # path (its record is stored again), and then holds the gate a fresh import gives.
+        code, out, _ = run(crashed, "import", "--at", "2026-05-13", str(day2))
+        assert code == 0 and "0 changed, 0 changes" in out
+        assert _gates(crashed) == current
+        after = dict(sqlite3.connect(crashed).execute("select nct_id, observed_at from records"))
+        assert {n for n in ids if after[n] != stored_at[n]} == unfound

@@ -11,7 +11,6 @@ snapshot's delta does not repeat a long value one of its changes holds (`make_de
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -20,18 +19,18 @@ from typing import Any
 
 import orjson
 import sqlite_utils
+import xxhash
 
 from . import codec
 from .annotations import annotation_columns
 from .diff import diff_snapshots
 from .meaning import annotate
-from .model import FieldChange, Snapshot, content_hash, dump_json, fields_json, utc_timestamp
+from .model import FieldChange, Snapshot, content_hash, dump_json, fields_json
 from .normalize import SiteMemo, extract_fields
 from .query import (
     SHARED,
     apply_delta,
     baseline_record,
-    keyed_batches,
     study_fields,
     transaction,
 )
@@ -67,7 +66,23 @@ def gate_hash(study: Mapping[str, Any], raw: bytes | None = None,
     gate = byte_gate(raw, registry) if raw is not None else None
     if gate is not None:
         return gate
-    return hashlib.blake2b(raw_json(stable_part(study, registry)), digest_size=16).hexdigest()
+    return gate_digest(raw_json(stable_part(study, registry)))
+
+
+def gate_digest(*parts: bytes | memoryview) -> str:
+    """Return the gate's hash of some bytes, taken in order: XXH3, 128 bits, in hex.
+
+    A gate only says whether a study's record moved since the same study's last one, so it
+    needs no resistance to a forger, only speed: a daily run hashes the whole registry
+    (~16 GB), which XXH3 does in a tenth of blake2b's time (benchmarks/RESULTS.md).
+    """
+    digest = xxhash.xxh3_128()
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()
+
+
+_LINE_END = b" \t\r\n"  # after a record: not part of it, so not hashed
 
 
 def byte_gate(raw: bytes, registry: Registry = DEFAULT) -> str | None:
@@ -79,6 +94,7 @@ def byte_gate(raw: bytes, registry: Registry = DEFAULT) -> str | None:
     sought from the end, where the part is (a search from the start read the whole record: a
     fifth of the gate's time). A key of that name nested deeper would start a cut that closes
     more objects than it opens, which does not parse; one nested earlier is hashed as the rest.
+    The bytes after the record (an NDJSON line's end, LF or CRLF) are not hashed.
     """
     if len(registry.volatile) != 1:
         return None
@@ -92,9 +108,10 @@ def byte_gate(raw: bytes, registry: Registry = DEFAULT) -> str | None:
         orjson.loads(whole[start + len(token):end])
     except orjson.JSONDecodeError:
         return None  # the last comma is inside the part: it is not followed by another key
-    digest = hashlib.blake2b(whole[:start], digest_size=16)
-    digest.update(whole[end:])
-    return digest.hexdigest()
+    stop = len(raw)
+    while raw[stop - 1] in _LINE_END:
+        stop -= 1
+    return gate_digest(whole[:start], whole[end:stop])
 
 
 def pack_delta(conn: Any, delta: Mapping[str, str]) -> bytes:
@@ -295,88 +312,3 @@ def with_dictionary(
         with transaction(db):  # its own commit: rows compressed with it may roll back
             codec.train(db, samples, observed_at)
     return itertools.chain(head, stream)
-
-
-def recompress_records(db: sqlite_utils.Database, batch_size: int = 500) -> None:
-    """Add `records.base`, and recompress zlib records with zstd (a schema migration's step).
-
-    Records of studies that never changed are their lazy baselines, so each row is
-    recompressed as it is (no `base`). A dictionary is trained first on up to 300 of the
-    records, in its own commit; then rows are converted `batch_size` to a commit, so a killed
-    migration resumes where it stopped. The file shrinks after `VACUUM`.
-    """
-    if not db["records"].exists():
-        return
-    if "base" not in db["records"].columns_dict:
-        db.execute("alter table records add column base BLOB")
-    if codec.current_dictionary(db) is None:
-        (count,) = db.execute("select count(*) from records").fetchone()
-        step = max(1, count // codec.MAX_SAMPLES)
-        samples = [codec.decompress(db, blob) for (blob,) in db.execute(
-            f"select coalesce(base, record) from records where rowid % {step} = 0 "
-            f"limit {codec.MAX_SAMPLES}")]
-        with transaction(db):
-            codec.train(db, samples, utc_timestamp())
-    while True:
-        rows = db.execute("select nct_id, record from records where "
-                          "substr(record, 1, 4) != x'28b52ffd' limit ?", [batch_size]).fetchall()
-        if not rows:
-            break
-        with transaction(db):
-            for nct_id, blob in rows:
-                db.execute("update records set record = ? where nct_id = ?",
-                           [codec.compress(db, codec.decompress(db, blob)), nct_id])
-
-
-def compress_history(db: sqlite_utils.Database, batch_size: int = 500) -> None:
-    """Compress long change values, and zlib snapshot deltas, with the dictionary (a migration).
-
-    Rows are converted `batch_size` to a commit, in id order, so a killed migration resumes
-    where it stopped; a converted row is never converted twice. The file shrinks after VACUUM.
-    """
-    long_text = f"(typeof({{0}}) = 'text' and length({{0}}) > {codec.VALUE_INLINE})"
-    steps = (
-        ("changes", f"{long_text.format('old')} or {long_text.format('new')}", ("old", "new"),
-         lambda cell: codec.pack_value(db, cell)),
-        ("snapshots", "delta is not null and substr(delta, 1, 4) != x'28b52ffd'", ("delta",),
-         lambda cell: codec.compress(db, codec.decompress(db, cell) if isinstance(cell, bytes)
-                                     else cell.encode("utf-8"), history=True)),
-    )
-    for table, where, columns, convert in steps:
-        for rows in keyed_batches(db, table, "id", columns, where, batch_size):
-            with transaction(db):
-                for row_id, *cells in rows:
-                    db.execute(f"update {table} set {', '.join(f'{c} = ?' for c in columns)} "
-                               "where id = ?", [*map(convert, cells), row_id])
-
-
-def share_long_values(db: sqlite_utils.Database, batch_size: int = 500) -> None:
-    """Keep each long value a snapshot delta repeats of its changes only once (a migration).
-
-    Snapshots are converted in id order, `batch_size` to a commit, so a killed migration
-    resumes where it stopped; a converted delta has nothing left to share. The file shrinks
-    after VACUUM.
-    """
-    for rows in keyed_batches(db, "snapshots", "id", ("nct_id", "delta"), "delta is not null",
-                              batch_size):
-        with transaction(db):
-            for snapshot_id, nct_id, delta in rows:
-                # By study first: `changes` is indexed by study, not by snapshot.
-                long = db.execute("select path, new from changes where nct_id = ? and "
-                                  "snapshot_id = ? and typeof(new) = 'blob'",
-                                  [nct_id, snapshot_id]).fetchall()
-                if not long:
-                    continue
-                values = json.loads(codec.decompress(db, delta))
-                shared = set(values.pop(SHARED, ()))
-                moved = {path for path, cell in long if path in values
-                         and dump_json(values[path]) == codec.unpack_value(db, cell)}
-                if not moved:  # converted already (a resumed run), or nothing repeated
-                    continue
-                shared |= moved
-                texts = {path: dump_json(value) for path, value in values.items()
-                         if path not in moved}
-                if shared:
-                    texts[SHARED] = dump_json(sorted(shared))
-                db.execute("update snapshots set delta = ? where id = ?",
-                           [pack_delta(db, texts), snapshot_id])

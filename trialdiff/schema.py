@@ -298,7 +298,7 @@ def _v5_to_v6(db: sqlite_utils.Database) -> None:
 
 def _v6_to_v7(db: sqlite_utils.Database) -> None:
     """Keep each study's first record as `base`, and recompress zlib records with zstd."""
-    from .records import recompress_records  # zstandard is loaded only by steps that compress
+    from .upgrades import recompress_records  # zstandard is loaded only by steps that compress
 
     create_table(db, next(t for t in SCHEMA if t.name == "dictionaries"))
     recompress_records(db)
@@ -323,18 +323,14 @@ def _v7_to_v8(db: sqlite_utils.Database, batch_size: int = 200) -> None:
                 rekey_study(db, nct_id)
 
 
-def _v8_to_v9(db: sqlite_utils.Database) -> None:
-    """Compress long change values and snapshot deltas with the records' dictionary."""
-    from .records import compress_history  # zstandard is loaded only by steps that compress
+def _data_step(name: str) -> Callable[[sqlite_utils.Database], None]:
+    """Return a step of upgrades.py that converts stored rows, imported when it runs."""
+    def step(db: sqlite_utils.Database) -> None:
+        from . import upgrades  # zstandard and xxhash are loaded only by steps that need them
 
-    compress_history(db)
+        getattr(upgrades, name)(db)
 
-
-def _v9_to_v10(db: sqlite_utils.Database) -> None:
-    """Keep a long value that a snapshot delta and its change both held only once."""
-    from .records import share_long_values
-
-    share_long_values(db)
+    return step
 
 
 # Upgrades from each older schema version; each function takes the database one version up.
@@ -342,7 +338,10 @@ MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7,
     # Re-keying paths rewrites history with the current code, so the steps after it take
     # rows already in the current form as well as older ones.
-    7: _v7_to_v8, 8: _v8_to_v9, 9: _v9_to_v10,
+    7: _v7_to_v8,
+    8: _data_step("compress_history"),  # long change values and deltas with the dictionary
+    9: _data_step("share_long_values"),  # a value a delta and its change both held, once
+    10: _data_step("rehash_gates"),  # the gates: XXH3 instead of blake2b
 }
 
 
