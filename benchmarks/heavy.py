@@ -5,7 +5,8 @@ Day 0 bootstraps N studies; day 1 is a typical day (0.5% edited), days 2 and 3 a
 moved to Markdown). Every day every record is re-stamped (versionHolder). Each day:
 `trialdiff import` as a process IMPORT_RUNS times from the same state (into the database and
 into copies of it; the fastest time and the highest peak RSS count, and all must store the same
-changes), the floor (parse+hash every record) before and after each, the fastest counting, the
+changes), the floor (parse every record, hash it with XXH3) before and after each, the fastest
+counting, and beside each the floor with blake2b (the earlier runs' floor, for comparison), the
 database's size, and git scraping of the same N studies (add, commit, gc --aggressive). Then
 `trialdiff compact` runs on a copy of the day's database, git's `gc --aggressive` counterpart:
 its time, peak RSS and the size it leaves (the next day imports into the uncompacted file).
@@ -105,9 +106,11 @@ def main() -> None:
             db_bytes(db)  # checkpoints the WAL, so the file alone is the state
             for twin in twins:
                 shutil.copyfile(db, twin)
-        floors, runs = [], []
+        floors, runs, blake2b_floors = [], [], []
         for n, path in enumerate((db, *twins)):
             floors.append(run_measured([*floor, str(folder)]))
+            # The floor of the runs before the gate's hash was XXH3, for comparison with them.
+            blake2b_floors.append(run_measured([*floor, "--hash", "blake2b", str(folder)]))
             runs.append(run_measured([*trialdiff_argv(), "--db", str(path), "import", "--at",
                                       at, str(folder)],
                                      stdout=work / "logs" / f"import-{day:02d}-{n}.out"))
@@ -127,6 +130,7 @@ def main() -> None:
         row = {"day": day, "scenario": SCHEDULE[day - 1][0] if day else "bootstrap",
                "edited": len(manifest["edited"]), "input_bytes": manifest["bytes"],
                "floor_seconds": min(m.seconds for m in floors),
+               "blake2b_floor_seconds": min(m.seconds for m in blake2b_floors),
                "import": {**imported.as_dict(),
                           "peak_rss_mb": max(m.peak_rss_mb for m in runs)},
                "import_seconds_each": [round(m.seconds, 3) for m in runs],
@@ -134,6 +138,7 @@ def main() -> None:
                "compact": {**compaction.as_dict(), "db_bytes": db_bytes(compacted)},
                "git_packed_bytes": g["packed_bytes"], "git_gc_seconds": g["gc"]["seconds"]}
         row["ratio"] = round(imported.seconds / row["floor_seconds"], 3)
+        row["blake2b_ratio"] = round(imported.seconds / row["blake2b_floor_seconds"], 3)
         for leftover in work.glob("compacted.db*"):
             leftover.unlink()
         days.append(row)
@@ -226,13 +231,15 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {t['target']} | {t['goal']} | {t['shown']} | {t['value']} | "
                      f"{'yes' if t['pass'] else 'no'} |")
     lines += ["", "| day | scenario | edited | floor s | import s (each run) | import/floor "
-              "| peak RSS MB | DB MB | compacted MB (s, RSS MB) | .git MB (gc --aggressive) |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| blake2b floor s (import/it) | peak RSS MB | DB MB | compacted MB (s, RSS MB) "
+              "| .git MB (gc --aggressive) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for d in result["days"]:
         both = ", ".join(f"{s:.2f}" for s in d["import_seconds_each"])
         lines.append(f"| {d['day']} | {d['scenario']} | {d['edited']:,} | "
                      f"{d['floor_seconds']:.2f} | {d['import']['seconds']:.2f} ({both}) | "
-                     f"{d['ratio']:.2f} | {d['import']['peak_rss_mb']:.0f} | "
+                     f"{d['ratio']:.2f} | {d['blake2b_floor_seconds']:.2f} "
+                     f"({d['blake2b_ratio']:.2f}) | {d['import']['peak_rss_mb']:.0f} | "
                      f"{d['db_bytes'] / 1e6:.2f} | {d['compact']['db_bytes'] / 1e6:.2f} "
                      f"({d['compact']['seconds']:.1f}, {d['compact']['peak_rss_mb']:.0f}) | "
                      f"{d['git_packed_bytes'] / 1e6:.2f} |")
