@@ -314,7 +314,8 @@ def notes(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
         "Input: each day is compact NDJSON shards (what the registry's bulk dump holds); the "
         "floor and `trialdiff import` read the same shards, just written (warm page cache).",
         "The floor is `contenders.py floor`: one process that reads every line, parses it with "
-        "orjson and hashes it with blake2b, nothing else.",
+        "orjson and hashes it with XXH3-128 (trialdiff's gate hash; blake2b in runs before "
+        "2026-12-02's sixth session), nothing else.",
         f"Naive DeepDiff: every pair of records is read, parsed and byte-compared in full; "
         f"`DeepDiff(old, new)` (default options) runs on a seeded sample of {args.deepdiff_sample}"
         " re-stamped pairs plus a fifth as many edited pairs, and its time is **extrapolated "
