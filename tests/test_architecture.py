@@ -21,7 +21,8 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(("sources", "fetch", "deadline", "history_api", "targets", "lock", "query",
                      "dedupe", "codec"), 3),
     **dict.fromkeys(("ingest", "store", "records", "schema", "annotations", "watch", "history",
-                     "sync", "notify", "check", "site", "lifecycle", "compact", "upgrades"), 4),
+                     "sync", "notify", "check", "site", "lifecycle", "compact", "upgrades",
+                     "ahead"), 4),
     "tracker": 5,
     **dict.fromkeys(("cli", "web", "__main__"), 6),
 }

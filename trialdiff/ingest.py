@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 
 import sqlite_utils
 
+from .ahead import EditsAhead, Prepared
 from .dedupe import InputLedger
 from .errors import InputError
 from .model import Failed, FieldChange, Observation, Outcome, content_hash
 from .normalize import extract_fields
-from .records import byte_gate, gate_hash, materialize, with_dictionary
+from .records import gate_hash, materialize, with_dictionary
 from .sources import SourceItem, parsed
 from .store import save_study, touch
 
@@ -70,13 +71,16 @@ def save_studies(
     run_id: int | None = None,
     batch_size: int = 500,
     emit: Callable[[Outcome], None] | None = None,
+    workers: int = 0,
 ) -> None:
     """Save one input's stream of records, committing every `batch_size`; emit what each did.
 
     A batch is one transaction, so a killed run loses at most the batch under way, and
     running it again redoes exactly that batch (a saved observation is not stored twice).
     The input observes each study once (see dedupe): a repeat is dropped, a conflict refused.
-    The alerts the changes raise (watch.py) are written in the same transaction.
+    The alerts the changes raise (watch.py) are written in the same transaction. With
+    `workers` (1), a day of many edits has them prepared ahead in a worker process
+    (ahead.py); the rows written are the same.
     """
     from .watch import AlertWriter
 
@@ -85,18 +89,18 @@ def save_studies(
             emit(outcome)
 
     pending = 0
-    items = with_dictionary(db, items, observed_at)
+    items = with_dictionary(db, items, observed_at)  # trains in its own commit, if it must
+    ahead = EditsAhead(db, observed_at, source, workers)
     ledger = InputLedger(db)
     db.execute("begin immediate")
     try:
         alerts = AlertWriter(db, run_id)
-        for item in items:
-            quick = byte_gate(item.raw) if item.raw is not None else None
+        for item, quick in ahead.read(items):
             observation = (_seen_unchanged(db, ledger, item, quick, observed_at)
                            if item.unparsed and quick else None)
             if observation is None:
                 outcome = _save_item(db, ledger, parsed(item), quick, observed_at, source,
-                                     run_id, totals)
+                                     run_id, totals, ahead.take(item))
                 if not isinstance(outcome, Observation):
                     if outcome is not None:
                         report(outcome)
@@ -120,10 +124,12 @@ def save_studies(
 def _save_item(
     db: sqlite_utils.Database, ledger: InputLedger, item: SourceItem, gate: str | None,
     observed_at: str, source: str, run_id: int | None, totals: RunTotals,
+    prepared: Prepared | None = None,
 ) -> Observation | Failed | None:
     """Save one parsed item: its observation, why it failed, or None for a dropped repeat.
 
-    `gate` is its byte gate if its bytes had one (else the gate of the record written anew).
+    `gate` is its byte gate if its bytes had one (else the gate of the record written anew);
+    `prepared` its edit if the worker prepared it (ahead.py).
     """
     if item.study is None or item.nct_id is None:
         totals.fail(item.label, item.error or "unreadable")
@@ -135,7 +141,7 @@ def _save_item(
     ledger.first(item.nct_id, item.label, gate)
     try:
         return save_study(db, item.nct_id, item.study, observed_at, source=source,
-                          run_id=run_id, gate=gate)
+                          run_id=run_id, gate=gate, prepared=prepared)
     except InputError as exc:  # raised before save_study writes anything it keeps
         ledger.failed(item.nct_id)
         totals.fail(item.label, str(exc))

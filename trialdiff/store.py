@@ -13,7 +13,7 @@ snapshot's delta). ingest.py saves an input's stream of records through these.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlite_utils
 
@@ -39,6 +39,9 @@ from .records import (
     save_record,
 )
 from .registry import DEFAULT
+
+if TYPE_CHECKING:
+    from .ahead import Prepared
 
 
 class _Stored(NamedTuple):
@@ -88,12 +91,13 @@ def save_study(
     run_id: int | None = None,
     raw: bytes | None = None,
     gate: str | None = None,
+    prepared: Prepared | None = None,
 ) -> Observation:
     """Record one observation of a study; store a snapshot and changes if its content moved.
 
     `raw` is the record's own bytes, if known (it makes the gate cheaper), `gate` the gate if
-    already computed. The caller holds the transaction, so a snapshot and its changes commit
-    together.
+    already computed, `prepared` its edit if prepared ahead (ahead.py). The caller holds the
+    transaction, so a snapshot and its changes commit together.
     """
     gate = gate or gate_hash(study, raw)
     stored = _lookup(db, nct_id)
@@ -108,10 +112,13 @@ def save_study(
         _save_baseline(db, nct_id, study, observed_at, source, run_id, gate)
         return Observation(nct_id, True, ())
     if stored.gateable:
-        record = db.execute("select record, base from records where nct_id = ?",
-                            [nct_id]).fetchone()
-        edit = prepare_edit(db, nct_id, study, record, stored.last_changed_at, observed_at,
-                            source)
+        record = tuple(db.execute("select record, base from records where nct_id = ?",
+                                  [nct_id]).fetchone())
+        edit = (prepared.edit_for(record, stored.last_changed_at, observed_at, source)
+                if prepared is not None else None)
+        if edit is None:  # not prepared ahead (ahead.py), or not from these very inputs
+            edit = prepare_edit(db, nct_id, study, record, stored.last_changed_at,
+                                observed_at, source)
         return _save_edit(db, nct_id, observed_at, source, run_id, gate, stored, edit)
     # Before save_record replaces the baseline's record; its fields then need no second read.
     baseline = materialize(db, nct_id)

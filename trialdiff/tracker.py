@@ -129,8 +129,13 @@ class Tracker:
     # Writing runs.
 
     def import_paths(self, paths: Iterable[str], at: str | None = None,
-                     sinks: Sequence[Sink] = ()) -> Run:
-        """Snapshot study records from files, folders and archives of dated folders."""
+                     sinks: Sequence[Sink] = (), workers: int = 0) -> Run:
+        """Snapshot study records from files, folders and archives of dated folders.
+
+        With `workers=1`, edits are prepared ahead in a worker process, spawned: a script that
+        asks for it must guard its top level with `if __name__ == "__main__":`, as
+        multiprocessing requires (the command line does, on a machine with a second core).
+        """
         from .ingest import save_studies
         from .model import LeftOut, observation_time
         from .sources import dated_folders, read_studies
@@ -157,7 +162,7 @@ class Tracker:
                 run.emit(note)
             for observed_at, batch in batches:
                 save_studies(run.db, read_studies(batch, parse=False), observed_at, run.totals,
-                             run_id=run.id, emit=run.emit)
+                             run_id=run.id, emit=run.emit, workers=workers)
         return self._last()
 
     def sync(self, ids: Iterable[str] = (), *, api: str = DEFAULT_API, source: str | None = None,

@@ -65,11 +65,14 @@ def import_command(
       trialdiff import snapshots/sample
       trialdiff import --at 2026-05-12T07:00:00Z ctg-studies.json.zip
     """
+    from ..ahead import default_workers
+
     printer = OutcomePrinter("import", summary=summary)
     opened = tracker(ctx, wait)
     delivery = AlertDelivery(opened.writer, False, **alert_settings)
     try:
-        run = opened.import_paths(paths, at, sinks=[printer, delivery])
+        run = opened.import_paths(paths, at, sinks=[printer, delivery],
+                                  workers=default_workers())
     except KeyboardInterrupt:
         _say_interrupted(ctx, printer, opened)
     if run.failed or delivery.failed:

@@ -1,0 +1,82 @@
+"""Edits prepared ahead in a worker process: the same rows as without it, on real records."""
+
+from __future__ import annotations
+
+import copy
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from conftest import copy_db, real_records
+
+import trialdiff
+from trialdiff import ahead
+
+RECORDS = [r for r in real_records() if "resultsSection" not in r]
+POSTED = next(r["resultsSection"] for r in real_records() if "resultsSection" in r)
+TABLES = ("studies", "sightings", "snapshots", "changes", "records", "alerts")
+
+
+def day(records: list[dict[str, Any]], folder: Path) -> Path:
+    """Write records as the registry's compact NDJSON; return the folder."""
+    folder.mkdir()
+    (folder / "day.ndjson").write_bytes(b"\n".join(map(orjson.dumps, records)) + b"\n")
+    return folder
+
+
+def edited(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return the next day: statuses moved, sites dropped, results posted, the rest re-stamped."""
+    out = copy.deepcopy(records)
+    for number, record in enumerate(out):
+        record["derivedSection"]["miscInfoModule"]["versionHolder"] = "2026-05-12"
+        protocol = record["protocolSection"]
+        if number % 3 == 0:
+            protocol["statusModule"]["overallStatus"] = "SUSPENDED"
+        if number % 5 == 0:
+            sites = protocol.get("contactsLocationsModule", {}).get("locations", [])
+            del sites[: len(sites) // 2]
+        if number % 11 == 0:
+            record["resultsSection"] = POSTED
+            record["hasResults"] = record.pop("hasResults", True) or True
+    return out
+
+
+def rows(db: str) -> dict[str, list[str]]:
+    """Return every row a run writes, table by table (ids included), in a stable order."""
+    conn = sqlite3.connect(db)
+    return {table: sorted(map(repr, conn.execute(f"select * from {table}")))
+            for table in TABLES}
+
+
+def test_a_worker_prepares_most_edits_and_the_rows_are_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = [copy.deepcopy(RECORDS[n % len(RECORDS)]) for n in range(1200)]
+    for number, record in enumerate(first):
+        record["protocolSection"]["identificationModule"]["nctId"] = f"NCT9{number:07d}"
+    db = str(tmp_path / "alone.db")
+    with trialdiff.open(db) as tracker:
+        tracker.import_paths([str(day(first, tmp_path / "d1"))], at="2026-05-11")
+    copy_db(db, str(tmp_path / "ahead.db"))
+    taken: list[bool] = []
+    take = ahead.EditsAhead.take
+
+    def counted(self: ahead.EditsAhead, item: Any) -> ahead.Prepared | None:
+        prepared = take(self, item)
+        taken.append(prepared is not None)
+        return prepared
+
+    monkeypatch.setattr(ahead.EditsAhead, "take", counted)
+    second = day(edited(first), tmp_path / "d2")
+    runs = {}
+    for name, workers in (("alone", 0), ("ahead", 1)):
+        with trialdiff.open(str(tmp_path / f"{name}.db")) as tracker:
+            runs[name] = tracker.import_paths([str(second)], at="2026-05-12", workers=workers)
+    alone, with_worker = runs["alone"], runs["ahead"]
+    assert (alone.checked, alone.changed, alone.changes, dict(alone.by_kind)) == (
+        with_worker.checked, with_worker.changed, with_worker.changes, dict(with_worker.by_kind))
+    assert with_worker.changed > 100 and with_worker.stored == alone.stored
+    assert rows(str(tmp_path / "alone.db")) == rows(str(tmp_path / "ahead.db"))
+    assert sum(taken) > 20  # the worker prepared edits: those taken from it
