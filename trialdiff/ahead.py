@@ -11,9 +11,10 @@ is used only for the very inputs it was prepared from (the record's line, the st
 the times); anything else is prepared again.
 
 The worker is spawned, not forked, so it holds none of the writer's open files (its database,
-its lock), once an input has had START_AFTER such records (a typical day never starts it); it
-gets a copy of the compression dictionaries, which are all `prepare_edit` reads, and it exits
-when the writer closes its pipe or dies.
+its lock), once the writer has met START_AFTER records that were not unchanged, and they are
+at least one in EDIT_SHARE of what it read (a typical day, 0.5%, never starts it, nor pays for
+looking ahead). It reads the compression dictionaries, which are all `prepare_edit` reads,
+from the database, read-only, and exits when the writer closes its pipe or dies.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
 WINDOW = 256  # records read ahead of the writer: a heavy day has ~25 edits in it
-START_AFTER = 8  # edits seen before the worker starts (starting it costs ~0.2 s of a core)
+START_AFTER = 8  # records the writer met changed before the worker starts (~0.2 s of a core)
+EDIT_SHARE = 50  # and at least one in this many of those it read: a heavy day, not a typical one
 PATIENCE = 30.0  # seconds the writer waits on an edit under way before it gives the worker up
 _SLOTS = 4096  # claims, a ring over dispatch numbers: more than a window can hold
 _FREE, _WORKER, _WRITER = 0, 1, 2
@@ -80,7 +82,8 @@ class EditsAhead:
         self.source = source
         self.workers = min(workers, 1)  # one worker: on 2 cores a second only contends
         self._offered: set[str] = set()
-        self._edits = 0
+        self._read = 0  # records handed to the writer
+        self._met = 0  # of them, those it took the full path for (take)
         self._next = 0
         # Edits seen ahead, by item label: not yet handed over, and handed over (by number).
         self._waiting: OrderedDict[str, tuple[SourceItem, str, tuple[bytes, bytes | None],
@@ -97,14 +100,17 @@ class EditsAhead:
             for item in items:
                 window.append((item, self._look(item)))
                 if len(window) > WINDOW:
+                    self._read += 1
                     yield window.popleft()
             while window:
+                self._read += 1
                 yield window.popleft()
         finally:
             self.close()
 
     def take(self, item: SourceItem) -> Prepared | None:
         """Return the item's edit if the worker prepares it; None: the writer prepares it."""
+        self._met += 1
         self._waiting.pop(item.label, None)  # not handed over yet: the writer's now
         self._hand_waiting()
         pending = self._pending.pop(item.label, None)
@@ -141,7 +147,7 @@ class EditsAhead:
         gate = byte_gate(item.raw) if item.raw is not None else None
         nct_id = item.nct_id
         if (not self.workers or gate is None or not item.unparsed or nct_id is None
-                or nct_id in self._offered):
+                or nct_id in self._offered or not self._busy()):
             return gate
         self._offered.add(nct_id)  # a repeat in the input is the writer's (dedupe.py)
         stored = self.db.execute("select raw_hash from studies where nct_id = ?",
@@ -155,12 +161,15 @@ class EditsAhead:
         # As store.save_study decides: a stored, gateable study whose gate moved, in order.
         if row is None or (row[1] or "markdown") != "markdown" or self.observed_at < row[0]:
             return gate
-        self._edits += 1
-        if self._edits > START_AFTER and self.workers > 0 and self._process is None:
+        if self._process is None:
             self._start()
         self._waiting[item.label] = (item, nct_id, (row[2], row[3]), row[0])
         self._hand_waiting()
         return gate
+
+    def _busy(self) -> bool:
+        """Tell whether the input edits enough records to pay for the worker (see above)."""
+        return self._met >= START_AFTER and self._met * EDIT_SHARE >= self._read
 
     def _hand_waiting(self) -> None:
         """Hand the waiting edits to the worker once it is ready (it starts in ~0.2 s)."""
@@ -186,7 +195,7 @@ class EditsAhead:
             pass
 
     def _start(self) -> None:
-        """Spawn the worker with a copy of the database's dictionaries."""
+        """Spawn the worker (it reads the dictionaries itself)."""
         import multiprocessing  # only a run with many edits pays for loading it
 
         context = multiprocessing.get_context("spawn")
