@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import copy
+import multiprocessing
+import os
+import signal
 import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +55,23 @@ def rows(db: str) -> dict[str, list[str]]:
             for table in TABLES}
 
 
-def test_a_worker_prepares_most_edits_and_the_rows_are_the_same(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def first_day(tmp_path: Path, names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Import 1,200 real records under new ids into a database per name; return them."""
     first = [copy.deepcopy(RECORDS[n % len(RECORDS)]) for n in range(1200)]
     for number, record in enumerate(first):
         record["protocolSection"]["identificationModule"]["nctId"] = f"NCT9{number:07d}"
-    db = str(tmp_path / "alone.db")
+    db = str(tmp_path / f"{names[0]}.db")
     with trialdiff.open(db) as tracker:
         tracker.import_paths([str(day(first, tmp_path / "d1"))], at="2026-05-11")
-    copy_db(db, str(tmp_path / "ahead.db"))
+    for name in names[1:]:
+        copy_db(db, str(tmp_path / f"{name}.db"))
+    return first
+
+
+def test_a_worker_prepares_most_edits_and_the_rows_are_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = first_day(tmp_path, ("alone", "ahead"))
     taken: list[bool] = []
     take = ahead.EditsAhead.take
 
@@ -80,3 +92,29 @@ def test_a_worker_prepares_most_edits_and_the_rows_are_the_same(
     assert with_worker.changed > 100 and with_worker.stored == alone.stored
     assert rows(str(tmp_path / "alone.db")) == rows(str(tmp_path / "ahead.db"))
     assert sum(taken) > 20  # the worker prepared edits: those taken from it
+
+
+def test_a_worker_killed_mid_run_leaves_the_writer_to_finish_the_same(tmp_path: Path) -> None:
+    first = first_day(tmp_path, ("alone", "killed"))
+    second = day(edited(first), tmp_path / "d2")
+    killed: list[int] = []
+
+    def kill_the_worker() -> None:  # as the out-of-memory killer would
+        deadline = time.monotonic() + 30
+        while not killed and time.monotonic() < deadline:
+            for child in multiprocessing.active_children():
+                if child.name == "trialdiff-edits" and child.pid is not None:
+                    time.sleep(0.3)  # once it has taken some edits
+                    os.kill(child.pid, signal.SIGKILL)
+                    killed.append(child.pid)
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=kill_the_worker)
+    watcher.start()
+    with trialdiff.open(str(tmp_path / "killed.db")) as tracker:
+        run = tracker.import_paths([str(second)], at="2026-05-12", workers=1)
+    watcher.join()
+    with trialdiff.open(str(tmp_path / "alone.db")) as tracker:
+        alone = tracker.import_paths([str(second)], at="2026-05-12")
+    assert killed and run.status == "ok" and run.changed == alone.changed > 100
+    assert rows(str(tmp_path / "alone.db")) == rows(str(tmp_path / "killed.db"))

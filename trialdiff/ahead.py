@@ -19,15 +19,18 @@ from the database, read-only, and exits when the writer closes its pipe or dies.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import pickle
+import signal
 import sqlite3
 import struct
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
@@ -255,13 +258,28 @@ def _widen(end: Connection) -> None:
 def _serve(tasks: Connection, answers: Connection, lock: Any, claims: Any, progress: Any,
            path: str) -> None:
     """Prepare the edits handed over, newest first, until the writer closes its pipe."""
-    source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    dictionaries = source.execute("select * from dictionaries").fetchall()
+    # Ctrl-C reaches the whole process group: the writer handles it, and closes the pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The writer gone, or the database unreadable: the writer does it all.
+    with contextlib.suppress(OSError, EOFError, sqlite3.Error):
+        _work(tasks, answers, lock, claims, progress, _dictionaries(path))
+
+
+def _dictionaries(path: str) -> sqlite_utils.Database:
+    """Return an in-memory database holding a database's dictionaries, read read-only."""
+    source = sqlite3.connect(Path(path).as_uri() + "?mode=ro", uri=True)
+    rows = source.execute("select * from dictionaries").fetchall()
     source.close()
     db = sqlite_utils.Database(memory=True)
     db.execute("create table dictionaries (id integer primary key, trained_at text, "
                "samples integer, dictionary blob)")
-    db.conn.executemany("insert into dictionaries values (?, ?, ?, ?)", dictionaries)
+    db.conn.executemany("insert into dictionaries values (?, ?, ?, ?)", rows)
+    return db
+
+
+def _work(tasks: Connection, answers: Connection, lock: Any, claims: Any, progress: Any,
+          db: sqlite_utils.Database) -> None:
+    """Take tasks as they come (a thread), and prepare them newest first."""
     gc.freeze()  # as the CLI does: the loaded code is not garbage
     gc.set_threshold(20_000, 10, 10)
     queue: deque[tuple[int, bytes]] = deque()

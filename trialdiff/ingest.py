@@ -119,6 +119,8 @@ def save_studies(
         if db.conn.in_transaction:
             db.execute("rollback")
         raise
+    finally:
+        ahead.close()
 
 
 def _save_item(
