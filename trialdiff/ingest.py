@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlite_utils
 
@@ -18,7 +19,7 @@ from .errors import InputError
 from .model import Failed, FieldChange, Observation, Outcome, content_hash
 from .normalize import extract_fields
 from .records import gate_hash, materialize, with_dictionary
-from .sources import SourceItem, parsed
+from .sources import LazyRecord, SourceItem, parsed
 from .store import save_study, touch
 
 
@@ -99,8 +100,8 @@ def save_studies(
             observation = (_seen_unchanged(db, ledger, item, quick, observed_at)
                            if item.unparsed and quick else None)
             if observation is None:
-                outcome = _save_item(db, ledger, parsed(item), quick, observed_at, source,
-                                     run_id, totals, ahead.take(item))
+                outcome = _save_item(db, ledger, item, quick, observed_at, source, run_id,
+                                     totals, ahead.take(item))
                 if not isinstance(outcome, Observation):
                     if outcome is not None:
                         report(outcome)
@@ -128,21 +129,29 @@ def _save_item(
     observed_at: str, source: str, run_id: int | None, totals: RunTotals,
     prepared: Prepared | None = None,
 ) -> Observation | Failed | None:
-    """Save one parsed item: its observation, why it failed, or None for a dropped repeat.
+    """Save one item: its observation, why it failed, or None for a dropped repeat.
 
     `gate` is its byte gate if its bytes had one (else the gate of the record written anew);
-    `prepared` its edit if the worker prepared it (ahead.py).
+    `prepared` its edit if the worker prepared it (ahead.py): the worker parsed its bytes as
+    this study, so they are parsed here only if something reads the record after all.
     """
-    if item.study is None or item.nct_id is None:
+    study: Mapping[str, Any] | None = item.study
+    if prepared is not None and prepared.edit is not None and item.unparsed:
+        assert item.raw is not None
+        study = LazyRecord(item.raw)
+    else:
+        item = parsed(item)
+        study = item.study
+    if study is None or item.nct_id is None:
         totals.fail(item.label, item.error or "unreadable")
         return Failed(item.label, item.error or "unreadable")
-    gate = gate or gate_hash(item.study)  # the bytes were tried already
+    gate = gate or gate_hash(study)  # the bytes were tried already
     earlier = ledger.known(item.nct_id)
     if earlier is not None:
-        return _repeat(db, ledger, item, gate, earlier, totals)
+        return _repeat(db, ledger, parsed(item), gate, earlier, totals)
     ledger.first(item.nct_id, item.label, gate)
     try:
-        return save_study(db, item.nct_id, item.study, observed_at, source=source,
+        return save_study(db, item.nct_id, study, observed_at, source=source,
                           run_id=run_id, gate=gate, prepared=prepared)
     except InputError as exc:  # raised before save_study writes anything it keeps
         ledger.failed(item.nct_id)

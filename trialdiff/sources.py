@@ -11,7 +11,7 @@ import json
 import os
 import re
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -50,6 +50,28 @@ class SourceItem:
     def unparsed(self) -> bool:
         """Tell whether the item holds only a record's bytes, not parsed yet (see `parsed`)."""
         return self.study is None and self.error is None and self.raw is not None
+
+
+class LazyRecord(Mapping[str, Any]):
+    """A record's bytes, parsed when first read: a writer that reads none of it never parses."""
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+        self._value: dict[str, Any] | None = None
+
+    def _record(self) -> dict[str, Any]:
+        if self._value is None:
+            self._value = orjson.loads(self._raw)
+        return self._value
+
+    def __getitem__(self, key: str) -> Any:
+        return self._record()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._record())
+
+    def __len__(self) -> int:
+        return len(self._record())
 
 
 def parsed(item: SourceItem) -> SourceItem:
