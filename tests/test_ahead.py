@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import copy
-import multiprocessing
 import os
 import signal
 import sqlite3
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -94,27 +91,30 @@ def test_a_worker_prepares_most_edits_and_the_rows_are_the_same(
     assert sum(taken) > 20  # the worker prepared edits: those taken from it
 
 
-def test_a_worker_killed_mid_run_leaves_the_writer_to_finish_the_same(tmp_path: Path) -> None:
+def test_a_worker_killed_mid_run_leaves_the_writer_to_finish_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     first = first_day(tmp_path, ("alone", "killed"))
     second = day(edited(first), tmp_path / "d2")
     killed: list[int] = []
+    after: list[bool] = []
+    take = ahead.EditsAhead.take
 
-    def kill_the_worker() -> None:  # as the out-of-memory killer would
-        deadline = time.monotonic() + 30
-        while not killed and time.monotonic() < deadline:
-            for child in multiprocessing.active_children():
-                if child.name == "trialdiff-edits" and child.pid is not None:
-                    time.sleep(0.3)  # once it has taken some edits
-                    os.kill(child.pid, signal.SIGKILL)
-                    killed.append(child.pid)
-            time.sleep(0.01)
+    def kill_on_first_edit(self: ahead.EditsAhead, item: Any) -> ahead.Prepared | None:
+        prepared = take(self, item)
+        if killed:
+            after.append(prepared is not None)
+        elif prepared is not None:  # it has edits under way: kill it, as out of memory would
+            killed.append(self._process.pid)
+            os.kill(self._process.pid, signal.SIGKILL)
+        return prepared
 
-    watcher = threading.Thread(target=kill_the_worker)
-    watcher.start()
+    monkeypatch.setattr(ahead.EditsAhead, "take", kill_on_first_edit)
     with trialdiff.open(str(tmp_path / "killed.db")) as tracker:
         run = tracker.import_paths([str(second)], at="2026-05-12", workers=1)
-    watcher.join()
+    monkeypatch.undo()
     with trialdiff.open(str(tmp_path / "alone.db")) as tracker:
         alone = tracker.import_paths([str(second)], at="2026-05-12")
     assert killed and run.status == "ok" and run.changed == alone.changed > 100
+    assert len(after) > 100 and not any(after[-50:])  # the writer prepared the rest itself
     assert rows(str(tmp_path / "alone.db")) == rows(str(tmp_path / "killed.db"))

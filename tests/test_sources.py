@@ -190,3 +190,23 @@ def test_a_folder_with_no_study_files_is_named_as_a_failed_input(tmp_path: Path)
         (str(tmp_path / p), "no study files here (.json, .ndjson, .jsonl or .zip)")
         for p in ("empty", "notes")
     ]
+
+
+def test_a_lazy_record_is_parsed_once_and_only_when_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    import orjson
+
+    record = real_records()[0]
+    raw = orjson.dumps(record)
+    calls: list[int] = []
+    loads = orjson.loads
+
+    def counted(data: bytes) -> object:
+        calls.append(len(data))
+        return loads(data)
+
+    lazy = sources.LazyRecord(raw)
+    monkeypatch.setattr(sources.orjson, "loads", counted)
+    assert calls == []  # made, not read: not parsed
+    assert dict(lazy) == record and len(lazy) == len(record) and list(lazy) == list(record)
+    assert lazy["protocolSection"] == record["protocolSection"]
+    assert calls == [len(raw)]  # parsed once, for every read
