@@ -84,7 +84,7 @@ class EditsAhead:
         self.observed_at = observed_at
         self.source = source
         self.workers = min(workers, 1)  # one worker: on 2 cores a second only contends
-        self._offered: set[str] = set()
+        self._offered: set[str] = set()  # studies handed over and not yet written
         self._read = 0  # records handed to the writer
         self._met = 0  # of them, those it took the full path for (take)
         self._next = 0
@@ -114,6 +114,7 @@ class EditsAhead:
     def take(self, item: SourceItem) -> Prepared | None:
         """Return the item's edit if the worker prepares it; None: the writer prepares it."""
         self._met += 1
+        self._offered.discard(item.nct_id or "")  # written now: a later copy sees its write
         self._waiting.pop(item.label, None)  # not handed over yet: the writer's now
         self._hand_waiting()
         pending = self._pending.pop(item.label, None)
@@ -151,8 +152,7 @@ class EditsAhead:
         nct_id = item.nct_id
         if (not self.workers or gate is None or not item.unparsed or nct_id is None
                 or nct_id in self._offered or not self._busy()):
-            return gate
-        self._offered.add(nct_id)  # a repeat in the input is the writer's (dedupe.py)
+            return gate  # a copy of a study already handed over is the writer's (dedupe.py)
         stored = self.db.execute("select raw_hash from studies where nct_id = ?",
                                  [nct_id]).fetchone()
         if stored is None or not stored[0] or stored[0] == gate:
@@ -166,6 +166,7 @@ class EditsAhead:
             return gate
         if self._process is None:
             self._start()
+        self._offered.add(nct_id)
         self._waiting[item.label] = (item, nct_id, (row[2], row[3]), row[0])
         self._hand_waiting()
         return gate
@@ -191,7 +192,7 @@ class EditsAhead:
         try:
             self._tasks.send_bytes(_SEQ.pack(seq) + pickle.dumps(task, protocol=5))
         except OSError:  # the worker died: the writer prepares everything
-            self._ready = False
+            self._ready, self.workers = False, 0
             return
         self._pending[item.label] = (seq, stored, previous_at)
         while self._receive(block=False):  # keep its answers from filling the pipe
@@ -229,11 +230,11 @@ class EditsAhead:
             if not self._answers.poll(PATIENCE if block else 0):
                 if block:  # it hangs: stop it, and prepare everything here
                     self.close()
-                    self._ready = False
+                    self._ready, self.workers = False, 0
                 return False
             answer = self._answers.recv_bytes()
-        except (EOFError, OSError):
-            self._ready = False
+        except (EOFError, OSError):  # it died: the writer prepares the rest, with no other
+            self._ready, self.workers = False, 0
             return False
         if answer == b"ready":
             self._ready = True
