@@ -135,7 +135,7 @@ def _save_item(
     `prepared` its edit if the worker prepared it (ahead.py): the worker parsed its bytes as
     this study, so they are parsed here only if something reads the record after all.
     """
-    study: Mapping[str, Any] | None = item.study
+    study: Mapping[str, Any] | None
     if prepared is not None and prepared.edit is not None and item.unparsed:
         assert item.raw is not None
         study = LazyRecord(item.raw)
