@@ -99,17 +99,14 @@ class EditsAhead:
     def read(self, items: Iterable[SourceItem]) -> Iterator[tuple[SourceItem, str | None]]:
         """Yield each item with its byte gate (None without one), in input order."""
         window: deque[tuple[SourceItem, str | None]] = deque()
-        try:
-            for item in items:
-                window.append((item, self._look(item)))
-                if len(window) > WINDOW:
-                    self._read += 1
-                    yield window.popleft()
-            while window:
+        for item in items:
+            window.append((item, self._look(item)))
+            if len(window) > WINDOW:
                 self._read += 1
                 yield window.popleft()
-        finally:
-            self.close()
+        while window:
+            self._read += 1
+            yield window.popleft()
 
     def take(self, item: SourceItem) -> Prepared | None:
         """Return the item's edit if the worker prepares it; None: the writer prepares it."""
@@ -153,15 +150,13 @@ class EditsAhead:
         if (not self.workers or gate is None or not item.unparsed or nct_id is None
                 or nct_id in self._offered or not self._busy()):
             return gate  # a copy of a study already handed over is the writer's (dedupe.py)
-        stored = self.db.execute("select raw_hash from studies where nct_id = ?",
-                                 [nct_id]).fetchone()
-        if stored is None or not stored[0] or stored[0] == gate:
-            return gate  # new, not gateable, or unchanged: nothing to prepare
+        # As store.save_study decides: a stored, gateable study whose gate moved, in order. No
+        # row for a new or unchanged study (most of a day), so no record is read for it.
         row = self.db.execute(
             "select s.last_changed_at, p.markup, r.record, r.base from studies s "
             "join records r on r.nct_id = s.nct_id left join snapshots p on p.nct_id = "
-            "s.nct_id and p.seq = s.snapshot_count where s.nct_id = ?", [nct_id]).fetchone()
-        # As store.save_study decides: a stored, gateable study whose gate moved, in order.
+            "s.nct_id and p.seq = s.snapshot_count where s.nct_id = ? and s.raw_hash != '' "
+            "and s.raw_hash != ?", [nct_id, gate]).fetchone()
         if row is None or (row[1] or "markdown") != "markdown" or self.observed_at < row[0]:
             return gate
         if self._process is None:
@@ -244,8 +239,6 @@ class EditsAhead:
         return True
 
 
-# --- in the worker process -------------------------------------------------------------------
-
 def _widen(end: Connection) -> None:
     """Give a pipe 1 MB of buffer (Linux), so that a send seldom waits on the other side."""
     try:
@@ -255,6 +248,8 @@ def _widen(end: Connection) -> None:
     except (ImportError, AttributeError, OSError):
         pass  # another system, or a lower limit: the default buffer works, more slowly
 
+
+# --- in the worker process -------------------------------------------------------------------
 
 def _serve(tasks: Connection, answers: Connection, lock: Any, claims: Any, progress: Any,
            path: str) -> None:
