@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
-from .records import Edit, byte_gate, prepare_edit
+from .records import Edit, byte_gate, compares_by_module, prepare_edit
 from .sources import SourceItem, parsed
 
 if TYPE_CHECKING:
@@ -150,19 +150,20 @@ class EditsAhead:
         if (not self.workers or gate is None or not item.unparsed or nct_id is None
                 or nct_id in self._offered or not self._busy()):
             return gate  # a copy of a study already handed over is the writer's (dedupe.py)
-        # As store.save_study decides: a stored, gateable study whose gate moved, in order. No
-        # row for a new or unchanged study (most of a day), so no record is read for it.
+        # As store.save_study decides: a stored study compared by module, whose gate moved, in
+        # order. No row for a new or unchanged study (most of a day), so no record is read.
         row = self.db.execute(
-            "select s.last_changed_at, p.markup, r.record, r.base from studies s "
+            "select s.last_changed_at, s.raw_hash, p.markup, r.record, r.base from studies s "
             "join records r on r.nct_id = s.nct_id left join snapshots p on p.nct_id = "
-            "s.nct_id and p.seq = s.snapshot_count where s.nct_id = ? and s.raw_hash != '' "
-            "and s.raw_hash != ?", [nct_id, gate]).fetchone()
-        if row is None or (row[1] or "markdown") != "markdown" or self.observed_at < row[0]:
+            "s.nct_id and p.seq = s.snapshot_count where s.nct_id = ? and s.raw_hash != ?",
+            [nct_id, gate]).fetchone()
+        if (row is None or not compares_by_module(row[1], row[2], has_record=True)
+                or self.observed_at < row[0]):
             return gate
         if self._process is None:
             self._start()
         self._offered.add(nct_id)
-        self._waiting[item.label] = (item, nct_id, (row[2], row[3]), row[0])
+        self._waiting[item.label] = (item, nct_id, (row[3], row[4]), row[0])
         self._hand_waiting()
         return gate
 

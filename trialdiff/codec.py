@@ -183,6 +183,12 @@ def decompress(conn: Any, blob: bytes, base: bytes | None = None) -> bytes:
         return _decompress(loaded, blob)
 
 
+def record_bytes(conn: Any, record: bytes, base: bytes | None) -> tuple[bytes, bytes | None]:
+    """Return a records row's latest record and its first one (None if it is the first)."""
+    first = decompress(conn, base) if base is not None else None
+    return decompress(conn, record, first), first
+
+
 def _decompress(loaded: _Codecs, blob: bytes) -> bytes:
     """Return a zlib or zstd blob's bytes; KeyError when its dictionary is not loaded."""
     if not blob.startswith(ZSTD_MAGIC):

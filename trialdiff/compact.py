@@ -62,8 +62,8 @@ def file_bytes(db: sqlite_utils.Database) -> int:
 def _record_blobs(conn: Any, row: Sequence[Any]) -> Iterator[Blob]:
     """Yield a records row's blobs: the latest record, stored against its first if it has one."""
     _, record, base = row
-    first = codec.decompress(conn, base) if base is not None else None
-    yield Blob("record", codec.decompress(conn, record, first), first, record)
+    latest, first = codec.record_bytes(conn, record, base)
+    yield Blob("record", latest, first, record)
     if first is not None:
         yield Blob("base", first, None, base)
 

@@ -320,8 +320,7 @@ def latest_record(conn: Connection, nct_id: str) -> dict[str, Any] | None:
     row = _record_row(conn, nct_id, "record, base")
     if row is None:
         return None
-    base = codec.decompress(conn, row[1]) if row[1] is not None else None
-    record: dict[str, Any] = orjson.loads(codec.decompress(conn, row[0], base))
+    record: dict[str, Any] = orjson.loads(codec.record_bytes(conn, row[0], row[1])[0])
     return record
 
 

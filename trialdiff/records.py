@@ -85,6 +85,15 @@ def gate_digest(*parts: bytes | memoryview) -> str:
 _LINE_END = b" \t\r\n"  # after a record: not part of it, so not hashed
 
 
+def compares_by_module(raw_hash: str | None, markup: str | None, has_record: bool) -> bool:
+    """Tell whether a stored study's next record is compared with its record module by module.
+
+    Not when a backfilled version is latest (backfill stores "" as the gate), nor an HTML
+    one, nor when there is no record: then the whole new record is canonicalised.
+    """
+    return bool(raw_hash) and (markup or "markdown") == "markdown" and has_record
+
+
 def byte_gate(raw: bytes, registry: Registry = DEFAULT) -> str | None:
     """Return the gate of a record's bytes without parsing the record; None if not sure.
 
@@ -231,8 +240,7 @@ def prepare_edit(
     whose bytes moved are canonicalised and diffed. It reads nothing but the dictionaries
     `conn` holds: the pure part of a write, which store.py then writes.
     """
-    base = codec.decompress(conn, stored[1]) if stored[1] is not None else None
-    old_bytes = codec.decompress(conn, stored[0], base)
+    old_bytes, base = codec.record_bytes(conn, *stored)
     stable = stable_part(study)  # the volatile part is never stored, and re-stamped daily
     split = split_moved(old_bytes, stable)
     if split is None:  # the modules moved around: compare the parsed records

@@ -30,6 +30,7 @@ from .query import study_fields
 from .records import (
     Edit,
     change_rows,
+    compares_by_module,
     gate_hash,
     make_delta,
     materialize,
@@ -57,13 +58,8 @@ class _Stored(NamedTuple):
 
     @property
     def gateable(self) -> bool:
-        """Tell whether a new record is compared with the stored one module by module.
-
-        Not when a backfilled version is latest (backfill stores "" as the gate), nor an HTML
-        one, nor when there is no record: then the whole new record is canonicalised.
-        """
-        return bool(self.raw_hash) and (self.markup or "markdown") == "markdown" \
-            and self.has_record
+        """Tell whether a new record is compared with the stored one module by module."""
+        return compares_by_module(self.raw_hash, self.markup, self.has_record)
 
 
 def _lookup(db: sqlite_utils.Database, nct_id: str) -> _Stored | None:

@@ -125,8 +125,7 @@ def rehash_gates(db: sqlite_utils.Database, batch_size: int = 500) -> None:
                                    [nct_id]).fetchone()
                 if found is None:
                     continue
-                base = codec.decompress(db, found[1]) if found[1] is not None else None
-                record = codec.decompress(db, found[0], base)
+                record = codec.record_bytes(db, found[0], found[1])[0]
                 last = record.rfind(b',"')
                 cut = (record[:last], b",", record[last:])
                 for old, new in (((*cut, b"\n"), cut), ((record,), (record,)), (cut, cut),
