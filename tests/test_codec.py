@@ -1,0 +1,99 @@
+"""The codec on real records: dictionaries, records against their first, long change values."""
+
+from __future__ import annotations
+
+import copy
+import sqlite3
+import zlib
+
+import orjson
+import pytest
+from conftest import FIXTURES, real_records, version_pair
+
+from trialdiff import codec
+from trialdiff.records import raw_json, stable_part
+from trialdiff.schema import open_db
+
+AT = "2026-05-11T00:00:00Z"
+PAIRS = sorted(p.name for p in (FIXTURES / "versions").iterdir() if p.is_dir())
+
+
+def record_bytes() -> list[bytes]:
+    """Return the real fixture records as the database stores them (compact, stable part)."""
+    return [raw_json(stable_part(record)) for record in real_records()]
+
+
+@pytest.fixture
+def conn(db_path: str) -> sqlite3.Connection:
+    """Return a database with no dictionary yet."""
+    return open_db(db_path).conn
+
+
+def test_a_trained_dictionary_shrinks_records_and_each_frame_names_its_own(
+    conn: sqlite3.Connection,
+) -> None:
+    records = record_bytes()
+    plain = [codec.compress(conn, data) for data in records]
+    assert codec.current_dictionary(conn) is None
+    assert codec.train(conn, records[:10], AT) is None  # too few samples to pay for itself
+    assert codec.train(conn, records * 3, AT) == 1
+    first = [codec.compress(conn, data) for data in records]
+    assert sum(map(len, first)) < 0.7 * sum(map(len, plain))
+    # A second dictionary: new rows name it, old rows still name (and read with) the first.
+    assert codec.train(conn, list(reversed(records)) * 3, AT) == 2
+    second = [codec.compress(conn, data) for data in records]
+    for blobs, dict_id in ((plain, 0), (first, 1), (second, 2)):
+        assert {codec.zstandard.get_frame_parameters(b).dict_id for b in blobs} == {dict_id}
+        assert [codec.decompress(conn, blob) for blob in blobs] == records
+
+
+def test_a_dictionary_trained_by_another_connection_is_loaded_when_a_frame_names_it(
+    db_path: str,
+) -> None:
+    reader, writer = open_db(db_path).conn, open_db(db_path).conn
+    records = record_bytes()
+    assert codec.current_dictionary(reader) is None  # the reader has loaded none
+    codec.train(writer, records * 3, AT)
+    blob = codec.compress(writer, records[0])
+    assert codec.decompress(reader, blob) == records[0]
+
+
+def test_a_later_record_is_stored_against_the_first_and_read_back_with_it(
+    conn: sqlite3.Connection,
+) -> None:
+    codec.train(conn, record_bytes() * 3, AT)
+    first, edited = version_pair("NCT04280705")[0], copy.deepcopy(version_pair("NCT04280705")[0])
+    edited["protocolSection"]["statusModule"]["overallStatus"] = "WITHDRAWN"
+    # A typical edit costs a few dozen bytes against the first record; a real later version
+    # (here: results posted) costs what it adds.
+    for older, newer, most in ((first, edited, 100), *[(*version_pair(n), None) for n in PAIRS]):
+        old_bytes, new_bytes = raw_json(stable_part(older)), raw_json(stable_part(newer))
+        base = codec.compress(conn, old_bytes)
+        against = codec.compress(conn, new_bytes, base=old_bytes)
+        if most is not None:
+            assert len(against) < most < len(codec.compress(conn, new_bytes))
+        assert codec.record_bytes(conn, against, base) == (new_bytes, old_bytes)
+        assert codec.record_bytes(conn, base, None) == (old_bytes, None)  # the first: own row
+
+
+def test_rows_written_before_zstd_stay_readable(conn: sqlite3.Connection) -> None:
+    data = record_bytes()[0]
+    assert codec.decompress(conn, zlib.compress(data)) == data
+
+
+def test_a_long_change_value_is_stored_compressed_and_a_short_one_as_text(
+    conn: sqlite3.Connection,
+) -> None:
+    codec.train(conn, record_bytes() * 3, AT)
+    results = next(r["resultsSection"] for r in real_records() if "resultsSection" in r)
+    long_value = orjson.dumps(results).decode()
+    short_value = '{"date":"2024-06-14","type":"ACTUAL"}'
+    assert len(long_value) > codec.VALUE_INLINE >= len(short_value)
+    assert codec.pack_value(conn, short_value) == short_value
+    assert codec.pack_value(conn, None) is None
+    packed = codec.pack_value(conn, long_value)
+    assert isinstance(packed, bytes) and len(packed) < len(long_value) / 4
+    read = codec.value_reader(conn)
+    for value, cell in ((long_value, packed), (short_value, short_value), (None, None)):
+        assert codec.unpack_value(conn, cell) == value
+        assert read(cell) == value
