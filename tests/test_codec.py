@@ -62,10 +62,11 @@ def test_a_later_record_is_stored_against_the_first_and_read_back_with_it(
     conn: sqlite3.Connection,
 ) -> None:
     codec.train(conn, record_bytes() * 3, AT)
-    first, edited = version_pair("NCT04280705")[0], copy.deepcopy(version_pair("NCT04280705")[0])
+    first = version_pair("NCT04280705")[0]
+    edited = copy.deepcopy(first)
     edited["protocolSection"]["statusModule"]["overallStatus"] = "WITHDRAWN"
-    # A typical edit costs a few dozen bytes against the first record; a real later version
-    # (here: results posted) costs what it adds.
+    # A status edit costs a few dozen bytes against the first record; each real later version
+    # (some with results posted) costs what it adds, and all read back exactly.
     for older, newer, most in ((first, edited, 100), *[(*version_pair(n), None) for n in PAIRS]):
         old_bytes, new_bytes = raw_json(stable_part(older)), raw_json(stable_part(newer))
         base = codec.compress(conn, old_bytes)
