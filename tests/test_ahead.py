@@ -97,16 +97,17 @@ def test_a_worker_killed_mid_run_leaves_the_writer_to_finish_the_same(
 ) -> None:
     first = first_day(tmp_path, ("alone", "killed"))
     second = day(edited(first), tmp_path / "d2")
-    killed: list[int] = []
-    after: list[bool] = []
+    killed: list[int] = []  # how many edits had been handed to the worker when it was killed
+    after: list[tuple[int | None, bool]] = []  # each later edit: its dispatch number, taken
     take = ahead.EditsAhead.take
 
     def kill_on_first_edit(self: ahead.EditsAhead, item: Any) -> ahead.Prepared | None:
+        pending = self._pending.get(item.label)
         prepared = take(self, item)
         if killed:
-            after.append(prepared is not None)
+            after.append((pending[0] if pending else None, prepared is not None))
         elif prepared is not None:  # it has edits under way: kill it, as out of memory would
-            killed.append(self._process.pid)
+            killed.append(self._next)
             os.kill(self._process.pid, signal.SIGKILL)
         return prepared
 
@@ -117,5 +118,8 @@ def test_a_worker_killed_mid_run_leaves_the_writer_to_finish_the_same(
     with trialdiff.open(str(tmp_path / "alone.db")) as tracker:
         alone = tracker.import_paths([str(second)], at="2026-05-12")
     assert killed and run.status == "ok" and run.changed == alone.changed > 100
-    assert len(after) > 100 and not any(after[-50:])  # the writer prepared the rest itself
+    # What the worker finished before it died may still be taken (it prepares the furthest
+    # first); every edit handed over later, or never, the writer prepared itself.
+    late = [taken for number, taken in after if number is None or number >= killed[0]]
+    assert len(late) > 50 and not any(late)
     assert rows(str(tmp_path / "alone.db")) == rows(str(tmp_path / "killed.db"))
