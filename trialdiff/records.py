@@ -176,9 +176,14 @@ def save_record(
     if found is None:
         put_record(db, nct_id, observed_at, codec.compress(db, raw), None)
         return
-    base = found[1] if found[1] is not None else found[0]
+    base = first_record(found)
     put_record(db, nct_id, observed_at, codec.compress(db, raw, base=codec.decompress(db, base)),
                base)
+
+
+def first_record(stored: tuple[bytes, bytes | None]) -> bytes:
+    """Return a records row's first record, as stored: its base, or the record if it is first."""
+    return stored[0] if stored[1] is None else stored[1]
 
 
 def put_record(db: sqlite_utils.Database, nct_id: str, observed_at: str, record: bytes,
@@ -220,13 +225,13 @@ def replays_stored_history(
 class Edit:
     """What storing a study's moved modules writes, prepared without the database (see below)."""
 
-    old_part: dict[str, str]  # the moved modules' fields, as stored
-    new_part: dict[str, str]  # and as the new record has them
+    moved: bool  # the tracked content moved (else it is the same content in other bytes)
+    old_paths: tuple[str, ...]  # the moved modules' fields as stored, which new_part replaces
+    new_part: dict[str, str]  # the moved modules' fields as the new record has them
     changes: tuple[FieldChange, ...]
     change_rows: tuple[dict[str, Any], ...]  # as stored, but for their snapshot's id
     delta: bytes  # the snapshot's delta (empty when nothing tracked moved)
     record: bytes  # the new record, compressed against the study's first
-    base: bytes  # the study's first record, as stored: the row keeps it
     summary: dict[str, Any]  # the study row's summary columns
 
 
@@ -260,8 +265,8 @@ def prepare_edit(
     # The first record is the base of every later one: the old record itself if it was first.
     record = codec.compress(conn, raw, base=old_bytes if base is None else base)
     rows = change_rows(conn, changes, old_part, new_part)
-    return Edit(old_part, new_part, tuple(changes), tuple(rows), delta, record,
-                stored[0] if stored[1] is None else stored[1], DEFAULT.summary_columns(study))
+    return Edit(old_part != new_part, tuple(old_part), new_part, tuple(changes), tuple(rows),
+                delta, record, DEFAULT.summary_columns(study))
 
 
 def make_delta(conn: Any, old: Mapping[str, str], new: Mapping[str, str],

@@ -31,6 +31,7 @@ from .records import (
     Edit,
     change_rows,
     compares_by_module,
+    first_record,
     gate_hash,
     make_delta,
     materialize,
@@ -115,7 +116,8 @@ def save_study(
         if edit is None:  # not prepared ahead (ahead.py), or not from these very inputs
             edit = prepare_edit(db, nct_id, study, record, stored.last_changed_at,
                                 observed_at, source)
-        return _save_edit(db, nct_id, observed_at, source, run_id, gate, stored, edit)
+        return _save_edit(db, nct_id, observed_at, source, run_id, gate, stored, edit,
+                          first_record(record))
     # Before save_record replaces the baseline's record; its fields then need no second read.
     baseline = materialize(db, nct_id)
     stored_hash = baseline[1] if baseline else stored.content_hash
@@ -153,7 +155,7 @@ def _same_content(
 
 def _save_edit(
     db: sqlite_utils.Database, nct_id: str, observed_at: str, source: str,
-    run_id: int | None, gate: str, stored: _Stored, edit: Edit,
+    run_id: int | None, gate: str, stored: _Stored, edit: Edit, base: bytes,
 ) -> Observation:
     """Store an observation prepared module by module (records.prepare_edit).
 
@@ -161,19 +163,19 @@ def _save_edit(
     ones; the full fields are folded only when the study's chain already has a content hash
     (a lazy baseline's chain keeps NULL hashes, which readers and `check` compute).
     """
-    if edit.old_part == edit.new_part:
+    if not edit.moved:
         return _same_content(db, nct_id, observed_at, gate, stored.last_seen_at, lambda: (
-            put_record(db, nct_id, observed_at, edit.record, edit.base)))
+            put_record(db, nct_id, observed_at, edit.record, base)))
     if observed_at < stored.last_seen_at:
         raise _out_of_order(nct_id, observed_at, f"its last sighting ({stored.last_seen_at})")
     digest: str | None = None
     if stored.content_hash is not None:  # the chain is canonical: fold it for the new hash
         fields = study_fields(db, nct_id)
-        for path in edit.old_part:
+        for path in edit.old_paths:
             fields.pop(path, None)
         fields.update(edit.new_part)
         digest = content_hash(fields)
-    put_record(db, nct_id, observed_at, edit.record, edit.base)
+    put_record(db, nct_id, observed_at, edit.record, base)
     insert_snapshot(db, Snapshot(nct_id, observed_at, edit.new_part, source),
                     stored.snapshot_count + 1, run_id, digest, edit.delta, edit.change_rows)
     _moved(db, nct_id, observed_at, stored, digest, gate, edit.summary)
