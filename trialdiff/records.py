@@ -225,7 +225,7 @@ def replays_stored_history(
 class Edit:
     """What storing a study's moved modules writes, prepared without the database (see below)."""
 
-    moved: bool  # the tracked content moved (else it is the same content in other bytes)
+    content_moved: bool  # else the same content in other bytes (spacing, list order)
     old_paths: tuple[str, ...]  # the moved modules' fields as stored, which new_part replaces
     new_part: dict[str, str]  # the moved modules' fields as the new record has them
     changes: tuple[FieldChange, ...]

@@ -163,7 +163,7 @@ def _save_edit(
     ones; the full fields are folded only when the study's chain already has a content hash
     (a lazy baseline's chain keeps NULL hashes, which readers and `check` compute).
     """
-    if not edit.moved:
+    if not edit.content_moved:
         return _same_content(db, nct_id, observed_at, gate, stored.last_seen_at, lambda: (
             put_record(db, nct_id, observed_at, edit.record, base)))
     if observed_at < stored.last_seen_at:
