@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -39,6 +40,30 @@ def version_pair(nct_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
 def real_records() -> list[dict[str, Any]]:
     """Return every real v2 fixture record, sorted by NCT id."""
     return [load(f"v2/{p.name}") for p in sorted((FIXTURES / "v2").glob("*.json"))]
+
+
+def real_words() -> list[str]:
+    """Return the words of every fixture record's criteria and detailed description."""
+    words = []
+    for path in sorted((FIXTURES / "v2").glob("*.json")):
+        section = json.loads(path.read_text(encoding="utf-8"))["protocolSection"]
+        words += section.get("eligibilityModule", {}).get("eligibilityCriteria", "").split()
+        words += section.get("descriptionModule", {}).get("detailedDescription", "").split()
+    return words
+
+
+def edited_words(words: list[str], edits: int, seed: int = 12) -> list[str]:
+    """Return a copy of words with scattered substitutions, deletions and insertions."""
+    out, rng = words[:], random.Random(seed)
+    for number in range(edits):
+        at = rng.randrange(len(out))
+        if number % 3 == 0:
+            out[at] = f"EDITED{number}"
+        elif number % 3 == 1:
+            del out[at]
+        else:
+            out.insert(at, f"INSERTED{number}")
+    return out
 
 
 def sample_record(day: str, nct_id: str) -> dict[str, Any]:

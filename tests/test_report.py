@@ -1,4 +1,4 @@
-"""The diff report: word diff, REF resolution, and golden renderings of real version pairs.
+"""The diff report: REF resolution, and golden renderings of real version pairs.
 
 Run `TRIALDIFF_UPDATE_GOLDEN=1 python -m pytest tests/test_report.py` to rewrite the golden
 files after an intended change to the report's layout.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import time
 from collections.abc import Callable
 from io import StringIO
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, run, version_pair
+from conftest import ROOT, edited_words, real_words, run, version_pair
 from rich.console import Console
 
 from trialdiff.errors import UsageError
@@ -34,7 +33,7 @@ from trialdiff.report import (
     summary,
 )
 from trialdiff.terminal import render_report, report_text
-from trialdiff.worddiff import Segment, clip, marked, word_diff
+from trialdiff.worddiff import marked
 
 GOLDEN = ROOT / "tests" / "golden"
 SAMPLE = ROOT / "snapshots" / "sample"
@@ -129,21 +128,6 @@ def test_a_field_path_is_never_folded_inside_a_word(nct_id: str, width: int) -> 
             current.append(part)
     assert cells == [visible(row.path) for row in report.rows]
     assert "status.completionDate" in cells or nct_id == "NCT05827016"
-
-
-def test_word_diff_marks_deleted_and_inserted_words() -> None:
-    segments = word_diff("a minimum of 6 months or 1 year apart", "a minimum of 1 year apart")
-    assert marked(segments) == "a minimum of [-6 months or-] 1 year apart"
-    replaced = word_diff("score of 0, 1, or 2 *", "score of 0, 1, or 2. *")
-    assert marked(replaced) == "score of 0, 1, or [-2-] {+2.+} *"
-    assert word_diff("same  words", "same words") == [Segment("equal", ("same", "words"))]
-
-
-def test_clip_keeps_context_around_changes() -> None:
-    old = " ".join(f"w{i}" for i in range(40))
-    new = old.replace("w20", "W20")
-    assert marked(clip(word_diff(old, new), context=3)) == \
-        "\u2026 w17 w18 w19 [-w20-] {+W20+} w21 w22 w23 \u2026"
 
 
 def test_reworded_list_items_show_a_word_diff() -> None:
@@ -244,65 +228,11 @@ def test_golden_files_are_in_the_repository() -> None:
         "report-NCT06060392.md", "report-NCT06060392.txt"]
 
 
-def _real_words() -> list[str]:
-    """Return the words of every fixture record's criteria and detailed description."""
-    words = []
-    for path in sorted((ROOT / "tests" / "fixtures" / "v2").glob("*.json")):
-        section = json.loads(path.read_text(encoding="utf-8"))["protocolSection"]
-        words += section.get("eligibilityModule", {}).get("eligibilityCriteria", "").split()
-        words += section.get("descriptionModule", {}).get("detailedDescription", "").split()
-    return words
-
-
-def _edited(words: list[str], edits: int, seed: int = 12) -> list[str]:
-    """Return a copy of words with scattered substitutions, deletions and insertions."""
-    out, rng = words[:], random.Random(seed)
-    for number in range(edits):
-        at = rng.randrange(len(out))
-        if number % 3 == 0:
-            out[at] = f"EDITED{number}"
-        elif number % 3 == 1:
-            del out[at]
-        else:
-            out.insert(at, f"INSERTED{number}")
-    return out
-
-
-def _timed_diff(old: list[str], new: list[str]) -> tuple[list[Segment], float]:
-    """Return the word diff of two word lists and the seconds it took, checking it is whole."""
-    start = time.perf_counter()
-    segments = word_diff(" ".join(old), " ".join(new))
-    spent = time.perf_counter() - start
-    assert [w for s in segments if s.op != "insert" for w in s.words] == old
-    assert [w for s in segments if s.op != "delete" for w in s.words] == new
-    return segments, spent
-
-
-def test_word_diff_of_long_real_text_is_bounded_and_finds_the_edits() -> None:
-    # 28 real records' criteria and descriptions as one 11,759-word text: beyond difflib's
-    # size, so the anchored path runs; it must find the 60 scattered edits, not rewrite it all.
-    words = _real_words()
-    assert len(words) > 10_000
-    segments, spent = _timed_diff(words, _edited(words, 60))
-    assert spent < 1.5
-    assert sum(len(s.words) for s in segments if s.op != "equal") <= 3 * 60
-
-
-def test_word_diff_of_a_60000_word_repeated_text_falls_back_in_bounded_time() -> None:
-    # The same real text repeated to 60,000 words has no word that occurs once: the diff
-    # may fall back to coarser runs but must stay correct and fast (difflib took ~10 s).
-    words = (_real_words() * 6)[:60_000]
-    segments, spent = _timed_diff(words, _edited(words, 50))
-    assert spent < 1.5
-    shown = clip(segments)
-    assert max(len(s.words) for s in shown) <= 2 * 150 + 1
-
-
 def test_diff_and_markdown_changes_of_a_blown_up_real_record_render_fast(
         tmp_path: Path) -> None:
     record = json.loads((SAMPLE / "2025-07-07" / "NCT05827016.json").read_text())
-    words = (_real_words() * 6)[:60_000]
-    for day, text in (("2025-07-01", words), ("2025-07-07", _edited(words, 50))):
+    words = (real_words() * 6)[:60_000]
+    for day, text in (("2025-07-01", words), ("2025-07-07", edited_words(words, 50))):
         record["protocolSection"]["descriptionModule"]["detailedDescription"] = " ".join(text)
         folder = tmp_path / "archive" / day
         folder.mkdir(parents=True)
