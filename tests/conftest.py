@@ -4,6 +4,7 @@ runner `run()` and the stand-in API fixture `api`, each defined here once."""
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import random
 import sqlite3
@@ -77,6 +78,30 @@ def sample_changes(nct_id: str, before: str, after: str) -> list[FieldChange]:
     old, new = (sample_record(day, nct_id) for day in SAMPLE_DAYS)
     return diff_snapshots(Snapshot(nct_id, before, extract_fields(old)),
                           Snapshot(nct_id, after, extract_fields(new)))
+
+
+ATOM = "{http://www.w3.org/2005/Atom}"  # the Atom namespace, as ElementTree names tags
+CHANGE_DAYS = ("2024-06-14T06:00:00.000Z", "2025-07-07T06:00:00.000Z")  # real_changes' days
+HOSTILE_TEXT = "a `tick` ``` | pipe\n# heading\r\n<script>&amp; \x00\x07\x1b[31m\x7f\u2028 end"
+# Hand-made: hostile strings in every slot a registry record (or a path) can reach.
+HOSTILE = (
+    FieldChange("NCT00000001", "identification.briefTitle", "changed", CHANGE_DAYS[1],
+                HOSTILE_TEXT, "=HYPERLINK(\"http://evil\")"),
+    FieldChange("NCT00000001", "locations.`x`|<b>&c|\n- item|=1+1", "added", CHANGE_DAYS[1], None,
+                {"facility": "+SUM(A1)", "status": "@cmd", "city": "-2+3"}),
+    FieldChange("NCT00000001", "design.enrollmentCount", "changed", CHANGE_DAYS[1], -5, 10),
+    FieldChange("NCT00000001", "description.briefSummary", "changed", CHANGE_DAYS[1],
+                "Patients with `code` and <b>bold</b> & more", "Patients with | pipes\x1b and"
+                " <b>bold</b> & more"),
+    FieldChange("NCT00000001", "'quoted|path", "removed", CHANGE_DAYS[1], "\tTAB", None),
+)
+
+
+@functools.cache
+def real_changes() -> tuple[FieldChange, ...]:
+    """Return the sample archive's 528 real changes of three studies, at CHANGE_DAYS."""
+    return tuple(change for nct_id in ("NCT04642755", "NCT05827016", "NCT06060392")
+                 for change in sample_changes(nct_id, *CHANGE_DAYS))
 
 
 @pytest.fixture
