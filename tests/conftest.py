@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 import random
 import sqlite3
 from collections.abc import Iterator, Mapping
@@ -25,6 +26,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
 SAMPLE = ROOT / "snapshots" / "sample"  # the quickstart's real archive: 2 days, 3 studies
 SAMPLE_DAYS = ("2024-06-14", "2025-07-07")
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # a subprocess runs this checkout's trialdiff
 
 
 def load(relative: str) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import copy_db
-from test_reliability import ENV, lock_holder, run
+from conftest import ENV, copy_db, run
+from test_lock import lock_holder
 from test_storage import RECORDS, clones, write_day
 
 import trialdiff

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
 import signal
 import sqlite3
@@ -12,13 +11,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES, ROOT, real_records, run
+from conftest import ENV, FIXTURES, real_records, run
 
 from trialdiff.cli import cli
 from trialdiff.diff import changed_paths
@@ -26,7 +24,6 @@ from trialdiff.lock import WriteLock
 from trialdiff.normalize import extract_fields
 
 RECORDS = real_records()
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def changes_of(db: str) -> list[tuple[Any, ...]]:
@@ -96,45 +93,6 @@ def test_import_killed_at_random_points_then_rerun_equals_an_uninterrupted_run(
         assert _import_process(crashed, day2, "2026-05-12").wait() == 0
         assert changes_of(crashed) == expected
         assert run(crashed, "check")[0] == 0
-
-
-@contextmanager
-def lock_holder(db: str) -> Iterator[subprocess.Popen[bytes]]:
-    """Hold the write lock from another process, an `import`; kill it when the block ends."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import time; from trialdiff.lock import WriteLock\n"
-         f"with WriteLock({db!r}, command='import'):\n"
-         "    print('locked', flush=True); time.sleep(60)"],
-        env=ENV, stdout=subprocess.PIPE,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
-        yield holder
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
-
-
-def test_a_lock_left_by_a_killed_process_does_not_block(db_path: str) -> None:
-    with lock_holder(db_path) as holder:
-        code, _, err = run(db_path, "import", str(FIXTURES / "v2"))
-        assert code == 75 and f"pid {holder.pid} (import)" in err
-    code, out, _ = run(db_path, "import", "--summary", str(FIXTURES / "v2"))
-    assert code == 0 and "28 studies checked" in out
-
-
-def test_wait_waits_for_the_other_writer(db_path: str) -> None:
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import time; from trialdiff.lock import WriteLock\n"
-         f"with WriteLock({db_path!r}):\n    print('locked', flush=True); time.sleep(1)"],
-        env=ENV, stdout=subprocess.PIPE,
-    )
-    assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
-    code, _, _ = run(db_path, "import", "--wait", "20", "--summary", str(FIXTURES / "v2"))
-    assert code == 0
-    holder.wait()
 
 
 def test_readers_are_not_blocked_and_see_the_last_committed_state(db_path: str) -> None:

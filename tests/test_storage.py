@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 import xxhash
 import zstandard
-from conftest import copy_db, real_records
-from test_reliability import ENV, changes_of, run
+from conftest import ENV, copy_db, real_records, run
+from test_reliability import changes_of
 
 from trialdiff.codec import ZSTD_MAGIC, decompress, unpack_value
 from trialdiff.model import dump_json
