@@ -18,7 +18,7 @@ import orjson
 import pytest
 from conftest import ENV, copy_db, run
 from test_lock import lock_holder
-from test_storage import RECORDS, clones, write_day
+from test_records import REAL_RECORDS, clones, write_day
 
 import trialdiff
 from trialdiff import codec, compact
@@ -211,7 +211,7 @@ def test_a_compaction_resumes_at_the_place_it_kept(db: str, tmp_path: Path) -> N
 
 
 def test_the_compactor_is_exact_from_many_threads() -> None:
-    raw = [orjson.dumps(record) for record in RECORDS]
+    raw = [orjson.dumps(record) for record in REAL_RECORDS]
     conn = sqlite3.connect(":memory:")
     conn.execute("create table dictionaries (id integer primary key, trained_at text, "
                  "samples integer, dictionary blob)")

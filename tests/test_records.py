@@ -1,16 +1,24 @@
-"""Raw records: the gate cut from a record's own bytes, and which study is compared by module."""
+"""Raw records: stored against the first with a trained dictionary, the gate cut from a record's
+own bytes, which study is compared by module, a posted results section stored once."""
 
 from __future__ import annotations
 
 import copy
 import json
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import orjson
-from conftest import load, real_records
+import zstandard
+from conftest import load, real_records, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_reliability import changes_of
 
+from trialdiff.codec import decompress, unpack_value
+from trialdiff.normalize import extract_fields
+from trialdiff.query import SHARED, baseline_record, iter_snapshots, latest_record, study_fields
 from trialdiff.records import byte_gate, compares_by_module, gate_hash
 
 PROTOCOL = real_records()[0]["protocolSection"]  # for the property test's many examples
@@ -95,3 +103,115 @@ def test_only_a_gated_markdown_study_with_a_record_is_compared_by_module() -> No
     assert not compares_by_module(None, "markdown", has_record=True)
     assert not compares_by_module("a1b2", "html", has_record=True)  # the old site's versions
     assert not compares_by_module("a1b2", "markdown", has_record=False)
+
+
+REAL_RECORDS = real_records()
+
+
+def clones(count: int, edit: bool = False) -> list[dict[str, Any]]:
+    """Return real records under new ids; `edit` moves every third one's status module."""
+    out = []
+    for number in range(count):
+        record = copy.deepcopy(REAL_RECORDS[number % len(REAL_RECORDS)])
+        record["protocolSection"]["identificationModule"]["nctId"] = f"NCT9{number:07d}"
+        if edit and number % 3 == 0:
+            record["protocolSection"]["statusModule"]["overallStatus"] = "SUSPENDED"
+        out.append(record)
+    return out
+
+
+def write_day(folder: Path, records: list[dict[str, Any]]) -> Path:
+    """Write records as one JSON file each; return the folder."""
+    folder.mkdir()
+    for number, record in enumerate(records):
+        (folder / f"{number:04d}.json").write_text(json.dumps(record))
+    return folder
+
+
+def no_derived(record: dict[str, Any]) -> dict[str, Any]:
+    """Return a record as stored: without its derivedSection."""
+    return {k: v for k, v in record.items() if k != "derivedSection"}
+
+
+def test_an_import_trains_a_dictionary_and_stores_changed_records_against_their_first(
+    tmp_path: Path,
+) -> None:
+    db = str(tmp_path / "t.db")
+    day1, day2 = clones(112), clones(112, edit=True)
+    assert run(db, "import", "--at", "2026-05-11", str(write_day(tmp_path / "d1", day1)))[0] == 0
+    assert run(db, "import", "--at", "2026-05-12", str(write_day(tmp_path / "d2", day2)))[0] == 0
+    conn = sqlite3.connect(db)
+    (dict_id, samples), = conn.execute("select id, samples from dictionaries").fetchall()
+    assert (dict_id, samples) == (1, 112)
+    for (blob,) in conn.execute("select record from records where base is null"):
+        assert zstandard.get_frame_parameters(blob).dict_id == dict_id
+    bases = conn.execute("select nct_id from records where base is not null").fetchall()
+    edited = [n for n, (old, new) in enumerate(zip(day1, day2, strict=True)) if old != new]
+    assert len(bases) == len(edited) > 30  # the edited third (a few were suspended already)
+    for number, (old, new) in enumerate(zip(day1, day2, strict=True)):
+        nct_id = f"NCT9{number:07d}"
+        assert latest_record(conn, nct_id) == no_derived(new)
+        assert baseline_record(conn, nct_id) == no_derived(old)
+        assert study_fields(conn, nct_id) == extract_fields(new)
+    lazy = conn.execute("select count(*) from snapshots where delta is null").fetchone()[0]
+    assert lazy == 112  # no first snapshot was canonicalised into a stored baseline
+    assert len(changes_of(db)) == len(edited) and run(db, "check")[0] == 0
+
+
+def post_results(tmp_path: Path, db: str, count: int) -> tuple[Path, Path]:
+    """Import two days of real records into `db`: on the second, half of them post results."""
+    posted = next(r["resultsSection"] for r in REAL_RECORDS if "resultsSection" in r)
+    day1 = [r for r in clones(count) if "resultsSection" not in r]
+    day2 = copy.deepcopy(day1)
+    for record in day2[::2]:
+        record["resultsSection"] = posted
+        record["hasResults"] = True
+    days = write_day(tmp_path / "d1", day1), write_day(tmp_path / "d2", day2)
+    for at, day in zip(("2026-05-11", "2026-05-12"), days, strict=True):
+        assert run(db, "import", "--at", at, str(day))[0] == 0
+    return days
+
+
+def shared_paths(conn: sqlite3.Connection) -> dict[int, list[str]]:
+    """Return each snapshot's shared paths (its delta's SHARED list), by snapshot id."""
+    out = {}
+    for row_id, delta in conn.execute("select id, delta from snapshots where delta is not null"):
+        paths = json.loads(decompress(conn, delta)).get(SHARED)
+        if paths:
+            out[row_id] = paths
+    return out
+
+
+def all_fields(db: str) -> list[dict[str, str]]:
+    """Return every stored snapshot's fields, folded, in study and sequence order."""
+    conn = sqlite3.connect(db)
+    ids = [row[0] for row in conn.execute("select nct_id from studies order by nct_id")]
+    return [row.snapshot.fields for nct_id in ids for row in iter_snapshots(conn, nct_id)]
+
+
+def test_a_posted_results_section_is_stored_once_for_its_snapshot_and_its_changes(
+    tmp_path: Path, db_path: str
+) -> None:
+    _, day2 = post_results(tmp_path, db_path, 12)
+    conn = sqlite3.connect(db_path)
+    shared = shared_paths(conn)
+    posted = len(list(day2.iterdir())[::2])
+    assert len(shared) == posted and all("results.outcomeMeasures" in p for p in shared.values())
+    for snapshot_id, paths in shared.items():
+        delta = json.loads(decompress(conn, conn.execute(
+            "select delta from snapshots where id = ?", [snapshot_id]).fetchone()[0]))
+        assert not set(paths) & set(delta)  # the values are the changes' alone
+        for path in paths:
+            (cell,) = conn.execute("select new from changes where snapshot_id = ? and path = ?",
+                                   [snapshot_id, path]).fetchone()
+            assert isinstance(cell, bytes) and len(unpack_value(conn, cell) or "") > 1024
+    for record in map(lambda p: json.loads(p.read_text()), sorted(day2.iterdir())):
+        nct_id = record["protocolSection"]["identificationModule"]["nctId"]
+        assert study_fields(conn, nct_id) == extract_fields(record)  # the fold reads them back
+    assert run(db_path, "check")[0] == 0
+    snapshot_id, paths = next(iter(shared.items()))
+    conn.execute("delete from changes where snapshot_id = ? and path = ?", [snapshot_id, paths[0]])
+    conn.commit()
+    code, out, _ = run(db_path, "check")
+    assert code == 1 and f"snapshot {snapshot_id} shares the values of changes that are not " \
+        f"stored: {paths[0]}" in out

@@ -1,9 +1,8 @@
-"""How records and snapshots are stored: module gating, trained zstd, values stored once,
-schema 7's, 9's and 10's migrations."""
+"""The migrations that convert stored rows in place, each resuming when killed: schemas 6, 8,
+9 and 10 to the current one."""
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import random
@@ -20,74 +19,18 @@ from typing import Any
 import orjson
 import xxhash
 import zstandard
-from conftest import ENV, copy_db, real_records, run
+from conftest import ENV, copy_db, run
+from test_records import all_fields, clones, no_derived, post_results, shared_paths, write_day
 from test_reliability import changes_of
 
 from trialdiff.codec import ZSTD_MAGIC, decompress, unpack_value
 from trialdiff.model import dump_json
-from trialdiff.normalize import extract_fields
 from trialdiff.query import (
     SHARED,
     ChangeFilter,
-    baseline_record,
-    iter_snapshots,
-    latest_record,
     query_changes,
-    study_fields,
 )
 from trialdiff.schema_version import SCHEMA_VERSION
-
-RECORDS = real_records()
-
-
-def clones(count: int, edit: bool = False) -> list[dict[str, Any]]:
-    """Return real records under new ids; `edit` moves every third one's status module."""
-    out = []
-    for number in range(count):
-        record = copy.deepcopy(RECORDS[number % len(RECORDS)])
-        record["protocolSection"]["identificationModule"]["nctId"] = f"NCT9{number:07d}"
-        if edit and number % 3 == 0:
-            record["protocolSection"]["statusModule"]["overallStatus"] = "SUSPENDED"
-        out.append(record)
-    return out
-
-
-def write_day(folder: Path, records: list[dict[str, Any]]) -> Path:
-    """Write records as one JSON file each; return the folder."""
-    folder.mkdir()
-    for number, record in enumerate(records):
-        (folder / f"{number:04d}.json").write_text(json.dumps(record))
-    return folder
-
-
-def no_derived(record: dict[str, Any]) -> dict[str, Any]:
-    """Return a record as stored: without its derivedSection."""
-    return {k: v for k, v in record.items() if k != "derivedSection"}
-
-
-def test_an_import_trains_a_dictionary_and_stores_changed_records_against_their_first(
-    tmp_path: Path,
-) -> None:
-    db = str(tmp_path / "t.db")
-    day1, day2 = clones(112), clones(112, edit=True)
-    assert run(db, "import", "--at", "2026-05-11", str(write_day(tmp_path / "d1", day1)))[0] == 0
-    assert run(db, "import", "--at", "2026-05-12", str(write_day(tmp_path / "d2", day2)))[0] == 0
-    conn = sqlite3.connect(db)
-    (dict_id, samples), = conn.execute("select id, samples from dictionaries").fetchall()
-    assert (dict_id, samples) == (1, 112)
-    for (blob,) in conn.execute("select record from records where base is null"):
-        assert zstandard.get_frame_parameters(blob).dict_id == dict_id
-    bases = conn.execute("select nct_id from records where base is not null").fetchall()
-    edited = [n for n, (old, new) in enumerate(zip(day1, day2, strict=True)) if old != new]
-    assert len(bases) == len(edited) > 30  # the edited third (a few were suspended already)
-    for number, (old, new) in enumerate(zip(day1, day2, strict=True)):
-        nct_id = f"NCT9{number:07d}"
-        assert latest_record(conn, nct_id) == no_derived(new)
-        assert baseline_record(conn, nct_id) == no_derived(old)
-        assert study_fields(conn, nct_id) == extract_fields(new)
-    lazy = conn.execute("select count(*) from snapshots where delta is null").fetchone()[0]
-    assert lazy == 112  # no first snapshot was canonicalised into a stored baseline
-    assert len(changes_of(db)) == len(edited) and run(db, "check")[0] == 0
 
 
 def make_v6(db: str) -> None:
@@ -250,102 +193,21 @@ def test_a_v8_database_compresses_long_values_in_place_and_a_killed_migration_re
         assert deltas and all(delta.startswith(ZSTD_MAGIC) for delta in deltas)
 
 
-def _results_days(tmp_path: Path, db: str, count: int) -> tuple[Path, Path]:
-    """Import two days of real records into `db`: on the second, half of them post results."""
-    posted = next(r["resultsSection"] for r in RECORDS if "resultsSection" in r)
-    day1 = [r for r in clones(count) if "resultsSection" not in r]
-    day2 = copy.deepcopy(day1)
-    for record in day2[::2]:
-        record["resultsSection"] = posted
-        record["hasResults"] = True
-    days = write_day(tmp_path / "d1", day1), write_day(tmp_path / "d2", day2)
-    for at, day in zip(("2026-05-11", "2026-05-12"), days, strict=True):
-        assert run(db, "import", "--at", at, str(day))[0] == 0
-    return days
-
-
-def _shared(conn: sqlite3.Connection) -> dict[int, list[str]]:
-    """Return each snapshot's shared paths (its delta's SHARED list), by snapshot id."""
-    out = {}
-    for row_id, delta in conn.execute("select id, delta from snapshots where delta is not null"):
-        paths = json.loads(decompress(conn, delta)).get(SHARED)
-        if paths:
-            out[row_id] = paths
-    return out
-
-
-def _all_fields(db: str) -> list[dict[str, str]]:
-    """Return every stored snapshot's fields, folded, in study and sequence order."""
-    conn = sqlite3.connect(db)
-    ids = [row[0] for row in conn.execute("select nct_id from studies order by nct_id")]
-    return [row.snapshot.fields for nct_id in ids for row in iter_snapshots(conn, nct_id)]
-
-
-def test_a_posted_results_section_is_stored_once_for_its_snapshot_and_its_changes(
-    tmp_path: Path, db_path: str
-) -> None:
-    _, day2 = _results_days(tmp_path, db_path, 12)
-    conn = sqlite3.connect(db_path)
-    shared = _shared(conn)
-    posted = len(list(day2.iterdir())[::2])
-    assert len(shared) == posted and all("results.outcomeMeasures" in p for p in shared.values())
-    for snapshot_id, paths in shared.items():
-        delta = json.loads(decompress(conn, conn.execute(
-            "select delta from snapshots where id = ?", [snapshot_id]).fetchone()[0]))
-        assert not set(paths) & set(delta)  # the values are the changes' alone
-        for path in paths:
-            (cell,) = conn.execute("select new from changes where snapshot_id = ? and path = ?",
-                                   [snapshot_id, path]).fetchone()
-            assert isinstance(cell, bytes) and len(unpack_value(conn, cell) or "") > 1024
-    for record in map(lambda p: json.loads(p.read_text()), sorted(day2.iterdir())):
-        nct_id = record["protocolSection"]["identificationModule"]["nctId"]
-        assert study_fields(conn, nct_id) == extract_fields(record)  # the fold reads them back
-    assert run(db_path, "check")[0] == 0
-    snapshot_id, paths = next(iter(shared.items()))
-    conn.execute("delete from changes where snapshot_id = ? and path = ?", [snapshot_id, paths[0]])
-    conn.commit()
-    code, out, _ = run(db_path, "check")
-    assert code == 1 and f"snapshot {snapshot_id} shares the values of changes that are not " \
-        f"stored: {paths[0]}" in out
-
-
 def test_a_v9_database_stores_shared_values_once_and_a_killed_migration_resumes(
     tmp_path: Path,
 ) -> None:
     v9 = str(tmp_path / "v9.db")
-    _, day2 = _results_days(tmp_path, v9, 200)
-    expected_values, expected_fields = _values_of(v9), _all_fields(v9)
-    shared = _shared(sqlite3.connect(v9))
+    _, day2 = post_results(tmp_path, v9, 200)
+    expected_values, expected_fields = _values_of(v9), all_fields(v9)
+    shared = shared_paths(sqlite3.connect(v9))
     assert len(shared) == len(sorted(day2.iterdir())[::2]) > 50
     make_v9(v9)
-    assert _shared(sqlite3.connect(v9)) == {}
-    assert _all_fields(v9) == expected_fields  # the same history, every value in its delta
+    assert shared_paths(sqlite3.connect(v9)) == {}
+    assert all_fields(v9) == expected_fields  # the same history, every value in its delta
     for crashed in _killed_migrations(v9, tmp_path, seed=10):
         assert _values_of(crashed) == expected_values
-        assert _all_fields(crashed) == expected_fields
-        assert _shared(sqlite3.connect(crashed)) == shared  # as the current code stores them
-
-
-def test_no_read_of_one_study_or_snapshot_scans_every_change(
-    tmp_path: Path, db_path: str
-) -> None:
-    from trialdiff.check import CheckTotals, check_database
-
-    _results_days(tmp_path, db_path, 12)
-    conn = sqlite3.connect(db_path)
-    statements: list[str] = []
-    conn.set_trace_callback(statements.append)
-    assert list(check_database(conn, CheckTotals())) == []
-    for (nct_id,) in conn.execute("select nct_id from studies").fetchall():
-        study_fields(conn, nct_id)
-    conn.set_trace_callback(None)
-    # One pass over the table per check is fine (orphans, annotations); per study it is not.
-    whole_table = ("snapshot_id not in (select id from snapshots)", "snapshot_id is null")
-    scans = {sql for sql in statements if " changes " in sql + " "
-             and not any(part in sql for part in whole_table)
-             and any("SCAN changes" in row[-1] for row in conn.execute(
-                 "explain query plan " + sql).fetchall())}
-    assert scans == set()
+        assert all_fields(crashed) == expected_fields
+        assert shared_paths(sqlite3.connect(crashed)) == shared  # as the current code stores them
 
 
 def _gate_cut(line: bytes) -> tuple[bytes, bytes]:
