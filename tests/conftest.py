@@ -8,7 +8,11 @@ import functools
 import json
 import os
 import random
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,6 @@ FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
 SAMPLE = ROOT / "snapshots" / "sample"  # the quickstart's real archive: 2 days, 3 studies
 SAMPLE_DAYS = ("2024-06-14", "2025-07-07")
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # a subprocess runs this checkout's trialdiff
 
 
 def load(relative: str) -> dict[str, Any]:
@@ -118,6 +121,25 @@ def copy_db(source: str | Path, target: str | Path) -> None:
     reader.backup(writer)
     reader.close()
     writer.close()
+
+
+def trialdiff_env() -> dict[str, str]:
+    """Return the environment as the test has set it, with this checkout's trialdiff on the path."""
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def trialdiff_process(db: str, *args: str) -> subprocess.Popen[bytes]:
+    """Start a real `trialdiff` process on a database (this checkout's code), output discarded."""
+    return subprocess.Popen([sys.executable, "-m", "trialdiff", "--db", db, *args],
+                            env=trialdiff_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def kill_after(process: subprocess.Popen[bytes], seconds: float) -> None:
+    """SIGKILL a process after some seconds, as a crash or the OOM killer would; reap it."""
+    time.sleep(seconds)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
 
 
 def run(db: str, *args: str, obj: Mapping[str, Any] | None = None) -> tuple[int, str, str]:

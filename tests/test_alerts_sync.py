@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, real_records, run
+from conftest import kill_after, real_records, run, trialdiff_process
 from standin_api import StandinAPI
 from webhook_receiver import WebhookReceiver
 
@@ -94,14 +89,8 @@ def test_a_query_watch_covers_the_studies_its_query_returns(
 
 def _kill_sync_at_random(db: str, api: StandinAPI, delay: float) -> None:
     """Start a real sync process and SIGKILL it after `delay` seconds."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, "-m", "trialdiff", "--db", db, "sync", "--api", api.base_url,
-            "--delay", "0.02", "--page-size", "3", "--at", DAY2, "--quiet"]
-    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    time.sleep(delay)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_after(trialdiff_process(db, "sync", "--api", api.base_url, "--delay", "0.02",
+                                 "--page-size", "3", "--at", DAY2, "--quiet"), delay)
 
 
 def test_sync_killed_at_random_moments_then_rerun_loses_no_alert(

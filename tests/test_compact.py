@@ -6,17 +6,14 @@ import hashlib
 import json
 import random
 import re
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
 import pytest
-from conftest import ENV, copy_db, run
+from conftest import copy_db, kill_after, run, trialdiff_process
 from test_lock import lock_holder
 from test_records import REAL_RECORDS, clones, write_day
 
@@ -277,14 +274,11 @@ def test_a_killed_compaction_leaves_a_sound_database_and_a_rerun_finishes(
     for trial, delay in enumerate((0.0, 0.004, 0.012)):
         crashed = str(tmp_path / f"crashed{trial}.db")
         copy_db(db, crashed)
-        process = subprocess.Popen([sys.executable, "-m", "trialdiff", "--db", crashed,
-                                    "compact"], env=ENV, stdout=subprocess.DEVNULL)
+        process = trialdiff_process(crashed, "compact")
         # Killed once it has committed a batch, or a moment after: mid-compaction.
         while process.poll() is None and not progress(crashed):
             time.sleep(0.002)
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        kill_after(process, delay)
         conn = sqlite3.connect(crashed)
         assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
         conn.close()

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from conftest import ENV, FIXTURES, run
+from conftest import FIXTURES, run, trialdiff_env
 
 
 @contextmanager
@@ -19,7 +19,7 @@ def lock_holder(db: str) -> Iterator[subprocess.Popen[bytes]]:
          "import time; from trialdiff.lock import WriteLock\n"
          f"with WriteLock({db!r}, command='import'):\n"
          "    print('locked', flush=True); time.sleep(60)"],
-        env=ENV, stdout=subprocess.PIPE,
+        env=trialdiff_env(), stdout=subprocess.PIPE,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
@@ -42,7 +42,7 @@ def test_wait_waits_for_the_other_writer(db_path: str) -> None:
         [sys.executable, "-c",
          "import time; from trialdiff.lock import WriteLock\n"
          f"with WriteLock({db_path!r}):\n    print('locked', flush=True); time.sleep(1)"],
-        env=ENV, stdout=subprocess.PIPE,
+        env=trialdiff_env(), stdout=subprocess.PIPE,
     )
     assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
     code, _, _ = run(db_path, "import", "--wait", "20", "--summary", str(FIXTURES / "v2"))

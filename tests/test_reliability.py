@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import random
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import ENV, FIXTURES, real_records, run
+from conftest import FIXTURES, kill_after, real_records, run, trialdiff_env, trialdiff_process
 
 from trialdiff.cli import cli
 from trialdiff.diff import changed_paths
@@ -59,11 +58,7 @@ def two_days(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def _import_process(db: str, folder: Path, at: str) -> subprocess.Popen[bytes]:
     """Start a real `trialdiff import` process."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "trialdiff", "--db", db, "import", "--summary", "--at", at,
-         str(folder)],
-        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    return trialdiff_process(db, "import", "--summary", "--at", at, str(folder))
 
 
 def test_import_killed_at_random_points_then_rerun_equals_an_uninterrupted_run(
@@ -84,10 +79,7 @@ def test_import_killed_at_random_points_then_rerun_equals_an_uninterrupted_run(
     for trial in range(6):
         crashed = str(tmp_path / f"crashed{trial}.db")
         assert _import_process(crashed, day1, "2026-05-11").wait() == 0
-        process = _import_process(crashed, day2, "2026-05-12")
-        time.sleep(rng.uniform(0.3, 2.5))
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        kill_after(_import_process(crashed, day2, "2026-05-12"), rng.uniform(0.3, 2.5))
         conn = sqlite3.connect(crashed)
         assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
         assert _import_process(crashed, day2, "2026-05-12").wait() == 0
@@ -239,7 +231,7 @@ def test_readers_running_beside_a_real_import_see_one_consistent_state(
     assert _import_process(db, first_day, "2026-05-01").wait() == 0
     writer = subprocess.Popen(
         [sys.executable, "-m", "trialdiff", "--db", db, "import", "--summary", str(busy_archive)],
-        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=trialdiff_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     states: set[str] = set()
     rounds = 0

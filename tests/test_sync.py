@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, real_records, run
+from conftest import ROOT, kill_after, real_records, run, trialdiff_process
 from standin_api import Fault, StandinAPI
 
 from trialdiff.diff import changed_paths
@@ -241,14 +241,9 @@ def test_a_second_writer_exits_75_naming_the_holder(db_path: str, api: StandinAP
 
 def _kill_sync_at_random(db: str, api: StandinAPI, at: str, seed: int) -> None:
     """Start a real sync process and SIGKILL it at a random moment."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, "-m", "trialdiff", "--db", db, "sync", "--api", api.base_url,
-            "--delay", "0.05", "--page-size", "3", "--at", at, "--quiet"]
-    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    time.sleep(random.Random(seed).uniform(0.2, 1.2))
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_after(trialdiff_process(db, "sync", "--api", api.base_url, "--delay", "0.05",
+                                 "--page-size", "3", "--at", at, "--quiet"),
+               random.Random(seed).uniform(0.2, 1.2))
 
 
 def test_a_killed_sync_resumes_without_losing_or_doubling_changes(

@@ -6,11 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +15,7 @@ from typing import Any
 import orjson
 import xxhash
 import zstandard
-from conftest import ENV, copy_db, run
+from conftest import copy_db, kill_after, run, trialdiff_process
 from test_records import all_fields, clones, no_derived, post_results, shared_paths, write_day
 from test_reliability import changes_of
 
@@ -51,14 +47,6 @@ def make_v6(db: str) -> None:
     conn.close()
 
 
-def _import(db: str, folder: Path, at: str) -> subprocess.Popen[bytes]:
-    """Start a real `trialdiff import` process (it migrates the file first)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "trialdiff", "--db", db, "import", "--at", at, str(folder)],
-        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-
-
 def test_a_v6_database_is_converted_in_place_and_a_killed_migration_resumes(
     tmp_path: Path,
 ) -> None:
@@ -69,7 +57,7 @@ def test_a_v6_database_is_converted_in_place_and_a_killed_migration_resumes(
     make_v6(v6)
     reference = str(tmp_path / "reference.db")
     copy_db(v6, reference)
-    assert _import(reference, day2, "2026-05-12").wait() == 0
+    assert trialdiff_process(reference, "import", "--at", "2026-05-12", str(day2)).wait() == 0
     expected = changes_of(reference)
     assert len(expected) == sum(a != b for a, b in zip(clones(224), clones(224, True),
                                                        strict=True)) > 60
@@ -77,14 +65,12 @@ def test_a_v6_database_is_converted_in_place_and_a_killed_migration_resumes(
     for trial in range(4):
         crashed = str(tmp_path / f"crashed{trial}.db")
         copy_db(v6, crashed)
-        process = _import(crashed, day2, "2026-05-12")
-        time.sleep(rng.uniform(0.4, 1.6))
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        kill_after(trialdiff_process(crashed, "import", "--at", "2026-05-12", str(day2)),
+                   rng.uniform(0.4, 1.6))
         conn = sqlite3.connect(crashed)
         assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
         conn.close()
-        assert _import(crashed, day2, "2026-05-12").wait() == 0
+        assert trialdiff_process(crashed, "import", "--at", "2026-05-12", str(day2)).wait() == 0
         assert changes_of(crashed) == expected
         assert run(crashed, "check")[0] == 0
         conn = sqlite3.connect(crashed)
@@ -137,12 +123,6 @@ def _values_of(db: str) -> list[tuple[Any, ...]]:
                   for c in query_changes(conn, ChangeFilter()))
 
 
-def _check(db: str) -> subprocess.Popen[bytes]:
-    """Start a real `trialdiff check` process (it migrates the file first)."""
-    return subprocess.Popen([sys.executable, "-m", "trialdiff", "--db", db, "check"], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def _killed_migrations(db: str, tmp_path: Path, seed: int) -> Iterator[str]:
     """Yield three copies of a database, each migrated by a `check` killed once, then rerun."""
     rng = random.Random(seed)
@@ -152,11 +132,8 @@ def _killed_migrations(db: str, tmp_path: Path, seed: int) -> Iterator[str]:
         assert sqlite3.connect(crashed).execute(
             "select value from meta where key = 'schema_version'").fetchone()[0] != str(
             SCHEMA_VERSION)
-        process = _check(crashed)
-        time.sleep(rng.uniform(0.2, 0.9))
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        assert _check(crashed).wait() == 0
+        kill_after(trialdiff_process(crashed, "check"), rng.uniform(0.2, 0.9))  # it migrates
+        assert trialdiff_process(crashed, "check").wait() == 0
         yield crashed
 
 
