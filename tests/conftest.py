@@ -51,8 +51,8 @@ def real_records() -> list[dict[str, Any]]:
 def real_words() -> list[str]:
     """Return the words of every fixture record's criteria and detailed description."""
     words = []
-    for path in sorted((FIXTURES / "v2").glob("*.json")):
-        section = json.loads(path.read_text(encoding="utf-8"))["protocolSection"]
+    for record in real_records():
+        section = record["protocolSection"]
         words += section.get("eligibilityModule", {}).get("eligibilityCriteria", "").split()
         words += section.get("descriptionModule", {}).get("detailedDescription", "").split()
     return words

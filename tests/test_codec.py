@@ -18,7 +18,7 @@ AT = "2026-05-11T00:00:00Z"
 PAIRS = sorted(p.name for p in (FIXTURES / "versions").iterdir() if p.is_dir())
 
 
-def record_bytes() -> list[bytes]:
+def stored_records() -> list[bytes]:
     """Return the real fixture records as the database stores them (compact, stable part)."""
     return [raw_json(stable_part(record)) for record in real_records()]
 
@@ -32,7 +32,7 @@ def conn(db_path: str) -> sqlite3.Connection:
 def test_a_trained_dictionary_shrinks_records_and_each_frame_names_its_own(
     conn: sqlite3.Connection,
 ) -> None:
-    records = record_bytes()
+    records = stored_records()
     plain = [codec.compress(conn, data) for data in records]
     assert codec.current_dictionary(conn) is None
     assert codec.train(conn, records[:10], AT) is None  # too few samples to pay for itself
@@ -51,7 +51,7 @@ def test_a_dictionary_trained_by_another_connection_is_loaded_when_a_frame_names
     db_path: str,
 ) -> None:
     reader, writer = open_db(db_path).conn, open_db(db_path).conn
-    records = record_bytes()
+    records = stored_records()
     assert codec.current_dictionary(reader) is None  # the reader has loaded none
     codec.train(writer, records * 3, AT)
     blob = codec.compress(writer, records[0])
@@ -61,7 +61,7 @@ def test_a_dictionary_trained_by_another_connection_is_loaded_when_a_frame_names
 def test_a_later_record_is_stored_against_the_first_and_read_back_with_it(
     conn: sqlite3.Connection,
 ) -> None:
-    codec.train(conn, record_bytes() * 3, AT)
+    codec.train(conn, stored_records() * 3, AT)
     first = version_pair("NCT04280705")[0]
     edited = copy.deepcopy(first)
     edited["protocolSection"]["statusModule"]["overallStatus"] = "WITHDRAWN"
@@ -78,14 +78,14 @@ def test_a_later_record_is_stored_against_the_first_and_read_back_with_it(
 
 
 def test_rows_written_before_zstd_stay_readable(conn: sqlite3.Connection) -> None:
-    data = record_bytes()[0]
+    data = stored_records()[0]
     assert codec.decompress(conn, zlib.compress(data)) == data
 
 
 def test_a_long_change_value_is_stored_compressed_and_a_short_one_as_text(
     conn: sqlite3.Connection,
 ) -> None:
-    codec.train(conn, record_bytes() * 3, AT)
+    codec.train(conn, stored_records() * 3, AT)
     results = next(r["resultsSection"] for r in real_records() if "resultsSection" in r)
     long_value = orjson.dumps(results).decode()
     short_value = '{"date":"2024-06-14","type":"ACTUAL"}'

@@ -11,18 +11,24 @@ from contextlib import contextmanager
 from conftest import FIXTURES, run, trialdiff_env
 
 
-@contextmanager
-def lock_holder(db: str) -> Iterator[subprocess.Popen[bytes]]:
-    """Hold the write lock from another process, an `import`; kill it when the block ends."""
+def hold_lock(db: str, seconds: float) -> subprocess.Popen[bytes]:
+    """Start another process, an `import`, that holds the write lock for some seconds."""
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import time; from trialdiff.lock import WriteLock\n"
          f"with WriteLock({db!r}, command='import'):\n"
-         "    print('locked', flush=True); time.sleep(60)"],
+         f"    print('locked', flush=True); time.sleep({seconds})"],
         env=trialdiff_env(), stdout=subprocess.PIPE,
     )
+    assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+    return holder
+
+
+@contextmanager
+def lock_holder(db: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Hold the write lock from another process; kill it when the block ends."""
+    holder = hold_lock(db, 60)
     try:
-        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
         yield holder
     finally:
         holder.send_signal(signal.SIGKILL)
@@ -38,13 +44,7 @@ def test_a_lock_left_by_a_killed_process_does_not_block(db_path: str) -> None:
 
 
 def test_wait_waits_for_the_other_writer(db_path: str) -> None:
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import time; from trialdiff.lock import WriteLock\n"
-         f"with WriteLock({db_path!r}):\n    print('locked', flush=True); time.sleep(1)"],
-        env=trialdiff_env(), stdout=subprocess.PIPE,
-    )
-    assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+    holder = hold_lock(db_path, 1)
     code, _, _ = run(db_path, "import", "--wait", "20", "--summary", str(FIXTURES / "v2"))
     assert code == 0
     holder.wait()
