@@ -19,7 +19,7 @@ from conftest import ROOT, SAMPLE
 
 from trialdiff import __version__
 from trialdiff.cli import cli
-from trialdiff.settings import CHECKOUT_DB, default_db
+from trialdiff.settings import CHECKOUT_DB
 
 IMPORTED = "import: 6 studies checked, 2 changed, 528 changes (235 added, 62 changed, " \
     "231 removed), 0 failed\n"
@@ -169,18 +169,6 @@ def test_default_database_where_one_already_is_stays_in_use(elsewhere: Path) -> 
                   str(SAMPLE)) == (0, IMPORTED, "")
     assert invoke("check") == (0, CHECKED, "")
     assert not (elsewhere.parent / "data").exists()
-
-
-def test_default_db_follows_xdg(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    assert default_db(tmp_path, {"HOME": str(home)}) == \
-        home / ".local/share/trialdiff/trialdiff.db"
-    assert default_db(tmp_path, {"HOME": str(home), "XDG_DATA_HOME": "rel"}) == \
-        home / ".local/share/trialdiff/trialdiff.db"  # the spec: a relative one is ignored
-    assert default_db(tmp_path, {"XDG_DATA_HOME": "/x"}) == Path("/x/trialdiff/trialdiff.db")
-    (tmp_path / "pyproject.toml").write_text('[project]\nname = "other"\n', encoding="utf-8")
-    assert default_db(tmp_path, {"XDG_DATA_HOME": "/x"}) == Path("/x/trialdiff/trialdiff.db")
-    assert default_db(ROOT, {"XDG_DATA_HOME": "/x"}) == CHECKOUT_DB
 
 
 def _foreign(path: Path) -> str:

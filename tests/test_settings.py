@@ -1,0 +1,82 @@
+"""The settings table: what the CLI and the Python API read from it, and the default database."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import click
+from conftest import ROOT
+
+from trialdiff import tracker
+from trialdiff.cli import cli
+from trialdiff.settings import CHECKOUT_DB, SETTINGS, default_db, setting
+
+
+def cli_options() -> dict[str, list[click.Option]]:
+    """Return every option of the CLI (top level and each command) by its flag."""
+    found: dict[str, list[click.Option]] = {}
+    for command in (cli, *cli.commands.values()):  # type: ignore[attr-defined]
+        for param in command.params:
+            if isinstance(param, click.Option):
+                for flag in param.opts:
+                    found.setdefault(flag, []).append(param)
+    return found
+
+
+def test_each_setting_is_an_option_read_from_its_variable_with_the_tables_default() -> None:
+    options = cli_options()
+    for entry in SETTINGS:
+        assert setting(entry.option) is entry
+        assert entry.envvar == "TRIALDIFF_" + entry.option[2:].upper().replace("-", "_")
+        reading = [o for o in options[entry.option] if o.envvar == entry.envvar]
+        assert reading, f"no command reads {entry.envvar}"
+        if entry.option != "--db":  # the database's default depends on the folder
+            assert {str(o.default) for o in reading} == {entry.default}, entry.option
+    # ... and no option reads a variable the table does not list.
+    variables = {o.envvar for found in options.values() for o in found if o.envvar}
+    assert variables == {entry.envvar for entry in SETTINGS}
+
+
+def test_the_python_apis_defaults_are_the_tables() -> None:
+    # The API's keyword arguments are the settings in snake case; a default that drifted
+    # would make a script behave unlike the command line.
+    table = {entry.option[2:].replace("-", "_"): entry.default for entry in SETTINGS}
+    client = inspect.signature(tracker.client_for).parameters
+    for name in ("page_size", "delay", "timeout", "deadline", "retries", "retry_budget",
+                 "max_response_mb"):
+        assert float(client[name].default) == float(table[name]), name
+    notify = inspect.signature(tracker.Tracker.notify).parameters
+    assert (notify["timeout"].default, notify["backoff"].default,
+            notify["max_age_hours"].default) == (
+        float(table["alert_timeout"]), float(table["alert_backoff"]),
+        float(table["alert_max_age"]))
+    assert inspect.signature(tracker.Tracker.sync).parameters["api"].default == table["api"]
+
+
+def test_default_db_follows_xdg(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert default_db(tmp_path, {"HOME": str(home)}) == \
+        home / ".local/share/trialdiff/trialdiff.db"
+    assert default_db(tmp_path, {"HOME": str(home), "XDG_DATA_HOME": "rel"}) == \
+        home / ".local/share/trialdiff/trialdiff.db"  # the spec: a relative one is ignored
+    assert default_db(tmp_path, {"XDG_DATA_HOME": "/x"}) == Path("/x/trialdiff/trialdiff.db")
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "other"\n', encoding="utf-8")
+    assert default_db(tmp_path, {"XDG_DATA_HOME": "/x"}) == Path("/x/trialdiff/trialdiff.db")
+    assert default_db(ROOT, {"XDG_DATA_HOME": "/x"}) == CHECKOUT_DB
+
+
+def test_default_db_keeps_an_existing_database_and_is_not_fooled_by_a_broken_pyproject(
+    tmp_path: Path,
+) -> None:
+    elsewhere = Path("/x/trialdiff/trialdiff.db")
+    # A broken or odd pyproject.toml is not a checkout: it must not raise, nor claim the folder.
+    for text in ("[project\nname =", '[project]\nname = "trialdiff', 'project = "trialdiff"\n',
+                 '[tool.trialdiff]\nname = "trialdiff"\n'):
+        (tmp_path / "pyproject.toml").write_text(text, encoding="utf-8")
+        assert default_db(tmp_path, {"XDG_DATA_HOME": "/x"}) == elsewhere, text
+    # A folder that already holds snapshots/trialdiff.db (the only default once) keeps it.
+    (tmp_path / "snapshots").mkdir()
+    assert default_db(tmp_path, {"XDG_DATA_HOME": "/x"}) == elsewhere  # a folder alone is not
+    (tmp_path / CHECKOUT_DB).write_bytes(b"")
+    assert default_db(tmp_path, {"XDG_DATA_HOME": "/x"}) == CHECKOUT_DB
