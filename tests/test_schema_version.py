@@ -1,0 +1,65 @@
+"""The schema version: one number for the writer's migrations and the readers, who refuse others."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+from trialdiff import schema
+from trialdiff.errors import DatabaseError
+from trialdiff.query import connect_readonly
+from trialdiff.schema_version import SCHEMA_VERSION, version_problem
+
+
+def set_version(db: str, version: int) -> None:
+    """Write another schema version into a trialdiff database's meta table."""
+    conn = sqlite3.connect(db)
+    conn.execute("update meta set value = ? where key = 'schema_version'", [str(version)])
+    conn.commit()
+    conn.close()
+
+
+def test_version_problem_says_what_to_do_about_an_older_or_a_newer_database() -> None:
+    assert version_problem("t.db", SCHEMA_VERSION) is None
+    assert version_problem("t.db", SCHEMA_VERSION - 1) == (
+        f"t.db: database schema version {SCHEMA_VERSION - 1} is older than this trialdiff's "
+        f"({SCHEMA_VERSION}); run `trialdiff check` (or any writing command) once to upgrade "
+        "it in place")
+    assert version_problem("t.db", SCHEMA_VERSION + 1) == (
+        f"t.db: database schema version {SCHEMA_VERSION + 1} is newer than this trialdiff knows "
+        f"({SCHEMA_VERSION}); upgrade trialdiff")
+
+
+def test_the_writer_migrates_every_older_version_up_to_this_one() -> None:
+    # The readers' number is the writer's: an older one would be refused with advice to run
+    # a writer, so a writer must have a step from each older version to the next.
+    assert schema.SCHEMA_VERSION is SCHEMA_VERSION
+    assert sorted(schema.MIGRATIONS) == list(range(1, SCHEMA_VERSION))
+
+
+def test_readers_and_the_writer_refuse_a_newer_database_in_the_same_words(db_path: str) -> None:
+    schema.open_db(db_path).close()
+    connect_readonly(db_path).close()  # the version it wrote is one readers read
+    set_version(db_path, SCHEMA_VERSION + 1)
+    problem = version_problem(db_path, SCHEMA_VERSION + 1)
+    with pytest.raises(DatabaseError) as read:
+        connect_readonly(db_path)
+    assert str(read.value) == problem
+    with pytest.raises(DatabaseError) as write:
+        schema.open_db(db_path)
+    assert problem is not None and problem.endswith(str(write.value))  # the writer omits the path
+
+
+def test_a_reader_checks_the_version_without_loading_sqlite_utils(db_path: str) -> None:
+    # Why schema_version is a module of its own: the fast read commands must not pay for
+    # sqlite-utils, which the writer's schema imports.
+    schema.open_db(db_path).close()
+    code = ("import sys; from trialdiff.query import connect_readonly; "
+            f"connect_readonly({db_path!r}).close(); print('sqlite_utils' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd=ROOT)
+    assert result.stdout == "False\n"
