@@ -1,0 +1,222 @@
+"""The Tracker, the Python API: its runs, sinks, clients and reads, each as the CLI's."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLE, SAMPLE_DAYS, run
+from standin_api import StandinAPI
+
+import trialdiff
+from trialdiff.check import CheckTotals
+from trialdiff.errors import DatabaseError, UnknownStudy, UsageError
+from trialdiff.model import Observation, Outcome
+from trialdiff.tracker import Tracker, client_for
+
+
+def test_change_to_dict_is_what_changes_format_json_prints(db_path: str) -> None:
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    code, out, err = run(db_path, "changes", "--format", "json")
+    assert (code, err) == (0, "")
+    with trialdiff.open(db_path) as tracker:
+        assert [c.to_dict() for c in tracker.changes()] == json.loads(out)
+        code, out, _ = run(db_path, "changes", "NCT06060392", "--path", "status",
+                           "--min-severity", "major", "--format", "json")
+        chosen = tracker.changes(["nct06060392"], path="status", min_severity="major")
+        assert [c.to_dict() for c in chosen] == json.loads(out) != []
+
+
+def test_recent_and_page_are_what_the_commands_print(db_path: str) -> None:
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    with trialdiff.open(db_path) as tracker:
+        recent = tracker.recent_section("NCT06060392", days=400, as_of="2025-07-07")
+        page = tracker.page("NCT06060392", as_of="2025-07-07", footer="Fed by trialdiff.")
+    assert run(db_path, "recent", "NCT06060392", "--days", "400",
+               "--as-of", "2025-07-07")[1] == recent
+    assert run(db_path, "page", "NCT06060392", "--as-of", "2025-07-07",
+               "--footer", "Fed by trialdiff.")[1] == page
+
+
+class Kept:
+    """A sink that keeps what it sees."""
+
+    def __init__(self) -> None:
+        self.seen: list[Outcome] = []
+        self.finished: list[trialdiff.Run] = []
+        self.closed = 0
+
+    def show(self, outcome: Outcome) -> None:
+        """Keep an outcome."""
+        self.seen.append(outcome)
+
+    def finish(self, run: trialdiff.Run) -> None:
+        """Keep the finished run."""
+        self.finished.append(run)
+
+    def close(self) -> None:
+        """Count closings."""
+        self.closed += 1
+
+
+def test_a_run_feeds_its_sinks_and_records_its_row(db_path: str) -> None:
+    kept = Kept()
+    with trialdiff.open(db_path) as tracker:
+        done = tracker.import_paths([str(SAMPLE)], sinks=[kept])
+        assert tracker.watches() == []
+    observations = [o for o in kept.seen if isinstance(o, Observation)]
+    assert len(observations) == done.checked == 6 and kept.closed == 1
+    assert len(kept.finished) == 1 and kept.finished[0].id == done.id == 1
+    assert done.changes == len(done.stored_changes) == sum(len(o.changes) for o in observations)
+    row = sqlite3.connect(db_path).execute("select status, checked, changes from runs").fetchone()
+    assert row == ("ok", done.checked, done.changes)
+
+
+def test_a_crashing_import_is_recorded_as_ended_and_its_sinks_closed(
+    db_path: str, tmp_path: Path
+) -> None:
+    class Crash(Kept):
+        def show(self, outcome: Outcome) -> None:
+            raise RuntimeError("the disk went away")
+
+    crash = Crash()
+    with trialdiff.open(db_path) as tracker:
+        with pytest.raises(RuntimeError):
+            tracker.import_paths([str(SAMPLE)], sinks=[crash])
+        assert tracker.last_run is not None and tracker.last_run.status == "partial"
+    # Not left `running`: one study was saved before the crash, so the run is partial.
+    assert sqlite3.connect(db_path).execute("select status, errors from runs").fetchone() == (
+        "partial", '[{"input": "import", "error": "the disk went away"}]')
+    assert crash.closed == 1
+
+
+def test_sync_and_backfill_close_their_clients_and_a_bad_setting_names_no_flag(
+    db_path: str, api: StandinAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trialdiff.fetch import Client
+
+    closed: list[str] = []
+    close = Client.close
+
+    def counted(client: Client) -> None:
+        closed.append(client.base_url)
+        close(client)
+
+    monkeypatch.setattr(Client, "close", counted)
+    with trialdiff.open(db_path) as tracker:
+        with pytest.raises(trialdiff.UsageError) as caught:
+            tracker.sync(api="ftp://example.org")
+        assert "--" not in str(caught.value) and caught.value.setting == "api"
+        with pytest.raises(trialdiff.UsageError, match="'NCT1' is not an NCT id"):
+            tracker.backfill(["NCT1"], api=api.base_url)
+        assert closed == [] and tracker.last_run is None  # refused before any run began
+        done = tracker.sync(["NCT00000410"], api=api.base_url, delay=0)
+        assert closed == [api.base_url]
+        with pytest.raises(trialdiff.FetchError):  # the stand-in has no history for it
+            tracker.backfill(["NCT00000410"], api=api.base_url, delay=0)
+        assert closed == [api.base_url, api.base_url.removesuffix("/api/v2")]
+        assert tracker.last_run is not None and tracker.last_run.status == "failed"
+    assert (done.status, done.checked) == ("ok", 1)
+
+
+
+
+def test_a_tracker_that_keeps_no_changes_still_feeds_its_sinks(db_path: str) -> None:
+    kept = Kept()
+    with trialdiff.open(db_path, keep_changes=False) as tracker:
+        done = tracker.import_paths([str(SAMPLE)], sinks=[kept])
+        # The run holds none of what it stored (a registry-wide rewrite stores millions) ...
+        assert done.stored is None and done.changes > 500
+        with pytest.raises(trialdiff.UsageError, match="keep_changes=False"):
+            done.stored_changes  # noqa: B018
+        # ... while its sinks saw every change, and the database has them all.
+        seen = sum(len(o.changes) for o in kept.seen if isinstance(o, Observation))
+        assert seen == done.changes == len(list(tracker.changes()))
+
+
+@pytest.fixture
+def imported(db_path: str) -> str:
+    """Return a database holding the sample archive: 3 real studies over 2 days."""
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    return db_path
+
+
+def test_ids_are_read_as_the_cli_reads_them_and_a_malformed_one_writes_nothing(
+    db_path: str,
+) -> None:
+    with trialdiff.open(db_path) as tracker:
+        assert tracker.track([" nct05827016 ", "NCT06060392"], ["query.cond=asthma"]) == (2, 1)
+        assert tracker.track(["NCT05827016"], [" ?query.cond=asthma"]) == (0, 0)  # the same
+        with pytest.raises(UsageError, match="'NCT1' is not an NCT id like NCT01234567"):
+            tracker.track(["NCT04642755", "NCT1"])
+        with pytest.raises(UsageError, match="'pageSize' is not a query"):
+            tracker.track(["NCT04642755"], ["pageSize=5"])
+        assert tracker.untrack(["nct06060392"], ["query.cond=asthma"]) == 2
+    assert run(db_path, "tracked")[1].splitlines()[0].startswith("NCT05827016  tracked  since ")
+    assert len(run(db_path, "tracked")[1].splitlines()) == 1  # NCT04642755 was never added
+
+
+def test_reads_refuse_an_unknown_study_and_a_time_that_is_not_one(imported: str) -> None:
+    with trialdiff.open(imported) as tracker:
+        for read in (tracker.recent_section, tracker.page):
+            with pytest.raises(UnknownStudy, match=r"^NCT09999999 is not in the database$"):
+                read("nct09999999")
+        with pytest.raises(UsageError, match="'last week' is not an ISO 8601 date or time"):
+            list(tracker.changes(since="last week"))
+        # Every change of the sample was seen on its second day: a window splits them there.
+        day = f"{SAMPLE_DAYS[1]}T00:00:00Z"
+        assert len(list(tracker.changes(since=day))) == len(list(tracker.changes())) == 528
+        assert list(tracker.changes(until=day)) == []
+        # A day, a timestamp on that day and a date are the same `as_of`.
+        sections = {tracker.recent_section("NCT06060392", days=400, as_of=as_of)
+                    for as_of in (SAMPLE_DAYS[1], f"{SAMPLE_DAYS[1]}T23:00:00Z",
+                                  datetime.date.fromisoformat(SAMPLE_DAYS[1]))}
+        assert len(sections) == 1
+
+
+def test_an_archive_cannot_be_observed_at_one_time_and_no_run_begins(db_path: str) -> None:
+    with trialdiff.open(db_path) as tracker:
+        with pytest.raises(UsageError, match="observed on their dates") as caught:
+            tracker.import_paths([str(SAMPLE)], at=SAMPLE_DAYS[1])
+        assert caught.value.setting == "at" and tracker.last_run is None
+    assert sqlite3.connect(db_path).execute("select count(*) from runs").fetchone() == (0,)
+
+
+def test_check_and_reannotate_on_a_real_import(imported: str) -> None:
+    totals = CheckTotals()
+    with trialdiff.open(imported) as tracker:
+        assert tracker.check(totals) == []
+        assert (totals.studies, totals.snapshots, totals.changes) == (3, 5, 528)
+        # The stored severities and facts are today's rules already: all checked, none updated.
+        assert tracker.reannotate() == (528, 0)
+        assert tracker.last_run is not None and tracker.last_run.command == "reannotate"
+        assert tracker.last_run.status == "ok"
+
+
+def test_open_creates_a_database_and_compact_will_not(tmp_path: Path) -> None:
+    created = tmp_path / "new.db"
+    with trialdiff.open(str(created)) as tracker:
+        assert tracker.check() == [] and list(tracker.changes()) == []
+    assert created.is_file()
+    missing = tmp_path / "missing.db"
+    with Tracker(str(missing)) as tracker, pytest.raises(DatabaseError, match="no database at"):
+        tracker.compact()
+    assert not missing.exists() and tracker.last_run is None
+
+
+@pytest.mark.parametrize(("settings", "setting"), [
+    ({"page_size": 0}, "page_size"),
+    ({"page_size": 1001}, "page_size"),
+    ({"timeout": 0}, "timeout"),
+    ({"deadline": -1}, "timeout"),
+])
+def test_client_settings_out_of_range_are_refused_naming_the_setting(
+    settings: dict[str, float], setting: str
+) -> None:
+    # The CLI checks its numbers first; a script reaches these checks directly.
+    with pytest.raises(UsageError) as caught:
+        client_for("https://clinicaltrials.gov/api/v2", **settings)  # type: ignore[arg-type]
+    assert caught.value.setting == setting and "--" not in str(caught.value)
