@@ -17,14 +17,18 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from click.testing import CliRunner
 from standin_api import StandinAPI
 
 from trialdiff.cli import cli
 from trialdiff.diff import diff_snapshots
+from trialdiff.ingest import RunTotals, save_studies
 from trialdiff.model import FieldChange, Snapshot
-from trialdiff.normalize import extract_fields
+from trialdiff.normalize import extract_fields, study_id
+from trialdiff.schema import open_db
+from trialdiff.sources import SourceItem, read_studies
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
@@ -121,6 +125,36 @@ def copy_db(source: str | Path, target: str | Path) -> None:
     reader.backup(writer)
     reader.close()
     writer.close()
+
+
+def stored_rows(db: str, sql: str) -> list[tuple[Any, ...]]:
+    """Return the rows a query of a database file finds."""
+    return sqlite3.connect(db).execute(sql).fetchall()
+
+
+def save_records(db: str, records: list[dict[str, Any]], at: str) -> RunTotals:
+    """Save records as one input observed at `at`, each labelled `test`; return its totals."""
+    totals = RunTotals()
+    items = [SourceItem("test", r, study_id(r)) for r in records]
+    save_studies(open_db(db), items, at, totals)
+    return totals
+
+
+def day_lines(records: list[dict[str, Any]], stamp: str) -> list[bytes]:
+    """Return records as compact NDJSON lines, re-stamped as a new data release does."""
+    lines = []
+    for record in records:
+        record = copy.deepcopy(record)
+        record["derivedSection"]["miscInfoModule"]["versionHolder"] = stamp
+        lines.append(orjson.dumps(record))
+    return lines
+
+
+def import_ndjson(db: str, path: Path, at: str, parse: bool) -> RunTotals:
+    """Save one NDJSON file, its lines parsed up front or left to the store."""
+    totals = RunTotals()
+    save_studies(open_db(db), read_studies([str(path)], parse=parse), at, totals)
+    return totals
 
 
 def trialdiff_env() -> dict[str, str]:

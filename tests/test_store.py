@@ -8,7 +8,15 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, load, real_records, version_pair
+from conftest import (
+    FIXTURES,
+    day_lines,
+    import_ndjson,
+    load,
+    real_records,
+    save_records,
+    version_pair,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,31 +35,22 @@ from trialdiff.query import (
     study_row,
 )
 from trialdiff.schema import open_db
-from trialdiff.sources import SourceItem, read_studies
+from trialdiff.sources import read_studies
 from trialdiff.store import save_study
 
 T1, T2, T3 = "2024-06-14T00:00:00.000Z", "2025-07-07T00:00:00.000Z", "2025-07-08T00:00:00.000Z"
 
 
-def save(db_path: str, records: list[dict], at: str) -> RunTotals:
-    """Save records as one observation and return the run's totals."""
-    db = open_db(db_path)
-    totals = RunTotals()
-    items = [SourceItem("test", r, study_id(r)) for r in records]
-    save_studies(db, items, at, totals)
-    return totals
-
-
 def test_snapshots_only_when_content_changes_and_last_seen_always_moves(db_path: str) -> None:
     older, newer = version_pair("NCT06060392")
-    save(db_path, [older], T1)
-    save(db_path, [older], T2)  # the same record seen again: no snapshot
+    save_records(db_path, [older], T1)
+    save_records(db_path, [older], T2)  # the same record seen again: no snapshot
     db = open_db(db_path)
     assert [r["seq"] for r in snapshots_of(db.conn, "NCT06060392")] == [1]
     row = study_row(db.conn, "NCT06060392")
     assert row is not None
     assert (row["first_seen_at"], row["last_seen_at"], row["last_changed_at"]) == (T1, T2, T1)
-    totals = save(db_path, [newer], T3)
+    totals = save_records(db_path, [newer], T3)
     assert (totals.checked, totals.changed, totals.changes) == (1, 1, 6)
     assert [r["seq"] for r in snapshots_of(db.conn, "NCT06060392")] == [1, 2]
     assert (study_row(db.conn, "NCT06060392") or {})["last_seen_at"] == T3
@@ -59,19 +58,19 @@ def test_snapshots_only_when_content_changes_and_last_seen_always_moves(db_path:
 
 def test_reordered_or_respaced_bytes_store_nothing(db_path: str) -> None:
     record = load("v2/NCT04857515.json")
-    save(db_path, [record], T1)
+    save_records(db_path, [record], T1)
     shuffled = copy.deepcopy(record)
     shuffled["protocolSection"]["conditionsModule"]["conditions"].reverse()
     shuffled["protocolSection"]["descriptionModule"]["briefSummary"] += "   \n"
-    totals = save(db_path, [shuffled], T2)
+    totals = save_records(db_path, [shuffled], T2)
     assert totals.changes == 0
     assert len(snapshots_of(open_db(db_path).conn, "NCT04857515")) == 1
 
 
 def test_every_stored_version_is_rebuilt_exactly(db_path: str) -> None:
     older, newer = version_pair("NCT05827016")
-    save(db_path, [older], T1)
-    save(db_path, [newer], T2)
+    save_records(db_path, [older], T1)
+    save_records(db_path, [newer], T2)
     conn = open_db(db_path).conn
     for seq, record in ((1, older), (2, newer)):
         snapshot = snapshot_at(conn, "NCT05827016", seq)
@@ -84,8 +83,8 @@ def test_every_stored_version_is_rebuilt_exactly(db_path: str) -> None:
 
 def test_changes_are_stored_with_their_detail(db_path: str) -> None:
     older, newer = version_pair("NCT06060392")
-    save(db_path, [older], T1)
-    save(db_path, [newer], T2)
+    save_records(db_path, [older], T1)
+    save_records(db_path, [newer], T2)
     conn = open_db(db_path).conn
     changes = list(query_changes(conn, ChangeFilter(path_prefix="status.completionDate")))
     assert len(changes) == 1
@@ -101,7 +100,7 @@ def test_changes_are_stored_with_their_detail(db_path: str) -> None:
 
 def test_a_snapshot_and_its_changes_commit_together(db_path: str, monkeypatch) -> None:
     older, newer = version_pair("NCT06060392")
-    save(db_path, [older], T1)
+    save_records(db_path, [older], T1)
     import trialdiff.store as store
 
     calls = {"n": 0}
@@ -116,7 +115,7 @@ def test_a_snapshot_and_its_changes_commit_together(db_path: str, monkeypatch) -
 
     monkeypatch.setattr(store, "insert_row", failing_insert)
     with pytest.raises(sqlite3.OperationalError):
-        save(db_path, [newer], T2)
+        save_records(db_path, [newer], T2)
     conn = sqlite3.connect(db_path)
     assert conn.execute("select count(*) from snapshots").fetchone()[0] == 1
     assert conn.execute("select count(*) from changes").fetchone()[0] == 0
@@ -124,8 +123,8 @@ def test_a_snapshot_and_its_changes_commit_together(db_path: str, monkeypatch) -
 
 def test_an_observation_older_than_the_latest_snapshot_is_refused(db_path: str) -> None:
     older, newer = version_pair("NCT06060392")
-    save(db_path, [newer], T2)
-    totals = save(db_path, [older], T1)
+    save_records(db_path, [newer], T2)
+    totals = save_records(db_path, [older], T1)
     assert totals.failed == 1
     assert "older than its latest snapshot" in totals.errors[0]["error"]
 
@@ -134,9 +133,9 @@ def test_a_change_older_than_the_last_sighting_is_refused(db_path: str) -> None:
     # A at T1 and again at T3, then B at T2: B would claim a change that T3 saw undone.
     older, newer = version_pair("NCT06060392")
     t2 = "2025-01-01T00:00:00.000Z"
-    assert save(db_path, [older], T1).failed == 0
-    assert save(db_path, [older], T3).failed == 0
-    totals = save(db_path, [newer], t2)
+    assert save_records(db_path, [older], T1).failed == 0
+    assert save_records(db_path, [older], T3).failed == 0
+    totals = save_records(db_path, [newer], t2)
     assert totals.failed == 1
     assert totals.errors[0]["error"] == (
         f"NCT06060392: observation at {t2} is older than its last sighting ({T3}); history is "
@@ -149,57 +148,20 @@ def test_a_change_older_than_the_last_sighting_is_refused(db_path: str) -> None:
     reordered = json.loads(json.dumps(older, indent=1))
     reordered["derivedSection"] = {"miscInfoModule": {"versionHolder": "2025-01-01"}}
     reordered["protocolSection"] = dict(reversed(reordered["protocolSection"].items()))
-    assert save(db_path, [older, reordered], t2).failed == 0
+    assert save_records(db_path, [older, reordered], t2).failed == 0
     assert conn.execute("select count(*), max(observed_at) from snapshots").fetchone() == (1, T1)
     assert conn.execute("select last_seen_at from sightings").fetchone() == (T3,)
     assert conn.execute("select observed_at from records").fetchone() == (T1,)
     # After the last sighting, the change is stored as usual.
-    assert save(db_path, [newer], "2025-07-09T00:00:00.000Z").changed == 1
+    assert save_records(db_path, [newer], "2025-07-09T00:00:00.000Z").changed == 1
     assert not list(check_database(conn, CheckTotals()))
-
-
-def _state(conn: sqlite3.Connection) -> list[list[tuple]]:
-    """Return what a study's history is: every row but hashes a lazy baseline fills in later."""
-    return [conn.execute(sql).fetchall() for sql in (
-        "select nct_id, first_seen_at, last_changed_at, snapshot_count, raw_hash, brief_title, "
-        "overall_status, last_update_post_date from studies",
-        "select * from sightings", "select * from records",
-        "select id, nct_id, seq, observed_at, source, run_id from snapshots",
-        "select * from changes",
-    )]
-
-
-@pytest.mark.parametrize("first", ["changed", "seen again", "new"])
-def test_a_study_given_again_with_other_content_leaves_its_history_as_it_was(
-    db_path: str, first: str
-) -> None:
-    older, newer = version_pair("NCT06060392")
-    other = real_records()[0]
-    if first != "new":
-        save(db_path, [older], T1)
-    open_db(db_path).close()
-    conn = sqlite3.connect(db_path)
-    before = _state(conn)
-    copies = [newer, other, older] if first == "changed" else [older, other, newer]
-    totals = save(db_path, copies, T2)
-    assert (totals.checked, totals.changed, totals.changes, totals.by_kind) == (1, 0, 0, {})
-    assert totals.errors == [{"input": "test", "error": (
-        "NCT06060392 is given again in this input with different content (first in test): a "
-        "conflict, so no version of it was stored"
-        + (" (the changes printed for it are undone)" if first == "changed" else ""))}]
-    other_id = study_id(other)
-    after = [[row for row in rows if other_id not in row] for rows in _state(conn)]
-    assert after == before
-    assert not list(check_database(conn, CheckTotals()))
-    # The next input observes the study as usual.
-    assert save(db_path, [newer], T3).changed == (first != "new")
 
 
 def test_real_records_all_import_and_reimport_stores_nothing(db_path: str) -> None:
     records = real_records()
-    first = save(db_path, records, T1)
+    first = save_records(db_path, records, T1)
     assert (first.checked, first.changes, first.failed) == (len(records), 0, 0)
-    again = save(db_path, records, T2)
+    again = save_records(db_path, records, T2)
     assert (again.checked, again.changed, again.changes) == (len(records), 0, 0)
     conn = open_db(db_path).conn
     assert conn.execute("select count(*) from snapshots").fetchone()[0] == len(records)
@@ -213,11 +175,11 @@ RECORDS = real_records()
 @given(st.lists(st.sampled_from(RECORDS), min_size=1, max_size=4, unique_by=id))
 def test_property_reimporting_the_same_data_stores_nothing(tmp_path: Path, records) -> None:
     path = str(tmp_path / f"p{abs(hash(tuple(id(r) for r in records)))}.db")
-    save(path, records, T1)
+    save_records(path, records, T1)
     conn = sqlite3.connect(path)
     before = conn.execute("select count(*), (select count(*) from changes) from snapshots")
     counts = before.fetchone()
-    save(path, json.loads(json.dumps(records)), T2)
+    save_records(path, json.loads(json.dumps(records)), T2)
     after = conn.execute("select count(*), (select count(*) from changes) from snapshots")
     assert after.fetchone() == counts
 
@@ -235,14 +197,14 @@ def test_a_first_snapshot_stays_a_raw_record_and_a_change_stores_only_moved_modu
     db_path: str,
 ) -> None:
     older, newer = version_pair("NCT06060392")
-    save(db_path, [older], T1)
+    save_records(db_path, [older], T1)
     conn = sqlite3.connect(db_path)
     delta, digest = conn.execute("select delta, content_hash from snapshots").fetchone()
     assert delta is None and digest is None  # the bootstrap skipped canonicalising
     assert study_fields(conn, "NCT06060392") == extract_fields(older)  # read from the record
     expected_hash = content_hash(extract_fields(older))
     assert snapshots_of(conn, "NCT06060392")[0]["content_hash"] == expected_hash
-    save(db_path, [newer], T2)
+    save_records(db_path, [newer], T2)
     first = conn.execute("select delta, content_hash from snapshots where seq = 1").fetchone()
     assert first == (None, None)  # still lazy: its content is the first record, kept as base
     assert study_fields(conn, "NCT06060392", 1) == extract_fields(older)
@@ -273,8 +235,8 @@ def test_the_fast_path_and_a_straightforward_reference_agree_on_real_records(
 
     pairs = [version_pair(p.name) for p in sorted((FIXTURES / "versions").iterdir())]
     db_path = str(tmp_path / "fast.db")
-    save(db_path, [older for older, _ in pairs], T1)
-    save(db_path, [newer for _, newer in pairs], T2)
+    save_records(db_path, [older for older, _ in pairs], T1)
+    save_records(db_path, [newer for _, newer in pairs], T2)
     conn = sqlite3.connect(db_path)
     fast = sorted(conn.execute("select nct_id, path, kind from changes"))
     monkeypatch.setattr(normalize, "canonical_json", reference_canonical_json)
@@ -310,25 +272,6 @@ def test_ndjson_days_with_only_a_new_data_release_store_nothing(
     assert conn.execute("select distinct observed_at from records").fetchall() == [(T1,)]
 
 
-def _day_lines(records: list[dict], stamp: str) -> list[bytes]:
-    """Return records as compact NDJSON lines, re-stamped as a new data release does."""
-    import orjson
-
-    lines = []
-    for record in records:
-        record = copy.deepcopy(record)
-        record["derivedSection"]["miscInfoModule"]["versionHolder"] = stamp
-        lines.append(orjson.dumps(record))
-    return lines
-
-
-def _import_ndjson(db_path: str, path: Path, at: str, parse: bool) -> RunTotals:
-    """Save one NDJSON file, its lines parsed up front or left to the store."""
-    totals = RunTotals()
-    save_studies(open_db(db_path), read_studies([str(path)], parse=parse), at, totals)
-    return totals
-
-
 def test_unchanged_ndjson_lines_are_never_parsed_and_the_history_is_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -341,8 +284,8 @@ def test_unchanged_ndjson_lines_are_never_parsed_and_the_history_is_the_same(
     disguised = {"aaa": {"nctId": records[0]["protocolSection"]["identificationModule"]["nctId"]},
                  **records[5]}
     day1, day2 = tmp_path / "day1.ndjson", tmp_path / "day2.ndjson"
-    day1.write_bytes(b"\n".join(_day_lines(records, "2024-06-13")) + b"\n")
-    lines = _day_lines([*records[:3], edited, *records[4:5], disguised, *records[6:]],
+    day1.write_bytes(b"\n".join(day_lines(records, "2024-06-13")) + b"\n")
+    lines = day_lines([*records[:3], edited, *records[4:5], disguised, *records[6:]],
                        "2025-07-06")
     day2.write_bytes(b"\n".join([*lines, b'{"protocolSection": broken'] ) + b"\n")
     parses: list[str] = []
@@ -352,9 +295,9 @@ def test_unchanged_ndjson_lines_are_never_parsed_and_the_history_is_the_same(
     tables = []
     for name, parse in (("lazy.db", False), ("eager.db", True)):
         db_path = str(tmp_path / name)
-        _import_ndjson(db_path, day1, T1, parse)
+        import_ndjson(db_path, day1, T1, parse)
         parses.clear()
-        totals = _import_ndjson(db_path, day2, T2, parse)
+        totals = import_ndjson(db_path, day2, T2, parse)
         assert (totals.checked, totals.changed, totals.failed) == (len(records), 2, 1)
         conn = sqlite3.connect(db_path)
         tables.append([conn.execute(f"select * from {table} order by 1, 2").fetchall()
@@ -363,22 +306,3 @@ def test_unchanged_ndjson_lines_are_never_parsed_and_the_history_is_the_same(
             assert parses == [f"{day2}:4", f"{day2}:6", f"{day2}:{len(records) + 1}"]
     assert tables[0] == tables[1]
     assert {row[0] for row in tables[0][0]} == {study_id(r) for r in records}
-
-
-def test_a_seen_first_copy_then_a_differing_repeat_is_a_conflict_undone(
-    tmp_path: Path, db_path: str
-) -> None:
-    record = real_records()[0]
-    day1, day2 = tmp_path / "day1.ndjson", tmp_path / "day2.ndjson"
-    day1.write_bytes(_day_lines([record], "2024-06-13")[0] + b"\n")
-    edited = copy.deepcopy(record)
-    edited["protocolSection"]["statusModule"]["overallStatus"] = "WITHDRAWN"
-    day2.write_bytes(b"\n".join(_day_lines([record, edited], "2025-07-06")) + b"\n")
-    _import_ndjson(db_path, day1, T1, parse=False)
-    totals = _import_ndjson(db_path, day2, T2, parse=False)
-    assert (totals.checked, totals.failed) == (0, 1)
-    assert "given again in this input with different content" in totals.errors[0]["error"]
-    conn = sqlite3.connect(db_path)
-    # The first copy only moved the sighting: that is taken back, and nothing else was written.
-    assert conn.execute("select last_seen_at from sightings").fetchall() == [(T1,)]
-    assert conn.execute("select count(*) from snapshots").fetchone() == (1,)
