@@ -2,13 +2,14 @@
 
 A run compresses for speed (codec.py). Compacting compresses each record, each first record,
 each long change value and each snapshot delta again at `codec.COMPACT_LEVEL`, on every core,
-and keeps the new blob only when it is smaller. Then it packs the records: a record is ~3 KB,
-so a page filled in arrival order holds one and leaves a quarter of itself empty; the rows are
-renumbered so that VACUUM, which copies a table in rowid order, fills each page with records
-that fit it together. Everything reads back the same, byte for byte: only the bytes' places
-move. Rows are rewritten `batch_size` to a commit, so a killed compaction leaves a sound
-database and a rerun finishes the work (a blob compacted already does not shrink again); the
-packing is one transaction.
+and keeps the new blob only when it is smaller. Then it packs the records (`pack`, which a run
+that filled an empty database also ends with): a record is ~3 KB, so a page filled in arrival
+order holds one and leaves a quarter of itself empty; the rows are renumbered so that VACUUM,
+which copies a table in rowid order, fills each page with records that fit it together, up to
+`EDIT_ROOM` bytes. Everything reads back the same, byte for byte: only the bytes' places move.
+Rows are rewritten `batch_size` to a commit, so a killed compaction leaves a sound database and
+a rerun finishes the work (a blob compacted already does not shrink again); the packing is one
+transaction.
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ class Blob(NamedTuple):
 BlobReader = Callable[[Any, Sequence[Any]], Iterator[Blob]]
 # A compaction's place, kept in `meta` with each batch: a killed one resumes there.
 PROGRESS = "compact_progress"
+# Bytes a packed page keeps free for its records' first edits. A study's first edit stores
+# its new record against its first, in the same row, which grows by that delta: 64 bytes at
+# the median, under 150 for three in four (the benchmark's heavy days; a posted results
+# section, 5-8 KB, goes to overflow pages anyway). With no room, the first edit of a record
+# splits its full page: two heavy days grew a packed 5,000-study file by 7.47 MB against 5.46
+# MB in arrival order. With 256 bytes they grew it by 5.58 MB, and packing still took the
+# day-0 file from 22.07 to 19.71 MB (none: 19.12; 400 bytes: 20.06 MB and 5.52 MB).
+EDIT_ROOM = 256
 
 
 @dataclass(frozen=True)
@@ -101,11 +110,9 @@ def compact(db: sqlite_utils.Database, batch_size: int = 200,
             start = resume_key if table == resume_table else None
             rewritten[table] = _compact_table(db, pool, compactor, table, key, columns, read,
                                               start, batch_size)
-    with transaction(db):
-        _pack_records(db)
+    pack(db)
+    with transaction(db):  # last: a compaction killed while packing resumes at its end
         db.execute("delete from meta where key = ?", [PROGRESS])
-    db.execute("vacuum")
-    db.execute("pragma wal_checkpoint(truncate)")  # else the WAL keeps the rewritten pages
     return Compacted(rewritten["records"], rewritten["changes"], rewritten["snapshots"],
                      before, file_bytes(db))
 
@@ -195,6 +202,14 @@ def _packed_order(cells: Sequence[tuple[int, int]], room: int) -> list[int]:
     return [rowid for run in runs for rowid in run]
 
 
+def pack(db: sqlite_utils.Database) -> None:
+    """Lay the records out packed, each page keeping EDIT_ROOM bytes, then VACUUM."""
+    with transaction(db):
+        _pack_records(db)
+    db.execute("vacuum")
+    db.execute("pragma wal_checkpoint(truncate)")  # else the WAL keeps the rewritten pages
+
+
 def _pack_records(db: sqlite_utils.Database) -> None:
     """Renumber the records so that pages filled in rowid order (VACUUM's) are full."""
     (page_size,) = db.execute("pragma page_size").fetchone()
@@ -204,7 +219,7 @@ def _pack_records(db: sqlite_utils.Database) -> None:
     for row in db.execute(f"select rowid, {measured} from records"):
         values = list(zip(row[1::2], row[2::2], strict=True))
         cells.append((_cell_bytes(values, page_size), row[0]))
-    order = _packed_order(cells, page_size - 8)  # a leaf page's header takes 8 bytes
+    order = _packed_order(cells, page_size - 8 - EDIT_ROOM)  # a leaf's header takes 8 bytes
     db.execute("update records set rowid = -rowid")  # out of the way of 1..n
     db.conn.executemany("update records set rowid = ? where rowid = ?",
                         ((number, -rowid) for number, rowid in enumerate(order, start=1)))

@@ -5,13 +5,16 @@ Every writing run (import, sync, backfill, reannotate, notify, compact) goes thr
 `partial` or `failed` by its totals, or `interrupted` when Ctrl-C stopped it (a killed
 process's row is marked interrupted by the next writer). Each outcome goes to every sink as
 it happens; a sink's `finish` runs after the run's last commit, which is where alert delivery
-belongs.
+belongs. A run that began on a database with no records and ends with some (a first import,
+sync or backfill) packs them (`compact.pack`): a page filled in arrival order keeps a quarter
+of itself empty, and later runs add few records, which it can take.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -133,6 +136,7 @@ class WriteRun:
         self._recorded: BaseException | None = None
         self.db: sqlite_utils.Database
         self.id = 0
+        self._filling = False  # the database had no records when the run began
 
     def __enter__(self) -> WriteRun:
         try:
@@ -143,6 +147,8 @@ class WriteRun:
                     resumed = self.db.execute("update runs set status = 'interrupted' "
                                               "where status = 'running'").rowcount
                 self.id = start_run(self.db, self.command, utc_timestamp())
+                self._filling = self.db.execute(
+                    "select not exists (select 1 from records)").fetchone()[0] == 1
             except BaseException:
                 self._lock.__exit__(None, None, None)
                 raise
@@ -183,6 +189,13 @@ class WriteRun:
         try:
             if exc is None:
                 finish_run(self.db, self.id, self.totals, utc_timestamp(), self.data_timestamp)
+                if self._filling and self.db.execute("select 1 from records").fetchone():
+                    from .compact import pack  # only a first run pays for loading it
+
+                    # The run's rows are committed: a pack that fails (VACUUM needs room for
+                    # a copy of the file) leaves them as they are, for `compact` to pack.
+                    with contextlib.suppress(sqlite3.Error):
+                        pack(self.db)
             else:
                 with contextlib.suppress(Exception):  # best effort: the disk may be what failed
                     finish_run(self.db, self.id, self.totals, utc_timestamp(),
