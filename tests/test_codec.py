@@ -47,6 +47,23 @@ def test_a_trained_dictionary_shrinks_records_and_each_frame_names_its_own(
         assert [codec.decompress(conn, blob) for blob in blobs] == records
 
 
+def test_a_dictionary_is_stored_as_a_zstd_frame_of_itself_and_an_older_raw_one_still_loads(
+    db_path: str,
+) -> None:
+    records = stored_records()
+    writer = open_db(db_path).conn
+    codec.train(writer, records * 3, AT)
+    blobs = [codec.compress(writer, data) for data in records]
+    (stored,) = writer.execute("select dictionary from dictionaries").fetchone()
+    dictionary = codec.dictionary_bytes(stored)
+    assert stored.startswith(codec.ZSTD_MAGIC) and dictionary.startswith(b"\x37\xa4\x30\xec")
+    assert len(stored) < 0.35 * len(dictionary)  # mostly fragments of records, compressible
+    # Schema 11 kept the dictionary's bytes as they are: a reader takes either.
+    writer.execute("update dictionaries set dictionary = ?", [dictionary])
+    writer.commit()
+    assert [codec.decompress(open_db(db_path).conn, blob) for blob in blobs] == records
+
+
 def test_a_dictionary_trained_by_another_connection_is_loaded_when_a_frame_names_it(
     db_path: str,
 ) -> None:

@@ -19,11 +19,13 @@ from conftest import copy_db, kill_after, run, trialdiff_process
 from test_records import all_fields, clones, no_derived, post_results, shared_paths, write_day
 from test_reliability import changes_of
 
+from trialdiff import codec
 from trialdiff.codec import ZSTD_MAGIC, decompress, unpack_value
 from trialdiff.model import dump_json
 from trialdiff.query import (
     SHARED,
     ChangeFilter,
+    latest_record,
     query_changes,
 )
 from trialdiff.schema_version import SCHEMA_VERSION
@@ -248,3 +250,29 @@ def test_a_v10_database_rehashes_its_gates_in_place_and_a_killed_migration_resum
         assert _gates(crashed) == current
         after = dict(sqlite3.connect(crashed).execute("select nct_id, observed_at from records"))
         assert {n for n in ids if after[n] != stored_at[n]} == unfound
+
+
+def test_a_v11_database_compresses_its_dictionaries_in_place(tmp_path: Path) -> None:
+    day1 = write_day(tmp_path / "d1", clones(224))
+    day2 = write_day(tmp_path / "d2", clones(224, edit=True))
+    v11 = str(tmp_path / "v11.db")
+    assert run(v11, "import", "--at", "2026-05-11", str(day1))[0] == 0
+    assert run(v11, "import", "--at", "2026-05-12", str(day2))[0] == 0
+    expected = changes_of(v11)
+    conn = sqlite3.connect(v11)
+    ids = [nct_id for (nct_id,) in conn.execute("select nct_id from records order by nct_id")]
+    records = [latest_record(conn, nct_id) for nct_id in ids]
+    (stored,) = conn.execute("select dictionary from dictionaries").fetchone()
+    dictionary = codec.dictionary_bytes(stored)
+    conn.execute("update dictionaries set dictionary = ?", [dictionary])  # as schema 11 kept it
+    conn.execute("update meta set value = '11' where key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    for crashed in _killed_migrations(v11, tmp_path, seed=12):
+        conn = sqlite3.connect(crashed)
+        (migrated,) = conn.execute("select dictionary from dictionaries").fetchone()
+        assert [latest_record(conn, nct_id) for nct_id in ids] == records
+        conn.close()
+        assert migrated == stored and codec.dictionary_bytes(migrated) == dictionary
+        assert changes_of(crashed) == expected
+        assert run(crashed, "check")[0] == 0

@@ -110,7 +110,9 @@ SCHEMA: tuple[Table, ...] = (
         ("id", int, "the zstd dictionary id that record frames name"),
         ("trained_at", str, "when it was trained"),
         ("samples", int, "how many of the database's records it was trained on"),
-        ("dictionary", bytes, "the zstd dictionary; kept for as long as any row names it"),
+        ("dictionary", bytes, "the zstd dictionary, stored as a zstd frame of it (no "
+                              "dictionary; as it is before schema 12); kept for as long as any "
+                              "row names it"),
     ), doc="the zstd dictionaries raw records, long change values and deltas are compressed "
            "with (public: trained on public records; the web view reads them to show values)"),
     Table("runs", "id", (
@@ -342,6 +344,7 @@ MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     8: _data_step("compress_history"),  # long change values and deltas with the dictionary
     9: _data_step("share_long_values"),  # a value a delta and its change both held, once
     10: _data_step("rehash_gates"),  # the gates: XXH3 instead of blake2b
+    11: _data_step("compress_dictionaries"),  # each dictionary a zstd frame of itself
 }
 
 

@@ -142,3 +142,15 @@ def _blake2b(parts: tuple[bytes, ...]) -> str:
     for part in parts:
         digest.update(part)
     return digest.hexdigest()
+
+
+def compress_dictionaries(db: sqlite_utils.Database) -> None:
+    """Store each dictionary as a zstd frame of itself (schema 12), in one commit."""
+    if not db["dictionaries"].exists():
+        return
+    rows = db.execute("select id, dictionary from dictionaries "
+                      "where substr(dictionary, 1, 4) != x'28b52ffd'").fetchall()
+    with transaction(db):
+        for dict_id, data in rows:
+            db.execute("update dictionaries set dictionary = ? where id = ?",
+                       [codec.stored_dictionary(data), dict_id])
