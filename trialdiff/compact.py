@@ -5,11 +5,11 @@ each long change value and each snapshot delta again at `codec.COMPACT_LEVEL`, o
 and keeps the new blob only when it is smaller. Then it packs the records (`pack`, which a run
 that filled an empty database also ends with): a record is ~3 KB, so a page filled in arrival
 order holds one and leaves a quarter of itself empty; the rows are renumbered so that VACUUM,
-which copies a table in rowid order, fills each page with records that fit it together, up to
-`EDIT_ROOM` bytes. Everything reads back the same, byte for byte: only the bytes' places move.
-Rows are rewritten `batch_size` to a commit, so a killed compaction leaves a sound database and
-a rerun finishes the work (a blob compacted already does not shrink again); the packing is one
-transaction.
+which copies a table in rowid order, fills each page with records that fit it together and
+leave it `EDIT_ROOM` bytes (nearly always: VACUUM fills a page while rows fit). Everything
+reads back the same, byte for byte: only the bytes' places move. Rows are rewritten
+`batch_size` to a commit, so a killed compaction leaves a sound database and a rerun finishes
+the work (a blob compacted already does not shrink again); the packing is one transaction.
 """
 
 from __future__ import annotations
