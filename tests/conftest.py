@@ -157,6 +157,17 @@ def import_ndjson(db: str, path: Path, at: str, parse: bool) -> RunTotals:
     return totals
 
 
+def clone_study(record: dict[str, Any], number: int, edit: bool) -> dict[str, Any]:
+    """Return a real record under a new id, NCT9 and `number`, optionally with a day's edit."""
+    copied = copy.deepcopy(record)
+    copied["protocolSection"]["identificationModule"]["nctId"] = f"NCT9{number:07d}"
+    if edit:
+        status = copied["protocolSection"]["statusModule"]
+        status["overallStatus"] = "SUSPENDED"
+        status["statusVerifiedDate"] = "2026-05"
+    return copied
+
+
 def trialdiff_env() -> dict[str, str]:
     """Return the environment as the test has set it, with this checkout's trialdiff on the path."""
     return {**os.environ, "PYTHONPATH": str(ROOT)}
