@@ -13,7 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from trialdiff.diff import diff_snapshots
 from trialdiff.ingest import RunTotals, save_studies
 from trialdiff.model import FieldChange, Snapshot
 from trialdiff.normalize import extract_fields, study_id
+from trialdiff.report import DiffReport, build_report
 from trialdiff.schema import open_db
 from trialdiff.sources import SourceItem, read_studies
 
@@ -87,6 +88,33 @@ def sample_changes(nct_id: str, before: str, after: str) -> list[FieldChange]:
     old, new = (sample_record(day, nct_id) for day in SAMPLE_DAYS)
     return diff_snapshots(Snapshot(nct_id, before, extract_fields(old)),
                           Snapshot(nct_id, after, extract_fields(new)))
+
+
+GOLDEN = ROOT / "tests" / "golden"  # rendered reports; TRIALDIFF_UPDATE_GOLDEN=1 rewrites them
+REPORT_DAYS = tuple(f"{day}T00:00:00.000Z" for day in SAMPLE_DAYS)  # sample_report's snapshots
+
+
+def sample_report(nct_id: str, keep: Callable[[str], bool] = lambda path: True) -> DiffReport:
+    """Return the report of a sample-archive study from 2024-06-14 (1) to 2025-07-07 (2)."""
+    snapshots = []
+    for day, at in zip(SAMPLE_DAYS, REPORT_DAYS, strict=True):
+        fields = {p: v for p, v in extract_fields(sample_record(day, nct_id)).items() if keep(p)}
+        snapshots.append(Snapshot(nct_id, at, fields))
+    return build_report(snapshots[0], snapshots[1], 1, 2)
+
+
+def few_sites(path: str) -> bool:
+    """Keep every field but the sites, save the few named `university of t…`."""
+    return not path.startswith("locations.") or path.startswith("locations.university of t")
+
+
+def check_golden(name: str, text: str) -> None:
+    """Compare text with a golden file (or rewrite it when TRIALDIFF_UPDATE_GOLDEN is set)."""
+    path = GOLDEN / name
+    if os.environ.get("TRIALDIFF_UPDATE_GOLDEN"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8")
 
 
 ATOM = "{http://www.w3.org/2005/Atom}"  # the Atom namespace, as ElementTree names tags
