@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import copy
 import functools
+import html
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -23,7 +25,7 @@ from click.testing import CliRunner
 from standin_api import StandinAPI
 
 from trialdiff.cli import cli
-from trialdiff.diff import diff_snapshots
+from trialdiff.diff import changed_paths, diff_snapshots
 from trialdiff.ingest import RunTotals, save_studies
 from trialdiff.model import FieldChange, Snapshot
 from trialdiff.normalize import extract_fields, study_id
@@ -242,3 +244,74 @@ def api(request: pytest.FixtureRequest) -> Iterator[StandinAPI]:
         yield server
     if getattr(request.module, "API_STRICT", False):
         assert server.errors == []
+
+
+# Backfill against the stand-in's record-history endpoints (test_history, test_history_api).
+# The listing dates NCT05827016's two real versions by the day the registry QC'd them; each
+# version's body says the day it went public (its last update post date).
+HISTORY_NCT = "NCT05827016"
+HISTORY_QC_DAYS = ("2023-06-06", "2025-06-28")
+HISTORY_PUBLIC_DAYS = ("2023-06-07", "2025-07-01")
+NO_SLEEP = {"sleep": lambda seconds: None}  # backoff waits are not slept in these tests
+_MARKDOWN_ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!<>|])")
+_LIST_ITEM = re.compile(r"^(?:[*-]|\d+\.)\s+")
+
+
+def html_text(text: str) -> str:
+    """Write Markdown text as the history endpoint writes it: HTML, `/` as `&#x2F;`."""
+    escaped = html.escape(_MARKDOWN_ESCAPE.sub(r"\1", text), quote=False).replace("/", "&#x2F;")
+    if "\n" not in text:
+        return escaped
+    blocks = []
+    for block in escaped.split("\n\n"):
+        lines = [line.strip() for line in block.splitlines() if line.strip()]
+        if lines and all(_LIST_ITEM.match(line) for line in lines):
+            tag = "ol" if lines[0][0].isdigit() else "ul"
+            items = "".join(f"<li>{_LIST_ITEM.sub('', line)}</li>" for line in lines)
+            blocks.append(f"<{tag}>{items}</{tag}>")
+        elif lines:
+            blocks.append("<p>" + " ".join(lines) + "</p>")
+    return "".join(blocks)
+
+
+def html_record(value: Any) -> Any:
+    """Return a record with all its text in the history endpoint's HTML markup."""
+    if isinstance(value, dict):
+        return {k: html_record(v) for k, v in value.items() if k != "derivedSection"}
+    if isinstance(value, list):
+        return [html_record(v) for v in value]
+    return html_text(value) if isinstance(value, str) else value
+
+
+def html_history(nct_id: str, qc_days: tuple[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    """Return a study's two real versions as the history endpoints serve them, by QC day."""
+    return [(day, html_record(record))
+            for day, record in zip(qc_days, version_pair(nct_id), strict=True)]
+
+
+def backfill(db: str, api: StandinAPI, *args: str) -> tuple[int, str, str]:
+    """Run `trialdiff backfill` (of HISTORY_NCT unless ids are given) with no politeness delay."""
+    ids = [a for a in args if a.startswith("NCT")] or [HISTORY_NCT]
+    options = [a for a in args if not a.startswith("NCT")]
+    return run(db, "backfill", *ids, "--api", api.base_url, "--delay", "0", "--retries", "1",
+               *options, obj=NO_SLEEP)
+
+
+def stored_changes(db: str) -> list[tuple[str, str, str]]:
+    """Return the stored changes as (day, path, kind), sorted."""
+    conn = sqlite3.connect(db)
+    rows = conn.execute("select substr(detected_at, 1, 10), path, kind from changes")
+    return sorted(rows)
+
+
+def request_log(api: StandinAPI) -> list[tuple[str, dict[str, str]]]:
+    """Return the stand-in's request log as (path, query) pairs."""
+    return [(r.path, r.query) for r in api.requests]
+
+
+def real_change_set(day: str, old: Any = None, new: Any = None) -> list[tuple[str, str, str]]:
+    """Return the real changes between two versions (HISTORY_NCT's by default), dated on a day."""
+    if old is None or new is None:
+        old, new = version_pair(HISTORY_NCT)
+    return sorted((day, path, kind)
+                  for path, kind in changed_paths(extract_fields(old), extract_fields(new)))
