@@ -66,16 +66,16 @@ def test_run_totals_count_each_kind_and_uncount_takes_a_study_back_whole() -> No
 
 def test_each_item_is_emitted_in_input_order_with_what_became_of_it(db_path: str) -> None:
     r0, r1 = RECORDS[:2]
-    items = [SourceItem("a.json", r0, study_id(r0)),
+    id0, id1 = (r["protocolSection"]["identificationModule"]["nctId"] for r in (r0, r1))
+    items = [SourceItem("a.json", r0, id0),
              SourceItem("broken.json", error="not valid JSON"),
-             SourceItem("b.json", r0, study_id(r0)),  # a repeat: dropped, nothing to say
-             SourceItem("c.json", r1, study_id(r1))]
+             SourceItem("b.json", r0, id0),  # a repeat: dropped, nothing to say
+             SourceItem("c.json", r1, id1)]
     outcomes: list[Outcome] = []
     totals = RunTotals()
     save_studies(open_db(db_path), items, T1, totals, emit=outcomes.append)
-    assert outcomes == [Observation(study_id(r0), True, ()),
-                        Failed("broken.json", "not valid JSON"),
-                        Observation(study_id(r1), True, ())]
+    assert outcomes == [Observation(id0, True, ()), Failed("broken.json", "not valid JSON"),
+                        Observation(id1, True, ())]
     assert (totals.checked, totals.failed) == (2, 1)
 
 
