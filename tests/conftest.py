@@ -23,6 +23,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 from standin_api import StandinAPI
+from webhook_receiver import WebhookReceiver
 
 from trialdiff.cli import cli
 from trialdiff.diff import changed_paths, diff_snapshots
@@ -315,3 +316,76 @@ def real_change_set(day: str, old: Any = None, new: Any = None) -> list[tuple[st
         old, new = version_pair(HISTORY_NCT)
     return sorted((day, path, kind)
                   for path, kind in changed_paths(extract_fields(old), extract_fields(new)))
+
+
+# Alerts: three observation days of real records. Days 1 and 2 are the real older and newer
+# versions of ALERT_STUDIES; day 3 is NCT06060392's newer record terminated, title hostile.
+ALERT_STUDIES = ("NCT04280705", "NCT05827016", "NCT06060392")
+ALERT_DAYS = ("2025-07-01T07:00:00Z", "2025-07-02T07:00:00Z", "2025-07-03T07:00:00Z")
+HOSTILE_TITLE = ('<script>alert(1)</script> **bold** [x](http://evil.example) `tick` | pipe\n'
+                 'Subject: x')
+
+
+def terminated(record: dict[str, Any]) -> dict[str, Any]:
+    """Return a real record as its sponsor would edit it to stop the study, title hostile."""
+    edited = copy.deepcopy(record)
+    status = edited["protocolSection"]["statusModule"]
+    status["overallStatus"] = "TERMINATED"
+    status["whyStopped"] = "Sponsor decision"
+    edited["protocolSection"]["identificationModule"]["briefTitle"] = HOSTILE_TITLE
+    return edited
+
+
+@pytest.fixture
+def alert_days(tmp_path: Path) -> list[Path]:
+    """Write the three observation days as folders of records."""
+    folders = [tmp_path / f"day{n}" for n in (1, 2, 3)]
+    for folder in folders:
+        folder.mkdir()
+    for nct_id in ALERT_STUDIES:
+        older, newer = version_pair(nct_id)
+        third = terminated(newer) if nct_id == "NCT06060392" else newer
+        for folder, record in zip(folders, (older, newer, third), strict=True):
+            (folder / f"{nct_id}.json").write_text(json.dumps(record), encoding="utf-8")
+    return folders
+
+
+def import_day(db: str, days: list[Path], number: int) -> tuple[int, str, str]:
+    """Import observation day `number` (1-based)."""
+    return run(db, "import", "--summary", "--at", ALERT_DAYS[number - 1], str(days[number - 1]))
+
+
+def changes_json(db: str, *filters: str) -> list[dict[str, Any]]:
+    """Return `changes --format json` with some filters, parsed."""
+    code, out, err = run(db, "changes", "--format", "json", *filters)
+    assert code == 0, err
+    parsed: list[dict[str, Any]] = json.loads(out)
+    return parsed
+
+
+@pytest.fixture
+def secrets_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Keep a test's targets in its own secrets file; retry failed deliveries at once."""
+    path = tmp_path / "config" / "secrets.json"
+    monkeypatch.setenv("TRIALDIFF_SECRETS", str(path))
+    monkeypatch.setenv("TRIALDIFF_ALERT_BACKOFF", "0")
+    monkeypatch.setenv("TRIALDIFF_ALERT_TIMEOUT", "5")
+    return path
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    """Serve a real webhook receiver on 127.0.0.1 for one test."""
+    with WebhookReceiver() as server:
+        yield server
+
+
+def bodies(receiver: WebhookReceiver, path: str) -> list[dict[str, Any]]:
+    """Return the parsed bodies that arrived at a path."""
+    return [json.loads(r.body) for r in receiver.at(path)]
+
+
+def sent_changes(receiver: WebhookReceiver, path: str) -> list[dict[str, Any]]:
+    """Return every change the webhooks at a path carried, in export order."""
+    found = [c for body in bodies(receiver, path) for c in body["changes"]]
+    return sorted(found, key=lambda c: (c["detected_at"], c["nct_id"], c["path"]))
