@@ -38,6 +38,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
 SAMPLE = ROOT / "snapshots" / "sample"  # the quickstart's real archive: 2 days, 3 studies
 SAMPLE_DAYS = ("2024-06-14", "2025-07-07")
+# Observation times of the storage tests: the sample's two days, and the day after the second.
+T1, T2, T3 = "2024-06-14T00:00:00.000Z", "2025-07-07T00:00:00.000Z", "2025-07-08T00:00:00.000Z"
 
 
 def load(relative: str) -> dict[str, Any]:
@@ -156,6 +158,11 @@ def copy_db(source: str | Path, target: str | Path) -> None:
     reader.backup(writer)
     reader.close()
     writer.close()
+
+
+def changes_of(db: str) -> list[tuple[Any, ...]]:
+    """Return every stored change, sorted, without row ids."""
+    return sorted(stored_rows(db, "select nct_id, path, kind, detected_at, old, new from changes"))
 
 
 def stored_rows(db: str, sql: str) -> list[tuple[Any, ...]]:

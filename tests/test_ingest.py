@@ -10,10 +10,12 @@ import sqlite3
 import subprocess
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import (
+    T1,
+    T2,
+    changes_of,
     clone_study,
     day_lines,
     import_ndjson,
@@ -32,7 +34,6 @@ from trialdiff.schema import open_db
 from trialdiff.sources import SourceItem
 
 RECORDS = real_records()
-T1, T2 = "2024-06-14T00:00:00.000Z", "2025-07-07T00:00:00.000Z"
 
 
 def test_run_totals_count_each_kind_and_uncount_takes_a_study_back_whole() -> None:
@@ -105,12 +106,6 @@ def test_a_stopped_input_keeps_each_whole_batch_before_it_and_a_rerun_saves_the_
     # Each study once: the committed ones were not stored twice.
     assert conn.execute("select count(*), count(distinct nct_id) from snapshots").fetchone() == (
         len(RECORDS), len(RECORDS))
-
-
-def changes_of(db: str) -> list[tuple[Any, ...]]:
-    """Return every stored change, sorted, without row ids."""
-    conn = sqlite3.connect(db)
-    return sorted(conn.execute("select nct_id, path, kind, detected_at, old, new from changes"))
 
 
 @pytest.fixture(scope="module")

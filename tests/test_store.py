@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 from conftest import (
     FIXTURES,
+    T1,
+    T2,
+    T3,
     load,
     real_records,
     save_records,
@@ -35,8 +38,6 @@ from trialdiff.query import (
 from trialdiff.schema import open_db
 from trialdiff.sources import read_studies
 from trialdiff.store import save_study
-
-T1, T2, T3 = "2024-06-14T00:00:00.000Z", "2025-07-07T00:00:00.000Z", "2025-07-08T00:00:00.000Z"
 
 
 def test_snapshots_only_when_content_changes_and_last_seen_always_moves(db_path: str) -> None:
