@@ -20,15 +20,7 @@ IDS = sorted(r["protocolSection"]["identificationModule"]["nctId"] for r in RECO
 DAY1, DAY2 = "2026-05-11T06:00:00Z", "2026-05-12T06:00:00Z"
 RELEASE1, RELEASE2 = "2026-05-11T09:00:00", "2026-05-12T09:00:00"  # a data release a day
 
-
-
-
-@pytest.fixture(autouse=True)
-def secrets_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "secrets.json"
-    monkeypatch.setenv("TRIALDIFF_SECRETS", str(path))
-    monkeypatch.setenv("TRIALDIFF_ALERT_BACKOFF", "0")
-    return path
+pytestmark = pytest.mark.usefixtures("secrets_file")
 
 
 def sync(db: str, api: StandinAPI, *args: str) -> tuple[int, str, str]:

@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 from conftest import (
+    T1,
+    T2,
+    T3,
     day_lines,
     import_ndjson,
     real_records,
@@ -29,7 +32,6 @@ from trialdiff.schema import open_db
 from trialdiff.sources import SourceItem
 from trialdiff.sync import _items
 
-T1, T2, T3 = "2024-06-14T00:00:00.000Z", "2025-07-07T00:00:00.000Z", "2025-07-08T00:00:00.000Z"
 OLDER, NEWER = version_pair("NCT06060392")  # a real registry edit of one study
 R0, R1 = real_records()[:2]
 ID0, ID1 = (r["protocolSection"]["identificationModule"]["nctId"] for r in (R0, R1))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -53,29 +52,6 @@ def test_observation_times_at_the_edges_are_taken_with_four_digit_years(
     # Years before 1000 keep their zero padding, so every timestamp sorts as text.
     assert utc_timestamp("0999-03-01T12:00:00+00:00") == "0999-03-01T12:00:00.000Z"
     assert utc_timestamp("0001-01-01") < utc_timestamp("0999-12-31") < "2000"
-
-
-def test_check_names_every_stored_timestamp_that_is_not_canonical(
-    tmp_path: Path, db_path: str
-) -> None:
-    assert run(db_path, "import", str(SAMPLE))[0] == 0
-    assert run(db_path, "check")[0] == 0
-    conn = sqlite3.connect(db_path)
-    with conn:  # what an older trialdiff or a hand edit could have written
-        conn.execute("update snapshots set observed_at = '999-06-14T00:00:00.000Z' where id = 1")
-        conn.execute("update sightings set last_seen_at = '2025-07-07 00:00:00'")
-        conn.execute("update changes set detected_at = '2025-07-07T00:00:00+00:00'")
-    code, out, err = run(db_path, "check")
-    assert (code, err) == (1, "")
-    assert out.splitlines() == [
-        "problem: sightings.last_seen_at: 3 timestamps are not canonical ISO 8601 UTC "
-        "(YYYY-MM-DDTHH:MM:SS.mmmZ), e.g. '2025-07-07 00:00:00'",
-        "problem: snapshots.observed_at: 1 timestamp is not canonical ISO 8601 UTC "
-        "(YYYY-MM-DDTHH:MM:SS.mmmZ), e.g. '999-06-14T00:00:00.000Z'",
-        "problem: changes.detected_at: 528 timestamps are not canonical ISO 8601 UTC "
-        "(YYYY-MM-DDTHH:MM:SS.mmmZ), e.g. '2025-07-07T00:00:00+00:00'",
-        "check: 3 studies, 5 snapshots, 528 changes verified; 3 problems",
-    ]
 
 
 def test_an_archive_with_a_stray_readme_keeps_its_dates(tmp_path: Path, db_path: str) -> None:

@@ -11,10 +11,9 @@ from typing import Any
 
 import orjson
 import zstandard
-from conftest import load, real_records, run
+from conftest import changes_of, load, real_records, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_reliability import changes_of
 
 from trialdiff.codec import decompress, unpack_value
 from trialdiff.normalize import extract_fields

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import random
 import sqlite3
@@ -15,76 +14,19 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES, kill_after, real_records, run, trialdiff_env, trialdiff_process
+from conftest import (
+    FIXTURES,
+    clone_study,
+    real_records,
+    run,
+    trialdiff_env,
+    trialdiff_process,
+)
 
 from trialdiff.cli import cli
-from trialdiff.diff import changed_paths
 from trialdiff.lock import WriteLock
-from trialdiff.normalize import extract_fields
 
 RECORDS = real_records()
-
-
-def changes_of(db: str) -> list[tuple[Any, ...]]:
-    """Return every stored change, sorted, without row ids."""
-    conn = sqlite3.connect(db)
-    return sorted(conn.execute("select nct_id, path, kind, detected_at, old, new from changes"))
-
-
-def clone(record: dict[str, Any], number: int, edit: bool) -> dict[str, Any]:
-    """Return a real record under a new id, optionally with a day's edit."""
-    copied = copy.deepcopy(record)
-    copied["protocolSection"]["identificationModule"]["nctId"] = f"NCT9{number:07d}"
-    if edit:
-        status = copied["protocolSection"]["statusModule"]
-        status["overallStatus"] = "SUSPENDED"
-        status["statusVerifiedDate"] = "2026-05"
-    return copied
-
-
-@pytest.fixture(scope="module")
-def two_days(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Write two days of 336 real-record clones; a third of day 2's are edited."""
-    root = tmp_path_factory.mktemp("days")
-    for day, edit_every in (("day1", 0), ("day2", 3)):
-        folder = root / day
-        folder.mkdir()
-        for number in range(336):
-            record = clone(RECORDS[number % len(RECORDS)], number,
-                           bool(edit_every) and number % edit_every == 0)
-            (folder / f"{number:04d}.json").write_text(json.dumps(record))
-    return root / "day1", root / "day2"
-
-
-def _import_process(db: str, folder: Path, at: str) -> subprocess.Popen[bytes]:
-    """Start a real `trialdiff import` process."""
-    return trialdiff_process(db, "import", "--summary", "--at", at, str(folder))
-
-
-def test_import_killed_at_random_points_then_rerun_equals_an_uninterrupted_run(
-    tmp_path: Path, two_days: tuple[Path, Path]
-) -> None:
-    day1, day2 = two_days
-    reference = str(tmp_path / "reference.db")
-    for folder, at in ((day1, "2026-05-11"), (day2, "2026-05-12")):
-        assert _import_process(reference, folder, at).wait() == 0
-    expected = changes_of(reference)
-    edited = [n for n in range(336) if n % 3 == 0]
-    assert len(expected) == sum(
-        len(changed_paths(extract_fields(clone(RECORDS[n % len(RECORDS)], n, False)),
-                          extract_fields(clone(RECORDS[n % len(RECORDS)], n, True))))
-        for n in edited
-    ) > len(edited)
-    rng = random.Random(2026)
-    for trial in range(6):
-        crashed = str(tmp_path / f"crashed{trial}.db")
-        assert _import_process(crashed, day1, "2026-05-11").wait() == 0
-        kill_after(_import_process(crashed, day2, "2026-05-12"), rng.uniform(0.3, 2.5))
-        conn = sqlite3.connect(crashed)
-        assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
-        assert _import_process(crashed, day2, "2026-05-12").wait() == 0
-        assert changes_of(crashed) == expected
-        assert run(crashed, "check")[0] == 0
 
 
 def test_readers_are_not_blocked_and_see_the_last_committed_state(db_path: str) -> None:
@@ -217,7 +159,7 @@ def busy_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
         folder = root / f"2026-05-0{day}"
         folder.mkdir()
         for number in range(150):
-            record = clone(RECORDS[number % len(RECORDS)], number, number % 2 == day % 2)
+            record = clone_study(RECORDS[number % len(RECORDS)], number, number % 2 == day % 2)
             record["protocolSection"]["statusModule"]["statusVerifiedDate"] = f"2026-0{day}"
             (folder / f"{number:04d}.json").write_text(json.dumps(record))
     return root
@@ -228,7 +170,8 @@ def test_readers_running_beside_a_real_import_see_one_consistent_state(
 ) -> None:
     db = str(tmp_path / "busy.db")
     first_day = busy_archive / "2026-05-01"
-    assert _import_process(db, first_day, "2026-05-01").wait() == 0
+    assert trialdiff_process(db, "import", "--summary", "--at", "2026-05-01",
+                             str(first_day)).wait() == 0
     writer = subprocess.Popen(
         [sys.executable, "-m", "trialdiff", "--db", db, "import", "--summary", str(busy_archive)],
         env=trialdiff_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -1,92 +1,35 @@
-"""The diff report: REF resolution, and golden renderings of real version pairs.
+"""The diff report: REF resolution, the silent baseline, and golden Markdown of real pairs.
 
-Run `TRIALDIFF_UPDATE_GOLDEN=1 python -m pytest tests/test_report.py` to rewrite the golden
-files after an intended change to the report's layout.
+The terminal's golden renderings are test_terminal's. Run
+`TRIALDIFF_UPDATE_GOLDEN=1 python -m pytest tests/test_report.py tests/test_terminal.py` to
+rewrite the golden files after an intended change to the report's layout.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
-from collections.abc import Callable
-from io import StringIO
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import ROOT, edited_words, real_words, run, version_pair
-from rich.console import Console
+from conftest import (
+    GOLDEN,
+    REPORT_DAYS,
+    SAMPLE,
+    check_golden,
+    edited_words,
+    few_sites,
+    real_words,
+    run,
+    sample_report,
+)
 
 from trialdiff.errors import UsageError
 from trialdiff.markdown import report_markdown
-from trialdiff.meaning import annotate
-from trialdiff.model import FieldChange, Snapshot
+from trialdiff.model import Snapshot
 from trialdiff.normalize import extract_fields
-from trialdiff.present import ItemLines, Values, present, visible
-from trialdiff.report import (
-    DiffReport,
-    build_report,
-    heading,
-    resolve_pair,
-    resolve_ref,
-    summary,
-)
-from trialdiff.terminal import render_report, report_text
-from trialdiff.worddiff import marked
-
-GOLDEN = ROOT / "tests" / "golden"
-SAMPLE = ROOT / "snapshots" / "sample"
-DAY1, DAY2 = "2024-06-14T00:00:00.000Z", "2025-07-07T00:00:00.000Z"
-
-
-def sample_report(nct_id: str, keep: Callable[[str], bool] = lambda path: True) -> DiffReport:
-    """Return the report of a sample-archive study from 2024-06-14 (1) to 2025-07-07 (2)."""
-    snapshots = []
-    for day, at in (("2024-06-14", DAY1), ("2025-07-07", DAY2)):
-        record = json.loads((SAMPLE / day / f"{nct_id}.json").read_text())
-        fields = {p: v for p, v in extract_fields(record).items() if keep(p)}
-        snapshots.append(Snapshot(nct_id, at, fields))
-    return build_report(snapshots[0], snapshots[1], 1, 2)
-
-
-def plain(report: DiffReport) -> str:
-    """Render a report the way the golden files hold it: width 100, no colour, no terminal."""
-    return report_text(report, width=100)
-
-
-def check_golden(name: str, text: str) -> None:
-    """Compare text with a golden file (or rewrite it when asked to)."""
-    path = GOLDEN / name
-    if os.environ.get("TRIALDIFF_UPDATE_GOLDEN"):
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    assert text == path.read_text(encoding="utf-8")
-
-
-def few_sites(path: str) -> bool:
-    """Keep every field but the sites, save the few named `university of t…`."""
-    return not path.startswith("locations.") or path.startswith("locations.university of t")
-
-
-def test_golden_dates_and_reference_items() -> None:
-    check_golden("report-NCT06060392.txt", plain(sample_report("NCT06060392")))
-
-
-def test_golden_status_text_lists_and_sites() -> None:
-    check_golden("report-NCT05827016.txt", plain(sample_report("NCT05827016", few_sites)))
-
-
-def test_golden_results_enrollment_and_phase() -> None:
-    old, new = version_pair("NCT04280705")
-    wanted = ("status.", "design.", "results.", "outcomes.primary", "conditions.")
-
-    def fields(record: dict[str, Any]) -> dict[str, str]:
-        return {p: v for p, v in extract_fields(record).items() if p.startswith(wanted)}
-
-    report = build_report(Snapshot("NCT04280705", "2020-02-21T00:00:00.000Z", fields(old)),
-                          Snapshot("NCT04280705", "2022-03-14T00:00:00.000Z", fields(new)), 1, 2)
-    check_golden("report-NCT04280705.txt", plain(report))
+from trialdiff.report import build_report, resolve_pair, resolve_ref, summary
+from trialdiff.terminal import report_text
 
 
 def test_golden_markdown_report() -> None:
@@ -102,81 +45,7 @@ def test_golden_markdown_report_shows_a_reworded_outcome_as_the_terminal_does() 
     words = "… assessments that are a minimum of [-6 months or-] 1 year apart, without any " \
         "examination …"
     assert f"`outcomes.secondary` \u2014 changed _(minor)_: reworded `{words}`" in text
-    assert "~ " + words.split(" [-")[0] in plain(report)
-
-
-@pytest.mark.parametrize("width", [80, 100])
-@pytest.mark.parametrize("nct_id", ["NCT05827016", "NCT06060392"])
-def test_a_field_path_is_never_folded_inside_a_word(nct_id: str, width: int) -> None:
-    # At 80 columns `status.completionDate` used to wrap as `status.completionDa` / `te`, and
-    # at 100 `status.primaryCompletionDat` / `e`. Site keys have spaces: they wrap there.
-    report = sample_report(nct_id, few_sites)
-    console = Console(file=StringIO(), width=width, no_color=True, force_terminal=False)
-    render_report(report, console)
-    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
-    # The heading and summary stay one line each, however narrow (grep finds them whole).
-    assert lines[:2] == [visible(heading(report)), summary(report)]
-    assert max(map(len, lines[2:])) == width
-    # Each row's field cell, its lines joined by spaces: wrapping only at a path's spaces
-    # gives the path back; a fold inside a word would leave a space in the word.
-    cells, current = [], []
-    for line in lines[5:]:
-        if line.startswith(("\u251c", "\u2514")):
-            cells.append(" ".join(current))
-            current = []
-        elif line.startswith("\u2502") and (part := line.split("\u2502")[1].strip()):
-            current.append(part)
-    assert cells == [visible(row.path) for row in report.rows]
-    assert "status.completionDate" in cells or nct_id == "NCT05827016"
-
-
-def test_reworded_list_items_show_a_word_diff() -> None:
-    row = next(r for r in sample_report("NCT05827016").rows if r.path == "outcomes.secondary")
-    assert isinstance(row.body, ItemLines)
-    assert [line.op for line in row.body.lines] == ["reworded"]
-    assert "[-6 months or-] 1 year apart" in marked(row.body.lines[0].words)
-
-
-def test_colour_on_a_terminal_highlights_instead_of_marking() -> None:
-    report = sample_report("NCT05827016", lambda p: p == "eligibility.criteria")
-    console = Console(file=StringIO(), width=100, force_terminal=True, color_system="standard")
-    render_report(report, console)
-    text = console.file.getvalue()  # type: ignore[attr-defined]
-    assert "\x1b[" in text and "[-" not in text and "{+" not in text
-
-
-def test_no_color_uses_markers_even_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NO_COLOR", "1")
-    report = sample_report("NCT05827016", lambda p: p == "eligibility.criteria")
-    console = Console(file=StringIO(), width=100, force_terminal=True)
-    render_report(report, console)
-    assert "[-(MM)-] {+(MM).+}" in console.file.getvalue()  # type: ignore[attr-defined]
-
-
-def test_hostile_values_cannot_reach_the_terminal() -> None:
-    changes = [
-        FieldChange("NCT00000001", "identification.briefTitle", "changed", DAY2,
-                    "[bold]x[/bold] \x1b[2J", "ok\x07\u202e"),
-        FieldChange("NCT00000001", "description.briefSummary", "changed", DAY2,
-                    "calm words \x1b]0;pwned\x07", "calm words [red]"),
-    ]
-    rows = tuple(present(item) for item in annotate(changes))
-    report = DiffReport("NCT00000001", 1, DAY1, 2, DAY2, rows)
-    console = Console(file=StringIO(), width=100, force_terminal=True, color_system="standard")
-    render_report(report, console)
-    text = console.file.getvalue()  # type: ignore[attr-defined]
-    assert "\x1b[2J" not in text and "\x07" not in text and "\u202e" not in text
-    assert "[bold]x[/bold]" in text  # shown as text, never read as rich markup
-    assert "\\x1b" in text and "\\u202e" in text
-    assert visible("a\tb\nc") == "a\\x09b\\x0ac"
-
-
-def test_date_rows_show_the_shift_in_days() -> None:
-    row = next(r for r in sample_report("NCT06060392").rows if r.path == "status.completionDate")
-    assert row.body == Values({"date": "2025-03-01", "type": "ESTIMATED"},
-                              {"date": "2025-11-01", "type": "ESTIMATED"}, "date")
-    assert row.body.texts(60) == ("2025-03-01 ESTIMATED", "2025-11-01 ESTIMATED")
-    assert row.notes == ("moved +245 days",)
+    assert "~ " + words.split(" [-")[0] in report_text(report)
 
 
 SNAPSHOTS = [{"seq": 1, "observed_at": "2024-06-14T06:00:00.000Z"},
@@ -217,9 +86,10 @@ def test_resolve_pair_defaults_to_the_last_two() -> None:
 
 def test_a_lone_snapshot_is_the_silent_baseline() -> None:
     record = json.loads((SAMPLE / "2025-07-07" / "NCT06060392.json").read_text())
-    report = build_report(None, Snapshot("NCT06060392", DAY2, extract_fields(record)), None, 1)
-    assert plain(report) == ("NCT06060392: snapshot 1 (2025-07-07T00:00:00.000Z), the silent "
-                             "baseline: nothing to compare with\nno field changes\n")
+    new = Snapshot("NCT06060392", REPORT_DAYS[1], extract_fields(record))
+    report = build_report(None, new, None, 1)
+    assert report_text(report) == ("NCT06060392: snapshot 1 (2025-07-07T00:00:00.000Z), the "
+                                   "silent baseline: nothing to compare with\nno field changes\n")
 
 
 def test_golden_files_are_in_the_repository() -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from conftest import version_pair
-from test_store import T1, T2, save
+from conftest import T1, T2, save_records, version_pair
 
 from trialdiff.check import CheckTotals, check_database
 from trialdiff.errors import DatabaseError
@@ -26,7 +25,7 @@ def test_schema_is_created_and_versioned(db_path: str) -> None:
 
 def test_a_v1_database_is_upgraded_in_place(db_path: str) -> None:
     older, newer = version_pair("NCT06060392")
-    save(db_path, [older], T1)
+    save_records(db_path, [older], T1)
     db = open_db(db_path)
     with transaction(db):
         materialize(db, "NCT06060392")  # version 1 stored every first snapshot in full
@@ -39,7 +38,7 @@ def test_a_v1_database_is_upgraded_in_place(db_path: str) -> None:
     conn.execute("update meta set value = '1' where key = 'schema_version'")
     conn.commit()
     conn.close()
-    totals = save(db_path, [newer], T2)
+    totals = save_records(db_path, [newer], T2)
     assert totals.changes == 6
     db = open_db(db_path)
     assert schema_version(db) == SCHEMA_VERSION

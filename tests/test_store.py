@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from conftest import (
     FIXTURES,
-    day_lines,
-    import_ndjson,
+    T1,
+    T2,
+    T3,
     load,
     real_records,
     save_records,
@@ -37,8 +38,6 @@ from trialdiff.query import (
 from trialdiff.schema import open_db
 from trialdiff.sources import read_studies
 from trialdiff.store import save_study
-
-T1, T2, T3 = "2024-06-14T00:00:00.000Z", "2025-07-07T00:00:00.000Z", "2025-07-08T00:00:00.000Z"
 
 
 def test_snapshots_only_when_content_changes_and_last_seen_always_moves(db_path: str) -> None:
@@ -270,39 +269,3 @@ def test_ndjson_days_with_only_a_new_data_release_store_nothing(
     assert conn.execute("select distinct last_seen_at from sightings").fetchall() == [(T2,)]
     # The gate held for every record: none was written again.
     assert conn.execute("select distinct observed_at from records").fetchall() == [(T1,)]
-
-
-def test_unchanged_ndjson_lines_are_never_parsed_and_the_history_is_the_same(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import trialdiff.ingest
-
-    records = real_records()
-    edited = copy.deepcopy(records[3])
-    edited["protocolSection"]["statusModule"]["overallStatus"] = "WITHDRAWN"
-    # Its first "nctId" bytes name another study: the guess is checked, never trusted.
-    disguised = {"aaa": {"nctId": records[0]["protocolSection"]["identificationModule"]["nctId"]},
-                 **records[5]}
-    day1, day2 = tmp_path / "day1.ndjson", tmp_path / "day2.ndjson"
-    day1.write_bytes(b"\n".join(day_lines(records, "2024-06-13")) + b"\n")
-    lines = day_lines([*records[:3], edited, *records[4:5], disguised, *records[6:]],
-                       "2025-07-06")
-    day2.write_bytes(b"\n".join([*lines, b'{"protocolSection": broken'] ) + b"\n")
-    parses: list[str] = []
-    real_parsed = trialdiff.ingest.parsed
-    monkeypatch.setattr(trialdiff.ingest, "parsed",
-                        lambda item: parses.append(item.label) or real_parsed(item))
-    tables = []
-    for name, parse in (("lazy.db", False), ("eager.db", True)):
-        db_path = str(tmp_path / name)
-        import_ndjson(db_path, day1, T1, parse)
-        parses.clear()
-        totals = import_ndjson(db_path, day2, T2, parse)
-        assert (totals.checked, totals.changed, totals.failed) == (len(records), 2, 1)
-        conn = sqlite3.connect(db_path)
-        tables.append([conn.execute(f"select * from {table} order by 1, 2").fetchall()
-                       for table in ("studies", "sightings", "snapshots", "changes")])
-        if not parse:  # only the moved lines: the edit, the disguised record, the broken line
-            assert parses == [f"{day2}:4", f"{day2}:6", f"{day2}:{len(records) + 1}"]
-    assert tables[0] == tables[1]
-    assert {row[0] for row in tables[0][0]} == {study_id(r) for r in records}

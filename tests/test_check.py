@@ -1,0 +1,133 @@
+"""Verifying a database (check): what a sound one counts, and each kind of problem named."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLE, run, sample_record
+
+from trialdiff.check import CheckTotals, check_database, check_site_paths
+from trialdiff.normalize import extract_fields
+
+
+@pytest.fixture
+def sample_db(db_path: str) -> str:
+    """Return a database of the sample archive: 3 studies, 5 snapshots, 528 changes."""
+    code, _, err = run(db_path, "import", "--summary", str(SAMPLE))
+    assert (code, err) == (0, "")
+    return db_path
+
+
+def problems(db: str) -> list[str]:
+    """Return what check_database finds in a database file."""
+    return list(check_database(sqlite3.connect(db), CheckTotals()))
+
+
+def test_a_sound_database_has_no_problem_and_every_row_is_counted(sample_db: str) -> None:
+    conn = sqlite3.connect(sample_db)
+    totals = CheckTotals()
+    assert list(check_database(conn, totals)) == []
+    assert (totals.studies, totals.snapshots, totals.changes) == tuple(
+        conn.execute(f"select count(*) from {table}").fetchone()[0]
+        for table in ("studies", "snapshots", "changes")) == (3, 5, 528)
+
+
+def test_check_names_every_stored_timestamp_that_is_not_canonical(
+    tmp_path: Path, db_path: str
+) -> None:
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    assert run(db_path, "check")[0] == 0
+    conn = sqlite3.connect(db_path)
+    with conn:  # what an older trialdiff or a hand edit could have written
+        conn.execute("update snapshots set observed_at = '999-06-14T00:00:00.000Z' where id = 1")
+        conn.execute("update sightings set last_seen_at = '2025-07-07 00:00:00'")
+        conn.execute("update changes set detected_at = '2025-07-07T00:00:00+00:00'")
+    code, out, err = run(db_path, "check")
+    assert (code, err) == (1, "")
+    assert out.splitlines() == [
+        "problem: sightings.last_seen_at: 3 timestamps are not canonical ISO 8601 UTC "
+        "(YYYY-MM-DDTHH:MM:SS.mmmZ), e.g. '2025-07-07 00:00:00'",
+        "problem: snapshots.observed_at: 1 timestamp is not canonical ISO 8601 UTC "
+        "(YYYY-MM-DDTHH:MM:SS.mmmZ), e.g. '999-06-14T00:00:00.000Z'",
+        "problem: changes.detected_at: 528 timestamps are not canonical ISO 8601 UTC "
+        "(YYYY-MM-DDTHH:MM:SS.mmmZ), e.g. '2025-07-07T00:00:00+00:00'",
+        "check: 3 studies, 5 snapshots, 528 changes verified; 3 problems",
+    ]
+
+
+def test_a_lost_or_rewritten_change_is_named_with_its_snapshot(sample_db: str) -> None:
+    with sqlite3.connect(sample_db) as conn:
+        conn.execute("delete from changes where nct_id = 'NCT05827016' "
+                     "and path = 'status.overallStatus'")
+        conn.execute("update changes set path = 'status.madeUp' where nct_id = 'NCT06060392' "
+                     "and path = 'oversight.isUsExport'")
+    # (The rewritten row also disagrees with the severity rules: a line of its own.)
+    assert [p for p in problems(sample_db) if "stored changes differ" in p] == [
+        "NCT05827016: snapshot 2 stored changes differ from recomputed ones "
+        "(missing [('status.overallStatus', 'changed')], unexpected [])",
+        "NCT06060392: snapshot 2 stored changes differ from recomputed ones "
+        "(missing [('oversight.isUsExport', 'added')], unexpected [('status.madeUp', 'added')])",
+    ]
+
+
+def test_tampered_hashes_and_snapshot_counts_are_named(sample_db: str) -> None:
+    with sqlite3.connect(sample_db) as conn:
+        conn.execute("update studies set snapshot_count = 2 where nct_id = 'NCT04642755'")
+        conn.execute("update studies set content_hash = 'forged' where nct_id = 'NCT05827016'")
+        conn.execute("update snapshots set content_hash = 'forged' "
+                     "where nct_id = 'NCT06060392' and seq = 2")
+    # Each hash is checked against the content it hashes, so the study whose latest snapshot
+    # has a forged hash is named twice: the study's hash is its content's, not the forgery.
+    assert problems(sample_db) == [
+        "NCT04642755: snapshots are not numbered 1..2",
+        "NCT05827016: the study's content hash is not its latest snapshot's",
+        "NCT06060392: snapshot 2 content hash does not match its content",
+        "NCT06060392: the study's content hash is not its latest snapshot's",
+    ]
+
+
+def test_changes_of_no_snapshot_are_counted(sample_db: str) -> None:
+    with sqlite3.connect(sample_db) as conn:
+        columns = [row[1] for row in conn.execute("pragma table_info(changes)")
+                   if row[1] not in ("id", "snapshot_id")]
+        # Real rows copied under a snapshot that does not exist, severities and all.
+        conn.execute(f"insert into changes ({', '.join(columns)}, snapshot_id) "
+                     f"select {', '.join(columns)}, 999 from changes "
+                     "where path in ('status.overallStatus', 'status.completionDate')")
+    assert problems(sample_db) == ["2 changes belong to no snapshot"]
+
+
+def test_an_unknown_schema_version_is_the_only_problem_reported(sample_db: str) -> None:
+    conn = sqlite3.connect(sample_db)
+    conn.execute("update meta set value = '99' where key = 'schema_version'")
+    totals = CheckTotals()
+    assert list(check_database(conn, totals)) == ["unknown schema version: 99"]
+    assert totals == CheckTotals()  # nothing else was read under a schema it does not know
+
+
+def test_a_commit_made_during_a_check_never_shows_in_it(sample_db: str) -> None:
+    with sqlite3.connect(sample_db) as conn:  # a first problem, so the check can be paused
+        conn.execute("update runs set started_at = '2025-07-07 00:00:00'")
+    totals = CheckTotals()
+    checking = check_database(sqlite3.connect(sample_db), totals)
+    assert next(checking).startswith("runs.started_at: 1 timestamp is not canonical")
+    with sqlite3.connect(sample_db) as writer:  # WAL: the writer commits beside the reader
+        writer.execute("delete from changes where path = 'status.overallStatus'")
+    assert list(checking) == []  # the change is still there for the check that began before
+    assert totals.changes == 528
+    assert problems(sample_db)[1:] == [  # the next check sees it gone
+        "NCT05827016: snapshot 2 stored changes differ from recomputed ones "
+        "(missing [('status.overallStatus', 'changed')], unexpected [])"]
+
+
+def test_site_paths_not_keyed_as_today_are_named() -> None:
+    fields = extract_fields(sample_record("2024-06-14", "NCT06060392"))
+    assert list(check_site_paths("NCT06060392", 1, fields, "markdown")) == []
+    (site,) = [path for path in fields if path.startswith("locations.")]
+    moved = {("locations.somewhere else" if path == site else path): value
+             for path, value in fields.items()}
+    assert list(check_site_paths("NCT06060392", 3, moved, None)) == [
+        "NCT06060392: snapshot 3 site paths do not follow the current rules (stored "
+        f"locations.somewhere else; expected {site})"]

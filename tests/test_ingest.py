@@ -1,0 +1,189 @@
+"""Saving one input's stream (ingest): its run totals, batches that commit whole, and
+unchanged records left unparsed."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import sqlite3
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import (
+    T1,
+    T2,
+    changes_of,
+    clone_study,
+    day_lines,
+    import_ndjson,
+    kill_after,
+    real_changes,
+    real_records,
+    run,
+    trialdiff_process,
+)
+
+from trialdiff.diff import changed_paths
+from trialdiff.ingest import RunTotals, save_studies
+from trialdiff.model import Failed, FieldChange, Observation, Outcome
+from trialdiff.normalize import extract_fields, study_id
+from trialdiff.schema import open_db
+from trialdiff.sources import SourceItem
+
+RECORDS = real_records()
+
+
+def test_run_totals_count_each_kind_and_uncount_takes_a_study_back_whole() -> None:
+    by_study: dict[str, list[FieldChange]] = {}
+    for change in real_changes():
+        by_study.setdefault(change.nct_id, []).append(change)
+    first, second = (Observation(n, True, tuple(c)) for n, c in sorted(by_study.items()))
+    unchanged = Observation("NCT04642755", False, ())  # the sample's third study, not edited
+    totals = RunTotals()
+    for observation in (first, second, unchanged):
+        totals.count(observation)
+    assert (totals.checked, totals.changed, totals.changes) == (3, 2, len(real_changes()))
+    assert totals.by_kind == Counter(c.kind for c in real_changes())
+    # An undone write takes back its study and its changes, by kind: as if never counted.
+    totals.uncount(Counter(c.kind for c in second.changes))
+    without = RunTotals()
+    without.count(first)
+    without.count(unchanged)
+    assert totals == without
+    # A kind taken back to nothing is gone, so by_kind never shows a zero.
+    alone = RunTotals()
+    alone.count(second)
+    alone.uncount(Counter(c.kind for c in second.changes))
+    alone.count(unchanged)
+    alone.uncount({})  # a write that had stored no change
+    assert alone == RunTotals()
+    alone.fail("broken.json", "not valid JSON")
+    assert (alone.failed, alone.errors) == (1, [{"input": "broken.json",
+                                                 "error": "not valid JSON"}])
+
+
+def test_each_item_is_emitted_in_input_order_with_what_became_of_it(db_path: str) -> None:
+    r0, r1 = RECORDS[:2]
+    id0, id1 = (r["protocolSection"]["identificationModule"]["nctId"] for r in (r0, r1))
+    items = [SourceItem("a.json", r0, id0),
+             SourceItem("broken.json", error="not valid JSON"),
+             SourceItem("b.json", r0, id0),  # a repeat: dropped, nothing to say
+             SourceItem("c.json", r1, id1)]
+    outcomes: list[Outcome] = []
+    totals = RunTotals()
+    save_studies(open_db(db_path), items, T1, totals, emit=outcomes.append)
+    assert outcomes == [Observation(id0, True, ()), Failed("broken.json", "not valid JSON"),
+                        Observation(id1, True, ())]
+    assert (totals.checked, totals.failed) == (2, 1)
+
+
+def test_a_stopped_input_keeps_each_whole_batch_before_it_and_a_rerun_saves_the_rest(
+    db_path: str,
+) -> None:
+    items = [SourceItem(f"{study_id(r)}.json", r, study_id(r)) for r in RECORDS]
+    db = open_db(db_path)
+    observed: list[str] = []
+
+    def stop_at_the_13th(outcome: Outcome) -> None:  # Ctrl-C inside the third batch of 5
+        if isinstance(outcome, Observation):
+            observed.append(outcome.nct_id)
+            if len(observed) == 13:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        save_studies(db, items, T1, RunTotals(), batch_size=5, emit=stop_at_the_13th)
+    conn = sqlite3.connect(db_path)
+    assert [row[0] for row in conn.execute("select nct_id from studies order by 1")] == \
+        observed[:10]  # two batches committed; the third, under way, rolled back whole
+    assert conn.execute("select count(*) from snapshots").fetchone() == (10,)
+    totals = RunTotals()
+    save_studies(db, items, T1, totals, batch_size=5)
+    assert (totals.checked, totals.changed, totals.changes, totals.failed) == (len(RECORDS), 0,
+                                                                              0, 0)
+    # Each study once: the committed ones were not stored twice.
+    assert conn.execute("select count(*), count(distinct nct_id) from snapshots").fetchone() == (
+        len(RECORDS), len(RECORDS))
+
+
+@pytest.fixture(scope="module")
+def two_days(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Write two days of 336 real-record clones; a third of day 2's are edited."""
+    root = tmp_path_factory.mktemp("days")
+    for day, edit_every in (("day1", 0), ("day2", 3)):
+        folder = root / day
+        folder.mkdir()
+        for number in range(336):
+            record = clone_study(RECORDS[number % len(RECORDS)], number,
+                                 bool(edit_every) and number % edit_every == 0)
+            (folder / f"{number:04d}.json").write_text(json.dumps(record))
+    return root / "day1", root / "day2"
+
+
+def _import_process(db: str, folder: Path, at: str) -> subprocess.Popen[bytes]:
+    """Start a real `trialdiff import` process."""
+    return trialdiff_process(db, "import", "--summary", "--at", at, str(folder))
+
+
+def test_import_killed_at_random_points_then_rerun_equals_an_uninterrupted_run(
+    tmp_path: Path, two_days: tuple[Path, Path]
+) -> None:
+    day1, day2 = two_days
+    reference = str(tmp_path / "reference.db")
+    for folder, at in ((day1, "2026-05-11"), (day2, "2026-05-12")):
+        assert _import_process(reference, folder, at).wait() == 0
+    expected = changes_of(reference)
+    edited = [n for n in range(336) if n % 3 == 0]
+    assert len(expected) == sum(
+        len(changed_paths(extract_fields(clone_study(RECORDS[n % len(RECORDS)], n, False)),
+                          extract_fields(clone_study(RECORDS[n % len(RECORDS)], n, True))))
+        for n in edited
+    ) > len(edited)
+    rng = random.Random(2026)
+    for trial in range(6):
+        crashed = str(tmp_path / f"crashed{trial}.db")
+        assert _import_process(crashed, day1, "2026-05-11").wait() == 0
+        kill_after(_import_process(crashed, day2, "2026-05-12"), rng.uniform(0.3, 2.5))
+        conn = sqlite3.connect(crashed)
+        assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
+        assert _import_process(crashed, day2, "2026-05-12").wait() == 0
+        assert changes_of(crashed) == expected
+        assert run(crashed, "check")[0] == 0
+
+
+def test_unchanged_ndjson_lines_are_never_parsed_and_the_history_is_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trialdiff.ingest
+
+    records = real_records()
+    edited = copy.deepcopy(records[3])
+    edited["protocolSection"]["statusModule"]["overallStatus"] = "WITHDRAWN"
+    # Its first "nctId" bytes name another study: the guess is checked, never trusted.
+    disguised = {"aaa": {"nctId": records[0]["protocolSection"]["identificationModule"]["nctId"]},
+                 **records[5]}
+    day1, day2 = tmp_path / "day1.ndjson", tmp_path / "day2.ndjson"
+    day1.write_bytes(b"\n".join(day_lines(records, "2024-06-13")) + b"\n")
+    lines = day_lines([*records[:3], edited, *records[4:5], disguised, *records[6:]],
+                       "2025-07-06")
+    day2.write_bytes(b"\n".join([*lines, b'{"protocolSection": broken'] ) + b"\n")
+    parses: list[str] = []
+    real_parsed = trialdiff.ingest.parsed
+    monkeypatch.setattr(trialdiff.ingest, "parsed",
+                        lambda item: parses.append(item.label) or real_parsed(item))
+    tables = []
+    for name, parse in (("lazy.db", False), ("eager.db", True)):
+        db_path = str(tmp_path / name)
+        import_ndjson(db_path, day1, T1, parse)
+        parses.clear()
+        totals = import_ndjson(db_path, day2, T2, parse)
+        assert (totals.checked, totals.changed, totals.failed) == (len(records), 2, 1)
+        conn = sqlite3.connect(db_path)
+        tables.append([conn.execute(f"select * from {table} order by 1, 2").fetchall()
+                       for table in ("studies", "sightings", "snapshots", "changes")])
+        if not parse:  # only the moved lines: the edit, the disguised record, the broken line
+            assert parses == [f"{day2}:4", f"{day2}:6", f"{day2}:{len(records) + 1}"]
+    assert tables[0] == tables[1]
+    assert {row[0] for row in tables[0][0]} == {study_id(r) for r in records}

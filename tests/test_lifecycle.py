@@ -1,0 +1,144 @@
+"""A writing run's lifecycle (WriteRun): its lock, its row in `runs`, its sinks and clients."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+
+import pytest
+import sqlite_utils
+
+from trialdiff.errors import BusyError
+from trialdiff.ingest import RunTotals
+from trialdiff.lifecycle import Run, WriteRun, finish_run, run_status, start_run
+from trialdiff.lock import WriteLock
+from trialdiff.model import Outcome, Resumed
+from trialdiff.schema import open_db
+
+STARTED = "2026-05-11T00:00:00.000Z"
+
+
+class Seen:
+    """A sink, or a client, that keeps what it is shown and counts its closings."""
+
+    def __init__(self, fail_to_close: bool = False) -> None:
+        self.shown: list[Outcome] = []
+        self.finished: list[Run] = []
+        self.closed = 0
+        self.fail_to_close = fail_to_close
+
+    def show(self, outcome: Outcome) -> None:
+        """Keep an outcome."""
+        self.shown.append(outcome)
+
+    def finish(self, run: Run) -> None:
+        """Keep the finished run."""
+        self.finished.append(run)
+
+    def close(self) -> None:
+        """Count the closing, then fail if told to."""
+        self.closed += 1
+        if self.fail_to_close:
+            raise OSError("the pipe is gone")
+
+
+def opener(db_path: str) -> Callable[[], sqlite_utils.Database]:
+    """Return what opens (creates) the database, as a WriteRun is given it."""
+    return lambda: open_db(db_path)
+
+
+def runs(db_path: str) -> list[tuple[str, str]]:
+    """Return every run's command and status, oldest first."""
+    return sqlite3.connect(db_path).execute("select command, status from runs order by id"
+                                            ).fetchall()
+
+
+def test_a_runs_status_is_its_totals() -> None:
+    def totals(checked: int, failed: int) -> RunTotals:
+        made = RunTotals(checked=checked)
+        for number in range(failed):
+            made.fail(f"input{number}", "unreadable")
+        return made
+
+    assert run_status(totals(3, 0), interrupted=False) == "ok"
+    assert run_status(totals(0, 0), interrupted=False) == "ok"  # an empty input is no failure
+    assert run_status(totals(3, 1), interrupted=False) == "partial"
+    assert run_status(totals(0, 2), interrupted=False) == "failed"
+    assert {run_status(totals(c, f), interrupted=True) for c, f in ((3, 0), (0, 2))} == {
+        "interrupted"}
+
+
+def test_a_row_left_running_is_marked_interrupted_and_the_sinks_are_told(db_path: str) -> None:
+    db = open_db(db_path)
+    start_run(db, "sync", STARTED)  # what a killed process leaves behind
+    db.close()
+    seen = Seen()
+    with WriteRun(db_path, "import", opener(db_path), sinks=[seen]) as run:
+        assert runs(db_path) == [("sync", "interrupted"), ("import", "running")]
+    assert seen.shown == [Resumed(1)]
+    assert runs(db_path) == [("sync", "interrupted"), ("import", "ok")]
+    assert [r.id for r in seen.finished] == [run.id] == [2] and seen.closed == 1
+
+
+def test_the_lock_is_held_for_the_run_and_released_however_it_ends(db_path: str) -> None:
+    seen = Seen()
+    with pytest.raises(KeyboardInterrupt), WriteRun(db_path, "import", opener(db_path),
+                                                    sinks=[seen]):
+        with pytest.raises(BusyError), WriteLock(db_path, command="sync"):
+            pass  # another writer is refused while the run holds the lock
+        raise KeyboardInterrupt  # Ctrl-C
+    assert runs(db_path) == [("import", "interrupted")]
+    assert seen.finished == [] and seen.closed == 1  # finish is for a committed run only
+    with WriteRun(db_path, "sync", opener(db_path)):  # the lock was let go
+        pass
+    assert runs(db_path) == [("import", "interrupted"), ("sync", "ok")]
+
+
+def test_an_error_recorded_under_its_input_is_counted_once(db_path: str) -> None:
+    lifecycle = WriteRun(db_path, "sync", opener(db_path))
+    error = OSError("connection reset")
+    with pytest.raises(OSError), lifecycle as run:
+        run.record("page 3", error)
+        raise error
+    assert lifecycle.result is not None
+    assert (lifecycle.result.status, lifecycle.result.errors) == (
+        "failed", ({"input": "page 3", "error": "connection reset"},))
+    assert sqlite3.connect(db_path).execute("select failed, errors from runs").fetchone() == (
+        1, '[{"input": "page 3", "error": "connection reset"}]')
+
+
+def test_a_sink_or_client_failing_to_close_does_not_keep_the_others_open(db_path: str) -> None:
+    things = [Seen(fail_to_close=True), Seen(), Seen(fail_to_close=True), Seen()]
+    with WriteRun(db_path, "import", opener(db_path), sinks=things[:2], clients=things[2:]):
+        pass
+    assert [thing.closed for thing in things] == [1, 1, 1, 1]
+    assert runs(db_path) == [("import", "ok")]
+
+
+def test_a_database_that_cannot_be_opened_frees_the_lock_and_closes_the_clients(
+    db_path: str,
+) -> None:
+    def broken() -> sqlite_utils.Database:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    client, sink = Seen(), Seen()
+    with pytest.raises(sqlite3.OperationalError), WriteRun(db_path, "import", broken,
+                                                           sinks=[sink], clients=[client]):
+        pass
+    assert (client.closed, sink.closed, sink.finished) == (1, 1, [])
+    with WriteLock(db_path, command="import"):  # free again, without waiting
+        pass
+
+
+def test_finish_run_keeps_the_data_release_and_the_first_thousand_errors(db_path: str) -> None:
+    db = open_db(db_path)
+    run_id = start_run(db, "sync", STARTED)
+    totals = RunTotals(checked=5)
+    for number in range(1005):
+        totals.fail(f"batch {number}", "HTTP 500")
+    finish_run(db, run_id, totals, "2026-05-11T00:01:00.000Z", "2026-05-10T09:00:00")
+    status, failed, errors, release = db.execute(
+        "select status, failed, errors, data_timestamp from runs").fetchone()
+    assert (status, failed, release) == ("partial", 1005, "2026-05-10T09:00:00")
+    assert [e["input"] for e in json.loads(errors)] == [f"batch {n}" for n in range(1000)]

@@ -1,0 +1,374 @@
+"""Delivery: webhooks signed and retried with one key, Apprise mail, titles, backoff, giving up."""
+
+from __future__ import annotations
+
+import email
+import hashlib
+import hmac
+import json
+import re
+import socket
+import stat
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import (
+    ALERT_DAYS,
+    CHANGE_DAYS,
+    HOSTILE,
+    HOSTILE_TITLE,
+    ROOT,
+    bodies,
+    changes_json,
+    import_day,
+    real_changes,
+    run,
+    sample_changes,
+)
+from sqlite_utils import Database
+from webhook_receiver import WebhookReceiver
+
+from trialdiff.errors import UsageError
+from trialdiff.lifecycle import start_run
+from trialdiff.model import utc_timestamp
+from trialdiff.notify import (
+    MAX_BACKOFF,
+    TITLE_WIDTH,
+    check_target,
+    deliver_pending,
+    message_title,
+    signature,
+    webhook_body,
+)
+from trialdiff.query import transaction
+from trialdiff.schema import open_db
+from trialdiff.targets import keep
+from trialdiff.watch import AlertWriter, Watch, add_watch, alert_changes
+
+pytestmark = pytest.mark.usefixtures("secrets_file")
+
+AT = "2025-07-07T06:00:00.000Z"  # when the sample's second day was observed
+
+
+def raise_alert(db: Database, url: str, nct_id: str = "NCT06060392", secret: str | None = None
+                ) -> int:
+    """Store a status watch to a URL and raise its alert on a sample study's real changes."""
+    if not db.execute("select 1 from watches where name = 'stops'").fetchone():
+        add_watch(db, Watch("stops", (keep(url),), paths=("status",),
+                            secret=keep(secret) if secret else None))
+    with transaction(db):
+        run_id = start_run(db, "import", AT)
+        assert AlertWriter(db, run_id).add(nct_id, sample_changes(nct_id, *CHANGE_DAYS)) == 1
+    (alert_id,) = db.execute("select max(id) from alerts").fetchone()
+    return int(alert_id)
+
+
+def delivery(db: Database, alert_id: int) -> dict[str, Any]:
+    """Return an alert's one delivery row."""
+    cursor = db.execute("select * from deliveries where alert_id = ?", [alert_id])
+    names = [d[0] for d in cursor.description]
+    (row,) = cursor.fetchall()
+    return dict(zip(names, row, strict=True))
+
+
+def seconds_between(earlier: str, later: str) -> float:
+    """Return the seconds from one stored timestamp to another."""
+    def moment(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (moment(later) - moment(earlier)).total_seconds()
+
+
+README_SNIPPET = re.compile(r"<!-- verify:start -->\n```python\n(.*?)```\n<!-- verify:end -->",
+                            re.S)
+
+
+def test_signed_webhooks_verify_with_the_readme_snippet(
+    tmp_path: Path, alert_days: list[Path], receiver: WebhookReceiver, secrets_file: Path
+) -> None:
+    db = str(tmp_path / "t.db")
+    secret = "whsec-0123456789"
+    run(db, "watch", "add", "signed", "--study", "NCT06060392", "--to", f"{receiver.url}/s",
+        "--secret", secret)
+    for number in (1, 2):
+        import_day(db, alert_days, number)
+    (arrived,) = receiver.at("/s")
+    assert arrived.headers["Content-Type"] == "application/json"
+    assert arrived.headers["Idempotency-Key"].startswith("trialdiff-")
+    expected = "sha256=" + hmac.new(secret.encode(), arrived.body, hashlib.sha256).hexdigest()
+    assert arrived.headers["X-Trialdiff-Signature"] == expected
+    snippet = README_SNIPPET.search((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert snippet, "README lacks the verification snippet"
+    namespace: dict[str, Any] = {}
+    exec(snippet.group(1), namespace)
+    header = arrived.headers["X-Trialdiff-Signature"]
+    assert namespace["verify"](secret.encode(), arrived.body, header) is True
+    assert namespace["verify"](secret.encode(), arrived.body + b" ", header) is False
+    assert namespace["verify"](b"wrong", arrived.body, header) is False
+    # The database holds a reference only; the secrets file holds the value, mode 0600.
+    assert secret.encode() not in Path(db).read_bytes()
+    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    assert secret in secrets_file.read_text()
+
+
+def test_a_503_stays_pending_and_notify_delivers_it_with_the_same_key(
+    tmp_path: Path, alert_days: list[Path], receiver: WebhookReceiver
+) -> None:
+    db = str(tmp_path / "t.db")
+    run(db, "watch", "add", "stops", "--fact", "stopped", "--to",
+        f"http://user:hunter2@127.0.0.1:{receiver.url.rsplit(':', 1)[1]}/stops")
+    for number in (1, 2):
+        import_day(db, alert_days, number)
+    receiver.script = [503]
+    code, out, err = import_day(db, alert_days, 3)
+    assert code == 1  # the changes are stored; an alert is owed
+    assert "import: 3 studies checked, 1 changed" in out
+    assert "alerts: 0 delivered, 1 pending, 0 given up" in out
+    assert "HTTP 503" in err and "hunter2" not in err and "http://127.0.0.1" in err
+    assert receiver.refused == 1 and receiver.received == []
+    code, out, _ = run(db, "alerts", "--pending")
+    assert code == 0 and "stops  NCT06060392  1 change" in out and "pending" in out
+    assert "hunter2" not in out and "http://127.0.0.1" in out
+    # Nothing rolled back:
+    assert len(changes_json(db, "NCT06060392", "--since", ALERT_DAYS[2])) == 3
+    code, out, err = run(db, "notify")
+    assert (code, err) == (0, "") and out == "alerts: 1 delivered, 0 pending, 0 given up\n"
+    (arrived,) = receiver.at("/stops")
+    assert [c["path"] for c in json.loads(arrived.body)["changes"]] == ["status.overallStatus"]
+    assert run(db, "alerts", "--pending")[1] == ""
+    assert "delivered  attempts 2" in run(db, "alerts")[1]
+    assert run(db, "notify")[1] == ""  # nothing left: a second notify sends nothing
+    assert len(receiver.at("/stops")) == 1
+    assert "hunter2" not in Path(db).read_bytes().decode("utf-8", "replace")
+
+
+def test_the_hostile_title_is_data_in_json_and_markdown(
+    tmp_path: Path, alert_days: list[Path], receiver: WebhookReceiver
+) -> None:
+    from trialdiff.notify import message_body, message_title
+
+    db = str(tmp_path / "t.db")
+    run(db, "watch", "add", "titles", "--path", "identification", "--to", f"{receiver.url}/t")
+    for number in (1, 2, 3):
+        import_day(db, alert_days, number)
+    body = bodies(receiver, "/t")[-1]
+    (change,) = body["changes"]
+    # As stored (whitespace folded), as data:
+    assert change["new"] == " ".join(HOSTILE_TITLE.split())
+    markdown = message_body("titles", body["changes"], {"NCT06060392": HOSTILE_TITLE})
+    heading = next(line for line in markdown.splitlines() if line.startswith("### "))
+    assert heading.startswith("### NCT06060392 \u2014 \\<script\\>alert(1)\\</script\\>")
+    assert "\\*\\*bold\\*\\* \\[x\\](http://evil.example)" in heading
+    import markdown as python_markdown  # what Apprise renders HTML mail with
+
+    rendered = python_markdown.markdown(markdown)
+    assert "<script>" not in rendered and "<strong>" not in rendered and "<a " not in rendered
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in rendered
+    title = message_title("titles", "NCT06060392", body["changes"])
+    assert "\n" not in title and title.startswith("NCT06060392: identification.briefTitle")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[int, list[Message]]]:
+    """Run a real SMTP server (aiosmtpd) on 127.0.0.1 that wants user / pa:ss."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    mails: list[Message] = []
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            mails.append(email.message_from_bytes(envelope.content))
+            return "250 OK"
+
+    def authenticate(server: Any, session: Any, envelope: Any, mechanism: str,
+                     data: Any) -> AuthResult:
+        good = isinstance(data, LoginPassword) and (data.login, data.password) == (
+            b"user", b"pa:ss")
+        return AuthResult(success=good)
+
+    controller = Controller(Handler(), hostname="127.0.0.1", port=_free_port(),
+                            authenticator=authenticate, auth_require_tls=False)
+    controller.start()
+    try:
+        yield controller.port, mails
+    finally:
+        controller.stop()
+
+
+def test_mailto_alerts_go_through_apprise_with_the_diff_escaped(
+    tmp_path: Path, alert_days: list[Path], smtp: tuple[int, list[Message]], secrets_file: Path
+) -> None:
+    port, mails = smtp
+    db = str(tmp_path / "t.db")
+    url = (f"mailto://user:pa%3Ass@127.0.0.1:{port}?from=trialdiff@example.org"
+           "&to=ops@example.org")
+    code, _, err = run(db, "watch", "add", "mail", "--study", "NCT06060392", "--to", url)
+    assert code == 0, err
+    code, out, _ = run(db, "watch", "list")
+    assert out == "mail  studies NCT06060392  \u2192 mailto://127.0.0.1\n"
+    for number in (1, 2, 3):
+        assert import_day(db, alert_days, number)[0] == 0
+    assert len(mails) == 2
+    subject = str(email.header.make_header(email.header.decode_header(mails[1]["Subject"])))
+    assert subject == "NCT06060392: status RECRUITING \u2192 TERMINATED (+2 more)"
+    html = next(p for p in mails[1].walk() if p.get_content_type() == "text/html")
+    text = html.get_payload(decode=True).decode("utf-8")
+    assert "<script>" not in text and "&lt;script&gt;" in text
+    assert "TERMINATED" in text and "Sponsor decision" in text
+    assert "pa%3Ass" not in Path(db).read_bytes().decode("utf-8", "replace")
+    assert "pa%3Ass" in secrets_file.read_text()
+
+
+def test_an_unreachable_mail_server_leaves_the_alert_pending_and_says_so_redacted(
+    tmp_path: Path, alert_days: list[Path]
+) -> None:
+    db = str(tmp_path / "t.db")
+    url = (f"mailto://user:s3cretpw@127.0.0.1:{_free_port()}?from=trialdiff@example.org"
+           "&to=ops@example.org")
+    assert run(db, "watch", "add", "mail", "--fact", "stopped", "--to", url)[0] == 0
+    for number in (1, 2):
+        assert import_day(db, alert_days, number)[0] == 0
+    code, out, err = import_day(db, alert_days, 3)
+    assert code == 1 and "alerts: 0 delivered, 1 pending, 0 given up" in out
+    assert err.startswith("trialdiff: alert: mail NCT06060392 \u2192 mailto://127.0.0.1: ")
+    assert "s3cretpw" not in err + out
+    code, out, _ = run(db, "alerts", "--pending")
+    assert out.startswith("1  mail  NCT06060392  1 change  run 3  mailto://127.0.0.1  "
+                          "pending  attempts 1")
+    assert "s3cretpw" not in out
+    assert "s3cretpw" not in Path(db).read_bytes().decode("utf-8", "replace")
+
+
+def test_a_failed_delivery_waits_a_doubling_backoff_capped_at_six_hours(
+    db_path: str, receiver: WebhookReceiver
+) -> None:
+    db = open_db(db_path)
+    alert_id = raise_alert(db, f"{receiver.url}/s")
+    receiver.script = [503, 503, 503]
+    waits, now = [], None
+    for _ in range(3):
+        totals = deliver_pending(db, backoff=10_000, now=now)
+        assert (totals.failed_now, totals.pending, totals.given_up) == (1, 1, 0)
+        row = delivery(db, alert_id)
+        waits.append(seconds_between(row["last_attempt_at"], row["next_attempt_at"]))
+        # Not due yet: a pass before the retry time sends nothing and changes nothing.
+        idle = deliver_pending(db, backoff=10_000, now=row["last_attempt_at"])
+        assert (idle.failed_now, idle.delivered, idle.pending) == (0, 0, 1)
+        assert delivery(db, alert_id) == row
+        now = row["next_attempt_at"]
+    assert waits == [10_000, 20_000, MAX_BACKOFF]  # backoff, doubled, then the 6-hour cap
+    assert receiver.refused == 3 and receiver.received == []
+    totals = deliver_pending(db, backoff=10_000, now=now)
+    assert (totals.delivered, totals.failed_now, totals.pending) == (1, 0, 0)
+    row = delivery(db, alert_id)
+    assert (row["state"], row["attempts"], row["last_error"]) == ("delivered", 4, None)
+    assert row["delivered_at"] == row["last_attempt_at"]
+
+
+def test_the_webhook_is_rebuilt_from_the_stored_alert_byte_for_byte(
+    db_path: str, receiver: WebhookReceiver
+) -> None:
+    db = open_db(db_path)
+    alert_id = raise_alert(db, f"{receiver.url}/s", secret="whsec-rebuilt")
+    assert deliver_pending(db).delivered == 1
+    (arrived,) = receiver.at("/s")
+    watch, run_json, key = db.execute("select watch, run, idempotency_key from alerts where id = ?",
+                                      [alert_id]).fetchone()
+    changes, _ = alert_changes(db, alert_id)
+    body = webhook_body(watch, json.loads(run_json), changes)
+    assert arrived.body == body  # what a retry would send, from the rows alone
+    assert arrived.headers["Idempotency-Key"] == key
+    assert arrived.headers["X-Trialdiff-Signature"] == signature("whsec-rebuilt", body)
+    assert changes  # so the bodies compared are not empty by accident
+
+
+def test_an_old_alert_is_given_up_unsent_but_its_first_try_still_goes(
+    db_path: str, receiver: WebhookReceiver
+) -> None:
+    db = open_db(db_path)
+    tried = raise_alert(db, f"{receiver.url}/s")
+    receiver.script = [503]
+    assert deliver_pending(db, backoff=0).failed_now == 1
+    untried = raise_alert(db, f"{receiver.url}/s", "NCT05827016")
+    later = utc_timestamp((datetime.now(UTC) + timedelta(hours=2)).isoformat())
+    totals = deliver_pending(db, backoff=0, max_age_hours=1, now=later)
+    assert (totals.delivered, totals.failed_now, totals.given_up, totals.pending) == (1, 1, 1, 0)
+    assert totals.errors == ["stops NCT06060392 \u2192 http://127.0.0.1: "
+                             "given up after 1 hours undelivered"]
+    given_up = delivery(db, tried)
+    assert (given_up["state"], given_up["attempts"]) == ("failed", 2)
+    assert delivery(db, untried)["state"] == "delivered"
+    # The given-up alert was not sent again: the one POST accepted is the untried one's.
+    assert receiver.refused == 1
+    assert [b["changes"][0]["nct_id"] for b in bodies(receiver, "/s")] == ["NCT05827016"]
+
+
+def test_titles_put_the_most_severe_change_first_on_one_bounded_line() -> None:
+    watch = Watch("all", ("env:HOOK",))
+    kept = watch.select(sample_changes("NCT05827016", *CHANGE_DAYS))
+    # Two changes are major; the status comes first in export order, so it heads the title.
+    assert next(c["path"] for c in kept if c["severity"] == "major") == "status.overallStatus"
+    assert message_title("all", "NCT05827016", kept) == (
+        f"NCT05827016: status NOT_YET_RECRUITING \u2192 RECRUITING (+{len(kept) - 1} more)")
+    other = watch.select(sample_changes("NCT06060392", *CHANGE_DAYS))
+    assert message_title("all", "digest", kept + other) == (
+        f"all: NCT05827016: status NOT_YET_RECRUITING \u2192 RECRUITING "
+        f"(+{len(kept) + len(other) - 1} more) in 2 studies")
+    dated = next(c for c in kept if c["path"] == "status.lastUpdatePostDate")
+    assert message_title("all", "digest", [dated]) == (
+        "all: NCT05827016: status.lastUpdatePostDate 2023-06-07 \u2192 2025-07-01 in 1 study")
+    # Every real change alone: one line, at most 200 characters, cut ones marked as cut.
+    titles = [message_title("all", c["nct_id"], [c]) for c in watch.select(list(real_changes()))]
+    assert all("\n" not in t and len(t) <= TITLE_WIDTH for t in titles)
+    cut = [t for t in titles if len(t) == TITLE_WIDTH]
+    assert cut and all(t.endswith("\u2026") for t in cut)
+    # Hostile values: control characters are shown escaped, never sent raw.
+    hostile = [message_title("h", "NCT00000001", [c]) for c in watch.select(list(HOSTILE))]
+    assert len(hostile) == len(HOSTILE) and all(t.isprintable() for t in hostile)
+
+
+def test_a_url_apprise_cannot_use_is_refused_up_front_redacted() -> None:
+    with pytest.raises(UsageError) as refused:
+        check_target("nosuchservice://T0KEN/abc")
+    assert str(refused.value) == ("Apprise cannot use nosuchservice://\u2026: check the URL "
+                                  "against its docs")
+    check_target("https://hooks.example.org/T0KEN")  # webhooks need no Apprise
+    check_target("slack://T1/B2/C3")
+
+
+def test_watch_test_sends_a_note_when_nothing_matched_and_names_a_lost_target(
+    db_path: str, smtp: tuple[int, list[Message]], receiver: WebhookReceiver,
+    secrets_file: Path
+) -> None:
+    port, mails = smtp
+    mail = f"mailto://user:pa%3Ass@127.0.0.1:{port}?from=trialdiff@example.org&to=ops@example.org"
+    assert run(db_path, "watch", "add", "w", "--to", f"{receiver.url}/hook", "--to", mail,
+               "--to", f"{receiver.url}/lost")[0] == 0
+    entries = json.loads(secrets_file.read_text())
+    (lost,) = [ref for ref, url in entries.items() if url.endswith("/lost")]
+    del entries[lost]
+    secrets_file.write_text(json.dumps(entries))
+    code, out, err = run(db_path, "watch", "test", "w")
+    assert code == 1
+    assert out.splitlines() == ["watch test: http://127.0.0.1: delivered",
+                                "watch test: mailto://127.0.0.1: delivered"]
+    assert err.startswith(f"trialdiff: watch test: config:{lost} (missing from the secrets "
+                          f"file): config:{lost} is not in the secrets file")
+    # No stored change matched: the webhook carries none, the mail is a plain note.
+    (arrived,) = bodies(receiver, "/hook")
+    assert arrived["changes"] == [] and arrived["run"]["command"] == "watch test"
+    (note,) = mails
+    subject = email.header.make_header(email.header.decode_header(note["Subject"]))
+    assert str(subject) == "trialdiff: test of watch w"
+    assert "This is a test message from trialdiff." in note.as_string()

@@ -1,0 +1,103 @@
+"""The plain-text renderings: the recent window and section, and a study's snapshot table."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from conftest import CHANGE_DAYS, SAMPLE, run, sample_changes
+
+from trialdiff.query import snapshots_of
+from trialdiff.render import history_table, recent_order, recent_section, recent_window
+from trialdiff.schema import open_db
+
+NCT = "NCT06060392"
+# NCT06060392's six real changed fields in the report's table order (rule 7), as stored.
+PATHS = ["status.completionDate", "status.lastUpdatePostDate", "status.primaryCompletionDate",
+         "status.statusVerifiedDate", "oversight.isUsExport", "references.references"]
+EARLY, LATE, NEXT_DAY = CHANGE_DAYS[1], "2025-07-07T23:00:00.000Z", "2025-07-08T01:00:00.000Z"
+
+
+def test_recent_window_spans_whole_utc_days_ending_on_the_day() -> None:
+    # 18 days of April (13-30) and 12 of May make 30; the end is the next day's midnight.
+    assert recent_window(date(2026, 5, 12), 30) == ("2026-04-13T00:00:00.000Z",
+                                                    "2026-05-13T00:00:00.000Z")
+    assert recent_window(date(2024, 3, 1), 2) == ("2024-02-29T00:00:00.000Z",
+                                                  "2024-03-02T00:00:00.000Z")
+    assert recent_window(date(2025, 12, 31), 1) == ("2025-12-31T00:00:00.000Z",
+                                                     "2026-01-01T00:00:00.000Z")
+
+
+def test_recent_window_selects_stored_times_by_string_order() -> None:
+    # Stored times are ISO strings: the window's bounds must sort with them as text.
+    since, until = recent_window(date(2025, 7, 7), 1)
+    assert all(since <= at < until for at in (EARLY, LATE))
+    assert not since <= NEXT_DAY < until
+    assert not since <= "2025-07-06T23:59:59.999Z" < until
+
+
+def test_recent_order_puts_the_newest_day_first_then_the_table_order() -> None:
+    # The same real changes seen three times: twice on 07-07 (06:00 and 23:00), once on 07-08,
+    # given in no useful order.
+    changes = [*sample_changes(NCT, CHANGE_DAYS[0], LATE),
+               *reversed(sample_changes(NCT, CHANGE_DAYS[0], NEXT_DAY)),
+               *sample_changes(NCT, CHANGE_DAYS[0], EARLY)]
+    ordered = [(c.path, c.detected_at) for c in recent_order(changes)]
+    # Within a day, table order decides; a later time never moves a field up.
+    assert ordered == [(p, NEXT_DAY) for p in PATHS] + [
+        (p, at) for p in PATHS for at in (EARLY, LATE)]
+
+
+def test_recent_section_lists_newest_first_and_cuts_at_the_limit() -> None:
+    changes = [*sample_changes(NCT, CHANGE_DAYS[0], EARLY),
+               *sample_changes(NCT, CHANGE_DAYS[0], NEXT_DAY)]
+    section = recent_section(changes, 7, limit=3)
+    assert section == (
+        "## Recent Field Changes (last 7 days)\n\n"
+        "- `status.completionDate` \u2014 changed _(2025-07-08)_\n"
+        "- `status.lastUpdatePostDate` \u2014 changed _(2025-07-08)_\n"
+        "- `status.primaryCompletionDate` \u2014 changed _(2025-07-08)_\n")
+    whole = recent_section(changes, 7).splitlines()
+    assert len(whole) == 2 + len(changes)
+    assert whole[-1] == "- `references.references` \u2014 changed _(2025-07-07)_"
+    assert recent_section(changes, 7, limit=0).endswith("_No field changes in the last 7 days._\n")
+
+
+def test_history_table_of_a_real_import_lines_up_its_columns(db_path: str) -> None:
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    rows = snapshots_of(open_db(db_path).conn, "NCT05827016")
+    lines = history_table("NCT05827016", rows).splitlines()
+    assert len(lines) == 1 + len(rows) == 3 and "registry listing" not in lines[0]
+    header = lines[0]
+    for line, row in zip(lines[1:], rows, strict=True):
+        # Text columns start under their header; the count ends under its; the hash is cut.
+        for name in ("observed_at", "source"):
+            assert line[header.index(name):].startswith(row[name] + " ")
+        end = header.index("changes") + len("changes")
+        assert line[:end].endswith(f" {row['changes']}")
+        assert line[header.index("content_hash"):] == row["content_hash"][:16]
+    assert history_table("NCT05827016", []) == "NCT05827016: no snapshots stored\n"
+
+
+def test_history_table_notes_backfilled_versions_with_what_their_listing_lacks() -> None:
+    rows = [
+        {"seq": 1, "observed_at": "2023-06-07T00:00:00.000Z", "source": "backfill",
+         "source_version": 0, "changes": 0, "content_hash": "a" * 64},
+        {"seq": 2, "observed_at": "2025-07-01T00:00:00.000Z", "source": "backfill",
+         "source_version": 1, "changes": 522, "content_hash": "b" * 64},
+        {"seq": 3, "observed_at": "2025-07-02T00:00:00.000Z", "source": "backfill",
+         "source_version": 2, "changes": 1, "content_hash": "c" * 64},
+        {"seq": 4, "observed_at": "2025-07-07T06:00:00.000Z", "source": "sync",
+         "source_version": None, "changes": 0, "content_hash": "d" * 64},
+    ]
+    listed = {0: {"status": None, "qc_date": None, "module_labels": []},
+              1: {"status": "RECRUITING", "qc_date": "2025-06-28",
+                  "module_labels": ["Study Status", "Eligibility"]}}
+    lines = history_table("NCT05827016", rows, listed).splitlines()
+    assert lines[0].endswith("  registry listing")
+    assert lines[1].endswith("backfill v0         0  aaaaaaaaaaaaaaaa  "
+                             "no status \u00b7 QC ? \u00b7 no sections listed")
+    assert lines[2].endswith("backfill v1       522  bbbbbbbbbbbbbbbb  "
+                             "RECRUITING \u00b7 QC 2025-06-28 \u00b7 Study Status, Eligibility")
+    # A version the listing does not name, and a synced snapshot, have no note.
+    assert lines[3].endswith("backfill v2         1  cccccccccccccccc")
+    assert lines[4].endswith("sync                0  dddddddddddddddd")

@@ -1,0 +1,107 @@
+"""Target references: values kept in a private secrets file or the environment, shown redacted."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from trialdiff.errors import UsageError
+from trialdiff.targets import forget, keep, redact, resolve, scrub, secrets_path, shown
+
+HOOK = "https://hooks.example.org/services/T0KEN?sig=abc"
+MAIL = "mailto://user:pa%3Ass@mail.example.org:587?to=ops@example.org"
+
+
+def test_kept_values_live_in_an_owner_only_file_and_leave_it_when_forgotten(
+    secrets_file: Path
+) -> None:
+    hook, mail = keep(HOOK), keep(MAIL)
+    assert hook.startswith("config:") and len(hook) == len("config:") + 16 and hook != mail
+    assert (resolve(hook), resolve(mail)) == (HOOK, MAIL)
+    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(secrets_file.parent.stat().st_mode) == 0o700
+    assert [p.name for p in secrets_file.parent.iterdir()] == ["secrets.json"]  # no temp file
+    forget([hook, "env:HOOK_URL", "config:0000000000000000"])  # unknown ones are no error
+    assert json.loads(secrets_file.read_text()) == {mail.removeprefix("config:"): MAIL}
+    with pytest.raises(UsageError, match=f"{hook} is not in the secrets file {secrets_file}"):
+        resolve(hook)
+    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600  # rewritten, still private
+
+
+def test_an_env_reference_is_read_when_resolved_and_never_stored(
+    secrets_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert keep("env:HOOK_URL") == "env:HOOK_URL"
+    assert not secrets_file.exists()
+    with pytest.raises(UsageError, match="environment variable HOOK_URL is not set"):
+        resolve("env:HOOK_URL")
+    monkeypatch.setenv("HOOK_URL", HOOK)  # set after the rule was stored: read now
+    assert resolve("env:HOOK_URL") == HOOK
+    monkeypatch.setenv("HOOK_URL", "")
+    with pytest.raises(UsageError, match="is not set"):
+        resolve("env:HOOK_URL")
+    with pytest.raises(UsageError, match="env: needs a variable name"):
+        keep("env: ")
+    with pytest.raises(UsageError, match="is not a target reference"):
+        resolve(HOOK)  # a URL itself is never taken as a reference
+
+
+def test_the_secrets_file_is_trialdiff_secrets_else_in_the_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRIALDIFF_SECRETS", str(tmp_path / "mine.json"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert secrets_path() == tmp_path / "mine.json"
+    monkeypatch.delenv("TRIALDIFF_SECRETS")
+    assert secrets_path() == tmp_path / "xdg" / "trialdiff" / "secrets.json"
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    assert secrets_path() == tmp_path / "home" / ".config" / "trialdiff" / "secrets.json"
+
+
+@pytest.mark.parametrize("content", ["{not json", "[\"a list\"]"])
+def test_a_broken_secrets_file_is_named_and_left_as_it_is(secrets_file: Path,
+                                                          content: str) -> None:
+    secrets_file.parent.mkdir()
+    secrets_file.write_text(content)
+    for attempt in (lambda: keep(HOOK), lambda: resolve("config:0123456789abcdef"),
+                    lambda: forget(["config:0123456789abcdef"])):
+        with pytest.raises(UsageError, match=f"secrets file {secrets_file}"):
+            attempt()
+    assert secrets_file.read_text() == content  # not overwritten: its values may be the only copy
+
+
+def test_redact_shows_scheme_and_host_only() -> None:
+    assert redact(HOOK) == "https://hooks.example.org"
+    assert redact(MAIL) == "mailto://mail.example.org"
+    assert redact("http://user:pw@127.0.0.1:8080/hook") == "http://127.0.0.1"
+    assert redact("http://localhost/hook") == "http://localhost"
+    # Apprise puts tokens where a host goes: a "host" with no dot is not shown.
+    assert redact("slack://T1SECRET/B2/C3") == "slack://\u2026"
+    assert redact("tgram://123456:ABCDEF/42") == "tgram://\u2026"
+    assert redact("hooks.example.org/T0KEN") == "?://"  # no scheme: nothing of it
+    assert redact("env:HOOK_URL") == "env:HOOK_URL"
+    assert redact("config:0123456789abcdef") == "config:0123456789abcdef"
+
+
+def test_shown_names_env_references_and_redacts_or_flags_stored_ones(secrets_file: Path) -> None:
+    hook = keep(HOOK)
+    assert shown(hook) == "https://hooks.example.org"
+    assert shown("env:HOOK_URL") == "env:HOOK_URL"  # unset is fine: only the name is shown
+    forget([hook])
+    assert shown(hook) == f"{hook} (missing from the secrets file)"
+
+
+def test_scrub_leaves_no_target_or_secret_in_an_error() -> None:
+    url = "mailto://user:s3cret@127.0.0.1:25?to=ops@example.org"
+    error = (f"cannot send to {url}: login user:s3cret refused; signed with whsec-42; "
+             f"see {HOOK}")
+    text = scrub(error, [HOOK, url, "whsec-42", ""])
+    assert text == ("cannot send to mailto://127.0.0.1: login \u2026 refused; signed with "
+                    "\u2026; see https://hooks.example.org")
+    # The longer value is replaced first, so a URL inside another is not half redacted.
+    inner = "https://hooks.example.org/a"
+    assert scrub(f"{inner}/b failed", [inner, f"{inner}/b"]) == "https://hooks.example.org failed"
