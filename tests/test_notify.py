@@ -22,6 +22,7 @@ from conftest import (
     HOSTILE,
     HOSTILE_TITLE,
     ROOT,
+    SAMPLE,
     bodies,
     changes_json,
     import_day,
@@ -305,7 +306,7 @@ def test_an_old_alert_is_given_up_unsent_but_its_first_try_still_goes(
     totals = deliver_pending(db, backoff=0, max_age_hours=1, now=later)
     assert (totals.delivered, totals.failed_now, totals.given_up, totals.pending) == (1, 1, 1, 0)
     assert totals.errors == ["stops NCT06060392 \u2192 http://127.0.0.1: "
-                             "given up after 1 hours undelivered"]
+                             "given up after 1 hour undelivered"]
     given_up = delivery(db, tried)
     assert (given_up["state"], given_up["attempts"]) == ("failed", 2)
     assert delivery(db, untried)["state"] == "delivered"
@@ -345,6 +346,39 @@ def test_a_url_apprise_cannot_use_is_refused_up_front_redacted() -> None:
                                   "against its docs")
     check_target("https://hooks.example.org/T0KEN")  # webhooks need no Apprise
     check_target("slack://T1/B2/C3")
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("http://[::1/hook?token=T0KEN", "http://"),  # an unbalanced bracket: urlsplit refuses it
+    ("https://hooks.example.org:T0KEN/hook", "https://hooks.example.org"),  # not a port
+    ("https:///hook/T0KEN", "https://"),  # no host
+])
+def test_a_webhook_url_that_is_not_a_url_is_refused_and_nothing_is_stored(
+    db_path: str, url: str, shown: str,
+) -> None:
+    open_db(db_path).close()
+    code, out, err = run(db_path, "watch", "add", "hook", "--to", url)
+    assert (code, out) == (2, "")
+    assert err == (f"trialdiff: error: {shown} is not a URL a webhook can be sent to: give "
+                   "http(s)://host/path\n")
+    code, out, err = run(db_path, "watch", "list")  # once, such a URL broke every listing
+    assert code == 0 and "hook" not in out and err == ""
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--alert-timeout", "0", "the alert timeout must be more than 0 seconds"),
+    ("--alert-timeout", "nan", "the alert timeout must be more than 0 seconds"),
+    ("--alert-backoff", "-1", "the alert backoff must be 0 seconds or more"),
+    ("--alert-max-age", "1e9", "the alert max age must be more than 0 and at most 87600 hours"),
+    ("--alert-max-age", "0", "the alert max age must be more than 0 and at most 87600 hours"),
+])
+def test_alert_settings_a_delivery_cannot_use_are_refused_before_any_run(
+    db_path: str, option: str, value: str, message: str,
+) -> None:
+    for command in (["notify"], ["import", str(SAMPLE)]):
+        assert run(db_path, *command, option, value) == (
+            2, "", f"trialdiff: error: {option}: {message}\n")
+    assert not Path(db_path).exists()  # neither opened the database: the import stored nothing
 
 
 def test_watch_test_sends_a_note_when_nothing_matched_and_names_a_lost_target(

@@ -83,6 +83,9 @@ def test_redact_shows_scheme_and_host_only() -> None:
     assert redact("slack://T1SECRET/B2/C3") == "slack://\u2026"
     assert redact("tgram://123456:ABCDEF/42") == "tgram://\u2026"
     assert redact("hooks.example.org/T0KEN") == "?://"  # no scheme: nothing of it
+    # A URL urlsplit refuses (an unbalanced "["): its scheme alone.
+    assert redact("http://[::1/hook?token=T0KEN") == "http://"
+    assert redact("slack://[T0KEN/B2") == "slack://"
     assert redact("env:HOOK_URL") == "env:HOOK_URL"
     assert redact("config:0123456789abcdef") == "config:0123456789abcdef"
 

@@ -24,11 +24,13 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlite_utils
 
@@ -158,6 +160,14 @@ def apprise_available() -> bool:
 def check_target(url: str) -> None:
     """Raise UsageError unless trialdiff can deliver to a target URL."""
     if url.startswith(HTTP_SCHEMES):
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018  (raises ValueError when the port is not a port)
+        except ValueError:
+            parts = None
+        if parts is None or not parts.hostname:
+            raise UsageError(f"{redact(url)} is not a URL a webhook can be sent to: give "
+                             "http(s)://host/path")
         return
     if "://" not in url:
         # Nothing to redact down to: the value itself is not shown, since it may be a secret.
@@ -255,6 +265,22 @@ def _later(now: str, seconds: float) -> str:
     return utc_timestamp(moment.isoformat())
 
 
+# An alert is given up after at most ten years undelivered (a later time would not be a date).
+MAX_AGE_LIMIT_HOURS = 87_600.0
+
+
+def check_settings(timeout: float, backoff: float, max_age_hours: float) -> None:
+    """Raise UsageError unless a delivery pass can use these settings."""
+    if not 0 < timeout < math.inf:  # NaN fails every comparison
+        raise UsageError("the alert timeout must be more than 0 seconds",
+                         setting="alert_timeout")
+    if not 0 <= backoff < math.inf:
+        raise UsageError("the alert backoff must be 0 seconds or more", setting="alert_backoff")
+    if not 0 < max_age_hours <= MAX_AGE_LIMIT_HOURS:
+        raise UsageError(f"the alert max age must be more than 0 and at most "
+                         f"{MAX_AGE_LIMIT_HOURS:g} hours", setting="alert_max_age")
+
+
 def deliver_pending(
     db: sqlite_utils.Database,
     *,
@@ -263,7 +289,7 @@ def deliver_pending(
     max_age_hours: float = 72.0,
     now: str | None = None,
 ) -> DeliveryTotals:
-    """Deliver every pending alert that is due; record each outcome as it comes."""
+    """Deliver every pending alert that is due (settings as `check_settings` takes them)."""
     totals = DeliveryTotals()
     now = now or utc_timestamp()
     give_up_before = _later(now, -max_age_hours * 3600)
@@ -295,7 +321,8 @@ def _deliver_one(
 ) -> None:
     """Try one delivery and record its outcome in its own transaction."""
     if delivery.created_at < give_up_before and delivery.attempts:
-        error: str | None = f"given up after {max_age_hours:g} hours undelivered"
+        hours = "hour" if max_age_hours == 1 else "hours"
+        error: str | None = f"given up after {max_age_hours:g} {hours} undelivered"
     else:
         error = send(delivery, secret_ref, timeout, client)
     at = utc_timestamp()

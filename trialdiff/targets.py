@@ -108,16 +108,16 @@ def redact(target: str) -> str:
     """Return a target as it may be shown: its scheme and host only."""
     if target.startswith((ENV_PREFIX, CONFIG_PREFIX)):
         return target
-    parts = urlsplit(target)
     try:
-        host = parts.hostname or ""
-    except ValueError:
-        host = ""
+        parts = urlsplit(target)
+        scheme, host = parts.scheme, parts.hostname or ""
+    except ValueError:  # e.g. an unbalanced "[": show the scheme alone
+        scheme, host = (target.partition("://")[0] if "://" in target else ""), ""
     # Apprise puts tokens where a host goes (slack://TOKEN/...); show only what looks like one.
     looks_like_host = "." in host or host in ("localhost", "") or ":" in host
-    if parts.scheme not in ("http", "https") and not looks_like_host:
+    if scheme not in ("http", "https") and not looks_like_host:
         host = "\u2026"
-    return f"{parts.scheme or '?'}://{host}" if host else f"{parts.scheme or '?'}://"
+    return f"{scheme or '?'}://{host}"
 
 
 def shown(reference: str) -> str:

@@ -244,8 +244,9 @@ class Tracker:
     def notify(self, *, timeout: float = 10.0, backoff: float = 300.0,
                max_age_hours: float = 72.0, sinks: Sequence[Sink] = ()) -> Any:
         """Deliver the pending alerts that are due; return the delivery totals."""
-        from .notify import deliver_pending
+        from .notify import check_settings, deliver_pending
 
+        check_settings(timeout, backoff, max_age_hours)  # before the run: a usage error
         with self._running("notify", sinks) as run:
             totals = deliver_pending(run.db, timeout=timeout, backoff=backoff,
                                      max_age_hours=max_age_hours)

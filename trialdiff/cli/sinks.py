@@ -36,6 +36,9 @@ SETTING_WORDS: dict[str, tuple[str, str]] = {
     "max_response_mb": ("", " (raise --max-response-mb to accept it)"),
     "page_size": ("", ""),
     "timeout": ("", ""),
+    "alert_timeout": ("--alert-timeout: ", ""),
+    "alert_backoff": ("--alert-backoff: ", ""),
+    "alert_max_age": ("--alert-max-age: ", ""),
 }
 
 
@@ -170,6 +173,9 @@ class AlertDelivery:
 
     def __init__(self, db: Any, quiet: bool, alert_timeout: float, alert_backoff: float,
                  alert_max_age: float) -> None:
+        from ..notify import check_settings  # before the run: it delivers only after
+
+        check_settings(alert_timeout, alert_backoff, alert_max_age)
         self.db = db
         self.quiet = quiet
         self.settings = (alert_timeout, alert_backoff, alert_max_age)
