@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
-from conftest import CHANGE_DAYS, SAMPLE, run, sample_changes
+from conftest import CHANGE_DAYS, SAMPLE, real_changes, run, sample_changes
 
 from trialdiff.query import snapshots_of
-from trialdiff.render import history_table, recent_order, recent_section, recent_window
+from trialdiff.render import (
+    code_span,
+    history_table,
+    recent_order,
+    recent_section,
+    recent_window,
+)
 from trialdiff.schema import open_db
 
 NCT = "NCT06060392"
@@ -60,6 +67,18 @@ def test_recent_section_lists_newest_first_and_cuts_at_the_limit() -> None:
     assert len(whole) == 2 + len(changes)
     assert whole[-1] == "- `references.references` \u2014 changed _(2025-07-07)_"
     assert recent_section(changes, 7, limit=0).endswith("_No field changes in the last 7 days._\n")
+
+
+def test_a_site_path_holding_backticks_stays_one_code_span() -> None:
+    # Site keys are the registry's own text: a facility may hold backticks (St. Mary`s).
+    change = next(c for c in real_changes() if c.path.startswith("locations."))
+    path = change.path.replace("|", "`s hospital|", 1)
+    site = replace(change, path=path)
+    assert recent_section([site], 7).splitlines()[2] == (
+        f"- ``{path}`` \u2014 {change.kind} _({change.detected_at[:10]})_")
+    assert code_span("a``b") == "```a``b```"
+    assert code_span("`a") == "`` `a ``"  # CommonMark strips the padding back off
+    assert code_span("") == "` `"
 
 
 def test_history_table_of_a_real_import_lines_up_its_columns(db_path: str) -> None:

@@ -25,6 +25,7 @@ from .present import (
     tally,
     visible,
 )
+from .render import code_span
 from .report import DiffReport, heading, summary
 from .worddiff import Segment, marked
 
@@ -36,14 +37,7 @@ _GROUPS: Final = ("added", "removed", "reworded", "changed", "edit")
 
 def md_code(text: str) -> str:
     """Return text as a Markdown code span that nothing inside can close or break."""
-    text = visible(text)
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * (longest + 1)
-    if not text:
-        return "` `"  # an empty span is not a code span at all
-    # CommonMark strips one space each side when both are there, so padding is undone.
-    pad = " " if text[:1] in ("`", " ") or text[-1:] in ("`", " ") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
+    return code_span(visible(text))
 
 
 def md_text(text: str) -> str:

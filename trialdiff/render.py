@@ -20,6 +20,16 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
     return f"{count} {many}"
 
 
+def code_span(text: str) -> str:
+    """Return text as a Markdown code span that no backtick run inside can close."""
+    if not text:
+        return "` `"  # an empty span is not a code span at all
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    # CommonMark strips one space each side when both are there, so padding is undone.
+    pad = " " if text[:1] in ("`", " ") or text[-1:] in ("`", " ") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def recent_window(as_of: date, days: int) -> tuple[str, str]:
     """Return the [since, until) timestamps of the `days` UTC days ending on `as_of`."""
     first = as_of - timedelta(days=days - 1)
@@ -37,7 +47,8 @@ def recent_section(changes: Sequence[FieldChange], days: int, limit: int | None 
     """Return the Recent Field Changes section exactly as a trial page shows it."""
     heading = f"## Recent Field Changes (last {plural(days, 'day')})\n\n"
     lines = [
-        f"- `{c.path}` \u2014 {c.kind} _({c.detected_at[:10]})_\n" for c in recent_order(changes)
+        f"- {code_span(c.path)} \u2014 {c.kind} _({c.detected_at[:10]})_\n"
+        for c in recent_order(changes)
     ]
     if limit is not None:
         lines = lines[:limit]
