@@ -97,6 +97,20 @@ def test_changes_of_no_snapshot_are_counted(sample_db: str) -> None:
                      f"select {', '.join(columns)}, 999 from changes "
                      "where path in ('status.overallStatus', 'status.completionDate')")
     assert problems(sample_db) == ["2 changes belong to no snapshot"]
+    with sqlite3.connect(sample_db) as conn:
+        conn.execute("delete from changes "
+                     "where snapshot_id = 999 and path = 'status.overallStatus'")
+    assert problems(sample_db) == ["1 change belongs to no snapshot"]
+
+
+def test_a_change_stored_twice_is_named_as_unexpected(sample_db: str) -> None:
+    with sqlite3.connect(sample_db) as conn:
+        columns = [row[1] for row in conn.execute("pragma table_info(changes)") if row[1] != "id"]
+        conn.execute(f"insert into changes ({', '.join(columns)}) select {', '.join(columns)} "
+                     "from changes where nct_id = 'NCT05827016' and path = 'status.overallStatus'")
+    assert problems(sample_db) == [
+        "NCT05827016: snapshot 2 stored changes differ from recomputed ones "
+        "(missing [], unexpected [('status.overallStatus', 'changed')])"]
 
 
 def test_an_unknown_schema_version_is_the_only_problem_reported(sample_db: str) -> None:

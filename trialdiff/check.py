@@ -79,7 +79,8 @@ def _check(conn: Any, totals: CheckTotals) -> Iterator[str]:
         "select count(*) from changes where snapshot_id not in (select id from snapshots)"
     ).fetchone()[0]
     if orphans:
-        yield f"{orphans} changes belong to no snapshot"
+        verb = "belongs" if orphans == 1 else "belong"
+        yield f"{plural(orphans, 'change')} {verb} to no snapshot"
     yield from _check_annotations(conn)
 
 
@@ -157,10 +158,8 @@ def _check_study(
         ]
         markup = this_markup
         if stored != expected:
-            missing = [c[:2] for c in expected if c not in stored]
-            extra = [c[:2] for c in stored if c not in expected]
-            yield (f"{nct_id}: snapshot {seq} stored changes differ from recomputed ones "
-                   f"(missing {missing[:3]}, unexpected {extra[:3]})")
+            yield f"{nct_id}: snapshot {seq} stored changes differ from recomputed ones " + \
+                _difference(stored, expected)
     if rows and digest != study_hash:
         yield f"{nct_id}: the study's content hash is not its latest snapshot's"
     if rows and not rows[-1].lazy:
@@ -204,3 +203,17 @@ def check_latest_paths(conn: Any, nct_id: str, fields: Mapping[str, str]) -> Ite
         differing = {p for p in expected.keys() | fields.keys() if expected.get(p) != fields.get(p)}
         yield (f"{nct_id}: the latest snapshot's fields differ from its stored record's under "
                f"the current rules ({_sample(differing)})")
+
+
+def _difference(stored: list[Any], expected: list[Any]) -> str:
+    """Say how stored changes differ from the recomputed ones: each counted as often as held."""
+    missing = list(expected)  # values may be dicts, so the multisets are lists
+    extra = []
+    for change in stored:
+        if change in missing:
+            missing.remove(change)
+        else:
+            extra.append(change[:2])
+    if not missing and not extra:
+        return "(the same changes, in another order)"
+    return f"(missing {[c[:2] for c in missing][:3]}, unexpected {extra[:3]})"

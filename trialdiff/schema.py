@@ -13,6 +13,7 @@ import sqlite_utils
 from .errors import DatabaseError, UsageError
 from .registry import DEFAULT
 from .schema_version import SCHEMA_VERSION as SCHEMA_VERSION  # the one number
+from .schema_version import version_problem
 
 
 class Table(NamedTuple):
@@ -452,11 +453,9 @@ def migrate(db: sqlite_utils.Database) -> None:
     simply runs again.
     """
     version = schema_version(db)
-    if version > SCHEMA_VERSION:
-        raise DatabaseError(
-            f"database schema version {version} is newer than this trialdiff knows "
-            f"({SCHEMA_VERSION}); upgrade trialdiff"
-        )
+    if version > SCHEMA_VERSION:  # in the readers' words
+        path = next(row[2] for row in db.execute("pragma database_list") if row[1] == "main")
+        raise DatabaseError(str(version_problem(path, version)))
     if version == SCHEMA_VERSION:
         return
     # Each create below commits on its own; checkpoint often, so the WAL does not hold many
