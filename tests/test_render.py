@@ -86,6 +86,7 @@ def test_history_table_of_a_real_import_lines_up_its_columns(db_path: str) -> No
     rows = snapshots_of(open_db(db_path).conn, "NCT05827016")
     lines = history_table("NCT05827016", rows).splitlines()
     assert len(lines) == 1 + len(rows) == 3 and "registry listing" not in lines[0]
+    assert all(line == line.rstrip() for line in lines)  # no padding after the last column
     header = lines[0]
     for line, row in zip(lines[1:], rows, strict=True):
         # Text columns start under their header; the count ends under its; the hash is cut.

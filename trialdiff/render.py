@@ -68,8 +68,8 @@ def history_table(
     if not rows:
         return f"{nct_id}: no snapshots stored\n"
     listed = listed or {}
-    header = f"{'#':>3}  {'observed_at':<24}  {'source':<12}  {'changes':>7}  {'content_hash':<16}"
-    out = [header + ("  registry listing" if listed else "")]
+    header = f"{'#':>3}  {'observed_at':<24}  {'source':<12}  {'changes':>7}  content_hash"
+    out = [header + ("      registry listing" if listed else "")]
     for row in rows:
         number = row.get("source_version")
         version = f" v{number}" if number is not None else ""
