@@ -58,6 +58,26 @@ def real_records() -> list[dict[str, Any]]:
     return [load(f"v2/{p.name}") for p in sorted((FIXTURES / "v2").glob("*.json"))]
 
 
+def clones(count: int, edit: bool = False) -> list[dict[str, Any]]:
+    """Return real records under new ids; `edit` moves every third one's status module."""
+    records, out = real_records(), []
+    for number in range(count):
+        record = copy.deepcopy(records[number % len(records)])
+        record["protocolSection"]["identificationModule"]["nctId"] = f"NCT9{number:07d}"
+        if edit and number % 3 == 0:
+            record["protocolSection"]["statusModule"]["overallStatus"] = "SUSPENDED"
+        out.append(record)
+    return out
+
+
+def write_day(folder: Path, records: list[dict[str, Any]]) -> Path:
+    """Write records as one JSON file each; return the folder."""
+    folder.mkdir()
+    for number, record in enumerate(records):
+        (folder / f"{number:04d}.json").write_text(json.dumps(record))
+    return folder
+
+
 def real_words() -> list[str]:
     """Return the words of every fixture record's criteria and detailed description."""
     words = []

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import copy_db, kill_after, run, trialdiff_process
+from conftest import clones, copy_db, kill_after, run, trialdiff_process, write_day
 from test_lock import lock_holder
-from test_records import REAL_RECORDS, clones, write_day
+from test_records import REAL_RECORDS
 
 import trialdiff
 from trialdiff import codec, compact

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import sqlite_utils
+from conftest import clones, run, write_day
 
+import trialdiff
+from trialdiff import compact
 from trialdiff.errors import BusyError
 from trialdiff.ingest import RunTotals
 from trialdiff.lifecycle import Run, WriteRun, finish_run, run_status, start_run
@@ -142,3 +146,45 @@ def test_finish_run_keeps_the_data_release_and_the_first_thousand_errors(db_path
         "select status, failed, errors, data_timestamp from runs").fetchone()
     assert (status, failed, release) == ("partial", 1005, "2026-05-10T09:00:00")
     assert [e["input"] for e in json.loads(errors)] == [f"batch {n}" for n in range(1000)]
+
+
+def _records_pages(db: str) -> tuple[int, int]:
+    """Return the bytes of the records table's leaf pages, and how many of them are unused."""
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("select sum(pgsize), sum(unused) from dbstat "
+                            "where name = 'records' and pagetype = 'leaf'").fetchone()
+    finally:
+        conn.close()
+
+
+def test_a_first_import_packs_its_records_and_a_later_one_leaves_them(
+    db_path: str, tmp_path: Path,
+) -> None:
+    # In arrival order a ~3 KB record fills a 4 KB page alone and leaves the rest empty.
+    assert run(db_path, "import", "--at", "2026-05-11",
+               str(write_day(tmp_path / "d1", clones(300))))[0] == 0
+    leaves, unused = _records_pages(db_path)
+    assert unused < (compact.EDIT_ROOM / 4096 + 0.03) * leaves  # packed, keeping the room
+    order = sqlite3.connect(db_path).execute("select nct_id from records order by rowid").fetchall()
+    assert order != sorted(order)  # renumbered to fit pages, not in arrival order
+    # A later run adds to a database that has records: it leaves their places alone.
+    assert run(db_path, "import", "--at", "2026-05-12",
+               str(write_day(tmp_path / "d2", clones(300, edit=True))))[0] == 0
+    assert sqlite3.connect(db_path).execute(
+        "select nct_id from records order by rowid").fetchall() == order
+
+
+def test_a_pack_that_fails_leaves_the_run_ok_and_its_rows_as_stored(
+    db_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_room(db: sqlite_utils.Database) -> None:
+        raise sqlite3.OperationalError("database or disk is full")  # as VACUUM says it
+
+    monkeypatch.setattr(compact, "pack", no_room)
+    day = write_day(tmp_path / "d1", clones(100))
+    with trialdiff.open(db_path) as tracker:
+        run_row = tracker.import_paths([str(day)], at="2026-05-11")
+    assert (run_row.status, run_row.checked, run_row.failed) == ("ok", 100, 0)
+    assert sqlite3.connect(db_path).execute("select count(*) from records").fetchone() == (100,)
+    assert run(db_path, "check")[0] == 0

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import zstandard
-from conftest import changes_of, load, real_records, run
+from conftest import changes_of, clones, load, real_records, run, write_day
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -105,26 +105,6 @@ def test_only_a_gated_markdown_study_with_a_record_is_compared_by_module() -> No
 
 
 REAL_RECORDS = real_records()
-
-
-def clones(count: int, edit: bool = False) -> list[dict[str, Any]]:
-    """Return real records under new ids; `edit` moves every third one's status module."""
-    out = []
-    for number in range(count):
-        record = copy.deepcopy(REAL_RECORDS[number % len(REAL_RECORDS)])
-        record["protocolSection"]["identificationModule"]["nctId"] = f"NCT9{number:07d}"
-        if edit and number % 3 == 0:
-            record["protocolSection"]["statusModule"]["overallStatus"] = "SUSPENDED"
-        out.append(record)
-    return out
-
-
-def write_day(folder: Path, records: list[dict[str, Any]]) -> Path:
-    """Write records as one JSON file each; return the folder."""
-    folder.mkdir()
-    for number, record in enumerate(records):
-        (folder / f"{number:04d}.json").write_text(json.dumps(record))
-    return folder
 
 
 def no_derived(record: dict[str, Any]) -> dict[str, Any]:

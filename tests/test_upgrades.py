@@ -15,8 +15,16 @@ from typing import Any
 import orjson
 import xxhash
 import zstandard
-from conftest import changes_of, copy_db, kill_after, run, trialdiff_process
-from test_records import all_fields, clones, no_derived, post_results, shared_paths, write_day
+from conftest import (
+    changes_of,
+    clones,
+    copy_db,
+    kill_after,
+    run,
+    trialdiff_process,
+    write_day,
+)
+from test_records import all_fields, no_derived, post_results, shared_paths
 
 from trialdiff import codec
 from trialdiff.codec import ZSTD_MAGIC, decompress, unpack_value

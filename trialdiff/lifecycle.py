@@ -6,8 +6,8 @@ Every writing run (import, sync, backfill, reannotate, notify, compact) goes thr
 process's row is marked interrupted by the next writer). Each outcome goes to every sink as
 it happens; a sink's `finish` runs after the run's last commit, which is where alert delivery
 belongs. A run that began on a database with no records and ends with some (a first import,
-sync or backfill) packs them (`compact.pack`): a page filled in arrival order keeps a quarter
-of itself empty, and later runs add few records, which it can take.
+sync or backfill) packs them (`compact.pack`), since a page filled in arrival order keeps a
+quarter of itself empty; later runs add a few records each, and leave them where they are.
 """
 
 from __future__ import annotations
