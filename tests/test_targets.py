@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 
 from trialdiff.errors import UsageError
-from trialdiff.targets import forget, keep, redact, resolve, scrub, secrets_path, shown
+from trialdiff.targets import (
+    forget,
+    keep,
+    names_host,
+    redact,
+    resolve,
+    scrub,
+    secrets_path,
+    shown,
+)
 
 HOOK = "https://hooks.example.org/services/T0KEN?sig=abc"
 MAIL = "mailto://user:pa%3Ass@mail.example.org:587?to=ops@example.org"
@@ -88,6 +97,14 @@ def test_redact_shows_scheme_and_host_only() -> None:
     assert redact("slack://[T0KEN/B2") == "slack://"
     assert redact("env:HOOK_URL") == "env:HOOK_URL"
     assert redact("config:0123456789abcdef") == "config:0123456789abcdef"
+
+
+def test_names_host_takes_a_url_that_parses_with_a_host() -> None:
+    assert names_host(HOOK) and names_host("http://user:pw@127.0.0.1:8080/hook")
+    assert names_host("http://[::1]:8080/hook")
+    for broken in ("http://[::1/hook", "https://hooks.example.org:T0KEN/x", "https:///x",
+                   "http://host:99999/x"):
+        assert not names_host(broken), broken
 
 
 def test_shown_names_env_references_and_redacts_or_flags_stored_ones(secrets_file: Path) -> None:

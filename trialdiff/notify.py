@@ -30,7 +30,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import sqlite_utils
 
@@ -42,7 +41,7 @@ from .meaning import NONE, SEVERITIES
 from .model import FieldChange, utc_timestamp
 from .present import ARROW, short, visible
 from .query import transaction
-from .targets import redact, resolve, scrub
+from .targets import names_host, redact, resolve, scrub
 
 HTTP_SCHEMES = ("http://", "https://")
 MAX_BACKOFF = 6 * 3600.0
@@ -160,12 +159,7 @@ def apprise_available() -> bool:
 def check_target(url: str) -> None:
     """Raise UsageError unless trialdiff can deliver to a target URL."""
     if url.startswith(HTTP_SCHEMES):
-        try:
-            parts = urlsplit(url)
-            parts.port  # noqa: B018  (raises ValueError when the port is not a port)
-        except ValueError:
-            parts = None
-        if parts is None or not parts.hostname:
+        if not names_host(url):
             raise UsageError(f"{redact(url)} is not a URL a webhook can be sent to: give "
                              "http(s)://host/path")
         return

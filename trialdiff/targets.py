@@ -104,6 +104,15 @@ def resolve(reference: str) -> str:
     raise UsageError(f"{reference!r} is not a target reference (env:NAME or config:ID)")
 
 
+def names_host(url: str) -> bool:
+    """Tell whether a URL parses (a port that is a number, brackets that close) with a host."""
+    try:
+        parts = urlsplit(url)
+        return bool(parts.hostname) and (parts.port or 0) >= 0
+    except ValueError:
+        return False
+
+
 def redact(target: str) -> str:
     """Return a target as it may be shown: its scheme and host only."""
     if target.startswith((ENV_PREFIX, CONFIG_PREFIX)):
