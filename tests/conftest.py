@@ -185,6 +185,16 @@ def changes_of(db: str) -> list[tuple[Any, ...]]:
     return sorted(stored_rows(db, "select nct_id, path, kind, detected_at, old, new from changes"))
 
 
+def records_leaves(db: str) -> tuple[int, int, int]:
+    """Return the records table's leaf pages: how many, their bytes and their unused bytes."""
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("select count(*), sum(pgsize), sum(unused) from dbstat "
+                            "where name = 'records' and pagetype = 'leaf'").fetchone()
+    finally:
+        conn.close()
+
+
 def stored_rows(db: str, sql: str) -> list[tuple[Any, ...]]:
     """Return the rows a query of a database file finds."""
     return sqlite3.connect(db).execute(sql).fetchall()

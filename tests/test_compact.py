@@ -13,7 +13,15 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import clones, copy_db, kill_after, run, trialdiff_process, write_day
+from conftest import (
+    clones,
+    copy_db,
+    kill_after,
+    records_leaves,
+    run,
+    trialdiff_process,
+    write_day,
+)
 from test_lock import lock_holder
 from test_records import REAL_RECORDS
 
@@ -110,16 +118,6 @@ def test_compacting_keeps_what_reads_back_and_shrinks_the_file(db: str) -> None:
     assert not Path(db + "-wal").exists() or Path(db + "-wal").stat().st_size == 0
 
 
-def _records_leaves(db: str) -> tuple[int, int, int]:
-    """Return the records table's leaf pages: how many, their bytes and their unused bytes."""
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute("select count(*), sum(pgsize), sum(unused) from dbstat "
-                            "where name = 'records' and pagetype = 'leaf'").fetchone()
-    finally:
-        conn.close()
-
-
 def _next_fit_pages(sizes: list[int], room: int) -> int:
     """Return the pages rows of these sizes fill when each page is filled in order."""
     pages, used = 0, room
@@ -147,14 +145,14 @@ def test_packing_fills_the_records_pages_as_sqlite_lays_them_out(tmp_path: Path)
     conn.execute("vacuum")
     stored = conn.execute("select nct_id, record, base from records order by nct_id").fetchall()
     conn.close()
-    _, leaf_bytes, unused = _records_leaves(path)
+    _, leaf_bytes, unused = records_leaves(path)
     assert unused > 0.2 * leaf_bytes
     db = open_db(path)
     with transaction(db):
         compact._pack_records(db)
     db.execute("vacuum")
     db.close()
-    pages, leaf_bytes, unused = _records_leaves(path)
+    pages, leaf_bytes, unused = records_leaves(path)
     # Each page keeps room for its records' first edits, and little more. A record too big to
     # leave that room has a page of its own, and VACUUM fills a page while rows fit, so a run
     # that starts with a small row may top up the page before it (1 page in 220 here).

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import sqlite_utils
-from conftest import clones, run, write_day
+from conftest import clones, records_leaves, run, write_day
 
 import trialdiff
 from trialdiff import compact
@@ -148,23 +148,13 @@ def test_finish_run_keeps_the_data_release_and_the_first_thousand_errors(db_path
     assert [e["input"] for e in json.loads(errors)] == [f"batch {n}" for n in range(1000)]
 
 
-def _records_pages(db: str) -> tuple[int, int]:
-    """Return the bytes of the records table's leaf pages, and how many of them are unused."""
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute("select sum(pgsize), sum(unused) from dbstat "
-                            "where name = 'records' and pagetype = 'leaf'").fetchone()
-    finally:
-        conn.close()
-
-
 def test_a_first_import_packs_its_records_and_a_later_one_leaves_them(
     db_path: str, tmp_path: Path,
 ) -> None:
     # In arrival order a ~3 KB record fills a 4 KB page alone and leaves the rest empty.
     assert run(db_path, "import", "--at", "2026-05-11",
                str(write_day(tmp_path / "d1", clones(300))))[0] == 0
-    leaves, unused = _records_pages(db_path)
+    _, leaves, unused = records_leaves(db_path)
     assert unused < (compact.EDIT_ROOM / 4096 + 0.03) * leaves  # packed, keeping the room
     order = sqlite3.connect(db_path).execute("select nct_id from records order by rowid").fetchall()
     assert order != sorted(order)  # renumbered to fit pages, not in arrival order
