@@ -158,8 +158,8 @@ def _check_study(
         ]
         markup = this_markup
         if stored != expected:
-            yield f"{nct_id}: snapshot {seq} stored changes differ from recomputed ones " + \
-                _difference(stored, expected)
+            yield (f"{nct_id}: snapshot {seq} stored changes differ from recomputed ones "
+                   f"{_difference(stored, expected)}")
     if rows and digest != study_hash:
         yield f"{nct_id}: the study's content hash is not its latest snapshot's"
     if rows and not rows[-1].lazy:

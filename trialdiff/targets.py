@@ -108,9 +108,10 @@ def names_host(url: str) -> bool:
     """Tell whether a URL parses (a port that is a number, brackets that close) with a host."""
     try:
         parts = urlsplit(url)
-        return bool(parts.hostname) and (parts.port or 0) >= 0
+        parts.port  # noqa: B018  (raises ValueError when the port is not a port)
     except ValueError:
         return False
+    return bool(parts.hostname)
 
 
 def redact(target: str) -> str:
