@@ -48,3 +48,15 @@ def test_wait_waits_for_the_other_writer(db_path: str) -> None:
     code, _, _ = run(db_path, "import", "--wait", "20", "--summary", str(FIXTURES / "v2"))
     assert code == 0
     holder.wait()
+
+
+def test_track_and_untrack_work_while_another_writer_holds_the_lock(db_path: str) -> None:
+    # A long sync holds the lock for minutes: editing the watchlist need not wait for it.
+    assert run(db_path, "import", str(FIXTURES / "v2"))[0] == 0
+    with lock_holder(db_path):
+        assert run(db_path, "import", str(FIXTURES / "v2"))[0] == 75  # a run is refused
+        assert run(db_path, "track", "NCT05827016")[0] == 0
+        code, out, _ = run(db_path, "tracked")
+        assert code == 0 and "NCT05827016" in out
+        assert run(db_path, "untrack", "NCT05827016")[0] == 0
+        assert "NCT05827016" not in run(db_path, "tracked")[1]

@@ -1,8 +1,11 @@
 """The Python API: `trialdiff.open(path)` gives a Tracker; each method is one command's work.
 
 The CLI is a thin layer over this module: it parses arguments, opens a Tracker, calls one
-method with its printer as a sink, and maps errors to exit codes. Writing methods run inside
-one `lifecycle.WriteRun`; reading methods use a read-only connection that sees the last commit.
+method with its printer as a sink, and maps errors to exit codes. Runs (import, sync,
+backfill, reannotate, notify, compact) go inside one `lifecycle.WriteRun`; `track` and
+`untrack`, a few rows of the watchlist, write in one transaction, without the write lock, so
+that they work while a long sync runs (SQLite's own lock orders them between its commits).
+Reading methods use a read-only connection that sees the last commit.
 """
 
 from __future__ import annotations
