@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 from conftest import FIXTURES, run, trialdiff_env
+
+from trialdiff import schema
 
 
 def hold_lock(db: str, seconds: float) -> subprocess.Popen[bytes]:
@@ -60,3 +64,21 @@ def test_track_and_untrack_work_while_another_writer_holds_the_lock(db_path: str
         assert code == 0 and "NCT05827016" in out
         assert run(db_path, "untrack", "NCT05827016")[0] == 0
         assert "NCT05827016" not in run(db_path, "tracked")[1]
+
+
+def test_sqlite_s_own_lock_held_past_the_wait_exits_75(
+    db_path: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Another connection in the middle of a write (a sync's page, a user's sqlite3 shell).
+    assert run(db_path, "import", str(FIXTURES / "v2"))[0] == 0
+    monkeypatch.setattr(schema, "BUSY_SECONDS", 0.2)
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("begin immediate")
+    try:
+        assert run(db_path, "track", "NCT05827016") == (
+            75, "", "trialdiff: error: the database is busy with another writer (SQLite's lock, "
+                    "held past the wait for it); try again\n")
+    finally:
+        other.execute("rollback")
+        other.close()
+    assert run(db_path, "track", "NCT05827016")[0] == 0

@@ -368,10 +368,15 @@ def create_table(db: sqlite_utils.Database, table: Table) -> None:
         )
 
 
+# How long a write waits on SQLite's own lock, held by a write of another connection: a run's
+# commits are short, but `track` writes without trialdiff's lock while a sync may run.
+BUSY_SECONDS = 30.0
+
+
 def open_db(path: str) -> sqlite_utils.Database:
     """Open (creating if new) and migrate the database at a path, for writing."""
     try:
-        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        conn = sqlite3.connect(path, timeout=BUSY_SECONDS, isolation_level=None)
         # No sqlite-utils plugins: what another tool installed must not change this database's
         # connection, and finding them reads every installed package's metadata (15 ms).
         db = sqlite_utils.Database(conn, execute_plugins=False)

@@ -96,6 +96,9 @@ class Group(click.Group):
             raise CliError(worded(str(exc), exc.setting), exc.exit_code) from exc
         except sqlite3.Error as exc:
             debug_traceback(ctx)
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:
+                raise CliError("the database is busy with another writer (SQLite's lock, held "
+                               "past the wait for it); try again", 75) from exc
             raise CliError(f"database error: {exc}") from exc
         except OSError as exc:
             debug_traceback(ctx)
