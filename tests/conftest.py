@@ -59,15 +59,19 @@ def real_records() -> list[dict[str, Any]]:
 
 
 def clones(count: int, edit: bool = False) -> list[dict[str, Any]]:
-    """Return real records under new ids; `edit` moves every third one's status module."""
-    records, out = real_records(), []
-    for number in range(count):
-        record = copy.deepcopy(records[number % len(records)])
-        record["protocolSection"]["identificationModule"]["nctId"] = f"NCT9{number:07d}"
-        if edit and number % 3 == 0:
-            record["protocolSection"]["statusModule"]["overallStatus"] = "SUSPENDED"
-        out.append(record)
-    return out
+    """Return real records under new ids; `edit` gives every third one a day's edit."""
+    records = real_records()
+    return [clone_study(records[number % len(records)], number, edit and number % 3 == 0)
+            for number in range(count)]
+
+
+def clone_study(record: dict[str, Any], number: int, edit: bool) -> dict[str, Any]:
+    """Return a real record under a new id, NCT9 and `number`; `edit` moves its status."""
+    copied = copy.deepcopy(record)
+    copied["protocolSection"]["identificationModule"]["nctId"] = f"NCT9{number:07d}"
+    if edit:
+        copied["protocolSection"]["statusModule"]["overallStatus"] = "SUSPENDED"
+    return copied
 
 
 def write_day(folder: Path, records: list[dict[str, Any]]) -> Path:
@@ -223,17 +227,6 @@ def import_ndjson(db: str, path: Path, at: str, parse: bool) -> RunTotals:
     totals = RunTotals()
     save_studies(open_db(db), read_studies([str(path)], parse=parse), at, totals)
     return totals
-
-
-def clone_study(record: dict[str, Any], number: int, edit: bool) -> dict[str, Any]:
-    """Return a real record under a new id, NCT9 and `number`, optionally with a day's edit."""
-    copied = copy.deepcopy(record)
-    copied["protocolSection"]["identificationModule"]["nctId"] = f"NCT9{number:07d}"
-    if edit:
-        status = copied["protocolSection"]["statusModule"]
-        status["overallStatus"] = "SUSPENDED"
-        status["statusVerifiedDate"] = "2026-05"
-    return copied
 
 
 def trialdiff_env() -> dict[str, str]:

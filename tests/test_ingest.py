@@ -4,7 +4,6 @@ unchanged records left unparsed."""
 from __future__ import annotations
 
 import copy
-import json
 import random
 import sqlite3
 import subprocess
@@ -16,7 +15,7 @@ from conftest import (
     T1,
     T2,
     changes_of,
-    clone_study,
+    clones,
     day_lines,
     import_ndjson,
     kill_after,
@@ -24,6 +23,7 @@ from conftest import (
     real_records,
     run,
     trialdiff_process,
+    write_day,
 )
 
 from trialdiff.diff import changed_paths
@@ -112,14 +112,7 @@ def test_a_stopped_input_keeps_each_whole_batch_before_it_and_a_rerun_saves_the_
 def two_days(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Write two days of 336 real-record clones; a third of day 2's are edited."""
     root = tmp_path_factory.mktemp("days")
-    for day, edit_every in (("day1", 0), ("day2", 3)):
-        folder = root / day
-        folder.mkdir()
-        for number in range(336):
-            record = clone_study(RECORDS[number % len(RECORDS)], number,
-                                 bool(edit_every) and number % edit_every == 0)
-            (folder / f"{number:04d}.json").write_text(json.dumps(record))
-    return root / "day1", root / "day2"
+    return write_day(root / "day1", clones(336)), write_day(root / "day2", clones(336, True))
 
 
 def _import_process(db: str, folder: Path, at: str) -> subprocess.Popen[bytes]:
@@ -135,12 +128,11 @@ def test_import_killed_at_random_points_then_rerun_equals_an_uninterrupted_run(
     for folder, at in ((day1, "2026-05-11"), (day2, "2026-05-12")):
         assert _import_process(reference, folder, at).wait() == 0
     expected = changes_of(reference)
-    edited = [n for n in range(336) if n % 3 == 0]
+    before, after = clones(336), clones(336, edit=True)
     assert len(expected) == sum(
-        len(changed_paths(extract_fields(clone_study(RECORDS[n % len(RECORDS)], n, False)),
-                          extract_fields(clone_study(RECORDS[n % len(RECORDS)], n, True))))
-        for n in edited
-    ) > len(edited)
+        len(changed_paths(extract_fields(old), extract_fields(new)))
+        for old, new in zip(before, after, strict=True)
+    ) > 100  # a third of the studies edited, most of them to a status they did not have
     rng = random.Random(2026)
     for trial in range(6):
         crashed = str(tmp_path / f"crashed{trial}.db")
