@@ -330,9 +330,7 @@ def backfill(db: str, api: StandinAPI, *args: str) -> tuple[int, str, str]:
 
 def stored_changes(db: str) -> list[tuple[str, str, str]]:
     """Return the stored changes as (day, path, kind), sorted."""
-    conn = sqlite3.connect(db)
-    rows = conn.execute("select substr(detected_at, 1, 10), path, kind from changes")
-    return sorted(rows)
+    return sorted(stored_rows(db, "select substr(detected_at, 1, 10), path, kind from changes"))
 
 
 def request_log(api: StandinAPI) -> list[tuple[str, dict[str, str]]]:
