@@ -368,8 +368,7 @@ def create_table(db: sqlite_utils.Database, table: Table) -> None:
         )
 
 
-# How long a write waits on SQLite's own lock, held by a write of another connection: a run's
-# commits are short, but `track` writes without trialdiff's lock while a sync may run.
+# A write's wait on SQLite's own lock, held by another connection (track runs beside a sync).
 BUSY_SECONDS = 30.0
 
 
