@@ -1,4 +1,5 @@
-"""A writing run's lifecycle (WriteRun): its lock, its row in `runs`, its sinks and clients."""
+"""A writing run's lifecycle (WriteRun): its lock, its row in `runs`, its sinks and clients,
+and the pack that ends a first run."""
 
 from __future__ import annotations
 
