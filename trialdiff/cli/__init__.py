@@ -21,7 +21,7 @@ from typing import Any, Final, NoReturn
 import click
 
 from .. import __version__
-from ..errors import TrialdiffError
+from ..errors import BusyError, TrialdiffError
 from ..model import utc_day, utc_timestamp
 from ..registry import DEFAULT
 from ..settings import setting
@@ -98,7 +98,7 @@ class Group(click.Group):
             debug_traceback(ctx)
             if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:
                 raise CliError("the database is busy with another writer (SQLite's lock, held "
-                               "past the wait for it); try again", 75) from exc
+                               "past the wait for it); try again", BusyError.exit_code) from exc
             raise CliError(f"database error: {exc}") from exc
         except OSError as exc:
             debug_traceback(ctx)
