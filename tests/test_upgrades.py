@@ -1,11 +1,14 @@
 """The migrations that convert stored rows in place, each resuming when killed: schemas 6, 8,
-9 and 10 to the current one."""
+9, 10, 11 and 12 to the current one."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import html
 import json
 import random
+import re
 import sqlite3
 import zlib
 from collections.abc import Iterator
@@ -13,22 +16,27 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import xxhash
 import zstandard
 from conftest import (
     changes_of,
     clones,
     copy_db,
+    html_record,
     kill_after,
+    real_records,
     run,
     trialdiff_process,
     write_day,
 )
+from standin_api import StandinAPI
 from test_records import all_fields, no_derived, post_results, shared_paths
 
-from trialdiff import codec
+from trialdiff import codec, normalize
 from trialdiff.codec import ZSTD_MAGIC, decompress, unpack_value
 from trialdiff.model import dump_json
+from trialdiff.normalize import study_id
 from trialdiff.query import (
     SHARED,
     ChangeFilter,
@@ -281,5 +289,46 @@ def test_a_v11_database_compresses_its_dictionaries_in_place(tmp_path: Path) -> 
         assert [latest_record(conn, nct_id) for nct_id in ids] == records
         conn.close()
         assert migrated == stored and codec.dictionary_bytes(migrated) == dictionary
+        assert changes_of(crashed) == expected
+        assert run(crashed, "check")[0] == 0
+
+
+def _schema_12_neutral_text(text: str, markup: str) -> str:
+    """Reduce a text to its words as schema 12 did: a `<...>` span dropped in either markup."""
+    text = re.sub(r"(?<!\S)\d+[.)](?!\S)", " ", html.unescape(re.sub(r"<[^>]*>", " ", text)))
+    return " ".join(re.findall(r"\w+", text))
+
+
+def test_a_v12_database_recomputes_its_markup_seams_and_a_killed_migration_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each real record's history holds it in HTML; a sync saw it in Markdown, every third
+    # with one more participant enrolled: that is the one real change at a seam.
+    records = real_records()
+    current = copy.deepcopy(records)
+    for record in current[::3]:
+        record["protocolSection"]["designModule"]["enrollmentInfo"]["count"] += 1
+    ids = [record["protocolSection"]["identificationModule"]["nctId"] for record in records]
+    v12, fresh = str(tmp_path / "v12.db"), str(tmp_path / "fresh.db")
+    with StandinAPI(current) as server:
+        for record in records:
+            server.set_history(study_id(record), [("2020-01-02", html_record(record))])
+        for db in (v12, fresh):
+            with monkeypatch.context() as patch:
+                if db == v12:
+                    patch.setattr(normalize, "neutral_text", _schema_12_neutral_text)
+                for command in (("sync", *ids, "--at", "2026-05-11T06:00:00Z"),
+                                ("backfill", *ids)):
+                    code, _, err = run(db, *command, "--api", server.base_url, "--delay", "0")
+                    assert code == 0, err
+    expected = changes_of(fresh)
+    assert {(path, kind) for _, path, kind, *_ in expected} == {
+        ("design.enrollmentCount", "changed")}
+    assert len(changes_of(v12)) > len(expected)  # the criteria schema 12 read as changed
+    conn = sqlite3.connect(v12)
+    conn.execute("update meta set value = '12' where key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    for crashed in _killed_migrations(v12, tmp_path, seed=13):
         assert changes_of(crashed) == expected
         assert run(crashed, "check")[0] == 0

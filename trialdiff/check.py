@@ -126,7 +126,7 @@ def _check_study(
     if [row.seq for row in rows] != list(range(1, len(rows) + 1)) or len(rows) != count:
         yield f"{nct_id}: snapshots are not numbered 1..{count}"
     digest = None
-    markup = None
+    markup = "markdown"
     lazy = False
     for row in rows:
         snapshot_id, seq, stored_hash = row.id, row.seq, row.stored_hash
@@ -154,7 +154,7 @@ def _check_study(
         expected = [] if seq == 1 else [
             (path, kind, parse_json(before[path]) if kind != "added" else None,
              parse_json(fields[path]) if kind != "removed" else None)
-            for path, kind in changed_paths(before, fields, markup != this_markup)
+            for path, kind in changed_paths(before, fields, (markup, this_markup))
         ]
         markup = this_markup
         if stored != expected:

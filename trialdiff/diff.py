@@ -27,20 +27,22 @@ _REPORT_OPS = {
 
 
 def changed_paths(
-    old: Mapping[str, str], new: Mapping[str, str], across_markups: bool = False
+    old: Mapping[str, str], new: Mapping[str, str], markups: tuple[str, str] | None = None
 ) -> list[tuple[str, ChangeKind]]:
     """Return (path, kind) for every field that differs, in rule 7's order.
 
-    Across markups (a history version in HTML against a Markdown record), a field whose words
-    are the same is not a change: markup alone never is.
+    Across markups (`markups`, old's and new's: a history version in HTML against a Markdown
+    record), a field whose words are the same is not a change: markup alone never is.
     """
+    old_markup, new_markup = markups or ("markdown", "markdown")
     found: list[tuple[str, ChangeKind]] = []
     for path, text in new.items():
         before = old.get(path)
         if before is None:
             found.append((path, "added"))
         elif before != text and not (
-            across_markups and neutral_json(before) == neutral_json(text)
+            old_markup != new_markup
+            and neutral_json(before, old_markup) == neutral_json(text, new_markup)
         ):
             found.append((path, "changed"))
     found.extend((path, "removed") for path in old if path not in new)
@@ -53,7 +55,7 @@ def diff_snapshots(old: Snapshot | None, new: Snapshot) -> list[FieldChange]:
     if old is None:
         return []
     changes = []
-    for path, kind in changed_paths(old.fields, new.fields, old.markup != new.markup):
+    for path, kind in changed_paths(old.fields, new.fields, (old.markup, new.markup)):
         before = parse_json(old.fields[path]) if kind != "added" else None
         after = parse_json(new.fields[path]) if kind != "removed" else None
         changes.append(

@@ -18,7 +18,7 @@ from typing import Any
 import sqlite_utils
 
 from . import codec
-from .diff import diff_snapshots
+from .diff import changed_paths, diff_snapshots
 from .errors import FetchError, ShapeError
 from .history_api import DAY, POSTING_LAG, HistoryAPI, Version
 from .ingest import RunTotals
@@ -290,3 +290,28 @@ def rekey_study(db: sqlite_utils.Database, nct_id: str) -> bool:
             db.execute("update history_versions set content_hash = ? where id = ?",
                        [moved[digest], row_id])
     return True
+
+
+def rediff_seams(db: sqlite_utils.Database, nct_id: str) -> bool:
+    """Recompute a study's changes from its first markup seam whose stored ones are not today's.
+
+    Where a snapshot's markup is not the one before it (HTML history, then a Markdown record),
+    a field is changed only if its words are (`normalize.neutral_json`); schema 13 mended that
+    rule, which read a Markdown `<` as the start of a tag. Return whether anything was
+    rewritten. The caller holds the transaction.
+    """
+    stored = stored_snapshots(db, nct_id)
+    for index in range(1, len(stored)):
+        before, after = stored[index - 1][0], stored[index][0]
+        if before.markup == after.markup:
+            continue
+        kept = db.execute("select path, kind from changes where snapshot_id = (select id from "
+                          "snapshots where nct_id = ? and seq = ?)", [nct_id, index + 1])
+        if sorted(kept) != sorted(changed_paths(before.fields, after.fields,
+                                                (before.markup, after.markup))):
+            # New tuples from here on: rewrite_history recomputes from the first it does not
+            # find stored (it compares by identity), and keeps the snapshots before the seam.
+            rewrite_history(db, nct_id, stored[:index] + [(s, r) for s, r in stored[index:]],
+                            stored)
+            return True
+    return False

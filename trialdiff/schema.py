@@ -307,31 +307,25 @@ def _v6_to_v7(db: sqlite_utils.Database) -> None:
     recompress_records(db)
 
 
-def _v7_to_v8(db: sqlite_utils.Database, batch_size: int = 200) -> None:
-    """Rewrite stored field paths to the field-path spec's rules 5 and 6 (its 2026 update).
+def _step(name: str, studies: str | None = None) -> Callable[[sqlite_utils.Database], None]:
+    """Return a data step, imported when it runs: upgrades.py's `name`, or history.py's per study.
 
-    Each study whose stored snapshots hold a path the current rules name differently has its
-    snapshots and changes stored anew, as an import under those rules would have stored them.
-    Studies are rewritten in batches, each one transaction; rerunning finds nothing left to do
-    in a study already rewritten, so a killed migration simply runs again.
+    With `studies` (a query choosing them), history's `name` stores each anew, 200 studies to a
+    transaction: it finds nothing left to do in a study done already, so a killed migration
+    simply runs again. (Writers load both modules anyway; zstandard and xxhash load here.)
     """
-    from .history import rekey_study  # imported here: writers load them anyway, readers never
-    from .query import transaction
-
-    nct_ids = [row[0] for row in db.execute(
-        "select distinct nct_id from snapshots where delta is not null order by nct_id")]
-    for start in range(0, len(nct_ids), batch_size):
-        with transaction(db):
-            for nct_id in nct_ids[start : start + batch_size]:
-                rekey_study(db, nct_id)
-
-
-def _data_step(name: str) -> Callable[[sqlite_utils.Database], None]:
-    """Return a step of upgrades.py that converts stored rows, imported when it runs."""
     def step(db: sqlite_utils.Database) -> None:
-        from . import upgrades  # zstandard and xxhash are loaded only by steps that need them
+        from . import history, upgrades
+        from .query import transaction
 
-        getattr(upgrades, name)(db)
+        if studies is None:
+            getattr(upgrades, name)(db)
+            return
+        nct_ids = [row[0] for row in db.execute(studies)]
+        for start in range(0, len(nct_ids), 200):
+            with transaction(db):
+                for nct_id in nct_ids[start : start + 200]:
+                    getattr(history, name)(db, nct_id)
 
     return step
 
@@ -341,11 +335,15 @@ MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7,
     # Re-keying paths rewrites history with the current code, so the steps after it take
     # rows already in the current form as well as older ones.
-    7: _v7_to_v8,
-    8: _data_step("compress_history"),  # long change values and deltas with the dictionary
-    9: _data_step("share_long_values"),  # a value a delta and its change both held, once
-    10: _data_step("rehash_gates"),  # the gates: XXH3 instead of blake2b
-    11: _data_step("compress_dictionaries"),  # each dictionary a zstd frame of itself
+    7: _step("rekey_study",  # paths to the field-path spec's rules 5 and 6 (2026)
+             "select distinct nct_id from snapshots where delta is not null order by 1"),
+    8: _step("compress_history"),  # long change values and deltas with the dictionary
+    9: _step("share_long_values"),  # a value a delta and its change both held, once
+    10: _step("rehash_gates"),  # the gates: XXH3 instead of blake2b
+    11: _step("compress_dictionaries"),  # each dictionary a zstd frame of itself
+    12: _step("rediff_seams",  # changes across markups by their words, not their marks
+              "select nct_id from snapshots group by nct_id "
+              "having count(distinct coalesce(markup, 'markdown')) > 1 order by 1"),
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 12
+SCHEMA_VERSION: Final = 13
 
 
 def version_problem(path: str, version: int) -> str | None:
