@@ -231,6 +231,21 @@ def test_version_dates_going_backwards_by_publication_are_refused(
         "select version from history_versions").fetchall() == [(0,)]
 
 
+def test_sync_backfill_new_counts_a_changed_shape_once_under_its_study(
+    db_path: str, api: StandinAPI
+) -> None:
+    api.set_history(NCT, HISTORY)
+    api.set_history_routes()  # neither listing route answers: the endpoints changed shape
+    run(db_path, "track", NCT)
+    code, out, err = run(db_path, "sync", "--api", api.base_url, "--delay", "0",
+                         "--backfill-new", "--at", SYNC_AT)
+    assert code == 1 and out == ""
+    assert err.splitlines()[-1].startswith(f"trialdiff: error: backfill: {NCT}: API v2 knows")
+    failed, errors = sqlite3.connect(db_path).execute("select failed, errors from runs "
+                                                      "where command = 'sync'").fetchone()
+    assert failed == 1 and [e["input"] for e in json.loads(errors)] == [NCT]
+
+
 def test_sync_backfill_new_takes_in_newly_tracked_studies_once(
     db_path: str, api: StandinAPI
 ) -> None:

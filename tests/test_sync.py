@@ -165,6 +165,29 @@ def test_studies_that_leave_scope_or_move_are_events(db_path: str, api: StandinA
     assert code == 0 and "left scope" not in out
 
 
+def test_one_id_the_api_does_not_know_is_asked_once_and_named_on_stderr(
+    db_path: str, api: StandinAPI
+) -> None:
+    code, out, err = sync(db_path, api, "NCT99999999", "--at", DAY1)
+    assert code == 1
+    assert err == "trialdiff: NCT99999999: not returned by the API (404)\n"
+    assert out == "sync: 0 studies checked, 0 changed, 0 changes, 1 failed\n"
+    assert [r.path for r in api.requests].count("/api/v2/studies/NCT99999999") == 1
+
+
+def test_one_tracked_study_leaving_scope_is_one_event(db_path: str, api: StandinAPI) -> None:
+    run(db_path, "track", IDS[0])
+    sync(db_path, api, "--at", DAY1)
+    api.remove_study(IDS[0])
+    api.set_data_timestamp(RELEASE2)
+    api.clear_requests()
+    code, out, _ = sync(db_path, api, "--at", DAY2)
+    assert code == 1 and out.count(f"{IDS[0]}  (left scope)") == 1
+    assert [r.path for r in api.requests].count(f"/api/v2/studies/{IDS[0]}") == 1
+    assert sqlite3.connect(db_path).execute(
+        "select count(*) from events where kind = 'left_scope'").fetchone() == (1,)
+
+
 def test_saved_queries_run_whole_then_incrementally(db_path: str, api: StandinAPI) -> None:
     code, out, _ = run(db_path, "track", "--query", "filter.overallStatus=COMPLETED")
     assert code == 0 and out == "track: 0 new studies, 1 new query\n"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import date
 from typing import Any
@@ -230,9 +230,13 @@ def _slot_in(
 
 
 def backfill_new(
-    db: sqlite_utils.Database, api: HistoryAPI, run_id: int | None, totals: RunTotals
+    db: sqlite_utils.Database, api: HistoryAPI, run_id: int | None, totals: RunTotals,
+    record: Callable[[str, BaseException], None],
 ) -> Iterator[Backfilled | ShapeWarning | Failed]:
-    """Backfill every tracked study whose history was never taken in (`sync --backfill-new`)."""
+    """Backfill every tracked study whose history was never taken in (`sync --backfill-new`).
+
+    A ShapeError ends the run: it is counted once, under its study, by `record` (the run's).
+    """
     pending = [row[0] for row in db.execute(
         "select nct_id from watchlist where backfilled_at is null and state = 'tracked' "
         "order by nct_id").fetchall()]
@@ -240,8 +244,9 @@ def backfill_new(
         try:
             yield from backfill_study(db, api, nct_id, None, totals, run_id)
         except ShapeError as exc:
-            totals.fail(nct_id, f"backfill: {exc}")
-            raise
+            error = ShapeError(f"backfill: {exc}", setting=exc.setting)
+            record(nct_id, error)
+            raise error from exc
         except FetchError as exc:
             totals.fail(nct_id, f"backfill: {exc}")
             yield Failed(nct_id, f"backfill: {exc}", exc.setting)

@@ -257,12 +257,15 @@ def _sync_one(run: _Run, nct_id: str) -> Iterator[Outcome]:
                 run.db.execute("update records set etag = ? where nct_id = ?",
                                [answer.etag, answer.nct_id])
         yield PageDone(1, "tracked studies")
-    elif run.states.get(nct_id) != "missing":
-        event = Event(nct_id, "left_scope", {"answer": "404"})
-        if nct_id in run.states:
+    else:  # 404: answered, so not asked after again this run
+        run.failed.add(nct_id)
+        if nct_id not in run.states:  # an id given, never tracked: it has no scope to leave
+            yield run.fail(nct_id, FetchError("not returned by the API (404)"))
+        elif run.states[nct_id] != "missing":
+            event = Event(nct_id, "left_scope", {"answer": "404"})
             _record_event(run.db, event, run.observed_at, run.run_id)
-        run.totals.fail(nct_id, "not returned by the API (404)")
-        yield event
+            run.totals.fail(nct_id, "not returned by the API (404)")
+            yield event
     run.fetched([nct_id])  # answered, whatever the answer: not asked again this release
 
 

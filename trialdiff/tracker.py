@@ -200,7 +200,7 @@ class Tracker:
             if history is not None:
                 from .history import backfill_new as backfill_pending
 
-                run.drain(backfill_pending(run.db, history, run.id, run.totals))
+                run.drain(backfill_pending(run.db, history, run.id, run.totals, run.record))
         return self._last()
 
     def backfill(self, ids: Iterable[str], *, api: str = DEFAULT_API, since: str | None = None,
