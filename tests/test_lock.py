@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, run, trialdiff_env
@@ -82,3 +83,11 @@ def test_sqlite_s_own_lock_held_past_the_wait_exits_75(
         other.execute("rollback")
         other.close()
     assert run(db_path, "track", "NCT05827016")[0] == 0
+
+
+def test_a_database_in_a_missing_folder_says_to_create_the_folder(tmp_path: Path) -> None:
+    db = tmp_path / "absent" / "trialdiff.db"
+    code, out, err = run(str(db), "import", str(FIXTURES / "v2"))
+    assert (code, out) == (1, "")
+    assert err == (f"trialdiff: error: cannot create lock file {db}.lock: no folder "
+                   f"{tmp_path / 'absent'} (create it first)\n")

@@ -37,6 +37,9 @@ class WriteLock:
     def __enter__(self) -> WriteLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError as exc:
+            raise DatabaseError(f"cannot create lock file {self.path}: no folder "
+                                f"{os.path.dirname(self.path) or '.'} (create it first)") from exc
         except OSError as exc:
             raise DatabaseError(f"cannot create lock file {self.path}: {exc.strerror}") from exc
         deadline = time.monotonic() + self.wait
