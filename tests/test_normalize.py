@@ -228,6 +228,26 @@ def test_rule_6_a_fallback_never_takes_a_tracked_path() -> None:
     ]
 
 
+def test_rule_6_two_sources_sharing_a_fallback_path_each_keep_their_full_path() -> None:
+    # `documents.<key>` leaves the module out, and `foo` is `fooModule` without its suffix:
+    # were the second written over the first, its content and its changes would be lost.
+    record = load("v2/NCT04857515.json")
+    record["documentSection"] = {"aModule": {"x": 1}, "bModule": {"x": 2}}
+    record["protocolSection"]["fooModule"] = {"k": "m"}
+    record["protocolSection"]["foo"] = {"k": "n"}
+    fields = extract_fields(record)
+    assert {path: fields[path] for path in fields if path.endswith((".x", ".k"))} == {
+        "documentSection.aModule.x": "1", "documentSection.bModule.x": "2",
+        "protocolSection.fooModule.k": '"m"', "protocolSection.foo.k": '"n"'}
+    edited = copy.deepcopy(record)
+    edited["documentSection"]["aModule"]["x"] = 3
+    assert site_changes(record, edited) == [("documentSection.aModule.x", "changed")]
+    del edited["documentSection"]["bModule"]  # alone again: its fallback path is its own
+    assert site_changes(record, edited) == [
+        ("documentSection.aModule.x", "removed"), ("documentSection.bModule.x", "removed"),
+        ("documents.x", "added")]
+
+
 def test_fallback_paths_follow_rule_6() -> None:
     assert fallback_path(("protocolSection", "contactsLocationsModule", "x")) == (
         "contactsLocations.x"

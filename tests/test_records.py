@@ -104,6 +104,27 @@ def test_only_a_gated_markdown_study_with_a_record_is_compared_by_module() -> No
     assert not compares_by_module("a1b2", "markdown", has_record=False)
 
 
+def test_a_record_with_a_module_the_table_lacks_is_compared_whole(tmp_path: Path) -> None:
+    # Its modules' fallback paths hang on each other (rule 6), so module by module would miss
+    # that bModule's going moves aModule.x back to its own fallback path.
+    record = load("v2/NCT04857515.json")
+    record["documentSection"] = {"aModule": {"x": 1}, "bModule": {"x": 2}}
+    edited = copy.deepcopy(record)
+    edited["documentSection"]["aModule"]["x"] = 3
+    alone = copy.deepcopy(edited)
+    del alone["documentSection"]["bModule"]
+    db = str(tmp_path / "t.db")
+    for day, version in enumerate((record, edited, alone), start=1):
+        folder = write_day(tmp_path / f"d{day}", [version])
+        assert run(db, "import", "--at", f"2026-05-1{day}", str(folder))[0] == 0
+    assert [(c[1], c[2], c[3][:10]) for c in changes_of(db)] == [
+        ("documentSection.aModule.x", "changed", "2026-05-12"),
+        ("documentSection.aModule.x", "removed", "2026-05-13"),
+        ("documentSection.bModule.x", "removed", "2026-05-13"),
+        ("documents.x", "added", "2026-05-13")]
+    assert run(db, "check")[0] == 0
+
+
 REAL_RECORDS = real_records()
 
 

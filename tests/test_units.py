@@ -12,7 +12,15 @@ from conftest import FIXTURES, real_records, version_pair
 
 from trialdiff.normalize import extract_fields
 from trialdiff.records import raw_json, stable_part
-from trialdiff.units import Split, Unit, moved_units, record_units, split_moved, unit_fields
+from trialdiff.units import (
+    Split,
+    Unit,
+    maps_alone,
+    moved_units,
+    record_units,
+    split_moved,
+    unit_fields,
+)
 
 RECORDS = real_records()
 PAIRS = [version_pair(p.name) for p in sorted((FIXTURES / "versions").iterdir())]
@@ -126,3 +134,11 @@ def test_split_gives_up_on_other_layouts_and_reads_values_whole() -> None:
     assert split.moved == set()
     assert split_moved(raw_json({}), {}) is None
     assert split_moved(raw_json(old), {**old, "n": 2 ** 70}) is None  # orjson refuses it
+
+
+def test_every_real_record_maps_module_by_module_and_an_unknown_module_does_not() -> None:
+    assert all(maps_alone(record_units(stable_part(r))) for r in real_records())
+    record = copy.deepcopy(real_records()[0])
+    record["documentSection"] = {"largeDocumentModule": {"x": 1}, "otherModule": {"x": 2}}
+    assert not maps_alone(record_units(record))
+    assert maps_alone([("topLevelKey",), ("protocolSection", "statusModule")])

@@ -9,7 +9,8 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -238,17 +239,15 @@ def rekey_locations(fields: Mapping[str, str], markup: str = "markdown") -> dict
     return out
 
 
-def _add_residual(residuals: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
-    """Keep uncovered content under its fallback path, nested below the fallback depth."""
+def _add_residual(residuals: dict[tuple[str, ...], Any], keys: tuple[str, ...],
+                  value: Any) -> None:
+    """Keep uncovered content by its source cut at the fallback depth, nested below it."""
     depth = _FALLBACK_DEPTH.get(keys[0], 1)
     anchor, below = keys[:depth], keys[depth:]
-    path = fallback_path(anchor)
-    if path in FIELD_BY_PATH or path.startswith(LOCATION_PREFIX):
-        path = ".".join(anchor)  # rule 6: unmapped content never takes a tracked field's path
     if not below:
-        residuals[path] = value
+        residuals[anchor] = value
         return
-    node = residuals.setdefault(path, {})
+    node = residuals.setdefault(anchor, {})
     if not isinstance(node, dict):  # defensive: the anchor itself was a scalar
         return
     for key in below[:-1]:
@@ -256,8 +255,21 @@ def _add_residual(residuals: dict[str, Any], keys: tuple[str, ...], value: Any) 
     node[below[-1]] = value
 
 
+def _residual_paths(anchors: Iterable[tuple[str, ...]]) -> dict[tuple[str, ...], str]:
+    """Return each uncovered source's rule-6 path: its fallback path, else its full source path.
+
+    A fallback path that is a tracked field's, or that two sources would share (say
+    `documentSection.aModule.x` and `documentSection.bModule.x`, both `documents.x`), is
+    written as the full source path instead, so unmapped content never overwrites any other.
+    """
+    paths = {anchor: fallback_path(anchor) for anchor in anchors}
+    shared = Counter(paths.values())
+    return {anchor: ".".join(anchor) if shared[path] > 1 or path in FIELD_BY_PATH
+            or path.startswith(LOCATION_PREFIX) else path for anchor, path in paths.items()}
+
+
 def _walk(value: Any, tree: Tree, keys: tuple[str, ...], out: dict[str, str],
-          residuals: dict[str, Any], markup: str, memo: SiteMemo | None) -> None:
+          residuals: dict[tuple[str, ...], Any], markup: str, memo: SiteMemo | None) -> None:
     """Map one record node onto field paths, collecting what the tree does not cover."""
     for key, child in value.items():
         here = (*keys, key)
@@ -289,10 +301,10 @@ def extract_fields(
     `memo` keeps each site's canonical entry by its bytes, for a second record (unit_fields).
     """
     out: dict[str, str] = {}
-    residuals: dict[str, Any] = {}
+    residuals: dict[tuple[str, ...], Any] = {}
     _walk(study, tree, (), out, residuals, markup, memo)
-    for path, residual in residuals.items():
-        text = canonical_json(residual)
+    for anchor, path in _residual_paths(residuals).items():
+        text = canonical_json(residuals[anchor])
         if text is not None and path not in out:  # a tracked field is never overwritten
             out[path] = text
     return out

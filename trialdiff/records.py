@@ -36,7 +36,7 @@ from .query import (
 )
 from .registry import DEFAULT, Registry
 from .sources import SourceItem
-from .units import moved_units, record_units, split_moved, unit_fields
+from .units import maps_alone, moved_units, record_units, split_moved, unit_fields
 
 
 def raw_json(value: Any) -> bytes:
@@ -248,9 +248,11 @@ def prepare_edit(
     old_bytes, base = codec.record_bytes(conn, *stored)
     stable = stable_part(study)  # the volatile part is never stored, and re-stamped daily
     split = split_moved(old_bytes, stable)
-    if split is None:  # the modules moved around: compare the parsed records
+    if split is None or not maps_alone(split.new):  # compare the parsed records
         old_units, new_units = record_units(orjson.loads(old_bytes)), record_units(stable)
         moved, raw = moved_units(old_units, new_units), raw_json(stable)
+        if not (maps_alone(old_units) and maps_alone(new_units)):
+            moved = set(old_units) | set(new_units)  # whole: a unit's paths hang on another's
     else:
         old_units, new_units, moved, raw = split.old, split.new, split.moved, split.raw
     memo: SiteMemo = {}

@@ -11,13 +11,13 @@ are parsed (`split_moved`).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from .normalize import SECTIONS, SiteMemo, extract_fields
+from .normalize import DEFAULT_TREE, SECTIONS, SiteMemo, extract_fields
 
 Unit = tuple[str, ...]  # a module of a known section, (section, module); else (top-level key,)
 _MISSING = object()
@@ -38,6 +38,17 @@ def record_units(study: Mapping[str, Any]) -> dict[Unit, Any]:
         else:
             units[(key,)] = value
     return units
+
+
+def maps_alone(units: Iterable[Unit]) -> bool:
+    """Tell whether a record's units map on their own: it holds no module the field table lacks.
+
+    Rule 6 writes a fallback path that two sources share (`documentSection.aModule.x` and
+    `bModule.x`, both `documents.x`) as their full source paths, so one unit's paths depend on
+    another's. Only a module the table lacks can share one, so a record with such a module is
+    compared whole.
+    """
+    return all(len(unit) == 1 or unit[1] in DEFAULT_TREE.get(unit[0], {}) for unit in units)
 
 
 def moved_units(old: Mapping[Unit, Any], new: Mapping[Unit, Any]) -> set[Unit]:
