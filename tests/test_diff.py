@@ -11,7 +11,7 @@ from conftest import html_record, load, real_records, version_pair
 from test_normalize import DERIVED_ONLY_RERELEASES
 
 import trialdiff.diff
-from trialdiff.diff import changed_paths, diff_snapshots, inner_edits
+from trialdiff.diff import changed_paths, diff_snapshots, inner_edits, neutral_text
 from trialdiff.model import Snapshot
 from trialdiff.normalize import extract_fields
 
@@ -220,3 +220,12 @@ def test_a_word_edited_across_markups_is_a_change_even_after_a_less_than() -> No
         assert across_markups(html_record(record), new) == [("eligibility.criteria", "changed")]
         edited += 1
     assert edited >= 3
+
+
+def test_markdown_text_keeps_what_sits_between_a_less_than_and_a_greater_than() -> None:
+    # Real criteria write `\<` and `>` as text: only HTML has tags to drop.
+    markdown = "ANC \\< 1500 mm3 TRACK I PLT > 100,000 and snake\\_case 1. item"
+    words = "ANC 1500 mm3 TRACK I PLT 100 000 and snake case item"
+    assert neutral_text(markdown, "markdown") == words
+    html = "<p>ANC &lt; 1500 mm3 TRACK I PLT &gt; 100,000 and snake_case</p><ol><li>item</li></ol>"
+    assert neutral_text(html, "html") == neutral_text(markdown, "markdown")

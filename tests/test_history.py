@@ -35,8 +35,8 @@ from conftest import (
 )
 from standin_api import Fault, StandinAPI
 
-from trialdiff.diff import changed_paths
-from trialdiff.normalize import extract_fields, neutral_text
+from trialdiff.diff import changed_paths, neutral_text
+from trialdiff.normalize import extract_fields
 from trialdiff.schema import SCHEMA_VERSION, open_db, schema_version
 
 NCT = HISTORY_NCT

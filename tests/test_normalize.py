@@ -20,7 +20,6 @@ from trialdiff.normalize import (
     fallback_path,
     fold_whitespace,
     location_key,
-    neutral_text,
     rekey_locations,
 )
 
@@ -446,12 +445,3 @@ def test_property_editing_one_duplicate_site_reports_that_site_alone(index: int,
     else:
         # Twins equal but for status and contacts: the spec's tie-break may swap them.
         assert len(changes) <= 2 * len(twins)
-
-
-def test_markdown_text_keeps_what_sits_between_a_less_than_and_a_greater_than() -> None:
-    # Real criteria write `\<` and `>` as text: only HTML has tags to drop.
-    markdown = "ANC \\< 1500 mm3 TRACK I PLT > 100,000 and snake\\_case 1. item"
-    words = "ANC 1500 mm3 TRACK I PLT 100 000 and snake case item"
-    assert neutral_text(markdown, "markdown") == words
-    html = "<p>ANC &lt; 1500 mm3 TRACK I PLT &gt; 100,000 and snake_case</p><ol><li>item</li></ol>"
-    assert neutral_text(html, "html") == neutral_text(markdown, "markdown")

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from conftest import ROOT
 
 from trialdiff.cli import cli
-from trialdiff.fields import FIELDS, IGNORED_SOURCES, LOCATIONS_SOURCE
+from trialdiff.fields import FIELDS, IGNORE_LIST, LOCATIONS_SOURCE
 from trialdiff.meaning import severity_rules_markdown
 from trialdiff.schema import SCHEMA, VIEW_DOCS
 from trialdiff.settings import SETTINGS
@@ -28,8 +28,9 @@ def field_paths_block() -> str:
         rows.append(f"| {number} | `{field.path}` | `{field.source}` | {field.kind} |")
     rows.append(f"| {len(FIELDS) + 1} | `locations.<facility>\\|<city>\\|<state>\\|<country>` "
                 f"| `{LOCATIONS_SOURCE}[i]` without `geoPoint` | value |")
-    ignored = ", ".join(f"`{source}`" for source in IGNORED_SOURCES)
-    return "\n".join(rows) + f"\n\nIgnored by default: {ignored}, and `geoPoint` of each site.\n"
+    ignored = ", ".join(f"`{source}`" for source in IGNORE_LIST)
+    return "\n".join(rows) + (f"\n\nIgnored by default (a database may track them again: "
+                              f"`trialdiff ignored`): {ignored}.\n")
 
 
 def schema_block() -> str:

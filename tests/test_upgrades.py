@@ -33,7 +33,7 @@ from conftest import (
 from standin_api import StandinAPI
 from test_records import all_fields, no_derived, post_results, shared_paths
 
-from trialdiff import codec, normalize
+from trialdiff import codec, diff
 from trialdiff.codec import ZSTD_MAGIC, decompress, unpack_value
 from trialdiff.model import dump_json
 from trialdiff.normalize import study_id
@@ -316,7 +316,7 @@ def test_a_v12_database_recomputes_its_markup_seams_and_a_killed_migration_resum
         for db in (v12, fresh):
             with monkeypatch.context() as patch:
                 if db == v12:
-                    patch.setattr(normalize, "neutral_text", _schema_12_neutral_text)
+                    patch.setattr(diff, "neutral_text", _schema_12_neutral_text)
                 for command in (("sync", *ids, "--at", "2026-05-11T06:00:00Z"),
                                 ("backfill", *ids)):
                     code, _, err = run(db, *command, "--api", server.base_url, "--delay", "0")

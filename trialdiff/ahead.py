@@ -13,8 +13,9 @@ the times); anything else is prepared again.
 The worker is spawned, not forked, so it holds none of the writer's open files (its database,
 its lock), once the writer has met START_AFTER records that were not unchanged, and they are
 at least one in EDIT_SHARE of what it read (a typical day, 0.5%, never starts it, nor pays for
-looking ahead). It reads the compression dictionaries, which are all `prepare_edit` reads,
-from the database, read-only, and exits when the writer closes its pipe or dies.
+looking ahead). It reads the compression dictionaries and the tracking rules (`meta`), which
+are all `prepare_edit` reads, from the database, read-only, and exits when the writer closes
+its pipe or dies.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import sqlite_utils
 
 from .records import Edit, byte_gate, compares_by_module, prepare_edit
 from .sources import SourceItem, parsed
+from .tracking import rules_of
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -83,6 +85,7 @@ class EditsAhead:
         self.db = db
         self.observed_at = observed_at
         self.source = source
+        self._volatile = rules_of(db).volatile
         self.workers = min(workers, 1)  # one worker: on 2 cores a second only contends
         self._offered: set[str] = set()  # studies handed over and not yet written
         self._read = 0  # records handed to the writer
@@ -145,7 +148,7 @@ class EditsAhead:
 
     def _look(self, item: SourceItem) -> str | None:
         """Return an item's byte gate; hand its edit to the worker if its gate moved."""
-        gate = byte_gate(item.raw) if item.raw is not None else None
+        gate = byte_gate(item.raw, self._volatile) if item.raw is not None else None
         nct_id = item.nct_id
         if (not self.workers or gate is None or not item.unparsed or nct_id is None
                 or nct_id in self._offered or not self._busy()):
@@ -259,18 +262,21 @@ def _serve(tasks: Connection, answers: Connection, lock: Any, claims: Any, progr
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The writer gone, or the database unreadable: the writer does it all.
     with contextlib.suppress(OSError, EOFError, sqlite3.Error):
-        _work(tasks, answers, lock, claims, progress, _dictionaries(path))
+        _work(tasks, answers, lock, claims, progress, _readable(path))
 
 
-def _dictionaries(path: str) -> sqlite_utils.Database:
-    """Return an in-memory database holding a database's dictionaries, read read-only."""
+def _readable(path: str) -> sqlite_utils.Database:
+    """Return an in-memory copy of what `prepare_edit` reads: dictionaries, meta (the rules)."""
     source = sqlite3.connect(Path(path).as_uri() + "?mode=ro", uri=True)
-    rows = source.execute("select * from dictionaries").fetchall()
+    dictionaries = source.execute("select * from dictionaries").fetchall()
+    meta = source.execute("select key, value from meta").fetchall()
     source.close()
     db = sqlite_utils.Database(memory=True)
     db.execute("create table dictionaries (id integer primary key, trained_at text, "
                "samples integer, dictionary blob)")
-    db.conn.executemany("insert into dictionaries values (?, ?, ?, ?)", rows)
+    db.conn.executemany("insert into dictionaries values (?, ?, ?, ?)", dictionaries)
+    db.execute("create table meta (key text primary key, value text)")
+    db.conn.executemany("insert into meta values (?, ?)", meta)
     return db
 
 

@@ -17,6 +17,7 @@ from .normalize import extract_fields, rekey_locations
 from .query import iter_snapshots, latest_record, read_transaction, stored_value
 from .render import plural
 from .schema_version import SCHEMA_VERSION
+from .tracking import rules_of
 
 # Every column holding a time trialdiff wrote; each must be canonical ISO 8601 UTC, as
 # model.utc_timestamp writes it, or it sorts wrongly against the others.
@@ -198,7 +199,7 @@ def check_latest_paths(conn: Any, nct_id: str, fields: Mapping[str, str]) -> Ite
     record = latest_record(conn, nct_id)
     if record is None:
         return
-    expected = extract_fields(record, markup=latest[1] or "markdown")
+    expected = extract_fields(record, rules_of(conn), markup=latest[1] or "markdown")
     if expected != fields:
         differing = {p for p in expected.keys() | fields.keys() if expected.get(p) != fields.get(p)}
         yield (f"{nct_id}: the latest snapshot's fields differ from its stored record's under "

@@ -6,13 +6,54 @@ DeepDiff runs only inside a field that did change, to say how it changed.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from .fields import FIELD_BY_PATH, LOCATION_PREFIX, order_key
 from .model import ChangeKind, FieldChange, Snapshot, dump_json, parse_json
-from .normalize import neutral_json
+from .normalize import canonical_json
+
+_TAG = re.compile(r"<[^>]*>")
+# CommonMark's backslash escapes: `\<`, `\_`, `\*` and such are the character itself.
+_MARKDOWN_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
+_WORD = re.compile(r"[^\W_]+")  # letters and digits: `_` is Markdown emphasis or punctuation
+# A Markdown list item's number: HTML numbers <ol> items itself, so `1.` is markup, not words.
+# Canonical text has its line breaks folded, so any standalone `12.` or `3)` counts as one.
+_LIST_NUMBER = re.compile(r"(?<!\S)\d+[.)](?!\S)")
+
+
+def neutral_text(text: str, markup: str) -> str:
+    """Return the words of a text in a markup, its marks gone: HTML tags and entities, escapes.
+
+    Only HTML has tags: in Markdown a `<` is text (`ANC < 1500 and PLT > 100` keeps its words).
+    """
+    if markup == "html":
+        text = html.unescape(_TAG.sub(" ", text))
+    else:
+        text = _MARKDOWN_ESCAPE.sub(r"\1", text)
+    return " ".join(_WORD.findall(_LIST_NUMBER.sub(" ", text)))
+
+
+def neutral_json(text: str, markup: str) -> str | None:
+    """Return canonical JSON of a value in a markup with every string reduced to its words.
+
+    Two values equal here differ at most by markup (HTML versus Markdown for the same words),
+    which is never a change. Punctuation goes too: across markups it cannot be told apart.
+    """
+    def strip(node: Any) -> Any:
+        if isinstance(node, str):
+            return neutral_text(node, markup)
+        if isinstance(node, dict):
+            return {key: strip(child) for key, child in node.items()}
+        if isinstance(node, list):
+            return [strip(child) for child in node]
+        return node
+
+    return canonical_json(strip(json.loads(text)))
+
 
 _REPORT_OPS = {
     "values_changed": "changed",

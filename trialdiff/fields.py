@@ -146,6 +146,12 @@ IGNORED_SOURCES: Final[tuple[str, ...]] = (
 )
 
 
+# The spec's ignore list: those sources, and each site's geoPoint. A database may track any of
+# them again (`trialdiff ignored --track-again`), chosen before it holds its first snapshot.
+SITE_GEO_POINT: Final = "P.contactsLocationsModule.locations[].geoPoint"
+IGNORE_LIST: Final[tuple[str, ...]] = (*IGNORED_SOURCES, SITE_GEO_POINT)
+
+
 def expand_source(source: str) -> tuple[str, ...]:
     """Return a registry source as the tuple of record keys it names."""
     if source.startswith("P."):

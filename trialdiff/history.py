@@ -32,6 +32,7 @@ from .store import (
     store_snapshot,
     update_study,
 )
+from .tracking import rules_of
 from .watch import AlertWriter
 
 State = tuple[Snapshot, int | None]  # a snapshot and the run that stored it
@@ -200,8 +201,9 @@ def _slot_in(
     public: Mapping[int, str], run_id: int | None, alerts: AlertWriter | None = None,
 ) -> None:
     """Store one version in its place in the study's history, with what its listing says."""
-    snapshot = Snapshot(nct_id, f"{day}T00:00:00.000Z", extract_fields(study, markup="html"),
-                        "backfill", version.number, "html")
+    snapshot = Snapshot(nct_id, f"{day}T00:00:00.000Z",
+                        extract_fields(study, rules_of(db), markup="html"), "backfill",
+                        version.number, "html")
     with transaction(db):
         exists = db.execute("select 1 from studies where nct_id = ?", [nct_id]).fetchone()
         if not exists:
@@ -280,7 +282,7 @@ def rekey_study(db: sqlite_utils.Database, nct_id: str) -> bool:
     latest, run_id = new_states[-1]
     record = latest_record(db, nct_id)
     if stored is not None and record is not None and stored[0] >= latest.observed_at:
-        rebuilt = extract_fields(record, markup=latest.markup)
+        rebuilt = extract_fields(record, rules_of(db), markup=latest.markup)
         new_states[-1] = (Snapshot(nct_id, latest.observed_at, rebuilt, latest.source,
                                    latest.source_version, latest.markup), run_id)
     if [s.fields for s, _ in new_states] == old_states:

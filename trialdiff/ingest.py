@@ -21,6 +21,7 @@ from .normalize import extract_fields
 from .records import gate_hash, materialize, with_dictionary
 from .sources import LazyRecord, SourceItem, parsed
 from .store import save_study, touch
+from .tracking import rules_of
 
 
 @dataclass
@@ -145,7 +146,7 @@ def _save_item(
     if study is None or item.nct_id is None:
         totals.fail(item.label, item.error or "unreadable")
         return Failed(item.label, item.error or "unreadable")
-    gate = gate or gate_hash(study)  # the bytes were tried already
+    gate = gate or gate_hash(study, volatile=rules_of(db).volatile)  # bytes were tried already
     earlier = ledger.known(item.nct_id)
     if earlier is not None:
         return _repeat(db, ledger, parsed(item), gate, earlier, totals)
@@ -197,7 +198,8 @@ def _repeat(
         materialize(db, item.nct_id)  # a lazy baseline gets the hash to compare with
         stored = db.execute("select content_hash from studies where nct_id = ?",
                             [item.nct_id]).fetchone()
-        if stored is not None and stored[0] == content_hash(extract_fields(item.study)):
+        fields = extract_fields(item.study, rules_of(db))
+        if stored is not None and stored[0] == content_hash(fields):
             return None  # the same content in other bytes
     undone: dict[str, int] = {}
     if state in ("saved", "seen"):  # the first copy was stored (or seen): take it back

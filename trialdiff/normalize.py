@@ -11,16 +11,20 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any
 
 import orjson
 
+from .errors import UsageError
 from .fields import (
     FIELD_BY_PATH,
+    IGNORE_LIST,
     LOCATION_DROPPED_KEY,
     LOCATION_PREFIX,
     LOCATIONS_SOURCE,
+    SITE_GEO_POINT,
     Field,
     expand_source,
 )
@@ -55,7 +59,44 @@ def _build_tree(ignored: tuple[str, ...], fields: tuple[Field, ...] = DEFAULT.fi
     return tree
 
 
-DEFAULT_TREE = _build_tree(DEFAULT.ignored, DEFAULT.fields)
+@dataclass(frozen=True)
+class Rules:
+    """What a database tracks: its coverage tree, and what its records and sites leave out."""
+
+    tree: Tree
+    volatile: tuple[str, ...]  # top-level keys the gate and the stored record leave out
+    site_drops: frozenset[str]  # keys a site's value leaves out (its geoPoint)
+    again: tuple[str, ...] = ()  # the entries of the ignore list it tracks again, sorted
+
+
+def tracking_rules(again: Iterable[str] = ()) -> Rules:
+    """Return the rules that also track some entries of the ignore list (`IGNORE_LIST`) again.
+
+    What they hold is then tracked under rule 6's fallback paths (`status.lastUpdateSubmitDate`,
+    `identification.nctId`, `derivedSection`), and a site's value keeps its geoPoint.
+    """
+    chosen = tuple(sorted(set(again)))
+    unknown = [source for source in chosen if source not in IGNORE_LIST]
+    if unknown:
+        raise UsageError(f"not on the ignore list: {', '.join(unknown)} (it holds "
+                         f"{', '.join(IGNORE_LIST)})")
+    ignored = tuple(source for source in DEFAULT.ignored if source not in chosen)
+    return Rules(_build_tree(ignored, DEFAULT.fields),
+                 tuple(key for key in DEFAULT.volatile if key not in chosen),
+                 frozenset() if SITE_GEO_POINT in chosen else frozenset({LOCATION_DROPPED_KEY}),
+                 chosen)
+
+
+def tracked_again_path(source: str) -> str:
+    """Return the path an ignore-list entry's content takes once tracked again (rule 6)."""
+    if source == SITE_GEO_POINT:
+        return LOCATION_PREFIX + "*"  # inside each site's value
+    keys = expand_source(source)
+    return fallback_path(keys[:_FALLBACK_DEPTH.get(keys[0], 1)])
+
+
+DEFAULT_RULES = tracking_rules()
+DEFAULT_TREE = DEFAULT_RULES.tree
 
 
 def fold_whitespace(text: str) -> str:
@@ -152,13 +193,13 @@ def _site_part(site: Mapping[str, Any], name: str, markup: str) -> str:
 _Site = tuple[str, str, Any]  # key, canonical JSON, the site itself
 
 
-def _site_entry(site: Any, markup: str) -> _Site | None:
-    """Return (key, canonical JSON, site) for a site, or None when it is absent."""
+def _site_entry(site: Any, markup: str, drops: frozenset[str] = frozenset()) -> _Site | None:
+    """Return (key, canonical JSON, site) for a site, its `drops` keys left out, or None."""
     if not isinstance(site, dict):
         # Not an object: keep it, keyed by nothing, rather than lose it.
         text = canonical_json(site)
         return None if text is None else ("|||", text, site)
-    content = {k: v for k, v in site.items() if k != LOCATION_DROPPED_KEY}
+    content = {k: v for k, v in site.items() if k not in drops}
     text = canonical_json(content)
     return None if text is None else (location_key(site, markup), text, content)
 
@@ -207,20 +248,20 @@ SiteMemo = dict[bytes, _Site | None]  # a site's entry by its JSON bytes: see un
 
 
 def _location_fields(sites: list[Any], out: dict[str, str], markup: str,
-                     memo: SiteMemo | None) -> None:
+                     memo: SiteMemo | None, drops: frozenset[str]) -> None:
     """Add one field per site of a record's list of sites (rule 5)."""
     if memo is None:
-        entries = [_site_entry(site, markup) for site in sites]
+        entries = [_site_entry(site, markup, drops) for site in sites]
     else:
         entries = []
         for site in sites:
             try:
                 key = orjson.dumps(site)
             except (orjson.JSONEncodeError, TypeError):
-                entries.append(_site_entry(site, markup))
+                entries.append(_site_entry(site, markup, drops))
                 continue
             if key not in memo:
-                memo[key] = _site_entry(site, markup)
+                memo[key] = _site_entry(site, markup, drops)
             entries.append(memo[key])
     out.update(_site_fields([e for e in entries if e is not None], markup))
 
@@ -269,7 +310,8 @@ def _residual_paths(anchors: Iterable[tuple[str, ...]]) -> dict[tuple[str, ...],
 
 
 def _walk(value: Any, tree: Tree, keys: tuple[str, ...], out: dict[str, str],
-          residuals: dict[tuple[str, ...], Any], markup: str, memo: SiteMemo | None) -> None:
+          residuals: dict[tuple[str, ...], Any], markup: str, memo: SiteMemo | None,
+          drops: frozenset[str]) -> None:
     """Map one record node onto field paths, collecting what the tree does not cover."""
     for key, child in value.items():
         here = (*keys, key)
@@ -277,7 +319,7 @@ def _walk(value: Any, tree: Tree, keys: tuple[str, ...], out: dict[str, str],
         if cover == _IGNORED:
             continue
         if cover == _LOCATIONS and isinstance(child, list):
-            _location_fields(child, out, markup, memo)
+            _location_fields(child, out, markup, memo, drops)
         elif isinstance(cover, str) and cover != _LOCATIONS:
             text = canonical_json(child)
             if text is not None:
@@ -286,67 +328,28 @@ def _walk(value: Any, tree: Tree, keys: tuple[str, ...], out: dict[str, str],
             isinstance(cover, dict) or len(here) < _FALLBACK_DEPTH.get(here[0], 1)
         ):
             _walk(child, cover if isinstance(cover, dict) else {}, here, out, residuals, markup,
-                  memo)
+                  memo, drops)
         else:
             _add_residual(residuals, here, child)
 
 
 def extract_fields(
-    study: Mapping[str, Any], tree: Tree = DEFAULT_TREE, markup: str = "markdown",
+    study: Mapping[str, Any], rules: Rules = DEFAULT_RULES, markup: str = "markdown",
     memo: SiteMemo | None = None,
 ) -> dict[str, str]:
-    """Return {path: canonical JSON} for every tracked field a record holds.
+    """Return {path: canonical JSON} for every field a record holds that `rules` track.
 
     `markup` is the record's text markup: "markdown" (API v2) or "html" (record history).
     `memo` keeps each site's canonical entry by its bytes, for a second record (unit_fields).
     """
     out: dict[str, str] = {}
     residuals: dict[tuple[str, ...], Any] = {}
-    _walk(study, tree, (), out, residuals, markup, memo)
+    _walk(study, rules.tree, (), out, residuals, markup, memo, rules.site_drops)
     for anchor, path in _residual_paths(residuals).items():
         text = canonical_json(residuals[anchor])
         if text is not None and path not in out:  # a tracked field is never overwritten
             out[path] = text
     return out
-
-
-_TAG = re.compile(r"<[^>]*>")
-# CommonMark's backslash escapes: `\<`, `\_`, `\*` and such are the character itself.
-_MARKDOWN_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
-_WORD = re.compile(r"[^\W_]+")  # letters and digits: `_` is Markdown emphasis or punctuation
-# A Markdown list item's number: HTML numbers <ol> items itself, so `1.` is markup, not words.
-# Canonical text has its line breaks folded, so any standalone `12.` or `3)` counts as one.
-_LIST_NUMBER = re.compile(r"(?<!\S)\d+[.)](?!\S)")
-
-
-def neutral_text(text: str, markup: str) -> str:
-    """Return the words of a text in a markup, its marks gone: HTML tags and entities, escapes.
-
-    Only HTML has tags: in Markdown a `<` is text (`ANC < 1500 and PLT > 100` keeps its words).
-    """
-    if markup == "html":
-        text = html.unescape(_TAG.sub(" ", text))
-    else:
-        text = _MARKDOWN_ESCAPE.sub(r"\1", text)
-    return " ".join(_WORD.findall(_LIST_NUMBER.sub(" ", text)))
-
-
-def neutral_json(text: str, markup: str) -> str | None:
-    """Return canonical JSON of a value in a markup with every string reduced to its words.
-
-    Two values equal here differ at most by markup (HTML versus Markdown for the same words),
-    which is never a change. Punctuation goes too: across markups it cannot be told apart.
-    """
-    def strip(node: Any) -> Any:
-        if isinstance(node, str):
-            return neutral_text(node, markup)
-        if isinstance(node, dict):
-            return {key: strip(child) for key, child in node.items()}
-        if isinstance(node, list):
-            return [strip(child) for child in node]
-        return node
-
-    return canonical_json(strip(json.loads(text)))
 
 
 def study_id(study: Any) -> str | None:

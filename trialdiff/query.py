@@ -23,6 +23,7 @@ from .errors import DatabaseError, UsageError
 from .model import FieldChange, Snapshot, content_hash, dump_json, parse_json
 from .normalize import extract_fields
 from .schema_version import version_problem
+from .tracking import rules_of
 
 Connection = sqlite3.Connection | Any  # a sqlite3 connection, or sqlite-utils' Database
 
@@ -179,7 +180,7 @@ def iter_snapshots(
         markup = markup or "markdown"
         if delta is None:
             record = baseline_record(conn, nct_id)
-            fields = extract_fields(record, markup=markup) if record else {}
+            fields = extract_fields(record, rules_of(conn), markup=markup) if record else {}
         else:
             apply_delta(conn, fields, delta, nct_id, snapshot_id)
         yield StoredSnapshot(snapshot_id, seq, stored_hash, run_id, delta is None,

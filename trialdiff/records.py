@@ -34,8 +34,9 @@ from .query import (
     study_fields,
     transaction,
 )
-from .registry import DEFAULT, Registry
+from .registry import DEFAULT
 from .sources import SourceItem
+from .tracking import rules_of
 from .units import maps_alone, moved_units, record_units, split_moved, unit_fields
 
 
@@ -48,13 +49,17 @@ def raw_json(value: Any) -> bytes:
         return json.dumps(value, ensure_ascii=True).encode("ascii")
 
 
-def stable_part(study: Mapping[str, Any], registry: Registry = DEFAULT) -> dict[str, Any]:
-    """Return a record without the parts its registry re-stamps on every release."""
-    return {k: v for k, v in study.items() if k not in registry.volatile}
+def stable_part(study: Mapping[str, Any], volatile: Sequence[str] = DEFAULT.volatile
+                ) -> dict[str, Any]:
+    """Return a record without its volatile parts: those its registry re-stamps every release.
+
+    A database that tracks them again (tracking.py) has none: its rules' `volatile` is empty.
+    """
+    return {k: v for k, v in study.items() if k not in volatile}
 
 
 def gate_hash(study: Mapping[str, Any], raw: bytes | None = None,
-              registry: Registry = DEFAULT) -> str:
+              volatile: Sequence[str] = DEFAULT.volatile) -> str:
     """Return the cheap gate: a hash of the record's bytes, its volatile parts left out.
 
     A new data release re-stamps every record's derived data (CT.gov's derivedSection: the
@@ -63,10 +68,10 @@ def gate_hash(study: Mapping[str, Any], raw: bytes | None = None,
     Given the record's own bytes, the part is cut out of them (`byte_gate`); otherwise, or
     if they are not of that shape, the record is written anew without it.
     """
-    gate = byte_gate(raw, registry) if raw is not None else None
+    gate = byte_gate(raw, volatile) if raw is not None else None
     if gate is not None:
         return gate
-    return gate_digest(raw_json(stable_part(study, registry)))
+    return gate_digest(raw_json(stable_part(study, volatile)))
 
 
 def gate_digest(*parts: bytes | memoryview) -> str:
@@ -94,7 +99,7 @@ def compares_by_module(raw_hash: str | None, markup: str | None, has_record: boo
     return bool(raw_hash) and (markup or "markdown") == "markdown" and has_record
 
 
-def byte_gate(raw: bytes, registry: Registry = DEFAULT) -> str | None:
+def byte_gate(raw: bytes, volatile: Sequence[str] = DEFAULT.volatile) -> str | None:
     """Return the gate of a record's bytes without parsing the record; None if not sure.
 
     It holds for compact JSON whose one volatile part sits between two top-level keys, as in
@@ -105,10 +110,10 @@ def byte_gate(raw: bytes, registry: Registry = DEFAULT) -> str | None:
     more objects than it opens, which does not parse; one nested earlier is hashed as the rest.
     The bytes after the record (an NDJSON line's end, LF or CRLF) are not hashed.
     """
-    if len(registry.volatile) != 1:
+    if len(volatile) != 1:
         return None
     whole = memoryview(raw)  # slices of a view parse and hash without copying the record
-    token = orjson.dumps(registry.volatile[0]) + b":"
+    token = orjson.dumps(volatile[0]) + b":"
     start = raw.rfind(token)
     end = raw.rfind(b',"')
     if start < 1 or end <= start or raw[start - 1] != 0x2C:
@@ -147,7 +152,7 @@ def materialize(
     if found is None or record is None:
         return None
     snapshot_id, markup = found
-    fields = extract_fields(record, markup=markup or "markdown")
+    fields = extract_fields(record, rules_of(db), markup=markup or "markdown")
     digest = content_hash(fields)
     db.execute("update snapshots set delta = ?, content_hash = ? where id = ?",
                [pack_delta(db, fields), digest, snapshot_id])
@@ -171,7 +176,7 @@ def save_record(
     The first record stays as `base` (a lazy baseline's content) and each later one is stored
     against it, so a study's content is never kept twice in full.
     """
-    raw = raw_json(stable_part(study))
+    raw = raw_json(stable_part(study, rules_of(db).volatile))
     found = db.execute("select record, base from records where nct_id = ?", [nct_id]).fetchone()
     if found is None:
         put_record(db, nct_id, observed_at, codec.compress(db, raw), None)
@@ -218,7 +223,7 @@ def replays_stored_history(
         return False
     # A chain rooted in a lazy baseline stores no hashes: the fold gives that snapshot's.
     stored = then[1] or content_hash(study_fields(db, nct_id, then[0]))
-    return content_hash(extract_fields(study)) == stored
+    return content_hash(extract_fields(study, rules_of(db))) == stored
 
 
 @dataclass(frozen=True)
@@ -246,7 +251,8 @@ def prepare_edit(
     `conn` holds: the pure part of a write, which store.py then writes.
     """
     old_bytes, base = codec.record_bytes(conn, *stored)
-    stable = stable_part(study)  # the volatile part is never stored, and re-stamped daily
+    rules = rules_of(conn)
+    stable = stable_part(study, rules.volatile)  # never stored, and re-stamped daily
     split = split_moved(old_bytes, stable)
     if split is None or not maps_alone(split.new):  # compare the parsed records
         old_units, new_units = record_units(orjson.loads(old_bytes)), record_units(stable)
@@ -256,8 +262,8 @@ def prepare_edit(
     else:
         old_units, new_units, moved, raw = split.old, split.new, split.moved, split.raw
     memo: SiteMemo = {}
-    old_part = unit_fields(old_units, moved, memo=memo)
-    new_part = unit_fields(new_units, moved, memo=memo)
+    old_part = unit_fields(old_units, moved, rules, memo=memo)
+    new_part = unit_fields(new_units, moved, rules, memo=memo)
     changes: list[FieldChange] = []
     delta = b""
     if old_part != new_part:
@@ -320,7 +326,7 @@ def with_dictionary(
     samples = []
     for item in head:
         if item.study is not None:
-            samples.append(raw_json(stable_part(item.study)))
+            samples.append(raw_json(stable_part(item.study, rules_of(db).volatile)))
         elif item.unparsed and item.raw:  # as good a sample (3% is derived data), unparsed
             samples.append(item.raw)
     if len(samples) >= codec.MIN_SAMPLES:

@@ -41,6 +41,7 @@ from .records import (
     save_record,
 )
 from .registry import DEFAULT
+from .tracking import rules_of
 
 if TYPE_CHECKING:
     from .ahead import Prepared
@@ -96,7 +97,8 @@ def save_study(
     already computed, `prepared` its edit if prepared ahead (ahead.py). The caller holds the
     transaction, so a snapshot and its changes commit together.
     """
-    gate = gate or gate_hash(study, raw)
+    rules = rules_of(db)
+    gate = gate or gate_hash(study, raw, rules.volatile)
     stored = _lookup(db, nct_id)
     if stored is not None and observed_at < stored.last_changed_at:
         if replays_stored_history(db, nct_id, study, observed_at):
@@ -121,7 +123,7 @@ def save_study(
     # Before save_record replaces the baseline's record; its fields then need no second read.
     baseline = materialize(db, nct_id)
     stored_hash = baseline[1] if baseline else stored.content_hash
-    snapshot = Snapshot(nct_id, observed_at, extract_fields(study), source)
+    snapshot = Snapshot(nct_id, observed_at, extract_fields(study, rules), source)
     if snapshot.content_hash == stored_hash:
         return _same_content(db, nct_id, observed_at, gate, stored.last_seen_at,
                              lambda: save_record(db, nct_id, study, observed_at))

@@ -270,7 +270,24 @@ class Tracker:
 
         return untrack(self.writer(), _ids(ids), [parse_query(q) for q in queries])
 
+    def track_again(self, sources: Iterable[str] = (), *, ignore: Iterable[str] = ()
+                    ) -> tuple[str, ...]:
+        """Track entries of the spec's ignore list again, or `ignore` them again; return those
+        tracked again now. Chosen before the database's first snapshot (tracking.py)."""
+        from .lock import WriteLock
+        from .query import transaction
+        from .tracking import track_again
+
+        with WriteLock(self.path, self.wait, "ignored"), transaction(self.writer()):
+            return track_again(self.writer(), sources, ignore).again
+
     # Reads.
+
+    def tracked_again(self) -> tuple[str, ...]:
+        """Return the entries of the spec's ignore list this database tracks again."""
+        from .tracking import rules_of
+
+        return rules_of(self.reader()).again
 
     def watches(self) -> list[Any]:
         """Return the watch rules (watch.Watch), by name; their targets stay in the secrets file."""

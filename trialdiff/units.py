@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from .normalize import DEFAULT_TREE, SECTIONS, SiteMemo, extract_fields
+from .normalize import DEFAULT_RULES, DEFAULT_TREE, SECTIONS, Rules, SiteMemo, extract_fields
 
 Unit = tuple[str, ...]  # a module of a known section, (section, module); else (top-level key,)
 _MISSING = object()
@@ -72,8 +72,8 @@ def _same(old: Any, new: Any) -> bool:
         return json.dumps(old) == json.dumps(new)
 
 
-def unit_fields(units: Mapping[Unit, Any], only: set[Unit], markup: str = "markdown",
-                memo: SiteMemo | None = None) -> dict[str, str]:
+def unit_fields(units: Mapping[Unit, Any], only: set[Unit], rules: Rules = DEFAULT_RULES,
+                markup: str = "markdown", memo: SiteMemo | None = None) -> dict[str, str]:
     """Return the fields some units of a record hold (extract_fields of just those units).
 
     Given the `memo` of the same units of an earlier record, a site whose bytes are as they
@@ -87,7 +87,7 @@ def unit_fields(units: Mapping[Unit, Any], only: set[Unit], markup: str = "markd
             record[unit[0]] = units[unit]
         else:
             record.setdefault(unit[0], {})[unit[1]] = units[unit]
-    return extract_fields(record, markup=markup, memo=memo)
+    return extract_fields(record, rules, markup=markup, memo=memo)
 
 
 @dataclass(frozen=True)

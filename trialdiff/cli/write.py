@@ -299,3 +299,37 @@ def tracked(ctx: click.Context) -> None:
         click.echo(f"{nct_id}  {state}{note}  since {added_at}")
     for expr, last in conn.execute("select expr, last_synced_at from queries order by id"):
         click.echo(f"query  {expr}  last synced {last or 'never'}")
+
+
+@cli.command()
+@click.option("--track-again", "again", multiple=True, metavar="SOURCE",
+              help="An entry of the ignore list to track again (repeatable).")
+@click.option("--ignore-again", "ignore", multiple=True, metavar="SOURCE",
+              help="An entry tracked again to ignore again (repeatable).")
+@_wait_option
+@click.pass_context
+def ignored(ctx: click.Context, again: tuple[str, ...], ignore: tuple[str, ...],
+            wait: float) -> None:
+    """List what the field-path spec ignores; track some of it again, before the first snapshot.
+
+    Derived or bookkeeping data (derivedSection, the submission dates, each site's geoPoint)
+    never produces a change by default. A database may track entries again, under rule 6's
+    fallback paths, as long as it holds no snapshot yet.
+
+    \b
+    Example:
+      trialdiff --db dates.db ignored --track-again P.statusModule.lastUpdateSubmitDate
+    """
+    from ..fields import IGNORE_LIST
+    from ..normalize import tracked_again_path
+
+    if again or ignore:
+        now = tracker(ctx, wait).track_again(again, ignore=ignore)
+    else:
+        now = tracker(ctx, create=False).tracked_again()
+    for source in IGNORE_LIST:
+        if source in now:
+            click.echo(f"tracked again  {source}  as {tracked_again_path(source)}")
+        else:
+            click.echo(f"ignored        {source}")
+
