@@ -9,7 +9,17 @@ import click
 
 from ..model import utc_day, utc_timestamp
 from ..render import plural
-from . import check_nct_ids, cli, fail, parse_timestamp, reader, setting_option, tracker, writer
+from . import (
+    MAX_DAYS,
+    check_nct_ids,
+    cli,
+    fail,
+    parse_as_of,
+    reader,
+    setting_option,
+    tracker,
+    writer,
+)
 from .sinks import show_delivery
 
 
@@ -139,8 +149,8 @@ def _window(days: int, as_of: str | None) -> tuple[str, str]:
 
 @watch.command("show")
 @click.argument("name")
-@click.option("--days", type=click.IntRange(min=1), default=30, show_default=True)
-@click.option("--as-of", "as_of", callback=parse_timestamp, help="Last day (default: today).")
+@click.option("--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True)
+@click.option("--as-of", "as_of", callback=parse_as_of, help="Last day (default: today).")
 @click.pass_context
 def watch_show(ctx: click.Context, name: str, days: int, as_of: str | None) -> None:
     """Print the messages a watch would have sent for the last N days' stored changes.

@@ -193,7 +193,7 @@ def diff(ctx: click.Context, nct_id: str, from_ref: str | None, to_ref: str | No
 @cli.command()
 @click.argument("nct_id", required=False, callback=check_nct_ids)
 @click.option("--all", "every", is_flag=True, help="Write every study's page to --out.")
-@click.option("--changed-since", callback=parse_timestamp, metavar="DATE",
+@click.option("--changed-since", callback=parse_as_of, metavar="DATE",
               help="Write only the pages that changed since DATE to --out.")
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for --all/--changed-since.")
 @click.option("--as-of", "as_of", callback=parse_as_of, help="Last day of the window.")
