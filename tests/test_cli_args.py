@@ -124,6 +124,10 @@ def file_digest(db: str) -> str:
     ("sync", "--page-size", "5000"),
     ("sync", "--max-response-mb", "1e400"),
     ("import", "--wait", "nan", str(SAMPLE)),
+    ("notify", "--wait", "nan"),
+    ("notify", "--wait", "-5"),
+    ("reannotate", "--wait", "nan"),
+    ("reannotate", "--wait", "inf"),
 ])
 def test_numbers_out_of_range_are_usage_errors(tmp_path: Path, args: tuple[str, ...]) -> None:
     db = str(tmp_path / "t.db")

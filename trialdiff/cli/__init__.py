@@ -13,6 +13,7 @@ import math
 import os
 import sqlite3
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -217,6 +218,14 @@ def finite(kind: type, low: float, high: float, low_open: bool = False) -> click
             return number
 
     return Finite(low, high, min_open=low_open)
+
+
+def wait_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --wait to a command that writes."""
+    return click.option(
+        "--wait", type=finite(float, 0, 7 * 86_400), default=0.0, metavar="SECONDS",
+        help="Wait this long for another writer instead of exiting 75.",
+    )(command)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

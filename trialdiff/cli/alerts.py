@@ -18,6 +18,7 @@ from . import (
     reader,
     setting_option,
     tracker,
+    wait_option,
     writer,
 )
 from .sinks import show_delivery
@@ -205,8 +206,7 @@ def watch_test(ctx: click.Context, name: str, alert_timeout: float, alert_backof
 
 @cli.command()
 @click.option("--quiet", is_flag=True, help="Print only when something was sent or failed.")
-@click.option("--wait", type=float, default=0.0, metavar="SECONDS",
-              help="Wait this long for another writer instead of exiting 75.")
+@wait_option
 @alert_options
 @click.pass_context
 def notify(ctx: click.Context, /, quiet: bool, wait: float, **settings: Any) -> None:

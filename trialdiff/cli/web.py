@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import click
 
-from . import CliError, cli, reader, tracker
+from . import CliError, cli, reader, tracker, wait_option
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @cli.command()
-@click.option("--wait", type=float, default=0.0, metavar="SECONDS",
-              help="Wait this long for another writer instead of exiting 75.")
+@wait_option
 @click.pass_context
 def reannotate(ctx: click.Context, wait: float) -> None:
     """Recompute every stored change's severity and facts by the current severity rules.

@@ -17,6 +17,7 @@ from . import (
     reader,
     setting_option,
     tracker,
+    wait_option,
 )
 from .alerts import alert_options
 from .sinks import AlertDelivery, OutcomePrinter
@@ -33,19 +34,11 @@ def _observed_at(ctx: click.Context, param: click.Parameter, value: str | None) 
         raise click.BadParameter(str(exc), ctx, param) from None
 
 
-def _wait_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add --wait to a command that writes."""
-    return click.option(
-        "--wait", type=finite(float, 0, 7 * 86_400), default=0.0, metavar="SECONDS",
-        help="Wait this long for another writer instead of exiting 75.",
-    )(command)
-
-
 @cli.command("import")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--at", callback=_observed_at,
               help="Observation time, ISO 8601 (default: now); not in the future.")
-@_wait_option
+@wait_option
 @click.option("--summary", is_flag=True, help="Print only the summary line, not each change.")
 @alert_options
 @click.pass_context
@@ -80,7 +73,7 @@ def import_command(
 
 
 @cli.command()
-@_wait_option
+@wait_option
 @click.pass_context
 def compact(ctx: click.Context, wait: float) -> None:
     """Make the database smaller: compress everything it stores again, harder, pack, VACUUM.
@@ -166,7 +159,7 @@ def api_options(command: Callable[..., Any]) -> Callable[..., Any]:
               help="Fetch everything, even what was fetched under the current data release.")
 @click.option("--backfill-new", is_flag=True,
               help="Also take in the registry history of newly tracked studies.")
-@_wait_option
+@wait_option
 @api_options
 @alert_options
 @click.pass_context
@@ -217,7 +210,7 @@ def _wanted(opened: Any, nct_ids: tuple[str, ...]) -> int | None:
 @click.option("--since", callback=parse_timestamp, metavar="DATE",
               help="Only versions that went public on or after DATE.")
 @click.option("--alert", is_flag=True, help="Let the history's changes raise alerts (watch).")
-@_wait_option
+@wait_option
 @api_options
 @alert_options
 @click.pass_context
