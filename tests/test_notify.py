@@ -368,6 +368,7 @@ def test_a_webhook_url_that_is_not_a_url_is_refused_and_nothing_is_stored(
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("--alert-timeout", "0", "the alert timeout must be more than 0 seconds"),
     ("--alert-timeout", "nan", "the alert timeout must be more than 0 seconds"),
+    ("--alert-timeout", "-5", "the alert timeout must be more than 0 seconds"),
     ("--alert-backoff", "-1", "the alert backoff must be 0 seconds or more"),
     ("--alert-max-age", "1e9", "the alert max age must be more than 0 and at most 87600 hours"),
     ("--alert-max-age", "0", "the alert max age must be more than 0 and at most 87600 hours"),
@@ -375,7 +376,7 @@ def test_a_webhook_url_that_is_not_a_url_is_refused_and_nothing_is_stored(
 def test_alert_settings_a_delivery_cannot_use_are_refused_before_any_run(
     db_path: str, option: str, value: str, message: str,
 ) -> None:
-    for command in (["notify"], ["import", str(SAMPLE)]):
+    for command in (["notify"], ["import", str(SAMPLE)], ["watch", "test", "w"]):
         assert run(db_path, *command, option, value) == (
             2, "", f"trialdiff: error: {option}: {message}\n")
     assert not Path(db_path).exists()  # neither opened the database: the import stored nothing

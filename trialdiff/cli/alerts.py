@@ -187,9 +187,10 @@ def watch_test(ctx: click.Context, name: str, alert_timeout: float, alert_backof
     Example:
       trialdiff watch test slips
     """
-    from ..notify import test_alert
+    from ..notify import check_settings, test_alert
     from ..watch import get_watch, would_match
 
+    check_settings(alert_timeout, alert_backoff, alert_max_age)  # as every delivering command
     conn = reader(ctx)
     rule = get_watch(conn, name)
     results = test_alert(rule, would_match(conn, rule, *_window(30, None)), alert_timeout)
