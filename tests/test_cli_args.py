@@ -13,6 +13,7 @@ import sqlite3
 import tomllib
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 from conftest import ROOT, SAMPLE
@@ -94,6 +95,31 @@ def test_db_goes_before_or_after_the_command(tmp_path: Path) -> None:
     assert not Path(other).exists()
     code, out, err = invoke("history", "NCT05827016", "--debug", "--db", db)
     assert (code, err) == (0, "") and "2025-07-07" in out
+
+
+@pytest.mark.usefixtures("secrets_file")  # watch add keeps its target there
+def test_watch_subcommands_take_db_and_debug_after_their_name(tmp_path: Path) -> None:
+    db, other = str(tmp_path / "a.db"), str(tmp_path / "b.db")
+    assert invoke("import", "--db", db, "--summary", str(SAMPLE)) == (0, IMPORTED, "")
+    assert invoke("watch", "add", "w", "--to", "http://127.0.0.1:9/hook", "--db", db,
+                  "--debug") == (0, "watch add: w \u2192 1 target\n", "")
+    code, out, err = invoke("--db", other, "watch", "list", "--debug", "--db", db)
+    assert (code, err) == (0, "") and out.startswith("w  every study")
+    assert invoke("watch", "--db", db, "remove", "w") == (0, "watch remove: w\n", "")
+    assert not Path(other).exists()
+
+
+def _leaves(group: click.Group) -> list[click.Command]:
+    """Return every command under a group, subcommands of its subgroups included."""
+    found: list[click.Command] = []
+    for command in group.commands.values():
+        found += _leaves(command) if isinstance(command, click.Group) else [command]
+    return found
+
+
+def test_every_command_takes_db_and_debug() -> None:
+    for command in _leaves(cli):
+        assert {"db", "debug"} <= {p.name for p in command.params}, command.name
 
 
 def file_digest(db: str) -> str:

@@ -11,6 +11,7 @@ from ..model import utc_day, utc_timestamp
 from ..render import plural
 from . import (
     MAX_DAYS,
+    Group,
     check_nct_ids,
     cli,
     fail,
@@ -33,7 +34,7 @@ def alert_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-@cli.group()
+@cli.group(cls=Group)
 def watch() -> None:
     """Watch rules: who hears about which changes (see README: Alerts).
 
