@@ -131,6 +131,19 @@ def test_reader_on_a_missing_database_is_a_clear_error(tmp_path: Path) -> None:
     assert err.startswith("trialdiff: error: no database at")
 
 
+@pytest.mark.parametrize("args", [
+    ("notify", "--quiet"), ("reannotate",), ("untrack", "NCT05085444"), ("watch", "remove", "x"),
+])
+def test_a_write_that_needs_a_database_refuses_a_missing_one_and_creates_none(
+    tmp_path: Path, args: tuple[str, ...],
+) -> None:
+    missing = tmp_path / "typo.db"
+    assert run(str(missing), *args) == (
+        1, "", f"trialdiff: error: no database at {missing}: run `trialdiff import` or "
+               "`trialdiff sync`\n")
+    assert list(tmp_path.iterdir()) == []  # not even a lock file
+
+
 def test_missing_directory_for_the_database_is_a_clear_error(tmp_path: Path) -> None:
     code, _, err = run(str(tmp_path / "no" / "such" / "x.db"), "import", str(SAMPLE))
     assert code == 1 and "Traceback" not in err

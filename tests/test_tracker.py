@@ -196,14 +196,17 @@ def test_check_and_reannotate_on_a_real_import(imported: str) -> None:
         assert tracker.last_run.status == "ok"
 
 
-def test_open_creates_a_database_and_compact_will_not(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["compact", "reannotate", "notify", "untrack"])
+def test_open_creates_a_database_and_a_write_that_needs_one_will_not(
+    tmp_path: Path, method: str,
+) -> None:
     created = tmp_path / "new.db"
     with trialdiff.open(str(created)) as tracker:
         assert tracker.check() == [] and list(tracker.changes()) == []
     assert created.is_file()
     missing = tmp_path / "missing.db"
     with Tracker(str(missing)) as tracker, pytest.raises(DatabaseError, match="no database at"):
-        tracker.compact()
+        getattr(tracker, method)()
     assert not missing.exists() and tracker.last_run is None
 
 

@@ -230,7 +230,9 @@ class Tracker:
     def reannotate(self, sinks: Sequence[Sink] = ()) -> tuple[int, int]:
         """Recompute every stored change's severity and facts; return (checked, updated)."""
         from .annotations import reannotate
+        from .query import require_database
 
+        require_database(self.path)  # else the run would create an empty one to go over
         with self._running("reannotate", sinks) as run:
             counts = reannotate(run.db)
         return counts
@@ -248,8 +250,10 @@ class Tracker:
                max_age_hours: float = 72.0, sinks: Sequence[Sink] = ()) -> Any:
         """Deliver the pending alerts that are due; return the delivery totals."""
         from .notify import check_settings, deliver_pending
+        from .query import require_database
 
         check_settings(timeout, backoff, max_age_hours)  # before the run: a usage error
+        require_database(self.path)  # a mistyped path holds no outbox: create none there
         with self._running("notify", sinks) as run:
             totals = deliver_pending(run.db, timeout=timeout, backoff=backoff,
                                      max_age_hours=max_age_hours)
@@ -266,8 +270,10 @@ class Tracker:
 
     def untrack(self, ids: Iterable[str] = (), queries: Iterable[str] = ()) -> int:
         """Remove studies and saved queries from what `sync` fetches; return how many went."""
+        from .query import require_database
         from .sync import parse_query, untrack
 
+        require_database(self.path)  # a mistyped path tracks nothing: create none there
         return untrack(self.writer(), _ids(ids), [parse_query(q) for q in queries])
 
     def track_again(self, sources: Iterable[str] = (), *, ignore: Iterable[str] = ()

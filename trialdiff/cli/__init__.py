@@ -258,15 +258,19 @@ def reader(ctx: click.Context) -> sqlite3.Connection:
     return conn
 
 
-def writer(ctx: click.Context) -> Any:
+def writer(ctx: click.Context, create: bool = True) -> Any:
     """Open (creating or upgrading) the database for writing; closed when the command ends.
 
     The writer lock is held until then, as every write run holds it: another writer makes this
-    command exit 75 (BusyError) before it opens, migrates or writes anything.
+    command exit 75 (BusyError) before it opens, migrates or writes anything. A command that
+    only changes what is there passes `create=False`: a missing database is then an error.
     """
     from ..lock import WriteLock
+    from ..query import require_database
     from ..schema import open_db
 
+    if not create:
+        require_database(ctx.obj.db)
     lock = WriteLock(ctx.obj.db, 0.0, ctx.command_path.partition(" ")[2])  # e.g. "watch add"
     lock.__enter__()
     ctx.call_on_close(lambda: lock.__exit__(None, None, None))  # after db.close: LIFO
@@ -282,7 +286,8 @@ def writer(ctx: click.Context) -> Any:
 def tracker(ctx: click.Context, wait: float = 0.0, create: bool = True) -> Any:
     """Return the Tracker of the command's database; it is closed when the command ends.
 
-    A command that only reads passes `create=False`: a missing database is then an error.
+    A command that only reads, or only changes what is there, passes `create=False`: a missing
+    database is then an error (the default one is not created first).
     """
     from ..lock import WriteLock
     from ..tracker import Tracker

@@ -135,7 +135,7 @@ def watch_remove(ctx: click.Context, name: str) -> None:
     from ..targets import forget
     from ..watch import remove_watch
 
-    db = writer(ctx)
+    db = writer(ctx, create=False)
     with transaction(db):
         rule = remove_watch(db, name)
     forget([*rule.targets, *([rule.secret] if rule.secret else [])])
@@ -218,7 +218,7 @@ def notify(ctx: click.Context, /, quiet: bool, wait: float, **settings: Any) -> 
     Example:
       trialdiff notify --quiet
     """
-    totals = tracker(ctx, wait).notify(timeout=settings["alert_timeout"],
+    totals = tracker(ctx, wait, create=False).notify(timeout=settings["alert_timeout"],
                                        backoff=settings["alert_backoff"],
                                        max_age_hours=settings["alert_max_age"])
     if show_delivery(totals, quiet):

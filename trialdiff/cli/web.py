@@ -21,7 +21,7 @@ def reannotate(ctx: click.Context, wait: float) -> None:
     Example:
       trialdiff reannotate
     """
-    checked, updated = tracker(ctx, wait).reannotate()
+    checked, updated = tracker(ctx, wait, create=False).reannotate()
     click.echo(f"reannotate: {checked} changes checked, {updated} updated")
 
 

@@ -271,7 +271,7 @@ def untrack(ctx: click.Context, nct_ids: tuple[str, ...], queries: tuple[str, ..
     """
     if not nct_ids and not queries:
         fail("give NCT ids or --query EXPR")
-    removed = tracker(ctx).untrack(nct_ids, queries)
+    removed = tracker(ctx, create=False).untrack(nct_ids, queries)
     click.echo(f"untrack: {removed} removed")
 
 
@@ -299,7 +299,7 @@ def tracked(ctx: click.Context) -> None:
               help="An entry of the ignore list to track again (repeatable).")
 @click.option("--ignore-again", "ignore", multiple=True, metavar="SOURCE",
               help="An entry tracked again to ignore again (repeatable).")
-@_wait_option
+@wait_option
 @click.pass_context
 def ignored(ctx: click.Context, again: tuple[str, ...], ignore: tuple[str, ...],
             wait: float) -> None:
