@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES, ROOT, run
+from conftest import FIXTURES, ROOT, import_day, run, stored_rows, trialdiff_env
+from webhook_receiver import WebhookReceiver
 
 from trialdiff.cli import cli
 
@@ -287,3 +290,32 @@ def test_the_command_line_freezes_its_loaded_code_for_the_garbage_collector() ->
     frozen, young = map(int, done.stdout.split()[-2:])
     assert frozen > 10_000  # the engine's objects, loaded before the run
     assert young == 20_000
+
+
+def closed_stdout(db: str, *args: str) -> tuple[int, bytes]:
+    """Run a real trialdiff whose stdout has no reader from the start; return (code, stderr)."""
+    process = subprocess.Popen([sys.executable, "-m", "trialdiff", "--db", db, *args],
+                               env=trialdiff_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # as `| head -1` does once it has its line
+    err = process.stderr.read()
+    process.stderr.close()
+    return process.wait(timeout=120), err
+
+
+@pytest.mark.usefixtures("secrets_file")
+def test_a_closed_stdout_ends_every_command_quietly_and_a_run_still_finishes(
+    db_path: str, alert_days: list[Path], receiver: WebhookReceiver,
+) -> None:
+    assert run(db_path, "watch", "add", "w", "--to", f"{receiver.url}/hook")[0] == 0
+    assert import_day(db_path, alert_days, 1)[0] == 0
+    assert import_day(db_path, alert_days, 2)[0] == 0
+    for args in (("watch", "list"), ("alerts",), ("tracked",), ("changes",)):
+        assert closed_stdout(db_path, *args) == (0, b""), args
+    # A run's report has no reader, but its work is done: stored, committed, alerts sent.
+    sent = len(receiver.at("/hook"))
+    assert closed_stdout(db_path, "import", "--at", "2025-07-03T07:00:00Z",
+                         str(alert_days[2])) == (0, b"")
+    assert stored_rows(db_path, "select status from runs order by id desc limit 1") == [("ok",)]
+    assert run(db_path, "alerts", "--pending")[1:] == ("", "")
+    assert len(receiver.at("/hook")) > sent

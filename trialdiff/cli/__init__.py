@@ -12,6 +12,7 @@ import gc
 import math
 import os
 import sqlite3
+import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,6 +92,11 @@ class Group(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except BrokenPipeError:
+            # The reader (`| head`) has had enough: stop quietly, and point stdout at
+            # /dev/null so the interpreter's final flush cannot fail again.
+            discard_stdout()
+            return None
         except TrialdiffError as exc:
             from .sinks import worded
 
@@ -109,6 +115,15 @@ class Group(click.Group):
             raise CliError(
                 f"unexpected {type(exc).__name__}: {exc} (run with --debug for the details)"
             ) from exc
+
+
+def discard_stdout() -> None:
+    """Send what is still to be written to stdout to /dev/null (a real stdout only)."""
+    try:
+        fileno = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # a test runner's stream: nothing to flush
+        return
+    os.dup2(os.open(os.devnull, os.O_WRONLY), fileno)
 
 
 def _default_db() -> Path:

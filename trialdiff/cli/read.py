@@ -114,17 +114,11 @@ def changes(ctx: click.Context, /, fmt: str, min_severity: str | None, output: s
 
         write_atomic(output, chunks)
     else:
-        import os
         import sys
 
-        try:
-            for chunk in chunks:
-                sys.stdout.write(chunk)
-            sys.stdout.flush()
-        except BrokenPipeError:
-            # The reader (`| head`) has had enough: stop quietly, as before streaming, and
-            # point stdout at /dev/null so the interpreter's final flush cannot fail again.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        for chunk in chunks:
+            sys.stdout.write(chunk)
+        sys.stdout.flush()
 
 
 @cli.command()

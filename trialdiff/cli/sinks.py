@@ -48,6 +48,16 @@ def worded(message: str, setting: str | None) -> str:
     return before + message + after
 
 
+def say(text: str) -> None:
+    """Print a line of a write run's report; a closed stdout (`| head`) does not stop the run."""
+    try:
+        click.echo(text)
+    except BrokenPipeError:  # the report has no reader left, but the run's work is not done
+        from . import discard_stdout
+
+        discard_stdout()
+
+
 def print_error(where: str, error: str) -> None:
     """Name a failed input on stderr, with its reason."""
     click.echo(f"trialdiff: {where}: {error}", err=True)
@@ -146,13 +156,13 @@ class OutcomePrinter:
             return
         skipped = [plural(studies, "tracked study", "tracked studies") if studies else "",
                    plural(queries, "saved query", "saved queries") if queries else ""]
-        click.echo(f"{self.command}: no new data release since {release}: "
+        say(f"{self.command}: no new data release since {release}: "
                    f"{' and '.join(s for s in skipped if s)} not fetched again "
                    "(--force fetches them)")
 
     def _emit(self, lines: list[str]) -> None:
         """Print report lines (each one is news, so --quiet prints them too)."""
-        click.echo("\n".join(lines))
+        say("\n".join(lines))
 
     def close(self) -> None:
         """Stop the progress bar, if one runs."""
@@ -165,7 +175,7 @@ class OutcomePrinter:
         self.close()
         news = bool(run.changes or self.events or run.failed) if self.news_only else True
         if news or not self.quiet:
-            click.echo(summary_line(self.command, run))
+            say(summary_line(self.command, run))
 
 
 class AlertDelivery:
@@ -203,6 +213,6 @@ def show_delivery(totals: Any, quiet: bool) -> bool:
         click.echo(f"trialdiff: alert: {error}", err=True)
     attempted = totals.delivered + totals.failed_now
     if attempted or (totals.pending and not quiet):
-        click.echo(f"alerts: {totals.delivered} delivered, {totals.pending} pending, "
+        say(f"alerts: {totals.delivered} delivered, {totals.pending} pending, "
                    f"{totals.given_up} given up")
     return bool(totals.failed_now)
