@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import FIXTURES, ROOT, SAMPLE, run
+from conftest import FIXTURES, ROOT, SAMPLE, run, trialdiff_env
 
 from trialdiff.model import utc_timestamp
 from trialdiff.schema import SCHEMA
@@ -316,7 +316,8 @@ def test_serve_warns_when_it_listens_beyond_loopback(
 
     calls: list[tuple[str, int, str | None]] = []
     # Record what would be served instead of binding a public address in a test.
-    monkeypatch.setattr(app, "run", lambda ds, host, port, url: calls.append((host, port, url)))
+    monkeypatch.setattr(app, "listen", lambda host, port: (host, port))
+    monkeypatch.setattr(app, "run", lambda ds, address, url: calls.append((*address, url)))
     code, out, err = run(web_db, "serve", "--host", "0.0.0.0", "--port", "8123", "--open")
     assert (code, out) == (0, "")
     assert err.startswith("trialdiff: warning: listening on 0.0.0.0: anyone who can reach "
@@ -324,6 +325,18 @@ def test_serve_warns_when_it_listens_beyond_loopback(
     assert calls == [("0.0.0.0", 8123, "http://0.0.0.0:8123/")]
     code, _, err = run(web_db, "serve")
     assert code == 0 and "warning" not in err and calls[-1] == ("127.0.0.1", 8001, None)
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line_and_announces_nothing(web_db: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "trialdiff", "--db", web_db, "serve",
+                               "--port", str(port)], env=trialdiff_env(), capture_output=True,
+                              text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == f"trialdiff: error: port {port} on 127.0.0.1 is in use\n"
 
 
 def test_compressed_values_and_records_read_back_in_every_view(tmp_path: Path) -> None:

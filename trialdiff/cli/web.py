@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import click
 
 from . import CliError, cli, reader, tracker, wait_option
@@ -41,16 +43,22 @@ def serve(ctx: click.Context, host: str, port: int, open_browser: bool) -> None:
       trialdiff serve --port 8001 --open
     """
     try:
-        from ..web.app import make_datasette, run
+        from ..web.app import listen, make_datasette, run
     except ImportError as exc:
         missing = (exc.name or "datasette").split(".")[0]
         raise CliError(f"serve needs the web extra ({missing} is missing): "
                        "pip install 'trialdiff[web]'") from exc
     reader(ctx)  # an older or foreign file is refused here, with what to do about it
+    datasette = make_datasette(ctx.obj.db)
+    try:  # bound before it is announced: a port in use is said once, and nothing else
+        sock = listen(host, port)
+    except OSError as exc:
+        raise CliError(f"port {port} on {host} is in use" if exc.errno == errno.EADDRINUSE
+                       else f"cannot listen on {host} port {port}: {exc.strerror or exc}"
+                       ) from exc
     if host not in LOOPBACK:
         click.echo(f"trialdiff: warning: listening on {host}: anyone who can reach this "
                    "address can read the database", err=True)
-    datasette = make_datasette(ctx.obj.db)
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
     click.echo(f"serve: {ctx.obj.db} read only at {url} (Ctrl-C stops)", err=True)
-    run(datasette, host, port, url if open_browser else None)
+    run(datasette, sock, url if open_browser else None)

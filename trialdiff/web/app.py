@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import webbrowser
 from pathlib import Path
-from typing import Any
 
 from datasette.app import Datasette
 from datasette.plugins import pm
 
+from ..errors import TrialdiffError
 from . import plugin
 from .metadata import build_metadata
 
@@ -46,12 +47,28 @@ def quiet_error_pages() -> None:
     default_handler.rich = None
 
 
-def run(datasette: Datasette, host: str, port: int, open_url: str | None) -> None:
-    """Serve until interrupted; open a browser at `open_url` once it is up, if given."""
+def listen(host: str, port: int) -> socket.socket:
+    """Bind the address to serve on, so that one in use is known before anything is announced."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # As uvicorn binds: a restart need not wait out the old server's closing connections.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def run(datasette: Datasette, sock: socket.socket, open_url: str | None) -> None:
+    """Serve on a bound socket until interrupted; open a browser at `open_url` once it is up."""
     import uvicorn
 
     if open_url:
         threading.Timer(1.0, webbrowser.open, [open_url]).start()
-    config: dict[str, Any] = {"host": host, "port": port, "log_level": "warning",
-                              "lifespan": "on"}
-    uvicorn.run(datasette.app(), **config)
+    host, port = sock.getsockname()[:2]
+    server = uvicorn.Server(uvicorn.Config(datasette.app(), host=host, port=port,
+                                           log_level="warning", lifespan="on"))
+    server.run(sockets=[sock])
+    if not server.started:  # uvicorn's log above says why
+        raise TrialdiffError("the web server did not start")
