@@ -145,6 +145,7 @@ def file_digest(db: str) -> str:
     ("changes", "--since", "0001-01-01T00:00:00+01:00"),
     ("sync", "--delay", "nan"),
     ("sync", "--timeout", "0"),
+    ("sync", "--deadline", "0"),
     ("sync", "--retries", "-1"),
     ("sync", "--retry-budget", "inf"),
     ("sync", "--page-size", "5000"),
@@ -165,6 +166,13 @@ def test_numbers_out_of_range_are_usage_errors(tmp_path: Path, args: tuple[str, 
     assert f"Error: Invalid value for '{option}': " in err
     assert "unexpected" not in err and "Traceback" not in err
     assert file_digest(db) == before
+
+
+def test_the_help_shows_the_range_the_check_holds() -> None:
+    code, out, err = invoke("sync", "--help")
+    assert (code, err) == (0, "")
+    assert "0<x<=86400]" in out and "0<x<=1000000000.0]" in out  # --timeout, --deadline
+    assert "0<=x<=1000000000.0" not in out
 
 
 def test_a_reversed_window_is_a_usage_error(tmp_path: Path) -> None:

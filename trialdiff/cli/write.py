@@ -134,7 +134,8 @@ def _api_type(option: str, kind: type) -> Any:
     if kind is str:
         return str
     low, high = _API_BOUNDS.get(option, (0, 1e9))
-    return finite(kind, low, high, low_open=option in ("--timeout", "--max-response-mb"))
+    return finite(kind, low, high,
+                  low_open=option in ("--timeout", "--deadline", "--max-response-mb"))
 
 
 def api_options(command: Callable[..., Any]) -> Callable[..., Any]:
