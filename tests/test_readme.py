@@ -107,3 +107,19 @@ def test_the_two_commands_are_what_ci_runs() -> None:
     assert f"\n{test_command}\n" in text
     assert "\npython3 -m pip install . && trialdiff import snapshots/sample\n" in text
     assert "pip wheel --no-deps" in ci  # and the wheel is installed and run outside the checkout
+
+
+def test_compacts_help_claims_the_savings_the_readme_measured() -> None:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("### `trialdiff compact")[1].split("\n### ")[0]
+    measured = [
+        re.search(r"the database after the first day .*? goes from\s+([\d.]+) to ([\d.]+) MB",
+                  section, re.S),
+        re.search(r"; ([\d.]+) MB -> ([\d.]+) MB", section),  # the example's output
+    ]
+    saved = [round(100 * (1 - float(m.group(2)) / float(m.group(1)))) for m in measured if m]
+    assert len(saved) == 2
+    shown = " ".join(CliRunner().invoke(cli, ["compact", "--help"]).stdout.split())
+    claimed = re.search(r"fewer bytes \((\d+)-(\d+)% in the README's measurements\)", shown)
+    assert claimed is not None, shown
+    assert (int(claimed.group(1)), int(claimed.group(2))) == (min(saved), max(saved))
