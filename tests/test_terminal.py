@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from io import StringIO
 from typing import Any
 
@@ -15,6 +17,7 @@ from conftest import (
     load,
     run,
     sample_report,
+    trialdiff_env,
     version_pair,
 )
 from rich.console import Console
@@ -212,3 +215,13 @@ def test_diff_in_a_pipe_prints_the_plain_report(db_path: str,
     assert (code, err) == (0, "")
     # CliRunner's stdout is no terminal: the markers and layout of report_text at 80 columns.
     assert out == report_text(sample_report("NCT06060392"), 80)
+
+
+def test_diff_on_an_ascii_stdout_prints_utf8_as_recent_does(db_path: str) -> None:
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    # A locale that says ASCII (LANG=C on an old system): click writes UTF-8 there instead.
+    done = subprocess.run([sys.executable, "-m", "trialdiff", "--db", db_path, "diff",
+                           "NCT06060392"], capture_output=True, timeout=60,
+                          env={**trialdiff_env(), "PYTHONIOENCODING": "ascii", "COLUMNS": "80"})
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert done.stdout.decode("utf-8") == report_text(sample_report("NCT06060392"), 80)
