@@ -157,8 +157,8 @@ class OutcomePrinter:
         skipped = [plural(studies, "tracked study", "tracked studies") if studies else "",
                    plural(queries, "saved query", "saved queries") if queries else ""]
         say(f"{self.command}: no new data release since {release}: "
-                   f"{' and '.join(s for s in skipped if s)} not fetched again "
-                   "(--force fetches them)")
+            f"{' and '.join(s for s in skipped if s)} not fetched again "
+            "(--force fetches them)")
 
     def _emit(self, lines: list[str]) -> None:
         """Print report lines (each one is news, so --quiet prints them too)."""
@@ -214,5 +214,5 @@ def show_delivery(totals: Any, quiet: bool) -> bool:
     attempted = totals.delivered + totals.failed_now
     if attempted or (totals.pending and not quiet):
         say(f"alerts: {totals.delivered} delivered, {totals.pending} pending, "
-                   f"{totals.given_up} given up")
+            f"{totals.given_up} given up")
     return bool(totals.failed_now)
