@@ -134,6 +134,15 @@ def test_reader_on_a_missing_database_is_a_clear_error(tmp_path: Path) -> None:
     assert err.startswith("trialdiff: error: no database at")
 
 
+@pytest.mark.parametrize("command", ["history", "recent", "diff", "page"])
+def test_a_study_the_database_does_not_hold_is_an_error_for_every_reader(
+    db_path: str, command: str
+) -> None:
+    assert run(db_path, "import", str(FIXTURES / "v2"))[0] == 0
+    code, out, err = run(db_path, command, "NCT09999999")
+    assert (code, out, err) == (1, "", "trialdiff: error: NCT09999999 is not in the database\n")
+
+
 @pytest.mark.parametrize("args", [
     ("notify", "--quiet"), ("reannotate",), ("untrack", "NCT05085444"), ("watch", "remove", "x"),
 ])

@@ -44,6 +44,10 @@ def test_a_lock_left_by_a_killed_process_does_not_block(db_path: str) -> None:
     with lock_holder(db_path) as holder:
         code, _, err = run(db_path, "import", str(FIXTURES / "v2"))
         assert code == 75 and f"pid {holder.pid} (import)" in err
+        assert err.endswith("is writing to it (use --wait SECONDS to wait)\n")
+        code, _, err = run(db_path, "import", "--wait", "0.3", str(FIXTURES / "v2"))
+        assert code == 75  # waited, so the way out is not more of the same advice
+        assert err.endswith("is writing to it (still, after waiting 0.3 s)\n")
     code, out, _ = run(db_path, "import", "--summary", str(FIXTURES / "v2"))
     assert code == 0 and "28 studies checked" in out
 

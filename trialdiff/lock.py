@@ -51,9 +51,10 @@ class WriteLock:
                 if time.monotonic() >= deadline:
                     holder = self._holder()
                     os.close(fd)
-                    raise BusyError(
-                        f"database {self.path[:-5]} is busy: {holder} is writing to it",
-                        setting="wait",
+                    waited = f" (still, after waiting {self.wait:g} s)" if self.wait else ""
+                    raise BusyError(  # not waited: the wait setting is the way out
+                        f"database {self.path[:-5]} is busy: {holder} is writing to it{waited}",
+                        setting=None if self.wait else "wait",
                     ) from None
                 time.sleep(0.1)
         info = {"pid": os.getpid(), "since": utc_timestamp(), "command": self.command}

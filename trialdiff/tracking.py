@@ -60,7 +60,7 @@ def track_again(conn: Any, add: Iterable[str] = (), drop: Iterable[str] = ()) ->
         if conn.execute("select 1 from snapshots limit 1").fetchone() is not None:
             raise UsageError("what a database tracks is chosen before its first snapshot, and "
                              "this one holds snapshots: track the fields again in a new "
-                             "database, then import or sync into it", setting="db")
+                             "database, then import or sync into it")
         conn.execute("delete from meta where key = ?", [KEY])
         if rules.again:
             conn.execute("insert into meta (key, value) values (?, ?)",

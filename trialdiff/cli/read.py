@@ -130,11 +130,14 @@ def history(ctx: click.Context, nct_id: str) -> None:
     Example:
       trialdiff history NCT05827016
     """
+    from ..errors import UnknownStudy
     from ..query import listed_versions, snapshots_of
     from ..render import history_table
 
     conn = reader(ctx)
     rows = snapshots_of(conn, nct_id)
+    if not rows:  # as recent, diff and page say of a study the database does not hold
+        raise UnknownStudy(f"{nct_id} is not in the database")
     click.echo(history_table(nct_id, rows, listed_versions(conn, nct_id)), nl=False)
 
 
