@@ -113,6 +113,9 @@ def test_shown_names_env_references_and_redacts_or_flags_stored_ones(secrets_fil
     assert shown("env:HOOK_URL") == "env:HOOK_URL"  # unset is fine: only the name is shown
     forget([hook])
     assert shown(hook) == f"{hook} (missing from the secrets file)"
+    secrets_file.write_text("{not json", encoding="utf-8")  # unreadable is not "missing"
+    with pytest.raises(UsageError, match="cannot read the secrets file"):
+        shown(hook)
 
 
 def test_scrub_leaves_no_target_or_secret_in_an_error() -> None:

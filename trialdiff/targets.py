@@ -134,10 +134,10 @@ def shown(reference: str) -> str:
     """Return a reference as `watch list` shows it: env:NAME, or the redacted value it holds."""
     if reference.startswith(ENV_PREFIX):
         return reference
-    try:
-        return redact(resolve(reference))
-    except UsageError:
-        return f"{reference} (missing from the secrets file)"
+    # A secrets file that cannot be read raises (UsageError): it is not a missing entry.
+    found = (_read(secrets_path()).get(reference[len(CONFIG_PREFIX):])
+             if reference.startswith(CONFIG_PREFIX) else None)
+    return redact(found) if found is not None else f"{reference} (missing from the secrets file)"
 
 
 def scrub(text: str, values: list[str]) -> str:
