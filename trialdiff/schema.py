@@ -33,8 +33,8 @@ class Table(NamedTuple):
 
 # The README's schema section is generated from this table and tested against it.
 SCHEMA: tuple[Table, ...] = (
-    Table("meta", "key", (("key", str, "setting name: schema_version, and compact_progress "
-                                       "while a `trialdiff compact` is under way"),
+    Table("meta", "key", (("key", str, "setting name: schema_version; tracked_again (`trialdiff "
+                                       "ignored`); compact_progress while a compact runs"),
                           ("value", str, "its value")),
           doc="trialdiff's own settings, such as the schema version"),
     Table("studies", "nct_id", (
