@@ -326,4 +326,3 @@ def ignored(ctx: click.Context, again: tuple[str, ...], ignore: tuple[str, ...],
             click.echo(f"tracked again  {source}  as {tracked_again_path(source)}")
         else:
             click.echo(f"ignored        {source}")
-
