@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, kill_after, real_records, run, trialdiff_process
+from conftest import ROOT, SAMPLE, kill_after, real_records, run, trialdiff_process
 from standin_api import Fault, StandinAPI
 
 from trialdiff.diff import changed_paths
@@ -210,6 +210,14 @@ def test_sync_from_a_bulk_source(db_path: str, tmp_path: Path) -> None:
     dump.write_text("\n".join(json.dumps(r) for r in RECORDS[:5]))
     code, out, _ = run(db_path, "sync", "--source", str(dump), "--at", DAY1)
     assert code == 0 and "5 studies checked" in out
+
+
+def test_sync_refuses_an_archive_of_dated_folders_before_any_run(db_path: str) -> None:
+    code, out, err = run(db_path, "sync", "--source", str(SAMPLE))
+    assert (code, out) == (2, "")
+    assert err == (f"trialdiff: error: {SAMPLE} is an archive of dated folders, one observation "
+                   "a day: `trialdiff import` replays it day by day; sync reads one dump\n")
+    assert not Path(db_path).exists()
 
 
 def test_sync_from_a_dump_parses_only_tracked_lines_whose_bytes_moved(

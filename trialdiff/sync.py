@@ -294,6 +294,15 @@ def _sync_query(run: _Run, query_id: int, expr: str, last_synced: str | None) ->
                        [run.observed_at, run.release, query_id])
 
 
+def check_source(source: str) -> None:
+    """Refuse a dump that is an archive of dated folders: its days would all be dated now."""
+    from .sources import dated_folders
+
+    if dated_folders(source) is not None:
+        raise UsageError(f"{source} is an archive of dated folders, one observation a day: "
+                         "`trialdiff import` replays it day by day; sync reads one dump")
+
+
 def sync_source(
     db: sqlite_utils.Database,
     source: str,

@@ -177,9 +177,11 @@ class Tracker:
         client's (page_size, delay, timeout, deadline, retries, retry_budget, max_response_mb).
         """
         from .model import observation_time
-        from .sync import sync_api, sync_source
+        from .sync import check_source, sync_api, sync_source
 
         nct_ids = _ids(ids)
+        if source is not None:
+            check_source(source)  # before a run starts, as a malformed API URL is
         observed_at = observation_time(at) if at is not None else utc_timestamp()
         client = None if source else client_for(api, **settings, **self.hooks)
         try:
