@@ -103,7 +103,7 @@ def test_names_host_takes_a_url_that_parses_with_a_host() -> None:
     assert names_host(HOOK) and names_host("http://user:pw@127.0.0.1:8080/hook")
     assert names_host("http://[::1]:8080/hook")
     for broken in ("http://[::1/hook", "https://hooks.example.org:T0KEN/x", "https:///x",
-                   "http://host:99999/x"):
+                   "http://host:99999/x", "https://exa mple.org/", "https://x.org/a b"):
         assert not names_host(broken), broken
 
 

@@ -105,13 +105,16 @@ def resolve(reference: str) -> str:
 
 
 def names_host(url: str) -> bool:
-    """Tell whether a URL parses (a port that is a number, brackets that close) with a host."""
+    """Tell whether a URL parses (a port that is a number, brackets that close) with a host.
+
+    Whitespace is no part of a URL (a space is `%20`): `exa mple.org` names no host.
+    """
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (raises ValueError when the port is not a port)
     except ValueError:
         return False
-    return bool(parts.hostname)
+    return bool(parts.hostname) and not any(char.isspace() for char in url)
 
 
 def redact(target: str) -> str:
