@@ -219,8 +219,8 @@ def notify(ctx: click.Context, /, quiet: bool, wait: float, **settings: Any) -> 
       trialdiff notify --quiet
     """
     totals = tracker(ctx, wait, create=False).notify(timeout=settings["alert_timeout"],
-                                       backoff=settings["alert_backoff"],
-                                       max_age_hours=settings["alert_max_age"])
+                                                     backoff=settings["alert_backoff"],
+                                                     max_age_hours=settings["alert_max_age"])
     if show_delivery(totals, quiet):
         ctx.exit(1)
 
