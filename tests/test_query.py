@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from conftest import SAMPLE, SAMPLE_DAYS, run
 from test_records import post_results
 
 from trialdiff.check import CheckTotals, check_database
@@ -29,3 +30,16 @@ def test_no_read_of_one_study_or_snapshot_scans_every_change(
              and any("SCAN changes" in row[-1] for row in conn.execute(
                  "explain query plan " + sql).fetchall())}
     assert scans == set()
+
+
+def test_a_database_whose_name_holds_uri_characters_is_the_one_read(tmp_path: Path) -> None:
+    # `c%41.db` as an unescaped URI is `cA.db`; `#` and `?` would end the file name.
+    for name in ("c%41.db", "a#1.db", "b?x=1.db"):
+        db = str(tmp_path / name)
+        assert run(db, "import", "--at", SAMPLE_DAYS[0], str(SAMPLE / SAMPLE_DAYS[0]))[0] == 0
+    assert run(str(tmp_path / "cA.db"), "import", str(SAMPLE))[0] == 0  # two snapshots each
+    for name in ("c%41.db", "a#1.db", "b?x=1.db"):
+        code, out, err = run(str(tmp_path / name), "history", "NCT05827016")
+        assert (code, err, out.count("\n")) == (0, "", 2)  # a header and its one snapshot
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".db") == [
+        "a#1.db", "b?x=1.db", "c%41.db", "cA.db"]

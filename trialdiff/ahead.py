@@ -31,11 +31,11 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
+from .query import readonly_uri
 from .records import Edit, byte_gate, compares_by_module, prepare_edit
 from .sources import SourceItem, parsed
 from .tracking import rules_of
@@ -267,7 +267,7 @@ def _serve(tasks: Connection, answers: Connection, lock: Any, claims: Any, progr
 
 def _readable(path: str) -> sqlite_utils.Database:
     """Return an in-memory copy of what `prepare_edit` reads: dictionaries, meta (the rules)."""
-    source = sqlite3.connect(Path(path).as_uri() + "?mode=ro", uri=True)
+    source = sqlite3.connect(readonly_uri(path), uri=True)
     dictionaries = source.execute("select * from dictionaries").fetchall()
     meta = source.execute("select key, value from meta").fetchall()
     source.close()

@@ -40,11 +40,16 @@ def require_database(path: str) -> None:
         raise DatabaseError(f"no database at {path}: run `trialdiff import` or `trialdiff sync`")
 
 
+def readonly_uri(path: str) -> str:
+    """Return the URI that opens a database file read-only, its name escaped (`%`, `#`, `?`)."""
+    return Path(path).absolute().as_uri() + "?mode=ro"
+
+
 def connect_readonly(path: str) -> sqlite3.Connection:
     """Open an existing database for reading, in one read transaction; check its schema."""
     require_database(path)
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
+        conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=30,
                                isolation_level=None, factory=ReaderConnection)
         # Under WAL, a read transaction keeps the snapshot its first read saw until it ends
         # (the connection closes), whatever a writer commits meanwhile.

@@ -401,11 +401,12 @@ def upgrade(path: str, wait: float = 0.0) -> int | None:
     the reader that opens it next says what is wrong.
     """
     from .lock import WriteLock  # here: readers that never upgrade do not load it
+    from .query import readonly_uri
 
     if path == ":memory:" or not Path(path).is_file():
         return None
     try:
-        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as conn:
+        with closing(sqlite3.connect(readonly_uri(path), uri=True, timeout=30)) as conn:
             row = conn.execute("select value from meta where key = 'schema_version'").fetchone()
     except sqlite3.DatabaseError:
         return None
