@@ -6,12 +6,14 @@ terminating NCT06060392 under a hostile title. A real HTTP receiver takes the al
 
 from __future__ import annotations
 
+import copy
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import bodies, changes_json, import_day, run, sent_changes
+from conftest import ALERT_DAYS, bodies, changes_json, import_day, run, sent_changes
 from webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.usefixtures("secrets_file")
@@ -169,3 +171,30 @@ def test_watch_add_and_remove_wait_for_no_writer_they_exit_75(tmp_path: Path) ->
     assert rules == [("x",)]  # neither wrote anything
     assert run(db, "watch", "remove", "x")[0] == 0  # the lock was let go after each command
     assert run(db, "watch", "add", "y", "--to", "http://127.0.0.1:9/hook")[0] == 0
+
+
+@pytest.mark.parametrize("digest", [False, True])
+def test_a_study_refused_as_a_conflict_raises_no_alert(
+    tmp_path: Path, alert_days: list[Path], receiver: WebhookReceiver, digest: bool
+) -> None:
+    # Day 3 given again with the study stopped twice, once resumed: no version of it is stored,
+    # so the changes its first copy raised are no news to send.
+    db = str(tmp_path / "t.db")
+    assert run(db, "watch", "add", "all", *(["--digest"] if digest else []),
+               "--to", f"{receiver.url}/all")[0] == 0
+    for number in (1, 2):
+        assert import_day(db, alert_days, number)[0] == 0
+    sent = len(receiver.at("/all"))
+    stopped = json.loads((alert_days[2] / "NCT06060392.json").read_text())
+    resumed = copy.deepcopy(stopped)
+    resumed["protocolSection"]["statusModule"]["overallStatus"] = "RECRUITING"
+    dump = tmp_path / "twice.ndjson"
+    dump.write_text(f"{json.dumps(stopped)}\n{json.dumps(stopped)}\n{json.dumps(resumed)}\n")
+    code, _, err = run(db, "import", "--at", ALERT_DAYS[2], str(dump))
+    assert code == 1 and "a conflict, so no version of it was stored" in err
+    assert len(receiver.at("/all")) == sent
+    conn = sqlite3.connect(db)
+    assert conn.execute("select count(*) from alerts a join runs r on r.id = a.run_id "
+                        "where r.status = 'partial'").fetchone() == (0,)
+    assert conn.execute("select count(*) from alert_changes c left join alerts a on "
+                        "a.id = c.alert_id where a.id is null").fetchone() == (0,)

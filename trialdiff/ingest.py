@@ -149,7 +149,7 @@ def _save_item(
     gate = gate or gate_hash(study, volatile=rules_of(db).volatile)  # bytes were tried already
     earlier = ledger.known(item.nct_id)
     if earlier is not None:
-        return _repeat(db, ledger, parsed(item), gate, earlier, totals)
+        return _repeat(db, ledger, parsed(item), gate, earlier, totals, run_id)
     ledger.first(item.nct_id, item.label, gate)
     try:
         return save_study(db, item.nct_id, study, observed_at, source=source,
@@ -187,7 +187,7 @@ def _seen_unchanged(
 
 def _repeat(
     db: sqlite_utils.Database, ledger: InputLedger, item: SourceItem, gate: str,
-    earlier: tuple[str, str, str], totals: RunTotals,
+    earlier: tuple[str, str, str], totals: RunTotals, run_id: int | None = None,
 ) -> Failed | None:
     """Drop a study's repeat in one input; if its content differs, undo the study and refuse it."""
     assert item.nct_id is not None and item.study is not None
@@ -205,6 +205,10 @@ def _repeat(
     if state in ("saved", "seen"):  # the first copy was stored (or seen): take it back
         undone = ledger.undo(item.nct_id)
         totals.uncount(undone)
+        if run_id is not None:  # the alerts its changes raised go too, before any is sent
+            from .watch import withdraw_alerts
+
+            withdraw_alerts(db, run_id, item.nct_id)
     error = (f"{item.nct_id} is given again in this input with different content (first in "
              f"{label}): a conflict, so no version of it was stored"
              + (" (the changes printed for it are undone)" if undone else ""))

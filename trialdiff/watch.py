@@ -281,6 +281,19 @@ class AlertWriter:
             [(row[0], item["nct_id"], title, _dump(item)) for item in found])
 
 
+def withdraw_alerts(db: sqlite_utils.Database, run_id: int, nct_id: str) -> None:
+    """Take a study's changes out of a run's alerts, once its write was undone (dedupe.py).
+
+    An alert left carrying nothing goes, with its deliveries: they run after the run commits.
+    """
+    db.execute("delete from alert_changes where nct_id = ? and alert_id in "
+               "(select id from alerts where run_id = ?)", [nct_id, run_id])
+    empty = ("select id from alerts a where run_id = ? and not exists "
+             "(select 1 from alert_changes c where c.alert_id = a.id)")
+    db.execute(f"delete from deliveries where alert_id in ({empty})", [run_id])
+    db.execute(f"delete from alerts where id in ({empty})", [run_id])
+
+
 def _dump(value: Any) -> str:
     """Return stored JSON: sorted keys, non-ASCII kept."""
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
