@@ -12,6 +12,7 @@ import pytest
 from conftest import (
     ALERT_STUDIES,
     CHANGE_DAYS,
+    FIXTURES,
     SAMPLE,
     SAMPLE_DAYS,
     bodies,
@@ -102,6 +103,11 @@ def test_a_fact_reads_back_as_written_and_a_malformed_one_is_refused() -> None:
                        ("site_added", Fact("site_added")),
                        ("site_added:United Kingdom", Fact("site_added", country="United Kingdom"))):
         assert parse_fact(text) == fact and str(fact) == text
+    # Written out in full: `:g` once stored 1e+06, which no longer parsed, and 12.3457.
+    for text in ("enrollment_change>=1000000", "enrollment_change>=12.3456789",
+                 "date_slip>=100000000000000000000"):
+        assert str(parse_fact(text)) == text
+    assert parse_fact("enrollment_change>=1e+06") == Fact("enrollment_change", 1e6)  # as stored
     assert parse_fact(" site_added: Greece ") == Fact("site_added", country="Greece")
     for bad in ("date_slip>90", "date_slip>=", "stopped_soon", "site_added:", "results"):
         with pytest.raises(UsageError, match="is not a fact"):
@@ -309,3 +315,16 @@ def test_a_digest_preview_merges_the_window_into_one_message(sample_db: Database
     assert merged == [("digest", [c for _, found in groups for c in found])]
     assert would_match(sample_db.conn, each, "2025-07-01T00:00:00Z", "2025-07-07T00:00:00Z"
                        ) == []  # the window ends before the second day's changes
+
+
+@pytest.mark.usefixtures("secrets_file")
+def test_a_large_threshold_is_stored_as_it_reads_and_the_rule_stays_usable(
+    tmp_path: Path
+) -> None:
+    db = str(tmp_path / "t.db")
+    assert run(db, "watch", "add", "big", "--fact", "enrollment_change>=1000000",
+               "--to", "https://hooks.example.org/x")[0] == 0
+    code, out, err = run(db, "watch", "list")
+    assert (code, err) == (0, "") and "enrollment_change>=1000000" in out
+    assert run(db, "import", str(FIXTURES / "v2"))[0] == 0  # every run loads the rules
+    assert run(db, "watch", "remove", "big")[:2] == (0, "watch remove: big\n")

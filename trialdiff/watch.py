@@ -23,6 +23,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import sqlite_utils
@@ -36,8 +37,10 @@ from .present import record
 from .query import Connection
 
 SLIP_PATHS = ("status.startDate", "status.primaryCompletionDate", "status.completionDate")
+# A threshold is written out in full (`1000000`, `12.3456789`); an exponent (`1e+06`) is what
+# rules stored before it was, still read.
 _FACT = re.compile(r"(stopped|results_posted|actualized)|(date_slip|enrollment_change)>=(\d+(?:"
-                   r"\.\d+)?)|site_added(?::(.+))?")
+                   r"\.\d+)?(?:e[+-]?\d+)?)|site_added(?::(.+))?")
 DIGEST = "digest"
 
 
@@ -51,7 +54,8 @@ class Fact:
 
     def __str__(self) -> str:
         if self.threshold is not None:
-            return f"{self.name}>={self.threshold:g}"
+            # The shortest decimal that reads back the same, never with an exponent.
+            return f"{self.name}>={format(Decimal(repr(self.threshold)), 'f').removesuffix('.0')}"
         return f"{self.name}:{self.country}" if self.country else self.name
 
     def holds(self, item: Annotated) -> bool:
