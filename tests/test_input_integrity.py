@@ -11,7 +11,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE, SAMPLE_DAYS, real_records, run, stored_rows, version_pair
+from conftest import (
+    SAMPLE,
+    SAMPLE_DAYS,
+    changes_of,
+    real_records,
+    run,
+    stored_rows,
+    version_pair,
+)
 
 from trialdiff.model import utc_timestamp
 
@@ -112,3 +120,21 @@ def test_an_older_observation_that_contradicts_the_history_is_still_refused(
     code, _, err = run(db_path, "import", "--at", "2025-02-01", str(tmp_path / "newer.json"))
     assert code == 1
     assert "is older than its latest snapshot" in err
+
+
+def test_other_content_at_the_latest_snapshots_very_time_is_refused(
+    tmp_path: Path, db_path: str
+) -> None:
+    # An import run again at the same --at on another day's files: no change of no duration.
+    older, newer = version_pair("NCT06060392")
+    (tmp_path / "older.json").write_text(json.dumps(older), encoding="utf-8")
+    (tmp_path / "newer.json").write_text(json.dumps(newer), encoding="utf-8")
+    assert run(db_path, "import", "--at", "2025-01-01", str(tmp_path / "older.json"))[0] == 0
+    code, _, err = run(db_path, "import", "--at", "2025-01-01", str(tmp_path / "newer.json"))
+    assert code == 1
+    assert ("NCT06060392: observation at 2025-01-01T00:00:00.000Z is at the same time as its "
+            "latest snapshot (2025-01-01T00:00:00.000Z); history is appended in time order") in err
+    assert run(db_path, "import", "--at", "2025-01-01", str(tmp_path / "older.json"))[:2] == (
+        0, "import: 1 study checked, 0 changed, 0 changes, 0 failed\n")  # the same: seen again
+    assert changes_of(db_path) == []
+    assert run(db_path, "check")[0] == 0

@@ -100,7 +100,10 @@ def save_study(
     rules = rules_of(db)
     gate = gate or gate_hash(study, raw, rules.volatile)
     stored = _lookup(db, nct_id)
-    if stored is not None and observed_at < stored.last_changed_at:
+    # Other content at its latest snapshot's very time would be a change of no duration (an
+    # import run again, at the same --at, on another day's files): refused as an older one is.
+    if stored is not None and (observed_at < stored.last_changed_at or (
+            observed_at == stored.last_changed_at and stored.raw_hash != gate)):
         if replays_stored_history(db, nct_id, study, observed_at):
             return Observation(nct_id, False, ())
         raise _out_of_order(nct_id, observed_at, f"its latest snapshot ({stored.last_changed_at})")
@@ -196,9 +199,10 @@ def _moved(db: sqlite_utils.Database, nct_id: str, observed_at: str, stored: _St
 
 def _out_of_order(nct_id: str, observed_at: str, latest: str) -> OutOfOrderError:
     """Return the error for an observation that would rewrite a study's known history."""
+    when = "is at the same time as" if latest.endswith(f"({observed_at})") else "is older than"
     return OutOfOrderError(
-        f"{nct_id}: observation at {observed_at} is older than {latest}; history is "
-        "appended in time order (backfill adds the past)"
+        f"{nct_id}: observation at {observed_at} {when} {latest}; history is appended in time "
+        "order (backfill adds the past)"
     )
 
 
