@@ -210,3 +210,23 @@ def test_a_lazy_record_is_parsed_once_and_only_when_read(monkeypatch: pytest.Mon
     assert dict(lazy) == record and len(lazy) == len(record) and list(lazy) == list(record)
     assert lazy["protocolSection"] == record["protocolSection"]
     assert calls == [len(raw)]  # parsed once, for every read
+
+
+@pytest.mark.parametrize("member", ["a.json", "a.ndjson"])
+def test_a_damaged_zip_member_fails_alone(tmp_path: Path, member: str) -> None:
+    path = tmp_path / "dump.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(member, "\n".join(json.dumps(r) for r in RECORDS[:3]) if
+                         member.endswith("ndjson") else json.dumps(RECORDS[0]))
+        archive.writestr("b.json", json.dumps(RECORDS[4]))
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(member)
+    start = info.header_offset + 30 + len(member.encode()) + len(info.extra)
+    data[start + 20:start + 30] = bytes(10)  # the deflate stream broken, as on a bad disk
+    path.write_bytes(bytes(data))
+    items = list(read_studies([str(path)], parse=True))
+    failed = [item for item in items if item.error is not None]
+    assert len(failed) == 1 and failed[0].label.startswith(f"{path}!{member}")
+    assert failed[0].error is not None and failed[0].error.startswith("a damaged zip member: ")
+    assert items[-1].nct_id == IDS[4]  # the member after it is read

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,6 +257,11 @@ def _read_ndjson(label: str, stream: IO[bytes], parse: bool) -> Iterator[SourceI
         yield item if not parse else parsed(item)
 
 
+# What reading a damaged member raises: a bad CRC, a broken deflate stream, a cut-off file, an
+# unsupported compression method, an encrypted member.
+_DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)
+
+
 def _read_zip(path: Path, parse: bool) -> Iterator[SourceItem]:
     """Yield the records of every JSON or NDJSON member of a zip (the registry's bulk dump)."""
     try:
@@ -269,11 +275,14 @@ def _read_zip(path: Path, parse: bool) -> Iterator[SourceItem]:
             label = f"{path}!{name}"
             if info.is_dir() or not name.endswith(SUFFIXES[:3]):
                 continue
-            if name.endswith(".json"):
-                yield from _read_json(label, lambda n=name: archive.open(n), info.file_size)
-            else:
-                with archive.open(name) as stream:
-                    yield from _read_ndjson(label, stream, parse)
+            try:
+                if name.endswith(".json"):
+                    yield from _read_json(label, lambda n=name: archive.open(n), info.file_size)
+                else:
+                    with archive.open(name) as stream:
+                        yield from _read_ndjson(label, stream, parse)
+            except _DAMAGED as exc:  # this member fails; the others are still read
+                yield SourceItem(label, error=f"a damaged zip member: {exc}")
 
 
 def read_file(path: Path, parse: bool = True) -> Iterator[SourceItem]:
