@@ -95,3 +95,12 @@ def test_a_database_in_a_missing_folder_says_to_create_the_folder(tmp_path: Path
     assert (code, out) == (1, "")
     assert err == (f"trialdiff: error: cannot create lock file {db}.lock: no folder "
                    f"{tmp_path / 'absent'} (create it first)\n")
+
+
+def test_a_symlink_to_the_database_takes_the_same_lock(tmp_path: Path, db_path: str) -> None:
+    link = tmp_path / "link.db"
+    assert run(db_path, "import", str(FIXTURES / "v2"))[0] == 0
+    link.symlink_to(db_path)
+    with lock_holder(db_path) as holder:
+        code, _, err = run(str(link), "import", str(FIXTURES / "v2"))
+    assert code == 75 and f"database {link} is busy: pid {holder.pid} (import)" in err

@@ -20,7 +20,9 @@ class WriteLock:
     """Hold the write lock of a database for the length of a `with` block."""
 
     def __init__(self, db_path: str, wait: float = 0.0, command: str = "") -> None:
-        self.path = db_path + ".lock"
+        # Beside the file itself: a symlink to the database takes the same lock.
+        self.path = os.path.realpath(db_path) + ".lock"
+        self.db_path = db_path
         self.wait = wait
         self.command = command
         self._fd: int | None = None
@@ -53,7 +55,7 @@ class WriteLock:
                     os.close(fd)
                     waited = f" (still, after waiting {self.wait:g} s)" if self.wait else ""
                     raise BusyError(  # not waited: the wait setting is the way out
-                        f"database {self.path[:-5]} is busy: {holder} is writing to it{waited}",
+                        f"database {self.db_path} is busy: {holder} is writing to it{waited}",
                         setting=None if self.wait else "wait",
                     ) from None
                 time.sleep(0.1)
