@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import FIXTURES, ROOT, run
 
 from trialdiff import schema
 from trialdiff.errors import DatabaseError
@@ -63,3 +63,20 @@ def test_a_reader_checks_the_version_without_loading_sqlite_utils(db_path: str) 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, cwd=ROOT)
     assert result.stdout == "False\n"
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "0", ""])
+@pytest.mark.parametrize("command", ["recent", "check", "import"])
+def test_a_schema_version_trialdiff_never_wrote_is_a_usage_error(
+    db_path: str, value: str, command: str
+) -> None:
+    assert run(db_path, "import", str(FIXTURES / "v2"))[0] == 0
+    conn = sqlite3.connect(db_path)
+    conn.execute("update meta set value = ? where key = 'schema_version'", [value])
+    conn.commit()
+    conn.close()
+    args = {"recent": ["NCT00000410"], "check": [], "import": [str(FIXTURES / "v2")]}[command]
+    code, out, err = run(db_path, command, *args)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"trialdiff: error: {db_path} is not a trialdiff database (its schema "
+                          f"version is {value!r})")

@@ -22,7 +22,7 @@ from . import codec
 from .errors import DatabaseError, UsageError
 from .model import FieldChange, Snapshot, content_hash, dump_json, parse_json
 from .normalize import extract_fields
-from .schema_version import version_problem
+from .schema_version import stored_version, version_problem
 from .tracking import rules_of
 
 Connection = sqlite3.Connection | Any  # a sqlite3 connection, or sqlite-utils' Database
@@ -65,7 +65,7 @@ def connect_readonly(path: str) -> sqlite3.Connection:
         raise DatabaseError(f"cannot read database {path}: {exc}") from exc
     if row is None:
         raise UsageError(f"{path} is not a trialdiff database (it has no schema version)")
-    problem = version_problem(path, int(row[0]))
+    problem = version_problem(path, stored_version(row[0], path))
     if problem is not None:
         raise DatabaseError(problem)
     return conn

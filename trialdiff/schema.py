@@ -13,7 +13,7 @@ import sqlite_utils
 from .errors import DatabaseError, UsageError
 from .registry import DEFAULT
 from .schema_version import SCHEMA_VERSION as SCHEMA_VERSION  # the one number
-from .schema_version import version_problem
+from .schema_version import stored_version, version_problem
 
 
 class Table(NamedTuple):
@@ -410,11 +410,11 @@ def upgrade(path: str, wait: float = 0.0) -> int | None:
             row = conn.execute("select value from meta where key = 'schema_version'").fetchone()
     except sqlite3.DatabaseError:
         return None
-    if row is None or int(row[0]) >= SCHEMA_VERSION:
+    if row is None or stored_version(row[0], path) >= SCHEMA_VERSION:
         return None
     with WriteLock(path, wait, "upgrade"):
         open_db(path).close()
-    return int(row[0])
+    return stored_version(row[0], path)
 
 
 def refuse_foreign(db: sqlite_utils.Database, path: str) -> None:
@@ -423,7 +423,7 @@ def refuse_foreign(db: sqlite_utils.Database, path: str) -> None:
     A file without a schema version may still hold trialdiff's own tables, from a first
     migration killed half way; only a table or view trialdiff does not declare makes it foreign.
     """
-    if schema_version(db):
+    if schema_version(db, path):
         return
     ours = {t.name for t in SCHEMA} | set(VIEWS)
     foreign = sorted(
@@ -441,12 +441,12 @@ def refuse_foreign(db: sqlite_utils.Database, path: str) -> None:
         )
 
 
-def schema_version(db: sqlite_utils.Database) -> int:
+def schema_version(db: sqlite_utils.Database, path: str = "the database") -> int:
     """Return the schema version a database holds (0 when it is new)."""
     if not db["meta"].exists():
         return 0
     row = db.execute("select value from meta where key = 'schema_version'").fetchone()
-    return int(row[0]) if row else 0
+    return stored_version(row[0], path) if row else 0
 
 
 def migrate(db: sqlite_utils.Database) -> None:

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from typing import Final
 
+from .errors import UsageError
+
 SCHEMA_VERSION: Final = 13
+
+
+def stored_version(value: object, path: str = "the database") -> int:
+    """Return the schema version `meta` holds; UsageError when it is no version trialdiff wrote."""
+    text = str(value).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"{path} is not a trialdiff database (its schema version is {value!r})")
+    return int(text)
 
 
 def version_problem(path: str, version: int) -> str | None:
