@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE, run, sample_record
+from conftest import FIXTURES, SAMPLE, run, sample_record
 
 from trialdiff.check import CheckTotals, check_database, check_site_paths
 from trialdiff.normalize import extract_fields
@@ -145,3 +146,29 @@ def test_site_paths_not_keyed_as_today_are_named() -> None:
     assert list(check_site_paths("NCT06060392", 3, moved, None)) == [
         "NCT06060392: snapshot 3 site paths do not follow the current rules (stored "
         f"locations.somewhere else; expected {site})"]
+
+
+def test_a_damaged_blob_is_named_and_the_check_goes_on(db_path: str, tmp_path: Path) -> None:
+    # NCT00000410 seen again with its conditions in another order: the same content in other
+    # bytes, so its record is replaced and its lazy first snapshot reads the first (`base`).
+    record = json.loads((FIXTURES / "v2" / "NCT00000410.json").read_text(encoding="utf-8"))
+    assert run(db_path, "import", "--at", "2026-05-11", str(FIXTURES / "v2"))[0] == 0
+    conditions = record["protocolSection"]["conditionsModule"]["conditions"]
+    conditions.reverse()
+    assert len(conditions) > 1
+    (tmp_path / "again.json").write_text(json.dumps(record), encoding="utf-8")
+    assert run(db_path, "import", "--at", "2026-05-12", str(tmp_path / "again.json"))[0] == 0
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("select base is not null from records where nct_id = 'NCT00000410'"
+                        ).fetchone() == (1,)
+    conn.execute("update records set record = x'28b52ffddeadbeef' where nct_id = 'NCT00000410'")
+    conn.execute("update snapshots set delta = x'28b52ffd00' where id = (select min(id) from "
+                 "snapshots where nct_id = 'NCT00003454')")
+    conn.commit()
+    found = problems(db_path)
+    assert [line.split(":")[0] for line in found] == ["NCT00000410", "NCT00003454"]
+    assert all("a stored blob does not decompress" in line and line.endswith(
+        "the file is damaged") for line in found), found
+    code, out, err = run(db_path, "page", "NCT00000410")
+    assert (code, out) == (1, "") and "a stored blob does not decompress" in err
+    assert "unexpected" not in err

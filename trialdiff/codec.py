@@ -27,6 +27,8 @@ from typing import Any, NamedTuple
 
 import zstandard
 
+from .errors import DatabaseError
+
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # Measured on benchmark records (benchmarks/README.md): a 1 MB dictionary at level 7 keeps
 # 3.1 KB of a 24 KB record (zlib level 1: 9 KB), compressing in ~0.4 ms; level 12 saves 4% more
@@ -188,15 +190,23 @@ class Compactor:
 
 
 def decompress(conn: Any, blob: bytes, base: bytes | None = None) -> bytes:
-    """Return a stored record's bytes: zlib, zstd with a dictionary, or zstd against `base`."""
-    if base is not None and blob.startswith(ZSTD_MAGIC):
-        return zstandard.ZstdDecompressor(dict_data=_raw_content(base)).decompress(blob)
-    loaded = _codecs(conn)
+    """Return a stored record's bytes: zlib, zstd with a dictionary, or zstd against `base`.
+
+    A blob that does not decompress (the file was damaged) is a DatabaseError, which `check`
+    reports and every command words, rather than zstd's or zlib's own error.
+    """
     try:
-        return _decompress(loaded, blob)
-    except KeyError:  # trained by another connection since this one loaded them
-        loaded.update(_load(conn))
-        return _decompress(loaded, blob)
+        if base is not None and blob.startswith(ZSTD_MAGIC):
+            return zstandard.ZstdDecompressor(dict_data=_raw_content(base)).decompress(blob)
+        loaded = _codecs(conn)
+        try:
+            return _decompress(loaded, blob)
+        except KeyError:  # trained by another connection since this one loaded them
+            loaded.update(_load(conn))
+            return _decompress(loaded, blob)
+    except (zstandard.ZstdError, zlib.error, KeyError) as exc:
+        raise DatabaseError(f"a stored blob does not decompress ({exc}): the file is "
+                            "damaged") from exc
 
 
 def record_bytes(conn: Any, record: bytes, base: bytes | None) -> tuple[bytes, bytes | None]:
