@@ -66,10 +66,8 @@ def first_day(tmp_path: Path, names: tuple[str, ...]) -> list[dict[str, Any]]:
     return first
 
 
-def test_a_worker_prepares_most_edits_and_the_rows_are_the_same(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    first = first_day(tmp_path, ("alone", "ahead"))
+def count_takes(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Return a list that records, per record the writer takes, whether the worker prepared it."""
     taken: list[bool] = []
     take = ahead.EditsAhead.take
 
@@ -79,6 +77,14 @@ def test_a_worker_prepares_most_edits_and_the_rows_are_the_same(
         return prepared
 
     monkeypatch.setattr(ahead.EditsAhead, "take", counted)
+    return taken
+
+
+def test_a_worker_prepares_most_edits_and_the_rows_are_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = first_day(tmp_path, ("alone", "ahead"))
+    taken = count_takes(monkeypatch)
     second = day(edited(first), tmp_path / "d2")
     runs = {}
     for name, workers in (("alone", 0), ("ahead", 1)):

@@ -108,12 +108,19 @@ def test_an_archive_imported_again_as_it_grows_stores_only_the_new_day(
     assert run(db_path, "check")[0] == 0
 
 
+def version_files(folder: Path) -> tuple[str, str]:
+    """Write NCT06060392's two real versions as files; return their paths, older first."""
+    paths = []
+    for name, record in zip(("older", "newer"), version_pair("NCT06060392"), strict=True):
+        (folder / f"{name}.json").write_text(json.dumps(record), encoding="utf-8")
+        paths.append(str(folder / f"{name}.json"))
+    return paths[0], paths[1]
+
+
 def test_an_older_observation_that_contradicts_the_history_is_still_refused(
     tmp_path: Path, db_path: str
 ) -> None:
-    older, newer = version_pair("NCT06060392")
-    (tmp_path / "older.json").write_text(json.dumps(older), encoding="utf-8")
-    (tmp_path / "newer.json").write_text(json.dumps(newer), encoding="utf-8")
+    version_files(tmp_path)
     assert run(db_path, "import", "--at", "2025-01-01", str(tmp_path / "older.json"))[0] == 0
     assert run(db_path, "import", "--at", "2025-03-01", str(tmp_path / "newer.json"))[0] == 0
     # The newer content dated between the two: not what the history says of that day.
@@ -126,9 +133,7 @@ def test_other_content_at_the_latest_snapshots_very_time_is_refused(
     tmp_path: Path, db_path: str
 ) -> None:
     # An import run again at the same --at on another day's files: no change of no duration.
-    older, newer = version_pair("NCT06060392")
-    (tmp_path / "older.json").write_text(json.dumps(older), encoding="utf-8")
-    (tmp_path / "newer.json").write_text(json.dumps(newer), encoding="utf-8")
+    version_files(tmp_path)
     assert run(db_path, "import", "--at", "2025-01-01", str(tmp_path / "older.json"))[0] == 0
     code, _, err = run(db_path, "import", "--at", "2025-01-01", str(tmp_path / "newer.json"))
     assert code == 1

@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 from conftest import changes_of, load, real_records, run, version_pair, write_day
-from test_ahead import day, rows
+from test_ahead import count_takes, day, rows
 from test_normalize import DERIVED_ONLY_RERELEASES
 
 import trialdiff
-from trialdiff import ahead
 from trialdiff.fields import IGNORE_LIST, SITE_GEO_POINT
 from trialdiff.normalize import extract_fields, tracked_again_path, tracking_rules
 from trialdiff.query import latest_record
@@ -138,15 +137,7 @@ def test_the_worker_prepares_edits_under_the_databases_rules(
     second = copy.deepcopy(first)
     for record in second:  # resubmitted, nothing else: a change only where it is tracked
         record["protocolSection"]["statusModule"]["lastUpdateSubmitDate"] = "2026-05-11"
-    taken: list[bool] = []
-    take = ahead.EditsAhead.take
-
-    def counted(self: ahead.EditsAhead, item: Any) -> ahead.Prepared | None:
-        prepared = take(self, item)
-        taken.append(prepared is not None)
-        return prepared
-
-    monkeypatch.setattr(ahead.EditsAhead, "take", counted)
+    taken = count_takes(monkeypatch)
     runs = {}
     for workers in (0, 1):
         with trialdiff.open(str(tmp_path / f"w{workers}.db")) as tracker:
