@@ -323,10 +323,11 @@ def with_dictionary(
     if codec.current_dictionary(db) is not None:
         return stream
     head = list(itertools.islice(stream, codec.MAX_SAMPLES))
+    volatile = rules_of(db).volatile
     samples = []
     for item in head:
         if item.study is not None:
-            samples.append(raw_json(stable_part(item.study, rules_of(db).volatile)))
+            samples.append(raw_json(stable_part(item.study, volatile)))
         elif item.unparsed and item.raw:  # as good a sample (3% is derived data), unparsed
             samples.append(item.raw)
     if len(samples) >= codec.MIN_SAMPLES:

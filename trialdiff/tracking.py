@@ -23,17 +23,12 @@ KEY = "tracked_again"
 _READ: weakref.WeakKeyDictionary[Any, Rules] = weakref.WeakKeyDictionary()
 
 
-def _raw_conn(conn: Any) -> Any:
-    """Return the sqlite3 connection under sqlite-utils' Database, or the connection itself."""
-    return getattr(conn, "conn", conn)
-
-
 def _read(conn: Any) -> Rules:
     """Read a database's rules from its `meta` table (the defaults when it names none)."""
-    raw = _raw_conn(conn)
-    if raw.execute("select 1 from sqlite_master where name = 'meta'").fetchone() is None:
+    # sqlite-utils' Database and a sqlite3 connection both execute and fetch alike.
+    if conn.execute("select 1 from sqlite_master where name = 'meta'").fetchone() is None:
         return DEFAULT_RULES
-    row = raw.execute("select value from meta where key = ?", [KEY]).fetchone()
+    row = conn.execute("select value from meta where key = ?", [KEY]).fetchone()
     return tracking_rules(json.loads(row[0])) if row else DEFAULT_RULES
 
 
