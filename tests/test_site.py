@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from datetime import date
 from pathlib import Path
 
@@ -53,3 +55,16 @@ def test_write_atomic_skips_an_unchanged_file(tmp_path: Path) -> None:
     assert write_atomic(target, "one\n") is False
     assert write_atomic(target, "two\n") is True and target.read_text() == "two\n"
     assert [p.name for p in tmp_path.iterdir()] == ["page.md"]
+
+
+def test_write_atomic_replaces_the_file_a_symlink_names_and_keeps_its_mode(tmp_path: Path) -> None:
+    served = tmp_path / "www" / "feed.xml"
+    served.parent.mkdir()
+    served.write_text("old\n")
+    served.chmod(0o640)
+    link = tmp_path / "feed.xml"
+    link.symlink_to(served)
+    assert write_atomic(link, iter(["new", "\n"])) is True
+    assert link.is_symlink() and os.readlink(link) == str(served)
+    assert served.read_text() == "new\n" and stat.S_IMODE(served.stat().st_mode) == 0o640
+    assert sorted(p.name for p in served.parent.iterdir()) == ["feed.xml"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import multiprocessing
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from datetime import date
 from pathlib import Path
@@ -21,9 +23,12 @@ def write_atomic(path: str | Path, text: str | Iterable[str]) -> bool:
 
     Return whether it was written. A reader never sees half a file, and an unchanged file keeps
     its modification time, so a site's rsync or cache sees only real changes. Text may come in
-    pieces (an export streamed from the database), which are written as they come.
+    pieces (an export streamed from the database), which are written as they come. A symlink
+    stays a symlink and a file keeps its permissions: the file it names is what is replaced.
     """
-    target = Path(path)
+    named = Path(path)
+    # A feed published as a symlink into a web root must update the file the server reads.
+    target = Path(os.path.realpath(named))
     if isinstance(text, str):
         try:
             if target.read_bytes() == text.encode("utf-8"):
@@ -31,7 +36,7 @@ def write_atomic(path: str | Path, text: str | Iterable[str]) -> bool:
         except FileNotFoundError:
             pass
     if not target.parent.is_dir():  # else the error would name the temporary file below
-        raise UsageError(f"cannot write {target}: there is no folder {target.parent}")
+        raise UsageError(f"cannot write {named}: there is no folder {target.parent}")
     # One writer holds the database's write lock, but pages may be written by several readers:
     # the pid keeps their temporary files apart.
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -39,6 +44,8 @@ def write_atomic(path: str | Path, text: str | Iterable[str]) -> bool:
         with temporary.open("w", encoding="utf-8", newline="") as out:
             for piece in [text] if isinstance(text, str) else text:
                 out.write(piece)
+        with contextlib.suppress(FileNotFoundError):  # a feed a web server reads stays readable
+            os.chmod(temporary, stat.S_IMODE(target.stat().st_mode))
         if not isinstance(text, str) and target.is_file() and filecmp.cmp(
                 temporary, target, shallow=False):
             temporary.unlink()
