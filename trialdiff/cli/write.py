@@ -79,7 +79,7 @@ def compact(ctx: click.Context, wait: float) -> None:
     """Make the database smaller: compress everything it stores again, harder, pack, VACUUM.
 
     Runs compress for speed; this spends about 9 ms a study once (on every core), as `git gc
-    --aggressive` does, and packs the records into full pages: about a tenth fewer bytes (9-11%
+    --aggressive` does, and packs the records into full pages: fewer bytes (7-11%
     in the README's measurements). What reads back does not change. Killed, it leaves a sound
     database, and running it again resumes.
 
