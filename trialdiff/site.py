@@ -44,12 +44,12 @@ def write_atomic(path: str | Path, text: str | Iterable[str]) -> bool:
         with temporary.open("w", encoding="utf-8", newline="") as out:
             for piece in [text] if isinstance(text, str) else text:
                 out.write(piece)
-        with contextlib.suppress(FileNotFoundError):  # a feed a web server reads stays readable
-            os.chmod(temporary, stat.S_IMODE(target.stat().st_mode))
         if not isinstance(text, str) and target.is_file() and filecmp.cmp(
                 temporary, target, shallow=False):
             temporary.unlink()
             return False
+        with contextlib.suppress(FileNotFoundError):  # a feed a web server reads stays readable
+            os.chmod(temporary, stat.S_IMODE(target.stat().st_mode))
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
