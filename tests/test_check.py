@@ -54,7 +54,11 @@ def test_check_names_every_stored_timestamp_that_is_not_canonical(
         "(YYYY-MM-DDTHH:MM:SS.mmmZ), e.g. '999-06-14T00:00:00.000Z'",
         "problem: changes.detected_at: 528 timestamps are not canonical ISO 8601 UTC "
         "(YYYY-MM-DDTHH:MM:SS.mmmZ), e.g. '2025-07-07T00:00:00+00:00'",
-        "check: 3 studies, 5 snapshots, 528 changes verified; 3 problems",
+        # What the same edits broke besides: times that should be equal no longer are.
+        "problem: NCT04642755: the study's last_changed_at is not its latest snapshot's "
+        "observed_at",
+        "problem: 528 changes belong to a snapshot observed at another time than it says",
+        "check: 3 studies, 5 snapshots, 528 changes verified; 5 problems",
     ]
 
 
@@ -102,6 +106,46 @@ def test_changes_of_no_snapshot_are_counted(sample_db: str) -> None:
         conn.execute("delete from changes "
                      "where snapshot_id = 999 and path = 'status.overallStatus'")
     assert problems(sample_db) == ["1 change belongs to no snapshot"]
+
+
+def test_missing_times_are_named_and_the_check_goes_on(sample_db: str) -> None:
+    with sqlite3.connect(sample_db) as conn:
+        conn.execute("update records set observed_at = null where nct_id = 'NCT04642755'")
+        conn.execute("update sightings set last_seen_at = null")
+        conn.execute("update changes set detected_at = null where path = 'status.overallStatus'")
+    assert problems(sample_db) == [
+        "sightings.last_seen_at: 3 rows have no time",
+        "changes.detected_at: 1 row has no time",
+        "records.observed_at: 1 row has no time",
+        "1 change belongs to a snapshot observed at another time than it says",
+    ]
+
+
+def test_a_study_whose_row_was_deleted_is_still_verified(sample_db: str) -> None:
+    with sqlite3.connect(sample_db) as conn:
+        conn.execute("delete from studies where nct_id = 'NCT05827016'")
+        conn.execute("delete from changes where nct_id = 'NCT05827016' "
+                     "and path = 'status.overallStatus'")
+    totals = CheckTotals()
+    assert list(check_database(sqlite3.connect(sample_db), totals)) == [
+        "NCT05827016: 2 snapshots but no row in studies",
+        "NCT05827016: snapshot 2 stored changes differ from recomputed ones "
+        "(missing [('status.overallStatus', 'changed')], unexpected [])",
+        "1 record belongs to no study",
+        "1 sighting belongs to no study",
+    ]
+    assert (totals.studies, totals.snapshots) == (3, 5)
+
+
+def test_a_change_moved_to_another_studys_snapshot_is_named(sample_db: str) -> None:
+    with sqlite3.connect(sample_db) as conn:
+        conn.execute("update changes set nct_id = 'NCT05827016' where nct_id = 'NCT06060392' "
+                     "and path = 'oversight.isUsExport'")
+    assert [p for p in problems(sample_db) if "severity" not in p] == [
+        "NCT06060392: snapshot 2 stored changes differ from recomputed ones "
+        "(missing [('oversight.isUsExport', 'added')], unexpected [])",
+        "1 change belongs to another study's snapshot",
+    ]
 
 
 def test_a_change_stored_twice_is_named_as_unexpected(sample_db: str) -> None:

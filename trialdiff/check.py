@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .annotations import has_annotations, stale_annotations
 from .diff import changed_paths
@@ -27,6 +27,12 @@ TIMESTAMP_COLUMNS: tuple[tuple[str, str], ...] = (
     ("runs", "started_at"), ("runs", "ended_at"), ("watchlist", "added_at"),
     ("watchlist", "backfilled_at"), ("history_versions", "fetched_at"), ("queries", "added_at"),
     ("queries", "last_synced_at"), ("events", "detected_at"),
+)
+# The ones every row must hold: readers compare them (a NULL one sorts before every time).
+REQUIRED_TIMESTAMPS: tuple[tuple[str, str], ...] = (
+    ("studies", "first_seen_at"), ("studies", "last_changed_at"), ("sightings", "last_seen_at"),
+    ("snapshots", "observed_at"), ("changes", "detected_at"), ("records", "observed_at"),
+    ("runs", "started_at"),
 )
 _D = "[0-9]"
 _CANONICAL = f"{_D * 4}-[01]{_D}-[0-3]{_D}T[0-2]{_D}:[0-5]{_D}:[0-6]{_D}.{_D * 3}Z"  # a GLOB
@@ -70,22 +76,46 @@ def _check(conn: Any, totals: CheckTotals) -> Iterator[str]:
         yield f"unknown schema version: {version[0] if version else None}"
         return
     yield from _check_timestamps(conn)
+    # A study's snapshots are verified even when its `studies` row is gone (a hand edit).
     studies = conn.execute(
-        "select nct_id, content_hash, snapshot_count from studies order by nct_id"
+        "select n.nct_id, s.nct_id is not null, s.content_hash, s.snapshot_count, "
+        "s.last_changed_at from (select nct_id from studies union select nct_id from snapshots) "
+        "n left join studies s on s.nct_id = n.nct_id order by n.nct_id"
     ).fetchall()
-    for nct_id, study_hash, count in studies:
+    for nct_id, has_row, study_hash, count, last_changed_at in studies:
         totals.studies += 1
+        study = StudyRow(study_hash, count, last_changed_at) if has_row else None
         try:
-            yield from _check_study(conn, nct_id, study_hash, count, totals)
+            yield from _check_study(conn, nct_id, study, totals)
         except (DatabaseError, ValueError) as exc:  # a damaged blob, or JSON that is not
             yield f"{nct_id}: its stored data cannot be read: {exc}"
-    orphans = conn.execute(
-        "select count(*) from changes where snapshot_id not in (select id from snapshots)"
-    ).fetchone()[0]
-    if orphans:
-        verb = "belongs" if orphans == 1 else "belong"
-        yield f"{plural(orphans, 'change')} {verb} to no snapshot"
+    yield from _check_links(conn)
     yield from _check_annotations(conn)
+
+
+# Rows that name a row they belong to: (what, the SQL counting those that name none or the
+# wrong one, and how the problem reads). Each of them is skipped by the fold above.
+_LINKS: tuple[tuple[str, str, str], ...] = (
+    ("change", "select count(*) from changes where snapshot_id not in (select id from snapshots)",
+     "to no snapshot"),
+    ("change", "select count(*) from changes c join snapshots s on s.id = c.snapshot_id "
+               "where c.nct_id is not s.nct_id", "to another study's snapshot"),
+    ("change", "select count(*) from changes c join snapshots s on s.id = c.snapshot_id "
+               "where c.nct_id = s.nct_id and c.detected_at is not s.observed_at",
+     "to a snapshot observed at another time than it says"),
+    ("record", "select count(*) from records where nct_id not in (select nct_id from studies)",
+     "to no study"),
+    ("sighting", "select count(*) from sightings "
+                 "where nct_id not in (select nct_id from studies)", "to no study"),
+)
+
+
+def _check_links(conn: Any) -> Iterator[str]:
+    """Yield one line per kind of row that belongs to no row, or to the wrong one."""
+    for noun, sql, where in _LINKS:
+        count = conn.execute(sql).fetchone()[0]
+        if count:
+            yield f"{plural(count, noun)} {'belongs' if count == 1 else 'belong'} {where}"
 
 
 def _check_annotations(conn: Any, shown: int = 10) -> Iterator[str]:
@@ -104,7 +134,12 @@ def _check_annotations(conn: Any, shown: int = 10) -> Iterator[str]:
 
 
 def _check_timestamps(conn: Any) -> Iterator[str]:
-    """Yield one line per timestamp column holding a value that is not canonical."""
+    """Yield one line per timestamp column holding a value that is not canonical, or none."""
+    for table, column in REQUIRED_TIMESTAMPS:
+        count = conn.execute(f"select count(*) from {table} where {column} is null").fetchone()[0]
+        if count:
+            verb = "has" if count == 1 else "have"
+            yield f"{table}.{column}: {plural(count, 'row')} {verb} no time"
     for table, column in TIMESTAMP_COLUMNS:
         count, example = conn.execute(
             f"select count(*), min({column}) from {table} "  # names from the table above
@@ -117,8 +152,16 @@ def _check_timestamps(conn: Any) -> Iterator[str]:
                    f"(YYYY-MM-DDTHH:MM:SS.mmmZ), e.g. {example!r}")
 
 
+class StudyRow(NamedTuple):
+    """What a study's `studies` row says about its snapshots."""
+
+    content_hash: str | None
+    snapshot_count: int
+    last_changed_at: str | None
+
+
 def _check_study(
-    conn: Any, nct_id: str, study_hash: str | None, count: int, totals: CheckTotals
+    conn: Any, nct_id: str, study: StudyRow | None, totals: CheckTotals
 ) -> Iterator[str]:
     """Fold one study's snapshots, checking each hash and recomputing each change."""
     fields: Mapping[str, str] = {}
@@ -127,8 +170,14 @@ def _check_study(
     except DatabaseError as exc:  # a delta names a shared value whose change is gone
         yield f"{nct_id}: {exc}"
         return
+    if study is None:
+        yield f"{nct_id}: {plural(len(rows), 'snapshot')} but no row in studies"
+    count = len(rows) if study is None else study.snapshot_count
+    study_hash = None if study is None else study.content_hash
     if [row.seq for row in rows] != list(range(1, len(rows) + 1)) or len(rows) != count:
         yield f"{nct_id}: snapshots are not numbered 1..{count}"
+    if study is not None and rows and rows[-1].snapshot.observed_at != study.last_changed_at:
+        yield f"{nct_id}: the study's last_changed_at is not its latest snapshot's observed_at"
     digest = None
     markup = "markdown"
     lazy = False
@@ -164,7 +213,7 @@ def _check_study(
         if stored != expected:
             yield (f"{nct_id}: snapshot {seq} stored changes differ from recomputed ones "
                    f"{_difference(stored, expected)}")
-    if rows and digest != study_hash:
+    if rows and study is not None and digest != study_hash:
         yield f"{nct_id}: the study's content hash is not its latest snapshot's"
     # A lazy latest snapshot was read from the record itself, unless the record was replaced
     # (by the same content in other bytes): then the record is read here too.
@@ -200,7 +249,7 @@ def check_latest_paths(conn: Any, nct_id: str, fields: Mapping[str, str]) -> Ite
         [nct_id],
     ).fetchone()
     stored = conn.execute("select observed_at from records where nct_id = ?", [nct_id]).fetchone()
-    if latest is None or stored is None or stored[0] < latest[0]:
+    if latest is None or stored is None or None in (stored[0], latest[0]) or stored[0] < latest[0]:
         return
     record = latest_record(conn, nct_id)
     if record is None:
