@@ -6,6 +6,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,6 +88,26 @@ def test_sqlite_s_own_lock_held_past_the_wait_exits_75(
         other.execute("rollback")
         other.close()
     assert run(db_path, "track", "NCT05827016")[0] == 0
+
+
+def test_wait_also_waits_for_sqlite_s_own_lock(
+    db_path: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Another program's write (a sqlite3 shell) holds SQLite's lock, not trialdiff's lock file:
+    # --wait covers it too, not only the 30 s SQLite is given by default.
+    assert run(db_path, "import", str(FIXTURES / "v2"))[0] == 0
+    monkeypatch.setattr(schema, "BUSY_SECONDS", 0.2)
+    other = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    other.execute("begin immediate")
+    release = threading.Timer(1.0, lambda: other.execute("rollback"))
+    release.start()
+    try:
+        code, out, err = run(db_path, "import", "--wait", "20", "--summary",
+                             str(FIXTURES / "v2" / "NCT00000410.json"))
+    finally:
+        release.join()
+        other.close()
+    assert (code, err) == (0, "") and "1 study checked" in out
 
 
 def test_a_database_in_a_missing_folder_says_to_create_the_folder(tmp_path: Path) -> None:

@@ -366,14 +366,15 @@ def create_table(db: sqlite_utils.Database, table: Table) -> None:
         )
 
 
-# A write's wait on SQLite's own lock, held by another connection (track runs beside a sync).
+# A write's least wait on SQLite's own lock, held by another connection (track runs beside a
+# sync); a longer --wait stretches it, as another program's write is a writer too.
 BUSY_SECONDS = 30.0
 
 
-def open_db(path: str) -> sqlite_utils.Database:
+def open_db(path: str, wait: float = 0.0) -> sqlite_utils.Database:
     """Open (creating if new) and migrate the database at a path, for writing."""
     try:
-        conn = sqlite3.connect(path, timeout=BUSY_SECONDS, isolation_level=None)
+        conn = sqlite3.connect(path, timeout=max(BUSY_SECONDS, wait), isolation_level=None)
         # No sqlite-utils plugins: what another tool installed must not change this database's
         # connection, and finding them reads every installed package's metadata (15 ms).
         db = sqlite_utils.Database(conn, execute_plugins=False)
@@ -413,7 +414,7 @@ def upgrade(path: str, wait: float = 0.0) -> int | None:
     if row is None or stored_version(row[0], path) >= SCHEMA_VERSION:
         return None
     with WriteLock(path, wait, "upgrade"):
-        open_db(path).close()
+        open_db(path, wait).close()
     return stored_version(row[0], path)
 
 

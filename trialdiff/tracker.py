@@ -95,7 +95,7 @@ class Tracker:
         if self._db is None:
             from .schema import open_db
 
-            self._db = open_db(self.path)
+            self._db = open_db(self.path, self.wait)
         return self._db
 
     def reader(self) -> sqlite3.Connection:
