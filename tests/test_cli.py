@@ -328,3 +328,29 @@ def test_a_closed_stdout_ends_every_command_quietly_and_a_run_still_finishes(
     assert stored_rows(db_path, "select status from runs order by id desc limit 1") == [("ok",)]
     assert run(db_path, "alerts", "--pending")[1:] == ("", "")
     assert len(receiver.at("/hook")) > sent
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "ascii"])
+def test_a_locale_that_is_not_utf8_still_gets_every_line_in_utf8(
+    tmp_path: Path, encoding: str
+) -> None:
+    # A legacy server's cron (LANG=en_US.ISO-8859-1): the dash of a change line, or a title's
+    # letters, once stopped the run with an encoding error; the output is UTF-8 as git's is.
+    db = str(tmp_path / "t.db")
+
+    def trialdiff(*args: str, io_encoding: str = encoding) -> tuple[int, str, str]:
+        done = subprocess.run([sys.executable, "-m", "trialdiff", "--db", db, *args],
+                              capture_output=True, timeout=120,
+                              env={**trialdiff_env(), "PYTHONIOENCODING": io_encoding})
+        return done.returncode, done.stdout.decode("utf-8"), done.stderr.decode("utf-8")
+
+    code, out, err = trialdiff("import", str(SAMPLE))
+    assert (code, err) == (0, "")
+    assert "NCT05827016  status.overallStatus — changed: " in out
+    assert out.endswith("import: 6 studies checked, 2 changed, 528 changes (235 added, "
+                        "62 changed, 231 removed), 0 failed\n")
+    for command in (["changes", "--format", "md"], ["changes", "--format", "csv"],
+                    ["page", "NCT05827016"]):
+        assert trialdiff(*command) == trialdiff(*command, io_encoding="utf-8")
+    code, _, err = trialdiff("recent", "NCT99999999")
+    assert code == 1 and "NCT99999999" in err and "Unicode" not in err

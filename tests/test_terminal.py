@@ -219,7 +219,7 @@ def test_diff_in_a_pipe_prints_the_plain_report(db_path: str,
 
 def test_diff_on_an_ascii_stdout_prints_utf8_as_recent_does(db_path: str) -> None:
     assert run(db_path, "import", str(SAMPLE))[0] == 0
-    # A locale that says ASCII (LANG=C on an old system): click writes UTF-8 there instead.
+    # A locale that says ASCII (LANG=C on an old system): trialdiff writes UTF-8 there too.
     done = subprocess.run([sys.executable, "-m", "trialdiff", "--db", db_path, "diff",
                            "NCT06060392"], capture_output=True, timeout=60,
                           env={**trialdiff_env(), "PYTHONIOENCODING": "ascii", "COLUMNS": "80"})

@@ -8,7 +8,9 @@ the commands that need them, so a read such as `trialdiff recent` starts fast; t
 
 from __future__ import annotations
 
+import codecs
 import gc
+import io
 import math
 import os
 import sqlite3
@@ -330,7 +332,18 @@ def main() -> None:
 
     gc.freeze()
     gc.set_threshold(20_000, 10, 10)
+    write_utf8()
     cli(prog_name="trialdiff")
+
+
+def write_utf8() -> None:
+    """Write stdout and stderr as UTF-8, whatever encoding the locale gives them."""
+    # JSON, CSV, Atom and Markdown are UTF-8 wherever they go, and a change line's dash must
+    # not stop a cron run under a Latin-1 locale (LANG=en_US.ISO-8859-1); git writes UTF-8 too.
+    for stream in (sys.stdout, sys.stderr):
+        if (isinstance(stream, io.TextIOWrapper)
+                and codecs.lookup(stream.encoding).name != "utf-8"):
+            stream.reconfigure(encoding="utf-8")
 
 
 # The commands register themselves on `cli` when their modules load.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import IO, Any, cast
+from typing import Any
 
 import click
 
@@ -141,29 +141,6 @@ def history(ctx: click.Context, nct_id: str) -> None:
     click.echo(history_table(nct_id, rows, listed_versions(conn, nct_id)), nl=False)
 
 
-class _EchoedStdout:
-    """Stdout for rich to print on, written as `click.echo` writes (UTF-8 where ASCII is said).
-
-    A locale that says ASCII (LANG=C) would make rich's own writes fail on the first arrow;
-    click writes UTF-8 there, as every other command's output is written.
-    """
-
-    encoding = "utf-8"
-
-    def write(self, text: str) -> int:
-        """Write text as it is, through click."""
-        click.echo(text, nl=False)
-        return len(text)
-
-    def flush(self) -> None:
-        """Flush stdout."""
-        sys.stdout.flush()
-
-    def isatty(self) -> bool:
-        """Tell whether stdout is a terminal (rich colours only then)."""
-        return sys.stdout.isatty()
-
-
 @cli.command()
 @click.argument("nct_id", callback=check_nct_ids)
 @click.option("--from", "from_ref", metavar="REF",
@@ -202,7 +179,7 @@ def diff(ctx: click.Context, nct_id: str, from_ref: str | None, to_ref: str | No
 
         from ..terminal import render_report
 
-        render_report(report, Console(file=cast(IO[str], _EchoedStdout()), highlight=False))
+        render_report(report, Console(file=sys.stdout, highlight=False))  # UTF-8: main()
         return
     render = EXPORTERS[fmt].report
     assert render is not None
