@@ -273,3 +273,27 @@ def test_a_file_that_is_not_sqlite_or_a_folder_as_the_database_is_a_usage_error(
     code, out, err = invoke("--db", str(tmp_path), "changes")
     assert (code, out, err) == (2, "", f"trialdiff: error: {tmp_path} is a folder, not a database "
                                        "file\n")
+
+
+@pytest.mark.parametrize(("base", "problem"), [
+    ("example.org/trials/", "it does not start with http:// or https://"),
+    ("https://example.org/my trials/", "a base URL has no query, fragment or blanks"),
+    ("https:///trials/", "it has no valid host name"),
+])
+def test_a_canonical_base_that_is_no_url_is_a_usage_error(
+    tmp_path: Path, base: str, problem: str
+) -> None:
+    db = str(tmp_path / "t.db")
+    assert CliRunner().invoke(cli, ["--db", db, "import", str(SAMPLE)]).exit_code == 0
+    site = tmp_path / "site"
+    for args, env in ((["--canonical-base", base], {}), ([], {"TRIALDIFF_CANONICAL_BASE": base})):
+        result = CliRunner(env=env).invoke(
+            cli, ["--db", db, "page", "--all", "--out", str(site), *args])
+        assert (result.exit_code, result.stdout) == (2, "")
+        assert result.stderr == (f"trialdiff: error: --canonical-base {base!r} is not a URL like "
+                                 f"https://example.org/trials/ ({problem})\n")
+        assert not site.exists()  # no page was written with it
+    result = CliRunner().invoke(cli, ["--db", db, "page", "NCT05827016",
+                                      "--canonical-base", "https://example.org/trials"])
+    assert result.exit_code == 0
+    assert "*Canonical: https://example.org/trials/NCT05827016.md*" in result.stdout

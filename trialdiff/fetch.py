@@ -42,10 +42,12 @@ _ANSWER_STATUS = frozenset({301, 302, 304, 307, 308, 400, 404, 414})
 _HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
 
 
-def check_base_url(url: str) -> str:
-    """Return an API base URL without its trailing slash; raise UsageError if it is malformed.
+def check_base_url(url: str, setting: str = "api",
+                   example: str = "https://clinicaltrials.gov/api/v2") -> str:
+    """Return a base URL without its trailing slash; raise UsageError if it is malformed.
 
-    A malformed URL fails the same way on every retry, so it is refused at once (exit 2).
+    A malformed API URL fails the same way on every retry, so it is refused at once (exit 2);
+    so is a site's base URL (`setting` names which), before a page is written with it.
     """
     text, problem = url.strip(), ""
     try:
@@ -62,8 +64,7 @@ def check_base_url(url: str) -> str:
         elif parts.query or parts.fragment or any(c.isspace() for c in text):
             problem = "a base URL has no query, fragment or blanks"
     if problem:
-        raise UsageError(f"{url!r} is not a URL like https://clinicaltrials.gov/api/v2 "
-                         f"({problem})", setting="api")
+        raise UsageError(f"{url!r} is not a URL like {example} ({problem})", setting=setting)
     return text.rstrip("/")
 
 

@@ -186,6 +186,15 @@ def diff(ctx: click.Context, nct_id: str, from_ref: str | None, to_ref: str | No
     click.echo(render(report), nl=False)
 
 
+def _checked_base(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Refuse a --canonical-base that is not an http(s) URL (exit 2): every page would carry it."""
+    from ..fetch import check_base_url
+
+    if value:
+        check_base_url(value, "canonical_base", "https://example.org/trials/")
+    return value
+
+
 @cli.command()
 @click.argument("nct_id", required=False, callback=check_nct_ids)
 @click.option("--all", "every", is_flag=True, help="Write every study's page to --out.")
@@ -194,7 +203,8 @@ def diff(ctx: click.Context, nct_id: str, from_ref: str | None, to_ref: str | No
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for --all/--changed-since.")
 @click.option("--as-of", "as_of", callback=parse_as_of, help="Last day of the window.")
 @click.option("--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True)
-@click.option("--canonical-base", metavar="URL", **setting_option("--canonical-base"))
+@click.option("--canonical-base", metavar="URL", callback=_checked_base,
+              **setting_option("--canonical-base"))
 @click.option("--footer", metavar="TEXT", **setting_option("--footer"))
 @click.option("--ages", is_flag=True,
               help="Add Minimum Age and Maximum Age lines to Eligibility (the sample has none).")

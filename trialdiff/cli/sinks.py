@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the engine loads when a command runs, so `trialdiff recent`
 # (text before the message, text after it).
 SETTING_WORDS: dict[str, tuple[str, str]] = {
     "api": ("--api ", ""),
+    "canonical_base": ("--canonical-base ", ""),
     "wait": ("", " (use --wait SECONDS to wait)"),
     "db": ("", ": give --db a new file or a trialdiff database"),
     "at": ("", ": leave out --at"),
