@@ -93,8 +93,9 @@ def _check(conn: Any, totals: CheckTotals) -> Iterator[str]:
     yield from _check_annotations(conn)
 
 
-# Rows that name a row they belong to: (what, the SQL counting those that name none or the
-# wrong one, and how the problem reads). Each of them is skipped by the fold above.
+# Rows that name the row they belong to: (what, the SQL counting those that name none or the
+# wrong one, how the problem reads). The fold above reads a study's changes by its id and its
+# snapshots' ids, and compares no times, so it cannot see these.
 _LINKS: tuple[tuple[str, str, str], ...] = (
     ("change", "select count(*) from changes where snapshot_id not in (select id from snapshots)",
      "to no snapshot"),

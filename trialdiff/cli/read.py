@@ -244,8 +244,9 @@ def page(ctx: click.Context, nct_id: str | None, every: bool, changed_since: str
 def check(ctx: click.Context) -> None:
     """Verify the database: integrity, schema, every snapshot's hash, every stored change.
 
-    Recomputes every change from the stored snapshots and compares it with what is stored.
-    Prints each problem and exits 1 if there is any. A database an older trialdiff made is
+    Recomputes every change from the stored snapshots and compares it with what is stored,
+    and checks that every row belongs to the study, snapshot and time it names. Prints each
+    problem and exits 1 if there is any. A database an older trialdiff made is
     first upgraded in place (readers read only the current schema).
 
     \b
