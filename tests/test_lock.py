@@ -11,10 +11,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import click
 import pytest
-from conftest import FIXTURES, run, trialdiff_env
+from conftest import FIXTURES, SAMPLE, run, trialdiff_env
 
 from trialdiff import schema
+from trialdiff.cli import cli
 
 
 def hold_lock(db: str, seconds: float) -> subprocess.Popen[bytes]:
@@ -90,8 +92,12 @@ def test_sqlite_s_own_lock_held_past_the_wait_exits_75(
     assert run(db_path, "track", "NCT05827016")[0] == 0
 
 
+@pytest.mark.parametrize(("args", "said"), [
+    (("import", "--summary", str(FIXTURES / "v2" / "NCT00000410.json")), "1 study checked"),
+    (("track", "NCT05827016"), "track: 1 new study, 0 new queries"),
+])
 def test_wait_also_waits_for_sqlite_s_own_lock(
-    db_path: str, monkeypatch: pytest.MonkeyPatch,
+    db_path: str, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], said: str,
 ) -> None:
     # Another program's write (a sqlite3 shell) holds SQLite's lock, not trialdiff's lock file:
     # --wait covers it too, not only the 30 s SQLite is given by default.
@@ -102,12 +108,52 @@ def test_wait_also_waits_for_sqlite_s_own_lock(
     release = threading.Timer(1.0, lambda: other.execute("rollback"))
     release.start()
     try:
-        code, out, err = run(db_path, "import", "--wait", "20", "--summary",
-                             str(FIXTURES / "v2" / "NCT00000410.json"))
+        code, out, err = run(db_path, *args, "--wait", "20")
     finally:
         release.join()
         other.close()
-    assert (code, err) == (0, "") and "1 study checked" in out
+    assert (code, err) == (0, "") and said in out
+
+
+# The commands that never take the write lock, nor write: the only ones without --wait.
+READERS = {"alerts", "changes", "diff", "history", "page", "recent", "serve", "tracked",
+           "watch list", "watch show", "watch test"}
+
+
+def _commands(group: click.Group, prefix: str = "") -> Iterator[tuple[str, click.Command]]:
+    """Yield every command of a group, by its full name."""
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            yield from _commands(command, f"{prefix}{name} ")
+        else:
+            yield f"{prefix}{name}", command
+
+
+def test_every_command_that_writes_takes_wait_as_its_busy_error_advises(
+    db_path: str, secrets_file: Path,
+) -> None:
+    # A busy database says "use --wait SECONDS to wait": every command that can say it has it.
+    without = {name for name, command in _commands(cli)
+               if "--wait" not in [o for p in command.params for o in p.opts]}
+    assert without == READERS
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    add = ("watch", "add", "slips", "--study", "NCT05827016", "--to", "https://hooks.example.org/")
+    with lock_holder(db_path):
+        for args in (add, ("watch", "remove", "slips")):
+            code, out, err = run(db_path, *args)
+            assert (code, out) == (75, "")
+            assert err.endswith("is writing to it (use --wait SECONDS to wait)\n")
+            code, out, err = run(db_path, *args, "--wait", "0.2")
+            assert (code, out) == (75, "")
+            assert err.endswith("is writing to it (still, after waiting 0.2 s)\n")
+        for args in (("recent", "NCT05827016"), ("history", "NCT05827016"), ("tracked",),
+                     ("watch", "list"), ("alerts",), ("changes", "--format", "csv"),
+                     ("diff", "NCT05827016"), ("page", "NCT05827016")):
+            assert run(db_path, *args)[0] == 0, args  # a reader is never kept waiting
+    holder = hold_lock(db_path, 1)
+    assert run(db_path, *add, "--wait", "20")[0] == 0
+    holder.wait()
+    assert run(db_path, "watch", "list")[1].startswith("slips  studies NCT05827016")
 
 
 def test_a_database_in_a_missing_folder_says_to_create_the_folder(tmp_path: Path) -> None:

@@ -275,7 +275,7 @@ def reader(ctx: click.Context) -> sqlite3.Connection:
     return conn
 
 
-def writer(ctx: click.Context, create: bool = True) -> Any:
+def writer(ctx: click.Context, create: bool = True, wait: float = 0.0) -> Any:
     """Open (creating or upgrading) the database for writing; closed when the command ends.
 
     The writer lock is held until then, as every write run holds it: another writer makes this
@@ -288,11 +288,11 @@ def writer(ctx: click.Context, create: bool = True) -> Any:
 
     if not create:
         require_database(ctx.obj.db)
-    lock = WriteLock(ctx.obj.db, 0.0, ctx.command_path.partition(" ")[2])  # e.g. "watch add"
+    lock = WriteLock(ctx.obj.db, wait, ctx.command_path.partition(" ")[2])  # e.g. "watch add"
     lock.__enter__()
     ctx.call_on_close(lambda: lock.__exit__(None, None, None))  # after db.close: LIFO
     new = ctx.obj.db_is_default and not Path(ctx.obj.db).exists()
-    db = open_db(ctx.obj.db)
+    db = open_db(ctx.obj.db, wait)
     ctx.call_on_close(db.close)
     if new:  # a default the user did not choose: say where it went
         click.echo(f"trialdiff: created the database {Path(ctx.obj.db).absolute()} "

@@ -61,11 +61,12 @@ def watch() -> None:
 @click.option("--to", "targets", multiple=True, required=True, metavar="URL",
               help="http(s) webhook, an Apprise URL, or env:NAME (repeatable).")
 @click.option("--secret", metavar="S", help="Sign webhooks with HMAC-SHA256 (or env:NAME).")
+@wait_option
 @click.pass_context
 def watch_add(ctx: click.Context, /, name: str, studies: tuple[str, ...], query: str | None,
               paths: tuple[str, ...], kinds: tuple[str, ...], min_severity: str | None,
               facts: tuple[str, ...], digest: bool, targets: tuple[str, ...],
-              secret: str | None) -> None:
+              secret: str | None, wait: float) -> None:
     """Add a watch rule; its targets and secret go to the secrets file, not the database.
 
     \b
@@ -85,7 +86,7 @@ def watch_add(ctx: click.Context, /, name: str, studies: tuple[str, ...], query:
     for target in targets:
         if not target.startswith(ENV_PREFIX):
             check_target(target)
-    db = writer(ctx)
+    db = writer(ctx, wait=wait)
     if db.execute("select 1 from watches where name = ?", [name]).fetchone():
         fail(f"a watch named {name!r} exists; remove it first")
     track(db, studies, [expr] if expr else [], rule.created_at)
@@ -123,8 +124,9 @@ def watch_list(ctx: click.Context) -> None:
 
 @watch.command("remove")
 @click.argument("name")
+@wait_option
 @click.pass_context
-def watch_remove(ctx: click.Context, name: str) -> None:
+def watch_remove(ctx: click.Context, name: str, wait: float) -> None:
     """Remove a watch rule and its stored targets; alerts already raised stay.
 
     \b
@@ -135,7 +137,7 @@ def watch_remove(ctx: click.Context, name: str) -> None:
     from ..targets import forget
     from ..watch import remove_watch
 
-    db = writer(ctx, create=False)
+    db = writer(ctx, create=False, wait=wait)
     with transaction(db):
         rule = remove_watch(db, name)
     forget([*rule.targets, *([rule.secret] if rule.secret else [])])

@@ -21,6 +21,7 @@ from . import (
     reader,
     setting_option,
     tracker,
+    wait_option,
 )
 
 
@@ -240,8 +241,9 @@ def page(ctx: click.Context, nct_id: str | None, every: bool, changed_since: str
 
 
 @cli.command()
+@wait_option
 @click.pass_context
-def check(ctx: click.Context) -> None:
+def check(ctx: click.Context, wait: float) -> None:
     """Verify the database: integrity, schema, every snapshot's hash, every stored change.
 
     Recomputes every change from the stored snapshots and compares it with what is stored,
@@ -256,7 +258,7 @@ def check(ctx: click.Context) -> None:
     from ..check import CheckTotals
     from ..schema import SCHEMA_VERSION, upgrade
 
-    old = upgrade(ctx.obj.db)
+    old = upgrade(ctx.obj.db, wait)  # the only write, and only of an older file
     if old is not None:
         click.echo(f"trialdiff: upgraded {ctx.obj.db} from schema version {old} to "
                    f"{SCHEMA_VERSION}", err=True)

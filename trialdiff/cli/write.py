@@ -242,8 +242,10 @@ def backfill(ctx: click.Context, /, nct_ids: tuple[str, ...], since: str | None,
 @click.argument("nct_ids", nargs=-1, callback=check_nct_ids)
 @click.option("--query", "queries", multiple=True, metavar="EXPR",
               help="A saved query of API parameters, e.g. 'query.cond=asthma'.")
+@wait_option
 @click.pass_context
-def track(ctx: click.Context, nct_ids: tuple[str, ...], queries: tuple[str, ...]) -> None:
+def track(ctx: click.Context, nct_ids: tuple[str, ...], queries: tuple[str, ...],
+          wait: float) -> None:
     """Add studies or saved queries to what `sync` fetches.
 
     \b
@@ -254,7 +256,7 @@ def track(ctx: click.Context, nct_ids: tuple[str, ...], queries: tuple[str, ...]
 
     if not nct_ids and not queries:
         fail("give NCT ids or --query EXPR")
-    new_ids, new_queries = tracker(ctx).track(nct_ids, queries)
+    new_ids, new_queries = tracker(ctx, wait).track(nct_ids, queries)
     click.echo(f"track: {plural(new_ids, 'new study', 'new studies')}, "
                f"{plural(new_queries, 'new query', 'new queries')}")
 
@@ -262,8 +264,10 @@ def track(ctx: click.Context, nct_ids: tuple[str, ...], queries: tuple[str, ...]
 @cli.command()
 @click.argument("nct_ids", nargs=-1, callback=check_nct_ids)
 @click.option("--query", "queries", multiple=True, metavar="EXPR")
+@wait_option
 @click.pass_context
-def untrack(ctx: click.Context, nct_ids: tuple[str, ...], queries: tuple[str, ...]) -> None:
+def untrack(ctx: click.Context, nct_ids: tuple[str, ...], queries: tuple[str, ...],
+            wait: float) -> None:
     """Remove studies or saved queries from what `sync` fetches (their history stays).
 
     \b
@@ -272,7 +276,7 @@ def untrack(ctx: click.Context, nct_ids: tuple[str, ...], queries: tuple[str, ..
     """
     if not nct_ids and not queries:
         fail("give NCT ids or --query EXPR")
-    removed = tracker(ctx, create=False).untrack(nct_ids, queries)
+    removed = tracker(ctx, wait, create=False).untrack(nct_ids, queries)
     click.echo(f"untrack: {removed} removed")
 
 
