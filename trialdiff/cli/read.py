@@ -248,8 +248,8 @@ def check(ctx: click.Context, wait: float) -> None:
 
     Recomputes every change from the stored snapshots and compares it with what is stored,
     and checks that every row belongs to the study, snapshot and time it names. Prints each
-    problem and exits 1 if there is any. A database an older trialdiff made is
-    first upgraded in place (readers read only the current schema).
+    problem and exits 1 if there is any. A database an older trialdiff made is first upgraded
+    in place (readers read only the current schema).
 
     \b
     Example:
