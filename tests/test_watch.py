@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,24 @@ def test_a_fact_reads_back_as_written_and_a_malformed_one_is_refused() -> None:
     for bad in ("date_slip>90", "date_slip>=", "stopped_soon", "site_added:", "results"):
         with pytest.raises(UsageError, match="is not a fact"):
             parse_fact(bad)
+    # A threshold past a float's range was stored as "Infinity", which made every later load
+    # of the watches (each import and sync, and `watch remove` itself) fail with exit 2.
+    for huge in ("date_slip>=1e999", "enrollment_change>=1e400"):
+        with pytest.raises(UsageError, match="past the largest threshold a fact takes"):
+            parse_fact(huge)
+
+
+def test_a_rule_stored_with_an_infinite_threshold_still_loads_and_can_be_removed(
+    db_path: str, secrets_file: Path,
+) -> None:
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    assert run(db_path, "watch", "add", "big", "--fact", "date_slip>=90", "--to", "env:X")[0] == 0
+    with sqlite3.connect(db_path) as conn:  # as the first release stored 1e999
+        conn.execute("update watches set facts = '[\"date_slip>=Infinity\"]'")
+    code, out, err = run(db_path, "watch", "list")
+    assert (code, err) == (0, "") and "fact date_slip>=Infinity" in out
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    assert run(db_path, "watch", "remove", "big")[0] == 0
 
 
 def test_date_slip_holds_from_its_threshold_for_later_start_and_completion_dates() -> None:

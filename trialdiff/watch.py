@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -89,8 +90,19 @@ def parse_fact(text: str) -> Fact:
     if simple:
         return Fact(simple)
     if name:
-        return Fact(name, float(number))
+        threshold = float(number)
+        if not math.isfinite(threshold):  # stored as "Infinity", which would not parse back
+            raise UsageError(f"{text!r}: {number} is past the largest threshold a fact takes")
+        return Fact(name, threshold)
     return Fact("site_added", country=country.strip() if country else None)
+
+
+def _stored_fact(text: str) -> Fact:
+    """Return a stored fact; one stored with an infinite threshold (before it was refused) too."""
+    name, sep, number = text.partition(">=")
+    if sep and number == "Infinity":  # a rule that never fires, as 1e999 days never pass
+        return Fact(name, math.inf)
+    return parse_fact(text)
 
 
 @dataclass(frozen=True)
@@ -178,7 +190,7 @@ def _watch(row: Mapping[str, Any]) -> Watch:
         studies=None if row["studies"] is None else tuple(json.loads(row["studies"])),
         query=row["query"], paths=tuple(json.loads(row["paths"])),
         kinds=tuple(json.loads(row["kinds"])), min_severity=row["min_severity"],
-        facts=tuple(parse_fact(f) for f in json.loads(row["facts"])),
+        facts=tuple(_stored_fact(f) for f in json.loads(row["facts"])),
         digest=bool(row["digest"]), secret=row["secret"], created_at=row["created_at"],
     )
 
