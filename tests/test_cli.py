@@ -354,3 +354,20 @@ def test_a_locale_that_is_not_utf8_still_gets_every_line_in_utf8(
         assert trialdiff(*command) == trialdiff(*command, io_encoding="utf-8")
     code, _, err = trialdiff("recent", "NCT99999999")
     assert code == 1 and "NCT99999999" in err and "Unicode" not in err
+
+
+def test_changes_into_dev_stdout_streams_and_into_the_database_is_refused(db_path: str) -> None:
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    done = subprocess.run([sys.executable, "-m", "trialdiff", "--db", db_path, "changes",
+                           "--format", "csv", "-o", "/dev/stdout"],
+                          capture_output=True, timeout=120, env=trialdiff_env())
+    direct = subprocess.run([sys.executable, "-m", "trialdiff", "--db", db_path, "changes",
+                             "--format", "csv"], capture_output=True, timeout=120,
+                            env=trialdiff_env())
+    assert (done.returncode, done.stderr) == (0, b"") and done.stdout == direct.stdout
+    before = Path(db_path).read_bytes()
+    code, out, err = run(db_path, "changes", "-o", db_path)
+    assert (code, out) == (2, "")
+    assert err == (f"trialdiff: error: -o {db_path} is the database itself: write the export "
+                   "to another file\n")
+    assert Path(db_path).read_bytes() == before

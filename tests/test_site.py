@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from datetime import date
 from pathlib import Path
 
@@ -68,3 +69,17 @@ def test_write_atomic_replaces_the_file_a_symlink_names_and_keeps_its_mode(tmp_p
     assert link.is_symlink() and os.readlink(link) == str(served)
     assert served.read_text() == "new\n" and stat.S_IMODE(served.stat().st_mode) == 0o640
     assert sorted(p.name for p in served.parent.iterdir()) == ["feed.xml"]
+
+
+def test_write_atomic_writes_into_a_fifo_and_leaves_it_a_fifo(tmp_path: Path) -> None:
+    # A device or a pipe (`-o /dev/stdout`, a named pipe a feed reader waits on) was replaced
+    # by a regular file: as root, `-o /dev/null` would have put a file in place of the device.
+    fifo = tmp_path / "feed.fifo"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    assert write_atomic(fifo, iter(["new", "\n"])) is True
+    reader.join(timeout=30)
+    assert received == [b"new\n"] and stat.S_ISFIFO(fifo.stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feed.fifo"]  # no temporary left

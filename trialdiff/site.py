@@ -25,8 +25,20 @@ def write_atomic(path: str | Path, text: str | Iterable[str]) -> bool:
     its modification time, so a site's rsync or cache sees only real changes. Text may come in
     pieces (an export streamed from the database), which are written as they come. A symlink
     stays a symlink and a file keeps its permissions: the file it names is what is replaced.
+    A device or a pipe (`/dev/stdout`, a FIFO) is written into, as the shell's `>` would.
     """
     named = Path(path)
+    try:
+        mode = os.stat(named).st_mode  # it follows links: /dev/stdout is the pipe itself
+    except OSError:
+        mode = stat.S_IFREG  # not there (yet): a new file
+    if not stat.S_ISREG(mode):
+        # Replacing it would leave a regular file where a device or a FIFO was (as root, in
+        # place of /dev/null), and the FIFO's reader waiting for ever.
+        with open(named, "w", encoding="utf-8", newline="") as out:
+            for piece in [text] if isinstance(text, str) else text:
+                out.write(piece)
+        return True
     # A feed published as a symlink into a web root must update the file the server reads.
     target = Path(os.path.realpath(named))
     if isinstance(text, str):

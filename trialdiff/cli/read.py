@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -114,6 +115,8 @@ def changes(ctx: click.Context, /, fmt: str, min_severity: str | None, output: s
     if output:
         from ..site import write_atomic
 
+        if Path(output).exists() and Path(output).samefile(ctx.obj.db):
+            fail(f"-o {output} is the database itself: write the export to another file")
         write_atomic(output, chunks)
     else:
         for chunk in chunks:
