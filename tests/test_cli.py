@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -371,3 +372,14 @@ def test_changes_into_dev_stdout_streams_and_into_the_database_is_refused(db_pat
     assert err == (f"trialdiff: error: -o {db_path} is the database itself: write the export "
                    "to another file\n")
     assert Path(db_path).read_bytes() == before
+
+
+def test_an_import_goes_on_past_a_file_name_that_is_not_utf8(tmp_path: Path, db_path: str) -> None:
+    folder = tmp_path / "day"
+    folder.mkdir()
+    shutil.copy(FIXTURES / "v2" / "NCT00000410.json", os.fsdecode(bytes(folder) + b"/\xff.json"))
+    (folder / "broken.json").write_text("{not json", encoding="utf-8")
+    code, out, err = run(db_path, "import", "--summary", str(folder))
+    assert code == 1  # the broken file failed; the one with the odd name was saved
+    assert out.startswith("import: 1 study checked") and "1 failed" in out
+    assert err.startswith(f"trialdiff: {folder}/broken.json: not valid JSON")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -179,6 +180,35 @@ def test_a_utf8_byte_order_mark_is_accepted_in_every_shape(tmp_path: Path, monke
     streamed = list(read_studies([str(page), str(one)]))
     assert [i.nct_id for i in streamed] == [*IDS, None]  # one large lone study is no page
     assert streamed[0].study == RECORDS[0]
+
+
+def test_a_zip_with_no_study_files_is_named_as_a_failed_input(tmp_path: Path) -> None:
+    # As an empty folder is: most often the wrong file, not a day with nothing in it.
+    with zipfile.ZipFile(tmp_path / "notes.zip", "w") as archive:
+        archive.writestr("README.txt", "not a study")
+    zipfile.ZipFile(tmp_path / "empty.zip", "w").close()
+    items = list(read_studies([str(tmp_path / "notes.zip"), str(tmp_path / "empty.zip")]))
+    assert [(i.label, i.error) for i in items] == [
+        (str(tmp_path / p), "no study files in this zip (.json, .ndjson or .jsonl)")
+        for p in ("notes.zip", "empty.zip")
+    ]
+
+
+def test_a_file_name_that_is_not_utf8_is_shown_escaped_and_read(tmp_path: Path) -> None:
+    # Such a name reaches Python as lone surrogates, which SQLite and stdout refuse: one such
+    # file once stopped a whole import.
+    record = (FIXTURES / "v2" / "NCT00000410.json").read_bytes()
+    folder = os.fsencode(tmp_path)
+    for name, data in ((b"\xff\xfe.json", record), (b"caf\xe9.json", b"{not json")):
+        with open(os.path.join(folder, name), "wb") as handle:
+            handle.write(data)
+    items = list(read_studies([str(tmp_path)]))
+    assert [(i.label, i.nct_id, i.error is None) for i in items] == [
+        (f"{tmp_path}/caf\\xe9.json", None, False),
+        (f"{tmp_path}/\\xff\\xfe.json", "NCT00000410", True),
+    ]
+    for item in items:
+        item.label.encode("utf-8")  # no lone surrogate left
 
 
 def test_a_folder_with_no_study_files_is_named_as_a_failed_input(tmp_path: Path) -> None:

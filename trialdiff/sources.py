@@ -267,14 +267,17 @@ def _read_zip(path: Path, parse: bool) -> Iterator[SourceItem]:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
-        yield SourceItem(str(path), error=f"not a readable zip: {exc}")
+        yield SourceItem(_shown(path), error=f"not a readable zip: {exc}")
         return
     with archive:
-        for info in sorted(archive.infolist(), key=lambda i: i.filename):
+        members = [info for info in sorted(archive.infolist(), key=lambda i: i.filename)
+                   if not info.is_dir() and info.filename.endswith(SUFFIXES[:3])]
+        if not members:  # as an empty folder: most often the wrong file, not "0 checked"
+            yield SourceItem(_shown(path), error="no study files in this zip (.json, .ndjson "
+                                                "or .jsonl)")
+        for info in members:
             name = info.filename
-            label = f"{path}!{name}"
-            if info.is_dir() or not name.endswith(SUFFIXES[:3]):
-                continue
+            label = f"{_shown(path)}!{name}"
             try:
                 if name.endswith(".json"):
                     yield from _read_json(label, lambda n=name: archive.open(n), info.file_size)
@@ -293,11 +296,18 @@ def read_file(path: Path, parse: bool = True) -> Iterator[SourceItem]:
             yield from _read_zip(path, parse)
         elif name.endswith((".ndjson", ".jsonl")):
             with path.open("rb", buffering=_LINE_BUFFER) as stream:
-                yield from _read_ndjson(str(path), stream, parse)
+                yield from _read_ndjson(_shown(path), stream, parse)
         else:
-            yield from _read_json(str(path), lambda: path.open("rb"), path.stat().st_size)
+            yield from _read_json(_shown(path), lambda: path.open("rb"), path.stat().st_size)
     except OSError as exc:
-        yield SourceItem(str(path), error=f"cannot read: {exc.strerror or exc}")
+        yield SourceItem(_shown(path), error=f"cannot read: {exc.strerror or exc}")
+
+
+def _shown(path: Path | str) -> str:
+    """Return a path as a label, a file name's bytes that are not UTF-8 written as \\xNN."""
+    # Such a name reaches Python as lone surrogates, which neither SQLite (the input ledger)
+    # nor a UTF-8 stdout can take: one such file stopped the whole import.
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _files(path: Path) -> Iterator[Path]:
@@ -319,11 +329,12 @@ def read_studies(paths: Iterable[str], parse: bool = True) -> Iterator[SourceIte
         for path in _files(Path(raw)):
             found = True
             if not path.exists():
-                yield SourceItem(str(path), error="no such file or directory")
+                yield SourceItem(_shown(path), error="no such file or directory")
                 continue
             yield from read_file(path, parse)
         if not found:  # an empty folder is most often a wrong path: say so, not "0 checked"
-            yield SourceItem(raw, error="no study files here (.json, .ndjson, .jsonl or .zip)")
+            yield SourceItem(_shown(raw), error="no study files here (.json, .ndjson, .jsonl "
+                                               "or .zip)")
 
 
 @dataclass(frozen=True)
