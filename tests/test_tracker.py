@@ -223,3 +223,19 @@ def test_client_settings_out_of_range_are_refused_naming_the_setting(
     with pytest.raises(UsageError) as caught:
         client_for("https://clinicaltrials.gov/api/v2", **settings)  # type: ignore[arg-type]
     assert caught.value.setting == setting and "--" not in str(caught.value)
+
+
+def test_import_paths_takes_one_path_as_one_and_refuses_an_empty_one(
+    db_path: str, tmp_path: Path
+) -> None:
+    one = SAMPLE / "2024-06-14" / "NCT05827016.json"
+    with trialdiff.open(db_path) as tracker:
+        # A string is one path, not its characters: "/" would have been the whole disk.
+        assert tracker.import_paths(str(one)).checked == 1
+        assert tracker.import_paths(one).checked == 1
+        for empty in ("", " ", ["", str(one)]):
+            with pytest.raises(UsageError, match="an empty path names no input"):
+                tracker.import_paths(empty)
+    code, out, err = run(db_path, "import", "")  # "" would have been the current folder
+    assert (code, out) == (2, "")
+    assert err == "trialdiff: error: an empty path names no input: give a file, a folder or a zip\n"

@@ -10,6 +10,7 @@ Reading methods use a read-only connection that sees the last commit.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -131,23 +132,28 @@ class Tracker:
 
     # Writing runs.
 
-    def import_paths(self, paths: Iterable[str], at: str | None = None,
-                     sinks: Sequence[Sink] = (), workers: int = 0) -> Run:
+    def import_paths(self, paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+                     at: str | None = None, sinks: Sequence[Sink] = (), workers: int = 0) -> Run:
         """Snapshot study records from files, folders and archives of dated folders.
 
-        With `workers=1`, edits are prepared ahead in a worker process, spawned: a script that
-        asks for it must guard its top level with `if __name__ == "__main__":`, as
-        multiprocessing requires (the command line does, on a machine with a second core).
+        `paths` is one path or several. With `workers=1`, edits are prepared ahead in a worker
+        process, spawned: a script that asks for it must guard its top level with
+        `if __name__ == "__main__":`, as multiprocessing requires (the command line does, on a
+        machine with a second core).
         """
         from .ingest import save_studies
         from .model import LeftOut, observation_time
         from .sources import dated_folders, read_studies
 
+        # One path is not its characters: "/" would have been imported, the whole disk.
+        given = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+        if any(not os.fspath(path).strip() for path in given):  # "" is the current folder
+            raise UsageError("an empty path names no input: give a file, a folder or a zip")
         observed = observation_time(at) if at is not None else None
         batches: list[tuple[str, list[str]]] = []
         plain: list[str] = []
         notes: list[LeftOut] = []
-        for path in map(str, paths):
+        for path in (os.fspath(p) for p in given):
             archive = dated_folders(path)
             if archive is None:
                 plain.append(path)
