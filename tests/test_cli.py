@@ -331,6 +331,15 @@ def test_a_closed_stdout_ends_every_command_quietly_and_a_run_still_finishes(
     assert len(receiver.at("/hook")) > sent
 
 
+def test_a_closed_stdout_ends_the_study_commands_quietly(db_path: str) -> None:
+    # rich's console exits 1 when its reader has gone; `diff | head -1` ends as the others do.
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    for args in (("diff", "NCT05827016"), ("diff", "NCT05827016", "--format", "md"),
+                 ("history", "NCT05827016"), ("page", "NCT05827016"),
+                 ("recent", "NCT05827016", "--days", "9999", "--as-of", "2025-07-07")):
+        assert closed_stdout(db_path, *args) == (0, b""), args
+
+
 @pytest.mark.parametrize("encoding", ["latin-1", "ascii"])
 def test_a_locale_that_is_not_utf8_still_gets_every_line_in_utf8(
     tmp_path: Path, encoding: str

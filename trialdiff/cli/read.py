@@ -183,7 +183,12 @@ def diff(ctx: click.Context, nct_id: str, from_ref: str | None, to_ref: str | No
 
         from ..terminal import render_report
 
-        render_report(report, Console(file=sys.stdout, highlight=False))  # UTF-8: main()
+        class PipedConsole(Console):
+            def on_broken_pipe(self) -> None:
+                """Stop quietly as every command does when its reader left (`| head`): exit 0."""
+                raise BrokenPipeError  # rich's own stop exits 1
+
+        render_report(report, PipedConsole(file=sys.stdout, highlight=False))  # UTF-8: main()
         return
     render = EXPORTERS[fmt].report
     assert render is not None
