@@ -9,7 +9,7 @@ from conftest import SAMPLE, SAMPLE_DAYS, run
 from test_records import post_results
 
 from trialdiff.check import CheckTotals, check_database
-from trialdiff.query import study_fields
+from trialdiff.query import ChangeFilter, query_changes, study_fields
 
 
 def test_no_read_of_one_study_or_snapshot_scans_every_change(
@@ -43,3 +43,20 @@ def test_a_database_whose_name_holds_uri_characters_is_the_one_read(tmp_path: Pa
         assert (code, err, out.count("\n")) == (0, "", 2)  # a header and its one snapshot
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".db") == [
         "a#1.db", "b?x=1.db", "c%41.db", "cA.db"]
+
+
+def test_a_path_prefix_matches_the_path_and_below_it_with_case_as_written(db_path: str) -> None:
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    conn = sqlite3.connect(db_path)
+
+    def paths(prefix: str) -> list[str]:
+        return [c.path for c in query_changes(conn, ChangeFilter(path_prefix=prefix))]
+
+    under_status = [row[0] for row in conn.execute(
+        "select path from changes where substr(path, 1, 7) = 'status.'")]
+    assert sorted(paths("status")) == sorted(paths("status.")) == sorted(under_status)
+    assert len(under_status) == 8
+    assert paths("status.overallStatus") == ["status.overallStatus"]
+    # As a watch's --path compares: LIKE matched `STATUS` (and `status.OVERALLSTATUS` not at all).
+    assert paths("STATUS") == paths("status.OVERALLSTATUS") == paths("statu") == []
+    assert paths("status_") == paths("status%") == []  # no wildcards

@@ -255,10 +255,12 @@ def query_changes(conn: Connection, where: ChangeFilter) -> Iterator[FieldChange
         clauses.append("detected_at < ?")
         params.append(where.until)
     if where.path_prefix:
-        # A prefix matches the path itself or anything below it: `status` finds status.*.
-        escaped = where.path_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        clauses.append("(path = ? or path like ? escape '\\')")
-        params.extend([where.path_prefix, escaped.rstrip(".") + ".%"])
+        # A prefix matches the path itself or anything below it: `status` finds status.*,
+        # which sort from "status." to "status/" ("/" follows "."). Case counts, as paths are
+        # compared everywhere else (a watch's --path); LIKE ignored it, and used no index.
+        below = where.path_prefix.rstrip(".")
+        clauses.append("(path = ? or (path > ? and path < ?))")
+        params.extend([where.path_prefix, below + ".", below + "/"])
     if where.kinds:
         clauses.append(f"kind in ({','.join('?' * len(where.kinds))})")
         params.extend(where.kinds)
