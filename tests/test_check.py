@@ -77,6 +77,19 @@ def test_a_lost_or_rewritten_change_is_named_with_its_snapshot(sample_db: str) -
     ]
 
 
+def test_a_rewritten_detail_is_named_with_its_snapshot(sample_db: str) -> None:
+    # `changes --format json` exports the stored detail (the list items and edits), so a
+    # damaged one is a damaged change even when its values are sound.
+    with sqlite3.connect(sample_db) as conn:
+        conn.execute("""update changes set detail = '{"edits": []}' where nct_id = 'NCT05827016'
+                        and path = 'status.startDate'""")
+    assert [p for p in problems(sample_db) if "stored changes differ" in p] == [
+        "NCT05827016: snapshot 2 stored changes differ from recomputed ones "
+        "(missing [('status.startDate', 'changed')], "
+        "unexpected [('status.startDate', 'changed')])",
+    ]
+
+
 def test_tampered_hashes_and_snapshot_counts_are_named(sample_db: str) -> None:
     with sqlite3.connect(sample_db) as conn:
         conn.execute("update studies set snapshot_count = 2 where nct_id = 'NCT04642755'")

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .annotations import has_annotations, stale_annotations
-from .diff import changed_paths
+from .diff import diff_snapshots
 from .errors import DatabaseError
-from .model import content_hash, parse_json
+from .model import Snapshot, content_hash, parse_json
 from .normalize import extract_fields, rekey_locations
 from .query import iter_snapshots, latest_record, read_transaction, stored_value
 from .render import plural
@@ -48,15 +48,16 @@ class CheckTotals:
 
 
 def _stored_changes(conn: Any, nct_id: str, snapshot_id: int
-                    ) -> list[tuple[str, str, Any, Any]]:
-    """Return a snapshot's stored changes as (path, kind, old, new), in stored order."""
+                    ) -> list[tuple[str, str, Any, Any, Any]]:
+    """Return a snapshot's stored changes as (path, kind, old, new, detail), in stored order."""
     # By study first: `changes` is indexed by study, not by snapshot.
     rows = conn.execute(
-        "select path, kind, old, new from changes where nct_id = ? and snapshot_id = ? "
+        "select path, kind, old, new, detail from changes where nct_id = ? and snapshot_id = ? "
         "order by id", [nct_id, snapshot_id],
     )
-    return [(path, kind, stored_value(conn, old), stored_value(conn, new))
-            for path, kind, old, new in rows]
+    return [(path, kind, stored_value(conn, old), stored_value(conn, new),
+             parse_json(detail) if detail is not None else None)
+            for path, kind, old, new, detail in rows]
 
 
 def check_database(conn: Any, totals: CheckTotals) -> Iterator[str]:
@@ -180,7 +181,7 @@ def _check_study(
     if study is not None and rows and rows[-1].snapshot.observed_at != study.last_changed_at:
         yield f"{nct_id}: the study's last_changed_at is not its latest snapshot's observed_at"
     digest = None
-    markup = "markdown"
+    previous: Snapshot | None = None
     lazy = False
     for row in rows:
         snapshot_id, seq, stored_hash = row.id, row.seq, row.stored_hash
@@ -205,12 +206,10 @@ def _check_study(
             yield f"{nct_id}: snapshot {seq} content hash does not match its content"
         stored = _stored_changes(conn, nct_id, snapshot_id)
         totals.changes += len(stored)
-        expected = [] if seq == 1 else [
-            (path, kind, parse_json(before[path]) if kind != "added" else None,
-             parse_json(fields[path]) if kind != "removed" else None)
-            for path, kind in changed_paths(before, fields, (markup, this_markup))
-        ]
-        markup = this_markup
+        # The changes a write stores, detail and all (the list items and edits exports show).
+        expected = [(c.path, c.kind, c.old, c.new, dict(c.detail))
+                    for c in diff_snapshots(previous if seq > 1 else None, row.snapshot)]
+        previous = row.snapshot
         if stored != expected:
             yield (f"{nct_id}: snapshot {seq} stored changes differ from recomputed ones "
                    f"{_difference(stored, expected)}")
