@@ -11,6 +11,7 @@ import pytest
 from conftest import FIXTURES, sample_changes, sample_record, version_pair
 
 from trialdiff.diff import diff_snapshots
+from trialdiff.errors import UsageError
 from trialdiff.fields import FIELDS
 from trialdiff.meaning import (
     SEVERITY_RULES,
@@ -261,7 +262,7 @@ def test_min_severity_filter() -> None:
     assert [c.path for c in kept] == ["status.completionDate", "status.primaryCompletionDate"]
     assert len(filter_severity(REAL_DATES.values(), "info")) == len(REAL_DATES)
     assert severity_at_least("minor", "info") and not severity_at_least("info", "minor")
-    with pytest.raises(ValueError, match="unknown severity"):
+    with pytest.raises(UsageError, match="unknown severity"):  # the library's own error
         filter_severity([], "critical")
 
 

@@ -366,10 +366,12 @@ def test_a_webhook_url_that_is_not_a_url_is_refused_and_nothing_is_stored(
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [
-    ("--alert-timeout", "0", "the alert timeout must be more than 0 seconds"),
-    ("--alert-timeout", "nan", "the alert timeout must be more than 0 seconds"),
-    ("--alert-timeout", "-5", "the alert timeout must be more than 0 seconds"),
-    ("--alert-backoff", "-1", "the alert backoff must be 0 seconds or more"),
+    ("--alert-timeout", "0", "the alert timeout must be a finite number of seconds, more than 0"),
+    ("--alert-timeout", "nan", "the alert timeout must be a finite number of seconds, more than 0"),
+    ("--alert-timeout", "-5", "the alert timeout must be a finite number of seconds, more than 0"),
+    ("--alert-timeout", "inf", "the alert timeout must be a finite number of seconds, more than 0"),
+    ("--alert-backoff", "-1", "the alert backoff must be a finite number of seconds, 0 or more"),
+    ("--alert-backoff", "1e999", "the alert backoff must be a finite number of seconds, 0 or more"),
     ("--alert-max-age", "1e9", "the alert max age must be more than 0 and at most 87600 hours"),
     ("--alert-max-age", "0", "the alert max age must be more than 0 and at most 87600 hours"),
 ])

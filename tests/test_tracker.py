@@ -239,3 +239,16 @@ def test_import_paths_takes_one_path_as_one_and_refuses_an_empty_one(
     code, out, err = run(db_path, "import", "")  # "" would have been the current folder
     assert (code, out) == (2, "")
     assert err == "trialdiff: error: an empty path names no input: give a file, a folder or a zip\n"
+
+
+def test_a_bad_window_or_severity_is_a_usage_error_in_the_library_too(db_path: str) -> None:
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    with trialdiff.open(db_path) as tracker:
+        for days in (0, -5, 36_526, 1.5, True):
+            with pytest.raises(UsageError, match="a window of days must be 1 to 36,525"):
+                tracker.recent_section("NCT06060392", days=days)  # type: ignore[arg-type]
+            with pytest.raises(UsageError, match="a window of days must be 1 to 36,525"):
+                tracker.page("NCT06060392", days=days)  # type: ignore[arg-type]
+        with pytest.raises(UsageError, match="unknown severity 'huge'"):
+            list(tracker.changes(min_severity="huge"))
+        assert tracker.recent_section("NCT06060392", days=36_525, as_of="2025-07-07")

@@ -347,3 +347,11 @@ def test_a_large_threshold_is_stored_as_it_reads_and_the_rule_stays_usable(
     assert (code, err) == (0, "") and "enrollment_change>=1000000" in out
     assert run(db, "import", str(FIXTURES / "v2"))[0] == 0  # every run loads the rules
     assert run(db, "watch", "remove", "big")[:2] == (0, "watch remove: big\n")
+
+
+def test_a_target_given_twice_is_kept_once(db_path: str, secrets_file: Path) -> None:
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    hook = "https://hooks.example.org/trials"
+    assert run(db_path, "watch", "add", "w", "--to", hook, "--to", "env:X", "--to", hook)[0] == 0
+    code, out, _ = run(db_path, "watch", "list")
+    assert code == 0 and out.count("hooks.example.org") == 1 and "env:X" in out

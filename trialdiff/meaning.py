@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from typing import Any, Final, Literal, NamedTuple
 
+from .errors import UsageError
 from .fields import LOCATION_PREFIX, field_kind
 from .model import ChangeKind, FieldChange
 
@@ -247,7 +248,7 @@ def severity_at_least(level: str, minimum: str) -> bool:
 def filter_severity(changes: Iterable[FieldChange], minimum: str) -> list[FieldChange]:
     """Keep the changes whose severity is at least `minimum` (what --min-severity does)."""
     if minimum not in SEVERITIES:
-        raise ValueError(f"unknown severity {minimum!r}; use one of {', '.join(SEVERITIES)}")
+        raise UsageError(f"unknown severity {minimum!r}; use one of {', '.join(SEVERITIES)}")
     return [c for c in changes if severity_at_least(severity(c), minimum)]
 
 

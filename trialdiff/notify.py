@@ -265,11 +265,11 @@ MAX_AGE_LIMIT_HOURS = 87_600.0
 
 def check_settings(timeout: float, backoff: float, max_age_hours: float) -> None:
     """Raise UsageError unless a delivery pass can use these settings."""
+    finite = "must be a finite number of seconds"
     if not 0 < timeout < math.inf:  # NaN fails every comparison
-        raise UsageError("the alert timeout must be more than 0 seconds",
-                         setting="alert_timeout")
+        raise UsageError(f"the alert timeout {finite}, more than 0", setting="alert_timeout")
     if not 0 <= backoff < math.inf:
-        raise UsageError("the alert backoff must be 0 seconds or more", setting="alert_backoff")
+        raise UsageError(f"the alert backoff {finite}, 0 or more", setting="alert_backoff")
     if not 0 < max_age_hours <= MAX_AGE_LIMIT_HOURS:
         raise UsageError(f"the alert max age must be more than 0 and at most "
                          f"{MAX_AGE_LIMIT_HOURS:g} hours", setting="alert_max_age")

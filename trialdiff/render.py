@@ -7,8 +7,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
 
+from .errors import UsageError
 from .fields import order_key
 from .model import FieldChange
+from .settings import MAX_DAYS
 
 
 def plural(count: int, noun: str, many: str | None = None) -> str:
@@ -32,6 +34,8 @@ def code_span(text: str) -> str:
 
 def recent_window(as_of: date, days: int) -> tuple[str, str]:
     """Return the [since, until) timestamps of the `days` UTC days ending on `as_of`."""
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
+        raise UsageError(f"a window of days must be 1 to {MAX_DAYS:,}, not {days!r}")
     first = as_of - timedelta(days=days - 1)
     after = as_of + timedelta(days=1)
     return f"{first.isoformat()}T00:00:00.000Z", f"{after.isoformat()}T00:00:00.000Z"

@@ -57,6 +57,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
 # observed before the registry's launch, and a clock may run ahead of UTC by at most the skew.
 REGISTRY_LAUNCH: Final[str] = "2000-02-29"  # ClinicalTrials.gov went public
 CLOCK_SKEW_DAYS: Final[int] = 1
+# A window of days (`--days`) spans at most a century: longer than the registry has existed,
+# and far from date arithmetic's end.
+MAX_DAYS: Final[int] = 36_525
 
 BY_OPTION: Final[dict[str, Setting]] = {s.option: s for s in SETTINGS}
 

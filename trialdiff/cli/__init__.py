@@ -28,6 +28,7 @@ from .. import __version__
 from ..errors import BusyError, TrialdiffError
 from ..model import utc_day, utc_timestamp
 from ..registry import DEFAULT
+from ..settings import MAX_DAYS as MAX_DAYS  # the commands' --days bound
 from ..settings import setting
 
 
@@ -41,8 +42,6 @@ class Options:
     hooks: dict[str, Any] = field(default_factory=dict)  # API client hooks: sleep, transport
 
 
-# A century of days: longer than the registry has existed, and far from date arithmetic's end.
-MAX_DAYS: Final = 36_525
 DB_DEFAULT_HELP: Final = (
     "snapshots/trialdiff.db inside a trialdiff checkout, else "
     "$XDG_DATA_HOME/trialdiff/trialdiff.db (~/.local/share/trialdiff/trialdiff.db)"

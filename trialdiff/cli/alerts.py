@@ -80,7 +80,8 @@ def watch_add(ctx: click.Context, /, name: str, studies: tuple[str, ...], query:
     from ..watch import Watch, add_watch, parse_fact, validate
 
     expr = parse_query(query) if query else None
-    rule = Watch(name, tuple(targets), tuple(studies) or None, expr, paths, kinds, min_severity,
+    targets = tuple(dict.fromkeys(targets))  # one given twice would get every alert twice
+    rule = Watch(name, targets, tuple(studies) or None, expr, paths, kinds, min_severity,
                  tuple(parse_fact(f) for f in facts), digest, None, utc_timestamp())
     validate(rule)
     for target in targets:
