@@ -252,3 +252,20 @@ def test_a_bad_window_or_severity_is_a_usage_error_in_the_library_too(db_path: s
         with pytest.raises(UsageError, match="unknown severity 'huge'"):
             list(tracker.changes(min_severity="huge"))
         assert tracker.recent_section("NCT06060392", days=36_525, as_of="2025-07-07")
+
+
+def test_open_refuses_an_empty_path_or_a_wait_that_is_no_time(db_path: str) -> None:
+    with pytest.raises(UsageError, match="an empty path names no database"):
+        trialdiff.open("")  # SQLite's private temporary database, gone at close
+    for wait in (float("nan"), -1.0, float("inf")):
+        with pytest.raises(UsageError, match="the wait must be a finite number of seconds"):
+            trialdiff.open(db_path, wait=wait)
+
+
+def test_one_nct_id_may_be_given_as_a_string(db_path: str) -> None:
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    with trialdiff.open(db_path) as tracker:
+        # A string is one id, not its characters ("'N' is not an NCT id").
+        assert list(tracker.changes("NCT06060392")) == list(tracker.changes(["NCT06060392"]))
+        assert tracker.track("NCT06060392") == (1, 0)
+        assert tracker.untrack("nct06060392") == 1

@@ -1,11 +1,10 @@
 """The Python API: `trialdiff.open(path)` gives a Tracker; each method is one command's work.
 
-The CLI is a thin layer over this module: it parses arguments, opens a Tracker, calls one
-method with its printer as a sink, and maps errors to exit codes. Runs (import, sync,
-backfill, reannotate, notify, compact) go inside one `lifecycle.WriteRun`; `track` and
-`untrack`, a few rows of the watchlist, write in one transaction, without the write lock, so
-that they work while a long sync runs (SQLite's own lock orders them between its commits).
-Reading methods use a read-only connection that sees the last commit.
+The CLI parses arguments, opens a Tracker, calls one method with its printer as a sink, and
+maps errors to exit codes. Runs (import, sync, backfill, reannotate, notify, compact) go inside
+one `lifecycle.WriteRun`; `track` and `untrack` write a few watchlist rows in one transaction,
+without the write lock, so they work while a long sync runs (SQLite's lock orders them between
+its commits). Reading methods use a read-only connection that sees the last commit.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     from .compact import Compacted
 
 DEFAULT_API = "https://clinicaltrials.gov/api/v2"
+Ids = str | Iterable[str]  # one NCT id, or several
 
 
 def client_for(api: str, *, page_size: int = 500, delay: float = 1.0, timeout: float = 60.0,
@@ -58,15 +58,16 @@ def history_client(api: str, **settings: Any) -> Any:
 class Tracker:
     """A trialdiff database: write runs that keep snapshots, and reads of its changelog.
 
-    `hooks` (sleep, transport) go to every API client it builds, so a test can skip the
-    backoff's real waits. With `keep_changes` (the default) each run keeps the changes it
-    stores, for `Run.stored_changes`; without, a run holds none of them in memory, however many
-    (the CLI's way: a registry-wide rewrite stores millions). Use it as a context manager, or
-    call `close()`.
+    `wait`: seconds to wait for another writer (lock.py). `hooks` (sleep, transport) go to every API
+    client it builds. With `keep_changes` (the default) each run keeps the changes it stores,
+    for `Run.stored_changes`; without, it holds none (the CLI's way: a registry-wide rewrite
+    stores millions). Use it as a context manager, or call `close()`.
     """
 
     def __init__(self, path: str, *, wait: float = 0.0,
                  hooks: Mapping[str, Any] | None = None, keep_changes: bool = True) -> None:
+        if not str(path).strip():  # "" would be SQLite's private temporary database
+            raise UsageError("an empty path names no database")
         self.path = str(path)
         self.wait = wait
         self.hooks = dict(hooks or {})
@@ -174,7 +175,7 @@ class Tracker:
                              run_id=run.id, emit=run.emit, workers=workers)
         return self._last()
 
-    def sync(self, ids: Iterable[str] = (), *, api: str = DEFAULT_API, source: str | None = None,
+    def sync(self, ids: Ids = (), *, api: str = DEFAULT_API, source: str | None = None,
              at: str | None = None, force: bool = False, backfill_new: bool = False,
              sinks: Sequence[Sink] = (), **settings: Any) -> Run:
         """Fetch the tracked studies and saved queries, plus `ids`, and save what changed.
@@ -211,7 +212,7 @@ class Tracker:
                 run.drain(backfill_pending(run.db, history, run.id, run.totals, run.record))
         return self._last()
 
-    def backfill(self, ids: Iterable[str], *, api: str = DEFAULT_API, since: str | None = None,
+    def backfill(self, ids: Ids, *, api: str = DEFAULT_API, since: str | None = None,
                  alert: bool = False, sinks: Sequence[Sink] = (), **settings: Any) -> Run:
         """Take in studies' whole registry history, each version dated when it went public."""
         from .errors import FetchError, ShapeError
@@ -269,14 +270,14 @@ class Tracker:
                 run.totals.fail("alert", error)
         return totals
 
-    def track(self, ids: Iterable[str] = (), queries: Iterable[str] = ()) -> tuple[int, int]:
+    def track(self, ids: Ids = (), queries: Iterable[str] = ()) -> tuple[int, int]:
         """Add studies and saved queries to what `sync` fetches; return how many were new."""
         from .sync import parse_query, track
 
         return track(self.writer(), _ids(ids), [parse_query(q) for q in queries],
                      utc_timestamp())
 
-    def untrack(self, ids: Iterable[str] = (), queries: Iterable[str] = ()) -> int:
+    def untrack(self, ids: Ids = (), queries: Iterable[str] = ()) -> int:
         """Remove studies and saved queries from what `sync` fetches; return how many went."""
         from .query import require_database
         from .sync import parse_query, untrack
@@ -309,7 +310,7 @@ class Tracker:
 
         return load_watches(self.reader())
 
-    def changes(self, nct_ids: Iterable[str] | None = None, since: str | None = None,
+    def changes(self, nct_ids: Ids | None = None, since: str | None = None,
                 until: str | None = None, path: str | None = None,
                 kinds: Iterable[str] | None = None, min_severity: str | None = None
                 ) -> Iterator[Change]:
@@ -355,12 +356,12 @@ class Tracker:
         return list(check_database(self.reader(), totals or CheckTotals()))
 
 
-def _ids(values: Iterable[str]) -> tuple[str, ...]:
-    """Return NCT ids upper-cased; raise UsageError for one that is malformed."""
+def _ids(values: Ids) -> tuple[str, ...]:
+    """Return NCT ids (one, or several) upper-cased; raise UsageError for a malformed one."""
     from .normalize import is_nct_id
 
     checked = []
-    for value in values:
+    for value in [values] if isinstance(values, str) else values:  # not its characters
         nct_id = value.strip().upper()
         if not is_nct_id(nct_id):
             raise UsageError(f"{value!r} is not an NCT id like NCT01234567")
