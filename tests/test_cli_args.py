@@ -247,6 +247,12 @@ def test_another_applications_database_is_refused_untouched(tmp_path: Path) -> N
 def test_an_empty_file_or_a_half_made_trialdiff_database_is_taken(tmp_path: Path) -> None:
     empty = tmp_path / "empty.db"
     empty.touch()
+    # A reader finds nothing in it yet, as in a missing file (not "another application's").
+    for args in (("recent", "NCT05827016"), ("changes",), ("check",), ("untrack", "NCT05827016")):
+        assert invoke("--db", str(empty), *args) == (
+            1, "", f"trialdiff: error: the database {empty} is empty: run `trialdiff import` or "
+                   "`trialdiff sync`\n")
+    assert empty.stat().st_size == 0
     assert invoke("--db", str(empty), "import", "--summary", str(SAMPLE)) == (0, IMPORTED, "")
     # A first migration killed before it wrote the version: trialdiff's own tables, no version.
     half = tmp_path / "half.db"

@@ -38,6 +38,9 @@ def require_database(path: str) -> None:
         raise UsageError(f"{path} is a folder, not a database file")
     if path != ":memory:" and not Path(path).is_file():
         raise DatabaseError(f"no database at {path}: run `trialdiff import` or `trialdiff sync`")
+    if path != ":memory:" and Path(path).stat().st_size == 0:  # a writer takes it as new
+        raise DatabaseError(f"the database {path} is empty: run `trialdiff import` or "
+                            "`trialdiff sync`")
 
 
 def readonly_uri(path: str) -> str:
