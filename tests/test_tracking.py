@@ -119,13 +119,23 @@ def test_what_a_database_tracks_is_fixed_once_it_holds_snapshots(tmp_path: Path)
         f'["{SUBMIT_DATE}"]',)
 
 
+@pytest.mark.parametrize("option", ["--track-again", "--ignore-again"])
 @pytest.mark.parametrize("source", ["bogus", "P.statusModule.overallStatus"])
-def test_only_an_entry_of_the_ignore_list_can_be_tracked_again(tmp_path: Path,
-                                                               source: str) -> None:
-    code, out, err = run(str(tmp_path / "t.db"), "ignored", "--track-again", source)
+def test_only_an_entry_of_the_ignore_list_can_be_tracked_or_ignored_again(
+    tmp_path: Path, source: str, option: str
+) -> None:
+    # An --ignore-again typo used to be taken quietly, leaving the entry tracked.
+    code, out, err = run(str(tmp_path / "t.db"), "ignored", option, source)
     assert (code, out) == (2, "")
     assert err.startswith(f"trialdiff: error: not on the ignore list: {source} (it holds "
                           "derivedSection, P.identificationModule.nctId, ")
+
+
+def test_an_entry_cannot_be_tracked_and_ignored_again_at_once(tmp_path: Path) -> None:
+    code, out, err = run(str(tmp_path / "t.db"), "ignored", "--track-again", "derivedSection",
+                         "--ignore-again", "derivedSection")
+    assert (code, out, err) == (
+        2, "", "trialdiff: error: both tracked again and ignored again: derivedSection\n")
 
 
 def test_the_worker_prepares_edits_under_the_databases_rules(

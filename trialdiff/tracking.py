@@ -49,8 +49,12 @@ def track_again(conn: Any, add: Iterable[str] = (), drop: Iterable[str] = ()) ->
     Refused once the database holds snapshots, unless nothing changes. The caller holds the
     write lock (no run stores a snapshot meanwhile under the rules it read) and the transaction.
     """
+    add, drop = set(add), set(drop)
+    if add & drop:
+        raise UsageError(f"both tracked again and ignored again: {', '.join(sorted(add & drop))}")
+    tracking_rules(add | drop)  # a name not on the list (a typo) is refused, not dropped quietly
     now = _read(conn)  # not the cache: another process may have changed them since
-    rules = tracking_rules((set(now.again) | set(add)) - set(drop))
+    rules = tracking_rules((set(now.again) | add) - drop)
     if rules.again != now.again:
         if conn.execute("select 1 from snapshots limit 1").fetchone() is not None:
             raise UsageError("what a database tracks is chosen before its first snapshot, and "
