@@ -195,6 +195,10 @@ def test_default_database_outside_a_checkout_is_the_users_data_folder(elsewhere:
     code, out, err = invoke("--help")
     assert code == 0 and err == ""
     assert f"\nDatabase:\n  {data / 'trialdiff.db'} (the default)\n  Default: " in out
+    chosen = str(elsewhere / "chosen.db")  # --db before --help, or before a group's --help
+    for args in (("--db", chosen, "--help"), ("--db", chosen, "watch", "--help")):
+        code, out, err = invoke(*args)
+        assert (code, err) == (0, "") and f"\nDatabase:\n  {chosen} (from --db)\n" in out
 
 
 def test_default_database_inside_a_checkout_stays_in_snapshots(elsewhere: Path) -> None:

@@ -79,12 +79,18 @@ class Group(click.Group):
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """End the help with where the database is."""
         super().format_epilog(ctx, formatter)
+        # --db as settled (`watch --help`), else as parsed so far (`--db X --help`: it is eager).
+        options = ctx.find_object(Options)
+        chosen = options.db if options and not options.db_is_default else ctx.params.get("db")
         given = os.environ.get("TRIALDIFF_DB", "").strip()
-        where = given or str(_default_db().absolute())
+        if chosen and chosen != given:
+            where, source = chosen, "from --db"
+        else:
+            where = given or str(_default_db().absolute())
+            source = "from TRIALDIFF_DB" if given else "the default"
         with formatter.section("Database"):
             # The path on a line of its own: wrapping would split it at a hyphen.
-            formatter.write(" " * formatter.current_indent
-                            + f"{where} ({'from TRIALDIFF_DB' if given else 'the default'})\n")
+            formatter.write(" " * formatter.current_indent + f"{where} ({source})\n")
             formatter.write_text(f"Default: {DB_DEFAULT_HELP}. Every command takes --db PATH, "
                                  "before or after its name.")
 
@@ -245,7 +251,7 @@ def wait_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--db", metavar="PATH", envvar="TRIALDIFF_DB",
+@click.option("--db", metavar="PATH", envvar="TRIALDIFF_DB", is_eager=True,  # before --help
               help=f"SQLite database file [env: TRIALDIFF_DB; default: {DB_DEFAULT_HELP}]")
 @click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
 @click.option("--secrets", metavar="PATH", **setting_option("--secrets"))
