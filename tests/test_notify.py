@@ -251,6 +251,26 @@ def test_an_unreachable_mail_server_leaves_the_alert_pending_and_says_so_redacte
     assert "s3cretpw" not in Path(db).read_bytes().decode("utf-8", "replace")
 
 
+def test_a_target_whose_url_does_not_parse_fails_alone(
+    tmp_path: Path, alert_days: list[Path], receiver: WebhookReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An env: target is read only when sent: its unbalanced "[" once raised out of the
+    # redaction of its error, stopping the pass with every other target's alert unsent.
+    db = str(tmp_path / "t.db")
+    monkeypatch.setenv("ODD_HOOK", "http://[::1/hook")
+    assert run(db, "watch", "add", "odd", "--fact", "stopped", "--to", "env:ODD_HOOK")[0] == 0
+    assert run(db, "watch", "add", "good", "--fact", "stopped", "--to",
+               f"{receiver.url}/good")[0] == 0
+    for number in (1, 2):
+        assert import_day(db, alert_days, number)[0] == 0
+    code, out, err = import_day(db, alert_days, 3)
+    assert code == 1 and "alerts: 1 delivered, 1 pending, 0 given up" in out
+    assert err.startswith("trialdiff: alert: odd NCT06060392 \u2192 env:ODD_HOOK: ")
+    assert "unexpected" not in err and len(err.splitlines()) == 1
+    assert len(receiver.at("/good")) == 1
+
+
 def test_a_failed_delivery_waits_a_doubling_backoff_capped_at_six_hours(
     db_path: str, receiver: WebhookReceiver
 ) -> None:

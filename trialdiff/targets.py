@@ -152,7 +152,10 @@ def scrub(text: str, values: list[str]) -> str:
             text = text.replace(value, "\u2026")
             continue
         text = text.replace(value, redact(value))
-        userinfo, _, _ = urlsplit(value).netloc.rpartition("@")
+        try:
+            userinfo, _, _ = urlsplit(value).netloc.rpartition("@")
+        except ValueError:  # an unbalanced "[": it raised inside a delivery pass, stopping it
+            continue
         if userinfo:
             text = text.replace(userinfo, "\u2026")
     return text
