@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -171,3 +172,20 @@ def test_a_symlink_to_the_database_takes_the_same_lock(tmp_path: Path, db_path: 
     with lock_holder(db_path) as holder:
         code, _, err = run(str(link), "import", str(FIXTURES / "v2"))
     assert code == 75 and f"database {link} is busy: pid {holder.pid} (import)" in err
+
+
+@pytest.mark.parametrize("command", [("notify",), ("import", str(SAMPLE)), ("compact",)])
+def test_ctrl_c_while_waiting_for_the_lock_exits_130(
+    db_path: str, command: tuple[str, ...],
+) -> None:
+    # It said click's "Aborted!" and exited 1, as did Ctrl-C during a delivery or a backfill.
+    assert run(db_path, "import", str(FIXTURES / "v2"))[0] == 0
+    with lock_holder(db_path):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "trialdiff", "--db", db_path, *command, "--wait", "60"],
+            env=trialdiff_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)  # well into its wait for the lock (a start takes a fraction of that)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    assert (process.returncode, out) == (130, "")
+    assert err == "trialdiff: interrupted (what was saved stays: run again to resume)\n"

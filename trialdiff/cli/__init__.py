@@ -97,7 +97,13 @@ class Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            # Ctrl-C, anywhere (a delivery, a backfill, a wait for the lock): 130, as a shell
+            # says it, not click's "Aborted!" and 1. A run it stopped is recorded as interrupted.
+            click.echo("trialdiff: interrupted (what was saved stays: run again to resume)",
+                       err=True)
+            raise click.exceptions.Exit(130) from None
+        except (click.exceptions.ClickException, click.exceptions.Exit):
             raise
         except BrokenPipeError:
             # The reader (`| head`) has had enough: stop quietly, and point stdout at
