@@ -210,19 +210,21 @@ def test_open_creates_a_database_and_a_write_that_needs_one_will_not(
     assert not missing.exists() and tracker.last_run is None
 
 
-@pytest.mark.parametrize(("settings", "setting"), [
-    ({"page_size": 0}, "page_size"),
-    ({"page_size": 1001}, "page_size"),
-    ({"timeout": 0}, "timeout"),
-    ({"deadline": -1}, "timeout"),
+@pytest.mark.parametrize(("setting", "value"), [
+    ("page_size", 0), ("page_size", 1001), ("timeout", 0), ("deadline", -1),
+    # Once taken by the library (the CLI refused them), or ending in a ValueError, or for an
+    # infinite deadline in tracebacks from the deadline's thread:
+    ("delay", float("nan")), ("delay", -1.0), ("retries", -1), ("retry_budget", -5.0),
+    ("timeout", float("nan")), ("max_response_mb", float("nan")), ("deadline", float("inf")),
 ])
 def test_client_settings_out_of_range_are_refused_naming_the_setting(
-    settings: dict[str, float], setting: str
+    setting: str, value: float
 ) -> None:
-    # The CLI checks its numbers first; a script reaches these checks directly.
+    # The CLI checks its numbers first, by the same bounds; a script reaches these directly.
     with pytest.raises(UsageError) as caught:
-        client_for("https://clinicaltrials.gov/api/v2", **settings)  # type: ignore[arg-type]
+        client_for("https://clinicaltrials.gov/api/v2", **{setting: value})
     assert caught.value.setting == setting and "--" not in str(caught.value)
+    assert str(caught.value).startswith(f"the {setting.replace('_', ' ')} must be ")
 
 
 def test_import_paths_takes_one_path_as_one_and_refuses_an_empty_one(

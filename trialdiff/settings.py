@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final, NamedTuple
 
+from .errors import UsageError
 from .registry import DEFAULT
 
 
@@ -62,6 +63,24 @@ CLOCK_SKEW_DAYS: Final[int] = 1
 MAX_DAYS: Final[int] = 36_525
 
 BY_OPTION: Final[dict[str, Setting]] = {s.option: s for s in SETTINGS}
+
+# What each API client setting may be, (low, high, whether low itself is refused): a bad number
+# is a UsageError (the CLI's exit 2), never a run that loops, waits for ever or overflows. The
+# page size is the API's own limit.
+CLIENT_BOUNDS: Final[dict[str, tuple[float, float, bool]]] = {
+    "page_size": (1, 1000, False), "delay": (0, 3600, False), "timeout": (0, 86_400, True),
+    "deadline": (0, 1e9, True), "retries": (0, 100, False), "retry_budget": (0, 86_400, False),
+    "max_response_mb": (0, 1_000_000, True),
+}
+
+
+def check_client_setting(name: str, value: float) -> None:
+    """Raise UsageError unless an API client setting is a number within its bounds."""
+    low, high, low_open = CLIENT_BOUNDS[name]
+    if not ((low < value) if low_open else (low <= value)) or not value <= high:  # NaN fails
+        above = f"more than {low:g}" if low_open else f"{low:g} or more"
+        raise UsageError(f"the {name.replace('_', ' ')} must be {above}, at most {high:g}, "
+                         f"not {value!r}", setting=name)
 
 
 def setting(option: str) -> Setting:

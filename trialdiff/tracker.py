@@ -36,12 +36,12 @@ def client_for(api: str, *, page_size: int = 500, delay: float = 1.0, timeout: f
                max_response_mb: float = 64.0, **hooks: Any) -> Any:
     """Return an API client from settings (as settings.py names them); hooks: sleep, transport."""
     from .fetch import Pacing
+    from .settings import check_client_setting
 
-    if not 1 <= page_size <= 1000:
-        raise UsageError("the page size must be 1 to 1000 (the API's limit)", setting="page_size")
-    if timeout <= 0 or deadline <= 0:
-        raise UsageError("the timeout and deadline must be more than 0 seconds",
-                         setting="timeout")
+    for name, value in (("page_size", page_size), ("delay", delay), ("timeout", timeout),
+                        ("deadline", deadline), ("retries", retries),
+                        ("retry_budget", retry_budget), ("max_response_mb", max_response_mb)):
+        check_client_setting(name, value)
     pacing = Pacing(delay=delay, timeout=timeout, deadline=deadline, retries=retries,
                     retry_budget=retry_budget, max_bytes=int(max_response_mb * 1024 * 1024),
                     page_size=page_size)

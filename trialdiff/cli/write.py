@@ -121,21 +121,14 @@ def _api_settings(api: str, page_size: int, timeout: float, deadline: float,
             **settings}
 
 
-# What each API setting may be: a bad number is a usage error (exit 2), never a run that
-# loops, waits for ever or overflows. The page size is the API's own limit.
-_API_BOUNDS: dict[str, tuple[float, float]] = {
-    "--page-size": (1, 1000), "--delay": (0, 3600), "--timeout": (0, 86_400),
-    "--retries": (0, 100), "--retry-budget": (0, 86_400), "--max-response-mb": (0, 1_000_000),
-}
-
-
 def _api_type(option: str, kind: type) -> Any:
     """Return the click type of an API setting: its kind, a number within its bounds."""
+    from ..settings import CLIENT_BOUNDS  # the library's own, so both refuse alike
+
     if kind is str:
         return str
-    low, high = _API_BOUNDS.get(option, (0, 1e9))
-    return finite(kind, low, high,
-                  low_open=option in ("--timeout", "--deadline", "--max-response-mb"))
+    low, high, low_open = CLIENT_BOUNDS[option.removeprefix("--").replace("-", "_")]
+    return finite(kind, low, high, low_open=low_open)
 
 
 def api_options(command: Callable[..., Any]) -> Callable[..., Any]:
