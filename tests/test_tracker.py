@@ -253,6 +253,11 @@ def test_a_bad_window_or_severity_is_a_usage_error_in_the_library_too(db_path: s
                 tracker.page("NCT06060392", days=days)  # type: ignore[arg-type]
         with pytest.raises(UsageError, match="unknown severity 'huge'"):
             list(tracker.changes(min_severity="huge"))
+        for as_of in ("9999-12-31", "0001-01-01"):  # an OverflowError escaped before
+            with pytest.raises(UsageError, match="leave the calendar"):
+                tracker.recent_section("NCT06060392", as_of=as_of)
+            with pytest.raises(UsageError, match="leave the calendar"):
+                tracker.page("NCT06060392", as_of=as_of)
         assert tracker.recent_section("NCT06060392", days=36_525, as_of="2025-07-07")
 
 

@@ -123,6 +123,18 @@ def test_an_error_page_prints_no_traceback_to_the_server_log(
     assert "Traceback" not in captured.out + captured.err
 
 
+def test_an_as_of_the_calendar_cannot_hold_is_a_400_not_a_500(
+    web_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 9999-12-31's window ends past the last date: it was a 500 with a traceback in the log.
+    odd = fetch(web_db, "/study/NCT05827016?as_of=9999-12-31",
+                "/study/NCT05827016?as_of=0001-01-01", "/study/NCT05827016?as_of=abc")
+    assert [r.status_code for r in odd] == [400, 400, 400]
+    assert odd[0].text == "as_of: 30 days ending 9999-12-31 leave the calendar"
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+
+
 def test_change_log_facets_and_metadata_from_the_schema(web_db: str) -> None:
     # No _facet given: the four facets are the change log's defaults.
     (response,) = fetch(web_db, "/trialdiff/change_log.json?nct_id=NCT06060392")

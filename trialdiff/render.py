@@ -36,8 +36,10 @@ def recent_window(as_of: date, days: int) -> tuple[str, str]:
     """Return the [since, until) timestamps of the `days` UTC days ending on `as_of`."""
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
         raise UsageError(f"a window of days must be 1 to {MAX_DAYS:,}, not {days!r}")
-    first = as_of - timedelta(days=days - 1)
-    after = as_of + timedelta(days=1)
+    try:
+        first, after = as_of - timedelta(days=days - 1), as_of + timedelta(days=1)
+    except OverflowError:  # 9999-12-31, or a window reaching back past year 1
+        raise UsageError(f"{days} days ending {as_of.isoformat()} leave the calendar") from None
     return f"{first.isoformat()}T00:00:00.000Z", f"{after.isoformat()}T00:00:00.000Z"
 
 

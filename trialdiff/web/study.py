@@ -21,6 +21,7 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 from ..atom import entry_html
+from ..errors import UsageError
 from ..meaning import annotate
 from ..model import FieldChange, utc_day
 from ..query import ChangeFilter, query_changes, snapshots_of, study_fields, study_row
@@ -184,7 +185,10 @@ async def study_page(datasette: Any, request: Any) -> Response:
     except ValueError:
         return Response.text("as_of must be a date, YYYY-MM-DD", status=400)
     db = datasette.get_database(database)
-    data = await db.execute_fn(lambda conn: read_study(conn, nct_id, as_of))
+    try:
+        data = await db.execute_fn(lambda conn: read_study(conn, nct_id, as_of))
+    except UsageError as exc:  # a day whose window leaves the calendar (9999-12-31)
+        return Response.text(f"as_of: {exc}", status=400)
     if data is None:
         raise NotFound(f"{nct_id} is not in the database")
     body = study_body(data, database, datasette.urls.database(database))
