@@ -150,9 +150,11 @@ def test_studies_that_leave_scope_or_move_are_events(db_path: str, api: StandinA
     api.remove_study(IDS[1])
     api.set_aliases({IDS[1]: IDS[10]})
     api.set_data_timestamp(RELEASE2)
-    code, out, _ = sync(db_path, api, "--at", DAY2)
+    code, out, err = sync(db_path, api, "--at", DAY2)
     assert code == 1  # a tracked study is gone: the user should hear of it
     assert f"{IDS[0]}  (left scope)" in out
+    assert [line for line in err.splitlines() if line.startswith("trialdiff:")] == [
+        f"trialdiff: {IDS[0]}: not returned by the API (404)"]  # as every failed input
     assert f"{IDS[1]}  (moved \u2192 {IDS[10]})" in out
     conn = sqlite3.connect(db_path)
     events = conn.execute("select nct_id, kind, detail from events order by id").fetchall()
@@ -173,6 +175,21 @@ def test_one_id_the_api_does_not_know_is_asked_once_and_named_on_stderr(
     assert err == "trialdiff: NCT99999999: not returned by the API (404)\n"
     assert out == "sync: 0 studies checked, 0 changed, 0 changes, 1 failed\n"
     assert [r.path for r in api.requests].count("/api/v2/studies/NCT99999999") == 1
+
+
+def test_a_tracked_id_the_api_never_returned_fails_on_every_sync_and_leaves_no_scope(
+    db_path: str, api: StandinAPI
+) -> None:
+    # A typo tracked: "left scope" would say it was once in scope, and only once.
+    run(db_path, "track", "NCT09999999", IDS[0])
+    for day, release in ((DAY1, None), (DAY2, RELEASE2)):
+        if release:
+            api.set_data_timestamp(release)
+        code, out, err = sync(db_path, api, "--at", day)
+        assert code == 1 and "left scope" not in out
+        assert [line for line in err.splitlines() if line.startswith("trialdiff:")] == [
+            "trialdiff: NCT09999999: not returned by the API (404)"]
+    assert sqlite3.connect(db_path).execute("select count(*) from events").fetchone() == (0,)
 
 
 def test_one_tracked_study_leaving_scope_is_one_event(db_path: str, api: StandinAPI) -> None:

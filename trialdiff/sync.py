@@ -259,13 +259,15 @@ def _sync_one(run: _Run, nct_id: str) -> Iterator[Outcome]:
         yield PageDone(1, "tracked studies")
     else:  # 404: answered, so not asked after again this run
         run.failed.add(nct_id)
-        if nct_id not in run.states:  # an id given, never tracked: it has no scope to leave
-            yield run.fail(nct_id, FetchError("not returned by the API (404)"))
+        gone = FetchError("not returned by the API (404)")
+        seen = run.db.execute("select 1 from studies where nct_id = ?", [nct_id]).fetchone()
+        if nct_id not in run.states or not seen:  # given, or tracked but never seen (a typo):
+            yield run.fail(nct_id, gone)  # no scope to leave; named on every run
         elif run.states[nct_id] != "missing":
             event = Event(nct_id, "left_scope", {"answer": "404"})
             _record_event(run.db, event, run.observed_at, run.run_id)
-            run.totals.fail(nct_id, "not returned by the API (404)")
             yield event
+            yield run.fail(nct_id, gone)  # named on stderr as every failed input, once
     run.fetched([nct_id])  # answered, whatever the answer: not asked again this release
 
 
