@@ -271,6 +271,28 @@ def test_a_target_whose_url_does_not_parse_fails_alone(
     assert len(receiver.at("/good")) == 1
 
 
+def test_a_secrets_file_that_cannot_be_read_fails_its_deliveries_alone(
+    tmp_path: Path, alert_days: list[Path], receiver: WebhookReceiver,
+    monkeypatch: pytest.MonkeyPatch, secrets_file: Path,
+) -> None:
+    # Naming the failed target read the secrets file again, which raised: the run's changes
+    # were stored, but it exited 2 with the other targets' alerts unsent.
+    db = str(tmp_path / "t.db")
+    monkeypatch.setenv("GOOD_HOOK", f"{receiver.url}/good")
+    assert run(db, "watch", "add", "kept", "--fact", "stopped", "--to",
+               f"{receiver.url}/kept")[0] == 0  # kept in the secrets file
+    assert run(db, "watch", "add", "env", "--fact", "stopped", "--to", "env:GOOD_HOOK")[0] == 0
+    for number in (1, 2):
+        assert import_day(db, alert_days, number)[0] == 0
+    secrets_file.write_text("{bad json", encoding="utf-8")
+    code, out, err = import_day(db, alert_days, 3)
+    assert code == 1 and "alerts: 1 delivered, 1 pending, 0 given up" in out
+    (line,) = err.splitlines()
+    assert line.startswith("trialdiff: alert: kept NCT06060392 \u2192 config:")
+    assert "cannot read the secrets file" in line
+    assert len(receiver.at("/good")) == 1 and receiver.at("/kept") == []
+
+
 def test_a_failed_delivery_waits_a_doubling_backoff_capped_at_six_hours(
     db_path: str, receiver: WebhookReceiver
 ) -> None:

@@ -12,10 +12,9 @@ its own (`trialdiff notify`). Under the write lock, so no run is adding to an al
 
 The body is rebuilt from the stored alert byte for byte, so a retry sends the same body, key
 and signature. A failure (refused, 5xx, timeout) leaves the delivery pending, retried after a
-backoff that doubles from `backoff` seconds up to 6 hours; past `max_age_hours` since the
-alert was raised it is given up (`failed`). Delivery never writes a change: a failure cannot
-lose or roll back stored changes. Killed between a POST and recording it, the next run sends
-it again with the same Idempotency-Key, so a receiver can drop the repeat.
+backoff doubling from `backoff` seconds up to 6 hours; past `max_age_hours` since the alert was
+raised it is given up (`failed`). Delivery never writes a change, so it cannot lose one. Killed
+between a POST and recording it, the next run sends it again with the same Idempotency-Key.
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ from .meaning import NONE, SEVERITIES
 from .model import FieldChange, utc_timestamp
 from .present import ARROW, short, visible
 from .query import transaction
-from .targets import names_host, redact, resolve, scrub
+from .targets import names_host, redact, resolve, scrub, shown
 
 HTTP_SCHEMES = ("http://", "https://")
 MAX_BACKOFF = 6 * 3600.0
@@ -341,9 +340,10 @@ def _deliver_one(
 
 def _shown(reference: str) -> str:
     """Return a target reference as an error line shows it (redacted)."""
-    from .targets import shown
-
-    return shown(reference)
+    try:
+        return shown(reference)
+    except UsageError:  # the secrets file cannot be read: the error beside it says so
+        return reference
 
 
 def list_alerts(conn: Any, state: str | None = None) -> list[dict[str, Any]]:
