@@ -107,18 +107,12 @@ def _say_interrupted(ctx: click.Context, printer: OutcomePrinter, opened: Any) -
     ctx.exit(130)
 
 
-def _api_settings(api: str, page_size: int, timeout: float, deadline: float,
-                  **settings: Any) -> dict[str, Any]:
-    """Check the API options at once (a usage error before any lock); return the settings."""
+def _api_settings(api: str, **settings: Any) -> dict[str, Any]:
+    """Check the API URL at once (a usage error before any lock); return the settings."""
     from ..fetch import check_base_url
 
-    if not 1 <= page_size <= 1000:
-        fail("--page-size must be 1 to 1000 (the API's limit)")
-    if timeout <= 0 or deadline <= 0:
-        fail("--timeout and --deadline must be more than 0 seconds")
-    check_base_url(api)
-    return {"api": api, "page_size": page_size, "timeout": timeout, "deadline": deadline,
-            **settings}
+    check_base_url(api)  # the numbers were checked by their option types (CLIENT_BOUNDS)
+    return {"api": api, **settings}
 
 
 def _api_type(option: str, kind: type) -> Any:
