@@ -25,7 +25,11 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        if len(body) < length:  # the sender died mid-request (a killed run): nothing arrived,
+            self.close_connection = True  # and no one is left to acknowledge it to
+            return
         receiver = self.server.receiver
         time.sleep(receiver.delay)
         with receiver.lock:
