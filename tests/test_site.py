@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import subprocess
+import sys
 import threading
+import time
 from datetime import date
 from pathlib import Path
 
-from conftest import SAMPLE, run
+import pytest
+from conftest import SAMPLE, clones, run, save_records, trialdiff_env
 
 from trialdiff.query import connect_readonly
 from trialdiff.site import changed_studies, write_atomic, write_site
@@ -83,3 +88,41 @@ def test_write_atomic_writes_into_a_fifo_and_leaves_it_a_fifo(tmp_path: Path) ->
     reader.join(timeout=30)
     assert received == [b"new\n"] and stat.S_ISFIFO(fifo.stat().st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["feed.fifo"]  # no temporary left
+
+
+def test_ctrl_c_while_pages_render_in_workers_prints_one_line(
+    db_path: str, tmp_path: Path
+) -> None:
+    # Each forked worker took the terminal's Ctrl-C too and printed its own traceback.
+    save_records(db_path, clones(1500), "2025-07-07T00:00:00.000Z")
+    out = tmp_path / "site"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trialdiff", "--db", db_path, "page", "--all", "--out", str(out),
+         "--as-of", "2025-07-07"], env=trialdiff_env(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not (out.is_dir() and any(out.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the workers write: Ctrl-C then reaches every process
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal sends it, to the whole group
+    _, err = process.communicate(timeout=60)
+    assert (process.returncode, err) == (
+        130, "trialdiff: interrupted (what was saved stays: run again to resume)\n")
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_an_empty_output_is_refused_not_taken_as_here_or_stdout(
+    db_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `--out "$SITE"` with SITE unset wrote the pages into the current folder, and `-o ""` the
+    # feed to stdout (cron's mail).
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    monkeypatch.chdir(tmp_path)
+    assert run(db_path, "page", "--all", "--out", "") == (
+        2, "", "trialdiff: error: --out '' names no folder: give the site's folder\n")
+    assert run(db_path, "changes", "-o", "") == (
+        2, "", "trialdiff: error: -o '' names no file: give a path, or leave -o out to write "
+               "to stdout\n")
+    assert run(db_path, "page", "--all", "--changed-since", "2025-07-06", "--out", "s") == (
+        2, "", "trialdiff: error: give NCT_ID, or --all or --changed-since (one of them) with "
+               "--out DIR\n")
+    assert not list(tmp_path.glob("NCT*.md")) and not (tmp_path / "s").exists()

@@ -6,6 +6,7 @@ import contextlib
 import filecmp
 import multiprocessing
 import os
+import signal
 import stat
 from collections.abc import Iterable, Iterator
 from datetime import date
@@ -127,9 +128,20 @@ def write_site(
     else:
         # fork: workers start at once and inherit the imported modules; each opens its own
         # connection, never the parent's.
-        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        with multiprocessing.get_context("fork").Pool(jobs, _worker_signals) as pool:
             counts = pool.starmap(_write_pages, [(task, chunk) for chunk in chunks])
     return sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+
+def _worker_signals() -> None:
+    """Leave Ctrl-C to the parent, and end as an exit when it stops the pool (SIGTERM)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # else each worker printed its traceback
+    signal.signal(signal.SIGTERM, _exit)  # so write_atomic removes its temporary file
+
+
+def _exit(signum: int, frame: Any) -> None:
+    """Exit at a signal, unwinding (cleanups run), silently."""
+    raise SystemExit(128 + signum)
 
 
 def _write_pages(task: tuple[Any, ...], nct_ids: list[str]) -> tuple[int, int]:

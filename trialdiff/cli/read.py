@@ -112,9 +112,11 @@ def changes(ctx: click.Context, /, fmt: str, min_severity: str | None, output: s
     chunks = stream_export(fmt, lambda order: query_changes(conn, replace(where, order=order)),
                            min_severity, StudyTitles(conn),
                            last_observed(conn) if fmt == "atom" else None)
-    if output:
+    if output is not None:
         from ..site import write_atomic
 
+        if not output.strip():  # an unset variable in a script: not stdout, not "."
+            fail("-o '' names no file: give a path, or leave -o out to write to stdout")
         if Path(output).exists() and Path(output).samefile(ctx.obj.db):
             fail(f"-o {output} is the database itself: write the export to another file")
         write_atomic(output, chunks)
@@ -235,8 +237,11 @@ def page(ctx: click.Context, nct_id: str | None, every: bool, changed_since: str
     from ..site import write_site
 
     site = every or changed_since is not None
-    if site == (nct_id is not None) or site != (out is not None):
-        fail("give NCT_ID, or --all or --changed-since with --out DIR")
+    if out is not None and not out.strip():  # an unset variable in a script: not "."
+        fail("--out '' names no folder: give the site's folder")
+    if site == (nct_id is not None) or site != (out is not None) or (
+            every and changed_since is not None):
+        fail("give NCT_ID, or --all or --changed-since (one of them) with --out DIR")
     day = utc_day(as_of)
     if nct_id is not None:
         text = tracker(ctx, create=False).page(nct_id, day, days, canonical_base, footer, ages)
