@@ -36,9 +36,7 @@ def write_atomic(path: str | Path, text: str | Iterable[str]) -> bool:
     if not stat.S_ISREG(mode):
         # Replacing it would leave a regular file where a device or a FIFO was (as root, in
         # place of /dev/null), and the FIFO's reader waiting for ever.
-        with open(named, "w", encoding="utf-8", newline="") as out:
-            for piece in [text] if isinstance(text, str) else text:
-                out.write(piece)
+        _write_text(named, text)
         return True
     # A feed published as a symlink into a web root must update the file the server reads.
     target = Path(os.path.realpath(named))
@@ -54,9 +52,7 @@ def write_atomic(path: str | Path, text: str | Iterable[str]) -> bool:
     # the pid keeps their temporary files apart.
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        with temporary.open("w", encoding="utf-8", newline="") as out:
-            for piece in [text] if isinstance(text, str) else text:
-                out.write(piece)
+        _write_text(temporary, text)
         if not isinstance(text, str) and target.is_file() and filecmp.cmp(
                 temporary, target, shallow=False):
             temporary.unlink()
@@ -68,6 +64,13 @@ def write_atomic(path: str | Path, text: str | Iterable[str]) -> bool:
         temporary.unlink(missing_ok=True)
         raise
     return True
+
+
+def _write_text(path: Path, text: str | Iterable[str]) -> None:
+    """Write text, whole or in pieces as they come, to a file as UTF-8."""
+    with path.open("w", encoding="utf-8", newline="") as out:
+        for piece in [text] if isinstance(text, str) else text:
+            out.write(piece)
 
 
 def render_study_page(

@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 
 import click
 
+from ..settings import CLIENT_BOUNDS
 from . import (
     check_nct_ids,
     cli,
@@ -117,10 +118,9 @@ def _api_settings(api: str, **settings: Any) -> dict[str, Any]:
 
 def _api_type(option: str, kind: type) -> Any:
     """Return the click type of an API setting: its kind, a number within its bounds."""
-    from ..settings import CLIENT_BOUNDS  # the library's own, so both refuse alike
-
     if kind is str:
         return str
+    # The library's own bounds, so the option and a script's call refuse alike.
     low, high, low_open = CLIENT_BOUNDS[option.removeprefix("--").replace("-", "_")]
     return finite(kind, low, high, low_open=low_open)
 
