@@ -7,8 +7,8 @@ import io
 import json
 from typing import Any
 
+from trialdiff.canonical import fold_whitespace
 from trialdiff.jsoncsv import JSON_COLUMNS
-from trialdiff.normalize import fold_whitespace
 
 
 def reference_canonical_json(value: Any) -> str | None:

@@ -15,7 +15,8 @@ PACKAGE = ROOT / "trialdiff"
 LAYERS: dict[str, int] = {
     **dict.fromkeys(("errors", "settings", "fields", "model", "registry", "schema_version",
                      "worddiff"), 0),
-    **dict.fromkeys(("normalize", "units", "diff", "meaning", "render", "page"), 1),
+    **dict.fromkeys(("canonical", "normalize", "units", "diff", "meaning", "render", "page"),
+                    1),
     **dict.fromkeys(("present", "report", "terminal", "markdown", "atom", "jsoncsv", "export"),
                     2),
     **dict.fromkeys(("sources", "fetch", "deadline", "history_api", "targets", "lock", "query",
@@ -156,7 +157,7 @@ def test_pure_layers_do_no_io(module: str) -> None:
 
 
 def test_pure_stages_hold_no_mutable_module_state() -> None:
-    for module in ("normalize", "units", "diff"):
+    for module in ("canonical", "normalize", "units", "diff"):
         tree = ast.parse(modules()[module].read_text(encoding="utf-8"))
         for item in tree.body:
             assert not isinstance(item, ast.Global)

@@ -12,9 +12,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from .canonical import canonical_json
 from .fields import FIELD_BY_PATH, LOCATION_PREFIX, order_key
 from .model import ChangeKind, FieldChange, Snapshot, dump_json, parse_json
-from .normalize import canonical_json
 
 _TAG = re.compile(r"<[^>]*>")
 # CommonMark's backslash escapes: `\<`, `\_`, `\*` and such are the character itself.

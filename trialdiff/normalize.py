@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import html
 import json
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from json.encoder import encode_basestring
 from typing import Any
 
 import orjson
 
+from .canonical import canonical_json
 from .errors import UsageError
 from .fields import (
     FIELD_BY_PATH,
@@ -28,7 +27,6 @@ from .fields import (
     Field,
     expand_source,
 )
-from .model import FLOAT_IN_JSON
 from .registry import DEFAULT
 
 # A coverage tree: nested dicts of record keys whose leaves say what a key is.
@@ -97,62 +95,6 @@ def tracked_again_path(source: str) -> str:
 
 DEFAULT_RULES = tracking_rules()
 DEFAULT_TREE = DEFAULT_RULES.tree
-
-
-def fold_whitespace(text: str) -> str:
-    """Fold runs of whitespace to one space and strip the ends (rule 3)."""
-    return " ".join(text.split())
-
-
-_UNICODE_SPACE = re.compile(r"[^\S ]")  # e.g. U+00A0, which str.split() folds too
-
-
-def _plain(text: str) -> bool:
-    """Tell whether orjson's sorted-key text of a dict is already its canonical JSON."""
-    # Substrings that mean it may not be: escapes (whitespace such as \n is escaped), runs of
-    # spaces or spaces by a quote (whitespace to fold), absent values, lists (to sort). A false
-    # alarm only costs the slow path. Chained `in` tests run at C speed.
-    if ("[" in text or "\\" in text or "  " in text or '" ' in text or ' "' in text
-            or "null" in text or '""' in text or "{}" in text):
-        return False
-    if not text.isascii() and _UNICODE_SPACE.search(text):
-        return False
-    return FLOAT_IN_JSON.search(text) is None  # floats: slow path
-
-
-def canonical_json(value: Any) -> str | None:
-    """Return a value's canonical JSON (the spec's definition), or None when it is absent."""
-    # Fast path: orjson with sorted keys already is the canonical JSON of a subtree with no
-    # lists, no absent values and no whitespace to fold; most of a record is such subtrees.
-    if isinstance(value, dict):
-        try:
-            text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode("utf-8")
-        except (orjson.JSONEncodeError, TypeError):
-            text = "["  # orjson refuses big integers and lone surrogates: take the slow path
-        if _plain(text):
-            return text
-        items = []
-        for key in sorted(value):
-            child = canonical_json(value[key])
-            if child is not None:
-                items.append(encode_basestring(key) + ":" + child)
-        return "{" + ",".join(items) + "}" if items else None
-    if isinstance(value, str):
-        value = fold_whitespace(value)
-        return encode_basestring(value) if value else None
-    if isinstance(value, list):
-        texts = [t for t in map(canonical_json, value) if t is not None]
-        if not texts:
-            return None
-        texts.sort()
-        return "[" + ",".join(texts) + "]"
-    if value is None:
-        return None
-    if value is True or value is False:
-        return "true" if value else "false"
-    if type(value) is int:
-        return int.__repr__(value)
-    return json.dumps(value)
 
 
 def fallback_path(keys: tuple[str, ...]) -> str:

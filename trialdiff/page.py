@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from .normalize import fold_whitespace
+from .canonical import fold_whitespace
 from .registry import DEFAULT
 
 SOURCE_NOTE: Final = "ClinicalTrials.gov (mirrored, no enrichment)"
