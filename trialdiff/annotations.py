@@ -8,13 +8,13 @@ exports use, so a stored severity is exactly what an export of the same changes 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
 from .meaning import Annotated, annotate
+from .model import dump_json
 from .query import Connection, row_to_change, transaction
 
 _COLUMNS = "id, nct_id, path, kind, detected_at, old, new, detail, severity, facts, snapshot_id"
@@ -22,8 +22,8 @@ _WINDOW = 5000  # changes per read: bounds memory on a registry-sized database
 
 
 def facts_json(found: Any) -> str:
-    """Return facts as stored: compact JSON, keys sorted."""
-    return json.dumps(found, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    """Return facts as stored: compact JSON, keys sorted (the one canonical dump)."""
+    return dump_json(found)
 
 
 def annotation_columns(item: Annotated) -> dict[str, str]:

@@ -209,8 +209,8 @@ def _edit_order(edit: dict[str, Any]) -> tuple[str, str, str]:
 
 def _list_detail(key: str, before: list[Any], after: list[Any]) -> dict[str, Any]:
     """Say which items of a list field were added, removed or edited, and how."""
-    old_texts = {json.dumps(i, sort_keys=True, ensure_ascii=False): i for i in before}
-    new_texts = {json.dumps(i, sort_keys=True, ensure_ascii=False): i for i in after}
+    old_texts = {dump_json(i): i for i in before}
+    new_texts = {dump_json(i): i for i in after}
     gone = [item for text, item in old_texts.items() if text not in new_texts]
     came = [item for text, item in new_texts.items() if text not in old_texts]
     came_by_label: dict[str, list[Any]] = {}
