@@ -158,3 +158,31 @@ def test_backfilled_history_raises_alerts_only_with_alert(tmp_path: Path) -> Non
     (change,) = json.loads(arrived.body)["changes"]
     assert (change["path"], change["old"], change["new"], change["detected_at"]) == (
         "status.overallStatus", "NOT_YET_RECRUITING", "RECRUITING", "2025-07-01T00:00:00.000Z")
+
+
+def test_a_backfill_a_changed_shape_stops_still_sums_up_and_sends_what_it_stored(
+    tmp_path: Path
+) -> None:
+    from conftest import version_pair
+
+    good, bad = "NCT05827016", "NCT06060392"
+    (old, new), (bad_old, bad_new) = version_pair(good), version_pair(bad)
+    backwards = copy.deepcopy(bad_new)  # public before the version it follows: a new shape
+    backwards["protocolSection"]["statusModule"]["lastUpdatePostDateStruct"]["date"] = "2000-01-03"
+    db = str(tmp_path / "t.db")
+    with StandinAPI([copy.deepcopy(new), copy.deepcopy(bad_new)]) as api, \
+            WebhookReceiver() as receiver:
+        api.set_history(good, [("2023-06-07", copy.deepcopy(old)),
+                               ("2025-07-01", copy.deepcopy(new))])
+        api.set_history(bad, [("2023-11-18", copy.deepcopy(bad_old)), ("2025-06-13", backwards)])
+        run(db, "watch", "add", "status", "--path", "status.overallStatus", "--to",
+            f"{receiver.url}/w")
+        code, out, err = run(db, "backfill", good, bad, "--api", api.base_url, "--delay", "0",
+                             "--alert")
+        assert code == 1 and "the version dates go backwards" in err
+        # The first study's history was committed before the second stopped the run: its
+        # summary is printed and its alert sent now, not left for the next run's delivery.
+        assert out.splitlines()[-2].startswith("backfill: 2 studies checked, 1 changed, ")
+        assert out.splitlines()[-1] == "alerts: 1 delivered, 0 pending, 0 given up"
+        (arrived,) = receiver.at("/w")
+    assert [c["nct_id"] for c in json.loads(arrived.body)["changes"]] == [good]

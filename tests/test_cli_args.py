@@ -168,6 +168,20 @@ def test_numbers_out_of_range_are_usage_errors(tmp_path: Path, args: tuple[str, 
     assert file_digest(db) == before
 
 
+@pytest.mark.parametrize("args", [
+    ("track", "--query", "foo=bar"),
+    ("track", "--query", ""),
+    ("untrack", "--query", "foo=bar"),
+    ("ignored", "--track-again", "bogus"),
+    ("ignored", "--track-again", "derivedSection", "--ignore-again", "derivedSection"),
+])
+def test_a_usage_error_creates_no_database(tmp_path: Path, args: tuple[str, ...]) -> None:
+    db = tmp_path / "new.db"
+    code, out, err = invoke("--db", str(db), *args)
+    assert (code, out) == (2, "") and err.startswith("trialdiff: error: ")
+    assert list(tmp_path.iterdir()) == []  # no file, no lock file beside it
+
+
 def test_the_help_shows_the_range_the_check_holds() -> None:
     code, out, err = invoke("sync", "--help")
     assert (code, err) == (0, "")

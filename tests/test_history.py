@@ -239,7 +239,8 @@ def test_sync_backfill_new_counts_a_changed_shape_once_under_its_study(
     run(db_path, "track", NCT)
     code, out, err = run(db_path, "sync", "--api", api.base_url, "--delay", "0",
                          "--backfill-new", "--at", SYNC_AT)
-    assert code == 1 and out == ""
+    # The sync is committed before the backfill stops: its summary says so, the study once.
+    assert code == 1 and out == "sync: 1 study checked, 0 changed, 0 changes, 1 failed\n"
     assert err.splitlines()[-1].startswith(f"trialdiff: error: backfill: {NCT}: API v2 knows")
     failed, errors = sqlite3.connect(db_path).execute("select failed, errors from runs "
                                                       "where command = 'sync'").fetchone()
@@ -258,6 +259,39 @@ def test_sync_backfill_new_takes_in_newly_tracked_studies_once(
     api.clear_requests()
     run(db_path, *args, "--at", "2025-07-08T06:00:00Z")
     assert not [r for r in api.requests if "/api/int/" in r.path]
+
+
+def test_sync_backfill_new_counts_each_study_once_and_leaves_an_unknown_one_to_the_sync(
+    db_path: str, api: StandinAPI
+) -> None:
+    api.set_history(NCT, HISTORY)
+    run(db_path, "track", NCT, "NCT09999999")  # the second: a typo the registry never knew
+    code, out, err = run(db_path, "sync", "--api", api.base_url, "--delay", "0",
+                         "--backfill-new", "--at", SYNC_AT)
+    summary = out.splitlines()[-1]
+    assert code == 1 and summary.endswith("), 1 failed")
+    assert summary.startswith(f"sync: 1 study checked, 1 changed, "
+                              f"{len(real_change_set(V1_DAY))} changes (")
+    assert [line for line in err.splitlines() if "NCT09999999" in line] == [
+        "trialdiff: NCT09999999: not returned by the API (404)"]
+    assert not [r for r in api.requests if r.path.endswith("NCT09999999")
+                and "/api/int/" in r.path]
+
+
+def test_sync_from_a_dump_backfills_from_the_api_it_is_given(
+    db_path: str, api: StandinAPI, tmp_path: Path
+) -> None:
+    # --api named the registry for the histories only; it went to the public registry before.
+    api.set_history(NCT, HISTORY)
+    dump = tmp_path / "dump.ndjson"
+    dump.write_text(json.dumps(NEW))
+    run(db_path, "track", NCT)
+    code, _, err = run(db_path, "sync", "--source", str(dump), "--backfill-new", "--api",
+                         api.base_url, "--delay", "0", "--at", SYNC_AT)
+    assert (code, err) == (0, "")
+    assert request_log(api) == [(LISTING, {"history": "true"}), (f"{LISTING}/history/0", {}),
+                                (f"{LISTING}/history/1", {})]
+    assert stored_changes(db_path) == real_change_set(V1_DAY)
 
 
 def test_the_real_html_history_response_meets_the_real_current_record(db_path: str) -> None:

@@ -157,6 +157,7 @@ def _check_order(nct_id: str, number: int, day: str, public: Mapping[int, str]) 
 def backfill_study(
     db: sqlite_utils.Database, api: HistoryAPI, nct_id: str, since: str | None,
     totals: RunTotals, run_id: int | None = None, alerts: AlertWriter | None = None,
+    count: bool = True,
 ) -> Iterator[Backfilled | ShapeWarning]:
     """Take in the versions of a study not stored yet, one transaction per version.
 
@@ -164,13 +165,14 @@ def backfill_study(
     snapshots by that day. What it yields last (also when a version fails, before the error
     is raised) is the changes now stored that were not before: exactly what the run added.
     Given `alerts` (`backfill --alert`), those changes raise alerts in the same transaction.
+    Without `count`, the study is not counted as checked (a sync checked it already).
     """
     versions = api.listing(nct_id)
     yield from api.warnings()
     public = {number: day for number, day in db.execute(
         "select version, version_date from history_versions where nct_id = ?", [nct_id])}
     floor = (date.fromisoformat(since[:10]) - POSTING_LAG).isoformat() if since else ""
-    totals.checked += 1
+    totals.checked += count
     before = _change_keys(db, nct_id)
     taken: list[int] = []
     failure: FetchError | None = None
@@ -237,14 +239,16 @@ def backfill_new(
 ) -> Iterator[Backfilled | ShapeWarning | Failed]:
     """Backfill every tracked study whose history was never taken in (`sync --backfill-new`).
 
-    A ShapeError ends the run: it is counted once, under its study, by `record` (the run's).
+    Only a study the database holds: one the registry has not answered (a typo, a 404) has
+    no history to take, and its sync's failure already says so. A ShapeError ends the run: it
+    is counted once, under its study, by `record` (the run's).
     """
     pending = [row[0] for row in db.execute(
-        "select nct_id from watchlist where backfilled_at is null and state = 'tracked' "
-        "order by nct_id").fetchall()]
+        "select nct_id from watchlist join studies using (nct_id) where backfilled_at is null "
+        "and state = 'tracked' order by nct_id").fetchall()]
     for nct_id in pending:
         try:
-            yield from backfill_study(db, api, nct_id, None, totals, run_id)
+            yield from backfill_study(db, api, nct_id, None, totals, run_id, count=False)
         except ShapeError as exc:
             error = ShapeError(f"backfill: {exc}", setting=exc.setting)
             record(nct_id, error)

@@ -206,7 +206,9 @@ class WriteRun:
                 totals.changed, totals.changes, totals.failed, tuple(totals.errors),
                 dict(totals.by_kind),
                 tuple(self._stored) if self._stored is not None else None)
-            if exc is None:
+            # A run stopped by an error counted under an input (the history endpoints changed
+            # shape) committed what it did first: its summary is printed, its alerts sent.
+            if exc is None or exc is self._recorded:
                 for sink in self.sinks:
                     sink.finish(self.result)
         finally:

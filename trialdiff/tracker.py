@@ -274,16 +274,17 @@ class Tracker:
         """Add studies and saved queries to what `sync` fetches; return how many were new."""
         from .sync import parse_query, track
 
-        return track(self.writer(), _ids(ids), [parse_query(q) for q in queries],
-                     utc_timestamp())
+        nct_ids, parsed = _ids(ids), [parse_query(q) for q in queries]  # before creating it
+        return track(self.writer(), nct_ids, parsed, utc_timestamp())
 
     def untrack(self, ids: Ids = (), queries: Iterable[str] = ()) -> int:
         """Remove studies and saved queries from what `sync` fetches; return how many went."""
         from .query import require_database
         from .sync import parse_query, untrack
 
+        nct_ids, parsed = _ids(ids), [parse_query(q) for q in queries]
         require_database(self.path)  # a mistyped path tracks nothing: create none there
-        return untrack(self.writer(), _ids(ids), [parse_query(q) for q in queries])
+        return untrack(self.writer(), nct_ids, parsed)
 
     def track_again(self, sources: Iterable[str] = (), *, ignore: Iterable[str] = ()
                     ) -> tuple[str, ...]:
@@ -291,10 +292,11 @@ class Tracker:
         tracked again now. Chosen before the database's first snapshot (tracking.py)."""
         from .lock import WriteLock
         from .query import transaction
-        from .tracking import track_again
+        from .tracking import checked_entries, track_again
 
+        again, ignore = checked_entries(sources, ignore)  # a usage error creates no database
         with WriteLock(self.path, self.wait, "ignored"), transaction(self.writer()):
-            return track_again(self.writer(), sources, ignore).again
+            return track_again(self.writer(), again, ignore).again
 
     # Reads.
 
@@ -381,9 +383,7 @@ def _time(value: str | None) -> str | None:
 
 def _day(value: str | date | None) -> date:
     """Return the UTC day of a date, a timestamp, or today."""
-    if isinstance(value, date):
-        return value
-    return utc_day(_time(value))
+    return value if isinstance(value, date) else utc_day(_time(value))
 
 
 def open(path: str, *, wait: float = 0.0, hooks: Mapping[str, Any] | None = None,

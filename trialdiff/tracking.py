@@ -43,16 +43,22 @@ def rules_of(conn: Any) -> Rules:
     return found
 
 
+def checked_entries(add: Iterable[str], drop: Iterable[str]) -> tuple[set[str], set[str]]:
+    """Return the entries to track again and to ignore again; refuse a typo or one in both."""
+    add, drop = set(add), set(drop)
+    if add & drop:
+        raise UsageError(f"both tracked again and ignored again: {', '.join(sorted(add & drop))}")
+    tracking_rules(add | drop)  # a name not on the list (a typo) is refused, not dropped quietly
+    return add, drop
+
+
 def track_again(conn: Any, add: Iterable[str] = (), drop: Iterable[str] = ()) -> Rules:
     """Track some ignore-list entries again, and ignore others again; return the rules now.
 
     Refused once the database holds snapshots, unless nothing changes. The caller holds the
     write lock (no run stores a snapshot meanwhile under the rules it read) and the transaction.
     """
-    add, drop = set(add), set(drop)
-    if add & drop:
-        raise UsageError(f"both tracked again and ignored again: {', '.join(sorted(add & drop))}")
-    tracking_rules(add | drop)  # a name not on the list (a typo) is refused, not dropped quietly
+    add, drop = checked_entries(add, drop)
     now = _read(conn)  # not the cache: another process may have changed them since
     rules = tracking_rules((set(now.again) | add) - drop)
     if rules.again != now.again:

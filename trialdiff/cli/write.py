@@ -164,7 +164,9 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
       trialdiff sync --quiet
       trialdiff sync NCT05827016 --api http://127.0.0.1:8765/api/v2
     """
-    settings = {} if source else _api_settings(**api)  # a malformed --api: exit 2 at once
+    # A malformed --api is exit 2 at once. A dump needs no API, but its --backfill-new takes
+    # the histories from --api all the same, with these settings.
+    settings = _api_settings(**api) if backfill_new or not source else {}
     opened = tracker(ctx, wait)
     printer = OutcomePrinter("sync", quiet=quiet, log_pages=True, news_only=True,
                              progress_total=_wanted(opened, nct_ids))
@@ -250,7 +252,8 @@ def track(ctx: click.Context, nct_ids: tuple[str, ...], queries: tuple[str, ...]
 
 @cli.command()
 @click.argument("nct_ids", nargs=-1, callback=check_nct_ids)
-@click.option("--query", "queries", multiple=True, metavar="EXPR")
+@click.option("--query", "queries", multiple=True, metavar="EXPR",
+              help="A saved query to stop fetching, in any order of its parameters.")
 @wait_option
 @click.pass_context
 def untrack(ctx: click.Context, nct_ids: tuple[str, ...], queries: tuple[str, ...],
