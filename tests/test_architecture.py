@@ -15,15 +15,15 @@ PACKAGE = ROOT / "trialdiff"
 LAYERS: dict[str, int] = {
     **dict.fromkeys(("errors", "settings", "fields", "model", "registry", "schema_version",
                      "worddiff"), 0),
-    **dict.fromkeys(("canonical", "normalize", "units", "diff", "meaning", "render", "page"),
-                    1),
+    **dict.fromkeys(("canonical", "normalize", "units", "diff", "meaning", "render", "page",
+                     "arguments"), 1),
     **dict.fromkeys(("present", "report", "terminal", "markdown", "atom", "jsoncsv", "export"),
                     2),
     **dict.fromkeys(("sources", "fetch", "deadline", "history_api", "targets", "lock", "query",
                      "dedupe", "codec", "tracking"), 3),
     **dict.fromkeys(("ingest", "store", "records", "schema", "annotations", "watch", "history",
                      "sync", "notify", "check", "site", "lifecycle", "compact", "upgrades",
-                     "ahead"), 4),
+                     "ahead", "clients"), 4),
     "tracker": 5,
     **dict.fromkeys(("cli", "web", "__main__"), 6),
 }

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from conftest import ROOT
 
-from trialdiff import tracker
+from trialdiff import clients, tracker
 from trialdiff.cli import cli
 from trialdiff.settings import CHECKOUT_DB, SETTINGS, default_db, setting
 
@@ -42,7 +42,7 @@ def test_the_python_apis_defaults_are_the_tables() -> None:
     # The API's keyword arguments are the settings in snake case; a default that drifted
     # would make a script behave unlike the command line.
     table = {entry.option[2:].replace("-", "_"): entry.default for entry in SETTINGS}
-    client = inspect.signature(tracker.client_for).parameters
+    client = inspect.signature(clients.client_for).parameters
     for name in ("page_size", "delay", "timeout", "deadline", "retries", "retry_budget",
                  "max_response_mb"):
         assert float(client[name].default) == float(table[name]), name

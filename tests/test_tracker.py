@@ -8,14 +8,14 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE, SAMPLE_DAYS, run
+from conftest import FIXTURES, SAMPLE, SAMPLE_DAYS, run
 from standin_api import StandinAPI
 
 import trialdiff
 from trialdiff.check import CheckTotals
 from trialdiff.errors import DatabaseError, UnknownStudy, UsageError
 from trialdiff.model import Observation, Outcome
-from trialdiff.tracker import Tracker, client_for
+from trialdiff.tracker import Tracker
 
 
 def test_change_to_dict_is_what_changes_format_json_prints(db_path: str) -> None:
@@ -210,23 +210,6 @@ def test_open_creates_a_database_and_a_write_that_needs_one_will_not(
     assert not missing.exists() and tracker.last_run is None
 
 
-@pytest.mark.parametrize(("setting", "value"), [
-    ("page_size", 0), ("page_size", 1001), ("timeout", 0), ("deadline", -1),
-    # Once taken by the library (the CLI refused them), or ending in a ValueError, or for an
-    # infinite deadline in tracebacks from the deadline's thread:
-    ("delay", float("nan")), ("delay", -1.0), ("retries", -1), ("retry_budget", -5.0),
-    ("timeout", float("nan")), ("max_response_mb", float("nan")), ("deadline", float("inf")),
-])
-def test_client_settings_out_of_range_are_refused_naming_the_setting(
-    setting: str, value: float
-) -> None:
-    # The CLI checks its numbers first, by the same bounds; a script reaches these directly.
-    with pytest.raises(UsageError) as caught:
-        client_for("https://clinicaltrials.gov/api/v2", **{setting: value})
-    assert caught.value.setting == setting and "--" not in str(caught.value)
-    assert str(caught.value).startswith(f"the {setting.replace('_', ' ')} must be ")
-
-
 def test_import_paths_takes_one_path_as_one_and_refuses_an_empty_one(
     db_path: str, tmp_path: Path
 ) -> None:
@@ -262,8 +245,11 @@ def test_a_bad_window_or_severity_is_a_usage_error_in_the_library_too(db_path: s
 
 
 def test_open_refuses_an_empty_path_or_a_wait_that_is_no_time(db_path: str) -> None:
-    with pytest.raises(UsageError, match="an empty path names no database"):
-        trialdiff.open("")  # SQLite's private temporary database, gone at close
+    # SQLite's private databases, which no reader could see; None is no path at all.
+    for path in ("", ":memory:", None):
+        with pytest.raises(UsageError, match="names no database file: give a file's path"):
+            trialdiff.open(path)  # type: ignore[arg-type]
+    assert list(Path(db_path).parent.iterdir()) == []  # no `None` nor `:memory:.lock` made
     for wait in (float("nan"), -1.0, float("inf")):
         with pytest.raises(UsageError, match="the wait must be a finite number of seconds"):
             trialdiff.open(db_path, wait=wait)
@@ -276,3 +262,72 @@ def test_one_nct_id_may_be_given_as_a_string(db_path: str) -> None:
         assert list(tracker.changes("NCT06060392")) == list(tracker.changes(["NCT06060392"]))
         assert tracker.track("NCT06060392") == (1, 0)
         assert tracker.untrack("nct06060392") == 1
+
+
+def test_each_read_sees_the_last_commit_and_an_iteration_keeps_its_snapshot(
+    db_path: str
+) -> None:
+    first, second = (str(SAMPLE / day) for day in SAMPLE_DAYS)
+    with trialdiff.open(db_path) as tracker, trialdiff.open(db_path) as other:
+        tracker.import_paths(first, at=SAMPLE_DAYS[0])
+        assert list(tracker.changes()) == [] and list(other.changes()) == []
+        reading = other.changes()
+        next(iter(other.changes()), None)
+        tracker.import_paths(second, at=SAMPLE_DAYS[1])  # its own write, and another's
+        assert len(list(tracker.changes())) == len(list(other.changes())) == 528
+        assert tracker.check() == [] and "`status.completionDate`" in tracker.recent_section(
+            "NCT06060392", days=400, as_of=SAMPLE_DAYS[1])
+        assert len(list(reading)) == 528  # begun after the commit
+        iteration = other.changes()
+        head = next(iteration)
+        tracker.import_paths(str(FIXTURES / "v2"), at="2025-08-01")  # new studies, no changes
+        assert other.reader().execute("select count(*) from studies").fetchone() == (3,)
+        assert len([head, *iteration]) == 528  # still the snapshot it began with
+    assert len(list(trialdiff.open(db_path).changes())) == 528
+
+
+def test_a_closed_tracker_is_not_opened_again_unasked(imported: str) -> None:
+    tracker = trialdiff.open(imported)
+    tracker.close()
+    for use in (lambda: list(tracker.changes()), tracker.check,
+                lambda: tracker.import_paths(str(SAMPLE))):
+        with pytest.raises(UsageError, match=r"is closed: trialdiff\.open"):
+            use()
+    assert run(imported, "history", "NCT06060392")[1].count("import") == 2  # no third run
+
+
+def test_open_does_not_wait_for_a_writer_when_there_is_nothing_to_migrate(
+    imported: str
+) -> None:
+    from test_lock import lock_holder
+
+    with lock_holder(imported):
+        with trialdiff.open(imported) as tracker:  # a reader's script during a cron sync
+            assert len(list(tracker.changes())) == 528
+        with pytest.raises(trialdiff.BusyError):
+            trialdiff.open(imported).import_paths(str(SAMPLE))
+
+
+def test_one_string_is_one_value_and_odd_filters_are_refused_or_exact(imported: str) -> None:
+    with trialdiff.open(imported) as tracker:
+        added = list(tracker.changes(kinds=["added"]))
+        assert added and list(tracker.changes(kinds="added")) == added
+        for kinds in (["ADDED"], "bogus"):
+            with pytest.raises(UsageError, match="unknown kind"):
+                list(tracker.changes(kinds=kinds))
+        with pytest.raises(UsageError, match="'' is not an NCT id"):
+            list(tracker.changes(""))  # it listed every change
+        assert list(tracker.changes([])) == []  # no study: none (None is every study)
+        assert tracker.track(queries="query.cond=myeloma") == (0, 1)
+        assert tracker.untrack(queries="query.cond=myeloma") == 1
+        for limit in (0, -1, 1.5):
+            with pytest.raises(UsageError, match="a limit of lines must be 1 or more"):
+                tracker.recent_section("NCT06060392", days=400, limit=limit)  # type: ignore
+        # A datetime is its moment (naive: UTC), as its ISO text is; it read as a whole day.
+        noon = datetime.datetime(2025, 7, 7, 12)
+        assert tracker.recent_section("NCT06060392", days=1, as_of=noon) == (
+            tracker.recent_section("NCT06060392", days=1, as_of="2025-07-07T12:00:00"))
+        assert list(tracker.changes(since=datetime.date(2025, 7, 7))) == list(
+            tracker.changes(since="2025-07-07"))
+    with trialdiff.open(imported.replace(".db", "-new.db")) as fresh:
+        assert fresh.track_again("derivedSection") == ("derivedSection",)

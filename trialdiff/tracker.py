@@ -19,40 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
+from .arguments import Ids, checked_ids, day_of, listed, timestamp_of
+from .clients import DEFAULT_API, client_for, history_client
 from .errors import UnknownStudy, UsageError
 from .lifecycle import Change, Run, Sink, WriteRun
-from .model import utc_day, utc_timestamp
-from .registry import DEFAULT
+from .model import utc_timestamp
 
 if TYPE_CHECKING:
     from .compact import Compacted
 
-DEFAULT_API = "https://clinicaltrials.gov/api/v2"
-Ids = str | Iterable[str]  # one NCT id, or several
-
-
-def client_for(api: str, *, page_size: int = 500, delay: float = 1.0, timeout: float = 60.0,
-               deadline: float = 120.0, retries: int = 5, retry_budget: float = 300.0,
-               max_response_mb: float = 64.0, **hooks: Any) -> Any:
-    """Return an API client from settings (as settings.py names them); hooks: sleep, transport."""
-    from .fetch import Pacing
-    from .settings import check_client_setting
-
-    for name, value in (("page_size", page_size), ("delay", delay), ("timeout", timeout),
-                        ("deadline", deadline), ("retries", retries),
-                        ("retry_budget", retry_budget), ("max_response_mb", max_response_mb)):
-        check_client_setting(name, value)
-    pacing = Pacing(delay=delay, timeout=timeout, deadline=deadline, retries=retries,
-                    retry_budget=retry_budget, max_bytes=int(max_response_mb * 1024 * 1024),
-                    page_size=page_size)
-    return DEFAULT.client(api, pacing, **hooks)
-
-
-def history_client(api: str, **settings: Any) -> Any:
-    """Return the record-history endpoints, through a client based at the registry's root."""
-    from .history_api import site_root
-
-    return DEFAULT.history(client_for(site_root(api), **settings))
 
 
 class Tracker:
@@ -66,15 +41,18 @@ class Tracker:
 
     def __init__(self, path: str, *, wait: float = 0.0,
                  hooks: Mapping[str, Any] | None = None, keep_changes: bool = True) -> None:
-        if not str(path).strip():  # "" would be SQLite's private temporary database
-            raise UsageError("an empty path names no database")
-        self.path = str(path)
+        if not isinstance(path, str | os.PathLike) or str(path).strip() in ("", ":memory:"):
+            # "" and ":memory:" are SQLite's private databases, which no reader could see.
+            raise UsageError(f"{path!r} names no database file: give a file's path")
+        self.path = os.fspath(path)
         self.wait = wait
         self.hooks = dict(hooks or {})
         self.keep_changes = keep_changes
         self.last_run: Run | None = None
         self._db: sqlite_utils.Database | None = None
         self._conn: sqlite3.Connection | None = None
+        self._reading = 0  # reads under way (a `changes()` being iterated): keep their snapshot
+        self._closed = False
 
     def __enter__(self) -> Tracker:
         return self
@@ -84,7 +62,8 @@ class Tracker:
         self.close()
 
     def close(self) -> None:
-        """Close the database connections."""
+        """Close the database connections; the Tracker is done (open the database again)."""
+        self._closed = True
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -94,6 +73,7 @@ class Tracker:
 
     def writer(self) -> sqlite_utils.Database:
         """Return the writing connection, creating or migrating the database first."""
+        self._require_open()
         if self._db is None:
             from .schema import open_db
 
@@ -101,12 +81,25 @@ class Tracker:
         return self._db
 
     def reader(self) -> sqlite3.Connection:
-        """Return a read-only connection (it sees the last commit, never blocks a writer)."""
+        """Return a read-only connection, which never blocks a writer, at the last commit.
+
+        Each call starts a new snapshot, unless a read is under way: a `changes()` being
+        iterated keeps the snapshot it began with, and so do the reads made meanwhile.
+        """
+        self._require_open()
         if self._conn is None:
             from .query import connect_readonly
 
             self._conn = connect_readonly(self.path)
+        elif not self._reading:
+            self._conn.execute("commit")  # the next read takes a new snapshot (WAL)
+            self._conn.execute("begin")
         return self._conn
+
+    def _require_open(self) -> None:
+        """Refuse to use a closed Tracker, rather than open the database again unasked."""
+        if self._closed:
+            raise UsageError(f"this Tracker of {self.path} is closed: trialdiff.open() it again")
 
     def run(self, command: str, sinks: Sequence[Sink] = (), clients: Iterable[Any] = ()
             ) -> WriteRun:
@@ -186,7 +179,7 @@ class Tracker:
         from .model import observation_time
         from .sync import check_source, sync_api, sync_source
 
-        nct_ids = _ids(ids)
+        nct_ids = checked_ids(ids)
         if source is not None:
             check_source(source)  # before a run starts, as a malformed API URL is
         observed_at = observation_time(at) if at is not None else utc_timestamp()
@@ -220,7 +213,7 @@ class Tracker:
         from .model import Failed
         from .watch import AlertWriter
 
-        nct_ids = _ids(ids)
+        nct_ids = checked_ids(ids)
         history = history_client(api, **settings, **self.hooks)
         with self._running("backfill", sinks, [history.client]) as run:
             alerts = AlertWriter(run.db, run.id) if alert else None
@@ -270,33 +263,32 @@ class Tracker:
                 run.totals.fail("alert", error)
         return totals
 
-    def track(self, ids: Ids = (), queries: Iterable[str] = ()) -> tuple[int, int]:
+    def track(self, ids: Ids = (), queries: Ids = ()) -> tuple[int, int]:
         """Add studies and saved queries to what `sync` fetches; return how many were new."""
         from .sync import parse_query, track
 
-        nct_ids, parsed = _ids(ids), [parse_query(q) for q in queries]  # before creating it
+        nct_ids, parsed = checked_ids(ids), [parse_query(q) for q in listed(queries)]  # first
         return track(self.writer(), nct_ids, parsed, utc_timestamp())
 
-    def untrack(self, ids: Ids = (), queries: Iterable[str] = ()) -> int:
+    def untrack(self, ids: Ids = (), queries: Ids = ()) -> int:
         """Remove studies and saved queries from what `sync` fetches; return how many went."""
         from .query import require_database
         from .sync import parse_query, untrack
 
-        nct_ids, parsed = _ids(ids), [parse_query(q) for q in queries]
+        nct_ids, parsed = checked_ids(ids), [parse_query(q) for q in listed(queries)]
         require_database(self.path)  # a mistyped path tracks nothing: create none there
         return untrack(self.writer(), nct_ids, parsed)
 
-    def track_again(self, sources: Iterable[str] = (), *, ignore: Iterable[str] = ()
-                    ) -> tuple[str, ...]:
+    def track_again(self, sources: Ids = (), *, ignore: Ids = ()) -> tuple[str, ...]:
         """Track entries of the spec's ignore list again, or `ignore` them again; return those
         tracked again now. Chosen before the database's first snapshot (tracking.py)."""
         from .lock import WriteLock
         from .query import transaction
         from .tracking import checked_entries, track_again
 
-        again, ignore = checked_entries(sources, ignore)  # a usage error creates no database
+        again, dropped = checked_entries(listed(sources), listed(ignore))  # no file on error
         with WriteLock(self.path, self.wait, "ignored"), transaction(self.writer()):
-            return track_again(self.writer(), again, ignore).again
+            return track_again(self.writer(), again, dropped).again
 
     # Reads.
 
@@ -312,18 +304,31 @@ class Tracker:
 
         return load_watches(self.reader())
 
-    def changes(self, nct_ids: Ids | None = None, since: str | None = None,
-                until: str | None = None, path: str | None = None,
+    def changes(self, nct_ids: Ids | None = None, since: str | date | None = None,
+                until: str | date | None = None, path: str | None = None,
                 kinds: Iterable[str] | None = None, min_severity: str | None = None
                 ) -> Iterator[Change]:
-        """Yield stored changes, oldest first, as `changes --format json` lists them."""
+        """Yield stored changes, oldest first, as `changes --format json` lists them.
+
+        `nct_ids` None is every study (an empty list is none); `until` is exclusive.
+        """
         from .export import annotated_stream
+        from .model import CHANGE_KINDS
         from .query import ChangeFilter, query_changes
 
-        where = ChangeFilter(_ids(nct_ids or ()), _time(since), _time(until), path,
-                             tuple(kinds or ()))
-        for group in annotated_stream(query_changes(self.reader(), where), min_severity):
-            yield from map(Change.from_annotated, group)
+        ids, wanted = checked_ids(nct_ids) if nct_ids is not None else (), tuple(listed(kinds))
+        if unknown := sorted(set(wanted) - set(CHANGE_KINDS)):
+            raise UsageError(f"unknown kind {', '.join(unknown)}; use {', '.join(CHANGE_KINDS)}")
+        if nct_ids is not None and not ids:
+            return
+        where = ChangeFilter(ids, timestamp_of(since), timestamp_of(until), path, wanted)
+        conn = self.reader()
+        self._reading += 1
+        try:
+            for group in annotated_stream(query_changes(conn, where), min_severity):
+                yield from map(Change.from_annotated, group)
+        finally:
+            self._reading -= 1
 
     def recent_section(self, nct_id: str, days: int = 30, as_of: str | date | None = None,
                        limit: int | None = None) -> str:
@@ -331,11 +336,14 @@ class Tracker:
         from .query import ChangeFilter, query_changes, study_row
         from .render import recent_section, recent_window
 
-        (checked,) = _ids([nct_id])
+        (checked,) = checked_ids([nct_id])
         conn = self.reader()
         if study_row(conn, checked) is None:  # a mistyped id is not a quiet month
             raise UnknownStudy(f"{checked} is not in the database")
-        since, until = recent_window(_day(as_of), days)
+        since, until = recent_window(day_of(as_of), days)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):
+            raise UsageError(f"a limit of lines must be 1 or more, not {limit!r}")
         where = ChangeFilter((checked,), since, until)
         return recent_section(list(query_changes(conn, where)), days, limit)
 
@@ -344,8 +352,8 @@ class Tracker:
         """Return a study's trial page (Markdown), as `page` prints it."""
         from .site import render_study_page
 
-        (checked,) = _ids([nct_id])
-        text = render_study_page(self.reader(), checked, _day(as_of), days, canonical_base,
+        (checked,) = checked_ids([nct_id])
+        text = render_study_page(self.reader(), checked, day_of(as_of), days, canonical_base,
                                  footer, ages)
         if text is None:
             raise UnknownStudy(f"{checked} is not in the database")
@@ -358,42 +366,27 @@ class Tracker:
         return list(check_database(self.reader(), totals or CheckTotals()))
 
 
-def _ids(values: Ids) -> tuple[str, ...]:
-    """Return NCT ids (one, or several) upper-cased; raise UsageError for a malformed one."""
-    from .normalize import is_nct_id
-
-    checked = []
-    for value in [values] if isinstance(values, str) else values:  # not its characters
-        nct_id = value.strip().upper()
-        if not is_nct_id(nct_id):
-            raise UsageError(f"{value!r} is not an NCT id like NCT01234567")
-        checked.append(nct_id)
-    return tuple(checked)
-
-
-def _time(value: str | None) -> str | None:
-    """Return an ISO 8601 date or time as a UTC timestamp; raise UsageError if it is not one."""
-    if value is None:
-        return None
-    try:
-        return utc_timestamp(value)
-    except (ValueError, OverflowError):
-        raise UsageError(f"{value!r} is not an ISO 8601 date or time") from None
-
-
-def _day(value: str | date | None) -> date:
-    """Return the UTC day of a date, a timestamp, or today."""
-    return value if isinstance(value, date) else utc_day(_time(value))
-
-
 def open(path: str, *, wait: float = 0.0, hooks: Mapping[str, Any] | None = None,
          keep_changes: bool = True) -> Tracker:
     """Open (creating or migrating) a trialdiff database; use the Tracker as a context manager."""
     from .lock import WriteLock
 
     tracker = Tracker(path, wait=wait, hooks=hooks, keep_changes=keep_changes)
-    with WriteLock(tracker.path, wait, "open"):
-        tracker.writer()
+    if not _current(tracker.path):  # else nothing to create or migrate: readers never wait
+        with WriteLock(tracker.path, wait, "open"):
+            tracker.writer()
     return tracker
+
+
+def _current(path: str) -> bool:
+    """Tell whether a database exists at the current schema (no lock needed to read it)."""
+    from .errors import TrialdiffError
+    from .query import connect_readonly
+
+    try:
+        connect_readonly(path).close()
+    except TrialdiffError:  # missing, older, newer or foreign: the writer creates or says
+        return False
+    return True
 
 

@@ -1,0 +1,33 @@
+"""Build the registry's API clients from a run's settings (as settings.py names them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .registry import DEFAULT
+
+DEFAULT_API = "https://clinicaltrials.gov/api/v2"
+
+
+def client_for(api: str, *, page_size: int = 500, delay: float = 1.0, timeout: float = 60.0,
+               deadline: float = 120.0, retries: int = 5, retry_budget: float = 300.0,
+               max_response_mb: float = 64.0, **hooks: Any) -> Any:
+    """Return an API client from settings (as settings.py names them); hooks: sleep, transport."""
+    from .fetch import Pacing
+    from .settings import check_client_setting
+
+    for name, value in (("page_size", page_size), ("delay", delay), ("timeout", timeout),
+                        ("deadline", deadline), ("retries", retries),
+                        ("retry_budget", retry_budget), ("max_response_mb", max_response_mb)):
+        check_client_setting(name, value)
+    pacing = Pacing(delay=delay, timeout=timeout, deadline=deadline, retries=retries,
+                    retry_budget=retry_budget, max_bytes=int(max_response_mb * 1024 * 1024),
+                    page_size=page_size)
+    return DEFAULT.client(api, pacing, **hooks)
+
+
+def history_client(api: str, **settings: Any) -> Any:
+    """Return the record-history endpoints, through a client based at the registry's root."""
+    from .history_api import site_root
+
+    return DEFAULT.history(client_for(site_root(api), **settings))
