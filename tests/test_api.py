@@ -7,6 +7,7 @@ import io
 import os
 import re
 import shutil
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,6 +66,12 @@ def test_every_public_name_exists_and_is_documented() -> None:
         assert doc and doc.strip(), f"{name} has no docstring"
     with pytest.raises(AttributeError):
         trialdiff.nothing_such  # noqa: B018
+    assert set(trialdiff.__all__) <= set(dir(trialdiff))
+    # A Sink's show() gets an Outcome: every kind of it is public, to match on.
+    assert set(typing.get_args(trialdiff.Outcome)) == {
+        getattr(trialdiff, name) for name in trialdiff.__all__
+        if isinstance(getattr(trialdiff, name), type) and getattr(trialdiff, name).__module__
+        == "trialdiff.model"}
 
 
 def test_no_library_message_names_a_command_line_flag() -> None:

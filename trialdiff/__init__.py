@@ -24,7 +24,18 @@ if TYPE_CHECKING:
         UsageError,
     )
     from .lifecycle import Change, Run, Sink
-    from .model import Outcome
+    from .model import (
+        Backfilled,
+        Event,
+        Failed,
+        LeftOut,
+        Observation,
+        Outcome,
+        PageDone,
+        Resumed,
+        ShapeWarning,
+        UpToDate,
+    )
     from .tracker import Tracker, open
 
 __version__ = "0.1.0"
@@ -36,11 +47,16 @@ _HOMES = {
     "InputError": "errors", "TrialdiffError": "errors", "UnknownStudy": "errors",
     "UsageError": "errors", "Sink": "lifecycle", "Outcome": "model", "Change": "lifecycle",
     "Run": "lifecycle", "Tracker": "tracker", "open": "tracker",
+    # What a Sink's show() is given: one of these (model.Outcome), matched on by class.
+    **dict.fromkeys(("Backfilled", "Event", "Failed", "LeftOut", "Observation", "PageDone",
+                     "Resumed", "ShapeWarning", "UpToDate"), "model"),
 }
 
 __all__ = [
-    "BusyError", "Change", "DatabaseError", "FetchError", "InputError", "Outcome", "Run",
-    "Sink", "Tracker", "TrialdiffError", "UnknownStudy", "UsageError", "open",
+    "Backfilled", "BusyError", "Change", "DatabaseError", "Event", "Failed", "FetchError",
+    "InputError", "LeftOut", "Observation", "Outcome", "PageDone", "Resumed", "Run",
+    "ShapeWarning", "Sink", "Tracker", "TrialdiffError", "UnknownStudy", "UpToDate",
+    "UsageError", "open",
 ]
 
 
@@ -49,3 +65,8 @@ def __getattr__(name: str) -> Any:
     if name not in _HOMES:
         raise AttributeError(f"module 'trialdiff' has no attribute {name!r}")
     return getattr(import_module(f".{_HOMES[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    """List the public names too, which load on first use (tab completion, `dir()`)."""
+    return sorted({*globals(), *__all__})
