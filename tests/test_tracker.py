@@ -310,6 +310,14 @@ def test_open_does_not_wait_for_a_writer_when_there_is_nothing_to_migrate(
 
 def test_one_string_is_one_value_and_odd_filters_are_refused_or_exact(imported: str) -> None:
     with trialdiff.open(imported) as tracker:
+        for base in ("example.org/x", "javascript:alert(1)//", "https://exa mple.org/"):
+            with pytest.raises(UsageError, match=r"is not a URL like https://example\.org/"):
+                tracker.page("NCT06060392", canonical_base=base)
+        for bad in ({"paths": []}, {"paths": str(SAMPLE), "workers": 5},
+                    {"paths": str(SAMPLE), "workers": -1}):
+            with pytest.raises(UsageError):
+                tracker.import_paths(**bad)  # type: ignore[arg-type]
+        assert tracker.last_run is None  # no run was begun for any of them
         added = list(tracker.changes(kinds=["added"]))
         assert added and list(tracker.changes(kinds="added")) == added
         for kinds in (["ADDED"], "bogus"):

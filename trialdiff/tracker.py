@@ -141,8 +141,10 @@ class Tracker:
 
         # One path is not its characters: "/" would have been imported, the whole disk.
         given = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
-        if any(not os.fspath(path).strip() for path in given):  # "" is the current folder
+        if not given or any(not os.fspath(path).strip() for path in given):  # "" is "."
             raise UsageError("an empty path names no input: give a file, a folder or a zip")
+        if workers not in (0, 1):  # one worker prepares edits beside the writer: no more
+            raise UsageError(f"workers is 0 or 1, not {workers!r}")
         observed = observation_time(at) if at is not None else None
         batches: list[tuple[str, list[str]]] = []
         plain: list[str] = []
@@ -350,8 +352,11 @@ class Tracker:
     def page(self, nct_id: str, as_of: str | date | None = None, days: int = 30,
              canonical_base: str = "", footer: str = "", ages: bool = False) -> str:
         """Return a study's trial page (Markdown), as `page` prints it."""
+        from .fetch import check_base_url
         from .site import render_study_page
 
+        if canonical_base:  # refused as `page --canonical-base` refuses it: every link holds it
+            check_base_url(canonical_base, "canonical_base", "https://example.org/trials/")
         (checked,) = checked_ids([nct_id])
         text = render_study_page(self.reader(), checked, day_of(as_of), days, canonical_base,
                                  footer, ages)
