@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlite_utils
-from conftest import clones, records_leaves, run, write_day
+from conftest import SAMPLE, clones, records_leaves, run, write_day
 
 import trialdiff
 from trialdiff import compact
@@ -179,3 +179,66 @@ def test_a_pack_that_fails_leaves_the_run_ok_and_its_rows_as_stored(
     assert (run_row.status, run_row.checked, run_row.failed) == ("ok", 100, 0)
     assert sqlite3.connect(db_path).execute("select count(*) from records").fetchone() == (100,)
     assert run(db_path, "check")[0] == 0
+
+
+def test_the_librarys_methods_raise_sqlites_errors_as_its_own(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trialdiff import schema
+    from trialdiff.errors import DatabaseError
+
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    monkeypatch.setattr(schema, "BUSY_SECONDS", 0.2)
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("begin immediate")  # SQLite's own lock: a user's sqlite3 shell mid-write
+    try:
+        with pytest.raises(BusyError, match="busy with another writer") as caught:
+            trialdiff.Tracker(db_path).track("NCT05827016")
+        assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+    finally:
+        other.execute("rollback")
+        other.close()
+    # A damaged page under what a study page reads: DatabaseError, not sqlite3's.
+    conn = sqlite3.connect(db_path)
+    (root,) = conn.execute("select rootpage from sqlite_master where name = 'records'"
+                           ).fetchone()
+    (size,) = conn.execute("pragma page_size").fetchone()
+    conn.execute("pragma wal_checkpoint(truncate)")
+    conn.close()
+    with open(db_path, "r+b") as damaged:
+        damaged.seek((root - 1) * size)
+        damaged.write(b"\xff" * size)
+    tracker = trialdiff.Tracker(db_path)
+    with pytest.raises(DatabaseError, match=r"database error: .*malformed") as caught:
+        tracker.page("NCT06060392")  # sqlite3.DatabaseError escaped the library here
+    assert isinstance(caught.value.__cause__, sqlite3.DatabaseError)
+    with pytest.raises(DatabaseError, match="malformed"):
+        tracker.check()  # SQLite's integrity check itself stops at a root page this damaged
+
+
+def test_raising_ours_keeps_a_generators_values_and_the_cause() -> None:
+    from trialdiff.errors import DatabaseError
+    from trialdiff.lifecycle import raising_ours
+
+    @raising_ours
+    class Reader:
+        def rows(self) -> Iterator[int]:
+            yield 1
+            raise sqlite3.DatabaseError("database disk image is malformed")
+
+        def one(self) -> int:
+            busy = sqlite3.OperationalError("database is locked")
+            busy.sqlite_errorcode = sqlite3.SQLITE_BUSY  # as SQLite's C code sets it
+            raise busy
+
+        def _private(self) -> None:
+            raise sqlite3.DatabaseError("left as it is")
+
+    rows = Reader().rows()
+    assert next(rows) == 1
+    with pytest.raises(DatabaseError, match="database error: database disk image is malformed"):
+        next(rows)
+    with pytest.raises(BusyError):
+        Reader().one()
+    with pytest.raises(sqlite3.DatabaseError):
+        Reader()._private()

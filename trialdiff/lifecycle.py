@@ -13,17 +13,19 @@ quarter of itself empty; later runs add a few records each, and leave them where
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import sqlite_utils
 
-from .errors import UsageError
+from .errors import BusyError, DatabaseError, UsageError
 from .ingest import RunTotals
 from .lock import WriteLock
 from .meaning import Annotated
@@ -244,3 +246,48 @@ def finish_run(
         [ended_at, status, data_timestamp, totals.checked, totals.changed, totals.changes,
          totals.failed, json.dumps(totals.errors[:1000], ensure_ascii=False), run_id],
     )
+
+
+def sqlite_error(exc: sqlite3.Error) -> DatabaseError:
+    """Return an error SQLite raised as trialdiff's: BusyError for its lock, else DatabaseError."""
+    if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:
+        return BusyError("the database is busy with another writer (SQLite's lock, held past "
+                         "the wait for it); try again")
+    return DatabaseError(f"database error: {exc}")
+
+
+_Class = TypeVar("_Class", bound=type)
+
+
+def raising_ours(cls: _Class) -> _Class:
+    """Make a class's public methods raise SQLite's errors as trialdiff's (`sqlite_error`).
+
+    A read-only file, a damaged one, or SQLite's own lock held by another program would
+    otherwise reach a library user as sqlite3's errors, outside the tree errors.py documents.
+    """
+    for name, method in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isfunction(method):
+            setattr(cls, name, _translated(method))
+    return cls
+
+
+def _translated(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Return a method (or generator method) that raises SQLite's errors as trialdiff's."""
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def generate(*args: Any, **kwargs: Any) -> Any:
+            try:
+                yield from method(*args, **kwargs)
+            except sqlite3.Error as exc:
+                raise sqlite_error(exc) from exc
+
+        return generate
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise sqlite_error(exc) from exc
+
+    return call

@@ -22,7 +22,7 @@ import sqlite_utils
 from .arguments import Ids, checked_ids, day_of, listed, timestamp_of
 from .clients import DEFAULT_API, client_for, history_client
 from .errors import UnknownStudy, UsageError
-from .lifecycle import Change, Run, Sink, WriteRun
+from .lifecycle import Change, Run, Sink, WriteRun, raising_ours
 from .model import utc_timestamp
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 
 
+@raising_ours
 class Tracker:
     """A trialdiff database: write runs that keep snapshots, and reads of its changelog.
 
@@ -51,8 +52,7 @@ class Tracker:
         self.last_run: Run | None = None
         self._db: sqlite_utils.Database | None = None
         self._conn: sqlite3.Connection | None = None
-        self._reading = 0  # reads under way (a `changes()` being iterated): keep their snapshot
-        self._closed = False
+        self._reading, self._closed = 0, False  # reads under way (a `changes()`) keep theirs
 
     def __enter__(self) -> Tracker:
         return self
@@ -64,12 +64,10 @@ class Tracker:
     def close(self) -> None:
         """Close the database connections; the Tracker is done (open the database again)."""
         self._closed = True
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        for connection in (self._conn, self._db):
+            if connection is not None:
+                connection.close()
+        self._conn, self._db = None, None
 
     def writer(self) -> sqlite_utils.Database:
         """Return the writing connection, creating or migrating the database first."""
@@ -86,14 +84,18 @@ class Tracker:
         Each call starts a new snapshot, unless a read is under way: a `changes()` being
         iterated keeps the snapshot it began with, and so do the reads made meanwhile.
         """
+        from .query import connect_readonly
+
         self._require_open()
         if self._conn is None:
-            from .query import connect_readonly
-
             self._conn = connect_readonly(self.path)
         elif not self._reading:
-            self._conn.execute("commit")  # the next read takes a new snapshot (WAL)
-            self._conn.execute("begin")
+            try:  # end the snapshot, so that the next read takes a new one (WAL)
+                self._conn.execute("commit")
+                self._conn.execute("begin")
+            except sqlite3.Error:  # a damaged file can fail even that: read it anew
+                self._conn.close()
+                self._conn = connect_readonly(self.path)
         return self._conn
 
     def _require_open(self) -> None:

@@ -25,7 +25,7 @@ from typing import Any, Final, NoReturn
 import click
 
 from .. import __version__
-from ..errors import BusyError, TrialdiffError
+from ..errors import TrialdiffError
 from ..model import utc_day, utc_timestamp
 from ..registry import DEFAULT
 from ..settings import MAX_DAYS as MAX_DAYS  # the commands' --days bound
@@ -114,12 +114,12 @@ class Group(click.Group):
             from .sinks import worded
 
             raise CliError(worded(str(exc), exc.setting), exc.exit_code) from exc
-        except sqlite3.Error as exc:
+        except sqlite3.Error as exc:  # the CLI's own reads; the library's raise its errors
+            from ..lifecycle import sqlite_error
+
             debug_traceback(ctx)
-            if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:
-                raise CliError("the database is busy with another writer (SQLite's lock, held "
-                               "past the wait for it); try again", BusyError.exit_code) from exc
-            raise CliError(f"database error: {exc}") from exc
+            error = sqlite_error(exc)
+            raise CliError(str(error), error.exit_code) from exc
         except OSError as exc:
             debug_traceback(ctx)
             raise CliError(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from exc
