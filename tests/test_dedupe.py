@@ -23,10 +23,10 @@ from conftest import (
     version_pair,
 )
 
+import trialdiff.ingest
 from trialdiff.check import CheckTotals, check_database
 from trialdiff.dedupe import InputLedger
 from trialdiff.ingest import RunTotals, save_studies
-from trialdiff.model import Observation
 from trialdiff.normalize import study_id
 from trialdiff.schema import open_db
 from trialdiff.sources import SourceItem
@@ -96,16 +96,15 @@ def test_a_study_given_twice_with_different_content_is_a_conflict_in_every_shape
     paths, newer_label, older_label = _write_shape(folder, shape)
     code, out, err = run(db_path, "import", "--at", "2025-07-07", *paths)
     assert code == 1
-    # One pass: the first copy's changes were printed as it was saved, then taken back.
+    # One pass: the first copy was saved, then taken back within its batch, before its
+    # batch committed, so none of its changes was ever printed.
     assert err == (
         f"trialdiff: {older_label}: NCT06060392 is given again in this input with different "
         f"content (first in {newer_label}): a conflict, so no version of it was stored (the "
-        "changes printed for it are undone)\n"
+        "changes stored for it are undone)\n"
     )
     # Repeats with the same content are one observation each; everything else is stored.
-    lines = out.splitlines()
-    assert lines[-1] == "import: 2 studies checked, 0 changed, 0 changes, 1 failed"
-    assert lines[:-1] and all(line.startswith("NCT06060392  ") for line in lines[:-1])
+    assert out == "import: 2 studies checked, 0 changed, 0 changes, 1 failed\n"
     assert stored_rows(db_path, "select nct_id, snapshot_count from studies order by nct_id") == [
         (ID0, 1), (ID1, 1), ("NCT06060392", 1)]
     assert stored_rows(db_path, "select nct_id, last_seen_at from sightings "
@@ -133,8 +132,9 @@ def test_sync_from_a_dump_and_an_api_page_take_each_study_once(tmp_path: Path,
     outcomes: list[Any] = []
     save_studies(db, _items(ENTRIES, "filter.ids"), "2025-07-07T00:00:00.000Z", totals,
                  source="sync", emit=outcomes.append)
+    # The first copy's observation, taken back in its own batch, is never emitted.
     assert [(getattr(o, "nct_id", None), getattr(o, "where", None)) for o in outcomes] == [
-        (ID0, None), ("NCT06060392", None), (ID1, None), (None, "filter.ids[4]")]
+        (ID0, None), (ID1, None), (None, "filter.ids[4]")]
     assert (totals.checked, totals.changed, totals.changes, totals.failed) == (2, 0, 0, 1)
     assert db.execute("select nct_id from studies order by 1").fetchall() == [(ID0,), (ID1,)]
 
@@ -168,7 +168,7 @@ def test_a_study_given_again_with_other_content_leaves_its_history_as_it_was(
     assert totals.errors == [{"input": "test", "error": (
         "NCT06060392 is given again in this input with different content (first in test): a "
         "conflict, so no version of it was stored"
-        + (" (the changes printed for it are undone)" if first == "changed" else ""))}]
+        + (" (the changes stored for it are undone)" if first == "changed" else ""))}]
     other_id = study_id(other)
     after = [[row for row in rows if other_id not in row] for rows in _state(conn)]
     assert after == before
@@ -248,20 +248,26 @@ def test_a_refused_first_copy_leaves_nothing_to_undo_and_a_same_repeat_is_droppe
 
 
 def test_a_run_stopped_between_two_copies_keeps_the_first_and_a_rerun_refuses_the_study(
-    db_path: str,
+    db_path: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     save_records(db_path, [OLDER], T1)
     db = open_db(db_path)
+    save_study = trialdiff.ingest.save_study
 
-    def stop_at_r0(outcome: Any) -> None:  # Ctrl-C after the first copy's batch committed
-        if isinstance(outcome, Observation) and outcome.nct_id == ID0:
+    def stop_at_r0(db: Any, nct_id: str, *args: Any, **kwargs: Any) -> Any:
+        if nct_id == ID0:  # Ctrl-C after the first copy's batch committed, in R0's
             raise KeyboardInterrupt
+        return save_study(db, nct_id, *args, **kwargs)
 
-    stopped = RunTotals()
+    monkeypatch.setattr(trialdiff.ingest, "save_study", stop_at_r0)
+    stopped, shown = RunTotals(), []
     with pytest.raises(KeyboardInterrupt):
         save_studies(db, _labelled(NEWER, R0, OLDER), T2, stopped, batch_size=1,
-                     emit=stop_at_r0)
-    assert (stopped.checked, stopped.changes) == (2, 6)
+                     emit=shown.append)
+    monkeypatch.undo()
+    # What committed is counted and was shown; R0's batch, rolled back, neither.
+    assert (stopped.checked, stopped.changes) == (1, 6)
+    assert [o.nct_id for o in shown] == ["NCT06060392"]
     conn = sqlite3.connect(db_path)
     kept = _state(conn)
     assert conn.execute("select nct_id, snapshot_count from studies").fetchall() == [

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import (
@@ -26,6 +27,7 @@ from conftest import (
     write_day,
 )
 
+import trialdiff.ingest
 from trialdiff.diff import changed_paths
 from trialdiff.ingest import RunTotals, save_studies
 from trialdiff.model import Failed, FieldChange, Observation, Outcome
@@ -81,24 +83,30 @@ def test_each_item_is_emitted_in_input_order_with_what_became_of_it(db_path: str
 
 
 def test_a_stopped_input_keeps_each_whole_batch_before_it_and_a_rerun_saves_the_rest(
-    db_path: str,
+    db_path: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     items = [SourceItem(f"{study_id(r)}.json", r, study_id(r)) for r in RECORDS]
     db = open_db(db_path)
-    observed: list[str] = []
+    saved: list[str] = []
+    save_study = trialdiff.ingest.save_study
 
-    def stop_at_the_13th(outcome: Outcome) -> None:  # Ctrl-C inside the third batch of 5
-        if isinstance(outcome, Observation):
-            observed.append(outcome.nct_id)
-            if len(observed) == 13:
-                raise KeyboardInterrupt
+    def stop_at_the_13th(db: Any, nct_id: str, *args: Any, **kwargs: Any) -> Any:
+        if len(saved) == 12:  # Ctrl-C inside the third batch of 5
+            raise KeyboardInterrupt
+        saved.append(nct_id)
+        return save_study(db, nct_id, *args, **kwargs)
 
+    monkeypatch.setattr(trialdiff.ingest, "save_study", stop_at_the_13th)
+    stopped, shown = RunTotals(), []
     with pytest.raises(KeyboardInterrupt):
-        save_studies(db, items, T1, RunTotals(), batch_size=5, emit=stop_at_the_13th)
+        save_studies(db, items, T1, stopped, batch_size=5, emit=shown.append)
+    monkeypatch.undo()
     conn = sqlite3.connect(db_path)
     assert [row[0] for row in conn.execute("select nct_id from studies order by 1")] == \
-        observed[:10]  # two batches committed; the third, under way, rolled back whole
+        sorted(saved[:10])  # two batches committed; the third, under way, rolled back whole
     assert conn.execute("select count(*) from snapshots").fetchone() == (10,)
+    # The run's counts and what it showed are what committed: the third batch never was.
+    assert stopped.checked == 10 and [o.nct_id for o in shown] == saved[:10]
     totals = RunTotals()
     save_studies(db, items, T1, totals, batch_size=5)
     assert (totals.checked, totals.changed, totals.changes, totals.failed) == (len(RECORDS), 0,

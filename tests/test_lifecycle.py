@@ -242,3 +242,20 @@ def test_raising_ours_keeps_a_generators_values_and_the_cause() -> None:
         Reader().one()
     with pytest.raises(sqlite3.DatabaseError):
         Reader()._private()
+
+
+def test_a_conflicts_undoing_takes_the_first_copys_changes_out_of_the_run(db_path: str) -> None:
+    from trialdiff.model import Failed, FieldChange, Observation
+
+    def change(nct_id: str, at: str) -> FieldChange:
+        return FieldChange(nct_id, "status.overallStatus", "changed", at, "A", "B", {})
+
+    with WriteRun(db_path, "import", lambda: open_db(db_path)) as run:
+        # A first copy committed in an earlier batch was shown; its repeat conflicts later.
+        run.emit(Observation("NCT06060392", True, (change("NCT06060392", "T2"),)))
+        run.emit(Observation("NCT06060392", True, (change("NCT06060392", "T1"),)))
+        run.emit(Observation("NCT05827016", True, (change("NCT05827016", "T2"),)))
+        run.emit(Failed("input[2]", "a conflict", undone=("NCT06060392", "T2")))
+    assert run.result is not None
+    assert [(c.nct_id, c.detected_at) for c in run.result.stored_changes] == [
+        ("NCT06060392", "T1"), ("NCT05827016", "T2")]

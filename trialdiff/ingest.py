@@ -63,6 +63,15 @@ class RunTotals:
         self.failed += 1
         self.errors.append({"input": where, "error": error})
 
+    def copy(self) -> RunTotals:
+        """Return the totals as they are now (what a rollback comes back to)."""
+        return RunTotals(self.checked, self.changed, self.changes, self.failed,
+                         dict(self.by_kind), list(self.errors))
+
+    def restore(self, earlier: RunTotals) -> None:
+        """Go back to earlier totals: what a rolled-back batch counted never happened."""
+        self.__dict__.update(vars(earlier.copy()))
+
 
 def save_studies(
     db: sqlite_utils.Database,
@@ -79,6 +88,8 @@ def save_studies(
 
     A batch is one transaction, so a killed run loses at most the batch under way, and
     running it again redoes exactly that batch (a saved observation is not stored twice).
+    What a batch did is emitted, and counted in `totals`, once it has committed: a batch
+    rolled back (Ctrl-C) was never shown, nor counted.
     The input observes each study once (see dedupe): a repeat is dropped, a conflict refused.
     The alerts the changes raise (watch.py) are written in the same transaction. With
     `workers` (1), a day of many edits has them prepared ahead in a worker process
@@ -86,9 +97,24 @@ def save_studies(
     """
     from .watch import AlertWriter
 
+    shown: list[Outcome] = []  # the batch's outcomes, emitted once it commits
+    committed = totals.copy()  # what the totals come back to if the batch rolls back
+
     def report(outcome: Outcome) -> None:
+        if isinstance(outcome, Failed) and outcome.undone is not None:
+            # The study's first copy in this input was taken back: not shown, if not yet.
+            shown[:] = [o for o in shown if not (isinstance(o, Observation)
+                                                 and o.nct_id == outcome.undone[0])]
+        shown.append(outcome)
+
+    def commit() -> None:
+        nonlocal committed
+        db.execute("commit")
+        committed = totals.copy()
         if emit is not None:
-            emit(outcome)
+            for outcome in shown:
+                emit(outcome)
+        shown.clear()
 
     pending = 0
     items = with_dictionary(db, items, observed_at)  # trains in its own commit, if it must
@@ -113,13 +139,14 @@ def save_studies(
             report(observation)
             pending += 1
             if pending >= batch_size:
-                db.execute("commit")
+                commit()
                 db.execute("begin immediate")
                 pending = 0
-        db.execute("commit")
+        commit()
     except BaseException:
         if db.conn.in_transaction:
             db.execute("rollback")
+            totals.restore(committed)
         raise
     finally:
         ahead.close()
@@ -149,7 +176,7 @@ def _save_item(
     gate = gate or gate_hash(study, volatile=rules_of(db).volatile)  # bytes were tried already
     earlier = ledger.known(item.nct_id)
     if earlier is not None:
-        return _repeat(db, ledger, parsed(item), gate, earlier, totals, run_id)
+        return _repeat(db, ledger, parsed(item), gate, earlier, totals, observed_at, run_id)
     ledger.first(item.nct_id, item.label, gate)
     try:
         return save_study(db, item.nct_id, study, observed_at, source=source,
@@ -187,7 +214,8 @@ def _seen_unchanged(
 
 def _repeat(
     db: sqlite_utils.Database, ledger: InputLedger, item: SourceItem, gate: str,
-    earlier: tuple[str, str, str], totals: RunTotals, run_id: int | None = None,
+    earlier: tuple[str, str, str], totals: RunTotals, observed_at: str,
+    run_id: int | None = None,
 ) -> Failed | None:
     """Drop a study's repeat in one input; if its content differs, undo the study and refuse it."""
     assert item.nct_id is not None and item.study is not None
@@ -211,6 +239,7 @@ def _repeat(
             withdraw_alerts(db, run_id, item.nct_id)
     error = (f"{item.nct_id} is given again in this input with different content (first in "
              f"{label}): a conflict, so no version of it was stored"
-             + (" (the changes printed for it are undone)" if undone else ""))
+             + (" (the changes stored for it are undone)" if undone else ""))
     totals.fail(item.label, error)
-    return Failed(item.label, error)
+    return Failed(item.label, error, undone=(item.nct_id, observed_at) if state in (
+        "saved", "seen") else None)

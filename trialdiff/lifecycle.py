@@ -29,7 +29,15 @@ from .errors import BusyError, DatabaseError, UsageError
 from .ingest import RunTotals
 from .lock import WriteLock
 from .meaning import Annotated
-from .model import Backfilled, FieldChange, Observation, Outcome, Resumed, utc_timestamp
+from .model import (
+    Backfilled,
+    Failed,
+    FieldChange,
+    Observation,
+    Outcome,
+    Resumed,
+    utc_timestamp,
+)
 from .query import transaction
 from .store import insert_row
 
@@ -99,7 +107,7 @@ class Sink(Protocol):
     """What sees a run's outcomes: the CLI's printer, alert delivery, a web view's feed."""
 
     def show(self, outcome: Outcome) -> None:
-        """Take one outcome as it happens."""
+        """Take one outcome, once the write that made it has committed."""
 
     def finish(self, run: Run) -> None:
         """Act once the run is committed and recorded (not called when it was interrupted)."""
@@ -167,6 +175,9 @@ class WriteRun:
             case Observation(changes=changes) | Backfilled(changes=changes):
                 if self._stored is not None:
                     self._stored.extend(changes)
+            case Failed(undone=(nct_id, observed_at)) if self._stored is not None:
+                self._stored = [c for c in self._stored
+                                if (c.nct_id, c.detected_at) != (nct_id, observed_at)]
             case _:
                 pass
         for sink in self.sinks:

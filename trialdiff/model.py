@@ -200,6 +200,9 @@ class Failed:
     where: str
     error: str
     setting: str | None = None
+    # (nct_id, observed_at) of an earlier observation in the same input that this failure
+    # took back (a conflicting repeat, dedupe.py): its changes are not stored after all.
+    undone: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
