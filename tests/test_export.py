@@ -174,3 +174,49 @@ def test_a_reader_that_stops_early_ends_the_stream_quietly(tmp_path: Any) -> Non
     process.stdout.close()
     assert process.wait(timeout=60) == 0
     assert process.stderr.read() == b""
+
+
+@pytest.mark.parametrize("filters", [
+    ("--kind", "removed"),
+    ("--min-severity", "minor"),
+    ("--path", 'locations."azienda ospedaliera universitaria ""federico ii"""|naples||italy'),
+    ("--path", "locations", "--kind", "added"),
+])
+def test_a_filtered_export_carries_the_facts_stored_with_each_change(
+    db_path: str, filters: tuple[str, ...]
+) -> None:
+    import sqlite3
+
+    from conftest import SAMPLE
+
+    import trialdiff
+
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    stored = {(nct, path): json.loads(facts) for nct, path, facts in sqlite3.connect(
+        db_path).execute("select nct_id, path, facts from changes")}
+    code, out, err = run(db_path, "changes", *filters)
+    assert (code, err) == (0, "")
+    exported = json.loads(out)
+    # A site's `sites` counts its observation's sites, whatever the filter keeps of them.
+    assert exported and all(c["facts"] == stored[(c["nct_id"], c["path"])] for c in exported)
+    assert any("sites" in c["facts"] for c in exported) or "--min-severity" in filters
+    given = dict(zip(filters[::2], filters[1::2], strict=True))
+    assert "--kind" not in given or {c["kind"] for c in exported} == {given["--kind"]}
+    with trialdiff.open(db_path) as tracker:  # the library reads the same
+        assert [c.to_dict() for c in tracker.changes(
+            kinds=given.get("--kind"), min_severity=given.get("--min-severity"),
+            path=given.get("--path"))] == exported
+
+
+def test_whole_observations_widens_only_what_cuts_an_observations_sites() -> None:
+    from trialdiff.query import ChangeFilter
+
+    plain = ChangeFilter(("NCT05827016",), path_prefix="status")
+    assert export.whole_observations(plain) == (plain, None)
+    assert export.whole_observations(ChangeFilter(path_prefix="locations")) == (
+        ChangeFilter(path_prefix="locations"), None)
+    where, keep = export.whole_observations(ChangeFilter(path_prefix="locations.a|b||c",
+                                                         kinds=("added",)))
+    assert where == ChangeFilter(path_prefix="locations") and keep is not None
+    site = real_changes()[0]
+    assert not keep(site) or (site.kind == "added" and site.path.startswith("locations.a|b"))

@@ -19,7 +19,7 @@ from trialdiff.meaning import (
     annotate,
     describe_facts,
     facts,
-    filter_severity,
+    keep_severity,
     matching_rule,
     parse_partial_date,
     rule_matches,
@@ -258,12 +258,13 @@ def test_every_real_change_gets_exactly_the_documented_severity() -> None:
 
 
 def test_min_severity_filter() -> None:
-    kept = filter_severity(REAL_DATES.values(), "major")
-    assert [c.path for c in kept] == ["status.completionDate", "status.primaryCompletionDate"]
-    assert len(filter_severity(REAL_DATES.values(), "info")) == len(REAL_DATES)
+    kept = keep_severity(annotate(list(REAL_DATES.values())), "major")
+    assert [i.change.path for i in kept] == ["status.completionDate",
+                                             "status.primaryCompletionDate"]
+    assert len(keep_severity(annotate(list(REAL_DATES.values())), "info")) == len(REAL_DATES)
     assert severity_at_least("minor", "info") and not severity_at_least("info", "minor")
     with pytest.raises(UsageError, match="unknown severity"):  # the library's own error
-        filter_severity([], "critical")
+        keep_severity([], "critical")
 
 
 def test_the_documented_table_lists_every_rule() -> None:

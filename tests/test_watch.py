@@ -185,12 +185,15 @@ def test_path_prefixes_match_whole_segments_and_kinds_filter() -> None:
     assert kept and {c.kind for c in kept} == {"removed"}
 
 
-def test_select_counts_sites_among_the_kept_changes_as_changes_does() -> None:
+def test_select_counts_a_sites_facts_over_its_whole_observation_as_changes_does() -> None:
     changes = sample_changes("NCT05827016", *CHANGE_DAYS)
+    whole = {a.change.path: a.facts for a in annotate(ordered(changes))}
     found = Watch("w", ("env:X",), paths=("locations",), kinds=("added",)).select(changes)
-    # Annotated after the filters: the site counts are of the added sites the watch sends.
-    assert found and all(r["facts"]["sites"] == {"added": len(found), "removed": 0,
-                                                 "changed": 0} for r in found)
+    # The watch sends the added sites, each with the facts stored with it: its observation's
+    # counts (234 added, 230 removed, 48 changed), not those of the sites the watch keeps.
+    assert found and {r["kind"] for r in found} == {"added"}
+    assert all(r["facts"] == whole[r["path"]] for r in found)
+    assert found[0]["facts"]["sites"] == {"added": 234, "removed": 230, "changed": 48}
     major = Watch("w", ("env:X",), min_severity="major").select(changes)
     assert [r["path"] for r in major] == [
         a.change.path for a in annotate(ordered(changes)) if a.severity == "major"]

@@ -13,12 +13,12 @@ Atom feed's `updated` is the newest change's `detected_at` unless the caller pas
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import groupby
 from typing import TYPE_CHECKING, Any, Final
 
-from .fields import order_key
-from .meaning import Annotated, annotate, filter_severity
+from .fields import LOCATION_PREFIX, order_key
+from .meaning import Annotated, annotate, keep_severity
 from .model import FieldChange
 
 if TYPE_CHECKING:
@@ -35,13 +35,15 @@ def ordered(changes: Iterable[FieldChange]) -> list[FieldChange]:
 
 
 def annotated_stream(
-    changes: Iterable[FieldChange], minimum: str | None = None, by_day: bool = False
+    changes: Iterable[FieldChange], minimum: str | None = None, by_day: bool = False,
+    keep: Callable[[FieldChange], bool] | None = None,
 ) -> Iterator[list[Annotated]]:
     """Yield annotated changes one study-observation (or study-day) at a time, kept in order.
 
     The input must come grouped: oldest first then by study (query_changes' order), or with
-    `by_day`, by UTC day then study (its `day-newest` order). Each group is put in rule 7's
-    order, filtered by `minimum` severity, and annotated, so memory holds one group at a time.
+    `by_day`, by UTC day then study (its `day-newest` order). Each observation is annotated
+    whole (a site's facts count all its observation's sites), then narrowed to `keep` and
+    `minimum` severity, and put in rule 7's order: memory holds one group at a time.
     """
     def key(change: FieldChange) -> tuple[str, str]:
         return (change.detected_at[:10] if by_day else change.detected_at, change.nct_id)
@@ -49,12 +51,33 @@ def annotated_stream(
     for _, group in groupby(changes, key=key):
         out: list[Annotated] = []
         for _, seen in groupby(group, key=lambda c: c.detected_at):
-            observation = sorted(seen, key=lambda c: order_key(c.path))
-            if minimum is not None:
-                observation = filter_severity(observation, minimum)
-            out += annotate(observation)
+            items = annotate(sorted(seen, key=lambda c: order_key(c.path)))
+            if keep is not None:
+                items = [item for item in items if keep(item.change)]
+            out += keep_severity(items, minimum) if minimum is not None else items
         if out:
             yield sorted(out, key=lambda a: (order_key(a.change.path), a.change.detected_at))
+
+
+def whole_observations(where: Any) -> tuple[Any, Callable[[FieldChange], bool] | None]:
+    """Return a query filter (query.ChangeFilter) that reads every site of each observation
+    its rows come from, and the test that narrows the rows back (None: nothing to narrow).
+
+    A site change's `sites` fact counts its whole observation's sites, as the stored facts do:
+    a filter by kind, or by a path inside the sites, is applied after annotating.
+    """
+    below = (where.path_prefix or "").rstrip(".")
+    sites = below.startswith(LOCATION_PREFIX)
+    if not where.kinds and not sites:
+        return where, None
+    prefix, kinds = where.path_prefix, set(where.kinds)
+
+    def keep(change: FieldChange) -> bool:
+        return ((not kinds or change.kind in kinds) and (not sites or change.path == prefix
+                or below + "." < change.path < below + "/"))  # query_changes' range
+
+    return replace(where, kinds=(), path_prefix=LOCATION_PREFIX.rstrip(".") if sites
+                   else prefix), keep
 
 
 def groups(changes: Iterable[FieldChange], by_day: bool = False) -> Iterator[list[Annotated]]:
@@ -215,6 +238,7 @@ def stream_export(
     minimum: str | None = None,
     titles: Mapping[str, str] | None = None,
     last_seen: str | None = None,
+    keep: Callable[[FieldChange], bool] | None = None,
 ) -> Iterator[str]:
     """Yield one format's text piece by piece from changes `fetch(order)` reads as they come.
 
@@ -227,10 +251,10 @@ def stream_export(
         raise ValueError(f"{fmt} is not a changelog format; use one of "
                          f"{', '.join(CHANGELOG_FORMATS)}")
     stream = annotated_stream(fetch("day-newest" if exporter.by_day else "oldest"), minimum,
-                              by_day=exporter.by_day)
+                              by_day=exporter.by_day, keep=keep)
     updated = None
     if exporter.dated:
         # The feed is as new as its newest change: the first kept group, newest first.
-        newest = next(annotated_stream(fetch("newest"), minimum), None)
+        newest = next(annotated_stream(fetch("newest"), minimum, keep=keep), None)
         updated = max(a.change.detected_at for a in newest) if newest else last_seen
     return exporter.changelog(stream, Feed(titles, updated))

@@ -245,11 +245,11 @@ def severity_at_least(level: str, minimum: str) -> bool:
     return SEVERITIES.index(level) >= SEVERITIES.index(minimum)
 
 
-def filter_severity(changes: Iterable[FieldChange], minimum: str) -> list[FieldChange]:
-    """Keep the changes whose severity is at least `minimum` (what --min-severity does)."""
+def keep_severity(items: Iterable[Annotated], minimum: str) -> list[Annotated]:
+    """Keep the annotated changes whose severity is at least `minimum` (--min-severity)."""
     if minimum not in SEVERITIES:
         raise UsageError(f"unknown severity {minimum!r}; use one of {', '.join(SEVERITIES)}")
-    return [c for c in changes if severity_at_least(severity(c), minimum)]
+    return [item for item in items if severity_at_least(item.severity, minimum)]
 
 
 class SiteCounts(NamedTuple):

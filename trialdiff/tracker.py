@@ -316,7 +316,7 @@ class Tracker:
 
         `nct_ids` None is every study (an empty list is none); `until` is exclusive.
         """
-        from .export import annotated_stream
+        from .export import annotated_stream, whole_observations
         from .model import CHANGE_KINDS
         from .query import ChangeFilter, query_changes
 
@@ -325,11 +325,11 @@ class Tracker:
             raise UsageError(f"unknown kind {', '.join(unknown)}; use {', '.join(CHANGE_KINDS)}")
         if nct_ids is not None and not ids:
             return
-        where = ChangeFilter(ids, timestamp_of(since), timestamp_of(until), path, wanted)
-        conn = self.reader()
-        self._reading += 1
+        where, keep = whole_observations(ChangeFilter(ids, timestamp_of(since),
+                                                      timestamp_of(until), path, wanted))
+        conn, self._reading = self.reader(), self._reading + 1  # its snapshot, till the end
         try:
-            for group in annotated_stream(query_changes(conn, where), min_severity):
+            for group in annotated_stream(query_changes(conn, where), min_severity, keep=keep):
                 yield from map(Change.from_annotated, group)
         finally:
             self._reading -= 1

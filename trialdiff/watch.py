@@ -32,7 +32,7 @@ import sqlite_utils
 from .errors import UsageError
 from .export import ordered
 from .fields import order_key
-from .meaning import SEVERITIES, Annotated, annotate, filter_severity
+from .meaning import SEVERITIES, Annotated, annotate, keep_severity
 from .model import CHANGE_KINDS, FieldChange, utc_timestamp
 from .present import record
 from .query import Connection
@@ -131,11 +131,11 @@ class Watch:
 
     def select(self, changes: Sequence[FieldChange]) -> list[dict[str, Any]]:
         """Return the changes this watch sends, as `changes --format json` has them."""
-        kept = [c for c in changes if self.passes(c)]
+        # Annotated whole, then filtered, as `changes` does: a site's counts are its
+        # observation's, as the stored facts say, whatever the watch keeps.
+        items = [i for i in annotate(ordered(changes)) if self.passes(i.change)]
         if self.min_severity:
-            kept = filter_severity(kept, self.min_severity)
-        # Annotated after filtering, as `changes` does, so the site counts agree with it.
-        items = annotate(ordered(kept))
+            items = keep_severity(items, self.min_severity)
         if self.facts:
             items = [i for i in items if any(f.holds(i) for f in self.facts)]
         return [record(item) for item in items]

@@ -104,14 +104,14 @@ def changes(ctx: click.Context, /, fmt: str, min_severity: str | None, output: s
     """
     from dataclasses import replace
 
-    from ..export import stream_export
+    from ..export import stream_export, whole_observations
     from ..query import StudyTitles, last_observed, query_changes
 
     conn = reader(ctx)
-    where = _change_filter(**filters)
+    where, keep = whole_observations(_change_filter(**filters))
     chunks = stream_export(fmt, lambda order: query_changes(conn, replace(where, order=order)),
                            min_severity, StudyTitles(conn),
-                           last_observed(conn) if fmt == "atom" else None)
+                           last_observed(conn) if fmt == "atom" else None, keep)
     if output is not None:
         from ..site import write_atomic
 
