@@ -310,7 +310,7 @@ class Tracker:
 
     def changes(self, nct_ids: Ids | None = None, since: str | date | None = None,
                 until: str | date | None = None, path: str | None = None,
-                kinds: Iterable[str] | None = None, min_severity: str | None = None
+                kinds: Ids | None = None, min_severity: str | None = None
                 ) -> Iterator[Change]:
         """Yield stored changes, oldest first, as `changes --format json` lists them.
 
