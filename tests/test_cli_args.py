@@ -262,6 +262,31 @@ def test_another_applications_database_is_refused_untouched(tmp_path: Path) -> N
     assert tables == [("meta",), ("notes",)]
 
 
+@pytest.mark.parametrize(("tables", "named"), [
+    # Another application's key-value table, the most common name there is.
+    (["create table meta (key text primary key, value text)",
+      "insert into meta values ('app_version', '3')"], "meta"),
+    # A table of one of trialdiff's names, with columns trialdiff's lacks.
+    (["create table studies (id integer primary key, title text)",
+      "insert into studies (title) values ('keep me')"], "studies"),
+])
+def test_a_file_that_only_shares_trialdiffs_table_names_is_refused_untouched(
+    tmp_path: Path, tables: list[str], named: str
+) -> None:
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    for sql in tables:
+        conn.execute(sql)
+    conn.commit()
+    conn.close()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    code, out, err = invoke("--db", str(path), "import", str(SAMPLE))
+    assert (code, out) == (2, "")  # it was adopted: 30 tables added, the file put in WAL mode
+    assert err.startswith(f"trialdiff: error: {path} is not a trialdiff database (it holds "
+                          f"{named}); refusing to add trialdiff's tables to it")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+
+
 def test_an_empty_file_or_a_half_made_trialdiff_database_is_taken(tmp_path: Path) -> None:
     empty = tmp_path / "empty.db"
     empty.touch()

@@ -421,18 +421,21 @@ def upgrade(path: str, wait: float = 0.0) -> int | None:
 def refuse_foreign(db: sqlite_utils.Database, path: str) -> None:
     """Refuse a database another application made, rather than add trialdiff's tables to it.
 
-    A file without a schema version may still hold trialdiff's own tables, from a first
-    migration killed half way; only a table or view trialdiff does not declare makes it foreign.
+    A versionless file may hold trialdiff's tables, from a first migration killed half way;
+    a table or view trialdiff does not declare, another's table of one of its names (with a
+    column trialdiff's lacks), or a row in `meta` (the version is its first) makes it foreign.
     """
     if schema_version(db, path):
         return
-    ours = {t.name for t in SCHEMA} | set(VIEWS)
+    columns = {t.name: {name for name, _, _ in t.columns} for t in SCHEMA}
     foreign = sorted(
-        name for (name,) in db.execute(
-            "select name from sqlite_master where type in ('table', 'view') "
+        name for name, kind in db.execute(
+            "select name, type from sqlite_master where type in ('table', 'view') "
             "and name not like 'sqlite\\_%' escape '\\'"
         )
-        if name not in ours
+        if (name not in columns and name not in VIEWS) or (kind == "table" and name in columns
+            and not set(db[name].columns_dict) <= columns[name])
+        or (name == "meta" and db.execute("select 1 from meta limit 1").fetchone())
     )
     if foreign:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
