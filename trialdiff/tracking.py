@@ -52,13 +52,13 @@ def checked_entries(add: Iterable[str], drop: Iterable[str]) -> tuple[set[str], 
     return add, drop
 
 
-def track_again(conn: Any, add: Iterable[str] = (), drop: Iterable[str] = ()) -> Rules:
+def track_again(conn: Any, add: set[str], drop: set[str]) -> Rules:
     """Track some ignore-list entries again, and ignore others again; return the rules now.
 
-    Refused once the database holds snapshots, unless nothing changes. The caller holds the
-    write lock (no run stores a snapshot meanwhile under the rules it read) and the transaction.
+    `add` and `drop` are as `checked_entries` returns them. Refused once the database holds
+    snapshots, unless nothing changes. The caller holds the write lock (no run stores a
+    snapshot meanwhile under the rules it read) and the transaction.
     """
-    add, drop = checked_entries(add, drop)
     now = _read(conn)  # not the cache: another process may have changed them since
     rules = tracking_rules((set(now.again) | add) - drop)
     if rules.again != now.again:
