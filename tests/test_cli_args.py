@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, SAMPLE
+from conftest import ROOT, SAMPLE, trialdiff_env
 
 from trialdiff import __version__
 from trialdiff.cli import cli
@@ -306,6 +308,45 @@ def test_an_empty_file_or_a_half_made_trialdiff_database_is_taken(tmp_path: Path
     conn.close()
     assert invoke("--db", str(half), "import", "--summary", str(SAMPLE)) == (0, IMPORTED, "")
     assert invoke("--db", str(half), "check") == (0, CHECKED, "")
+
+
+def test_a_deleted_current_folder_gets_a_clear_line_not_a_traceback(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    env = {**trialdiff_env(), "XDG_DATA_HOME": str(tmp_path / "data")}
+    for args, code, said in (
+        ("--help", 0, ""),  # a traceback from the default database's folder
+        ("--db d.db import x.json", 1, "trialdiff: error: the current folder no longer exists: "
+                                       "run from another, or give --db an absolute path\n"),
+    ):
+        result = subprocess.run(
+            ["sh", "-c", f'cd "{gone}" && rmdir "{gone}" && exec "$0" -m trialdiff {args}',
+             sys.executable],
+            env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        gone.mkdir()
+        assert (result.returncode, result.stderr) == (code, said), result.stderr
+    assert not (tmp_path / "data").exists()  # --help and a failed command create nothing
+
+
+def test_a_data_folder_that_cannot_be_made_is_said_and_a_reader_makes_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")  # as an unwritable HOME is to its user
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_DATA_HOME", str(blocked / "data"))
+    monkeypatch.delenv("TRIALDIFF_DB", raising=False)
+    code, out, err = invoke("import", str(SAMPLE))
+    assert (code, out) == (1, "")
+    assert err == (f"trialdiff: error: cannot create {blocked / 'data' / 'trialdiff'} for the "
+                   "default database (Not a directory): give --db PATH or set TRIALDIFF_DB\n")
+    code, out, err = invoke("recent", "NCT06060392")
+    assert (code, out) == (1, "") and err.startswith("trialdiff: error: no database at ")
+    for special in (str(tmp_path), "/dev/null"):  # a writer said "unable to open", "I/O error"
+        code, out, err = invoke("--db", special, "import", str(SAMPLE))
+        assert (code, out) == (2, "")
+        assert err.startswith(f"trialdiff: error: {special} is a ") and err.endswith(
+            ", not a database file\n")
 
 
 def test_a_file_that_is_not_sqlite_or_a_folder_as_the_database_is_a_usage_error(

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
-from conftest import SAMPLE, SAMPLE_DAYS, run
+import pytest
+from conftest import SAMPLE, SAMPLE_DAYS, run, trialdiff_env
 from test_records import post_results
 
 from trialdiff.check import CheckTotals, check_database
@@ -60,3 +66,27 @@ def test_a_path_prefix_matches_the_path_and_below_it_with_case_as_written(db_pat
     # As a watch's --path compares: LIKE matched `STATUS` (and `status.OVERALLSTATUS` not at all).
     assert paths("STATUS") == paths("status.OVERALLSTATUS") == paths("statu") == []
     assert paths("status_") == paths("status%") == []  # no wildcards
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root, to read as another user (setpriv)")
+def test_a_reader_who_cannot_write_the_folder_is_told_why_sqlite_needs_to() -> None:
+    # The cron user writes, a web or other user reads: in WAL mode reading writes X-shm.
+    folder = Path(tempfile.mkdtemp(prefix="trialdiff-ro-"))
+    try:
+        folder.chmod(0o755)
+        db = str(folder / "trialdiff.db")
+        assert run(db, "import", str(SAMPLE))[0] == 0
+        for path in folder.iterdir():
+            path.chmod(0o644)
+        result = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+             "-m", "trialdiff", "--db", db, "recent", "NCT06060392"],
+            env={**trialdiff_env(), "HOME": str(folder)}, capture_output=True, text=True)
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr == (
+            f"trialdiff: error: cannot read database {db}: SQLite needs to create "
+            "trialdiff.db-shm beside it (WAL mode), and this user cannot write to its folder: "
+            "let it, or read a copy\n")  # it said "attempt to write a readonly database"
+    finally:
+        shutil.rmtree(folder)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
 
 import click
@@ -64,6 +65,18 @@ def test_default_db_follows_xdg(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "other"\n', encoding="utf-8")
     assert default_db(tmp_path, {"XDG_DATA_HOME": "/x"}) == Path("/x/trialdiff/trialdiff.db")
     assert default_db(ROOT, {"XDG_DATA_HOME": "/x"}) == CHECKOUT_DB
+
+
+def test_an_empty_or_relative_home_is_the_accounts_and_a_deleted_folder_no_checkout(
+    tmp_path: Path,
+) -> None:
+    import pwd
+
+    account = Path(pwd.getpwuid(os.getuid()).pw_dir) / ".local/share/trialdiff/trialdiff.db"
+    # `env HOME= ...` put the database under the root folder, a relative HOME under the cwd.
+    for home in ({"HOME": ""}, {"HOME": "relhome"}, {}):
+        assert default_db(tmp_path, home) == account
+    assert default_db(None, {"XDG_DATA_HOME": "/x"}) == Path("/x/trialdiff/trialdiff.db")
 
 
 def test_default_db_keeps_an_existing_database_and_is_not_fooled_by_a_broken_pyproject(

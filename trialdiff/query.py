@@ -59,6 +59,10 @@ def connect_readonly(path: str) -> sqlite3.Connection:
         conn.execute("begin")
         row = conn.execute("select value from meta where key = 'schema_version'").fetchone()
     except sqlite3.OperationalError as exc:
+        if "readonly database" in str(exc):  # reading, in WAL mode, writes the -shm file
+            raise DatabaseError(f"cannot read database {path}: SQLite needs to create "
+                                f"{Path(path).name}-shm beside it (WAL mode), and this user "
+                                "cannot write to its folder: let it, or read a copy") from exc
         if "no such table: meta" not in str(exc):
             raise DatabaseError(f"cannot read database {path}: {exc}") from exc
         raise UsageError(f"{path} is not a trialdiff database (it has no meta table)") from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -91,21 +92,37 @@ def setting(option: str) -> Setting:
 CHECKOUT_DB: Final = Path("snapshots") / "trialdiff.db"
 
 
-def default_db(cwd: Path, environ: Mapping[str, str]) -> Path:
+def default_db(cwd: Path | None, environ: Mapping[str, str]) -> Path:
     """Return the database used when neither --db nor TRIALDIFF_DB names one.
 
     Inside a trialdiff checkout (a folder holding trialdiff's pyproject.toml), or a folder
     that already has snapshots/trialdiff.db (the only default before), it is that file, so
     existing databases stay in use. Anywhere else it is the user's data folder, per the XDG
     base directory spec: $XDG_DATA_HOME (when absolute) or ~/.local/share, then trialdiff/.
+    `cwd` is None when the current folder is gone (deleted under a cron job): no checkout.
     """
-    if (cwd / CHECKOUT_DB).is_file() or _is_checkout(cwd):
+    if cwd is not None and ((cwd / CHECKOUT_DB).is_file() or _is_checkout(cwd)):
         return CHECKOUT_DB
     data_home = environ.get("XDG_DATA_HOME", "")
     if not Path(data_home).is_absolute():  # the spec: a relative value is ignored
-        home = environ.get("HOME")
-        data_home = str((Path(home) if home else Path.home()) / ".local" / "share")
+        data_home = str(_home(environ.get("HOME", "")) / ".local" / "share")
     return Path(data_home) / "trialdiff" / "trialdiff.db"
+
+
+def _home(home: str) -> Path:
+    """Return $HOME, or the account's home when it is unset, empty or relative.
+
+    An empty HOME (`env HOME= ...`) made ~ the root folder, and a relative one the current
+    folder: neither is where a user's data goes.
+    """
+    if Path(home).is_absolute():
+        return Path(home)
+    try:
+        import pwd
+
+        return Path(pwd.getpwuid(os.getuid()).pw_dir)
+    except (ImportError, KeyError):  # no password database (Windows, a container's uid)
+        return Path.home()
 
 
 def _is_checkout(folder: Path) -> bool:

@@ -25,7 +25,7 @@ from typing import Any, Final, NoReturn
 import click
 
 from .. import __version__
-from ..errors import TrialdiffError
+from ..errors import TrialdiffError, UsageError
 from ..model import utc_day, utc_timestamp
 from ..registry import DEFAULT
 from ..settings import MAX_DAYS as MAX_DAYS  # the commands' --days bound
@@ -122,6 +122,9 @@ class Group(click.Group):
             raise CliError(str(error), error.exit_code) from exc
         except OSError as exc:
             debug_traceback(ctx)
+            if not exc.filename and _cwd() is None:  # a relative path under a deleted folder
+                raise CliError("the current folder no longer exists: run from another, or "
+                               "give --db an absolute path") from exc
             raise CliError(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from exc
         except Exception as exc:
             debug_traceback(ctx)
@@ -143,30 +146,50 @@ def _default_db() -> Path:
     """Return the default database for the current folder and environment."""
     from ..settings import default_db
 
-    return default_db(Path.cwd(), os.environ)
+    return default_db(_cwd(), os.environ)
+
+
+def _cwd() -> Path | None:
+    """Return the current folder, or None when it was deleted (a cron job's, say)."""
+    try:
+        return Path.cwd()
+    except FileNotFoundError:
+        return None
 
 
 def _checked_db(ctx: click.Context, value: str, hint: str = "'--db'") -> str:
-    """Refuse an empty database path (an unset variable), which SQLite takes as a temporary."""
+    """Refuse an empty database path (an unset variable), which SQLite takes as a temporary,
+    and one that names a folder or a device, which a writer would fail on unclearly."""
     if not value.strip():
         raise click.BadParameter(
             "is empty (an unset variable?); give the database file", ctx, param_hint=hint)
+    if Path(value).exists() and not Path(value).is_file():
+        kind = "a folder" if Path(value).is_dir() else "a device or other special file"
+        raise CliError(f"{value} is {kind}, not a database file", UsageError.exit_code)
     return value
+
+
+def default_folder(ctx: click.Context) -> None:
+    """Create the default database's folder for a command that writes, or say how not to."""
+    folder = Path(ctx.obj.db).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot create {folder} for the default database ({exc.strerror}): "
+                       "give --db PATH or set TRIALDIFF_DB") from exc
 
 
 def _command_db(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     """Settle the database: --db after the command, else before it, else the default.
 
-    The default's folder is created here (a checkout's snapshots/, or the user's data folder),
-    so a first run anywhere has somewhere to write.
+    The default's folder is created by a command that writes (`writer`, `tracker`), not here:
+    a reader creates nothing.
     """
     options = ctx.find_object(Options)
     if options is None:
         return
     if value is not None:
         options.db, options.db_is_default = _checked_db(ctx, value), False
-    elif options.db_is_default:
-        Path(options.db).parent.mkdir(parents=True, exist_ok=True)
 
 
 def _command_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -299,6 +322,8 @@ def writer(ctx: click.Context, create: bool = True, wait: float = 0.0) -> Any:
 
     if not create:
         require_database(ctx.obj.db)
+    elif ctx.obj.db_is_default:
+        default_folder(ctx)
     lock = WriteLock(ctx.obj.db, wait, ctx.command_path.partition(" ")[2])  # e.g. "watch add"
     lock.__enter__()
     ctx.call_on_close(lambda: lock.__exit__(None, None, None))  # after db.close: LIFO
@@ -324,6 +349,7 @@ def tracker(ctx: click.Context, wait: float = 0.0, create: bool = True) -> Any:
     opened = Tracker(ctx.obj.db, wait=wait, hooks=ctx.obj.hooks, keep_changes=False)
     ctx.call_on_close(opened.close)
     if create and ctx.obj.db_is_default and not Path(ctx.obj.db).exists():
+        default_folder(ctx)
         with WriteLock(ctx.obj.db, wait, "open"):
             opened.writer()
         click.echo(f"trialdiff: created the database {Path(ctx.obj.db).absolute()} "
