@@ -169,7 +169,7 @@ def _checked_db(ctx: click.Context, value: str, hint: str = "'--db'") -> str:
     return value
 
 
-def default_folder(ctx: click.Context) -> None:
+def _default_folder(ctx: click.Context) -> None:
     """Create the default database's folder for a command that writes, or say how not to."""
     folder = Path(ctx.obj.db).parent
     try:
@@ -323,7 +323,7 @@ def writer(ctx: click.Context, create: bool = True, wait: float = 0.0) -> Any:
     if not create:
         require_database(ctx.obj.db)
     elif ctx.obj.db_is_default:
-        default_folder(ctx)
+        _default_folder(ctx)
     lock = WriteLock(ctx.obj.db, wait, ctx.command_path.partition(" ")[2])  # e.g. "watch add"
     lock.__enter__()
     ctx.call_on_close(lambda: lock.__exit__(None, None, None))  # after db.close: LIFO
@@ -349,7 +349,7 @@ def tracker(ctx: click.Context, wait: float = 0.0, create: bool = True) -> Any:
     opened = Tracker(ctx.obj.db, wait=wait, hooks=ctx.obj.hooks, keep_changes=False)
     ctx.call_on_close(opened.close)
     if create and ctx.obj.db_is_default and not Path(ctx.obj.db).exists():
-        default_folder(ctx)
+        _default_folder(ctx)
         with WriteLock(ctx.obj.db, wait, "open"):
             opened.writer()
         click.echo(f"trialdiff: created the database {Path(ctx.obj.db).absolute()} "
