@@ -79,6 +79,10 @@ def test_a_reader_who_cannot_write_the_folder_is_told_why_sqlite_needs_to() -> N
         assert run(db, "import", str(SAMPLE))[0] == 0
         for path in folder.iterdir():
             path.chmod(0o644)
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        if subprocess.run([*as_nobody, sys.executable, "-c", "import trialdiff.cli"],
+                          env=trialdiff_env(), capture_output=True).returncode != 0:
+            pytest.skip("this Python's packages are not readable by another user (a CI venv)")
         result = subprocess.run(
             ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
              "-m", "trialdiff", "--db", db, "recent", "NCT06060392"],
@@ -90,3 +94,23 @@ def test_a_reader_who_cannot_write_the_folder_is_told_why_sqlite_needs_to() -> N
             "let it, or read a copy\n")  # it said "attempt to write a readonly database"
     finally:
         shutil.rmtree(folder)
+
+
+def test_sqlites_readonly_error_on_a_read_is_worded_for_the_reader(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trialdiff.query
+    from trialdiff.errors import DatabaseError
+
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+
+    class Refusing(sqlite3.Connection):  # as a folder the reader cannot write makes SQLite
+        def execute(self, *args: object) -> sqlite3.Cursor:
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    connect = sqlite3.connect
+    monkeypatch.setattr(trialdiff.query.sqlite3, "connect",
+                        lambda *args, **kwargs: connect(*args, **{**kwargs, "factory": Refusing}))
+    with pytest.raises(DatabaseError, match=r"SQLite needs to create trialdiff\.db-shm beside "
+                                            r"it \(WAL mode\)"):
+        trialdiff.query.connect_readonly(db_path)
