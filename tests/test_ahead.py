@@ -127,5 +127,7 @@ def test_a_worker_killed_mid_run_leaves_the_writer_to_finish_the_same(
     # What the worker finished before it died may still be taken (it prepares the furthest
     # first); every edit handed over later, or never, the writer prepared itself.
     late = [taken for number, taken in after if number is None or number >= killed[0]]
-    assert len(late) > 50 and not any(late)
+    # How many come after the kill depends on when the worker got going: 32 on a machine
+    # running a second test suite beside this one, over 50 on a quiet one.
+    assert len(late) > 10 and not any(late)
     assert rows(str(tmp_path / "alone.db")) == rows(str(tmp_path / "killed.db"))

@@ -12,6 +12,7 @@ import asyncio
 import json
 import re
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -383,3 +384,36 @@ def test_compressed_values_and_records_read_back_in_every_view(tmp_path: Path) -
     assert HOSTILE not in table.text and "&lt;script&gt;" in table.text  # shown as text
     assert feed.status_code == 200 and "Inclusion: adults" in feed.text
     assert HOSTILE not in feed.text
+
+
+def test_the_index_pages_count_no_private_table_and_log_no_refused_query(
+    web_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home, database = fetch(web_db, "/", f"/{Path(web_db).stem}")
+    assert home.status_code == database.status_code == 200
+    # Datasette counted every table, the private ones too, and the authorizer refused each:
+    # five "ERROR: ... not authorized" lines in the server's log for every load.
+    assert "not authorized" not in capsys.readouterr().err
+    assert "studies" in database.text
+
+
+def test_ctrl_c_stops_serve_with_its_own_line(web_db: str) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "trialdiff", "--db", web_db, "serve", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=trialdiff_env())
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        server.send_signal(signal.SIGINT)
+        out, err = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    # It said a write run's "interrupted (what was saved stays: run again to resume)".
+    assert (server.returncode, out) == (130, "")
+    assert err.splitlines()[-1] == "serve: stopped" and "resume" not in err

@@ -61,4 +61,8 @@ def serve(ctx: click.Context, host: str, port: int, open_browser: bool) -> None:
                    "address can read the database", err=True)
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
     click.echo(f"serve: {ctx.obj.db} read only at {url} (Ctrl-C stops)", err=True)
-    run(datasette, sock, url if open_browser else None)
+    try:
+        run(datasette, sock, url if open_browser else None)
+    except KeyboardInterrupt:  # how a server is stopped: not a run cut short, nothing to resume
+        click.echo("serve: stopped", err=True)
+        ctx.exit(130)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import sqlite3
 import threading
 import webbrowser
 from pathlib import Path
+from typing import Any
 
 from datasette.app import Datasette
 from datasette.plugins import pm
 
 from ..errors import TrialdiffError
 from . import plugin
-from .metadata import build_metadata
+from .metadata import build_metadata, private_columns
 
 SETTINGS = {
     "allow_download": False,  # the file holds private columns the view never shows
@@ -35,7 +38,32 @@ def make_datasette(db_path: str) -> Datasette:
     name = Path(db_path).stem
     # A mutable file is opened with mode=ro, which still sees what a running sync commits;
     # immutable=1 would not read the WAL, and would misread a file that changes.
-    return Datasette(files=[db_path], metadata=build_metadata(name), settings=SETTINGS)
+    datasette = Datasette(files=[db_path], metadata=build_metadata(name), settings=SETTINGS)
+    count_public_tables(datasette.get_database(name))
+    return datasette
+
+
+def count_public_tables(database: Any) -> None:
+    """Count a database's tables for Datasette's index pages, but the wholly private ones.
+
+    The authorizer refuses those (plugin.py), and Datasette logs every refused query: each
+    load of the index pages wrote five "not authorized" lines to the server's log.
+    """
+    from datasette.database import QueryInterrupted
+
+    async def table_counts(limit: int = 10) -> dict[str, int | None]:
+        counts: dict[str, int | None] = {}
+        for table in await database.table_names():
+            counts[table] = None  # private, or too slow to count: Datasette shows no count
+            if "*" in private_columns().get(table, ()):
+                continue
+            with contextlib.suppress(QueryInterrupted, sqlite3.DatabaseError):
+                result = await database.execute(f"select count(*) from [{table}]",
+                                                 custom_time_limit=limit)
+                counts[table] = result.rows[0][0]
+        return counts
+
+    database.table_counts = table_counts
 
 
 def quiet_error_pages() -> None:
