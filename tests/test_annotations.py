@@ -62,7 +62,7 @@ def test_the_migration_fills_an_older_database_in(db_path: str) -> None:
                      "c.id as change_id from changes c join studies s on s.nct_id = c.nct_id")
     code, out, err = run(db_path, "serve")
     assert (code, out) == (1, "")
-    assert "schema version 2" in err and "(or any writing command) once to upgrade it" in err
+    assert "schema version 2" in err and "once to upgrade it in place" in err
     code, out, err = run(db_path, "reannotate")
     assert (code, out, err) == (0, "reannotate: 528 changes checked, 0 updated\n", "")
     assert stored(db_path) == want

@@ -6,10 +6,12 @@ import re
 import sqlite3
 from dataclasses import replace
 
+import pytest
 from click.testing import CliRunner
 from conftest import ROOT, SAMPLE, SAMPLE_DAYS, real_records
 from standin_api import StandinAPI
 
+import trialdiff
 from trialdiff.cli import cli
 from trialdiff.fetch import Pacing, fetch_ids
 from trialdiff.query import connect_readonly, iter_snapshots, snapshot_at, study_fields
@@ -125,7 +127,9 @@ def test_readers_refuse_an_older_schema_until_check_upgrades_it(db_path: str) ->
     assert (code, out) == (1, "")
     assert err == (f"trialdiff: error: {db_path}: database schema version 3 is older than this "
                    f"trialdiff's ({SCHEMA_VERSION}); run `trialdiff check` (or any writing "
-                   "command) once to upgrade it in place\n")
+                   "command, or `trialdiff.open()` in Python) once to upgrade it in place\n")
+    with pytest.raises(trialdiff.DatabaseError, match=r"or `trialdiff\.open\(\)` in Python"):
+        trialdiff.Tracker(db_path).check()  # a script's way: it said only `trialdiff check`
     code, out, err = run(db_path, "check")
     assert err == f"trialdiff: upgraded {db_path} from schema version 3 to {SCHEMA_VERSION}\n"
     assert (code, out) == (0, "check: 3 studies, 3 snapshots, 0 changes verified; 0 problems\n")

@@ -27,8 +27,8 @@ def test_version_problem_says_what_to_do_about_an_older_or_a_newer_database() ->
     assert version_problem("t.db", SCHEMA_VERSION) is None
     assert version_problem("t.db", SCHEMA_VERSION - 1) == (
         f"t.db: database schema version {SCHEMA_VERSION - 1} is older than this trialdiff's "
-        f"({SCHEMA_VERSION}); run `trialdiff check` (or any writing command) once to upgrade "
-        "it in place")
+        f"({SCHEMA_VERSION}); run `trialdiff check` (or any writing command, or "
+        "`trialdiff.open()` in Python) once to upgrade it in place")
     assert version_problem("t.db", SCHEMA_VERSION + 1) == (
         f"t.db: database schema version {SCHEMA_VERSION + 1} is newer than this trialdiff knows "
         f"({SCHEMA_VERSION}); upgrade trialdiff")

@@ -28,6 +28,6 @@ def version_problem(path: str, version: int) -> str | None:
                 f"({SCHEMA_VERSION}); upgrade trialdiff")
     if version < SCHEMA_VERSION:
         return (f"{path}: database schema version {version} is older than this trialdiff's "
-                f"({SCHEMA_VERSION}); run `trialdiff check` (or any writing command) once to "
-                "upgrade it in place")
+                f"({SCHEMA_VERSION}); run `trialdiff check` (or any writing command, or "
+                "`trialdiff.open()` in Python) once to upgrade it in place")
     return None
