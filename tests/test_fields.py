@@ -120,3 +120,14 @@ def test_a_list_of_objects_names_every_real_item_by_its_item_key() -> None:
             assert all(isinstance(i, str) for i in items), field.path
     keyed = [f for f in FIELDS if f.item_key and found[f.path]]
     assert len(keyed) >= 12  # outcomes, arms, interventions, sponsors, contacts, references...
+
+
+def test_a_path_is_under_its_own_prefix_and_its_parents_never_a_sibling() -> None:
+    from trialdiff.fields import is_under
+
+    for path, prefix in (("status.overallStatus", "status"), ("status.overallStatus", "status."),
+                         ("status", "status"), ('locations."x"|a||b', "locations")):
+        assert is_under(path, prefix), (path, prefix)
+    for path, prefix in (("statusX.a", "status"), ("status", "status.overallStatus"),
+                         ("Status.a", "status")):  # case as written
+        assert not is_under(path, prefix), (path, prefix)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from itertools import groupby
 from typing import TYPE_CHECKING, Any, Final
 
-from .fields import LOCATION_PREFIX, order_key
+from .fields import LOCATION_PREFIX, is_under, order_key
 from .meaning import Annotated, annotate, keep_severity
 from .model import FieldChange
 
@@ -66,15 +66,15 @@ def whole_observations(where: Any) -> tuple[Any, Callable[[FieldChange], bool] |
     A site change's `sites` fact counts its whole observation's sites, as the stored facts do:
     a filter by kind, or by a path inside the sites, is applied after annotating.
     """
-    below = (where.path_prefix or "").rstrip(".")
-    sites = below.startswith(LOCATION_PREFIX)
+    prefix = where.path_prefix
+    sites = (prefix or "").rstrip(".").startswith(LOCATION_PREFIX)
     if not where.kinds and not sites:
         return where, None
-    prefix, kinds = where.path_prefix, set(where.kinds)
+    kinds = set(where.kinds)
 
     def keep(change: FieldChange) -> bool:
-        return ((not kinds or change.kind in kinds) and (not sites or change.path == prefix
-                or below + "." < change.path < below + "/"))  # query_changes' range
+        return ((not kinds or change.kind in kinds)
+                and (not sites or is_under(change.path, prefix)))
 
     return replace(where, kinds=(), path_prefix=LOCATION_PREFIX.rstrip(".") if sites
                    else prefix), keep

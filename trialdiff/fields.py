@@ -176,3 +176,12 @@ def order_key(path: str) -> tuple[int, int, str]:
     if path.startswith(LOCATION_PREFIX):
         return (2, 0, path)
     return (1, 0, path)
+
+
+def is_under(path: str, prefix: str) -> bool:
+    """Tell whether a path is a prefix's own or below it (`status` holds status.*, not statusX).
+
+    What `changes --path` and a watch's `--path` select; query.query_changes asks SQLite the
+    same as a range on the path, case as written.
+    """
+    return path == prefix or path.startswith(prefix.rstrip(".") + ".")

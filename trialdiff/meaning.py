@@ -32,7 +32,7 @@ from typing import Any, Final, Literal, NamedTuple
 
 from .errors import UsageError
 from .fields import LOCATION_PREFIX, field_kind
-from .model import ChangeKind, FieldChange
+from .model import CHANGE_KINDS, ChangeKind, FieldChange
 
 Severity = Literal["major", "minor", "info"]
 SEVERITIES: Final[tuple[Severity, ...]] = ("info", "minor", "major")  # ascending
@@ -245,10 +245,21 @@ def severity_at_least(level: str, minimum: str) -> bool:
     return SEVERITIES.index(level) >= SEVERITIES.index(minimum)
 
 
-def keep_severity(items: Iterable[Annotated], minimum: str) -> list[Annotated]:
-    """Keep the annotated changes whose severity is at least `minimum` (--min-severity)."""
+def check_severity(minimum: str) -> None:
+    """Raise UsageError unless a minimum severity is one of SEVERITIES."""
     if minimum not in SEVERITIES:
         raise UsageError(f"unknown severity {minimum!r}; use one of {', '.join(SEVERITIES)}")
+
+
+def check_kinds(kinds: Iterable[str]) -> None:
+    """Raise UsageError unless every kind of change named is one of CHANGE_KINDS."""
+    if bad := [kind for kind in kinds if kind not in CHANGE_KINDS]:
+        raise UsageError(f"unknown kind {bad[0]!r}; use {', '.join(CHANGE_KINDS)}")
+
+
+def keep_severity(items: Iterable[Annotated], minimum: str) -> list[Annotated]:
+    """Keep the annotated changes whose severity is at least `minimum` (--min-severity)."""
+    check_severity(minimum)
     return [item for item in items if severity_at_least(item.severity, minimum)]
 
 

@@ -317,12 +317,11 @@ class Tracker:
         `nct_ids` None is every study (an empty list is none); `until` is exclusive.
         """
         from .export import annotated_stream, whole_observations
-        from .model import CHANGE_KINDS
+        from .meaning import check_kinds
         from .query import ChangeFilter, query_changes
 
         ids, wanted = checked_ids(nct_ids) if nct_ids is not None else (), tuple(listed(kinds))
-        if unknown := sorted(set(wanted) - set(CHANGE_KINDS)):
-            raise UsageError(f"unknown kind {', '.join(unknown)}; use {', '.join(CHANGE_KINDS)}")
+        check_kinds(wanted)
         if nct_ids is not None and not ids:
             return
         where, keep = whole_observations(ChangeFilter(ids, timestamp_of(since),

@@ -31,9 +31,9 @@ import sqlite_utils
 
 from .errors import UsageError
 from .export import ordered
-from .fields import order_key
-from .meaning import SEVERITIES, Annotated, annotate, keep_severity
-from .model import CHANGE_KINDS, FieldChange, utc_timestamp
+from .fields import is_under, order_key
+from .meaning import Annotated, annotate, check_kinds, check_severity, keep_severity
+from .model import FieldChange, utc_timestamp
 from .present import record
 from .query import Connection
 
@@ -125,9 +125,7 @@ class Watch:
         """Tell whether a change passes the path and kind filters."""
         if self.kinds and change.kind not in self.kinds:
             return False
-        return not self.paths or any(
-            change.path == p or change.path.startswith(p.rstrip(".") + ".") for p in self.paths
-        )
+        return not self.paths or any(is_under(change.path, p) for p in self.paths)
 
     def select(self, changes: Sequence[FieldChange]) -> list[dict[str, Any]]:
         """Return the changes this watch sends, as `changes --format json` has them."""
@@ -149,11 +147,9 @@ def validate(watch: Watch) -> None:
         raise UsageError("a watch needs at least one target URL")
     if watch.studies is not None and watch.query is not None:
         raise UsageError("give studies or a query, not both")
-    if watch.min_severity is not None and watch.min_severity not in SEVERITIES:
-        raise UsageError(f"unknown severity {watch.min_severity!r}")
-    bad = [k for k in watch.kinds if k not in CHANGE_KINDS]
-    if bad:
-        raise UsageError(f"unknown kind {bad[0]!r}; use added, removed or changed")
+    if watch.min_severity is not None:
+        check_severity(watch.min_severity)
+    check_kinds(watch.kinds)
 
 
 def add_watch(db: sqlite_utils.Database, watch: Watch) -> None:
