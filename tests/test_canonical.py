@@ -101,3 +101,12 @@ def test_a_printable_text_holds_no_whitespace_str_split_splits_on_but_the_space(
     assert [c for c in splitting if c != " " and c.isprintable()] == []
     for text in ("a b", " a", "a ", "a  b", "a\u00a0b", "a\tb", "", " ", "ab\u2028", "é x"):
         assert fold_whitespace(text) == " ".join(text.split())
+
+
+def test_a_text_field_is_written_by_orjson_as_python_writes_it() -> None:
+    # A str value takes orjson's path: the same escapes as json's, for controls, quotes,
+    # backslashes, line and paragraph separators, and characters past the BMP.
+    specials = [chr(c) for c in range(0x800)] + ["\u2028", "\u2029", "\ufeff", "\U0010ffff"]
+    for char in specials:
+        text = f"a{char}b  {char}"
+        assert canonical_json(text) == reference_canonical_json(text), hex(ord(char))

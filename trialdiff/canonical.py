@@ -54,6 +54,9 @@ def canonical_json(value: Any) -> str | None:
     # own sorted text, so no node is written twice (real results modules: 1.3-1.5x faster
     # than a walk that tried the fast path again at every level).
     try:
+        if type(value) is str:  # a text field: most of what a record's prose modules hold
+            text = fold_whitespace(value)
+            return orjson.dumps(text).decode("utf-8") if text else None
         if type(value) is dict:
             text = orjson.dumps(value, option=_SORTED).decode("utf-8")
             if _plain(text):
