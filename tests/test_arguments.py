@@ -19,7 +19,11 @@ def test_one_string_is_one_value_and_nothing_is_no_value() -> None:
 def test_nct_ids_are_read_as_the_cli_reads_them() -> None:
     assert checked_ids(" nct05827016 ") == ("NCT05827016",)
     assert checked_ids(["NCT05827016", "nct06060392"]) == ("NCT05827016", "NCT06060392")
-    for bad in ("", "NCT1", ["NCT05827016", "N"]):
+    # Digits are ASCII digits: another script's (fullwidth, Arabic-Indic) would be sent to the
+    # registry as they are.
+    fullwidth = "NCT" + "".join(chr(0xFF10 + int(d)) for d in "05827016")
+    arabic_indic = "NCT" + "".join(chr(0x0660 + int(d)) for d in "05827016")
+    for bad in ("", "NCT1", ["NCT05827016", "N"], fullwidth, arabic_indic):
         with pytest.raises(UsageError, match="is not an NCT id like NCT01234567"):
             checked_ids(bad)
 

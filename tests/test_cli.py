@@ -108,6 +108,8 @@ def test_malformed_nct_id_is_a_usage_error(db_path: str) -> None:
     code, out, err = run(db_path, "recent", "NCT123")
     assert code == 2 and out == ""
     assert "'NCT123' is not an NCT id" in err
+    code, out, err = run(db_path, "track", "NCT\uff10\uff15\uff18\uff12\uff17\uff10\uff11\uff16")
+    assert (code, out) == (2, "") and "is not an NCT id" in err
 
 
 def test_bad_timestamp_is_a_usage_error(db_path: str) -> None:
@@ -382,6 +384,22 @@ def test_changes_into_dev_stdout_streams_and_into_the_database_is_refused(db_pat
                    "to another file\n")
     assert Path(db_path).read_bytes() == before
 
+
+
+def test_changes_into_a_file_kept_beside_the_database_is_refused_and_dash_is_stdout(
+        db_path: str) -> None:
+    # Replacing the WAL loses what it holds of committed writes; replacing the lock file lets
+    # a second writer lock another inode while the first still runs.
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    for companion in (f"{db_path}-wal", f"{db_path}-shm", f"{db_path}.lock"):
+        code, out, err = run(db_path, "changes", "--format", "csv", "-o", companion)
+        assert (code, out) == (2, ""), companion
+        assert err.startswith(f"trialdiff: error: -o {companion} is a file SQLite or trialdiff "
+                              "keeps beside the database")
+        assert not Path(companion).exists() or b"nct_id" not in Path(companion).read_bytes()
+    code, out, err = run(db_path, "changes", "--format", "csv", "-o", "-")
+    assert (code, err) == (0, "") and out == run(db_path, "changes", "--format", "csv")[1]
+    assert out.startswith('"nct_id","path"') and not Path("-").exists()
 
 def test_an_import_goes_on_past_a_file_name_that_is_not_utf8(tmp_path: Path, db_path: str) -> None:
     folder = tmp_path / "day"

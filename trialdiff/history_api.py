@@ -21,7 +21,7 @@ from .fetch import Client
 from .model import ShapeWarning
 from .registry import DEFAULT, text_at
 
-DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # The listing's two routes: the one the website, cthist and ctrdata use first, then the other.
 ROUTES = ("?history=true", "/history")
 _TOP_KEYS = {"?history=true": frozenset({"study", "history"}), "/history": frozenset({"changes"})}

@@ -39,7 +39,7 @@ SEVERITIES: Final[tuple[Severity, ...]] = ("info", "minor", "major")  # ascendin
 STOPPED_STATUSES: Final = frozenset({"TERMINATED", "SUSPENDED", "WITHDRAWN"})
 NONE: Final = "\u2205"  # how a report shows an absent value
 MAX_COUNT: Final = 10**15  # above any enrollment; larger "counts" are odd values, no facts
-_PARTIAL_DATE = re.compile(r"(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?")
+_PARTIAL_DATE = re.compile(r"(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?", re.ASCII)
 
 
 class Rule(NamedTuple):

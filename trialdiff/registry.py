@@ -110,7 +110,7 @@ class ClinicalTrialsGov:
     """ClinicalTrials.gov, through its API v2."""
 
     name: str = "ClinicalTrials.gov"
-    id_pattern: re.Pattern[str] = re.compile(r"NCT\d{8}")
+    id_pattern: re.Pattern[str] = re.compile(r"NCT[0-9]{8}")
     volatile: tuple[str, ...] = ("derivedSection",)
     fields: tuple[Field, ...] = FIELDS
     ignored: tuple[str, ...] = IGNORED_SOURCES

@@ -34,7 +34,7 @@ _BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, which some Windows tools writ
 # joined (74 ms against 17 ms for a 138 MB day's lines, measured).
 _LINE_BUFFER = 1 << 20
 NOT_A_STUDY = "not a study: no protocolSection.identificationModule.nctId like NCT01234567"
-_DATED_DIR = re.compile(r"\d{4}-\d{2}-\d{2}([T ][0-9:.]+Z?)?")
+_DATED_DIR = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9:.]+Z?)?")
 
 
 @dataclass(frozen=True)

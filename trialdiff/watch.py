@@ -41,7 +41,7 @@ SLIP_PATHS = ("status.startDate", "status.primaryCompletionDate", "status.comple
 # A threshold is written out in full (`1000000`, `12.3456789`); an exponent (`1e+06`) is what
 # rules stored before it was, still read.
 _FACT = re.compile(r"(stopped|results_posted|actualized)|(date_slip|enrollment_change)>=(\d+(?:"
-                   r"\.\d+)?(?:e[+-]?\d+)?)|site_added(?::(.+))?")
+                   r"\.\d+)?(?:e[+-]?\d+)?)|site_added(?::(.+))?", re.ASCII)
 DIGEST = "digest"
 
 

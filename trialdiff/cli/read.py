@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,13 @@ from . import (
     tracker,
     wait_option,
 )
+
+
+def _beside_database(output: str, db: str) -> bool:
+    """Tell whether a path names a file kept beside the database: WAL, shared memory, lock."""
+    real = os.path.realpath(db)  # SQLite and the lock name their files after the real path
+    return os.path.realpath(output) in {real + end for end in ("-wal", "-shm", "-journal",
+                                                                ".lock")}
 
 
 @cli.command()
@@ -91,7 +99,7 @@ def change_filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--min-severity", type=click.Choice(["info", "minor", "major"]),
               help="Only changes at least this severe (see README: severity rules).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Write to FILE (atomically) instead of stdout.")
+              help="Write to FILE (atomically) instead of stdout ('-': stdout).")
 @click.pass_context
 def changes(ctx: click.Context, /, fmt: str, min_severity: str | None, output: str | None,
             **filters: Any) -> None:
@@ -112,15 +120,19 @@ def changes(ctx: click.Context, /, fmt: str, min_severity: str | None, output: s
     chunks = stream_export(fmt, lambda order: query_changes(conn, replace(where, order=order)),
                            min_severity, StudyTitles(conn),
                            last_observed(conn) if fmt == "atom" else None, keep)
-    if output is not None:
+    if output is not None and output != "-":
         from ..site import write_atomic
 
         if not output.strip():  # an unset variable in a script: not stdout, not "."
             fail("-o '' names no file: give a path, or leave -o out to write to stdout")
         if Path(output).exists() and Path(output).samefile(ctx.obj.db):
             fail(f"-o {output} is the database itself: write the export to another file")
+        if _beside_database(output, ctx.obj.db):
+            fail(f"-o {output} is a file SQLite or trialdiff keeps beside the database "
+                 "(replacing it loses committed data or the write lock): write the export "
+                 "to another file")
         write_atomic(output, chunks)
-    else:
+    else:  # no -o, or "-" as most commands take it: stdout
         for chunk in chunks:
             sys.stdout.write(chunk)
         sys.stdout.flush()
