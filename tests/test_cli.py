@@ -410,3 +410,24 @@ def test_an_import_goes_on_past_a_file_name_that_is_not_utf8(tmp_path: Path, db_
     assert code == 1  # the broken file failed; the one with the odd name was saved
     assert out.startswith("import: 1 study checked") and "1 failed" in out
     assert err.startswith(f"trialdiff: {folder}/broken.json: not valid JSON")
+
+
+def test_control_characters_from_the_registry_reach_no_terminal_raw(
+        tmp_path: Path, db_path: str) -> None:
+    # A facility's name is the registry's text: an ESC sequence in it must not recolour the
+    # terminal (nor a BEL ring it) in the change lines an import prints, nor in `recent`.
+    record = json.loads((FIXTURES / "v2" / "NCT00000410.json").read_text(encoding="utf-8"))
+    for day, facility in (("2025-02-01", None), ("2025-02-02", "Evil\x1b[31m Clinic\x07")):
+        if facility:
+            record["protocolSection"].setdefault("contactsLocationsModule", {}).setdefault(
+                "locations", []).append({"facility": facility, "city": "X", "country": "Y"})
+        folder = tmp_path / day
+        folder.mkdir()
+        (folder / "NCT00000410.json").write_text(json.dumps(record), encoding="utf-8")
+    code, out, err = run(db_path, "import", str(tmp_path))
+    assert (code, err) == (0, "")
+    assert "evil\\x1b[31m clinic\\x07|x||y — added" in out
+    code, out, err = run(db_path, "recent", "NCT00000410", "--as-of", "2025-02-02")
+    assert (code, err) == (0, "") and "\\x1b[31m" in out
+    for text in (out, run(db_path, "import", str(tmp_path))[1]):
+        assert "\x1b" not in text and "\x07" not in text

@@ -117,6 +117,21 @@ def test_md_inline_escapes_like_the_apis_markup() -> None:
     assert md_inline("_x_ snake_case") == "\\_x\\_ snake_case"
     assert md_inline("Oregon Health & Science") == "Oregon Health \\& Science"
     assert md_inline("a\n\nb") == "a b"
+    # Control characters and bidi overrides show as escapes (the backslash escaped for Markdown).
+    assert md_inline("Bell\x07 \x1b]0;title\x07 \u202eok") == (
+        "Bell\\\\x07 \\\\x1b\\]0;title\\\\x07 \\\\u202eok")
+
+
+def test_a_title_and_a_description_with_control_characters_show_them_as_escapes() -> None:
+    record = copy.deepcopy(FULL)
+    identification = record["protocolSection"]["identificationModule"]
+    identification["briefTitle"] = "Evil\x1b[31m title\x00"
+    description = record["protocolSection"].setdefault("descriptionModule", {})
+    description["briefSummary"] = "Line one\x07\n\n\tindented\x1b[0m"
+    text = page(record)
+    assert "\x1b" not in text and "\x07" not in text and "\x00" not in text
+    assert "# Evil\\\\x1b\\[31m title\\\\x00" in text
+    assert "Line one\\x07\n\n\tindented\\x1b[0m" in text
 
 
 def test_criteria_fence_outgrows_backticks_inside() -> None:

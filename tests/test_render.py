@@ -14,6 +14,7 @@ from trialdiff.render import (
     recent_order,
     recent_section,
     recent_window,
+    visible,
 )
 from trialdiff.schema import open_db
 
@@ -80,6 +81,17 @@ def test_a_site_path_holding_backticks_stays_one_code_span() -> None:
     assert code_span("`a") == "`` `a ``"  # CommonMark strips the padding back off
     assert code_span("") == "` `"
 
+
+
+def test_control_characters_in_a_site_path_show_as_escapes() -> None:
+    # A facility's name is the registry's text: ESC, BEL, NUL or a bidi override in it must not
+    # act on the terminal that shows the section, nor reach a published page raw.
+    change = next(c for c in real_changes() if c.path.startswith("locations."))
+    path = change.path.replace("|", "\x1b[31m\x07\x00\u202eclinic|", 1)
+    line = recent_section([replace(change, path=path)], 7).splitlines()[2]
+    assert "\\x1b[31m\\x07\\x00\\u202eclinic|" in line
+    assert line.isprintable() and visible(path) in line
+    assert visible("plain text \u00e9") == "plain text \u00e9"
 
 def test_history_table_of_a_real_import_lines_up_its_columns(db_path: str) -> None:
     assert run(db_path, "import", str(SAMPLE))[0] == 0

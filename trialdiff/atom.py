@@ -25,10 +25,9 @@ from .present import (
     present,
     short,
     tally,
-    visible,
 )
 from .registry import DEFAULT
-from .render import plural
+from .render import plural, visible
 from .worddiff import Segment
 
 ATOM_NS: Final = "http://www.w3.org/2005/Atom"

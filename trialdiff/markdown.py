@@ -23,9 +23,8 @@ from .present import (
     present,
     short,
     tally,
-    visible,
 )
-from .render import code_span
+from .render import code_span, visible
 from .report import DiffReport, heading, summary
 from .worddiff import Segment, marked
 

@@ -38,8 +38,9 @@ from .export import to_markdown
 from .jsoncsv import json_text
 from .meaning import NONE, SEVERITIES
 from .model import FieldChange, utc_timestamp
-from .present import ARROW, short, visible
+from .present import ARROW, short
 from .query import transaction
+from .render import visible
 from .targets import names_host, redact, resolve, scrub, shown
 
 HTTP_SCHEMES = ("http://", "https://")
@@ -275,12 +276,8 @@ def check_settings(timeout: float, backoff: float, max_age_hours: float) -> None
 
 
 def deliver_pending(
-    db: sqlite_utils.Database,
-    *,
-    timeout: float = 10.0,
-    backoff: float = 300.0,
-    max_age_hours: float = 72.0,
-    now: str | None = None,
+    db: sqlite_utils.Database, *, timeout: float = 10.0, backoff: float = 300.0,
+    max_age_hours: float = 72.0, now: str | None = None,
 ) -> DeliveryTotals:
     """Deliver every pending alert that is due (settings as `check_settings` takes them)."""
     totals = DeliveryTotals()

@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from .canonical import fold_whitespace
 from .registry import DEFAULT
+from .render import visible
 
 SOURCE_NOTE: Final = "ClinicalTrials.gov (mirrored, no enrichment)"
 # Characters CommonMark reads as syntax inside a line; `_` only counts at a word's edge.
@@ -97,17 +98,20 @@ def _yaml_quoted(value: str) -> str:
 
 def md_inline(text: str) -> str:
     """Return a plain registry value as one line of Markdown that shows it as written."""
-    return _MD_INLINE.sub(r"\\\g<0>", fold_whitespace(text))
+    # Control characters (ESC, BEL, NUL) and bidi overrides show as escapes: a published page
+    # or a terminal showing it must not act on them.
+    return _MD_INLINE.sub(r"\\\g<0>", visible(fold_whitespace(text)))
 
 
 def one_line(text: str) -> str:
     """Return Markdown text folded to one line, for list items (it stays Markdown)."""
-    return fold_whitespace(text)
+    return visible(fold_whitespace(text))
 
 
 def block(text: str) -> str:
     """Return Markdown block text with its line breaks kept and its ends stripped."""
-    return text.replace("\r\n", "\n").replace("\r", "\n").strip()
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").strip().split("\n")
+    return "\n".join("\t".join(visible(part) for part in line.split("\t")) for line in lines)
 
 
 def _get(record: Any, *keys: str) -> Any:

@@ -16,7 +16,6 @@ each renderer decides how wide to cut them and how to escape them.
 from __future__ import annotations
 
 import difflib
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -24,28 +23,11 @@ from typing import Any, Final, Literal
 from .fields import LOCATION_PREFIX, field_kind
 from .meaning import NONE, Annotated, SiteCounts, describe_facts, site_counts, sites_phrase
 from .model import dump_json, dump_json_head
-from .render import plural
+from .render import plural, visible
 from .worddiff import ELLIPSIS, EXACT_CELLS, Segment, clip, word_diff
 
 ARROW: Final = "\u2192"
 REWORDED: Final = 0.6  # difflib ratio above which a removed and an added item are one edit
-# Line and paragraph separators and bidi controls: not Cc, but they can reorder or break lines.
-_INVISIBLE = frozenset("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def visible(text: str) -> str:
-    """Return text with control characters written as escapes (`\\x1b`), so none takes effect."""
-    if text.isprintable():
-        return text
-    out = []
-    for char in text:
-        if unicodedata.category(char) == "Cc" or char in _INVISIBLE:
-            code = ord(char)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-        else:
-            out.append(char)
-    return "".join(out)
-
 
 def short(value: Any, width: int = 60) -> str:
     """Return a value as one visible line: strings as they are, others as JSON, cut at width."""

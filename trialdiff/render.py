@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
@@ -20,6 +21,24 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
     if many is None:
         many = noun[:-1] + "ies" if re.search(r"[^aeiou]y$", noun) else noun + "s"
     return f"{count} {many}"
+
+
+# Line and paragraph separators and bidi controls: not Cc, but they can reorder or break lines.
+_INVISIBLE = frozenset("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def visible(text: str) -> str:
+    """Return text with control characters written as escapes (`\\x1b`), so none takes effect."""
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if unicodedata.category(char) == "Cc" or char in _INVISIBLE:
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 def code_span(text: str) -> str:
@@ -53,7 +72,7 @@ def recent_section(changes: Sequence[FieldChange], days: int, limit: int | None 
     """Return the Recent Field Changes section exactly as a trial page shows it."""
     heading = f"## Recent Field Changes (last {plural(days, 'day')})\n\n"
     lines = [
-        f"- {code_span(c.path)} \u2014 {c.kind} _({c.detected_at[:10]})_\n"
+        f"- {code_span(visible(c.path))} \u2014 {c.kind} _({c.detected_at[:10]})_\n"
         for c in recent_order(changes)
     ]
     if limit is not None:

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from io import StringIO
 from typing import TYPE_CHECKING, Final
 
-from .present import ARROW, ItemLine, ItemLines, Presented, Values, WordDiff, short, visible
+from .present import ARROW, ItemLine, ItemLines, Presented, Values, WordDiff, short
+from .render import visible
 from .report import DiffReport, heading, summary
 from .worddiff import Segment, marked
 

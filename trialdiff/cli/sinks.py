@@ -21,7 +21,7 @@ from ..model import (
     ShapeWarning,
     UpToDate,
 )
-from ..render import plural
+from ..render import plural, visible
 
 if TYPE_CHECKING:  # the engine loads when a command runs, so `trialdiff recent` starts fast
     from ..lifecycle import Run
@@ -80,7 +80,7 @@ def change_lines(changes: Iterable[FieldChange], dated: bool = False) -> list[st
 
     return [
         f"{c.nct_id}  " + (f"{c.detected_at[:10]}  " if dated else "")
-        + f"{c.path} \u2014 {c.kind}: {short(c.old, 50)} \u2192 {short(c.new, 50)}"
+        + f"{visible(c.path)} \u2014 {c.kind}: {short(c.old, 50)} \u2192 {short(c.new, 50)}"
         for c in changes
     ]
 
