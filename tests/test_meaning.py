@@ -161,6 +161,16 @@ def test_enrollment_delta_and_percent() -> None:
     assert severity(ENROLLED_A_LITTLE) == "minor"
     from_zero = FieldChange("NCT05827016", "design.enrollmentCount", "changed", AFTER, 0, 40)
     assert facts(from_zero)["enrollment"]["delta_pct"] is None
+    # A move from 0 has no percentage and is more than any: major, as a watch counts it.
+    assert severity(from_zero) == "major"
+    assert describe_facts(facts(from_zero)) == ["enrollment \u0394 +40"]
+    quarter = FieldChange("NCT05827016", "design.enrollmentCount", "changed", AFTER, 100, 125)
+    assert severity(quarter) == "major"
+    assert severity(FieldChange("NCT05827016", "design.enrollmentCount", "changed", AFTER,
+                                100, 124)) == "minor"
+    huge = FieldChange("NCT05827016", "design.enrollmentCount", "changed", AFTER, 49, 999999)
+    assert describe_facts(facts(huge)) == ["enrollment \u0394 +999950, +2040714.3%"]
+    assert describe_facts(facts(quarter)) == ["enrollment \u0394 +25, +25%"]
 
 
 def test_results_posted_by_each_sign() -> None:

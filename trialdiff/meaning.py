@@ -61,6 +61,9 @@ _ADMIN: Final = ("contacts.*", "references.*", "conditions.keywords", "ipdSharin
                  "identification.orgStudyId", "identification.secondaryIds",
                  "identification.nctIdAliases", "oversight.is*", "oversight.hasDmc")
 
+# Facts that are null when their base is 0 (enrollment from 0): a threshold on one is met.
+_UNBOUNDED_WHEN_NULL: Final = frozenset({"enrollment.delta_pct"})
+
 # Top to bottom, first match wins; the last rule matches everything, so every change gets one.
 SEVERITY_RULES: Final[tuple[Rule, ...]] = (
     Rule("major", ("status.overallStatus",),
@@ -69,7 +72,7 @@ SEVERITY_RULES: Final[tuple[Rule, ...]] = (
     Rule("major", ("status.overallStatus",), "the overall recruitment status changed"),
     Rule("major", ("*",), "results were posted", fact="results_posted"),
     Rule("major", ("status.whyStopped",), "a reason for stopping was given", kinds=("added",)),
-    Rule("major", ("design.enrollmentCount",), "the enrollment moved by 25% or more",
+    Rule("major", ("design.enrollmentCount",), "the enrollment moved by 25% or more, or from 0",
          fact="enrollment.delta_pct", at_least=25),
     Rule("major", ("status.primaryCompletionDate", "status.completionDate"),
          "a completion date moved by 180 days or more", fact="date.days", at_least=180),
@@ -217,6 +220,9 @@ def rule_matches(rule: Rule, change: FieldChange, found: Mapping[str, Any]) -> b
         return False
     if rule.fact:
         value = _lookup(found, rule.fact)
+        if value is None and rule.fact in _UNBOUNDED_WHEN_NULL and _lookup(
+                found, rule.fact.rpartition(".")[0]):
+            return True  # a move from 0: no percentage, and more than any threshold
         if not value:
             return False
         if rule.at_least is not None and not (
@@ -307,7 +313,8 @@ def annotate(changes: Sequence[FieldChange]) -> list[Annotated]:
 
 def _signed(number: float) -> str:
     """Return a number with its sign, minus as U+2212 for legibility."""
-    text = f"{number:+g}" if isinstance(number, float) else f"{number:+d}"
+    # One decimal, as delta_pct is rounded, never an exponent (`:g` wrote 2.04071e+06).
+    text = f"{number:+.1f}".removesuffix(".0") if isinstance(number, float) else f"{number:+d}"
     return text.replace("-", "\u2212")
 
 
