@@ -431,3 +431,12 @@ def test_control_characters_from_the_registry_reach_no_terminal_raw(
     assert (code, err) == (0, "") and "\\x1b[31m" in out
     for text in (out, run(db_path, "import", str(tmp_path))[1]):
         assert "\x1b" not in text and "\x07" not in text
+
+
+
+def test_changes_of_an_id_the_database_does_not_hold_names_it_and_exits_1(db_path: str) -> None:
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    code, out, err = run(db_path, "changes", "NCT99999999", "NCT05827016", "--format", "ndjson")
+    assert code == 1 and err == "trialdiff: NCT99999999 is not in the database\n"
+    assert out and out == run(db_path, "changes", "NCT05827016", "--format", "ndjson")[1]
+    assert run(db_path, "changes", "NCT05827016", "--format", "ndjson")[0] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -136,6 +137,14 @@ def changes(ctx: click.Context, /, fmt: str, min_severity: str | None, output: s
         for chunk in chunks:
             sys.stdout.write(chunk)
         sys.stdout.flush()
+    # A mistyped id in a cron export is not a quiet feed: the rest is written, and it is named.
+    unknown = [row[0] for row in conn.execute(
+        "select value from json_each(?) where value not in (select nct_id from studies) "
+        "order by value", [json.dumps(filters["nct_ids"])])]
+    for nct_id in unknown:
+        click.echo(f"trialdiff: {nct_id} is not in the database", err=True)
+    if unknown:
+        ctx.exit(1)
 
 
 @cli.command()
