@@ -55,6 +55,17 @@ def test_changes_into_a_missing_folder_names_the_folder_not_a_temporary_file(
     assert not (tmp_path / "missing").exists()
 
 
+
+def test_a_file_in_a_folder_that_takes_no_new_file_is_named_in_the_error(tmp_path: Path) -> None:
+    # /proc/version is a regular file in a folder where no file can be made: the error names
+    # the file asked for, and why a temporary file was made, not the temporary file's name.
+    if not Path("/proc/version").is_file():
+        pytest.skip("needs Linux's /proc")
+    with pytest.raises(OSError) as caught:
+        write_atomic("/proc/version", "x")
+    assert caught.value.filename == "/proc/version"
+    assert "writing a temporary file beside it" in str(caught.value)
+
 def test_write_atomic_skips_an_unchanged_file(tmp_path: Path) -> None:
     target = tmp_path / "page.md"
     assert write_atomic(target, "one\n") is True

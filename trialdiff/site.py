@@ -52,7 +52,11 @@ def write_atomic(path: str | Path, text: str | Iterable[str]) -> bool:
     # the pid keeps their temporary files apart.
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        _write_text(temporary, text)
+        try:
+            _write_text(temporary, text)
+        except OSError as exc:  # named after the file asked for, not the temporary one
+            raise OSError(exc.errno, f"{exc.strerror} (writing a temporary file beside it, "
+                          "to replace it whole)", str(named)) from exc
         if not isinstance(text, str) and target.is_file() and filecmp.cmp(
                 temporary, target, shallow=False):
             temporary.unlink()
