@@ -13,7 +13,7 @@ from oracles import from_csv
 
 from trialdiff import export
 from trialdiff.atom import FEED_EPOCH
-from trialdiff.export import records, to_atom, to_csv, to_json, to_markdown, to_ndjson
+from trialdiff.export import feed_subject, records, to_atom, to_csv, to_json, to_markdown, to_ndjson
 from trialdiff.jsoncsv import CSV_COLUMNS
 
 
@@ -220,3 +220,41 @@ def test_whole_observations_widens_only_what_cuts_an_observations_sites() -> Non
     assert where == ChangeFilter(path_prefix="locations") and keep is not None
     site = real_changes()[0]
     assert not keep(site) or (site.kind == "added" and site.path.startswith("locations.a|b"))
+
+
+
+def test_feed_subject_names_what_a_filter_keeps_but_not_its_window() -> None:
+    assert feed_subject() == ("", "")
+    assert feed_subject(["NCT06060392", "NCT05827016"], "status", ["removed", "added"],
+                        "major") == (
+        "kind=added,removed&min_severity=major&nct_id=NCT05827016,NCT06060392&path=status",
+        "kind=added,removed&min_severity=major&path=status")
+    many = [f"NCT{n:08d}" for n in range(40)]
+    feed, entries = feed_subject(many, "locations")
+    assert feed.startswith("filter=sha256-") and len(feed) == 30 and entries == "path=locations"
+    assert feed_subject(list(reversed(many)), "locations")[0] == feed
+
+
+def test_a_filtered_atom_feed_and_its_entries_have_ids_of_their_own(db_path: str) -> None:
+    # Two feeds of one database under two filters are two feeds: a reader subscribed to both
+    # must not take one's entry for the other's, which holds other changes of that study-day.
+    from conftest import SAMPLE
+
+    assert run(db_path, "import", "--summary", str(SAMPLE))[0] == 0
+
+    def ids(*args: str) -> list[str]:
+        code, out, err = run(db_path, "changes", "--format", "atom", *args)
+        assert (code, err) == (0, "")
+        root = ET.fromstring(out)
+        return [e.text or "" for e in root.iter("{http://www.w3.org/2005/Atom}id")]
+
+    every, major = ids(), ids("--min-severity", "major", "--days", "3650",
+                              "--as-of", "2025-07-08")
+    assert every[0] == "tag:trialdiff,2024:changes"  # unfiltered: the ids it always had
+    assert every[1] == "tag:trialdiff,2024:NCT05827016/2025-07-07"
+    assert major[0] == "tag:trialdiff,2024:changes?min_severity=major"  # the window: no part
+    assert major[1:] and all(i.endswith("?min_severity=major") for i in major[1:])
+    assert not set(every) & set(major)
+    one = ids("NCT05827016")
+    assert one[0] == "tag:trialdiff,2024:changes?nct_id=NCT05827016"
+    assert set(one[1:]) <= set(every)  # an id filter picks entries, and leaves them whole

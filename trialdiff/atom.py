@@ -143,10 +143,19 @@ def iter_atom(
     tag_authority: str = DEFAULT_TAG_AUTHORITY,
     self_href: str | None = None,
     titles: Mapping[str, str] | None = None,
+    subject: str = "",
+    entry_subject: str = "",
 ) -> Iterator[str]:
-    """Yield an Atom feed from study-day groups: one entry each, the diff inside."""
+    """Yield an Atom feed from study-day groups: one entry each, the diff inside.
+
+    `subject` and `entry_subject` name what a filtered feed keeps (export.feed_subject): its
+    id carries the one, its entries' the other, since another filter's feed is another feed
+    and its entry for a study-day holds other changes.
+    """
+    entry_qualifier = f"?{entry_subject}" if entry_subject else ""
     feed = ET.Element("feed", {"xmlns": ATOM_NS})
-    _add(feed, "id", feed_id or f"tag:{tag_authority}:changes")
+    _add(feed, "id", feed_id or f"tag:{tag_authority}:changes" + (f"?{subject}" if subject
+                                                                   else ""))
     _add(feed, "title", title)
     _add(feed, "updated", updated)
     if self_href:
@@ -160,7 +169,7 @@ def iter_atom(
         day, nct_id = items[0].change.detected_at[:10], items[0].change.nct_id
         entry = ET.Element("entry")
         # The id names the study and day only, so a later sync that day updates the entry.
-        _add(entry, "id", f"tag:{tag_authority}:{quote(nct_id, safe='')}/{day}")
+        _add(entry, "id", f"tag:{tag_authority}:{quote(nct_id, safe='')}/{day}{entry_qualifier}")
         _add(entry, "title", entry_title(nct_id, day, items, (titles or {}).get(nct_id)))
         _add(entry, "updated", max(a.change.detected_at for a in items))
         _add(entry, "link", rel="alternate", type="text/html",

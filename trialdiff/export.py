@@ -12,7 +12,8 @@ Atom feed's `updated` is the newest change's `detected_at` unless the caller pas
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from itertools import groupby
 from typing import TYPE_CHECKING, Any, Final
@@ -155,6 +156,8 @@ class Feed:
 
     titles: Mapping[str, str] | None = None
     updated: str | None = None  # the newest change's time (None: no change, no observation)
+    subject: tuple[str, str] = ("", "")  # what a filtered feed keeps, for its ids and its
+    # entries' (feed_subject); "": every change
 
 
 ChangelogRenderer = Callable[[Groups, Feed], Iterator[str]]
@@ -187,7 +190,8 @@ def _markdown(groups: Groups, feed: Feed) -> Iterator[str]:
 def _atom(groups: Groups, feed: Feed) -> Iterator[str]:
     from .atom import FEED_EPOCH, iter_atom
 
-    return iter_atom(groups, feed.updated or FEED_EPOCH, titles=feed.titles)
+    return iter_atom(groups, feed.updated or FEED_EPOCH, titles=feed.titles,
+                     subject=feed.subject[0], entry_subject=feed.subject[1])
 
 
 def _report_text(report: DiffReport) -> str:
@@ -239,6 +243,7 @@ def stream_export(
     titles: Mapping[str, str] | None = None,
     last_seen: str | None = None,
     keep: Callable[[FieldChange], bool] | None = None,
+    subject: tuple[str, str] = ("", ""),
 ) -> Iterator[str]:
     """Yield one format's text piece by piece from changes `fetch(order)` reads as they come.
 
@@ -257,4 +262,25 @@ def stream_export(
         # The feed is as new as its newest change: the first kept group, newest first.
         newest = next(annotated_stream(fetch("newest"), minimum, keep=keep), None)
         updated = max(a.change.detected_at for a in newest) if newest else last_seen
-    return exporter.changelog(stream, Feed(titles, updated))
+    return exporter.changelog(stream, Feed(titles, updated, subject))
+
+
+def feed_subject(nct_ids: Sequence[str] = (), path: str | None = None,
+                 kinds: Sequence[str] = (), minimum: str | None = None) -> tuple[str, str]:
+    """Return what a filtered feed keeps, for its id and for its entries' ("": everything).
+
+    Each is a stable query string. An entry's leaves the ids out, which choose entries but
+    not what one holds; both leave the time window out, so a feed of the last 7 days is one
+    feed from day to day. A feed's past 200 characters (many ids) is its SHA-256, cut to 16
+    hex digits.
+    """
+    from urllib.parse import urlencode
+
+    held = [("kind", ",".join(sorted(kinds))), ("min_severity", minimum or ""),
+            ("path", path or "")]
+    entries = urlencode([(key, value) for key, value in held if value], safe=",")
+    pairs = [*held, ("nct_id", ",".join(sorted(nct_ids)))]
+    feed = urlencode([(key, value) for key, value in sorted(pairs) if value], safe=",")
+    if len(feed) > 200:
+        feed = "filter=sha256-" + hashlib.sha256(feed.encode("utf-8")).hexdigest()[:16]
+    return feed, entries

@@ -113,14 +113,16 @@ def changes(ctx: click.Context, /, fmt: str, min_severity: str | None, output: s
     """
     from dataclasses import replace
 
-    from ..export import stream_export, whole_observations
+    from ..export import feed_subject, stream_export, whole_observations
     from ..query import StudyTitles, last_observed, query_changes
 
     conn = reader(ctx)
     where, keep = whole_observations(_change_filter(**filters))
     chunks = stream_export(fmt, lambda order: query_changes(conn, replace(where, order=order)),
                            min_severity, StudyTitles(conn),
-                           last_observed(conn) if fmt == "atom" else None, keep)
+                           last_observed(conn) if fmt == "atom" else None, keep,
+                           feed_subject(filters["nct_ids"], filters["path"], filters["kinds"],
+                                        min_severity))
     if output is not None and output != "-":
         from ..site import write_atomic
 
