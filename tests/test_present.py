@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 
 from conftest import (
     CHANGE_DAYS,
@@ -14,7 +15,9 @@ from conftest import (
     sample_report,
 )
 
+from trialdiff.diff import inner_edits
 from trialdiff.meaning import NONE, Annotated, annotate
+from trialdiff.model import FieldChange
 from trialdiff.present import (
     ItemLine,
     ItemLines,
@@ -26,7 +29,6 @@ from trialdiff.present import (
     reworded,
     short,
     tally,
-    visible,
 )
 from trialdiff.worddiff import ELLIPSIS, marked
 
@@ -48,15 +50,6 @@ def descriptions() -> list[str]:
     texts = [r["protocolSection"].get("descriptionModule", {}).get("detailedDescription", "")
              for r in real_records()]
     return sorted(filter(None, texts), key=len, reverse=True)
-
-
-def test_visible_escapes_control_characters_and_keeps_printable_text() -> None:
-    assert visible("a\tb\nc") == "a\\x09b\\x0ac"
-    # Not Cc, but a bidi override or line separator could still reorder or break a line.
-    assert visible("x\u202ey\u2028z\x1b[2J") == "x\\u202ey\\u2028z\\x1b[2J"
-    assert visible("≥ 5 years, Velcade®") == "≥ 5 years, Velcade®"
-    titles = [r["protocolSection"]["identificationModule"]["briefTitle"] for r in real_records()]
-    assert [visible(t) for t in titles] == titles
 
 
 def test_short_folds_a_real_description_into_one_cut_line() -> None:
@@ -138,6 +131,17 @@ def test_item_lines_list_removed_and_reworded_then_added_changed_and_edits() -> 
     assert lines[3].edits[0].at == "type" and lines[3].edits[0].new == "BACKGROUND"
     assert lines[4].edits[0].at == detail["edits"][0]["at"]
 
+
+
+def test_a_value_replaced_whole_shows_old_and_new_not_an_edit_with_no_place() -> None:
+    # The diff stores an edit at "" when a value changes type or keeps too little in common;
+    # an edit line for it would name no place (`` ` `: {"x":1} -> SUSPENDED``).
+    change = FieldChange(NCT, "status.expandedAccessInfo", "changed", "2025-07-07T00:00:00.000Z",
+                         {"x": 1}, "SUSPENDED")
+    change = replace(change, detail={"edits": inner_edits(change.old, change.new)})
+    assert change.detail["edits"][0]["at"] == ""
+    (item,) = annotate([change])
+    assert present(item).body == Values({"x": 1}, "SUSPENDED")
 
 def test_reworded_picks_the_closest_added_item_above_the_threshold() -> None:
     detail = real_item("outcomes.secondary").change.detail

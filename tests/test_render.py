@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import date
 
-from conftest import CHANGE_DAYS, SAMPLE, real_changes, run, sample_changes
+from conftest import CHANGE_DAYS, SAMPLE, real_changes, real_records, run, sample_changes
 
 from trialdiff.query import snapshots_of
 from trialdiff.render import (
@@ -133,3 +133,12 @@ def test_history_table_notes_backfilled_versions_with_what_their_listing_lacks()
     # A version the listing does not name, and a synced snapshot, have no note.
     assert lines[3].endswith("backfill v2         1  cccccccccccccccc")
     assert lines[4].endswith("sync                0  dddddddddddddddd")
+
+
+def test_visible_escapes_control_characters_and_keeps_printable_text() -> None:
+    assert visible("a\tb\nc") == "a\\x09b\\x0ac"
+    # Not Cc, but a bidi override or line separator could still reorder or break a line.
+    assert visible("x\u202ey\u2028z\x1b[2J") == "x\\u202ey\\u2028z\\x1b[2J"
+    assert visible("≥ 5 years, Velcade®") == "≥ 5 years, Velcade®"
+    titles = [r["protocolSection"]["identificationModule"]["briefTitle"] for r in real_records()]
+    assert [visible(t) for t in titles] == titles

@@ -183,7 +183,10 @@ def item_lines(detail: Mapping[str, Any]) -> tuple[ItemLine, ...]:
     lines += [ItemLine("added", item) for item in added]
     lines += [ItemLine("changed", item["item"], edits=tuple(map(_edit, item["edits"])))
               for item in detail.get("items_changed", ())]
-    lines += [ItemLine("edit", edits=(_edit(edit),)) for edit in detail.get("edits", ())]
+    # An edit at "" is the whole value replaced (another type, or too little in common): no
+    # inner edit, so the body is old → new.
+    lines += [ItemLine("edit", edits=(_edit(edit),)) for edit in detail.get("edits", ())
+              if edit["at"]]
     return tuple(lines)
 
 
