@@ -647,3 +647,70 @@ def test_schema_2_databases_gain_the_release_and_etag_columns(db_path: str) -> N
         assert db.execute("select value from meta where key = 'schema_version'").fetchone() == (
             str(SCHEMA_VERSION),)
         db.close()
+
+
+def test_another_studys_record_for_an_id_is_no_answer_and_the_id_is_asked_again(
+    db_path: str, api: StandinAPI
+) -> None:
+    # A proxy or cache that answers /studies/A with B's record (or with a 200 that is no
+    # record): A's edit would be missed all day, B stored untracked, and the run said 0 failed.
+    stranger = json.dumps(next(r for r in RECORDS if r["protocolSection"][
+        "identificationModule"]["nctId"] == IDS[1]))
+    run(db_path, "track", IDS[0])
+    api.add_fault(Fault("status", status=200, body=stranger,
+                        path_prefix=f"/api/v2/studies/{IDS[0]}", times=10))
+    code, out, err = sync(db_path, api, "--at", DAY1)
+    assert code == 1 and out.endswith("0 studies checked, 0 changed, 0 changes, 1 failed\n")
+    assert problems(err) == [
+        f"trialdiff: {IDS[0]}: /studies/{IDS[0]}: 200 with an invalid body (the record of "
+        f"{IDS[1]}, which does not answer to {IDS[0]}); gave up after 3 attempts in 0 s"]
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("select count(*) from studies").fetchone() == (0,)
+    assert conn.execute("select fetched_release from watchlist").fetchone() == (None,)
+    api.clear_faults()
+    api.add_fault(Fault("status", status=200, body='{"message": "temporarily unavailable"}',
+                        path_prefix=f"/api/v2/studies/{IDS[0]}"))
+    code, out, err = sync(db_path, api, "--at", DAY2)  # the same release: asked again
+    assert (code, problems(err)) == (0, []) and "1 study checked, 0 changed" in out
+    assert conn.execute("select nct_id from studies").fetchall() == [(IDS[0],)]
+
+
+def test_a_batch_page_keeps_only_the_studies_asked_for(db_path: str, api: StandinAPI) -> None:
+    run(db_path, "track", *IDS[:3])
+    page = {"studies": [r for r in RECORDS if r["protocolSection"]["identificationModule"][
+        "nctId"] in (*IDS[:3], IDS[7])]}
+    api.add_fault(Fault("status", status=200, body=json.dumps(page),
+                        path_prefix="/api/v2/studies"))
+    code, out, err = sync(db_path, api, "--at", DAY1)
+    assert (code, problems(err)) == (0, []) and "3 studies checked" in out
+    stored = sqlite3.connect(db_path).execute("select nct_id from studies order by nct_id")
+    assert stored.fetchall() == [(i,) for i in IDS[:3]]
+
+
+def test_a_body_that_does_not_decode_is_retried_not_the_end_of_the_run(
+    db_path: str, api: StandinAPI
+) -> None:
+    run(db_path, "track", *IDS[:4])
+    api.add_fault(Fault("status", status=200, headers={"Content-Encoding": "gzip"},
+                        body="not gzip at all", path_prefix="/api/v2/studies"))
+    code, out, err = sync(db_path, api, "--at", DAY1)
+    assert (code, problems(err)) == (0, []) and "4 studies checked" in out
+
+
+def test_a_version_whose_data_timestamp_is_no_text_is_the_registrys_fault(
+    db_path: str, api: StandinAPI
+) -> None:
+    api.set_data_timestamp({"a": 1})  # type: ignore[arg-type]
+    code, _, err = sync(db_path, api, IDS[0], "--at", DAY1)
+    assert code == 1 and "database" not in err
+    assert "/version: 200 with an invalid body (a dataTimestamp that is not a text)" in err
+    status = sqlite3.connect(db_path).execute("select status from runs").fetchall()
+    assert status == [("failed",)]
+
+
+def test_a_retry_after_past_the_budget_says_so(db_path: str, api: StandinAPI) -> None:
+    api.add_fault(Fault("status", status=429, headers={"Retry-After": "600"},
+                        path_prefix="/api/v2/studies"))
+    code, _, err = sync(db_path, api, IDS[0], "--at", DAY1)
+    assert code == 1
+    assert "(the server asked to wait 600 s, past the retry budget of 300 s)" in err

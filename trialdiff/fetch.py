@@ -223,14 +223,19 @@ class Client:
                 raise UsageError(f"{self.base_url!r}: {exc}", setting="api") from exc
             except httpx.TransportError as exc:
                 problem = f"connection failed ({type(exc).__name__}: {exc})"
+            except httpx.DecodingError as exc:  # a proxy's glitch, say: gzip over a plain body
+                problem = f"a body that does not decode as its Content-Encoding says ({exc})"
             assert problem is not None
             attempt += 1
             wait = self._retry_wait(attempt, response)
             spent = self.clock() - started
             if attempt > self.pacing.retries or spent + wait > self.pacing.retry_budget:
                 kind = InvalidResponse if problem.startswith("200") else FetchError
+                asked = (f" (the server asked to wait {wait:.0f} s, past the retry budget of "
+                         f"{self.pacing.retry_budget:g} s)" if attempt <= self.pacing.retries
+                         else "")
                 raise kind(f"{path}: {problem}; gave up after {plural(attempt, 'attempt')} "
-                           f"in {spent:.0f} s")
+                           f"in {spent:.0f} s{asked}")
             self.sleep(wait)
 
     def version(self) -> dict[str, Any]:
@@ -272,6 +277,8 @@ def _check_version(body: Any) -> str | None:
     """Say what is wrong with a /version body, if anything."""
     if not isinstance(body, dict) or "dataTimestamp" not in body:
         return "no dataTimestamp"
+    if not isinstance(body["dataTimestamp"], str):
+        return "a dataTimestamp that is not a text"
     return None
 
 
@@ -399,20 +406,34 @@ def fetch_study(client: Client, nct_id: str, etag: str | None = None) -> StudyAn
     """Fetch one study, following an alias redirect; send `etag` as If-None-Match."""
     conditional = {"If-None-Match": etag} if etag else {}
     path = f"/studies/{nct_id}"
-    status, body, headers = client.get_json(path, headers=conditional)
+    status, body, headers = client.get_json(path, headers=conditional, check=_answers(nct_id))
     if status in (301, 302, 307, 308):
         target = headers.get("Location", "").rstrip("/").rsplit("/", 1)[-1].split("?")[0]
         if not target or target == nct_id:
             raise FetchError(f"{path}: redirect without a new id")
         nct_id, path = target, f"/studies/{target}"
-        status, body, headers = client.get_json(path)
+        status, body, headers = client.get_json(path, check=_answers(nct_id))
     if status == 304:
         return StudyAnswer(nct_id, None, etag, unchanged=True)
     if status == 404:
         return StudyAnswer(nct_id, None)
     if status != 200 or not isinstance(body, dict):
         raise refused(path, status, body)
-    return StudyAnswer(nct_id, body, headers.get("ETag"))
+    # An old id the study still lists as an alias, answered with its record: it moved.
+    return StudyAnswer(DEFAULT.study_id(body) or nct_id, body, headers.get("ETag"))
+
+
+def _answers(nct_id: str) -> Callable[[Any], str | None]:
+    """Return a check that a `/studies/{id}` body is the record of that study (or its alias)."""
+    def check(body: Any) -> str | None:
+        own = DEFAULT.study_id(body) if isinstance(body, dict) else None
+        if own is None:
+            return "not a study record"
+        if nct_id not in answered_ids(body):  # another study's record is no answer for this
+            return f"the record of {own}, which does not answer to {nct_id}"
+        return None
+
+    return check
 
 
 def incremental(params: Mapping[str, str], since_day: str) -> dict[str, str]:

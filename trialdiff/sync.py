@@ -209,12 +209,17 @@ def _sync_batch(run: _Run, batch: list[str]) -> Iterator[Outcome]:
             run.failed.add(batch[0])
             yield run.fail(batch[0], exc)
         return
+    asked = set(batch)
     try:
         for page in fetch_batch(run.client, batch):
-            for study in page:
+            # A study that answers to no id asked for is not tracked: not stored. (An id that
+            # moved is matched by its alias; one whose record does not list it is asked after
+            # alone, as any id a page left out.)
+            kept = [study for study in page if answered_ids(study) & asked]
+            for study in kept:
                 run.seen.update(answered_ids(study))
-            yield from run.save(page, "filter.ids")
-            yield PageDone(len(page), "tracked studies")
+            yield from run.save(kept, "filter.ids")
+            yield PageDone(len(kept), "tracked studies")
     except ForbiddenError:
         raise
     except RejectedRequest:
