@@ -20,7 +20,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(("present", "report", "terminal", "markdown", "atom", "jsoncsv", "export"),
                     2),
     **dict.fromkeys(("sources", "fetch", "deadline", "history_api", "targets", "lock", "query",
-                     "dedupe", "codec", "tracking"), 3),
+                     "dedupe", "codec", "tracking", "webhooks"), 3),
     **dict.fromkeys(("ingest", "store", "records", "schema", "annotations", "watch", "history",
                      "sync", "notify", "check", "site", "lifecycle", "compact", "upgrades",
                      "ahead", "clients"), 4),

@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 
-from trialdiff.arguments import checked_ids, day_of, listed, timestamp_of
+from trialdiff.arguments import check_base_url, checked_ids, day_of, listed, timestamp_of
 from trialdiff.errors import UsageError
 
 
@@ -49,3 +49,15 @@ def test_a_day_is_the_utc_day_of_its_moment() -> None:
     assert day_of(late) == datetime.date(2025, 7, 8) == day_of("2025-07-07T23:30:00-02:00")
     assert day_of(datetime.datetime(2025, 7, 7, 12)) == datetime.date(2025, 7, 7)
     assert day_of(None) == datetime.datetime.now(datetime.UTC).date()
+
+
+
+def test_a_base_url_is_http_with_a_host_and_no_query() -> None:
+    assert check_base_url(" https://clinicaltrials.gov/api/v2/ ") == (
+        "https://clinicaltrials.gov/api/v2")
+    assert check_base_url("http://[::1]:8080/api") == "http://[::1]:8080/api"
+    for bad, why in (("ftp://x.org", "does not start with http"), ("http://", "no valid host"),
+                     ("http://x.org/?q=1", "no query"), ("http://x.org:99999", "out of range")):
+        with pytest.raises(UsageError, match=why) as refused:
+            check_base_url(bad, "canonical_base", "https://example.org/trials/")
+        assert refused.value.setting == "canonical_base"

@@ -9,6 +9,7 @@ import json
 import re
 import socket
 import stat
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import Message
@@ -42,13 +43,13 @@ from trialdiff.notify import (
     check_target,
     deliver_pending,
     message_title,
-    signature,
     webhook_body,
 )
 from trialdiff.query import transaction
 from trialdiff.schema import open_db
 from trialdiff.targets import keep
 from trialdiff.watch import AlertWriter, Watch, add_watch, alert_changes
+from trialdiff.webhooks import signature
 
 pytestmark = pytest.mark.usefixtures("secrets_file")
 
@@ -451,3 +452,23 @@ def test_watch_test_sends_a_note_when_nothing_matched_and_names_a_lost_target(
     subject = email.header.make_header(email.header.decode_header(note["Subject"]))
     assert str(subject) == "trialdiff: test of watch w"
     assert "This is a test message from trialdiff." in note.as_string()
+
+
+def test_a_target_that_hangs_costs_one_timeout_a_pass_and_its_other_alerts_wait(
+    db_path: str,
+) -> None:
+    # 300 alerts to a dead receiver were 300 timeouts under the write lock (50 minutes at 10 s),
+    # while every cron sync and notify meanwhile exited 75.
+    db = open_db(db_path)
+    with WebhookReceiver(delay=3.0) as slow:
+        for nct_id in ("NCT06060392", "NCT05827016", "NCT06060392"):
+            raise_alert(db, f"{slow.url}/s", nct_id)
+        started = time.monotonic()
+        totals = deliver_pending(db, timeout=0.5)
+        spent = time.monotonic() - started
+    assert (totals.delivered, totals.failed_now, totals.pending) == (0, 1, 3)
+    assert spent < 2.5
+    assert totals.errors[-1] == ("http://127.0.0.1: 2 more alerts held for the next pass (it "
+                                 "took the whole timeout)")  # shown as every target: its host
+    attempts = [row[0] for row in db.execute("select attempts from deliveries order by id")]
+    assert attempts == [1, 0, 0]  # the held ones were not tried: no backoff for them

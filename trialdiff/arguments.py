@@ -1,15 +1,18 @@
-"""Check the Python API's arguments: NCT ids, one value or several, times and days (pure)."""
+"""Check the Python API's arguments: NCT ids, one value or several, times, days, URLs (pure)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import date
+from urllib.parse import urlsplit
 
 from .errors import UsageError
 from .model import utc_day, utc_timestamp
 from .normalize import is_nct_id
 
 Ids = str | Iterable[str]  # one NCT id, or several
+_HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
 
 
 def checked_ids(values: Ids) -> tuple[str, ...]:
@@ -41,3 +44,29 @@ def timestamp_of(value: str | date | None) -> str | None:
 def day_of(value: str | date | None) -> date:
     """Return the UTC day of a date, a datetime or a timestamp, or today."""
     return value if type(value) is date else utc_day(timestamp_of(value))
+
+
+def check_base_url(url: str, setting: str = "api",
+                   example: str = "https://clinicaltrials.gov/api/v2") -> str:
+    """Return a base URL without its trailing slash; raise UsageError if it is malformed.
+
+    A malformed API URL fails the same way on every retry, so it is refused at once (exit 2);
+    so is a site's base URL (`setting` names which), before a page is written with it.
+    """
+    text, problem = url.strip(), ""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018  (raises ValueError when the port is out of range)
+    except ValueError as exc:
+        problem = str(exc)
+    else:
+        host = parts.hostname or ""
+        if parts.scheme not in ("http", "https"):
+            problem = "it does not start with http:// or https://"
+        elif not (_HOST.fullmatch(host) or ":" in host):  # ":" only in a bracketed IPv6
+            problem = "it has no valid host name"
+        elif parts.query or parts.fragment or any(c.isspace() for c in text):
+            problem = "a base URL has no query, fragment or blanks"
+    if problem:
+        raise UsageError(f"{url!r} is not a URL like {example} ({problem})", setting=setting)
+    return text.rstrip("/")

@@ -10,18 +10,17 @@ in circles: a repeated nextPageToken or a page with nothing new is an error.
 from __future__ import annotations
 
 import random
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
 
 from . import __version__
+from .arguments import check_base_url
 from .deadline import Sockets, Watch
 from .errors import (
     FetchError,
@@ -39,33 +38,6 @@ USER_AGENT = f"trialdiff/{__version__} python-httpx/{httpx.__version__}"
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 # Answers, not faults: returned to the caller, never retried.
 _ANSWER_STATUS = frozenset({301, 302, 304, 307, 308, 400, 404, 414})
-_HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
-
-
-def check_base_url(url: str, setting: str = "api",
-                   example: str = "https://clinicaltrials.gov/api/v2") -> str:
-    """Return a base URL without its trailing slash; raise UsageError if it is malformed.
-
-    A malformed API URL fails the same way on every retry, so it is refused at once (exit 2);
-    so is a site's base URL (`setting` names which), before a page is written with it.
-    """
-    text, problem = url.strip(), ""
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018  (raises ValueError when the port is out of range)
-    except ValueError as exc:
-        problem = str(exc)
-    else:
-        host = parts.hostname or ""
-        if parts.scheme not in ("http", "https"):
-            problem = "it does not start with http:// or https://"
-        elif not (_HOST.fullmatch(host) or ":" in host):  # ":" only in a bracketed IPv6
-            problem = "it has no valid host name"
-        elif parts.query or parts.fragment or any(c.isspace() for c in text):
-            problem = "a base URL has no query, fragment or blanks"
-    if problem:
-        raise UsageError(f"{url!r} is not a URL like {example} ({problem})", setting=setting)
-    return text.rstrip("/")
 
 
 @dataclass

@@ -20,10 +20,10 @@ between a POST and recording it, the next run sends it again with the same Idemp
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
 import math
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,7 +32,6 @@ from typing import Any
 
 import sqlite_utils
 
-from . import __version__
 from .errors import UsageError
 from .export import to_markdown
 from .jsoncsv import json_text
@@ -40,8 +39,9 @@ from .meaning import NONE, SEVERITIES
 from .model import FieldChange, utc_timestamp
 from .present import ARROW, short
 from .query import transaction
-from .render import visible
+from .render import plural, visible
 from .targets import names_host, redact, resolve, scrub, shown
+from .webhooks import WebhookClient, webhook_client
 
 HTTP_SCHEMES = ("http://", "https://")
 MAX_BACKOFF = 6 * 3600.0
@@ -79,11 +79,6 @@ def webhook_body(watch: str, run: Mapping[str, Any], changes: Sequence[Mapping[s
     """Return the webhook's JSON body, byte for byte the same for the same alert."""
     payload = {"watch": watch, "run": run, "changes": changes}
     return json_text(payload).encode("utf-8")
-
-
-def signature(secret: str, body: bytes) -> str:
-    """Return the X-Trialdiff-Signature value: sha256= and the HMAC-SHA256 of the body."""
-    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
 def _headline(item: Mapping[str, Any]) -> str:
@@ -194,25 +189,8 @@ def send_apprise(url: str, title: str, body: str, timeout: float) -> str | None:
     return None if ok else ("; ".join(logs.messages[-2:]) or "Apprise reported a failure")
 
 
-def send_webhook(client: Any, url: str, body: bytes, key: str, secret: str | None
-                 ) -> str | None:
-    """POST the webhook body with an httpx client; return why it failed, or None for a 2xx."""
-    import httpx
-
-    headers = {"Content-Type": "application/json", "Idempotency-Key": key,
-               "User-Agent": f"trialdiff/{__version__}"}
-    if secret:
-        headers["X-Trialdiff-Signature"] = signature(secret, body)
-    try:
-        answer = client.post(url, content=body, headers=headers)
-    except httpx.HTTPError as exc:
-        return f"{type(exc).__name__}: {exc}"
-    if 200 <= answer.status_code < 300:
-        return None
-    return f"HTTP {answer.status_code}"
-
-
-def send(delivery: Delivery, secret_ref: str | None, timeout: float, client: Any) -> str | None:
+def send(delivery: Delivery, secret_ref: str | None, timeout: float,
+         client: WebhookClient | None) -> str | None:
     """Deliver one alert to one target now; return why it failed (redacted), or None."""
     values: list[str] = []
     try:
@@ -222,7 +200,8 @@ def send(delivery: Delivery, secret_ref: str | None, timeout: float, client: Any
         values.append(secret or "")
         if url.startswith(HTTP_SCHEMES):
             body = webhook_body(delivery.watch, delivery.run, delivery.changes)
-            error = send_webhook(client, url, body, delivery.key, secret)
+            assert client is not None  # a pass with deliveries has one
+            error = client.post(url, body, delivery.key, secret)
         else:
             error = send_apprise(url, message_title(delivery.watch, delivery.scope,
                                                     delivery.changes),
@@ -284,32 +263,29 @@ def deliver_pending(
     now = now or utc_timestamp()
     give_up_before = _later(now, -max_age_hours * 3600)
     due = _due(db, now)
-    with _http_client(timeout, bool(due)) as client:
+    hung: dict[str, int] = {}  # targets that took the whole timeout: alerts held this pass
+    with webhook_client(timeout, bool(due)) as client:
         for delivery, secret_ref in due:
-            _deliver_one(db, delivery, secret_ref, give_up_before, max_age_hours, backoff,
-                         timeout, client, totals)
+            if delivery.target in hung:  # a dead target costs one timeout a pass, not one each
+                hung[delivery.target] += 1
+                continue
+            started = time.monotonic()
+            if _deliver_one(db, delivery, secret_ref, give_up_before, max_age_hours, backoff,
+                            timeout, client, totals) and time.monotonic() - started >= timeout:
+                hung[delivery.target] = 0
+    totals.errors += [f"{_shown(target)}: {plural(held, 'more alert')} held for the next pass "
+                      "(it took the whole timeout)" for target, held in hung.items() if held]
     (totals.pending,) = db.execute(
         "select count(*) from deliveries where state = 'pending'").fetchone()
     return totals
 
 
-@contextmanager
-def _http_client(timeout: float, needed: bool) -> Iterator[Any]:
-    """Yield one httpx client for a delivery pass (its TLS setup is the costly part)."""
-    if not needed:
-        yield None
-        return
-    import httpx
-
-    with httpx.Client(timeout=timeout) as client:
-        yield client
-
-
 def _deliver_one(
     db: sqlite_utils.Database, delivery: Delivery, secret_ref: str | None, give_up_before: str,
-    max_age_hours: float, backoff: float, timeout: float, client: Any, totals: DeliveryTotals,
-) -> None:
-    """Try one delivery and record its outcome in its own transaction."""
+    max_age_hours: float, backoff: float, timeout: float, client: WebhookClient | None,
+    totals: DeliveryTotals,
+) -> bool:
+    """Try one delivery and record its outcome in its own transaction; return if it failed."""
     if delivery.created_at < give_up_before and delivery.attempts:
         hours = "hour" if max_age_hours == 1 else "hours"
         error: str | None = f"given up after {max_age_hours:g} {hours} undelivered"
@@ -322,7 +298,7 @@ def _deliver_one(
                        "attempts = attempts + 1, last_attempt_at = ?, last_error = null "
                        "where id = ?", [at, at, delivery.delivery_id])
             totals.delivered += 1
-            return
+            return False
         give_up = delivery.created_at < give_up_before
         wait = min(backoff * 2 ** delivery.attempts, MAX_BACKOFF)
         db.execute("update deliveries set state = ?, attempts = attempts + 1, "
@@ -333,6 +309,7 @@ def _deliver_one(
     totals.given_up += give_up
     totals.errors.append(f"{delivery.watch} {delivery.scope} \u2192 "
                          f"{_shown(delivery.target)}: {error}")
+    return True
 
 
 def _shown(reference: str) -> str:
@@ -366,7 +343,7 @@ def test_alert(watch: Any, groups: list[tuple[str, list[dict[str, Any]]]], timeo
     run = {"id": None, "command": "watch test", "started_at": now}
     key = "trialdiff-test-" + hashlib.sha256(now.encode()).hexdigest()[:16]
     results = []
-    with _http_client(timeout, True) as client:
+    with webhook_client(timeout) as client:
         for target in watch.targets:
             delivery = Delivery(0, target, 0, watch.name, scope, now, key, run, changes, {})
             if not changes and not resolve_is_http(target):

@@ -353,7 +353,7 @@ class Tracker:
     def page(self, nct_id: str, as_of: str | date | None = None, days: int = 30,
              canonical_base: str = "", footer: str = "", ages: bool = False) -> str:
         """Return a study's trial page (Markdown), as `page` prints it."""
-        from .fetch import check_base_url
+        from .arguments import check_base_url
         from .site import render_study_page
 
         if canonical_base:  # refused as `page --canonical-base` refuses it: every link holds it

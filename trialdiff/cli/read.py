@@ -222,7 +222,7 @@ def diff(ctx: click.Context, nct_id: str, from_ref: str | None, to_ref: str | No
 
 def _checked_base(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """Refuse a --canonical-base that is not an http(s) URL (exit 2): every page would carry it."""
-    from ..fetch import check_base_url
+    from ..arguments import check_base_url
 
     if value:
         check_base_url(value, "canonical_base", "https://example.org/trials/")

@@ -110,7 +110,7 @@ def _say_interrupted(ctx: click.Context, printer: OutcomePrinter, opened: Any) -
 
 def _api_settings(api: str, **settings: Any) -> dict[str, Any]:
     """Check the API URL at once (a usage error before any lock); return the settings."""
-    from ..fetch import check_base_url
+    from ..arguments import check_base_url
 
     check_base_url(api)  # the numbers were checked by their option types (CLIENT_BOUNDS)
     return {"api": api, **settings}

@@ -1,0 +1,81 @@
+"""The webhook POST: signed, and bounded whole by the alert timeout against a real socket."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from webhook_receiver import WebhookReceiver
+
+from trialdiff.webhooks import signature, webhook_client
+
+
+def test_the_signature_is_githubs_hmac_sha256_of_the_body() -> None:
+    body = b'{"watch":"stops"}'
+    expected = hmac.new(b"whsec", body, hashlib.sha256).hexdigest()
+    assert signature("whsec", body) == f"sha256={expected}"
+
+
+@pytest.fixture
+def dripping() -> Iterator[str]:
+    """Serve on 127.0.0.1 an answer whose status line and headers come a byte every 0.2 s."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(65536)
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+                    if stop.is_set():
+                        return
+                    try:
+                        conn.sendall(bytes([byte]))
+                    except OSError:
+                        break  # the client gave up: shut its socket
+                    time.sleep(0.2)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+    stop.set()
+    thread.join(5)
+    server.close()
+
+
+def test_a_receiver_that_drips_its_answer_is_cut_at_the_alert_timeout(dripping: str) -> None:
+    # Each byte comes well inside the read timeout, so only a deadline on the whole request
+    # ends it: 38 bytes at 0.2 s would hold the delivery (and the write lock) for 7.6 s.
+    with webhook_client(1.0) as client:
+        assert client is not None
+        started = time.monotonic()
+        error = client.post(dripping, b"{}", "key-1", None)
+        spent = time.monotonic() - started
+    assert error == "took longer than the 1 s alert timeout"
+    assert spent < 3.0
+
+
+def test_a_2xx_is_delivered_and_anything_else_is_named(receiver: WebhookReceiver) -> None:
+    receiver.script = [500]
+    with webhook_client(5.0) as client:
+        assert client is not None
+        assert client.post(f"{receiver.url}/a", b"{}", "key-1", "whsec") == "HTTP 500"
+        assert client.post(f"{receiver.url}/a", b"{}", "key-1", "whsec") is None
+    (arrived,) = receiver.at("/a")
+    assert arrived.headers["Idempotency-Key"] == "key-1"
+    assert arrived.headers["X-Trialdiff-Signature"] == signature("whsec", b"{}")
+
+
+def test_a_pass_with_nothing_to_send_makes_no_client() -> None:
+    with webhook_client(1.0, needed=False) as client:
+        assert client is None
