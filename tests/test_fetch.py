@@ -274,3 +274,15 @@ def test_plural() -> None:
     assert [plural(n, "study", "studies") for n in (0, 1, 2)] == ["0 studies", "1 study",
                                                                   "2 studies"]
     assert plural(1, "attempt") == "1 attempt"
+
+
+def test_a_password_in_the_api_url_is_left_out_of_every_message(api: StandinAPI) -> None:
+    api.add_fault(Fault("status", status=404, path_prefix="/api/v2/version"))
+    base = api.base_url.replace("http://", "http://user:hunter2@")
+    client = Client(base)
+    assert client.shown_url == api.base_url.replace("http://", "http://\u2026@")
+    with pytest.raises(FetchError) as refused:
+        client.version()
+    assert "hunter2" not in str(refused.value) and "user" not in str(refused.value)
+    assert f"{client.shown_url}/version" in str(refused.value)
+    assert Client(api.base_url).shown_url == api.base_url

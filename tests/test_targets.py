@@ -128,3 +128,16 @@ def test_scrub_leaves_no_target_or_secret_in_an_error() -> None:
     # The longer value is replaced first, so a URL inside another is not half redacted.
     inner = "https://hooks.example.org/a"
     assert scrub(f"{inner}/b failed", [inner, f"{inner}/b"]) == "https://hooks.example.org failed"
+
+
+def test_scrub_takes_a_path_or_query_part_out_where_a_service_names_it_alone() -> None:
+    # Apprise's ntfy error names the topic, which is the target's secret; words that only
+    # hold a part ("notification" holds "notify") stay as they are.
+    topic = "ntfy://127.0.0.1:18766/TopicSecret123"
+    error = "Failed to send ntfy notification to topic 'TopicSecret123': error=500."
+    assert scrub(error, [topic]) == "Failed to send ntfy notification to topic '\u2026': error=500."
+    slack = "slack://T1abc/B2def/C3%20ghi?footer=no"
+    assert scrub("token B2def, channel C3 ghi, footer: no", [slack]) == (
+        "token \u2026, channel \u2026, footer: no")
+    assert scrub("a webhook to /notify failed", ["https://x.org/notify"]) == (
+        "a webhook to /\u2026 failed")

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -77,6 +78,14 @@ class Client:
             transport=self.transport,
             follow_redirects=False,
         )
+
+    @property
+    def shown_url(self) -> str:
+        """Return the base URL as messages show it: a password in it (user:pw@) left out."""
+        parts = urlsplit(self.base_url)
+        host = parts.netloc.rpartition("@")[2]
+        return parts._replace(netloc=f"\u2026@{host}").geturl() if "@" in parts.netloc else (
+            self.base_url)
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -192,7 +201,7 @@ class Client:
             except _DeadlinePassed:
                 problem = f"took longer than the {self.pacing.deadline:g} s deadline"
             except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-                raise UsageError(f"{self.base_url!r}: {exc}", setting="api") from exc
+                raise UsageError(f"{self.shown_url!r}: {exc}", setting="api") from exc
             except httpx.TransportError as exc:
                 problem = f"connection failed ({type(exc).__name__}: {exc})"
             except httpx.DecodingError as exc:  # a proxy's glitch, say: gzip over a plain body
@@ -214,7 +223,7 @@ class Client:
         """Return GET /version: the API version and the data release timestamp."""
         status, body, _ = self.get_json("/version", check=_check_version)
         if status != 200:  # e.g. a 404 from a base URL that is not the API's
-            raise refused(f"{self.base_url}/version", status, body)
+            raise refused(f"{self.shown_url}/version", status, body)
         return dict(body)
 
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import tempfile
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .errors import UsageError
 
@@ -153,9 +154,16 @@ def scrub(text: str, values: list[str]) -> str:
             continue
         text = text.replace(value, redact(value))
         try:
-            userinfo, _, _ = urlsplit(value).netloc.rpartition("@")
+            parts = urlsplit(value)
         except ValueError:  # an unbalanced "[": it raised inside a delivery pass, stopping it
             continue
+        userinfo = parts.netloc.rpartition("@")[0]
         if userinfo:
             text = text.replace(userinfo, "\u2026")
+        # A path or query part may be the secret itself (an ntfy topic, a Slack token), and a
+        # service's own error names it: each part goes, where it stands as a whole word.
+        pieces = {unquote(p) for p in parts.path.split("/")} | {
+            v for _, v in parse_qsl(parts.query)}  # values: a key names no secret
+        for piece in sorted((p for p in pieces if len(p) >= 3), key=len, reverse=True):
+            text = re.sub(rf"(?<![\w-]){re.escape(piece)}(?![\w-])", "\u2026", text)
     return text
