@@ -714,3 +714,35 @@ def test_a_retry_after_past_the_budget_says_so(db_path: str, api: StandinAPI) ->
     code, _, err = sync(db_path, api, IDS[0], "--at", DAY1)
     assert code == 1
     assert "(the server asked to wait 600 s, past the retry budget of 300 s)" in err
+
+
+@pytest.mark.usefixtures("secrets_file")
+def test_ctrl_c_while_alerts_go_out_says_the_run_finished_and_its_alerts_wait(
+    db_path: str, api: StandinAPI
+) -> None:
+    # Delivery comes after the run is recorded: "recorded as interrupted" was not so (the run
+    # read ok), and what needs attention is the alerts left pending.
+    from webhook_receiver import WebhookReceiver
+
+    run(db_path, "track", IDS[2])
+    assert sync(db_path, api, "--at", DAY1)[0] == 0
+    api.put_study(edited(IDS[2]))
+    api.set_data_timestamp(RELEASE2)
+    with WebhookReceiver(delay=30) as slow:
+        assert run(db_path, "watch", "add", "all", "--to", f"{slow.url}/h")[0] == 0
+        process = subprocess.Popen(
+            [sys.executable, "-m", "trialdiff", "--db", db_path, "sync", "--api", api.base_url,
+             "--delay", "0", "--at", DAY2, "--alert-timeout", "60"],
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        _wait_for(lambda: _run_status(db_path)[-1:] == ["ok"])
+        time.sleep(0.5)  # into the POST, which the receiver holds for 30 s
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=20)
+    assert process.returncode == 130
+    assert err.strip().endswith("trialdiff: interrupted while delivering alerts; run 2 had "
+                                "finished (ok): the alerts not sent yet stay pending "
+                                "(`trialdiff notify` sends them)")
+    assert _run_status(db_path) == ["ok", "ok"]
+    pending = sqlite3.connect(db_path).execute("select state from deliveries").fetchall()
+    assert pending == [("pending",)]

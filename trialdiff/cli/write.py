@@ -99,12 +99,18 @@ def compact(ctx: click.Context, wait: float) -> None:
 
 
 def _say_interrupted(ctx: click.Context, printer: OutcomePrinter, opened: Any) -> NoReturn:
-    """Say that Ctrl-C stopped a run, recorded as `interrupted`, and exit 130."""
+    """Say that Ctrl-C stopped a run (or its alerts, after it was recorded); exit 130."""
     printer.close()
-    if opened.last_run is None:  # stopped before its run began (waiting for the lock)
+    run = opened.last_run
+    if run is None:  # stopped before its run began (waiting for the lock)
         raise click.Abort
-    click.echo(f"trialdiff: interrupted; run {opened.last_run.id} recorded as interrupted "
-               "(what was saved stays: run again to resume)", err=True)
+    if run.status == "interrupted":
+        click.echo(f"trialdiff: interrupted; run {run.id} recorded as interrupted "
+                   "(what was saved stays: run again to resume)", err=True)
+    else:  # stopped while its alerts went out, after the run itself had finished
+        click.echo(f"trialdiff: interrupted while delivering alerts; run {run.id} had finished "
+                   f"({run.status}): the alerts not sent yet stay pending (`trialdiff notify` "
+                   "sends them)", err=True)
     ctx.exit(130)
 
 
