@@ -746,3 +746,24 @@ def test_ctrl_c_while_alerts_go_out_says_the_run_finished_and_its_alerts_wait(
     assert _run_status(db_path) == ["ok", "ok"]
     pending = sqlite3.connect(db_path).execute("select state from deliveries").fetchall()
     assert pending == [("pending",)]
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_exits_143(db_path: str, tmp_path: Path) -> None:
+    # What `timeout` and systemd send: the run was left `running`, with no word, exit 143 raw.
+    fifo = tmp_path / "studies.ndjson"
+    os.mkfifo(fifo)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trialdiff", "--db", db_path, "import", "--at", DAY1, str(fifo)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    with open(fifo, "w", encoding="utf-8") as feed:
+        feed.write(json.dumps(RECORDS[0]) + "\n")
+        feed.flush()
+        _wait_for(lambda: _run_status(db_path) == ["running"])
+        process.terminate()
+        out, err = process.communicate(timeout=20)
+    assert (process.returncode, out) == (143, "")
+    assert err.strip() == ("trialdiff: terminated; run 1 recorded as interrupted (what was "
+                           "saved stays: run again to resume)")
+    assert _run_status(db_path) == ["interrupted"]

@@ -13,6 +13,7 @@ import gc
 import io
 import math
 import os
+import signal
 import sqlite3
 import sys
 import traceback
@@ -30,6 +31,7 @@ from ..model import utc_day, utc_timestamp
 from ..registry import DEFAULT
 from ..settings import MAX_DAYS as MAX_DAYS  # the commands' --days bound
 from ..settings import setting
+from .sinks import stopped, terminate
 
 
 @dataclass
@@ -97,12 +99,12 @@ class Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (KeyboardInterrupt, click.exceptions.Abort):
+        except (KeyboardInterrupt, click.exceptions.Abort) as stop:
             # Ctrl-C, anywhere (a delivery, a backfill, a wait for the lock): 130, as a shell
             # says it, not click's "Aborted!" and 1. A run it stopped is recorded as interrupted.
-            click.echo("trialdiff: interrupted (what was saved stays: run again to resume)",
-                       err=True)
-            raise click.exceptions.Exit(130) from None
+            click.echo(f"trialdiff: {stopped(stop)[0]} (what was saved stays: run again to "
+                       "resume)", err=True)
+            raise click.exceptions.Exit(stopped(stop)[1]) from None
         except (click.exceptions.ClickException, click.exceptions.Exit):
             raise
         except BrokenPipeError:
@@ -369,6 +371,7 @@ def main() -> None:
 
     gc.freeze()
     gc.set_threshold(20_000, 10, 10)
+    signal.signal(signal.SIGTERM, terminate)
     write_utf8()
     cli(prog_name="trialdiff")
 

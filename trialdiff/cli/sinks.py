@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -72,6 +72,20 @@ def summary_line(command: str, run: Run) -> str:
         f"{run.changed} changed, {plural(run.changes, 'change')}"
         + (f" ({kinds})" if kinds else "") + f", {run.failed} failed"
     )
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (cron's `timeout`, systemd), taken as Ctrl-C is: a run under way is recorded."""
+
+
+def terminate(signum: int, frame: Any) -> NoReturn:
+    """Stop the command as Ctrl-C would, as Terminated (a SIGTERM handler)."""
+    raise Terminated
+
+
+def stopped(stop: BaseException) -> tuple[str, int]:
+    """Return how a stop is worded, and its exit code: 128 and the signal, as a shell says."""
+    return ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
 
 
 def change_lines(changes: Iterable[FieldChange], dated: bool = False) -> list[str]:

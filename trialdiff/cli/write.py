@@ -21,7 +21,7 @@ from . import (
     wait_option,
 )
 from .alerts import alert_options
-from .sinks import AlertDelivery, OutcomePrinter
+from .sinks import AlertDelivery, OutcomePrinter, stopped
 
 
 def _observed_at(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -67,8 +67,8 @@ def import_command(
     try:
         run = opened.import_paths(paths, at, sinks=[printer, delivery],
                                   workers=default_workers())
-    except KeyboardInterrupt:
-        _say_interrupted(ctx, printer, opened)
+    except KeyboardInterrupt as stop:
+        _say_interrupted(ctx, printer, opened, stop)
     if run.failed or delivery.failed:
         ctx.exit(1)
 
@@ -98,20 +98,22 @@ def compact(ctx: click.Context, wait: float) -> None:
                f"{before:.2f} MB -> {after:.2f} MB")
 
 
-def _say_interrupted(ctx: click.Context, printer: OutcomePrinter, opened: Any) -> NoReturn:
+def _say_interrupted(ctx: click.Context, printer: OutcomePrinter, opened: Any,
+                     stop: BaseException) -> NoReturn:
     """Say that Ctrl-C stopped a run (or its alerts, after it was recorded); exit 130."""
     printer.close()
     run = opened.last_run
     if run is None:  # stopped before its run began (waiting for the lock)
         raise click.Abort
+    word, code = stopped(stop)
     if run.status == "interrupted":
-        click.echo(f"trialdiff: interrupted; run {run.id} recorded as interrupted "
+        click.echo(f"trialdiff: {word}; run {run.id} recorded as interrupted "
                    "(what was saved stays: run again to resume)", err=True)
     else:  # stopped while its alerts went out, after the run itself had finished
-        click.echo(f"trialdiff: interrupted while delivering alerts; run {run.id} had finished "
+        click.echo(f"trialdiff: {word} while delivering alerts; run {run.id} had finished "
                    f"({run.status}): the alerts not sent yet stay pending (`trialdiff notify` "
                    "sends them)", err=True)
-    ctx.exit(130)
+    ctx.exit(code)
 
 
 def _api_settings(api: str, **settings: Any) -> dict[str, Any]:
@@ -180,8 +182,8 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
     try:
         run = opened.sync(nct_ids, source=source, at=at, force=force, backfill_new=backfill_new,
                           sinks=[printer, delivery], **settings)
-    except KeyboardInterrupt:
-        _say_interrupted(ctx, printer, opened)
+    except KeyboardInterrupt as stop:
+        _say_interrupted(ctx, printer, opened, stop)
     if run.failed or delivery.failed:
         ctx.exit(1)
 
