@@ -608,9 +608,10 @@ def test_ctrl_c_during_a_sync_records_it_interrupted_and_exits_130(
     assert _run_status(db_path) == ["interrupted"]
 
 
-def test_ctrl_c_during_an_import_records_it_interrupted_and_exits_130(
-    db_path: str, tmp_path: Path
-) -> None:
+
+def _stop_an_import_under_way(db_path: str, tmp_path: Path, signum: int
+                              ) -> tuple[subprocess.Popen[str], str, str]:
+    """Start an import reading a FIFO, signal it once its run is under way; return its ends."""
     fifo = tmp_path / "studies.ndjson"
     os.mkfifo(fifo)
     process = subprocess.Popen(
@@ -622,8 +623,14 @@ def test_ctrl_c_during_an_import_records_it_interrupted_and_exits_130(
         feed.write(json.dumps(RECORDS[0]) + "\n")
         feed.flush()
         _wait_for(lambda: _run_status(db_path) == ["running"])
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         out, err = process.communicate(timeout=20)
+    return process, out, err
+
+def test_ctrl_c_during_an_import_records_it_interrupted_and_exits_130(
+    db_path: str, tmp_path: Path
+) -> None:
+    process, out, err = _stop_an_import_under_way(db_path, tmp_path, signal.SIGINT)
     assert (process.returncode, out) == (130, "")
     assert "trialdiff: interrupted; run 1 recorded as interrupted" in err
     assert "Traceback" not in err and "Aborted" not in err
@@ -750,19 +757,7 @@ def test_ctrl_c_while_alerts_go_out_says_the_run_finished_and_its_alerts_wait(
 
 def test_sigterm_stops_a_run_as_ctrl_c_does_and_exits_143(db_path: str, tmp_path: Path) -> None:
     # What `timeout` and systemd send: the run was left `running`, with no word, exit 143 raw.
-    fifo = tmp_path / "studies.ndjson"
-    os.mkfifo(fifo)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "trialdiff", "--db", db_path, "import", "--at", DAY1, str(fifo)],
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )
-    with open(fifo, "w", encoding="utf-8") as feed:
-        feed.write(json.dumps(RECORDS[0]) + "\n")
-        feed.flush()
-        _wait_for(lambda: _run_status(db_path) == ["running"])
-        process.terminate()
-        out, err = process.communicate(timeout=20)
+    process, out, err = _stop_an_import_under_way(db_path, tmp_path, signal.SIGTERM)
     assert (process.returncode, out) == (143, "")
     assert err.strip() == ("trialdiff: terminated; run 1 recorded as interrupted (what was "
                            "saved stays: run again to resume)")
