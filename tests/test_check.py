@@ -119,6 +119,9 @@ def test_changes_of_no_snapshot_are_counted(sample_db: str) -> None:
         conn.execute("delete from changes "
                      "where snapshot_id = 999 and path = 'status.overallStatus'")
     assert problems(sample_db) == ["1 change belongs to no snapshot"]
+    with sqlite3.connect(sample_db) as conn:  # no snapshot at all: `not in` is never true of NULL
+        conn.execute("update changes set snapshot_id = null where snapshot_id = 999")
+    assert problems(sample_db) == ["1 change belongs to no snapshot"]
 
 
 def test_missing_times_are_named_and_the_check_goes_on(sample_db: str) -> None:

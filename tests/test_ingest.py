@@ -82,6 +82,30 @@ def test_each_item_is_emitted_in_input_order_with_what_became_of_it(db_path: str
     assert (totals.checked, totals.failed) == (2, 1)
 
 
+
+def test_a_batch_sqlite_rolled_back_itself_is_not_counted(
+    db_path: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A full disk: SQLite rolls the transaction back itself and raises. The run's counts
+    # said 830 checked and 313 changes where nothing of the batch was kept.
+    items = [SourceItem(f"{study_id(r)}.json", r, study_id(r)) for r in RECORDS]
+    db = open_db(db_path)
+    save_study, calls = trialdiff.ingest.save_study, []
+
+    def disk_full_at_the_8th(db: Any, nct_id: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(nct_id)
+        if len(calls) == 8:
+            db.execute("rollback")  # what SQLite does on SQLITE_FULL
+            raise sqlite3.OperationalError("database or disk is full")
+        return save_study(db, nct_id, *args, **kwargs)
+
+    monkeypatch.setattr(trialdiff.ingest, "save_study", disk_full_at_the_8th)
+    totals = RunTotals()
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        save_studies(db, items, T1, totals, batch_size=5)
+    assert totals.checked == 5  # the first batch, committed; not the 2 after it
+    assert sqlite3.connect(db_path).execute("select count(*) from studies").fetchone() == (5,)
+
 def test_a_stopped_input_keeps_each_whole_batch_before_it_and_a_rerun_saves_the_rest(
     db_path: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -15,7 +15,8 @@ from conftest import SAMPLE, SAMPLE_DAYS, run, trialdiff_env
 from test_records import post_results
 
 from trialdiff.check import CheckTotals, check_database
-from trialdiff.query import ChangeFilter, query_changes, study_fields
+from trialdiff.query import ChangeFilter, query_changes, study_fields, transaction
+from trialdiff.schema import open_db
 
 
 def test_no_read_of_one_study_or_snapshot_scans_every_change(
@@ -114,3 +115,16 @@ def test_sqlites_readonly_error_on_a_read_is_worded_for_the_reader(
     with pytest.raises(DatabaseError, match=r"SQLite needs to create trialdiff\.db-shm beside "
                                             r"it \(WAL mode\)"):
         trialdiff.query.connect_readonly(db_path)
+
+
+def test_a_transaction_sqlite_rolled_back_itself_raises_its_own_error(db_path: str) -> None:
+    # On a full disk SQLite rolls back itself: a second rollback raised "cannot rollback - no
+    # transaction is active", which hid "database or disk is full" from the user.
+    db = open_db(db_path)
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"), transaction(db):
+        db.execute("insert into meta (key, value) values ('x', 'y')")
+        db.execute("rollback")
+        raise sqlite3.OperationalError("database or disk is full")
+    assert db.execute("select count(*) from meta where key = 'x'").fetchone() == (0,)
+    with transaction(db):  # and the connection is usable after it
+        db.execute("insert into meta (key, value) values ('x', 'y')")

@@ -98,8 +98,8 @@ def _check(conn: Any, totals: CheckTotals) -> Iterator[str]:
 # wrong one, how the problem reads). The fold above reads a study's changes by its id and its
 # snapshots' ids, and compares no times, so it cannot see these.
 _LINKS: tuple[tuple[str, str, str], ...] = (
-    ("change", "select count(*) from changes where snapshot_id not in (select id from snapshots)",
-     "to no snapshot"),
+    ("change", "select count(*) from changes where snapshot_id is null or snapshot_id not in "
+               "(select id from snapshots)", "to no snapshot"),
     ("change", "select count(*) from changes c join snapshots s on s.id = c.snapshot_id "
                "where c.nct_id is not s.nct_id", "to another study's snapshot"),
     ("change", "select count(*) from changes c join snapshots s on s.id = c.snapshot_id "

@@ -146,7 +146,8 @@ def save_studies(
     except BaseException:
         if db.conn.in_transaction:
             db.execute("rollback")
-            totals.restore(committed)
+        # Also when SQLite rolled back itself (a full disk): the batch is gone either way.
+        totals.restore(committed)
         raise
     finally:
         ahead.close()

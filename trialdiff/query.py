@@ -101,7 +101,10 @@ def transaction(db: Connection) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        db.execute("rollback")
+        # SQLite may have rolled back itself (a full disk): a second rollback's error would
+        # hide the one that matters.
+        if getattr(db, "conn", db).in_transaction:
+            db.execute("rollback")
         raise
     db.execute("commit")
 
