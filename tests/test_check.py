@@ -232,3 +232,22 @@ def test_a_damaged_blob_is_named_and_the_check_goes_on(db_path: str, tmp_path: P
     code, out, err = run(db_path, "page", "NCT00000410")
     assert (code, out) == (1, "") and "a stored blob does not decompress" in err
     assert "unexpected" not in err
+
+
+def test_a_change_value_cut_short_is_named_and_every_reader_says_the_file_is_damaged(
+        sample_db: str) -> None:
+    # check stopped at it with "unexpected JSONDecodeError" and printed nothing it had found;
+    # changes and reannotate did the same.
+    with sqlite3.connect(sample_db) as conn:
+        conn.execute("update changes set old = substr(old, 1, length(old) - 1) where id = "
+                     "(select min(id) from changes where typeof(old) = 'text' and old like '{%')")
+        (nct_id,) = conn.execute("select nct_id from changes where id = (select min(id) from "
+                                 "changes where typeof(old) = 'text' and old like '{%')").fetchone()
+    code, out, err = run(sample_db, "check")
+    assert (code, err) == (1, "")
+    assert out.startswith(f"problem: {nct_id}: its stored data cannot be read")
+    assert out.splitlines()[-1].startswith("check: 3 studies")
+    for command in (["changes"], ["reannotate"]):
+        code, out, err = run(sample_db, *command)
+        assert code == 1 and "unexpected" not in err, command
+        assert "a stored change value is not valid JSON" in err and "the file is damaged" in err

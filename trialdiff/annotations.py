@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
+from .errors import DatabaseError
 from .meaning import Annotated, annotate
 from .model import dump_json
 from .query import Connection, row_to_change, transaction
@@ -42,14 +43,24 @@ class Stale:
     current: tuple[str, str]  # (severity, facts) by the current rules
 
 
-def _annotated(conn: Connection, rows: Sequence[Any]) -> Iterator[Stale]:
-    """Yield the rows (whole snapshots, in snapshot order) whose stored meaning is stale."""
+def _annotated(conn: Connection, rows: Sequence[Any], skip_damaged: bool = False
+               ) -> Iterator[Stale]:
+    """Yield the rows (whole snapshots, in snapshot order) whose stored meaning is stale.
+
+    A snapshot whose stored values do not parse raises DatabaseError, or with `skip_damaged`
+    (check, whose per-study pass names it) is passed over.
+    """
     names = _COLUMNS.split(", ")
     # One snapshot at a time, as store.py annotates them when it writes: two snapshots of a
     # study observed at the same instant each count their own sites.
     for _, group in groupby(rows, key=lambda row: row[10]):
         found = list(group)
-        changes = [row_to_change(conn, dict(zip(names, row, strict=True))) for row in found]
+        try:
+            changes = [row_to_change(conn, dict(zip(names, row, strict=True))) for row in found]
+        except DatabaseError:
+            if skip_damaged:
+                continue
+            raise
         for row, item in zip(found, annotate(changes), strict=True):
             current = (item.severity, facts_json(item.facts))
             if (row[8], row[9]) != current:
@@ -87,10 +98,10 @@ def _batches(conn: Connection) -> Iterator[list[Any]]:
     ).fetchall()
 
 
-def stale_annotations(conn: Connection) -> Iterator[Stale]:
+def stale_annotations(conn: Connection, skip_damaged: bool = False) -> Iterator[Stale]:
     """Yield every stored change whose severity or facts the current rules would not give."""
     for rows in _batches(conn):
-        yield from _annotated(conn, rows)
+        yield from _annotated(conn, rows, skip_damaged)
 
 
 def has_annotations(conn: Connection) -> bool:

@@ -217,16 +217,15 @@ def stored_value(conn: Any, cell: str | bytes | None) -> Any:
 
 
 def row_to_change(conn: Any, row: Mapping[str, Any]) -> FieldChange:
-    """Return the FieldChange a stored row holds."""
-    return FieldChange(
-        nct_id=row["nct_id"],
-        path=row["path"],
-        kind=row["kind"],
-        detected_at=row["detected_at"],
-        old=stored_value(conn, row["old"]),
-        new=stored_value(conn, row["new"]),
-        detail=json.loads(row["detail"]) if row["detail"] else {},
-    )
+    """Return the FieldChange a stored row holds; DatabaseError if its values do not parse."""
+    try:
+        old, new = stored_value(conn, row["old"]), stored_value(conn, row["new"])
+        detail = json.loads(row["detail"]) if row["detail"] else {}
+    except ValueError as exc:  # JSON cut short or bytes not UTF-8: written whole, so damaged
+        raise DatabaseError(f"{row['nct_id']} {row['path']}: a stored change value is not "
+                            f"valid JSON ({exc}): the file is damaged") from None
+    return FieldChange(nct_id=row["nct_id"], path=row["path"], kind=row["kind"],
+                       detected_at=row["detected_at"], old=old, new=new, detail=detail)
 
 
 @dataclass(frozen=True)
