@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 from conftest import (
+    SAMPLE,
     clones,
     copy_db,
     kill_after,
@@ -307,3 +308,30 @@ def progress(db: str) -> bool:
         return False
     finally:
         conn.close()
+
+
+def test_without_room_a_first_run_skips_its_pack_and_compact_refuses_before_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A VACUUM that fills the disk half way leaves a WAL no checkpoint can empty (it needs room
+    # to copy its frames back): the run said ok, and every later write failed.
+    path = str(tmp_path / "tight.db")
+    real = compact.shutil.disk_usage
+    monkeypatch.setattr(compact.shutil, "disk_usage",
+                        lambda folder: real(folder)._replace(free=5 << 20))
+    code, out, err = run(path, "import", "--summary", str(SAMPLE))
+    assert (code, err) == (0, "") and out.startswith("import: 6 studies checked")
+    conn = sqlite3.connect(path)
+    assert conn.execute("select status from runs").fetchall() == [("ok",)]
+    before = Path(path).read_bytes()
+    code, out, err = run(path, "compact")
+    assert (code, out) == (1, "")
+    assert re.fullmatch(r"trialdiff: error: compact needs about \d+ MB free beside the "
+                        r"database, as it rewrites the file, and 5 MB are free: make room, "
+                        r"then run it again\n", err), err
+    assert conn.execute("select count(*) from meta where key = ?", [PROGRESS]).fetchone() == (0,)
+    assert Path(path).read_bytes() == before  # nothing rewritten
+    monkeypatch.undo()
+    needed, free = compact.room_to_pack(open_db(path))
+    assert needed == 2 * compact.file_bytes(open_db(path)) + (8 << 20) and free > 5 << 20
+    assert run(path, "compact")[0] == 0

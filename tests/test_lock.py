@@ -189,3 +189,22 @@ def test_ctrl_c_while_waiting_for_the_lock_exits_130(
         out, err = process.communicate(timeout=30)
     assert (process.returncode, out) == (130, "")
     assert err == "trialdiff: interrupted (what was saved stays: run again to resume)\n"
+
+
+def test_a_full_disk_names_the_lock_file_and_lets_the_lock_go(
+    db_path: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "No space left on device" alone named no file, so the user could not tell which disk.
+    import errno
+
+    import trialdiff.lock
+
+    def full(fd: int, data: bytes, offset: int) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(trialdiff.lock.os, "pwrite", full)
+    code, out, err = run(db_path, "import", "--summary", str(SAMPLE))
+    assert (code, out) == (1, "")
+    assert err == f"trialdiff: error: No space left on device: {Path(db_path).resolve()}.lock\n"
+    monkeypatch.undo()
+    assert run(db_path, "import", "--summary", str(SAMPLE))[0] == 0  # the lock was let go

@@ -15,8 +15,11 @@ the work (a blob compacted already does not shrink again); the packing is one tr
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import os
+import shutil
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from typing import Any, NamedTuple
 import sqlite_utils
 
 from . import codec
+from .errors import DatabaseError
 from .query import keyed_batches, transaction
 
 
@@ -100,6 +104,7 @@ def compact(db: sqlite_utils.Database, batch_size: int = 200,
             threads: int | None = None) -> Compacted:
     """Compress every blob again at COMPACT_LEVEL where that is smaller, then VACUUM."""
     before = file_bytes(db)
+    _need_room(db)  # refused before it writes anything
     compactor = codec.Compactor(db)
     row = db.execute("select value from meta where key = ?", [PROGRESS]).fetchone()
     resume_table, resume_key = json.loads(row[0]) if row else (_STEPS[0][0], None)
@@ -110,6 +115,7 @@ def compact(db: sqlite_utils.Database, batch_size: int = 200,
             start = resume_key if table == resume_table else None
             rewritten[table] = _compact_table(db, pool, compactor, table, key, columns, read,
                                               start, batch_size)
+    _need_room(db)
     pack(db)
     with transaction(db):  # last: a compaction killed while packing resumes at its end
         db.execute("delete from meta where key = ?", [PROGRESS])
@@ -202,12 +208,43 @@ def _packed_order(cells: Sequence[tuple[int, int]], room: int) -> list[int]:
     return [rowid for run in runs for rowid in run]
 
 
-def pack(db: sqlite_utils.Database) -> None:
-    """Lay the records out packed, each page keeping EDIT_ROOM bytes, then VACUUM."""
-    with transaction(db):
-        _pack_records(db)
-    db.execute("vacuum")
-    db.execute("pragma wal_checkpoint(truncate)")  # else the WAL keeps the rewritten pages
+def _need_room(db: sqlite_utils.Database) -> None:
+    """Raise DatabaseError unless the disk has room to pack the database."""
+    needed, free = room_to_pack(db)
+    if free < needed:
+        raise DatabaseError(f"compact needs about {needed / 1e6:.0f} MB free beside the "
+                            f"database, as it rewrites the file, and {free / 1e6:.0f} MB are "
+                            "free: make room, then run it again")
+
+
+def room_to_pack(db: sqlite_utils.Database) -> tuple[int, int]:
+    """Return the bytes a pack needs free beside the database, and the bytes free there."""
+    # The WAL takes a copy of every page VACUUM writes, and VACUUM builds the new file in a
+    # temporary one first (in the temporary folder, which may be this disk): twice the file.
+    path = next(row[2] for row in db.execute("pragma database_list") if row[1] == "main")
+    return 2 * file_bytes(db) + (8 << 20), shutil.disk_usage(os.path.dirname(path)).free
+
+
+def pack(db: sqlite_utils.Database) -> bool:
+    """Lay the records out packed, each page keeping EDIT_ROOM bytes, then VACUUM.
+
+    Return False, doing nothing, when the disk has not room for it (`room_to_pack`): a pack
+    that fills the disk half way leaves a WAL no checkpoint can empty, and every later write
+    fails.
+    """
+    needed, free = room_to_pack(db)
+    if free < needed:
+        return False
+    # The WAL emptied first, so what a failed VACUUM leaves in it is dropped by the checkpoint.
+    db.execute("pragma wal_checkpoint(truncate)")
+    try:
+        with transaction(db):
+            _pack_records(db)
+        db.execute("vacuum")
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("pragma wal_checkpoint(truncate)")  # else the WAL keeps every page
+    return True
 
 
 def _pack_records(db: sqlite_utils.Database) -> None:

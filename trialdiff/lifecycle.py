@@ -205,8 +205,8 @@ class WriteRun:
                 if self._filling and self.db.execute("select 1 from records").fetchone():
                     from .compact import pack  # only a first run pays for loading it
 
-                    # The run's rows are committed: a pack that fails (VACUUM needs room for
-                    # a copy of the file) leaves them as they are, for `compact` to pack.
+                    # The run's rows are committed: a pack without room skips, and one that
+                    # fails leaves them as they are (its WAL emptied), for `compact` to pack.
                     with contextlib.suppress(sqlite3.Error):
                         pack(self.db)
             else:

@@ -63,8 +63,12 @@ class WriteLock:
                     ) from None
                 time.sleep(0.1)
         info = {"pid": os.getpid(), "since": utc_timestamp(), "command": self.command}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        except OSError as exc:  # a full disk: name the file, and let the lock go
+            os.close(fd)
+            raise OSError(exc.errno, exc.strerror, self.path) from exc
         self._fd = fd
         return self
 
