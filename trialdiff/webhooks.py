@@ -32,6 +32,10 @@ class WebhookClient:
         self._sockets = Sockets()
         self._http = httpx.Client(timeout=timeout)
 
+    def close(self) -> None:
+        """Close its connections."""
+        self._http.close()
+
     def post(self, url: str, body: bytes, key: str, secret: str | None) -> str | None:
         """POST a webhook body; return why it failed, or None for a 2xx."""
         import httpx
@@ -63,4 +67,4 @@ def webhook_client(timeout: float, needed: bool = True) -> Iterator[WebhookClien
     try:
         yield client
     finally:
-        client._http.close()
+        client.close()

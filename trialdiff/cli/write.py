@@ -100,7 +100,7 @@ def compact(ctx: click.Context, wait: float) -> None:
 
 def _say_interrupted(ctx: click.Context, printer: OutcomePrinter, opened: Any,
                      stop: BaseException) -> NoReturn:
-    """Say that Ctrl-C stopped a run (or its alerts, after it was recorded); exit 130."""
+    """Say that Ctrl-C (or SIGTERM) stopped a run, or its alerts after it; exit 130 (143)."""
     printer.close()
     run = opened.last_run
     if run is None:  # stopped before its run began (waiting for the lock)
