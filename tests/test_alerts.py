@@ -115,6 +115,31 @@ def test_watch_add_checks_targets_and_facts_up_front(
     assert run(db, "watch", "remove", "x")[0] == 2
 
 
+
+def test_a_refused_watch_add_leaves_nothing_and_remove_needs_the_secrets_file(
+    tmp_path: Path, secrets_file: Path
+) -> None:
+    # A target refused after another was kept left the study tracked and the other target's
+    # URL in the secrets file; a remove that could not drop its targets removed the rule.
+    db = str(tmp_path / "t.db")
+    assert run(db, "watch", "add", "ok", "--to", "http://127.0.0.1:9/a")[0] == 0
+    kept = secrets_file.read_text(encoding="utf-8")
+    code, out, err = run(db, "watch", "add", "w1", "--study", "NCT06060392",
+                         "--to", "http://127.0.0.1:9/b", "--to", "env:")
+    assert (code, out) == (2, "") and "env: needs a variable name" in err
+    code, out, err = run(db, "watch", "add", "w2", "--to", "http://127.0.0.1:9/c",
+                         "--secret", "")
+    assert (code, out) == (2, "") and "--secret '' is no secret" in err
+    assert secrets_file.read_text(encoding="utf-8") == kept
+    assert run(db, "tracked")[1] == ""  # NCT06060392 was not tracked
+    secrets_file.write_text("{bad", encoding="utf-8")
+    code, _, err = run(db, "watch", "remove", "ok")
+    assert code == 2 and "secrets file" in err
+    secrets_file.write_text(kept, encoding="utf-8")
+    assert run(db, "watch", "list")[1].startswith("ok  every study")  # the rule stayed
+    assert run(db, "watch", "remove", "ok")[0] == 0
+    assert json.loads(secrets_file.read_text(encoding="utf-8")) == {}
+
 def test_env_targets_are_read_at_delivery_and_show_previews(
     tmp_path: Path, alert_days: list[Path], receiver: WebhookReceiver,
     monkeypatch: pytest.MonkeyPatch,

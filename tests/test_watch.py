@@ -339,6 +339,27 @@ def test_a_digest_preview_merges_the_window_into_one_message(sample_db: Database
                        ) == []  # the window ends before the second day's changes
 
 
+
+def test_a_preview_is_one_message_per_study_per_observation_the_latest_last(
+    sample_db: Database, tmp_path: Path
+) -> None:
+    # Grouped by study alone, two observations of a study were one message that no alert had,
+    # a digest merged every run of the window, and `watch test` sent the highest id's, not the
+    # latest.
+    record = json.loads((SAMPLE / SAMPLE_DAYS[-1] / "NCT06060392.json").read_text("utf-8"))
+    record["protocolSection"]["statusModule"]["overallStatus"] = "TERMINATED"
+    (tmp_path / "NCT06060392.json").write_text(json.dumps(record), encoding="utf-8")
+    db_path = sample_db.conn.execute("pragma database_list").fetchone()[2]
+    assert run(db_path, "import", "--at", "2025-07-10T06:00:00Z", str(tmp_path))[0] == 0
+    each = Watch("each", ("env:A",), min_severity="major")
+    groups = would_match(sample_db.conn, each, "2025-07-07T00:00:00Z")
+    assert [(scope, {c["detected_at"][:10] for c in found}) for scope, found in groups] == [
+        ("NCT05827016", {"2025-07-07"}), ("NCT06060392", {"2025-07-07"}),
+        ("NCT06060392", {"2025-07-10"})]
+    digests = would_match(sample_db.conn, replace(each, digest=True), "2025-07-07T00:00:00Z")
+    assert [(scope, len(found)) for scope, found in digests] == [
+        ("digest", len(groups[0][1]) + len(groups[1][1])), ("digest", len(groups[2][1]))]
+
 @pytest.mark.usefixtures("secrets_file")
 def test_a_large_threshold_is_stored_as_it_reads_and_the_rule_stays_usable(
     tmp_path: Path

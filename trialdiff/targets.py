@@ -67,20 +67,38 @@ def _write(path: Path, entries: dict[str, str]) -> None:
 
 def keep(value: str) -> str:
     """Return the reference to store for a target or secret; keep its value in the file."""
-    if value.startswith(ENV_PREFIX):
-        if not value[len(ENV_PREFIX):].strip():
+    return keep_all([value])[0]
+
+
+def keep_all(values: list[str]) -> list[str]:
+    """Return the references to store for targets and secrets, kept in one write of the file.
+
+    Every env: reference is checked and the file read before anything is written, so a value
+    refused leaves no other behind.
+    """
+    for value in values:
+        if value.startswith(ENV_PREFIX) and not value[len(ENV_PREFIX):].strip():
             raise UsageError("env: needs a variable name, e.g. env:TRIALDIFF_SLACK_URL")
-        return value
+    if all(value.startswith(ENV_PREFIX) for value in values):
+        return list(values)
     path = secrets_path()
     entries = _read(path)
-    reference = CONFIG_PREFIX + secrets.token_hex(8)
-    entries[reference[len(CONFIG_PREFIX):]] = value
+    references = []
+    for value in values:
+        reference = value if value.startswith(ENV_PREFIX) else (
+            CONFIG_PREFIX + secrets.token_hex(8))
+        if reference != value:
+            entries[reference[len(CONFIG_PREFIX):]] = value
+        references.append(reference)
     _write(path, entries)
-    return reference
+    return references
 
 
 def forget(references: list[str]) -> None:
-    """Drop the values of references from the secrets file (env: ones need nothing)."""
+    """Drop the values of references from the secrets file (env: ones need nothing).
+
+    `forget([])` only reads the file: a removal that must update it checks so first.
+    """
     ids = {r[len(CONFIG_PREFIX):] for r in references if r.startswith(CONFIG_PREFIX)}
     path = secrets_path()
     entries = _read(path)

@@ -314,18 +314,26 @@ def _dump(value: Any) -> str:
 def would_match(
     conn: Connection, watch: Watch, since: str, until: str | None = None
 ) -> list[tuple[str, list[dict[str, Any]]]]:
-    """Return what a watch would have sent for the changes stored since a time, by scope."""
+    """Return the messages a watch would have sent for the changes stored since a time.
+
+    As the sender sends them: one per study per observation (a digest: one per observation),
+    oldest first, so the last is the latest.
+    """
     from .query import ChangeFilter, query_changes
 
-    by_study: dict[str, list[FieldChange]] = {}
+    observed: dict[tuple[str, str], list[FieldChange]] = {}
     for change in query_changes(conn, ChangeFilter(watch.studies or (), since=since, until=until)):
-        by_study.setdefault(change.nct_id, []).append(change)
-    groups: list[tuple[str, list[dict[str, Any]]]] = []
-    for nct_id in sorted(by_study):
-        if in_scope(conn, watch, nct_id) and (found := watch.select(by_study[nct_id])):
-            groups.append((nct_id, found))
-    if watch.digest and groups:
-        merged = sorted((r for _, found in groups for r in found), key=_change_key)
-        return [(DIGEST, merged)]
-    return groups
+        observed.setdefault((change.detected_at, change.nct_id), []).append(change)
+    scoped: dict[str, bool] = {}
+    groups: list[tuple[str, str, list[dict[str, Any]]]] = []
+    for (at, nct_id), changes in sorted(observed.items()):
+        if nct_id not in scoped:
+            scoped[nct_id] = in_scope(conn, watch, nct_id)
+        if scoped[nct_id] and (found := watch.select(changes)):
+            groups.append((at, nct_id, found))
+    if watch.digest:
+        return [(DIGEST, sorted((r for when, _, found in groups if when == at for r in found),
+                                key=_change_key))
+                for at in dict.fromkeys(when for when, _, _ in groups)]
+    return [(nct_id, found) for _, nct_id, found in groups]
 

@@ -76,9 +76,11 @@ def watch_add(ctx: click.Context, /, name: str, studies: tuple[str, ...], query:
     from ..notify import check_target
     from ..query import transaction
     from ..sync import parse_query, track
-    from ..targets import ENV_PREFIX, keep
+    from ..targets import ENV_PREFIX, keep_all
     from ..watch import Watch, add_watch, parse_fact, validate
 
+    if secret is not None and not secret.strip():  # an unset variable: not "unsigned"
+        fail("--secret '' is no secret: give one, or leave --secret out for unsigned alerts")
     expr = parse_query(query) if query else None
     targets = tuple(dict.fromkeys(targets))  # one given twice would get every alert twice
     rule = Watch(name, targets, tuple(studies) or None, expr, paths, kinds, min_severity,
@@ -90,13 +92,15 @@ def watch_add(ctx: click.Context, /, name: str, studies: tuple[str, ...], query:
     db = writer(ctx, wait=wait)
     if db.execute("select 1 from watches where name = ?", [name]).fetchone():
         fail(f"a watch named {name!r} exists; remove it first")
+    # Kept first: a target or secret refused (env: with no name, an unreadable secrets
+    # file) leaves nothing behind, no study tracked and no other value kept.
+    refs = keep_all([*targets, *([secret] if secret else [])])
     track(db, studies, [expr] if expr else [], rule.created_at)
-    refs = tuple(keep(t) for t in targets)
-    secret_ref = keep(secret) if secret else None
     from dataclasses import replace
 
     with transaction(db):
-        add_watch(db, replace(rule, targets=refs, secret=secret_ref))
+        add_watch(db, replace(rule, targets=tuple(refs[:len(targets)]),
+                              secret=refs[-1] if secret else None))
     click.echo(f"watch add: {name} \u2192 {plural(len(refs), 'target')}")
 
 
@@ -139,6 +143,7 @@ def watch_remove(ctx: click.Context, name: str, wait: float) -> None:
     from ..watch import remove_watch
 
     db = writer(ctx, create=False, wait=wait)
+    forget([])  # the secrets file read first: a rule whose targets cannot be dropped stays
     with transaction(db):
         rule = remove_watch(db, name)
     forget([*rule.targets, *([rule.secret] if rule.secret else [])])
