@@ -351,7 +351,12 @@ def test_an_old_alert_is_given_up_unsent_but_its_first_try_still_goes(
     assert totals.errors == ["stops NCT06060392 \u2192 http://127.0.0.1: "
                              "given up after 1 hour undelivered"]
     given_up = delivery(db, tried)
-    assert (given_up["state"], given_up["attempts"]) == ("failed", 2)
+    # One POST was made: given up untried counts no attempt, and keeps that POST's time.
+    assert (given_up["state"], given_up["attempts"]) == ("failed", 1)
+    assert given_up["next_attempt_at"] is None and given_up["last_attempt_at"] < later
+    code, out, _ = run(db_path, "alerts", "--failed")
+    assert code == 0 and out.rstrip().endswith(
+        f"failed  attempts 1  {given_up['last_attempt_at']}  given up after 1 hour undelivered")
     assert delivery(db, untried)["state"] == "delivered"
     # The given-up alert was not sent again: the one POST accepted is the untried one's.
     assert receiver.refused == 1

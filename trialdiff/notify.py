@@ -286,7 +286,8 @@ def _deliver_one(
     totals: DeliveryTotals,
 ) -> bool:
     """Try one delivery and record its outcome in its own transaction; return if it failed."""
-    if delivery.created_at < give_up_before and delivery.attempts:
+    tried = not (delivery.created_at < give_up_before and delivery.attempts)
+    if not tried:
         hours = "hour" if max_age_hours == 1 else "hours"
         error: str | None = f"given up after {max_age_hours:g} {hours} undelivered"
     else:
@@ -301,10 +302,12 @@ def _deliver_one(
             return False
         give_up = delivery.created_at < give_up_before
         wait = min(backoff * 2 ** delivery.attempts, MAX_BACKOFF)
-        db.execute("update deliveries set state = ?, attempts = attempts + 1, "
-                   "last_attempt_at = ?, next_attempt_at = ?, last_error = ? where id = ?",
-                   ["failed" if give_up else "pending", at, _later(at, wait), error,
-                    delivery.delivery_id])
+        # Given up untried, it counts no attempt and keeps its last one's time.
+        db.execute("update deliveries set state = ?, attempts = attempts + ?, "
+                   "last_attempt_at = coalesce(?, last_attempt_at), next_attempt_at = ?, "
+                   "last_error = ? where id = ?",
+                   ["failed" if give_up else "pending", int(tried), at if tried else None,
+                    None if give_up else _later(at, wait), error, delivery.delivery_id])
     totals.failed_now += 1
     totals.given_up += give_up
     totals.errors.append(f"{delivery.watch} {delivery.scope} \u2192 "

@@ -248,7 +248,9 @@ def alerts(ctx: click.Context, state: str | None) -> None:
     from ..targets import shown
 
     for row in list_alerts(reader(ctx), state):
-        when = row["delivered_at"] or row["next_attempt_at"] or ""
+        # When it went; when it is due again; or, given up, when it was last tried.
+        when = (row["delivered_at"] if row["state"] == "delivered" else row["next_attempt_at"]
+                if row["state"] == "pending" else row["last_attempt_at"]) or ""
         note = f"  {row['last_error']}" if row["last_error"] and row["state"] != "delivered" else ""
         click.echo(f"{row['id']}  {row['watch']}  {row['scope']}  "
                    f"{plural(row['changes'], 'change')}  "
