@@ -27,12 +27,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from trialdiff.folders import read_studies
 from trialdiff.ingest import RunTotals, save_studies
 from trialdiff.lifecycle import start_run
 from trialdiff.notify import deliver_pending
 from trialdiff.query import transaction
 from trialdiff.schema import open_db
-from trialdiff.sources import read_studies
 from trialdiff.watch import Watch, add_watch, parse_fact
 
 

@@ -19,11 +19,11 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
 
 import trialdiff.records as records  # noqa: E402
+from trialdiff.folders import dated_folders, read_studies  # noqa: E402
 from trialdiff.ingest import RunTotals, save_studies  # noqa: E402
 from trialdiff.meaning import Annotated  # noqa: E402
 from trialdiff.model import FieldChange, utc_timestamp  # noqa: E402
 from trialdiff.schema import open_db  # noqa: E402
-from trialdiff.sources import dated_folders, read_studies  # noqa: E402
 
 STORED = (records.annotate, records.annotation_columns)
 

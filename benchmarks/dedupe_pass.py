@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from trialdiff.dedupe import InputLedger
+from trialdiff.folders import read_studies
 from trialdiff.ingest import RunTotals, save_studies
 from trialdiff.records import gate_hash
 from trialdiff.schema import open_db
-from trialdiff.sources import SourceItem, read_studies
+from trialdiff.sources import SourceItem
 
 # The shared records sit beside the checkout: ../shared from /work/main, ../../shared from a
 # worktree under /work/wt/.

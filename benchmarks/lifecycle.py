@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import trialdiff
+from trialdiff.folders import read_studies
 from trialdiff.ingest import RunTotals, save_studies
 from trialdiff.model import Observation, Outcome
 from trialdiff.schema import open_db
-from trialdiff.sources import read_studies
 
 # The shared records sit beside the checkout: ../shared from /work/main, ../../shared from a
 # worktree under /work/wt/.

@@ -27,12 +27,13 @@ from webhook_receiver import WebhookReceiver
 
 from trialdiff.cli import cli
 from trialdiff.diff import changed_paths, diff_snapshots
+from trialdiff.folders import read_studies
 from trialdiff.ingest import RunTotals, save_studies
 from trialdiff.model import FieldChange, Snapshot
 from trialdiff.normalize import extract_fields, study_id
 from trialdiff.report import DiffReport, build_report
 from trialdiff.schema import open_db
-from trialdiff.sources import SourceItem, read_studies
+from trialdiff.sources import SourceItem
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent

@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 
 from trialdiff.check import CheckTotals, check_database
 from trialdiff.diff import diff_snapshots
+from trialdiff.folders import read_studies
 from trialdiff.ingest import RunTotals, save_studies
 from trialdiff.model import FieldChange, Snapshot
 from trialdiff.normalize import extract_fields, study_id
 from trialdiff.schema import open_db
-from trialdiff.sources import read_studies
 
 RECORDS = real_records()[:12]
 

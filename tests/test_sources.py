@@ -11,8 +11,7 @@ import pytest
 from conftest import FIXTURES, real_records
 
 import trialdiff.sources as sources
-from trialdiff.errors import UsageError
-from trialdiff.sources import dated_folders, read_studies
+from trialdiff.folders import read_studies
 
 RECORDS = real_records()[:5]
 IDS = [r["protocolSection"]["identificationModule"]["nctId"] for r in RECORDS]
@@ -61,14 +60,6 @@ def test_zip_bulk_dump_with_one_json_per_study(tmp_path: Path) -> None:
     assert ids([path]) == sorted(IDS)
 
 
-def test_directory_is_searched_recursively_in_sorted_order(tmp_path: Path) -> None:
-    (tmp_path / "b" / "c").mkdir(parents=True)
-    (tmp_path / "b" / "c" / "x.json").write_text(json.dumps(RECORDS[1]))
-    (tmp_path / "a.json").write_text(json.dumps(RECORDS[0]))
-    (tmp_path / "notes.txt").write_text("skip me")
-    assert ids([tmp_path]) == IDS[:2]
-
-
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
@@ -112,52 +103,6 @@ def test_one_huge_string_is_an_error_not_a_crash(tmp_path: Path, monkeypatch) ->
     path.write_text('["' + "x" * 300_000 + '"]')
     (item,) = read_studies([str(path)])
     assert item.error and "larger than" in item.error
-
-
-def test_missing_path_is_named(tmp_path: Path) -> None:
-    (item,) = read_studies([str(tmp_path / "nope.json")])
-    assert item.error == "no such file or directory"
-
-
-def test_dated_folders_make_an_archive(tmp_path: Path) -> None:
-    for day in ("2025-07-07", "2024-06-14"):
-        (tmp_path / day).mkdir()
-    archive = dated_folders(str(tmp_path))
-    assert archive is not None and archive.ignored == []
-    assert [d for d, _ in archive.days] == ["2024-06-14T00:00:00.000Z", "2025-07-07T00:00:00.000Z"]
-    assert dated_folders(str(tmp_path / "2024-06-14")) is None  # no dated folders: plain
-
-
-def test_an_archive_leaves_out_stray_files_and_refuses_what_it_cannot_date(tmp_path: Path) -> None:
-    for day in ("2025-07-07", "2024-06-14"):
-        (tmp_path / day).mkdir()
-        (tmp_path / day / "one.json").write_text(json.dumps(RECORDS[0]))
-    (tmp_path / "README.md").write_text("Daily pulls of the registry.\n")
-    (tmp_path / ".DS_Store").write_bytes(b"\0")
-    archive = dated_folders(str(tmp_path))
-    assert archive is not None and archive.ignored == ["README.md"]
-    assert [d[:10] for d, _ in archive.days] == ["2024-06-14", "2025-07-07"]
-    # A study file or a folder beside the dated ones cannot be dated: refused, not re-dated.
-    for stray in ("NCT00000410.json", "latest"):
-        path = tmp_path / stray
-        path.mkdir() if stray == "latest" else path.write_text(json.dumps(RECORDS[0]))
-        with pytest.raises(UsageError, match=f"{stray} beside them has no date"):
-            dated_folders(str(tmp_path))
-        path.rmdir() if stray == "latest" else path.unlink()
-
-
-@pytest.mark.parametrize(("name", "reason"), [
-    ("2025-13-45", "is not an ISO 8601 date or time"),
-    ("2205-01-01", "is in the future"),
-    ("1999-12-31", "is before ClinicalTrials.gov existed"),
-])
-def test_an_archive_folder_named_by_no_sane_date_is_refused(
-    tmp_path: Path, name: str, reason: str
-) -> None:
-    (tmp_path / "2024-06-14").mkdir()
-    (tmp_path / name).mkdir()
-    with pytest.raises(UsageError, match=f": archive folder '{name}' {reason}"):
-        dated_folders(str(tmp_path))
 
 
 def test_a_utf8_byte_order_mark_is_accepted_in_every_shape(tmp_path: Path, monkeypatch) -> None:
@@ -211,17 +156,6 @@ def test_a_file_name_that_is_not_utf8_is_shown_escaped_and_read(tmp_path: Path) 
         item.label.encode("utf-8")  # no lone surrogate left
 
 
-def test_a_folder_with_no_study_files_is_named_as_a_failed_input(tmp_path: Path) -> None:
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "notes").mkdir()
-    (tmp_path / "notes" / "README.md").write_text("not a study", encoding="utf-8")
-    items = list(read_studies([str(tmp_path / "empty"), str(tmp_path / "notes")]))
-    assert [(i.label, i.error) for i in items] == [
-        (str(tmp_path / p), "no study files here (.json, .ndjson, .jsonl or .zip)")
-        for p in ("empty", "notes")
-    ]
-
-
 def test_a_lazy_record_is_parsed_once_and_only_when_read(monkeypatch: pytest.MonkeyPatch) -> None:
     import orjson
 
@@ -260,3 +194,34 @@ def test_a_damaged_zip_member_fails_alone(tmp_path: Path, member: str) -> None:
     assert len(failed) == 1 and failed[0].label.startswith(f"{path}!{member}")
     assert failed[0].error is not None and failed[0].error.startswith("a damaged zip member: ")
     assert items[-1].nct_id == IDS[4]  # the member after it is read
+
+
+def test_an_ndjson_line_past_the_record_limit_fails_alone_and_is_not_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file with no line breaks (a corrupt download) was read into memory whole: 950 MB for
+    # a 300 MB line, then called "not a study".
+    monkeypatch.setattr(sources, "MAX_RECORD_BYTES", 100_000)
+    path = tmp_path / "day.ndjson"
+    path.write_text(json.dumps(RECORDS[0]) + "\n" + '{"x":"' + "a" * 300_000 + '"}\n'
+                    + json.dumps(RECORDS[1]) + "\n")
+    items = list(read_studies([str(path)]))
+    assert [(i.label, i.nct_id, i.error) for i in items] == [
+        (f"{path}:1", IDS[0], None),
+        (f"{path}:2", None, "a record is larger than 100000 bytes"),
+        (f"{path}:3", IDS[1], None)]
+
+
+def test_an_empty_ndjson_file_or_member_is_a_failed_input(tmp_path: Path) -> None:
+    # A download cut to nothing said "0 studies checked", exit 0; an empty .json already failed.
+    empty = tmp_path / "empty.ndjson"
+    empty.write_text("\n \n")
+    bundle = tmp_path / "bulk.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        archive.writestr("a.ndjson", "")
+        archive.writestr("B.JSON", json.dumps(RECORDS[1]))  # upper case, as a folder reads it
+    items = list(read_studies([str(empty), str(bundle)]))
+    assert [(i.label, i.error) for i in items if i.error] == [
+        (str(empty), "no studies in this file (it is empty)"),
+        (f"{bundle}!a.ndjson", "no studies in this file (it is empty)")]
+    assert [i.nct_id for i in items if not i.error] == [IDS[1]]

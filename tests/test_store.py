@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from trialdiff.check import CheckTotals, check_database
 from trialdiff.codec import decompress
+from trialdiff.folders import read_studies
 from trialdiff.ingest import RunTotals, save_studies
 from trialdiff.model import content_hash
 from trialdiff.normalize import extract_fields, study_id
@@ -36,7 +37,6 @@ from trialdiff.query import (
     study_row,
 )
 from trialdiff.schema import open_db
-from trialdiff.sources import read_studies
 from trialdiff.store import save_study
 
 

@@ -1,7 +1,8 @@
-"""Read study records from files, streaming: JSON, API pages, lists, NDJSON, zips, folders.
+"""Read study records from one file, streaming: JSON, API pages, lists, NDJSON, zips.
 
-`read_studies` yields one `SourceItem` per record or per broken input, so one bad file never
-stops the others, and memory is bounded by the largest record, not by the input.
+`read_file` yields one `SourceItem` per record or per broken input, so one bad record never
+stops the others, and memory is bounded by the largest record, not by the input. Which files
+an input names (folders, archives of dated folders) is folders.py's.
 """
 
 from __future__ import annotations
@@ -9,18 +10,15 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
-from .errors import UsageError
-from .model import observation_time
 from .registry import DEFAULT
 
 SUFFIXES = (".json", ".ndjson", ".jsonl", ".zip")
@@ -34,7 +32,6 @@ _BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, which some Windows tools writ
 # joined (74 ms against 17 ms for a 138 MB day's lines, measured).
 _LINE_BUFFER = 1 << 20
 NOT_A_STUDY = "not a study: no protocolSection.identificationModule.nctId like NCT01234567"
-_DATED_DIR = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9:.]+Z?)?")
 
 
 @dataclass(frozen=True)
@@ -247,14 +244,27 @@ def _read_ndjson(label: str, stream: IO[bytes], parse: bool) -> Iterator[SourceI
     Unless `parse`, a line is yielded unparsed, with the id its bytes seem to hold: a store
     that sees from the bytes that nothing changed never pays for the parse (most of a day).
     """
-    for number, line in enumerate(stream, start=1):
+    empty = True
+    # A line is read up to MAX_RECORD_BYTES: a file with no line breaks is not read whole.
+    for number, line in enumerate(iter(lambda: stream.readline(MAX_RECORD_BYTES + 1), b""),
+                                  start=1):
         if number == 1:
             line = line.removeprefix(_BOM)
+        if len(line) > MAX_RECORD_BYTES:
+            while line and not line.endswith(b"\n"):  # the rest of it, a piece at a time
+                line = stream.readline(_LINE_BUFFER)
+            yield SourceItem(f"{label}:{number}",
+                             error=f"a record is larger than {MAX_RECORD_BYTES} bytes")
+            empty = False
+            continue
         if not line or line.isspace():  # not strip(): it copies the line to test it
             continue
+        empty = False
         peeked = None if parse else DEFAULT.peek_id(line)
         item = SourceItem(f"{label}:{number}", nct_id=peeked, raw=line)
         yield item if not parse else parsed(item)
+    if empty:  # a download cut to nothing is not "0 studies checked"
+        yield SourceItem(label, error="no studies in this file (it is empty)")
 
 
 # What reading a damaged member raises: a bad CRC, a broken deflate stream, a cut-off file, an
@@ -267,19 +277,19 @@ def _read_zip(path: Path, parse: bool) -> Iterator[SourceItem]:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
-        yield SourceItem(_shown(path), error=f"not a readable zip: {exc}")
+        yield SourceItem(shown_path(path), error=f"not a readable zip: {exc}")
         return
     with archive:
         members = [info for info in sorted(archive.infolist(), key=lambda i: i.filename)
-                   if not info.is_dir() and info.filename.endswith(SUFFIXES[:3])]
+                   if not info.is_dir() and info.filename.lower().endswith(SUFFIXES[:3])]
         if not members:  # as an empty folder: most often the wrong file, not "0 checked"
-            yield SourceItem(_shown(path), error="no study files in this zip (.json, .ndjson "
+            yield SourceItem(shown_path(path), error="no study files in this zip (.json, .ndjson "
                                                 "or .jsonl)")
         for info in members:
             name = info.filename
-            label = f"{_shown(path)}!{name}"
+            label = f"{shown_path(path)}!{name}"
             try:
-                if name.endswith(".json"):
+                if name.lower().endswith(".json"):
                     yield from _read_json(label, lambda n=name: archive.open(n), info.file_size)
                 else:
                     with archive.open(name) as stream:
@@ -296,78 +306,15 @@ def read_file(path: Path, parse: bool = True) -> Iterator[SourceItem]:
             yield from _read_zip(path, parse)
         elif name.endswith((".ndjson", ".jsonl")):
             with path.open("rb", buffering=_LINE_BUFFER) as stream:
-                yield from _read_ndjson(_shown(path), stream, parse)
+                yield from _read_ndjson(shown_path(path), stream, parse)
         else:
-            yield from _read_json(_shown(path), lambda: path.open("rb"), path.stat().st_size)
+            yield from _read_json(shown_path(path), lambda: path.open("rb"), path.stat().st_size)
     except OSError as exc:
-        yield SourceItem(_shown(path), error=f"cannot read: {exc.strerror or exc}")
+        yield SourceItem(shown_path(path), error=f"cannot read: {exc.strerror or exc}")
 
 
-def _shown(path: Path | str) -> str:
+def shown_path(path: Path | str) -> str:
     """Return a path as a label, a file name's bytes that are not UTF-8 written as \\xNN."""
     # Such a name reaches Python as lone surrogates, which neither SQLite (the input ledger)
     # nor a UTF-8 stdout can take: one such file stopped the whole import.
     return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-def _files(path: Path) -> Iterator[Path]:
-    """Yield the input files one path names: itself, or a folder's, searched recursively."""
-    if not path.is_dir():
-        yield path
-        return
-    for root, dirs, files in os.walk(path):
-        dirs.sort()
-        for name in sorted(files):
-            if name.lower().endswith(SUFFIXES):
-                yield Path(root) / name
-
-
-def read_studies(paths: Iterable[str], parse: bool = True) -> Iterator[SourceItem]:
-    """Yield every record (or input error) found under the given paths (see `read_file`)."""
-    for raw in paths:
-        found = False
-        for path in _files(Path(raw)):
-            found = True
-            if not path.exists():
-                yield SourceItem(_shown(path), error="no such file or directory")
-                continue
-            yield from read_file(path, parse)
-        if not found:  # an empty folder is most often a wrong path: say so, not "0 checked"
-            yield SourceItem(_shown(raw), error="no study files here (.json, .ndjson, .jsonl "
-                                               "or .zip)")
-
-
-@dataclass(frozen=True)
-class Archive:
-    """A folder of dated folders: (observation time, folder) oldest first, and files left out."""
-
-    days: list[tuple[str, Path]]
-    ignored: list[str]  # names of files beside the dated folders that are not study inputs
-
-
-def dated_folders(path: str) -> Archive | None:
-    """Return the archive a folder of dated folders is, or None for a plain folder.
-
-    An archive such as `snapshots/sample/` holds one folder per observation day
-    (`2024-06-14/`, `2025-07-07/`), so replaying it rebuilds history day by day. Files that
-    are not study inputs (a README) are left out; anything that would have to be imported
-    undated (a study file or another folder beside the dated ones) is refused with
-    UsageError, as is a dated name that is no real date: importing either as a plain
-    folder would date the whole history today.
-    """
-    root = Path(path)
-    if not root.is_dir():
-        return None
-    children = sorted(child for child in root.iterdir() if not child.name.startswith("."))
-    dated = [c for c in children if c.is_dir() and _DATED_DIR.fullmatch(c.name)]
-    if not dated:
-        return None
-    undated = [c.name for c in children if c not in dated
-               and (c.is_dir() or c.name.lower().endswith(SUFFIXES))]
-    if undated:
-        raise UsageError(
-            f"{path} is an archive of dated folders, but {', '.join(undated[:3])} beside them "
-            "has no date: move it into a dated folder, or import it on its own"
-        )
-    days = [(observation_time(c.name, f"{path}: archive folder "), c) for c in dated]
-    return Archive(sorted(days), [c.name for c in children if c not in dated])

@@ -303,7 +303,7 @@ def _sync_query(run: _Run, query_id: int, expr: str, last_synced: str | None) ->
 
 def check_source(source: str) -> None:
     """Refuse a dump that is an archive of dated folders: its days would all be dated now."""
-    from .sources import dated_folders
+    from .folders import dated_folders
 
     if dated_folders(source) is not None:
         raise UsageError(f"{source} is an archive of dated folders, one observation a day: "
@@ -324,7 +324,8 @@ def sync_source(
     NDJSON lines come unparsed, each with the id its bytes open with: a line of a study not
     tracked is never parsed, and a tracked one only if its bytes moved (see save_studies).
     """
-    from .sources import parsed, read_studies
+    from .folders import read_studies
+    from .sources import parsed
 
     wanted = set(tracked_ids(db.conn)) | set(extra_ids)
 

@@ -137,9 +137,9 @@ class Tracker:
         `if __name__ == "__main__":`, as multiprocessing requires (the command line does, on a
         machine with a second core).
         """
+        from .folders import dated_folders, read_studies
         from .ingest import save_studies
         from .model import LeftOut, observation_time
-        from .sources import dated_folders, read_studies
 
         # One path is not its characters: "/" would have been imported, the whole disk.
         given = [paths] if isinstance(paths, str | os.PathLike) else list(paths)

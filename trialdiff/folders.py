@@ -1,0 +1,116 @@
+"""Find the files an input names: a file, a folder searched recursively, dated folders.
+
+`read_studies` walks each path given and reads every study file under it (sources.py reads
+one), yielding one `SourceItem` per record or per input that fails: a folder that cannot be
+read, a FIFO among the files, an empty folder. `dated_folders` tells an archive of one folder
+per observation day from a plain folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+from .model import observation_time
+from .sources import SUFFIXES, SourceItem, read_file, shown_path
+
+_DATED_DIR = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9:.]+Z?)?")
+
+
+def _files(path: Path) -> Iterator[Path | SourceItem]:
+    """Yield the input files one path names: itself, or a folder's, searched recursively.
+
+    Linked folders are searched too (each once: a link back up is no loop); a folder that
+    cannot be read, and a FIFO or device among the files, are errors, not skipped in silence.
+    """
+    if not path.is_dir():
+        yield path
+        return
+    walked: set[tuple[int, int]] = set()
+    unreadable: list[OSError] = []
+    for root, dirs, files in os.walk(path, followlinks=True, onerror=unreadable.append):
+        yield from _unreadable(unreadable)
+        where = os.stat(root)
+        if (where.st_dev, where.st_ino) in walked:
+            dirs.clear()
+            continue
+        walked.add((where.st_dev, where.st_ino))
+        dirs.sort()
+        for name in sorted(files):
+            if name.lower().endswith(SUFFIXES):
+                found = Path(root) / name
+                try:
+                    regular = stat.S_ISREG(found.stat().st_mode)
+                except OSError:  # a dangling link: read_studies names it
+                    regular = True
+                yield found if regular else SourceItem(
+                    shown_path(found), error="not a regular file (a FIFO or device in a folder "
+                                         "is not read: give it as a path of its own)")
+    yield from _unreadable(unreadable)
+
+
+def _unreadable(errors: list[OSError]) -> Iterator[SourceItem]:
+    """Yield the folders a walk could not read, as failed inputs, and forget them."""
+    while errors:
+        error = errors.pop(0)
+        yield SourceItem(shown_path(error.filename or "?"),
+                         error=f"cannot read this folder: {error.strerror or error}")
+
+
+def read_studies(paths: Iterable[str], parse: bool = True) -> Iterator[SourceItem]:
+    """Yield every record (or input error) found under the given paths (see `read_file`)."""
+    for raw in paths:
+        found = False
+        for path in _files(Path(raw)):
+            found = True
+            if isinstance(path, SourceItem):
+                yield path
+                continue
+            if not path.exists():
+                yield SourceItem(shown_path(path), error="no such file or directory")
+                continue
+            yield from read_file(path, parse)
+        if not found:  # an empty folder is most often a wrong path: say so, not "0 checked"
+            yield SourceItem(shown_path(raw), error="no study files here (.json, .ndjson, .jsonl "
+                                               "or .zip)")
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A folder of dated folders: (observation time, folder) oldest first, and files left out."""
+
+    days: list[tuple[str, Path]]
+    ignored: list[str]  # names of files beside the dated folders that are not study inputs
+
+
+def dated_folders(path: str) -> Archive | None:
+    """Return the archive a folder of dated folders is, or None for a plain folder.
+
+    An archive such as `snapshots/sample/` holds one folder per observation day
+    (`2024-06-14/`, `2025-07-07/`), so replaying it rebuilds history day by day. Files that
+    are not study inputs (a README) are left out; anything that would have to be imported
+    undated (a study file or another folder beside the dated ones) is refused with
+    UsageError, as is a dated name that is no real date: importing either as a plain
+    folder would date the whole history today.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        return None
+    children = sorted(child for child in root.iterdir() if not child.name.startswith("."))
+    dated = [c for c in children if c.is_dir() and _DATED_DIR.fullmatch(c.name)]
+    if not dated:
+        return None
+    undated = [c.name for c in children if c not in dated
+               and (c.is_dir() or c.name.lower().endswith(SUFFIXES))]
+    if undated:
+        raise UsageError(
+            f"{path} is an archive of dated folders, but {', '.join(undated[:3])} beside them "
+            "has no date: move it into a dated folder, or import it on its own"
+        )
+    days = [(observation_time(c.name, f"{path}: archive folder "), c) for c in dated]
+    return Archive(sorted(days), [c.name for c in children if c not in dated])
