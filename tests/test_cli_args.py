@@ -83,6 +83,20 @@ def test_an_empty_trialdiff_db_variable_is_refused(elsewhere: Path) -> None:
     assert (code, out) == (2, "")
     assert "Error: Invalid value for TRIALDIFF_DB: is empty (an unset variable?)" in err
     assert not list(elsewhere.iterdir()) and not (elsewhere.parent / "data").exists()
+    # --db after the command wins, as over a set variable; blanks name the variable too.
+    db = str(elsewhere / "t.db")
+    assert invoke("import", "--db", db, "--summary", str(SAMPLE), TRIALDIFF_DB="") == (
+        0, IMPORTED, "")
+    code, _, err = invoke("check", TRIALDIFF_DB="   ")
+    assert code == 2 and "Invalid value for TRIALDIFF_DB: is empty" in err
+
+
+def test_an_at_out_of_the_calendar_in_utc_is_a_usage_error(tmp_path: Path) -> None:
+    for at in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        code, out, err = invoke("--db", str(tmp_path / "t.db"), "import", "--at", at,
+                                str(SAMPLE))
+        assert (code, out) == (2, "") and "out of the calendar in UTC" in err, at
+        assert "unexpected" not in err
 
 
 def test_db_goes_before_or_after_the_command(tmp_path: Path) -> None:
@@ -385,5 +399,9 @@ def test_a_canonical_base_that_is_no_url_is_a_usage_error(
         assert not site.exists()  # no page was written with it
     result = CliRunner().invoke(cli, ["--db", db, "page", "NCT05827016",
                                       "--canonical-base", "https://example.org/trials"])
+    assert result.exit_code == 0
+    assert "*Canonical: https://example.org/trials/NCT05827016.md*" in result.stdout
+    result = CliRunner(env={"TRIALDIFF_CANONICAL_BASE": " https://example.org/trials "}).invoke(
+        cli, ["--db", db, "page", "NCT05827016"])  # checked stripped, so used stripped
     assert result.exit_code == 0
     assert "*Canonical: https://example.org/trials/NCT05827016.md*" in result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -286,3 +287,16 @@ def test_a_password_in_the_api_url_is_left_out_of_every_message(api: StandinAPI)
     assert "hunter2" not in str(refused.value) and "user" not in str(refused.value)
     assert f"{client.shown_url}/version" in str(refused.value)
     assert Client(api.base_url).shown_url == api.base_url
+
+
+def test_a_backoff_past_the_budget_is_not_said_to_be_the_servers() -> None:
+    # No server answered (nothing listens on the port): the wait was trialdiff's own backoff.
+    with socket.socket() as probe:  # a port that was free a moment ago, and is closed now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = Client(f"http://127.0.0.1:{port}/api/v2", Pacing(delay=0, retry_budget=0.5),
+                    sleep=lambda seconds: None)
+    with pytest.raises(FetchError) as refused:
+        client.version()
+    assert "connection failed" in str(refused.value)
+    assert "the server asked" not in str(refused.value)

@@ -225,3 +225,24 @@ def test_an_empty_ndjson_file_or_member_is_a_failed_input(tmp_path: Path) -> Non
         (str(empty), "no studies in this file (it is empty)"),
         (f"{bundle}!a.ndjson", "no studies in this file (it is empty)")]
     assert [i.nct_id for i in items if not i.error] == [IDS[1]]
+
+
+def test_a_large_file_reads_numbers_as_a_small_one_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Streamed (past WHOLE_FILE_LIMIT) by Python's parser, NaN was taken as absent and a 31-digit
+    # count kept whole, where orjson refuses the one and reads the other as a double.
+    monkeypatch.setattr(sources, "WHOLE_FILE_LIMIT", 1000)
+    record = json.loads(json.dumps(RECORDS[0]))
+    record["protocolSection"].setdefault("designModule", {})["enrollmentInfo"] = {
+        "count": 10**30}
+    for name, text in (("big", json.dumps([record])), ("nan", '[{"protocolSection": NaN}]')):
+        (tmp_path / f"{name}.json").write_text(text + " " * 2000)
+        (tmp_path / f"small-{name}.json").write_text(text)
+    for name in ("big", "nan"):
+        streamed = list(read_studies([str(tmp_path / f"{name}.json")]))
+        whole = list(read_studies([str(tmp_path / f"small-{name}.json")]))
+        assert [(i.study, i.error is None) for i in streamed] == [
+            (i.study, i.error is None) for i in whole], name
+    (item,) = read_studies([str(tmp_path / "big.json")])
+    assert item.study["protocolSection"]["designModule"]["enrollmentInfo"]["count"] == 1e30

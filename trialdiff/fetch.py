@@ -214,6 +214,7 @@ class Client:
                 kind = InvalidResponse if problem.startswith("200") else FetchError
                 asked = (f" (the server asked to wait {wait:.0f} s, past the retry budget of "
                          f"{self.pacing.retry_budget:g} s)" if attempt <= self.pacing.retries
+                         and response is not None and "Retry-After" in response.headers
                          else "")
                 raise kind(f"{path}: {problem}; gave up after {plural(attempt, 'attempt')} "
                            f"in {spent:.0f} s{asked}")

@@ -162,6 +162,9 @@ def observation_time(text: str, what: str = "") -> str:
         stamp = utc_timestamp(text)
     except ValueError:
         raise UsageError(f"{what}{text!r} is not an ISO 8601 date or time") from None
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC (or after 9999)
+        raise UsageError(f"{what}{text!r} is out of the calendar in UTC: no study was "
+                         "observed then") from None
     if stamp < utc_timestamp(REGISTRY_LAUNCH):
         raise UsageError(f"{what}{text!r} is before ClinicalTrials.gov existed "
                          f"({REGISTRY_LAUNCH}): no study was observed then")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import zipfile
 import zlib
@@ -118,6 +119,27 @@ def _streamed(label: str, value: Any) -> SourceItem:
     return _checked(label, value)
 
 
+# Python's parser reads what orjson, the whole-file parser, does not: NaN and Infinity, numbers
+# past a double's range, integers past 64 bits kept whole. Both paths read a record alike.
+def _no_constant(name: str) -> Any:
+    """Refuse NaN, Infinity and -Infinity, as orjson does."""
+    raise ValueError(f"not valid JSON: {name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    """Read a number as a double, refusing one past its range, as orjson does."""
+    number = float(text)
+    if number in (math.inf, -math.inf):
+        raise ValueError(f"not valid JSON: {text} is infinity when read as a double")
+    return number
+
+
+def _orjson_int(text: str) -> int | float:
+    """Read an integer as orjson does: whole within 64 bits, else as a double."""
+    number = int(text)
+    return number if -(1 << 63) <= number < (1 << 64) else _finite(text)
+
+
 def _parse_error(exc: BaseException) -> str:
     """Return a short reason a JSON text could not be parsed."""
     if isinstance(exc, RecursionError):
@@ -131,7 +153,8 @@ def _parse_error(exc: BaseException) -> str:
 def _stream_json(label: str, stream: IO[bytes]) -> Iterator[SourceItem]:
     """Yield the records of a large JSON file one at a time, without loading it whole."""
     reader = io.TextIOWrapper(stream, encoding="utf-8-sig")
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite,
+                               parse_int=_orjson_int)
     buffer = ""
     pos = 0
 

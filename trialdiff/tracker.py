@@ -358,6 +358,7 @@ class Tracker:
 
         if canonical_base:  # refused as `page --canonical-base` refuses it: every link holds it
             check_base_url(canonical_base, "canonical_base", "https://example.org/trials/")
+        canonical_base = canonical_base.strip()
         (checked,) = checked_ids([nct_id])
         text = render_study_page(self.reader(), checked, day_of(as_of), days, canonical_base,
                                  footer, ages)

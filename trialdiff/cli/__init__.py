@@ -8,9 +8,7 @@ the commands that need them, so a read such as `trialdiff recent` starts fast; t
 
 from __future__ import annotations
 
-import codecs
 import gc
-import io
 import math
 import os
 import signal
@@ -31,17 +29,32 @@ from ..model import utc_day, utc_timestamp
 from ..registry import DEFAULT
 from ..settings import MAX_DAYS as MAX_DAYS  # the commands' --days bound
 from ..settings import setting
-from .sinks import stopped, terminate
+from .sinks import stopped, terminate, write_utf8
 
 
 @dataclass
 class Options:
     """What the top-level options say, passed to every command."""
 
-    db: str
+    path: str
     debug: bool
     db_is_default: bool = False  # neither --db nor TRIALDIFF_DB named it
     hooks: dict[str, Any] = field(default_factory=dict)  # API client hooks: sleep, transport
+    # TRIALDIFF_DB set empty: refused where the database is used, unless --db after the
+    # command names one (click parses that after the group's own options).
+    empty_env: bool = False
+
+    @property
+    def db(self) -> str:
+        """Return the database path the command uses."""
+        if self.empty_env:
+            raise click.BadParameter("is empty (an unset variable?); give the database file",
+                                     param_hint="TRIALDIFF_DB")
+        return self.path
+
+    @db.setter
+    def db(self, value: str) -> None:
+        self.path, self.empty_env = value, False
 
 
 DB_DEFAULT_HELP: Final = (
@@ -292,12 +305,13 @@ def cli(ctx: click.Context, db: str | None, debug: bool, secrets: str) -> None:
     """Track what changed in ClinicalTrials.gov study records."""
     # A caller (a test) may pass `obj={"sleep": ..., "transport": ...}` for the API clients.
     hooks = dict(ctx.obj) if isinstance(ctx.obj, dict) else {}
-    if db is None and "TRIALDIFF_DB" in os.environ:  # click reads an empty variable as unset
-        _checked_db(ctx, os.environ["TRIALDIFF_DB"], "TRIALDIFF_DB")
     if db is not None:
-        ctx.obj = Options(db=_checked_db(ctx, db), debug=debug, hooks=hooks)
-    else:
-        ctx.obj = Options(db=str(_default_db()), debug=debug, db_is_default=True, hooks=hooks)
+        from_env = ctx.get_parameter_source("db") is click.core.ParameterSource.ENVIRONMENT
+        ctx.obj = Options(_checked_db(ctx, db, "TRIALDIFF_DB" if from_env else "'--db'"),
+                          debug=debug, hooks=hooks)
+    else:  # click reads an empty variable as unset
+        ctx.obj = Options(str(_default_db()), debug=debug, db_is_default=True, hooks=hooks,
+                          empty_env="TRIALDIFF_DB" in os.environ)
     if secrets:  # targets.py reads it from the environment, where the option may have put it
         os.environ["TRIALDIFF_SECRETS"] = secrets
 
@@ -374,16 +388,6 @@ def main() -> None:
     signal.signal(signal.SIGTERM, terminate)
     write_utf8()
     cli(prog_name="trialdiff")
-
-
-def write_utf8() -> None:
-    """Write stdout and stderr as UTF-8, whatever encoding the locale gives them."""
-    # JSON, CSV, Atom and Markdown are UTF-8 wherever they go, and a change line's dash must
-    # not stop a cron run under a Latin-1 locale (LANG=en_US.ISO-8859-1); git writes UTF-8 too.
-    for stream in (sys.stdout, sys.stderr):
-        if (isinstance(stream, io.TextIOWrapper)
-                and codecs.lookup(stream.encoding).name != "utf-8"):
-            stream.reconfigure(encoding="utf-8")
 
 
 # The commands register themselves on `cli` when their modules load.

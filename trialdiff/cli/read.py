@@ -226,7 +226,7 @@ def _checked_base(ctx: click.Context, param: click.Parameter, value: str) -> str
 
     if value:
         check_base_url(value, "canonical_base", "https://example.org/trials/")
-    return value
+    return value.strip()  # checked stripped, so used stripped: a blank is no part of a link
 
 
 @cli.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import io
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -86,6 +88,16 @@ def terminate(signum: int, frame: Any) -> NoReturn:
 def stopped(stop: BaseException) -> tuple[str, int]:
     """Return how a stop is worded, and its exit code: 128 and the signal, as a shell says."""
     return ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
+
+
+def write_utf8() -> None:
+    """Write stdout and stderr as UTF-8, whatever encoding the locale gives them."""
+    # JSON, CSV, Atom and Markdown are UTF-8 wherever they go, and a change line's dash must
+    # not stop a cron run under a Latin-1 locale (LANG=en_US.ISO-8859-1); git writes UTF-8 too.
+    for stream in (sys.stdout, sys.stderr):
+        if (isinstance(stream, io.TextIOWrapper)
+                and codecs.lookup(stream.encoding).name != "utf-8"):
+            stream.reconfigure(encoding="utf-8")
 
 
 def change_lines(changes: Iterable[FieldChange], dated: bool = False) -> list[str]:
