@@ -361,6 +361,11 @@ def test_a_data_folder_that_cannot_be_made_is_said_and_a_reader_makes_none(
         assert (code, out) == (2, "")
         assert err.startswith(f"trialdiff: error: {special} is a ") and err.endswith(
             ", not a database file\n")
+    missing = f"{tmp_path}/nonexist/"  # SQLite made a file named nonexist
+    code, out, err = invoke("--db", missing, "import", str(SAMPLE))
+    assert (code, out) == (2, "") and err == (
+        f"trialdiff: error: {missing} names a folder (it ends in /), not a database file\n")
+    assert not (tmp_path / "nonexist").exists()
 
 
 def test_a_file_that_is_not_sqlite_or_a_folder_as_the_database_is_a_usage_error(

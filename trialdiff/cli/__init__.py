@@ -87,6 +87,7 @@ class Group(click.Group):
             click.Option(["--db"], metavar="PATH", expose_value=False, callback=_command_db,
                          help="SQLite database file (as before the command)."),
             click.Option(["--debug"], is_flag=True, expose_value=False, callback=_command_debug,
+                         is_eager=True,  # before the other options' checks, which may fail
                          help="Show tracebacks of unexpected errors."),
         ]
         super().add_command(cmd, name)
@@ -178,6 +179,9 @@ def _checked_db(ctx: click.Context, value: str, hint: str = "'--db'") -> str:
     if not value.strip():
         raise click.BadParameter(
             "is empty (an unset variable?); give the database file", ctx, param_hint=hint)
+    if value.endswith(("/", os.sep)):  # SQLite would make a file named as the folder
+        raise CliError(f"{value} names a folder (it ends in /), not a database file",
+                       UsageError.exit_code)
     if Path(value).exists() and not Path(value).is_file():
         kind = "a folder" if Path(value).is_dir() else "a device or other special file"
         raise CliError(f"{value} is {kind}, not a database file", UsageError.exit_code)
