@@ -98,6 +98,10 @@ def test_every_page_and_canned_query_answers(web_db: str) -> None:
     sites = results["sites_opened_closed"]
     assert sites and {r["event"] for r in sites} <= {"opened", "closed"}
     assert all(r["path"].startswith("locations.") and r["country"] for r in sites)
+    country = sites[0]["country"]  # case-blind, as a watch's site_added:COUNTRY is
+    (same,) = fetch(web_db, f"/trialdiff/sites_opened_closed.json?country={country.upper()}"
+                            "&_shape=array")
+    assert same.json() and {r["country"] for r in same.json()} == {country}
     timeline = results["study_timeline"]
     assert len(timeline) == 522 and {r["nct_id"] for r in timeline} == {"NCT05827016"}
     assert results["stopped"] == []  # the sample's studies start recruiting; none stopped

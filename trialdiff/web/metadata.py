@@ -65,7 +65,8 @@ QUERIES: Final[tuple[Query, ...]] = (
           "(kind in ('added', 'removed') or json_extract(facts, '$.site_status.to') in "
           f"({_SITE_STATUSES})) and "
           "(:country = '' or "
-          "json_extract(trialdiff_value(coalesce(new, old)), '$.country') = :country) "
+          "lower(json_extract(trialdiff_value(coalesce(new, old)), '$.country')) = "
+          "lower(:country)) "
           "order by country, detected_at desc, nct_id, change_id"),
     Query("study_timeline", "One study's timeline",
           "Every change of one study, oldest first.",
