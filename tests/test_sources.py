@@ -210,6 +210,10 @@ def test_an_ndjson_line_past_the_record_limit_fails_alone_and_is_not_read_whole(
         (f"{path}:1", IDS[0], None),
         (f"{path}:2", None, "a record is larger than 100000 bytes"),
         (f"{path}:3", IDS[1], None)]
+    exact = tmp_path / "exact.ndjson"  # exactly the limit, and a CRLF: its end is no part of it
+    exact.write_bytes(b'{"x":"' + b"a" * (100_000 - 8) + b'"}\r\n')
+    (item,) = read_studies([str(exact)])
+    assert item.error is not None and "larger than" not in item.error
 
 
 def test_an_empty_ndjson_file_or_member_is_a_failed_input(tmp_path: Path) -> None:

@@ -762,3 +762,19 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_and_exits_143(db_path: str, tmp_path
     assert err.strip() == ("trialdiff: terminated; run 1 recorded as interrupted (what was "
                            "saved stays: run again to resume)")
     assert _run_status(db_path) == ["interrupted"]
+
+
+
+def test_sigterm_while_waiting_for_the_lock_is_said_as_terminated(db_path: str) -> None:
+    from test_lock import lock_holder
+
+    with lock_holder(db_path):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "trialdiff", "--db", db_path, "import", "--wait", "30",
+             str(SAMPLE)], env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)  # started, and waiting for the lock
+        process.terminate()
+        out, err = process.communicate(timeout=20)
+    assert (process.returncode, out) == (143, "")
+    assert err.strip() == "trialdiff: terminated (what was saved stays: run again to resume)"

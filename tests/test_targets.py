@@ -137,7 +137,14 @@ def test_scrub_takes_a_path_or_query_part_out_where_a_service_names_it_alone() -
     error = "Failed to send ntfy notification to topic 'TopicSecret123': error=500."
     assert scrub(error, [topic]) == "Failed to send ntfy notification to topic '\u2026': error=500."
     slack = "slack://T1abc/B2def/C3%20ghi?footer=no"
-    assert scrub("token B2def, channel C3 ghi, footer: no", [slack]) == (
-        "token \u2026, channel \u2026, footer: no")
-    assert scrub("a webhook to /notify failed", ["https://x.org/notify"]) == (
-        "a webhook to /\u2026 failed")
+    assert scrub("token T1abc B2def, channel C3 ghi, footer: no", [slack]) == (
+        "token \u2026 \u2026, channel \u2026, footer: no")  # the host place is a token too
+    assert scrub("topic 'mytopic' failed", ["ntfy://mytopic"]) == "topic '\u2026' failed"
+    # A webhook's path is mostly words: only a part that looks like a token goes, so the
+    # error's own words stay ("alert timeout", "webhook", "refused").
+    assert scrub("took longer than the 10 s alert timeout; webhook refused",
+                 ["http://127.0.0.1:9/alert/timeout/webhook?x=refused"]) == (
+        "took longer than the 10 s alert timeout; webhook refused")
+    assert scrub("POST /services/T0ABCDEF failed", [
+        "https://hooks.slack.com/services/T0ABCDEF/B0ABCDEF/abcdefghijklmnopqrstuvwx"]) == (
+        "POST /services/\u2026 failed")

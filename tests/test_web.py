@@ -401,7 +401,8 @@ def test_the_index_pages_count_no_private_table_and_log_no_refused_query(
     assert "studies" in database.text
 
 
-def test_ctrl_c_stops_serve_with_its_own_line(web_db: str) -> None:
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_stops_serve_with_its_own_line(web_db: str, signum: int, code: int) -> None:
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "trialdiff", "--db", web_db, "serve", "--port", str(port)],
@@ -413,11 +414,11 @@ def test_ctrl_c_stops_serve_with_its_own_line(web_db: str) -> None:
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        server.send_signal(signal.SIGINT)
+        server.send_signal(signum)
         out, err = server.communicate(timeout=30)
     finally:
         if server.poll() is None:
             server.kill()
     # It said a write run's "interrupted (what was saved stays: run again to resume)".
-    assert (server.returncode, out) == (130, "")
+    assert (server.returncode, out) == (code, "")
     assert err.splitlines()[-1] == "serve: stopped" and "resume" not in err

@@ -79,3 +79,45 @@ def test_a_2xx_is_delivered_and_anything_else_is_named(receiver: WebhookReceiver
 def test_a_pass_with_nothing_to_send_makes_no_client() -> None:
     with webhook_client(1.0, needed=False) as client:
         assert client is None
+
+
+
+@pytest.fixture
+def big_answer() -> Iterator[str]:
+    """Serve on 127.0.0.1 a 200 that goes on with a 2 GB body, a byte every 0.2 s."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(65536)
+                try:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2000000000\r\n\r\n")
+                    while not stop.is_set():
+                        conn.sendall(b"x")
+                        time.sleep(0.2)
+                except OSError:
+                    continue  # the client closed it: it had its answer
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+    stop.set()
+    thread.join(5)
+    server.close()
+
+
+def test_a_2xx_is_the_answer_whatever_body_comes_after_it(big_answer: str) -> None:
+    # The body was read whole: a receiver's slow or huge body after its 2xx failed the
+    # delivery at the timeout (so it was sent again every pass) and held 2 GB of memory.
+    with webhook_client(1.0) as client:
+        assert client is not None
+        started = time.monotonic()
+        assert client.post(big_answer, b"{}", "key-1", None) is None
+        assert time.monotonic() - started < 1.0

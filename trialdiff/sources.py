@@ -269,11 +269,11 @@ def _read_ndjson(label: str, stream: IO[bytes], parse: bool) -> Iterator[SourceI
     """
     empty = True
     # A line is read up to MAX_RECORD_BYTES: a file with no line breaks is not read whole.
-    for number, line in enumerate(iter(lambda: stream.readline(MAX_RECORD_BYTES + 1), b""),
+    for number, line in enumerate(iter(lambda: stream.readline(MAX_RECORD_BYTES + 2), b""),
                                   start=1):
         if number == 1:
             line = line.removeprefix(_BOM)
-        if len(line) > MAX_RECORD_BYTES:
+        if len(line.rstrip(b"\r\n")) > MAX_RECORD_BYTES:  # the line's end is no part of it
             while line and not line.endswith(b"\n"):  # the rest of it, a piece at a time
                 line = stream.readline(_LINE_BUFFER)
             yield SourceItem(f"{label}:{number}",

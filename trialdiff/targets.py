@@ -20,7 +20,7 @@ import re
 import secrets
 import tempfile
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from .errors import UsageError
 
@@ -178,10 +178,20 @@ def scrub(text: str, values: list[str]) -> str:
         userinfo = parts.netloc.rpartition("@")[0]
         if userinfo:
             text = text.replace(userinfo, "\u2026")
-        # A path or query part may be the secret itself (an ntfy topic, a Slack token), and a
-        # service's own error names it: each part goes, where it stands as a whole word.
-        pieces = {unquote(p) for p in parts.path.split("/")} | {
-            v for _, v in parse_qsl(parts.query)}  # values: a key names no secret
-        for piece in sorted((p for p in pieces if len(p) >= 3), key=len, reverse=True):
+        for piece in sorted(_secret_parts(value, parts), key=len, reverse=True):
             text = re.sub(rf"(?<![\w-]){re.escape(piece)}(?![\w-])", "\u2026", text)
     return text
+
+
+def _secret_parts(value: str, parts: SplitResult) -> set[str]:
+    """Return the parts of a target URL a service's error may name that may be its secret."""
+    # An Apprise URL is tokens (an ntfy topic, a Slack token: in its path, or where a host
+    # goes, as redact() hides it); a webhook's path is mostly words (/api/hooks), and only a
+    # part that looks like a token (digits, mixed case, or long) is taken for one.
+    pieces = {unquote(p) for p in parts.path.split("/")} | {v for _, v in parse_qsl(parts.query)}
+    if not value.startswith(("http://", "https://")):
+        if redact(value).endswith("\u2026"):
+            pieces.add(unquote(parts.netloc.rpartition("@")[2]))
+        return {p for p in pieces if len(p) >= 3}
+    return {p for p in pieces if len(p) >= 16 or (len(p) >= 6 and (
+        any(c.isdigit() for c in p) or (p.lower() != p and p.upper() != p)))}

@@ -46,15 +46,16 @@ class WebhookClient:
             headers["X-Trialdiff-Signature"] = signature(secret, body)
         with Watch(self._sockets, self.timeout) as watch:
             try:
-                answer = self._http.post(url, content=body, headers=headers,
-                                         extensions={"trace": self._sockets.trace})
+                # The status is the answer: its body is never read (a receiver that sends a
+                # large or slow one after its 2xx has had the alert).
+                with self._http.stream("POST", url, content=body, headers=headers,
+                                       extensions={"trace": self._sockets.trace}) as answer:
+                    status = answer.status_code
             except httpx.HTTPError as exc:
                 if watch.expired:
                     return f"took longer than the {self.timeout:g} s alert timeout"
                 return f"{type(exc).__name__}: {exc}"
-        if 200 <= answer.status_code < 300:
-            return None
-        return f"HTTP {answer.status_code}"
+        return None if 200 <= status < 300 else f"HTTP {status}"
 
 
 @contextmanager

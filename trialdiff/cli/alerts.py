@@ -101,7 +101,7 @@ def watch_add(ctx: click.Context, /, name: str, studies: tuple[str, ...], query:
     with transaction(db):
         add_watch(db, replace(rule, targets=tuple(refs[:len(targets)]),
                               secret=refs[-1] if secret else None))
-    click.echo(f"watch add: {name} \u2192 {plural(len(refs), 'target')}")
+    click.echo(f"watch add: {name} \u2192 {plural(len(targets), 'target')}")
 
 
 @watch.command("list")

@@ -63,6 +63,8 @@ def serve(ctx: click.Context, host: str, port: int, open_browser: bool) -> None:
     click.echo(f"serve: {ctx.obj.db} read only at {url} (Ctrl-C stops)", err=True)
     try:
         run(datasette, sock, url if open_browser else None)
-    except KeyboardInterrupt:  # how a server is stopped: not a run cut short, nothing to resume
+    except KeyboardInterrupt as stop:  # how a server is stopped: not a run cut short
+        from .sinks import stopped
+
         click.echo("serve: stopped", err=True)
-        ctx.exit(130)
+        ctx.exit(stopped(stop)[1])

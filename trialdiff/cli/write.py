@@ -103,8 +103,8 @@ def _say_interrupted(ctx: click.Context, printer: OutcomePrinter, opened: Any,
     """Say that Ctrl-C (or SIGTERM) stopped a run, or its alerts after it; exit 130 (143)."""
     printer.close()
     run = opened.last_run
-    if run is None:  # stopped before its run began (waiting for the lock)
-        raise click.Abort
+    if run is None:  # stopped before its run began (waiting for the lock): said as any stop
+        raise stop
     word, code = stopped(stop)
     if run.status == "interrupted":
         click.echo(f"trialdiff: {word}; run {run.id} recorded as interrupted "
