@@ -48,9 +48,9 @@ def _files(path: Path) -> Iterator[Path | SourceItem]:
                     regular = stat.S_ISREG(found.stat().st_mode)
                 except OSError:  # a dangling link: read_studies names it
                     regular = True
-                yield found if regular else SourceItem(
-                    shown_path(found), error="not a regular file (a FIFO or device in a folder "
-                                         "is not read: give it as a path of its own)")
+                yield found if regular else SourceItem(shown_path(found), error=(
+                    "not a regular file (a FIFO or device in a folder is not read: give it as "
+                    "a path of its own)"))
     yield from _unreadable(unreadable)
 
 
