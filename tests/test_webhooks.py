@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import pytest
 from webhook_receiver import WebhookReceiver
@@ -21,9 +23,9 @@ def test_the_signature_is_githubs_hmac_sha256_of_the_body() -> None:
     assert signature("whsec", body) == f"sha256={expected}"
 
 
-@pytest.fixture
-def dripping() -> Iterator[str]:
-    """Serve on 127.0.0.1 an answer whose status line and headers come a byte every 0.2 s."""
+@contextmanager
+def raw_server(answer: Callable[[socket.socket, threading.Event], None]) -> Iterator[str]:
+    """Serve on 127.0.0.1, answering each request with `answer(conn, stop)`; yield its URL."""
     server = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
 
@@ -36,21 +38,36 @@ def dripping() -> Iterator[str]:
                 continue
             with conn:
                 conn.recv(65536)
-                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
-                    if stop.is_set():
-                        return
-                    try:
-                        conn.sendall(bytes([byte]))
-                    except OSError:
-                        break  # the client gave up: shut its socket
-                    time.sleep(0.2)
+                try:
+                    answer(conn, stop)
+                except OSError:
+                    continue  # the client gave up, or closed it having had its answer
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}/hook"
-    stop.set()
-    thread.join(5)
-    server.close()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+def _slowly(data: Iterable[int], conn: socket.socket, stop: threading.Event) -> None:
+    """Send bytes one every 0.2 s until they end or the server stops."""
+    for byte in data:
+        if stop.is_set():
+            return
+        conn.sendall(bytes([byte]))
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def dripping() -> Iterator[str]:
+    """Serve an answer whose status line and headers come a byte every 0.2 s."""
+    with raw_server(lambda conn, stop: _slowly(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", conn, stop)) as url:
+        yield url
 
 
 def test_a_receiver_that_drips_its_answer_is_cut_at_the_alert_timeout(dripping: str) -> None:
@@ -84,33 +101,13 @@ def test_a_pass_with_nothing_to_send_makes_no_client() -> None:
 
 @pytest.fixture
 def big_answer() -> Iterator[str]:
-    """Serve on 127.0.0.1 a 200 that goes on with a 2 GB body, a byte every 0.2 s."""
-    server = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
+    """Serve a 200 that goes on with a 2 GB body, a byte every 0.2 s."""
+    def answer(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2000000000\r\n\r\n")
+        _slowly(itertools.repeat(ord("x"), 2_000_000_000), conn, stop)
 
-    def serve() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.recv(65536)
-                try:
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2000000000\r\n\r\n")
-                    while not stop.is_set():
-                        conn.sendall(b"x")
-                        time.sleep(0.2)
-                except OSError:
-                    continue  # the client closed it: it had its answer
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}/hook"
-    stop.set()
-    thread.join(5)
-    server.close()
+    with raw_server(answer) as url:
+        yield url
 
 
 def test_a_2xx_is_the_answer_whatever_body_comes_after_it(big_answer: str) -> None:
