@@ -40,10 +40,9 @@ from .model import FieldChange, utc_timestamp
 from .present import ARROW, short
 from .query import transaction
 from .render import plural, visible
-from .targets import names_host, redact, resolve, scrub, shown
+from .targets import HTTP_SCHEMES, names_host, redact, resolve, scrub, shown
 from .webhooks import WebhookClient, webhook_client
 
-HTTP_SCHEMES = ("http://", "https://")
 MAX_BACKOFF = 6 * 3600.0
 TITLE_WIDTH = 200
 

@@ -26,6 +26,7 @@ from .errors import UsageError
 
 ENV_PREFIX = "env:"
 CONFIG_PREFIX = "config:"
+HTTP_SCHEMES = ("http://", "https://")  # a webhook; any other scheme goes through Apprise
 
 
 def secrets_path() -> Path:
@@ -189,7 +190,7 @@ def _secret_parts(value: str, parts: SplitResult) -> set[str]:
     # goes, as redact() hides it); a webhook's path is mostly words (/api/hooks), and only a
     # part that looks like a token (digits, mixed case, or long) is taken for one.
     pieces = {unquote(p) for p in parts.path.split("/")} | {v for _, v in parse_qsl(parts.query)}
-    if not value.startswith(("http://", "https://")):
+    if not value.startswith(HTTP_SCHEMES):
         if redact(value).endswith("\u2026"):
             pieces.add(unquote(parts.netloc.rpartition("@")[2]))
         return {p for p in pieces if len(p) >= 3}
