@@ -8,6 +8,7 @@ per observation day from a plain folder.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -19,21 +20,20 @@ from .errors import UsageError
 from .model import observation_time
 from .sources import SUFFIXES, SourceItem, read_file, shown_path
 
+# What Path.exists() reads as "not there": the file, or a folder on its path, is missing.
+_ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP})
 _DATED_DIR = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9:.]+Z?)?")
 
 
-def _files(path: Path) -> Iterator[Path | SourceItem]:
-    """Yield the input files one path names: itself, or a folder's, searched recursively.
+def _walk(folder: Path) -> Iterator[Path | SourceItem]:
+    """Yield a folder's study files, searched recursively, or the folders it cannot read.
 
     Linked folders are searched too (each once: a link back up is no loop); a folder that
-    cannot be read, and a FIFO or device among the files, are errors, not skipped in silence.
+    cannot be read is an error, not skipped in silence.
     """
-    if not path.is_dir():
-        yield path
-        return
     walked: set[tuple[int, int]] = set()
     unreadable: list[OSError] = []
-    for root, dirs, files in os.walk(path, followlinks=True, onerror=unreadable.append):
+    for root, dirs, files in os.walk(folder, followlinks=True, onerror=unreadable.append):
         yield from _unreadable(unreadable)
         where = os.stat(root)
         if (where.st_dev, where.st_ino) in walked:
@@ -41,16 +41,8 @@ def _files(path: Path) -> Iterator[Path | SourceItem]:
             continue
         walked.add((where.st_dev, where.st_ino))
         dirs.sort()
-        for name in sorted(files):
-            if name.lower().endswith(SUFFIXES):
-                found = Path(root) / name
-                try:
-                    regular = stat.S_ISREG(found.stat().st_mode)
-                except OSError:  # a dangling link: read_studies names it
-                    regular = True
-                yield found if regular else SourceItem(shown_path(found), error=(
-                    "not a regular file (a FIFO or device in a folder is not read: give it as "
-                    "a path of its own)"))
+        yield from (Path(root) / name for name in sorted(files)
+                    if name.lower().endswith(SUFFIXES))
     yield from _unreadable(unreadable)
 
 
@@ -65,19 +57,29 @@ def _unreadable(errors: list[OSError]) -> Iterator[SourceItem]:
 def read_studies(paths: Iterable[str], parse: bool = True) -> Iterator[SourceItem]:
     """Yield every record (or input error) found under the given paths (see `read_file`)."""
     for raw in paths:
-        found = False
-        for path in _files(Path(raw)):
+        found, named = False, Path(raw)
+        folder = named.is_dir()
+        for path in _walk(named) if folder else [named]:
             found = True
             if isinstance(path, SourceItem):
                 yield path
                 continue
-            if not path.exists():
+            try:  # one stat says both whether it is there and whether it is a regular file
+                mode = path.stat().st_mode
+            except OSError as exc:
+                if exc.errno not in _ABSENT:
+                    raise
                 yield SourceItem(shown_path(path), error="no such file or directory")
+                continue
+            if folder and not stat.S_ISREG(mode):  # a FIFO would wait for a writer for ever
+                yield SourceItem(shown_path(path), error=(
+                    "not a regular file (a FIFO or device in a folder is not read: give it as "
+                    "a path of its own)"))
                 continue
             yield from read_file(path, parse)
         if not found:  # an empty folder is most often a wrong path: say so, not "0 checked"
             yield SourceItem(shown_path(raw), error="no study files here (.json, .ndjson, .jsonl "
-                                               "or .zip)")
+                                                    "or .zip)")
 
 
 @dataclass(frozen=True)
