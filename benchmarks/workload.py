@@ -167,12 +167,18 @@ class Workload:
 
     # --- day 0: clone and perturb -----------------------------------------------------------
 
+    def draw_template(self, rng: random.Random) -> tuple[bool, int]:
+        """Draw the real record a clone copies: (from the pool with results, its position)."""
+        with_results = rng.random() < self.config.results_share
+        pool = self.templates.with_results if with_results else self.templates.plain
+        return with_results, rng.randrange(len(pool))
+
     def clone(self, index: int) -> Study:
         """Return study `index` of day 0: a perturbed copy of a real record."""
         rng = self.rng(0, index)
-        pool = (self.templates.with_results if rng.random() < self.config.results_share
-                else self.templates.plain)
-        study: Study = orjson.loads(pool[rng.randrange(len(pool))])
+        with_results, position = self.draw_template(rng)
+        pool = self.templates.with_results if with_results else self.templates.plain
+        study: Study = orjson.loads(pool[position])
         protocol = study["protocolSection"]
         ident = protocol["identificationModule"]
         ident["nctId"] = nct(index)
@@ -295,7 +301,7 @@ class Workload:
         if study.get("hasResults"):
             return self._outcomes(study, rng, when)
         study["hasResults"] = True
-        study["resultsSection"] = orjson.loads(rng.choice(self.templates.results_sections))
+        study["resultsSection"] = orjson.loads(self.posted_results(rng))
         status = _get(study, "protocolSection", "statusModule")
         status["resultsFirstSubmitDate"] = (when - timedelta(days=20)).isoformat()
         status["resultsFirstPostDateStruct"] = {"date": when.isoformat(), "type": "ACTUAL"}
@@ -305,6 +311,10 @@ class Workload:
         study["derivedSection"] = study.pop("derivedSection", {})
         study["hasResults"] = study.pop("hasResults")
         return "results:posted"
+
+    def posted_results(self, rng: random.Random) -> bytes:
+        """Return the results section a posting adds: a real one, drawn at random."""
+        return rng.choice(self.templates.results_sections)
 
     # --- writing ----------------------------------------------------------------------------
 
