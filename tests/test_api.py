@@ -9,6 +9,7 @@ import re
 import shutil
 import typing
 from collections.abc import Iterator
+from importlib import import_module
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,12 @@ def test_every_public_name_exists_and_is_documented() -> None:
     with pytest.raises(AttributeError):
         trialdiff.nothing_such  # noqa: B018
     assert set(trialdiff.__all__) <= set(dir(trialdiff))
+    # Every error the tree in errors.py documents can be caught by its public name.
+    documented = {name for name, value in vars(import_module("trialdiff.errors")).items()
+                  if isinstance(value, type) and issubclass(value, Exception)
+                  and value.__module__ == "trialdiff.errors"}
+    assert len(documented) == 14
+    assert documented <= set(trialdiff.__all__)
     # A Sink's show() gets an Outcome: every kind of it is public, to match on.
     assert set(typing.get_args(trialdiff.Outcome)) == {
         getattr(trialdiff, name) for name in trialdiff.__all__

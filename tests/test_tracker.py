@@ -296,6 +296,79 @@ def test_a_closed_tracker_is_not_opened_again_unasked(imported: str) -> None:
     assert run(imported, "history", "NCT06060392")[1].count("import") == 2  # no third run
 
 
+def test_an_iteration_that_outlives_close_says_the_tracker_is_closed(imported: str) -> None:
+    tracker = trialdiff.open(imported)
+    stream = tracker.changes()
+    next(stream)
+    tracker.close()
+    with pytest.raises(UsageError, match=r"is closed: trialdiff\.open"):
+        list(stream)  # SQLite's "Cannot operate on a closed database" was a DatabaseError
+
+
+def test_a_tracker_moves_between_threads_and_closes_from_any(imported: str) -> None:
+    import threading
+
+    tracker = trialdiff.open(imported)
+    counts: list[int] = []
+    for _ in range(2):  # its reader opened in one thread, read again from another
+        worker = threading.Thread(target=lambda: counts.append(len(list(tracker.changes()))))
+        worker.start()
+        worker.join()
+    counts.append(len(list(tracker.changes())))  # and from this one
+    worker = threading.Thread(target=tracker.import_paths, args=(str(SAMPLE),))
+    worker.start()
+    worker.join()
+    assert tracker.last_run is not None and tracker.last_run.status == "ok"
+    tracker.close()  # not the thread that opened either connection
+    assert counts == [528, 528, 528]
+    with pytest.raises(UsageError, match="is closed"):
+        tracker.check()
+
+
+def test_changes_runs_and_snapshots_are_values_that_hash(imported: str) -> None:
+    from trialdiff.model import Snapshot
+
+    with trialdiff.open(imported) as tracker:
+        first, again = list(tracker.changes()), list(tracker.changes())
+        run_ = tracker.import_paths(SAMPLE)  # nothing new: its by_kind and errors are empty
+    assert len(set(first)) == len(first) == 528  # values are dicts: each is still one change
+    assert {hash(c) for c in first} == {hash(c) for c in again} and set(first) == set(again)
+    assert hash(run_) == hash(run_) and run_ in {run_}
+    fields = {"status.overallStatus": '"RECRUITING"'}
+    one, other = (Snapshot("NCT06060392", SAMPLE_DAYS[0], dict(fields)) for _ in range(2))
+    assert one == other and hash(one) == hash(other) and len({one, other}) == 1
+
+
+def test_an_observation_time_may_be_a_date_or_a_datetime(db_path: str) -> None:
+    day = SAMPLE / SAMPLE_DAYS[0]
+    with trialdiff.open(db_path) as tracker:
+        run_ = tracker.import_paths(day, at=datetime.date(2024, 6, 14))
+        assert run_.status == "ok"
+        moved = tracker.import_paths(SAMPLE / SAMPLE_DAYS[1],
+                                     at=datetime.datetime(2025, 7, 7, 9, 30))  # naive: UTC
+        assert moved.status == "ok"
+        assert {c.detected_at for c in tracker.changes()} == {"2025-07-07T09:30:00.000Z"}
+        first = tracker.reader().execute("select distinct first_seen_at from studies")
+        assert first.fetchall() == [("2024-06-14T00:00:00.000Z",)]
+        with pytest.raises(UsageError, match="not an ISO 8601"):
+            tracker.import_paths(day, at=20240614)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["folder", "text"])
+def test_open_leaves_no_lock_file_beside_what_is_no_database(tmp_path: Path, kind: str) -> None:
+    target = tmp_path / "notes"
+    if kind == "folder":
+        target.mkdir()
+    else:
+        target.write_text("not a database\n")
+    with pytest.raises(UsageError, match="a folder, not a database" if kind == "folder"
+                       else "not an SQLite file"):
+        trialdiff.open(str(target))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
+    assert run(str(target), "import", str(SAMPLE))[0] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
+
+
 def test_open_does_not_wait_for_a_writer_when_there_is_nothing_to_migrate(
     imported: str
 ) -> None:

@@ -18,7 +18,14 @@ if TYPE_CHECKING:
         BusyError,
         DatabaseError,
         FetchError,
+        ForbiddenError,
         InputError,
+        InvalidResponse,
+        OutOfOrderError,
+        PagingError,
+        RejectedRequest,
+        ResponseTooLarge,
+        ShapeError,
         TrialdiffError,
         UnknownStudy,
         UsageError,
@@ -43,9 +50,12 @@ __version__ = "0.1.0"
 # Where each public name lives. They load on first use, so `import trialdiff` (and the CLI's
 # fast commands) does not pull in SQLite, httpx and rich.
 _HOMES = {
-    "BusyError": "errors", "DatabaseError": "errors", "FetchError": "errors",
-    "InputError": "errors", "TrialdiffError": "errors", "UnknownStudy": "errors",
-    "UsageError": "errors", "Sink": "lifecycle", "Outcome": "model", "Change": "lifecycle",
+    # The whole tree errors.py documents, so that any error a method raises can be caught.
+    **dict.fromkeys(("BusyError", "DatabaseError", "FetchError", "ForbiddenError", "InputError",
+                     "InvalidResponse", "OutOfOrderError", "PagingError", "RejectedRequest",
+                     "ResponseTooLarge", "ShapeError", "TrialdiffError", "UnknownStudy",
+                     "UsageError"), "errors"),
+    "Sink": "lifecycle", "Outcome": "model", "Change": "lifecycle",
     "Run": "lifecycle", "Tracker": "tracker", "open": "tracker",
     # What a Sink's show() is given: one of these (model.Outcome), matched on by class.
     **dict.fromkeys(("Backfilled", "Event", "Failed", "LeftOut", "Observation", "PageDone",
@@ -54,9 +64,10 @@ _HOMES = {
 
 __all__ = [
     "Backfilled", "BusyError", "Change", "DatabaseError", "Event", "Failed", "FetchError",
-    "InputError", "LeftOut", "Observation", "Outcome", "PageDone", "Resumed", "Run",
-    "ShapeWarning", "Sink", "Tracker", "TrialdiffError", "UnknownStudy", "UpToDate",
-    "UsageError", "open",
+    "ForbiddenError", "InputError", "InvalidResponse", "LeftOut", "Observation",
+    "OutOfOrderError", "Outcome", "PageDone", "PagingError", "RejectedRequest",
+    "ResponseTooLarge", "Resumed", "Run", "ShapeError", "ShapeWarning", "Sink", "Tracker",
+    "TrialdiffError", "UnknownStudy", "UpToDate", "UsageError", "open",
 ]
 
 

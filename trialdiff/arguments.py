@@ -41,6 +41,12 @@ def timestamp_of(value: str | date | None) -> str | None:
         raise UsageError(f"{value!r} is not an ISO 8601 date or time") from None
 
 
+def checked_limit(limit: int | None) -> None:
+    """Refuse a limit of lines that is not a whole number, 1 or more (None: no limit)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise UsageError(f"a limit of lines must be 1 or more, not {limit!r}")
+
+
 def day_of(value: str | date | None) -> date:
     """Return the UTC day of a date, a datetime or a timestamp, or today."""
     return value if type(value) is date else utc_day(timestamp_of(value))

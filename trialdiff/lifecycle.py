@@ -50,11 +50,12 @@ class Change:
     path: str
     kind: str
     detected_at: str
-    old: Any
-    new: Any
+    # Values, facts and detail may be dicts and lists: a change hashes by the rest.
+    old: Any = field(hash=False)
+    new: Any = field(hash=False)
     severity: str
-    facts: Mapping[str, Any] = field(default_factory=dict)
-    detail: Mapping[str, Any] = field(default_factory=dict)
+    facts: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    detail: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     @classmethod
     def from_annotated(cls, item: Annotated) -> Change:
@@ -90,8 +91,8 @@ class Run:
     changed: int
     changes: int  # how many changes it stored
     failed: int
-    errors: tuple[dict[str, str], ...]
-    by_kind: Mapping[str, int] = field(default_factory=dict)
+    errors: tuple[dict[str, str], ...] = field(hash=False)
+    by_kind: Mapping[str, int] = field(default_factory=dict, hash=False)
     stored: tuple[FieldChange, ...] | None = field(default=(), repr=False)  # None: not kept
 
     @cached_property

@@ -10,11 +10,33 @@ import fcntl
 import json
 import math
 import os
+import stat
 import time
 from types import TracebackType
 
 from .errors import BusyError, DatabaseError, UsageError
 from .model import utc_timestamp
+
+_SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database
+
+
+def refuse_non_database(db_path: str) -> None:
+    """Refuse a folder, or a file that is not SQLite: no database can be written there."""
+    try:
+        mode = os.stat(db_path).st_mode
+    except OSError:  # absent (a new database), or unreachable: opening it says why
+        return
+    if stat.S_ISDIR(mode):
+        raise UsageError(f"{db_path} is a folder, not a database file")
+    if not stat.S_ISREG(mode):  # a FIFO's read would wait for a writer
+        return
+    try:
+        with open(db_path, "rb") as handle:
+            head = handle.read(len(_SQLITE_HEADER))
+    except OSError:
+        return
+    if head and head != _SQLITE_HEADER:  # an empty file is a new database
+        raise UsageError(f"{db_path} is not a trialdiff database (not an SQLite file)")
 
 
 class WriteLock:
@@ -40,6 +62,7 @@ class WriteLock:
             return "another trialdiff process"
 
     def __enter__(self) -> WriteLock:
+        refuse_non_database(self.db_path)  # before a lock file is left beside it
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except FileNotFoundError as exc:

@@ -96,7 +96,9 @@ class Snapshot:
 
     nct_id: str
     observed_at: str  # ISO 8601 UTC, e.g. 2026-05-12T07:21:49.285Z
-    fields: Mapping[str, str]  # path -> canonical JSON; absent fields are left out
+    # path -> canonical JSON; absent fields are left out. Not hashed (a dict), so a snapshot
+    # hashes by its other fields and equals only with the same fields.
+    fields: Mapping[str, str] = field(hash=False)
     source: str = "import"  # import, sync or backfill
     source_version: int | None = None  # the registry's version number, for backfills
     markup: str = "markdown"  # the record's text markup: markdown (API v2) or html (history)
@@ -115,8 +117,8 @@ class FieldChange:
     path: str
     kind: ChangeKind
     detected_at: str  # ISO 8601 UTC: when the snapshot that first showed it was observed
-    old: Any = None  # canonical value before; None when added
-    new: Any = None  # canonical value after; None when removed
+    old: Any = field(default=None, hash=False)  # canonical value before; None when added
+    new: Any = field(default=None, hash=False)  # canonical value after; None when removed
     detail: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -150,17 +152,18 @@ def utc_timestamp(text: str | None = None) -> str:
             f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond // 1000:03d}Z")
 
 
-def observation_time(text: str, what: str = "") -> str:
+def observation_time(text: str | date, what: str = "") -> str:
     """Return an observation time as a UTC timestamp; refuse one no observation can have.
 
     Raises UsageError for text that is not ISO 8601, a time before the registry's launch
     (REGISTRY_LAUNCH), or one in the future beyond CLOCK_SKEW_DAYS: once stored, a future
     observation would refuse every later one of its studies as out of order. `what` names
-    where the text came from, as a prefix of the message.
+    where the text came from, as a prefix of the message. A date or datetime (naive: UTC) is
+    taken as its ISO 8601 text.
     """
     try:
-        stamp = utc_timestamp(text)
-    except ValueError:
+        stamp = utc_timestamp(text.isoformat() if isinstance(text, date) else text)
+    except (ValueError, AttributeError, TypeError):  # AttributeError: neither text nor a date
         raise UsageError(f"{what}{text!r} is not an ISO 8601 date or time") from None
     except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC (or after 9999)
         raise UsageError(f"{what}{text!r} is out of the calendar in UTC: no study was "

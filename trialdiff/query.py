@@ -52,8 +52,10 @@ def connect_readonly(path: str) -> sqlite3.Connection:
     """Open an existing database for reading, in one read transaction; check its schema."""
     require_database(path)
     try:
-        conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=30,
-                               isolation_level=None, factory=ReaderConnection)
+        # check_same_thread: a Tracker may move between threads (one at a time), and close
+        # from any; SQLite is built serialized (sqlite3.threadsafety 3), so that is safe.
+        conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=30, isolation_level=None,
+                               factory=ReaderConnection, check_same_thread=False)
         # Under WAL, a read transaction keeps the snapshot its first read saw until it ends
         # (the connection closes), whatever a writer commits meanwhile.
         conn.execute("begin")

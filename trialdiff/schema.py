@@ -374,7 +374,8 @@ BUSY_SECONDS = 30.0
 def open_db(path: str, wait: float = 0.0) -> sqlite_utils.Database:
     """Open (creating if new) and migrate the database at a path, for writing."""
     try:
-        conn = sqlite3.connect(path, timeout=max(BUSY_SECONDS, wait), isolation_level=None)
+        conn = sqlite3.connect(path, timeout=max(BUSY_SECONDS, wait), isolation_level=None,
+                               check_same_thread=False)  # as the reader's (query.py)
         # No sqlite-utils plugins: what another tool installed must not change this database's
         # connection, and finding them reads every installed package's metadata (15 ms).
         db = sqlite_utils.Database(conn, execute_plugins=False)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
-from .arguments import Ids, checked_ids, day_of, listed, timestamp_of
+from .arguments import Ids, checked_ids, checked_limit, day_of, listed, timestamp_of
 from .clients import DEFAULT_API, client_for, history_client
 from .errors import UnknownStudy, UsageError
 from .lifecycle import Change, Run, Sink, WriteRun, raising_ours
@@ -29,15 +29,14 @@ if TYPE_CHECKING:
     from .compact import Compacted
 
 
-
 @raising_ours
 class Tracker:
     """A trialdiff database: write runs that keep snapshots, and reads of its changelog.
 
-    `wait`: seconds to wait for another writer (lock.py). `hooks` (sleep, transport) go to every API
-    client it builds. With `keep_changes` (the default) each run keeps the changes it stores,
-    for `Run.stored_changes`; without, it holds none (the CLI's way: a registry-wide rewrite
-    stores millions). Use it as a context manager, or call `close()`.
+    `wait`: seconds to wait for another writer (lock.py). `hooks` (sleep, transport) go to
+    every API client it builds. With `keep_changes` (the default) each run keeps the changes
+    it stores, for `Run.stored_changes`; without, none (the CLI's way: a registry-wide rewrite
+    stores millions). Use it as a context manager, or call `close()`; from one thread at a time.
     """
 
     def __init__(self, path: str, *, wait: float = 0.0,
@@ -129,13 +128,14 @@ class Tracker:
     # Writing runs.
 
     def import_paths(self, paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
-                     at: str | None = None, sinks: Sequence[Sink] = (), workers: int = 0) -> Run:
+                     at: str | date | None = None, sinks: Sequence[Sink] = (), workers: int = 0
+                     ) -> Run:
         """Snapshot study records from files, folders and archives of dated folders.
 
-        `paths` is one path or several. With `workers=1`, edits are prepared ahead in a worker
-        process, spawned: a script that asks for it must guard its top level with
-        `if __name__ == "__main__":`, as multiprocessing requires (the command line does, on a
-        machine with a second core).
+        `paths` is one path or several; `at` a time (text, date or datetime; naive: UTC). With
+        `workers=1`, edits are prepared ahead in a worker process, spawned: a script that asks
+        for it must guard its top level with `if __name__ == "__main__":`, as multiprocessing
+        requires (the command line does, on a machine with a second core).
         """
         from .folders import dated_folders, read_studies
         from .ingest import save_studies
@@ -173,7 +173,7 @@ class Tracker:
         return self._last()
 
     def sync(self, ids: Ids = (), *, api: str = DEFAULT_API, source: str | None = None,
-             at: str | None = None, force: bool = False, backfill_new: bool = False,
+             at: str | date | None = None, force: bool = False, backfill_new: bool = False,
              sinks: Sequence[Sink] = (), **settings: Any) -> Run:
         """Fetch the tracked studies and saved queries, plus `ids`, and save what changed.
 
@@ -240,8 +240,7 @@ class Tracker:
 
         require_database(self.path)  # else the run would create an empty one to go over
         with self._running("reannotate", sinks) as run:
-            counts = reannotate(run.db)
-        return counts
+            return reannotate(run.db)
 
     def compact(self, sinks: Sequence[Sink] = ()) -> Compacted:
         """Compress every stored record and long value again, harder, pack, and VACUUM."""
@@ -330,6 +329,9 @@ class Tracker:
         try:
             for group in annotated_stream(query_changes(conn, where), min_severity, keep=keep):
                 yield from map(Change.from_annotated, group)
+        except sqlite3.ProgrammingError:  # closed meanwhile: say so, not in SQLite's words
+            self._require_open()
+            raise
         finally:
             self._reading -= 1
 
@@ -344,9 +346,7 @@ class Tracker:
         if study_row(conn, checked) is None:  # a mistyped id is not a quiet month
             raise UnknownStudy(f"{checked} is not in the database")
         since, until = recent_window(day_of(as_of), days)
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                                  or limit < 1):
-            raise UsageError(f"a limit of lines must be 1 or more, not {limit!r}")
+        checked_limit(limit)
         where = ChangeFilter((checked,), since, until)
         return recent_section(list(query_changes(conn, where)), days, limit)
 
