@@ -150,7 +150,8 @@ def api_options(command: Callable[..., Any]) -> Callable[..., Any]:
               help="Sync from a bulk dump (ctg-studies.json.zip, a folder, NDJSON) instead.")
 @click.option("--at", callback=_observed_at,
               help="Observation time, ISO 8601 (default: now); not in the future.")
-@click.option("--quiet", is_flag=True, help="Print only when something changed (for cron).")
+@click.option("--quiet", is_flag=True, help="Print only when something changed, failed, left "
+              "scope or moved (for cron).")
 @click.option("--force", is_flag=True,
               help="Fetch everything, even what was fetched under the current data release.")
 @click.option("--backfill-new", is_flag=True,
