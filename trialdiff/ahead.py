@@ -24,7 +24,6 @@ import contextlib
 import gc
 import os
 import pickle
-import select
 import signal
 import sqlite3
 import struct
@@ -98,7 +97,6 @@ class EditsAhead:
         self._pending: dict[str, tuple[int, tuple[bytes, bytes | None], str]] = {}
         self._results: dict[int, Edit | None] = {}
         self._process: Any = None
-        self._arrivals: Any = None  # a poll object on the answers pipe, where there is poll
         self._ready = False
 
     def read(self, items: Iterable[SourceItem]) -> Iterator[tuple[SourceItem, str | None]]:
@@ -212,12 +210,6 @@ class EditsAhead:
         path = next(row[2] for row in self.db.execute("pragma database_list") if row[1] == "main")
         tasks_out, self._tasks = context.Pipe(duplex=False)
         self._answers, answers_in = context.Pipe(duplex=False)
-        # Asked after every handover whether an edit came back: Connection.poll builds a
-        # selector each time (a sixth of the writer's handover cost on a reformat day), a
-        # poll object registered once is one system call.
-        if hasattr(select, "poll"):
-            self._arrivals = select.poll()
-            self._arrivals.register(self._answers.fileno(), select.POLLIN)
         for end in (self._tasks, answers_in):
             _widen(end)
         self._process = context.Process(
@@ -234,8 +226,7 @@ class EditsAhead:
     def _receive(self, block: bool) -> bool:
         """Take one answer from the worker; False when there is none (or it died)."""
         try:
-            if not (self._arrivals.poll(0) if not block and self._arrivals is not None
-                    else self._answers.poll(PATIENCE if block else 0)):
+            if not self._answers.poll(PATIENCE if block else 0):
                 if block:  # it hangs: stop it, and prepare everything here
                     self.close()
                     self._ready, self.workers = False, 0
