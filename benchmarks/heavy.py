@@ -59,10 +59,10 @@ class Scenarios(Workload):
         super().__init__(config, templates)
         self.novel = novel
         # The registry posts a trial's own results, which no other record holds. A section
-        # some clone copied is already in git's pack, in another study's file, and `gc
-        # --aggressive` stores its posting as a few bytes of delta: a saving no real posting
-        # offers. Novel postings take the sections of the records no clone copies, each once,
-        # in one seeded order; day 0 is the same either way.
+        # some clone copied is already in git's pack, in another study's file, which `gc
+        # --aggressive` could delta a posting against: a saving no real posting offers (it
+        # proved small, benchmarks/README.md). Novel postings take the sections of the records
+        # no clone copies, each once, in one seeded order; day 0 is the same either way.
         copied = set()
         for index in range(config.studies):
             with_results, position = self.draw_template(self.rng(0, index))
