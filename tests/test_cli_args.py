@@ -184,6 +184,23 @@ def test_numbers_out_of_range_are_usage_errors(tmp_path: Path, args: tuple[str, 
     assert file_digest(db) == before
 
 
+@pytest.mark.parametrize(("command", "variable", "value", "option"), [
+    ("sync", "TRIALDIFF_PAGE_SIZE", "5000", "--page-size"),
+    ("sync", "TRIALDIFF_DELAY", "nan", "--delay"),
+    ("notify", "TRIALDIFF_ALERT_TIMEOUT", "x", "--alert-timeout"),
+])
+def test_a_bad_setting_from_the_environment_names_the_variable(
+    tmp_path: Path, command: str, variable: str, value: str, option: str
+) -> None:
+    db = str(tmp_path / "t.db")
+    code, out, err = invoke("--db", db, command, **{variable: value})
+    assert (code, out) == (2, "")  # cron set it, not a flag: the message names where it is
+    assert f"Error: Invalid value for {variable} (the setting of '{option}'): " in err
+    assert list(tmp_path.iterdir()) == []
+    code, _, err = invoke("--db", db, command, option, value)  # given as a flag: named so
+    assert code == 2 and f"Error: Invalid value for '{option}': " in err
+
+
 @pytest.mark.parametrize("args", [
     ("track", "--query", "foo=bar"),
     ("track", "--query", ""),

@@ -9,13 +9,11 @@ the commands that need them, so a read such as `trialdiff recent` starts fast; t
 from __future__ import annotations
 
 import gc
-import math
 import os
 import signal
 import sqlite3
 import sys
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -28,7 +26,7 @@ from ..errors import TrialdiffError, UsageError
 from ..model import utc_day, utc_timestamp
 from ..registry import DEFAULT
 from ..settings import MAX_DAYS as MAX_DAYS  # the commands' --days bound
-from ..settings import setting
+from .options import setting_option
 from .sinks import stopped, terminate, write_utf8
 
 
@@ -265,37 +263,6 @@ def parse_as_of(ctx: click.Context, param: click.Parameter, value: str | None) -
     if not date.min + timedelta(days=MAX_DAYS) < day < date.max:
         raise click.BadParameter(f"{value!r} is out of range", ctx, param)
     return stamp
-
-
-def setting_option(option: str) -> dict[str, Any]:
-    """Return click keyword arguments that bind an option to its setting."""
-    entry = setting(option)
-    return {"envvar": entry.envvar, "default": entry.default, "show_default": True,
-            "help": f"{entry.help} [env: {entry.envvar}]"}
-
-
-def finite(kind: type, low: float, high: float, low_open: bool = False) -> click.ParamType[Any]:
-    """Return a click type for a number within [low, high]; NaN and infinity are refused."""
-    if kind is int:
-        return click.IntRange(int(low), int(high))
-
-    class Finite(click.FloatRange):
-        def convert(self, value: Any, param: click.Parameter | None,
-                    ctx: click.Context | None) -> Any:
-            number = super().convert(value, param, ctx)
-            if isinstance(number, float) and math.isnan(number):
-                self.fail(f"{value!r} is not a number", param, ctx)
-            return number
-
-    return Finite(low, high, min_open=low_open)
-
-
-def wait_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add --wait to a command that writes."""
-    return click.option(
-        "--wait", type=finite(float, 0, 7 * 86_400), default=0.0, metavar="SECONDS",
-        help="Wait this long for another writer instead of exiting 75.",
-    )(command)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -9,19 +9,8 @@ import click
 
 from ..model import utc_day, utc_timestamp
 from ..render import plural
-from . import (
-    MAX_DAYS,
-    Group,
-    check_nct_ids,
-    cli,
-    fail,
-    parse_as_of,
-    reader,
-    setting_option,
-    tracker,
-    wait_option,
-    writer,
-)
+from . import MAX_DAYS, Group, check_nct_ids, cli, fail, parse_as_of, reader, tracker, writer
+from .options import setting_option, wait_option
 from .sinks import show_delivery
 
 

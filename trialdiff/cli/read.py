@@ -22,10 +22,9 @@ from . import (
     parse_as_of,
     parse_timestamp,
     reader,
-    setting_option,
     tracker,
-    wait_option,
 )
+from .options import setting_option, wait_option
 
 
 def _beside_database(output: str, db: str) -> bool:

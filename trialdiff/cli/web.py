@@ -6,7 +6,8 @@ import errno
 
 import click
 
-from . import CliError, cli, reader, tracker, wait_option
+from . import CliError, cli, reader, tracker
+from .options import wait_option
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 

@@ -9,18 +9,9 @@ from typing import Any, NoReturn
 import click
 
 from ..settings import CLIENT_BOUNDS
-from . import (
-    check_nct_ids,
-    cli,
-    fail,
-    finite,
-    parse_timestamp,
-    reader,
-    setting_option,
-    tracker,
-    wait_option,
-)
+from . import check_nct_ids, cli, fail, parse_timestamp, reader, tracker
 from .alerts import alert_options
+from .options import finite, setting_option, wait_option
 from .sinks import AlertDelivery, OutcomePrinter, stopped
 
 

@@ -1,0 +1,55 @@
+"""Options bound to settings, and the number types and --wait every writing command shares."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from ..settings import setting
+
+
+class SettingOption(click.Option):
+    """An option bound to a setting: a bad value from its variable names the variable."""
+
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        """Name the option, and the variable when the value came from it (cron's way)."""
+        hint = super().get_error_hint(ctx)
+        if (ctx is not None and self.name
+                and ctx.get_parameter_source(self.name) is ParameterSource.ENVIRONMENT):
+            return f"{self.envvar} (the setting of {hint})"
+        return hint
+
+
+def setting_option(option: str) -> dict[str, Any]:
+    """Return click keyword arguments that bind an option to its setting."""
+    entry = setting(option)
+    return {"cls": SettingOption, "envvar": entry.envvar, "default": entry.default,
+            "show_default": True, "help": f"{entry.help} [env: {entry.envvar}]"}
+
+
+def finite(kind: type, low: float, high: float, low_open: bool = False) -> click.ParamType[Any]:
+    """Return a click type for a number within [low, high]; NaN and infinity are refused."""
+    if kind is int:
+        return click.IntRange(int(low), int(high))
+
+    class Finite(click.FloatRange):
+        def convert(self, value: Any, param: click.Parameter | None,
+                    ctx: click.Context | None) -> Any:
+            number = super().convert(value, param, ctx)
+            if isinstance(number, float) and math.isnan(number):
+                self.fail(f"{value!r} is not a number", param, ctx)
+            return number
+
+    return Finite(low, high, min_open=low_open)
+
+
+def wait_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --wait to a command that writes."""
+    return click.option(
+        "--wait", type=finite(float, 0, 7 * 86_400), default=0.0, metavar="SECONDS",
+        help="Wait this long for another writer instead of exiting 75.",
+    )(command)
