@@ -154,9 +154,16 @@ def test_ids_are_read_as_the_cli_reads_them_and_a_malformed_one_writes_nothing(
             tracker.track(["NCT04642755", "NCT1"])
         with pytest.raises(UsageError, match="'pageSize' is not a query"):
             tracker.track(["NCT04642755"], ["pageSize=5"])
+        # One that is not tracked (a typo in a script) fails it all, and removes nothing.
+        with pytest.raises(UnknownStudy, match=r"^NCT05827061 is not tracked; query\.cond="
+                           r"myeloma is not a saved query \(nothing was removed\)$"):
+            tracker.untrack(["NCT06060392", "NCT05827061"], ["query.cond=myeloma"])
+        assert len(run(db_path, "tracked")[1].splitlines()) == 3
         assert tracker.untrack(["nct06060392"], ["query.cond=asthma"]) == 2
     assert run(db_path, "tracked")[1].splitlines()[0].startswith("NCT05827016  tracked  since ")
     assert len(run(db_path, "tracked")[1].splitlines()) == 1  # NCT04642755 was never added
+    assert run(db_path, "untrack", "NCT06060392") == (
+        1, "", "trialdiff: error: NCT06060392 is not tracked (nothing was removed)\n")
 
 
 def test_reads_refuse_an_unknown_study_and_a_time_that_is_not_one(imported: str) -> None:

@@ -17,7 +17,14 @@ from urllib.parse import parse_qsl, urlencode
 
 import sqlite_utils
 
-from .errors import FetchError, ForbiddenError, RejectedRequest, TrialdiffError, UsageError
+from .errors import (
+    FetchError,
+    ForbiddenError,
+    RejectedRequest,
+    TrialdiffError,
+    UnknownStudy,
+    UsageError,
+)
 from .fetch import (
     Client,
     answered_ids,
@@ -68,13 +75,23 @@ def track(db: sqlite_utils.Database, nct_ids: Iterable[str], queries: Iterable[s
 
 
 def untrack(db: sqlite_utils.Database, nct_ids: Iterable[str], queries: Iterable[str]) -> int:
-    """Remove studies and saved queries from the watchlist; return how many went."""
-    removed = 0
+    """Remove studies and saved queries from the watchlist; return how many went.
+
+    All or none: one that is not tracked (a mistyped id, in a script that would report "0
+    removed" and succeed) raises UnknownStudy, and nothing is removed.
+    """
+    removed, unknown = 0, []
     with transaction(db):
-        for nct_id in nct_ids:
-            removed += db.execute("delete from watchlist where nct_id = ?", [nct_id]).rowcount
-        for expr in queries:
-            removed += db.execute("delete from queries where expr = ?", [expr]).rowcount
+        for nct_id in dict.fromkeys(nct_ids):
+            gone = db.execute("delete from watchlist where nct_id = ?", [nct_id]).rowcount
+            removed += gone
+            unknown += [] if gone else [f"{nct_id} is not tracked"]
+        for expr in dict.fromkeys(queries):
+            gone = db.execute("delete from queries where expr = ?", [expr]).rowcount
+            removed += gone
+            unknown += [] if gone else [f"{expr} is not a saved query"]
+        if unknown:  # the transaction rolls back: nothing was removed
+            raise UnknownStudy("; ".join(unknown) + " (nothing was removed)")
     return removed
 
 
