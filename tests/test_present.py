@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import replace
 
 from conftest import (
     CHANGE_DAYS,
+    FIXTURES,
     real_changes,
     real_records,
     real_words,
@@ -88,6 +90,26 @@ def test_each_kind_of_real_change_gets_its_body() -> None:
     assert isinstance(by_kind["removed"], Values) and by_kind["removed"].form == "site"
     changed = by_kind["changed"]
     assert isinstance(changed, ItemLines) and {line.op for line in changed.lines} == {"edit"}
+
+
+def test_a_backfilled_html_text_against_the_markdown_after_it_shows_words_not_tags() -> None:
+    # The registry's HTML (history v0) and the API v2 Markdown of the same study, 2 years on.
+    versions = sorted((FIXTURES / "versions" / "NCT04280705").glob("*.json"))
+    texts = []
+    for path in versions:
+        study = json.loads(path.read_text(encoding="utf-8"))
+        study = study.get("study", study)
+        texts.append(" ".join(study["protocolSection"]["eligibilityModule"][
+            "eligibilityCriteria"].split()))
+    assert texts[0].startswith("<p>Inclusion Criteria:</p><ol><li>")  # HTML, then Markdown
+    change = FieldChange("NCT04280705", "eligibility.criteria", "changed",
+                         "2022-03-14T00:00:00.000Z", texts[0], texts[1])
+    body = present(annotate([change])[0]).body
+    assert isinstance(body, WordDiff)
+    shown = marked(body.segments)
+    assert not re.search(r"</?(?:p|ol|ul|li)>|&(?:gt|lt|#x2F);", shown)  # `< 72 hours` is text
+    assert shown.startswith("Inclusion Criteria: 1. {+Admitted to a hospital")
+    assert "provides [-written-] informed consent" in shown
 
 
 def test_site_values_show_the_status_only() -> None:

@@ -11,6 +11,7 @@ from trialdiff.query import snapshots_of
 from trialdiff.render import (
     code_span,
     history_table,
+    readable_pair,
     recent_order,
     recent_section,
     recent_window,
@@ -142,3 +143,15 @@ def test_visible_escapes_control_characters_and_keeps_printable_text() -> None:
     assert visible("≥ 5 years, Velcade®") == "≥ 5 years, Velcade®"
     titles = [r["protocolSection"]["identificationModule"]["briefTitle"] for r in real_records()]
     assert [visible(t) for t in titles] == titles
+
+
+def test_html_is_read_as_markdown_for_a_word_diff_and_markdown_as_stored() -> None:
+    html = ("<p>Inclusion:</p><ol><li>Age &gt;&#x2F;=18</li><li>H<sub>2</sub>O</li></ol>"
+            "<ul><li>one</li></ul>")
+    markdown = "Inclusion: 1. Age \\>/=18 2. H2O * one"
+    assert readable_pair(html, markdown) == ("Inclusion: 1. Age >/=18 2. H2O * one",) * 2
+    # Two Markdown texts (no bare tag: API v2 escapes `<`) stay as stored, escapes and all,
+    # so a reformat that changes only them still shows.
+    pair = ("* ANC =\\< 1500 \\<b>", "- ANC =\\< 1500 \\<b>")
+    assert readable_pair(*pair) == pair
+

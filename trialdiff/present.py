@@ -23,7 +23,7 @@ from typing import Any, Final, Literal
 from .fields import LOCATION_PREFIX, field_kind
 from .meaning import NONE, Annotated, SiteCounts, describe_facts, site_counts, sites_phrase
 from .model import dump_json, dump_json_head
-from .render import plural, visible
+from .render import plural, readable_pair, visible
 from .worddiff import ELLIPSIS, EXACT_CELLS, Segment, clip, word_diff
 
 ARROW: Final = "\u2192"
@@ -153,7 +153,8 @@ def body(item: Annotated) -> Body:
     if kind == "date":
         return Values(change.old, change.new, "date")
     if kind == "text" and isinstance(change.old, str) and isinstance(change.new, str):
-        return WordDiff(tuple(clip(word_diff(change.old, change.new))))
+        # A backfilled version's HTML against the Markdown after it: words, not tags.
+        return WordDiff(tuple(clip(word_diff(*readable_pair(change.old, change.new)))))
     lines = item_lines(change.detail)
     if lines:
         return ItemLines(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,6 +22,52 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
     if many is None:
         many = noun[:-1] + "ies" if re.search(r"[^aeiou]y$", noun) else noun + "s"
     return f"{count} {many}"
+
+
+# A tag of the registry's HTML (record history, backfill). API v2's Markdown never holds one:
+# it writes a `<` in text as `\<` (none of the 1,682 shared records has a bare tag).
+_HTML_TAG = re.compile(r"(?<!\\)</?([a-zA-Z][a-zA-Z0-9]*)\b[^<>]*>")
+_INLINE_TAGS = frozenset({"a", "b", "i", "u", "em", "strong", "sub", "sup", "span", "code"})
+_MARKDOWN_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")  # CommonMark's: `\<` is a `<`
+
+
+def readable_pair(old: str, new: str) -> tuple[str, str]:
+    """Return two texts alike in markup when either is the registry's HTML, for a word diff.
+
+    A backfilled version's HTML against the Markdown after it would show every tag as a
+    removed word; both are shown as the text Markdown's reader sees (lists numbered, escapes
+    and entities resolved). Two Markdown texts are shown as stored: every difference shows.
+    """
+    if not (_HTML_TAG.search(old) or _HTML_TAG.search(new)):
+        return old, new
+    return _plain(old), _plain(new)
+
+
+def _plain(text: str) -> str:
+    """Return HTML as the Markdown API v2 writes of it, or Markdown with its escapes resolved."""
+    if not _HTML_TAG.search(text):
+        return _MARKDOWN_ESCAPE.sub(r"\1", text)
+    out: list[str] = []
+    lists: list[list[Any]] = []  # open lists: [tag, items so far]
+    at = 0
+    for tag in _HTML_TAG.finditer(text):
+        out.append(text[at:tag.start()])
+        at = tag.end()
+        name, closing = tag.group(1).lower(), tag.group(0).startswith("</")
+        if name in ("ol", "ul"):
+            if closing and lists:
+                lists.pop()
+            elif not closing:
+                lists.append([name, 0])
+        if name == "li" and not closing:
+            numbered = bool(lists) and lists[-1][0] == "ol"
+            if numbered:
+                lists[-1][1] += 1
+            out.append(f" {lists[-1][1]}. " if numbered else " * ")
+        else:
+            out.append("" if name in _INLINE_TAGS else " ")  # H<sub>2</sub>O is one word
+    out.append(text[at:])
+    return " ".join(html.unescape("".join(out)).split())
 
 
 # Line and paragraph separators and bidi controls: not Cc, but they can reorder or break lines.
