@@ -185,6 +185,22 @@ def test_a_narrow_console_folds_long_paths_but_keeps_room_for_old_and_new(width:
     assert max(len(line) for line in text.splitlines()[2:]) == width
 
 
+@pytest.mark.parametrize("width", [20, 40, 59])
+def test_a_console_too_narrow_for_a_table_prints_each_change_as_a_block(width: int) -> None:
+    # At 30 columns the table gave each column one character: `s`, `t`, `a`, ... down the page.
+    report = sample_report("NCT05827016", few_sites)
+    text = report_text(report, width)
+    assert "\u2503" not in text and "\u2502" not in text  # no table
+    blocks = text.split("\n\n")[1:]
+    assert [block.splitlines()[0] for block in blocks] == [visible(r.path) for r in report.rows]
+    assert [block.splitlines()[1] for block in blocks] == [
+        f"  {r.kind} \u00b7 {r.severity}" for r in report.rows]
+    status = blocks[[r.path for r in report.rows].index("status.overallStatus")]
+    assert " ".join(status.split()[4:]) == "NOT_YET_RECRUITING \u2192 RECRUITING"
+    assert all(line.startswith("  ") for block in blocks for line in block.splitlines()[1:])
+    assert all(line == line.rstrip() for line in text.splitlines())
+
+
 def test_the_registrys_longest_path_fits_whole_at_80_columns() -> None:
     # design.interventionModelDescription (35 characters) on a real record that has one.
     new = load("v2/NCT03347838.json")

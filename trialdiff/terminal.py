@@ -1,5 +1,7 @@
 """Render a diff report on a terminal with rich: a table, one row per changed field.
 
+On a console narrower than NARROW, each change is a block of lines instead.
+
 Word diffs are highlighted when colour is on, and shown as [-old-]{+new+} markers when it is
 off (NO_COLOR) or the output is not a terminal. A field path is never folded inside a word:
 the field column is at least as wide as the longest path (or run of a site key without a
@@ -28,6 +30,9 @@ EDIT_WIDTH: Final = 40  # each side of an inner edit
 # The old → new column keeps this much when paths are long: at 80 columns the field column
 # then fits the registry's longest path (design.interventionModelDescription, 35).
 MIN_CHANGE_WIDTH: Final = 16
+# Below this many columns the four columns leave no room for values (at 30, one character
+# each): each change is printed as a block instead.
+NARROW: Final = 60
 _STYLES: Final = {"+": "green", "-": "red", "~": "yellow", "delete": "red strike",
                   "insert": "bold green", "major": "bold red", "minor": "yellow", "info": "dim"}
 _MARKS: Final = {"added": "+", "removed": "-", "reworded": "~", "changed": "~"}
@@ -111,6 +116,9 @@ def render_report(report: DiffReport, console: Console) -> None:
     console.print(Text(summary(report)), soft_wrap=True)
     if not report.rows:
         return
+    if console.width < NARROW:
+        _render_stacked(report, console, plain)
+        return
     table = Table(show_header=True, header_style="bold", expand=True, show_lines=True)
     # The width is a floor for the ratio share, so a path word is never folded in two.
     table.add_column("field", ratio=3, overflow="fold",
@@ -122,6 +130,21 @@ def render_report(report: DiffReport, console: Console) -> None:
         table.add_row(Text(visible(row.path)), Text(row.kind),
                       Text(row.severity, _STYLES[row.severity]), change_cell(row, plain))
     console.print(table)
+
+
+def _render_stacked(report: DiffReport, console: Console, plain: bool) -> None:
+    """Print each row as a block (path; kind and severity; the change): no room for a table."""
+    from rich.text import Text
+
+    for row in report.rows:
+        console.print()
+        console.print(Text(visible(row.path), "bold"), soft_wrap=True)  # whole, for grep
+        line = Text(f"  {row.kind} \u00b7 ")
+        line.append(row.severity, _STYLES[row.severity])
+        console.print(line)
+        for part in change_cell(row, plain).wrap(console, max(1, console.width - 2)):
+            part.rstrip()
+            console.print(Text("  ") + part, soft_wrap=True)
 
 
 def report_text(report: DiffReport, width: int = 100) -> str:
