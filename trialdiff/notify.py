@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlite_utils
 
+from .apprise_client import check_apprise_url, send_apprise
 from .errors import UsageError
 from .export import to_markdown
 from .jsoncsv import json_text
@@ -116,40 +115,6 @@ def message_body(watch: str, changes: Sequence[Mapping[str, Any]], titles: Mappi
     return to_markdown(found, title=f"trialdiff watch {watch}", titles=titles)
 
 
-class _Collect(logging.Handler):
-    """Keep Apprise's warnings, so a failure can say why without Apprise printing."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-@contextmanager
-def _apprise_logs() -> Iterator[_Collect]:
-    """Collect Apprise's log lines instead of letting them reach stderr (they hold URLs)."""
-    logger = logging.getLogger("apprise")
-    handler, propagate = _Collect(), logger.propagate
-    logger.addHandler(handler)
-    logger.propagate = False
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
-
-
-def apprise_available() -> bool:
-    """Tell whether the optional Apprise library is installed."""
-    try:
-        import apprise  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def check_target(url: str) -> None:
     """Raise UsageError unless trialdiff can deliver to a target URL."""
     if url.startswith(HTTP_SCHEMES):
@@ -161,31 +126,7 @@ def check_target(url: str) -> None:
         # Nothing to redact down to: the value itself is not shown, since it may be a secret.
         raise UsageError("a target with no scheme (no ://) is not a URL: give http://, "
                          "https://, an Apprise URL or env:NAME")
-    if not apprise_available():
-        raise UsageError(f"{redact(url)} needs Apprise: pip install 'trialdiff[notify]' "
-                         "(only http:// and https:// webhooks work without it)")
-    import apprise
-
-    with _apprise_logs():
-        usable = apprise.Apprise().add(url)
-    if not usable:
-        raise UsageError(f"Apprise cannot use {redact(url)}: check the URL against its docs")
-
-
-def send_apprise(url: str, title: str, body: str, timeout: float) -> str | None:
-    """Send one message through Apprise; return why it failed, or None."""
-    if not apprise_available():
-        return "Apprise is not installed: pip install 'trialdiff[notify]'"
-    import apprise
-
-    with _apprise_logs() as logs:
-        sender = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False))
-        if not sender.add(url):
-            return "Apprise cannot use this URL"
-        for service in sender:
-            service.socket_connect_timeout = service.socket_read_timeout = timeout
-        ok = sender.notify(title=title, body=body, body_format=apprise.NotifyFormat.MARKDOWN)
-    return None if ok else ("; ".join(logs.messages[-2:]) or "Apprise reported a failure")
+    check_apprise_url(url)
 
 
 def send(delivery: Delivery, secret_ref: str | None, timeout: float,

@@ -48,7 +48,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             "file of alert targets and secrets, mode 0600 (empty: "
             "$XDG_CONFIG_HOME/trialdiff/secrets.json)"),
     Setting("--alert-timeout", "TRIALDIFF_ALERT_TIMEOUT", "10",
-            "seconds a webhook's whole request (Apprise: each connect and read) may take"),
+            "seconds a webhook's whole request (Apprise: each connect and read, and 3 of "
+            "them a whole send) may take"),
     Setting("--alert-backoff", "TRIALDIFF_ALERT_BACKOFF", "300",
             "seconds before a failed alert delivery is retried, doubling each time up to 6 hours"),
     Setting("--alert-max-age", "TRIALDIFF_ALERT_MAX_AGE", "72",

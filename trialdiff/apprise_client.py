@@ -1,0 +1,112 @@
+"""Send one message through Apprise (the optional `trialdiff[notify]` extra), bounded whole.
+
+Every alert target that is not an http(s) webhook (mail, chat) goes through Apprise. Its log
+lines hold the target's URL, secrets and all, so they are collected, never printed, and a
+failure says why from them. Apprise bounds each connect and read, not a whole send; a send is
+given APPRISE_ROUNDS alert timeouts before it is given up on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .errors import UsageError
+from .targets import redact
+
+
+class _Collect(logging.Handler):
+    """Keep Apprise's warnings, so a failure can say why without Apprise printing."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _apprise_logs() -> Iterator[_Collect]:
+    """Collect Apprise's log lines instead of letting them reach stderr (they hold URLs)."""
+    logger = logging.getLogger("apprise")
+    handler, propagate = _Collect(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def apprise_available() -> bool:
+    """Tell whether the optional Apprise library is installed."""
+    try:
+        import apprise  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_apprise_url(url: str) -> None:
+    """Raise UsageError unless Apprise is installed and can use a (non-webhook) target URL."""
+    if not apprise_available():
+        raise UsageError(f"{redact(url)} needs Apprise: pip install 'trialdiff[notify]' "
+                         "(only http:// and https:// webhooks work without it)")
+    import apprise
+
+    with _apprise_logs():
+        usable = apprise.Apprise().add(url)
+    if not usable:
+        raise UsageError(f"Apprise cannot use {redact(url)}: check the URL against its docs")
+
+
+# A whole Apprise send may take this many alert timeouts: a mail is several round trips
+# (connect, EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA), each bounded by one timeout.
+APPRISE_ROUNDS = 3
+
+
+def send_apprise(url: str, title: str, body: str, timeout: float) -> str | None:
+    """Send one message through Apprise; return why it failed, or None."""
+    if not apprise_available():
+        return "Apprise is not installed: pip install 'trialdiff[notify]'"
+    import apprise
+
+    outcome: list[bool | Exception] = []
+    with _apprise_logs() as logs:
+        sender = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False))
+        if not sender.add(url):
+            return "Apprise cannot use this URL"
+        for service in sender:
+            service.socket_connect_timeout = service.socket_read_timeout = timeout
+
+        def deliver() -> None:
+            try:
+                outcome.append(bool(sender.notify(title=title, body=body,
+                                                  body_format=apprise.NotifyFormat.MARKDOWN)))
+            except Exception as exc:  # raised in the caller's thread below
+                outcome.append(exc)
+
+        # Apprise bounds each connect and read, not a whole send: a server that answers a
+        # byte at a time would hold notify, and the write lock, for as long as it likes. The
+        # send runs in a daemon thread that is given up on, and dies with the process.
+        sender_thread = threading.Thread(target=deliver, daemon=True, name="trialdiff-apprise")
+        sender_thread.start()
+        sender_thread.join(APPRISE_ROUNDS * timeout)
+    if not outcome:
+        _silence_apprise()  # what the thread logs later would hold the URL
+        return (f"no answer within {APPRISE_ROUNDS * timeout:g} s ({APPRISE_ROUNDS} times the "
+                "alert timeout); the message may still arrive, and be sent again")
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return None if outcome[0] else ("; ".join(logs.messages[-2:]) or "Apprise reported a failure")
+
+
+def _silence_apprise() -> None:
+    """Keep Apprise's log lines from stderr for the rest of the process (they hold URLs)."""
+    logger = logging.getLogger("apprise")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
