@@ -167,6 +167,74 @@ def test_studies_that_leave_scope_or_move_are_events(db_path: str, api: StandinA
     assert code == 0 and "left scope" not in out
 
 
+def test_a_study_that_moved_is_an_event_when_a_batch_answers_for_its_old_id(
+    db_path: str, api: StandinAPI
+) -> None:
+    # The registry's new record lists the old id in nctIdAliases, so filter.ids finds it by
+    # the old id: a batch of two or more (any watchlist at the default page size) answered
+    # with it, the old id was marked seen, and the move was never recorded nor printed.
+    run(db_path, "track", *IDS[:4])
+    sync(db_path, api, "--at", DAY1)
+    moved = copy.deepcopy(next(r for r in RECORDS if r["protocolSection"][
+        "identificationModule"]["nctId"] == IDS[1]))
+    ident = moved["protocolSection"]["identificationModule"]
+    ident["nctId"], ident["nctIdAliases"] = "NCT09900001", [IDS[1]]
+    api.remove_study(IDS[1])
+    api.put_study(moved)
+    api.set_data_timestamp(RELEASE2)
+    code, out, err = sync(db_path, api, "--quiet", "--at", DAY2)
+    assert (code, problems(err)) == (0, [])
+    assert f"{IDS[1]}  (moved \u2192 NCT09900001)" in out  # --quiet prints it
+    assert not any(r.path.startswith(f"/api/v2/studies/{IDS[1]}") for r in api.requests)
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("select nct_id, kind, detail from events").fetchall() == [
+        (IDS[1], "moved", json.dumps({"moved_to": "NCT09900001"}))]
+    _, listing, _ = run(db_path, "tracked")
+    assert f"{IDS[1]}  moved \u2192 NCT09900001" in listing
+    assert "NCT09900001  tracked" in listing
+    api.set_data_timestamp(RELEASE3)
+    code, out, _ = sync(db_path, api, "--quiet", "--at", DAY3)  # moved once: not again
+    assert code == 0 and "moved" not in out
+
+
+def test_a_study_back_from_missing_is_returned_even_if_the_run_that_saw_it_stopped(
+    db_path: str, api: StandinAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run(db_path, "track", *IDS[:4])
+    sync(db_path, api, "--at", DAY1)
+    gone = next(r for r in RECORDS if r["protocolSection"]["identificationModule"][
+        "nctId"] == IDS[0])
+    api.remove_study(IDS[0])
+    api.set_data_timestamp(RELEASE2)
+    assert sync(db_path, api, "--at", DAY2)[0] == 1  # left scope: missing
+    api.put_study(gone)
+    api.set_data_timestamp(RELEASE3)
+    # The run is stopped in the batch after the one that holds it: the `returned` event used
+    # to be recorded only after every batch, so the rerun (which does not fetch a batch
+    # fetched under this release again) never recorded it, until the next release.
+    import trialdiff.sync as sync_module
+
+    batches: list[list[str]] = []
+
+    def second_stops(client: Any, batch: list[str]) -> Any:
+        batches.append(batch)
+        if len(batches) == 2:
+            raise KeyboardInterrupt
+        return fetch_batch(client, batch)
+
+    fetch_batch = sync_module.fetch_batch
+    monkeypatch.setattr(sync_module, "fetch_batch", second_stops)
+    assert sync(db_path, api, "--at", DAY3, "--page-size", "2")[0] == 130
+    assert batches[0] == IDS[:2]
+    monkeypatch.undo()
+    assert sync(db_path, api, "--at", DAY3, "--page-size", "2")[0] == 0  # the rerun
+    conn = sqlite3.connect(db_path)
+    kinds = [row[0] for row in conn.execute("select kind from events order by id")]
+    assert kinds == ["left_scope", "returned"]
+    _, listing, _ = run(db_path, "tracked")
+    assert f"{IDS[0]}  tracked" in listing
+
+
 def test_one_id_the_api_does_not_know_is_asked_once_and_named_on_stderr(
     db_path: str, api: StandinAPI
 ) -> None:

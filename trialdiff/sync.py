@@ -203,10 +203,6 @@ def sync_api(
         except FetchError as exc:
             run.failed.add(nct_id)
             yield run.fail(nct_id, exc)
-    for nct_id in sorted(run.seen & {i for i, s in run.states.items() if s == "missing"}):
-        event = Event(nct_id, "returned", {})
-        _record_event(db, event, observed_at, run_id)
-        yield event
     for query_id, expr, last_synced, _ in due:
         yield from _sync_query(run, query_id, expr, last_synced)
 
@@ -234,7 +230,11 @@ def _sync_batch(run: _Run, batch: list[str]) -> Iterator[Outcome]:
             # alone, as any id a page left out.)
             kept = [study for study in page if answered_ids(study) & asked]
             for study in kept:
-                run.seen.update(answered_ids(study))
+                ids, own = answered_ids(study), DEFAULT.study_id(dict(study))
+                run.seen.update(ids)
+                if own is not None:  # an id asked for that answers as another: it moved
+                    for old in sorted((ids & asked) - {own}):
+                        yield _record_move(run, old, own)
             yield from run.save(kept, "filter.ids")
             yield PageDone(len(kept), "tracked studies")
     except ForbiddenError:
@@ -248,7 +248,34 @@ def _sync_batch(run: _Run, batch: list[str]) -> Iterator[Outcome]:
         run.failed.update(batch)
         yield run.fail(f"tracked studies {batch[0]}..{batch[-1]}", exc)
         return
-    run.fetched(sorted(set(batch) & run.seen))
+    answered = sorted(set(batch) & run.seen)
+    yield from _returned(run, answered)
+    run.fetched(answered)
+
+
+def _record_move(run: _Run, old: str, new: str) -> Event:
+    """Record that a tracked id now answers as another, and track the new id."""
+    event = Event(old, "moved", {"moved_to": new})
+    _record_event(run.db, event, run.observed_at, run.run_id)
+    run.states[old] = "moved"
+    with transaction(run.db):
+        run.db.execute("insert or ignore into watchlist (nct_id, added_at, state) "
+                       "values (?, ?, 'tracked')", [new, run.observed_at])
+    return event
+
+
+def _returned(run: _Run, nct_ids: Iterable[str]) -> Iterator[Event]:
+    """Record missing studies the API answered for again, before they count as fetched.
+
+    Before, not after the run: a run stopped between would leave the study fetched under this
+    release, so not asked again, and `missing` until the next release.
+    """
+    for nct_id in nct_ids:
+        if run.states.get(nct_id) == "missing":
+            event = Event(nct_id, "returned", {})
+            _record_event(run.db, event, run.observed_at, run.run_id)
+            run.states[nct_id] = "tracked"
+            yield event
 
 
 def _sync_one(run: _Run, nct_id: str) -> Iterator[Outcome]:
@@ -267,12 +294,7 @@ def _sync_one(run: _Run, nct_id: str) -> Iterator[Outcome]:
     elif answer.study is not None:
         run.seen.update(answered_ids(answer.study) | {nct_id})
         if answer.nct_id != nct_id:
-            event = Event(nct_id, "moved", {"moved_to": answer.nct_id})
-            _record_event(run.db, event, run.observed_at, run.run_id)
-            with transaction(run.db):
-                run.db.execute("insert or ignore into watchlist (nct_id, added_at, state) "
-                               "values (?, ?, 'tracked')", [answer.nct_id, run.observed_at])
-            yield event
+            yield _record_move(run, nct_id, answer.nct_id)
         yield from run.save([answer.study], where)
         if answer.etag:
             with transaction(run.db):
@@ -290,6 +312,8 @@ def _sync_one(run: _Run, nct_id: str) -> Iterator[Outcome]:
             _record_event(run.db, event, run.observed_at, run.run_id)
             yield event
             yield run.fail(nct_id, gone)  # named on stderr as every failed input, once
+    if nct_id in run.seen:
+        yield from _returned(run, [nct_id])
     run.fetched([nct_id])  # answered, whatever the answer: not asked again this release
 
 
