@@ -30,6 +30,7 @@ from trialdiff.present import (
     record,
     reworded,
     short,
+    short_pair,
     tally,
 )
 from trialdiff.worddiff import ELLIPSIS, marked
@@ -110,6 +111,21 @@ def test_a_backfilled_html_text_against_the_markdown_after_it_shows_words_not_ta
     assert not re.search(r"</?(?:p|ol|ul|li)>|&(?:gt|lt|#x2F);", shown)  # `< 72 hours` is text
     assert shown.startswith("Inclusion Criteria: 1. {+Admitted to a hospital")
     assert "provides [-written-] informed consent" in shown
+
+
+def test_short_pair_cuts_two_long_values_where_they_differ_not_where_they_agree() -> None:
+    # A real site of the sample whose status changed: cut from the start, both sides read
+    # `{"city":"…` alike and hid the change (sync's lines, a digest mail's subject).
+    site = next(a.change for a in real_items(NCT) if a.change.path.startswith("locations.")
+                and a.change.kind == "changed")
+    old, new = short_pair(site.old, site.new, 50)
+    assert old != new and old.startswith("\u2026") and new.startswith("\u2026")
+    assert max(len(old), len(new)) <= 50
+    assert short(site.old, 50) == short(site.new, 50)  # what the lines showed before
+    assert short_pair("RECRUITING", "COMPLETED") == ("RECRUITING", "COMPLETED")
+    assert short_pair(None, "x" * 80, 20) == (NONE, "x" * 19 + ELLIPSIS)
+    assert short_pair("a" * 30 + "b", "a" * 30 + "c", 20) == (
+        ELLIPSIS + "a" * 6 + "b", ELLIPSIS + "a" * 6 + "c")
 
 
 def test_site_values_show_the_status_only() -> None:

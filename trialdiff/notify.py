@@ -36,7 +36,7 @@ from .export import to_markdown
 from .jsoncsv import json_text
 from .meaning import NONE, SEVERITIES
 from .model import FieldChange, utc_timestamp
-from .present import ARROW, short
+from .present import ARROW, short_pair
 from .query import transaction
 from .render import plural, visible
 from .targets import HTTP_SCHEMES, names_host, redact, resolve, scrub, shown
@@ -88,7 +88,7 @@ def _headline(item: Mapping[str, Any]) -> str:
         return f"{item['path']} {shift['from']} {ARROW} {shift['to']}"
     if item["kind"] != "changed":
         return f"{item['path']} {item['kind']}"
-    return f"{item['path']} {short(item['old'], 40)} {ARROW} {short(item['new'], 40)}"
+    return f"{item['path']} " + f" {ARROW} ".join(short_pair(item["old"], item["new"], 40))
 
 
 def message_title(watch: str, scope: str, changes: Sequence[Mapping[str, Any]]) -> str:

@@ -44,6 +44,27 @@ def short(value: Any, width: int = 60) -> str:
     return line if len(line) <= width else line[: width - 1] + ELLIPSIS
 
 
+def short_pair(old: Any, new: Any, width: int = 60) -> tuple[str, str]:
+    """Return old and new as one visible line each, cut so that both show where they differ.
+
+    Cut from their starts, two long values that share a beginning (a site's JSON, criteria)
+    read the same, `{"city":"Duarte",… → {"city":"Duarte",…`: both start a little before
+    their first difference instead.
+    """
+    if not isinstance(old, str | dict | list) or not isinstance(new, str | dict | list):
+        return short(old, width), short(new, width)
+    texts = [visible(" ".join((v if isinstance(v, str) else dump_json(v)).split()))
+             for v in (old, new)]
+    if all(len(text) <= width for text in texts):
+        return texts[0], texts[1]
+    same = next((i for i, (a, b) in enumerate(zip(*texts, strict=False)) if a != b),
+                min(map(len, texts)))
+    start = max(0, same - width // 3)  # a third of the width of what they share, for context
+    shown = [(ELLIPSIS + text[start:]) if start else text for text in texts]
+    cut = [text if len(text) <= width else text[: width - 1] + ELLIPSIS for text in shown]
+    return cut[0], cut[1]
+
+
 def date_text(value: Any) -> str:
     """Return a date field's value as `2025-03-01 ESTIMATED` (or its JSON when unusual)."""
     if isinstance(value, Mapping) and set(value) <= {"date", "type"}:

@@ -102,11 +102,11 @@ def write_utf8() -> None:
 
 def change_lines(changes: Iterable[FieldChange], dated: bool = False) -> list[str]:
     """Return one report line per change: study, (day,) path, kind, old and new."""
-    from ..present import short
+    from ..present import short_pair
 
     return [
         f"{c.nct_id}  " + (f"{c.detected_at[:10]}  " if dated else "")
-        + f"{visible(c.path)} \u2014 {c.kind}: {short(c.old, 50)} \u2192 {short(c.new, 50)}"
+        + f"{visible(c.path)} \u2014 {c.kind}: " + " \u2192 ".join(short_pair(c.old, c.new, 50))
         for c in changes
     ]
 
