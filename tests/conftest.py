@@ -11,11 +11,14 @@ import os
 import random
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -418,3 +421,40 @@ def sent_changes(receiver: WebhookReceiver, path: str) -> list[dict[str, Any]]:
     """Return every change the webhooks at a path carried, in export order."""
     found = [c for body in bodies(receiver, path) for c in body["changes"]]
     return sorted(found, key=lambda c: (c["detected_at"], c["nct_id"], c["path"]))
+
+
+@contextmanager
+def raw_server(answer: Callable[[socket.socket, threading.Event], None],
+               listens_first: bool = True) -> Iterator[int]:
+    """Serve on 127.0.0.1, handing each connection to `answer(conn, stop)`; yield its port.
+
+    With `listens_first` it reads the client's request before answering, as HTTP does; else it
+    answers at once, as an SMTP server greets.
+    """
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                try:
+                    if listens_first:
+                        conn.recv(65536)
+                    answer(conn, stop)
+                except OSError:
+                    continue  # the client gave up, or closed it having had its answer
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from conftest import raw_server
 
 from trialdiff.apprise_client import APPRISE_ROUNDS, check_apprise_url, send_apprise
 from trialdiff.errors import UsageError
@@ -17,33 +18,13 @@ from trialdiff.errors import UsageError
 @pytest.fixture
 def dripping_smtp() -> Iterator[int]:
     """Serve SMTP on 127.0.0.1 that sends its greeting one byte every 0.1 s, and never ends it."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    stop = threading.Event()
+    def drip(conn: socket.socket, stop: threading.Event) -> None:
+        # Each byte comes well inside any read timeout: only a bound on the whole send ends it.
+        while not stop.wait(0.1):
+            conn.sendall(b"2")
 
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                # Each byte comes well inside any read timeout: only a bound on the whole
-                # send ends it.
-                while not stop.wait(0.1):
-                    try:
-                        conn.sendall(b"2")
-                    except OSError:
-                        break
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(5)
-        server.close()
+    with raw_server(drip, listens_first=False) as port:
+        yield port
 
 
 def test_a_send_that_never_ends_is_given_up_after_its_rounds_of_the_timeout(

@@ -8,10 +8,10 @@ import itertools
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
 
 import pytest
+from conftest import raw_server
 from webhook_receiver import WebhookReceiver
 
 from trialdiff.webhooks import signature, webhook_client
@@ -21,36 +21,6 @@ def test_the_signature_is_githubs_hmac_sha256_of_the_body() -> None:
     body = b'{"watch":"stops"}'
     expected = hmac.new(b"whsec", body, hashlib.sha256).hexdigest()
     assert signature("whsec", body) == f"sha256={expected}"
-
-
-@contextmanager
-def raw_server(answer: Callable[[socket.socket, threading.Event], None]) -> Iterator[str]:
-    """Serve on 127.0.0.1, answering each request with `answer(conn, stop)`; yield its URL."""
-    server = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.recv(65536)
-                try:
-                    answer(conn, stop)
-                except OSError:
-                    continue  # the client gave up, or closed it having had its answer
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.getsockname()[1]}/hook"
-    finally:
-        stop.set()
-        thread.join(5)
-        server.close()
 
 
 def _slowly(data: Iterable[int], conn: socket.socket, stop: threading.Event) -> None:
@@ -66,8 +36,8 @@ def _slowly(data: Iterable[int], conn: socket.socket, stop: threading.Event) -> 
 def dripping() -> Iterator[str]:
     """Serve an answer whose status line and headers come a byte every 0.2 s."""
     with raw_server(lambda conn, stop: _slowly(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", conn, stop)) as url:
-        yield url
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", conn, stop)) as port:
+        yield f"http://127.0.0.1:{port}/hook"
 
 
 def test_a_receiver_that_drips_its_answer_is_cut_at_the_alert_timeout(dripping: str) -> None:
@@ -106,8 +76,8 @@ def big_answer() -> Iterator[str]:
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2000000000\r\n\r\n")
         _slowly(itertools.repeat(ord("x"), 2_000_000_000), conn, stop)
 
-    with raw_server(answer) as url:
-        yield url
+    with raw_server(answer) as port:
+        yield f"http://127.0.0.1:{port}/hook"
 
 
 def test_a_2xx_is_the_answer_whatever_body_comes_after_it(big_answer: str) -> None:
