@@ -51,18 +51,38 @@ def short_pair(old: Any, new: Any, width: int = 60) -> tuple[str, str]:
     read the same, `{"city":"Duarte",… → {"city":"Duarte",…`: both start a little before
     their first difference instead.
     """
-    if not isinstance(old, str | dict | list) or not isinstance(new, str | dict | list):
-        return short(old, width), short(new, width)
-    texts = [visible(" ".join((v if isinstance(v, str) else dump_json(v)).split()))
-             for v in (old, new)]
-    if all(len(text) <= width for text in texts):
-        return texts[0], texts[1]
-    same = next((i for i, (a, b) in enumerate(zip(*texts, strict=False)) if a != b),
-                min(map(len, texts)))
-    start = max(0, same - width // 3)  # a third of the width of what they share, for context
-    shown = [(ELLIPSIS + text[start:]) if start else text for text in texts]
-    cut = [text if len(text) <= width else text[: width - 1] + ELLIPSIS for text in shown]
-    return cut[0], cut[1]
+    cut = short(old, width), short(new, width)
+    if cut[0] != cut[1] or not isinstance(old, str | dict | list) or not isinstance(
+            new, str | dict | list):
+        return cut
+    texts = [v if isinstance(v, str) else dump_json(v) for v in (old, new)]
+    same = _common_prefix(*texts)
+    if same == len(texts[0]) == len(texts[1]):
+        return cut  # the same text (values that differ only in what JSON cannot show)
+    return _from(texts[0], same, width), _from(texts[1], same, width)
+
+
+def _common_prefix(a: str, b: str) -> int:
+    """Return the length of the longest common prefix (slices compared, not characters)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _from(text: str, at: int, width: int) -> str:
+    """Return one visible line of a text from a little before `at`, cut at width."""
+    # Only a window is folded and made visible: a results section is 20 KB and more.
+    head = " ".join(text[max(0, at - 2 * width):at].split())
+    before = head[-(width // 3):]
+    space = " " if text[at - 1:at + 1] != "".join(text[at - 1:at + 1].split()) else ""
+    line = visible(" ".join((before + space + text[at:at + 4 * width]).split()))
+    line = ELLIPSIS + line if at > 2 * width or len(head) > len(before) else line
+    return line if len(line) <= width else line[: width - 1] + ELLIPSIS
 
 
 def date_text(value: Any) -> str:
