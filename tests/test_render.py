@@ -154,4 +154,9 @@ def test_html_is_read_as_markdown_for_a_word_diff_and_markdown_as_stored() -> No
     # so a reformat that changes only them still shows.
     pair = ("* ANC =\\< 1500 \\<b>", "- ANC =\\< 1500 \\<b>")
     assert readable_pair(*pair) == pair
+    # Only the registry's formatting tags are markup: other tag-like text is the text.
+    pair = ("value x<y and a>b <img src=x onerror=alert(3)>", "value x<y and a>c")
+    assert readable_pair(*pair) == pair
+    assert readable_pair("<p>new <style>s</style></p>", "old") == ("new <style>s</style>",
+                                                                    "old")
 

@@ -24,9 +24,11 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
     return f"{count} {many}"
 
 
-# A tag of the registry's HTML (record history, backfill). API v2's Markdown never holds one:
-# it writes a `<` in text as `\<` (none of the 1,682 shared records has a bare tag).
-_HTML_TAG = re.compile(r"(?<!\\)</?([a-zA-Z][a-zA-Z0-9]*)\b[^<>]*>")
+# A tag of the registry's HTML (record history, backfill): its few formatting tags, nothing
+# else, so `x<y and a>b` or a record's `<img …>` text stays text. API v2's Markdown holds no
+# tag: it writes a `<` in text as `\<` (none of the 1,682 shared records has a bare tag).
+_HTML_TAG = re.compile(r"(?<!\\)</?(p|br|ul|ol|li|em|strong|b|i|u|sub|sup|a|span|div|h[1-6]|"
+                       r"table|thead|tbody|tr|td|th|blockquote|pre|code)(?:\s[^<>]*)?/?>", re.I)
 _INLINE_TAGS = frozenset({"a", "b", "i", "u", "em", "strong", "sub", "sup", "span", "code"})
 _MARKDOWN_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")  # CommonMark's: `\<` is a `<`
 
