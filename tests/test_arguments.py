@@ -61,3 +61,10 @@ def test_a_base_url_is_http_with_a_host_and_no_query() -> None:
         with pytest.raises(UsageError, match=why) as refused:
             check_base_url(bad, "canonical_base", "https://example.org/trials/")
         assert refused.value.setting == "canonical_base"
+    # A site's base goes into every page's links as written: `<b>` would be HTML, `)` the
+    # link's end. An API URL may hold `(` `)` `'` (valid in a URL: a password's).
+    for bad in ("https://example.org/<b>/", 'https://example.org/a"b', "https://x.org/a)b"):
+        with pytest.raises(UsageError, match="a character a URL must percent-encode"):
+            check_base_url(bad, "canonical_base", "https://example.org/trials/")
+    assert check_base_url("https://u:p(1)@x.org/api") == "https://u:p(1)@x.org/api"
+    assert check_base_url("https://x.org/%7Euser/", "canonical_base") == "https://x.org/%7Euser"

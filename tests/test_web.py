@@ -47,6 +47,9 @@ def hostile_record() -> dict[str, Any]:
         f"Inclusion: <img src=x onerror=alert(1)>\n{HOSTILE}")
     p["contactsLocationsModule"]["locations"][0]["facility"] = "</title><svg onload=alert(2)>"
     p["statusModule"]["overallStatus"] = '"><script>alert(3)</script>'
+    # An image in Markdown text would have every reader's browser fetch what it names.
+    p.setdefault("descriptionModule", {})["briefSummary"] = (
+        "Summary ![pixel](http://127.0.0.1:9/track.png) ends.")
     return record
 
 
@@ -228,6 +231,7 @@ def test_hostile_strings_stay_inert_in_html_svg_and_feeds(web_db: str) -> None:
             assert raw not in text, (url, raw)
     (page,) = fetch(web_db, "/study/NCT09999999")
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page.text
+    assert "Summary" in page.text and "<img" not in page.text  # the image, no more
     assert 'data-status="&quot;&gt;&lt;script&gt;alert(3)&lt;/script&gt;"' in page.text
     (feed,) = fetch(web_db, "/trialdiff/study_timeline.atom?nct_id=NCT09999999")
     assert feed.headers["content-type"].startswith("application/atom+xml")

@@ -52,6 +52,12 @@ def day_of(value: str | date | None) -> date:
     return value if type(value) is date else utc_day(timestamp_of(value))
 
 
+# Outside RFC 3986's characters; a site's base also refuses `(`, `)` and `'`, valid in a URL
+# but the end of a Markdown link or of a quoted attribute in the page it goes into.
+_URL_UNSAFE = re.compile(r"[^A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]")
+_LINK_UNSAFE = re.compile(r"[^A-Za-z0-9\-._~:/?#\[\]@!$&*+,;=%]")
+
+
 def check_base_url(url: str, setting: str = "api",
                    example: str = "https://clinicaltrials.gov/api/v2") -> str:
     """Return a base URL without its trailing slash; raise UsageError if it is malformed.
@@ -73,6 +79,8 @@ def check_base_url(url: str, setting: str = "api",
             problem = "it has no valid host name"
         elif parts.query or parts.fragment or any(c.isspace() for c in text):
             problem = "a base URL has no query, fragment or blanks"
+        elif (_URL_UNSAFE if setting == "api" else _LINK_UNSAFE).search(text):
+            problem = "a character a URL must percent-encode"
     if problem:
         raise UsageError(f"{url!r} is not a URL like {example} ({problem})", setting=setting)
     return text.rstrip("/")

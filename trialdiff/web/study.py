@@ -26,14 +26,15 @@ from ..meaning import annotate
 from ..model import FieldChange, utc_day
 from ..query import ChangeFilter, query_changes, snapshots_of, study_fields, study_row
 from ..registry import DEFAULT
-from ..render import recent_order
+from ..render import plural, recent_order
 from ..site import render_study_page
 from .timeline import SEVERITY_COLOURS, Mark, State, timeline_svg
 
 RECENT_DAYS: Final = 30
 # CommonMark with raw HTML off: a record's `<script>` shows as text. Links keep markdown-it's
-# check, which refuses javascript:, vbscript:, file: and data: URLs.
-_MARKDOWN = MarkdownIt("commonmark", {"html": False})
+# check, which refuses javascript:, vbscript:, file: and data: URLs. No images: a record's
+# `![](http://…)` would have every reader's browser fetch what the record names.
+_MARKDOWN = MarkdownIt("commonmark", {"html": False}).disable("image")
 
 TEMPLATE: Final = """{% extends "base.html" %}
 {% block title %}{{ nct_id }}: {{ title }}{% endblock %}
@@ -156,7 +157,8 @@ def study_body(data: StudyData, database: str, base: str) -> str:
     count = len(data.changes)
     return "\n".join([
         f"<h1>{nct}: {escape(data.title)}</h1>",
-        f'<p class="note">{escape(data.status)} \u00b7 {len(data.states)} snapshots \u00b7 '
+        f'<p class="note">{escape(data.status)} \u00b7 '
+        f'{plural(len(data.states), "snapshot")} \u00b7 '
         f"{count} field change{'s' if count != 1 else ''} \u00b7 last seen "
         f"{escape(data.last_seen_at[:10])}</p>",
         '<p class="study-links">' + "".join(
