@@ -112,6 +112,20 @@ def test_a_hostile_title_cannot_break_the_front_matter_or_the_heading() -> None:
     assert (inline.children or [])[0].content == matter["title"]  # shows exactly as written
 
 
+def test_a_value_at_a_lines_start_never_begins_a_block() -> None:
+    # Site names as a probe wrote them: in `- {site}, Norway` each became a heading, a nested
+    # list or a code fence inside the Locations list.
+    from markdown_it import MarkdownIt
+
+    render = MarkdownIt("commonmark").render
+    for name in ("# Hash Hospital", "## Two", "1. Numbered Clinic", "- Dash Clinic",
+                 "+ Plus Site", "2) Paren Site", "~~~ tilde"):
+        assert render(f"- {md_inline(name)}, Norway\n") == (
+            f"<ul>\n<li>{name}, Norway</li>\n</ul>\n")
+    for plain in ("12.5 mg", "1st Hospital", "-5 C", "#tag", "A-B"):
+        assert md_inline(plain) == plain  # no marker: nothing escaped
+
+
 def test_md_inline_escapes_like_the_apis_markup() -> None:
     assert md_inline("EARLY_PHASE1") == "EARLY_PHASE1"  # an inner underscore is no emphasis
     assert md_inline("_x_ snake_case") == "\\_x\\_ snake_case"

@@ -33,6 +33,8 @@ from .render import visible
 SOURCE_NOTE: Final = "ClinicalTrials.gov (mirrored, no enrichment)"
 # Characters CommonMark reads as syntax inside a line; `_` only counts at a word's edge.
 _MD_INLINE: Final = re.compile(r"[\\`*\[\]<>&]|(?<![^\W_])_|_(?![^\W_])")
+# What begins a block at a line's start (`>` and backticks are escaped as inline syntax).
+_BLOCK_START: Final = re.compile(r"^(?:(?:\d{1,9}[.)]|#{1,6}|[+-])(?=\s|$)|~{3,})")
 _YAML_INDICATORS: Final = frozenset("-?:,[]{}#&*!|>'\"%@`")
 # Plain scalars that YAML 1.1 or 1.2 resolve to null, a bool or a number, not a string.
 _YAML_NON_STRING: Final = re.compile(
@@ -100,7 +102,11 @@ def md_inline(text: str) -> str:
     """Return a plain registry value as one line of Markdown that shows it as written."""
     # Control characters (ESC, BEL, NUL) and bidi overrides show as escapes: a published page
     # or a terminal showing it must not act on them.
-    return _MD_INLINE.sub(r"\\\g<0>", visible(fold_whitespace(text)))
+    line = _MD_INLINE.sub(r"\\\g<0>", visible(fold_whitespace(text)))
+    # At a line's start (a list item's text, a heading's) `#`, `-`, `+`, `1.`, `1)` and `~~~`
+    # begin a block: a site named `# Hash Hospital` became a heading inside the Locations list.
+    # With its last character escaped, the marker is text.
+    return _BLOCK_START.sub(lambda marker: marker[0][:-1] + "\\" + marker[0][-1], line)
 
 
 def one_line(text: str) -> str:
