@@ -210,6 +210,22 @@ def test_one_status_band_per_status_period(web_db: str) -> None:
         "RECRUITING"]
 
 
+def test_the_timeline_says_no_more_than_it_has_seen_and_acts_on_no_control_character(
+) -> None:
+    from trialdiff.web.timeline import Mark, State, timeline_svg
+
+    states = [State("2026-04-01T00:00:00.000Z", "RECRUITING", None, None),
+              State("2026-12-05T00:00:00.000Z", "SUSPENDED", None, None)]
+    marks = [Mark("2026-12-05T00:00:00.000Z", "locations.a\u202eb\x1b[31m|c||d", "added",
+                  "minor")]
+    svg = timeline_svg(states, marks, "2026-12-05T00:00:00.000Z")
+    # The band after the last observation is room to draw it, not a time it was seen in.
+    assert "<title>SUSPENDED: 2026-12-05 to 2026-12-05</title>" in svg
+    assert max(re.findall(r'class="tick">(\d{4}-\d\d-\d\d)<', svg)) == "2026-12-05"
+    assert "\u202e" not in svg and "\x1b" not in svg
+    assert "locations.a\\u202eb\\x1b[31m|c||d" in svg
+
+
 def test_status_periods_merge_equal_neighbours() -> None:
     from trialdiff.web.timeline import State
 

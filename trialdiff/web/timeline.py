@@ -15,6 +15,7 @@ from html import escape
 from typing import Final
 
 from ..meaning import parse_partial_date
+from ..render import visible
 
 WIDTH: Final = 960
 LEFT: Final = 150  # room for the lane labels
@@ -79,6 +80,11 @@ def status_periods(states: Sequence[State], end: str) -> list[Period]:
     return periods
 
 
+def _iso(seconds: float) -> str:
+    """Return an observation time as the ISO text the periods hold (UTC)."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
 def _tag(name: str, text: str | None = None, title: str | None = None,
          **attrs: str | float) -> str:
     """Return an SVG element, text and attributes escaped; `class_` and `text_anchor` style
@@ -87,8 +93,10 @@ def _tag(name: str, text: str | None = None, title: str | None = None,
     for key, value in attrs.items():
         shown = f"{value:.1f}" if isinstance(value, float) else str(value)
         pairs.append(f'{key.rstrip("_").replace("_", "-")}="{escape(shown, quote=True)}"')
-    inner = (f"<title>{escape(title)}</title>" if title is not None else "") + \
-        (escape(text) if text is not None else "")
+    # Record text (a site's name in a mark's path) may hold ESC or a bidi override: shown as
+    # escapes, as everywhere else, not acted on in a tooltip.
+    inner = (f"<title>{escape(visible(title))}</title>" if title is not None else "") + \
+        (escape(visible(text)) if text is not None else "")
     opening = " ".join([name, *pairs])
     return f"<{opening}>{inner}</{name}>" if inner else f"<{opening}/>"
 
@@ -157,6 +165,7 @@ def timeline_svg(states: Sequence[State], marks: Sequence[Mark], end: str) -> st
         return ""
     times = [_seconds(s.observed_at) for s in states] + [_seconds(m.detected_at) for m in marks]
     first, last = min(times), max([*times, _seconds(end)])
+    seen = last  # the last observation: what the timeline knows of, and says
     # Room after the last observation, so the latest state shows as more than a line.
     last += max((last - first) * 0.12, 86400.0)
 
@@ -177,7 +186,8 @@ def timeline_svg(states: Sequence[State], marks: Sequence[Mark], end: str) -> st
     for period in status_periods(states, end):
         left, right = x(period.start), x(period.end)
         name = period.status or "none"
-        out.append(_tag("rect", title=f"{name}: {period.start[:10]} to {period.end[:10]}",
+        until = min(period.end, _iso(seen))  # the room after it is no observation
+        out.append(_tag("rect", title=f"{name}: {period.start[:10]} to {until[:10]}",
                         x=left, y=float(top), width=max(right - left, 2.0),
                         height=float(bottom - top), rx=3, class_="status-band",
                         fill=STATUS_COLOURS.get(name, "#d9cdea"), data_status=name))
@@ -198,5 +208,5 @@ def timeline_svg(states: Sequence[State], marks: Sequence[Mark], end: str) -> st
                         x1=at, y1=float(top), x2=at, y2=float(bottom), class_="change-mark",
                         stroke=SEVERITY_COLOURS.get(mark.severity, "#9aa3ad"),
                         data_severity=mark.severity))
-    out += _ticks(first, last, x)
+    out += _ticks(first, seen if seen > first else last, x)  # none in the room after it
     return "\n".join([*out, "</svg>"])
