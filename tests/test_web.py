@@ -120,6 +120,29 @@ def test_every_page_and_canned_query_answers(web_db: str) -> None:
     assert missing.status_code == 404
 
 
+def test_a_feed_of_a_cut_result_leaves_out_the_study_day_at_the_cut(web_db: str) -> None:
+    # A table page holds 100 rows; NCT05827016's 2025-07-07 holds 522. Its entry summarised
+    # the rows on the page under the day's own id: "56 field changes" against the CLI's 522.
+    atom = "{http://www.w3.org/2005/Atom}"
+
+    def entries(text: str) -> dict[str, str]:
+        """Return each entry's id and what its title says of the day (a table has no titles)."""
+        return {e.findtext(f"{atom}id") or "": re.sub(r"^.* on (?=\d{4}-\d\d-\d\d: )", "",
+                                                     e.findtext(f"{atom}title") or "")
+                for e in ET.fromstring(text).iter(f"{atom}entry")}
+
+    code, out, _ = run(web_db, "changes", "--format", "atom")
+    assert code == 0
+    whole = entries(out)
+    for url in ("/trialdiff/changes.atom", "/trialdiff/change_log.atom",
+                "/trialdiff/changes.atom?_size=1000"):
+        (feed,) = fetch(web_db, url)
+        shown = entries(feed.text)
+        assert shown and all(whole[key] == title for key, title in shown.items()), url
+    assert "tag:trialdiff,2024:NCT05827016/2025-07-07" not in entries(
+        fetch(web_db, "/trialdiff/changes.atom")[0].text)
+
+
 def test_an_error_page_prints_no_traceback_to_the_server_log(
     web_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
