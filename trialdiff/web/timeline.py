@@ -172,7 +172,7 @@ def timeline_svg(states: Sequence[State], marks: Sequence[Mark], end: str) -> st
     def x(timestamp: str) -> float:
         return LEFT + (_seconds(timestamp) - first) / (last - first) * (WIDTH - LEFT - RIGHT)
 
-    end = datetime.fromtimestamp(last, UTC).isoformat()  # the last band runs to the end
+    end = _iso(last)  # the last band runs to the end
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" '
            'class="timeline" role="img" aria-label="Timeline: overall status, primary '
            'completion date, enrollment and changes over observation time">']
