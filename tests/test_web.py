@@ -47,6 +47,8 @@ def hostile_record() -> dict[str, Any]:
         f"Inclusion: <img src=x onerror=alert(1)>\n{HOSTILE}")
     p["contactsLocationsModule"]["locations"][0]["facility"] = "</title><svg onload=alert(2)>"
     p["statusModule"]["overallStatus"] = '"><script>alert(3)</script>'
+    # A bidi override turns a path around wherever it is shown raw (Datasette's cells).
+    p["conditionsModule"]["keywords"] = ["rtl \u202eevil\x1b[31m"]
     # An image in Markdown text would have every reader's browser fetch what it names.
     p.setdefault("descriptionModule", {})["briefSummary"] = (
         "Summary ![pixel](http://127.0.0.1:9/track.png) ends.")
@@ -270,6 +272,8 @@ def test_hostile_strings_stay_inert_in_html_svg_and_feeds(web_db: str) -> None:
             assert raw not in text, (url, raw)
     (page,) = fetch(web_db, "/study/NCT09999999")
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page.text
+    (cells,) = fetch(web_db, "/trialdiff/changes?nct_id=NCT09999999&path=conditions.keywords")
+    assert "rtl \\u202eevil" in cells.text and "\u202e" not in cells.text  # JSON escapes ESC
     assert "Summary" in page.text and "<img" not in page.text  # the image, no more
     assert 'data-status="&quot;&gt;&lt;script&gt;alert(3)&lt;/script&gt;"' in page.text
     (feed,) = fetch(web_db, "/trialdiff/study_timeline.atom?nct_id=NCT09999999")

@@ -16,6 +16,7 @@ Every hook acts only on the Datasette that `make_datasette` configured, by its p
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable
 from typing import Any, Final, TypeVar, cast
@@ -27,6 +28,7 @@ from markupsafe import Markup, escape
 from .. import codec
 from ..export import to_atom
 from ..query import row_to_change
+from ..render import visible
 from .metadata import private_columns
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -89,6 +91,11 @@ def register_routes() -> list[tuple[str, Any]]:
     return [(r"^/study/(?P<nct_id>[Nn][Cc][Tt][0-9]{8})$", study_page)]
 
 
+# Characters that act rather than show: controls but line breaks and tabs, bidi overrides.
+_ACTING = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e"
+                     "\u2066-\u2069]")
+
+
 @hookimpl
 def render_cell(value: Any, column: str, database: str, datasette: Any) -> Any:
     """Link a study id to its page; show a compressed change value as its JSON text."""
@@ -98,6 +105,11 @@ def render_cell(value: Any, column: str, database: str, datasette: Any) -> Any:
         return Markup(f'<a href="/study/{escape(value)}">{escape(value)}</a>')
     if column in ("old", "new") and isinstance(value, bytes):
         return _value_text(datasette, database, value)
+    if isinstance(value, str) and not value.isprintable() and _ACTING.search(value):
+        # ESC, or a bidi override that turns a path around, shows as an escape, as trialdiff
+        # shows record text everywhere (line breaks are left to Datasette); Datasette
+        # HTML-escapes the returned text.
+        return visible(value)
     return None
 
 
