@@ -31,6 +31,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # and no one is left to acknowledge it to
             return
         receiver = self.server.receiver
+        with receiver.lock:
+            receiver.arrived += 1  # whole, before any delay: a test can wait for it
         time.sleep(receiver.delay)
         with receiver.lock:
             status = receiver.script.pop(0) if receiver.script else 200
@@ -56,6 +58,7 @@ class WebhookReceiver:
         self.script: list[int] = []
         self.received: list[Received] = []
         self.refused = 0
+        self.arrived = 0  # POSTs whose body arrived, answered yet or not
         self.lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.receiver = self
