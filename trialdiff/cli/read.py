@@ -234,7 +234,8 @@ def _checked_base(ctx: click.Context, param: click.Parameter, value: str) -> str
 @click.option("--changed-since", callback=parse_as_of, metavar="DATE",
               help="Write only the pages that changed since DATE to --out.")
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for --all/--changed-since.")
-@click.option("--as-of", "as_of", callback=parse_as_of, help="Last day of the window.")
+@click.option("--as-of", "as_of", callback=parse_as_of, metavar="DATE",
+              help="Last day of the Recent Field Changes window (the rest is the latest record).")
 @click.option("--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True)
 @click.option("--canonical-base", metavar="URL", callback=_checked_base,
               **setting_option("--canonical-base"))
