@@ -164,6 +164,9 @@ def test_an_as_of_the_calendar_cannot_hold_is_a_400_not_a_500(
                 "/study/NCT05827016?as_of=0001-01-01", "/study/NCT05827016?as_of=abc")
     assert [r.status_code for r in odd] == [400, 400, 400]
     assert odd[0].text == "as_of: 30 days ending 9999-12-31 leave the calendar"
+    assert odd[2].text == "as_of must be an ISO 8601 date or time, such as 2025-07-07"
+    for bare in fetch(web_db, "/study", "/study/"):  # no id: the table of studies
+        assert bare.status_code == 302 and bare.headers["location"] == "/trialdiff/studies"
     captured = capsys.readouterr()
     assert "Traceback" not in captured.out + captured.err
 

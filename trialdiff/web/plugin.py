@@ -85,10 +85,11 @@ def permission_allowed(datasette: Any, actor: Any, action: str, resource: Any) -
 
 @hookimpl
 def register_routes() -> list[tuple[str, Any]]:
-    """Serve a page per study."""
-    from .study import study_page
+    """Serve a page per study, and send /study (no id) to the table of studies."""
+    from .study import study_index, study_page
 
-    return [(r"^/study/(?P<nct_id>[Nn][Cc][Tt][0-9]{8})$", study_page)]
+    return [(r"^/study/(?P<nct_id>[Nn][Cc][Tt][0-9]{8})$", study_page),
+            (r"^/study/?$", study_index)]
 
 
 # Characters that act rather than show: controls but line breaks and tabs, bidi overrides.

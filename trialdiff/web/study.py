@@ -177,6 +177,12 @@ def study_body(data: StudyData, database: str, base: str) -> str:
     ])
 
 
+async def study_index(datasette: Any, request: Any) -> Response:
+    """Send /study, which names no study, to the table of studies."""
+    database = datasette.plugin_config("trialdiff")["database"]
+    return Response.redirect(datasette.urls.table(database, "studies"))
+
+
 async def study_page(datasette: Any, request: Any) -> Response:
     """Serve /study/NCT…: a study's timeline, changes and trial page."""
     nct_id = request.url_vars["nct_id"].upper()
@@ -185,7 +191,8 @@ async def study_page(datasette: Any, request: Any) -> Response:
     try:
         as_of = utc_day(as_of_text) if as_of_text else None
     except ValueError:
-        return Response.text("as_of must be a date, YYYY-MM-DD", status=400)
+        return Response.text("as_of must be an ISO 8601 date or time, such as 2025-07-07",
+                             status=400)
     db = datasette.get_database(database)
     try:
         data = await db.execute_fn(lambda conn: read_study(conn, nct_id, as_of))
