@@ -15,10 +15,9 @@ from typing import Any
 from .canonical import canonical_json
 from .fields import FIELD_BY_PATH, LOCATION_PREFIX, order_key
 from .model import ChangeKind, FieldChange, Snapshot, dump_json, parse_json
+from .render import MARKDOWN_ESCAPE
 
 _TAG = re.compile(r"<[^>]*>")
-# CommonMark's backslash escapes: `\<`, `\_`, `\*` and such are the character itself.
-_MARKDOWN_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
 _WORD = re.compile(r"[^\W_]+")  # letters and digits: `_` is Markdown emphasis or punctuation
 # A Markdown list item's number: HTML numbers <ol> items itself, so `1.` is markup, not words.
 # Canonical text has its line breaks folded, so any standalone `12.` or `3)` counts as one.
@@ -33,7 +32,7 @@ def neutral_text(text: str, markup: str) -> str:
     if markup == "html":
         text = html.unescape(_TAG.sub(" ", text))
     else:
-        text = _MARKDOWN_ESCAPE.sub(r"\1", text)
+        text = MARKDOWN_ESCAPE.sub(r"\1", text)  # `\_` is the character itself
     return " ".join(_WORD.findall(_LIST_NUMBER.sub(" ", text)))
 
 

@@ -30,7 +30,7 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
 _HTML_TAG = re.compile(r"(?<!\\)</?(p|br|ul|ol|li|em|strong|b|i|u|sub|sup|a|span|div|h[1-6]|"
                        r"table|thead|tbody|tr|td|th|blockquote|pre|code)(?:\s[^<>]*)?/?>", re.I)
 _INLINE_TAGS = frozenset({"a", "b", "i", "u", "em", "strong", "sub", "sup", "span", "code"})
-_MARKDOWN_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")  # CommonMark's: `\<` is a `<`
+MARKDOWN_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")  # CommonMark's: `\<` is a `<`
 
 
 def readable_pair(old: str, new: str) -> tuple[str, str]:
@@ -48,7 +48,7 @@ def readable_pair(old: str, new: str) -> tuple[str, str]:
 def _plain(text: str) -> str:
     """Return HTML as the Markdown API v2 writes of it, or Markdown with its escapes resolved."""
     if not _HTML_TAG.search(text):
-        return _MARKDOWN_ESCAPE.sub(r"\1", text)
+        return MARKDOWN_ESCAPE.sub(r"\1", text)
     out: list[str] = []
     lists: list[list[Any]] = []  # open lists: [tag, items so far]
     at = 0
@@ -76,13 +76,23 @@ def _plain(text: str) -> str:
 _INVISIBLE = frozenset("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
+def _acts(char: str) -> bool:
+    """Tell whether a character acts rather than shows: a control, a bidi override."""
+    return unicodedata.category(char) == "Cc" or char in _INVISIBLE
+
+
+def acts(text: str) -> bool:
+    """Tell whether a text holds a character that acts, line breaks and tabs aside."""
+    return not text.isprintable() and any(_acts(c) and c not in "\t\n\r" for c in text)
+
+
 def visible(text: str) -> str:
     """Return text with control characters written as escapes (`\\x1b`), so none takes effect."""
     if text.isprintable():
         return text
     out = []
     for char in text:
-        if unicodedata.category(char) == "Cc" or char in _INVISIBLE:
+        if _acts(char):
             code = ord(char)
             out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
         else:

@@ -16,7 +16,6 @@ Every hook acts only on the Datasette that `make_datasette` configured, by its p
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Callable
 from typing import Any, Final, TypeVar, cast
@@ -28,7 +27,7 @@ from markupsafe import Markup, escape
 from .. import codec
 from ..export import to_atom
 from ..query import row_to_change
-from ..render import visible
+from ..render import acts, visible
 from .metadata import private_columns
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -92,11 +91,6 @@ def register_routes() -> list[tuple[str, Any]]:
             (r"^/study/?$", study_index)]
 
 
-# Characters that act rather than show: controls but line breaks and tabs, bidi overrides.
-_ACTING = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e"
-                     "\u2066-\u2069]")
-
-
 @hookimpl
 def render_cell(value: Any, column: str, database: str, datasette: Any) -> Any:
     """Link a study id to its page; show a compressed change value as its JSON text."""
@@ -106,7 +100,7 @@ def render_cell(value: Any, column: str, database: str, datasette: Any) -> Any:
         return Markup(f'<a href="/study/{escape(value)}">{escape(value)}</a>')
     if column in ("old", "new") and isinstance(value, bytes):
         return _value_text(datasette, database, value)
-    if isinstance(value, str) and not value.isprintable() and _ACTING.search(value):
+    if isinstance(value, str) and acts(value):
         # ESC, or a bidi override that turns a path around, shows as an escape, as trialdiff
         # shows record text everywhere (line breaks are left to Datasette); Datasette
         # HTML-escapes the returned text.
