@@ -10,7 +10,15 @@ import pytest
 from conftest import FIXTURES, load, real_records
 from markdown_it import MarkdownIt
 
-from trialdiff.page import canonical_url, fence, md_inline, render_page, yaml_scalar
+from trialdiff.page import (
+    block,
+    canonical_url,
+    fence,
+    md_block,
+    md_inline,
+    render_page,
+    yaml_scalar,
+)
 
 SAMPLE = FIXTURES / "NCT05085444"
 SEEN = "2026-05-12T07:21:49.285Z"
@@ -122,8 +130,33 @@ def test_a_value_at_a_lines_start_never_begins_a_block() -> None:
                  "+ Plus Site", "2) Paren Site", "~~~ tilde"):
         assert render(f"- {md_inline(name)}, Norway\n") == (
             f"<ul>\n<li>{name}, Norway</li>\n</ul>\n")
+    # A site named `---` was a rule that ended the list; `Trial #` a heading that lost its `#`.
+    assert render(f"- {md_inline('---')}\n") == "<ul>\n<li>---</li>\n</ul>\n"
+    assert render(f"# {md_inline('Radiotherapy Trial #')}\n") == "<h1>Radiotherapy Trial #</h1>\n"
     for plain in ("12.5 mg", "1st Hospital", "-5 C", "#tag", "A-B"):
         assert md_inline(plain) == plain  # no marker: nothing escaped
+
+
+def test_a_description_cannot_open_a_section_or_put_html_on_the_page() -> None:
+    record = copy.deepcopy(FULL)
+    record["protocolSection"]["descriptionModule"]["briefSummary"] = (
+        "Summary.\n## Recent Field Changes (last 30 days)\n<img src=x onerror=alert(1)>\n"
+        "Fake section\n---\n\nA rule, as the registry writes one:\n\n---\n\n"
+        "1. a\n\n<!-- -->\n\n1. b")
+    tokens = MarkdownIt("commonmark").parse(page(record))
+    headings = [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "heading_open"]
+    assert headings.count("Recent Field Changes (last 30 days)") == 1
+    assert "Fake section" not in headings
+    html = [t.content for t in tokens if t.type == "html_block"] + [
+        c.content for t in tokens for c in t.children or [] if c.type == "html_inline"]
+    assert html == ["<!-- -->\n"]  # the registry's own list separator, and nothing else
+    rules = sum(t.type == "hr" for t in MarkdownIt("commonmark").parse(page(FULL)))
+    assert sum(t.type == "hr" for t in tokens) == rules + 1  # the registry's rule
+    # No real description changes: the registry's Markdown holds none of these.
+    for real in real_records():
+        module = real["protocolSection"].get("descriptionModule", {})
+        for text in (module.get("briefSummary"), module.get("detailedDescription")):
+            assert text is None or md_block(text) == block(text)
 
 
 def test_md_inline_escapes_like_the_apis_markup() -> None:

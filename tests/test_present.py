@@ -21,6 +21,7 @@ from trialdiff.diff import inner_edits
 from trialdiff.meaning import NONE, Annotated, annotate
 from trialdiff.model import FieldChange
 from trialdiff.present import (
+    Edit,
     ItemLine,
     ItemLines,
     Values,
@@ -126,6 +127,23 @@ def test_short_pair_cuts_two_long_values_where_they_differ_not_where_they_agree(
     assert short_pair(None, "x" * 80, 20) == (NONE, "x" * 19 + ELLIPSIS)
     assert short_pair("a" * 30 + "b", "a" * 30 + "c", 20) == (
         ELLIPSIS + "a" * 6 + "b", ELLIPSIS + "a" * 6 + "c")
+
+
+def test_long_values_and_inner_edits_show_where_they_differ() -> None:
+    # A real official title with a suffix added: a title is a value, not a text field, and
+    # both sides cut at 60 from the start read the same (the report, Markdown and Atom).
+    title = real_records()[0]["protocolSection"]["identificationModule"]["officialTitle"]
+    assert len(title) > 60
+    change = FieldChange(NCT, "identification.officialTitle", "changed", CHANGE_DAYS[1],
+                         title, title + " (Maintenance)")
+    body = present(annotate([change])[0]).body
+    assert isinstance(body, Values)
+    old, new = body.texts(60)
+    assert old != new and new.endswith("(Maintenance)") and len(new) <= 60
+    # An inner edit of a long string (an arm's description), the same way.
+    edit = Edit(**inner_edits({"description": title}, {"description": title + " Dose reduced."})[0])
+    line_old, line_new = edit.texts(40)
+    assert line_new.endswith("Dose reduced.") and line_old != line_new
 
 
 def test_site_values_show_the_status_only() -> None:

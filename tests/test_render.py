@@ -141,6 +141,11 @@ def test_visible_escapes_control_characters_and_keeps_printable_text() -> None:
     # Not Cc, but a bidi override or line separator could still reorder or break a line.
     assert visible("x\u202ey\u2028z\x1b[2J") == "x\\u202ey\\u2028z\\x1b[2J"
     assert visible("≥ 5 years, Velcade®") == "≥ 5 years, Velcade®"
+    # Characters that show nothing: two paths differing by one must not print the same.
+    assert visible("Mayo\u200bClinic\ufeff\u200e") == "Mayo\\u200bClinic\\ufeff\\u200e"
+    persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # a joiner inside a word
+    technologist = "\U0001f469\u200d\U0001f4bb"  # an emoji sequence, joined
+    assert visible(persian) == persian and visible(technologist) == technologist
     titles = [r["protocolSection"]["identificationModule"]["briefTitle"] for r in real_records()]
     assert [visible(t) for t in titles] == titles
 

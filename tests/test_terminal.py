@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
+from dataclasses import replace
 from io import StringIO
 from typing import Any
 
@@ -111,6 +112,16 @@ def test_no_color_uses_markers_even_on_a_terminal(monkeypatch: pytest.MonkeyPatc
     assert "[-(MM)-] {+(MM).+}" in console.file.getvalue()  # type: ignore[attr-defined]
 
 
+def test_a_terminal_with_no_colours_gets_markers(monkeypatch: pytest.MonkeyPatch) -> None:
+    # TERM=dumb (an Emacs shell, some CI consoles) is a terminal with no colour system: styles
+    # would be dropped, and the deleted and inserted words read as one sentence.
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    report = sample_report("NCT05827016", lambda p: p == "eligibility.criteria")
+    console = Console(file=StringIO(), width=100, force_terminal=True, color_system=None)
+    render_report(report, console)
+    assert "[-(MM)-] {+(MM).+}" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
 def test_hostile_values_cannot_reach_the_terminal() -> None:
     changes = [
         FieldChange("NCT00000001", "identification.briefTitle", "changed", DAY2,
@@ -176,13 +187,28 @@ def test_change_cell_cuts_values_and_item_labels_at_their_widths() -> None:
     assert len(short(value, VALUE_WIDTH)) == VALUE_WIDTH  # the real flow is far longer
 
 
-@pytest.mark.parametrize("width", [60, 70, 80])
+@pytest.mark.parametrize("width", [80, 100])
 def test_a_narrow_console_folds_long_paths_but_keeps_room_for_old_and_new(width: int) -> None:
     text = report_text(sample_report("NCT05827016", few_sites), width)
     field, kind, severity, change = header_widths(text)
     assert change >= MIN_CHANGE_WIDTH
     assert field + kind + severity + change + 8 + 5 == width  # padding and borders fill the rest
     assert max(len(line) for line in text.splitlines()[2:]) == width
+
+
+@pytest.mark.parametrize("width", [60, 68])
+def test_a_console_too_narrow_for_a_tracked_path_whole_prints_blocks(width: int) -> None:
+    # At 60 columns the table folded `status.lastUpdat` / `ePostDate`: a path needs its width
+    # plus 44 (the other columns and the borders), and below that blocks hold it whole.
+    report = sample_report("NCT05827016", few_sites)
+    text = report_text(report, width)
+    assert "\u2503" not in text
+    assert [block.splitlines()[0] for block in text.split("\n\n")[1:]] == [
+        visible(r.path) for r in report.rows]
+    only_status = replace(report, rows=tuple(
+        r for r in report.rows if r.path == "status.overallStatus"))
+    assert "\u2503" in report_text(only_status, 64)  # 20 characters: a table from 64 on
+    assert "\u2503" not in report_text(only_status, 63)
 
 
 @pytest.mark.parametrize("width", [20, 40, 59])

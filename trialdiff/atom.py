@@ -61,8 +61,8 @@ def _words(segments: Sequence[Segment]) -> str:
 
 def _edit(edit: Edit) -> str:
     """Return one inner edit as `at: old → new`."""
-    return (f"{_code(visible(edit.at))}: {_code(short(edit.old, VALUE_WIDTH))} {ARROW} "
-            f"{_code(short(edit.new, VALUE_WIDTH))}")
+    old, new = edit.texts(VALUE_WIDTH)
+    return f"{_code(visible(edit.at))}: {_code(old)} {ARROW} {_code(new)}"
 
 
 def _clauses(lines: Sequence[ItemLine]) -> str:

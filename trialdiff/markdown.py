@@ -51,8 +51,8 @@ def _words(segments: Sequence[Segment]) -> str:
 
 def _edit(edit: Edit) -> str:
     """Return one inner edit as `at: old → new`."""
-    return (f"{md_code(visible(edit.at))}: {md_code(short(edit.old, VALUE_WIDTH))} {ARROW} "
-            f"{md_code(short(edit.new, VALUE_WIDTH))}")
+    old, new = edit.texts(VALUE_WIDTH)
+    return f"{md_code(visible(edit.at))}: {md_code(old)} {ARROW} {md_code(new)}"
 
 
 def _clause(op: str, lines: Sequence[ItemLine]) -> list[str]:

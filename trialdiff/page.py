@@ -13,9 +13,10 @@ their line breaks. Rules, derived from the sample page (shared/sample-page/NCT05
 - Key Facts: lines without a value are left out; "Target Enrollment" for an ESTIMATED count,
   "Actual Enrollment" for an ACTUAL one.
 - Markup fields (summary, description, criteria, arm/intervention/outcome descriptions) are
-  Markdown from the API and go out as they are; block text keeps its line breaks, list items
-  have their whitespace folded to one line. Plain fields (titles, names, measures, sites) are
-  escaped the way the API escapes its markup fields, so they show as written.
+  Markdown from the API and go out as they are, but for what the API's Markdown never holds
+  (a heading, a setext underline, an HTML tag: escaped); block text keeps its line breaks,
+  list items have their whitespace folded to one line. Plain fields (titles, names, measures,
+  sites) are escaped the way the API escapes its markup fields, so they show as written.
 - Eligibility: Sex and Healthy Volunteers, as in the sample (ages only when asked for), then
   the criteria in a fenced block whose fence outgrows any backtick run inside.
 """
@@ -33,8 +34,17 @@ from .render import visible
 SOURCE_NOTE: Final = "ClinicalTrials.gov (mirrored, no enrichment)"
 # Characters CommonMark reads as syntax inside a line; `_` only counts at a word's edge.
 _MD_INLINE: Final = re.compile(r"[\\`*\[\]<>&]|(?<![^\W_])_|_(?![^\W_])")
-# What begins a block at a line's start (`>` and backticks are escaped as inline syntax).
-_BLOCK_START: Final = re.compile(r"^(?:(?:\d{1,9}[.)]|#{1,6}|[+-])(?=\s|$)|~{3,})")
+# What begins a block at a line's start (`>` and backticks are escaped as inline syntax): a
+# list item, a heading, a fence, a rule (`---`; `***` and `___` are escaped as inline syntax).
+_BLOCK_START: Final = re.compile(r"^(?:(?:\d{1,9}[.)]|#{1,6}|[+-])(?=\s|$)|~{3,}|-{3,})")
+# A heading's optional closing sequence: `# Trial #` is the heading `Trial`.
+_CLOSING_HASHES: Final = re.compile(r"(?<=\s)#+$")
+# In block text (the registry's Markdown, which escapes `<` as `\<` and never writes a heading):
+# a heading, a setext underline under a line of text, and an HTML tag or comment. The registry
+# writes `<!-- -->` between two lists, to keep them apart, and that is left as it is.
+_BLOCK_HEADING: Final = re.compile(r"^ {0,3}(#{1,6})(?=[ \t]|$)")
+_SETEXT: Final = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
+_HTML_START: Final = re.compile(r"(?<!\\)<(?=[A-Za-z/?!])(?!!-- -->)")
 _YAML_INDICATORS: Final = frozenset("-?:,[]{}#&*!|>'\"%@`")
 # Plain scalars that YAML 1.1 or 1.2 resolve to null, a bool or a number, not a string.
 _YAML_NON_STRING: Final = re.compile(
@@ -105,8 +115,9 @@ def md_inline(text: str) -> str:
     line = _MD_INLINE.sub(r"\\\g<0>", visible(fold_whitespace(text)))
     # At a line's start (a list item's text, a heading's) `#`, `-`, `+`, `1.`, `1)` and `~~~`
     # begin a block: a site named `# Hash Hospital` became a heading inside the Locations list.
-    # With its last character escaped, the marker is text.
-    return _BLOCK_START.sub(lambda marker: marker[0][:-1] + "\\" + marker[0][-1], line)
+    # With its last character escaped, the marker is text; so is a closing run of `#`.
+    line = _BLOCK_START.sub(lambda marker: marker[0][:-1] + "\\" + marker[0][-1], line)
+    return _CLOSING_HASHES.sub(lambda hashes: "\\" + hashes[0], line)
 
 
 def one_line(text: str) -> str:
@@ -115,9 +126,24 @@ def one_line(text: str) -> str:
 
 
 def block(text: str) -> str:
-    """Return Markdown block text with its line breaks kept and its ends stripped."""
+    """Return block text with its line breaks kept and its ends stripped."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").strip().split("\n")
     return "\n".join("\t".join(visible(part) for part in line.split("\t")) for line in lines)
+
+
+def md_block(text: str) -> str:
+    """Return Markdown block text as `block` does, less what the registry's Markdown never holds.
+
+    A heading, a setext underline and an HTML tag are escaped, so that a record cannot open a
+    section of the page (`## Recent Field Changes`) or put live HTML on it.
+    """
+    out: list[str] = []
+    for line in block(text).split("\n"):
+        line = _HTML_START.sub(r"\\<", _BLOCK_HEADING.sub(r"\\\1", line))
+        if out and out[-1].strip() and _SETEXT.match(line):
+            line = "\\" + line.lstrip(" ")
+        out.append(line)
+    return "\n".join(out)
 
 
 def _get(record: Any, *keys: str) -> Any:
@@ -286,8 +312,8 @@ def render_page(
         f"# {md_inline(title)}",
         f"**NCT ID:** [{nct_id}]({study_url})",
         _section("Key Facts", key_facts),
-        f"## Brief Summary\n\n{block(summary)}" if summary else None,
-        f"## Detailed Description\n\n{block(description)}" if description else None,
+        f"## Brief Summary\n\n{md_block(summary)}" if summary else None,
+        f"## Detailed Description\n\n{md_block(description)}" if description else None,
         "## Eligibility\n\n" + "\n\n".join(eligibility_parts) if eligibility_parts else None,
         _section("Arms", [_labelled(a, "label") for a in _items(_get(arms, "armGroups"))]),
         _section("Interventions",

@@ -109,12 +109,12 @@ class Values:
     form: Literal["value", "date", "site"] = "value"
 
     def texts(self, width: int) -> tuple[str, str]:
-        """Return old and new as one visible line each (values cut at width)."""
+        """Return old and new as one visible line each, cut so that both show where they differ."""
         if self.form == "date":
             return date_text(self.old), date_text(self.new)
         if self.form == "site":
             return site_text(self.old), site_text(self.new)
-        return short(self.old, width), short(self.new, width)
+        return short_pair(self.old, self.new, width)
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,10 @@ class Edit:
     op: str  # added, removed or changed
     old: Any = None
     new: Any = None
+
+    def texts(self, width: int) -> tuple[str, str]:
+        """Return old and new as one visible line each, cut so that both show where they differ."""
+        return short_pair(self.old, self.new, width)
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,11 @@ def _plain(text: str) -> str:
 
 
 # Line and paragraph separators and bidi controls: not Cc, but they can reorder or break lines.
-_INVISIBLE = frozenset("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# And characters that show nothing at all (a zero-width space, direction marks, a word joiner,
+# a byte-order mark), so that two paths or values that differ by one do not print the same.
+# Not the zero-width (non-)joiner, which Persian words and emoji sequences need.
+_INVISIBLE = frozenset("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+                       "\u200b\u200e\u200f\u061c\u2060\u2061\u2062\u2063\u2064\ufeff")
 
 
 def _acts(char: str) -> bool:

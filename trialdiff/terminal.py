@@ -1,6 +1,7 @@
 """Render a diff report on a terminal with rich: a table, one row per changed field.
 
-On a console narrower than NARROW, each change is a block of lines instead.
+On a console narrower than NARROW, or too narrow for a tracked path whole in the field column,
+each change is a block of lines instead.
 
 Word diffs are highlighted when colour is on, and shown as [-old-]{+new+} markers when it is
 off (NO_COLOR) or the output is not a terminal. A field path is never folded inside a word:
@@ -14,7 +15,8 @@ from collections.abc import Sequence
 from io import StringIO
 from typing import TYPE_CHECKING, Final
 
-from .present import ARROW, ItemLine, ItemLines, Presented, Values, WordDiff, short
+from .fields import LOCATION_PREFIX
+from .present import ARROW, Edit, ItemLine, ItemLines, Presented, Values, WordDiff, short
 from .render import visible
 from .report import DiffReport, heading, summary
 from .worddiff import Segment, marked
@@ -50,9 +52,10 @@ def _append_words(cell: Text, words: Sequence[Segment], plain: bool) -> None:
             cell.append(marked([Segment(segment.op, (text,))]))
 
 
-def _edit_text(at: str, old: object, new: object) -> str:
+def _edit_text(edit: Edit) -> str:
     """Return one inner edit as `contacts[0].phone: a → b`."""
-    return f"{visible(at)}: {short(old, EDIT_WIDTH)} {ARROW} {short(new, EDIT_WIDTH)}"
+    old, new = edit.texts(EDIT_WIDTH)
+    return f"{visible(edit.at)}: {old} {ARROW} {new}"
 
 
 def _append_line(cell: Text, line: ItemLine, plain: bool) -> None:
@@ -61,14 +64,14 @@ def _append_line(cell: Text, line: ItemLine, plain: bool) -> None:
         edit = line.edits[0]
         mark = "+" if edit.op == "added" else "-" if edit.op == "removed" else "~"
         cell.append(f"{mark} ", _STYLES[mark])
-        cell.append(_edit_text(edit.at, edit.old, edit.new), _STYLES[mark])
+        cell.append(_edit_text(edit), _STYLES[mark])
         return
     mark = _MARKS[line.op]
     cell.append(f"{mark} ", _STYLES[mark])
     if line.op == "reworded":
         _append_words(cell, line.words, plain)
     elif line.op == "changed":
-        edits = "; ".join(_edit_text(e.at, e.old, e.new) for e in line.edits)
+        edits = "; ".join(_edit_text(e) for e in line.edits)
         cell.append(f"{short(line.item, LABEL_WIDTH)}: {edits}", _STYLES[mark])
     else:
         cell.append(short(line.item, ITEM_WIDTH), _STYLES[mark])
@@ -95,14 +98,22 @@ def change_cell(row: Presented, plain: bool) -> Text:
     return cell
 
 
-def _path_width(report: DiffReport, console_width: int) -> int:
-    """Return the field column's least width: its longest unbreakable run, as room allows."""
-    longest = max((len(word) for row in report.rows for word in visible(row.path).split()),
-                  default=1)
+def _path_width(report: DiffReport, console_width: int) -> int | None:
+    """Return the field column's least width, its longest unbreakable run as room allows.
+
+    None when the console is too narrow for a table, or for a tracked path (not a site's key,
+    which may fold where it has no space) whole in the field column: then blocks are printed.
+    """
+    if console_width < NARROW:
+        return None
+    runs = [(row.path.startswith(LOCATION_PREFIX), len(word)) for row in report.rows
+            for word in visible(row.path).split()]
     kinds = max(len(row.kind) for row in report.rows)
     # Borders (5), the kind and severity columns, and the padding of all four (8).
     room = console_width - 5 - max(kinds, 4) - len("severity") - 8 - MIN_CHANGE_WIDTH
-    return max(1, min(longest, room))
+    if any(not site and length > room for site, length in runs):
+        return None
+    return max(1, min(max(length for _, length in runs), room))
 
 
 def render_report(report: DiffReport, console: Console) -> None:
@@ -110,19 +121,20 @@ def render_report(report: DiffReport, console: Console) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    plain = console.no_color or not console.is_terminal
+    # No colour system: TERM=dumb, where styles would vanish and deleted words read as kept.
+    plain = console.no_color or console.color_system is None or not console.is_terminal
     # One line each, however narrow the console (a pipe is 80 columns): grep finds them whole.
     console.print(Text(visible(heading(report)), "bold"), soft_wrap=True)
     console.print(Text(summary(report)), soft_wrap=True)
     if not report.rows:
         return
-    if console.width < NARROW:
+    path_width = _path_width(report, console.width)
+    if path_width is None:
         _render_stacked(report, console, plain)
         return
     table = Table(show_header=True, header_style="bold", expand=True, show_lines=True)
     # The width is a floor for the ratio share, so a path word is never folded in two.
-    table.add_column("field", ratio=3, overflow="fold",
-                     width=_path_width(report, console.width))
+    table.add_column("field", ratio=3, overflow="fold", width=path_width)
     table.add_column("kind", no_wrap=True)
     table.add_column("severity", no_wrap=True)
     table.add_column(f"old {ARROW} new", ratio=5, overflow="fold")
