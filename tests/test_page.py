@@ -159,6 +159,14 @@ def test_a_description_cannot_open_a_section_or_put_html_on_the_page() -> None:
             assert text is None or md_block(text) == block(text)
 
 
+def test_a_backfilled_html_version_is_paged_as_markdown() -> None:
+    # Record history writes HTML: a study only backfilled showed `<p>…</p><ol><li>` as is.
+    text = page(load("history/NCT04280705_v0.json")["study"])
+    criteria = text.split("## Eligibility", 1)[1].split("```")[1]
+    assert criteria.startswith("\nInclusion Criteria:\n\n1. Subject (or legally authorized")
+    assert "<li>" not in text and "<p>" not in text and "\\<li" not in text
+
+
 def test_md_inline_escapes_like_the_apis_markup() -> None:
     assert md_inline("EARLY_PHASE1") == "EARLY_PHASE1"  # an inner underscore is no emphasis
     assert md_inline("_x_ snake_case") == "\\_x\\_ snake_case"

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import date
 
-from conftest import CHANGE_DAYS, SAMPLE, real_changes, real_records, run, sample_changes
+from conftest import CHANGE_DAYS, SAMPLE, load, real_changes, real_records, run, sample_changes
+from markdown_it import MarkdownIt
 
 from trialdiff.query import snapshots_of
 from trialdiff.render import (
+    MARKDOWN_ESCAPE,
     code_span,
     history_table,
+    markdown_of_html,
     readable_pair,
     recent_order,
     recent_section,
@@ -165,3 +168,31 @@ def test_html_is_read_as_markdown_for_a_word_diff_and_markdown_as_stored() -> No
     assert readable_pair("<p>new <style>s</style></p>", "old") == ("new <style>s</style>",
                                                                     "old")
 
+
+
+def html_texts(value: object) -> list[str]:
+    """Return every string of a record that holds one of the registry's HTML tags."""
+    if isinstance(value, dict):
+        return [t for child in value.values() for t in html_texts(child)]
+    if isinstance(value, list):
+        return [t for child in value for t in html_texts(child)]
+    return [value] if isinstance(value, str) and readable_pair(value, "")[0] != value else []
+
+
+def test_the_registrys_html_is_written_as_the_markdown_api_v2_writes() -> None:
+    # A real record-history version (HTML): on a page its text reads as API v2's would.
+    texts = html_texts(load("history/NCT04280705_v0.json")["study"])
+    assert texts  # the criteria: the only text of the version with tags
+    for text in texts:
+        markdown = markdown_of_html(text)
+        # The same words and list numbers the word diff reads, now on lines of their own.
+        assert " ".join(MARKDOWN_ESCAPE.sub(r"\1", markdown).split()) == readable_pair(
+            text, "")[0]
+        rendered = MarkdownIt("commonmark").render(markdown)
+        assert rendered.count("<li>") == text.count("<li>")
+        assert "&lt;p&gt;" not in rendered and "&lt;li&gt;" not in rendered
+    criteria = next(t for t in texts if t.startswith("<p>Inclusion Criteria:</p><ol>"))
+    assert markdown_of_html(criteria).startswith("Inclusion Criteria:\n\n1. Subject (or legally")
+    assert "\n   * Radiographic infiltrates" in markdown_of_html(criteria)  # a nested list
+    assert markdown_of_html("x<y **a**") == "x<y **a**"  # no tag: Markdown, as it is
+    assert markdown_of_html("<p>x&lt;y *a*</p>") == "x\\<y \\*a\\*"

@@ -13,7 +13,8 @@ their line breaks. Rules, derived from the sample page (shared/sample-page/NCT05
 - Key Facts: lines without a value are left out; "Target Enrollment" for an ESTIMATED count,
   "Actual Enrollment" for an ACTUAL one.
 - Markup fields (summary, description, criteria, arm/intervention/outcome descriptions) are
-  Markdown from the API and go out as they are, but for what the API's Markdown never holds
+  Markdown from the API (a backfilled version's HTML is written as that Markdown first:
+  `render.markdown_of_html`) and go out as they are, but for what the API's Markdown never holds
   (a heading, a setext underline, an HTML tag: escaped); block text keeps its line breaks,
   list items have their whitespace folded to one line. Plain fields (titles, names, measures,
   sites) are escaped the way the API escapes its markup fields, so they show as written.
@@ -29,7 +30,7 @@ from typing import Any, Final
 
 from .canonical import fold_whitespace
 from .registry import DEFAULT
-from .render import visible
+from .render import markdown_of_html, visible
 
 SOURCE_NOTE: Final = "ClinicalTrials.gov (mirrored, no enrichment)"
 # Characters CommonMark reads as syntax inside a line; `_` only counts at a word's edge.
@@ -122,7 +123,7 @@ def md_inline(text: str) -> str:
 
 def one_line(text: str) -> str:
     """Return Markdown text folded to one line, for list items (it stays Markdown)."""
-    return visible(fold_whitespace(text))
+    return visible(fold_whitespace(markdown_of_html(text)))
 
 
 def block(text: str) -> str:
@@ -138,7 +139,7 @@ def md_block(text: str) -> str:
     section of the page (`## Recent Field Changes`) or put live HTML on it.
     """
     out: list[str] = []
-    for line in block(text).split("\n"):
+    for line in block(markdown_of_html(text)).split("\n"):
         line = _HTML_START.sub(r"\\<", _BLOCK_HEADING.sub(r"\\\1", line))
         if out and out[-1].strip() and _SETEXT.match(line):
             line = "\\" + line.lstrip(" ")
@@ -302,7 +303,7 @@ def render_page(
     ])
     eligibility_parts = [_bullets(eligibility_lines)] if eligibility_lines else []
     if criteria:
-        eligibility_parts.append(fence(block(criteria)))
+        eligibility_parts.append(fence(block(markdown_of_html(criteria))))
 
     summary = _text(_get(p, "descriptionModule", "briefSummary"))
     description = _text(_get(p, "descriptionModule", "detailedDescription"))

@@ -72,6 +72,50 @@ def _plain(text: str) -> str:
     return " ".join(html.unescape("".join(out)).split())
 
 
+_BLOCK_TAGS = frozenset({"p", "div", "blockquote", "pre", "table", "thead", "tbody", "tr",
+                         "h1", "h2", "h3", "h4", "h5", "h6"})
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>])")
+_INDENT = "\x00"  # a list item's indentation, until the lines are stripped
+
+
+def markdown_of_html(text: str) -> str:
+    """Return the registry's HTML as Markdown: paragraphs, numbered and bulleted lists, escapes.
+
+    A backfilled version's text (record history writes HTML) on a page, as API v2 writes the
+    same text: its words as they read, `<` written `\\<`. Text with no tag is returned as is.
+    """
+    if not _HTML_TAG.search(text):
+        return text
+    out: list[str] = []
+    lists: list[list[Any]] = []  # open lists: [tag, items so far]
+    at = 0
+    for tag in [*_HTML_TAG.finditer(text), None]:
+        piece = text[at:tag.start() if tag else len(text)]
+        out.append(_MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(html.unescape(piece).split(" "))
+                                         .replace("\n", " ").replace("\t", " ")))
+        if tag is None:
+            break
+        at = tag.end()
+        name, closing = tag.group(1).lower(), tag.group(0).startswith("</")
+        if name in ("ol", "ul"):
+            if closing and lists:
+                lists.pop()
+            elif not closing:
+                lists.append([name, 0])
+            # A list is a paragraph of its own; a list in a list goes on its item's lines.
+            out.append("\n\n" if not lists or (not closing and len(lists) == 1) else "")
+        elif name == "li" and not closing and lists:
+            lists[-1][1] += 1
+            marker = f"{lists[-1][1]}. " if lists[-1][0] == "ol" else "* "
+            out.append("\n" + _INDENT * 3 * (len(lists) - 1) + marker)
+        elif name == "br":
+            out.append("\n")
+        elif name in _BLOCK_TAGS:
+            out.append(" " if lists else "\n\n")  # a paragraph in a list item: its text
+    lines = (" ".join(line.split()).replace(_INDENT, " ") for line in "".join(out).split("\n"))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
+
+
 # Line and paragraph separators and bidi controls: not Cc, but they can reorder or break lines.
 # And characters that show nothing at all (a zero-width space, direction marks, a word joiner,
 # a byte-order mark), so that two paths or values that differ by one do not print the same.
