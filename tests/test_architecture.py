@@ -24,7 +24,7 @@ LAYERS: dict[str, int] = {
                      "apprise_client"), 3),
     **dict.fromkeys(("ingest", "store", "records", "schema", "annotations", "watch", "history",
                      "sync", "notify", "check", "site", "lifecycle", "compact", "upgrades",
-                     "ahead", "clients"), 4),
+                     "migrations", "ahead", "clients"), 4),
     "tracker": 5,
     **dict.fromkeys(("cli", "web", "__main__"), 6),
 }
@@ -205,7 +205,7 @@ def test_the_cli_and_the_package_load_no_engine_until_a_command_runs() -> None:
 
 
 # Modules past the one-sitting aim, each a known debt named in the closing notes; none may grow.
-OVER_400 = {"fetch": 430, "store": 460, "schema": 485}
+OVER_400 = {"fetch": 430, "store": 460}
 
 
 def test_every_module_is_readable_in_one_sitting() -> None:

@@ -244,6 +244,22 @@ def test_raising_ours_keeps_a_generators_values_and_the_cause() -> None:
         Reader()._private()
 
 
+def test_a_write_to_a_read_only_database_says_what_must_be_writable(db_path: str) -> None:
+    # A reader of a 0444 file leaves its -shm 0444 too: made writable again, the file still
+    # failed with SQLite's bare "attempt to write a readonly database".
+    from trialdiff.errors import READ_ONLY
+    from trialdiff.lifecycle import sqlite_error
+
+    open_db(db_path).conn.close()
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    with pytest.raises(sqlite3.OperationalError) as refused:
+        conn.execute("insert into meta (key, value) values ('x', 'y')")
+    conn.close()
+    error = sqlite_error(refused.value)
+    assert str(error) == f"database error: attempt to write a readonly database: {READ_ONLY}"
+    assert "-shm" in READ_ONLY and "folder" in READ_ONLY
+
+
 def test_a_conflicts_undoing_takes_the_first_copys_changes_out_of_the_run(db_path: str) -> None:
     from trialdiff.model import Failed, FieldChange, Observation
 

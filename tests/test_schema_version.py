@@ -5,11 +5,12 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, ROOT, run
 
-from trialdiff import schema
+from trialdiff import migrations, schema
 from trialdiff.errors import DatabaseError
 from trialdiff.query import connect_readonly
 from trialdiff.schema_version import SCHEMA_VERSION, version_problem
@@ -38,13 +39,17 @@ def test_the_writer_migrates_every_older_version_up_to_this_one() -> None:
     # The readers' number is the writer's: an older one would be refused with advice to run
     # a writer, so a writer must have a step from each older version to the next.
     assert schema.SCHEMA_VERSION is SCHEMA_VERSION
-    assert sorted(schema.MIGRATIONS) == list(range(1, SCHEMA_VERSION))
+    assert sorted(migrations.MIGRATIONS) == list(range(1, SCHEMA_VERSION))
 
 
-def test_readers_and_the_writer_refuse_a_newer_database_in_the_same_words(db_path: str) -> None:
+def test_readers_and_the_writer_refuse_a_newer_database_in_the_same_words(
+        db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     schema.open_db(db_path).close()
     connect_readonly(db_path).close()  # the version it wrote is one readers read
     set_version(db_path, SCHEMA_VERSION + 1)
+    # The path as the user gave it (the writer said it absolute, from SQLite).
+    monkeypatch.chdir(Path(db_path).parent)
+    db_path = Path(db_path).name
     problem = version_problem(db_path, SCHEMA_VERSION + 1)
     with pytest.raises(DatabaseError) as read:
         connect_readonly(db_path)

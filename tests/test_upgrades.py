@@ -1,5 +1,5 @@
 """The migrations that convert stored rows in place, each resuming when killed: schemas 6, 8,
-9, 10, 11 and 12 to the current one."""
+9, 10, 11 and 12 to the current one; and the first versions' files, schemas 1 and 2."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import html
 import json
 import random
 import re
+import shutil
 import sqlite3
 import zlib
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ import pytest
 import xxhash
 import zstandard
 from conftest import (
+    FIXTURES,
+    SAMPLE,
     changes_of,
     clones,
     copy_db,
@@ -44,6 +47,8 @@ from trialdiff.query import (
     query_changes,
 )
 from trialdiff.schema_version import SCHEMA_VERSION
+
+OLD_SCHEMAS = FIXTURES / "old-schemas"
 
 
 def make_v6(db: str) -> None:
@@ -332,3 +337,30 @@ def test_a_v12_database_recomputes_its_markup_seams_and_a_killed_migration_resum
     for crashed in _killed_migrations(v12, tmp_path, seed=13):
         assert changes_of(crashed) == expected
         assert run(crashed, "check")[0] == 0
+
+
+@pytest.mark.parametrize("name", ["v1.db", "v2-early.db"])
+def test_the_first_versions_databases_upgrade_to_what_today_imports(
+        tmp_path: Path, name: str) -> None:
+    # Schema 2 changed three times under one number, and a step reads the tables as today's
+    # code does: such a file stopped at `no such column: markup`, after some steps had
+    # committed, and the old trialdiff could no longer read it either.
+    old = str(tmp_path / name)
+    shutil.copy(OLD_SCHEMAS / name, old)
+    fresh = str(tmp_path / "fresh.db")
+    for day in ("2024-06-14", "2025-07-07"):
+        folder = tmp_path / day
+        folder.mkdir()
+        for nct_id in ("NCT04642755", "NCT06060392"):
+            shutil.copy(SAMPLE / day / f"{nct_id}.json", folder)
+        assert run(fresh, "import", "--at", f"{day}T00:00:00Z", str(folder))[0] == 0
+    code, out, err = run(old, "check")
+    assert (code, out) == (0, "check: 2 studies, 3 snapshots, 6 changes verified; 0 problems\n")
+    assert "upgraded" in err
+    assert changes_of(old) == changes_of(fresh)
+    for args in (("changes", "--format", "json"), ("recent", "NCT06060392", "--days", "400",
+                                                    "--as-of", "2025-07-07")):
+        assert run(old, *args)[:2] == run(fresh, *args)[:2]
+    # And it goes on as any database: the later day again is seen, unchanged.
+    assert run(old, "import", "--at", "2025-07-08T00:00:00Z", str(tmp_path / "2025-07-07"))[0] == 0
+    assert changes_of(old) == changes_of(fresh)

@@ -18,6 +18,12 @@
 
 from __future__ import annotations
 
+# What a DatabaseError adds when SQLite found the database read-only for a write. A reader of a
+# read-only file leaves the -wal and -shm files with the file's mode, and they keep it after
+# the file is made writable.
+READ_ONLY = ("this user must be able to write to the file, its folder and the -wal and -shm "
+             "files beside it (a reader of a read-only file leaves those read-only too)")
+
 
 class TrialdiffError(Exception):
     """Base of every error trialdiff reports to a user.

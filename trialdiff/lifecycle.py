@@ -25,7 +25,7 @@ from typing import Any, Protocol, TypeVar
 
 import sqlite_utils
 
-from .errors import BusyError, DatabaseError, UsageError
+from .errors import READ_ONLY, BusyError, DatabaseError, UsageError
 from .ingest import RunTotals
 from .lock import WriteLock
 from .meaning import Annotated
@@ -262,9 +262,12 @@ def finish_run(
 
 def sqlite_error(exc: sqlite3.Error) -> DatabaseError:
     """Return an error SQLite raised as trialdiff's: BusyError for its lock, else DatabaseError."""
-    if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == sqlite3.SQLITE_BUSY:
         return BusyError("the database is busy with another writer (SQLite's lock, held past "
                          "the wait for it); try again")
+    if code == sqlite3.SQLITE_READONLY:
+        return DatabaseError(f"database error: {exc}: {READ_ONLY}")
     return DatabaseError(f"database error: {exc}")
 
 

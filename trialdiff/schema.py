@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import NamedTuple
 
 import sqlite_utils
 
-from .errors import DatabaseError, UsageError
+from .errors import READ_ONLY, DatabaseError, UsageError
 from .registry import DEFAULT
 from .schema_version import SCHEMA_VERSION as SCHEMA_VERSION  # the one number
 from .schema_version import stored_version, version_problem
@@ -248,110 +247,13 @@ VIEW_DOCS: dict[str, str] = {
 }
 
 
-def _v1_to_v2(db: sqlite_utils.Database) -> None:
-    """Add each study's latest raw record, and move last sightings to their own table."""
-    for name in ("records", "sightings"):
-        create_table(db, next(t for t in SCHEMA if t.name == name))
-    if "last_seen_at" in db["studies"].columns_dict:
-        db.execute("insert or ignore into sightings (nct_id, last_seen_at) "
-                   "select nct_id, last_seen_at from studies")
-        db.execute("alter table studies drop column last_seen_at")
-
-
-def _v2_to_v3(db: sqlite_utils.Database) -> None:
-    """Keep what the history listing says of each version: its QC date, status and sections.
-
-    Versions backfilled before this were dated by the listing's date, which is the QC date,
-    so that is what their `qc_date` becomes; their `version_date` is left as it was stored.
-    """
-    table = db["history_versions"]
-    if not table.exists():
-        return  # migrate() creates it whole
-    columns = table.columns_dict
-    for name in ("qc_date", "status", "module_labels"):
-        if name not in columns:
-            db.execute(f"alter table history_versions add column [{name}] TEXT")
-    db.execute("update history_versions set qc_date = version_date where qc_date is null")
-
-
-def _v3_to_v4(db: sqlite_utils.Database) -> None:
-    """Add the data release each tracked study and query was fetched under, and ETags."""
-    for table, column in (("watchlist", "fetched_release"), ("queries", "fetched_release"),
-                          ("records", "etag")):
-        if db[table].exists() and column not in db[table].columns_dict:
-            db.execute(f"alter table {table} add column {column} TEXT")
-
-
-def _v4_to_v5(db: sqlite_utils.Database) -> None:
-    """Add the alert tables: watch rules, query membership, the outbox and its deliveries."""
-    for table in ALERT_TABLES:
-        create_table(db, table)
-
-
-def _v5_to_v6(db: sqlite_utils.Database) -> None:
-    """Store each change's severity and facts as columns, computed by the current rules."""
-    from .annotations import reannotate
-
-    columns = db["changes"].columns_dict
-    for name in ("severity", "facts"):
-        if name not in columns:
-            db.execute(f"alter table changes add column {name} text")
-    reannotate(db)
-
-
-def _v6_to_v7(db: sqlite_utils.Database) -> None:
-    """Keep each study's first record as `base`, and recompress zlib records with zstd."""
-    from .upgrades import recompress_records  # zstandard is loaded only by steps that compress
-
-    create_table(db, next(t for t in SCHEMA if t.name == "dictionaries"))
-    recompress_records(db)
-
-
-def _step(name: str, studies: str | None = None) -> Callable[[sqlite_utils.Database], None]:
-    """Return a data step, imported when it runs: upgrades.py's `name`, or history.py's per study.
-
-    With `studies` (a query choosing them), history's `name` stores each anew, 200 studies to a
-    transaction: it finds nothing left to do in a study done already, so a killed migration
-    simply runs again. (Writers load both modules anyway; zstandard and xxhash load here.)
-    """
-    def step(db: sqlite_utils.Database) -> None:
-        from . import history, upgrades
-        from .query import transaction
-
-        if studies is None:
-            getattr(upgrades, name)(db)
-            return
-        nct_ids = [row[0] for row in db.execute(studies)]
-        for start in range(0, len(nct_ids), 200):
-            with transaction(db):
-                for nct_id in nct_ids[start : start + 200]:
-                    getattr(history, name)(db, nct_id)
-
-    return step
-
-
-# Upgrades from each older schema version; each function takes the database one version up.
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
-    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7,
-    # Re-keying paths rewrites history with the current code, so the steps after it take
-    # rows already in the current form as well as older ones.
-    7: _step("rekey_study",  # paths to the field-path spec's rules 5 and 6 (2026)
-             "select distinct nct_id from snapshots where delta is not null order by 1"),
-    8: _step("compress_history"),  # long change values and deltas with the dictionary
-    9: _step("share_long_values"),  # a value a delta and its change both held, once
-    10: _step("rehash_gates"),  # the gates: XXH3 instead of blake2b
-    11: _step("compress_dictionaries"),  # each dictionary a zstd frame of itself
-    12: _step("rediff_seams",  # changes across markups by their words, not their marks
-              "select nct_id from snapshots group by nct_id "
-              "having count(distinct coalesce(markup, 'markdown')) > 1 order by 1"),
-}
+_SQL_TYPES = {str: "TEXT", int: "INTEGER", bytes: "BLOB"}
 
 
 def create_table(db: sqlite_utils.Database, table: Table) -> None:
     """Create a table and its indexes if they are missing."""
     if table.without_rowid:  # sqlite-utils cannot say WITHOUT ROWID
-        types = {str: "TEXT", int: "INTEGER", bytes: "BLOB"}
-        columns = ", ".join(f"[{name}] {types[kind]}" for name, kind, _ in table.columns)
+        columns = ", ".join(f"[{name}] {_SQL_TYPES[kind]}" for name, kind, _ in table.columns)
         db.execute(f"create table if not exists [{table.name}] ({columns}, "
                    f"primary key ([{table.pk}])) without rowid")
     else:
@@ -364,6 +266,18 @@ def create_table(db: sqlite_utils.Database, table: Table) -> None:
         db[table.name].create_index(  # type: ignore[union-attr]
             index, unique=True, if_not_exists=True
         )
+
+
+def complete_tables(db: sqlite_utils.Database) -> None:
+    """Create the tables a file lacks, and add the columns its tables lack (empty: NULL)."""
+    for table in SCHEMA:
+        if not db[table.name].exists():
+            create_table(db, table)
+            continue
+        present = db[table.name].columns_dict
+        for name, kind, _ in table.columns:
+            if name not in present:
+                db.execute(f"alter table [{table.name}] add column [{name}] {_SQL_TYPES[kind]}")
 
 
 # A write's least wait on SQLite's own lock, held by another connection (track runs beside a
@@ -387,11 +301,12 @@ def open_db(path: str, wait: float = 0.0) -> sqlite_utils.Database:
         conn.execute("PRAGMA journal_mode=WAL")
         # WAL with synchronous=NORMAL survives a killed process, which is what cron meets.
         conn.execute("PRAGMA synchronous=NORMAL")
-        migrate(db)
+        migrate(db, path)
     except sqlite3.DatabaseError as exc:
         if "file is not a database" in str(exc):  # pointed at some other file: usage
             raise UsageError(f"{path} is not a trialdiff database (not an SQLite file)") from exc
-        raise DatabaseError(f"cannot open database {path}: {exc}") from exc
+        hint = f": {READ_ONLY}" if "readonly database" in str(exc) else ""
+        raise DatabaseError(f"cannot open database {path}: {exc}{hint}") from exc
     return db
 
 
@@ -454,23 +369,24 @@ def schema_version(db: sqlite_utils.Database, path: str = "the database") -> int
     return stored_version(row[0], path) if row else 0
 
 
-def migrate(db: sqlite_utils.Database) -> None:
+def migrate(db: sqlite_utils.Database, path: str) -> None:
     """Create missing tables, indexes and views, and upgrade an older schema in place.
 
-    Every step is idempotent and the version is written last, so a migration killed half way
-    simply runs again.
+    The version is written last, so a migration killed half way runs again (migrations.py).
     """
-    version = schema_version(db)
-    if version > SCHEMA_VERSION:  # in the readers' words
-        path = next(row[2] for row in db.execute("pragma database_list") if row[1] == "main")
+    version = schema_version(db, path)
+    if version > SCHEMA_VERSION:  # in the readers' words, the path as given
         raise DatabaseError(str(version_problem(path, version)))
     if version == SCHEMA_VERSION:
         return
     # Each create below commits on its own; checkpoint often, so the WAL does not hold many
     # copies of the schema pages (a new database on a nearly full disk still fits).
     db.execute("PRAGMA wal_autocheckpoint=8")
-    for old in range(version, SCHEMA_VERSION) if version else ():
-        MIGRATIONS[old](db)
+    if version:
+        from .migrations import upgrade_from
+
+        complete_tables(db)  # the steps read the tables as today's code does
+        upgrade_from(db, version)
     for table in SCHEMA:
         create_table(db, table)
     for name, sql in VIEWS.items():
