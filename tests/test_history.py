@@ -133,6 +133,30 @@ def test_the_seam_a_version_qcd_before_a_sync_but_public_after_it(
     assert run(db_path, "check")[0] == 0
 
 
+def test_a_sync_on_the_day_a_version_went_public_that_saw_the_old_record_comes_before_it(
+    db_path: str, api: StandinAPI
+) -> None:
+    # A sync on V1_DAY that still saw version 0 (the registry posts during the day) sorts by
+    # the post date of what it saw. That date is inside a struct field: read as a bare date it
+    # never parsed, so the sync sorted by its own day, after version 1, and backfill stored
+    # every change three times (forward, back, forward again).
+    api.put_study(copy.deepcopy(OLD))
+    sync(db_path, api, f"{V1_DAY}T06:00:00Z")
+    api.put_study(copy.deepcopy(NEW))
+    sync(db_path, api, "2025-07-02T06:00:00Z")
+    api.set_history(NCT, HISTORY)
+    assert backfill(db_path, api)[0] == 0
+    assert stored_changes(db_path) == real_change_set(V1_DAY)
+    assert sqlite3.connect(db_path).execute(
+        "select observed_at, source, source_version from snapshots order by seq").fetchall() == [
+        (f"{V0_DAY}T00:00:00.000Z", "backfill", 0),
+        (f"{V1_DAY}T06:00:00.000Z", "sync", None),
+        (f"{V1_DAY}T06:00:00.000Z", "backfill", 1),  # no earlier than what the sync saw
+        ("2025-07-02T06:00:00.000Z", "sync", None),  # Markdown after HTML: no change
+    ]
+    assert run(db_path, "check")[0] == 0
+
+
 def test_a_version_synced_late_is_redated_to_when_it_went_public(
     db_path: str, api: StandinAPI
 ) -> None:

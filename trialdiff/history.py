@@ -61,8 +61,8 @@ def place_in_time(states: list[State], public: Mapping[int, str]) -> list[State]
             key = (public[number], 0, number)
         else:
             day = snapshot.observed_at[:10]
-            posted = snapshot.fields.get("status.lastUpdatePostDate", "").strip('"')
-            seen = max(seen, min(posted, day) if DAY.fullmatch(posted) else day)
+            posted = _posted_day(snapshot.fields)
+            seen = max(seen, min(posted, day) if posted else day)
             key = (seen, 1, index)  # the running max keeps synced snapshots in their order
         keyed.append((key, state))
     keyed.sort(key=lambda item: item[0])
@@ -72,6 +72,18 @@ def place_in_time(states: list[State], public: Mapping[int, str]) -> list[State]
             state = (replace(state[0], observed_at=placed[-1][0].observed_at), state[1])
         placed.append(state)  # the same object when unmoved: rewrite_history keeps those
     return placed
+
+
+def _posted_day(fields: Mapping[str, str]) -> str:
+    """Return the last update post date of a snapshot's record, YYYY-MM-DD, or "" if it has none."""
+    # The field holds the whole struct, {"date": ..., "type": ...}, as canonical JSON.
+    text = fields.get("status.lastUpdatePostDate")
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return ""
+    day = value.get("date") if isinstance(value, dict) else value
+    return day if isinstance(day, str) and DAY.fullmatch(day) else ""
 
 
 def rewrite_history(
