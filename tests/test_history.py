@@ -231,6 +231,47 @@ def test_a_failed_backfill_counts_what_it_stored_and_resumes(
     assert stored_changes(db_path) == real_change_set(V1_DAY)
 
 
+def test_a_backfill_stopped_by_ctrl_c_counts_the_versions_it_committed(
+    db_path: str, api: StandinAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stopped just after version 1 committed: its changes stay, and the run's row said 0.
+    from trialdiff import history
+
+    slot_in = history._slot_in
+
+    def then_interrupted(*args: object, **kwargs: object) -> None:
+        slot_in(*args, **kwargs)  # type: ignore[arg-type]
+        if args[2].number == 1:  # type: ignore[attr-defined]
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(history, "_slot_in", then_interrupted)
+    api.set_history(NCT, HISTORY)
+    code, _, _ = backfill(db_path, api)
+    assert code != 0
+    count = len(real_change_set(V1_DAY))
+    assert stored_changes(db_path) == real_change_set(V1_DAY)
+    assert sqlite3.connect(db_path).execute(
+        "select status, changed, changes from runs where command = 'backfill'").fetchone() == (
+        "interrupted", 1, count)
+
+
+def test_a_version_answered_404_fails_its_study_alone(db_path: str, api: StandinAPI) -> None:
+    # A 404 or 400 on a version was taken for a changed shape and ended the run: the studies
+    # after it were neither tried nor counted as failed.
+    other = "NCT06060392"
+    api.set_history(NCT, HISTORY)
+    api.set_history(other, html_history(other, ("2023-10-02", "2025-06-30")))
+    api.add_fault(Fault("status", status=404, path_prefix=f"{LISTING}/history/1"))
+    code, out, err = backfill(db_path, api, NCT, other)
+    assert code == 1
+    assert err == (f"trialdiff: {NCT}: {NCT} version 1: unexpected answer 404; run backfill "
+                   "again\n")
+    assert out.splitlines()[-1].startswith("backfill: 2 studies checked, 1 changed")
+    assert out.splitlines()[-1].endswith(", 1 failed")
+    assert {nct_id for (nct_id,) in sqlite3.connect(db_path).execute(
+        "select distinct nct_id from changes")} == {other}
+
+
 def test_since_takes_only_versions_public_since(db_path: str, api: StandinAPI) -> None:
     api.set_history(NCT, HISTORY)
     # Version 1 was QC'd the day before, but went public on the day asked for.

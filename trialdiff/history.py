@@ -203,6 +203,9 @@ def backfill_study(
             taken.append(version.number)
     except FetchError as exc:
         failure = exc
+    except BaseException:  # Ctrl-C, SIGTERM: the versions committed so far stay, and count
+        totals.add_changes(_net_changes(db, nct_id, before)[0])
+        raise
     new, replaced = _net_changes(db, nct_id, before)
     totals.add_changes(new)
     yield Backfilled(nct_id, tuple(taken), tuple(new), replaced)

@@ -185,8 +185,11 @@ class HistoryAPI:
             raise FetchError(f"no such version {number} (the registry answers 403 "
                              "past a study's last version); its listing changed, so run "
                              "backfill again") from exc
-        if status != 200 or not isinstance(body, dict):
-            raise ShapeError(f"{nct_id} version {number}: unexpected answer {status}")
+        if status != 200:  # this study's: the others may still answer (the run goes on)
+            raise FetchError(f"{nct_id} version {number}: unexpected answer {status}; run "
+                             "backfill again")
+        if not isinstance(body, dict):
+            raise ShapeError(f"{nct_id} version {number}: the body is not an object")
         if missing := VERSION_KEYS - body.keys():
             raise ShapeError(f"{nct_id} version {number}: the body lacks the keys "
                              f"{', '.join(sorted(missing))}; nothing more was stored")
