@@ -114,6 +114,7 @@ def main() -> None:
     p.add_argument("--results", choices=("novel", "copied"), default="novel",
                    help="posted results: sections no clone holds (default), or any clone's")
     args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)  # before the run, not after its 15 minutes
     work: Path = args.work.resolve()
     clean(work)
     code = freeze_code(work)

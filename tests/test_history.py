@@ -57,6 +57,12 @@ def sync(db: str, api: StandinAPI, at: str) -> tuple[int, str, str]:
     return run(db, "sync", NCT, "--api", api.base_url, "--delay", "0", "--at", at, obj=NO_SLEEP)
 
 
+def snapshot_rows(db: str) -> list[tuple[str, str, int | None]]:
+    """Return the stored snapshots' (observed_at, source, source_version), in order."""
+    return sqlite3.connect(db).execute(
+        "select observed_at, source, source_version from snapshots order by seq").fetchall()
+
+
 def test_html_conversion_keeps_the_words() -> None:
     criteria = NEW["protocolSection"]["eligibilityModule"]["eligibilityCriteria"]
     converted = html_text(criteria)
@@ -122,9 +128,7 @@ def test_the_seam_a_version_qcd_before_a_sync_but_public_after_it(
     assert code == 0 and "0 changes" in out
     # Exactly the consecutive-version changes, each dated by when its version went public.
     assert stored_changes(db_path) == real_change_set(V1_DAY)
-    conn = sqlite3.connect(db_path)
-    assert conn.execute("select observed_at, source, source_version from snapshots "
-                        "order by seq").fetchall() == [
+    assert snapshot_rows(db_path) == [
         (f"{V0_DAY}T00:00:00.000Z", "backfill", 0),
         (f"{S}T06:00:00.000Z", "sync", None),
         (f"{V1_DAY}T00:00:00.000Z", "backfill", 1),
@@ -147,8 +151,7 @@ def test_a_sync_on_the_day_a_version_went_public_that_saw_the_old_record_comes_b
     api.set_history(NCT, HISTORY)
     assert backfill(db_path, api)[0] == 0
     assert stored_changes(db_path) == real_change_set(V1_DAY)
-    assert sqlite3.connect(db_path).execute(
-        "select observed_at, source, source_version from snapshots order by seq").fetchall() == [
+    assert snapshot_rows(db_path) == [
         (f"{V0_DAY}T00:00:00.000Z", "backfill", 0),
         (f"{V1_DAY}T06:00:00.000Z", "sync", None),
         (f"{V1_DAY}T06:00:00.000Z", "backfill", 1),  # no earlier than what the sync saw

@@ -196,3 +196,7 @@ def test_the_registrys_html_is_written_as_the_markdown_api_v2_writes() -> None:
     assert "\n   * Radiographic infiltrates" in markdown_of_html(criteria)  # a nested list
     assert markdown_of_html("x<y **a**") == "x<y **a**"  # no tag: Markdown, as it is
     assert markdown_of_html("<p>x&lt;y *a*</p>") == "x\\<y \\*a\\*"
+    # An item outside any list (malformed HTML) reads as a bullet in both, as in a <ul>.
+    assert markdown_of_html("<p>Criteria:</p><li>one</li><li>two</li>") == (
+        "Criteria:\n\n* one\n* two")
+    assert readable_pair("<p>Criteria:</p><li>one</li>", "")[0] == "Criteria: * one"

@@ -55,21 +55,30 @@ def _plain(text: str) -> str:
     for tag in _HTML_TAG.finditer(text):
         out.append(text[at:tag.start()])
         at = tag.end()
-        name, closing = tag.group(1).lower(), tag.group(0).startswith("</")
-        if name in ("ol", "ul"):
-            if closing and lists:
-                lists.pop()
-            elif not closing:
-                lists.append([name, 0])
-        if name == "li" and not closing:
-            numbered = bool(lists) and lists[-1][0] == "ol"
-            if numbered:
-                lists[-1][1] += 1
-            out.append(f" {lists[-1][1]}. " if numbered else " * ")
+        name = tag.group(1).lower()
+        marker = _list_marker(lists, name, closing=tag.group(0).startswith("</"))
+        if marker is not None:
+            out.append(f" {marker}")
         else:
             out.append("" if name in _INLINE_TAGS else " ")  # H<sub>2</sub>O is one word
     out.append(text[at:])
     return " ".join(html.unescape("".join(out)).split())
+
+
+def _list_marker(lists: list[list[Any]], name: str, closing: bool) -> str | None:
+    """Open or close a list by one tag; return an item's marker (`3. `, `* `) for an `<li>`."""
+    if name in ("ol", "ul"):
+        if closing and lists:
+            lists.pop()
+        elif not closing:
+            lists.append([name, 0])
+        return None
+    if name != "li" or closing:
+        return None
+    if not lists or lists[-1][0] != "ol":
+        return "* "
+    lists[-1][1] += 1
+    return f"{lists[-1][1]}. "
 
 
 _BLOCK_TAGS = frozenset({"p", "div", "blockquote", "pre", "table", "thead", "tbody", "tr",
@@ -97,17 +106,12 @@ def markdown_of_html(text: str) -> str:
             break
         at = tag.end()
         name, closing = tag.group(1).lower(), tag.group(0).startswith("</")
+        marker = _list_marker(lists, name, closing)
         if name in ("ol", "ul"):
-            if closing and lists:
-                lists.pop()
-            elif not closing:
-                lists.append([name, 0])
             # A list is a paragraph of its own; a list in a list goes on its item's lines.
             out.append("\n\n" if not lists or (not closing and len(lists) == 1) else "")
-        elif name == "li" and not closing and lists:
-            lists[-1][1] += 1
-            marker = f"{lists[-1][1]}. " if lists[-1][0] == "ol" else "* "
-            out.append("\n" + _INDENT * 3 * (len(lists) - 1) + marker)
+        elif marker is not None:
+            out.append("\n" + _INDENT * 3 * max(len(lists) - 1, 0) + marker)
         elif name == "br":
             out.append("\n")
         elif name in _BLOCK_TAGS:
