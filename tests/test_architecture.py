@@ -205,10 +205,12 @@ def test_the_cli_and_the_package_load_no_engine_until_a_command_runs() -> None:
 
 
 # Modules past the one-sitting aim, each a known debt named in the closing notes; none may grow.
-OVER_400 = {"fetch": 430, "store": 460}
+OVER_400 = {"fetch": 430}
 
 
 def test_every_module_is_readable_in_one_sitting() -> None:
     for module, path in modules().items():
         lines = path.read_text(encoding="utf-8").count("\n")
         assert lines < OVER_400.get(module, 400), (module, lines)
+        if module in OVER_400:  # a debt paid off leaves no allowance behind to grow back into
+            assert lines >= 400, (module, lines)
