@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -251,3 +252,31 @@ def test_a_change_value_cut_short_is_named_and_every_reader_says_the_file_is_dam
         code, out, err = run(sample_db, *command)
         assert code == 1 and "unexpected" not in err, command
         assert "a stored change value is not valid JSON" in err and "the file is damaged" in err
+
+
+@pytest.mark.parametrize(("damage", "expected"), [
+    ("update records set record = NULL where nct_id = 'NCT04642755'",
+     "NCT04642755: its stored record cannot be read: a stored blob is NULL: the file is damaged"),
+    ("update records set base = 'hello' where nct_id = 'NCT06060392'",
+     "NCT06060392: its snapshots cannot be read: a stored blob is str, not compressed bytes: "
+     "the file is damaged"),
+    ("update snapshots set delta = '[1,2]' where id = 4",  # plain JSON (before 0.1), a list
+     "NCT05827016: its snapshots cannot be read: snapshot 2's delta cannot be read: it holds "
+     "a JSON list, not an object: the file is damaged"),
+    ("update snapshots set seq = 'x' where id = 4",
+     "NCT05827016: its stored data cannot be read: TypeError: "),
+])
+def test_a_cell_of_the_wrong_type_is_its_studys_problem_and_the_check_goes_on(
+    sample_db: str, damage: str, expected: str
+) -> None:
+    # SQLite keeps any type in any column: a NULL or text cell stopped the whole check with
+    # "unexpected AttributeError", every study after it unchecked and no summary printed.
+    conn = sqlite3.connect(sample_db)
+    with conn:
+        conn.execute(damage)
+    code, out, err = run(sample_db, "check")
+    assert (code, err) == (1, "")
+    *found, summary = out.splitlines()
+    assert [line for line in found if line.startswith(f"problem: {expected}")], out
+    assert re.fullmatch(r"check: 3 studies, \d+ snapshots?, \d+ changes? verified; \d+ "
+                        r"problems?", summary), summary

@@ -427,3 +427,19 @@ def test_a_canonical_base_that_is_no_url_is_a_usage_error(
         cli, ["--db", db, "page", "NCT05827016"])  # checked stripped, so used stripped
     assert result.exit_code == 0
     assert "*Canonical: https://example.org/trials/NCT05827016.md*" in result.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ("compact",), ("check",), ("notify",), ("reannotate",), ("untrack", "NCT04280705"),
+    ("watch", "remove", "slips"), ("recent", "NCT04280705"), ("changes",),
+])
+def test_commands_that_create_no_database_leave_the_default_uncreated(
+    elsewhere: Path, args: tuple[str, ...]
+) -> None:
+    # `compact` created the default database (cron's line without --db "compacted" an empty
+    # file, exit 0), where README promises `no database at PATH` and exit 1.
+    data = elsewhere.parent / "data" / "trialdiff"
+    code, out, err = invoke(*args)
+    assert (code, out) == (1, "")
+    assert err.startswith(f"trialdiff: error: no database at {data / 'trialdiff.db'}"), err
+    assert not list(elsewhere.iterdir()) and not (elsewhere.parent / "data").exists()

@@ -335,3 +335,53 @@ def test_without_room_a_first_run_skips_its_pack_and_compact_refuses_before_writ
     needed, free = compact.room_to_pack(open_db(path))
     assert needed == 2 * compact.file_bytes(open_db(path)) + (8 << 20) and free > 5 << 20
     assert run(path, "compact")[0] == 0
+
+
+@pytest.mark.parametrize("progress", ["garbage", '["nosuch", 5]', '["records"]', "null",
+                                      '["changes", "abc"]'])
+def test_a_progress_row_that_names_no_place_starts_over(db: str, progress: str) -> None:
+    # Each stopped every later compaction with "unexpected JSONDecodeError" (or ValueError,
+    # TypeError) until the row was deleted by hand; a text key skipped every change silently.
+    before = contents(db)
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("insert into meta (key, value) values (?, ?)", [PROGRESS, progress])
+    conn.close()
+    code, out, err = run(db, "compact")
+    assert (code, err) == (0, "") and re.match(r"compact: 2\d\d records, 56 change values", out)
+    assert contents(db) == before
+
+
+def test_a_damaged_row_stops_compact_with_its_table_and_key(db: str) -> None:
+    conn = sqlite3.connect(db)
+    nct_id = conn.execute("select min(nct_id) from records").fetchone()[0]
+    snapshot_id = conn.execute("select min(id) from snapshots where typeof(delta) = 'blob' "
+                               "and nct_id != ?", [nct_id]).fetchone()[0]
+    with conn:
+        conn.execute("update snapshots set delta = x'28b52ffd00' where id = ?", [snapshot_id])
+        conn.execute("update records set record = NULL where nct_id = ?", [nct_id])
+    conn.close()
+    code, out, err = run(db, "compact")
+    assert (code, out) == (1, "")
+    assert err == (f"trialdiff: error: records row nct_id = {nct_id!r}: a stored blob is NULL: "
+                   "the file is damaged (`trialdiff check` lists every damaged row)\n")
+    code, out, _ = run(db, "check")  # and check names both, the rest of the file checked
+    assert code == 1 and f"problem: {nct_id}: its stored record cannot be read: " in out
+    assert "'s delta cannot be read: a stored blob does not decompress" in out
+
+
+@pytest.mark.parametrize(("damage", "says"), [
+    ("delete from dictionaries", "a stored blob needs compression dictionary 1, which the "
+                                 "dictionaries table does not hold: the file is damaged"),
+    ("update dictionaries set dictionary = NULL", "compression dictionary 1 cannot be read"),
+])
+def test_a_lost_dictionary_is_named(db: str, damage: str, says: str) -> None:
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute(damage)
+    conn.close()
+    code, out, err = run(db, "check")
+    assert (code, err) == (1, "")
+    assert says in out and "unexpected" not in out
+    code, out, err = run(db, "compact")
+    assert (code, out) == (1, "") and says in err and "unexpected" not in err

@@ -210,8 +210,10 @@ def test_a_posted_results_section_is_stored_once_for_its_snapshot_and_its_change
         assert study_fields(conn, nct_id) == extract_fields(record)  # the fold reads them back
     assert run(db_path, "check")[0] == 0
     snapshot_id, paths = next(iter(shared.items()))
+    nct_id, seq = conn.execute("select nct_id, seq from snapshots where id = ?",
+                               [snapshot_id]).fetchone()
     conn.execute("delete from changes where snapshot_id = ? and path = ?", [snapshot_id, paths[0]])
     conn.commit()
     code, out, _ = run(db_path, "check")
-    assert code == 1 and f"snapshot {snapshot_id} shares the values of changes that are not " \
-        f"stored: {paths[0]}" in out
+    assert code == 1 and f"{nct_id}: its snapshots cannot be read: snapshot {seq}'s delta " \
+        f"cannot be read: it shares the values of changes that are not stored: {paths[0]}" in out

@@ -52,12 +52,18 @@ def _stored_changes(conn: Any, nct_id: str, snapshot_id: int
     """Return a snapshot's stored changes as (path, kind, old, new, detail), in stored order."""
     # By study first: `changes` is indexed by study, not by snapshot.
     rows = conn.execute(
-        "select path, kind, old, new, detail from changes where nct_id = ? and snapshot_id = ? "
+        "select id, path, kind, old, new, detail from changes where nct_id = ? and snapshot_id = ? "
         "order by id", [nct_id, snapshot_id],
     )
-    return [(path, kind, stored_value(conn, old), stored_value(conn, new),
-             parse_json(detail) if detail is not None else None)
-            for path, kind, old, new, detail in rows]
+    stored = []
+    for change_id, path, kind, old, new, detail in rows:
+        try:
+            stored.append((path, kind, stored_value(conn, old), stored_value(conn, new),
+                           parse_json(detail) if detail is not None else None))
+        except (DatabaseError, ValueError) as exc:  # name the row: the study has hundreds
+            raise DatabaseError(f"change {change_id} ({path}): its old value, new value or "
+                                f"detail cannot be read: {exc}") from exc
+    return stored
 
 
 def check_database(conn: Any, totals: CheckTotals) -> Iterator[str]:
@@ -88,8 +94,11 @@ def _check(conn: Any, totals: CheckTotals) -> Iterator[str]:
         study = StudyRow(study_hash, count, last_changed_at) if has_row else None
         try:
             yield from _check_study(conn, nct_id, study, totals)
-        except (DatabaseError, ValueError) as exc:  # a damaged blob, or JSON that is not
-            yield f"{nct_id}: its stored data cannot be read: {exc}"
+        # A damaged blob, JSON that is not, or a cell of the wrong type (SQLite keeps any
+        # type in any column): the study's problem, and the rest of the file is still checked.
+        except (DatabaseError, ValueError, TypeError, AttributeError, KeyError) as exc:
+            reason = exc if isinstance(exc, DatabaseError) else f"{type(exc).__name__}: {exc}"
+            yield f"{nct_id}: its stored data cannot be read: {reason}"
     yield from _check_links(conn)
     yield from _check_annotations(conn)
 
@@ -169,8 +178,10 @@ def _check_study(
     fields: Mapping[str, str] = {}
     try:
         rows = list(iter_snapshots(conn, nct_id))
-    except DatabaseError as exc:  # a delta names a shared value whose change is gone
-        yield f"{nct_id}: {exc}"
+    except (DatabaseError, ValueError, TypeError, AttributeError) as exc:
+        # A delta that does not decompress or parse, or names a shared value whose change is
+        # gone: the fold stops there, and so does this study's check.
+        yield f"{nct_id}: its snapshots cannot be read: {exc}"
         return
     if study is None:
         yield f"{nct_id}: {plural(len(rows), 'snapshot')} but no row in studies"
@@ -251,7 +262,11 @@ def check_latest_paths(conn: Any, nct_id: str, fields: Mapping[str, str]) -> Ite
     stored = conn.execute("select observed_at from records where nct_id = ?", [nct_id]).fetchone()
     if latest is None or stored is None or None in (stored[0], latest[0]) or stored[0] < latest[0]:
         return
-    record = latest_record(conn, nct_id)
+    try:
+        record = latest_record(conn, nct_id)
+    except DatabaseError as exc:
+        yield f"{nct_id}: its stored record cannot be read: {exc}"
+        return
     if record is None:
         return
     expected = extract_fields(record, rules_of(conn), markup=latest[1] or "markdown")

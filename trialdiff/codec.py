@@ -95,7 +95,14 @@ def _load(conn: Any) -> _Codecs:
     raw = _raw_conn(conn)
     exists = raw.execute("select 1 from sqlite_master where name = 'dictionaries'").fetchone()
     rows = raw.execute("select id, dictionary from dictionaries").fetchall() if exists else []
-    return {dict_id: _codec(dictionary_bytes(stored)) for dict_id, stored in rows}
+    loaded = {}
+    for dict_id, stored in rows:
+        try:
+            loaded[dict_id] = _codec(dictionary_bytes(stored))
+        except (AttributeError, TypeError, zstandard.ZstdError) as exc:  # NULL, text, garbage
+            raise DatabaseError(f"compression dictionary {dict_id} cannot be read ({exc}): the "
+                                "file is damaged") from exc
+    return loaded
 
 
 def stored_dictionary(data: bytes) -> bytes:
@@ -197,6 +204,12 @@ def decompress(conn: Any, blob: bytes, base: bytes | None = None) -> bytes:
     A blob that does not decompress (the file was damaged) is a DatabaseError, which `check`
     reports and every command words, rather than zstd's or zlib's own error.
     """
+    for cell in (blob, base):
+        if cell is not None and not isinstance(cell, bytes):  # a hand edit, or a damaged page
+            raise DatabaseError(f"a stored blob is {type(cell).__name__}, not compressed bytes: "
+                                "the file is damaged")
+    if blob is None:
+        raise DatabaseError("a stored blob is NULL: the file is damaged")
     try:
         if base is not None and blob.startswith(ZSTD_MAGIC):
             return zstandard.ZstdDecompressor(dict_data=_raw_content(base)).decompress(blob)
@@ -206,7 +219,10 @@ def decompress(conn: Any, blob: bytes, base: bytes | None = None) -> bytes:
         except KeyError:  # trained by another connection since this one loaded them
             loaded.update(_load(conn))
             return _decompress(loaded, blob)
-    except (zstandard.ZstdError, zlib.error, KeyError) as exc:
+    except KeyError as exc:
+        raise DatabaseError(f"a stored blob needs compression dictionary {exc}, which the "
+                            "dictionaries table does not hold: the file is damaged") from exc
+    except (zstandard.ZstdError, zlib.error) as exc:
         raise DatabaseError(f"a stored blob does not decompress ({exc}): the file is "
                             "damaged") from exc
 

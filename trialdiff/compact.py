@@ -106,8 +106,7 @@ def compact(db: sqlite_utils.Database, batch_size: int = 200,
     before = file_bytes(db)
     _need_room(db)  # refused before it writes anything
     compactor = codec.Compactor(db)
-    row = db.execute("select value from meta where key = ?", [PROGRESS]).fetchone()
-    resume_table, resume_key = json.loads(row[0]) if row else (_STEPS[0][0], None)
+    resume_table, resume_key = _resume_point(db)
     tables = [step[0] for step in _STEPS]
     rewritten = dict.fromkeys(tables, 0)
     with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
@@ -123,6 +122,33 @@ def compact(db: sqlite_utils.Database, batch_size: int = 200,
                      before, file_bytes(db))
 
 
+def _resume_point(db: sqlite_utils.Database) -> tuple[str, Any]:
+    """Return where a compaction killed earlier stopped: a table, and the last key it did.
+
+    A progress row that does not say so (a hand edit) starts over: compacting a row twice
+    costs time, never data, and one skipped would stay uncompacted.
+    """
+    row = db.execute("select value from meta where key = ?", [PROGRESS]).fetchone()
+    try:
+        table, key = json.loads(row[0]) if row else (None, None)
+    except (ValueError, TypeError):
+        return _STEPS[0][0], None
+    for name, key_column, _, _ in _STEPS:
+        if name == table and isinstance(key, str if key_column == "nct_id" else int):
+            return table, key
+    return _STEPS[0][0], None
+
+
+def _read_blobs(db: sqlite_utils.Database, table: str, key: str, read: BlobReader,
+                row: Sequence[Any]) -> list[Blob]:
+    """Return a row's blobs; a damaged one is an error that names its row."""
+    try:
+        return list(read(db, row))
+    except DatabaseError as exc:
+        raise DatabaseError(f"{table} row {key} = {row[0]!r}: {exc} (`trialdiff check` lists "
+                            "every damaged row)") from exc
+
+
 def _compact_table(db: sqlite_utils.Database, pool: ThreadPoolExecutor,
                    compactor: codec.Compactor, table: str, key: str, columns: tuple[str, ...],
                    read: BlobReader, start: Any, batch_size: int) -> int:
@@ -134,7 +160,7 @@ def _compact_table(db: sqlite_utils.Database, pool: ThreadPoolExecutor,
     # lock, so no other writer moves them in between.
     for rows in keyed_batches(db, table, key, columns, any_blob, batch_size, after):
         # Decompressed here, in this thread: a connection's decompressors are not shared.
-        blobs = [(row[0], blob) for row in rows for blob in read(db, row)]
+        blobs = [(row[0], blob) for row in rows for blob in _read_blobs(db, table, key, read, row)]
         packed = pool.map(lambda item: compactor.compress(item[1].data, item[1].against), blobs)
         smaller: dict[Any, dict[str, bytes]] = {}
         for (row_key, blob), new in zip(blobs, packed, strict=True):

@@ -139,6 +139,9 @@ def apply_delta(conn: Any, fields: dict[str, str], delta: bytes | str, nct_id: s
     """
     text = codec.decompress(conn, delta) if isinstance(delta, bytes) else delta
     values = json.loads(text)
+    if not isinstance(values, dict):
+        raise DatabaseError(f"it holds a JSON {type(values).__name__}, not an object: the file "
+                            "is damaged")
     shared = values.pop(SHARED, None)
     for path, value in values.items():
         if value is None:
@@ -160,8 +163,8 @@ def shared_values(conn: Any, nct_id: str, snapshot_id: int, paths: list[str]
         if (text := codec.unpack_value(conn, cell)) is not None}
     missing = sorted(set(paths) - found.keys())
     if missing:
-        raise DatabaseError(f"snapshot {snapshot_id} shares the values of changes that are not "
-                            f"stored: {', '.join(missing)}; the file is damaged")
+        raise DatabaseError(f"it shares the values of changes that are not stored: "
+                            f"{', '.join(missing)}; the file is damaged")
     return found
 
 
@@ -199,7 +202,11 @@ def iter_snapshots(
             record = baseline_record(conn, nct_id)
             fields = extract_fields(record, rules_of(conn), markup=markup) if record else {}
         else:
-            apply_delta(conn, fields, delta, nct_id, snapshot_id)
+            try:
+                apply_delta(conn, fields, delta, nct_id, snapshot_id)
+            except (DatabaseError, ValueError, TypeError, AttributeError) as exc:
+                # Any damage, a non-object delta included: the number a user sees (not the id).
+                raise DatabaseError(f"snapshot {seq}'s delta cannot be read: {exc}") from exc
         yield StoredSnapshot(snapshot_id, seq, stored_hash, run_id, delta is None,
                              Snapshot(nct_id, observed_at, dict(fields), source, version, markup))
 

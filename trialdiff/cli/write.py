@@ -81,7 +81,7 @@ def compact(ctx: click.Context, wait: float) -> None:
     """
     from ..render import plural
 
-    done = tracker(ctx, wait).compact()
+    done = tracker(ctx, wait, create=False).compact()
     before, after = done.bytes_before / 1e6, done.bytes_after / 1e6
     click.echo(f"compact: {plural(done.records, 'record')}, "
                f"{plural(done.change_values, 'change value')} and "
