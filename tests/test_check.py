@@ -11,6 +11,7 @@ import pytest
 from conftest import FIXTURES, SAMPLE, run, sample_record
 
 from trialdiff.check import CheckTotals, check_database, check_site_paths
+from trialdiff.codec import compress, unpack_value
 from trialdiff.normalize import extract_fields
 
 
@@ -89,6 +90,31 @@ def test_a_rewritten_detail_is_named_with_its_snapshot(sample_db: str) -> None:
         "(missing [('status.startDate', 'changed')], "
         "unexpected [('status.startDate', 'changed')])",
     ]
+    (change_id,) = sqlite3.connect(sample_db).execute(
+        "select id from changes where nct_id = 'NCT05827016' and path = 'status.startDate'"
+    ).fetchone()
+    assert [p for p in problems(sample_db) if " its stored " in p] == [
+        f"NCT05827016: change {change_id} (status.startDate): its stored detail is not what the "
+        "snapshots give: the file is damaged, or was edited"]
+
+
+def test_a_long_value_that_decompresses_into_other_text_is_named_by_its_change(
+    sample_db: str
+) -> None:
+    # zstd frames carry no checksum: flipped bytes can decompress, into other words.
+    conn = sqlite3.connect(sample_db)
+    # An old value: a new one long enough is the snapshot's own (its delta shares it), so
+    # that damage shows as the snapshot's content hash.
+    change_id, old = conn.execute(
+        "select id, old from changes where typeof(old) = 'blob' order by id limit 1"
+    ).fetchone()
+    altered = (unpack_value(conn, old) or "").replace("a", "e", 1)
+    with conn:
+        conn.execute("update changes set old = ? where id = ?",
+                     [compress(conn, altered.encode(), history=True), change_id])
+    found = [p for p in problems(sample_db) if f"change {change_id} " in p]
+    assert found and found[0].endswith(
+        "its stored old value is not what the snapshots give: the file is damaged, or was edited")
 
 
 def test_tampered_hashes_and_snapshot_counts_are_named(sample_db: str) -> None:

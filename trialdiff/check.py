@@ -48,8 +48,8 @@ class CheckTotals:
 
 
 def _stored_changes(conn: Any, nct_id: str, snapshot_id: int
-                    ) -> list[tuple[str, str, Any, Any, Any]]:
-    """Return a snapshot's stored changes as (path, kind, old, new, detail), in stored order."""
+                    ) -> list[tuple[int, tuple[str, str, Any, Any, Any]]]:
+    """Return a snapshot's stored changes as (id, (path, kind, old, new, detail)), in order."""
     # By study first: `changes` is indexed by study, not by snapshot.
     rows = conn.execute(
         "select id, path, kind, old, new, detail from changes where nct_id = ? and snapshot_id = ? "
@@ -58,8 +58,9 @@ def _stored_changes(conn: Any, nct_id: str, snapshot_id: int
     stored = []
     for change_id, path, kind, old, new, detail in rows:
         try:
-            stored.append((path, kind, stored_value(conn, old), stored_value(conn, new),
-                           parse_json(detail) if detail is not None else None))
+            stored.append((change_id, (path, kind, stored_value(conn, old),
+                                       stored_value(conn, new),
+                                       parse_json(detail) if detail is not None else None)))
         except (DatabaseError, ValueError) as exc:  # name the row: the study has hundreds
             raise DatabaseError(f"change {change_id} ({path}): its old value, new value or "
                                 f"detail cannot be read: {exc}") from exc
@@ -215,13 +216,15 @@ def _check_study(
         digest = content_hash(fields)
         if digest != stored_hash:
             yield f"{nct_id}: snapshot {seq} content hash does not match its content"
-        stored = _stored_changes(conn, nct_id, snapshot_id)
+        rows_stored = _stored_changes(conn, nct_id, snapshot_id)
+        stored = [change for _, change in rows_stored]
         totals.changes += len(stored)
         # The changes a write stores, detail and all (the list items and edits exports show).
         expected = [(c.path, c.kind, c.old, c.new, dict(c.detail))
                     for c in diff_snapshots(previous if seq > 1 else None, row.snapshot)]
         previous = row.snapshot
         if stored != expected:
+            yield from _altered_values(nct_id, rows_stored, expected)
             yield (f"{nct_id}: snapshot {seq} stored changes differ from recomputed ones "
                    f"{_difference(stored, expected)}")
     if rows and study is not None and digest != study_hash:
@@ -274,6 +277,27 @@ def check_latest_paths(conn: Any, nct_id: str, fields: Mapping[str, str]) -> Ite
         differing = {p for p in expected.keys() | fields.keys() if expected.get(p) != fields.get(p)}
         yield (f"{nct_id}: the latest snapshot's fields differ from its stored record's under "
                f"the current rules ({_sample(differing)})")
+
+
+_PARTS = ("old value", "new value", "detail")
+
+
+def _altered_values(nct_id: str, stored: list[tuple[int, tuple[Any, ...]]],
+                    expected: list[tuple[Any, ...]]) -> Iterator[str]:
+    """Name each stored change whose path and kind are right but whose values are not.
+
+    A flipped byte in a compressed value can still decompress, into other text: the change
+    row is then the damage, not the rules, and `reannotate` would not repair it.
+    """
+    recomputed = {change[:2]: change for change in expected}
+    for change_id, change in stored:
+        right = recomputed.get(change[:2])
+        if right is not None and right != change:
+            parts = [name for name, a, b in zip(_PARTS, change[2:], right[2:], strict=True)
+                     if a != b]
+            yield (f"{nct_id}: change {change_id} ({change[0]}): its stored "
+                   f"{' and '.join(parts)} {'is' if len(parts) == 1 else 'are'} not what the "
+                   "snapshots give: the file is damaged, or was edited")
 
 
 def _difference(stored: list[Any], expected: list[Any]) -> str:
