@@ -16,6 +16,7 @@ from .model import Snapshot, content_hash, parse_json
 from .normalize import extract_fields, rekey_locations
 from .query import iter_snapshots, latest_record, read_transaction, stored_value
 from .render import plural
+from .schema import SCHEMA
 from .schema_version import SCHEMA_VERSION
 from .tracking import rules_of
 
@@ -84,6 +85,7 @@ def _check(conn: Any, totals: CheckTotals) -> Iterator[str]:
         yield f"unknown schema version: {version[0] if version else None}"
         return
     yield from _check_timestamps(conn)
+    yield from _check_indexes(conn)
     # A study's snapshots are verified even when its `studies` row is gone (a hand edit).
     studies = conn.execute(
         "select n.nct_id, s.nct_id is not null, s.content_hash, s.snapshot_count, "
@@ -143,6 +145,17 @@ def _check_annotations(conn: Any, shown: int = 10) -> Iterator[str]:
                    f"{found.current[0]} and {found.current[1]}: run `trialdiff reannotate`")
     if stale > shown:
         yield f"{stale - shown} more changes disagree with the current rules"
+
+
+def _check_indexes(conn: Any) -> Iterator[str]:
+    """Yield one line per index the schema declares that the file lacks (a hand edit)."""
+    for table in SCHEMA:
+        present = {tuple(column for _, _, column in conn.execute(f"pragma index_info([{name}])"))
+                   for _, name, *_ in conn.execute(f"pragma index_list([{table.name}])")}
+        for columns in (*table.indexes, *table.unique):
+            if tuple(columns) not in present:
+                yield (f"{table.name}: its index on ({', '.join(columns)}) is missing, which "
+                       "slows reads: `trialdiff compact` creates it again")
 
 
 def _check_timestamps(conn: Any) -> Iterator[str]:

@@ -30,6 +30,7 @@ import sqlite_utils
 from . import codec
 from .errors import DatabaseError
 from .query import keyed_batches, transaction
+from .schema import SCHEMA, create_table
 
 
 class Blob(NamedTuple):
@@ -105,6 +106,8 @@ def compact(db: sqlite_utils.Database, batch_size: int = 200,
     """Compress every blob again at COMPACT_LEVEL where that is smaller, then VACUUM."""
     before = file_bytes(db)
     _need_room(db)  # refused before it writes anything
+    for declared in SCHEMA:  # an index dropped by hand: every read of its table slows
+        create_table(db, declared)
     compactor = codec.Compactor(db)
     resume_table, resume_key = _resume_point(db)
     tables = [step[0] for step in _STEPS]
