@@ -279,12 +279,15 @@ def _foreign(path: Path) -> str:
 def test_another_applications_database_is_refused_untouched(tmp_path: Path) -> None:
     path = tmp_path / "notes.db"
     digest = _foreign(path)
-    for args in (("import", str(SAMPLE)), ("track", "NCT05827016")):
+    for args in (("import", str(SAMPLE)), ("track", "NCT05827016"), ("compact",),
+                 ("notify",)):
         code, out, err = invoke("--db", str(path), *args)
         assert (code, out) == (2, "")
         assert err == (f"trialdiff: error: {path} is not a trialdiff database (it holds notes); "
                        "refusing to add trialdiff's tables to it: give --db a new file or a "
                        "trialdiff database\n")
+        # Nothing beside it either: a writer's lock file was left behind.
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"], args
     code, out, err = invoke("--db", str(path), "recent", "NCT05827016")
     assert (code, out) == (2, "")
     assert err == (f"trialdiff: error: {path} is not a trialdiff database (it has no schema "

@@ -160,8 +160,8 @@ class WriteRun:
                 self.id = start_run(self.db, self.command, utc_timestamp())
                 self._filling = self.db.execute(
                     "select not exists (select 1 from records)").fetchone()[0] == 1
-            except BaseException:
-                self._lock.__exit__(None, None, None)
+            except BaseException as exc:
+                self._lock.__exit__(type(exc), exc, exc.__traceback__)
                 raise
         except BaseException:
             self._close_quietly()

@@ -6,6 +6,7 @@ blocks the next run; the pid and time written in it only tell a waiting user who
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import math
@@ -51,6 +52,7 @@ class WriteLock:
         self.wait = wait
         self.command = command
         self._fd: int | None = None
+        self._created = False  # whether this lock made the lock file
 
     def _holder(self) -> str:
         """Return who holds the lock, as the holder wrote it."""
@@ -64,7 +66,11 @@ class WriteLock:
     def __enter__(self) -> WriteLock:
         refuse_non_database(self.db_path)  # before a lock file is left beside it
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                self._created = True
+            except FileExistsError:
+                fd = os.open(self.path, os.O_RDWR)
         except FileNotFoundError as exc:
             raise DatabaseError(f"cannot create lock file {self.path}: no folder "
                                 f"{os.path.dirname(self.path) or '.'} (create it first)") from exc
@@ -102,6 +108,11 @@ class WriteLock:
         traceback: TracebackType | None,
     ) -> None:
         if self._fd is not None:
+            if self._created and isinstance(exc, UsageError) and exc.setting == "db":
+                # Another application's database, refused untouched: no lock file beside it.
+                # (One waiting on this file gets it unlinked, and is refused the same way.)
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
             os.ftruncate(self._fd, 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)

@@ -315,7 +315,11 @@ def writer(ctx: click.Context, create: bool = True, wait: float = 0.0) -> Any:
     lock.__enter__()
     ctx.call_on_close(lambda: lock.__exit__(None, None, None))  # after db.close: LIFO
     new = ctx.obj.db_is_default and not Path(ctx.obj.db).exists()
-    db = open_db(ctx.obj.db, wait)
+    try:
+        db = open_db(ctx.obj.db, wait)
+    except BaseException as exc:  # the lock is told why (it may remove the file it made)
+        lock.__exit__(type(exc), exc, exc.__traceback__)
+        raise
     ctx.call_on_close(db.close)
     if new:  # a default the user did not choose: say where it went
         click.echo(f"trialdiff: created the database {Path(ctx.obj.db).absolute()} "
