@@ -8,9 +8,11 @@ import zlib
 
 import orjson
 import pytest
+import zstandard
 from conftest import FIXTURES, real_records, version_pair
 
 from trialdiff import codec
+from trialdiff.errors import DatabaseError
 from trialdiff.records import raw_json, stable_part
 from trialdiff.schema import open_db
 
@@ -115,3 +117,32 @@ def test_a_long_change_value_is_stored_compressed_and_a_short_one_as_text(
     for value, cell in ((long_value, packed), (short_value, short_value), (None, None)):
         assert codec.unpack_value(conn, cell) == value
         assert read(cell) == value
+
+
+def test_a_long_change_value_carries_a_checksum_so_a_flipped_byte_never_reads_as_words(
+    conn: sqlite3.Connection,
+) -> None:
+    # Without one, a flipped byte decompressed into other words ("treatmeft"), which every
+    # reader showed as the registry's. A record or a delta that did would fail check's hashes.
+    codec.train(conn, stored_records() * 3, AT)
+    values = [orjson.dumps(r["resultsSection"]).decode() for r in real_records()
+              if "resultsSection" in r][:20]
+    silent = failed = tried = 0
+    for value in values:
+        packed = codec.pack_value(conn, value)
+        assert isinstance(packed, bytes)
+        assert zstandard.get_frame_parameters(packed).has_checksum
+        for offset in range(8, len(packed), max(1, len(packed) // 25)):
+            damaged = bytearray(packed)
+            damaged[offset] ^= 0x20
+            tried += 1
+            try:
+                silent += codec.unpack_value(conn, bytes(damaged)) != value
+            except DatabaseError:
+                failed += 1
+    assert (silent, failed) == (0, tried) and tried > 100
+    # Compacting keeps it: the compactor gives change values theirs.
+    compactor = codec.Compactor(conn)
+    assert zstandard.get_frame_parameters(
+        compactor.compress(values[0].encode(), checksum=True)).has_checksum
+    assert not zstandard.get_frame_parameters(compactor.compress(values[0].encode())).has_checksum

@@ -60,6 +60,7 @@ class _Codec(NamedTuple):
 
     record: zstandard.ZstdCompressor  # at LEVEL
     history: zstandard.ZstdCompressor  # at HISTORY_LEVEL
+    value: zstandard.ZstdCompressor  # a long change value: HISTORY_LEVEL, with a checksum
     reader: zstandard.ZstdDecompressor
 
 
@@ -67,7 +68,9 @@ class _Codec(NamedTuple):
 _Codecs = dict[int, _Codec]
 _LOADED: weakref.WeakKeyDictionary[Any, _Codecs] = weakref.WeakKeyDictionary()
 _PLAIN = _Codec(zstandard.ZstdCompressor(level=LEVEL),
-                zstandard.ZstdCompressor(level=HISTORY_LEVEL), zstandard.ZstdDecompressor())
+                zstandard.ZstdCompressor(level=HISTORY_LEVEL),
+                zstandard.ZstdCompressor(level=HISTORY_LEVEL, write_checksum=True),
+                zstandard.ZstdDecompressor())
 
 
 def _raw_conn(conn: Any) -> Any:
@@ -120,6 +123,8 @@ def _codec(data: bytes) -> _Codec:
     dictionary = zstandard.ZstdCompressionDict(data)
     return _Codec(zstandard.ZstdCompressor(level=LEVEL, dict_data=dictionary),
                   zstandard.ZstdCompressor(level=HISTORY_LEVEL, dict_data=dictionary),
+                  zstandard.ZstdCompressor(level=HISTORY_LEVEL, dict_data=dictionary,
+                                           write_checksum=True),
                   zstandard.ZstdDecompressor(dict_data=dictionary))
 
 
@@ -156,9 +161,14 @@ def compress(conn: Any, data: bytes, base: bytes | None = None, history: bool = 
     """
     if base is not None:
         return _against(base, DELTA_LEVEL).compress(data)
-    dict_id = current_dictionary(conn)
-    codec = _codecs(conn)[dict_id] if dict_id is not None else _PLAIN
+    codec = _current_codec(conn)
     return (codec.history if history else codec.record).compress(data)
+
+
+def _current_codec(conn: Any) -> _Codec:
+    """Return what compresses with the database's newest dictionary (or none)."""
+    dict_id = current_dictionary(conn)
+    return _codecs(conn)[dict_id] if dict_id is not None else _PLAIN
 
 
 def _raw_content(base: bytes) -> zstandard.ZstdCompressionDict:
@@ -187,14 +197,19 @@ class Compactor:
             self._dictionary.precompute_compress(level=COMPACT_LEVEL)
         self._local = threading.local()  # but a compressor serves one thread at a time
 
-    def compress(self, data: bytes, base: bytes | None = None) -> bytes:
-        """Compress a record, a change value or a snapshot delta; `base` as in `compress`."""
+    def compress(self, data: bytes, base: bytes | None = None, checksum: bool = False) -> bytes:
+        """Compress a record, a change value or a snapshot delta; `base` as in `compress`.
+
+        `checksum`: a long change value keeps the checksum `pack_value` gave it.
+        """
         if base is not None:
             return _against(base, COMPACT_LEVEL).compress(data)
-        compressor = getattr(self._local, "compressor", None)
+        name = "summed" if checksum else "plain"
+        compressor = getattr(self._local, name, None)
         if compressor is None:
-            compressor = self._local.compressor = zstandard.ZstdCompressor(
-                level=COMPACT_LEVEL, dict_data=self._dictionary)
+            compressor = zstandard.ZstdCompressor(level=COMPACT_LEVEL, dict_data=self._dictionary,
+                                                  write_checksum=checksum)
+            setattr(self._local, name, compressor)
         return compressor.compress(data)
 
 
@@ -242,10 +257,15 @@ def _decompress(loaded: _Codecs, blob: bytes) -> bytes:
 
 
 def pack_value(conn: Any, text: str | None) -> str | bytes | None:
-    """Return a change value's JSON as stored: itself, or zstd (a BLOB) when it is long."""
+    """Return a change value's JSON as stored: itself, or zstd (a BLOB) when it is long.
+
+    The frame carries a checksum (4 bytes): a flipped byte could otherwise decompress into
+    other words, which every reader would show as the registry's. (A record or a delta that
+    did would fail `check`'s hashes; a value shows as it is.)
+    """
     if text is None or len(text) <= VALUE_INLINE:
         return text
-    return compress(conn, text.encode("utf-8"), history=True)
+    return _current_codec(conn).value.compress(text.encode("utf-8"))
 
 
 def unpack_value(conn: Any, cell: str | bytes | None) -> str | None:

@@ -158,13 +158,15 @@ def _compact_table(db: sqlite_utils.Database, pool: ThreadPoolExecutor,
     """Rewrite a table's blobs in key order after `start`, a batch to a commit; count rows."""
     any_blob = " or ".join(f"typeof({column}) = 'blob'" for column in columns)
     rewritten = 0
+    checksum = table == "changes"  # a long change value keeps its checksum (codec.pack_value)
     after: Any = start if start is not None else ("" if key == "nct_id" else 0)
     # Rows are read, compressed and written back in separate steps: this run holds the write
     # lock, so no other writer moves them in between.
     for rows in keyed_batches(db, table, key, columns, any_blob, batch_size, after):
         # Decompressed here, in this thread: a connection's decompressors are not shared.
         blobs = [(row[0], blob) for row in rows for blob in _read_blobs(db, table, key, read, row)]
-        packed = pool.map(lambda item: compactor.compress(item[1].data, item[1].against), blobs)
+        packed = pool.map(lambda item: compactor.compress(item[1].data, item[1].against,
+                                                          checksum), blobs)
         smaller: dict[Any, dict[str, bytes]] = {}
         for (row_key, blob), new in zip(blobs, packed, strict=True):
             if len(new) < len(blob.stored):
