@@ -317,3 +317,24 @@ def test_a_dropped_index_is_named_and_compact_creates_it_again(sample_db: str) -
         "creates it again"]
     assert run(sample_db, "compact")[0] == 0
     assert problems(sample_db) == []
+
+
+def test_a_file_whose_pages_are_damaged_says_what_to_do(sample_db: str) -> None:
+    # SQLite's "database disk image is malformed" was all a cron user got: nothing said that
+    # the file itself was damaged, nor how to get back what is still readable.
+    conn = sqlite3.connect(sample_db)
+    conn.execute("pragma wal_checkpoint(truncate)")
+    conn.close()
+    with open(sample_db, "r+b") as handle:  # page 1's b-tree header: the schema's own page
+        handle.seek(100)
+        header = handle.read(8)
+        handle.seek(100)
+        handle.write(bytes(byte ^ 0xFF for byte in header))
+    salvage = ("database disk image is malformed: the file itself is damaged: restore it from a "
+               "backup, or copy out what SQLite can still read (`sqlite3 FILE .dump | sqlite3 "
+               "NEW.db`, then `trialdiff --db NEW.db check`)\n")
+    for args, verb in ((("check",), "read"), (("changes",), "read"),
+                       (("import", str(SAMPLE)), "open")):
+        code, out, err = run(sample_db, *args)
+        assert (code, out) == (1, "")
+        assert err == f"trialdiff: error: cannot {verb} database {sample_db}: {salvage}", args

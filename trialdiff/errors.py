@@ -18,11 +18,25 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 # What a DatabaseError adds when SQLite found the database read-only for a write. A reader of a
 # read-only file leaves the -wal and -shm files with the file's mode, and they keep it after
 # the file is made writable.
 READ_ONLY = ("this user must be able to write to the file, its folder and the -wal and -shm "
              "files beside it (a reader of a read-only file leaves those read-only too)")
+
+
+def damage_hint(exc: BaseException) -> str:
+    """Return what to do, after SQLite's "database disk image is malformed"; else nothing.
+
+    Pages of the file itself are damaged then, and no command of trialdiff's reads past them.
+    """
+    if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_CORRUPT:
+        return ""
+    return (": the file itself is damaged: restore it from a backup, or copy out what SQLite "
+            "can still read (`sqlite3 FILE .dump | sqlite3 NEW.db`, then `trialdiff --db NEW.db "
+            "check`)")
 
 
 class TrialdiffError(Exception):

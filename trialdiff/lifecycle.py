@@ -25,7 +25,7 @@ from typing import Any, Protocol, TypeVar
 
 import sqlite_utils
 
-from .errors import READ_ONLY, BusyError, DatabaseError, UsageError
+from .errors import READ_ONLY, BusyError, DatabaseError, UsageError, damage_hint
 from .ingest import RunTotals
 from .lock import WriteLock
 from .meaning import Annotated
@@ -268,7 +268,7 @@ def sqlite_error(exc: sqlite3.Error) -> DatabaseError:
                          "the wait for it); try again")
     if code == sqlite3.SQLITE_READONLY:
         return DatabaseError(f"database error: {exc}: {READ_ONLY}")
-    return DatabaseError(f"database error: {exc}")
+    return DatabaseError(f"database error: {exc}{damage_hint(exc)}")
 
 
 _Class = TypeVar("_Class", bound=type)

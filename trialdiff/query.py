@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from . import codec
-from .errors import DatabaseError, UsageError
+from .errors import DatabaseError, UsageError, damage_hint
 from .model import FieldChange, Snapshot, content_hash, dump_json, parse_json
 from .normalize import extract_fields
 from .schema_version import stored_version, version_problem
@@ -71,7 +71,7 @@ def connect_readonly(path: str) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         if "file is not a database" in str(exc):
             raise UsageError(f"{path} is not a trialdiff database (not an SQLite file)") from exc
-        raise DatabaseError(f"cannot read database {path}: {exc}") from exc
+        raise DatabaseError(f"cannot read database {path}: {exc}{damage_hint(exc)}") from exc
     if row is None:
         raise UsageError(f"{path} is not a trialdiff database (it has no schema version)")
     problem = version_problem(path, stored_version(row[0], path))

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import sqlite_utils
 
-from .errors import READ_ONLY, DatabaseError, UsageError
+from .errors import READ_ONLY, DatabaseError, UsageError, damage_hint
 from .registry import DEFAULT
 from .schema_version import SCHEMA_VERSION as SCHEMA_VERSION  # the one number
 from .schema_version import stored_version, version_problem
@@ -305,7 +305,7 @@ def open_db(path: str, wait: float = 0.0) -> sqlite_utils.Database:
     except sqlite3.DatabaseError as exc:
         if "file is not a database" in str(exc):  # pointed at some other file: usage
             raise UsageError(f"{path} is not a trialdiff database (not an SQLite file)") from exc
-        hint = f": {READ_ONLY}" if "readonly database" in str(exc) else ""
+        hint = f": {READ_ONLY}" if "readonly database" in str(exc) else damage_hint(exc)
         raise DatabaseError(f"cannot open database {path}: {exc}{hint}") from exc
     return db
 
