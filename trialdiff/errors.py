@@ -18,8 +18,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 # What a DatabaseError adds when SQLite found the database read-only for a write. A reader of a
 # read-only file leaves the -wal and -shm files with the file's mode, and they keep it after
 # the file is made writable.
@@ -32,7 +30,8 @@ def damage_hint(exc: BaseException) -> str:
 
     Pages of the file itself are damaged then, and no command of trialdiff's reads past them.
     """
-    if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_CORRUPT:
+    # SQLITE_CORRUPT (11), by number: this module is pure, and imports no sqlite3.
+    if getattr(exc, "sqlite_errorcode", 0) & 0xFF != 11:
         return ""
     return (": the file itself is damaged: restore it from a backup, or copy out what SQLite "
             "can still read (`sqlite3 FILE .dump | sqlite3 NEW.db`, then `trialdiff --db NEW.db "
