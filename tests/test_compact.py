@@ -385,3 +385,15 @@ def test_a_lost_dictionary_is_named(db: str, damage: str, says: str) -> None:
     assert says in out and "unexpected" not in out
     code, out, err = run(db, "compact")
     assert (code, out) == (1, "") and says in err and "unexpected" not in err
+
+
+def test_compacted_change_values_keep_their_checksum(db: str) -> None:
+    with trialdiff.open(db) as tracker:
+        assert tracker.compact().change_values > 0
+    conn = sqlite3.connect(db)
+    frames = [codec.zstandard.get_frame_parameters(cell) for row in conn.execute(
+        "select old, new from changes") for cell in row if isinstance(cell, bytes)]
+    deltas = [codec.zstandard.get_frame_parameters(cell) for (cell,) in conn.execute(
+        "select delta from snapshots where typeof(delta) = 'blob'")]
+    assert frames and all(frame.has_checksum for frame in frames)
+    assert deltas and not any(frame.has_checksum for frame in deltas)  # check's hashes guard

@@ -40,6 +40,7 @@ class Blob(NamedTuple):
     data: bytes  # what it holds
     against: bytes | None  # the record it is compressed against (else the dictionary)
     stored: bytes  # as stored now
+    checksum: bool = False  # its frame carries one (a long change value: codec.pack_value)
 
 
 BlobReader = Callable[[Any, Sequence[Any]], Iterator[Blob]]
@@ -82,13 +83,13 @@ def _record_blobs(conn: Any, row: Sequence[Any]) -> Iterator[Blob]:
         yield Blob("base", first, None, base)
 
 
-def _plain_blobs(columns: tuple[str, ...]) -> BlobReader:
+def _plain_blobs(columns: tuple[str, ...], checksum: bool = False) -> BlobReader:
     """Return what yields the compressed cells of a row's `columns` (text cells stay text)."""
 
     def blobs(conn: Any, row: Sequence[Any]) -> Iterator[Blob]:
         for column, cell in zip(columns, row[1:], strict=True):
             if isinstance(cell, bytes):
-                yield Blob(column, codec.decompress(conn, cell), None, cell)
+                yield Blob(column, codec.decompress(conn, cell), None, cell, checksum)
 
     return blobs
 
@@ -96,7 +97,7 @@ def _plain_blobs(columns: tuple[str, ...]) -> BlobReader:
 # table, its key, the columns read, how to read a row's blobs
 _STEPS: tuple[tuple[str, str, tuple[str, ...], BlobReader], ...] = (
     ("records", "nct_id", ("record", "base"), _record_blobs),
-    ("changes", "id", ("old", "new"), _plain_blobs(("old", "new"))),
+    ("changes", "id", ("old", "new"), _plain_blobs(("old", "new"), checksum=True)),
     ("snapshots", "id", ("delta",), _plain_blobs(("delta",))),
 )
 
@@ -158,7 +159,6 @@ def _compact_table(db: sqlite_utils.Database, pool: ThreadPoolExecutor,
     """Rewrite a table's blobs in key order after `start`, a batch to a commit; count rows."""
     any_blob = " or ".join(f"typeof({column}) = 'blob'" for column in columns)
     rewritten = 0
-    checksum = table == "changes"  # a long change value keeps its checksum (codec.pack_value)
     after: Any = start if start is not None else ("" if key == "nct_id" else 0)
     # Rows are read, compressed and written back in separate steps: this run holds the write
     # lock, so no other writer moves them in between.
@@ -166,7 +166,7 @@ def _compact_table(db: sqlite_utils.Database, pool: ThreadPoolExecutor,
         # Decompressed here, in this thread: a connection's decompressors are not shared.
         blobs = [(row[0], blob) for row in rows for blob in _read_blobs(db, table, key, read, row)]
         packed = pool.map(lambda item: compactor.compress(item[1].data, item[1].against,
-                                                          checksum), blobs)
+                                                          item[1].checksum), blobs)
         smaller: dict[Any, dict[str, bytes]] = {}
         for (row_key, blob), new in zip(blobs, packed, strict=True):
             if len(new) < len(blob.stored):
