@@ -346,6 +346,23 @@ def test_sync_backfill_new_counts_each_study_once_and_leaves_an_unknown_one_to_t
                 and "/api/int/" in r.path]
 
 
+def test_a_retried_backfill_new_counts_its_study_as_checked_when_the_sync_skipped_it(
+    db_path: str, api: StandinAPI
+) -> None:
+    # The first run's backfill failed; the second, under the same release, fetches no record
+    # (up to date) but takes in the history: it checked that study, and says so.
+    api.set_history(NCT, HISTORY)
+    api.add_fault(Fault("status", status=503, path_prefix=f"{LISTING}/history/1", times=5))
+    run(db_path, "track", NCT)
+    args = ("sync", "--api", api.base_url, "--delay", "0", "--retries", "1", "--backfill-new")
+    code, out, _ = run(db_path, *args, "--at", SYNC_AT, obj=NO_SLEEP)
+    assert code == 1 and out.splitlines()[-1].startswith("sync: 1 study checked, ")
+    api.clear_faults()
+    code, out, err = run(db_path, *args, "--at", "2025-07-07T07:00:00Z", obj=NO_SLEEP)
+    assert (code, err) == (0, "")
+    assert out.splitlines()[-1].startswith("sync: 1 study checked, 1 changed, ")
+
+
 def test_sync_from_a_dump_backfills_from_the_api_it_is_given(
     db_path: str, api: StandinAPI, tmp_path: Path
 ) -> None:

@@ -250,20 +250,23 @@ def _slot_in(
 
 def backfill_new(
     db: sqlite_utils.Database, api: HistoryAPI, run_id: int | None, totals: RunTotals,
-    record: Callable[[str, BaseException], None],
+    record: Callable[[str, BaseException], None], observed_at: str,
 ) -> Iterator[Backfilled | ShapeWarning | Failed]:
     """Backfill every tracked study whose history was never taken in (`sync --backfill-new`).
 
     Only a study the database holds: one the registry has not answered (a typo, a 404) has
     no history to take, and its sync's failure already says so. A ShapeError ends the run: it
-    is counted once, under its study, by `record` (the run's).
+    is counted once, under its study, by `record` (the run's). A study the sync observed at
+    `observed_at` was counted as checked by it; one it skipped (up to date under the release,
+    its backfill failed before) is counted here, so no summary says "0 checked, 1 changed".
     """
-    pending = [row[0] for row in db.execute(
-        "select nct_id from watchlist join studies using (nct_id) where backfilled_at is null "
-        "and state = 'tracked' order by nct_id").fetchall()]
-    for nct_id in pending:
+    pending = db.execute(
+        "select nct_id, last_seen_at is not ? from watchlist join studies using (nct_id) "
+        "left join sightings using (nct_id) where backfilled_at is null and state = 'tracked' "
+        "order by nct_id", [observed_at]).fetchall()
+    for nct_id, unseen in pending:
         try:
-            yield from backfill_study(db, api, nct_id, None, totals, run_id, count=False)
+            yield from backfill_study(db, api, nct_id, None, totals, run_id, count=bool(unseen))
         except ShapeError as exc:
             error = ShapeError(f"backfill: {exc}", setting=exc.setting)
             record(nct_id, error)

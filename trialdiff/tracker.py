@@ -206,7 +206,8 @@ class Tracker:
             if history is not None:
                 from .history import backfill_new as backfill_pending
 
-                run.drain(backfill_pending(run.db, history, run.id, run.totals, run.record))
+                run.drain(backfill_pending(run.db, history, run.id, run.totals, run.record,
+                                           observed_at))
         return self._last()
 
     def backfill(self, ids: Ids, *, api: str = DEFAULT_API, since: str | None = None,
