@@ -204,10 +204,9 @@ class Tracker:
                 run.drain(sync_api(run.db, client, nct_ids, observed_at, run.id,
                                    run.totals, release=run.data_timestamp, force=force))
             if history is not None:
-                from .history import backfill_new as backfill_pending
+                from .history import backfill_new as pending
 
-                run.drain(backfill_pending(run.db, history, run.id, run.totals, run.record,
-                                           observed_at))
+                run.drain(pending(run.db, history, run.id, run.totals, run.record, observed_at))
         return self._last()
 
     def backfill(self, ids: Ids, *, api: str = DEFAULT_API, since: str | None = None,
