@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import hashlib
 import hmac
 import json
+import os
 import re
+import signal
 import socket
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -230,6 +235,43 @@ def test_mailto_alerts_go_through_apprise_with_the_diff_escaped(
     assert "TERMINATED" in text and "Sponsor decision" in text
     assert "pa%3Ass" not in Path(db).read_bytes().decode("utf-8", "replace")
     assert "pa%3Ass" in secrets_file.read_text()
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_during_a_mail_send_records_the_send_so_it_is_not_sent_twice(
+    tmp_path: Path, signum: int, code: int
+) -> None:
+    from aiosmtpd.controller import Controller
+
+    events: list[str] = []
+
+    class SlowHandler:  # holds the message a while before its 250, as a busy relay may
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            events.append("data")
+            await asyncio.sleep(2)
+            events.append("accepted")
+            return "250 OK"
+
+    controller = Controller(SlowHandler(), hostname="127.0.0.1", port=_free_port())
+    controller.start()
+    db_path = str(tmp_path / "t.db")
+    url = f"mailto://127.0.0.1:{controller.port}?from=a@example.org&to=b@example.org"
+    try:
+        alert_id = raise_alert(open_db(db_path), url)
+        process = subprocess.Popen([sys.executable, "-m", "trialdiff", "--db", db_path, "notify"],
+                                   env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not events and time.monotonic() < deadline:
+            time.sleep(0.02)
+        process.send_signal(signum)  # the server has the message, and has not answered yet
+        _, err = process.communicate(timeout=30)
+        assert process.returncode == code, err
+        assert "Traceback" not in err and events == ["data", "accepted"]
+        assert delivery(open_db(db_path), alert_id)["state"] == "delivered"
+        assert run(db_path, "notify")[0] == 0 and events == ["data", "accepted"]  # not again
+    finally:
+        controller.stop()
 
 
 def test_an_unreachable_mail_server_leaves_the_alert_pending_and_says_so_redacted(

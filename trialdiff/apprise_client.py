@@ -9,7 +9,9 @@ given APPRISE_ROUNDS alert timeouts before it is given up on.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -69,8 +71,24 @@ def check_apprise_url(url: str) -> None:
 APPRISE_ROUNDS = 3
 
 
+class SendStopped(KeyboardInterrupt):
+    """A stop (Ctrl-C, SIGTERM) that came while a message was under way, and how the send went.
+
+    The caller records the send (`error`: why it failed, or None) and then raises `stop`, so a
+    message that went out is not sent again by the next pass.
+    """
+
+    def __init__(self, stop: KeyboardInterrupt, error: str | None) -> None:
+        super().__init__()
+        self.stop, self.error = stop, error
+
+
 def send_apprise(url: str, title: str, body: str, timeout: float) -> str | None:
-    """Send one message through Apprise; return why it failed, or None."""
+    """Send one message through Apprise; return why it failed, or None.
+
+    A stop while the message is under way waits for its outcome (within the same bound), and
+    is raised after it as SendStopped.
+    """
     if not apprise_available():
         return "Apprise is not installed: pip install 'trialdiff[notify]'"
     import apprise
@@ -84,25 +102,45 @@ def send_apprise(url: str, title: str, body: str, timeout: float) -> str | None:
             service.socket_connect_timeout = service.socket_read_timeout = timeout
 
         def deliver() -> None:
+            if hasattr(signal, "pthread_sigmask"):  # stops reach the waiting thread, at once
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             try:
                 outcome.append(bool(sender.notify(title=title, body=body,
                                                   body_format=apprise.NotifyFormat.MARKDOWN)))
             except Exception as exc:  # raised in the caller's thread below
                 outcome.append(exc)
+            finally:
+                done.set()
 
         # Apprise bounds each connect and read, not a whole send: a server that answers a
         # byte at a time would hold notify, and the write lock, for as long as it likes. The
         # send runs in a daemon thread that is given up on, and dies with the process.
         sender_thread = threading.Thread(target=deliver, daemon=True, name="trialdiff-apprise")
+        done = threading.Event()
         sender_thread.start()
-        sender_thread.join(APPRISE_ROUNDS * timeout)
+        stop = None
+        deadline = time.monotonic() + APPRISE_ROUNDS * timeout
+        # Not Thread.join: Python 3.11's join, cut short by a signal, marks the thread ended.
+        while not done.is_set() and (left := deadline - time.monotonic()) > 0:
+            try:
+                done.wait(left)
+            except KeyboardInterrupt as exc:  # a mail server may have the message already
+                stop = exc
     if not outcome:
         _silence_apprise()  # what the thread logs later would hold the URL
-        return (f"no answer within {APPRISE_ROUNDS * timeout:g} s ({APPRISE_ROUNDS} times the "
-                "alert timeout); the message may still arrive, and be sent again")
-    if isinstance(outcome[0], Exception):
-        raise outcome[0]
-    return None if outcome[0] else ("; ".join(logs.messages[-2:]) or "Apprise reported a failure")
+        error: str | None = (f"no answer within {APPRISE_ROUNDS * timeout:g} s "
+                             f"({APPRISE_ROUNDS} times the alert timeout); the message may "
+                             "still arrive, and be sent again")
+    elif isinstance(outcome[0], Exception):
+        if stop is None:
+            raise outcome[0]
+        error = f"{type(outcome[0]).__name__}: {outcome[0]}"
+    else:
+        error = None if outcome[0] else ("; ".join(logs.messages[-2:])
+                                         or "Apprise reported a failure")
+    if stop is not None:
+        raise SendStopped(stop, error)
+    return error
 
 
 def _silence_apprise() -> None:

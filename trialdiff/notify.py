@@ -30,7 +30,7 @@ from typing import Any
 
 import sqlite_utils
 
-from .apprise_client import check_apprise_url, send_apprise
+from .apprise_client import SendStopped, check_apprise_url, send_apprise
 from .errors import UsageError
 from .export import to_markdown
 from .jsoncsv import json_text
@@ -149,6 +149,9 @@ def send(delivery: Delivery, secret_ref: str | None, timeout: float,
                                  timeout)
     except UsageError as exc:
         error = str(exc)
+    except SendStopped as stopped:  # the message's outcome, known before the stop is raised
+        stopped.error = None if stopped.error is None else scrub(stopped.error, values)
+        raise
     except Exception as exc:  # a target's failure must not stop the others
         error = f"{type(exc).__name__}: {exc}"
     return None if error is None else scrub(error, values)
@@ -231,7 +234,17 @@ def _deliver_one(
         hours = "hour" if max_age_hours == 1 else "hours"
         error: str | None = f"given up after {max_age_hours:g} {hours} undelivered"
     else:
-        error = send(delivery, secret_ref, timeout, client)
+        try:
+            error = send(delivery, secret_ref, timeout, client)
+        except SendStopped as stopped:  # recorded first: what went out is not sent again
+            _record(db, delivery, stopped.error, tried, give_up_before, backoff, totals)
+            raise stopped.stop from None
+    return _record(db, delivery, error, tried, give_up_before, backoff, totals)
+
+
+def _record(db: sqlite_utils.Database, delivery: Delivery, error: str | None, tried: bool,
+            give_up_before: str, backoff: float, totals: DeliveryTotals) -> bool:
+    """Record one delivery's outcome in its own transaction; return if it failed."""
     at = utc_timestamp()
     with transaction(db):
         if error is None:
@@ -289,10 +302,13 @@ def test_alert(watch: Any, groups: list[tuple[str, list[dict[str, Any]]]], timeo
     with webhook_client(timeout) as client:
         for target in watch.targets:
             delivery = Delivery(0, target, 0, watch.name, scope, now, key, run, changes, {})
-            if not changes and not resolve_is_http(target):
-                error = _send_note(target, watch.name, timeout)
-            else:
-                error = send(delivery, watch.secret, timeout, client)
+            try:
+                if not changes and not resolve_is_http(target):
+                    error = _send_note(target, watch.name, timeout)
+                else:
+                    error = send(delivery, watch.secret, timeout, client)
+            except SendStopped as stopped:  # a test records nothing: just stop
+                raise stopped.stop from None
             results.append((_shown(target), error))
     return results
 
