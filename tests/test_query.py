@@ -15,7 +15,14 @@ from conftest import SAMPLE, SAMPLE_DAYS, run, trialdiff_env
 from test_records import post_results
 
 from trialdiff.check import CheckTotals, check_database
-from trialdiff.query import ChangeFilter, query_changes, study_fields, transaction
+from trialdiff.errors import DatabaseError
+from trialdiff.query import (
+    ChangeFilter,
+    connect_readonly,
+    query_changes,
+    study_fields,
+    transaction,
+)
 from trialdiff.schema import open_db
 
 
@@ -128,3 +135,22 @@ def test_a_transaction_sqlite_rolled_back_itself_raises_its_own_error(db_path: s
     assert db.execute("select count(*) from meta where key = 'x'").fetchone() == (0,)
     with transaction(db):  # and the connection is usable after it
         db.execute("insert into meta (key, value) values ('x', 'y')")
+
+
+def test_a_refused_reader_closes_its_connection_so_a_writer_can_upgrade_the_file(
+    tmp_path: Path
+) -> None:
+    # An older schema in rollback-journal mode, as schema 1 wrote it: a reader's read lock
+    # left open (kept alive here by the traceback, as any caller's frame may) said "database
+    # is locked" to `trialdiff.open()`, which upgrades it.
+    path = tmp_path / "v1.db"
+    shutil.copyfile(Path(__file__).parent / "fixtures" / "old-schemas" / "v1.db", path)
+    with pytest.raises(DatabaseError, match="older") as refused:
+        connect_readonly(str(path))
+    writer = sqlite3.connect(path, timeout=0)
+    assert writer.execute("pragma journal_mode = wal").fetchone() == ("wal",)
+    writer.close()
+    assert refused.traceback  # still held: the reader's frame, and what it held, live on
+    import trialdiff
+
+    assert [c.nct_id for c in trialdiff.open(str(path)).changes()][:1] == ["NCT06060392"]

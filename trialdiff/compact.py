@@ -29,8 +29,9 @@ import sqlite_utils
 
 from . import codec
 from .errors import DatabaseError
-from .query import keyed_batches, transaction
+from .query import transaction
 from .schema import SCHEMA, create_table
+from .upgrades import keyed_batches
 
 
 class Blob(NamedTuple):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from . import codec
-from .errors import DatabaseError, UsageError, damage_hint
+from .errors import DatabaseError, TrialdiffError, UsageError, damage_hint
 from .model import FieldChange, Snapshot, content_hash, dump_json, parse_json
 from .normalize import extract_fields
 from .schema_version import stored_version, version_problem
@@ -51,6 +51,7 @@ def readonly_uri(path: str) -> str:
 def connect_readonly(path: str) -> sqlite3.Connection:
     """Open an existing database for reading, in one read transaction; check its schema."""
     require_database(path)
+    conn = None
     try:
         # check_same_thread: a Tracker may move between threads (one at a time), and close
         # from any; SQLite is built serialized (sqlite3.threadsafety 3), so that is safe.
@@ -60,24 +61,32 @@ def connect_readonly(path: str) -> sqlite3.Connection:
         # (the connection closes), whatever a writer commits meanwhile.
         conn.execute("begin")
         row = conn.execute("select value from meta where key = 'schema_version'").fetchone()
-    except sqlite3.OperationalError as exc:
-        if "readonly database" in str(exc):  # reading, in WAL mode, writes the -shm file
-            raise DatabaseError(f"cannot read database {path}: SQLite needs to create "
-                                f"{Path(path).name}-shm beside it (WAL mode), and this user "
-                                "cannot write to its folder: let it, or read a copy") from exc
-        if "no such table: meta" not in str(exc):
-            raise DatabaseError(f"cannot read database {path}: {exc}") from exc
-        raise UsageError(f"{path} is not a trialdiff database (it has no meta table)") from exc
-    except sqlite3.DatabaseError as exc:
-        if "file is not a database" in str(exc):
-            raise UsageError(f"{path} is not a trialdiff database (not an SQLite file)") from exc
-        raise DatabaseError(f"cannot read database {path}: {exc}{damage_hint(exc)}") from exc
-    if row is None:
-        raise UsageError(f"{path} is not a trialdiff database (it has no schema version)")
-    problem = version_problem(path, stored_version(row[0], path))
-    if problem is not None:
-        raise DatabaseError(problem)
-    return conn
+        if row is None:
+            raise UsageError(f"{path} is not a trialdiff database (it has no schema version)")
+        problem = version_problem(path, stored_version(row[0], path))
+        if problem is not None:
+            raise DatabaseError(problem)
+        return conn
+    except BaseException as exc:
+        if conn is not None:  # its read lock would keep a writer from upgrading the file
+            conn.close()
+        if isinstance(exc, sqlite3.Error):
+            raise _read_error(path, exc) from exc
+        raise
+
+
+def _read_error(path: str, exc: sqlite3.Error) -> TrialdiffError:
+    """Return what SQLite's error opening a database for reading means for trialdiff."""
+    if "readonly database" in str(exc):  # reading, in WAL mode, writes the -shm file
+        return DatabaseError(f"cannot read database {path}: SQLite needs to create "
+                             f"{Path(path).name}-shm beside it (WAL mode), and this user "
+                             "cannot write to its folder: let it, or read a copy")
+    if "no such table: meta" in str(exc):
+        return UsageError(f"{path} is not a trialdiff database (it has no meta table)")
+    if "file is not a database" in str(exc):
+        return UsageError(f"{path} is not a trialdiff database (not an SQLite file)")
+    hint = damage_hint(exc) if not isinstance(exc, sqlite3.OperationalError) else ""
+    return DatabaseError(f"cannot read database {path}: {exc}{hint}")
 
 
 @contextmanager
@@ -109,20 +118,6 @@ def transaction(db: Connection) -> Iterator[None]:
             db.execute("rollback")
         raise
     db.execute("commit")
-
-
-def keyed_batches(conn: Connection, table: str, key: str, columns: Sequence[str], where: str,
-                  batch_size: int, after: Any = 0) -> Iterator[list[Any]]:
-    """Yield a table's rows that match `where`, key first, in key order, `batch_size` at a time.
-
-    Each batch is read once the one before was handled, after its last key, so a caller may
-    rewrite the rows it was given (each batch its own commit) and a killed pass resumes.
-    """
-    select = (f"select {key}, {', '.join(columns)} from {table} where {key} > ? and ({where}) "
-              f"order by {key} limit ?")
-    while rows := conn.execute(select, [after, batch_size]).fetchall():
-        yield rows
-        after = rows[-1][0]
 
 
 # A snapshot delta's key for the paths whose long values it shares with its snapshot's changes:

@@ -9,13 +9,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import sqlite_utils
 
 from . import codec
 from .model import dump_json, utc_timestamp
-from .query import SHARED, keyed_batches, transaction
+from .query import SHARED, Connection, transaction
 from .records import gate_digest, pack_delta
+
+
+def keyed_batches(conn: Connection, table: str, key: str, columns: Sequence[str], where: str,
+                  batch_size: int, after: Any = 0) -> Iterator[list[Any]]:
+    """Yield a table's rows that match `where`, key first, in key order, `batch_size` at a time.
+
+    Each batch is read once the one before was handled, after its last key, so a caller may
+    rewrite the rows it was given (each batch its own commit) and a killed pass resumes.
+    """
+    select = (f"select {key}, {', '.join(columns)} from {table} where {key} > ? and ({where}) "
+              f"order by {key} limit ?")
+    while rows := conn.execute(select, [after, batch_size]).fetchall():
+        yield rows
+        after = rows[-1][0]
 
 
 def recompress_records(db: sqlite_utils.Database, batch_size: int = 500) -> None:
