@@ -159,6 +159,19 @@ def test_a_description_cannot_open_a_section_or_put_html_on_the_page() -> None:
             assert text is None or md_block(text) == block(text)
 
 
+@pytest.mark.parametrize("opening", ["```", "~~~", "  ````python"])
+def test_an_unclosed_code_fence_in_a_description_cannot_hold_the_rest_of_the_page(
+    opening: str
+) -> None:
+    # A probe's summary ended in an open fence: every section after it rendered as code.
+    record = copy.deepcopy(FULL)
+    record["protocolSection"]["descriptionModule"]["briefSummary"] = f"Summary.\n\n{opening}\ncode"
+    headings = [t for t in MarkdownIt("commonmark").parse(page(record)) if t.type == "heading_open"]
+    assert len(headings) == len([t for t in MarkdownIt("commonmark").parse(PAGE)
+                                 if t.type == "heading_open"])
+    assert f"\\{opening.strip()}\ncode" in page(record)
+
+
 def test_a_backfilled_html_version_is_paged_as_markdown() -> None:
     # Record history writes HTML: a study only backfilled showed `<p>…</p><ol><li>` as is.
     text = page(load("history/NCT04280705_v0.json")["study"])

@@ -15,9 +15,10 @@ their line breaks. Rules, derived from the sample page (shared/sample-page/NCT05
 - Markup fields (summary, description, criteria, arm/intervention/outcome descriptions) are
   Markdown from the API (a backfilled version's HTML is written as that Markdown first:
   `render.markdown_of_html`) and go out as they are, but for what the API's Markdown never holds
-  (a heading, a setext underline, an HTML tag: escaped); block text keeps its line breaks,
-  list items have their whitespace folded to one line. Plain fields (titles, names, measures,
-  sites) are escaped the way the API escapes its markup fields, so they show as written.
+  (a heading, a code fence, a setext underline, an HTML tag: escaped); block text keeps its
+  line breaks, list items have their whitespace folded to one line. Plain fields (titles,
+  names, measures, sites) are escaped the way the API escapes its markup fields, so they show
+  as written.
 - Eligibility: Sex and Healthy Volunteers, as in the sample (ages only when asked for), then
   the criteria in a fenced block whose fence outgrows any backtick run inside.
 """
@@ -40,10 +41,11 @@ _MD_INLINE: Final = re.compile(r"[\\`*\[\]<>&]|(?<![^\W_])_|_(?![^\W_])")
 _BLOCK_START: Final = re.compile(r"^(?:(?:\d{1,9}[.)]|#{1,6}|[+-])(?=\s|$)|~{3,}|-{3,})")
 # A heading's optional closing sequence: `# Trial #` is the heading `Trial`.
 _CLOSING_HASHES: Final = re.compile(r"(?<=\s)#+$")
-# In block text (the registry's Markdown, which escapes `<` as `\<` and never writes a heading):
-# a heading, a setext underline under a line of text, and an HTML tag or comment. The registry
+# In block text (the registry's Markdown, which escapes `<` as `\<` and never writes a heading
+# nor a code fence): a heading, a fence (unclosed, it would hold the rest of the page), a setext
+# underline under a line of text, and an HTML tag or comment. The registry
 # writes `<!-- -->` between two lists, to keep them apart, and that is left as it is.
-_BLOCK_HEADING: Final = re.compile(r"^ {0,3}(#{1,6})(?=[ \t]|$)")
+_BLOCK_HEADING: Final = re.compile(r"^ {0,3}(#{1,6}(?=[ \t]|$)|`{3}|~{3})")
 _SETEXT: Final = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _HTML_START: Final = re.compile(r"(?<!\\)<(?=[A-Za-z/?!])(?!!-- -->)")
 _YAML_INDICATORS: Final = frozenset("-?:,[]{}#&*!|>'\"%@`")
@@ -135,8 +137,9 @@ def block(text: str) -> str:
 def md_block(text: str) -> str:
     """Return Markdown block text as `block` does, less what the registry's Markdown never holds.
 
-    A heading, a setext underline and an HTML tag are escaped, so that a record cannot open a
-    section of the page (`## Recent Field Changes`) or put live HTML on it.
+    A heading, a code fence, a setext underline and an HTML tag are escaped, so that a record
+    cannot open a section of the page (`## Recent Field Changes`), hide the sections after it
+    in a code block, or put live HTML on it.
     """
     out: list[str] = []
     for line in block(markdown_of_html(text)).split("\n"):
