@@ -143,6 +143,35 @@ def test_a_feed_of_a_cut_result_leaves_out_the_study_day_at_the_cut(web_db: str)
         assert shown and all(whole[key] == title for key, title in shown.items()), url
     assert "tag:trialdiff,2024:NCT05827016/2025-07-07" not in entries(
         fetch(web_db, "/trialdiff/changes.atom")[0].text)
+    # Every page after the first: its first study-day went on from the page before, and was
+    # summarised under the day's own id ("99 field changes" of 522).
+    token, pages = fetch(web_db, "/trialdiff/changes.json")[0].json()["next"], 0
+    while token:
+        feed, page = fetch(web_db, f"/trialdiff/changes.atom?_next={token}",
+                           f"/trialdiff/changes.json?_next={token}")
+        shown, token, pages = entries(feed.text), page.json()["next"], pages + 1
+        assert all(whole[key] == title for key, title in shown.items()), pages
+    assert pages >= 1
+
+
+def test_a_filtered_feed_names_its_filter_in_its_ids_and_a_table_without_changes_has_none(
+    web_db: str
+) -> None:
+    atom = "{http://www.w3.org/2005/Atom}"
+    major, query, studies = fetch(web_db, "/trialdiff/change_log.atom?severity=major",
+                                  "/trialdiff/study_timeline.atom?nct_id=NCT05827016",
+                                  "/trialdiff/studies.atom")
+    for feed, subject in ((major, "severity=major"),
+                          (query, "source=study_timeline&nct_id=NCT05827016")):
+        root = ET.fromstring(feed.text)
+        assert root.findtext(f"{atom}id").endswith(f"?{subject}")
+        ids = [e.findtext(f"{atom}id") for e in root.iter(f"{atom}entry")]
+        assert ids and all(i.endswith(f"?{subject}") for i in ids)  # not the whole day's
+    # A typed URL on a result with no changes: Datasette only hid the link (it was a 500).
+    assert studies.status_code == 400 and "a feed needs whole changes" in studies.text
+    (empty,) = fetch(web_db, "/trialdiff/stopped.atom")
+    seen = sqlite3.connect(web_db).execute("select max(last_seen_at) from sightings").fetchone()
+    assert ET.fromstring(empty.text).findtext(f"{atom}updated") == seen[0]
 
 
 def test_an_error_page_prints_no_traceback_to_the_server_log(

@@ -138,8 +138,12 @@ def to_atom(
     tag_authority: str | None = None,
     self_href: str | None = None,
     titles: Mapping[str, str] | None = None,
+    entry_subject: str = "",
 ) -> str:
-    """Return an Atom feed: `updated` defaults to the newest change, or FEED_EPOCH if none."""
+    """Return an Atom feed: `updated` defaults to the newest change, or FEED_EPOCH if none.
+
+    `entry_subject` names what a filtered feed's entries hold (atom.iter_atom).
+    """
     from .atom import DEFAULT_TAG_AUTHORITY, FEED_EPOCH, iter_atom
 
     changes = list(changes)
@@ -147,7 +151,8 @@ def to_atom(
     return "".join(iter_atom(groups(changes, by_day=True), updated or newest or FEED_EPOCH,
                              feed_id=feed_id, title=title,
                              tag_authority=tag_authority or DEFAULT_TAG_AUTHORITY,
-                             self_href=self_href, titles=titles))
+                             self_href=self_href, titles=titles,
+                             entry_subject=entry_subject))
 
 
 @dataclass(frozen=True)

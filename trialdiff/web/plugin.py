@@ -16,9 +16,11 @@ Every hook acts only on the Datasette that `make_datasette` configured, by its p
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, TypeVar, cast
+from urllib.parse import urlencode
 
 from datasette import hookimpl as datasette_hookimpl
 from datasette.utils.asgi import Response
@@ -123,13 +125,22 @@ async def render_atom(datasette: Any, request: Any, database: str, table: str | 
                       columns: list[str], rows: list[Any], query_name: str | None,
                       data: dict[str, Any] | None = None) -> Response:
     """Return the result as trialdiff's Atom feed: one entry per study per day."""
+    if not can_render_atom(datasette, columns):  # a typed URL: Datasette only hides the link
+        return Response.text(f"no Atom feed here: a feed needs whole changes (the columns "
+                             f"{', '.join(sorted(ATOM_COLUMNS))}), as the changes table, the "
+                             "change_log view and the canned queries hold them\n", status=400)
     found = [dict(zip(columns, row, strict=True)) for row in rows]
+    # A study-day at a cut goes on past it: its entry would summarise part of the day under
+    # the day's own id, which a feed reader keeps. So a page leaves out the study-day at its end
+    # if there is a next page (or Datasette's row limit cut a query), and a page after the
+    # first its first study-day, which may go on from the page before.
+    edges = []
     if data and (data.get("next") or data.get("truncated")) and found:
-        # A table's page, or a query cut at Datasette's row limit: the study-day at the cut
-        # goes on past it. Its entry would summarise part of the day under the day's own id,
-        # which a feed reader keeps: it is left for the page (or narrower query) that holds it.
-        edge = (found[-1]["nct_id"], str(found[-1]["detected_at"])[:10])
-        found = [r for r in found if (r["nct_id"], str(r["detected_at"])[:10]) != edge]
+        edges.append(found[-1])
+    if "_next" in request.args and found:
+        edges.append(found[0])
+    cut = {(row["nct_id"], str(row["detected_at"])[:10]) for row in edges}
+    found = [r for r in found if (r["nct_id"], str(r["detected_at"])[:10]) not in cut]
     for row in found:  # a table page's rows hold compressed values as stored
         for column in ("old", "new"):
             if isinstance(row[column], bytes):
@@ -137,14 +148,44 @@ async def render_atom(datasette: Any, request: Any, database: str, table: str | 
     titles = {r["nct_id"]: r["brief_title"] for r in found if r.get("brief_title")}
     name = query_name or table or "query"
     query = (datasette.metadata("queries", database=database) or {}).get(query_name) or {}
+    args = request.args  # Datasette's MultiParams: a key may come more than once
+    subject = feed_subject(name, [(k, v) for k in args for v in args.getlist(k)])
+    latest = await datasette.get_database(database).execute(
+        "select max(last_seen_at) from sightings")
     feed = to_atom(
         [row_to_change(None, r) for r in found],
-        feed_id=f"tag:trialdiff,2024:datasette/{database}/{name}",
+        feed_id=f"tag:trialdiff,2024:datasette/{database}/{name}"
+        + (f"?{subject}" if subject else ""),
         title=f"trialdiff: {query.get('title') or name}",
+        updated=None if found else latest.first()[0],
         self_href=str(request.url),
         titles=titles,
+        entry_subject=subject,
     )
     return Response(feed, content_type="application/atom+xml; charset=utf-8")
+
+
+# Datasette's own arguments that choose rows (the rest, `_next`, `_size`, `_sort`..., do not).
+_FILTER_ARGUMENTS: Final = frozenset({"_where", "_search", "_through"})
+# What holds every change of a study-day: a feed of it is the whole feed.
+_WHOLE: Final = frozenset({"changes", "change_log"})
+
+
+def feed_subject(name: str, arguments: Iterable[tuple[str, str]]) -> str:
+    """Return what a Datasette feed keeps, as a stable query string ("": every change).
+
+    A canned query, a filter or SQL holds other changes in a study-day's entry than the whole
+    feed does: its entries' ids say so (as `trialdiff changes --format atom` does), so a feed
+    reader does not take one for the other.
+    """
+    pairs = sorted((key, value) for key, value in arguments
+                   if key in _FILTER_ARGUMENTS or not key.startswith("_"))
+    if name not in _WHOLE:
+        pairs.insert(0, ("source", name))
+    subject = urlencode(pairs)
+    if len(subject) > 200:
+        subject = "filter=sha256-" + hashlib.sha256(subject.encode("utf-8")).hexdigest()[:16]
+    return subject
 
 
 @hookimpl
