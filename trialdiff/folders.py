@@ -14,10 +14,11 @@ import re
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from .errors import UsageError
-from .model import observation_time
+from .model import LeftOut, observation_time, utc_timestamp
 from .sources import SUFFIXES, SourceItem, read_file, shown_path
 
 # What Path.exists() reads as "not there": the file, or a folder on its path, is missing.
@@ -116,3 +117,34 @@ def dated_folders(path: str) -> Archive | None:
         )
     days = [(observation_time(c.name, f"{path}: archive folder "), c) for c in dated]
     return Archive(sorted(days), [c.name for c in children if c not in dated])
+
+
+def import_batches(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+                   at: str | date | None) -> tuple[list[tuple[str, list[str]]], list[LeftOut]]:
+    """Return an import's inputs as (observation time, paths) batches, and what it leaves out.
+
+    Each archive of dated folders is a batch per day, observed on its date; the other paths are
+    one batch, observed `at` (now if None).
+    """
+    # One path is not its characters: "/" would have been imported, the whole disk.
+    given = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    if not given or any(not os.fspath(path).strip() for path in given):  # "" is "."
+        raise UsageError("an empty path names no input: give a file, a folder or a zip")
+    observed = observation_time(at) if at is not None else None
+    batches: list[tuple[str, list[str]]] = []
+    plain: list[str] = []
+    notes: list[LeftOut] = []
+    for path in (os.fspath(p) for p in given):
+        archive = dated_folders(path)
+        if archive is None:
+            plain.append(path)
+            continue
+        if observed is not None:  # one time for every day would re-date the whole history
+            raise UsageError(f"{path} is an archive of dated folders, observed on their "
+                             "dates", setting="at")
+        if archive.ignored:
+            notes.append(LeftOut(path, tuple(archive.ignored)))
+        batches.extend((day, [str(folder)]) for day, folder in archive.days)
+    if plain:
+        batches.append((observed or utc_timestamp(), plain))
+    return batches, notes

@@ -51,7 +51,8 @@ class Tracker:
         self.last_run: Run | None = None
         self._db: sqlite_utils.Database | None = None
         self._conn: sqlite3.Connection | None = None
-        self._reading, self._closed = 0, False  # reads under way (a `changes()`) keep theirs
+        self._iterating: set[sqlite3.Connection] = set()  # each `changes()` under way has one
+        self._closed = False
 
     def __enter__(self) -> Tracker:
         return self
@@ -63,7 +64,7 @@ class Tracker:
     def close(self) -> None:
         """Close the database connections; the Tracker is done (open the database again)."""
         self._closed = True
-        for connection in (self._conn, self._db):
+        for connection in (self._conn, self._db, *self._iterating):
             if connection is not None:
                 connection.close()
         self._conn, self._db = None, None
@@ -80,15 +81,15 @@ class Tracker:
     def reader(self) -> sqlite3.Connection:
         """Return a read-only connection, which never blocks a writer, at the last commit.
 
-        Each call starts a new snapshot, unless a read is under way: a `changes()` being
-        iterated keeps the snapshot it began with, and so do the reads made meanwhile.
+        Each call starts a new snapshot (a `changes()` being iterated keeps its own, on its
+        own connection).
         """
         from .query import connect_readonly
 
         self._require_open()
         if self._conn is None:
             self._conn = connect_readonly(self.path)
-        elif not self._reading:
+        else:
             try:  # end the snapshot, so that the next read takes a new one (WAL)
                 self._conn.execute("commit")
                 self._conn.execute("begin")
@@ -137,33 +138,12 @@ class Tracker:
         for it must guard its top level with `if __name__ == "__main__":`, as multiprocessing
         requires (the command line does, on a machine with a second core).
         """
-        from .folders import dated_folders, read_studies
+        from .folders import import_batches, read_studies
         from .ingest import save_studies
-        from .model import LeftOut, observation_time
 
-        # One path is not its characters: "/" would have been imported, the whole disk.
-        given = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
-        if not given or any(not os.fspath(path).strip() for path in given):  # "" is "."
-            raise UsageError("an empty path names no input: give a file, a folder or a zip")
         if workers not in (0, 1):  # one worker prepares edits beside the writer: no more
             raise UsageError(f"workers is 0 or 1, not {workers!r}")
-        observed = observation_time(at) if at is not None else None
-        batches: list[tuple[str, list[str]]] = []
-        plain: list[str] = []
-        notes: list[LeftOut] = []
-        for path in (os.fspath(p) for p in given):
-            archive = dated_folders(path)
-            if archive is None:
-                plain.append(path)
-                continue
-            if observed is not None:  # one time for every day would re-date the whole history
-                raise UsageError(f"{path} is an archive of dated folders, observed on their "
-                                 "dates", setting="at")
-            if archive.ignored:
-                notes.append(LeftOut(path, tuple(archive.ignored)))
-            batches.extend((day, [str(folder)]) for day, folder in archive.days)
-        if plain:
-            batches.append((observed or utc_timestamp(), plain))
+        batches, notes = import_batches(paths, at)
         with self._running("import", sinks) as run:
             for note in notes:
                 run.emit(note)
@@ -317,7 +297,7 @@ class Tracker:
         """
         from .export import annotated_stream, whole_observations
         from .meaning import check_kinds
-        from .query import ChangeFilter, query_changes
+        from .query import ChangeFilter, connect_readonly, query_changes
 
         ids, wanted = checked_ids(nct_ids) if nct_ids is not None else (), tuple(listed(kinds))
         check_kinds(wanted)
@@ -325,7 +305,10 @@ class Tracker:
             return
         where, keep = whole_observations(ChangeFilter(ids, timestamp_of(since),
                                                       timestamp_of(until), path, wanted))
-        conn, self._reading = self.reader(), self._reading + 1  # its snapshot, till the end
+        # Its own connection: its snapshot lasts till the end, and other reads move on.
+        self._require_open()
+        conn = connect_readonly(self.path)
+        self._iterating.add(conn)
         try:
             for group in annotated_stream(query_changes(conn, where), min_severity, keep=keep):
                 yield from map(Change.from_annotated, group)
@@ -333,7 +316,8 @@ class Tracker:
             self._require_open()
             raise
         finally:
-            self._reading -= 1
+            self._iterating.discard(conn)
+            conn.close()
 
     def recent_section(self, nct_id: str, days: int = 30, as_of: str | date | None = None,
                        limit: int | None = None) -> str:
