@@ -30,6 +30,17 @@ def test_change_to_dict_is_what_changes_format_json_prints(db_path: str) -> None
         assert [c.to_dict() for c in chosen] == json.loads(out) != []
 
 
+def test_a_changes_dict_is_a_copy_the_change_does_not_share(imported: str) -> None:
+    # A probe reshaped `to_dict()` for pandas, and the frozen change moved with it.
+    with trialdiff.open(imported) as tracker:
+        change = next(c for c in tracker.changes() if c.path == "status.completionDate")
+        before = change.to_dict()
+        mine = change.to_dict()
+        mine["old"]["date"], mine["facts"]["date"]["days"] = "1900-01-01", 0
+        mine["detail"]["edits"].clear()
+        assert change.to_dict() == before != mine
+
+
 def test_recent_and_page_are_what_the_commands_print(db_path: str) -> None:
     assert run(db_path, "import", str(SAMPLE))[0] == 0
     with trialdiff.open(db_path) as tracker:
@@ -177,6 +188,12 @@ def test_reads_refuse_an_unknown_study_and_a_time_that_is_not_one(imported: str)
         day = f"{SAMPLE_DAYS[1]}T00:00:00Z"
         assert len(list(tracker.changes(since=day))) == len(list(tracker.changes())) == 528
         assert list(tracker.changes(until=day)) == []
+        with pytest.raises(UsageError, match="is after until"):  # reversed: not a quiet window
+            list(tracker.changes(since="2025-07-08", until="2025-07-01"))
+        with pytest.raises(UsageError, match="'yesterday' is not an ISO 8601 date"):
+            tracker.backfill("NCT06060392", api="http://127.0.0.1:9", since="yesterday")
+        assert sqlite3.connect(imported).execute(
+            "select count(*) from runs where command = 'backfill'").fetchone() == (0,)  # no run
         # A day, a timestamp on that day and a date are the same `as_of`.
         sections = {tracker.recent_section("NCT06060392", days=400, as_of=as_of)
                     for as_of in (SAMPLE_DAYS[1], f"{SAMPLE_DAYS[1]}T23:00:00Z",

@@ -13,6 +13,7 @@ quarter of itself empty; later runs add a few records each, and leave them where
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import inspect
 import json
@@ -65,11 +66,14 @@ class Change:
                    dict(item.facts), dict(c.detail))
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the change as the JSON object every export carries, keys in its order."""
-        return {"nct_id": self.nct_id, "path": self.path, "kind": self.kind,
-                "detected_at": self.detected_at, "old": self.old, "new": self.new,
-                "detail": dict(self.detail), "facts": dict(self.facts),
-                "severity": self.severity}
+        """Return the change as the JSON object every export carries, keys in its order.
+
+        Its values are copies: reshaping them (for pandas, say) leaves the change as it is.
+        """
+        return copy.deepcopy({"nct_id": self.nct_id, "path": self.path, "kind": self.kind,
+                              "detected_at": self.detected_at, "old": self.old, "new": self.new,
+                              "detail": self.detail, "facts": self.facts,
+                              "severity": self.severity})
 
 
 def annotated(changes: Iterable[FieldChange], minimum: str | None = None) -> tuple[Change, ...]:

@@ -244,6 +244,10 @@ class ChangeFilter:
     limit: int | None = None
     order: str = "oldest"  # a key of CHANGE_ORDERS
 
+    def __post_init__(self) -> None:
+        if self.since and self.until and self.since > self.until:  # a slip, not a quiet window
+            raise UsageError(f"since {self.since} is after until {self.until}: no change is both")
+
 
 # How query_changes may order its rows; each keeps a study's observation together, so an
 # export can stream them group by group.

@@ -189,7 +189,7 @@ class Tracker:
                 run.drain(pending(run.db, history, run.id, run.totals, run.record, observed_at))
         return self._last()
 
-    def backfill(self, ids: Ids, *, api: str = DEFAULT_API, since: str | None = None,
+    def backfill(self, ids: Ids, *, api: str = DEFAULT_API, since: str | date | None = None,
                  alert: bool = False, sinks: Sequence[Sink] = (), **settings: Any) -> Run:
         """Take in studies' whole registry history, each version dated when it went public."""
         from .errors import FetchError, ShapeError
@@ -197,7 +197,7 @@ class Tracker:
         from .model import Failed
         from .watch import AlertWriter
 
-        nct_ids = checked_ids(ids)
+        nct_ids, since = checked_ids(ids), timestamp_of(since)  # before a run begins
         history = history_client(api, **settings, **self.hooks)
         with self._running("backfill", sinks, [history.client]) as run:
             alerts = AlertWriter(run.db, run.id) if alert else None
