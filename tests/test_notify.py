@@ -400,6 +400,9 @@ def test_an_old_alert_is_given_up_unsent_but_its_first_try_still_goes(
     assert code == 0 and out.rstrip().endswith(
         f"failed  attempts 1  {given_up['last_attempt_at']}  given up after 1 hour undelivered")
     assert delivery(db, untried)["state"] == "delivered"
+    raise_alert(db, f"{receiver.url}/s", "NCT05827016")  # one pending, beside the failed one
+    both = run(db_path, "alerts", "--pending", "--failed")[1].splitlines()
+    assert sorted(line.split("  ")[6] for line in both) == ["failed", "pending"]  # not the last
     # The given-up alert was not sent again: the one POST accepted is the untried one's.
     assert receiver.refused == 1
     assert [b["changes"][0]["nct_id"] for b in bodies(receiver, "/s")] == ["NCT05827016"]

@@ -276,16 +276,16 @@ def _shown(reference: str) -> str:
         return reference
 
 
-def list_alerts(conn: Any, state: str | None = None) -> list[dict[str, Any]]:
-    """Return the outbox's deliveries, newest alert first, optionally of one state."""
+def list_alerts(conn: Any, states: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Return the outbox's deliveries, newest alert first, of some states (none: all)."""
     sql = ("select a.id, a.watch, a.scope, a.created_at, a.run_id, (select count(*) from "
            "alert_changes c where c.alert_id = a.id) as changes, d.target, "
            "d.state, d.attempts, d.last_attempt_at, d.next_attempt_at, d.delivered_at, "
            "d.last_error from alerts a join deliveries d on d.alert_id = a.id")
     params: list[Any] = []
-    if state:
-        sql += " where d.state = ?"
-        params.append(state)
+    if states:
+        sql += f" where d.state in ({', '.join('?' * len(states))})"
+        params.extend(states)
     cursor = conn.execute(sql + " order by a.id desc, d.id", params)
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]

@@ -223,10 +223,10 @@ def notify(ctx: click.Context, /, quiet: bool, wait: float, **settings: Any) -> 
 
 
 @cli.command()
-@click.option("--pending", "state", flag_value="pending", help="Only alerts not delivered yet.")
-@click.option("--failed", "state", flag_value="failed", help="Only alerts given up.")
+@click.option("--pending", is_flag=True, help="Only alerts not delivered yet.")
+@click.option("--failed", is_flag=True, help="Only alerts given up (with --pending: both).")
 @click.pass_context
-def alerts(ctx: click.Context, state: str | None) -> None:
+def alerts(ctx: click.Context, pending: bool, failed: bool) -> None:
     """List raised alerts, one line per target: state, attempts, last error (redacted).
 
     \b
@@ -236,7 +236,8 @@ def alerts(ctx: click.Context, state: str | None) -> None:
     from ..notify import list_alerts
     from ..targets import shown
 
-    for row in list_alerts(reader(ctx), state):
+    states = [state for state, asked in (("pending", pending), ("failed", failed)) if asked]
+    for row in list_alerts(reader(ctx), states):
         # When it went; when it is due again; or, given up, when it was last tried.
         when = (row["delivered_at"] if row["state"] == "delivered" else row["next_attempt_at"]
                 if row["state"] == "pending" else row["last_attempt_at"]) or ""
