@@ -441,6 +441,16 @@ def test_a_url_apprise_cannot_use_is_refused_up_front_redacted() -> None:
     check_target("slack://T1/B2/C3")
 
 
+def test_a_target_in_capitals_or_with_blanks_around_it_is_the_url_it_names(
+    tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    # Both were refused as "Apprise cannot use http://127.0.0.1", though schemes are case-blind.
+    db = str(tmp_path / "t.db")
+    upper = receiver.url.replace("http://", "HTTP://", 1)
+    assert run(db, "watch", "add", "a", "--to", f"{upper}/a", "--to", f" {receiver.url}/b ",
+               "--to", f"{receiver.url}/a")[:2] == (0, "watch add: a \u2192 2 targets\n")
+
+
 @pytest.mark.parametrize(("url", "shown"), [
     ("http://[::1/hook?token=T0KEN", "http://"),  # an unbalanced bracket: urlsplit refuses it
     ("https://hooks.example.org:T0KEN/hook", "https://hooks.example.org"),  # not a port

@@ -29,6 +29,19 @@ CONFIG_PREFIX = "config:"
 HTTP_SCHEMES = ("http://", "https://")  # a webhook; any other scheme goes through Apprise
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def given_target(target: str) -> str:
+    """Return a target as given, less the blanks around it and with its scheme in lower case.
+
+    Schemes are case-blind (RFC 3986): `HTTP://host` is a webhook, not an Apprise URL.
+    """
+    target = target.strip()
+    scheme = _SCHEME.match(target)
+    return target if scheme is None else scheme[0].lower() + target[scheme.end():]
+
+
 def secrets_path() -> Path:
     """Return the secrets file's path (TRIALDIFF_SECRETS, else the XDG config folder)."""
     explicit = os.environ.get("TRIALDIFF_SECRETS")

@@ -65,13 +65,14 @@ def watch_add(ctx: click.Context, /, name: str, studies: tuple[str, ...], query:
     from ..notify import check_target
     from ..query import transaction
     from ..sync import parse_query, track
-    from ..targets import ENV_PREFIX, keep_all
+    from ..targets import ENV_PREFIX, given_target, keep_all
     from ..watch import Watch, add_watch, parse_fact, validate
 
     if secret is not None and not secret.strip():  # an unset variable: not "unsigned"
         fail("--secret '' is no secret: give one, or leave --secret out for unsigned alerts")
     expr = parse_query(query) if query else None
-    targets = tuple(dict.fromkeys(targets))  # one given twice would get every alert twice
+    # One given twice would get every alert twice.
+    targets = tuple(dict.fromkeys(given_target(target) for target in targets))
     rule = Watch(name, targets, tuple(studies) or None, expr, paths, kinds, min_severity,
                  tuple(parse_fact(f) for f in facts), digest, None, utc_timestamp())
     validate(rule)
