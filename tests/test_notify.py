@@ -422,6 +422,11 @@ def test_titles_put_the_most_severe_change_first_on_one_bounded_line() -> None:
     dated = next(c for c in kept if c["path"] == "status.lastUpdatePostDate")
     assert message_title("all", "digest", [dated]) == (
         "all: NCT05827016: status.lastUpdatePostDate 2023-06-07 \u2192 2025-07-01 in 1 study")
+    # A date whose type alone moved reads as the message's body shows it, not as JSON.
+    actual = {**dated, "old": {"date": "2023-06-07", "type": "ESTIMATED"},
+              "new": {"date": "2023-06-07", "type": "ACTUAL"}, "facts": {}}
+    assert message_title("all", "NCT05827016", [actual]) == (
+        "NCT05827016: status.lastUpdatePostDate 2023-06-07 ESTIMATED \u2192 2023-06-07 ACTUAL")
     # Every real change alone: one line, at most 200 characters, cut ones marked as cut.
     titles = [message_title("all", c["nct_id"], [c]) for c in watch.select(list(real_changes()))]
     assert all("\n" not in t and len(t) <= TITLE_WIDTH for t in titles)

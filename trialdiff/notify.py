@@ -34,9 +34,9 @@ from .apprise_client import SendStopped, check_apprise_url, send_apprise
 from .errors import UsageError
 from .export import to_markdown
 from .jsoncsv import json_text
-from .meaning import NONE, SEVERITIES
+from .meaning import NONE, SEVERITIES, Annotated
 from .model import FieldChange, utc_timestamp
-from .present import ARROW, short_pair
+from .present import ARROW, Values, body, short_pair
 from .query import transaction
 from .render import plural, visible
 from .targets import HTTP_SCHEMES, names_host, redact, resolve, scrub, shown
@@ -88,7 +88,11 @@ def _headline(item: Mapping[str, Any]) -> str:
         return f"{item['path']} {shift['from']} {ARROW} {shift['to']}"
     if item["kind"] != "changed":
         return f"{item['path']} {item['kind']}"
-    return f"{item['path']} " + f" {ARROW} ".join(short_pair(item["old"], item["new"], 40))
+    change = FieldChange(item["nct_id"], item["path"], item["kind"], item["detected_at"],
+                         item["old"], item["new"], item["detail"])
+    shown = body(Annotated(change, item["facts"], item["severity"]))  # as the message shows it
+    pair = shown.texts(40) if isinstance(shown, Values) else short_pair(change.old, change.new, 40)
+    return f"{item['path']} " + f" {ARROW} ".join(pair)
 
 
 def message_title(watch: str, scope: str, changes: Sequence[Mapping[str, Any]]) -> str:
