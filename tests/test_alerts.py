@@ -122,8 +122,11 @@ def test_a_refused_watch_add_leaves_nothing_and_remove_needs_the_secrets_file(
     # A target refused after another was kept left the study tracked and the other target's
     # URL in the secrets file; a remove that could not drop its targets removed the rule.
     db = str(tmp_path / "t.db")
-    assert run(db, "watch", "add", "ok", "--to", "http://127.0.0.1:9/a", "--secret", "s3") == (
-        0, "watch add: ok \u2192 1 target\n", "")  # the secret is no target
+    code, _, err = run(db, "watch", "add", "ok", "--to", "http://127.0.0.1:9/a", "--secret", "on")
+    # A probe's 2-character key blanked out every "on" in errors: "C…nectError".
+    assert code == 2 and "--secret is 2 characters: give at least 16" in err
+    assert run(db, "watch", "add", "ok", "--to", "http://127.0.0.1:9/a", "--secret",
+               "s3cret-of-16-chars") == (0, "watch add: ok \u2192 1 target\n", "")  # no target
     kept = secrets_file.read_text(encoding="utf-8")
     code, out, err = run(db, "watch", "add", "w1", "--study", "NCT06060392",
                          "--to", "http://127.0.0.1:9/b", "--to", "env:")

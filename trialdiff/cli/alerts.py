@@ -13,6 +13,8 @@ from . import MAX_DAYS, Group, check_nct_ids, cli, fail, parse_as_of, reader, tr
 from .options import setting_option, wait_option
 from .sinks import show_delivery
 
+MIN_SECRET = 16  # characters of a --secret given as itself (GitHub asks for high entropy)
+
 
 def alert_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add the delivery settings to a command that delivers alerts."""
@@ -70,6 +72,10 @@ def watch_add(ctx: click.Context, /, name: str, studies: tuple[str, ...], query:
 
     if secret is not None and not secret.strip():  # an unset variable: not "unsigned"
         fail("--secret '' is no secret: give one, or leave --secret out for unsigned alerts")
+    if secret and not secret.startswith("env:") and len(secret) < MIN_SECRET:
+        # A short key is guessable, and errors blank it out wherever it appears ("C…nect").
+        fail(f"--secret is {len(secret)} characters: give at least {MIN_SECRET} (random, "
+             "as from `openssl rand -hex 32`)")
     expr = parse_query(query) if query else None
     # One given twice would get every alert twice.
     targets = tuple(dict.fromkeys(given_target(target) for target in targets))
