@@ -211,28 +211,53 @@ def test_a_filtered_export_carries_the_facts_stored_with_each_change(
 def test_whole_observations_widens_only_what_cuts_an_observations_sites() -> None:
     from trialdiff.query import ChangeFilter
 
-    plain = ChangeFilter(("NCT05827016",), path_prefix="status")
+    plain = ChangeFilter(("NCT05827016",), path_prefixes=("status",))
     assert export.whole_observations(plain) == (plain, None)
-    assert export.whole_observations(ChangeFilter(path_prefix="locations")) == (
-        ChangeFilter(path_prefix="locations"), None)
-    where, keep = export.whole_observations(ChangeFilter(path_prefix="locations.a|b||c",
+    assert export.whole_observations(ChangeFilter(path_prefixes=("locations",))) == (
+        ChangeFilter(path_prefixes=("locations",)), None)
+    where, keep = export.whole_observations(ChangeFilter(path_prefixes=("locations.a|b||c",),
                                                          kinds=("added",)))
-    assert where == ChangeFilter(path_prefix="locations") and keep is not None
+    assert where == ChangeFilter(path_prefixes=("locations",)) and keep is not None
     site = real_changes()[0]
     assert not keep(site) or (site.kind == "added" and site.path.startswith("locations.a|b"))
+    # Several prefixes, one inside the sites: the sites are read whole, the rest as given.
+    where, keep = export.whole_observations(ChangeFilter(path_prefixes=("status",
+                                                                         "locations.a")))
+    assert where == ChangeFilter(path_prefixes=("status", "locations")) and keep is not None
+
+
+def test_repeated_paths_export_any_of_them_as_the_library_does(db_path: str) -> None:
+    # A probe's `--path status --path design` kept only the last one: 3 rows of 24.
+    from conftest import SAMPLE
+
+    import trialdiff
+
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    prefixes = ("status", "references", "locations")  # the sites: their observations whole
+    code, out, _ = run(db_path, "changes", *(f"--path={p}" for p in prefixes),
+                       "--kind", "changed", "--kind", "added", "--format", "json")
+    exported = json.loads(out)
+    assert code == 0 and {c["path"].split(".")[0] for c in exported} == set(prefixes)
+    alone = [json.loads(run(db_path, "changes", "--path", p, "--kind", "changed", "--kind",
+                            "added", "--format", "json")[1]) for p in prefixes]
+    assert sorted(map(json.dumps, exported)) == sorted(json.dumps(c) for a in alone for c in a)
+    with trialdiff.open(db_path) as tracker:
+        assert [c.to_dict() for c in tracker.changes(path=prefixes, kinds=["changed", "added"])
+                ] == exported
 
 
 
 def test_feed_subject_names_what_a_filter_keeps_but_not_its_window() -> None:
     assert feed_subject() == ("", "")
-    assert feed_subject(["NCT06060392", "NCT05827016"], "status", ["removed", "added"],
+    assert feed_subject(["NCT06060392", "NCT05827016"], ["status"], ["removed", "added"],
                         "major") == (
         "kind=added,removed&min_severity=major&nct_id=NCT05827016,NCT06060392&path=status",
         "kind=added,removed&min_severity=major&path=status")
     many = [f"NCT{n:08d}" for n in range(40)]
-    feed, entries = feed_subject(many, "locations")
+    feed, entries = feed_subject(many, ["locations"])
     assert feed.startswith("filter=sha256-") and len(feed) == 30 and entries == "path=locations"
-    assert feed_subject(list(reversed(many)), "locations")[0] == feed
+    assert feed_subject(list(reversed(many)), ["locations"])[0] == feed
+    assert feed_subject(paths=["status", "design"])[1] == "path=design,status"
 
 
 def test_a_filtered_atom_feed_and_its_entries_have_ids_of_their_own(db_path: str) -> None:

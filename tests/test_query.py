@@ -64,7 +64,7 @@ def test_a_path_prefix_matches_the_path_and_below_it_with_case_as_written(db_pat
     conn = sqlite3.connect(db_path)
 
     def paths(prefix: str) -> list[str]:
-        return [c.path for c in query_changes(conn, ChangeFilter(path_prefix=prefix))]
+        return [c.path for c in query_changes(conn, ChangeFilter(path_prefixes=(prefix,)))]
 
     under_status = [row[0] for row in conn.execute(
         "select path from changes where substr(path, 1, 7) = 'status.'")]

@@ -85,7 +85,7 @@ def test_changes_are_stored_with_their_detail(db_path: str) -> None:
     save_records(db_path, [older], T1)
     save_records(db_path, [newer], T2)
     conn = open_db(db_path).conn
-    changes = list(query_changes(conn, ChangeFilter(path_prefix="status.completionDate")))
+    changes = list(query_changes(conn, ChangeFilter(path_prefixes=("status.completionDate",))))
     assert len(changes) == 1
     assert changes[0].old == {"date": "2025-03-01", "type": "ESTIMATED"}
     assert changes[0].detail["edits"][0]["new"] == "2025-11-01"
@@ -93,8 +93,8 @@ def test_changes_are_stored_with_their_detail(db_path: str) -> None:
         "oversight.isUsExport"
     ]
     assert list(query_changes(conn, ChangeFilter(since=T3))) == []
-    assert len(list(query_changes(conn, ChangeFilter(path_prefix="status")))) == 4
-    assert list(query_changes(conn, ChangeFilter(path_prefix="stat"))) == []
+    assert len(list(query_changes(conn, ChangeFilter(path_prefixes=("status",))))) == 4
+    assert list(query_changes(conn, ChangeFilter(path_prefixes=("stat",)))) == []
 
 
 def test_a_snapshot_and_its_changes_commit_together(db_path: str, monkeypatch) -> None:

@@ -67,18 +67,19 @@ def whole_observations(where: Any) -> tuple[Any, Callable[[FieldChange], bool] |
     A site change's `sites` fact counts its whole observation's sites, as the stored facts do:
     a filter by kind, or by a path inside the sites, is applied after annotating.
     """
-    prefix = where.path_prefix
-    sites = (prefix or "").rstrip(".").startswith(LOCATION_PREFIX)
+    prefixes = where.path_prefixes
+    sites = {p for p in prefixes if p.rstrip(".").startswith(LOCATION_PREFIX)}
     if not where.kinds and not sites:
         return where, None
     kinds = set(where.kinds)
 
     def keep(change: FieldChange) -> bool:
         return ((not kinds or change.kind in kinds)
-                and (not sites or is_under(change.path, prefix)))
+                and (not sites or any(is_under(change.path, p) for p in prefixes)))
 
-    return replace(where, kinds=(), path_prefix=LOCATION_PREFIX.rstrip(".") if sites
-                   else prefix), keep
+    read = [p for p in prefixes if p not in sites] + ([LOCATION_PREFIX.rstrip(".")] if sites
+                                                      else [])
+    return replace(where, kinds=(), path_prefixes=tuple(read)), keep
 
 
 def groups(changes: Iterable[FieldChange], by_day: bool = False) -> Iterator[list[Annotated]]:
@@ -270,7 +271,7 @@ def stream_export(
     return exporter.changelog(stream, Feed(titles, updated, subject))
 
 
-def feed_subject(nct_ids: Sequence[str] = (), path: str | None = None,
+def feed_subject(nct_ids: Sequence[str] = (), paths: Sequence[str] = (),
                  kinds: Sequence[str] = (), minimum: str | None = None) -> tuple[str, str]:
     """Return what a filtered feed keeps, for its id and for its entries' ("": everything).
 
@@ -282,7 +283,7 @@ def feed_subject(nct_ids: Sequence[str] = (), path: str | None = None,
     from urllib.parse import urlencode
 
     held = [("kind", ",".join(sorted(kinds))), ("min_severity", minimum or ""),
-            ("path", path or "")]
+            ("path", ",".join(sorted(paths)))]
     entries = urlencode([(key, value) for key, value in held if value], safe=",")
     pairs = [*held, ("nct_id", ",".join(sorted(nct_ids)))]
     feed = urlencode([(key, value) for key, value in sorted(pairs) if value], safe=",")

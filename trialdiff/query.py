@@ -239,7 +239,7 @@ class ChangeFilter:
     nct_ids: tuple[str, ...] = ()
     since: str | None = None  # inclusive, ISO 8601 UTC
     until: str | None = None  # exclusive
-    path_prefix: str | None = None
+    path_prefixes: tuple[str, ...] = ()  # any of them
     kinds: tuple[str, ...] = ()
     limit: int | None = None
     order: str = "oldest"  # a key of CHANGE_ORDERS
@@ -271,13 +271,15 @@ def query_changes(conn: Connection, where: ChangeFilter) -> Iterator[FieldChange
     if where.until:
         clauses.append("detected_at < ?")
         params.append(where.until)
-    if where.path_prefix:
+    if where.path_prefixes:
         # A prefix matches the path itself or anything below it: `status` finds status.*,
         # which sort from "status." to "status/" ("/" follows "."). Case counts, as paths are
         # compared everywhere else (a watch's --path); LIKE ignored it, and used no index.
-        below = where.path_prefix.rstrip(".")
-        clauses.append("(path = ? or (path > ? and path < ?))")
-        params.extend([where.path_prefix, below + ".", below + "/"])
+        clauses.append("(" + " or ".join(["(path = ? or (path > ? and path < ?))"]
+                                         * len(where.path_prefixes)) + ")")
+        for prefix in where.path_prefixes:
+            below = prefix.rstrip(".")
+            params.extend([prefix, below + ".", below + "/"])
     if where.kinds:
         clauses.append(f"kind in ({','.join('?' * len(where.kinds))})")
         params.extend(where.kinds)

@@ -288,12 +288,13 @@ class Tracker:
         return load_watches(self.reader())
 
     def changes(self, nct_ids: Ids | None = None, since: str | date | None = None,
-                until: str | date | None = None, path: str | None = None,
+                until: str | date | None = None, path: Ids | None = None,
                 kinds: Ids | None = None, min_severity: str | None = None
                 ) -> Iterator[Change]:
         """Yield stored changes, oldest first, as `changes --format json` lists them.
 
-        `nct_ids` None is every study (an empty list is none); `until` is exclusive.
+        `nct_ids` None is every study (an empty list is none); `until` is exclusive; `path`
+        one prefix or several (any of them).
         """
         from .export import annotated_stream, whole_observations
         from .meaning import check_kinds
@@ -304,7 +305,8 @@ class Tracker:
         if nct_ids is not None and not ids:
             return
         where, keep = whole_observations(ChangeFilter(ids, timestamp_of(since),
-                                                      timestamp_of(until), path, wanted))
+                                                      timestamp_of(until),
+                                                      tuple(listed(path)), wanted))
         # Its own connection: its snapshot lasts till the end, and other reads move on.
         self._require_open()
         conn = connect_readonly(self.path)

@@ -55,7 +55,7 @@ def recent(
 
 def _change_filter(
     nct_ids: tuple[str, ...], since: str | None, until: str | None, days: int | None,
-    as_of: str | None, path: str | None, kinds: tuple[str, ...],
+    as_of: str | None, paths: tuple[str, ...], kinds: tuple[str, ...],
 ) -> Any:
     """Return the filter the changelog options describe."""
     from ..query import ChangeFilter
@@ -70,7 +70,7 @@ def _change_filter(
         fail("--as-of goes with --days")
     if since is not None and until is not None and until <= since:
         fail(f"--until ({until}) is not after --since ({since}): the window is empty")
-    return ChangeFilter(nct_ids, since, until, path, kinds)
+    return ChangeFilter(nct_ids, since, until, paths, kinds)
 
 
 def change_filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -83,7 +83,8 @@ def change_filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
             click.option("--days", type=click.IntRange(1, MAX_DAYS), help="The last N days."),
             click.option("--as-of", "as_of", callback=parse_as_of,
                          help="Last day of --days (default: today)."),
-            click.option("--path", metavar="PREFIX", help="Only paths equal to or under PREFIX."),
+            click.option("--path", "paths", metavar="PREFIX", multiple=True,
+                         help="Only paths equal to or under PREFIX (repeatable: any of them)."),
             click.option("--kind", "kinds", multiple=True,
                          type=click.Choice(["added", "removed", "changed"])),
         )
@@ -120,7 +121,7 @@ def changes(ctx: click.Context, /, fmt: str, min_severity: str | None, output: s
     chunks = stream_export(fmt, lambda order: query_changes(conn, replace(where, order=order)),
                            min_severity, StudyTitles(conn),
                            last_observed(conn) if fmt == "atom" else None, keep,
-                           feed_subject(filters["nct_ids"], filters["path"], filters["kinds"],
+                           feed_subject(filters["nct_ids"], filters["paths"], filters["kinds"],
                                         min_severity))
     if output is not None and output != "-":
         from ..site import write_atomic
