@@ -72,3 +72,13 @@ def test_atom_survives_hostile_values() -> None:
 def test_xml_safe_drops_only_what_xml_forbids() -> None:
     assert xml_safe("a\x00b\x08c\td\ne\rf\ud800g\ufffeh\U0001f600\x85") == \
         "abc\td\ne\rfgh\U0001f600\x85"
+
+
+def test_a_word_diff_shows_control_characters_and_bidi_overrides_as_escapes() -> None:
+    # A probe's RTL override and ESC reached the feed's (and the web page's) word diff raw.
+    change = FieldChange("NCT00000001", "description.briefSummary", "changed",
+                         "2025-08-01T00:00:00.000Z", "A plain summary.",
+                         "A plain \u202eevil\u200b\x1b[31m summary.\ufeff")
+    feed = to_atom([change])
+    assert not any(c in feed for c in "\u202e\u200b\x1b\ufeff")
+    assert "\\u202eevil\\u200b\\x1b[31m" in feed and "\\ufeff" in feed

@@ -55,8 +55,9 @@ def _code(text: str) -> str:
 
 def _words(segments: Sequence[Segment]) -> str:
     """Return a word diff as HTML: del and ins around the words that went and came."""
-    return " ".join(f"<{_TAGS[s.op]}>{html.escape(s.text)}</{_TAGS[s.op]}>" if s.op in _TAGS
-                    else html.escape(s.text) for s in segments)
+    # Control characters and bidi overrides show as escapes, as everywhere else in the entry.
+    return " ".join(f"<{_TAGS[s.op]}>{html.escape(visible(s.text))}</{_TAGS[s.op]}>"
+                    if s.op in _TAGS else html.escape(visible(s.text)) for s in segments)
 
 
 def _edit(edit: Edit) -> str:

@@ -26,7 +26,7 @@ from ..meaning import annotate
 from ..model import FieldChange, utc_day
 from ..query import ChangeFilter, query_changes, snapshots_of, study_fields, study_row
 from ..registry import DEFAULT
-from ..render import plural, recent_order
+from ..render import plural, recent_order, visible
 from ..site import render_study_page
 from .timeline import SEVERITY_COLOURS, Mark, State, timeline_svg
 
@@ -60,7 +60,8 @@ STYLE: Final = """
 .timeline .change-mark { stroke-width: 3; stroke-opacity: .8; }
 .changes h3 { margin: 1.2em 0 .3em; }
 .changes ul, .trial-page ul { list-style: disc; padding-left: 1.5em; margin-top: .3em; }
-.changes li { margin: .3em 0; line-height: 1.45; } del { background: #fbe3e4; color: #8a1f11; }
+.changes li { margin: .3em 0; line-height: 1.45; overflow-wrap: anywhere; }
+del { background: #fbe3e4; color: #8a1f11; }
 ins { background: #e6f6e6; color: #1c6b1c; text-decoration: none; }
 .changes code, .trial-page code { background: #f4f4f6; padding: 0 .2em; border-radius: 3px;
   word-break: break-word; }
@@ -156,7 +157,7 @@ def study_body(data: StudyData, database: str, base: str) -> str:
              for a in annotate(list(data.changes))]
     count = len(data.changes)
     return "\n".join([
-        f"<h1>{nct}: {escape(data.title)}</h1>",
+        f"<h1>{nct}: {escape(visible(data.title))}</h1>",
         f'<p class="note">{escape(data.status)} \u00b7 '
         f'{plural(len(data.states), "snapshot")} \u00b7 '
         f"{count} field change{'s' if count != 1 else ''} \u00b7 last seen "
@@ -203,7 +204,7 @@ async def study_page(datasette: Any, request: Any) -> Response:
     body = study_body(data, database, datasette.urls.database(database))
     template = datasette.jinja_env.from_string(TEMPLATE)
     html = await datasette.render_template(template, {
-        "nct_id": data.nct_id, "title": data.title, "style": Markup(STYLE),
+        "nct_id": data.nct_id, "title": visible(data.title), "style": Markup(STYLE),
         "body": Markup(body), "database": database,
     }, request=request)
     return Response.html(html)
