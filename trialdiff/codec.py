@@ -23,8 +23,7 @@ import threading
 import weakref
 import zlib
 from collections.abc import Callable, Sequence
-from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 import zstandard
 
@@ -56,54 +55,22 @@ MAX_SAMPLES = 300  # held parsed while training: ~60 MB; ~8 MB of JSON is enough
 VALUE_INLINE = 1024
 
 
-class _Codec:
-    """What one dictionary (or none) compresses and decompresses with, each made on first use.
+class _Codec(NamedTuple):
+    """What one dictionary (or none) compresses and decompresses with."""
 
-    A reader only decompresses, so it never pays for a compressor's tables.
-    """
-
-    def __init__(self, data: bytes | None = None) -> None:
-        self._data = data
-        self._plain = None if data is None else zstandard.ZstdCompressionDict(data)
-
-    @cached_property
-    def record(self) -> zstandard.ZstdCompressor:
-        """Compress a first record, at LEVEL."""
-        return zstandard.ZstdCompressor(level=LEVEL, dict_data=self._plain)
-
-    @cached_property
-    def _digested(self) -> zstandard.ZstdCompressionDict | None:
-        # zstd digests an undigested dictionary into each frame's context: ~25 us a frame,
-        # where a snapshot's delta (~400 bytes) takes 4 us against a dictionary digested once
-        # (15 ms, at HISTORY_LEVEL; a 23 KB results value gains less). A first record, written
-        # once per study, does not pay for it.
-        if self._data is None:
-            return None
-        digested = zstandard.ZstdCompressionDict(self._data)
-        digested.precompute_compress(level=HISTORY_LEVEL)
-        return digested
-
-    @cached_property
-    def history(self) -> zstandard.ZstdCompressor:
-        """Compress a snapshot delta, at HISTORY_LEVEL."""
-        return zstandard.ZstdCompressor(level=HISTORY_LEVEL, dict_data=self._digested)
-
-    @cached_property
-    def value(self) -> zstandard.ZstdCompressor:
-        """Compress a long change value: HISTORY_LEVEL, with a checksum."""
-        return zstandard.ZstdCompressor(level=HISTORY_LEVEL, dict_data=self._digested,
-                                        write_checksum=True)
-
-    @cached_property
-    def reader(self) -> zstandard.ZstdDecompressor:
-        """Decompress what any of the compressors wrote."""
-        return zstandard.ZstdDecompressor(dict_data=self._plain)
+    record: zstandard.ZstdCompressor  # at LEVEL
+    history: zstandard.ZstdCompressor  # at HISTORY_LEVEL
+    value: zstandard.ZstdCompressor  # a long change value: HISTORY_LEVEL, with a checksum
+    reader: zstandard.ZstdDecompressor
 
 
 # Per connection, its dictionaries loaded once: {dict id: codec}.
 _Codecs = dict[int, _Codec]
 _LOADED: weakref.WeakKeyDictionary[Any, _Codecs] = weakref.WeakKeyDictionary()
-_PLAIN = _Codec()
+_PLAIN = _Codec(zstandard.ZstdCompressor(level=LEVEL),
+                zstandard.ZstdCompressor(level=HISTORY_LEVEL),
+                zstandard.ZstdCompressor(level=HISTORY_LEVEL, write_checksum=True),
+                zstandard.ZstdDecompressor())
 
 
 def _raw_conn(conn: Any) -> Any:
@@ -153,7 +120,12 @@ def dictionary_bytes(stored: bytes) -> bytes:
 
 def _codec(data: bytes) -> _Codec:
     """Return the compressors and the decompressor of one trained dictionary."""
-    return _Codec(data)
+    dictionary = zstandard.ZstdCompressionDict(data)
+    return _Codec(zstandard.ZstdCompressor(level=LEVEL, dict_data=dictionary),
+                  zstandard.ZstdCompressor(level=HISTORY_LEVEL, dict_data=dictionary),
+                  zstandard.ZstdCompressor(level=HISTORY_LEVEL, dict_data=dictionary,
+                                           write_checksum=True),
+                  zstandard.ZstdDecompressor(dict_data=dictionary))
 
 
 def current_dictionary(conn: Any) -> int | None:
