@@ -294,6 +294,30 @@ def test_an_unreachable_mail_server_leaves_the_alert_pending_and_says_so_redacte
     assert "s3cretpw" not in Path(db).read_bytes().decode("utf-8", "replace")
 
 
+def test_a_mail_server_that_refuses_the_recipient_is_quoted_in_the_error(
+    tmp_path: Path, alert_days: list[Path]
+) -> None:
+    # A probe's 550 was reported as only `Sending email to "…" failed.`
+    from aiosmtpd.controller import Controller
+
+    class Refusing:
+        async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                              options: list[str]) -> str:
+            return "550 5.1.1 no such user"
+
+    controller = Controller(Refusing(), hostname="127.0.0.1", port=_free_port())
+    controller.start()
+    try:
+        db = str(tmp_path / "t.db")
+        url = f"mailto://127.0.0.1:{controller.port}?from=a@example.org&to=nobody@example.org"
+        assert run(db, "watch", "add", "mail", "--fact", "stopped", "--to", url)[0] == 0
+        for number in (1, 2, 3):
+            code, _, err = import_day(db, alert_days, number)
+    finally:
+        controller.stop()
+    assert code == 1 and "550" in err and "no such user" in err
+
+
 def test_a_target_whose_url_does_not_parse_fails_alone(
     tmp_path: Path, alert_days: list[Path], receiver: WebhookReceiver,
     monkeypatch: pytest.MonkeyPatch,

@@ -18,30 +18,45 @@ from contextlib import contextmanager
 from .errors import UsageError
 from .targets import redact
 
+# Apprise logs why a send failed at DEBUG (a mail server's `550 no such user`, an API's
+# answer) and only that it failed at WARNING.
+_DETAILS = ("Socket Exception", "Response Details")
+
 
 class _Collect(logging.Handler):
-    """Keep Apprise's warnings, so a failure can say why without Apprise printing."""
+    """Keep Apprise's warnings and failure details, so a failure can say why, unprinted."""
 
     def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []  # warnings and worse
+        self.details: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            self.messages.append(message)
+        elif message.startswith(_DETAILS):
+            self.details.append(" ".join(message.split())[:300])
+
+    def reason(self) -> str:
+        """Return why the send failed, as Apprise logged it."""
+        return "; ".join([*self.messages[-2:], *self.details[-1:]]) or "Apprise reported a failure"
 
 
 @contextmanager
 def _apprise_logs() -> Iterator[_Collect]:
     """Collect Apprise's log lines instead of letting them reach stderr (they hold URLs)."""
     logger = logging.getLogger("apprise")
-    handler, propagate = _Collect(), logger.propagate
+    handler, propagate, level = _Collect(), logger.propagate, logger.level
     logger.addHandler(handler)
     logger.propagate = False
+    logger.setLevel(logging.DEBUG)
     try:
         yield handler
     finally:
         logger.removeHandler(handler)
         logger.propagate = propagate
+        logger.setLevel(level)
 
 
 def apprise_available() -> bool:
@@ -136,8 +151,7 @@ def send_apprise(url: str, title: str, body: str, timeout: float) -> str | None:
             raise outcome[0]
         error = f"{type(outcome[0]).__name__}: {outcome[0]}"
     else:
-        error = None if outcome[0] else ("; ".join(logs.messages[-2:])
-                                         or "Apprise reported a failure")
+        error = None if outcome[0] else logs.reason()
     if stop is not None:
         raise SendStopped(stop, error)
     return error
