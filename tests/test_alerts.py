@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,23 @@ def test_a_refused_watch_add_leaves_nothing_and_remove_needs_the_secrets_file(
     assert run(db, "watch", "list")[1].startswith("ok  every study")  # the rule stayed
     assert run(db, "watch", "remove", "ok")[0] == 0
     assert json.loads(secrets_file.read_text(encoding="utf-8")) == {}
+
+
+def test_removing_a_watch_from_a_copy_leaves_the_originals_targets(
+    tmp_path: Path, secrets_file: Path, receiver: WebhookReceiver, alert_days: list[Path]
+) -> None:
+    # A probe removed a watch from a staging copy: the original's alerts then failed, its
+    # target gone from the secrets file they share.
+    db, copy = str(tmp_path / "t.db"), str(tmp_path / "staging.db")
+    assert run(db, "watch", "add", "a", "--fact", "stopped", "--to", f"{receiver.url}/a")[0] == 0
+    shutil.copyfile(db, copy)
+    code, out, err = run(copy, "watch", "remove", "a")
+    assert (code, out) == (0, "watch remove: a\n") and "stay in the secrets file" in err
+    for number in (1, 2, 3):
+        assert import_day(db, alert_days, number)[0] == 0
+    assert len(receiver.at("/a")) == 1  # the original still sends
+    assert run(db, "watch", "remove", "a")[:2] == (0, "watch remove: a\n")
+    assert json.loads(secrets_file.read_text(encoding="utf-8")) == {}  # its owner removed it
 
 def test_env_targets_are_read_at_delivery_and_show_previews(
     tmp_path: Path, alert_days: list[Path], receiver: WebhookReceiver,

@@ -6,7 +6,9 @@ and tokens, so it holds only references:
 - `env:NAME`: read from the environment variable NAME when an alert is delivered;
 - `config:ID`: a value kept in the secrets file, a JSON object {ID: value} that trialdiff
   creates with mode 0600 (folder 0700): `TRIALDIFF_SECRETS`, or else
-  `$XDG_CONFIG_HOME/trialdiff/secrets.json` (`~/.config/trialdiff/secrets.json`).
+  `$XDG_CONFIG_HOME/trialdiff/secrets.json` (`~/.config/trialdiff/secrets.json`). Beside each
+  entry, `database:ID` names the database that added it, so that removing a watch from a copy
+  of that database leaves the entry to the original.
 
 Anything shown to a person (`watch list`, errors, the run log) shows a target redacted to its
 scheme and host.
@@ -26,6 +28,7 @@ from .errors import UsageError
 
 ENV_PREFIX = "env:"
 CONFIG_PREFIX = "config:"
+OWNER_PREFIX = "database:"  # the secrets file's key for the database that added an entry
 HTTP_SCHEMES = ("http://", "https://")  # a webhook; any other scheme goes through Apprise
 
 
@@ -84,11 +87,16 @@ def keep(value: str) -> str:
     return keep_all([value])[0]
 
 
-def keep_all(values: list[str]) -> list[str]:
+def _owner_key(entry_id: str) -> str:
+    """Return the key under which the secrets file names the database that added an entry."""
+    return f"{OWNER_PREFIX}{entry_id}"
+
+
+def keep_all(values: list[str], owner: str | None = None) -> list[str]:
     """Return the references to store for targets and secrets, kept in one write of the file.
 
     Every env: reference is checked and the file read before anything is written, so a value
-    refused leaves no other behind.
+    refused leaves no other behind. `owner` (a database's path) is noted beside each entry.
     """
     for value in values:
         if value.startswith(ENV_PREFIX) and not value[len(ENV_PREFIX):].strip():
@@ -103,21 +111,31 @@ def keep_all(values: list[str]) -> list[str]:
             CONFIG_PREFIX + secrets.token_hex(8))
         if reference != value:
             entries[reference[len(CONFIG_PREFIX):]] = value
+            if owner is not None:
+                entries[_owner_key(reference[len(CONFIG_PREFIX):])] = os.path.realpath(owner)
         references.append(reference)
     _write(path, entries)
     return references
 
 
-def forget(references: list[str]) -> None:
+def forget(references: list[str], owner: str | None = None) -> list[str]:
     """Drop the values of references from the secrets file (env: ones need nothing).
 
-    `forget([])` only reads the file: a removal that must update it checks so first.
+    An entry another database added (a copy of `owner` shares its references) stays: its
+    references are returned. `forget([])` only reads the file: a removal that must update it
+    checks so first.
     """
     ids = {r[len(CONFIG_PREFIX):] for r in references if r.startswith(CONFIG_PREFIX)}
     path = secrets_path()
     entries = _read(path)
-    if ids & entries.keys():
-        _write(path, {k: v for k, v in entries.items() if k not in ids})
+    mine = os.path.realpath(owner) if owner is not None else None
+    kept = sorted(i for i in ids & entries.keys()
+                  if entries.get(_owner_key(i), mine) != mine)
+    gone = (ids & entries.keys()) - set(kept)
+    if gone:
+        _write(path, {k: v for k, v in entries.items()
+                      if k not in gone and k.removeprefix(OWNER_PREFIX) not in gone})
+    return [CONFIG_PREFIX + i for i in kept]
 
 
 def resolve(reference: str) -> str:

@@ -90,7 +90,7 @@ def watch_add(ctx: click.Context, /, name: str, studies: tuple[str, ...], query:
         fail(f"a watch named {name!r} exists; remove it first")
     # Kept first: a target or secret refused (env: with no name, an unreadable secrets
     # file) leaves nothing behind, no study tracked and no other value kept.
-    refs = keep_all([*targets, *([secret] if secret else [])])
+    refs = keep_all([*targets, *([secret] if secret else [])], owner=ctx.obj.db)
     track(db, studies, [expr] if expr else [], rule.created_at)
     from dataclasses import replace
 
@@ -142,8 +142,11 @@ def watch_remove(ctx: click.Context, name: str, wait: float) -> None:
     forget([])  # the secrets file read first: a rule whose targets cannot be dropped stays
     with transaction(db):
         rule = remove_watch(db, name)
-    forget([*rule.targets, *([rule.secret] if rule.secret else [])])
+    kept = forget([*rule.targets, *([rule.secret] if rule.secret else [])], owner=ctx.obj.db)
     click.echo(f"watch remove: {name}")
+    if kept:  # a copy of the database that added them: the original still sends with them
+        click.echo(f"trialdiff: watch remove: {', '.join(kept)} stay in the secrets file: "
+                   "another database added them (this one is a copy of it)", err=True)
 
 
 def _window(days: int, as_of: str | None) -> tuple[str, str]:
