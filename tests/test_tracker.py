@@ -441,3 +441,18 @@ def test_one_string_is_one_value_and_odd_filters_are_refused_or_exact(imported: 
             tracker.changes(since="2025-07-07"))
     with trialdiff.open(imported.replace(".db", "-new.db")) as fresh:
         assert fresh.track_again("derivedSection") == ("derivedSection",)
+
+
+def test_arguments_of_the_wrong_type_are_usage_errors_that_say_so(imported: str) -> None:
+    # A probe's list: bytes, None in a list, a list where one id goes, bytes as a path. Each
+    # failed deep inside (AttributeError: 'int' object has no attribute 'strip').
+    with trialdiff.open(imported) as tracker:
+        for call, wrong in ((lambda: list(tracker.changes(b"NCT06060392")), "b'NCT06060392'"),
+                            (lambda: list(tracker.changes([None])), "None in [None]"),
+                            (lambda: tracker.recent_section(["NCT06060392"]),
+                             "['NCT06060392'] in"),
+                            (lambda: list(tracker.changes(path=[3])), "3 in [3]"),
+                            (lambda: tracker.import_paths(b"archive"), "b'archive'")):
+            with pytest.raises(UsageError, match=r"is not a string|neither a") as refused:
+                call()
+            assert str(refused.value).startswith(wrong)

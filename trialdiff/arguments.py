@@ -27,8 +27,20 @@ def checked_ids(values: Ids) -> tuple[str, ...]:
 
 
 def listed(values: str | Iterable[str] | None) -> list[str]:
-    """Return one value or several as a list: one string is one value, not its characters."""
-    return [values] if isinstance(values, str) else list(values or ())
+    """Return one value or several as a list: one string is one value, not its characters.
+
+    Anything but strings is refused as such: bytes, a number or None in a list read as their
+    characters or failed deep inside with AttributeError.
+    """
+    if isinstance(values, str):
+        return [values]
+    if isinstance(values, bytes | bytearray) or not isinstance(values, Iterable | None):
+        raise UsageError(f"{values!r} is neither a string nor a list of strings")
+    items = list(values or ())
+    for item in items:
+        if not isinstance(item, str):
+            raise UsageError(f"{item!r} in {values!r} is not a string")
+    return items
 
 
 def timestamp_of(value: str | date | None) -> str | None:
