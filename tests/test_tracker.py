@@ -274,9 +274,14 @@ def test_open_refuses_an_empty_path_or_a_wait_that_is_no_time(db_path: str) -> N
         with pytest.raises(UsageError, match="names no database file: give a file's path"):
             trialdiff.open(path)  # type: ignore[arg-type]
     assert list(Path(db_path).parent.iterdir()) == []  # no `None` nor `:memory:.lock` made
-    for wait in (float("nan"), -1.0, float("inf")):
+    for wait in (float("nan"), -1.0, float("inf"), "2", True):
         with pytest.raises(UsageError, match="the wait must be a finite number of seconds"):
-            trialdiff.open(db_path, wait=wait)
+            trialdiff.open(db_path, wait=wait)  # type: ignore[arg-type]
+    trialdiff.open(db_path).close()  # on a current database, open() takes no lock: still refused
+    with pytest.raises(UsageError, match="the wait must be a finite number of seconds"):
+        trialdiff.open(db_path, wait="2")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="the delay must be a number, not '0'"):
+        trialdiff.open(db_path).sync("NCT06060392", api="http://127.0.0.1:9", delay="0")
 
 
 def test_one_nct_id_may_be_given_as_a_string(db_path: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from datetime import date
@@ -51,6 +52,13 @@ def timestamp_of(value: str | date | None) -> str | None:
         return utc_timestamp(value.isoformat() if isinstance(value, date) else value)
     except (ValueError, OverflowError, AttributeError):
         raise UsageError(f"{value!r} is not an ISO 8601 date or time") from None
+
+
+def checked_wait(wait: float) -> None:
+    """Refuse a wait for the write lock that is not a finite number of seconds, 0 or more."""
+    # NaN fails every comparison; the API passes anything (a script's "2").
+    if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait < math.inf:
+        raise UsageError(f"the wait must be a finite number of seconds, 0 or more: {wait!r}")
 
 
 def checked_limit(limit: int | None) -> None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import math
 import os
 import stat
 import time
 from types import TracebackType
 
+from .arguments import checked_wait
 from .errors import BusyError, DatabaseError, UsageError
 from .model import utc_timestamp
 
@@ -44,8 +44,7 @@ class WriteLock:
     """Hold the write lock of a database for the length of a `with` block."""
 
     def __init__(self, db_path: str, wait: float = 0.0, command: str = "") -> None:
-        if not 0 <= wait < math.inf:  # NaN fails every comparison; the API passes any float
-            raise UsageError(f"the wait must be a finite number of seconds, 0 or more: {wait!r}")
+        checked_wait(wait)
         # Beside the file itself: a symlink to the database takes the same lock.
         self.path = os.path.realpath(db_path) + ".lock"
         self.db_path = db_path

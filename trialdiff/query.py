@@ -275,11 +275,10 @@ def query_changes(conn: Connection, where: ChangeFilter) -> Iterator[FieldChange
         # A prefix matches the path itself or anything below it: `status` finds status.*,
         # which sort from "status." to "status/" ("/" follows "."). Case counts, as paths are
         # compared everywhere else (a watch's --path); LIKE ignored it, and used no index.
-        clauses.append("(" + " or ".join(["(path = ? or (path > ? and path < ?))"]
+        clauses.append("(" + " or ".join(["path = ? or (path > ? and path < ?)"]
                                          * len(where.path_prefixes)) + ")")
         for prefix in where.path_prefixes:
-            below = prefix.rstrip(".")
-            params.extend([prefix, below + ".", below + "/"])
+            params.extend([prefix, prefix.rstrip(".") + ".", prefix.rstrip(".") + "/"])
     if where.kinds:
         clauses.append(f"kind in ({','.join('?' * len(where.kinds))})")
         params.extend(where.kinds)

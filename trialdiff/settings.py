@@ -79,6 +79,9 @@ CLIENT_BOUNDS: Final[dict[str, tuple[float, float, bool]]] = {
 def check_client_setting(name: str, value: float) -> None:
     """Raise UsageError unless an API client setting is a number within its bounds."""
     low, high, low_open = CLIENT_BOUNDS[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):  # "0" from a script
+        raise UsageError(f"the {name.replace('_', ' ')} must be a number, not {value!r}",
+                         setting=name)
     if not ((low < value) if low_open else (low <= value)) or not value <= high:  # NaN fails
         above = f"more than {low:g}" if low_open else f"{low:g} or more"
         raise UsageError(f"the {name.replace('_', ' ')} must be {above}, at most {high:g}, "

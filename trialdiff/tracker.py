@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
-from .arguments import Ids, checked_ids, checked_limit, day_of, listed, timestamp_of
+from .arguments import (
+    Ids,
+    checked_ids,
+    checked_limit,
+    checked_wait,
+    day_of,
+    listed,
+    timestamp_of,
+)
 from .clients import DEFAULT_API, client_for, history_client
 from .errors import UnknownStudy, UsageError
 from .lifecycle import Change, Run, Sink, WriteRun, raising_ours
@@ -44,6 +52,7 @@ class Tracker:
         if not isinstance(path, str | os.PathLike) or str(path).strip() in ("", ":memory:"):
             # "" and ":memory:" are SQLite's private databases, which no reader could see.
             raise UsageError(f"{path!r} names no database file: give a file's path")
+        checked_wait(wait)  # now, not at the first write
         self.path = os.fspath(path)
         self.wait = wait
         self.hooks = dict(hooks or {})
