@@ -461,3 +461,19 @@ def test_arguments_of_the_wrong_type_are_usage_errors_that_say_so(imported: str)
             with pytest.raises(UsageError, match=r"is not a string|neither a") as refused:
                 call()
             assert str(refused.value).startswith(wrong)
+
+
+def test_a_hook_or_sink_trialdiff_cannot_use_is_refused_before_a_run(db_path: str) -> None:
+    # A probe's `sleeep` failed inside the client; a sink with only show() failed after the
+    # run had committed as ok.
+    with pytest.raises(UsageError, match="hooks takes clock, jitter, sleep, transport, not sleeep"):
+        trialdiff.open(db_path, hooks={"sleeep": 1})
+
+    class ShowOnly:
+        def show(self, outcome: Outcome) -> None:
+            pass
+
+    with (trialdiff.open(db_path) as tracker,
+          pytest.raises(UsageError, match="is no sink: it has no finish, close method")):
+        tracker.import_paths(str(SAMPLE), sinks=[ShowOnly()])  # type: ignore[list-item]
+    assert sqlite3.connect(db_path).execute("select count(*) from runs").fetchone() == (0,)

@@ -140,6 +140,12 @@ class WriteRun:
                  wait: float = 0.0, sinks: Sequence[Sink] = (),
                  clients: Iterable[Any] = (), keep_changes: bool = True) -> None:
         self.command = command
+        for sink in sinks:  # before the run: a missing `finish` failed after it committed
+            missing = [m for m in ("show", "finish", "close")
+                       if not callable(getattr(sink, m, None))]
+            if missing:
+                raise UsageError(f"{sink!r} is no sink: it has no {', '.join(missing)} method "
+                                 "(trialdiff.lifecycle.Sink)")
         self.sinks = list(sinks)
         self.clients = list(clients)
         self.totals = RunTotals()

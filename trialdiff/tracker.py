@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from .compact import Compacted
 
 
+HOOKS = frozenset({"sleep", "transport", "clock", "jitter"})  # what an API client takes
+
+
 @raising_ours
 class Tracker:
     """A trialdiff database: write runs that keep snapshots, and reads of its changelog.
@@ -56,6 +59,8 @@ class Tracker:
         self.path = os.fspath(path)
         self.wait = wait
         self.hooks = dict(hooks or {})
+        if unknown := sorted(set(self.hooks) - HOOKS):
+            raise UsageError(f"hooks takes {', '.join(sorted(HOOKS))}, not {', '.join(unknown)}")
         self.keep_changes = keep_changes
         self.last_run: Run | None = None
         self._db: sqlite_utils.Database | None = None
