@@ -395,12 +395,16 @@ def test_the_webhook_is_rebuilt_from_the_stored_alert_byte_for_byte(
     (arrived,) = receiver.at("/s")
     watch, run_json, key = db.execute("select watch, run, idempotency_key from alerts where id = ?",
                                       [alert_id]).fetchone()
-    changes, _ = alert_changes(db, alert_id)
-    body = webhook_body(watch, json.loads(run_json), changes)
+    changes, titles = alert_changes(db, alert_id)
+    body = webhook_body(watch, json.loads(run_json), changes, titles)
     assert arrived.body == body  # what a retry would send, from the rows alone
     assert arrived.headers["Idempotency-Key"] == key
     assert arrived.headers["X-Trialdiff-Signature"] == signature("whsec-rebuilt", body)
     assert changes  # so the bodies compared are not empty by accident
+    # The study's title and page ride along: a probe's receiver had only the NCT id to show.
+    assert json.loads(body)["studies"] == {"NCT06060392": {
+        "title": titles["NCT06060392"], "url": "https://clinicaltrials.gov/study/NCT06060392"}}
+    assert titles["NCT06060392"]
 
 
 def test_an_old_alert_is_given_up_unsent_but_its_first_try_still_goes(

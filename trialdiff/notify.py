@@ -38,6 +38,7 @@ from .meaning import NONE, SEVERITIES, Annotated
 from .model import FieldChange, utc_timestamp
 from .present import ARROW, Values, body, short_pair
 from .query import transaction
+from .registry import DEFAULT
 from .render import plural, visible
 from .targets import HTTP_SCHEMES, names_host, redact, resolve, scrub, shown
 from .webhooks import WebhookClient, webhook_client
@@ -73,9 +74,16 @@ class DeliveryTotals:
     errors: list[str] = field(default_factory=list)
 
 
-def webhook_body(watch: str, run: Mapping[str, Any], changes: Sequence[Mapping[str, Any]]) -> bytes:
-    """Return the webhook's JSON body, byte for byte the same for the same alert."""
-    payload = {"watch": watch, "run": run, "changes": changes}
+def webhook_body(watch: str, run: Mapping[str, Any], changes: Sequence[Mapping[str, Any]],
+                 titles: Mapping[str, str]) -> bytes:
+    """Return the webhook's JSON body, byte for byte the same for the same alert.
+
+    `studies` gives each study's title (as the alert stored it) and its registry page, so a
+    receiver can show a change without asking the registry.
+    """
+    studies = {nct_id: {"title": titles.get(nct_id), "url": DEFAULT.study_url(nct_id)}
+               for nct_id in sorted({c["nct_id"] for c in changes})}
+    payload = {"watch": watch, "run": run, "changes": changes, "studies": studies}
     return json_text(payload).encode("utf-8")
 
 
@@ -143,7 +151,7 @@ def send(delivery: Delivery, secret_ref: str | None, timeout: float,
         secret = resolve(secret_ref) if secret_ref else None
         values.append(secret or "")
         if url.startswith(HTTP_SCHEMES):
-            body = webhook_body(delivery.watch, delivery.run, delivery.changes)
+            body = webhook_body(delivery.watch, delivery.run, delivery.changes, delivery.titles)
             assert client is not None  # a pass with deliveries has one
             error = client.post(url, body, delivery.key, secret)
         else:
