@@ -74,6 +74,11 @@ def test_each_filter_and_fact_sends_exactly_its_changes(
     picked = {name: {(c["nct_id"], c["path"], c["detected_at"][:10]) for c in
                      sent_changes(receiver, f"/{name}")} for name in FACT_WATCHES}
     assert picked["stopped"] == {("NCT06060392", "status.overallStatus", "2025-07-03")}
+    (stopped,) = bodies(receiver, "/stopped")
+    title = sqlite3.connect(db).execute("select brief_title from studies where nct_id = "
+                                        "'NCT06060392'").fetchone()[0]
+    assert stopped["studies"] == {"NCT06060392": {
+        "title": title, "url": "https://clinicaltrials.gov/study/NCT06060392"}} and title
     assert picked["slip"] == {("NCT06060392", "status.completionDate", "2025-07-02"),
                               ("NCT06060392", "status.primaryCompletionDate", "2025-07-02")}
     assert picked["enrol"] == {("NCT04280705", "design.enrollmentCount", "2025-07-02")}
