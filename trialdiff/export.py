@@ -277,16 +277,21 @@ def feed_subject(nct_ids: Sequence[str] = (), paths: Sequence[str] = (),
 
     Each is a stable query string. An entry's leaves the ids out, which choose entries but
     not what one holds; both leave the time window out, so a feed of the last 7 days is one
-    feed from day to day. A feed's past 200 characters (many ids) is its SHA-256, cut to 16
-    hex digits.
+    feed from day to day.
     """
-    from urllib.parse import urlencode
-
     held = [("kind", ",".join(sorted(kinds))), ("min_severity", minimum or ""),
             ("path", ",".join(sorted(paths)))]
-    entries = urlencode([(key, value) for key, value in held if value], safe=",")
     pairs = [*held, ("nct_id", ",".join(sorted(nct_ids)))]
-    feed = urlencode([(key, value) for key, value in sorted(pairs) if value], safe=",")
-    if len(feed) > 200:
-        feed = "filter=sha256-" + hashlib.sha256(feed.encode("utf-8")).hexdigest()[:16]
-    return feed, entries
+    return (query_subject((key, value) for key, value in sorted(pairs) if value),
+            query_subject((key, value) for key, value in held if value))
+
+
+def query_subject(pairs: Iterable[tuple[str, str]]) -> str:
+    """Return pairs as a stable query string, or its SHA-256 when it is long."""
+    from urllib.parse import urlencode
+
+    # Past 200 characters (many ids, a query's SQL): 16 hex digits, so that an id stays short.
+    text = urlencode(list(pairs), safe=",")
+    if len(text) > 200:
+        return "filter=sha256-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return text

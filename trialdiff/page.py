@@ -45,7 +45,7 @@ _CLOSING_HASHES: Final = re.compile(r"(?<=\s)#+$")
 # nor a code fence): a heading, a fence (unclosed, it would hold the rest of the page), a setext
 # underline under a line of text, and an HTML tag or comment. The registry
 # writes `<!-- -->` between two lists, to keep them apart, and that is left as it is.
-_BLOCK_HEADING: Final = re.compile(r"^ {0,3}(#{1,6}(?=[ \t]|$)|`{3}|~{3})")
+_BLOCK_OPENER: Final = re.compile(r"^ {0,3}(#{1,6}(?=[ \t]|$)|`{3}|~{3})")
 _SETEXT: Final = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _HTML_START: Final = re.compile(r"(?<!\\)<(?=[A-Za-z/?!])(?!!-- -->)")
 _YAML_INDICATORS: Final = frozenset("-?:,[]{}#&*!|>'\"%@`")
@@ -143,7 +143,7 @@ def md_block(text: str) -> str:
     """
     out: list[str] = []
     for line in block(markdown_of_html(text)).split("\n"):
-        line = _HTML_START.sub(r"\\<", _BLOCK_HEADING.sub(r"\\\1", line))
+        line = _HTML_START.sub(r"\\<", _BLOCK_OPENER.sub(r"\\\1", line))
         if out and out[-1].strip() and _SETEXT.match(line):
             line = "\\" + line.lstrip(" ")
         out.append(line)

@@ -72,7 +72,7 @@ def watch_add(ctx: click.Context, /, name: str, studies: tuple[str, ...], query:
 
     if secret is not None and not secret.strip():  # an unset variable: not "unsigned"
         fail("--secret '' is no secret: give one, or leave --secret out for unsigned alerts")
-    if secret and not secret.startswith("env:") and len(secret) < MIN_SECRET:
+    if secret and not secret.startswith(ENV_PREFIX) and len(secret) < MIN_SECRET:
         # A short key is guessable, and errors blank it out wherever it appears ("C…nect").
         fail(f"--secret is {len(secret)} characters: give at least {MIN_SECRET} (random, "
              "as from `openssl rand -hex 32`)")

@@ -16,18 +16,16 @@ Every hook acts only on the Datasette that `make_datasette` configured, by its p
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any, Final, TypeVar, cast
-from urllib.parse import urlencode
 
 from datasette import hookimpl as datasette_hookimpl
 from datasette.utils.asgi import Response
 from markupsafe import Markup, escape
 
 from .. import codec
-from ..export import to_atom
+from ..export import query_subject, to_atom
 from ..query import row_to_change
 from ..render import acts, visible
 from .metadata import private_columns
@@ -149,7 +147,7 @@ async def render_atom(datasette: Any, request: Any, database: str, table: str | 
     name = query_name or table or "query"
     query = (datasette.metadata("queries", database=database) or {}).get(query_name) or {}
     args = request.args  # Datasette's MultiParams: a key may come more than once
-    subject = feed_subject(name, [(k, v) for k in args for v in args.getlist(k)])
+    subject = datasette_subject(name, [(k, v) for k in args for v in args.getlist(k)])
     latest = await datasette.get_database(database).execute(
         "select max(last_seen_at) from sightings")
     feed = to_atom(
@@ -171,7 +169,7 @@ _FILTER_ARGUMENTS: Final = frozenset({"_where", "_search", "_through"})
 _WHOLE: Final = frozenset({"changes", "change_log"})
 
 
-def feed_subject(name: str, arguments: Iterable[tuple[str, str]]) -> str:
+def datasette_subject(name: str, arguments: Iterable[tuple[str, str]]) -> str:
     """Return what a Datasette feed keeps, as a stable query string ("": every change).
 
     A canned query, a filter or SQL holds other changes in a study-day's entry than the whole
@@ -182,10 +180,7 @@ def feed_subject(name: str, arguments: Iterable[tuple[str, str]]) -> str:
                    if key in _FILTER_ARGUMENTS or not key.startswith("_"))
     if name not in _WHOLE:
         pairs.insert(0, ("source", name))
-    subject = urlencode(pairs)
-    if len(subject) > 200:
-        subject = "filter=sha256-" + hashlib.sha256(subject.encode("utf-8")).hexdigest()[:16]
-    return subject
+    return query_subject(pairs)
 
 
 @hookimpl
