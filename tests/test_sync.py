@@ -122,6 +122,17 @@ def test_quiet_prints_only_news(db_path: str, api: StandinAPI) -> None:
     assert code == 0 and f"{IDS[2]}  status.overallStatus" in out
 
 
+def test_a_sync_with_nothing_tracked_says_so_even_quiet(db_path: str, api: StandinAPI) -> None:
+    # A probe's cron job, set up as the README's cron section says, printed nothing and exited
+    # 0 every day: no step had tracked a study.
+    code, out, err = sync(db_path, api, "--quiet")
+    assert (code, out) == (0, "") and err == (
+        "trialdiff: sync: nothing is tracked, so nothing was fetched: run "
+        "`trialdiff track NCT...` (or `track --query EXPR`) first\n")
+    assert run(db_path, "track", IDS[0])[0] == 0
+    assert sync(db_path, api, "--quiet")[2] == ""
+
+
 def test_a_failed_page_stores_nothing_and_exits_1(db_path: str, api: StandinAPI) -> None:
     run(db_path, "track", *IDS[:6])
     api.add_fault(Fault("truncate", path_prefix="/api/v2/studies", times=10))

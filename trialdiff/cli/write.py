@@ -176,8 +176,19 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
                           sinks=[printer, delivery], **settings)
     except KeyboardInterrupt as stop:
         _say_interrupted(ctx, printer, opened, stop)
+    if not (nct_ids or source or run.checked or run.failed) and _tracks_nothing(opened):
+        # Said even with --quiet: a cron job that fetches nothing would be silent for good.
+        click.echo("trialdiff: sync: nothing is tracked, so nothing was fetched: run "
+                   "`trialdiff track NCT...` (or `track --query EXPR`) first", err=True)
     if run.failed or delivery.failed:
         ctx.exit(1)
+
+
+def _tracks_nothing(opened: Any) -> bool:
+    """Tell whether a database tracks no study and no saved query."""
+    return bool(opened.reader().execute(
+        "select not exists (select 1 from watchlist) and not exists (select 1 from queries)"
+    ).fetchone()[0])
 
 
 def _wanted(opened: Any, nct_ids: tuple[str, ...]) -> int | None:
