@@ -52,7 +52,7 @@ def test_the_readmes_python_examples_run(tmp_path: Path, api: StandinAPI) -> Non
         import pandas  # type: ignore[import-untyped]
     except ImportError:
         return
-    with trialdiff.open(str(tmp_path / "snapshots" / "trialdiff.db")) as tracker:
+    with trialdiff.open(str(tmp_path / "analysis.db")) as tracker:
         frame = pandas.DataFrame(c.to_dict() for c in tracker.changes())
     assert len(frame) > 0
 
