@@ -93,6 +93,17 @@ def test_every_command_is_documented_with_an_example() -> None:
         assert example in text, f"README lacks the example of {name}: {example}"
 
 
+def test_the_module_map_names_every_module() -> None:
+    # A probe found the map four modules behind (`ahead`, `apprise_client`, `tracking`,
+    # `upgrades`): a module added is a module described.
+    text = README.read_text(encoding="utf-8")
+    named = set(re.findall(r"`([a-z_]+)`", text.split("One module per stage, each short:", 1)[1]
+                           .split("\n## ", 1)[0]))
+    for package in ("trialdiff", "trialdiff/cli", "trialdiff/web"):
+        modules = {p.stem for p in (ROOT / package).glob("*.py")} - {"__init__", "__main__"}
+        assert modules <= named, (package, sorted(modules - named))
+
+
 def test_exit_codes_are_documented() -> None:
     text = README.read_text(encoding="utf-8")
     for code in ("| 0 |", "| 1 |", "| 2 |", "| 75 |"):
