@@ -130,7 +130,9 @@ def import_batches(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[st
     given = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
     if isinstance(paths, bytes) or not all(isinstance(p, str | os.PathLike) for p in given):
         raise UsageError(f"{paths!r} is neither a path nor a list of paths (str or Path)")
-    if not given or any(not os.fspath(path).strip() for path in given):  # "" is "."
+    if not given:
+        raise UsageError("no path given: give a file, a folder or a zip")
+    if any(not os.fspath(path).strip() for path in given):  # "" is "."
         raise UsageError("an empty path names no input: give a file, a folder or a zip")
     observed = observation_time(at) if at is not None else None
     batches: list[tuple[str, list[str]]] = []
