@@ -440,3 +440,30 @@ def test_changes_of_an_id_the_database_does_not_hold_names_it_and_exits_1(db_pat
     assert code == 1 and err == "trialdiff: NCT99999999 is not in the database\n"
     assert out and out == run(db_path, "changes", "NCT05827016", "--format", "ndjson")[1]
     assert run(db_path, "changes", "NCT05827016", "--format", "ndjson")[0] == 0
+
+
+def test_a_stopped_run_that_stored_changes_says_how_many_and_where_they_are(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A probe's SIGTERM came while a stored page's lines were printed: 621 changes stored, 2
+    # lines shown, and the next run had nothing new to print.
+    import click
+
+    from trialdiff.cli.sinks import Terminated
+    from trialdiff.cli.write import _say_interrupted
+    from trialdiff.lifecycle import Run
+
+    class Opened:
+        last_run = Run(7, "sync", "interrupted", 6, 4, 621, 0, ())
+
+    class Printer:
+        def close(self) -> None:
+            pass
+
+    with pytest.raises(click.exceptions.Exit) as stopped:
+        _say_interrupted(click.Context(cli), Printer(), Opened(), Terminated())  # type: ignore[arg-type]
+    assert stopped.value.exit_code == 143
+    assert capsys.readouterr().err == (
+        "trialdiff: terminated; run 7 recorded as interrupted (what was saved stays: run again "
+        "to resume); it stored 621 changes, which `trialdiff changes` lists (the lines above may "
+        "stop short)\n")

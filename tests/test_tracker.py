@@ -245,7 +245,7 @@ def test_import_paths_takes_one_path_as_one_and_refuses_an_empty_one(
         for empty in ("", " ", ["", str(one)]):
             with pytest.raises(UsageError, match="an empty path names no input"):
                 tracker.import_paths(empty)
-        with pytest.raises(UsageError, match="^no path given"):  # not "an empty path"
+        with pytest.raises(UsageError, match=r"^no path given"):  # not "an empty path"
             tracker.import_paths([])
     code, out, err = run(db_path, "import", "")  # "" would have been the current folder
     assert (code, out) == (2, "")

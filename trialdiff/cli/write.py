@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 
 import click
 
+from ..render import plural
 from ..settings import CLIENT_BOUNDS
 from . import check_nct_ids, cli, fail, parse_timestamp, reader, tracker
 from .alerts import alert_options
@@ -79,7 +80,6 @@ def compact(ctx: click.Context, wait: float) -> None:
     Example:
       trialdiff compact
     """
-    from ..render import plural
 
     done = tracker(ctx, wait, create=False).compact()
     before, after = done.bytes_before / 1e6, done.bytes_after / 1e6
@@ -98,8 +98,12 @@ def _say_interrupted(ctx: click.Context, printer: OutcomePrinter, opened: Any,
         raise stop
     word, code = stopped(stop)
     if run.status == "interrupted":
+        # The stop may have cut the lines of a batch already stored: the next run will not
+        # print them again, so the count says where to look.
+        stored = (f"; it stored {plural(run.changes, 'change')}, which `trialdiff changes` "
+                  "lists (the lines above may stop short)") if run.changes else ""
         click.echo(f"trialdiff: {word}; run {run.id} recorded as interrupted "
-                   "(what was saved stays: run again to resume)", err=True)
+                   f"(what was saved stays: run again to resume){stored}", err=True)
     else:  # stopped while its alerts went out, after the run itself had finished
         click.echo(f"trialdiff: {word} while delivering alerts; run {run.id} had finished "
                    f"({run.status}): the alerts not sent yet stay pending (`trialdiff notify` "
