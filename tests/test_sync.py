@@ -295,10 +295,30 @@ def test_saved_queries_run_whole_then_incrementally(db_path: str, api: StandinAP
     api.set_data_timestamp(RELEASE2)
     sync(db_path, api, "--at", DAY2)
     second = [r for r in api.requests if r.path == "/api/v2/studies"]
+    # The day before the earlier of the last run's day and its release's (2026-05-10).
     assert second[0].query["filter.advanced"] == (
-        "AREA[LastUpdatePostDate]RANGE[2026-05-10,MAX]"
+        "AREA[LastUpdatePostDate]RANGE[2026-05-09,MAX]"
     )
     assert run(db_path, "track", "--query", "pageSize=5")[0] == 2
+
+
+def test_a_query_window_follows_the_registrys_release_and_force_fetches_it_whole(
+    db_path: str, api: StandinAPI
+) -> None:
+    # A probe's machine clock ran ahead of the registry: the window began the day before the
+    # machine's date, after every edit of the next release, and --force did not widen it.
+    assert run(db_path, "track", "--query", "filter.overallStatus=COMPLETED")[0] == 0
+    sync(db_path, api, "--at", "2026-11-20T06:00:00Z")  # under RELEASE1, 2026-05-10
+    api.clear_requests()
+    api.set_data_timestamp(RELEASE2)
+    sync(db_path, api, "--at", "2026-11-21T06:00:00Z")
+    (window,) = [r.query.get("filter.advanced") for r in api.requests
+                 if r.path == "/api/v2/studies"][:1]
+    assert window == "AREA[LastUpdatePostDate]RANGE[2026-05-09,MAX]"
+    api.clear_requests()
+    sync(db_path, api, "--force", "--at", "2026-11-22T06:00:00Z")
+    assert [r.query.get("filter.advanced") for r in api.requests
+            if r.path == "/api/v2/studies"][:1] == [None]  # whole
 
 
 def test_sync_from_a_bulk_source(db_path: str, tmp_path: Path) -> None:

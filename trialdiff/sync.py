@@ -203,8 +203,11 @@ def sync_api(
         except FetchError as exc:
             run.failed.add(nct_id)
             yield run.fail(nct_id, exc)
-    for query_id, expr, last_synced, _ in due:
-        yield from _sync_query(run, query_id, expr, last_synced)
+    for query_id, expr, last_synced, fetched_release in due:
+        # The earlier of this machine's day and the registry's: a clock ahead of the registry
+        # would skip the next release's edits. --force fetches a query whole.
+        last = min(d[:10] for d in (last_synced, fetched_release) if d) if last_synced else None
+        yield from _sync_query(run, query_id, expr, None if force else last)
 
 
 def _sync_batch(run: _Run, batch: list[str]) -> Iterator[Outcome]:
@@ -318,7 +321,7 @@ def _sync_one(run: _Run, nct_id: str) -> Iterator[Outcome]:
 
 
 def _sync_query(run: _Run, query_id: int, expr: str, last_synced: str | None) -> Iterator[Outcome]:
-    """Fetch one saved query, incrementally after its first whole run."""
+    """Fetch one saved query: whole, or updated since the day before `last_synced`."""
     params = dict(parse_qsl(expr))
     params["pageSize"] = str(run.client.pacing.page_size)
     if last_synced:
