@@ -284,6 +284,17 @@ def test_one_tracked_study_leaving_scope_is_one_event(db_path: str, api: Standin
         "select count(*) from events where kind = 'left_scope'").fetchone() == (1,)
 
 
+def test_a_typo_is_asked_again_and_named_by_every_sync_under_one_release(
+    db_path: str, api: StandinAPI
+) -> None:
+    # A probe's second sync under the same release skipped the 404'd typo and exited 0.
+    assert run(db_path, "track", "NCT09999999", IDS[0])[0] == 0
+    for at in (DAY1, DAY2):
+        code, _, err = sync(db_path, api, "--at", at)
+        assert code == 1 and "NCT09999999: not returned by the API (404)" in err, at
+    assert [r.path for r in api.requests].count("/api/v2/studies/NCT09999999") == 2
+
+
 def test_saved_queries_run_whole_then_incrementally(db_path: str, api: StandinAPI) -> None:
     code, out, _ = run(db_path, "track", "--query", "filter.overallStatus=COMPLETED")
     assert code == 0 and out == "track: 0 new studies, 1 new query\n"
