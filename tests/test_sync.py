@@ -830,7 +830,15 @@ def test_a_retry_after_past_the_budget_says_so(db_path: str, api: StandinAPI) ->
                         path_prefix="/api/v2/studies"))
     code, _, err = sync(db_path, api, IDS[0], "--at", DAY1)
     assert code == 1
-    assert "(the server asked to wait 600 s, past the retry budget of 300 s)" in err
+    assert ("(the server asked to wait 600 s; the next retry, 600 s on, would pass the retry "
+            "budget of 300 s)") in err
+    # A backoff longer than the server asked: its own number, not the wait (a probe read 4 s
+    # where the server had asked for 2).
+    api.clear_faults()
+    api.add_fault(Fault("status", status=429, headers={"Retry-After": "2"}, times=3,
+                        path_prefix="/api/v2/studies"))
+    code, _, err = sync(db_path, api, IDS[0], "--at", DAY2, "--retry-budget", "1")
+    assert code == 1 and "the server asked to wait 2 s; the next retry, " in err
 
 
 @pytest.mark.usefixtures("secrets_file")

@@ -212,7 +212,9 @@ class Client:
             spent = self.clock() - started
             if attempt > self.pacing.retries or spent + wait > self.pacing.retry_budget:
                 kind = InvalidResponse if problem.startswith("200") else FetchError
-                asked = (f" (the server asked to wait {wait:.0f} s, past the retry budget of "
+                asked = (f" (the server asked to wait "
+                         f"{_retry_after_seconds(response.headers['Retry-After']):.0f} s; the "
+                         f"next retry, {wait:.0f} s on, would pass the retry budget of "
                          f"{self.pacing.retry_budget:g} s)" if attempt <= self.pacing.retries
                          and response is not None and "Retry-After" in response.headers
                          else "")
