@@ -179,7 +179,9 @@ def test_ids_are_read_as_the_cli_reads_them_and_a_malformed_one_writes_nothing(
 
 def test_reads_refuse_an_unknown_study_and_a_time_that_is_not_one(imported: str) -> None:
     with trialdiff.open(imported) as tracker:
-        for read in (tracker.recent_section, tracker.page):
+        for read in (tracker.recent_section, tracker.page,
+                     lambda i: list(tracker.changes([i, "NCT06060392"]))):
+            # changes() yielded nothing for a typo, where the CLI names it (a probe).
             with pytest.raises(UnknownStudy, match=r"^NCT09999999 is not in the database$"):
                 read("nct09999999")
         with pytest.raises(UsageError, match="'last week' is not an ISO 8601 date or time"):

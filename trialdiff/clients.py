@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from .errors import UsageError
 from .registry import DEFAULT
 
 DEFAULT_API = "https://clinicaltrials.gov/api/v2"
+HOOKS = frozenset({"sleep", "transport", "clock", "jitter"})  # what an API client takes
+
+
+def checked_hooks(hooks: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the API clients' hooks; raise UsageError for one no client takes (a typo)."""
+    if unknown := sorted(set(hooks) - HOOKS):
+        raise UsageError(f"hooks takes {', '.join(sorted(HOOKS))}, not {', '.join(unknown)}")
+    return dict(hooks)
 
 
 def client_for(api: str, *, page_size: int = 500, delay: float = 1.0, timeout: float = 60.0,

@@ -28,16 +28,13 @@ from .arguments import (
     listed,
     timestamp_of,
 )
-from .clients import DEFAULT_API, client_for, history_client
+from .clients import DEFAULT_API, checked_hooks, client_for, history_client
 from .errors import UnknownStudy, UsageError
 from .lifecycle import Change, Run, Sink, WriteRun, raising_ours
 from .model import utc_timestamp
 
 if TYPE_CHECKING:
     from .compact import Compacted
-
-
-HOOKS = frozenset({"sleep", "transport", "clock", "jitter"})  # what an API client takes
 
 
 @raising_ours
@@ -58,9 +55,7 @@ class Tracker:
         checked_wait(wait)  # now, not at the first write
         self.path = os.fspath(path)
         self.wait = wait
-        self.hooks = dict(hooks or {})
-        if unknown := sorted(set(self.hooks) - HOOKS):
-            raise UsageError(f"hooks takes {', '.join(sorted(HOOKS))}, not {', '.join(unknown)}")
+        self.hooks = checked_hooks(hooks or {})
         self.keep_changes = keep_changes
         self.last_run: Run | None = None
         self._db: sqlite_utils.Database | None = None
@@ -307,12 +302,12 @@ class Tracker:
                 ) -> Iterator[Change]:
         """Yield stored changes, oldest first, as `changes --format json` lists them.
 
-        `nct_ids` None is every study (an empty list is none); `until` is exclusive; `path`
-        one prefix or several (any of them).
+        `nct_ids` None is every study, an empty list none, one not stored an UnknownStudy;
+        `until` is exclusive; `path` is one prefix or several (any of them).
         """
         from .export import annotated_stream, whole_observations
         from .meaning import check_kinds
-        from .query import ChangeFilter, connect_readonly, query_changes
+        from .query import ChangeFilter, connect_readonly, query_changes, study_row
 
         ids, wanted = checked_ids(nct_ids) if nct_ids is not None else (), tuple(listed(kinds))
         check_kinds(wanted)
@@ -326,6 +321,8 @@ class Tracker:
         conn = connect_readonly(self.path)
         self._iterating.add(conn)
         try:
+            if unknown := [i for i in ids if study_row(conn, i) is None]:  # a typo, not quiet
+                raise UnknownStudy(f"{', '.join(unknown)} is not in the database")
             for group in annotated_stream(query_changes(conn, where), min_severity, keep=keep):
                 yield from map(Change.from_annotated, group)
         except sqlite3.ProgrammingError:  # closed meanwhile: say so, not in SQLite's words
