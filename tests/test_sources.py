@@ -96,6 +96,30 @@ def test_large_files_stream_record_by_record(tmp_path: Path, monkeypatch) -> Non
     assert items[0].study == RECORDS[0]
 
 
+@pytest.mark.parametrize(("shape", "reason"), [
+    ("cut list", "the file ends where a value should follow: it is cut short"),
+    ("cut page", "ends after item 2, with no closing ']': it is cut short"),
+    ("no commas", "expected ',' or ']' after item 0"),
+    ("tail", "extra data after the JSON value"),
+])
+def test_a_large_file_cut_short_or_malformed_is_a_failed_input(
+    tmp_path: Path, monkeypatch, shape: str, reason: str
+) -> None:
+    # A probe's 84 MB list cut at a record's end (no closing bracket) was read as complete,
+    # exit 0, where the same cut in a small file fails: a cut download read as a shorter day.
+    monkeypatch.setattr(sources, "WHOLE_FILE_LIMIT", 100)
+    monkeypatch.setattr(sources, "_CHUNK", 997)
+    records = [json.dumps(r) for r in RECORDS[:3]]
+    text = {"cut list": "[" + ",\n".join(records) + ",\n",
+            "cut page": '{"studies": [' + ",".join(records),
+            "no commas": "[" + "\n".join(records) + "]",
+            "tail": "[" + ",".join(records) + "] trailing"}[shape]
+    (tmp_path / "big.json").write_text(text)
+    items = list(read_studies([str(tmp_path / "big.json")]))
+    assert items[-1].error is not None and reason in items[-1].error, items[-1].error
+    assert all(i.error is None for i in items[:-1])  # what came before the damage is read
+
+
 def test_one_huge_string_is_an_error_not_a_crash(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(sources, "WHOLE_FILE_LIMIT", 1000)
     monkeypatch.setattr(sources, "MAX_RECORD_BYTES", 100_000)

@@ -183,6 +183,9 @@ def _stream_json(label: str, stream: IO[bytes]) -> Iterator[SourceItem]:
                 if len(buffer) - pos > MAX_RECORD_BYTES:
                     raise ValueError(f"a record is larger than {MAX_RECORD_BYTES} bytes") from None
                 if not fill():
+                    if not buffer[pos:].strip():  # a comma, then nothing: a cut download
+                        raise ValueError("the file ends where a value should follow: it is "
+                                         "cut short") from None
                     raise
                 continue
             # A number at the buffer's end may be cut short: make sure something follows.
@@ -193,38 +196,57 @@ def _stream_json(label: str, stream: IO[bytes]) -> Iterator[SourceItem]:
             pos = end
             return result
 
+    def after(item: str, close: str) -> bool:
+        """Step past the comma after an item; True at the closing bracket (stepped past too)."""
+        nonlocal pos
+        # Strict, as a whole-file parse is: a cut download must not read as a shorter day.
+        found = skip(" \t\r\n")
+        if found not in (",", close):
+            raise ValueError(f"the file ends after {item}, with no closing '{close}': it is "
+                             "cut short" if not found else f"expected ',' or '{close}' after "
+                             f"{item}")
+        pos += 1
+        return found == close
+
     def array(where: str) -> Iterator[SourceItem]:
         nonlocal pos
         pos += 1  # the [
+        if skip(" \t\r\n") == "]":
+            pos += 1
+            return
         index = 0
-        while skip(" \t\r\n,") not in ("]", ""):
+        while True:
             yield _streamed(f"{where}[{index}]", value())
             index += 1
-        pos += 1
+            if after(f"item {index - 1}", "]"):
+                return
 
     try:
         fill()
         first = skip(" \t\r\n")
         if first == "[":
             yield from array(label)
-            return
-        if first != "{":
+        elif first != "{":
             raise ValueError("expected a JSON object or list")
-        # A large object is an API page: stream its "studies", take other keys whole.
-        pos += 1
-        found = False
-        while skip(" \t\r\n,") not in ("}", ""):
-            key = value()
-            if skip(" \t\r\n") != ":":
-                raise ValueError("expected ':' after an object key")
+        else:  # a large object is an API page: stream its "studies", take other keys whole
             pos += 1
-            if key == "studies" and skip(" \t\r\n") == "[":
-                found = True
-                yield from array(label)
-            else:
-                value()
-        if not found:
-            raise ValueError("a large JSON object must be an API page with 'studies'")
+            found = skip(" \t\r\n") == "}"
+            studies = False
+            while not found:
+                key = value()
+                if skip(" \t\r\n") != ":":
+                    raise ValueError("expected ':' after an object key")
+                pos += 1
+                if key == "studies" and skip(" \t\r\n") == "[":
+                    studies = True
+                    yield from array(label)
+                else:
+                    value()
+                found = after(f"key {key!r}", "}")
+            if not studies:
+                raise ValueError("a large JSON object must be an API page with 'studies'")
+        if skip(" \t\r\n"):
+            raise ValueError("extra data after the JSON value")
     except (ValueError, RecursionError, UnicodeDecodeError) as exc:
         yield SourceItem(label, error=_parse_error(exc) if not isinstance(exc, UnicodeDecodeError)
                          else "not UTF-8 text")
