@@ -55,11 +55,20 @@ def _unreadable(errors: list[OSError]) -> Iterator[SourceItem]:
                          error=f"cannot read this folder: {error.strerror or error}")
 
 
+def _is_dir(path: Path) -> bool:
+    """Tell whether a path is a folder; False for one that cannot be looked at (a name too
+    long), which is then read as a file and fails alone."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
 def read_studies(paths: Iterable[str], parse: bool = True) -> Iterator[SourceItem]:
     """Yield every record (or input error) found under the given paths (see `read_file`)."""
     for raw in paths:
         found, named = False, Path(raw)
-        folder = named.is_dir()
+        folder = _is_dir(named)
         for path in _walk(named) if folder else [named]:
             found = True
             if isinstance(path, SourceItem):
@@ -67,10 +76,9 @@ def read_studies(paths: Iterable[str], parse: bool = True) -> Iterator[SourceIte
                 continue
             try:  # one stat says both whether it is there and whether it is a regular file
                 mode = path.stat().st_mode
-            except OSError as exc:
-                if exc.errno not in _ABSENT:
-                    raise
-                yield SourceItem(shown_path(path), error="no such file or directory")
+            except OSError as exc:  # gone, or a name too long: that input fails, not the run
+                yield SourceItem(shown_path(path), error="no such file or directory"
+                                 if exc.errno in _ABSENT else f"cannot read: {exc.strerror}")
                 continue
             if folder and not stat.S_ISREG(mode):  # a FIFO would wait for a writer for ever
                 yield SourceItem(shown_path(path), error=(
@@ -102,7 +110,7 @@ def dated_folders(path: str) -> Archive | None:
     folder would date the whole history today.
     """
     root = Path(path)
-    if not root.is_dir():
+    if not _is_dir(root):
         return None
     children = sorted(child for child in root.iterdir() if not child.name.startswith("."))
     dated = [c for c in children if c.is_dir() and _DATED_DIR.fullmatch(c.name)]

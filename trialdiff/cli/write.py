@@ -28,7 +28,7 @@ def _observed_at(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 @cli.command("import")
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("--at", callback=_observed_at,
               help="Observation time, ISO 8601 (default: now); not in the future.")
 @wait_option
