@@ -19,6 +19,7 @@ from webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.usefixtures("secrets_file")
 
+
 def in_order(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Return changes in the order sent_changes uses."""
     return sorted(changes, key=lambda c: (c["detected_at"], c["nct_id"], c["path"]))
@@ -166,6 +167,7 @@ def test_removing_a_watch_from_a_copy_leaves_the_originals_targets(
     assert len(receiver.at("/a")) == 1  # the original still sends
     assert run(db, "watch", "remove", "a")[:2] == (0, "watch remove: a\n")
     assert json.loads(secrets_file.read_text(encoding="utf-8")) == {}  # its owner removed it
+
 
 def test_env_targets_are_read_at_delivery_and_show_previews(
     tmp_path: Path, alert_days: list[Path], receiver: WebhookReceiver,

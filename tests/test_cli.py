@@ -401,6 +401,7 @@ def test_changes_into_a_file_kept_beside_the_database_is_refused_and_dash_is_std
     assert (code, err) == (0, "") and out == run(db_path, "changes", "--format", "csv")[1]
     assert out.startswith('"nct_id","path"') and not Path("-").exists()
 
+
 def test_an_import_goes_on_past_a_file_name_that_is_not_utf8(tmp_path: Path, db_path: str) -> None:
     folder = tmp_path / "day"
     folder.mkdir()

@@ -106,6 +106,7 @@ def test_a_batch_sqlite_rolled_back_itself_is_not_counted(
     assert totals.checked == 5  # the first batch, committed; not the 2 after it
     assert sqlite3.connect(db_path).execute("select count(*) from studies").fetchone() == (5,)
 
+
 def test_a_stopped_input_keeps_each_whole_batch_before_it_and_a_rerun_saves_the_rest(
     db_path: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -199,6 +199,7 @@ def test_a_value_replaced_whole_shows_old_and_new_not_an_edit_with_no_place() ->
     (item,) = annotate([change])
     assert present(item).body == Values({"x": 1}, "SUSPENDED")
 
+
 def test_reworded_picks_the_closest_added_item_above_the_threshold() -> None:
     detail = real_item("outcomes.secondary").change.detail
     old, new = detail["items_removed"][0], detail["items_added"][0]

@@ -97,6 +97,7 @@ def test_control_characters_in_a_site_path_show_as_escapes() -> None:
     assert line.isprintable() and visible(path) in line
     assert visible("plain text \u00e9") == "plain text \u00e9"
 
+
 def test_history_table_of_a_real_import_lines_up_its_columns(db_path: str) -> None:
     assert run(db_path, "import", str(SAMPLE))[0] == 0
     rows = snapshots_of(open_db(db_path).conn, "NCT05827016")

@@ -66,6 +66,7 @@ def test_a_file_in_a_folder_that_takes_no_new_file_is_named_in_the_error(tmp_pat
     assert caught.value.filename == "/proc/version"
     assert "writing a temporary file beside it" in str(caught.value)
 
+
 def test_write_atomic_skips_an_unchanged_file(tmp_path: Path) -> None:
     target = tmp_path / "page.md"
     assert write_atomic(target, "one\n") is True

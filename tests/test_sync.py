@@ -737,6 +737,7 @@ def _stop_an_import_under_way(db_path: str, tmp_path: Path, signum: int
         out, err = process.communicate(timeout=20)
     return process, out, err
 
+
 def test_ctrl_c_during_an_import_records_it_interrupted_and_exits_130(
     db_path: str, tmp_path: Path
 ) -> None:

@@ -190,7 +190,7 @@ def test_reads_refuse_an_unknown_study_and_a_time_that_is_not_one(imported: str)
         day = f"{SAMPLE_DAYS[1]}T00:00:00Z"
         assert len(list(tracker.changes(since=day))) == len(list(tracker.changes())) == 528
         assert list(tracker.changes(until=day)) == []
-        with pytest.raises(UsageError, match="is after until"):  # reversed: not a quiet window
+        with pytest.raises(UsageError, match="is not after since"):  # reversed: not a quiet window
             list(tracker.changes(since="2025-07-08", until="2025-07-01"))
         with pytest.raises(UsageError, match="'yesterday' is not an ISO 8601 date"):
             tracker.backfill("NCT06060392", api="http://127.0.0.1:9", since="yesterday")

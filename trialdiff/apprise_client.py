@@ -136,10 +136,15 @@ def send_apprise(url: str, title: str, body: str, timeout: float) -> str | None:
         stop = None
         deadline = time.monotonic() + APPRISE_ROUNDS * timeout
         # Not Thread.join: Python 3.11's join, cut short by a signal, marks the thread ended.
-        while not done.is_set() and (left := deadline - time.monotonic()) > 0:
+        while True:
             try:
+                if done.is_set() or (left := deadline - time.monotonic()) <= 0:
+                    break
                 done.wait(left)
             except KeyboardInterrupt as exc:  # a mail server may have the message already
+                if stop is not None:  # a second stop: the user will not wait for the answer
+                    raise SendStopped(exc, "stopped twice before the server answered: the "
+                                           "message may still arrive, and be sent again") from None
                 stop = exc
     if not outcome:
         _silence_apprise()  # what the thread logs later would hold the URL

@@ -239,12 +239,12 @@ class _DeadlinePassed(Exception):
 
 def _retry_after_seconds(header: str) -> float:
     """Return the seconds a Retry-After header asks for (a number or an HTTP date)."""
-    try:
-        return float(header)
+    try:  # a date gone by, or a negative number, asks for no wait
+        return max(0.0, float(header))
     except ValueError:
         pass
     try:
-        return parsedate_to_datetime(header).timestamp() - time.time()
+        return max(0.0, parsedate_to_datetime(header).timestamp() - time.time())
     except (TypeError, ValueError):
         return 0.0
 

@@ -3,9 +3,10 @@
 `deliver_pending` is self-contained: call it after a run's writes (import and sync do), or on
 its own (`trialdiff notify`). Under the write lock, so no run is adding to an alert meanwhile.
 
-- http(s) targets get trialdiff's JSON webhook: a POST of `{"watch", "run", "changes"}` with
-  `Idempotency-Key` (stable per alert) and, given a secret, `X-Trialdiff-Signature:
-  sha256=<hex HMAC-SHA256 of the body>`, GitHub's scheme. Any 2xx is delivered.
+- http(s) targets get trialdiff's JSON webhook: a POST of `{"watch", "run", "changes",
+  "studies"}` with `Idempotency-Key` (stable per alert) and, given a secret,
+  `X-Trialdiff-Signature: sha256=<hex HMAC-SHA256 of the body>`, GitHub's scheme. Any 2xx is
+  delivered.
 - Every other scheme goes through Apprise (the optional `trialdiff[notify]` extra): a title
   such as `NCT05827016: status RECRUITING → TERMINATED (+2 more)` and a Markdown body, which
   Apprise turns into what the service takes (HTML mail, plain text).
@@ -96,8 +97,7 @@ def _headline(item: Mapping[str, Any]) -> str:
         return f"{item['path']} {shift['from']} {ARROW} {shift['to']}"
     if item["kind"] != "changed":
         return f"{item['path']} {item['kind']}"
-    change = FieldChange(item["nct_id"], item["path"], item["kind"], item["detected_at"],
-                         item["old"], item["new"], item["detail"])
+    change = _field_change(item)
     shown = body(Annotated(change, item["facts"], item["severity"]))  # as the message shows it
     pair = shown.texts(40) if isinstance(shown, Values) else short_pair(change.old, change.new, 40)
     return f"{item['path']} " + f" {ARROW} ".join(pair)
@@ -122,9 +122,14 @@ def message_title(watch: str, scope: str, changes: Sequence[Mapping[str, Any]]) 
 def message_body(watch: str, changes: Sequence[Mapping[str, Any]], titles: Mapping[str, str]
                  ) -> str:
     """Return the Markdown body: the export's changelog of the alert's changes."""
-    found = [FieldChange(c["nct_id"], c["path"], c["kind"], c["detected_at"], c["old"],
-                         c["new"], c["detail"]) for c in changes]
+    found = [_field_change(c) for c in changes]
     return to_markdown(found, title=f"trialdiff watch {watch}", titles=titles)
+
+
+def _field_change(item: Mapping[str, Any]) -> FieldChange:
+    """Return an alert's stored change (an object of `changes --format json`) as a FieldChange."""
+    return FieldChange(item["nct_id"], item["path"], item["kind"], item["detected_at"],
+                       item["old"], item["new"], item["detail"])
 
 
 def check_target(url: str) -> None:

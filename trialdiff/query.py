@@ -245,8 +245,9 @@ class ChangeFilter:
     order: str = "oldest"  # a key of CHANGE_ORDERS
 
     def __post_init__(self) -> None:
-        if self.since and self.until and self.since > self.until:  # a slip, not a quiet window
-            raise UsageError(f"since {self.since} is after until {self.until}: no change is both")
+        if self.since and self.until and self.since >= self.until:  # a slip, not a quiet window
+            raise UsageError(f"until {self.until} is not after since {self.since}: the window "
+                             "is empty")
 
 
 # How query_changes may order its rows; each keeps a study's observation together, so an

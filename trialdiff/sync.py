@@ -204,10 +204,8 @@ def sync_api(
             run.failed.add(nct_id)
             yield run.fail(nct_id, exc)
     for query_id, expr, last_synced, fetched_release in due:
-        # The earlier of this machine's day and the registry's: a clock ahead of the registry
-        # would skip the next release's edits. --force fetches a query whole.
-        last = min(d[:10] for d in (last_synced, fetched_release) if d) if last_synced else None
-        yield from _sync_query(run, query_id, expr, None if force else last)
+        yield from _sync_query(run, query_id, expr, None if force else last_synced,
+                               fetched_release)
 
 
 def _sync_batch(run: _Run, batch: list[str]) -> Iterator[Outcome]:
@@ -321,13 +319,17 @@ def _sync_one(run: _Run, nct_id: str) -> Iterator[Outcome]:
     run.fetched([nct_id])  # answered, whatever the answer: not asked again this release
 
 
-def _sync_query(run: _Run, query_id: int, expr: str, last_synced: str | None) -> Iterator[Outcome]:
-    """Fetch one saved query: whole, or updated since the day before `last_synced`."""
+def _sync_query(run: _Run, query_id: int, expr: str, last_synced: str | None,
+                fetched_release: str | None) -> Iterator[Outcome]:
+    """Fetch one saved query: whole (first, or forced), or what was updated since its last run."""
     params = dict(parse_qsl(expr))
     params["pageSize"] = str(run.client.pacing.page_size)
     if last_synced:
-        # A day of overlap: the registry stamps LastUpdatePostDate by day, in US time.
-        since = date.fromisoformat(last_synced[:10]) - timedelta(days=1)
+        # From the earlier of the last run's day and its data release's: a clock ahead of the
+        # registry's would skip the next release's edits. A day of overlap besides: the
+        # registry stamps LastUpdatePostDate by day, in US time.
+        last = min(day[:10] for day in (last_synced, fetched_release) if day)
+        since = date.fromisoformat(last) - timedelta(days=1)
         params = incremental(params, since.isoformat())
     try:
         for page in fetch_pages(run.client, params):

@@ -145,7 +145,7 @@ def resolve(reference: str) -> str:
         value = os.environ.get(name)
         if not value:
             raise UsageError(f"environment variable {name} is not set")
-        return value
+        return given_target(value)  # read at delivery, so tidied here, as `watch add` does
     if reference.startswith(CONFIG_PREFIX):
         entries = _read(secrets_path())
         found = entries.get(reference[len(CONFIG_PREFIX):])

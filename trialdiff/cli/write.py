@@ -189,10 +189,11 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
 
 
 def _tracks_nothing(opened: Any) -> bool:
-    """Tell whether a database tracks no study and no saved query."""
-    return bool(opened.reader().execute(
-        "select not exists (select 1 from watchlist) and not exists (select 1 from queries)"
-    ).fetchone()[0])
+    """Tell whether a database tracks no study (as sync fetches them) and no saved query."""
+    from ..sync import tracked_ids
+
+    conn = opened.reader()
+    return not tracked_ids(conn) and not conn.execute("select 1 from queries").fetchone()
 
 
 def _wanted(opened: Any, nct_ids: tuple[str, ...]) -> int | None:

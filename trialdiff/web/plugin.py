@@ -131,11 +131,12 @@ async def render_atom(datasette: Any, request: Any, database: str, table: str | 
     # A study-day at a cut goes on past it: its entry would summarise part of the day under
     # the day's own id, which a feed reader keeps. So a page leaves out the study-day at its end
     # if there is a next page (or Datasette's row limit cut a query), and a page after the
-    # first its first study-day, which may go on from the page before.
+    # first its first study-day if it may go on from the page before.
     edges = []
     if data and (data.get("next") or data.get("truncated")) and found:
         edges.append(found[-1])
-    if "_next" in request.args and found:
+    if "_next" in request.args and found and await _goes_on_before(
+            datasette, database, table, request.args, found[0]):
         edges.append(found[0])
     cut = {(row["nct_id"], str(row["detected_at"])[:10]) for row in edges}
     found = [r for r in found if (r["nct_id"], str(r["detected_at"])[:10]) not in cut]
@@ -147,18 +148,20 @@ async def render_atom(datasette: Any, request: Any, database: str, table: str | 
     name = query_name or table or "query"
     query = (datasette.metadata("queries", database=database) or {}).get(query_name) or {}
     args = request.args  # Datasette's MultiParams: a key may come more than once
-    subject = datasette_subject(name, [(k, v) for k in args for v in args.getlist(k)])
-    latest = await datasette.get_database(database).execute(
-        "select max(last_seen_at) from sightings")
+    subject, entries = datasette_subject(name, [(k, v) for k in args for v in args.getlist(k)])
+    latest = None
+    if not found:  # an empty feed is dated by the last observation
+        latest = (await datasette.get_database(database).execute(
+            "select max(last_seen_at) from sightings")).first()[0]
     feed = to_atom(
         [row_to_change(None, r) for r in found],
         feed_id=f"tag:trialdiff,2024:datasette/{database}/{name}"
         + (f"?{subject}" if subject else ""),
         title=f"trialdiff: {query.get('title') or name}",
-        updated=None if found else latest.first()[0],
+        updated=latest,
         self_href=str(request.url),
         titles=titles,
-        entry_subject=subject,
+        entry_subject=entries,
     )
     return Response(feed, content_type="application/atom+xml; charset=utf-8")
 
@@ -169,18 +172,34 @@ _FILTER_ARGUMENTS: Final = frozenset({"_where", "_search", "_through"})
 _WHOLE: Final = frozenset({"changes", "change_log"})
 
 
-def datasette_subject(name: str, arguments: Iterable[tuple[str, str]]) -> str:
-    """Return what a Datasette feed keeps, as a stable query string ("": every change).
+def datasette_subject(name: str, arguments: Iterable[tuple[str, str]]) -> tuple[str, str]:
+    """Return what a Datasette feed keeps, for its id and for its entries' ("": everything).
 
     A canned query, a filter or SQL holds other changes in a study-day's entry than the whole
     feed does: its entries' ids say so (as `trialdiff changes --format atom` does), so a feed
-    reader does not take one for the other.
+    reader does not take one for the other. As there, the study ids choose entries but not
+    what one holds, so an entry's leaves them out.
     """
     pairs = sorted((key, value) for key, value in arguments
-                   if key in _FILTER_ARGUMENTS or not key.startswith("_"))
+                   if key in _FILTER_ARGUMENTS or key.startswith("_search_")
+                   or not key.startswith("_"))
     if name not in _WHOLE:
         pairs.insert(0, ("source", name))
-    return query_subject(pairs)
+    return query_subject(pairs), query_subject(p for p in pairs if p[0] != "nct_id")
+
+
+async def _goes_on_before(datasette: Any, database: str, table: str | None, args: Any,
+                          first: dict[str, Any]) -> bool:
+    """Tell whether a page's first study-day may have rows on the page before it.
+
+    Known only on the changes table in its own order (by id): elsewhere, assume it may.
+    """
+    if table != "changes" or "id" not in first or any(k.startswith("_sort") for k in args):
+        return True
+    result = await datasette.get_database(database).execute(
+        "select 1 from changes where nct_id = ? and substr(detected_at, 1, 10) = ? and id < ? "
+        "limit 1", [first["nct_id"], str(first["detected_at"])[:10], first["id"]])
+    return result.first() is not None
 
 
 @hookimpl
