@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from trialdiff.errors import UsageError
 from trialdiff.targets import (
     forget,
     keep,
+    keep_all,
     names_host,
     redact,
     resolve,
@@ -148,3 +150,19 @@ def test_scrub_takes_a_path_or_query_part_out_where_a_service_names_it_alone() -
     assert scrub("POST /services/T0ABCDEF failed", [
         "https://hooks.slack.com/services/T0ABCDEF/B0ABCDEF/abcdefghijklmnopqrstuvwx"]) == (
         "POST /services/\u2026 failed")
+
+
+def test_an_entry_another_database_added_is_kept_by_forget(
+    secrets_file: Path, tmp_path: Path
+) -> None:
+    original, copy = str(tmp_path / "t.db"), str(tmp_path / "staging.db")
+    hook, mail = keep_all([HOOK, MAIL], owner=original)
+    entries = json.loads(secrets_file.read_text())
+    assert entries[f"database:{hook.removeprefix('config:')}"] == os.path.realpath(original)
+    assert forget([hook], owner=copy) == [hook]  # the copy's removal leaves the original's
+    assert resolve(hook) == HOOK
+    assert forget([hook], owner=original) == []  # its own: gone, with its owner's note
+    assert set(json.loads(secrets_file.read_text())) == {
+        mail.removeprefix("config:"), f"database:{mail.removeprefix('config:')}"}
+    assert forget([mail]) == []  # no owner given: no check (a library caller's way)
+    assert json.loads(secrets_file.read_text()) == {}

@@ -129,8 +129,8 @@ def forget(references: list[str], owner: str | None = None) -> list[str]:
     path = secrets_path()
     entries = _read(path)
     mine = os.path.realpath(owner) if owner is not None else None
-    kept = sorted(i for i in ids & entries.keys()
-                  if entries.get(_owner_key(i), mine) != mine)
+    kept = sorted(i for i in ids & entries.keys() if mine is not None
+                  and entries.get(_owner_key(i), mine) != mine)
     gone = (ids & entries.keys()) - set(kept)
     if gone:
         _write(path, {k: v for k, v in entries.items()

@@ -146,7 +146,8 @@ def watch_remove(ctx: click.Context, name: str, wait: float) -> None:
     click.echo(f"watch remove: {name}")
     if kept:  # a copy of the database that added them: the original still sends with them
         click.echo(f"trialdiff: watch remove: {', '.join(kept)} stay in the secrets file: "
-                   "another database added them (this one is a copy of it)", err=True)
+                   "another database file added them (this one is a copy of it, or was "
+                   "moved): `database:ID` there names it", err=True)
 
 
 def _window(days: int, as_of: str | None) -> tuple[str, str]:
