@@ -10,7 +10,7 @@ import pytest
 from conftest import real_records
 
 from trialdiff.errors import UsageError
-from trialdiff.folders import dated_folders, read_studies
+from trialdiff.folders import dated_folders, import_batches, read_studies
 
 RECORDS = real_records()[:5]
 IDS = [r["protocolSection"]["identificationModule"]["nctId"] for r in RECORDS]
@@ -118,3 +118,23 @@ def test_a_folder_that_cannot_be_read_and_a_fifo_are_named_not_skipped(
         (str(tmp_path / "ok" / "pipe.json"), "not a regular file (a FIFO or device in a folder "
                                              "is not read: give it as a path of its own)")]
     assert [item.nct_id for item in items if not item.error] == IDS[:1]
+
+
+def test_the_days_of_several_archives_are_imported_oldest_first(tmp_path: Path) -> None:
+    # A probe gave the newer archive first: its day went in first, and the older day's
+    # studies were refused as older than their latest snapshot.
+    for archive, day in (("X", "2025-07-07"), ("Y", "2024-06-14")):
+        (tmp_path / archive / day).mkdir(parents=True)
+        (tmp_path / archive / day / "NCT00000001.json").write_text("{}")
+    batches, _ = import_batches([str(tmp_path / "X"), str(tmp_path / "Y")], None)
+    assert [day[:10] for day, _ in batches] == ["2024-06-14", "2025-07-07"]
+
+
+def test_a_path_that_cannot_be_looked_at_is_a_failed_input(tmp_path: Path) -> None:
+    # A name too long for the file system ended the whole import (a probe).
+    (tmp_path / "ok.json").write_text(json.dumps(real_records()[0]))
+    long = str(tmp_path / ("x" * 300 + ".json"))
+    items = list(read_studies([str(tmp_path / "ok.json"), long]))
+    assert items[0].error is None and len(items) == 2
+    assert items[1].error is not None and items[1].error.startswith("cannot read")
+    assert import_batches([long], "2024-06-14")[0][0][1] == [long]  # a plain input, then

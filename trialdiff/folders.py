@@ -159,4 +159,7 @@ def import_batches(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[st
         batches.extend((day, [str(folder)]) for day, folder in archive.days)
     if plain:
         batches.append((observed or utc_timestamp(), plain))
+    # Days of several archives interleave: each day in its place, oldest first, whatever the
+    # order the archives were given in (given newest first, a probe's import refused the rest).
+    batches.sort(key=lambda batch: batch[0])
     return batches, notes
