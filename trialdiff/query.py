@@ -246,8 +246,7 @@ class ChangeFilter:
 
     def __post_init__(self) -> None:
         if self.since and self.until and self.since >= self.until:  # a slip, not a quiet window
-            raise UsageError(f"until {self.until} is not after since {self.since}: the window "
-                             "is empty")
+            raise UsageError(f"until {self.until} is not after since {self.since}: an empty window")
 
 
 # How query_changes may order its rows; each keeps a study's observation together, so an
