@@ -60,6 +60,15 @@ def test_zip_bulk_dump_with_one_json_per_study(tmp_path: Path) -> None:
     assert ids([path]) == sorted(IDS)
 
 
+def test_two_zip_members_of_one_name_are_both_read(tmp_path: Path) -> None:
+    # A probe's zip held study.json twice: only the last was read, the first never seen.
+    path = tmp_path / "twice.zip"
+    with zipfile.ZipFile(path, "w") as archive, pytest.warns(UserWarning, match="Duplicate"):
+        archive.writestr("study.json", json.dumps(RECORDS[0]))
+        archive.writestr("study.json", json.dumps(RECORDS[1]))
+    assert ids([path]) == [IDS[0], IDS[1]]
+
+
 @pytest.mark.parametrize(
     ("content", "reason"),
     [

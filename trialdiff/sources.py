@@ -334,10 +334,11 @@ def _read_zip(path: Path, parse: bool) -> Iterator[SourceItem]:
             name = info.filename
             label = f"{shown_path(path)}!{name}"
             try:
+                # Opened by its entry, not its name: two members of one name are two inputs.
                 if name.lower().endswith(".json"):
-                    yield from _read_json(label, lambda n=name: archive.open(n), info.file_size)
+                    yield from _read_json(label, lambda i=info: archive.open(i), info.file_size)
                 else:
-                    with archive.open(name) as stream:
+                    with archive.open(info) as stream:
                         yield from _read_ndjson(label, stream, parse)
             except _DAMAGED as exc:  # this member fails; the others are still read
                 yield SourceItem(label, error=f"a damaged zip member: {exc}")
