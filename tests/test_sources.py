@@ -60,6 +60,22 @@ def test_zip_bulk_dump_with_one_json_per_study(tmp_path: Path) -> None:
     assert ids([path]) == sorted(IDS)
 
 
+def test_macos_metadata_beside_study_files_is_no_input(tmp_path: Path) -> None:
+    # A zip made on macOS, and a folder copied from one, failed on every `._` file: exit 1.
+    path = tmp_path / "mac.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("studies/a.json", json.dumps(RECORDS[0]))
+        archive.writestr("__MACOSX/studies/._a.json", b"\x00\x05\x16\x07 AppleDouble")
+        archive.writestr("studies/._a.json", b"\x00\x05\x16\x07 AppleDouble")
+    folder = tmp_path / "copied"
+    (folder / "__MACOSX").mkdir(parents=True)
+    (folder / "a.json").write_text(json.dumps(RECORDS[1]))
+    (folder / "._a.json").write_bytes(b"\x00\x05\x16\x07")
+    (folder / "__MACOSX" / "b.json").write_bytes(b"\x00")
+    items = list(read_studies([str(path), str(folder)]))
+    assert [(i.nct_id, i.error) for i in items] == [(IDS[0], None), (IDS[1], None)]
+
+
 def test_two_zip_members_of_one_name_are_both_read(tmp_path: Path) -> None:
     # A probe's zip held study.json twice: only the last was read, the first never seen.
     path = tmp_path / "twice.zip"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import UsageError
 from .model import LeftOut, observation_time, utc_timestamp
-from .sources import SUFFIXES, SourceItem, read_file, shown_path
+from .sources import SUFFIXES, SourceItem, is_apple_double, read_file, shown_path
 
 # What Path.exists() reads as "not there": the file, or a folder on its path, is missing.
 _ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP})
@@ -41,9 +41,9 @@ def _walk(folder: Path) -> Iterator[Path | SourceItem]:
             dirs.clear()
             continue
         walked.add((where.st_dev, where.st_ino))
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if d != "__MACOSX")
         yield from (Path(root) / name for name in sorted(files)
-                    if name.lower().endswith(SUFFIXES))
+                    if name.lower().endswith(SUFFIXES) and not is_apple_double(name))
     yield from _unreadable(unreadable)
 
 

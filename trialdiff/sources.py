@@ -317,6 +317,11 @@ def _read_ndjson(label: str, stream: IO[bytes], parse: bool) -> Iterator[SourceI
 _DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)
 
 
+def is_apple_double(name: str) -> bool:
+    """Tell whether a file is macOS's metadata beside a file (`._x.json`, `__MACOSX/`), not one."""
+    return name.startswith("__MACOSX/") or name.rsplit("/", 1)[-1].startswith("._")
+
+
 def _read_zip(path: Path, parse: bool) -> Iterator[SourceItem]:
     """Yield the records of every JSON or NDJSON member of a zip (the registry's bulk dump)."""
     try:
@@ -326,7 +331,8 @@ def _read_zip(path: Path, parse: bool) -> Iterator[SourceItem]:
         return
     with archive:
         members = [info for info in sorted(archive.infolist(), key=lambda i: i.filename)
-                   if not info.is_dir() and info.filename.lower().endswith(SUFFIXES[:3])]
+                   if not info.is_dir() and info.filename.lower().endswith(SUFFIXES[:3])
+                   and not is_apple_double(info.filename)]
         if not members:  # as an empty folder: most often the wrong file, not "0 checked"
             yield SourceItem(shown_path(path), error="no study files in this zip (.json, .ndjson "
                                                 "or .jsonl)")
