@@ -56,8 +56,8 @@ def _unreadable(errors: list[OSError]) -> Iterator[SourceItem]:
 
 
 def _is_dir(path: Path) -> bool:
-    """Tell whether a path is a folder; False for one that cannot be looked at (a name too
-    long), which is then read as a file and fails alone."""
+    """Tell whether a path is a folder; False for one that cannot be looked at."""
+    # Path.is_dir raises for a name too long: read as a file, such a path fails alone.
     try:
         return path.is_dir()
     except OSError:

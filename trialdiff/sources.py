@@ -201,10 +201,11 @@ def _stream_json(label: str, stream: IO[bytes]) -> Iterator[SourceItem]:
         nonlocal pos
         # Strict, as a whole-file parse is: a cut download must not read as a shorter day.
         found = skip(" \t\r\n")
-        if found not in (",", close):
+        if not found:
             raise ValueError(f"the file ends after {item}, with no closing '{close}': it is "
-                             "cut short" if not found else f"expected ',' or '{close}' after "
-                             f"{item}")
+                             "cut short")
+        if found not in (",", close):
+            raise ValueError(f"expected ',' or '{close}' after {item}")
         pos += 1
         return found == close
 

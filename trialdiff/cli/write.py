@@ -80,7 +80,6 @@ def compact(ctx: click.Context, wait: float) -> None:
     Example:
       trialdiff compact
     """
-
     done = tracker(ctx, wait, create=False).compact()
     before, after = done.bytes_before / 1e6, done.bytes_after / 1e6
     click.echo(f"compact: {plural(done.records, 'record')}, "
