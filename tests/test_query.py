@@ -22,6 +22,7 @@ from trialdiff.query import (
     query_changes,
     study_fields,
     transaction,
+    unknown_studies,
 )
 from trialdiff.schema import open_db
 
@@ -74,6 +75,16 @@ def test_a_path_prefix_matches_the_path_and_below_it_with_case_as_written(db_pat
     # As a watch's --path compares: LIKE matched `STATUS` (and `status.OVERALLSTATUS` not at all).
     assert paths("STATUS") == paths("status.OVERALLSTATUS") == paths("statu") == []
     assert paths("status_") == paths("status%") == []  # no wildcards
+
+
+def test_unknown_studies_names_each_id_not_stored_once_in_order(db_path: str) -> None:
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    conn = sqlite3.connect(db_path)
+    stored = conn.execute("select nct_id from studies order by nct_id").fetchone()[0]
+    assert unknown_studies(conn, []) == [] == unknown_studies(conn, [stored])
+    assert unknown_studies(conn, ["NCT99999999", stored, "NCT00000001", "NCT99999999"]) == [
+        "NCT00000001", "NCT99999999"]
+    assert unknown_studies(conn, [stored.lower()]) == [stored.lower()]  # ids as stored
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,

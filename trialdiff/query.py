@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -333,21 +333,23 @@ def snapshot_at(conn: Connection, nct_id: str, seq: int) -> Snapshot | None:
 def study_row(conn: Connection, nct_id: str) -> dict[str, Any] | None:
     """Return a study's row from the studies table, or None when it is unknown."""
     cursor = conn.execute(
-        "select * from studies left join sightings using (nct_id) where nct_id = ?", [nct_id]
-    )
+        "select * from studies left join sightings using (nct_id) where nct_id = ?", [nct_id])
     row = cursor.fetchone()
-    if row is None:
-        return None
-    return dict(zip([d[0] for d in cursor.description], row, strict=True))
+    return None if row is None else dict(zip([d[0] for d in cursor.description], row,
+                                             strict=True))
+
+
+def unknown_studies(conn: Connection, nct_ids: Iterable[str]) -> list[str]:
+    """Return which of some study ids the database holds no study for, sorted."""
+    return [row[0] for row in conn.execute(
+        "select distinct value from json_each(?) where value not in (select nct_id from "
+        "studies) order by value", [json.dumps(list(nct_ids))])]
 
 
 def latest_record(conn: Connection, nct_id: str) -> dict[str, Any] | None:
     """Return the latest raw record stored for a study, or None."""
     row = _record_row(conn, nct_id, "record, base")
-    if row is None:
-        return None
-    record: dict[str, Any] = orjson.loads(codec.record_bytes(conn, row[0], row[1])[0])
-    return record
+    return None if row is None else orjson.loads(codec.record_bytes(conn, row[0], row[1])[0])
 
 
 def _record_row(conn: Connection, nct_id: str, columns: str) -> Any:
@@ -365,10 +367,7 @@ def _record_row(conn: Connection, nct_id: str, columns: str) -> Any:
 def baseline_record(conn: Connection, nct_id: str) -> dict[str, Any] | None:
     """Return the record a study's lazy first snapshot stands for: its first stored record."""
     row = _record_row(conn, nct_id, "coalesce(base, record)")
-    if row is None:
-        return None
-    record: dict[str, Any] = orjson.loads(codec.decompress(conn, row[0]))
-    return record
+    return None if row is None else orjson.loads(codec.decompress(conn, row[0]))
 
 
 def last_observed(conn: Connection) -> str | None:

@@ -307,7 +307,7 @@ class Tracker:
         """
         from .export import annotated_stream, whole_observations
         from .meaning import check_kinds
-        from .query import ChangeFilter, connect_readonly, query_changes, study_row
+        from .query import ChangeFilter, connect_readonly, query_changes, unknown_studies
 
         ids, wanted = checked_ids(nct_ids) if nct_ids is not None else (), tuple(listed(kinds))
         check_kinds(wanted)
@@ -321,7 +321,7 @@ class Tracker:
         conn = connect_readonly(self.path)
         self._iterating.add(conn)
         try:
-            if unknown := [i for i in ids if study_row(conn, i) is None]:  # a typo, not quiet
+            if unknown := unknown_studies(conn, ids):  # a typo, not a quiet study
                 raise UnknownStudy(f"{', '.join(unknown)} is not in the database")
             for group in annotated_stream(query_changes(conn, where), min_severity, keep=keep):
                 yield from map(Change.from_annotated, group)
@@ -335,12 +335,12 @@ class Tracker:
     def recent_section(self, nct_id: str, days: int = 30, as_of: str | date | None = None,
                        limit: int | None = None) -> str:
         """Return a study's Recent Field Changes section, as `recent` prints it."""
-        from .query import ChangeFilter, query_changes, study_row
+        from .query import ChangeFilter, query_changes, unknown_studies
         from .render import recent_section, recent_window
 
         (checked,) = checked_ids([nct_id])
         conn = self.reader()
-        if study_row(conn, checked) is None:  # a mistyped id is not a quiet month
+        if unknown_studies(conn, [checked]):  # a mistyped id is not a quiet month
             raise UnknownStudy(f"{checked} is not in the database")
         since, until = recent_window(day_of(as_of), days)
         checked_limit(limit)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -114,7 +113,7 @@ def changes(ctx: click.Context, /, fmt: str, min_severity: str | None, output: s
     from dataclasses import replace
 
     from ..export import feed_subject, stream_export, whole_observations
-    from ..query import StudyTitles, last_observed, query_changes
+    from ..query import StudyTitles, last_observed, query_changes, unknown_studies
 
     conn = reader(ctx)
     where, keep = whole_observations(_change_filter(**filters))
@@ -140,9 +139,7 @@ def changes(ctx: click.Context, /, fmt: str, min_severity: str | None, output: s
             sys.stdout.write(chunk)
         sys.stdout.flush()
     # A mistyped id in a cron export is not a quiet feed: the rest is written, and it is named.
-    unknown = [row[0] for row in conn.execute(
-        "select value from json_each(?) where value not in (select nct_id from studies) "
-        "order by value", [json.dumps(filters["nct_ids"])])]
+    unknown = unknown_studies(conn, filters["nct_ids"])
     for nct_id in unknown:
         click.echo(f"trialdiff: {nct_id} is not in the database", err=True)
     if unknown:
