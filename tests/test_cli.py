@@ -285,7 +285,7 @@ def test_importing_a_folder_without_study_files_fails_it_by_name(
     code, out, err = run(db_path, "import", str(tmp_path / "empty"))
     assert code == 1
     assert err == (f"trialdiff: {tmp_path / 'empty'}: no study files here (.json, .ndjson, "
-                   ".jsonl or .zip)\n")
+                   ".jsonl, one of them .gz, or .zip)\n")
     assert out == "import: 0 studies checked, 0 changed, 0 changes, 1 failed\n"
 
 

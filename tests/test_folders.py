@@ -81,7 +81,8 @@ def test_a_folder_with_no_study_files_is_named_as_a_failed_input(tmp_path: Path)
     (tmp_path / "notes" / "README.md").write_text("not a study", encoding="utf-8")
     items = list(read_studies([str(tmp_path / "empty"), str(tmp_path / "notes")]))
     assert [(i.label, i.error) for i in items] == [
-        (str(tmp_path / p), "no study files here (.json, .ndjson, .jsonl or .zip)")
+        (str(tmp_path / p),
+         "no study files here (.json, .ndjson, .jsonl, one of them .gz, or .zip)")
         for p in ("empty", "notes")
     ]
 

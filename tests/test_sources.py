@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import zipfile
@@ -58,6 +59,40 @@ def test_zip_bulk_dump_with_one_json_per_study(tmp_path: Path) -> None:
             archive.writestr(f"{name}.json", json.dumps(record))
         archive.writestr("README.txt", "not a study")
     assert ids([path]) == sorted(IDS)
+
+
+@pytest.mark.parametrize("whole_limit", [64 * 1024 * 1024, 100])  # read whole, and streamed
+def test_gzipped_json_ndjson_and_jsonl_are_read_in_folders_too(
+    tmp_path: Path, monkeypatch, whole_limit: int
+) -> None:
+    # A folder of .ndjson.gz was skipped without a word: "0 studies checked", exit 1.
+    monkeypatch.setattr(sources, "WHOLE_FILE_LIMIT", whole_limit)
+    folder = tmp_path / "dump"
+    folder.mkdir()
+    (folder / "a.json.gz").write_bytes(gzip.compress(json.dumps(RECORDS[:2]).encode()))
+    (folder / "b.ndjson.gz").write_bytes(
+        gzip.compress("\n".join(json.dumps(r) for r in RECORDS[2:4]).encode()))
+    (folder / "c.JSONL.GZ").write_bytes(gzip.compress(json.dumps(RECORDS[4]).encode()))
+    items = list(read_studies([str(folder)]))
+    assert [(i.nct_id, i.error) for i in items] == [(n, None) for n in IDS]
+    assert items[4].label == f"{folder / 'c.JSONL.GZ'}:1"
+
+
+def test_a_damaged_or_misnamed_gzip_file_is_named_and_the_records_before_stored(
+    tmp_path: Path
+) -> None:
+    lines = "\n".join(json.dumps(r) for r in RECORDS).encode()
+    (tmp_path / "cut.ndjson.gz").write_bytes(gzip.compress(lines)[:-200])  # a stopped download
+    (tmp_path / "plain.json.gz").write_text(json.dumps(RECORDS[0]))
+    (tmp_path / "hidden.json").write_bytes(gzip.compress(json.dumps(RECORDS[0]).encode()))
+    items = list(read_studies([str(tmp_path / name) for name in
+                               ("cut.ndjson.gz", "plain.json.gz", "hidden.json")]))
+    assert [i.nct_id for i in items[:-3]] == IDS[:4]  # the lines before the cut
+    cut, plain, hidden = (i.error or "" for i in items[-3:])
+    assert cut.startswith("a damaged gzip file: Compressed file ended"), cut
+    assert plain.startswith("not a readable gzip file: Not a gzipped file"), plain
+    assert hidden == ("gzip-compressed, but not named so: name it .json.gz, .ndjson.gz or "
+                      ".jsonl.gz")
 
 
 def test_macos_metadata_beside_study_files_is_no_input(tmp_path: Path) -> None:

@@ -87,8 +87,8 @@ def read_studies(paths: Iterable[str], parse: bool = True) -> Iterator[SourceIte
                 continue
             yield from read_file(path, parse)
         if not found:  # an empty folder is most often a wrong path: say so, not "0 checked"
-            yield SourceItem(shown_path(raw), error="no study files here (.json, .ndjson, .jsonl "
-                                                    "or .zip)")
+            yield SourceItem(shown_path(raw), error="no study files here (.json, .ndjson, .jsonl, "
+                                                    "one of them .gz, or .zip)")
 
 
 @dataclass(frozen=True)

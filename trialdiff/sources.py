@@ -7,6 +7,7 @@ an input names (folders, archives of dated folders) is folders.py's.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import math
@@ -15,6 +16,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,7 +24,9 @@ import orjson
 
 from .registry import DEFAULT
 
-SUFFIXES = (".json", ".ndjson", ".jsonl", ".zip")
+RECORD_SUFFIXES = (".json", ".ndjson", ".jsonl")  # what a zip's members may be
+# Gzipped too: NDJSON dumps and API pages are often kept that way.
+SUFFIXES = (*RECORD_SUFFIXES, ".zip", *(suffix + ".gz" for suffix in RECORD_SUFFIXES))
 # Files up to this size parse in one go (fast); larger ones stream record by record.
 WHOLE_FILE_LIMIT = 64 * 1024 * 1024
 # No real record is near this; a larger one is a broken input, not a study.
@@ -277,6 +281,10 @@ def _orjson_error(exc: orjson.JSONDecodeError, data: bytes) -> str:
     """Return a short reason orjson could not parse some bytes."""
     if "recursion" in str(exc).lower() or "depth limit" in str(exc):
         return "not valid JSON: nested too deep"
+    if data.startswith(b"\x1f\x8b"):  # not "not UTF-8": the cure is a name, not an encoding
+        return "gzip-compressed, but not named so: name it .json.gz, .ndjson.gz or .jsonl.gz"
+    if data.startswith(b"PK\x03\x04"):
+        return "a zip archive, but not named so: name it .zip"
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
@@ -284,7 +292,8 @@ def _orjson_error(exc: orjson.JSONDecodeError, data: bytes) -> str:
     return f"not valid JSON: {exc}"
 
 
-def _read_ndjson(label: str, stream: IO[bytes], parse: bool) -> Iterator[SourceItem]:
+def _read_ndjson(label: str, stream: IO[bytes] | gzip.GzipFile, parse: bool
+                 ) -> Iterator[SourceItem]:
     """Yield one record per line of an NDJSON input; blank lines are skipped.
 
     Unless `parse`, a line is yielded unparsed, with the id its bytes seem to hold: a store
@@ -332,7 +341,7 @@ def _read_zip(path: Path, parse: bool) -> Iterator[SourceItem]:
         return
     with archive:
         members = [info for info in sorted(archive.infolist(), key=lambda i: i.filename)
-                   if not info.is_dir() and info.filename.lower().endswith(SUFFIXES[:3])
+                   if not info.is_dir() and info.filename.lower().endswith(RECORD_SUFFIXES)
                    and not is_apple_double(info.filename)]
         if not members:  # as an empty folder: most often the wrong file, not "0 checked"
             yield SourceItem(shown_path(path), error="no study files in this zip (.json, .ndjson "
@@ -353,17 +362,31 @@ def _read_zip(path: Path, parse: bool) -> Iterator[SourceItem]:
 
 def read_file(path: Path, parse: bool = True) -> Iterator[SourceItem]:
     """Yield the records of one file, by its kind (NDJSON lines unparsed unless `parse`)."""
-    name = path.name.lower()
+    name, label = path.name.lower(), shown_path(path)
+    gzipped = name.endswith(".gz")
     try:
         if name.endswith(".zip"):
             yield from _read_zip(path, parse)
-        elif name.endswith((".ndjson", ".jsonl")):
-            with path.open("rb", buffering=_LINE_BUFFER) as stream:
-                yield from _read_ndjson(shown_path(path), stream, parse)
+        elif name.removesuffix(".gz").endswith((".ndjson", ".jsonl")):
+            with (gzip.open(path) if gzipped else path.open("rb", buffering=_LINE_BUFFER)
+                  ) as stream:
+                yield from _read_ndjson(label, stream, parse)
+        elif gzipped:
+            with gzip.open(path) as stream:  # its size is known only once it is read
+                data = stream.read(WHOLE_FILE_LIMIT + 1)
+            if len(data) > WHOLE_FILE_LIMIT:
+                data = b""  # not held while the stream is read
+                yield from _read_json(label, partial(gzip.open, path), WHOLE_FILE_LIMIT + 1)
+            else:
+                yield from _read_json(label, lambda: io.BytesIO(data), len(data))
         else:
-            yield from _read_json(shown_path(path), lambda: path.open("rb"), path.stat().st_size)
+            yield from _read_json(label, lambda: path.open("rb"), path.stat().st_size)
+    except gzip.BadGzipFile as exc:
+        yield SourceItem(label, error=f"not a readable gzip file: {exc}")
+    except (EOFError, zlib.error) as exc:  # the records before the damage are stored
+        yield SourceItem(label, error=f"a damaged gzip file: {exc}")
     except OSError as exc:
-        yield SourceItem(shown_path(path), error=f"cannot read: {exc.strerror or exc}")
+        yield SourceItem(label, error=f"cannot read: {exc.strerror or exc}")
 
 
 def shown_path(path: Path | str) -> str:
