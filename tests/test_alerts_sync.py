@@ -160,6 +160,32 @@ def test_backfilled_history_raises_alerts_only_with_alert(tmp_path: Path) -> Non
         "status.overallStatus", "NOT_YET_RECRUITING", "RECRUITING", "2025-07-01T00:00:00.000Z")
 
 
+def test_a_backfill_after_a_sync_alerts_only_the_changes_it_leaves_stored(
+    tmp_path: Path
+) -> None:
+    # Version 0 slotted in before the sync's snapshot made that snapshot's changes (dated by
+    # the sync); version 1 then replaced them. Both were alerted: changes stored nowhere.
+    from conftest import version_pair
+
+    nct_id = "NCT05827016"
+    old, new = version_pair(nct_id)
+    db = str(tmp_path / "t.db")
+    with StandinAPI([copy.deepcopy(new)]) as api, WebhookReceiver() as receiver:
+        api.set_history(nct_id, [("2023-06-07", copy.deepcopy(old)),
+                                 ("2025-07-01", copy.deepcopy(new))])
+        run(db, "watch", "add", "all", "--to", f"{receiver.url}/all")
+        sync = ("--api", api.base_url, "--delay", "0")
+        assert run(db, "sync", nct_id, "--at", "2025-08-01T07:00:00Z", *sync)[0] == 0
+        code, _, err = run(db, "backfill", nct_id, *sync, "--alert")
+        assert code == 0, err
+        (arrived,) = receiver.at("/all")
+    sent = sorted((c["path"], c["kind"], c["detected_at"])
+                  for c in json.loads(arrived.body)["changes"])
+    stored = sorted(sqlite3.connect(db).execute("select path, kind, detected_at from changes"))
+    assert sent == stored and len(stored) > 500
+    assert {day for _, _, day in sent} == {"2025-07-01T00:00:00.000Z"}
+
+
 def test_a_backfill_a_changed_shape_stops_still_sums_up_and_sends_what_it_stored(
     tmp_path: Path
 ) -> None:

@@ -19,6 +19,7 @@ def test_one_string_is_one_value_and_nothing_is_no_value() -> None:
 def test_nct_ids_are_read_as_the_cli_reads_them() -> None:
     assert checked_ids(" nct05827016 ") == ("NCT05827016",)
     assert checked_ids(["NCT05827016", "nct06060392"]) == ("NCT05827016", "NCT06060392")
+    assert checked_ids(["NCT05827016", "nct05827016 ", "NCT05827016"]) == ("NCT05827016",)
     # Digits are ASCII digits: another script's (fullwidth, Arabic-Indic) would be sent to the
     # registry as they are.
     fullwidth = "NCT" + "".join(chr(0xFF10 + int(d)) for d in "05827016")

@@ -280,9 +280,61 @@ def test_since_takes_only_versions_public_since(db_path: str, api: StandinAPI) -
     # Version 1 was QC'd the day before, but went public on the day asked for.
     code, _, _ = backfill(db_path, api, "--since", V1_DAY)
     assert code == 0 and stored_changes(db_path) == []
-    assert [p for p, _ in request_log(api)] == [LISTING, f"{LISTING}/history/1"]
+    # Version 0 is asked too: only its body says when it went public.
+    assert [p for p, _ in request_log(api)] == [LISTING, f"{LISTING}/history/1",
+                                                f"{LISTING}/history/0"]
     _, history, _ = run(db_path, "history", NCT)
     assert "backfill v1" in history and "backfill v0" not in history
+
+
+def test_since_takes_a_version_public_since_however_long_after_its_qc(
+    db_path: str, api: StandinAPI
+) -> None:
+    # Posted 35 days after QC (a real lag reaches 92): --since looked back only 14 days, so
+    # the version was never asked for, and the run said nothing.
+    late = html_record(NEW)
+    late["protocolSection"]["statusModule"]["lastUpdatePostDateStruct"]["date"] = "2025-08-02"
+    api.set_history(NCT, [(V0_QC, html_record(OLD)), (V1_QC, late)])
+    assert backfill(db_path, api, "--since", "2025-07-20")[0] == 0
+    assert sqlite3.connect(db_path).execute(
+        "select version, version_date from history_versions").fetchall() == [(1, "2025-08-02")]
+    assert backfill(db_path, api)[0] == 0  # the rest later, in its place
+    assert stored_changes(db_path) == real_change_set("2025-08-02")
+
+
+def test_a_sync_that_saw_the_first_of_two_versions_public_one_day_comes_between_them(
+    db_path: str, api: StandinAPI
+) -> None:
+    # Sorted after both, the sync stored a revert to what it saw, and the next version's
+    # changes then started from the wrong values.
+    third = copy.deepcopy(NEW)
+    third["protocolSection"]["statusModule"]["overallStatus"] = "COMPLETED"
+    api.put_study(copy.deepcopy(NEW))
+    sync(db_path, api, f"{V1_DAY}T12:00:00Z")
+    posted_with_v1 = html_record(third)
+    posted_with_v1["protocolSection"]["statusModule"]["lastUpdatePostDateStruct"]["date"] = V1_DAY
+    api.set_history(NCT, [(V0_QC, html_record(OLD)), (V1_QC, html_record(NEW)),
+                          (V1_DAY, posted_with_v1)])
+    assert backfill(db_path, api)[0] == 0
+    assert snapshot_rows(db_path) == [
+        (f"{V0_DAY}T00:00:00.000Z", "backfill", 0),
+        (f"{V1_DAY}T00:00:00.000Z", "backfill", 1),
+        (f"{V1_DAY}T12:00:00.000Z", "sync", None),  # version 1 in Markdown: no change
+        (f"{V1_DAY}T12:00:00.000Z", "backfill", 2),  # no earlier than what the sync saw
+    ]
+    assert stored_changes(db_path) == sorted([
+        *real_change_set(V1_DAY), (V1_DAY, "status.overallStatus", "changed")])
+    assert sqlite3.connect(db_path).execute(
+        "select old, new from changes where path = 'status.overallStatus' order by id"
+    ).fetchall() == [('"NOT_YET_RECRUITING"', '"RECRUITING"'), ('"RECRUITING"', '"COMPLETED"')]
+    assert run(db_path, "check")[0] == 0
+
+
+def test_an_id_given_twice_is_backfilled_once(db_path: str, api: StandinAPI) -> None:
+    api.set_history(NCT, HISTORY)
+    code, out, _ = backfill(db_path, api, NCT, NCT.lower())
+    assert code == 0 and out.splitlines()[-1].startswith("backfill: 1 study checked, 1 changed")
+    assert [p for p, _ in request_log(api)].count(LISTING) == 1
 
 
 def test_version_dates_going_backwards_by_publication_are_refused(

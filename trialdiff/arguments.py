@@ -17,13 +17,13 @@ _HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
 
 
 def checked_ids(values: Ids) -> tuple[str, ...]:
-    """Return NCT ids (one, or several) upper-cased; raise UsageError for a malformed one."""
-    checked = []
+    """Return NCT ids (one, or several) upper-cased, each once; UsageError for a malformed one."""
+    checked: dict[str, None] = {}  # an id given twice is one study: backfill fetched it twice
     for value in listed(values):
         nct_id = value.strip().upper()
         if not is_nct_id(nct_id):
             raise UsageError(f"{value!r} is not an NCT id like NCT01234567")
-        checked.append(nct_id)
+        checked[nct_id] = None
     return tuple(checked)
 
 

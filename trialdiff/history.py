@@ -12,7 +12,6 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from datetime import date
 from typing import Any
 
 import sqlite_utils
@@ -20,7 +19,7 @@ import sqlite_utils
 from . import codec
 from .diff import changed_paths, diff_snapshots
 from .errors import FetchError, ShapeError
-from .history_api import DAY, POSTING_LAG, HistoryAPI, Version
+from .history_api import DAY, HistoryAPI, Version
 from .ingest import RunTotals
 from .model import Backfilled, Failed, ShapeWarning, Snapshot, content_hash, utc_timestamp
 from .normalize import extract_fields, rekey_locations
@@ -33,7 +32,7 @@ from .store import (
     update_study,
 )
 from .tracking import rules_of
-from .watch import AlertWriter
+from .watch import AlertWriter, withdraw_alerts
 
 State = tuple[Snapshot, int | None]  # a snapshot and the run that stored it
 
@@ -51,19 +50,28 @@ def place_in_time(states: list[State], public: Mapping[int, str]) -> list[State]
     snapshot sorts by the last update post date of the record it saw (never later than it
     saw it), so a version posted after a sync comes after it even if QC'd before it, and one
     posted the day of a sync that still saw the old record does too. Such a version is then
-    dated no earlier than that sync: nothing appears older than what the sync saw.
+    dated no earlier than that sync: nothing appears older than what the sync saw. Of two
+    versions public on one day, a sync that saw the first comes between them.
     """
-    keyed: list[tuple[tuple[str, int, int], State]] = []
-    seen = ""
+    versions = {number: snapshot for snapshot, _ in states
+                if (number := snapshot.source_version) is not None
+                and _is_listed(snapshot, public)}
+    keyed: list[tuple[tuple[str, int, int, int, int], State]] = []
+    last = ("", 0, 0, 0, 0)
     for index, state in enumerate(states):
         snapshot, number = state[0], state[0].source_version
-        if snapshot.source == "backfill" and number is not None and number in public:
-            key = (public[number], 0, number)
+        if number is not None and _is_listed(snapshot, public):
+            key = (public[number], 0, number, 0, 0)
         else:
             day = snapshot.observed_at[:10]
             posted = _posted_day(snapshot.fields)
-            seen = max(seen, min(posted, day) if posted else day)
-            key = (seen, 1, index)  # the running max keeps synced snapshots in their order
+            seen = min(posted, day) if posted else day
+            # The version it saw, if that went public on the day it sorts by: right after it.
+            saw = [n for n, version in versions.items() if public[n] == seen
+                   and not changed_paths(version.fields, snapshot.fields,
+                                         (version.markup, snapshot.markup))]
+            key = (seen, 0, max(saw), 1, index) if saw else (seen, 1, index, 0, 0)
+            key = last = max(key, last)  # the running max keeps synced snapshots in order
         keyed.append((key, state))
     keyed.sort(key=lambda item: item[0])
     placed: list[State] = []
@@ -72,6 +80,11 @@ def place_in_time(states: list[State], public: Mapping[int, str]) -> list[State]
             state = (replace(state[0], observed_at=placed[-1][0].observed_at), state[1])
         placed.append(state)  # the same object when unmoved: rewrite_history keeps those
     return placed
+
+
+def _is_listed(snapshot: Snapshot, public: Mapping[int, str]) -> bool:
+    """Tell whether a snapshot is a backfilled version whose public day is known."""
+    return snapshot.source == "backfill" and snapshot.source_version in public
 
 
 def _posted_day(fields: Mapping[str, str]) -> str:
@@ -183,23 +196,33 @@ def backfill_study(
     yield from api.warnings()
     public = {number: day for number, day in db.execute(
         "select version, version_date from history_versions where nct_id = ?", [nct_id])}
-    floor = (date.fromisoformat(since[:10]) - POSTING_LAG).isoformat() if since else ""
     totals.checked += count
     before = _change_keys(db, nct_id)
     taken: list[int] = []
     failure: FetchError | None = None
+    fetched: dict[int, tuple[dict[str, Any], str | None]] = {}
     try:
-        for version in versions:
-            if version.number in public or version.qc_day < floor:
+        start = 0
+        if since:  # versions go public in their order, each on or after its QC day
+            start = len(versions)
+            for version in reversed(versions):
+                if version.qc_day < since[:10]:  # it may have gone public before: ask
+                    if version.number not in public:
+                        fetched[version.number] = api.version(nct_id, version.number)
+                        yield from api.warnings()
+                    posted = public.get(version.number) or fetched[version.number][1]
+                    if (posted or version.qc_day) < since[:10]:
+                        break
+                start -= 1
+        for version in versions[start:]:
+            if version.number in public:
                 continue
-            study, posted = api.version(nct_id, version.number)
+            study, posted = fetched.get(version.number) or api.version(nct_id, version.number)
             yield from api.warnings()
             day = posted or version.qc_day
             _check_order(nct_id, version.number, day, public)
-            if since and day < since[:10]:
-                continue
             public[version.number] = day
-            _slot_in(db, nct_id, version, day, study, public, run_id, alerts)
+            _slot_in(db, nct_id, version, day, study, public, run_id, alerts, before)
             taken.append(version.number)
     except FetchError as exc:
         failure = exc
@@ -216,8 +239,14 @@ def backfill_study(
 def _slot_in(
     db: sqlite_utils.Database, nct_id: str, version: Version, day: str, study: dict[str, Any],
     public: Mapping[int, str], run_id: int | None, alerts: AlertWriter | None = None,
+    before: Counter[tuple[Any, ...]] | None = None,
 ) -> None:
-    """Store one version in its place in the study's history, with what its listing says."""
+    """Store one version in its place in the study's history, with what its listing says.
+
+    Given `alerts`, the run's alerts for the study become the changes stored now that were
+    not `before` it began: a version slotted in before others recomputes their changes, and
+    what a later version replaces again was never news.
+    """
     snapshot = Snapshot(nct_id, f"{day}T00:00:00.000Z",
                         extract_fields(study, rules_of(db), markup="html"), "backfill",
                         version.number, "html")
@@ -227,12 +256,12 @@ def _slot_in(
             insert_row(db, "studies", {"nct_id": nct_id, "first_seen_at": snapshot.observed_at,
                                        "raw_hash": "", **DEFAULT.summary_columns(study)})
             insert_row(db, "sightings", {"nct_id": nct_id, "last_seen_at": snapshot.observed_at})
-        before = _change_keys(db, nct_id) if alerts is not None else None
         stored = stored_snapshots(db, nct_id)
         states = place_in_time([*stored, (snapshot, run_id)], public)
         rewrite_history(db, nct_id, states, stored)
-        if alerts is not None and before is not None:
-            alerts.add(nct_id, _net_changes(db, nct_id, before)[0])
+        if alerts is not None and run_id is not None:
+            withdraw_alerts(db, run_id, nct_id)
+            alerts.add(nct_id, _net_changes(db, nct_id, before or Counter())[0])
         latest = states[-1][0]
         if latest.source == "backfill" and latest.source_version == version.number:
             # No synced record is newer: this version is the study's latest record.

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from .errors import FetchError, ForbiddenError, ShapeError, UsageError
@@ -29,9 +28,6 @@ HISTORY_KEYS = frozenset({"changes", "originalData", "lastUpdateVersions", "outc
 ENTRY_KEYS = frozenset({"version", "date", "status", "studyType", "moduleLabels",
                         "lastUpdateSubmitQcDate"})
 VERSION_KEYS = frozenset({"studyVersion", "study"})
-# A version goes public 1 to 4 days after its QC date; --since looks this far back for one
-# QC'd before the day asked for but posted on or after it.
-POSTING_LAG = timedelta(days=14)
 
 
 @dataclass(frozen=True)
