@@ -204,6 +204,9 @@ def test_a_bad_setting_from_the_environment_names_the_variable(
 @pytest.mark.parametrize("args", [
     ("track", "--query", "foo=bar"),
     ("track", "--query", ""),
+    # An unset variable: a watch of every study, or of no path at all.
+    ("watch", "add", "w", "--query", "", "--to", "https://hooks.example.org/x"),
+    ("watch", "add", "w", "--path", "", "--to", "https://hooks.example.org/x"),
     ("untrack", "--query", "foo=bar"),
     ("ignored", "--track-again", "bogus"),
     ("ignored", "--track-again", "derivedSection", "--ignore-again", "derivedSection"),
@@ -220,6 +223,15 @@ def test_the_help_shows_the_range_the_check_holds() -> None:
     assert (code, err) == (0, "")
     assert "0<x<=86400]" in out and "0<x<=1000000000.0]" in out  # --timeout, --deadline
     assert "0<=x<=1000000000.0" not in out
+
+
+def test_an_empty_path_prefix_is_a_usage_error_not_an_empty_export(tmp_path: Path) -> None:
+    db = str(tmp_path / "t.db")
+    invoke("--db", db, "import", "--summary", str(SAMPLE))
+    for prefix in ("", " ", "."):
+        assert invoke("--db", db, "changes", "--path", "status", "--path", prefix) == (
+            2, "", "trialdiff: error: an empty path prefix matches no path: give one, such as "
+                   "status\n")
 
 
 def test_a_reversed_window_is_a_usage_error(tmp_path: Path) -> None:

@@ -88,6 +88,8 @@ def test_default_db_keeps_an_existing_database_and_is_not_fooled_by_a_broken_pyp
                  '[tool.trialdiff]\nname = "trialdiff"\n'):
         (tmp_path / "pyproject.toml").write_text(text, encoding="utf-8")
         assert default_db(tmp_path, {"XDG_DATA_HOME": "/x"}) == elsewhere, text
+    (tmp_path / "pyproject.toml").write_bytes(b'[project]\nname = "caf\xe9"\n')  # not UTF-8
+    assert default_db(tmp_path, {"XDG_DATA_HOME": "/x"}) == elsewhere
     # A folder that already holds snapshots/trialdiff.db (the only default once) keeps it.
     (tmp_path / "snapshots").mkdir()
     assert default_db(tmp_path, {"XDG_DATA_HOME": "/x"}) == elsewhere  # a folder alone is not

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import stat
 from pathlib import Path
 
@@ -71,6 +72,13 @@ def test_the_secrets_file_is_trialdiff_secrets_else_in_the_config_folder(
     assert secrets_path() == tmp_path / "xdg" / "trialdiff" / "secrets.json"
     monkeypatch.delenv("XDG_CONFIG_HOME")
     assert secrets_path() == tmp_path / "home" / ".config" / "trialdiff" / "secrets.json"
+    # As the database's default: not at / (HOME empty), nor under the current folder.
+    account = Path(pwd.getpwuid(os.getuid()).pw_dir) / ".config" / "trialdiff" / "secrets.json"
+    for home, xdg in (("", ""), ("rel", ""), (str(tmp_path / "home"), "rel")):
+        monkeypatch.setenv("HOME", home)
+        monkeypatch.setenv("XDG_CONFIG_HOME", xdg)
+        assert secrets_path() == (account if not home.startswith("/") else
+                                  tmp_path / "home" / ".config" / "trialdiff" / "secrets.json")
 
 
 @pytest.mark.parametrize("content", ["{not json", "[\"a list\"]"])

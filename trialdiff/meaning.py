@@ -263,6 +263,12 @@ def check_kinds(kinds: Iterable[str]) -> None:
         raise UsageError(f"unknown kind {bad[0]!r}; use {', '.join(CHANGE_KINDS)}")
 
 
+def check_path_prefixes(prefixes: Iterable[str]) -> None:
+    """Raise UsageError for an empty path prefix: it matches no path (an unset variable)."""
+    if any(not prefix.strip(" .") for prefix in prefixes):
+        raise UsageError("an empty path prefix matches no path: give one, such as status")
+
+
 def keep_severity(items: Iterable[Annotated], minimum: str) -> list[Annotated]:
     """Keep the annotated changes whose severity is at least `minimum` (--min-severity)."""
     check_severity(minimum)

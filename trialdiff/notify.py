@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -200,15 +199,19 @@ def _later(now: str, seconds: float) -> str:
 
 # An alert is given up after at most ten years undelivered (a later time would not be a date).
 MAX_AGE_LIMIT_HOURS = 87_600.0
+MAX_TIMEOUT_SECONDS = 86_400.0  # a day: one send waiting longer is no delivery
 
 
 def check_settings(timeout: float, backoff: float, max_age_hours: float) -> None:
     """Raise UsageError unless a delivery pass can use these settings."""
-    finite = "must be a finite number of seconds"
-    if not 0 < timeout < math.inf:  # NaN fails every comparison
-        raise UsageError(f"the alert timeout {finite}, more than 0", setting="alert_timeout")
-    if not 0 <= backoff < math.inf:
-        raise UsageError(f"the alert backoff {finite}, 0 or more", setting="alert_backoff")
+    # Bounded above too: a timeout past ~1e10 s overflowed the thread timer (a traceback).
+    if not 0 < timeout <= MAX_TIMEOUT_SECONDS:  # NaN fails every comparison
+        raise UsageError(f"the alert timeout must be more than 0 and at most "
+                         f"{MAX_TIMEOUT_SECONDS:g} seconds", setting="alert_timeout")
+    if not 0 <= backoff <= MAX_AGE_LIMIT_HOURS * 3600:
+        raise UsageError(f"the alert backoff must be 0 or more and at most "
+                         f"{MAX_AGE_LIMIT_HOURS * 3600:g} seconds (the longest max age)",
+                         setting="alert_backoff")
     if not 0 < max_age_hours <= MAX_AGE_LIMIT_HOURS:
         raise UsageError(f"the alert max age must be more than 0 and at most "
                          f"{MAX_AGE_LIMIT_HOURS:g} hours", setting="alert_max_age")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import orjson
 
 from . import codec
 from .errors import DatabaseError, TrialdiffError, UsageError, damage_hint
+from .meaning import check_path_prefixes
 from .model import FieldChange, Snapshot, content_hash, dump_json, parse_json
 from .normalize import extract_fields
 from .schema_version import stored_version, version_problem
@@ -247,6 +249,7 @@ class ChangeFilter:
     def __post_init__(self) -> None:
         if self.since and self.until and self.since >= self.until:  # a slip, not a quiet window
             raise UsageError(f"until {self.until} is not after since {self.since}: an empty window")
+        check_path_prefixes(self.path_prefixes)
 
 
 # How query_changes may order its rows; each keeps a study's observation together, so an
@@ -324,10 +327,8 @@ def listed_versions(conn: Connection, nct_id: str) -> dict[int, dict[str, Any]]:
 
 def snapshot_at(conn: Connection, nct_id: str, seq: int) -> Snapshot | None:
     """Return a study's snapshot by number, with its fields rebuilt."""
-    last = None
-    for stored in iter_snapshots(conn, nct_id, seq):
-        last = stored
-    return last.snapshot if last is not None and last.seq == seq else None
+    last = deque(iter_snapshots(conn, nct_id, seq), maxlen=1)  # each fold, the last kept
+    return last[0].snapshot if last and last[0].seq == seq else None
 
 
 def study_row(conn: Connection, nct_id: str) -> dict[str, Any] | None:

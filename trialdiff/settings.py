@@ -107,10 +107,14 @@ def default_db(cwd: Path | None, environ: Mapping[str, str]) -> Path:
     """
     if cwd is not None and ((cwd / CHECKOUT_DB).is_file() or _is_checkout(cwd)):
         return CHECKOUT_DB
-    data_home = environ.get("XDG_DATA_HOME", "")
-    if not Path(data_home).is_absolute():  # the spec: a relative value is ignored
-        data_home = str(_home(environ.get("HOME", "")) / ".local" / "share")
-    return Path(data_home) / "trialdiff" / "trialdiff.db"
+    return xdg_folder(environ, "XDG_DATA_HOME", ".local/share") / "trialdiff" / "trialdiff.db"
+
+
+def xdg_folder(environ: Mapping[str, str], variable: str, below_home: str) -> Path:
+    """Return an XDG base folder: the variable when absolute, else `below_home` under home."""
+    value = environ.get(variable, "")  # the spec: a relative value is ignored
+    return Path(value) if Path(value).is_absolute() else (
+        _home(environ.get("HOME", "")) / below_home)
 
 
 def _home(home: str) -> Path:
@@ -134,6 +138,6 @@ def _is_checkout(folder: Path) -> bool:
     try:
         with (folder / "pyproject.toml").open("rb") as handle:
             project = tomllib.load(handle).get("project", {})
-    except (OSError, tomllib.TOMLDecodeError):
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):  # someone else's file
         return False
     return isinstance(project, dict) and project.get("name") == "trialdiff"

@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from .errors import UsageError
+from .settings import xdg_folder
 
 ENV_PREFIX = "env:"
 CONFIG_PREFIX = "config:"
@@ -50,8 +51,8 @@ def secrets_path() -> Path:
     explicit = os.environ.get("TRIALDIFF_SECRETS")
     if explicit:
         return Path(explicit)
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "trialdiff" / "secrets.json"
+    # As the database's default: an empty or relative HOME put it at / or in the cwd.
+    return xdg_folder(os.environ, "XDG_CONFIG_HOME", ".config") / "trialdiff" / "secrets.json"
 
 
 def _read(path: Path) -> dict[str, str]:

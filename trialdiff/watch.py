@@ -32,7 +32,14 @@ import sqlite_utils
 from .errors import UsageError
 from .export import ordered
 from .fields import is_under, order_key
-from .meaning import Annotated, annotate, check_kinds, check_severity, keep_severity
+from .meaning import (
+    Annotated,
+    annotate,
+    check_kinds,
+    check_path_prefixes,
+    check_severity,
+    keep_severity,
+)
 from .model import FieldChange, utc_timestamp
 from .present import record
 from .query import Connection
@@ -150,6 +157,7 @@ def validate(watch: Watch) -> None:
     if watch.min_severity is not None:
         check_severity(watch.min_severity)
     check_kinds(watch.kinds)
+    check_path_prefixes(watch.paths)
 
 
 def add_watch(db: sqlite_utils.Database, watch: Watch) -> None:

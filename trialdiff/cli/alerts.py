@@ -76,7 +76,7 @@ def watch_add(ctx: click.Context, /, name: str, studies: tuple[str, ...], query:
         # A short key is guessable, and errors blank it out wherever it appears ("C…nect").
         fail(f"--secret is {len(secret)} characters: give at least {MIN_SECRET} (random, "
              "as from `openssl rand -hex 32`)")
-    expr = parse_query(query) if query else None
+    expr = parse_query(query) if query is not None else None  # '' is no query: refused
     # One given twice would get every alert twice.
     targets = tuple(dict.fromkeys(given_target(target) for target in targets))
     rule = Watch(name, targets, tuple(studies) or None, expr, paths, kinds, min_severity,
