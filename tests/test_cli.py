@@ -468,3 +468,40 @@ def test_a_stopped_run_that_stored_changes_says_how_many_and_where_they_are(
         "trialdiff: terminated; run 7 recorded as interrupted (what was saved stays: run again "
         "to resume); it stored 621 changes, which `trialdiff changes` lists (the lines above may "
         "stop short)\n")
+
+
+def _trialdiff(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Run the real trialdiff process, its stderr captured as text."""
+    return subprocess.run([sys.executable, "-m", "trialdiff", *args], stderr=subprocess.PIPE,
+                          text=True, env=trialdiff_env(), timeout=120, check=False, **kwargs)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_stdout_loses_the_report_not_the_run(tmp_path: Path) -> None:
+    # The first batch's lines raised ENOSPC, which ended the import after that batch, as a
+    # failed input named "import", and the message said nothing of stdout.
+    db = str(tmp_path / "t.db")
+    with open("/dev/full", "w") as full:
+        done = _trialdiff("--db", db, "import", str(ROOT / "snapshots" / "sample"), stdout=full)
+    assert (done.returncode, done.stderr) == (1, (
+        "trialdiff: the report could not all be written to stdout (No space left on device); "
+        "the run stored 528 changes: `trialdiff changes` lists them\n"))
+    assert stored_rows(db, "select status, changes, failed from runs") == [("ok", 528, 0)]
+    with open("/dev/full", "w") as full:
+        for args in (["--help"], ["--version"], ["--db", db, "recent", "NCT06060392"]):
+            done = _trialdiff(*args, stdout=full)
+            assert (done.returncode, done.stderr) == (
+                1, "trialdiff: error: cannot write to stdout: No space left on device\n"
+                if args[0] != "--db" else "trialdiff: error: No space left on device\n"), args
+
+
+def test_a_closed_stdout_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    # `changes` crashed (AttributeError) and every other command wrote nothing and exited 0.
+    db = tmp_path / "t.db"
+    for args in (["import", str(ROOT / "snapshots" / "sample")], ["changes"]):
+        done = _trialdiff("--db", str(db), *args, stdout=None, pass_fds=(),
+                          preexec_fn=lambda: os.close(1))
+        assert (done.returncode, done.stderr) == (1, (
+            "trialdiff: error: stdout is closed: give it somewhere to write (`>/dev/null` to "
+            "discard it)\n"))
+    assert not db.exists()

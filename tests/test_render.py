@@ -147,6 +147,8 @@ def test_visible_escapes_control_characters_and_keeps_printable_text() -> None:
     assert visible("≥ 5 years, Velcade®") == "≥ 5 years, Velcade®"
     # Characters that show nothing: two paths differing by one must not print the same.
     assert visible("Mayo\u200bClinic\ufeff\u200e") == "Mayo\\u200bClinic\\ufeff\\u200e"
+    # So do a soft hyphen, a tag character and a noncharacter (RECRUITING printed as itself).
+    assert visible("RECRU\u00adITING\U000e0041\ufffe") == "RECRU\\xadITING\\ue0041\\ufffe"
     persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # a joiner inside a word
     technologist = "\U0001f469\u200d\U0001f4bb"  # an emoji sequence, joined
     assert visible(persian) == persian and visible(technologist) == technologist

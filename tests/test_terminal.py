@@ -227,6 +227,15 @@ def test_a_console_too_narrow_for_a_table_prints_each_change_as_a_block(width: i
     assert all(line == line.rstrip() for line in text.splitlines())
 
 
+def test_a_site_key_in_wide_characters_that_fits_is_not_folded_inside_a_word() -> None:
+    # 26 characters but 34 columns: measured in characters, `北京` was split across lines.
+    key = "locations.\u5317\u4eac\u534f\u548c\u533b\u9662|\u5317\u4eac||china"
+    change = FieldChange("NCT09000001", key, "added", DAY2, None, {"facility": "x"})
+    report = DiffReport("NCT09000001", 1, DAY1, 2, DAY2, tuple(map(present, annotate([change]))))
+    text = report_text(report, 80)
+    assert "\u2503" in text and any(key in line for line in text.splitlines())
+
+
 def test_the_registrys_longest_path_fits_whole_at_80_columns() -> None:
     # design.interventionModelDescription (35 characters) on a real record that has one.
     new = load("v2/NCT03347838.json")
@@ -257,6 +266,15 @@ def test_diff_in_a_pipe_prints_the_plain_report(db_path: str,
     assert (code, err) == (0, "")
     # CliRunner's stdout is no terminal: the markers and layout of report_text at 80 columns.
     assert out == report_text(sample_report("NCT06060392"), 80)
+
+
+def test_diff_with_columns_0_prints_the_report_at_80(db_path: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "0")  # rich took it as it is, and printed nothing at all
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    assert run(db_path, "diff", "NCT06060392") == (
+        0, report_text(sample_report("NCT06060392"), 80), "")
 
 
 def test_diff_on_an_ascii_stdout_prints_utf8_as_recent_does(db_path: str) -> None:

@@ -106,7 +106,10 @@ def _path_width(report: DiffReport, console_width: int) -> int | None:
     """
     if console_width < NARROW:
         return None
-    runs = [(row.path.startswith(LOCATION_PREFIX), len(word)) for row in report.rows
+    from rich.cells import cell_len
+
+    # In cells, not characters: a CJK site name's characters take two columns each.
+    runs = [(row.path.startswith(LOCATION_PREFIX), cell_len(word)) for row in report.rows
             for word in visible(row.path).split()]
     kinds = max(len(row.kind) for row in report.rows)
     # Borders (5), the kind and severity columns, and the padding of all four (8).

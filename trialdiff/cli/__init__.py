@@ -361,8 +361,16 @@ def main() -> None:
     gc.freeze()
     gc.set_threshold(20_000, 10, 10)
     signal.signal(signal.SIGTERM, terminate)
+    if sys.stdout is None:  # started with stdout closed (`>&-`): every report would vanish
+        click.echo("trialdiff: error: stdout is closed: give it somewhere to write "
+                   "(`>/dev/null` to discard it)", err=True)
+        sys.exit(1)
     write_utf8()
-    cli(prog_name="trialdiff")
+    try:
+        cli(prog_name="trialdiff")
+    except OSError as exc:  # --help or --version into a full stdout: click's own print
+        click.echo(f"trialdiff: error: cannot write to stdout: {exc.strerror or exc}", err=True)
+        sys.exit(1)
 
 
 # The commands register themselves on `cli` when their modules load.

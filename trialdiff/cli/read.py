@@ -210,7 +210,10 @@ def diff(ctx: click.Context, nct_id: str, from_ref: str | None, to_ref: str | No
                 """Stop quietly as every command does when its reader left (`| head`): exit 0."""
                 raise BrokenPipeError  # rich's own stop exits 1
 
-        render_report(report, PipedConsole(file=sys.stdout, highlight=False))  # UTF-8: main()
+        console = PipedConsole(file=sys.stdout, highlight=False)  # UTF-8: main()
+        if console.width < 1:  # COLUMNS=0, taken as it is, printed nothing at all
+            console.width = 80
+        render_report(report, console)
         return
     render = EXPORTERS[fmt].report
     assert render is not None

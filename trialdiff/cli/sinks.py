@@ -51,14 +51,20 @@ def worded(message: str, setting: str | None) -> str:
     return before + message + after
 
 
-def say(text: str) -> None:
-    """Print a line of a write run's report; a closed stdout (`| head`) does not stop the run."""
+def say(text: str) -> OSError | None:
+    """Print a line of a write run's report; a stdout that fails does not stop the run.
+
+    Return the error of a stdout that cannot be written (a full disk), after which nothing
+    more goes to it; a reader that left (`| head`) is no error.
+    """
     try:
         click.echo(text)
-    except BrokenPipeError:  # the report has no reader left, but the run's work is not done
+    except OSError as exc:  # the report is lost, but the run's work is not done
         from . import discard_stdout
 
         discard_stdout()
+        return None if isinstance(exc, BrokenPipeError) else exc
+    return None
 
 
 def print_error(where: str, error: str) -> None:
@@ -129,6 +135,7 @@ class OutcomePrinter:
         self.log_pages = log_pages and not quiet
         self.news_only = news_only
         self.events = 0
+        self.lost: OSError | None = None  # why stdout took no more of the report
         self.progress: Any = None
         if progress_total is not None and sys.stderr.isatty() and not quiet:
             from rich.console import Console
@@ -183,13 +190,13 @@ class OutcomePrinter:
             return
         skipped = [plural(studies, "tracked study", "tracked studies") if studies else "",
                    plural(queries, "saved query", "saved queries") if queries else ""]
-        say(f"{self.command}: no new data release since {release}: "
-            f"{' and '.join(s for s in skipped if s)} not fetched again "
-            "(--force fetches them)")
+        self._emit([f"{self.command}: no new data release since {release}: "
+                    f"{' and '.join(s for s in skipped if s)} not fetched again "
+                    "(--force fetches them)"])
 
     def _emit(self, lines: list[str]) -> None:
         """Print report lines (each one is news, so --quiet prints them too)."""
-        say("\n".join(lines))
+        self.lost = self.lost or say("\n".join(lines))
 
     def close(self) -> None:
         """Stop the progress bar, if one runs."""
@@ -202,7 +209,7 @@ class OutcomePrinter:
         self.close()
         news = bool(run.changes or self.events or run.failed) if self.news_only else True
         if news or not self.quiet:
-            say(summary_line(self.command, run))
+            self._emit([summary_line(self.command, run)])
 
 
 class AlertDelivery:

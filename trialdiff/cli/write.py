@@ -61,7 +61,17 @@ def import_command(
                                   workers=default_workers())
     except KeyboardInterrupt as stop:
         _say_interrupted(ctx, printer, opened, stop)
-    if run.failed or delivery.failed:
+    _exit_run(ctx, run, printer, delivery)
+
+
+def _exit_run(ctx: click.Context, run: Any, printer: OutcomePrinter,
+              delivery: AlertDelivery) -> None:
+    """Exit 1 when an input or an alert failed, or the report could not all be written."""
+    if printer.lost is not None:  # a cron job's full disk: the report, not the run, was lost
+        click.echo(f"trialdiff: the report could not all be written to stdout "
+                   f"({printer.lost.strerror or printer.lost}); the run stored "
+                   f"{plural(run.changes, 'change')}: `trialdiff changes` lists them", err=True)
+    if run.failed or delivery.failed or printer.lost is not None:
         ctx.exit(1)
 
 
@@ -183,8 +193,7 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
         # Said even with --quiet: a cron job that fetches nothing would be silent for good.
         click.echo("trialdiff: sync: nothing is tracked, so nothing was fetched: run "
                    "`trialdiff track NCT...` (or `track --query EXPR`) first", err=True)
-    if run.failed or delivery.failed:
-        ctx.exit(1)
+    _exit_run(ctx, run, printer, delivery)
 
 
 def _tracks_nothing(opened: Any) -> bool:
@@ -238,8 +247,7 @@ def backfill(ctx: click.Context, /, nct_ids: tuple[str, ...], since: str | None,
     delivery = AlertDelivery(opened.writer, False, alert_timeout, alert_backoff, alert_max_age)
     run = opened.backfill(nct_ids, since=since, alert=alert,
                           sinks=[printer, delivery] if alert else [printer], **settings)
-    if run.failed or delivery.failed:
-        ctx.exit(1)
+    _exit_run(ctx, run, printer, delivery)
 
 
 @cli.command()
