@@ -137,7 +137,7 @@ def test_a_refused_watch_add_leaves_nothing_and_remove_needs_the_secrets_file(
     kept = secrets_file.read_text(encoding="utf-8")
     code, out, err = run(db, "watch", "add", "w1", "--study", "NCT06060392",
                          "--to", "http://127.0.0.1:9/b", "--to", "env:")
-    assert (code, out) == (2, "") and "env: needs a variable name" in err
+    assert (code, out) == (2, "") and "'env:' names no environment variable" in err
     code, out, err = run(db, "watch", "add", "w2", "--to", "http://127.0.0.1:9/c",
                          "--secret", "")
     assert (code, out) == (2, "") and "--secret '' is no secret" in err

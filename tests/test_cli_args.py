@@ -241,6 +241,11 @@ def test_a_reversed_window_is_a_usage_error(tmp_path: Path) -> None:
     assert (code, out) == (2, "")
     assert err == ("trialdiff: error: --until (2025-07-01T00:00:00.000Z) is not after --since "
                    "(2025-07-08T00:00:00.000Z): the window is empty\n")
+    code, out, err = invoke("--db", db, "changes", "--days", "7", "--as-of", "2025-07-08",
+                            "--until", "2025-07-01")
+    assert (code, out) == (2, "")
+    assert err == ("trialdiff: error: --until (2025-07-01T00:00:00.000Z) is not after the start "
+                   "of --days 7 (2025-07-02T00:00:00.000Z): the window is empty\n")
 
 
 def test_default_database_outside_a_checkout_is_the_users_data_folder(elsewhere: Path) -> None:

@@ -28,6 +28,7 @@ from .errors import UsageError
 from .settings import xdg_folder
 
 ENV_PREFIX = "env:"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 CONFIG_PREFIX = "config:"
 OWNER_PREFIX = "database:"  # the secrets file's key for the database that added an entry
 HTTP_SCHEMES = ("http://", "https://")  # a webhook; any other scheme goes through Apprise
@@ -100,8 +101,11 @@ def keep_all(values: list[str], owner: str | None = None) -> list[str]:
     refused leaves no other behind. `owner` (a database's path) is noted beside each entry.
     """
     for value in values:
-        if value.startswith(ENV_PREFIX) and not value[len(ENV_PREFIX):].strip():
-            raise UsageError("env: needs a variable name, e.g. env:TRIALDIFF_SLACK_URL")
+        # A name no shell can set (`env:1BAD`, `env:A B`) would fail every delivery.
+        if value.startswith(ENV_PREFIX) and not _ENV_NAME.fullmatch(value[len(ENV_PREFIX):]):
+            raise UsageError(f"{value!r} names no environment variable: give env:NAME, NAME "
+                             "of letters, digits and _, not starting with a digit (e.g. "
+                             "env:TRIALDIFF_SLACK_URL)")
     if all(value.startswith(ENV_PREFIX) for value in values):
         return list(values)
     path = secrets_path()

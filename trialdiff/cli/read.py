@@ -60,15 +60,17 @@ def _change_filter(
     from ..query import ChangeFilter
     from ..render import recent_window
 
+    start = "--since"
     if days is not None:
         if since is not None:
             fail("--days and --since both set where the window starts; give one")
         since, window_end = recent_window(utc_day(as_of), days)
         until = min(until, window_end) if until else window_end
+        start = f"the start of --days {days}"  # no --since was given: name what set it
     elif as_of is not None:
         fail("--as-of goes with --days")
     if since is not None and until is not None and until <= since:
-        fail(f"--until ({until}) is not after --since ({since}): the window is empty")
+        fail(f"--until ({until}) is not after {start} ({since}): the window is empty")
     return ChangeFilter(nct_ids, since, until, paths, kinds)
 
 
