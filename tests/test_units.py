@@ -142,3 +142,21 @@ def test_every_real_record_maps_module_by_module_and_an_unknown_module_does_not(
     record["documentSection"] = {"largeDocumentModule": {"x": 1}, "otherModule": {"x": 2}}
     assert not maps_alone(record_units(record))
     assert maps_alone([("topLevelKey",), ("protocolSection", "statusModule")])
+    assert not maps_alone([("status.overallStatus",), ("protocolSection", "statusModule")])
+
+
+def test_a_top_level_key_named_like_a_tracked_path_never_stands_in_for_the_field(
+    tmp_path: Any
+) -> None:
+    # A probe's stray top-level `status.overallStatus` became that field's value on the second
+    # import (only the moved module was read), a made-up major change that `check` then found.
+    from conftest import run
+
+    record = copy.deepcopy(RECORDS[0])
+    db = str(tmp_path / "t.db")
+    for day, value in (("2026-05-01", "one"), ("2026-05-02", "two")):
+        record["status.overallStatus"] = value
+        (tmp_path / "r.json").write_text(json.dumps(record))
+        assert run(db, "import", "--at", day, str(tmp_path / "r.json"))[0] == 0
+    assert run(db, "changes") == (0, "[]\n", "")
+    assert run(db, "check")[0] == 0

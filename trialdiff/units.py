@@ -46,9 +46,11 @@ def maps_alone(units: Iterable[Unit]) -> bool:
     Rule 6 writes a fallback path that two sources share (`documentSection.aModule.x` and
     `bModule.x`, both `documents.x`) as their full source paths, so one unit's paths depend on
     another's. Only a module the table lacks can share one, so a record with such a module is
-    compared whole.
+    compared whole. So is one with a top-level key holding a dot: its fallback path is its
+    name, which may be a tracked path's (`status.overallStatus`), and whole, the field wins.
     """
-    return all(len(unit) == 1 or unit[1] in DEFAULT_TREE.get(unit[0], {}) for unit in units)
+    return all("." not in unit[0] if len(unit) == 1 else unit[1] in DEFAULT_TREE.get(unit[0], {})
+               for unit in units)
 
 
 def moved_units(old: Mapping[Unit, Any], new: Mapping[Unit, Any]) -> set[Unit]:
