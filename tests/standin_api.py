@@ -80,11 +80,12 @@ class Fault:
     ``seconds`` apart), "drip_head" (the status line and headers ``chunk`` bytes at a time,
     ``seconds`` apart, then the body at once), "repeat_token" (a /studies page answered as
     the query's first page, so its nextPageToken comes again), "stale_page" (the first page
-    again under a new token each time: a page with nothing new).
+    again under a new token each time: a page with nothing new), "empty_page" (a /studies
+    page with no studies and a new token that goes on where it stood: the spec allows it).
     """
 
     kind: Literal["status", "slow", "truncate", "html", "oversize", "drop", "drip",
-                  "drip_head", "repeat_token", "stale_page"]
+                  "drip_head", "repeat_token", "stale_page", "empty_page"]
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     body: str | None = None
@@ -202,8 +203,10 @@ def _decode_token(token: str) -> tuple[str, str] | None:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     except ValueError:  # covers binascii.Error and UnicodeDecodeError
         return None
-    fingerprint, sep, after = raw.partition(":")
-    return (fingerprint, after) if sep and normalize_nct_id(after) == after else None
+    fingerprint, sep, rest = raw.partition(":")
+    after, tilde, _ = rest.partition("~")  # an empty page's token: where it stood, made new
+    valid = normalize_nct_id(after) == after or (tilde and not after)  # "": from the start
+    return (fingerprint, after) if sep and valid else None
 
 
 def _changed_labels(old: Study, new: Study) -> list[str]:
@@ -259,7 +262,9 @@ class _Handler(BaseHTTPRequestHandler):
             if api.max_url is not None and len(self.path) > api.max_url:
                 self._send(_text(414, "URI Too Long"), None)
                 return
-            if fault and kind in ("repeat_token", "stale_page"):
+            if fault and kind == "empty_page" and parts.path.endswith("/studies"):
+                reply = api.empty_page(query)
+            elif fault and kind in ("repeat_token", "stale_page"):
                 query = {k: v for k, v in query.items() if k != "pageToken"}
                 reply = api.respond(parts.path, "", query, stale=kind == "stale_page")
             else:
@@ -565,6 +570,15 @@ class StandinAPI:
             token_text = base64.urlsafe_b64encode(cursor.encode())
             parts.append(b'"nextPageToken":"' + token_text.rstrip(b"=") + b'"')
         return Reply(200, b"{" + b",".join(parts) + b"}")
+
+    def empty_page(self, query: dict[str, str]) -> Reply:
+        """Answer a /studies page with no studies, and a new token that goes on from here."""
+        token = _decode_token(query.get("pageToken", ""))
+        with self._lock:
+            self._stale += 1
+            cursor = f"{_fingerprint(query)}:{token[1] if token else ''}~{self._stale}"
+        text = base64.urlsafe_b64encode(cursor.encode()).rstrip(b"=")
+        return Reply(200, b'{"studies":[],"nextPageToken":"' + text + b'"}')
 
     def _alias_map(self) -> dict[str, str]:
         derived = {alias: e.nct_id for e in self._studies.values() for alias in e.aliases}

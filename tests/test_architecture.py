@@ -23,8 +23,8 @@ LAYERS: dict[str, int] = {
                      "lock", "query", "dedupe", "codec", "tracking", "webhooks",
                      "apprise_client"), 3),
     **dict.fromkeys(("ingest", "store", "records", "schema", "annotations", "watch", "history",
-                     "sync", "notify", "check", "site", "lifecycle", "compact", "upgrades",
-                     "migrations", "ahead", "clients"), 4),
+                     "sync", "watchlist", "notify", "check", "site", "lifecycle", "compact",
+                     "upgrades", "migrations", "ahead", "clients"), 4),
     "tracker": 5,
     **dict.fromkeys(("cli", "web", "__main__"), 6),
 }

@@ -30,6 +30,7 @@ from trialdiff.fetch import (
     fetch_study,
     incremental,
 )
+from trialdiff.registry import DEFAULT
 from trialdiff.render import plural
 
 RECORDS = real_records()
@@ -182,6 +183,19 @@ def test_query_paging_ends_at_the_empty_page_after_a_full_one(api: StandinAPI) -
     assert [len(p) for p in pages] == [7, 7, 7, 7]
     asked = studies_asked(api)
     assert len(asked) == 5 and all("pageToken" in q for q in asked[1:])  # 5th: the empty page
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_an_empty_page_with_a_token_is_not_the_end(api: StandinAPI, first: bool) -> None:
+    # The spec: "A page may have empty studies array"; only the last page has no token. An
+    # empty page was taken as the end, and the studies after it were never asked for.
+    client, _ = client_for(api)
+    if not first:
+        list(fetch_pages(client, {"pageSize": "7"}, done=lambda page: True))  # one page
+    api.add_fault(Fault("empty_page", path_prefix="/api/v2/studies"))
+    pages = list(fetch_pages(client, {"pageSize": "7"}))
+    assert [len(p) for p in pages] == [7, 7, 7, 7]
+    assert len({DEFAULT.study_id(s) for p in pages for s in p}) == 28
 
 
 def test_a_repeated_page_token_stops_paging(api: StandinAPI) -> None:

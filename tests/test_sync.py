@@ -295,6 +295,40 @@ def test_a_typo_is_asked_again_and_named_by_every_sync_under_one_release(
     assert [r.path for r in api.requests].count("/api/v2/studies/NCT09999999") == 2
 
 
+@pytest.mark.parametrize("tracked", [1, 2])  # one id is asked alone; two in a batch
+def test_a_record_refused_by_a_wrong_at_is_asked_again_under_the_same_release(
+    db_path: str, api: StandinAPI, tracked: int
+) -> None:
+    # The refused record's ETag (and its fetched_release) were kept: the next sync took it as
+    # stored, a 304 or the release skipped it, and the edit was lost even with --force.
+    ids, target = IDS[:tracked], IDS[0]
+    assert run(db_path, "track", *ids)[0] == 0
+    assert sync(db_path, api, "--at", DAY2)[0] == 0
+    api.set_data_timestamp(RELEASE2)
+    api.put_study(edited(target))
+    code, _, err = sync(db_path, api, "--at", DAY1)  # a slip: older than what is stored
+    assert code == 1 and f"{target}" in err
+    assert sync(db_path, api, "--at", DAY3)[0] == 0
+    assert ("status.overallStatus", "changed") in [
+        (path, kind) for nct_id, path, kind, _ in stored_changes(db_path) if nct_id == target]
+
+
+def test_a_query_whose_study_was_refused_keeps_its_window(db_path: str, api: StandinAPI) -> None:
+    target = IDS[0]
+    query = f"filter.ids={target}"
+    assert run(db_path, "track", "--query", query)[0] == 0
+    assert sync(db_path, api, "--at", DAY2)[0] == 0
+    api.set_data_timestamp(RELEASE2)
+    api.put_study(edited(target))
+    assert sync(db_path, api, "--at", DAY1)[0] == 1
+    assert sqlite3.connect(db_path).execute(
+        "select substr(last_synced_at, 1, 10), fetched_release from queries").fetchone() == (
+        DAY2[:10], RELEASE1)
+    assert sync(db_path, api, "--at", DAY3)[0] == 0
+    assert (target, "status.overallStatus", "changed", DAY3.replace("Z", ".000Z")) in (
+        stored_changes(db_path))
+
+
 def test_saved_queries_run_whole_then_incrementally(db_path: str, api: StandinAPI) -> None:
     code, out, _ = run(db_path, "track", "--query", "filter.overallStatus=COMPLETED")
     assert code == 0 and out == "track: 0 new studies, 1 new query\n"
@@ -337,6 +371,25 @@ def test_sync_from_a_bulk_source(db_path: str, tmp_path: Path) -> None:
     dump.write_text("\n".join(json.dumps(r) for r in RECORDS[:5]))
     code, out, _ = run(db_path, "sync", "--source", str(dump), "--at", DAY1)
     assert code == 0 and "5 studies checked" in out
+
+
+def test_sync_from_a_dump_takes_the_studies_a_saved_query_returned(
+    db_path: str, api: StandinAPI, tmp_path: Path
+) -> None:
+    # With a query and one tracked id, the query's studies in the dump were skipped; with a
+    # query alone, every study in the dump was stored.
+    members = [r for r in RECORDS if r["protocolSection"]["statusModule"]["overallStatus"]
+               == "COMPLETED"][:3]
+    api.set_studies(copy.deepcopy(members))
+    assert run(db_path, "track", "--query", "filter.overallStatus=COMPLETED", IDS[-1])[0] == 0
+    sync(db_path, api, "--at", DAY1)
+    dump = tmp_path / "dump.ndjson"
+    dump.write_text("\n".join(json.dumps(r) for r in RECORDS))
+    code, out, _ = run(db_path, "sync", "--source", str(dump), "--at", DAY2)
+    assert code == 0 and "sync: 4 studies checked" in out
+    stored = {n for (n,) in sqlite3.connect(db_path).execute("select nct_id from studies")}
+    assert stored == {IDS[-1]} | {r["protocolSection"]["identificationModule"]["nctId"]
+                                  for r in members}
 
 
 def test_sync_refuses_an_archive_of_dated_folders_before_any_run(db_path: str) -> None:

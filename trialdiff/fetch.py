@@ -304,10 +304,11 @@ def fetch_pages(
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield each page of /studies for a query, following nextPageToken.
 
-    Every page repeats every parameter of the first, as the API requires. An empty page is
-    the end (the API sends a token after an exactly full page, then an empty page). `done`
-    is asked after each page whether to stop early. A token that comes again, or a page
-    whose studies were all on earlier pages, raises PagingError: the loop would never end.
+    Every page repeats every parameter of the first, as the API requires. The page without
+    a nextPageToken is the last; an empty one is not (the spec: "A page may have empty
+    studies array"). `done` is asked after each page whether to stop early. A token that
+    comes again, or a page whose studies were all on earlier pages, raises PagingError: the
+    loop would never end.
     """
     token: str | None = None
     tokens: set[str] = set()
@@ -320,19 +321,18 @@ def fetch_pages(
         if status != 200:
             raise refused("/studies", status, body)
         studies: list[dict[str, Any]] = body["studies"]
-        if not studies:
-            return
         following = body.get("nextPageToken")
         if following and following in tokens:
             raise PagingError(f"/studies: the API sent nextPageToken {following[:40]!r} again; "
                               f"stopped paging ({_describe(params)})")
         ids = {DEFAULT.study_id(study) or "" for study in studies}
-        if token and ids <= seen:
+        if token and studies and ids <= seen:
             raise PagingError(f"/studies: page {len(tokens) + 1} held only studies of earlier "
                               f"pages; stopped paging ({_describe(params)})")
         seen |= ids
-        yield studies
-        if not following or (done is not None and done(studies)):
+        if studies:
+            yield studies
+        if not following or (done is not None and studies and done(studies)):
             return
         token = following
         tokens.add(token)

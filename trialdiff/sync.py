@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 
 import sqlite_utils
 
@@ -22,7 +22,6 @@ from .errors import (
     ForbiddenError,
     RejectedRequest,
     TrialdiffError,
-    UnknownStudy,
     UsageError,
 )
 from .fetch import (
@@ -35,70 +34,12 @@ from .fetch import (
     incremental,
 )
 from .ingest import RunTotals, save_studies
-from .model import Event, Failed, Outcome, PageDone, UpToDate
+from .model import Event, Failed, Observation, Outcome, PageDone, UpToDate
 from .query import latest_record, transaction
 from .registry import DEFAULT
 from .sources import SourceItem
 from .watch import remember_members
-
-_QUERY_PREFIXES = ("query.", "filter.", "postFilter.", "aggFilters")
-
-
-def parse_query(expr: str) -> str:
-    """Return a saved query in canonical form, or raise UsageError naming what is wrong."""
-    pairs = parse_qsl(expr.strip().lstrip("?"), keep_blank_values=False, strict_parsing=False)
-    if not pairs:
-        raise UsageError(f"{expr!r} is not a query: give API parameters, e.g. query.cond=asthma")
-    for key, _ in pairs:
-        if not key.startswith(_QUERY_PREFIXES) or key in ("pageToken", "pageSize"):
-            raise UsageError(f"{key!r} is not a query.*, filter.* or postFilter.* parameter")
-    return urlencode(sorted(pairs))
-
-
-def track(db: sqlite_utils.Database, nct_ids: Iterable[str], queries: Iterable[str],
-          at: str) -> tuple[int, int]:
-    """Add studies and saved queries to the watchlist; return how many were new."""
-    new_ids = new_queries = 0
-    with transaction(db):
-        for nct_id in nct_ids:
-            cursor = db.execute(
-                "insert or ignore into watchlist (nct_id, added_at, state) values (?, ?, ?)",
-                [nct_id, at, "tracked"],
-            )
-            new_ids += cursor.rowcount
-        for expr in queries:
-            cursor = db.execute(
-                "insert or ignore into queries (expr, added_at) values (?, ?)", [expr, at]
-            )
-            new_queries += cursor.rowcount
-    return new_ids, new_queries
-
-
-def untrack(db: sqlite_utils.Database, nct_ids: Iterable[str], queries: Iterable[str]) -> int:
-    """Remove studies and saved queries from the watchlist; return how many went.
-
-    All or none: one that is not tracked (a mistyped id, in a script that would report "0
-    removed" and succeed) raises UnknownStudy, and nothing is removed.
-    """
-    removed, unknown = 0, []
-    with transaction(db):
-        for nct_id in dict.fromkeys(nct_ids):
-            gone = db.execute("delete from watchlist where nct_id = ?", [nct_id]).rowcount
-            removed += gone
-            unknown += [] if gone else [f"{nct_id} is not tracked"]
-        for expr in dict.fromkeys(queries):
-            gone = db.execute("delete from queries where expr = ?", [expr]).rowcount
-            removed += gone
-            unknown += [] if gone else [f"{expr} is not a saved query"]
-        if unknown:  # the transaction rolls back: nothing was removed
-            raise UnknownStudy("; ".join(unknown) + " (nothing was removed)")
-    return removed
-
-
-def tracked_ids(conn: Any) -> list[str]:
-    """Return the ids `sync` fetches: tracked studies, not those now answering as another."""
-    rows = conn.execute("select nct_id from watchlist where state != 'moved' order by nct_id")
-    return [row[0] for row in rows]
+from .watchlist import query_members, tracked_ids
 
 
 def _record_event(db: sqlite_utils.Database, event: Event, at: str, run_id: int) -> None:
@@ -141,6 +82,9 @@ class _Run:
     seen: set[str] = field(default_factory=set)  # ids (and aliases) the API answered for
     failed: set[str] = field(default_factory=set)
     saved: set[str] = field(default_factory=set)  # ids saved by this run: each counts once
+    # Ids whose record was refused (an --at older than its snapshot): not fetched, so asked
+    # again, even under this release, and no ETag kept that a 304 would take as stored.
+    unsaved: set[str] = field(default_factory=set)
 
     def save(self, page: list[dict[str, Any]], where: str) -> Iterator[Outcome]:
         """Save a page's studies this run has not saved yet, in one transaction."""
@@ -149,6 +93,8 @@ class _Run:
         saved: list[Outcome] = []  # one page: written (and committed) before it is reported
         save_studies(self.db, fresh, self.observed_at, self.totals, source="sync",
                      run_id=self.run_id, emit=saved.append)
+        observed = {o.nct_id for o in saved if isinstance(o, Observation)}
+        self.unsaved.update(i.nct_id for i in fresh if i.nct_id and i.nct_id not in observed)
         yield from saved
 
     def fail(self, where: str, error: TrialdiffError) -> Failed:
@@ -157,10 +103,11 @@ class _Run:
         return Failed(where, str(error), error.setting)
 
     def fetched(self, nct_ids: Iterable[str]) -> None:
-        """Remember that tracked studies were fetched under the current release."""
+        """Remember that tracked studies were fetched (and saved) under the current release."""
         with transaction(self.db):
             self.db.conn.executemany("update watchlist set fetched_release = ? where nct_id = ?",
-                                     [(self.release, nct_id) for nct_id in nct_ids])
+                                     [(self.release, nct_id) for nct_id in nct_ids
+                                      if nct_id not in self.unsaved])
 
 
 def sync_api(
@@ -297,7 +244,7 @@ def _sync_one(run: _Run, nct_id: str) -> Iterator[Outcome]:
         if answer.nct_id != nct_id:
             yield _record_move(run, nct_id, answer.nct_id)
         yield from run.save([answer.study], where)
-        if answer.etag:
+        if answer.etag and answer.nct_id not in run.unsaved:
             with transaction(run.db):
                 run.db.execute("update records set etag = ? where nct_id = ?",
                                [answer.etag, answer.nct_id])
@@ -331,6 +278,7 @@ def _sync_query(run: _Run, query_id: int, expr: str, last_synced: str | None,
         last = min(day[:10] for day in (last_synced, fetched_release) if day)
         since = date.fromisoformat(last) - timedelta(days=1)
         params = incremental(params, since.isoformat())
+    refused = len(run.unsaved)
     try:
         for page in fetch_pages(run.client, params):
             with transaction(run.db):  # before the save, so a query watch sees its studies
@@ -342,6 +290,8 @@ def _sync_query(run: _Run, query_id: int, expr: str, last_synced: str | None,
         raise
     except FetchError as exc:
         yield run.fail(expr, exc)
+        return
+    if len(run.unsaved) > refused:  # its window stays, so the next run asks for them again
         return
     with transaction(run.db):
         run.db.execute("update queries set last_synced_at = ?, fetched_release = ? where id = ?",
@@ -368,13 +318,15 @@ def sync_source(
 ) -> None:
     """Sync from a bulk dump through the same writer: tracked studies only, if any are.
 
+    A saved query's studies count as tracked: those an API sync saw it return.
+
     NDJSON lines come unparsed, each with the id its bytes open with: a line of a study not
     tracked is never parsed, and a tracked one only if its bytes moved (see save_studies).
     """
     from .folders import read_studies
     from .sources import parsed
 
-    wanted = set(tracked_ids(db.conn)) | set(extra_ids)
+    wanted = set(tracked_ids(db.conn)) | query_members(db.conn) | set(extra_ids)
 
     def chosen() -> Iterator[SourceItem]:
         for item in read_studies([source], parse=False):

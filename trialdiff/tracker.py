@@ -257,7 +257,7 @@ class Tracker:
 
     def track(self, ids: Ids = (), queries: Ids = ()) -> tuple[int, int]:
         """Add studies and saved queries to what `sync` fetches; return how many were new."""
-        from .sync import parse_query, track
+        from .watchlist import parse_query, track
 
         nct_ids, parsed = checked_ids(ids), [parse_query(q) for q in listed(queries)]  # first
         return track(self.writer(), nct_ids, parsed, utc_timestamp())
@@ -265,7 +265,7 @@ class Tracker:
     def untrack(self, ids: Ids = (), queries: Ids = ()) -> int:
         """Remove studies and saved queries from what `sync` fetches; return how many went."""
         from .query import require_database
-        from .sync import parse_query, untrack
+        from .watchlist import parse_query, untrack
 
         nct_ids, parsed = checked_ids(ids), [parse_query(q) for q in listed(queries)]
         require_database(self.path)  # a mistyped path tracks nothing: create none there

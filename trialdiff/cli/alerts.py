@@ -66,9 +66,9 @@ def watch_add(ctx: click.Context, /, name: str, studies: tuple[str, ...], query:
     """
     from ..notify import check_target
     from ..query import transaction
-    from ..sync import parse_query, track
     from ..targets import ENV_PREFIX, given_target, keep_all
     from ..watch import Watch, add_watch, parse_fact, validate
+    from ..watchlist import parse_query, track
 
     if secret is not None and not secret.strip():  # an unset variable: not "unsigned"
         fail("--secret '' is no secret: give one, or leave --secret out for unsigned alerts")

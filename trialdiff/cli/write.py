@@ -198,7 +198,7 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
 
 def _tracks_nothing(opened: Any) -> bool:
     """Tell whether a database tracks no study (as sync fetches them) and no saved query."""
-    from ..sync import tracked_ids
+    from ..watchlist import tracked_ids
 
     conn = opened.reader()
     return not tracked_ids(conn) and not conn.execute("select 1 from queries").fetchone()
@@ -211,7 +211,7 @@ def _wanted(opened: Any, nct_ids: tuple[str, ...]) -> int | None:
     import sqlite3
 
     from ..errors import TrialdiffError
-    from ..sync import tracked_ids
+    from ..watchlist import tracked_ids
 
     try:
         return len(set(tracked_ids(opened.reader())) | set(nct_ids))

@@ -1,0 +1,64 @@
+"""The watchlist: tracked studies, saved queries, and the studies each query returned."""
+
+from __future__ import annotations
+
+import pytest
+
+from trialdiff.errors import UnknownStudy, UsageError
+from trialdiff.schema import open_db
+from trialdiff.watch import remember_members
+from trialdiff.watchlist import parse_query, query_members, track, tracked_ids, untrack
+
+AT = "2026-05-11T06:00:00.000Z"
+
+
+def test_a_query_is_saved_in_one_canonical_form() -> None:
+    assert parse_query("?query.cond=lung cancer&filter.overallStatus=RECRUITING") == (
+        "filter.overallStatus=RECRUITING&query.cond=lung+cancer")
+    assert parse_query("filter.overallStatus=RECRUITING&query.cond=lung+cancer") == (
+        parse_query("query.cond=lung%20cancer&filter.overallStatus=RECRUITING"))
+
+
+@pytest.mark.parametrize(("expr", "message"), [
+    ("", "is not a query"),
+    ("foo=bar", "'foo' is not a query.*, filter.* or postFilter.* parameter"),
+    ("query.cond=a&pageSize=5", "'pageSize' is not a query.*"),
+    # A part with no value was dropped: a broader query than the one typed was saved.
+    ("query.cond=melanoma&filter.overallStatus=", "filter.overallStatus has no value"),
+    ("query.cond=a&b", "'b' is not a query.*"),
+    # The API takes one value; sync sent only the first of two.
+    ("query.cond=melanoma&query.cond=lung cancer", "query.cond is given twice"),
+])
+def test_a_query_that_would_not_be_sent_as_typed_is_refused(expr: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message.replace("*", r"\*").replace("?", r"\?")):
+        parse_query(expr)
+
+
+def test_untracking_a_query_forgets_its_studies_and_a_new_query_starts_with_none(
+    db_path: str
+) -> None:
+    # The id of an untracked query came back for the next one, with the old query's studies:
+    # a watch of the new query alerted on them.
+    db = open_db(db_path)
+    melanoma, obesity = parse_query("query.cond=melanoma"), parse_query("query.cond=obesity")
+    assert track(db, ["NCT00000001"], [melanoma], AT) == (1, 1)
+    (query_id,) = db.execute("select id from queries").fetchone()
+    remember_members(db, query_id, ["NCT00000002", "NCT00000003"], AT)
+    assert query_members(db.conn) == {"NCT00000002", "NCT00000003"}
+    assert tracked_ids(db.conn) == ["NCT00000001"]
+    assert untrack(db, [], [melanoma]) == 1
+    assert query_members(db.conn) == set()
+    # An older database may hold such rows already: the new query's id is cleared of them.
+    db.execute("insert into query_studies (query_id, nct_id, first_seen_at) values (?, ?, ?)",
+               [query_id, "NCT00000002", AT])
+    assert track(db, [], [obesity], AT) == (0, 1)
+    assert db.execute("select id from queries").fetchone() == (query_id,)
+    assert query_members(db.conn) == set()
+
+
+def test_untrack_is_all_or_none(db_path: str) -> None:
+    db = open_db(db_path)
+    track(db, ["NCT00000001"], [], AT)
+    with pytest.raises(UnknownStudy, match="NCT00000009 is not tracked"):
+        untrack(db, ["NCT00000001", "NCT00000009"], [])
+    assert tracked_ids(db.conn) == ["NCT00000001"]
