@@ -21,7 +21,7 @@ LAYERS: dict[str, int] = {
                     2),
     **dict.fromkeys(("sources", "folders", "fetch", "deadline", "history_api", "targets",
                      "lock", "query", "dedupe", "codec", "tracking", "webhooks",
-                     "apprise_client"), 3),
+                     "apprise_client", "shield"), 3),
     **dict.fromkeys(("ingest", "store", "records", "schema", "annotations", "watch", "history",
                      "sync", "watchlist", "notify", "check", "site", "lifecycle", "compact",
                      "upgrades", "migrations", "ahead", "clients"), 4),

@@ -274,6 +274,29 @@ def test_a_stop_during_a_mail_send_records_the_send_so_it_is_not_sent_twice(
         controller.stop()
 
 
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_during_a_webhook_post_records_it_so_it_is_not_sent_twice(
+    tmp_path: Path, signum: int, code: int
+) -> None:
+    # A month probe's `timeout --preserve-status` sync: the receiver had the POST and answered
+    # 200, the stop left it pending, and the next sync posted it again (same key).
+    db_path = str(tmp_path / "t.db")
+    with WebhookReceiver(delay=2) as receiver:
+        alert_id = raise_alert(open_db(db_path), f"{receiver.url}/hook")
+        process = subprocess.Popen([sys.executable, "-m", "trialdiff", "--db", db_path, "notify"],
+                                   env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not receiver.arrived and time.monotonic() < deadline:
+            time.sleep(0.02)
+        process.send_signal(signum)  # the receiver has the POST, and has not answered yet
+        _, err = process.communicate(timeout=30)
+        assert process.returncode == code, err
+        assert "Traceback" not in err and len(receiver.at("/hook")) == 1
+        assert delivery(open_db(db_path), alert_id)["state"] == "delivered"
+        assert run(db_path, "notify")[0] == 0 and len(receiver.at("/hook")) == 1  # not again
+
+
 def test_an_unreachable_mail_server_leaves_the_alert_pending_and_says_so_redacted(
     tmp_path: Path, alert_days: list[Path]
 ) -> None:

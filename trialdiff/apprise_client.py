@@ -9,13 +9,11 @@ given APPRISE_ROUNDS alert timeouts before it is given up on.
 from __future__ import annotations
 
 import logging
-import signal
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .errors import UsageError
+from .shield import shielded_send
 from .targets import redact
 
 # Apprise logs why a send failed at DEBUG (a mail server's `550 no such user`, an API's
@@ -86,18 +84,6 @@ def check_apprise_url(url: str) -> None:
 APPRISE_ROUNDS = 3
 
 
-class SendStopped(KeyboardInterrupt):
-    """A stop (Ctrl-C, SIGTERM) that came while a message was under way, and how the send went.
-
-    The caller records the send (`error`: why it failed, or None) and then raises `stop`, so a
-    message that went out is not sent again by the next pass.
-    """
-
-    def __init__(self, stop: KeyboardInterrupt, error: str | None) -> None:
-        super().__init__()
-        self.stop, self.error = stop, error
-
-
 def send_apprise(url: str, title: str, body: str, timeout: float) -> str | None:
     """Send one message through Apprise; return why it failed, or None.
 
@@ -108,58 +94,32 @@ def send_apprise(url: str, title: str, body: str, timeout: float) -> str | None:
         return "Apprise is not installed: pip install 'trialdiff[notify]'"
     import apprise
 
-    outcome: list[bool | Exception] = []
-    with _apprise_logs() as logs:
-        sender = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False))
-        if not sender.add(url):
-            return "Apprise cannot use this URL"
-        for service in sender:
-            service.socket_connect_timeout = service.socket_read_timeout = timeout
+    abandoned: list[bool] = []
+    try:
+        with _apprise_logs() as logs:
+            sender = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False))
+            if not sender.add(url):
+                return "Apprise cannot use this URL"
+            for service in sender:
+                service.socket_connect_timeout = service.socket_read_timeout = timeout
 
-        def deliver() -> None:
-            if hasattr(signal, "pthread_sigmask"):  # stops reach the waiting thread, at once
-                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-            try:
-                outcome.append(bool(sender.notify(title=title, body=body,
-                                                  body_format=apprise.NotifyFormat.MARKDOWN)))
-            except Exception as exc:  # raised in the caller's thread below
-                outcome.append(exc)
-            finally:
-                done.set()
+            def deliver() -> str | None:
+                sent = sender.notify(title=title, body=body,
+                                     body_format=apprise.NotifyFormat.MARKDOWN)
+                return None if sent else logs.reason()
 
-        # Apprise bounds each connect and read, not a whole send: a server that answers a
-        # byte at a time would hold notify, and the write lock, for as long as it likes. The
-        # send runs in a daemon thread that is given up on, and dies with the process.
-        sender_thread = threading.Thread(target=deliver, daemon=True, name="trialdiff-apprise")
-        done = threading.Event()
-        sender_thread.start()
-        stop = None
-        deadline = time.monotonic() + APPRISE_ROUNDS * timeout
-        # Not Thread.join: Python 3.11's join, cut short by a signal, marks the thread ended.
-        while True:
-            try:
-                if done.is_set() or (left := deadline - time.monotonic()) <= 0:
-                    break
-                done.wait(left)
-            except KeyboardInterrupt as exc:  # a mail server may have the message already
-                if stop is not None:  # a second stop: the user will not wait for the answer
-                    raise SendStopped(exc, "stopped twice before the server answered: the "
-                                           "message may still arrive, and be sent again") from None
-                stop = exc
-    if not outcome:
-        _silence_apprise()  # what the thread logs later would hold the URL
-        error: str | None = (f"no answer within {APPRISE_ROUNDS * timeout:g} s "
-                             f"({APPRISE_ROUNDS} times the alert timeout); the message may "
-                             "still arrive, and be sent again")
-    elif isinstance(outcome[0], Exception):
-        if stop is None:
-            raise outcome[0]
-        error = f"{type(outcome[0]).__name__}: {outcome[0]}"
-    else:
-        error = None if outcome[0] else logs.reason()
-    if stop is not None:
-        raise SendStopped(stop, error)
-    return error
+            # Apprise bounds each connect and read, not a whole send: a server that answers a
+            # byte at a time would hold notify, and the write lock, for as long as it likes.
+            # So the send is given up on after APPRISE_ROUNDS timeouts (its thread dies with
+            # the process).
+            bound = APPRISE_ROUNDS * timeout
+            return shielded_send(deliver, bound, f"no answer within {bound:g} s "
+                                 f"({APPRISE_ROUNDS} times the alert timeout); the message may "
+                                 "still arrive, and be sent again", "trialdiff-apprise",
+                                 gave_up=lambda: abandoned.append(True))
+    finally:
+        if abandoned:  # once the capture has put the logger back: its later lines hold the URL
+            _silence_apprise()
 
 
 def _silence_apprise() -> None:

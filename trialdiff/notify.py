@@ -30,7 +30,7 @@ from typing import Any
 
 import sqlite_utils
 
-from .apprise_client import SendStopped, check_apprise_url, send_apprise
+from .apprise_client import check_apprise_url, send_apprise
 from .errors import UsageError
 from .export import to_markdown
 from .jsoncsv import json_text
@@ -40,6 +40,7 @@ from .present import ARROW, Values, body, short_pair
 from .query import transaction
 from .registry import DEFAULT
 from .render import plural, visible
+from .shield import SendStopped, shielded_send
 from .targets import HTTP_SCHEMES, names_host, redact, resolve, scrub, shown
 from .webhooks import WebhookClient, webhook_client
 
@@ -157,7 +158,12 @@ def send(delivery: Delivery, secret_ref: str | None, timeout: float,
         if url.startswith(HTTP_SCHEMES):
             body = webhook_body(delivery.watch, delivery.run, delivery.changes, delivery.titles)
             assert client is not None  # a pass with deliveries has one
-            error = client.post(url, body, delivery.key, secret)
+            post, key = client.post, delivery.key
+            # A stop waits for the receiver's answer (the POST is bounded whole by `timeout`),
+            # so a POST it took is recorded, not sent again (the margin is for a stuck thread).
+            error = shielded_send(lambda: post(url, body, key, secret), timeout + 5,
+                                  f"no answer within {timeout + 5:g} s; the alert may have "
+                                  "arrived, and may be sent again", "trialdiff-webhook")
         else:
             error = send_apprise(url, message_title(delivery.watch, delivery.scope,
                                                     delivery.changes),
