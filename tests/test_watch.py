@@ -273,6 +273,10 @@ def test_alerts_are_one_per_study_or_one_digest_per_run_with_a_delivery_per_targ
         "protocolSection"]["identificationModule"]["briefTitle"]}
     digest, _ = alert_changes(db.conn, alerts[0][0])
     assert len(digest) == sum(len(c) for c in found.values())
+    # Each change is compressed (a copy per watch kept results whole), and read back whole.
+    assert digest == get_watch(db.conn, "all").select([c for v in found.values() for c in v])
+    assert db.execute("select distinct typeof(change) from alert_changes").fetchall() == [
+        ("blob",)]
     assert [c["nct_id"] for c in digest] == sorted(c["nct_id"] for c in digest)
 
 

@@ -256,14 +256,14 @@ def _decompress(loaded: _Codecs, blob: bytes) -> bytes:
     return (loaded[dict_id] if dict_id else _PLAIN).reader.decompress(blob)
 
 
-def pack_value(conn: Any, text: str | None) -> str | bytes | None:
-    """Return a change value's JSON as stored: itself, or zstd (a BLOB) when it is long.
+def pack_value(conn: Any, text: str | None, inline: int = VALUE_INLINE) -> str | bytes | None:
+    """Return a change value's JSON as stored: itself, or zstd (a BLOB) when over `inline`.
 
     The frame carries a checksum (4 bytes): a flipped byte could otherwise decompress into
     other words, which every reader would show as the registry's. (A record or a delta that
     did would fail `check`'s hashes; a value shows as it is.)
     """
-    if text is None or len(text) <= VALUE_INLINE:
+    if text is None or len(text) <= inline:
         return text
     return _current_codec(conn).value.compress(text.encode("utf-8"))
 

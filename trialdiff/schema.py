@@ -214,7 +214,7 @@ ALERT_TABLES: tuple[Table, ...] = (
         ("alert_id", int, "the alert that carries it"),
         ("nct_id", str, "the study"),
         ("title", str, "the study's brief title when the alert was raised"),
-        ("change", str, "JSON: the change as `changes --format json` has it"),
+        ("change", str, "the change as `changes --format json` has it: zstd of its JSON"),
     ), indexes=(("alert_id",),), private=("*",), doc="the changes each alert carries"),
     Table("deliveries", "id", (
         ("id", int, "row id"),

@@ -29,6 +29,7 @@ from typing import Any
 
 import sqlite_utils
 
+from . import codec
 from .errors import UsageError
 from .export import ordered
 from .fields import is_under, order_key
@@ -246,7 +247,8 @@ def alert_changes(conn: Connection, alert_id: int
     rows = conn.execute("select nct_id, title, change from alert_changes where alert_id = ? "
                         "order by id", [alert_id]).fetchall()
     titles = {nct_id: title for nct_id, title, _ in rows if title}
-    return sorted((json.loads(row[2]) for row in rows), key=_change_key), titles
+    return sorted((json.loads(codec.unpack_value(conn, row[2]) or "null") for row in rows),
+                  key=_change_key), titles
 
 
 def _change_key(item: Mapping[str, Any]) -> tuple[str, str, Any]:
@@ -296,9 +298,12 @@ class AlertWriter:
                            "values (?, ?, 'pending', 0)", [row[0], target])
         (title,) = db.execute("select brief_title from studies where nct_id = ?",
                               [found[0]["nct_id"]]).fetchone() or (None,)
+        # Compressed, each (9 µs): a copy per watch of every change, posted results whole,
+        # was most of a month's database (a probe); the sample's 528 keep 58% of their bytes.
         db.conn.executemany(
             "insert into alert_changes (alert_id, nct_id, title, change) values (?, ?, ?, ?)",
-            [(row[0], item["nct_id"], title, _dump(item)) for item in found])
+            [(row[0], item["nct_id"], title, codec.pack_value(db, _dump(item), inline=0))
+             for item in found])
 
 
 def withdraw_alerts(db: sqlite_utils.Database, run_id: int, nct_id: str) -> None:
