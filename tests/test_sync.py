@@ -392,6 +392,28 @@ def test_sync_from_a_dump_takes_the_studies_a_saved_query_returned(
                                   for r in members}
 
 
+def test_a_study_that_leaves_a_querys_results_is_fetched_by_id_and_its_change_stored(
+    db_path: str, api: StandinAPI
+) -> None:
+    # A RECRUITING filter's study that stopped is no longer in its results: it was never seen
+    # again, so a query watch's `--fact stopped` could never fire.
+    recruiting = sorted(r["protocolSection"]["identificationModule"]["nctId"] for r in RECORDS
+                        if r["protocolSection"]["statusModule"]["overallStatus"] == "RECRUITING")
+    target = recruiting[0]
+    assert run(db_path, "track", "--query", "filter.overallStatus=RECRUITING")[0] == 0
+    assert sync(db_path, api, "--at", DAY1)[0] == 0
+    api.set_data_timestamp(RELEASE2)
+    api.put_study(edited(target))  # TERMINATED, updated 2026-05-12
+    api.clear_requests()
+    code, out, _ = sync(db_path, api, "--at", DAY3)
+    assert code == 0 and f"{target}  status.overallStatus \u2014 changed: " in out
+    leavers = studies_requests(api)[-1][1].split(",")
+    # Every study it returned before, asked in its window: only the edited one answers.
+    assert sorted(leavers) == recruiting
+    assert sqlite3.connect(db_path).execute(
+        "select count(*) from changes where nct_id != ?", [target]).fetchone() == (0,)
+
+
 def test_sync_refuses_an_archive_of_dated_folders_before_any_run(db_path: str) -> None:
     code, out, err = run(db_path, "sync", "--source", str(SAMPLE))
     assert (code, out) == (2, "")
@@ -586,7 +608,9 @@ def test_no_new_data_release_means_no_work(db_path: str, api: StandinAPI) -> Non
     api.set_data_timestamp(RELEASE2)
     api.clear_requests()
     code, out, _ = sync(db_path, api, "--at", DAY3)
-    assert code == 0 and "no new data" not in out and len(studies_requests(api)) == 2
+    # The tracked ids; the query, in its window; its studies it did not return, in the same
+    # window (one that left its results changed).
+    assert code == 0 and "no new data" not in out and len(studies_requests(api)) == 3
     releases = sqlite3.connect(db_path).execute("select data_timestamp from runs order by id")
     assert [row[0] for row in releases] == [RELEASE1] * 4 + [RELEASE2]
 
@@ -918,7 +942,9 @@ def test_ctrl_c_while_alerts_go_out_says_the_run_finished_and_its_alerts_wait(
         # Into the POST, which the receiver holds for 30 s (a fixed half second lost the race
         # on a busy machine: the signal came before delivery began).
         _wait_for(lambda: slow.arrived >= 1)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGINT)  # it waits for the receiver's answer...
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)  # ...unless told twice
         _, err = process.communicate(timeout=20)
     assert process.returncode == 130
     assert err.strip().endswith("trialdiff: interrupted while delivering alerts; run 2 had "

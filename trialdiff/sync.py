@@ -271,13 +271,14 @@ def _sync_query(run: _Run, query_id: int, expr: str, last_synced: str | None,
     """Fetch one saved query: whole (first, or forced), or what was updated since its last run."""
     params = dict(parse_qsl(expr))
     params["pageSize"] = str(run.client.pacing.page_size)
+    since = None
     if last_synced:
         # From the earlier of the last run's day and its data release's: a clock ahead of the
         # registry's would skip the next release's edits. A day of overlap besides: the
         # registry stamps LastUpdatePostDate by day, in US time.
         last = min(day[:10] for day in (last_synced, fetched_release) if day)
-        since = date.fromisoformat(last) - timedelta(days=1)
-        params = incremental(params, since.isoformat())
+        since = (date.fromisoformat(last) - timedelta(days=1)).isoformat()
+        params = incremental(params, since)
     refused = len(run.unsaved)
     try:
         for page in fetch_pages(run.client, params):
@@ -286,6 +287,7 @@ def _sync_query(run: _Run, query_id: int, expr: str, last_synced: str | None,
                                  run.observed_at)
             yield from run.save(page, expr)
             yield PageDone(len(page), expr)
+        yield from _sync_leavers(run, query_id, expr, since)
     except ForbiddenError:
         raise
     except FetchError as exc:
@@ -336,3 +338,19 @@ def sync_source(
                 yield item
 
     save_studies(db, chosen(), observed_at, totals, source="sync", run_id=run_id, emit=emit)
+
+
+def _sync_leavers(run: _Run, query_id: int, expr: str, since: str | None) -> Iterator[Outcome]:
+    """Fetch the studies a query returned before but not now that were updated in its window.
+
+    Such a study left the query's results (it stopped recruiting, under a RECRUITING
+    filter): it changed, so it is fetched by id, its change stored, and a query watch told.
+    """
+    members = [row[0] for row in run.db.execute(
+        "select nct_id from query_studies where query_id = ?", [query_id])]
+    size = run.client.pacing.page_size
+    for batch in id_batches([m for m in members if m not in run.saved], size):
+        params = {"filter.ids": ",".join(batch), "pageSize": str(size)}
+        for page in fetch_pages(run.client, incremental(params, since) if since else params):
+            yield from run.save(page, f"{expr} (left its results)")
+            yield PageDone(len(page), f"{expr} (left its results)")
