@@ -89,6 +89,8 @@ def test_an_empty_trialdiff_db_variable_is_refused(elsewhere: Path) -> None:
         0, IMPORTED, "")
     code, _, err = invoke("check", TRIALDIFF_DB="   ")
     assert code == 2 and "Invalid value for TRIALDIFF_DB: is empty" in err
+    code, out, _ = invoke("--help", TRIALDIFF_DB="")  # it said "(the default)"
+    assert code == 0 and "none: TRIALDIFF_DB is set but empty (every command refuses it)" in out
 
 
 def test_an_at_out_of_the_calendar_in_utc_is_a_usage_error(tmp_path: Path) -> None:

@@ -99,6 +99,8 @@ class Group(click.Group):
         given = os.environ.get("TRIALDIFF_DB", "").strip()
         if chosen and chosen != given:
             where, source = chosen, "from --db"
+        elif "TRIALDIFF_DB" in os.environ and not given:  # as every command says, not the default
+            where, source = "none: TRIALDIFF_DB is set but empty", "every command refuses it"
         else:
             where = given or str(_default_db().absolute())
             source = "from TRIALDIFF_DB" if given else "the default"
