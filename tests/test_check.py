@@ -151,6 +151,29 @@ def test_changes_of_no_snapshot_are_counted(sample_db: str) -> None:
     assert problems(sample_db) == ["1 change belongs to no snapshot"]
 
 
+def test_a_text_cell_that_is_not_utf8_is_named_and_every_reader_says_the_file_is_damaged(
+    sample_db: str
+) -> None:
+    # A flipped bit in a text cell stopped the whole check with SQLite's decode error, naming
+    # no row (1 in 8 of a probe's random flips in the changes and snapshots pages).
+    with sqlite3.connect(sample_db) as conn:
+        (change_id,) = conn.execute("select id from changes where nct_id = 'NCT05827016' and "
+                                    "path = 'status.startDate'").fetchone()
+        conn.execute("update changes set detail = cast(X'7B2261FF223A317D' as text) "
+                     "where id = ?", [change_id])
+        conn.execute("update snapshots set observed_at = cast(X'323032352D3037FF' as text) "
+                     "where nct_id = 'NCT06060392' and seq = 2")
+    found = problems(sample_db)
+    assert f"NCT05827016: change {change_id} (status.startDate): its stored detail is not " \
+           "what the snapshots give: the file is damaged, or was edited" in found
+    assert ("snapshots.observed_at: 1 timestamp is not canonical ISO 8601 UTC "
+            "(YYYY-MM-DDTHH:MM:SS.mmmZ), e.g. '2025-07\ufffd'") in found
+    code, _, err = run(sample_db, "changes", "--format", "ndjson")
+    assert code == 1 and err.startswith("trialdiff: error: database error: Could not decode")
+    assert err.endswith("a text cell's bytes are not UTF-8, so the file is damaged: `trialdiff "
+                        "check` names where\n")
+
+
 def test_missing_times_are_named_and_the_check_goes_on(sample_db: str) -> None:
     with sqlite3.connect(sample_db) as conn:
         conn.execute("update records set observed_at = null where nct_id = 'NCT04642755'")

@@ -87,6 +87,15 @@ def test_unknown_studies_names_each_id_not_stored_once_in_order(db_path: str) ->
     assert unknown_studies(conn, [stored.lower()]) == [stored.lower()]  # ids as stored
 
 
+def test_a_stop_after_the_connection_closed_is_raised_not_sqlites_error(db_path: str) -> None:
+    # A SIGTERM during a first run's pack: "Exception ignored in: <generator transaction>",
+    # a traceback from rolling back on a closed connection.
+    db = open_db(db_path)
+    with pytest.raises(KeyboardInterrupt), transaction(db):
+        db.conn.close()
+        raise KeyboardInterrupt
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
                     reason="needs root, to read as another user (setpriv)")
 def test_a_reader_who_cannot_write_the_folder_is_told_why_sqlite_needs_to() -> None:

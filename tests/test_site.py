@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -24,13 +25,31 @@ def test_one_process_or_several_write_the_same_pages(db_path: str, tmp_path: Pat
     serial, parallel = tmp_path / "serial", tmp_path / "parallel"
     day = date(2025, 7, 7)
     assert write_site(db_path, str(serial), None, day, 30, "https://x.org/", "note", jobs=1) == (
-        3, 0)
+        3, 0, [])
     assert write_site(db_path, str(parallel), None, day, 30, "https://x.org/", "note",
-                      jobs=2) == (3, 0)
+                      jobs=2) == (3, 0, [])
     for page in serial.iterdir():
         assert (parallel / page.name).read_bytes() == page.read_bytes()
     assert write_site(db_path, str(parallel), None, day, 30, "https://x.org/", "note",
-                      jobs=2) == (0, 3)
+                      jobs=2) == (0, 3, [])
+
+
+def test_a_damaged_study_costs_its_own_page_not_the_sites(db_path: str, tmp_path: Path) -> None:
+    # One flipped byte in a record's blob stopped `page --all` part way, naming no study.
+    assert run(db_path, "import", "--summary", str(SAMPLE))[0] == 0
+    conn = sqlite3.connect(db_path)
+    (blob,) = conn.execute("select record from records where nct_id = 'NCT05827016'").fetchone()
+    damaged = blob[:40] + bytes([blob[40] ^ 0xFF]) + blob[41:]
+    conn.execute("update records set record = ? where nct_id = 'NCT05827016'", [damaged])
+    conn.commit()
+    conn.close()
+    code, out, err = run(db_path, "page", "--all", "--as-of", "2025-07-07", "--out",
+                         str(tmp_path / "site"))
+    site = tmp_path / "site"
+    assert code == 1 and out == f"page: 2 pages written, 0 unchanged, in {site}; 1 failed\n"
+    assert err.startswith("trialdiff: NCT05827016: its page cannot be written: ")
+    assert sorted(p.name for p in (tmp_path / "site").iterdir()) == [
+        "NCT04642755.md", "NCT06060392.md"]
 
 
 def test_changed_studies_are_those_seen_since_or_sliding_out(db_path: str) -> None:

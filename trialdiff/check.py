@@ -70,8 +70,21 @@ def _stored_changes(conn: Any, nct_id: str, snapshot_id: int
 
 def check_database(conn: Any, totals: CheckTotals) -> Iterator[str]:
     """Yield one line per problem found; none means the database is sound."""
-    with read_transaction(conn):
-        yield from _check(conn, totals)
+    raw = getattr(conn, "conn", conn)
+    factory = raw.text_factory
+    # A text cell whose bytes are not UTF-8 (a flipped bit) reads with U+FFFD, so the row is
+    # named as a problem where it is: SQLite's decode error stopped the check, naming none.
+    raw.text_factory = _lenient_text
+    try:
+        with read_transaction(conn):
+            yield from _check(conn, totals)
+    finally:
+        raw.text_factory = factory
+
+
+def _lenient_text(data: bytes) -> str:
+    """Return a text cell's bytes as text, what is not UTF-8 in them as U+FFFD."""
+    return data.decode("utf-8", "replace")
 
 
 def _check(conn: Any, totals: CheckTotals) -> Iterator[str]:

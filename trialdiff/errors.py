@@ -30,6 +30,9 @@ def damage_hint(exc: BaseException) -> str:
 
     Pages of the file itself are damaged then, and no command of trialdiff's reads past them.
     """
+    if "Could not decode to UTF-8" in str(exc):  # a flipped bit in a text cell
+        return (": a text cell's bytes are not UTF-8, so the file is damaged: `trialdiff "
+                "check` names where")
     # SQLITE_CORRUPT (11), by number: this module is pure, and imports no sqlite3.
     if getattr(exc, "sqlite_errorcode", 0) & 0xFF != 11:
         return ""

@@ -12,7 +12,7 @@ import json
 import sqlite3
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,9 +115,10 @@ def transaction(db: Connection) -> Iterator[None]:
         yield
     except BaseException:
         # SQLite may have rolled back itself (a full disk): a second rollback's error would
-        # hide the one that matters.
-        if getattr(db, "conn", db).in_transaction:
-            db.execute("rollback")
+        # hide the one that matters. A stop may have closed the connection (a traceback).
+        with suppress(sqlite3.ProgrammingError):
+            if getattr(db, "conn", db).in_transaction:
+                db.execute("rollback")
         raise
     db.execute("commit")
 
@@ -152,11 +153,10 @@ def apply_delta(conn: Any, fields: dict[str, str], delta: bytes | str, nct_id: s
 def shared_values(conn: Any, nct_id: str, snapshot_id: int, paths: list[str]
                   ) -> dict[str, str]:
     """Return the new values a snapshot's changes hold for some paths, as canonical JSON."""
-    marks = ", ".join("?" * len(paths))
     # By study first: `changes` is indexed by study, not by snapshot.
     found = {path: text for path, cell in conn.execute(
         f"select path, new from changes where nct_id = ? and snapshot_id = ? and path in "
-        f"({marks})", [nct_id, snapshot_id, *paths]).fetchall()
+        f"({', '.join('?' * len(paths))})", [nct_id, snapshot_id, *paths]).fetchall()
         if (text := codec.unpack_value(conn, cell)) is not None}
     missing = sorted(set(paths) - found.keys())
     if missing:

@@ -13,7 +13,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from .errors import DatabaseError, UsageError
 from .page import render_page
 from .query import ChangeFilter, connect_readonly, latest_record, query_changes
 from .render import recent_section, recent_window
@@ -113,9 +113,11 @@ def changed_studies(conn: Any, since: str, as_of: date, days: int) -> Iterator[s
 def write_site(
     db_path: str, out: str, since: str | None, as_of: date, days: int, canonical_base: str,
     footer: str, jobs: int | None = None, ages: bool = False,
-) -> tuple[int, int]:
-    """Write DIR/<NCT_ID>.md for every study, or those changed since a time; return counts.
+) -> tuple[int, int, list[str]]:
+    """Write DIR/<NCT_ID>.md for every study, or those changed since a time.
 
+    Return how many pages were written and unchanged, and the studies whose data could not
+    be read (each `NCT: why`): a damaged study costs its own page, not the rest of the site.
     Pages render in `jobs` processes (default: one per core), each with its own read-only
     connection: rendering is pure work per study, and a site has many.
     """
@@ -137,7 +139,8 @@ def write_site(
         # connection, never the parent's.
         with multiprocessing.get_context("fork").Pool(jobs, _worker_signals) as pool:
             counts = pool.starmap(_write_pages, [(task, chunk) for chunk in chunks])
-    return sum(c[0] for c in counts), sum(c[1] for c in counts)
+    return (sum(c[0] for c in counts), sum(c[1] for c in counts),
+            [failure for c in counts for failure in c[2]])
 
 
 def _worker_signals() -> None:
@@ -151,14 +154,20 @@ def _exit(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def _write_pages(task: tuple[Any, ...], nct_ids: list[str]) -> tuple[int, int]:
-    """Render and write one chunk of pages; return (written, unchanged)."""
+def _write_pages(task: tuple[Any, ...], nct_ids: list[str]) -> tuple[int, int, list[str]]:
+    """Render and write one chunk of pages; return (written, unchanged, failures)."""
     db_path, folder, as_of, days, canonical_base, footer, ages = task
     conn = connect_readonly(db_path)
     written = unchanged = 0
+    failures: list[str] = []
     try:
         for nct_id in nct_ids:
-            text = render_study_page(conn, nct_id, as_of, days, canonical_base, footer, ages)
+            try:
+                text = render_study_page(conn, nct_id, as_of, days, canonical_base, footer,
+                                         ages)
+            except DatabaseError as exc:  # a damaged blob: this page, not the site's others
+                failures.append(f"{nct_id}: its page cannot be written: {exc}")
+                continue
             if text is None:
                 continue
             if write_atomic(Path(folder) / f"{nct_id}.md", text):
@@ -167,4 +176,4 @@ def _write_pages(task: tuple[Any, ...], nct_ids: list[str]) -> tuple[int, int]:
                 unchanged += 1
     finally:
         conn.close()
-    return written, unchanged
+    return written, unchanged, failures

@@ -274,9 +274,14 @@ def page(ctx: click.Context, nct_id: str | None, every: bool, changed_since: str
         click.echo(text, nl=False)
         return
     assert out is not None
-    written, unchanged = write_site(ctx.obj.db, out, changed_since, day, days, canonical_base,
-                                    footer, ages=ages)
-    click.echo(f"page: {written} pages written, {unchanged} unchanged, in {out}")
+    written, unchanged, failures = write_site(ctx.obj.db, out, changed_since, day, days,
+                                              canonical_base, footer, ages=ages)
+    for failure in failures:
+        click.echo(f"trialdiff: {failure}", err=True)
+    click.echo(f"page: {written} pages written, {unchanged} unchanged, in {out}"
+               + (f"; {len(failures)} failed" if failures else ""))
+    if failures:
+        ctx.exit(1)
 
 
 @cli.command()
