@@ -523,30 +523,45 @@ def test_a_webhook_url_that_is_not_a_url_is_refused_and_nothing_is_stored(
     assert code == 0 and "hook" not in out and err == ""
 
 
-TIMEOUT = "the alert timeout must be more than 0 and at most 86400 seconds"
-BACKOFF = ("the alert backoff must be 0 or more and at most 3.1536e+08 seconds (the "
-           "longest max age)")
+TIMEOUT, BACKOFF, MAX_AGE = "0<x<=86400", "0<=x<=315360000", "0<x<=87600"
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [
-    ("--alert-timeout", "0", TIMEOUT),
-    ("--alert-timeout", "nan", TIMEOUT),
-    ("--alert-timeout", "-5", TIMEOUT),
-    ("--alert-timeout", "inf", TIMEOUT),
-    ("--alert-timeout", "1e10", TIMEOUT),
-    ("--alert-backoff", "-1", BACKOFF),
-    ("--alert-backoff", "1e999", BACKOFF),
-    ("--alert-backoff", "1e12", BACKOFF),
-    ("--alert-max-age", "1e9", "the alert max age must be more than 0 and at most 87600 hours"),
-    ("--alert-max-age", "0", "the alert max age must be more than 0 and at most 87600 hours"),
+    ("--alert-timeout", "0", f"0.0 is not in the range {TIMEOUT}"),
+    ("--alert-timeout", "nan", "'nan' is not a number"),
+    ("--alert-timeout", "-5", f"-5.0 is not in the range {TIMEOUT}"),
+    ("--alert-timeout", "inf", f"inf is not in the range {TIMEOUT}"),
+    # Past ~1e10 s the thread timer overflowed: a traceback in a delivery thread.
+    ("--alert-timeout", "1e10", f"10000000000.0 is not in the range {TIMEOUT}"),
+    ("--alert-backoff", "-1", f"-1.0 is not in the range {BACKOFF}"),
+    ("--alert-backoff", "1e999", f"inf is not in the range {BACKOFF}"),
+    ("--alert-max-age", "1e9", f"1000000000.0 is not in the range {MAX_AGE}"),
+    ("--alert-max-age", "0", f"0.0 is not in the range {MAX_AGE}"),
 ])
 def test_alert_settings_a_delivery_cannot_use_are_refused_before_any_run(
-    db_path: str, option: str, value: str, message: str,
+    db_path: str, option: str, value: str, message: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    variable = "TRIALDIFF_" + option.removeprefix("--").replace("-", "_").upper()
     for command in (["notify"], ["import", str(SAMPLE)], ["watch", "test", "w"]):
-        assert run(db_path, *command, option, value) == (
-            2, "", f"trialdiff: error: {option}: {message}\n")
+        code, out, err = run(db_path, *command, option, value)
+        assert (code, out) == (2, "") and f"Invalid value for '{option}': {message}" in err
+        # From cron's environment, the variable is named (it named the option).
+        monkeypatch.setenv(variable, value)
+        code, out, err = run(db_path, *command)
+        monkeypatch.delenv(variable)
+        assert (code, out) == (2, "") and (
+            f"Invalid value for {variable} (the setting of '{option}'): {message}" in err)
     assert not Path(db_path).exists()  # neither opened the database: the import stored nothing
+
+
+def test_the_library_holds_the_alert_settings_to_the_same_bounds(db_path: str) -> None:
+    from trialdiff.notify import check_settings
+
+    with pytest.raises(UsageError, match=r"^the alert timeout must be more than 0, at most "
+                                         r"86400, not 10000000000\.0$"):
+        check_settings(1e10, 300, 72)
+    with pytest.raises(UsageError, match=r"^the alert max age must be more than 0"):
+        check_settings(10, 300, 0)
 
 
 def test_watch_test_sends_a_note_when_nothing_matched_and_names_a_lost_target(

@@ -40,6 +40,7 @@ from .present import ARROW, Values, body, short_pair
 from .query import transaction
 from .registry import DEFAULT
 from .render import plural, visible
+from .settings import check_client_setting
 from .shield import SendStopped, shielded_send
 from .targets import HTTP_SCHEMES, names_host, redact, resolve, scrub, shown
 from .webhooks import WebhookClient, webhook_client
@@ -203,24 +204,11 @@ def _later(now: str, seconds: float) -> str:
     return utc_timestamp(moment.isoformat())
 
 
-# An alert is given up after at most ten years undelivered (a later time would not be a date).
-MAX_AGE_LIMIT_HOURS = 87_600.0
-MAX_TIMEOUT_SECONDS = 86_400.0  # a day: one send waiting longer is no delivery
-
-
 def check_settings(timeout: float, backoff: float, max_age_hours: float) -> None:
-    """Raise UsageError unless a delivery pass can use these settings."""
-    # Bounded above too: a timeout past ~1e10 s overflowed the thread timer (a traceback).
-    if not 0 < timeout <= MAX_TIMEOUT_SECONDS:  # NaN fails every comparison
-        raise UsageError(f"the alert timeout must be more than 0 and at most "
-                         f"{MAX_TIMEOUT_SECONDS:g} seconds", setting="alert_timeout")
-    if not 0 <= backoff <= MAX_AGE_LIMIT_HOURS * 3600:
-        raise UsageError(f"the alert backoff must be 0 or more and at most "
-                         f"{MAX_AGE_LIMIT_HOURS * 3600:g} seconds (the longest max age)",
-                         setting="alert_backoff")
-    if not 0 < max_age_hours <= MAX_AGE_LIMIT_HOURS:
-        raise UsageError(f"the alert max age must be more than 0 and at most "
-                         f"{MAX_AGE_LIMIT_HOURS:g} hours", setting="alert_max_age")
+    """Raise UsageError unless a delivery pass can use these settings (ALERT_BOUNDS)."""
+    for name, value in (("alert_timeout", timeout), ("alert_backoff", backoff),
+                        ("alert_max_age", max_age_hours)):
+        check_client_setting(name, value)
 
 
 def deliver_pending(

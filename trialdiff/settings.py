@@ -74,11 +74,17 @@ CLIENT_BOUNDS: Final[dict[str, tuple[float, float, bool]]] = {
     "deadline": (0, 1e9, True), "retries": (0, 100, False), "retry_budget": (0, 86_400, False),
     "max_response_mb": (0, 1_000_000, True),
 }
+# And each alert delivery setting, in seconds (the max age in hours): a timeout past ~1e10 s
+# overflowed the thread timer, and an alert given up after ten years would be no date.
+ALERT_BOUNDS: Final[dict[str, tuple[float, float, bool]]] = {
+    "alert_timeout": (0, 86_400, True), "alert_backoff": (0, 87_600 * 3600, False),
+    "alert_max_age": (0, 87_600, True),
+}
 
 
 def check_client_setting(name: str, value: float) -> None:
-    """Raise UsageError unless an API client setting is a number within its bounds."""
-    low, high, low_open = CLIENT_BOUNDS[name]
+    """Raise UsageError unless an API client or alert setting is a number within its bounds."""
+    low, high, low_open = {**CLIENT_BOUNDS, **ALERT_BOUNDS}[name]
     if isinstance(value, bool) or not isinstance(value, int | float):  # "0" from a script
         raise UsageError(f"the {name.replace('_', ' ')} must be a number, not {value!r}",
                          setting=name)

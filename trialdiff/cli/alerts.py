@@ -9,8 +9,9 @@ import click
 
 from ..model import utc_day, utc_timestamp
 from ..render import plural
+from ..settings import ALERT_BOUNDS
 from . import MAX_DAYS, Group, check_nct_ids, cli, fail, parse_as_of, reader, tracker, writer
-from .options import setting_option, wait_option
+from .options import finite, setting_option, wait_option
 from .sinks import show_delivery
 
 MIN_SECRET = 16  # characters of a --secret given as itself (GitHub asks for high entropy)
@@ -18,9 +19,10 @@ MIN_SECRET = 16  # characters of a --secret given as itself (GitHub asks for hig
 
 def alert_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add the delivery settings to a command that delivers alerts."""
-    for option, kind in reversed((("--alert-timeout", float), ("--alert-backoff", float),
-                                  ("--alert-max-age", float))):
-        command = click.option(option, type=kind, metavar=kind.__name__.upper(),
+    for option in reversed(("--alert-timeout", "--alert-backoff", "--alert-max-age")):
+        # The library's bounds: a bad value from a variable is named as that variable.
+        bounds = ALERT_BOUNDS[option.removeprefix("--").replace("-", "_")]
+        command = click.option(option, type=finite(float, *bounds), metavar="FLOAT",
                                **setting_option(option))(command)
     return command
 
