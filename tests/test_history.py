@@ -15,6 +15,7 @@ import json
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import (
@@ -55,6 +56,13 @@ API_RECORDS = [NEW]
 def sync(db: str, api: StandinAPI, at: str) -> tuple[int, str, str]:
     """Run `trialdiff sync` of the study against the stand-in, observed at a given time."""
     return run(db, "sync", NCT, "--api", api.base_url, "--delay", "0", "--at", at, obj=NO_SLEEP)
+
+
+def posted_on(record: dict[str, Any], day: str) -> dict[str, Any]:
+    """Return a record as the history endpoint serves it, its body saying it went public on day."""
+    served = html_record(record)
+    served["protocolSection"]["statusModule"]["lastUpdatePostDateStruct"]["date"] = day
+    return served
 
 
 def snapshot_rows(db: str) -> list[tuple[str, str, int | None]]:
@@ -292,9 +300,7 @@ def test_since_takes_a_version_public_since_however_long_after_its_qc(
 ) -> None:
     # Posted 35 days after QC (a real lag reaches 92): --since looked back only 14 days, so
     # the version was never asked for, and the run said nothing.
-    late = html_record(NEW)
-    late["protocolSection"]["statusModule"]["lastUpdatePostDateStruct"]["date"] = "2025-08-02"
-    api.set_history(NCT, [(V0_QC, html_record(OLD)), (V1_QC, late)])
+    api.set_history(NCT, [(V0_QC, html_record(OLD)), (V1_QC, posted_on(NEW, "2025-08-02"))])
     assert backfill(db_path, api, "--since", "2025-07-20")[0] == 0
     assert sqlite3.connect(db_path).execute(
         "select version, version_date from history_versions").fetchall() == [(1, "2025-08-02")]
@@ -311,10 +317,8 @@ def test_a_sync_that_saw_the_first_of_two_versions_public_one_day_comes_between_
     third["protocolSection"]["statusModule"]["overallStatus"] = "COMPLETED"
     api.put_study(copy.deepcopy(NEW))
     sync(db_path, api, f"{V1_DAY}T12:00:00Z")
-    posted_with_v1 = html_record(third)
-    posted_with_v1["protocolSection"]["statusModule"]["lastUpdatePostDateStruct"]["date"] = V1_DAY
     api.set_history(NCT, [(V0_QC, html_record(OLD)), (V1_QC, html_record(NEW)),
-                          (V1_DAY, posted_with_v1)])
+                          (V1_DAY, posted_on(third, V1_DAY))])
     assert backfill(db_path, api)[0] == 0
     assert snapshot_rows(db_path) == [
         (f"{V0_DAY}T00:00:00.000Z", "backfill", 0),
@@ -340,9 +344,7 @@ def test_an_id_given_twice_is_backfilled_once(db_path: str, api: StandinAPI) -> 
 def test_version_dates_going_backwards_by_publication_are_refused(
     db_path: str, api: StandinAPI
 ) -> None:
-    earlier = html_record(NEW)
-    earlier["protocolSection"]["statusModule"]["lastUpdatePostDateStruct"]["date"] = "2023-06-01"
-    api.set_history(NCT, [(V0_QC, html_record(OLD)), (V1_QC, earlier)])
+    api.set_history(NCT, [(V0_QC, html_record(OLD)), (V1_QC, posted_on(NEW, "2023-06-01"))])
     code, _, err = backfill(db_path, api)
     assert code == 1
     assert err == (f"trialdiff: error: {NCT}: version 1 went public on 2023-06-01 but version 0 on "

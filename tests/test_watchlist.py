@@ -7,7 +7,14 @@ import pytest
 from trialdiff.errors import UnknownStudy, UsageError
 from trialdiff.schema import open_db
 from trialdiff.watch import remember_members
-from trialdiff.watchlist import parse_query, query_members, track, tracked_ids, untrack
+from trialdiff.watchlist import (
+    parse_query,
+    query_members,
+    track,
+    tracked_ids,
+    tracks_nothing,
+    untrack,
+)
 
 AT = "2026-05-11T06:00:00.000Z"
 
@@ -58,7 +65,9 @@ def test_untracking_a_query_forgets_its_studies_and_a_new_query_starts_with_none
 
 def test_untrack_is_all_or_none(db_path: str) -> None:
     db = open_db(db_path)
+    assert tracks_nothing(db.conn)
     track(db, ["NCT00000001"], [], AT)
+    assert not tracks_nothing(db.conn)
     with pytest.raises(UnknownStudy, match="NCT00000009 is not tracked"):
         untrack(db, ["NCT00000001", "NCT00000009"], [])
     assert tracked_ids(db.conn) == ["NCT00000001"]

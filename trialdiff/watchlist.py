@@ -83,6 +83,11 @@ def tracked_ids(conn: Any) -> list[str]:
     return [row[0] for row in rows]
 
 
+def tracks_nothing(conn: Any) -> bool:
+    """Tell whether a database tracks no study (as sync fetches them) and no saved query."""
+    return not tracked_ids(conn) and not conn.execute("select 1 from queries").fetchone()
+
+
 def query_members(conn: Any) -> set[str]:
     """Return the studies saved queries returned to an API sync (a query watch's scope)."""
     return {row[0] for row in conn.execute("select distinct nct_id from query_studies")}

@@ -177,6 +177,8 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
       trialdiff sync --quiet
       trialdiff sync NCT05827016 --api http://127.0.0.1:8765/api/v2
     """
+    from ..watchlist import tracks_nothing
+
     # A malformed --api is exit 2 at once. A dump needs no API, but its --backfill-new takes
     # the histories from --api all the same, with these settings.
     settings = _api_settings(**api) if backfill_new or not source else {}
@@ -189,19 +191,11 @@ def sync(ctx: click.Context, /, nct_ids: tuple[str, ...], source: str | None, at
                           sinks=[printer, delivery], **settings)
     except KeyboardInterrupt as stop:
         _say_interrupted(ctx, printer, opened, stop)
-    if not (nct_ids or source or run.checked or run.failed) and _tracks_nothing(opened):
+    if not (nct_ids or source or run.checked or run.failed) and tracks_nothing(opened.reader()):
         # Said even with --quiet: a cron job that fetches nothing would be silent for good.
         click.echo("trialdiff: sync: nothing is tracked, so nothing was fetched: run "
                    "`trialdiff track NCT...` (or `track --query EXPR`) first", err=True)
     _exit_run(ctx, run, printer, delivery)
-
-
-def _tracks_nothing(opened: Any) -> bool:
-    """Tell whether a database tracks no study (as sync fetches them) and no saved query."""
-    from ..watchlist import tracked_ids
-
-    conn = opened.reader()
-    return not tracked_ids(conn) and not conn.execute("select 1 from queries").fetchone()
 
 
 def _wanted(opened: Any, nct_ids: tuple[str, ...]) -> int | None:
