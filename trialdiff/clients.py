@@ -24,12 +24,12 @@ def client_for(api: str, *, page_size: int = 500, delay: float = 1.0, timeout: f
                max_response_mb: float = 64.0, **hooks: Any) -> Any:
     """Return an API client from settings (as settings.py names them); hooks: sleep, transport."""
     from .fetch import Pacing
-    from .settings import check_client_setting
+    from .settings import check_number_setting
 
     for name, value in (("page_size", page_size), ("delay", delay), ("timeout", timeout),
                         ("deadline", deadline), ("retries", retries),
                         ("retry_budget", retry_budget), ("max_response_mb", max_response_mb)):
-        check_client_setting(name, value)
+        check_number_setting(name, value)
     pacing = Pacing(delay=delay, timeout=timeout, deadline=deadline, retries=retries,
                     retry_budget=retry_budget, max_bytes=int(max_response_mb * 1024 * 1024),
                     page_size=page_size)

@@ -40,7 +40,7 @@ from .present import ARROW, Values, body, short_pair
 from .query import transaction
 from .registry import DEFAULT
 from .render import plural, visible
-from .settings import check_client_setting
+from .settings import check_number_setting
 from .shield import SendStopped, shielded_send
 from .targets import HTTP_SCHEMES, names_host, redact, resolve, scrub, shown
 from .webhooks import WebhookClient, webhook_client
@@ -208,7 +208,7 @@ def check_settings(timeout: float, backoff: float, max_age_hours: float) -> None
     """Raise UsageError unless a delivery pass can use these settings (ALERT_BOUNDS)."""
     for name, value in (("alert_timeout", timeout), ("alert_backoff", backoff),
                         ("alert_max_age", max_age_hours)):
-        check_client_setting(name, value)
+        check_number_setting(name, value)
 
 
 def deliver_pending(

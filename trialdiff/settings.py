@@ -82,7 +82,7 @@ ALERT_BOUNDS: Final[dict[str, tuple[float, float, bool]]] = {
 }
 
 
-def check_client_setting(name: str, value: float) -> None:
+def check_number_setting(name: str, value: float) -> None:
     """Raise UsageError unless an API client or alert setting is a number within its bounds."""
     low, high, low_open = {**CLIENT_BOUNDS, **ALERT_BOUNDS}[name]
     if isinstance(value, bool) or not isinstance(value, int | float):  # "0" from a script
