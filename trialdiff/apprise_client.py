@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from .errors import UsageError
 from .shield import shielded_send
@@ -102,10 +104,15 @@ def send_apprise(url: str, title: str, body: str, timeout: float) -> str | None:
                 return "Apprise cannot use this URL"
             for service in sender:
                 service.socket_connect_timeout = service.socket_read_timeout = timeout
+                if "overflow" not in parse_qs(urlsplit(url).query):
+                    # Apprise sends a message whole unless told otherwise, and Discord (2,000
+                    # characters) or Telegram (4,096) refuse a longer one, on every retry: a
+                    # digest, or one study's site changes, would never arrive.
+                    service.overflow_mode = apprise.OverflowMode.SPLIT
+            text, markup = _as_sent(url, body, apprise)
 
             def deliver() -> str | None:
-                sent = sender.notify(title=title, body=body,
-                                     body_format=apprise.NotifyFormat.MARKDOWN)
+                sent = sender.notify(title=title, body=text, body_format=markup)
                 return None if sent else logs.reason()
 
             # Apprise bounds each connect and read, not a whole send: a server that answers a
@@ -120,6 +127,25 @@ def send_apprise(url: str, title: str, body: str, timeout: float) -> str | None:
     finally:
         if abandoned:  # once the capture has put the logger back: its later lines hold the URL
             _silence_apprise()
+
+
+def _as_sent(url: str, body: str, apprise: Any) -> tuple[str, Any]:
+    """Return a Markdown body as a target takes it best: a mail's as HTML with plain code."""
+    if urlsplit(url).scheme.lower() not in MAIL_SCHEMES:
+        return body, apprise.NotifyFormat.MARKDOWN
+    from apprise import conversion
+
+    # A mail's text/plain part is Apprise's own text of its HTML, which starts a line at every
+    # <code>, as at a paragraph: a change would read one word a line. Code as a monospace span
+    # keeps each change one line there, and looks the same in the HTML part.
+    convert: Any = conversion.convert_between  # untyped in some Apprise releases
+    html = convert(apprise.NotifyFormat.MARKDOWN, apprise.NotifyFormat.HTML, body)
+    html = html.replace("<code>", _MONOSPACE).replace("</code>", "</span>")
+    return html, apprise.NotifyFormat.HTML
+
+
+MAIL_SCHEMES = ("mailto", "mailtos")
+_MONOSPACE = '<span style="font-family: monospace">'
 
 
 def _silence_apprise() -> None:
