@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import real_records
 
+import trialdiff
 from trialdiff.errors import UsageError
 from trialdiff.folders import dated_folders, import_batches, read_studies
 
@@ -119,6 +121,31 @@ def test_a_folder_that_cannot_be_read_and_a_fifo_are_named_not_skipped(
         (str(tmp_path / "ok" / "pipe.json"), "not a regular file (a FIFO or device in a folder "
                                              "is not read: give it as a path of its own)")]
     assert [item.nct_id for item in items if not item.error] == IDS[:1]
+
+
+def test_a_folder_given_that_cannot_be_read_fails_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given as a path of its own, it ended the whole import with a PermissionError (a probe):
+    # looking for dated folders in it listed it unguarded.
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "a.json").write_text(json.dumps(RECORDS[0]))
+    (tmp_path / "locked").mkdir()
+    listdir, scandir = os.listdir, os.scandir
+
+    def refusing(real: Any) -> Any:
+        def call(path: Any = ".") -> Any:  # as a folder of mode 700 answers another user
+            if str(path).endswith("locked"):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real(path)
+        return call
+
+    monkeypatch.setattr(os, "listdir", refusing(listdir))
+    monkeypatch.setattr(os, "scandir", refusing(scandir))
+    with trialdiff.open(tmp_path / "t.db") as tracker:
+        run = tracker.import_paths([str(tmp_path / "locked"), str(tmp_path / "ok")])
+        assert (run.checked, run.failed, run.status) == (1, 1, "partial")
+        assert tracker.reader().execute("select nct_id from studies").fetchall() == [(IDS[0],)]
 
 
 def test_the_days_of_several_archives_are_imported_oldest_first(tmp_path: Path) -> None:

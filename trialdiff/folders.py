@@ -112,12 +112,15 @@ def dated_folders(path: str) -> Archive | None:
     root = Path(path)
     if not _is_dir(root):
         return None
-    children = sorted(child for child in root.iterdir() if not child.name.startswith("."))
-    dated = [c for c in children if c.is_dir() and _DATED_DIR.fullmatch(c.name)]
+    try:
+        children = sorted(child for child in root.iterdir() if not child.name.startswith("."))
+    except OSError:  # a folder this user cannot list: read as a plain one, it fails alone
+        return None
+    dated = [c for c in children if _is_dir(c) and _DATED_DIR.fullmatch(c.name)]
     if not dated:
         return None
     undated = [c.name for c in children if c not in dated
-               and (c.is_dir() or c.name.lower().endswith(SUFFIXES))]
+               and (_is_dir(c) or c.name.lower().endswith(SUFFIXES))]
     if undated:
         raise UsageError(
             f"{path} is an archive of dated folders, but {', '.join(undated[:3])} beside them "
