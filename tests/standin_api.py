@@ -423,8 +423,8 @@ class StandinAPI:
         with self._lock:
             self._aliases = clean
 
-    def set_data_timestamp(self, timestamp: str) -> None:
-        """Set the ``dataTimestamp`` that /version reports."""
+    def set_data_timestamp(self, timestamp: Any) -> None:
+        """Set the ``dataTimestamp`` that /version reports (None: it reports none)."""
         with self._lock:
             self._data_timestamp = timestamp
 
@@ -527,6 +527,8 @@ class StandinAPI:
         if path == "/api/v2/version":
             with self._lock:
                 version = {"apiVersion": API_VERSION, "dataTimestamp": self._data_timestamp}
+            if version["dataTimestamp"] is None:  # the spec requires only apiVersion
+                del version["dataTimestamp"]
             return Reply(200, _dumps(version))
         if path == "/api/v2/studies":
             return self._list_studies(query, stale)

@@ -903,15 +903,39 @@ def test_a_body_that_does_not_decode_is_retried_not_the_end_of_the_run(
     assert (code, problems(err)) == (0, []) and "4 studies checked" in out
 
 
-def test_a_version_whose_data_timestamp_is_no_text_is_the_registrys_fault(
+@pytest.mark.parametrize("stamp", [None, {"a": 1}, "", "2025/01/05 09:00:00", "1736000000"])
+def test_a_version_with_no_usable_data_release_still_syncs_everything(
+    db_path: str, api: StandinAPI, stamp: Any
+) -> None:
+    # The spec requires only apiVersion. A probe's `2025/01/05 09:00:00` was stored as the
+    # release, and every later sync of a saved query failed reading its day back.
+    assert run(db_path, "track", "--query", "filter.overallStatus=COMPLETED")[0] == 0
+    api.set_data_timestamp(stamp)
+    for day in (DAY1, DAY2):
+        code, out, err = sync(db_path, api, IDS[0], "--at", day)
+        assert code == 0 and "no new data release" not in out, err
+        assert problems(err) == ["trialdiff: warning: /version gave no data release "
+                                 "(dataTimestamp) that is a date: every tracked study and saved "
+                                 "query is fetched"]
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("select fetched_release from queries").fetchall() == [(None,)]
+    assert conn.execute("select status from runs").fetchall() == [("ok",), ("ok",)]
+
+
+def test_a_release_an_older_version_stored_in_another_form_does_not_stop_a_sync(
     db_path: str, api: StandinAPI
 ) -> None:
-    api.set_data_timestamp({"a": 1})  # type: ignore[arg-type]
-    code, _, err = sync(db_path, api, IDS[0], "--at", DAY1)
-    assert code == 1 and "database" not in err
-    assert "/version: 200 with an invalid body (a dataTimestamp that is not a text)" in err
-    status = sqlite3.connect(db_path).execute("select status from runs").fetchall()
-    assert status == [("failed",)]
+    assert run(db_path, "track", "--query", "filter.overallStatus=COMPLETED")[0] == 0
+    sync(db_path, api, "--at", "2026-11-20T06:00:00Z")
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("update queries set fetched_release = '2026/05/10 09:00:00'")
+    api.clear_requests()
+    api.set_data_timestamp(RELEASE2)
+    code, _, err = sync(db_path, api, "--at", "2026-11-21T06:00:00Z")
+    assert (code, problems(err)) == (0, [])
+    # The window starts from the day the last run was (the release says none it can use).
+    assert [r.query.get("filter.advanced") for r in api.requests
+            if r.path == "/api/v2/studies"][:1] == ["AREA[LastUpdatePostDate]RANGE[2026-11-19,MAX]"]
 
 
 def test_a_retry_after_past_the_budget_says_so(db_path: str, api: StandinAPI) -> None:

@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -259,11 +260,25 @@ def _parse(body: bytes) -> Any:
 
 def _check_version(body: Any) -> str | None:
     """Say what is wrong with a /version body, if anything."""
-    if not isinstance(body, dict) or "dataTimestamp" not in body:
-        return "no dataTimestamp"
-    if not isinstance(body["dataTimestamp"], str):
-        return "a dataTimestamp that is not a text"
-    return None
+    # The spec requires only apiVersion: a body without a usable dataTimestamp is still an
+    # answer (sync then has no release to skip by: data_release).
+    return None if isinstance(body, dict) else "not a JSON object"
+
+
+def data_release(version: Mapping[str, Any]) -> str | None:
+    """Return a /version answer's data release, or None when it is not a date-time sync can use.
+
+    A release is stored, and its day read back as the start of a saved query's next window: a
+    text of another form (`2025/01/05`, an epoch) would fail every later sync.
+    """
+    stamp = version.get("dataTimestamp")
+    if not isinstance(stamp, str):
+        return None
+    try:
+        date.fromisoformat(stamp[:10])
+    except ValueError:
+        return None
+    return stamp
 
 
 def check_page(body: Any) -> str | None:

@@ -266,18 +266,26 @@ def _sync_one(run: _Run, nct_id: str) -> Iterator[Outcome]:
     run.fetched([nct_id])  # answered, whatever the answer: not asked again this release
 
 
+def _day(stamp: str | None) -> date | None:
+    """Return the day a stored time or release starts with (None for one of another form)."""
+    try:  # a release an older trialdiff stored as the API gave it (`2025/01/05 09:00`)
+        return date.fromisoformat(stamp[:10]) if stamp else None
+    except ValueError:
+        return None
+
+
 def _sync_query(run: _Run, query_id: int, expr: str, last_synced: str | None,
                 fetched_release: str | None) -> Iterator[Outcome]:
     """Fetch one saved query: whole (first, or forced), or what was updated since its last run."""
     params = dict(parse_qsl(expr))
     params["pageSize"] = str(run.client.pacing.page_size)
     since = None
-    if last_synced:
-        # From the earlier of the last run's day and its data release's: a clock ahead of the
-        # registry's would skip the next release's edits. A day of overlap besides: the
-        # registry stamps LastUpdatePostDate by day, in US time.
-        last = min(day[:10] for day in (last_synced, fetched_release) if day)
-        since = (date.fromisoformat(last) - timedelta(days=1)).isoformat()
+    # From the earlier of the last run's day and its data release's: a clock ahead of the
+    # registry's would skip the next release's edits. A day of overlap besides: the registry
+    # stamps LastUpdatePostDate by day, in US time.
+    days = [day for day in map(_day, (last_synced, fetched_release)) if day]
+    if last_synced and days:
+        since = (min(days) - timedelta(days=1)).isoformat()
         params = incremental(params, since)
     refused = len(run.unsaved)
     try:
