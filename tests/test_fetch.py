@@ -28,10 +28,10 @@ from trialdiff.fetch import (
     fetch_ids,
     fetch_pages,
     fetch_study,
-    incremental,
 )
 from trialdiff.registry import DEFAULT
 from trialdiff.render import plural
+from trialdiff.watchlist import incremental
 
 RECORDS = real_records()
 IDS = sorted(r["protocolSection"]["identificationModule"]["nctId"] for r in RECORDS)
@@ -156,6 +156,37 @@ def test_alias_redirect_is_followed(api: StandinAPI) -> None:
     client, _ = client_for(api)
     answer = fetch_study(client, "NCT00000001")
     assert answer.nct_id == IDS[0] and answer.study is not None
+
+
+@pytest.mark.parametrize(("status", "location"), [
+    (302, "https://sso.example.org/login"),  # a proxy's sign-in page (a probe)
+    (307, "/api/v2/studies/NCT00000002"),  # temporary: the API moves an id for good, with 301
+    (301, "/api/v2/studies/login"),
+    (301, ""),
+])
+def test_a_redirect_that_is_no_move_of_an_id_fails_the_study(
+    api: StandinAPI, status: int, location: str
+) -> None:
+    # Taken as a move, it marked a tracked study as moved, then as missing.
+    api.add_fault(Fault("status", status=status, headers={"Location": location}, body="",
+                        path_prefix=f"/api/v2/studies/{IDS[0]}"))
+    client, _ = client_for(api)
+    with pytest.raises(FetchError, match=(
+            rf"^/studies/{IDS[0]}: a {status} redirect to .*, which is not the API's move of an "
+            r"id \(a 301 to another /studies/NCT\.\.\.\): is a proxy in the way\?$")):
+        fetch_study(client, IDS[0])
+    assert [r.path for r in api.requests] == [f"/api/v2/studies/{IDS[0]}"]  # nothing followed
+
+
+def test_a_refusal_s_text_is_one_line_with_its_controls_escaped(api: StandinAPI) -> None:
+    page = "<html>\n<head><title>400 Bad Request</title></head>\n<body>\x1b]0;pwned\x07</body>"
+    api.add_fault(Fault("status", status=400, body=page, path_prefix="/api/v2/studies"))
+    client, _ = client_for(api)
+    with pytest.raises(RejectedRequest) as refused:
+        fetch_study(client, IDS[0])
+    assert str(refused.value) == (
+        f"/studies/{IDS[0]}: the API refused the request (400): <html> <head><title>400 Bad "
+        "Request</title></head> <body>\\x1b]0;pwned\\x07</body>")
 
 
 def test_polite_delay_between_requests(api: StandinAPI) -> None:

@@ -13,7 +13,6 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +33,7 @@ from .errors import (
     UsageError,
 )
 from .registry import DEFAULT
-from .render import plural
+from .render import one_line, plural
 
 USER_AGENT = f"trialdiff/{__version__} python-httpx/{httpx.__version__}"
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -177,8 +176,9 @@ class Client:
                 status = response.status_code
                 if status == 403:
                     raise ForbiddenError(
-                        f"{path}: 403 Forbidden from the registry's edge; it refuses clients "
-                        f"whose User-Agent lacks python-httpx (sent: {USER_AGENT})"
+                        f"{path}: 403 Forbidden from the registry's edge, to the User-Agent "
+                        f"{USER_AGENT} (it has refused agents without python-httpx; with it, "
+                        "the refusal is of this address or by a new rule: try again later)"
                     )
                 if status in _ANSWER_STATUS:  # the API's error bodies are plain text
                     parsed = _parse(body)
@@ -265,22 +265,6 @@ def _check_version(body: Any) -> str | None:
     return None if isinstance(body, dict) else "not a JSON object"
 
 
-def data_release(version: Mapping[str, Any]) -> str | None:
-    """Return a /version answer's data release, or None when it is not a date-time sync can use.
-
-    A release is stored, and its day read back as the start of a saved query's next window: a
-    text of another form (`2025/01/05`, an epoch) would fail every later sync.
-    """
-    stamp = version.get("dataTimestamp")
-    if not isinstance(stamp, str):
-        return None
-    try:
-        date.fromisoformat(stamp[:10])
-    except ValueError:
-        return None
-    return stamp
-
-
 def check_page(body: Any) -> str | None:
     """Say what is wrong with a /studies page, if anything."""
     if not isinstance(body, dict) or not isinstance(body.get("studies"), list):
@@ -299,7 +283,7 @@ def refused(path: str, status: int, body: Any) -> FetchError:
     None of them is a usage error: the command line was fine, the API said no to one input.
     """
     message = body.get("message") if isinstance(body, dict) else body
-    reason = f": {str(message)[:200]}" if message else ""
+    reason = f": {one_line(str(message))}" if message else ""
     if status in (400, 414):
         return RejectedRequest(f"{path}: the API refused the request ({status}){reason}")
     return FetchError(f"{path}: unexpected answer {status}{reason}")
@@ -407,9 +391,14 @@ def fetch_study(client: Client, nct_id: str, etag: str | None = None) -> StudyAn
     path = f"/studies/{nct_id}"
     status, body, headers = client.get_json(path, headers=conditional, check=_answers(nct_id))
     if status in (301, 302, 307, 308):
-        target = headers.get("Location", "").rstrip("/").rsplit("/", 1)[-1].split("?")[0]
-        if not target or target == nct_id:
-            raise FetchError(f"{path}: redirect without a new id")
+        location = headers.get("Location", "")
+        target = location.rstrip("/").rsplit("/", 1)[-1].split("?")[0]
+        # The API moves an id with a 301 to /studies/{new id}; a temporary redirect, or one to
+        # a page that is no study (a proxy's sign-in), would mark a tracked study as moved.
+        if status not in (301, 308) or not DEFAULT.is_id(target) or target == nct_id:
+            raise FetchError(f"{path}: a {status} redirect to {one_line(location) or 'nowhere'}"
+                             ", which is not the API's move of an id (a 301 to another "
+                             "/studies/NCT...): is a proxy in the way?")
         nct_id, path = target, f"/studies/{target}"
         status, body, headers = client.get_json(path, check=_answers(nct_id))
     if status == 304:
@@ -433,12 +422,3 @@ def _answers(nct_id: str) -> Callable[[Any], str | None]:
         return None
 
     return check
-
-
-def incremental(params: Mapping[str, str], since_day: str) -> dict[str, str]:
-    """Return query params narrowed to studies updated on or after a day."""
-    window = f"AREA[LastUpdatePostDate]RANGE[{since_day},MAX]"
-    narrowed = dict(params)
-    existing = narrowed.get("filter.advanced")
-    narrowed["filter.advanced"] = f"({existing}) AND {window}" if existing else window
-    return narrowed

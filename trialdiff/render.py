@@ -153,6 +153,12 @@ def visible(text: str) -> str:
     return "".join(out)
 
 
+def one_line(text: str, limit: int = 200) -> str:
+    """Return another program's text as one line of at most `limit` characters, controls escaped."""
+    # A proxy's HTML error page is many lines, and a body may hold a terminal's escape sequence.
+    return visible(" ".join(text.split()))[:limit]
+
+
 def code_span(text: str) -> str:
     """Return text as a Markdown code span that no backtick run inside can close."""
     if not text:

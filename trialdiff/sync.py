@@ -9,7 +9,7 @@ release is not fetched again. It yields what happened; the CLI prints it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -31,15 +31,14 @@ from .fetch import (
     fetch_pages,
     fetch_study,
     id_batches,
-    incremental,
 )
 from .ingest import RunTotals, save_studies
-from .model import Event, Failed, Observation, Outcome, PageDone, UpToDate
+from .model import Event, Failed, Observation, Outcome, PageDone, ShapeWarning, UpToDate
 from .query import latest_record, transaction
 from .registry import DEFAULT
 from .sources import SourceItem
 from .watch import remember_members
-from .watchlist import query_members, tracked_ids
+from .watchlist import incremental, query_members, tracked_ids
 
 
 def _record_event(db: sqlite_utils.Database, event: Event, at: str, run_id: int) -> None:
@@ -264,6 +263,20 @@ def _sync_one(run: _Run, nct_id: str) -> Iterator[Outcome]:
     if nct_id in run.seen:
         yield from _returned(run, [nct_id])
     run.fetched([nct_id])  # answered, whatever the answer: not asked again this release
+
+
+NO_RELEASE = ShapeWarning("/version gave no data release (dataTimestamp) that is a date: "
+                          "every tracked study and saved query is fetched")
+
+
+def data_release(version: Mapping[str, Any]) -> str | None:
+    """Return a /version answer's data release, or None when it is not a date-time sync can use.
+
+    A release is stored, and its day read back as the start of a saved query's next window: a
+    text of another form (`2025/01/05`, an epoch) would fail every later sync.
+    """
+    stamp = version.get("dataTimestamp")
+    return stamp if isinstance(stamp, str) and _day(stamp) else None
 
 
 def _day(stamp: str | None) -> date | None:

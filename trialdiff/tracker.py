@@ -169,9 +169,8 @@ class Tracker:
         With `source` (a bulk dump), read it instead of the API. `settings` are the API
         client's (page_size, delay, timeout, deadline, retries, retry_budget, max_response_mb).
         """
-        from .fetch import data_release
-        from .model import ShapeWarning, observation_time
-        from .sync import check_source, sync_api, sync_source
+        from .model import observation_time
+        from .sync import NO_RELEASE, check_source, data_release, sync_api, sync_source
 
         nct_ids = checked_ids(ids)
         if source is not None:
@@ -192,9 +191,7 @@ class Tracker:
             else:
                 run.data_timestamp = data_release(client.version())
                 if run.data_timestamp is None:
-                    run.emit(ShapeWarning("/version gave no data release (dataTimestamp) "
-                                          "that is a date: every tracked study and saved "
-                                          "query is fetched"))
+                    run.emit(NO_RELEASE)
                 run.drain(sync_api(run.db, client, nct_ids, observed_at, run.id,
                                    run.totals, release=run.data_timestamp, force=force))
             if history is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -12,6 +12,15 @@ from .errors import UnknownStudy, UsageError
 from .query import transaction
 
 _QUERY_PREFIXES = ("query.", "filter.", "postFilter.", "aggFilters")
+
+
+def incremental(params: Mapping[str, str], since_day: str) -> dict[str, str]:
+    """Return a saved query's params narrowed to studies updated on or after a day."""
+    window = f"AREA[LastUpdatePostDate]RANGE[{since_day},MAX]"
+    narrowed = dict(params)
+    existing = narrowed.get("filter.advanced")
+    narrowed["filter.advanced"] = f"({existing}) AND {window}" if existing else window
+    return narrowed
 
 
 def parse_query(expr: str) -> str:
