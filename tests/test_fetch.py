@@ -20,6 +20,7 @@ from trialdiff.errors import (
     UsageError,
 )
 from trialdiff.fetch import (
+    EMPTY_PAGES,
     USER_AGENT,
     Client,
     Pacing,
@@ -227,6 +228,21 @@ def test_an_empty_page_with_a_token_is_not_the_end(api: StandinAPI, first: bool)
     pages = list(fetch_pages(client, {"pageSize": "7"}))
     assert [len(p) for p in pages] == [7, 7, 7, 7]
     assert len({DEFAULT.study_id(s) for p in pages for s in p}) == 28
+
+
+def test_empty_pages_without_end_stop_paging(api: StandinAPI) -> None:
+    # A probe's server sent an empty page with a new token for ever: sync asked once a second,
+    # holding the writer's lock, until it was killed.
+    api.add_fault(Fault("empty_page", path_prefix="/api/v2/studies", times=1000))
+    client, _ = client_for(api)
+    with pytest.raises(PagingError, match=(
+            rf"^/studies: {EMPTY_PAGES} empty pages in a row, each with a new nextPageToken; "
+            r"stopped paging \(query.cond=x\)$")):
+        list(fetch_pages(client, {"pageSize": "7", "query.cond": "x"}))
+    assert len(studies_asked(api)) == EMPTY_PAGES
+    api.clear_faults()  # fewer in a row are pages the spec allows: paging goes on past them
+    api.add_fault(Fault("empty_page", path_prefix="/api/v2/studies", times=EMPTY_PAGES - 1))
+    assert sum(len(p) for p in fetch_pages(client, {"pageSize": "7"})) == 28
 
 
 def test_a_repeated_page_token_stops_paging(api: StandinAPI) -> None:

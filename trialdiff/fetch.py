@@ -4,7 +4,7 @@
 exponential backoff and jitter (honouring Retry-After) within a count and a time budget, caps
 the response size, and parses the body. The `fetch_*` generators page through results and yield
 whole, validated pages, so a caller never stores part of a page, and stop rather than go round
-in circles: a repeated nextPageToken or a page with nothing new is an error.
+in circles: a repeated nextPageToken, a page with nothing new, empty pages without end.
 """
 
 from __future__ import annotations
@@ -37,8 +37,7 @@ from .render import one_line, plural
 
 USER_AGENT = f"trialdiff/{__version__} python-httpx/{httpx.__version__}"
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-# Answers, not faults: returned to the caller, never retried.
-_ANSWER_STATUS = frozenset({301, 302, 304, 307, 308, 400, 404, 414})
+_ANSWER_STATUS = frozenset({301, 302, 304, 307, 308, 400, 404, 414})  # answers: not retried
 
 
 @dataclass
@@ -83,9 +82,8 @@ class Client:
     def shown_url(self) -> str:
         """Return the base URL as messages show it: a password in it (user:pw@) left out."""
         parts = urlsplit(self.base_url)
-        host = parts.netloc.rpartition("@")[2]
-        return parts._replace(netloc=f"\u2026@{host}").geturl() if "@" in parts.netloc else (
-            self.base_url)
+        hidden = parts._replace(netloc="\u2026@" + parts.netloc.rpartition("@")[2]).geturl()
+        return hidden if "@" in parts.netloc else self.base_url
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -297,6 +295,9 @@ def answered_ids(study: Mapping[str, Any]) -> set[str]:
     return {a for a in [own, *(aliases or [])] if isinstance(a, str)}
 
 
+EMPTY_PAGES = 10  # in a row, they end paging: the spec allows one, not an endless run
+
+
 def fetch_pages(
     client: Client, params: Mapping[str, str],
     done: Callable[[list[dict[str, Any]]], bool] | None = None,
@@ -306,12 +307,13 @@ def fetch_pages(
     Every page repeats every parameter of the first, as the API requires. The page without
     a nextPageToken is the last; an empty one is not (the spec: "A page may have empty
     studies array"). `done` is asked after each page whether to stop early. A token that
-    comes again, or a page whose studies were all on earlier pages, raises PagingError: the
-    loop would never end.
+    comes again, a page whose studies were all on earlier pages, or EMPTY_PAGES empty pages in
+    a row raise PagingError: the loop would never end.
     """
     token: str | None = None
     tokens: set[str] = set()
     seen: set[str] = set()
+    empty = 0
     while True:
         page_params = dict(params)
         if token:
@@ -329,6 +331,10 @@ def fetch_pages(
             raise PagingError(f"/studies: page {len(tokens) + 1} held only studies of earlier "
                               f"pages; stopped paging ({_describe(params)})")
         seen |= ids
+        empty = 0 if studies else empty + 1
+        if empty >= EMPTY_PAGES and following:
+            raise PagingError(f"/studies: {empty} empty pages in a row, each with a new "
+                              f"nextPageToken; stopped paging ({_describe(params)})")
         if studies:
             yield studies
         if not following or (done is not None and studies and done(studies)):
@@ -393,8 +399,7 @@ def fetch_study(client: Client, nct_id: str, etag: str | None = None) -> StudyAn
     if status in (301, 302, 307, 308):
         location = headers.get("Location", "")
         target = location.rstrip("/").rsplit("/", 1)[-1].split("?")[0]
-        # The API moves an id with a 301 to /studies/{new id}; a temporary redirect, or one to
-        # a page that is no study (a proxy's sign-in), would mark a tracked study as moved.
+        # Only a 301 to /studies/{new id} moves an id: a proxy's sign-in page is no new id.
         if status not in (301, 308) or not DEFAULT.is_id(target) or target == nct_id:
             raise FetchError(f"{path}: a {status} redirect to {one_line(location) or 'nowhere'}"
                              ", which is not the API's move of an id (a 301 to another "
