@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -366,6 +367,39 @@ def test_a_locale_that_is_not_utf8_still_gets_every_line_in_utf8(
         assert trialdiff(*command) == trialdiff(*command, io_encoding="utf-8")
     code, _, err = trialdiff("recent", "NCT99999999")
     assert code == 1 and "NCT99999999" in err and "Unicode" not in err
+
+
+def test_text_arguments_are_read_as_utf8_under_a_locale_that_is_not(tmp_path: Path) -> None:
+    # Python reads argv in the locale's encoding: a crontab's `Türkiye` under LC_ALL=C (or a
+    # Latin-1 locale) was stored as escapes (or mojibake) that match nothing (a probe).
+    db = str(tmp_path / "t.db")
+    env = {**trialdiff_env(), "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+
+    def trialdiff(*args: str | bytes) -> tuple[int, str, str]:
+        done = subprocess.run([sys.executable, "-m", "trialdiff", "--db", db, *args],
+                              capture_output=True, timeout=120, env=env)
+        return done.returncode, done.stdout.decode("utf-8"), done.stderr.decode("utf-8")
+
+    probe = subprocess.run([sys.executable, "-c",
+                            "import sys; print(sys.getfilesystemencoding())"],
+                           capture_output=True, text=True, env=env)
+    if probe.stdout.strip() == "utf-8":
+        pytest.skip("this Python reads argv as UTF-8 under LC_ALL=C")
+    code, _, err = trialdiff("watch", "add", "tr", "--fact", "site_added:T\u00fcrkiye",
+                             "--path", "locations.h\u00f4pital", "--to", "env:HOOK")
+    assert (code, err) == (0, "")
+    assert trialdiff("track", "--query", "query.cond=gr\u00f6\u00dfe")[0] == 0
+    conn = sqlite3.connect(db)
+    (facts, paths), = conn.execute("select facts, paths from watches").fetchall()
+    assert "site_added:T\u00fcrkiye" in json.loads(facts)
+    assert json.loads(paths) == ["locations.h\u00f4pital"]
+    assert conn.execute("select expr from queries").fetchall() == [("query.cond=gr%C3%B6%C3%9Fe",)]
+    code, out, _ = trialdiff("watch", "list")
+    assert code == 0 and "site_added:T\u00fcrkiye" in out
+    # Bytes that are text in no encoding it can read are refused, not stored as escapes.
+    code, _, err = trialdiff("watch", "add", "raw", "--fact", b"site_added:T\xfcrkiye",
+                             "--to", "env:HOOK")
+    assert code == 2 and "b'site_added:T\\xfcrkiye' is not UTF-8 text" in err
 
 
 def test_changes_into_dev_stdout_streams_and_into_the_database_is_refused(db_path: str) -> None:

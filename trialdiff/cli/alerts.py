@@ -11,7 +11,7 @@ from ..model import utc_day, utc_timestamp
 from ..render import plural
 from ..settings import ALERT_BOUNDS
 from . import MAX_DAYS, Group, check_nct_ids, cli, fail, parse_as_of, reader, tracker, writer
-from .options import finite, setting_option, wait_option
+from .options import TEXT, finite, setting_option, wait_option
 from .sinks import show_delivery
 
 MIN_SECRET = 16  # characters of a --secret given as itself (GitHub asks for high entropy)
@@ -38,22 +38,24 @@ def watch() -> None:
 
 
 @watch.command("add")
-@click.argument("name")
+@click.argument("name", type=TEXT)
 @click.option("--study", "studies", multiple=True, callback=check_nct_ids, metavar="NCT_ID",
               help="A study to watch (repeatable); untracked ones get tracked.")
-@click.option("--query", metavar="EXPR", help="Watch a saved query's studies (saved if new).")
-@click.option("--path", "paths", multiple=True, metavar="PREFIX",
+@click.option("--query", type=TEXT, metavar="EXPR",
+              help="Watch a saved query's studies (saved if new).")
+@click.option("--path", "paths", type=TEXT, multiple=True, metavar="PREFIX",
               help="Only paths equal to or under PREFIX (repeatable).")
 @click.option("--kind", "kinds", multiple=True,
               type=click.Choice(["added", "removed", "changed"]))
 @click.option("--min-severity", type=click.Choice(["info", "minor", "major"]))
-@click.option("--fact", "facts", multiple=True, metavar="FACT",
+@click.option("--fact", "facts", type=TEXT, multiple=True, metavar="FACT",
               help="stopped, results_posted, actualized, date_slip>=DAYS, "
                    "enrollment_change>=PCT, site_added[:COUNTRY] (one must hold).")
 @click.option("--digest", is_flag=True, help="One message per run instead of one per study.")
-@click.option("--to", "targets", multiple=True, required=True, metavar="URL",
+@click.option("--to", "targets", type=TEXT, multiple=True, required=True, metavar="URL",
               help="http(s) webhook, an Apprise URL, or env:NAME (repeatable).")
-@click.option("--secret", metavar="S", help="Sign webhooks with HMAC-SHA256 (or env:NAME).")
+@click.option("--secret", type=TEXT, metavar="S",
+              help="Sign webhooks with HMAC-SHA256 (or env:NAME).")
 @wait_option
 @click.pass_context
 def watch_add(ctx: click.Context, /, name: str, studies: tuple[str, ...], query: str | None,
@@ -126,7 +128,7 @@ def watch_list(ctx: click.Context) -> None:
 
 
 @watch.command("remove")
-@click.argument("name")
+@click.argument("name", type=TEXT)
 @wait_option
 @click.pass_context
 def watch_remove(ctx: click.Context, name: str, wait: float) -> None:
@@ -160,7 +162,7 @@ def _window(days: int, as_of: str | None) -> tuple[str, str]:
 
 
 @watch.command("show")
-@click.argument("name")
+@click.argument("name", type=TEXT)
 @click.option("--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True)
 @click.option("--as-of", "as_of", callback=parse_as_of, help="Last day (default: today).")
 @click.pass_context
@@ -187,7 +189,7 @@ def watch_show(ctx: click.Context, name: str, days: int, as_of: str | None) -> N
 
 
 @watch.command("test")
-@click.argument("name")
+@click.argument("name", type=TEXT)
 @alert_options
 @click.pass_context
 def watch_test(ctx: click.Context, name: str, alert_timeout: float, alert_backoff: float,

@@ -1,8 +1,10 @@
-"""Options bound to settings, and the number types and --wait every writing command shares."""
+"""Options bound to settings, the text and number types, and --wait every writing command shares."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +31,33 @@ def setting_option(option: str) -> dict[str, Any]:
     entry = setting(option)
     return {"cls": SettingOption, "envvar": entry.envvar, "default": entry.default,
             "show_default": True, "help": f"{entry.help} [env: {entry.envvar}]"}
+
+
+class Text(click.ParamType):  # type: ignore[type-arg]  # [str] fails on click 8.1
+    """A text (not a path): read as UTF-8 whatever the locale, as the registry's text is."""
+
+    name = "text"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        """Return the text its bytes spell in UTF-8, or as the locale read them if not UTF-8."""
+        if not isinstance(value, str):
+            return value
+        # Python reads argv and the environment in the locale's encoding: a crontab written
+        # in UTF-8, run under a Latin-1 locale, gave `Türkiye` as `TÃ¼rkiye`, which matches
+        # nothing. A path keeps the locale's reading: it names the bytes on the disk.
+        raw = os.fsencode(value)
+        with contextlib.suppress(UnicodeDecodeError):
+            value = raw.decode("utf-8")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # bytes no encoding of the locale's could read
+            self.fail(f"{raw!r} is not UTF-8 text, nor text in this locale's encoding "
+                      "(set LANG or LC_ALL to a UTF-8 locale)", param, ctx)
+        return value
+
+
+TEXT = Text()
 
 
 def finite(kind: type, low: float, high: float, low_open: bool = False) -> click.ParamType[Any]:

@@ -23,7 +23,7 @@ from . import (
     reader,
     tracker,
 )
-from .options import setting_option, wait_option
+from .options import TEXT, setting_option, wait_option
 
 
 def _beside_database(output: str, db: str) -> bool:
@@ -84,7 +84,7 @@ def change_filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
             click.option("--days", type=click.IntRange(1, MAX_DAYS), help="The last N days."),
             click.option("--as-of", "as_of", callback=parse_as_of,
                          help="Last day of --days (default: today)."),
-            click.option("--path", "paths", metavar="PREFIX", multiple=True,
+            click.option("--path", "paths", type=TEXT, metavar="PREFIX", multiple=True,
                          help="Only paths equal to or under PREFIX (repeatable: any of them)."),
             click.option("--kind", "kinds", multiple=True,
                          type=click.Choice(["added", "removed", "changed"])),
@@ -242,7 +242,7 @@ def _checked_base(ctx: click.Context, param: click.Parameter, value: str) -> str
 @click.option("--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True)
 @click.option("--canonical-base", metavar="URL", callback=_checked_base,
               **setting_option("--canonical-base"))
-@click.option("--footer", metavar="TEXT", **setting_option("--footer"))
+@click.option("--footer", type=TEXT, metavar="TEXT", **setting_option("--footer"))
 @click.option("--ages", is_flag=True,
               help="Add Minimum Age and Maximum Age lines to Eligibility (the sample has none).")
 @click.pass_context

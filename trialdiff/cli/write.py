@@ -12,7 +12,7 @@ from ..render import plural
 from ..settings import CLIENT_BOUNDS
 from . import check_nct_ids, cli, fail, parse_timestamp, reader, tracker
 from .alerts import alert_options
-from .options import finite, setting_option, wait_option
+from .options import TEXT, finite, setting_option, wait_option
 from .sinks import AlertDelivery, OutcomePrinter, stopped
 
 
@@ -246,7 +246,7 @@ def backfill(ctx: click.Context, /, nct_ids: tuple[str, ...], since: str | None,
 
 @cli.command()
 @click.argument("nct_ids", nargs=-1, callback=check_nct_ids)
-@click.option("--query", "queries", multiple=True, metavar="EXPR",
+@click.option("--query", "queries", type=TEXT, multiple=True, metavar="EXPR",
               help="A saved query of API parameters, e.g. 'query.cond=asthma'.")
 @wait_option
 @click.pass_context
@@ -269,7 +269,7 @@ def track(ctx: click.Context, nct_ids: tuple[str, ...], queries: tuple[str, ...]
 
 @cli.command()
 @click.argument("nct_ids", nargs=-1, callback=check_nct_ids)
-@click.option("--query", "queries", multiple=True, metavar="EXPR",
+@click.option("--query", "queries", type=TEXT, multiple=True, metavar="EXPR",
               help="A saved query to stop fetching, in any order of its parameters.")
 @wait_option
 @click.pass_context
