@@ -143,3 +143,21 @@ def test_other_content_at_the_latest_snapshots_very_time_is_refused(
         0, "import: 1 study checked, 0 changed, 0 changes, 0 failed\n")  # the same: seen again
     assert changes_of(db_path) == []
     assert run(db_path, "check")[0] == 0
+
+
+def test_other_content_at_the_last_sightings_very_time_is_refused(
+    tmp_path: Path, db_path: str
+) -> None:
+    # Seen unchanged at a time, then imported again at that very time with other content: a
+    # probe's study took a change of no duration, contradicting what that sighting saw.
+    version_files(tmp_path)
+    assert run(db_path, "import", "--at", "2025-01-01", str(tmp_path / "older.json"))[0] == 0
+    assert run(db_path, "import", "--at", "2025-02-01", str(tmp_path / "older.json"))[0] == 0
+    code, _, err = run(db_path, "import", "--at", "2025-02-01T05:30:00+05:30",
+                       str(tmp_path / "newer.json"))  # the same instant
+    assert code == 1
+    assert ("NCT06060392: observation at 2025-02-01T00:00:00.000Z is at the same time as its "
+            "last sighting (2025-02-01T00:00:00.000Z)") in err
+    assert changes_of(db_path) == []
+    assert run(db_path, "import", "--at", "2025-02-02", str(tmp_path / "newer.json"))[0] == 0
+    assert changes_of(db_path) != [] and run(db_path, "check")[0] == 0

@@ -130,8 +130,8 @@ def save_study(
     if snapshot.content_hash == stored_hash:
         return _same_content(db, nct_id, observed_at, gate, stored.last_seen_at,
                              lambda: save_record(db, nct_id, study, observed_at))
-    if observed_at < stored.last_seen_at:
-        # A change dated before a later sighting of the old content would rewrite what that
+    if observed_at <= stored.last_seen_at:
+        # A change dated at or before a sighting of the old content would rewrite what that
         # sighting saw: the study would seem to change back on the next observation.
         raise _out_of_order(nct_id, observed_at, f"its last sighting ({stored.last_seen_at})")
     save_record(db, nct_id, study, observed_at)
@@ -171,7 +171,7 @@ def _save_edit(
     if not edit.content_moved:
         return _same_content(db, nct_id, observed_at, gate, stored.last_seen_at, lambda: (
             put_record(db, nct_id, observed_at, edit.record, base)))
-    if observed_at < stored.last_seen_at:
+    if observed_at <= stored.last_seen_at:
         raise _out_of_order(nct_id, observed_at, f"its last sighting ({stored.last_seen_at})")
     digest: str | None = None
     if stored.content_hash is not None:  # the chain is canonical: fold it for the new hash
