@@ -519,10 +519,22 @@ def test_titles_put_the_most_severe_change_first_on_one_bounded_line() -> None:
     assert message_title("all", "NCT05827016", [actual]) == (
         "NCT05827016: status.lastUpdatePostDate 2023-06-07 ESTIMATED \u2192 2023-06-07 ACTUAL")
     # Every real change alone: one line, at most 200 characters, cut ones marked as cut.
-    titles = [message_title("all", c["nct_id"], [c]) for c in watch.select(list(real_changes()))]
+    changes = watch.select(list(real_changes()))
+    titles = {message_title("all", c["nct_id"], [c]) for c in changes}
     assert all("\n" not in t and len(t) <= TITLE_WIDTH for t in titles)
-    cut = [t for t in titles if len(t) == TITLE_WIDTH]
-    assert cut and all(t.endswith("\u2026") for t in cut)
+    cut = message_title("x" * 300, "digest", changes[:1])
+    assert len(cut) == TITLE_WIDTH and cut.endswith("\u2026")
+    # A site by its name, a list by its item: not a lower-cased key, nor cut-up JSON (a probe).
+    assert {
+        "NCT05827016: site Cleveland Clinic Florida, Weston, Florida, United States removed",
+        "NCT05827016: site Augusta University - Georgia Cancer Center, Augusta, Georgia, United "
+        "States: status \u2205 \u2192 RECRUITING",
+        "NCT05827016: outcomes.secondary: Achievement of CR or better and maintaining "
+        "MRD-negative st\u2026 reworded",
+        "NCT06060392: references.references: Alkhouri N, Herring R, Kabler H, Kayali\u2026 type "
+        "RESULT \u2192 BACKGROUND",
+    } <= titles
+    assert not [t for t in titles if "|" in t]  # no site's key
     # Hostile values: control characters are shown escaped, never sent raw.
     hostile = [message_title("h", "NCT00000001", [c]) for c in watch.select(list(HOSTILE))]
     assert len(hostile) == len(HOSTILE) and all(t.isprintable() for t in hostile)

@@ -33,10 +33,11 @@ import sqlite_utils
 from .apprise_client import check_apprise_url, send_apprise
 from .errors import UsageError
 from .export import to_markdown
+from .fields import LOCATION_PREFIX
 from .jsoncsv import json_text
 from .meaning import NONE, SEVERITIES, Annotated
 from .model import FieldChange, utc_timestamp
-from .present import ARROW, Values, body, short_pair
+from .present import ARROW, ItemLines, Values, body, short, short_pair, site_name
 from .query import transaction
 from .registry import DEFAULT
 from .render import plural, visible
@@ -96,12 +97,22 @@ def _headline(item: Mapping[str, Any]) -> str:
         return f"status {status['from'] or NONE} {ARROW} {status['to'] or NONE}"
     if shift := item["facts"].get("date"):
         return f"{item['path']} {shift['from']} {ARROW} {shift['to']}"
-    if item["kind"] != "changed":
-        return f"{item['path']} {item['kind']}"
     change = _field_change(item)
+    what = change.path
+    if change.path.startswith(LOCATION_PREFIX):  # its path is a lower-cased key: its name
+        what = "site " + site_name(change.new if change.new is not None else change.old)
+    if change.kind != "changed":
+        return f"{what} {change.kind}"
     shown = body(Annotated(change, item["facts"], item["severity"]))  # as the message shows it
+    if isinstance(shown, ItemLines) and shown.lines:  # the first item, not the list's JSON
+        line = shown.lines[0]
+        if not line.edits:
+            return f"{what}: {short(line.item, 60)} {line.op}"
+        edit = line.edits[0]
+        where = f"{short(line.item, 40)} {edit.at}" if line.op == "changed" else edit.at
+        return f"{what}: {where} " + f" {ARROW} ".join(edit.texts(40))
     pair = shown.texts(40) if isinstance(shown, Values) else short_pair(change.old, change.new, 40)
-    return f"{item['path']} " + f" {ARROW} ".join(pair)
+    return f"{what} " + f" {ARROW} ".join(pair)
 
 
 def message_title(watch: str, scope: str, changes: Sequence[Mapping[str, Any]]) -> str:

@@ -92,6 +92,13 @@ def date_text(value: Any) -> str:
     return short(value)
 
 
+def site_name(value: Any) -> str:
+    """Return a site as its name reads: `Research Site, Anchorage, Alaska, United States`."""
+    parts = [value.get(key) for key in ("facility", "city", "state", "country")
+             if isinstance(value, Mapping) and isinstance(value.get(key), str)]
+    return short(", ".join(part for part in parts if part), 80) if any(parts) else NONE
+
+
 def site_text(value: Any) -> str:
     """Return an added or removed site as `site (RECRUITING)`: its path already names it."""
     if value is None:
