@@ -489,7 +489,8 @@ def test_an_old_alert_is_given_up_unsent_but_its_first_try_still_goes(
     assert given_up["next_attempt_at"] is None and given_up["last_attempt_at"] < later
     code, out, _ = run(db_path, "alerts", "--failed")
     assert code == 0 and out.rstrip().endswith(
-        f"failed  attempts 1  {given_up['last_attempt_at']}  given up after 1 hour undelivered")
+        f"failed  attempts 1  {given_up['last_attempt_at']}  given up after 1 hour undelivered; "
+        "last error: HTTP 503")  # why it failed stays (a probe saw only the give-up)
     assert delivery(db, untried)["state"] == "delivered"
     raise_alert(db, f"{receiver.url}/s", "NCT05827016")  # one pending, beside the failed one
     both = run(db_path, "alerts", "--pending", "--failed")[1].splitlines()

@@ -280,12 +280,14 @@ def _record(db: sqlite_utils.Database, delivery: Delivery, error: str | None, tr
             return False
         give_up = delivery.created_at < give_up_before
         wait = min(backoff * 2 ** delivery.attempts, MAX_BACKOFF)
-        # Given up untried, it counts no attempt and keeps its last one's time.
+        # Given up untried, it counts no attempt and keeps its last one's time, and why that
+        # one failed: the reason an operator has to act on.
         db.execute("update deliveries set state = ?, attempts = attempts + ?, "
                    "last_attempt_at = coalesce(?, last_attempt_at), next_attempt_at = ?, "
-                   "last_error = ? where id = ?",
+                   "last_error = ? || case when ? then '' else coalesce('; last error: ' || "
+                   "last_error, '') end where id = ?",
                    ["failed" if give_up else "pending", int(tried), at if tried else None,
-                    None if give_up else _later(at, wait), error, delivery.delivery_id])
+                    None if give_up else _later(at, wait), error, tried, delivery.delivery_id])
     totals.failed_now += 1
     totals.given_up += give_up
     totals.errors.append(f"{delivery.watch} {delivery.scope} \u2192 "
