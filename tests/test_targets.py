@@ -94,10 +94,14 @@ def test_a_broken_secrets_file_is_named_and_left_as_it_is(secrets_file: Path,
     assert secrets_file.read_text() == content  # not overwritten: its values may be the only copy
 
 
-def test_redact_shows_scheme_and_host_only() -> None:
+def test_redact_shows_scheme_host_and_port_only() -> None:
     assert redact(HOOK) == "https://hooks.example.org"
-    assert redact(MAIL) == "mailto://mail.example.org"
-    assert redact("http://user:pw@127.0.0.1:8080/hook") == "http://127.0.0.1"
+    assert redact(MAIL) == "mailto://mail.example.org:587"
+    # The port tells two receivers on one host apart (a probe could not).
+    assert redact("http://user:pw@127.0.0.1:8080/hook") == "http://127.0.0.1:8080"
+    assert redact("mailto://user:pw@smtp.example.org:587?to=a@example.org") == (
+        "mailto://smtp.example.org:587")
+    assert redact("mmost://chat.example.org:x1/T0KEN") == "mmost://chat.example.org"
     assert redact("http://localhost/hook") == "http://localhost"
     # Apprise puts tokens where a host goes: a "host" with no dot is not shown.
     assert redact("slack://T1SECRET/B2/C3") == "slack://\u2026"
@@ -134,7 +138,7 @@ def test_scrub_leaves_no_target_or_secret_in_an_error() -> None:
     error = (f"cannot send to {url}: login user:s3cret refused; signed with whsec-42; "
              f"see {HOOK}")
     text = scrub(error, [HOOK, url, "whsec-42", ""])
-    assert text == ("cannot send to mailto://127.0.0.1: login \u2026 refused; signed with "
+    assert text == ("cannot send to mailto://127.0.0.1:25: login \u2026 refused; signed with "
                     "\u2026; see https://hooks.example.org")
     # The longer value is replaced first, so a URL inside another is not half redacted.
     inner = "https://hooks.example.org/a"

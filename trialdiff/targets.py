@@ -174,7 +174,7 @@ def names_host(url: str) -> bool:
 
 
 def redact(target: str) -> str:
-    """Return a target as it may be shown: its scheme and host only."""
+    """Return a target as it may be shown: its scheme, host and port only."""
     if target.startswith((ENV_PREFIX, CONFIG_PREFIX)):
         return target
     try:
@@ -185,8 +185,12 @@ def redact(target: str) -> str:
     # Apprise puts tokens where a host goes (slack://TOKEN/...); show only what looks like one.
     looks_like_host = "." in host or host in ("localhost", "") or ":" in host
     if scheme not in ("http", "https") and not looks_like_host:
-        host = "\u2026"
-    return f"{scheme or '?'}://{host}"
+        return f"{scheme or '?'}://\u2026"
+    try:  # the port tells apart two receivers on one host
+        port = f":{parts.port}" if host and parts.port else ""
+    except ValueError:  # not a number: a token's piece
+        port = ""
+    return f"{scheme or '?'}://{host}{port}"
 
 
 def shown(reference: str) -> str:
