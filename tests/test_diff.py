@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import random
+import time
 from typing import Any
 
 import pytest
@@ -229,3 +231,86 @@ def test_markdown_text_keeps_what_sits_between_a_less_than_and_a_greater_than() 
     assert neutral_text(markdown, "markdown") == words
     html = "<p>ANC &lt; 1500 mm3 TRACK I PLT &gt; 100,000 and snake_case</p><ol><li>item</li></ol>"
     assert neutral_text(html, "html") == neutral_text(markdown, "markdown")
+
+
+def _nodes(value: Any) -> int:
+    """Count a JSON value's nodes."""
+    if isinstance(value, dict):
+        return 1 + sum(map(_nodes, value.values()))
+    if isinstance(value, list):
+        return 1 + sum(map(_nodes, value))
+    return 1
+
+
+def _largest_results_module() -> tuple[str, dict[str, Any]]:
+    """Return the bundled real records' largest results module (by nodes) and its field path."""
+    found = []
+    for record in real_records():
+        fields = extract_fields(record)
+        for path in ("results.adverseEvents", "results.outcomeMeasures"):
+            if path in fields:
+                value = json.loads(fields[path])
+                found.append((_nodes(value), path, value))
+    _, path, value = max(found, key=lambda item: item[0])
+    return path, value
+
+
+def test_a_results_section_with_counts_edited_is_walked_in_bounded_time() -> None:
+    # A probe's sponsor edited 1% of a real adverse-events table's counts: DeepDiff took
+    # 8-20 s a study, on import and again on `check` and `diff`.
+    path, module = _largest_results_module()
+    # The bundled records are small ones: a large trial's table holds ten times the rows (each
+    # row's copies told apart, as a real table's rows are).
+    before = {key: [{**row, "copy": n} for n in range(10) for row in copy.deepcopy(child)]
+              if isinstance(child, list) else child for key, child in module.items()}
+    after = copy.deepcopy(before)
+    rng, edited = random.Random(7), []
+
+    def bump(node: Any, at: str) -> None:
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, child in list(items):
+            here = f"{at}[{key}]" if isinstance(key, int) else (f"{at}.{key}" if at else key)
+            if isinstance(child, int) and not isinstance(child, bool) and rng.random() < 0.02:
+                node[key] = child + 1
+                edited.append({"at": here, "op": "changed", "old": child, "new": child + 1})
+            elif isinstance(child, dict | list):
+                bump(child, here)
+
+    bump(after, "")
+    assert trialdiff.diff.beyond_deepdiff(before, after) and len(edited) > 20
+    started = time.process_time()
+    detail = trialdiff.diff.describe(path, before, after)
+    assert time.process_time() - started < 1.0
+    assert detail == {"edits": sorted(edited, key=trialdiff.diff._edit_order)}
+    # Items that one list lacks are added or removed, as DeepDiff's ignore_order says.
+    key = next(k for k, v in module.items() if isinstance(v, list) and len(v) > 2)
+    shorter = {**module, key: module[key][1:]}
+    for old, new, op, item in ((module, shorter, "removed", "old"),
+                               (shorter, module, "added", "new")):
+        walked = trialdiff.diff._walked_edits(old, new)
+        assert walked == [{"at": f"{key}[0]", "op": op, item: module[key][0]}]
+        assert inner_edits(old, new) == walked  # DeepDiff's answer within the bounds
+
+
+@pytest.mark.parametrize("depth", [8, 16, 50])
+def test_lists_nested_deep_are_walked_not_given_to_deepdiff(depth: int) -> None:
+    # Each level of lists doubled DeepDiff's time: 16 levels took a probe's import a minute.
+    def nest(leaf: str) -> Any:
+        value: Any = leaf
+        for _ in range(depth):
+            value = [{"a": value}]
+        return value
+
+    started = time.process_time()
+    edits = inner_edits({"x": nest("a")}, {"x": nest("b")})
+    assert time.process_time() - started < 0.5
+    assert edits == [{"at": "x" + "[0].a" * depth, "op": "changed", "old": "a", "new": "b"}]
+
+
+def test_real_values_within_the_bounds_are_still_deepdiffs() -> None:
+    # The bounds leave every real list field (outcomes, sites, arms...) to DeepDiff, as before.
+    for record in real_records()[:400]:
+        for path, text in extract_fields(record).items():
+            if not path.startswith("results.") and text.startswith("["):
+                value = json.loads(text)
+                assert not trialdiff.diff.beyond_deepdiff(value, value), path

@@ -24,6 +24,7 @@ from conftest import (
     FIXTURES,
     SAMPLE,
     changes_of,
+    clone_study,
     clones,
     copy_db,
     html_record,
@@ -364,3 +365,58 @@ def test_the_first_versions_databases_upgrade_to_what_today_imports(
     # And it goes on as any database: the later day again is seen, unchanged.
     assert run(old, "import", "--at", "2025-07-08T00:00:00Z", str(tmp_path / "2025-07-07"))[0] == 0
     assert changes_of(old) == changes_of(fresh)
+
+
+def _results_days(count: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Return two days of the real record with the largest adverse-events table, under new ids.
+
+    Its table's rows are three times over (a large trial's size), and the second day edits a
+    term and two counts: edits DeepDiff read as rows added, and the walk as what moved.
+    """
+    record = max((r for r in real_records() if "adverseEventsModule" in r.get(
+        "resultsSection", {})), key=lambda r: len(json.dumps(r["resultsSection"])))
+    first, second = [], []
+    for number in range(count):
+        day1 = clone_study(record, number, False)
+        module = day1["resultsSection"]["adverseEventsModule"]
+        for key in ("otherEvents", "seriousEvents"):
+            module[key] = json.loads(json.dumps(module[key] * 3))  # copies, not one row thrice
+        day2 = copy.deepcopy(day1)
+        events = day2["resultsSection"]["adverseEventsModule"]
+        events["otherEvents"][5]["term"] = "Something else entirely"
+        events["otherEvents"][5]["stats"][0]["numEvents"] += 3
+        events["seriousEvents"][2]["stats"][0]["numAffected"] += 1
+        first.append(day1)
+        second.append(day2)
+    return first, second
+
+
+def test_a_v13_database_walks_the_values_deepdiff_is_no_longer_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = _results_days(40)
+    days = [write_day(tmp_path / "d1", first), write_day(tmp_path / "d2", second)]
+    v13, fresh = str(tmp_path / "v13.db"), str(tmp_path / "fresh.db")
+    for db in (v13, fresh):
+        with monkeypatch.context() as patch:
+            if db == v13:  # schema 13 gave DeepDiff every value
+                patch.setattr(diff, "MAX_DEEPDIFF_NODES", 10**9)
+                patch.setattr(diff, "MAX_DEEPDIFF_LISTS", 10**9)
+            for at, day in zip(("2026-05-11", "2026-05-12"), days, strict=True):
+                assert run(db, "import", "--at", at, str(day))[0] == 0
+
+    def details(db: str) -> list[tuple[Any, ...]]:
+        return sorted(sqlite3.connect(db).execute(
+            "select nct_id, path, detail from changes where path = 'results.adverseEvents'"))
+
+    expected = details(fresh)
+    assert len(expected) == 40 and all('"op":"changed"' in d for _, _, d in expected)
+    assert details(v13) != expected  # DeepDiff's rows added, where the walk says what moved
+    conn = sqlite3.connect(v13)
+    conn.execute("update meta set value = '13' where key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    for crashed in _killed_migrations(v13, tmp_path, seed=14):
+        assert details(crashed) == expected
+        assert changes_of(crashed) == changes_of(fresh)
+        assert run(crashed, "check")[0] == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -178,6 +179,8 @@ def inner_edits(before: Any, after: Any) -> list[dict[str, Any]]:
         edits = _object_edits(before, after)
         if edits is not None:
             return sorted(edits, key=_edit_order)
+    if beyond_deepdiff(before, after):
+        return sorted(_walked_edits(before, after), key=_edit_order)
     # Imported here: most runs change nothing, and DeepDiff takes a tenth of a second to load.
     from deepdiff import DeepDiff
     from deepdiff.helper import NotPresent
@@ -198,6 +201,77 @@ def inner_edits(before: Any, after: Any) -> list[dict[str, Any]]:
                 edit["new"] = level.t2
             edits.append(edit)
     edits.sort(key=_edit_order)
+    return edits
+
+
+# DeepDiff's ignore_order pairs list items by likeness: its time grows faster than a value's
+# size and doubles with each level of lists (a real results section with a few counts edited:
+# 8-20 s; a value 16 lists deep: a minute). Past these bounds one walk finds the edits.
+MAX_DEEPDIFF_NODES = 2_000
+MAX_DEEPDIFF_LISTS = 6
+_MAX_WALK = 100  # levels the walk goes down; below, a value that moved is changed whole
+
+
+def beyond_deepdiff(before: Any, after: Any) -> bool:
+    """Tell whether two values hold more nodes, or lists deeper, than DeepDiff is given."""
+    budget = MAX_DEEPDIFF_NODES
+    stack = [(before, 0), (after, 0)]
+    while stack:
+        value, lists = stack.pop()
+        budget -= 1
+        if budget < 0 or lists > MAX_DEEPDIFF_LISTS:
+            return True
+        if isinstance(value, dict):
+            stack.extend((child, lists) for child in value.values())
+        elif isinstance(value, list):
+            stack.extend((child, lists + 1) for child in value)
+    return False
+
+
+def _walked_edits(before: Any, after: Any, at: str = "", depth: int = 0) -> list[dict[str, Any]]:
+    """Return the edits between two values in one walk: objects by key, lists by their items.
+
+    The items one list holds and the other lacks are the edits, as in DeepDiff's ignore_order;
+    as many gone as came are paired in order, and walked (a count edited in a results table).
+    """
+    if type(before) is not type(after) or depth > _MAX_WALK or not isinstance(
+            before, dict | list):
+        same = type(before) is type(after) and (
+            dump_json(before) == dump_json(after) if isinstance(before, dict | list)
+            else before == after)  # one type: 1 == 1.0 and true == 1 cannot meet here
+        return [] if same else [{"at": at, "op": "changed", "old": before, "new": after}]
+    edits: list[dict[str, Any]] = []
+    if isinstance(before, dict):
+        for key in before.keys() | after.keys():
+            here = f"{at}.{key}" if at else key
+            if key not in after:
+                edits.append({"at": here, "op": "removed", "old": before[key]})
+            elif key not in before:
+                edits.append({"at": here, "op": "added", "new": after[key]})
+            else:
+                edits += _walked_edits(before[key], after[key], here, depth + 1)
+        return edits
+    # Items both hold are no edit; canonical lists are sorted, so an edited item may move.
+    unmatched = Counter(map(dump_json, after))
+    gone = []
+    for index, item in enumerate(before):
+        text = dump_json(item)
+        if unmatched[text] > 0:
+            unmatched[text] -= 1
+        else:
+            gone.append(index)
+    came = []
+    for index, item in enumerate(after):
+        text = dump_json(item)
+        if unmatched[text] > 0:
+            unmatched[text] -= 1
+            came.append(index)
+    if len(gone) == len(came):  # each item that went was edited into one that came, in order
+        for old, new in zip(gone, came, strict=True):
+            edits += _walked_edits(before[old], after[new], f"{at}[{old}]", depth + 1)
+        return edits
+    edits += [{"at": f"{at}[{index}]", "op": "removed", "old": before[index]} for index in gone]
+    edits += [{"at": f"{at}[{index}]", "op": "added", "new": after[index]} for index in came]
     return edits
 
 

@@ -106,6 +106,7 @@ MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     12: _step("rediff_seams",  # changes across markups by their words, not their marks
               "select nct_id from snapshots group by nct_id "
               "having count(distinct coalesce(markup, 'markdown')) > 1 order by 1"),
+    13: _step("rediff_beyond_deepdiff"),  # edits inside values too big for DeepDiff, walked
 }
 
 

@@ -10,7 +10,7 @@ from typing import Final
 
 from .errors import UsageError
 
-SCHEMA_VERSION: Final = 13
+SCHEMA_VERSION: Final = 14
 
 
 def stored_version(value: object, path: str = "the database") -> int:

@@ -15,7 +15,7 @@ from typing import Any
 import sqlite_utils
 
 from . import codec
-from .model import dump_json, utc_timestamp
+from .model import dump_json, parse_json, utc_timestamp
 from .query import SHARED, Connection, transaction
 from .records import gate_digest, pack_delta
 
@@ -170,3 +170,26 @@ def compress_dictionaries(db: sqlite_utils.Database) -> None:
         for dict_id, data in rows:
             db.execute("update dictionaries set dictionary = ? where id = ?",
                        [codec.stored_dictionary(data), dict_id])
+
+
+def rediff_beyond_deepdiff(db: sqlite_utils.Database, batch_size: int = 500) -> None:
+    """Recompute the detail of changes whose values DeepDiff is no longer given (schema 14).
+
+    Past diff.MAX_DEEPDIFF_NODES nodes or MAX_DEEPDIFF_LISTS levels of lists, the edits
+    inside a value come from one walk, not DeepDiff; `check` recomputes them so. Only values
+    that hold a list or object can be past those bounds: the rest are not read.
+    """
+    from .diff import beyond_deepdiff, describe
+
+    for batch in keyed_batches(db, "changes", "id", ("path", "old", "new", "detail"),
+                               "kind = 'changed' and (typeof(old) = 'blob' or "
+                               "substr(old, 1, 1) in ('[', '{'))", batch_size):
+        with transaction(db):
+            for change_id, path, old, new, detail in batch:
+                before, after = (parse_json(codec.unpack_value(db, cell) or "null")
+                                 for cell in (old, new))
+                if not beyond_deepdiff(before, after):
+                    continue
+                fresh = dump_json(describe(path, before, after))
+                if fresh != detail:
+                    db.execute("update changes set detail = ? where id = ?", [fresh, change_id])
