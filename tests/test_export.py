@@ -283,3 +283,21 @@ def test_a_filtered_atom_feed_and_its_entries_have_ids_of_their_own(db_path: str
     one = ids("NCT05827016")
     assert one[0] == "tag:trialdiff,2024:changes?nct_id=NCT05827016"
     assert set(one[1:]) <= set(every)  # an id filter picks entries, and leaves them whole
+
+
+@pytest.mark.parametrize("form", ["md", "atom"])
+def test_an_export_asks_for_each_title_never_for_how_many_studies_have_one(
+    db_path: str, monkeypatch: pytest.MonkeyPatch, form: str
+) -> None:
+    # `titles or {}` took the mapping's truth, its len(): a count of the whole studies table
+    # for each study-day, which made a probe's 30,000-study export quadratic (52 s for md).
+    from conftest import SAMPLE
+
+    from trialdiff.query import StudyTitles
+
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    counted: list[int] = []
+    monkeypatch.setattr(StudyTitles, "__len__", lambda self: counted.append(1) or 0)
+    code, out, _ = run(db_path, "changes", "--format", form)
+    assert code == 0 and "Iberdomide Maintenance" in out  # a title, read one study at a time
+    assert counted == []

@@ -4,6 +4,7 @@ unchanged records left unparsed."""
 from __future__ import annotations
 
 import copy
+import json
 import random
 import sqlite3
 import subprocess
@@ -212,3 +213,27 @@ def test_unchanged_ndjson_lines_are_never_parsed_and_the_history_is_the_same(
             assert parses == [f"{day2}:4", f"{day2}:6", f"{day2}:{len(records) + 1}"]
     assert tables[0] == tables[1]
     assert {row[0] for row in tables[0][0]} == {study_id(r) for r in records}
+
+
+@pytest.mark.parametrize("depth", [1000, 1020])
+def test_a_record_nested_too_deep_to_store_fails_alone(
+    tmp_path: Path, db_path: str, depth: int
+) -> None:
+    # orjson reads up to 1,024 levels; writing one back (json, past orjson's 255) overflowed
+    # Python's stack near 1,000, and the RecursionError ended a probe's whole import.
+    deep, other = copy.deepcopy(RECORDS[0]), copy.deepcopy(RECORDS[1])
+    assert run(db_path, "import", "--at", "2025-01-01", str(write_day(tmp_path / "d1", [
+        deep, other])))[0] == 0
+    other["protocolSection"]["statusModule"]["overallStatus"] = "WITHDRAWN"
+    folder = tmp_path / "d2"
+    folder.mkdir()
+    nested = "[" * depth + '"x"' + "]" * depth  # as text: json.dumps overflows at this depth
+    (folder / "deep.json").write_text(json.dumps(deep)[:-1] + f',"zzDeep":{nested}}}')
+    (folder / "other.json").write_text(json.dumps(other))
+    code, out, err = run(db_path, "import", "--at", "2025-01-02", str(folder))
+    assert code == 1 and "Traceback" not in err
+    assert f"{folder / 'deep.json'}: " in err and "nested too deep" in err
+    assert "1 changed" in out and "1 failed" in out
+    changes = [(c[0], c[1]) for c in changes_of(db_path)]
+    assert changes == [(study_id(other), "status.overallStatus")]
+    assert run(db_path, "check")[0] == 0

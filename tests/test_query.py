@@ -20,6 +20,7 @@ from trialdiff.query import (
     ChangeFilter,
     connect_readonly,
     query_changes,
+    shared_values,
     study_fields,
     transaction,
     unknown_studies,
@@ -174,3 +175,25 @@ def test_a_refused_reader_closes_its_connection_so_a_writer_can_upgrade_the_file
     import trialdiff
 
     assert [c.nct_id for c in trialdiff.open(str(path)).changes()][:1] == ["NCT06060392"]
+
+
+def test_reads_of_a_busy_database_take_the_indexes_that_bound_them(db_path: str) -> None:
+    # A probe's 30,000-study file: the change_log view sorted the whole join for every count,
+    # facet and page (1.3 s in the web view), and a snapshot's shared value was looked up
+    # through the path index, reading every change at that path (8 ms a lookup).
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    conn = sqlite3.connect(db_path)
+
+    def plan(sql: str, *args: object) -> str:
+        return " ".join(row[3] for row in conn.execute(f"explain query plan {sql}", args))
+
+    assert "TEMP B-TREE" not in plan("select * from change_log limit 101")
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    nct_id, snapshot_id, path = conn.execute(
+        "select nct_id, snapshot_id, path from changes limit 1").fetchone()
+    assert shared_values(conn, nct_id, snapshot_id, [path])
+    conn.set_trace_callback(None)
+    (lookup,) = [s for s in statements if "+path in" in s]
+    shown = plan(lookup)
+    assert "idx_changes_nct_id_detected_at" in shown and "idx_changes_path" not in shown

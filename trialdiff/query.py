@@ -153,9 +153,9 @@ def apply_delta(conn: Any, fields: dict[str, str], delta: bytes | str, nct_id: s
 def shared_values(conn: Any, nct_id: str, snapshot_id: int, paths: list[str]
                   ) -> dict[str, str]:
     """Return the new values a snapshot's changes hold for some paths, as canonical JSON."""
-    # By study first: `changes` is indexed by study, not by snapshot.
+    # By study (`+path`: SQLite took the path index for one path, and read all its changes).
     found = {path: text for path, cell in conn.execute(
-        f"select path, new from changes where nct_id = ? and snapshot_id = ? and path in "
+        f"select path, new from changes where nct_id = ? and snapshot_id = ? and +path in "
         f"({', '.join('?' * len(paths))})", [nct_id, snapshot_id, *paths]).fetchall()
         if (text := codec.unpack_value(conn, cell)) is not None}
     missing = sorted(set(paths) - found.keys())
