@@ -174,7 +174,10 @@ def _save_item(
     if study is None or item.nct_id is None:
         totals.fail(item.label, item.error or "unreadable")
         return Failed(item.label, item.error or "unreadable")
-    gate = gate or gate_hash(study, volatile=rules_of(db).volatile)  # bytes were tried already
+    try:
+        gate = gate or gate_hash(study, volatile=rules_of(db).volatile)  # bytes were tried
+    except RecursionError:
+        return _too_deep(item, totals)
     earlier = ledger.known(item.nct_id)
     if earlier is not None:
         return _repeat(db, ledger, parsed(item), gate, earlier, totals, observed_at, run_id)
@@ -186,6 +189,18 @@ def _save_item(
         ledger.failed(item.nct_id)
         totals.fail(item.label, str(exc))
         return Failed(item.label, str(exc))
+    except RecursionError:
+        ledger.undo(item.nct_id)  # whatever of it was written before the overflow
+        return _too_deep(item, totals)
+
+
+def _too_deep(item: SourceItem, totals: RunTotals) -> Failed:
+    """Fail a record that parsed but is nested too deep for Python to write back or walk."""
+    # orjson reads 1,024 levels; json, which writes what orjson will not (past 255), and the
+    # walks over a record overflow Python's stack near 1,000.
+    error = "nested too deep to store (about 1,000 levels)"
+    totals.fail(item.label, error)
+    return Failed(item.label, error)
 
 
 def _seen_unchanged(

@@ -11,6 +11,7 @@ snapshot's delta does not repeat a long value one of its changes holds (`make_de
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -327,7 +328,8 @@ def with_dictionary(
     samples = []
     for item in head:
         if item.study is not None:
-            samples.append(raw_json(stable_part(item.study, volatile)))
+            with contextlib.suppress(RecursionError):  # too deep to write: it fails on its own
+                samples.append(raw_json(stable_part(item.study, volatile)))
         elif item.unparsed and item.raw:  # as good a sample (3% is derived data), unparsed
             samples.append(item.raw)
     if len(samples) >= codec.MIN_SAMPLES:
