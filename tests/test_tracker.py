@@ -163,7 +163,7 @@ def test_ids_are_read_as_the_cli_reads_them_and_a_malformed_one_writes_nothing(
         assert tracker.track(["NCT05827016"], [" ?query.cond=asthma"]) == (0, 0)  # the same
         with pytest.raises(UsageError, match="'NCT1' is not an NCT id like NCT01234567"):
             tracker.track(["NCT04642755", "NCT1"])
-        with pytest.raises(UsageError, match="'pageSize' is not a query"):
+        with pytest.raises(UsageError, match="'pageSize' is not a parameter a saved query takes"):
             tracker.track(["NCT04642755"], ["pageSize=5"])
         # One that is not tracked (a typo in a script) fails it all, and removes nothing.
         with pytest.raises(UnknownStudy, match=r"^NCT05827061 is not tracked; query\.cond="

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from trialdiff.errors import UnknownStudy, UsageError
@@ -28,16 +30,24 @@ def test_a_query_is_saved_in_one_canonical_form() -> None:
 
 @pytest.mark.parametrize(("expr", "message"), [
     ("", "is not a query"),
-    ("foo=bar", "'foo' is not a query.*, filter.* or postFilter.* parameter"),
-    ("query.cond=a&pageSize=5", "'pageSize' is not a query.*"),
+    ("foo=bar", "'foo' is not a parameter a saved query takes: query.{cond,term,locn,titles,"
+                "intr,outc,spons,lead,id,patient}, filter.{overallStatus,geo,ids,advanced,"
+                "synonyms} or postFilter.* of the same, or aggFilters"),
+    ("query.cond=a&pageSize=5", "'pageSize' is not a parameter a saved query takes: "),
+    # Names the API does not have answered 400 to every sync (a probe): refused when tracked.
+    ("query.conditon=asthma", "'query.conditon' is not a parameter"),
+    ("aggFiltersX=1", "'aggFiltersX' is not a parameter"),
+    ("filter.ids=NCT01234567&geoDecay=func:exp", "'geoDecay' is not a parameter"),
+    ("query.spons=Johnson & Johnson", "' Johnson' is not a parameter a saved query takes (an & "
+                                      "inside a value is written %26): "),
     # A part with no value was dropped: a broader query than the one typed was saved.
     ("query.cond=melanoma&filter.overallStatus=", "filter.overallStatus has no value"),
-    ("query.cond=a&b", "'b' is not a query.*"),
+    ("query.cond=a&b", "'b' is not a parameter a saved query takes (an & inside a value is "),
     # The API takes one value; sync sent only the first of two.
     ("query.cond=melanoma&query.cond=lung cancer", "query.cond is given twice"),
 ])
 def test_a_query_that_would_not_be_sent_as_typed_is_refused(expr: str, message: str) -> None:
-    with pytest.raises(UsageError, match=message.replace("*", r"\*").replace("?", r"\?")):
+    with pytest.raises(UsageError, match=re.escape(message)):
         parse_query(expr)
 
 

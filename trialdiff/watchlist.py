@@ -11,7 +11,13 @@ import sqlite_utils
 from .errors import UnknownStudy, UsageError
 from .query import transaction
 
-_QUERY_PREFIXES = ("query.", "filter.", "postFilter.", "aggFilters")
+# The /studies parameters a saved query may hold (the API's OpenAPI spec, 2.0.5): any other
+# name the API answers with a 400, which failed every sync; paging and format are sync's own.
+_SEARCHES = ("cond", "term", "locn", "titles", "intr", "outc", "spons", "lead", "id", "patient")
+_FILTERS = ("overallStatus", "geo", "ids", "advanced", "synonyms")
+QUERY_PARAMETERS = frozenset({*(f"query.{name}" for name in _SEARCHES), "aggFilters",
+                              *(f"{kind}.{name}" for kind in ("filter", "postFilter")
+                                for name in _FILTERS)})
 
 
 def incremental(params: Mapping[str, str], since_day: str) -> dict[str, str]:
@@ -31,8 +37,13 @@ def parse_query(expr: str) -> str:
     if not pairs:
         raise UsageError(f"{expr!r} is not a query: give API parameters, e.g. query.cond=asthma")
     for key, value in pairs:
-        if not key.startswith(_QUERY_PREFIXES) or key in ("pageToken", "pageSize"):
-            raise UsageError(f"{key!r} is not a query.*, filter.* or postFilter.* parameter")
+        if key not in QUERY_PARAMETERS:
+            # `query.spons=Johnson & Johnson` reads as a parameter ` Johnson` with no value.
+            amp = " (an & inside a value is written %26)" if " " in key or not value else ""
+            raise UsageError(
+                f"{key!r} is not a parameter a saved query takes{amp}: query.{{"
+                f"{','.join(_SEARCHES)}}}, filter.{{{','.join(_FILTERS)}}} or postFilter.* of "
+                "the same, or aggFilters")
         if not value.strip():
             raise UsageError(f"{key} has no value in {expr!r}: give one, or leave it out")
         if [k for k, _ in pairs].count(key) > 1:  # the API takes one: sync sent the first
