@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import stat
 from pathlib import Path
 
@@ -80,6 +81,20 @@ def test_the_secrets_file_is_trialdiff_secrets_else_in_the_config_folder(
         monkeypatch.setenv("XDG_CONFIG_HOME", xdg)
         assert secrets_path() == (account if not home.startswith("/") else
                                   tmp_path / "home" / ".config" / "trialdiff" / "secrets.json")
+
+
+def test_a_secrets_file_that_cannot_be_written_says_where_else_to_keep_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Cron's user with no home it could write saw only "Permission denied: /nonexistent".
+    (tmp_path / "a-file").write_text("")
+    place = tmp_path / "a-file" / "secrets.json"  # under a file: no folder can be made there
+    monkeypatch.setenv("TRIALDIFF_SECRETS", str(place))
+    with pytest.raises(UsageError, match=re.escape(
+            f"cannot write the secrets file {place}: ") + r".*; give --secrets PATH \(before "
+            r"the command\) or set TRIALDIFF_SECRETS, or give the value as env:NAME$"):
+        keep(HOOK)
+    assert keep("env:HOOK") == "env:HOOK"  # nothing to write: no file needed
 
 
 @pytest.mark.parametrize("content", ["{not json", "[\"a list\"]"])

@@ -60,7 +60,7 @@ def _read(path: Path) -> dict[str, str]:
     """Return the secrets file's entries ({} when it does not exist)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no such file (under a file, none can be)
         return {}
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read the secrets file {path}: {exc}") from exc
@@ -119,7 +119,12 @@ def keep_all(values: list[str], owner: str | None = None) -> list[str]:
             if owner is not None:
                 entries[_owner_key(reference[len(CONFIG_PREFIX):])] = os.path.realpath(owner)
         references.append(reference)
-    _write(path, entries)
+    try:
+        _write(path, entries)
+    except OSError as exc:  # cron's user may have no home it can write: say where instead
+        raise UsageError(f"cannot write the secrets file {path}: {exc.strerror or exc}; give "
+                         "--secrets PATH (before the command) or set TRIALDIFF_SECRETS, or "
+                         "give the value as env:NAME") from exc
     return references
 
 
