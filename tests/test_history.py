@@ -295,6 +295,15 @@ def test_since_takes_only_versions_public_since(db_path: str, api: StandinAPI) -
     assert "backfill v1" in history and "backfill v0" not in history
 
 
+def test_since_in_the_future_is_a_usage_error(db_path: str, api: StandinAPI) -> None:
+    # A probe's --since 2099-01-01 ran, asked the API, and took nothing, exit 0.
+    api.set_history(NCT, HISTORY)
+    code, out, err = backfill(db_path, api, "--since", "2099-01-01")
+    assert (code, out) == (2, "")
+    assert "'2099-01-01T00:00:00.000Z' is in the future: no version has gone public since" in err
+    assert request_log(api) == []
+
+
 def test_since_takes_a_version_public_since_however_long_after_its_qc(
     db_path: str, api: StandinAPI
 ) -> None:

@@ -44,14 +44,20 @@ def listed(values: str | Iterable[str] | None) -> list[str]:
     return items
 
 
-def timestamp_of(value: str | date | None) -> str | None:
-    """Return an ISO 8601 date or time (or a date, a datetime: naive is UTC) as a timestamp."""
+def timestamp_of(value: str | date | None, past: bool = False) -> str | None:
+    """Return an ISO 8601 date or time (or a date, a datetime: naive is UTC) as a timestamp.
+
+    `past`: a time after now is refused (a backfill's --since: nothing went public then).
+    """
     if value is None:
         return None
     try:
-        return utc_timestamp(value.isoformat() if isinstance(value, date) else value)
+        stamp = utc_timestamp(value.isoformat() if isinstance(value, date) else value)
     except (ValueError, OverflowError, AttributeError):
         raise UsageError(f"{value!r} is not an ISO 8601 date or time") from None
+    if past and stamp > utc_timestamp():
+        raise UsageError(f"{value!r} is in the future: no version has gone public since")
+    return stamp
 
 
 def checked_wait(wait: float) -> None:

@@ -208,7 +208,7 @@ class Tracker:
         from .model import Failed
         from .watch import AlertWriter
 
-        nct_ids, since = checked_ids(ids), timestamp_of(since)  # before a run begins
+        nct_ids, since = checked_ids(ids), timestamp_of(since, past=True)  # before a run
         history = history_client(api, **settings, **self.hooks)
         with self._running("backfill", sinks, [history.client]) as run:
             alerts = AlertWriter(run.db, run.id) if alert else None
