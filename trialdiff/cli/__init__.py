@@ -275,7 +275,14 @@ def parse_as_of(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.version_option(__version__, prog_name="trialdiff")
 @click.pass_context
 def cli(ctx: click.Context, db: str | None, debug: bool, secrets: str) -> None:
-    """Track what changed in ClinicalTrials.gov study records."""
+    """Track what changed in ClinicalTrials.gov study records.
+
+    \b
+    Example:
+      trialdiff import snapshots/sample
+      trialdiff recent NCT05827016 --as-of 2025-07-07
+      trialdiff changes --days 7 --format md
+    """
     # A caller (a test) may pass `obj={"sleep": ..., "transport": ...}` for the API clients.
     hooks = dict(ctx.obj) if isinstance(ctx.obj, dict) else {}
     if db is not None:

@@ -107,7 +107,7 @@ def watch_add(ctx: click.Context, /, name: str, studies: tuple[str, ...], query:
 @watch.command("list")
 @click.pass_context
 def watch_list(ctx: click.Context) -> None:
-    """List the watch rules, targets redacted to scheme and host.
+    """List the watch rules, targets redacted to scheme, host and port.
 
     \b
     Example:
@@ -163,7 +163,8 @@ def _window(days: int, as_of: str | None) -> tuple[str, str]:
 
 @watch.command("show")
 @click.argument("name", type=TEXT)
-@click.option("--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True)
+@click.option("--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True,
+              help="Days of the window, ending with --as-of's day.")
 @click.option("--as-of", "as_of", callback=parse_as_of, help="Last day (default: today).")
 @click.pass_context
 def watch_show(ctx: click.Context, name: str, days: int, as_of: str | None) -> None:

@@ -30,7 +30,8 @@ def setting_option(option: str) -> dict[str, Any]:
     """Return click keyword arguments that bind an option to its setting."""
     entry = setting(option)
     return {"cls": SettingOption, "envvar": entry.envvar, "default": entry.default,
-            "show_default": True, "help": f"{entry.help} [env: {entry.envvar}]"}
+            "show_default": entry.default != "",  # not `[default: ""]`: the help says what
+            "help": f"{entry.help} [env: {entry.envvar}]"}
 
 
 class Text(click.ParamType):  # type: ignore[type-arg]  # [str] fails on click 8.1

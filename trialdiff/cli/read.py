@@ -35,7 +35,8 @@ def _beside_database(output: str, db: str) -> bool:
 
 @cli.command()
 @click.argument("nct_id", callback=check_nct_ids)
-@click.option("--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True)
+@click.option("--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True,
+              help="Days of the window, ending with --as-of's day.")
 @click.option("--as-of", "as_of", callback=parse_as_of, help="Last day (default: today).")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many lines.")
 @click.pass_context
@@ -87,7 +88,8 @@ def change_filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
             click.option("--path", "paths", type=TEXT, metavar="PREFIX", multiple=True,
                          help="Only paths equal to or under PREFIX (repeatable: any of them)."),
             click.option("--kind", "kinds", multiple=True,
-                         type=click.Choice(["added", "removed", "changed"])),
+                         type=click.Choice(["added", "removed", "changed"]),
+                         help="Only changes of this kind (repeatable: any of them)."),
         )
     ):
         command = decorator(command)
@@ -239,12 +241,14 @@ def _checked_base(ctx: click.Context, param: click.Parameter, value: str) -> str
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for --all/--changed-since.")
 @click.option("--as-of", "as_of", callback=parse_as_of, metavar="DATE",
               help="Last day of the Recent Field Changes window (the rest is the latest record).")
-@click.option("--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True)
+@click.option("--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True,
+              help="Days of the window, ending with --as-of's day.")
 @click.option("--canonical-base", metavar="URL", callback=_checked_base,
               **setting_option("--canonical-base"))
 @click.option("--footer", type=TEXT, metavar="TEXT", **setting_option("--footer"))
 @click.option("--ages", is_flag=True,
-              help="Add Minimum Age and Maximum Age lines to Eligibility (the sample has none).")
+              help="Add Minimum Age and Maximum Age lines to Eligibility (the sample page "
+                   "has none).")
 @click.pass_context
 def page(ctx: click.Context, nct_id: str | None, every: bool, changed_since: str | None,
          out: str | None, as_of: str | None, days: int, canonical_base: str,
