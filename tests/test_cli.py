@@ -253,6 +253,10 @@ def test_page_usage_errors(db_path: str, tmp_path: Path) -> None:
     assert run(db_path, "page")[0] == 2
     assert run(db_path, "page", "--all")[0] == 2
     assert run(db_path, "page", "NCT05085444", "--all", "--out", str(tmp_path))[0] == 2
+    # One study's page with --out: the message named what was given as missing (a probe).
+    assert run(db_path, "page", "NCT05085444", "--out", str(tmp_path)) == (
+        2, "", "trialdiff: error: --out DIR goes with --all or --changed-since; one study's "
+               "page is printed (trialdiff page NCT_ID > FILE)\n")
     code, _, err = run(db_path, "page", "NCT99999999")
     assert code == 1 and "not in the database" in err
 

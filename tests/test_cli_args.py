@@ -465,3 +465,19 @@ def test_commands_that_create_no_database_leave_the_default_uncreated(
     assert (code, out) == (1, "")
     assert err.startswith(f"trialdiff: error: no database at {data / 'trialdiff.db'}"), err
     assert not list(elsewhere.iterdir()) and not (elsewhere.parent / "data").exists()
+
+
+def test_a_bad_url_from_cron_s_environment_names_the_variable(tmp_path: Path) -> None:
+    # `TRIALDIFF_API=notaurl` was blamed on `--api 'notaurl'`, an option the crontab never gave;
+    # a number's error names its variable already.
+    db = str(tmp_path / "t.db")
+    code, out, err = invoke("--db", db, "sync", TRIALDIFF_API="notaurl")
+    assert (code, out) == (2, "")
+    assert err == ("trialdiff: error: TRIALDIFF_API (the setting of --api) 'notaurl' is not a URL "
+                   "like https://clinicaltrials.gov/api/v2 (it does not start with http:// or "
+                   "https://)\n")
+    assert invoke("--db", db, "sync", "--api", "notaurl")[2].startswith(
+        "trialdiff: error: --api 'notaurl' is not a URL")
+    code, _, err = invoke("--db", db, "page", "NCT05827016", TRIALDIFF_CANONICAL_BASE="ftp://x")
+    assert code == 2 and err.startswith(
+        "trialdiff: error: TRIALDIFF_CANONICAL_BASE (the setting of --canonical-base) 'ftp://x'")

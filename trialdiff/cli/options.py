@@ -83,3 +83,17 @@ def wait_option(command: Callable[..., Any]) -> Callable[..., Any]:
         "--wait", type=finite(float, 0, 7 * 86_400), default=0.0, metavar="SECONDS",
         help="Wait this long for another writer instead of exiting 75.",
     )(command)
+
+
+def checked_url(ctx: click.Context, option: str, check: Callable[[], object]) -> None:
+    """Run a URL setting's check; its error names the variable when the value came from it."""
+    from ..errors import UsageError
+
+    try:
+        check()
+    except UsageError as exc:
+        name = option.removeprefix("--").replace("-", "_")
+        if ctx.get_parameter_source(name) is not ParameterSource.ENVIRONMENT:
+            raise
+        # The library's error names the setting, which the CLI words as the option.
+        raise UsageError(f"{setting(option).envvar} (the setting of {option}) {exc}") from None

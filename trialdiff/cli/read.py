@@ -23,7 +23,7 @@ from . import (
     reader,
     tracker,
 )
-from .options import TEXT, setting_option, wait_option
+from .options import TEXT, checked_url, setting_option, wait_option
 
 
 def _beside_database(output: str, db: str) -> bool:
@@ -229,7 +229,8 @@ def _checked_base(ctx: click.Context, param: click.Parameter, value: str) -> str
     from ..arguments import check_base_url
 
     if value:
-        check_base_url(value, "canonical_base", "https://example.org/trials/")
+        checked_url(ctx, "--canonical-base", lambda: check_base_url(
+            value, "canonical_base", "https://example.org/trials/"))
     return value.strip()  # checked stripped, so used stripped: a blank is no part of a link
 
 
@@ -269,6 +270,9 @@ def page(ctx: click.Context, nct_id: str | None, every: bool, changed_since: str
     site = every or changed_since is not None
     if out is not None and not out.strip():  # an unset variable in a script: not "."
         fail("--out '' names no folder: give the site's folder")
+    if nct_id is not None and not site and out is not None:
+        fail("--out DIR goes with --all or --changed-since; one study's page is printed "
+             "(trialdiff page NCT_ID > FILE)")
     if site == (nct_id is not None) or site != (out is not None) or (
             every and changed_since is not None):
         fail("give NCT_ID, or --all or --changed-since (one of them) with --out DIR")

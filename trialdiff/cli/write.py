@@ -12,7 +12,7 @@ from ..render import plural
 from ..settings import CLIENT_BOUNDS
 from . import check_nct_ids, cli, fail, parse_timestamp, reader, tracker
 from .alerts import alert_options
-from .options import TEXT, finite, setting_option, wait_option
+from .options import TEXT, checked_url, finite, setting_option, wait_option
 from .sinks import AlertDelivery, OutcomePrinter, stopped
 
 
@@ -124,7 +124,8 @@ def _api_settings(api: str, **settings: Any) -> dict[str, Any]:
     """Check the API URL at once (a usage error before any lock); return the settings."""
     from ..arguments import check_base_url
 
-    check_base_url(api)  # the numbers were checked by their option types (CLIENT_BOUNDS)
+    # The numbers were checked by their option types (CLIENT_BOUNDS).
+    checked_url(click.get_current_context(), "--api", lambda: check_base_url(api))
     return {"api": api, **settings}
 
 
