@@ -438,7 +438,9 @@ def test_a_canonical_base_that_is_no_url_is_a_usage_error(
         result = CliRunner(env=env).invoke(
             cli, ["--db", db, "page", "--all", "--out", str(site), *args])
         assert (result.exit_code, result.stdout) == (2, "")
-        assert result.stderr == (f"trialdiff: error: --canonical-base {base!r} is not a URL like "
+        named = "TRIALDIFF_CANONICAL_BASE (the setting of --canonical-base)" if env else (
+            "--canonical-base")
+        assert result.stderr == (f"trialdiff: error: {named} {base!r} is not a URL like "
                                  f"https://example.org/trials/ ({problem})\n")
         assert not site.exists()  # no page was written with it
     result = CliRunner().invoke(cli, ["--db", db, "page", "NCT05827016",
