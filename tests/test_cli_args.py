@@ -483,3 +483,16 @@ def test_a_bad_url_from_cron_s_environment_names_the_variable(tmp_path: Path) ->
     code, _, err = invoke("--db", db, "page", "NCT05827016", TRIALDIFF_CANONICAL_BASE="ftp://x")
     assert code == 2 and err.startswith(
         "trialdiff: error: TRIALDIFF_CANONICAL_BASE (the setting of --canonical-base) 'ftp://x'")
+
+
+def test_secrets_after_the_command_is_taken_as_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `watch add ... --secrets F` was told "Did you mean '--secret'?": the signing key, which
+    # takes any 16 characters, a path included.
+    monkeypatch.delenv("TRIALDIFF_SECRETS", raising=False)
+    db, kept = str(tmp_path / "t.db"), tmp_path / "mine.json"
+    code, out, err = invoke("--db", db, "watch", "add", "w", "--to", "https://h.example.org/y",
+                            "--secrets", str(kept))
+    assert (code, out, err) == (0, "watch add: w \u2192 1 target\n", "")
+    assert "https://h.example.org/y" in kept.read_text()

@@ -87,6 +87,10 @@ class Group(click.Group):
             click.Option(["--debug"], is_flag=True, expose_value=False, callback=_command_debug,
                          is_eager=True,  # before the other options' checks, which may fail
                          help="Show tracebacks of unexpected errors."),
+            # Else `watch add ... --secrets F` was told "Did you mean '--secret'?", the key.
+            click.Option(["--secrets"], metavar="PATH", expose_value=False,
+                         callback=_command_secrets,
+                         help="File of alert targets and secrets (as before the command)."),
         ]
         super().add_command(cmd, name)
 
@@ -209,6 +213,12 @@ def _command_db(ctx: click.Context, param: click.Parameter, value: str | None) -
         return
     if value is not None:
         options.db, options.db_is_default = _checked_db(ctx, value), False
+
+
+def _command_secrets(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Take --secrets given after the command (targets.py reads it from the environment)."""
+    if value:
+        os.environ["TRIALDIFF_SECRETS"] = value
 
 
 def _command_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
