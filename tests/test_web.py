@@ -461,7 +461,8 @@ def test_compressed_values_and_records_read_back_in_every_view(tmp_path: Path) -
     path = str(tmp_path / "trialdiff.db")
     assert run(path, "import", "--at", "2026-05-11", str(folder))[0] == 0
     edited = json.loads((folder / "0.json").read_text())
-    criteria = "Inclusion: adults with a confirmed diagnosis. " * 40 + HOSTILE
+    # Hostile first: a table cell shows a long value's first 300 characters.
+    criteria = HOSTILE + " Inclusion: adults with a confirmed diagnosis." * 40
     edited["protocolSection"]["eligibilityModule"]["eligibilityCriteria"] = criteria
     (tmp_path / "edit.json").write_text(json.dumps(edited))
     assert run(path, "import", "--at", "2026-05-12", str(tmp_path / "edit.json"))[0] == 0
@@ -514,3 +515,42 @@ def test_ctrl_c_stops_serve_with_its_own_line(web_db: str, signum: int, code: in
     # It said a write run's "interrupted (what was saved stays: run again to resume)".
     assert (server.returncode, out) == (code, "")
     assert err.splitlines()[-1] == "serve: stopped" and "resume" not in err
+
+
+def _walk_pages(db_path: str, path: str, key: str) -> list[int]:
+    """Return the keys of the rows on every page of a table, following each next_url."""
+    datasette = make_datasette(db_path)
+
+    async def walk() -> list[int]:
+        keys, url = [], path
+        while url:
+            body = (await datasette.client.get(url)).json()
+            keys += [row[key] for row in body["rows"]]
+            url = body.get("next_url")
+            url = url and url[url.index("/trialdiff/"):]
+        return keys
+
+    return asyncio.run(walk())
+
+
+def test_every_change_is_on_exactly_one_page(web_db: str) -> None:
+    # The changes table's default order was detected_at, which a run's changes share: Datasette
+    # paged it with no tiebreaker on its first page, so page 2 repeated rows and some rows were
+    # on no page, in the HTML, the JSON and the CSV (a probe).
+    with sqlite3.connect(web_db) as conn:
+        every = [row[0] for row in conn.execute("select id from changes order by id desc")]
+    assert len(every) > 120
+    assert _walk_pages(web_db, "/trialdiff/changes.json?_size=50&_shape=objects", "id") == every
+    log = _walk_pages(web_db, "/trialdiff/change_log.json?_size=50&_shape=objects", "change_id")
+    assert sorted(log, reverse=True) == every and len(set(log)) == len(log)
+
+
+def test_a_compressed_value_is_cut_in_a_table_cell_as_a_long_text_is(web_db: str) -> None:
+    # A posted results section is 90 KB to 1 MB of JSON: shown whole, a page was 5 MB.
+    with sqlite3.connect(web_db) as conn:
+        change_id, = conn.execute("select id from changes where typeof(new) = 'blob' "
+                                  "order by id limit 1").fetchone()
+    (page,) = fetch(web_db, f"/trialdiff/changes?id={change_id}")
+    cells = re.findall(r'<td class="col-new[^"]*"[^>]*>(.*?)</td>', page.text, re.S)
+    assert len(cells) == 1 and cells[0].strip().endswith("\u2026")
+    assert len(cells[0]) < 2_000  # 300 characters and the mark, HTML-escaped: not the value

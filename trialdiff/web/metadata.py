@@ -100,7 +100,10 @@ def build_metadata(database: str) -> dict[str, Any]:
             entry["hidden"] = True
         tables[table.name] = entry
     changes = tables["changes"]
-    changes.update({"facets": CHANGE_FACETS[:3], "sort_desc": "detected_at"})
+    # Newest first by id, a unique key: Datasette pages a sort on a column with ties (the
+    # detected_at of one run's changes) without a tiebreaker on its first page, so page 2
+    # repeated rows and some were on no page (a probe).
+    changes.update({"facets": CHANGE_FACETS[:3], "sort_desc": "id"})
     tables["studies"]["label_column"] = "brief_title"
     docs = {**_columns(by_name["studies"]), **_columns(by_name["changes"]),
             "study_url": "the study on ClinicalTrials.gov",

@@ -99,13 +99,21 @@ def render_cell(value: Any, column: str, database: str, datasette: Any) -> Any:
     if column == "nct_id" and isinstance(value, str):
         return Markup(f'<a href="/study/{escape(value)}">{escape(value)}</a>')
     if column in ("old", "new") and isinstance(value, bytes):
-        return _value_text(datasette, database, value)
+        return _cut_value(datasette, database, value)
     if isinstance(value, str) and acts(value):
         # ESC, or a bidi override that turns a path around, shows as an escape, as trialdiff
         # shows record text everywhere (line breaks are left to Datasette); Datasette
         # HTML-escapes the returned text.
         return visible(value)
     return None
+
+
+async def _cut_value(datasette: Any, database: str, value: bytes) -> str:
+    """Return a compressed value's text cut as Datasette cuts a long text cell."""
+    # A posted results section is 90 KB to 1 MB of JSON: whole, it made a page of 5 MB.
+    text = await _value_text(datasette, database, value)
+    limit = datasette.setting("truncate_cells_html")
+    return text if not limit or len(text) <= limit else text[:limit] + "\u2026"
 
 
 async def _value_text(datasette: Any, database: str, value: bytes) -> str:
