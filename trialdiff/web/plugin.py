@@ -200,13 +200,17 @@ async def _goes_on_before(datasette: Any, database: str, table: str | None, args
                           first: dict[str, Any]) -> bool:
     """Tell whether a page's first study-day may have rows on the page before it.
 
-    Known only on the changes table in its own order (by id): elsewhere, assume it may.
+    Known only on the changes table by id (its default, newest first, or oldest first):
+    elsewhere, assume it may.
     """
-    if table != "changes" or "id" not in first or any(k.startswith("_sort") for k in args):
+    sorts = sorted((key, args.get(key)) for key in args if key.startswith("_sort"))
+    before = {(("_sort_desc", "id"),): ">", (): ">", (("_sort", "id"),): "<"}.get(tuple(sorts))
+    if table != "changes" or "id" not in first or before is None:
         return True
     result = await datasette.get_database(database).execute(
-        "select 1 from changes where nct_id = ? and substr(detected_at, 1, 10) = ? and id < ? "
-        "limit 1", [first["nct_id"], str(first["detected_at"])[:10], first["id"]])
+        "select 1 from changes where nct_id = ? and substr(detected_at, 1, 10) = ? "
+        f"and id {before} ? limit 1", [first["nct_id"], str(first["detected_at"])[:10],
+                                       first["id"]])
     return result.first() is not None
 
 
