@@ -490,9 +490,16 @@ def test_secrets_after_the_command_is_taken_as_before_it(
 ) -> None:
     # `watch add ... --secrets F` was told "Did you mean '--secret'?": the signing key, which
     # takes any 16 characters, a path included.
-    monkeypatch.delenv("TRIALDIFF_SECRETS", raising=False)
+    # Set first, so the command's own setting of it is undone after the test.
+    monkeypatch.setenv("TRIALDIFF_SECRETS", str(tmp_path / "unused.json"))
     db, kept = str(tmp_path / "t.db"), tmp_path / "mine.json"
     code, out, err = invoke("--db", db, "watch", "add", "w", "--to", "https://h.example.org/y",
                             "--secrets", str(kept))
     assert (code, out, err) == (0, "watch add: w \u2192 1 target\n", "")
     assert "https://h.example.org/y" in kept.read_text()
+    assert not (tmp_path / "unused.json").exists()
+    (tmp_path / "a-file").write_text("")
+    code, _, err = invoke("--db", db, "watch", "add", "v", "--to", "https://h.example.org/v",
+                          "--secrets", str(tmp_path / "a-file" / "s.json"))
+    assert code == 2 and err.endswith("; keep it elsewhere, or give the value as env:NAME "
+                                      "(--secrets PATH or TRIALDIFF_SECRETS)\n")

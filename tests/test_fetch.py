@@ -164,6 +164,8 @@ def test_alias_redirect_is_followed(api: StandinAPI) -> None:
     (307, "/api/v2/studies/NCT00000002"),  # temporary: the API moves an id for good, with 301
     (301, "/api/v2/studies/login"),
     (301, ""),
+    (301, "https://sso.example.org/login?next=/api/v2/studies/NCT00000002"),  # a review
+    (301, "https://other.example.org/NCT00000002"),
 ])
 def test_a_redirect_that_is_no_move_of_an_id_fails_the_study(
     api: StandinAPI, status: int, location: str
@@ -177,6 +179,14 @@ def test_a_redirect_that_is_no_move_of_an_id_fails_the_study(
             r"id \(a 301 to another /studies/NCT\.\.\.\): is a proxy in the way\?$")):
         fetch_study(client, IDS[0])
     assert [r.path for r in api.requests] == [f"/api/v2/studies/{IDS[0]}"]  # nothing followed
+
+
+def test_a_permanent_redirect_to_another_study_is_its_move(api: StandinAPI) -> None:
+    api.add_fault(Fault("status", status=308, headers={"Location": f"/api/v2/studies/{IDS[1]}"},
+                        body="", path_prefix=f"/api/v2/studies/{IDS[0]}"))
+    client, _ = client_for(api)
+    answer = fetch_study(client, IDS[0])
+    assert answer.nct_id == IDS[1] and answer.study is not None
 
 
 def test_a_refusal_s_text_is_one_line_with_its_controls_escaped(api: StandinAPI) -> None:

@@ -90,10 +90,10 @@ def test_a_secrets_file_that_cannot_be_written_says_where_else_to_keep_it(
     (tmp_path / "a-file").write_text("")
     place = tmp_path / "a-file" / "secrets.json"  # under a file: no folder can be made there
     monkeypatch.setenv("TRIALDIFF_SECRETS", str(place))
-    with pytest.raises(UsageError, match=re.escape(
-            f"cannot write the secrets file {place}: ") + r".*; give --secrets PATH \(before "
-            r"the command\) or set TRIALDIFF_SECRETS, or give the value as env:NAME$"):
+    with pytest.raises(UsageError, match=re.escape(f"cannot write the secrets file {place}: ")
+                       + r".*; keep it elsewhere, or give the value as env:NAME$") as refused:
         keep(HOOK)
+    assert refused.value.setting == "secrets"  # the CLI names its option and variable
     assert keep("env:HOOK") == "env:HOOK"  # nothing to write: no file needed
 
 
@@ -117,6 +117,7 @@ def test_redact_shows_scheme_host_and_port_only() -> None:
     assert redact("mailto://user:pw@smtp.example.org:587?to=a@example.org") == (
         "mailto://smtp.example.org:587")
     assert redact("mmost://chat.example.org:x1/T0KEN") == "mmost://chat.example.org"
+    assert redact("http://[::1]:8080/hook") == "http://[::1]:8080"
     assert redact("http://localhost/hook") == "http://localhost"
     # Apprise puts tokens where a host goes: a "host" with no dot is not shown.
     assert redact("slack://T1SECRET/B2/C3") == "slack://\u2026"

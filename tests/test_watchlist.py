@@ -81,3 +81,16 @@ def test_untrack_is_all_or_none(db_path: str) -> None:
     with pytest.raises(UnknownStudy, match="NCT00000009 is not tracked"):
         untrack(db, ["NCT00000001", "NCT00000009"], [])
     assert tracked_ids(db.conn) == ["NCT00000001"]
+
+
+def test_a_query_an_older_version_saved_with_a_name_now_refused_can_be_untracked() -> None:
+    # Older versions saved any query.* name: a typo then failed every sync, and once the
+    # names were checked it could not be untracked either (a review).
+    db = open_db(":memory:")
+    db.execute("insert into queries (expr, added_at) values ('query.conditon=asthma', ?)", [AT])
+    with pytest.raises(UsageError, match=r"'query\.conditon' is not a parameter"):
+        parse_query("query.conditon=asthma")
+    assert untrack(db, [], [parse_query("query.conditon=asthma", known_names=False)]) == 1
+    assert db.execute("select count(*) from queries").fetchone() == (0,)
+    with pytest.raises(UsageError, match="'foo' is not a parameter"):
+        parse_query("foo=bar", known_names=False)

@@ -102,9 +102,10 @@ def send_apprise(url: str, title: str, body: str, timeout: float) -> str | None:
             sender = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False))
             if not sender.add(url):
                 return "Apprise cannot use this URL"
+            told = "overflow" in {key.lower() for key in parse_qs(urlsplit(url).query)}
             for service in sender:
                 service.socket_connect_timeout = service.socket_read_timeout = timeout
-                if "overflow" not in parse_qs(urlsplit(url).query):
+                if not told:
                     # Apprise sends a message whole unless told otherwise, and Discord (2,000
                     # characters) or Telegram (4,096) refuse a longer one, on every retry: a
                     # digest, or one study's site changes, would never arrive.

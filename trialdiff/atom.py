@@ -171,8 +171,7 @@ def iter_atom(
         entry = ET.Element("entry")
         # The id names the study and day only, so a later sync that day updates the entry.
         _add(entry, "id", f"tag:{tag_authority}:{quote(nct_id, safe='')}/{day}{entry_qualifier}")
-        name = titles.get(nct_id) if titles is not None else None  # not len(): a count
-        _add(entry, "title", entry_title(nct_id, day, items, name))
+        _add(entry, "title", entry_title(nct_id, day, items, (titles or {}).get(nct_id)))
         _add(entry, "updated", max(a.change.detected_at for a in items))
         _add(entry, "link", rel="alternate", type="text/html",
              href=DEFAULT.study_url(nct_id))

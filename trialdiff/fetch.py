@@ -398,9 +398,9 @@ def fetch_study(client: Client, nct_id: str, etag: str | None = None) -> StudyAn
     status, body, headers = client.get_json(path, headers=conditional, check=_answers(nct_id))
     if status in (301, 302, 307, 308):
         location = headers.get("Location", "")
-        target = location.rstrip("/").rsplit("/", 1)[-1].split("?")[0]
-        # Only a 301 to /studies/{new id} moves an id: a proxy's sign-in page is no new id.
-        if status not in (301, 308) or not DEFAULT.is_id(target) or target == nct_id:
+        parent, _, target = urlsplit(location).path.rstrip("/").rpartition("/")
+        moved = status in (301, 308) and parent.endswith("/studies") and DEFAULT.is_id(target)
+        if not moved or target == nct_id:  # a proxy's sign-in page is no new id of the study
             raise FetchError(f"{path}: a {status} redirect to {one_line(location) or 'nowhere'}"
                              ", which is not the API's move of an id (a 301 to another "
                              "/studies/NCT...): is a proxy in the way?")

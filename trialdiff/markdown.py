@@ -106,8 +106,7 @@ def iter_markdown(
         if day != current:
             yield f"\n## {md_text(day)}\n"
             current = day
-        # Not `titles or {}`: a mapping's truth is its len(), a count of every study per group.
-        name = titles.get(nct_id) if titles is not None else None
+        name = (titles or {}).get(nct_id)
         out = ["", f"### {md_text(nct_id)}" + (f" \u2014 {md_text(name)}" if name else ""), "",
                md_text(tally(items, "field change")), ""]
         out += [markdown_line(present(item)) for item in items]

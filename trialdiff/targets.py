@@ -122,9 +122,8 @@ def keep_all(values: list[str], owner: str | None = None) -> list[str]:
     try:
         _write(path, entries)
     except OSError as exc:  # cron's user may have no home it can write: say where instead
-        raise UsageError(f"cannot write the secrets file {path}: {exc.strerror or exc}; give "
-                         "--secrets PATH (before the command) or set TRIALDIFF_SECRETS, or "
-                         "give the value as env:NAME") from exc
+        raise UsageError(f"cannot write the secrets file {path}: {exc.strerror or exc}; keep "
+                         "it elsewhere, or give the value as env:NAME", setting="secrets") from exc
     return references
 
 
@@ -195,6 +194,7 @@ def redact(target: str) -> str:
         port = f":{parts.port}" if host and parts.port else ""
     except ValueError:  # not a number: a token's piece
         port = ""
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
     return f"{scheme or '?'}://{host}{port}"
 
 

@@ -269,7 +269,7 @@ class Tracker:
         from .query import require_database
         from .watchlist import parse_query, untrack
 
-        nct_ids, parsed = checked_ids(ids), [parse_query(q) for q in listed(queries)]
+        nct_ids, parsed = checked_ids(ids), [parse_query(q, False) for q in listed(queries)]
         require_database(self.path)  # a mistyped path tracks nothing: create none there
         return untrack(self.writer(), nct_ids, parsed)
 

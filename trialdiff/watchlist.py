@@ -15,6 +15,7 @@ from .query import transaction
 # name the API answers with a 400, which failed every sync; paging and format are sync's own.
 _SEARCHES = ("cond", "term", "locn", "titles", "intr", "outc", "spons", "lead", "id", "patient")
 _FILTERS = ("overallStatus", "geo", "ids", "advanced", "synonyms")
+_SAVED_BEFORE = ("query.", "filter.", "postFilter.", "aggFilters")  # what versions took before
 QUERY_PARAMETERS = frozenset({*(f"query.{name}" for name in _SEARCHES), "aggFilters",
                               *(f"{kind}.{name}" for kind in ("filter", "postFilter")
                                 for name in _FILTERS)})
@@ -29,17 +30,22 @@ def incremental(params: Mapping[str, str], since_day: str) -> dict[str, str]:
     return narrowed
 
 
-def parse_query(expr: str) -> str:
-    """Return a saved query in canonical form, or raise UsageError naming what is wrong."""
+def parse_query(expr: str, known_names: bool = True) -> str:
+    """Return a saved query in canonical form, or raise UsageError naming what is wrong.
+
+    `known_names=False` also takes the names an older version saved, any under the API's
+    prefixes: such a query is untracked, where it would fail every sync.
+    """
     # Blanks kept, to be refused: `filter.overallStatus=` (an unset variable) was dropped,
     # which saved a broader query than the one typed.
     pairs = parse_qsl(expr.strip().lstrip("?"), keep_blank_values=True)
     if not pairs:
         raise UsageError(f"{expr!r} is not a query: give API parameters, e.g. query.cond=asthma")
     for key, value in pairs:
-        if key not in QUERY_PARAMETERS:
+        if key not in QUERY_PARAMETERS and (known_names or not key.startswith(_SAVED_BEFORE)):
             # `query.spons=Johnson & Johnson` reads as a parameter ` Johnson` with no value.
-            amp = " (an & inside a value is written %26)" if " " in key or not value else ""
+            amp = " (an & inside a value is written %26)" if " " in key or not (
+                value or "." in key) else ""
             raise UsageError(
                 f"{key!r} is not a parameter a saved query takes{amp}: query.{{"
                 f"{','.join(_SEARCHES)}}}, filter.{{{','.join(_FILTERS)}}} or postFilter.* of "

@@ -47,7 +47,10 @@ class Text(click.ParamType):  # type: ignore[type-arg]  # [str] fails on click 8
         # Python reads argv and the environment in the locale's encoding: a crontab written
         # in UTF-8, run under a Latin-1 locale, gave `Türkiye` as `TÃ¼rkiye`, which matches
         # nothing. A path keeps the locale's reading: it names the bytes on the disk.
-        raw = os.fsencode(value)
+        try:
+            raw = os.fsencode(value)
+        except UnicodeEncodeError:  # real text already (a caller's, not argv's): as it is
+            return value
         with contextlib.suppress(UnicodeDecodeError):
             value = raw.decode("utf-8")
         try:

@@ -42,6 +42,7 @@ SETTING_WORDS: dict[str, tuple[str, str]] = {
     "alert_timeout": ("--alert-timeout: ", ""),
     "alert_backoff": ("--alert-backoff: ", ""),
     "alert_max_age": ("--alert-max-age: ", ""),
+    "secrets": ("", " (--secrets PATH or TRIALDIFF_SECRETS)"),
 }
 
 
