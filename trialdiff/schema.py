@@ -236,7 +236,7 @@ VIEWS: dict[str, str] = {
     "change_log": f"""
         select c.detected_at, c.nct_id, s.brief_title, s.overall_status, c.severity, c.path,
                c.kind, c.old, c.new, c.facts, c.detail,
-               '{DEFAULT.study_url("")}' || c.nct_id as study_url, c.id as change_id
+               '{DEFAULT.study_url("")}' || c.nct_id as study_url, c.id as change_id, c.id as rowid
         from changes c join studies s on s.nct_id = c.nct_id
         order by c.detected_at desc, c.id desc  -- the index's order: counts and pages sort nothing
     """,

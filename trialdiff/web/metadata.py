@@ -107,12 +107,16 @@ def build_metadata(database: str) -> dict[str, Any]:
     tables["studies"]["label_column"] = "brief_title"
     docs = {**_columns(by_name["studies"]), **_columns(by_name["changes"]),
             "study_url": "the study on ClinicalTrials.gov",
-            "change_id": "the change's id in `changes`"}
+            "change_id": "the change's id in `changes`",
+            # Datasette's CSV links a BLOB cell to its row by rowid: a view has none, and the
+            # CSV stopped at the first long value, answering 200 (a probe).
+            "rowid": "the change's id again, which Datasette's CSV needs for a long value"}
     tables["change_log"] = {
         "title": "Change log",
         "description": VIEW_DOCS["change_log"],
         "facets": CHANGE_FACETS,
-        "columns": {name: docs[name] for name in [*CHANGE_COLUMNS.split(", "), "change_id"]},
+        "columns": {name: docs[name]
+                    for name in [*CHANGE_COLUMNS.split(", "), "change_id", "rowid"]},
     }
     queries = {q.name: {"title": q.title, "description": q.description, "sql": q.sql}
                for q in QUERIES}
