@@ -289,3 +289,17 @@ def test_canonical_url_and_footer_settings() -> None:
     assert "canonical_url" not in bare and "*Canonical:" not in bare
     assert bare.endswith("*Source data (authoritative): "
                          "https://clinicaltrials.gov/study/NCT05085444*\n")
+
+
+def test_a_title_with_markup_is_escaped_once_and_reads_as_written() -> None:
+    # Read as Markdown text first, then escaped as a plain value, `<script>` became
+    # `\\\<script\\\>` in the heading, and a browser showed the backslashes (a probe).
+    record = copy.deepcopy(real_records()[0])
+    title = '<script>alert("x")</script> "quoted" & <b>bold</b> *star*'
+    record["protocolSection"]["identificationModule"]["briefTitle"] = title
+    heading = next(line for line in render_page(record, SEEN, "", "", "").splitlines()
+                   if line.startswith("# "))
+    assert heading == f"# {md_inline(title)}"
+    html = MarkdownIt().render(heading)
+    assert html == ('<h1>&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &quot;quoted&quot; '
+                    '&amp; &lt;b&gt;bold&lt;/b&gt; *star*</h1>\n')

@@ -256,8 +256,9 @@ def render_page(
     """
     p = _get(record, "protocolSection") or {}
     nct_id = _text(_get(p, "identificationModule", "nctId")) or "NCT00000000"
-    title = one_line(_text(_get(p, "identificationModule", "briefTitle"))
-                     or _text(_get(p, "identificationModule", "officialTitle")) or nct_id)
+    # A plain value: as Markdown text too (one_line), `<` was escaped twice, `\\\<script`.
+    title = (_text(_get(p, "identificationModule", "briefTitle"))
+             or _text(_get(p, "identificationModule", "officialTitle")) or nct_id)
     status = _text(_get(p, "statusModule", "overallStatus"))
     phase = ", ".join(_strings(_get(p, "designModule", "phases"))) or None
     sponsor = _text(_get(p, "sponsorCollaboratorsModule", "leadSponsor", "name"))
