@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import random
 import time
@@ -13,6 +14,7 @@ from conftest import html_record, load, real_records, version_pair
 from test_normalize import DERIVED_ONLY_RERELEASES
 
 import trialdiff.diff
+from trialdiff.canonical import canonical_json
 from trialdiff.diff import changed_paths, diff_snapshots, inner_edits, neutral_text
 from trialdiff.model import Snapshot
 from trialdiff.normalize import extract_fields
@@ -261,8 +263,9 @@ def test_a_results_section_with_counts_edited_is_walked_in_bounded_time() -> Non
     path, module = _largest_results_module()
     # The bundled records are small ones: a large trial's table holds ten times the rows (each
     # row's copies told apart, as a real table's rows are).
-    before = {key: [{**row, "copy": n} for n in range(10) for row in copy.deepcopy(child)]
-              if isinstance(child, list) else child for key, child in module.items()}
+    before = json.loads(canonical_json({
+        key: [{**row, "copy": n} for n in range(10) for row in copy.deepcopy(child)]
+        if isinstance(child, list) else child for key, child in module.items()}) or "{}")
     after = copy.deepcopy(before)
     rng, edited = random.Random(7), []
 
@@ -270,13 +273,17 @@ def test_a_results_section_with_counts_edited_is_walked_in_bounded_time() -> Non
         items = node.items() if isinstance(node, dict) else enumerate(node)
         for key, child in list(items):
             here = f"{at}[{key}]" if isinstance(key, int) else (f"{at}.{key}" if at else key)
-            if isinstance(child, int) and not isinstance(child, bool) and rng.random() < 0.02:
+            if (isinstance(child, int) and not isinstance(child, bool) and key != "copy"
+                    and rng.random() < 0.02):
                 node[key] = child + 1
                 edited.append({"at": here, "op": "changed", "old": child, "new": child + 1})
             elif isinstance(child, dict | list):
                 bump(child, here)
 
     bump(after, "")
+    # As stored: canonical lists are sorted by their items' JSON, so an edited row moves (its
+    # counts sort before its term), and pairing rows in order renamed a probe's two rows.
+    after = json.loads(canonical_json(after) or "{}")
     assert trialdiff.diff.beyond_deepdiff(before, after) and len(edited) > 20
     started = time.process_time()
     detail = trialdiff.diff.describe(path, before, after)
@@ -314,3 +321,30 @@ def test_real_values_within_the_bounds_are_still_deepdiffs() -> None:
             if not path.startswith("results.") and text.startswith("["):
                 value = json.loads(text)
                 assert not trialdiff.diff.beyond_deepdiff(value, value), path
+
+
+def test_edited_rows_that_move_in_a_sorted_list_are_paired_by_likeness() -> None:
+    # Canonical lists are sorted by their items' JSON, and a row's counts sort before its term:
+    # edit two rows' counts and they may swap places. Paired in order, a probe's two real
+    # adverse-event rows were taken for each other and "renamed".
+    _, module = _largest_results_module()
+    rows = json.loads(canonical_json(module["otherEvents"]) or "[]")
+    for first, second in itertools.pairwise(rows):  # alike but for their terms
+        if {k: v for k, v in first.items() if k != "term"} == {
+                k: v for k, v in second.items() if k != "term"}:
+            break
+    else:
+        pytest.fail("no two neighbouring rows alike but for their terms")
+    i, j = rows.index(first), rows.index(second)
+    edited = copy.deepcopy(rows)
+    edited[i]["stats"][0]["numAffected"] += 2  # the first now sorts after the second
+    edited[j]["stats"][0]["numAffected"] += 1
+    after = json.loads(canonical_json(edited) or "[]")
+    assert [r["term"] for r in after] != [r["term"] for r in rows]  # they did move
+    walked = trialdiff.diff._walked_edits(rows, after)
+    assert sorted(walked, key=trialdiff.diff._edit_order) == sorted([
+        {"at": f"[{i}].stats[0].numAffected", "op": "changed", "old": rows[i]["stats"][0][
+            "numAffected"], "new": rows[i]["stats"][0]["numAffected"] + 2},
+        {"at": f"[{j}].stats[0].numAffected", "op": "changed", "old": rows[j]["stats"][0][
+            "numAffected"], "new": rows[j]["stats"][0]["numAffected"] + 1},
+    ], key=trialdiff.diff._edit_order)

@@ -237,7 +237,8 @@ def _walked_edits(before: Any, after: Any, at: str = "", depth: int = 0) -> list
     """Return the edits between two values in one walk: objects by key, lists by their items.
 
     The items one list holds and the other lacks are the edits, as in DeepDiff's ignore_order;
-    as many gone as came are paired in order, and walked (a count edited in a results table).
+    an object that went is paired with the likeliest that came, and walked (a count edited in a
+    results table).
     """
     if type(before) is not type(after) or depth > _MAX_WALK or not isinstance(
             before, dict | list):
@@ -273,13 +274,53 @@ def _walked_edits(before: Any, after: Any, at: str = "", depth: int = 0) -> list
         if unmatched[text] > 0:
             unmatched[text] -= 1
             came.append(index)
-    if len(gone) == len(came):  # each item that went was edited into one that came, in order
-        for old, new in zip(gone, came, strict=True):
-            edits += _walked_edits(before[old], after[new], f"{at}[{old}]", depth + 1)
-        return edits
-    edits += [{"at": f"{at}[{index}]", "op": "removed", "old": before[index]} for index in gone]
-    edits += [{"at": f"{at}[{index}]", "op": "added", "new": after[index]} for index in came]
+    pairs = _likeliest_pairs([before[i] for i in gone], [after[j] for j in came])
+    for old, new in pairs:
+        edits += _walked_edits(before[gone[old]], after[came[new]], f"{at}[{gone[old]}]",
+                               depth + 1)
+    paired_old, paired_new = {old for old, _ in pairs}, {new for _, new in pairs}
+    edits += [{"at": f"{at}[{index}]", "op": "removed", "old": before[index]}
+              for number, index in enumerate(gone) if number not in paired_old]
+    edits += [{"at": f"{at}[{index}]", "op": "added", "new": after[index]}
+              for number, index in enumerate(came) if number not in paired_new]
     return edits
+
+
+_MAX_PAIRINGS = 250_000  # items gone x items came that are compared for likeness
+
+
+def _likeliest_pairs(gone: list[Any], came: list[Any]) -> list[tuple[int, int]]:
+    """Pair each object that went with the one that came sharing most of its keys' values.
+
+    Canonical lists are sorted by each item's JSON, so an edited row moves (a results table's
+    counts sort before its term): pairing in order took a probe's two edited rows for each
+    other, renamed. A pair must share half the keys' values (but a lone item that went and a
+    lone one that came are a pair); the rest are removed and added.
+    """
+    if len(gone) == len(came) == 1 and type(gone[0]) is type(came[0]):
+        return [(0, 0)]  # one item edited: nothing else it could be
+    if len(gone) * len(came) > _MAX_PAIRINGS:
+        return []
+    texts = [{key: dump_json(value) for key, value in item.items()} if isinstance(item, dict)
+             else None for item in came]
+    pairs: list[tuple[int, int]] = []
+    free = set(range(len(came)))
+    for number, item in enumerate(gone):
+        if not isinstance(item, dict):
+            continue
+        mine = {key: dump_json(value) for key, value in item.items()}
+        best, score = None, 0
+        for other in sorted(free):
+            theirs = texts[other]
+            if theirs is None:
+                continue
+            shared = sum(1 for key, text in mine.items() if theirs.get(key) == text)
+            if shared > score and 2 * shared >= len(mine.keys() | theirs.keys()):
+                best, score = other, shared
+        if best is not None:
+            free.discard(best)
+            pairs.append((number, best))
+    return pairs
 
 
 def _edit_order(edit: dict[str, Any]) -> tuple[str, str, str]:
