@@ -208,3 +208,23 @@ def test_a_full_disk_names_the_lock_file_and_lets_the_lock_go(
     assert err == f"trialdiff: error: No space left on device: {Path(db_path).resolve()}.lock\n"
     monkeypatch.undo()
     assert run(db_path, "import", "--summary", str(SAMPLE))[0] == 0  # the lock was let go
+
+
+def test_an_upgrade_held_up_by_sqlite_s_own_lock_is_busy(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An older file, migrated while a sqlite3 shell writes: it exited 1, "cannot open database
+    # ...: database is locked", where every other wait for that lock exits 75 (a probe).
+    assert run(db_path, "import", str(FIXTURES / "v2"))[0] == 0
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("update meta set value = '13' where key = 'schema_version'")
+    monkeypatch.setattr(schema, "BUSY_SECONDS", 0.2)
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("begin immediate")
+    try:
+        code, out, err = run(db_path, "check")
+    finally:
+        other.execute("rollback")
+        other.close()
+    assert (code, out) == (75, "") and "database is locked" in err
+    assert run(db_path, "check")[0] == 0  # upgraded once the lock is gone

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import sqlite_utils
 
-from .errors import READ_ONLY, DatabaseError, UsageError, damage_hint
+from .errors import READ_ONLY, BusyError, DatabaseError, UsageError, damage_hint
 from .registry import DEFAULT
 from .schema_version import SCHEMA_VERSION as SCHEMA_VERSION  # the one number
 from .schema_version import stored_version, version_problem
@@ -306,7 +306,9 @@ def open_db(path: str, wait: float = 0.0) -> sqlite_utils.Database:
         if "file is not a database" in str(exc):  # pointed at some other file: usage
             raise UsageError(f"{path} is not a trialdiff database (not an SQLite file)") from exc
         hint = f": {READ_ONLY}" if "readonly database" in str(exc) else damage_hint(exc)
-        raise DatabaseError(f"cannot open database {path}: {exc}{hint}") from exc
+        busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY  # a shell's lock
+        raise (BusyError if busy else DatabaseError)(
+            f"cannot open database {path}: {exc}{hint}") from exc
     return db
 
 
@@ -392,8 +394,6 @@ def migrate(db: sqlite_utils.Database, path: str) -> None:
     for name, sql in VIEWS.items():
         db.execute(f"drop view if exists {name}")
         db.execute(f"create view {name} as {sql.strip()}")
-    db.execute(
-        "insert or replace into meta (key, value) values ('schema_version', ?)",
-        [str(SCHEMA_VERSION)],
-    )
+    db.execute("insert or replace into meta (key, value) values ('schema_version', ?)",
+               [str(SCHEMA_VERSION)])
     db.execute("PRAGMA wal_autocheckpoint=1000")  # SQLite's default
