@@ -10,7 +10,7 @@ import html
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .canonical import canonical_json
@@ -141,6 +141,19 @@ def _apart(before: dict[str, Any], after: dict[str, Any]) -> bool:
     return len(keys) > 1 and len(before.keys() & after.keys()) / len(keys) < _DIFF_DEEPER
 
 
+def _by_key(before: dict[str, Any], after: dict[str, Any], at: str,
+            edits: list[dict[str, Any]]) -> Iterator[tuple[str, Any, Any]]:
+    """Add to `edits` the keys one object lacks; yield (path, old, new) of the keys both hold."""
+    for key in sorted(before.keys() | after.keys()):
+        here = f"{at}.{key}" if at else key
+        if key not in after:
+            edits.append({"at": here, "op": "removed", "old": before[key]})
+        elif key not in before:
+            edits.append({"at": here, "op": "added", "new": after[key]})
+        else:
+            yield here, before[key], after[key]
+
+
 def _object_edits(before: dict[str, Any], after: dict[str, Any],
                   at: str = "") -> list[dict[str, Any]] | None:
     """Return DeepDiff's edits of two objects, without DeepDiff (~100x faster); None: ask it.
@@ -151,30 +164,23 @@ def _object_edits(before: dict[str, Any], after: dict[str, Any],
     if _apart(before, after):
         return [{"at": at, "op": "changed", "old": before, "new": after}]
     edits: list[dict[str, Any]] = []
-    for key in before.keys() | after.keys():
-        here = f"{at}.{key}" if at else key
-        if key not in after:
-            edits.append({"at": here, "op": "removed", "old": before[key]})
-        elif key not in before:
-            edits.append({"at": here, "op": "added", "new": after[key]})
-        else:
-            old, new = before[key], after[key]
-            if old is None or new is None:
-                if old is not new:
-                    return None
-            elif type(old) is not type(new):
-                # DeepDiff counts a type change (1 to 1.0, 1 to true) as a change, and so does this.
-                edits.append({"at": here, "op": "changed", "old": old, "new": new})
-            elif isinstance(old, dict):
-                inner = _object_edits(old, new, here)
-                if inner is None:
-                    return None
-                edits.extend(inner)
-            elif isinstance(old, list):
-                if dump_json(old) != dump_json(new):  # == takes 1 for 1.0 and true
-                    return None
-            elif old != new:
-                edits.append({"at": here, "op": "changed", "old": old, "new": new})
+    for here, old, new in _by_key(before, after, at, edits):
+        if old is None or new is None:
+            if old is not new:
+                return None
+        elif type(old) is not type(new):
+            # DeepDiff counts a type change (1 to 1.0, 1 to true) as a change, and so does this.
+            edits.append({"at": here, "op": "changed", "old": old, "new": new})
+        elif isinstance(old, dict):
+            inner = _object_edits(old, new, here)
+            if inner is None:
+                return None
+            edits.extend(inner)
+        elif isinstance(old, list):
+            if dump_json(old) != dump_json(new):  # == takes 1 for 1.0 and true
+                return None
+        elif old != new:
+            edits.append({"at": here, "op": "changed", "old": old, "new": new})
     return edits
 
 
@@ -250,14 +256,8 @@ def _walked_edits(before: Any, after: Any, at: str = "", depth: int = 0) -> list
     if isinstance(before, dict):
         if _apart(before, after):  # as DeepDiff and _object_edits read it
             return [{"at": at, "op": "changed", "old": before, "new": after}]
-        for key in sorted(before.keys() | after.keys()):
-            here = f"{at}.{key}" if at else key
-            if key not in after:
-                edits.append({"at": here, "op": "removed", "old": before[key]})
-            elif key not in before:
-                edits.append({"at": here, "op": "added", "new": after[key]})
-            else:
-                edits += _walked_edits(before[key], after[key], here, depth + 1)
+        for here, old, new in _by_key(before, after, at, edits):
+            edits += _walked_edits(old, new, here, depth + 1)
         return edits
     # Items both hold are no edit; canonical lists are sorted, so an edited item may move.
     unmatched = Counter(map(dump_json, after))
