@@ -81,6 +81,9 @@ def check_apprise_url(url: str) -> None:
         raise UsageError(f"Apprise cannot use {redact(url)}: check the URL against its docs")
 
 
+MAIL_SCHEMES = ("mailto", "mailtos")  # Apprise's mail targets: sent as HTML and text
+_MONOSPACE = '<span style="font-family: monospace">'
+
 # A whole Apprise send may take this many alert timeouts: a mail is several round trips
 # (connect, EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA), each bounded by one timeout.
 APPRISE_ROUNDS = 3
@@ -131,7 +134,7 @@ def send_apprise(url: str, title: str, body: str, timeout: float) -> str | None:
 
 
 def _as_sent(url: str, body: str, apprise: Any) -> tuple[str, Any]:
-    """Return a Markdown body as a target takes it best: a mail's as HTML with plain code."""
+    """Return a Markdown body as a target takes it best: a mail's as HTML, code as monospace."""
     if urlsplit(url).scheme.lower() not in MAIL_SCHEMES:
         return body, apprise.NotifyFormat.MARKDOWN
     from apprise import conversion
@@ -144,9 +147,6 @@ def _as_sent(url: str, body: str, apprise: Any) -> tuple[str, Any]:
     html = html.replace("<code>", _MONOSPACE).replace("</code>", "</span>")
     return html, apprise.NotifyFormat.HTML
 
-
-MAIL_SCHEMES = ("mailto", "mailtos")
-_MONOSPACE = '<span style="font-family: monospace">'
 
 
 def _silence_apprise() -> None:
