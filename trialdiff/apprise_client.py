@@ -148,7 +148,6 @@ def _as_sent(url: str, body: str, apprise: Any) -> tuple[str, Any]:
     return html, apprise.NotifyFormat.HTML
 
 
-
 def _silence_apprise() -> None:
     """Keep Apprise's log lines from stderr for the rest of the process (they hold URLs)."""
     logger = logging.getLogger("apprise")

@@ -260,7 +260,8 @@ def _walked_edits(before: Any, after: Any, at: str = "", depth: int = 0) -> list
             edits += _walked_edits(old, new, here, depth + 1)
         return edits
     # Items both hold are no edit; canonical lists are sorted, so an edited item may move.
-    unmatched = Counter(map(dump_json, after))
+    after_texts = [dump_json(item) for item in after]  # each item dumped once
+    unmatched = Counter(after_texts)
     gone = []
     for index, item in enumerate(before):
         text = dump_json(item)
@@ -269,8 +270,7 @@ def _walked_edits(before: Any, after: Any, at: str = "", depth: int = 0) -> list
         else:
             gone.append(index)
     came = []
-    for index, item in enumerate(after):
-        text = dump_json(item)
+    for index, text in enumerate(after_texts):
         if unmatched[text] > 0:
             unmatched[text] -= 1
             came.append(index)

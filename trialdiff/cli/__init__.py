@@ -215,8 +215,9 @@ def _command_db(ctx: click.Context, param: click.Parameter, value: str | None) -
         options.db, options.db_is_default = _checked_db(ctx, value), False
 
 
-def _command_secrets(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    """Take --secrets given after the command (targets.py reads it from the environment)."""
+def _command_secrets(ctx: click.Context, param: click.Parameter | None,
+                     value: str | None) -> None:
+    """Take --secrets, given before or after the command: targets.py reads the environment."""
     if value:
         os.environ["TRIALDIFF_SECRETS"] = value
 
@@ -302,8 +303,7 @@ def cli(ctx: click.Context, db: str | None, debug: bool, secrets: str) -> None:
     else:  # click reads an empty variable as unset
         ctx.obj = Options(str(_default_db()), debug=debug, db_is_default=True, hooks=hooks,
                           empty_env="TRIALDIFF_DB" in os.environ)
-    if secrets:  # targets.py reads it from the environment, where the option may have put it
-        os.environ["TRIALDIFF_SECRETS"] = secrets
+    _command_secrets(ctx, None, secrets)  # before the command, or after it: one way in
 
 
 def reader(ctx: click.Context) -> sqlite3.Connection:
