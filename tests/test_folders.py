@@ -100,6 +100,16 @@ def test_a_linked_folder_is_searched_once_and_a_loop_is_no_loop(tmp_path: Path) 
     assert ids([tmp_path / "real"]) == IDS[:2]
 
 
+def refusing_locked(real: Any) -> Any:
+    """Return os.scandir or os.listdir, refusing a folder named `locked` as mode 000 would."""
+    def call(path: Any = ".") -> Any:  # running as root, a mode cannot refuse: this does
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    return call
+
+
 def test_a_folder_that_cannot_be_read_and_a_fifo_are_named_not_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -107,14 +117,7 @@ def test_a_folder_that_cannot_be_read_and_a_fifo_are_named_not_skipped(
     (tmp_path / "ok" / "a.json").write_text(json.dumps(RECORDS[0]))
     (tmp_path / "locked").mkdir()
     os.mkfifo(tmp_path / "ok" / "pipe.json")  # read, it would wait for a writer for ever
-    scandir = os.scandir
-
-    def refuse(path: object = ".") -> object:  # as a folder of mode 000 answers a user
-        if str(path).endswith("locked"):
-            raise PermissionError(13, "Permission denied", str(path))
-        return scandir(path)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(os, "scandir", refuse)
+    monkeypatch.setattr(os, "scandir", refusing_locked(os.scandir))
     items = list(read_studies([str(tmp_path)]))
     assert [(item.label, item.error) for item in items if item.error] == [
         (str(tmp_path / "locked"), "cannot read this folder: Permission denied"),
@@ -131,17 +134,8 @@ def test_a_folder_given_that_cannot_be_read_fails_alone(
     (tmp_path / "ok").mkdir()
     (tmp_path / "ok" / "a.json").write_text(json.dumps(RECORDS[0]))
     (tmp_path / "locked").mkdir()
-    listdir, scandir = os.listdir, os.scandir
-
-    def refusing(real: Any) -> Any:
-        def call(path: Any = ".") -> Any:  # as a folder of mode 700 answers another user
-            if str(path).endswith("locked"):
-                raise PermissionError(13, "Permission denied", str(path))
-            return real(path)
-        return call
-
-    monkeypatch.setattr(os, "listdir", refusing(listdir))
-    monkeypatch.setattr(os, "scandir", refusing(scandir))
+    monkeypatch.setattr(os, "listdir", refusing_locked(os.listdir))
+    monkeypatch.setattr(os, "scandir", refusing_locked(os.scandir))
     with trialdiff.open(tmp_path / "t.db") as tracker:
         run = tracker.import_paths([str(tmp_path / "locked"), str(tmp_path / "ok")])
         assert (run.checked, run.failed, run.status) == (1, 1, "partial")
