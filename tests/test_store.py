@@ -156,6 +156,26 @@ def test_a_change_older_than_the_last_sighting_is_refused(db_path: str) -> None:
     assert not list(check_database(conn, CheckTotals()))
 
 
+def test_a_study_compared_whole_refuses_a_change_at_its_last_sightings_time(
+    db_path: str
+) -> None:
+    # A study whose latest version was backfilled keeps "" as its gate (compares_by_module),
+    # so its next record is compared whole: the sighting rule holds on that path too.
+    older, newer = version_pair("NCT06060392")
+    assert save_records(db_path, [older], T1).failed == 0
+    assert save_records(db_path, [older], T3).failed == 0
+    conn = sqlite3.connect(db_path)
+    with conn:
+        conn.execute("update studies set raw_hash = ''")
+    totals = save_records(db_path, [newer], T3)
+    assert totals.errors == [{"input": "test", "error": (
+        f"NCT06060392: observation at {T3} is at the same time as its last sighting ({T3}); "
+        "history is appended in time order (backfill adds the past)")}]
+    assert conn.execute("select count(*), count(distinct nct_id) from snapshots").fetchone() == (
+        1, 1)
+    assert save_records(db_path, [newer], "2025-07-09T00:00:00.000Z").changed == 1
+
+
 def test_real_records_all_import_and_reimport_stores_nothing(db_path: str) -> None:
     records = real_records()
     first = save_records(db_path, records, T1)
