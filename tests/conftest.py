@@ -180,6 +180,25 @@ def db_path(tmp_path: Path) -> str:
     return str(tmp_path / "trialdiff.db")
 
 
+@pytest.fixture
+def read_only_media(tmp_path: Path) -> Iterator[tuple[Path, Callable[[], None]]]:
+    """Mount a small tmpfs for one test, and a function that remounts it read-only."""
+    folder = tmp_path / "media"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a filesystem needs root")
+
+    def freeze() -> None:
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True,
+                       capture_output=True)
+
+    try:
+        yield folder, freeze
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], capture_output=True)
+
+
 def copy_db(source: str | Path, target: str | Path) -> None:
     """Copy a database as SQLite does: the file alone misses what still sits in its WAL."""
     reader, writer = sqlite3.connect(source), sqlite3.connect(target)

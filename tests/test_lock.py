@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from conftest import FIXTURES, SAMPLE, run, trialdiff_env
 
 from trialdiff import schema
 from trialdiff.cli import cli
+from trialdiff.lock import frozen
 
 
 def hold_lock(db: str, seconds: float) -> subprocess.Popen[bytes]:
@@ -228,3 +229,19 @@ def test_an_upgrade_held_up_by_sqlite_s_own_lock_is_busy(
         other.close()
     assert (code, out) == (75, "") and "database is locked" in err
     assert run(db_path, "check")[0] == 0  # upgraded once the lock is gone
+
+
+def test_only_a_database_on_a_read_only_filesystem_is_frozen(
+    tmp_path: Path, read_only_media: tuple[Path, Callable[[], None]]
+) -> None:
+    media, freeze = read_only_media
+    (media / "trialdiff.db").write_bytes(b"")
+    (media / "wal.db").write_bytes(b"")
+    (media / "wal.db-wal").write_bytes(b"\0")  # commits no reader can bring in
+    (media / "empty.db").write_bytes(b"")
+    (media / "empty.db-wal").write_bytes(b"")
+    assert not frozen(str(media / "trialdiff.db"))  # writable still
+    freeze()
+    assert frozen(str(media / "trialdiff.db")) and frozen(str(media / "empty.db"))
+    assert not frozen(str(media / "wal.db"))
+    assert not frozen(str(tmp_path / "trialdiff.db"))

@@ -8,10 +8,11 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE, SAMPLE_DAYS, run, trialdiff_env
+from conftest import SAMPLE, SAMPLE_DAYS, copy_db, run, trialdiff_env
 from test_records import post_results
 
 from trialdiff.check import CheckTotals, check_database
@@ -123,6 +124,47 @@ def test_a_reader_who_cannot_write_the_folder_is_told_why_sqlite_needs_to() -> N
             "let it, or read a copy\n")  # it said "attempt to write a readonly database"
     finally:
         shutil.rmtree(folder)
+
+
+def test_a_database_on_read_only_media_is_read_as_it_is(
+    tmp_path: Path, read_only_media: tuple[Path, Callable[[], None]]
+) -> None:
+    # Published on a read-only filesystem, a WAL-mode file could not be read (SQLite cannot
+    # create its -shm file there); no one can write there either, so it is read immutable.
+    media, freeze = read_only_media
+    db = str(tmp_path / "trialdiff.db")
+    assert run(db, "import", str(SAMPLE))[0] == 0
+    changes = run(db, "changes", "--format", "json")
+    published = str(media / "trialdiff.db")
+    copy_db(db, published)
+    freeze()
+    assert sorted(path.name for path in media.iterdir()) == ["trialdiff.db"]
+    assert run(published, "changes", "--format", "json") == changes
+    assert run(published, "check")[:2] == (
+        0, "check: 3 studies, 5 snapshots, 528 changes verified; 0 problems\n")
+
+
+def test_commits_left_in_a_wal_on_read_only_media_are_not_read_past(
+    tmp_path: Path, read_only_media: tuple[Path, Callable[[], None]]
+) -> None:
+    # Read immutable, the file alone would be an older state: the reader is told instead.
+    media, freeze = read_only_media
+    db = str(tmp_path / "trialdiff.db")
+    assert run(db, "import", str(SAMPLE))[0] == 0
+    writer = sqlite3.connect(db)
+    writer.execute("pragma wal_autocheckpoint = 0")
+    with writer:
+        writer.execute("delete from changes where path = 'status.overallStatus'")
+    for suffix in ("", "-wal"):
+        shutil.copyfile(db + suffix, media / f"trialdiff.db{suffix}")
+    writer.close()
+    freeze()
+    code, out, err = run(str(media / "trialdiff.db"), "recent", "NCT05827016")
+    assert (code, out) == (1, "")
+    assert err == (
+        f"trialdiff: error: cannot read database {media / 'trialdiff.db'}: SQLite needs to "
+        "create trialdiff.db-shm beside it (WAL mode), and this user cannot write to its "
+        "folder: let it, or read a copy\n")
 
 
 def test_sqlites_readonly_error_on_a_read_is_worded_for_the_reader(

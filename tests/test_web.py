@@ -21,12 +21,13 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import FIXTURES, ROOT, SAMPLE, run, trialdiff_env
+from conftest import FIXTURES, ROOT, SAMPLE, copy_db, run, trialdiff_env
 
 from trialdiff.model import utc_timestamp
 from trialdiff.schema import SCHEMA
@@ -82,6 +83,22 @@ def fetch(db_path: str, *urls: str) -> list[Any]:
         return [await datasette.client.get(url) for url in urls]
 
     return asyncio.run(get_all())
+
+
+def test_a_database_on_read_only_media_is_served(
+    db_path: str, read_only_media: tuple[Path, Callable[[], None]]
+) -> None:
+    # Datasette's mode=ro cannot read a WAL-mode file there: it is served as immutable.
+    assert run(db_path, "import", str(SAMPLE))[0] == 0
+    media, freeze = read_only_media
+    db = str(media / "trialdiff.db")
+    copy_db(db_path, db)
+    freeze()
+    changes, study = fetch(db, "/trialdiff/changes.json?_shape=array&_size=max",
+                           "/study/NCT05827016")
+    assert (changes.status_code, study.status_code) == (200, 200)
+    assert len(changes.json()) == 528
+    assert "status.overallStatus" in study.text
 
 
 def test_every_page_and_canned_query_answers(web_db: str) -> None:

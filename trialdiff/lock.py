@@ -40,6 +40,21 @@ def refuse_non_database(db_path: str) -> None:
         raise UsageError(f"{db_path} is not a trialdiff database (not an SQLite file)")
 
 
+def frozen(db_path: str) -> bool:
+    """Tell whether no writer can change a database: its filesystem is mounted read-only.
+
+    Not while a -wal file beside it holds commits, which only a writer brings into the file.
+    """
+    try:
+        if not os.statvfs(os.path.dirname(os.path.abspath(db_path))).f_flag & os.ST_RDONLY:
+            return False
+        return os.stat(db_path + "-wal").st_size == 0
+    except FileNotFoundError:  # no -wal file: the database file is all there is
+        return True
+    except OSError:
+        return False
+
+
 class WriteLock:
     """Hold the write lock of a database for the length of a `with` block."""
 

@@ -21,6 +21,7 @@ import orjson
 
 from . import codec
 from .errors import DatabaseError, TrialdiffError, UsageError, damage_hint
+from .lock import frozen
 from .meaning import check_path_prefixes
 from .model import FieldChange, Snapshot, content_hash, dump_json, parse_json
 from .normalize import extract_fields
@@ -47,7 +48,8 @@ def require_database(path: str) -> None:
 
 def readonly_uri(path: str) -> str:
     """Return the URI that opens a database file read-only, its name escaped (`%`, `#`, `?`)."""
-    return Path(path).absolute().as_uri() + "?mode=ro"
+    # On a read-only filesystem SQLite cannot create the -shm file WAL mode reads through.
+    return Path(path).absolute().as_uri() + "?mode=ro" + ("&immutable=1" if frozen(path) else "")
 
 
 def connect_readonly(path: str) -> sqlite3.Connection:
@@ -79,7 +81,8 @@ def connect_readonly(path: str) -> sqlite3.Connection:
 
 def _read_error(path: str, exc: sqlite3.Error) -> TrialdiffError:
     """Return what SQLite's error opening a database for reading means for trialdiff."""
-    if "readonly database" in str(exc):  # reading, in WAL mode, writes the -shm file
+    if "readonly database" in str(exc) or (  # reading, in WAL mode, writes the -shm file
+            "unable to open" in str(exc) and Path(f"{path}-wal").exists()):
         return DatabaseError(f"cannot read database {path}: SQLite needs to create "
                              f"{Path(path).name}-shm beside it (WAL mode), and this user "
                              "cannot write to its folder: let it, or read a copy")
@@ -109,7 +112,6 @@ def read_transaction(conn: Connection) -> Iterator[None]:
 @contextmanager
 def transaction(db: Connection) -> Iterator[None]:
     """Run a block as one write transaction: all of it commits, or none of it."""
-    # Here, beside read_transaction, so every writer (store, records, annotations) shares it.
     db.execute("begin immediate")
     try:
         yield
@@ -250,8 +252,7 @@ class ChangeFilter:
         check_path_prefixes(self.path_prefixes)
 
 
-# How query_changes may order its rows; each keeps a study's observation together, so an
-# export can stream them group by group.
+# How query_changes may order its rows; each keeps a study's observation together (exports).
 CHANGE_ORDERS = {
     "oldest": "detected_at, nct_id, id",
     "day-newest": "substr(detected_at, 1, 10) desc, nct_id, detected_at, id",
@@ -283,10 +284,9 @@ def query_changes(conn: Connection, where: ChangeFilter) -> Iterator[FieldChange
     if where.kinds:
         clauses.append(f"kind in ({','.join('?' * len(where.kinds))})")
         params.extend(where.kinds)
-    sql = "select nct_id, path, kind, detected_at, old, new, detail from changes"
-    if clauses:
-        sql += " where " + " and ".join(clauses)
-    sql += " order by " + CHANGE_ORDERS[where.order]
+    sql = ("select nct_id, path, kind, detected_at, old, new, detail from changes"
+           + (" where " + " and ".join(clauses) if clauses else "")
+           + " order by " + CHANGE_ORDERS[where.order])
     if where.limit is not None:
         sql += f" limit {int(where.limit)}"
     cursor = conn.execute(sql, params)

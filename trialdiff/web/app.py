@@ -14,6 +14,7 @@ from datasette.app import Datasette
 from datasette.plugins import pm
 
 from ..errors import TrialdiffError
+from ..lock import frozen
 from . import plugin
 from .metadata import build_metadata, private_columns
 
@@ -37,8 +38,10 @@ def make_datasette(db_path: str) -> Datasette:
     quiet_error_pages()
     name = Path(db_path).stem
     # A mutable file is opened with mode=ro, which still sees what a running sync commits;
-    # immutable=1 would not read the WAL, and would misread a file that changes.
-    datasette = Datasette(files=[db_path], metadata=build_metadata(name), settings=SETTINGS)
+    # immutable=1 would not read the WAL, and would misread a file that changes. On a
+    # read-only filesystem, where mode=ro cannot read a WAL-mode file, nothing changes it.
+    files = {"immutables" if frozen(db_path) else "files": [db_path]}
+    datasette = Datasette(**files, metadata=build_metadata(name), settings=SETTINGS)
     count_public_tables(datasette.get_database(name))
     return datasette
 
