@@ -127,12 +127,16 @@ def test_a_value_at_a_lines_start_never_begins_a_block() -> None:
 
     render = MarkdownIt("commonmark").render
     for name in ("# Hash Hospital", "## Two", "1. Numbered Clinic", "- Dash Clinic",
-                 "+ Plus Site", "2) Paren Site", "~~~ tilde"):
+                 "+ Plus Site", "2) Paren Site", "~~~ tilde", "~~~~", "-- Dashes"):
         assert render(f"- {md_inline(name)}, Norway\n") == (
             f"<ul>\n<li>{name}, Norway</li>\n</ul>\n")
     # A site named `---` was a rule that ended the list; `Trial #` a heading that lost its `#`.
     assert render(f"- {md_inline('---')}\n") == "<ul>\n<li>---</li>\n</ul>\n"
     assert render(f"# {md_inline('Radiotherapy Trial #')}\n") == "<h1>Radiotherapy Trial #</h1>\n"
+    # A probe's fuzzer: `- --` is a rule, and `# #######` an empty heading.
+    for dashes in ("--", "-- --"):
+        assert render(f"- {md_inline(dashes)}\n") == f"<ul>\n<li>{dashes}</li>\n</ul>\n"
+    assert render(f"# {md_inline('#######')}\n") == "<h1>#######</h1>\n"
     for plain in ("12.5 mg", "1st Hospital", "-5 C", "#tag", "A-B"):
         assert md_inline(plain) == plain  # no marker: nothing escaped
 
@@ -157,6 +161,28 @@ def test_a_description_cannot_open_a_section_or_put_html_on_the_page() -> None:
         module = real["protocolSection"].get("descriptionModule", {})
         for text in (module.get("briefSummary"), module.get("detailedDescription")):
             assert text is None or md_block(text) == block(text)
+
+
+def test_no_description_puts_live_html_on_the_page() -> None:
+    # A probe's record: a comment opened a raw HTML block that the escapes after it on its
+    # line did not reach, an escaped backslash was taken for the tag's own escape, and the
+    # descriptions of arms, interventions and outcomes were not escaped at all.
+    record = copy.deepcopy(FULL)
+    protocol = record["protocolSection"]
+    protocol["descriptionModule"]["briefSummary"] = (
+        "First.\n\n<!-- --><img src=x onerror=alert(1)>\n\n<!-- -->\n\nLast.")
+    protocol["descriptionModule"]["detailedDescription"] = "In mg\\\\<img src=x onerror=alert(2)>"
+    protocol["outcomesModule"]["primaryOutcomes"][0]["description"] = (
+        "Measured <img src=x onerror=alert(3)> weekly;<!-- -->then \\<b> as the registry writes")
+    protocol["armsInterventionsModule"]["armGroups"][0]["description"] = "Arm <svg onload=x>"
+    tokens = MarkdownIt("commonmark").parse(page(record))
+    html = [t.content for t in tokens if t.type == "html_block"] + [
+        c.content for t in tokens for c in t.children or [] if c.type == "html_inline"]
+    assert html == ["<!-- -->\n"]  # the registry's list separator, alone on its line
+    text = MarkdownIt("commonmark").render(page(record))
+    assert "In mg\\&lt;img src=x onerror=alert(2)&gt;" in text
+    assert "Measured &lt;img src=x onerror=alert(3)&gt; weekly; then &lt;b&gt; as the" in text
+    assert "Arm &lt;svg onload=x&gt;" in text
 
 
 @pytest.mark.parametrize("opening", ["```", "~~~", "  ````python"])
@@ -289,6 +315,11 @@ def test_canonical_url_and_footer_settings() -> None:
     assert "canonical_url" not in bare and "*Canonical:" not in bare
     assert bare.endswith("*Source data (authoritative): "
                          "https://clinicaltrials.gov/study/NCT05085444*\n")
+    # A probe's base: `*` is legal in a URL, and made the footer's emphasis end inside it.
+    starred = page(FULL, base="https://x.org/a*b_/_c*/")
+    footer = MarkdownIt("commonmark").render(starred.rsplit("---\n", 1)[1])
+    assert footer.startswith('<p><em>Canonical: <a href="https://x.org/a*b_/_c*/NCT05085444.md">'
+                             "https://x.org/a*b_/_c*/NCT05085444.md</a></em><br />")
 
 
 def test_a_title_with_markup_is_escaped_once_and_reads_as_written() -> None:

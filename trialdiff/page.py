@@ -37,17 +37,21 @@ SOURCE_NOTE: Final = "ClinicalTrials.gov (mirrored, no enrichment)"
 # Characters CommonMark reads as syntax inside a line; `_` only counts at a word's edge.
 _MD_INLINE: Final = re.compile(r"[\\`*\[\]<>&]|(?<![^\W_])_|_(?![^\W_])")
 # What begins a block at a line's start (`>` and backticks are escaped as inline syntax): a
-# list item, a heading, a fence, a rule (`---`; `***` and `___` are escaped as inline syntax).
-_BLOCK_START: Final = re.compile(r"^(?:(?:\d{1,9}[.)]|#{1,6}|[+-])(?=\s|$)|~{3,}|-{3,})")
-# A heading's optional closing sequence: `# Trial #` is the heading `Trial`.
-_CLOSING_HASHES: Final = re.compile(r"(?<=\s)#+$")
+# list item, a heading, a fence, a rule (`---`, or `--` after a list item's `- `; `***` and
+# `___` are escaped as inline syntax).
+_BLOCK_START: Final = re.compile(r"^(?:(?:\d{1,9}[.)]|#{1,6}|[+-])(?=\s|$)|~{3,}|-{2,})")
+# A heading's optional closing sequence: `# Trial #` is the heading `Trial`, `# ###` empty.
+_CLOSING_HASHES: Final = re.compile(r"(?:^|(?<=\s))#+$")
 # In block text (the registry's Markdown, which escapes `<` as `\<` and never writes a heading
 # nor a code fence): a heading, a fence (unclosed, it would hold the rest of the page), a setext
-# underline under a line of text, and an HTML tag or comment. The registry
-# writes `<!-- -->` between two lists, to keep them apart, and that is left as it is.
+# underline under a line of text, and an HTML tag or comment. The registry writes `<!-- -->`
+# alone on a line between two lists, to keep them apart, and that line is left as it is.
 _BLOCK_OPENER: Final = re.compile(r"^ {0,3}(#{1,6}(?=[ \t]|$)|`{3}|~{3})")
 _SETEXT: Final = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
-_HTML_START: Final = re.compile(r"(?<!\\)<(?=[A-Za-z/?!])(?!!-- -->)")
+_LIST_SEPARATOR: Final = "<!-- -->"
+# A `<` after an even run of backslashes (none, or escaped backslashes: `\\<b>` is a
+# backslash, then a tag) starts a tag.
+_HTML_START: Final = re.compile(r"(?<!\\)((?:\\\\)*)<(?=[A-Za-z/?!])")
 _YAML_INDICATORS: Final = frozenset("-?:,[]{}#&*!|>'\"%@`")
 # Plain scalars that YAML 1.1 or 1.2 resolve to null, a bool or a number, not a string.
 _YAML_NON_STRING: Final = re.compile(
@@ -118,14 +122,22 @@ def md_inline(text: str) -> str:
     line = _MD_INLINE.sub(r"\\\g<0>", visible(fold_whitespace(text)))
     # At a line's start (a list item's text, a heading's) `#`, `-`, `+`, `1.`, `1)` and `~~~`
     # begin a block: a site named `# Hash Hospital` became a heading inside the Locations list.
-    # With its last character escaped, the marker is text; so is a closing run of `#`.
-    line = _BLOCK_START.sub(lambda marker: marker[0][:-1] + "\\" + marker[0][-1], line)
+    # With a character escaped, the marker is text (`\~~~`, `1\.`: a digit has no escape);
+    # so is a closing run of `#`.
+    line = _BLOCK_START.sub(lambda marker: marker[0][:-1] + "\\" + marker[0][-1]
+                            if marker[0][0].isdigit() else "\\" + marker[0], line)
     return _CLOSING_HASHES.sub(lambda hashes: "\\" + hashes[0], line)
 
 
 def one_line(text: str) -> str:
     """Return Markdown text folded to one line, for list items (it stays Markdown)."""
     return visible(fold_whitespace(markdown_of_html(text)))
+
+
+def md_item(text: str) -> str:
+    """Return a markup field as `one_line` does, for a list item, with no HTML tag left live."""
+    # The registry's list separator shows nothing; folded into a line it would be escaped.
+    return _HTML_START.sub(r"\1\\<", one_line(text.replace(_LIST_SEPARATOR, " ")))
 
 
 def block(text: str) -> str:
@@ -143,7 +155,9 @@ def md_block(text: str) -> str:
     """
     out: list[str] = []
     for line in block(markdown_of_html(text)).split("\n"):
-        line = _HTML_START.sub(r"\\<", _BLOCK_OPENER.sub(r"\\\1", line))
+        line = _BLOCK_OPENER.sub(r"\\\1", line)
+        if line.strip() != _LIST_SEPARATOR:  # any other comment starts a block of raw HTML
+            line = _HTML_START.sub(r"\1\\<", line)
         if out and out[-1].strip() and _SETEXT.match(line):
             line = "\\" + line.lstrip(" ")
         out.append(line)
@@ -201,7 +215,7 @@ def _labelled(item: Mapping[str, Any], name: str, extra: str = "") -> str | None
     kind = _text(item.get("type"))
     line = f"**{md_inline(title)}**" + (f" ({md_inline(kind)})" if kind else "") + extra
     description = _text(item.get("description"))
-    return line + (f" \u2014 {one_line(description)}" if description else "")
+    return line + (f" \u2014 {md_item(description)}" if description else "")
 
 
 def _outcome(item: Mapping[str, Any]) -> str | None:
@@ -338,8 +352,15 @@ def render_page(
 
 def _footer(canonical: str | None, study_url: str, note: str) -> str:
     """Return the footer lines, joined by Markdown hard breaks (two spaces, newline)."""
-    lines = [f"*Canonical: {canonical}*"] if canonical else []
-    lines.append(f"*Source data (authoritative): {study_url}*")
+    lines = [f"*Canonical: {_url(canonical)}*"] if canonical else []
+    lines.append(f"*Source data (authoritative): {_url(study_url)}*")
     if note.strip():
         lines.append(f"*{one_line(note)}*")
     return "  \n".join(lines)
+
+
+def _url(url: str) -> str:
+    """Return a URL as Markdown that shows it as written: an autolink if it holds syntax."""
+    # `https://x.org/a*b*/` would be emphasis; inside `<...>` nothing is (`<`, `>` and blanks
+    # are refused in a canonical base).
+    return f"<{url}>" if _MD_INLINE.search(url) else url
