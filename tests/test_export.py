@@ -258,6 +258,11 @@ def test_feed_subject_names_what_a_filter_keeps_but_not_its_window() -> None:
     assert feed.startswith("filter=sha256-") and len(feed) == 30 and entries == "path=locations"
     assert feed_subject(list(reversed(many)), ["locations"])[0] == feed
     assert feed_subject(paths=["status", "design"])[1] == "path=design,status"
+    # A probe: the same feed asked twice over, or as `status.`, had other ids, and so had its
+    # entries, which a reader then showed as new.
+    assert feed_subject(["NCT05827016", "NCT06060392", "NCT05827016"], ["status", "status."],
+                        ["added", "added"]) == feed_subject(
+        ["NCT05827016", "NCT06060392"], ["status"], ["added"])
 
 
 def test_a_filtered_atom_feed_and_its_entries_have_ids_of_their_own(db_path: str) -> None:

@@ -279,9 +279,10 @@ def feed_subject(nct_ids: Sequence[str] = (), paths: Sequence[str] = (),
     not what one holds; both leave the time window out, so a feed of the last 7 days is one
     feed from day to day.
     """
-    held = [("kind", ",".join(sorted(kinds))), ("min_severity", minimum or ""),
-            ("path", ",".join(sorted(paths)))]
-    pairs = [*held, ("nct_id", ",".join(sorted(nct_ids)))]
+    # Each value once, and `status.` as `status` (the same changes): the same feed, one id.
+    held = [("kind", ",".join(sorted(set(kinds)))), ("min_severity", minimum or ""),
+            ("path", ",".join(sorted({path.rstrip(".") for path in paths})))]
+    pairs = [*held, ("nct_id", ",".join(sorted(set(nct_ids))))]
     return (query_subject((key, value) for key, value in sorted(pairs) if value),
             query_subject((key, value) for key, value in held if value))
 
