@@ -420,3 +420,38 @@ def test_a_v13_database_walks_the_values_deepdiff_is_no_longer_given(
         assert details(crashed) == expected
         assert changes_of(crashed) == changes_of(fresh)
         assert run(crashed, "check")[0] == 0
+
+
+def test_a_stopped_upgrade_marks_the_file_newer_and_readers_wait_for_it_to_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A probe: steps commit as they go, so a stopped upgrade left the old number over rows
+    # already converted, and the older trialdiff that made the file failed on every command
+    # ("unexpected ZstdError"). The new number goes first now, beside where to resume.
+    from trialdiff import upgrades
+
+    db = str(tmp_path / "v13.db")
+    assert run(db, "import", str(SAMPLE))[0] == 0
+    expected = changes_of(db)
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("update meta set value = '13' where key = 'schema_version'")
+
+    def stopped(db: Any) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(upgrades, "rediff_beyond_deepdiff", stopped)
+        assert run(db, "check")[0] == 130
+    meta = dict(conn.execute("select key, value from meta"))
+    assert (meta["schema_version"], meta["upgrading_from"]) == (str(SCHEMA_VERSION), "13")
+    code, out, err = run(db, "changes")
+    assert (code, out) == (1, "")
+    assert err == (f"trialdiff: error: {db}: its upgrade from database schema version 13 is under "
+                   "way or was stopped; wait for it, or run `trialdiff check` (or any writing "
+                   "command) once to finish it\n")
+    code, out, err = run(db, "check")
+    assert (code, err) == (0, f"trialdiff: upgraded {db} from schema version 13 to "
+                              f"{SCHEMA_VERSION}\n")
+    assert "upgrading_from" not in dict(conn.execute("select key, value from meta"))
+    assert changes_of(db) == expected

@@ -4,8 +4,9 @@ Before any step, `schema.complete_tables` gives the file every table and column 
 declares that it lacks: a step reads the tables as the current code does (a re-keying step
 rewrites history with today's code), and the first versions' schema changed more than once
 under one number. A column added so is empty, NULL, which every reader takes as its absent
-value; the steps fill what they must. Every step is idempotent, and the version is written
-last, so a migration killed half way simply runs again.
+value; the steps fill what they must. Every step is idempotent, and the version an upgrade
+started from stays in `meta` until its last step is done (schema_version.UPGRADING_FROM), so
+an upgrade stopped half way simply runs again.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from .lock import frozen
 from .meaning import check_path_prefixes
 from .model import FieldChange, Snapshot, content_hash, dump_json, parse_json
 from .normalize import extract_fields
-from .schema_version import stored_version, version_problem
+from .schema_version import read_version, version_problem
 from .tracking import rules_of
 
 Connection = sqlite3.Connection | Any  # a sqlite3 connection, or sqlite-utils' Database
@@ -64,10 +64,7 @@ def connect_readonly(path: str) -> sqlite3.Connection:
         # Under WAL, a read transaction keeps the snapshot its first read saw until it ends
         # (the connection closes), whatever a writer commits meanwhile.
         conn.execute("begin")
-        row = conn.execute("select value from meta where key = 'schema_version'").fetchone()
-        if row is None:
-            raise UsageError(f"{path} is not a trialdiff database (it has no schema version)")
-        problem = version_problem(path, stored_version(row[0], path))
+        problem = version_problem(path, *read_version(conn, path))
         if problem is not None:
             raise DatabaseError(problem)
         return conn

@@ -10,9 +10,12 @@ from typing import NamedTuple
 import sqlite_utils
 
 from .errors import READ_ONLY, BusyError, DatabaseError, UsageError, damage_hint
+from .lock import WriteLock
+from .migrations import upgrade_from
+from .query import readonly_uri
 from .registry import DEFAULT
 from .schema_version import SCHEMA_VERSION as SCHEMA_VERSION  # the one number
-from .schema_version import stored_version, version_problem
+from .schema_version import UPGRADING_FROM, read_version, stored_version, version_problem
 
 
 class Table(NamedTuple):
@@ -33,7 +36,8 @@ class Table(NamedTuple):
 # The README's schema section is generated from this table and tested against it.
 SCHEMA: tuple[Table, ...] = (
     Table("meta", "key", (("key", str, "setting name: schema_version; tracked_again (`trialdiff "
-                                       "ignored`); compact_progress while a compact runs"),
+                                       "ignored`); compact_progress while a compact runs, "
+                                       "upgrading_from while an upgrade does"),
                           ("value", str, "its value")),
           doc="trialdiff's own settings, such as the schema version"),
     Table("studies", "nct_id", (
@@ -319,21 +323,18 @@ def upgrade(path: str, wait: float = 0.0) -> int | None:
     A missing file, a current one, or one that is not trialdiff's is left untouched (None):
     the reader that opens it next says what is wrong.
     """
-    from .lock import WriteLock  # here: readers that never upgrade do not load it
-    from .query import readonly_uri
-
     if path == ":memory:" or not Path(path).is_file():
         return None
     try:
         with closing(sqlite3.connect(readonly_uri(path), uri=True, timeout=30)) as conn:
-            row = conn.execute("select value from meta where key = 'schema_version'").fetchone()
-    except sqlite3.DatabaseError:
+            version, started = read_version(conn, path)
+    except (sqlite3.DatabaseError, UsageError):
         return None
-    if row is None or stored_version(row[0], path) >= SCHEMA_VERSION:
+    if started is None and version >= SCHEMA_VERSION:
         return None
     with WriteLock(path, wait, "upgrade"):
         open_db(path, wait).close()
-    return stored_version(row[0], path)
+    return version if started is None else started
 
 
 def refuse_foreign(db: sqlite_utils.Database, path: str) -> None:
@@ -372,23 +373,21 @@ def schema_version(db: sqlite_utils.Database, path: str = "the database") -> int
 
 
 def migrate(db: sqlite_utils.Database, path: str) -> None:
-    """Create missing tables, indexes and views, and upgrade an older schema in place.
-
-    The version is written last, so a migration killed half way runs again (migrations.py).
-    """
+    """Create missing tables, indexes and views, and upgrade an older schema in place."""
     version = schema_version(db, path)
+    started = read_version(db, path)[1] if version else None  # a stopped upgrade's
     if version > SCHEMA_VERSION:  # in the readers' words, the path as given
         raise DatabaseError(str(version_problem(path, version)))
-    if version == SCHEMA_VERSION:
+    if version == SCHEMA_VERSION and started is None:
         return
     # Each create below commits on its own; checkpoint often, so the WAL does not hold many
     # copies of the schema pages (a new database on a nearly full disk still fits).
     db.execute("PRAGMA wal_autocheckpoint=8")
-    if version:
-        from .migrations import upgrade_from
-
+    if version:  # marked first, unmarked last (UPGRADING_FROM): a stopped one runs again
+        db.execute("insert or replace into meta (key, value) values (?, ?), ('schema_version', ?)",
+                   [UPGRADING_FROM, str(started or version), str(SCHEMA_VERSION)])
         complete_tables(db)  # the steps read the tables as today's code does
-        upgrade_from(db, version)
+        upgrade_from(db, started or version)
     for table in SCHEMA:
         create_table(db, table)
     for name, sql in VIEWS.items():
@@ -396,4 +395,5 @@ def migrate(db: sqlite_utils.Database, path: str) -> None:
         db.execute(f"create view {name} as {sql.strip()}")
     db.execute("insert or replace into meta (key, value) values ('schema_version', ?)",
                [str(SCHEMA_VERSION)])
+    db.execute("delete from meta where key = ?", [UPGRADING_FROM])
     db.execute("PRAGMA wal_autocheckpoint=1000")  # SQLite's default

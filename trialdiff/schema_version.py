@@ -6,11 +6,15 @@ sqlite-utils) share one number without the readers loading sqlite-utils.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from .errors import UsageError
 
 SCHEMA_VERSION: Final = 14
+# meta's key while an upgrade runs, holding the version it started from. The upgrade writes
+# the new version first, beside it: an older trialdiff then refuses the file as newer, rather
+# than read rows the upgrade already converted, and a stopped upgrade resumes from it.
+UPGRADING_FROM: Final = "upgrading_from"
 
 
 def stored_version(value: object, path: str = "the database") -> int:
@@ -21,8 +25,23 @@ def stored_version(value: object, path: str = "the database") -> int:
     return int(text)
 
 
-def version_problem(path: str, version: int) -> str | None:
+def read_version(conn: Any, path: str) -> tuple[int, int | None]:
+    """Return a database's schema version, and the one an unfinished upgrade started from."""
+    rows = dict(conn.execute("select key, value from meta where key in ('schema_version', ?)",
+                             [UPGRADING_FROM]).fetchall())
+    if "schema_version" not in rows:
+        raise UsageError(f"{path} is not a trialdiff database (it has no schema version)")
+    started = rows.get(UPGRADING_FROM)
+    return (stored_version(rows["schema_version"], path),
+            None if started is None else stored_version(started, path))
+
+
+def version_problem(path: str, version: int, upgrading_from: int | None = None) -> str | None:
     """Return why a reader cannot read a database of this version, or None when it can."""
+    if upgrading_from is not None:
+        return (f"{path}: its upgrade from database schema version {upgrading_from} is under way "
+                "or was stopped; wait for it, or run `trialdiff check` (or any writing command) "
+                "once to finish it")
     if version > SCHEMA_VERSION:
         return (f"{path}: database schema version {version} is newer than this trialdiff knows "
                 f"({SCHEMA_VERSION}); upgrade trialdiff")
