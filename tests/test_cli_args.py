@@ -22,6 +22,7 @@ from conftest import ROOT, SAMPLE, trialdiff_env
 
 from trialdiff import __version__
 from trialdiff.cli import cli
+from trialdiff.schema_version import SCHEMA_VERSION
 from trialdiff.settings import CHECKOUT_DB
 
 IMPORTED = "import: 6 studies checked, 2 changed, 528 changes (235 added, 62 changed, " \
@@ -50,6 +51,9 @@ def test_version_is_the_packages_version() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert __version__ == project["version"]
     assert invoke("--version") == (0, f"trialdiff, version {__version__}\n", "")
+    # 0.S.P, S the schema version: every release was 0.1.0, so `pip install -U` of a newer
+    # wheel kept the old code, which then refused the database the newer one wrote (a probe).
+    assert __version__.split(".")[:2] == ["0", str(SCHEMA_VERSION)]
 
 
 def test_every_subpackage_is_shipped() -> None:

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     )
     from .tracker import Tracker, open
 
-__version__ = "0.1.0"
+__version__ = "0.14.0"
 
 # Where each public name lives. They load on first use, so `import trialdiff` (and the CLI's
 # fast commands) does not pull in SQLite, httpx and rich.
