@@ -270,4 +270,25 @@ def test_a_listing_takes_a_null_module_list_and_an_odd_status_but_not_other_labe
             listing_of(_entry(0, V0_QC, moduleLabels=labels))
     with pytest.raises(ShapeError, match="history entry 0 is not an object"):
         listing_of("version 0")  # type: ignore[arg-type]
+    # A probe's listings: a day no calendar has, and one to come, were stored as snapshot
+    # times (the second refused every later sync as older); none at all passed for "no
+    # history", and marked the study backfilled for good.
+    for day in ("2025-02-30", "2025-13-45", "2999-01-01"):
+        with pytest.raises(ShapeError, match="not contiguous from 0 with dates"):
+            listing_of(_entry(0, V0_QC), _entry(1, day))
+    with pytest.raises(FetchError, match="its record-history listing holds no version"):
+        listing_of()
+    history.client.close()
+
+
+def test_a_version_posted_on_a_day_to_come_is_refused(api: StandinAPI) -> None:
+    api.set_history(NCT, HISTORY)
+    history = adapter(api)
+    future = html_record(NEW)
+    future["protocolSection"]["statusModule"]["lastUpdatePostDateStruct"]["date"] = "2999-01-01"
+    api.add_fault(Fault("status", status=200, path_prefix=f"{LISTING}/history/1",
+                        body=json.dumps({"studyVersion": 1, "study": future}),
+                        headers={"Content-Type": "application/json"}))
+    with pytest.raises(ShapeError, match="posted on 2999-01-01, which is no day gone by"):
+        history.version(NCT, 1)
     history.client.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import Any
 
 from .errors import FetchError, ForbiddenError, ShapeError, UsageError
@@ -145,6 +146,9 @@ class HistoryAPI:
 
     def _versions(self, nct_id: str, entries: list[Any]) -> list[Version]:
         """Check a listing's entries: contiguous from 0, dated, dates never going back."""
+        if not entries:  # a failed answer, not a study without history: it is asked again
+            raise FetchError(f"{nct_id}: its record-history listing holds no version (every "
+                             "study has version 0); nothing was stored: run backfill again")
         versions: list[Version] = []
         for expected, entry in enumerate(entries):
             if not isinstance(entry, dict):
@@ -155,7 +159,7 @@ class HistoryAPI:
                                  f"{', '.join(sorted(missing))}; nothing was stored")
             self._unknown("a history listing entry", entry.keys() - ENTRY_KEYS, nct_id)
             day, labels, status = entry["date"], entry["moduleLabels"], entry["status"]
-            if entry["version"] != expected or not isinstance(day, str) or not DAY.fullmatch(day):
+            if entry["version"] != expected or not is_day_gone_by(day):
                 raise ShapeError(f"{nct_id}: history versions are not contiguous from 0 with "
                                  f"dates (entry {expected}: {entry!r:.80}); nothing was stored")
             if versions and day < versions[-1].qc_day:
@@ -200,4 +204,19 @@ class HistoryAPI:
                              "nothing more was stored")
         posted = text_at(study, "protocolSection", "statusModule", "lastUpdatePostDateStruct",
                          "date")
+        if posted and DAY.fullmatch(posted) and not is_day_gone_by(posted):
+            # Stored, it would date a snapshot after every later sync, which would be refused.
+            raise ShapeError(f"{nct_id} version {number}: posted on {posted}, which is no day "
+                             "gone by; nothing more was stored")
         return study, posted if posted and DAY.fullmatch(posted) else None
+
+
+def is_day_gone_by(day: object) -> bool:
+    """Tell whether a value is a calendar day (YYYY-MM-DD) up to today (UTC)."""
+    if not isinstance(day, str) or not DAY.fullmatch(day):
+        return False
+    try:
+        date.fromisoformat(day)
+    except ValueError:  # 2025-02-30
+        return False
+    return day <= datetime.now(UTC).date().isoformat()
