@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -263,6 +264,21 @@ def test_a_repeated_page_token_stops_paging(api: StandinAPI) -> None:
         for page in fetch_pages(client, {"pageSize": "5"}):
             pages.append(page)
     assert [len(p) for p in pages] == [5] and len(studies_asked(api)) == 2
+
+
+def test_a_page_token_no_url_can_carry_fails_the_query_not_the_command(api: StandinAPI) -> None:
+    # A probe's server sent a 100 KB nextPageToken: httpx's "URL component 'query' too long"
+    # was taken for a bad --api, a usage error (exit 2) that ended the whole sync.
+    first = {"studies": [real_records()[0]], "nextPageToken": "t" * 100_000}
+    api.add_fault(Fault("status", status=200, body=json.dumps(first), times=1,
+                        path_prefix="/api/v2/studies",
+                        headers={"Content-Type": "application/json"}))
+    client, _ = client_for(api)
+    pages = []
+    with pytest.raises(FetchError, match=r"^/studies: no URL can carry this request \(.*too long"):
+        for page in fetch_pages(client, {"pageSize": "5"}):
+            pages.append(page)
+    assert [len(p) for p in pages] == [1]
 
 
 def test_a_page_with_nothing_new_stops_paging(api: StandinAPI) -> None:

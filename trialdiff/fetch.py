@@ -199,8 +199,10 @@ class Client:
                 problem = f"timed out after {self.pacing.timeout:g} s"
             except _DeadlinePassed:
                 problem = f"took longer than the {self.pacing.deadline:g} s deadline"
-            except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            except httpx.UnsupportedProtocol as exc:
                 raise UsageError(f"{self.shown_url!r}: {exc}", setting="api") from exc
+            except httpx.InvalidURL as exc:  # --api was checked: a value the API sent (a token)
+                raise FetchError(f"{path}: no URL can carry this request ({exc})") from exc
             except httpx.TransportError as exc:
                 problem = f"connection failed ({type(exc).__name__}: {exc})"
             except httpx.DecodingError as exc:  # a proxy's glitch, say: gzip over a plain body
@@ -258,8 +260,7 @@ def _parse(body: bytes) -> Any:
 
 def _check_version(body: Any) -> str | None:
     """Say what is wrong with a /version body, if anything."""
-    # The spec requires only apiVersion: a body without a usable dataTimestamp is still an
-    # answer (sync then has no release to skip by: data_release).
+    # The spec requires only apiVersion: without a dataTimestamp, sync has no release to skip by.
     return None if isinstance(body, dict) else "not a JSON object"
 
 
@@ -276,10 +277,7 @@ def check_page(body: Any) -> str | None:
 
 
 def refused(path: str, status: int, body: Any) -> FetchError:
-    """Return the error for a non-200 answer: 400 and 414 are refusals, the rest unexpected.
-
-    None of them is a usage error: the command line was fine, the API said no to one input.
-    """
+    """Return the error for a non-200 answer (no usage error): 400 and 414 are refusals."""
     message = body.get("message") if isinstance(body, dict) else body
     reason = f": {one_line(str(message))}" if message else ""
     if status in (400, 414):
