@@ -374,7 +374,7 @@ def test_a_deleted_current_folder_gets_a_clear_line_not_a_traceback(tmp_path: Pa
     for args, code, said in (
         ("--help", 0, ""),  # a traceback from the default database's folder
         ("--db d.db import x.json", 1, "trialdiff: error: the current folder no longer exists: "
-                                       "run from another, or give --db an absolute path\n"),
+                                       "run from another, or give absolute paths (--db, -o)\n"),
     ):
         result = subprocess.run(
             ["sh", "-c", f'cd "{gone}" && rmdir "{gone}" && exec "$0" -m trialdiff {args}',

@@ -7,10 +7,13 @@ import os
 from pathlib import Path
 
 import click
-from conftest import ROOT
+import pytest
+from click.testing import CliRunner
+from conftest import ROOT, SAMPLE
 
 from trialdiff import clients, tracker
 from trialdiff.cli import cli
+from trialdiff.errors import UsageError
 from trialdiff.settings import CHECKOUT_DB, SETTINGS, default_db, setting
 
 
@@ -95,3 +98,53 @@ def test_default_db_keeps_an_existing_database_and_is_not_fooled_by_a_broken_pyp
     assert default_db(tmp_path, {"XDG_DATA_HOME": "/x"}) == elsewhere  # a folder alone is not
     (tmp_path / CHECKOUT_DB).write_bytes(b"")
     assert default_db(tmp_path, {"XDG_DATA_HOME": "/x"}) == CHECKOUT_DB
+
+
+def test_a_user_with_no_home_is_told_so_and_help_still_shows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A probe: a container's uid with no account, under `env -i`: `--help` printed a
+    # traceback ("Could not determine home directory"), and commands "unexpected RuntimeError".
+    import pwd
+
+    def no_account(uid: int) -> None:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(pwd, "getpwuid", no_account)
+    monkeypatch.delenv("HOME", raising=False)
+    for name in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "TRIALDIFF_DB", "TRIALDIFF_SECRETS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    no_home = (f"no home folder for trialdiff's files: HOME is unset and user {os.getuid()} "
+               "has no account; set HOME, or give each file's path (TRIALDIFF_DB, "
+               "TRIALDIFF_SECRETS)")
+    with pytest.raises(UsageError, match="no home folder"):
+        default_db(tmp_path, {})
+    runner = CliRunner()
+    for args in (["--help"], ["watch", "--help"]):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 0 and f"none: {no_home}" in " ".join(result.stdout.split())
+    result = runner.invoke(cli, ["recent", "NCT05827016"])
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        2, "", f"trialdiff: error: {no_home}\n")
+    db = str(tmp_path / "given.db")  # a database named is all a reader needs
+    assert runner.invoke(cli, ["--db", db, "import", str(SAMPLE)]).exit_code == 0
+    result = runner.invoke(cli, ["--db", db, "watch", "add", "w", "--to", "https://h.test/x"])
+    assert (result.exit_code, result.stderr) == (2, f"trialdiff: error: {no_home}\n")
+
+
+def test_a_snapshots_folder_this_user_may_not_look_into_is_no_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A probe: a mode-000 snapshots/ in the current folder made `--help` say "cannot write to
+    # stdout: Permission denied".
+    real_is_file = Path.is_file
+
+    def refusing(path: Path) -> bool:
+        if path.parent.name == "snapshots":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_is_file(path)
+
+    monkeypatch.setattr(Path, "is_file", refusing)
+    (tmp_path / "snapshots").mkdir()
+    assert default_db(tmp_path, {"XDG_DATA_HOME": "/x"}) == Path("/x/trialdiff/trialdiff.db")

@@ -111,8 +111,11 @@ def default_db(cwd: Path | None, environ: Mapping[str, str]) -> Path:
     base directory spec: $XDG_DATA_HOME (when absolute) or ~/.local/share, then trialdiff/.
     `cwd` is None when the current folder is gone (deleted under a cron job): no checkout.
     """
-    if cwd is not None and ((cwd / CHECKOUT_DB).is_file() or _is_checkout(cwd)):
-        return CHECKOUT_DB
+    try:
+        if cwd is not None and ((cwd / CHECKOUT_DB).is_file() or _is_checkout(cwd)):
+            return CHECKOUT_DB
+    except OSError:  # a snapshots/ folder this user may not look into: not its checkout
+        pass
     return xdg_folder(environ, "XDG_DATA_HOME", ".local/share") / "trialdiff" / "trialdiff.db"
 
 
@@ -136,7 +139,12 @@ def _home(home: str) -> Path:
 
         return Path(pwd.getpwuid(os.getuid()).pw_dir)
     except (ImportError, KeyError):  # no password database (Windows, a container's uid)
-        return Path.home()
+        try:
+            return Path.home()
+        except RuntimeError:  # HOME unset under a uid with no account: `env -i` in a container
+            raise UsageError(f"no home folder for trialdiff's files: HOME is unset and user "
+                             f"{os.getuid()} has no account; set HOME, or give each file's path "
+                             "(TRIALDIFF_DB, TRIALDIFF_SECRETS)") from None
 
 
 def _is_checkout(folder: Path) -> bool:

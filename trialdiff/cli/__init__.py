@@ -38,21 +38,20 @@ class Options:
     debug: bool
     db_is_default: bool = False  # neither --db nor TRIALDIFF_DB named it
     hooks: dict[str, Any] = field(default_factory=dict)  # API client hooks: sleep, transport
-    # TRIALDIFF_DB set empty: refused where the database is used, unless --db after the
-    # command names one (click parses that after the group's own options).
-    empty_env: bool = False
+    # Why there is no default (TRIALDIFF_DB set empty, no home folder): raised where the
+    # database is used, unless --db after the command names one (click parses that later).
+    refusal: click.ClickException | None = None
 
     @property
     def db(self) -> str:
         """Return the database path the command uses."""
-        if self.empty_env:
-            raise click.BadParameter("is empty (an unset variable?); give the database file",
-                                     param_hint="TRIALDIFF_DB")
+        if self.refusal is not None:
+            raise self.refusal
         return self.path
 
     @db.setter
     def db(self, value: str) -> None:
-        self.path, self.empty_env = value, False
+        self.path, self.refusal = value, None
 
 
 DB_DEFAULT_HELP: Final = (
@@ -106,7 +105,8 @@ class Group(click.Group):
         elif "TRIALDIFF_DB" in os.environ and not given:  # as every command says, not the default
             where, source = "none: TRIALDIFF_DB is set but empty", "every command refuses it"
         else:
-            where = given or str(_default_db().absolute())
+            path, refusal = _default_db()
+            where = given or (f"none: {refusal.message}" if refusal else str(Path(path).absolute()))
             source = "from TRIALDIFF_DB" if given else "the default"
         with formatter.section("Database"):
             # The path on a line of its own: wrapping would split it at a hyphen.
@@ -144,7 +144,7 @@ class Group(click.Group):
             debug_traceback(ctx)
             if not exc.filename and _cwd() is None:  # a relative path under a deleted folder
                 raise CliError("the current folder no longer exists: run from another, or "
-                               "give --db an absolute path") from exc
+                               "give absolute paths (--db, -o)") from exc
             raise CliError(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from exc
         except Exception as exc:
             debug_traceback(ctx)
@@ -162,11 +162,17 @@ def discard_stdout() -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), fileno)
 
 
-def _default_db() -> Path:
-    """Return the default database for the current folder and environment."""
+def _default_db() -> tuple[str, click.ClickException | None]:
+    """Return the default database for the current folder and environment, or why there is none."""
     from ..settings import default_db
 
-    return default_db(_cwd(), os.environ)
+    if "TRIALDIFF_DB" in os.environ:  # set but empty, which click reads as unset
+        return "", click.BadParameter("is empty (an unset variable?); give the database file",
+                                      param_hint="TRIALDIFF_DB")
+    try:
+        return str(default_db(_cwd(), os.environ)), None
+    except UsageError as exc:  # no home folder to keep it in
+        return "", CliError(str(exc), exc.exit_code)
 
 
 def _cwd() -> Path | None:
@@ -203,11 +209,8 @@ def _default_folder(ctx: click.Context) -> None:
 
 
 def _command_db(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    """Settle the database: --db after the command, else before it, else the default.
-
-    The default's folder is created by a command that writes (`writer`, `tracker`), not here:
-    a reader creates nothing.
-    """
+    """Settle the database: --db after the command, else before it, else the default."""
+    # The default's folder is made by a command that writes (`writer`), not here.
     options = ctx.find_object(Options)
     if options is None:
         return
@@ -301,8 +304,8 @@ def cli(ctx: click.Context, db: str | None, debug: bool, secrets: str) -> None:
         ctx.obj = Options(_checked_db(ctx, db, "TRIALDIFF_DB" if from_env else "'--db'"),
                           debug=debug, hooks=hooks)
     else:  # click reads an empty variable as unset
-        ctx.obj = Options(str(_default_db()), debug=debug, db_is_default=True, hooks=hooks,
-                          empty_env="TRIALDIFF_DB" in os.environ)
+        path, refusal = _default_db()
+        ctx.obj = Options(path, debug, db_is_default=True, hooks=hooks, refusal=refusal)
     _command_secrets(ctx, None, secrets)  # before the command, or after it: one way in
 
 
