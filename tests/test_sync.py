@@ -330,6 +330,29 @@ def test_a_query_whose_study_was_refused_keeps_its_window(db_path: str, api: Sta
         stored_changes(db_path))
 
 
+def test_a_query_whose_page_held_a_record_without_an_id_keeps_its_window(
+    db_path: str, api: StandinAPI
+) -> None:
+    # A probe: the failed item was reported once, but the window moved on, so the study it
+    # stood for was never asked again (a later run asks only for what was updated since).
+    target, other = IDS[0], IDS[1]
+    by_id = {r["protocolSection"]["identificationModule"]["nctId"]: r for r in RECORDS}
+    anonymous = copy.deepcopy(by_id[target])
+    del anonymous["protocolSection"]["identificationModule"]["nctId"]
+    assert run(db_path, "track", "--query", f"filter.ids={target},{other}")[0] == 0
+    api.add_fault(Fault("status", status=200, times=1, path_prefix="/api/v2/studies",
+                        body=json.dumps({"studies": [anonymous, by_id[other]]}),
+                        headers={"Content-Type": "application/json"}))
+    code, _, err = sync(db_path, api, "--at", DAY1)
+    assert code == 1 and "not a study: no nctId" in err
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("select last_synced_at, fetched_release from queries").fetchone() == (
+        None, None)
+    assert sync(db_path, api, "--at", DAY2)[0] == 0
+    assert conn.execute("select nct_id from studies order by 1").fetchall() == [
+        (target,), (other,)]
+
+
 def test_saved_queries_run_whole_then_incrementally(db_path: str, api: StandinAPI) -> None:
     code, out, _ = run(db_path, "track", "--query", "filter.overallStatus=COMPLETED")
     assert code == 0 and out == "track: 0 new studies, 1 new query\n"

@@ -93,7 +93,8 @@ class _Run:
         save_studies(self.db, fresh, self.observed_at, self.totals, source="sync",
                      run_id=self.run_id, emit=saved.append)
         observed = {o.nct_id for o in saved if isinstance(o, Observation)}
-        self.unsaved.update(i.nct_id for i in fresh if i.nct_id and i.nct_id not in observed)
+        # A record without an id counts by its label: its query's window stays too.
+        self.unsaved.update(i.nct_id or i.label for i in fresh if i.nct_id not in observed)
         yield from saved
 
     def fail(self, where: str, error: TrialdiffError) -> Failed:
