@@ -314,6 +314,10 @@ def test_single_study_etag_and_304(api: StandinAPI) -> None:
     api.put_study(edited)
     changed = fetch_study(client, IDS[0], first.etag)
     assert changed.study == edited and changed.etag != first.etag
+    # A 304 to a request that sent no ETag answers nothing (a probe saw it reported as 404).
+    api.add_fault(Fault("status", status=304, times=1, path_prefix=f"/api/v2/studies/{IDS[0]}"))
+    with pytest.raises(FetchError, match=rf"^/studies/{IDS[0]}: unexpected answer 304"):
+        fetch_study(client, IDS[0])
 
 
 def test_a_body_sent_a_few_bytes_at_a_time_meets_the_overall_deadline(api: StandinAPI) -> None:

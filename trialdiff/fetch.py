@@ -404,7 +404,7 @@ def fetch_study(client: Client, nct_id: str, etag: str | None = None) -> StudyAn
                              "/studies/NCT...): is a proxy in the way?")
         nct_id, path = target, f"/studies/{target}"
         status, body, headers = client.get_json(path, check=_answers(nct_id))
-    if status == 304:
+    if status == 304 and etag:  # else no answer to what was asked: refused below
         return StudyAnswer(nct_id, None, etag, unchanged=True)
     if status == 404:
         return StudyAnswer(nct_id, None)
