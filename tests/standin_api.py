@@ -88,7 +88,7 @@ class Fault:
                   "drip_head", "repeat_token", "stale_page", "empty_page"]
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    body: str | None = None
+    body: str | bytes | None = None  # bytes: sent as they are (an encoded body)
     seconds: float = 5.0
     size: int = 8 * 1024 * 1024
     chunk: int = 4
@@ -142,8 +142,9 @@ def _dumps(obj: object) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _text(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
-    return Reply(status, message.encode(), "text/plain; charset=utf-8", headers)
+def _text(status: int, message: str | bytes, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    body = message.encode() if isinstance(message, str) else message
+    return Reply(status, body, "text/plain; charset=utf-8", headers)
 
 
 def _entry(study: Study) -> _Entry:

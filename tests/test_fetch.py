@@ -116,6 +116,21 @@ def test_cut_short_body_and_html_page_are_retried_then_reported(api: StandinAPI)
     assert client.requests_made == 4
 
 
+def test_a_body_in_an_encoding_not_asked_for_is_not_decoded(api: StandinAPI) -> None:
+    # A probe's 32 KB zstd body decoded to 1 GB in one piece, past --max-response-mb, before
+    # the cap was checked (2.1 GB of memory). Only gzip and deflate are asked for now.
+    import zstandard
+
+    page = json.dumps({"studies": []}).encode() + b" " * 10_000_000
+    api.add_fault(Fault("status", status=200, body=zstandard.compress(page), times=2,
+                        headers={"Content-Encoding": "zstd", "Content-Type": "application/json"}))
+    client, _ = client_for(api, retries=1, max_bytes=1_000_000)
+    with pytest.raises(FetchError, match=r"does not decode as its Content-Encoding says "
+                                         r"\(an encoding not asked for\); gave up"):
+        client.get_json("/studies")
+    assert client._http is not None and client._http.headers["Accept-Encoding"] == "gzip, deflate"
+
+
 def test_retries_are_bounded_by_count_and_by_time(api: StandinAPI) -> None:
     api.add_fault(Fault("status", status=503, times=100))
     client, waits = client_for(api, retries=2)

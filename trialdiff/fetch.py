@@ -1,10 +1,10 @@
 """Fetch study records from the ClinicalTrials.gov API v2, politely and with bounded retries.
 
 `Client.get_json` is the one place a request is made: it paces requests, retries faults with
-exponential backoff and jitter (honouring Retry-After) within a count and a time budget, caps
-the response size, and parses the body. The `fetch_*` generators page through results and yield
-whole, validated pages, so a caller never stores part of a page, and stop rather than go round
-in circles: a repeated nextPageToken, a page with nothing new, empty pages without end.
+exponential backoff and jitter (honouring Retry-After) within a count and a time budget, caps the
+response size, and parses the body. The `fetch_*` generators page through results and yield whole,
+validated pages, so a caller never stores part of a page, and stop rather than go round in circles:
+a repeated nextPageToken, a page with nothing new, empty pages without end.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from .render import one_line, plural
 USER_AGENT = f"trialdiff/{__version__} python-httpx/{httpx.__version__}"
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _ANSWER_STATUS = frozenset({301, 302, 304, 307, 308, 400, 404, 414})  # answers: not retried
+# Asked for (and none): not zstd, as httpx asks, one chunk of which may expand to gigabytes.
+_DECODED = frozenset({"gzip", "deflate", "identity"})
 
 
 @dataclass
@@ -72,7 +74,8 @@ class Client:
     def __post_init__(self) -> None:
         self.base_url = check_base_url(self.base_url)
         self._http = httpx.Client(
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json",
+                     "Accept-Encoding": "gzip, deflate"},
             timeout=self.pacing.timeout,
             transport=self.transport,
             follow_redirects=False,
@@ -92,19 +95,16 @@ class Client:
 
     def _pace(self) -> None:
         """Wait until `delay` has passed since the previous request started."""
-        if self._last_request is not None:
-            wait = self._last_request + self.pacing.delay - self.clock()
-            if wait > 0:
-                self.sleep(wait)
+        last = self._last_request
+        if last is not None and (wait := last + self.pacing.delay - self.clock()) > 0:
+            self.sleep(wait)
         self._last_request = self.clock()
 
     def _retry_wait(self, attempt: int, response: httpx.Response | None) -> float:
         """Return how long to wait before retry `attempt` (1-based)."""
         wait = self.pacing.backoff * 2 ** (attempt - 1) * (0.5 + self.jitter())
         header = response.headers.get("Retry-After") if response is not None else None
-        if header:
-            wait = max(wait, _retry_after_seconds(header))
-        return float(wait)
+        return float(max(wait, _retry_after_seconds(header)) if header else wait)
 
     def _read(
         self, path: str, params: Mapping[str, str], headers: Mapping[str, str]
@@ -126,6 +126,8 @@ class Client:
             try:
                 response = self._http.send(request, stream=True)
                 try:
+                    if response.headers.get("Content-Encoding", "gzip").lower() not in _DECODED:
+                        raise httpx.DecodingError("an encoding not asked for")
                     declared = int(response.headers.get("Content-Length") or 0)
                     if declared > self.pacing.max_bytes:
                         raise ResponseTooLarge(self._too_large(path), setting="max_response_mb")
