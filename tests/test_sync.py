@@ -17,13 +17,23 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from conftest import ROOT, SAMPLE, kill_after, real_records, run, trialdiff_process
+from conftest import (
+    FIXTURES,
+    ROOT,
+    SAMPLE,
+    kill_after,
+    real_records,
+    run,
+    trialdiff_env,
+    trialdiff_process,
+)
 from standin_api import Fault, StandinAPI
 
 from trialdiff.diff import changed_paths
 from trialdiff.normalize import extract_fields
 
 RECORDS = real_records()
+FIXTURES_V2 = FIXTURES / "v2"
 IDS = sorted(r["protocolSection"]["identificationModule"]["nctId"] for r in RECORDS)
 DAY1, DAY2, DAY3 = "2026-05-11T06:00:00Z", "2026-05-12T06:00:00Z", "2026-05-13T06:00:00Z"
 
@@ -1021,6 +1031,38 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_and_exits_143(db_path: str, tmp_path
                            "saved stays: run again to resume)")
     assert _run_status(db_path) == ["interrupted"]
 
+
+
+def test_a_stop_python_swallowed_is_raised_at_the_next_outcome(db_path: str) -> None:
+    # A probe's SIGTERM sometimes landed in a weakref callback: Python printed "Exception
+    # ignored in: ... Terminated" and went on, and the sync ran to its end, recorded ok, exit 0.
+    # Here the stop is raised in a finaliser, as the handler would raise it there.
+    script = f"""
+import sys
+from trialdiff import dedupe
+from trialdiff.cli import main, sinks
+
+class Stop:
+    def __del__(self):
+        raise sinks.Terminated
+
+first, calls = dedupe.InputLedger.first, []
+def swallowing_first(self, *args):
+    calls.append(1)
+    if len(calls) == 2:
+        Stop()  # dropped at once: its finaliser raises
+    return first(self, *args)
+
+dedupe.InputLedger.first = swallowing_first
+sys.argv = ["trialdiff", "--db", {db_path!r}, "import", "--at", {DAY1!r}, {str(FIXTURES_V2)!r}]
+main()
+"""
+    result = subprocess.run([sys.executable, "-c", script], env=trialdiff_env(),
+                            capture_output=True, text=True)
+    assert (result.returncode, result.stderr) == (143, (
+        "trialdiff: terminated; run 1 recorded as interrupted (what was saved stays: run again "
+        "to resume)\n"))
+    assert _run_status(db_path) == ["interrupted"]
 
 
 def test_sigterm_while_waiting_for_the_lock_is_said_as_terminated(db_path: str) -> None:

@@ -27,7 +27,7 @@ from ..model import utc_day, utc_timestamp
 from ..registry import DEFAULT
 from ..settings import MAX_DAYS as MAX_DAYS  # the commands' --days bound
 from .options import setting_option
-from .sinks import stopped, terminate, write_utf8
+from .sinks import keep_stops, stopped, terminate, write_utf8
 
 
 @dataclass
@@ -376,13 +376,13 @@ def main() -> None:
     # live all run long: frozen once loaded, they are not walked again by every full garbage
     # collection, and a young generation of 20,000 objects, not 700, is collected a 12th as
     # often (heavy day 2: the collector's 46 ms went to 18 ms frozen, 6 ms with both). The engine
-    # is loaded first because nearly every command opens it. Here, not in the library: it is
-    # the process's.
+    # is loaded first: nearly every command opens it. Here, not in the library: it is the process's.
     from .. import tracker as _engine  # noqa: F401
 
     gc.freeze()
     gc.set_threshold(20_000, 10, 10)
     signal.signal(signal.SIGTERM, terminate)
+    sys.unraisablehook = keep_stops
     if sys.stdout is None:  # started with stdout closed (`>&-`): every report would vanish
         click.echo("trialdiff: error: stdout is closed: give it somewhere to write "
                    "(`>/dev/null` to discard it)", err=True)

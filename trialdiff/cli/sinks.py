@@ -92,6 +92,23 @@ def terminate(signum: int, frame: Any) -> NoReturn:
     raise Terminated
 
 
+# Stops Python could not raise (see keep_stops), raised again at the next outcome shown.
+_SWALLOWED: list[KeyboardInterrupt] = []
+
+
+def keep_stops(unraisable: Any) -> None:
+    """Keep a stop Python swallowed, to raise it again (the process's sys.unraisablehook).
+
+    A signal's handler raises wherever the process is: inside a weakref callback or a
+    `__del__`, Python prints "Exception ignored" and goes on, and a probe's SIGTERM'd sync ran
+    to its end, recorded ok. Anything else unraisable is printed as Python prints it.
+    """
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        _SWALLOWED.append(unraisable.exc_value)
+    else:
+        sys.__unraisablehook__(unraisable)
+
+
 def stopped(stop: BaseException) -> tuple[str, int]:
     """Return how a stop is worded, and its exit code: 128 and the signal, as a shell says."""
     return ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
@@ -148,6 +165,8 @@ class OutcomePrinter:
 
     def show(self, outcome: Outcome) -> None:
         """Print or keep one outcome."""
+        if _SWALLOWED:  # after the batch it ends committed: as a stop between two batches
+            raise _SWALLOWED.pop()
         match outcome:
             case Failed(where=where, error=error, setting=setting):
                 print_error(where, worded(error, setting))
