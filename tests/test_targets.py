@@ -36,7 +36,9 @@ def test_kept_values_live_in_an_owner_only_file_and_leave_it_when_forgotten(
     assert (resolve(hook), resolve(mail)) == (HOOK, MAIL)
     assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(secrets_file.parent.stat().st_mode) == 0o700
-    assert [p.name for p in secrets_file.parent.iterdir()] == ["secrets.json"]  # no temp file
+    assert sorted(p.name for p in secrets_file.parent.iterdir()) == [
+        "secrets.json", "secrets.json.lock"]  # no temp file
+    assert stat.S_IMODE(secrets_file.with_name("secrets.json.lock").stat().st_mode) == 0o600
     forget([hook, "env:HOOK_URL", "config:0000000000000000"])  # unknown ones are no error
     assert json.loads(secrets_file.read_text()) == {mail.removeprefix("config:"): MAIL}
     with pytest.raises(UsageError, match=f"{hook} is not in the secrets file {secrets_file}"):
@@ -195,3 +197,33 @@ def test_an_entry_another_database_added_is_kept_by_forget(
         mail.removeprefix("config:"), f"database:{mail.removeprefix('config:')}"}
     assert forget([mail]) == []  # no owner given: no check (a library caller's way)
     assert json.loads(secrets_file.read_text()) == {}
+
+
+def test_writers_of_one_secrets_file_at_once_lose_no_entry(
+    secrets_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A probe: `watch add` on 12 databases at once (one secrets file per user) each replaced the
+    # file with only its own entry added; other watches then named targets it did not hold.
+    import threading
+    import time
+
+    import trialdiff.targets
+
+    read = trialdiff.targets._read
+
+    def slow_read(path: Path) -> dict[str, str]:
+        entries = read(path)
+        time.sleep(0.02)  # the time between reading the file and replacing it, made wide
+        return entries
+
+    monkeypatch.setattr(trialdiff.targets, "_read", slow_read)
+    kept: list[str] = []
+    workers = [threading.Thread(target=lambda n=n: kept.extend(
+        keep_all([f"https://h{n}.example.org/x"], owner=f"/srv/db{n}.db"))) for n in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert sorted(resolve(reference) for reference in kept) == sorted(
+        f"https://h{n}.example.org/x" for n in range(8))
+    assert len(json.loads(secrets_file.read_text())) == 16  # 8 targets, 8 owner notes

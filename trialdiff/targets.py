@@ -16,11 +16,14 @@ scheme and host.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import secrets
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
@@ -69,6 +72,26 @@ def _read(path: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()}
 
 
+@contextmanager
+def _changing(path: Path) -> Iterator[None]:
+    """Hold the secrets file's lock while it is read, changed and replaced.
+
+    Every database of a user shares the file: two `watch add` at once each replaced it with
+    only their own entry added, and the other's watch named a target the file did not hold.
+    """
+    fd = None
+    with suppress(OSError):  # a folder this user cannot write: the write says so
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when closed, or when the process dies
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def _write(path: Path, entries: dict[str, str]) -> None:
     """Write the secrets file atomically, readable by its owner only."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -109,21 +132,23 @@ def keep_all(values: list[str], owner: str | None = None) -> list[str]:
     if all(value.startswith(ENV_PREFIX) for value in values):
         return list(values)
     path = secrets_path()
-    entries = _read(path)
-    references = []
-    for value in values:
-        reference = value if value.startswith(ENV_PREFIX) else (
-            CONFIG_PREFIX + secrets.token_hex(8))
-        if reference != value:
-            entries[reference[len(CONFIG_PREFIX):]] = value
-            if owner is not None:
-                entries[_owner_key(reference[len(CONFIG_PREFIX):])] = os.path.realpath(owner)
-        references.append(reference)
-    try:
-        _write(path, entries)
-    except OSError as exc:  # cron's user may have no home it can write: say where instead
-        raise UsageError(f"cannot write the secrets file {path}: {exc.strerror or exc}; keep "
-                         "it elsewhere, or give the value as env:NAME", setting="secrets") from exc
+    with _changing(path):
+        entries = _read(path)
+        references = []
+        for value in values:
+            reference = value if value.startswith(ENV_PREFIX) else (
+                CONFIG_PREFIX + secrets.token_hex(8))
+            if reference != value:
+                entries[reference[len(CONFIG_PREFIX):]] = value
+                if owner is not None:
+                    entries[_owner_key(reference[len(CONFIG_PREFIX):])] = os.path.realpath(owner)
+            references.append(reference)
+        try:
+            _write(path, entries)
+        except OSError as exc:  # cron's user may have no home it can write: say where instead
+            raise UsageError(f"cannot write the secrets file {path}: {exc.strerror or exc}; "
+                             "keep it elsewhere, or give the value as env:NAME",
+                             setting="secrets") from exc
     return references
 
 
@@ -136,14 +161,15 @@ def forget(references: list[str], owner: str | None = None) -> list[str]:
     """
     ids = {r[len(CONFIG_PREFIX):] for r in references if r.startswith(CONFIG_PREFIX)}
     path = secrets_path()
-    entries = _read(path)
-    mine = os.path.realpath(owner) if owner is not None else None
-    kept = sorted(i for i in ids & entries.keys() if mine is not None
-                  and entries.get(_owner_key(i), mine) != mine)
-    gone = (ids & entries.keys()) - set(kept)
-    if gone:
-        _write(path, {k: v for k, v in entries.items()
-                      if k not in gone and k.removeprefix(OWNER_PREFIX) not in gone})
+    with _changing(path) if ids else nullcontext():  # forget([]) only reads
+        entries = _read(path)
+        mine = os.path.realpath(owner) if owner is not None else None
+        kept = sorted(i for i in ids & entries.keys() if mine is not None
+                      and entries.get(_owner_key(i), mine) != mine)
+        gone = (ids & entries.keys()) - set(kept)
+        if gone:
+            _write(path, {k: v for k, v in entries.items()
+                          if k not in gone and k.removeprefix(OWNER_PREFIX) not in gone})
     return [CONFIG_PREFIX + i for i in kept]
 
 
