@@ -85,3 +85,20 @@ def test_a_schema_version_trialdiff_never_wrote_is_a_usage_error(
     assert (code, out) == (2, "")
     assert err.startswith(f"trialdiff: error: {db_path} is not a trialdiff database (its schema "
                           f"version is {value!r})")
+
+
+def test_a_database_whose_creation_was_cut_short_is_said_to_be_so_and_a_writer_completes_it(
+    db_path: str,
+) -> None:
+    # A probe killed a first import in its first 30 ms: trialdiff's tables, no version yet.
+    # Readers called it "not a trialdiff database", the words for another application's file.
+    schema.open_db(db_path).close()
+    conn = sqlite3.connect(db_path)
+    with conn:
+        conn.execute("delete from meta")
+    code, out, err = run(db_path, "recent", "NCT00000410")
+    assert (code, out, err) == (1, "", f"trialdiff: error: {db_path}: its creation did not "
+                                "finish; run any writing command (`trialdiff import`, `sync`) "
+                                "once to complete it\n")
+    assert run(db_path, "import", str(FIXTURES / "v2"))[0] == 0
+    assert run(db_path, "check")[0] == 0

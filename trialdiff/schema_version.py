@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from .errors import UsageError
+from .errors import DatabaseError, UsageError
 
 SCHEMA_VERSION: Final = 14
 # meta's key while an upgrade runs, holding the version it started from. The upgrade writes
@@ -30,6 +30,11 @@ def read_version(conn: Any, path: str) -> tuple[int, int | None]:
     rows = dict(conn.execute("select key, value from meta where key in ('schema_version', ?)",
                              [UPGRADING_FROM]).fetchall())
     if "schema_version" not in rows:
+        if conn.execute("select 1 from sqlite_master where name = 'snapshots'").fetchone():
+            # trialdiff's tables without the version, which goes last: a first run killed
+            # while it created them (a writer completes the file), not another's file.
+            raise DatabaseError(f"{path}: its creation did not finish; run any writing command "
+                                "(`trialdiff import`, `sync`) once to complete it")
         raise UsageError(f"{path} is not a trialdiff database (it has no schema version)")
     started = rows.get(UPGRADING_FROM)
     return (stored_version(rows["schema_version"], path),
