@@ -10,8 +10,8 @@ import click
 from ..model import utc_day, utc_timestamp
 from ..render import plural
 from ..settings import ALERT_BOUNDS
-from . import MAX_DAYS, Group, check_nct_ids, cli, fail, parse_as_of, reader, tracker, writer
-from .options import TEXT, finite, setting_option, wait_option
+from . import Group, check_nct_ids, cli, fail, parse_as_of, reader, tracker, writer
+from .options import TEXT, finite, setting_option, wait_option, window_days_option
 from .sinks import show_delivery
 
 MIN_SECRET = 16  # characters of a --secret given as itself (GitHub asks for high entropy)
@@ -163,8 +163,7 @@ def _window(days: int, as_of: str | None) -> tuple[str, str]:
 
 @watch.command("show")
 @click.argument("name", type=TEXT)
-@click.option("--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True,
-              help="Days of the window, ending with --as-of's day.")
+@window_days_option
 @click.option("--as-of", "as_of", callback=parse_as_of, help="Last day (default: today).")
 @click.pass_context
 def watch_show(ctx: click.Context, name: str, days: int, as_of: str | None) -> None:

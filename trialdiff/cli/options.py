@@ -1,4 +1,4 @@
-"""Options bound to settings, the text and number types, and --wait every writing command shares."""
+"""Options bound to settings, the text and number types, and the options commands share."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from ..settings import setting
+from ..settings import MAX_DAYS, setting
 
 
 class SettingOption(click.Option):
@@ -85,6 +85,14 @@ def wait_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--wait", type=finite(float, 0, 7 * 86_400), default=0.0, metavar="SECONDS",
         help="Wait this long for another writer instead of exiting 75.",
+    )(command)
+
+
+def window_days_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --days, a window of days ending with --as-of's day (recent, page, watch show)."""
+    return click.option(
+        "--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True,
+        help="Days of the window, ending with --as-of's day.",
     )(command)
 
 

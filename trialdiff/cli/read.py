@@ -23,7 +23,7 @@ from . import (
     reader,
     tracker,
 )
-from .options import TEXT, checked_url, setting_option, wait_option
+from .options import TEXT, checked_url, setting_option, wait_option, window_days_option
 
 
 def _beside_database(output: str, db: str) -> bool:
@@ -35,8 +35,7 @@ def _beside_database(output: str, db: str) -> bool:
 
 @cli.command()
 @click.argument("nct_id", callback=check_nct_ids)
-@click.option("--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True,
-              help="Days of the window, ending with --as-of's day.")
+@window_days_option
 @click.option("--as-of", "as_of", callback=parse_as_of, help="Last day (default: today).")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many lines.")
 @click.pass_context
@@ -242,8 +241,7 @@ def _checked_base(ctx: click.Context, param: click.Parameter, value: str) -> str
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for --all/--changed-since.")
 @click.option("--as-of", "as_of", callback=parse_as_of, metavar="DATE",
               help="Last day of the Recent Field Changes window (the rest is the latest record).")
-@click.option("--days", type=click.IntRange(1, MAX_DAYS), default=30, show_default=True,
-              help="Days of the window, ending with --as-of's day.")
+@window_days_option
 @click.option("--canonical-base", metavar="URL", callback=_checked_base,
               **setting_option("--canonical-base"))
 @click.option("--footer", type=TEXT, metavar="TEXT", **setting_option("--footer"))
