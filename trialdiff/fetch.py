@@ -126,7 +126,7 @@ class Client:
             try:
                 response = self._http.send(request, stream=True)
                 try:
-                    if response.headers.get("Content-Encoding", "gzip").lower() not in _DECODED:
+                    if response.headers.get("Content-Encoding", "identity").lower() not in _DECODED:
                         raise httpx.DecodingError("an encoding not asked for")
                     declared = int(response.headers.get("Content-Length") or 0)
                     if declared > self.pacing.max_bytes:
